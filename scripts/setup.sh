@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up of a fresh Debian 12 machine (as root) for building and testing
+# tracer. A second run only checks and returns in seconds.
+#
+# Installs: the Debian packages the build and the privileged tests use, rust-src for the nightly
+# (aya-build compiles the eBPF object with -Z build-std=core), and bpf-linker built against
+# Debian's LLVM 22 (the crates.io binary would link a different LLVM).
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+BPF_LINKER_VERSION=0.13.0
+LLVM=22
+
+# Packages: build (LLVM for bpf-linker, protoc for later CRI work) and the test lab
+# (iproute2 for netns/veth/tc, iptables/nftables for drop rules, bpftool to prove cleanup).
+PKGS=(
+  "llvm-${LLVM}-dev" "libpolly-${LLVM}-dev" libzstd-dev zlib1g-dev pkg-config
+  iproute2 iptables nftables conntrack bpftool iperf3 procps python3
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    log "error: installing packages needs root"; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # An old or empty package list makes apt-get install fail to find packages.
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# rustup may not be on PATH in non-login shells (CI runs `bash .ci/run`).
+if ! command -v rustup >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/rustup" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v rustup >/dev/null || { log "error: rustup not found"; exit 1; }
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  log "installing the nightly toolchain"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "adding rust-src to nightly (needed by -Z build-std=core)"
+  rustup component add rust-src --toolchain nightly
+fi
+
+have_linker() {
+  command -v bpf-linker >/dev/null 2>&1 && bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"
+}
+if ! have_linker; then
+  log "building bpf-linker $BPF_LINKER_VERSION against LLVM $LLVM (takes about 3 minutes)"
+  LLVM_SYS_221_PREFIX=/usr/lib/llvm-${LLVM} LLVM_PREFIX=/usr/lib/llvm-${LLVM} \
+    cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
+      --no-default-features --features "llvm-${LLVM}" >/dev/null
+fi
+have_linker || { log "error: bpf-linker $BPF_LINKER_VERSION is not on PATH after install"; exit 1; }
+
+log "ok"

@@ -1,0 +1,118 @@
+//! Packet drops: skb:kfree_skb (tracepoint since 2.6; `reason` since 5.17, `rx_sk` since 6.11).
+
+use crate::{event::EventHeader, flow::RawFlow};
+
+/// Size of `ifname`, the kernel's IFNAMSIZ.
+pub const IFNAMSIZ: usize = 16;
+
+/// Reasons below this are selected by the bitmap in [`DropConfig`]; larger values (subsystem
+/// reasons, `SKB_DROP_REASON_SUBSYS_*` << 16) by [`DropConfig::high_reasons`].
+pub const REASON_BITMAP_BITS: u32 = 1024;
+
+/// Which hook the drops program uses; the loader picks one at run time.
+pub mod hook {
+    /// BTF tracepoint `tp_btf/kfree_skb`: args by position, positions read from BTF.
+    pub const TP_BTF: u32 = 1;
+    /// Classic tracepoint `skb/kfree_skb`: record offsets read from the tracefs format file.
+    pub const TRACEPOINT: u32 = 2;
+}
+
+/// One dropped packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub header: EventHeader,
+    /// Kernel address that freed the skb (`location` argument).
+    pub location: u64,
+    /// `enum skb_drop_reason` value (0 when the kernel has no reasons).
+    pub reason: u32,
+    /// skb->len.
+    pub len: u32,
+    /// Network namespace inode of the device (or of the socket when there is no device); 0 unknown.
+    pub netns: u32,
+    /// Device ifindex; 0 when the skb had no device.
+    pub ifindex: u32,
+    /// Device name, NUL-padded.
+    pub ifname: [u8; IFNAMSIZ],
+    pub flow: RawFlow,
+}
+const _: () = assert!(size_of::<DropEvent>() == 16 + 8 + 16 + IFNAMSIZ + 48);
+
+/// Words in the reason bitmap (the `DROP_REASONS` array map).
+pub const REASON_BITMAP_WORDS: u32 = REASON_BITMAP_BITS / 64;
+
+/// Which reasons to report: bit `r` of word `r / 64` for `r` < [`REASON_BITMAP_BITS`]. Lives in
+/// an array map rather than a global: the map lookup bounds the index for the verifier, which a
+/// global array indexed by a computed word does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReasonFilter {
+    pub words: [u64; REASON_BITMAP_WORDS as usize],
+    /// Report reasons >= [`REASON_BITMAP_BITS`] (subsystem reasons).
+    pub high: bool,
+}
+
+impl ReasonFilter {
+    pub const NONE: Self = Self { words: [0; REASON_BITMAP_WORDS as usize], high: false };
+    pub const ALL: Self = Self { words: [u64::MAX; REASON_BITMAP_WORDS as usize], high: true };
+
+    pub fn wants(&self, reason: u32) -> bool {
+        if reason >= REASON_BITMAP_BITS {
+            return self.high;
+        }
+        self.words[(reason / 64) as usize] & (1u64 << (reason % 64)) != 0
+    }
+
+    pub fn select(&mut self, reason: u32) {
+        if reason >= REASON_BITMAP_BITS {
+            self.high = true;
+        } else {
+            self.words[(reason / 64) as usize] |= 1u64 << (reason % 64);
+        }
+    }
+
+    pub fn unselect(&mut self, reason: u32) {
+        if reason < REASON_BITMAP_BITS {
+            self.words[(reason / 64) as usize] &= !(1u64 << (reason % 64));
+        }
+    }
+}
+
+/// Read-only configuration of the drops program, set by the loader before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropConfig {
+    /// One of [`hook`].
+    pub hook: u32,
+    /// tp_btf: argument positions of skb, location and reason (`ABSENT`: the kernel's
+    /// tracepoint has no such argument). Classic tracepoint: byte offsets in the record.
+    pub skb_arg: u32,
+    pub location_arg: u32,
+    pub reason_arg: u32,
+    /// Report reasons >= [`REASON_BITMAP_BITS`]; smaller ones are looked up in `DROP_REASONS`.
+    pub high_reasons: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<DropConfig>() == 24);
+
+impl DropConfig {
+    /// Marks an argument or field the running kernel's tracepoint does not have.
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// A config that reports nothing until the loader fills it.
+    pub const fn empty() -> Self {
+        Self {
+            hook: 0,
+            skb_arg: Self::ABSENT,
+            location_arg: Self::ABSENT,
+            reason_arg: Self::ABSENT,
+            high_reasons: 0,
+            _pad: 0,
+        }
+    }
+}
+
+impl Default for DropConfig {
+    fn default() -> Self {
+        Self::empty()
+    }
+}

@@ -1,0 +1,37 @@
+//! The flow filter every packet probe applies in the kernel before it copies an event.
+
+/// Most CIDRs `--ip` may give; the kernel loop is bounded by this.
+pub const MAX_CIDRS: usize = 8;
+
+/// One CIDR, pre-masked by the loader so the kernel only does `addr & mask == net`.
+/// Words hold the address bytes in network order, as loaded by a plain `u32` read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cidr {
+    pub net: [u32; 4],
+    pub mask: [u32; 4],
+    /// `crate::flow::FAMILY_IPV4` or `FAMILY_IPV6`.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<Cidr>() == 36);
+
+/// A packet matches when every set part matches: proto (0 = any), port (0 = any, else source or
+/// destination), CIDRs (none = any, else source or destination in one of them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    pub cidrs: [Cidr; MAX_CIDRS],
+    pub n_cidrs: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FlowFilter>() == 36 * MAX_CIDRS + 8);
+
+impl FlowFilter {
+    /// True when nothing is filtered.
+    pub const fn is_empty(&self) -> bool {
+        self.n_cidrs == 0 && self.port == 0 && self.proto == 0
+    }
+}

@@ -1,0 +1,112 @@
+//! Packet drops from skb:kfree_skb: the reason, where in the kernel, and the packet's flow.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::Array,
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    drop::{DropConfig, DropEvent, REASON_BITMAP_BITS, REASON_BITMAP_WORDS, hook},
+    event::{EventHeader, kind},
+};
+
+use crate::{emit, filter, kernel, skb};
+
+/// Set by the loader: hook layout (argument positions or record offsets) and the reason filter.
+#[unsafe(no_mangle)]
+static DROP_CONFIG: DropConfig = DropConfig::empty();
+
+macro_rules! config {
+    ($($path:tt)+) => {
+        // SAFETY: DROP_CONFIG is a static of plain integers.
+        unsafe { core::ptr::read_volatile(&raw const DROP_CONFIG.$($path)+) }
+    };
+}
+
+/// The reason bitmap, REASON_BITMAP_WORDS words, filled by the loader.
+#[map]
+static DROP_REASONS: Array<u64> = Array::with_max_entries(REASON_BITMAP_WORDS, 0);
+
+#[inline(always)]
+fn wants_reason(reason: u32) -> bool {
+    if reason >= REASON_BITMAP_BITS {
+        return config!(high_reasons) != 0;
+    }
+    match DROP_REASONS.get(reason / 64) {
+        Some(bits) => bits & (1u64 << (reason % 64)) != 0,
+        None => false,
+    }
+}
+
+/// Reads the u64 at `base + off`: a tp_btf argument slot or a tracepoint record field.
+#[inline(always)]
+fn read_slot(base: *const u8, off: u32) -> Result<u64, i64> {
+    if off == DropConfig::ABSENT {
+        return Ok(0);
+    }
+    kernel::read::<u64>(base, off as usize)
+}
+
+pub fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    if config!(hook) != hook::TP_BTF {
+        return Ok(());
+    }
+    // tp_btf arguments are u64 slots; positions are turned into byte offsets here.
+    let base = ctx.as_ptr() as *const u8;
+    let slot = |arg: u32| {
+        if arg == DropConfig::ABSENT { arg } else { arg * 8 }
+    };
+    let skb = read_slot(base, slot(config!(skb_arg)))?;
+    let location = read_slot(base, slot(config!(location_arg)))?;
+    let reason = read_slot(base, slot(config!(reason_arg)))? as u32;
+    record(skb as *const u8, location, reason)
+}
+
+pub fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
+    if config!(hook) != hook::TRACEPOINT {
+        return Ok(());
+    }
+    let base = ctx.as_ptr() as *const u8;
+    let skb = read_slot(base, config!(skb_arg))?;
+    let location = read_slot(base, config!(location_arg))?;
+    let reason_off = config!(reason_arg);
+    let reason = if reason_off == DropConfig::ABSENT {
+        0
+    } else {
+        kernel::read::<u32>(base, reason_off as usize)?
+    };
+    record(skb as *const u8, location, reason)
+}
+
+#[inline(always)]
+fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
+    if skb.is_null() || !kernel::offsets_valid() || !wants_reason(reason) {
+        return Ok(());
+    }
+    let flow = skb::flow(skb);
+    if !filter::matches(&flow) {
+        return Ok(());
+    }
+    let device = skb::device(skb);
+    let netns = if device.netns != 0 { device.netns } else { skb::socket_netns(skb) };
+    let event = DropEvent {
+        header: EventHeader {
+            // SAFETY: helpers without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+            kind: kind::DROP,
+            cpu: unsafe { bpf_get_smp_processor_id() } as u16,
+            _pad: [0; 4],
+        },
+        location,
+        reason,
+        len: skb::len(skb),
+        netns,
+        ifindex: device.ifindex,
+        ifname: device.name,
+        flow,
+    };
+    emit::output(kind::DROP, &event);
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! The one ring buffer every family writes to, and the per-CPU counters that make losses visible.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use tracer_common::event::counter;
+
+/// Shared by all programs. The loader overrides the size (`--ring-buffer`); this default is
+/// only what an object loaded without the loader would get.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// `counter::index(kind, slot)` -> count, per CPU so that incrementing needs no atomics.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAP_ENTRIES, 0);
+
+#[inline(always)]
+pub fn count(kind: u16, slot: u32) {
+    if let Some(value) = COUNTERS.get_ptr_mut(counter::index(kind, slot)) {
+        // SAFETY: a per-CPU slot is only touched by this CPU, and programs do not nest on one
+        // CPU for the same hook.
+        unsafe { *value += 1 };
+    }
+}
+
+/// Counts `event` as matched and copies it into the ring buffer, or counts it as lost when the
+/// buffer is full. Never blocks.
+#[inline(always)]
+pub fn output<T: 'static>(kind: u16, event: &T) {
+    count(kind, counter::MATCHED);
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            // SAFETY: T is a plain #[repr(C)] struct from tracer-common; copying it is a memcpy.
+            unsafe { core::ptr::copy_nonoverlapping(event, entry.as_mut_ptr(), 1) };
+            entry.submit(0);
+        }
+        None => count(kind, counter::LOST),
+    }
+}

@@ -1,0 +1,73 @@
+//! The flow filter (`--ip`, `--port`, `--proto`), applied before anything is copied.
+
+use tracer_common::{
+    filter::{Cidr, FlowFilter, MAX_CIDRS},
+    flow::RawFlow,
+};
+
+/// Set by the loader before load; all zero matches everything.
+#[unsafe(no_mangle)]
+static FLOW_FILTER: FlowFilter = FlowFilter {
+    cidrs: [Cidr { net: [0; 4], mask: [0; 4], family: 0, _pad: [0; 3] };
+        MAX_CIDRS],
+    n_cidrs: 0,
+    port: 0,
+    proto: 0,
+    _pad: 0,
+};
+
+macro_rules! filter_field {
+    ($($path:tt)+) => {
+        // SAFETY: FLOW_FILTER is a static of plain integers.
+        unsafe { core::ptr::read_volatile(&raw const FLOW_FILTER.$($path)+) }
+    };
+}
+
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ]
+}
+
+#[inline(always)]
+fn in_cidr(cidr: &Cidr, family: u8, addr: &[u32; 4]) -> bool {
+    cidr.family == family
+        && addr[0] & cidr.mask[0] == cidr.net[0]
+        && addr[1] & cidr.mask[1] == cidr.net[1]
+        && addr[2] & cidr.mask[2] == cidr.net[2]
+        && addr[3] & cidr.mask[3] == cidr.net[3]
+}
+
+/// Whether `flow` passes the configured filter.
+#[inline(always)]
+pub fn matches(flow: &RawFlow) -> bool {
+    let proto = filter_field!(proto);
+    if proto != 0 && flow.l4_proto != proto {
+        return false;
+    }
+    let port = filter_field!(port);
+    if port != 0 && flow.sport != port && flow.dport != port {
+        return false;
+    }
+    let n = filter_field!(n_cidrs) as usize;
+    if n == 0 {
+        return true;
+    }
+    let saddr = words(&flow.saddr);
+    let daddr = words(&flow.daddr);
+    for (i, slot) in FLOW_FILTER.cidrs.iter().enumerate() {
+        if i >= n {
+            break;
+        }
+        // SAFETY: a static of plain integers; volatile so the zero initialiser is not folded.
+        let cidr = unsafe { core::ptr::read_volatile(slot) };
+        if in_cidr(&cidr, flow.family, &saddr) || in_cidr(&cidr, flow.family, &daddr) {
+            return true;
+        }
+    }
+    false
+}

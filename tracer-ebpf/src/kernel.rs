@@ -1,0 +1,63 @@
+//! Reading kernel memory at offsets the loader found in BTF.
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use tracer_common::offsets::KernelOffsets;
+
+/// Filled by the loader from BTF before load (read-only once loaded, so the verifier sees
+/// constants). All zero means "not filled": the programs then emit nothing.
+#[unsafe(no_mangle)]
+pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
+    valid: 0,
+    skb_len: 0,
+    skb_head: 0,
+    skb_protocol: 0,
+    skb_network_header: 0,
+    skb_transport_header: 0,
+    skb_dev: 0,
+    skb_sk: 0,
+    net_device_ifindex: 0,
+    net_device_name: 0,
+    net_device_netns_ptr: 0,
+    net_ns_inum: 0,
+    sock_netns_ptr: 0,
+    _pad: 0,
+};
+
+/// Reads one field of [`OFFSETS`]; volatile so the compiler cannot fold the zero initialiser.
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: OFFSETS is a static; the read is of a plain u32.
+        unsafe { core::ptr::read_volatile(&raw const $crate::kernel::OFFSETS.$field) } as usize
+    };
+}
+pub(crate) use offset;
+
+#[inline(always)]
+pub fn offsets_valid() -> bool {
+    // SAFETY: as in `offset!`.
+    let valid = unsafe { core::ptr::read_volatile(&raw const OFFSETS.valid) };
+    valid == 1
+}
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: *const u8, off: usize) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off).cast::<T>()) }.map_err(i64::from)
+}
+
+/// Reads `dst.len()` bytes at `base + off`.
+#[inline(always)]
+pub fn read_buf(base: *const u8, off: usize, dst: &mut [u8]) -> Result<(), i64> {
+    // SAFETY: as in `read`.
+    unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(off), dst) }.map_err(i64::from)
+}
+
+/// The inode number of the network namespace a `struct net *` points to (0 when null).
+#[inline(always)]
+pub fn netns_inum(net: *const u8) -> u32 {
+    if net.is_null() {
+        return 0;
+    }
+    read::<u32>(net, offset!(net_ns_inum)).unwrap_or(0)
+}

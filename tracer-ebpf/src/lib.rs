@@ -1,0 +1,4 @@
+//! tracer's kernel programs live in the `tracer` binary target of this crate (src/main.rs), which
+//! tracer/build.rs compiles for the BPF target with aya-build. This library target is empty: it
+//! exists so that tracer can name this crate as a build dependency and be rebuilt when it changes.
+#![no_std]

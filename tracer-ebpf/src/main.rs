@@ -1,0 +1,42 @@
+//! Program entry points only. Each is a thin wrapper that calls a `try_` function in its family's
+//! module and ignores the error: a tracing program cannot fail the kernel path it observes.
+#![no_std]
+#![no_main]
+
+mod drops;
+mod emit;
+mod filter;
+mod kernel;
+mod skb;
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+
+/// skb:kfree_skb as a BTF tracepoint (kernel >= 5.5 with BTF). Argument positions come from BTF.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn drop_tp_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = drops::try_drop_tp_btf(&ctx);
+    0
+}
+
+/// skb:kfree_skb as a classic tracepoint, for kernels without BTF in /sys/kernel/btf (offsets
+/// then come from --btf and the tracefs format file).
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn drop_tp(ctx: TracePointContext) -> u32 {
+    let _ = drops::try_drop_tp(&ctx);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here, so this is never executed.
+    loop {}
+}
+
+// bpf_probe_read_kernel and friends need a GPL-compatible licence.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

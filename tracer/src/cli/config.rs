@@ -1,0 +1,251 @@
+//! Validated configuration: everything the user typed, checked and typed, before any syscall.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use tracer_common::{
+    filter::{Cidr, FlowFilter, MAX_CIDRS},
+    flow::{FAMILY_IPV4, FAMILY_IPV6},
+};
+
+use super::{DropsArgs, HookChoice, OutputFormat, TraceArgs, UsageError};
+
+/// Options every tracing command shares.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    pub filter: FlowFilter,
+    pub duration: Option<Duration>,
+    pub count: Option<u64>,
+    pub output: OutputFormat,
+    pub btf: Option<PathBuf>,
+    pub ring_buffer_bytes: u32,
+}
+
+/// Which drop reasons to report. Names are checked against the kernel's BTF later, since only
+/// the running kernel knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasonSelection {
+    /// Everything but NOT_SPECIFIED (see `tracer drops --help`).
+    Default,
+    All,
+    Named(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct DropsConfig {
+    pub trace: TraceConfig,
+    pub reasons: ReasonSelection,
+    pub hook: HookChoice,
+}
+
+impl DropsConfig {
+    pub fn from_args(args: DropsArgs) -> Result<Self, UsageError> {
+        let reasons = if args.all_reasons {
+            ReasonSelection::All
+        } else if args.reasons.is_empty() {
+            ReasonSelection::Default
+        } else {
+            let names: Vec<String> =
+                args.reasons.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+            if names.is_empty() {
+                return Err(UsageError("--reason needs a reason name, e.g. --reason NETFILTER_DROP".into()));
+            }
+            ReasonSelection::Named(names)
+        };
+        Ok(Self { trace: TraceConfig::from_args(args.trace)?, reasons, hook: args.hook })
+    }
+}
+
+impl TraceConfig {
+    pub fn from_args(args: TraceArgs) -> Result<Self, UsageError> {
+        let mut filter = FlowFilter::default();
+        if args.ip.len() > MAX_CIDRS {
+            return Err(UsageError(format!("at most {MAX_CIDRS} --ip filters are supported, got {}", args.ip.len())));
+        }
+        for (slot, text) in filter.cidrs.iter_mut().zip(&args.ip) {
+            *slot = parse_cidr(text)?;
+        }
+        filter.n_cidrs = args.ip.len() as u32;
+        if let Some(port) = &args.port {
+            filter.port = parse_port(port)?;
+        }
+        if let Some(proto) = args.proto {
+            filter.proto = proto.number();
+        }
+        let duration = args.duration.as_deref().map(parse_duration).transpose()?;
+        if args.count == Some(0) {
+            return Err(UsageError("--count must be at least 1".into()));
+        }
+        if let Some(path) = &args.btf {
+            if !path.is_file() {
+                return Err(UsageError(format!("--btf {}: no such file", path.display())));
+            }
+        }
+        Ok(Self {
+            filter,
+            duration,
+            count: args.count,
+            output: args.output,
+            btf: args.btf,
+            ring_buffer_bytes: parse_ring_size(&args.ring_buffer)?,
+        })
+    }
+}
+
+/// `10.0.0.0/8`, `fd00::/64`, or a bare address (a /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<Cidr, UsageError> {
+    let bad = |why: &str| UsageError(format!("--ip {text}: {why} (expected an address or CIDR such as 10.0.0.0/8)"));
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr.trim().parse().map_err(|_| bad("not an IP address"))?;
+    let (bytes, family, max) = match addr {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            (b, FAMILY_IPV4, 32u32)
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6, 128u32),
+    };
+    let prefix = match prefix {
+        Some(p) => p.trim().parse::<u32>().map_err(|_| bad("prefix length is not a number"))?,
+        None => max,
+    };
+    if prefix > max {
+        return Err(bad(&format!("prefix length {prefix} is larger than {max}")));
+    }
+    let mut mask_bytes = [0u8; 16];
+    for (i, byte) in mask_bytes.iter_mut().enumerate() {
+        let bits = prefix.saturating_sub(i as u32 * 8).min(8);
+        *byte = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+    }
+    // The kernel compares native-endian words loaded from packet bytes; build them the same way.
+    let word = |b: &[u8; 16], i: usize| u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    let mut cidr = Cidr { family, ..Cidr::default() };
+    for i in 0..4 {
+        cidr.mask[i] = word(&mask_bytes, i);
+        cidr.net[i] = word(&bytes, i) & cidr.mask[i];
+    }
+    Ok(cidr)
+}
+
+pub fn parse_port(text: &str) -> Result<u16, UsageError> {
+    match text.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(UsageError(format!("--port {text}: expected a port number from 1 to 65535"))),
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, UsageError> {
+    let bad = || UsageError(format!("--duration {text}: expected a duration such as 500ms, 10s, 2m or 1h"));
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86400.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Ring buffer sizes must be a power of two and a multiple of the page size (the kernel's rule).
+pub fn parse_ring_size(text: &str) -> Result<u32, UsageError> {
+    let bad = |why: &str| UsageError(format!("--ring-buffer {text}: {why}"));
+    let t = text.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1u64 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1u64 << 30),
+        _ => (t, 1),
+    };
+    let bytes = num.parse::<u64>().map_err(|_| bad("expected a size such as 4096, 256K or 8M"))? * mult;
+    let page = page_size();
+    if bytes < page || !bytes.is_power_of_two() {
+        return Err(bad(&format!("must be a power of two and at least the page size ({page} bytes)")));
+    }
+    if bytes > 1 << 30 {
+        return Err(bad("at most 1G"));
+    }
+    Ok(bytes as u32)
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_v4_is_premasked() {
+        let c = parse_cidr("10.1.2.3/16").unwrap();
+        assert_eq!(c.family, FAMILY_IPV4);
+        assert_eq!(c.net[0].to_ne_bytes(), [10, 1, 0, 0]);
+        assert_eq!(c.mask[0].to_ne_bytes(), [255, 255, 0, 0]);
+        assert_eq!(c.mask[1], 0);
+    }
+
+    #[test]
+    fn bare_address_is_host_route() {
+        let c = parse_cidr("192.168.0.9").unwrap();
+        assert_eq!(c.mask[0], u32::MAX);
+        let c6 = parse_cidr("fd00::1").unwrap();
+        assert_eq!(c6.family, FAMILY_IPV6);
+        assert!(c6.mask.iter().all(|m| *m == u32::MAX));
+    }
+
+    #[test]
+    fn cidr_v6_partial_byte_prefix() {
+        let c = parse_cidr("fd00:abcd::/20").unwrap();
+        assert_eq!(c.mask[0].to_ne_bytes(), [0xff, 0xff, 0xf0, 0]);
+        assert_eq!(c.net[0].to_ne_bytes(), [0xfd, 0x00, 0xa0, 0]);
+    }
+
+    #[test]
+    fn bad_cidrs_are_usage_errors() {
+        for bad in ["10.0.0.0/33", "fd00::/129", "nonsense", "10.0.0.0/x", ""] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("53").unwrap(), 53);
+        for bad in ["0", "70000", "-1", "http"] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        for bad in ["", "0s", "10x", "s", "-5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("4096").unwrap(), 4096);
+        assert_eq!(parse_ring_size("256K").unwrap(), 256 << 10);
+        assert_eq!(parse_ring_size("8M").unwrap(), 8 << 20);
+        for bad in ["1000", "12K", "2048", "2G", "big"] {
+            assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Command-line arguments (clap) and their validation into a [`config`] before any syscall.
+
+pub mod config;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Bad input: printed as one line, exit code 2, nothing attached.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+const ABOUT: &str = "eBPF network troubleshooting for Kubernetes nodes: packet drops with the kernel's \
+reason, tied to flows, devices and network namespaces.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  tracer drops                          live drops on this node (Ctrl-C to stop)
+  tracer drops --duration 30s -o json   30 seconds of drops as JSON Lines
+  tracer drops --ip 10.244.1.7/32 --proto tcp --port 8080
+  tracer drops --reason NETFILTER_DROP --reason NO_SOCKET
+  tracer check                          what this kernel supports
+
+Exit codes: 0 success, 1 failure at run time, 2 bad usage or input (nothing attached).";
+
+#[derive(Debug, Parser)]
+#[command(name = "tracer", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Packet drops: kernel drop reason, kernel location, flow, device, network namespace
+    #[command(after_help = DROPS_HELP)]
+    Drops(DropsArgs),
+    /// What this kernel supports and which commands will work (exit 1 if `drops` cannot run)
+    Check(CheckArgs),
+}
+
+const DROPS_HELP: &str = "\
+By default every drop reason is shown except NOT_SPECIFIED: that is what kfree_skb() reports
+when the caller gives no reason, and on a busy node it is mostly routine frees that are not
+packet loss. --all-reasons shows it too; --reason picks exact reasons. On kernels older than 5.17
+(no drop reasons) every drop is shown.
+
+Examples:
+  tracer drops --duration 10s
+  tracer drops -o json --proto udp --port 53
+  tracer drops --ip 10.0.0.0/8 --ip fd00::/8 --all-reasons
+  tracer drops --reason NETFILTER_DROP,NO_SOCKET --count 100";
+
+/// Options shared by every tracing command (../shared/CONTRACT.md).
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Only events whose source or destination is in CIDR (repeatable, up to 8)
+    #[arg(long = "ip", value_name = "CIDR")]
+    pub ip: Vec<String>,
+    /// Only events with this source or destination port
+    #[arg(long, value_name = "N")]
+    pub port: Option<String>,
+    /// Only this protocol
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
+    /// Stop after DUR (e.g. 500ms, 10s, 2m, 1h); default: until Ctrl-C or SIGTERM
+    #[arg(long, value_name = "DUR")]
+    pub duration: Option<String>,
+    /// Stop after N events
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Output format: table, or json (JSON Lines, one object per event, flushed per event)
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Read kernel types from this BTF file instead of /sys/kernel/btf/vmlinux
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
+    /// Size of the kernel->user ring buffer (power of two, at least 4K; e.g. 4096, 256K, 8M)
+    #[arg(long, value_name = "SIZE", default_value = "4M")]
+    pub ring_buffer: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DropsArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Only these drop reasons (names as the kernel spells them, e.g. NETFILTER_DROP; repeatable
+    /// or comma-separated)
+    #[arg(long = "reason", value_name = "NAME", value_delimiter = ',', conflicts_with = "all_reasons")]
+    pub reasons: Vec<String>,
+    /// Show every reason, including NOT_SPECIFIED
+    #[arg(long)]
+    pub all_reasons: bool,
+    /// Kernel hook: auto picks the BTF tracepoint when the kernel has BTF, else the classic one
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+    pub hook: HookChoice,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Read kernel types from this BTF file instead of /sys/kernel/btf/vmlinux
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+impl Proto {
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Icmp => 1,
+            Self::Icmpv6 => 58,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookChoice {
+    Auto,
+    /// BTF tracepoint tp_btf/kfree_skb
+    #[value(name = "tp_btf")]
+    TpBtf,
+    /// Classic tracepoint skb:kfree_skb
+    Tracepoint,
+}

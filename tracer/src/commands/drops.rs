@@ -1,0 +1,98 @@
+//! `tracer drops`.
+
+use anyhow::Context as _;
+use tracer_common::event::kind;
+
+use crate::{
+    cli::config::{DropsConfig, ReasonSelection},
+    events::Clock,
+    kernel::kallsyms::Kallsyms,
+    loader::{self, Globals},
+    output,
+    probes::drops::{self, decode::Decoder},
+    runner::{self, Stop},
+};
+
+pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
+    let btf = super::load_btf(config.trace.btf.as_deref())?;
+    let plan = drops::plan(&btf, config.hook)?;
+    let reasons = drops::select_reasons(&plan, &config.reasons)?;
+    let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
+    super::require_privileges()?;
+
+    let kallsyms = Kallsyms::load().unwrap_or_else(|err| {
+        log::warn!("cannot read /proc/kallsyms ({err}); locations will be raw addresses");
+        Kallsyms::default()
+    });
+    if kallsyms.is_empty() {
+        log::warn!("/proc/kallsyms shows no addresses (kptr_restrict?); locations will be raw addresses");
+    }
+    if plan.reasons.is_none() {
+        log::warn!("kernel {} has no drop reasons (added in 5.17): every drop is shown as NOT_SPECIFIED", crate::kernel::release());
+    }
+
+    let globals = Globals { offsets, filter: config.trace.filter, drop: drops::program_config(&plan, &reasons) };
+    let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
+    drops::write_reasons(&mut ebpf, &reasons)?;
+    drops::attach(&mut ebpf, plan.hook, config.trace.btf.as_deref())?;
+    eprintln!(
+        "tracer: attached drops ({}; reasons: {}){}",
+        plan.hook.describe(),
+        describe_reasons(&config.reasons),
+        if config.trace.duration.is_some() { "" } else { "; stop with Ctrl-C" }
+    );
+
+    let decoder = Decoder { reasons: plan.reasons, kallsyms, clock: Clock::new() };
+    let mut sink = output::stdout_sink(config.trace.output);
+    let stop = Stop { duration: config.trace.duration, count: config.trace.count };
+    let delivered = runner::run(&mut ebpf, stop, sink.as_mut(), |header, bytes| {
+        (header.kind == kind::DROP).then(|| decoder.decode(bytes)).flatten()
+    })
+    .await?;
+
+    // Programs detach when `ebpf` drops; read the counters first.
+    let counts = loader::read_counts(&ebpf, kind::DROP)?;
+    drop(ebpf);
+    eprintln!("{}", summary(counts, delivered.read));
+    if counts.lost > 0 {
+        eprintln!(
+            "tracer: warning: {} drop events were lost because the ring buffer was full; use a larger --ring-buffer or narrower filters",
+            counts.lost
+        );
+    }
+    if delivered.undecodable > 0 {
+        log::warn!("{} records could not be decoded (kernel/user version mismatch?)", delivered.undecodable);
+    }
+    Ok(())
+}
+
+fn describe_reasons(sel: &ReasonSelection) -> String {
+    match sel {
+        ReasonSelection::Default => "all but NOT_SPECIFIED".into(),
+        ReasonSelection::All => "all".into(),
+        ReasonSelection::Named(names) => names.join(","),
+    }
+}
+
+/// `tracer: drops: N seen, N delivered, N lost[, N unread]`. Seen counts what matched in the
+/// kernel; unread is what was still in the ring buffer when --count stopped the run.
+fn summary(counts: loader::KernelCounts, read: u64) -> String {
+    let mut line = format!("tracer: drops: {} seen, {} delivered, {} lost", counts.matched, read, counts.lost);
+    let unread = counts.matched.saturating_sub(read + counts.lost);
+    if unread > 0 {
+        line.push_str(&format!(", {unread} unread"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_accounts_for_every_event() {
+        let c = loader::KernelCounts { matched: 10, lost: 3 };
+        assert_eq!(summary(c, 7), "tracer: drops: 10 seen, 7 delivered, 3 lost");
+        assert_eq!(summary(c, 5), "tracer: drops: 10 seen, 5 delivered, 3 lost, 2 unread");
+    }
+}

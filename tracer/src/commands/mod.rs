@@ -1,0 +1,33 @@
+//! One module per subcommand: each turns a validated config into work, using the kernel layer,
+//! the probes, the runner and the outputs.
+
+pub mod check;
+pub mod drops;
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::UsageError,
+    kernel::{btf::{BtfError, KernelBtf}, features},
+};
+
+/// Loads kernel BTF, turning a bad `--btf` into bad input (exit 2).
+pub(crate) fn load_btf(path: Option<&std::path::Path>) -> anyhow::Result<KernelBtf> {
+    match KernelBtf::load(path) {
+        Ok(btf) => Ok(btf),
+        Err(err @ (BtfError::Missing { .. } | BtfError::Read { .. })) if path.is_some() => {
+            Err(UsageError(format!("--btf: {err}")).into())
+        }
+        Err(err @ BtfError::Missing { .. }) => Err(err)
+            .context("this kernel publishes no BTF (CONFIG_DEBUG_INFO_BTF); pass --btf PATH to a BTF file for it"),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Refuses to go on without the privileges to load programs (exit 2, nothing attached).
+pub(crate) fn require_privileges() -> Result<(), UsageError> {
+    match features::missing_privileges(features::effective_caps()) {
+        Some(why) => Err(UsageError(why.to_string())),
+        None => Ok(()),
+    }
+}

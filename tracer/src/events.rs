@@ -1,0 +1,246 @@
+//! Typed events: what the probes decode raw kernel records into, and what outputs print.
+//! Only this side of the kernel/user boundary knows about names, pods and time zones.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use tracer_common::flow::{
+    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP, RawFlow,
+};
+
+/// One decoded event from any probe family.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub ts_unix_ns: i128,
+    pub flow: Flow,
+    /// Network namespace inode, when the kernel could tell.
+    pub netns: Option<u32>,
+    pub ifindex: Option<u32>,
+    pub ifname: Option<String>,
+    pub src_pod: Option<String>,
+    pub dst_pod: Option<String>,
+    pub detail: Detail,
+}
+
+/// Kind-specific part of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detail {
+    Drop(DropDetail),
+}
+
+impl Detail {
+    /// The CONTRACT's `kind` value.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Drop(_) => "drop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropDetail {
+    /// `enum skb_drop_reason` name without the SKB_DROP_REASON_ prefix.
+    pub reason: String,
+    /// Raw reason value, for reasons this kernel's BTF does not name.
+    pub reason_code: u32,
+    /// `symbol+0xoff` of the kernel code that dropped the packet.
+    pub location: String,
+    pub len: u32,
+}
+
+/// Packet addresses, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Flow {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    /// Ports, for TCP and UDP.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// IP protocol number, when the packet is IP.
+    pub l4_proto: Option<u8>,
+    /// Ethertype, when the packet is not IP.
+    pub ethertype: u16,
+    /// ICMP/ICMPv6 type and code.
+    pub icmp: Option<(u8, u8)>,
+}
+
+impl Flow {
+    pub fn from_raw(raw: &RawFlow) -> Self {
+        let addr = |bytes: &[u8; 16]| match raw.family {
+            FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+            FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+            _ => None,
+        };
+        let is_ip = matches!(raw.family, FAMILY_IPV4 | FAMILY_IPV6);
+        let has_ports = is_ip && matches!(raw.l4_proto, IPPROTO_TCP | IPPROTO_UDP);
+        let is_icmp = is_ip && matches!(raw.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6);
+        Self {
+            src: addr(&raw.saddr),
+            dst: addr(&raw.daddr),
+            sport: has_ports.then_some(raw.sport),
+            dport: has_ports.then_some(raw.dport),
+            l4_proto: is_ip.then_some(raw.l4_proto),
+            ethertype: raw.ethertype,
+            icmp: is_icmp.then_some((raw.icmp_type, raw.icmp_code)),
+        }
+    }
+
+    /// The CONTRACT's `proto`: tcp, udp, icmp, icmpv6, another lower-case name, or a number.
+    pub fn proto_name(&self) -> String {
+        match self.l4_proto {
+            Some(IPPROTO_TCP) => "tcp".into(),
+            Some(IPPROTO_UDP) => "udp".into(),
+            Some(IPPROTO_ICMP) => "icmp".into(),
+            Some(IPPROTO_ICMPV6) => "icmpv6".into(),
+            Some(2) => "igmp".into(),
+            Some(47) => "gre".into(),
+            Some(50) => "esp".into(),
+            Some(132) => "sctp".into(),
+            Some(n) => n.to_string(),
+            None => match self.ethertype {
+                0x0806 => "arp".into(),
+                ETH_P_IP => "ip".into(),
+                ETH_P_IPV6 => "ipv6".into(),
+                0x88cc => "lldp".into(),
+                0 => "unknown".into(),
+                other => format!("ethertype_{other:#06x}"),
+            },
+        }
+    }
+
+    /// `IP:PORT`, `[IPv6]:PORT` or a bare IP (no port for this protocol); None for non-IP.
+    pub fn src_endpoint(&self) -> Option<String> {
+        self.src.map(|ip| endpoint(ip, self.sport))
+    }
+
+    pub fn dst_endpoint(&self) -> Option<String> {
+        self.dst.map(|ip| endpoint(ip, self.dport))
+    }
+}
+
+fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
+    match (ip, port) {
+        (IpAddr::V4(v4), Some(p)) => format!("{v4}:{p}"),
+        (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+        (ip, None) => ip.to_string(),
+    }
+}
+
+/// Turns kernel CLOCK_BOOTTIME stamps into wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// realtime - boottime, in ns, measured once at start.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot = clock_ns(libc::CLOCK_BOOTTIME);
+        Self { offset_ns: real - boot }
+    }
+
+    pub const fn to_unix_ns(self, boot_ns: u64) -> i128 {
+        boot_ns as i128 + self.offset_ns
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer; both clocks exist on every Linux we support.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-22T02:30:01.123456789Z`.
+pub fn rfc3339(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        // 2026-11-22T02:30:01.123456789Z
+        assert_eq!(rfc3339(1_795_314_601_123_456_789), "2026-11-22T02:30:01.123456789Z");
+        // Leap day.
+        assert_eq!(rfc3339(1_709_164_800_000_000_001), "2024-02-29T00:00:00.000000001Z");
+    }
+
+    fn raw(family: u8, proto: u8) -> RawFlow {
+        let mut r = RawFlow { family, l4_proto: proto, sport: 1234, dport: 53, ..RawFlow::default() };
+        r.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        r.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        r
+    }
+
+    #[test]
+    fn ipv4_udp_endpoints() {
+        let f = Flow::from_raw(&raw(FAMILY_IPV4, IPPROTO_UDP));
+        assert_eq!(f.proto_name(), "udp");
+        assert_eq!(f.src_endpoint().as_deref(), Some("10.0.0.1:1234"));
+        assert_eq!(f.dst_endpoint().as_deref(), Some("10.0.0.2:53"));
+    }
+
+    #[test]
+    fn icmp_has_bare_addresses_and_type() {
+        let mut r = raw(FAMILY_IPV4, IPPROTO_ICMP);
+        r.icmp_type = 3;
+        r.icmp_code = 4;
+        let f = Flow::from_raw(&r);
+        assert_eq!(f.src_endpoint().as_deref(), Some("10.0.0.1"));
+        assert_eq!(f.icmp, Some((3, 4)));
+        assert_eq!(f.sport, None);
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        let mut r = RawFlow { family: FAMILY_IPV6, l4_proto: IPPROTO_TCP, sport: 80, dport: 40000, ..RawFlow::default() };
+        r.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        r.daddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let f = Flow::from_raw(&r);
+        assert_eq!(f.src_endpoint().as_deref(), Some("[fd00::1]:80"));
+        assert_eq!(f.proto_name(), "tcp");
+    }
+
+    #[test]
+    fn non_ip_has_no_endpoints() {
+        let f = Flow::from_raw(&RawFlow { ethertype: 0x0806, ..RawFlow::default() });
+        assert_eq!(f.proto_name(), "arp");
+        assert_eq!(f.src_endpoint(), None);
+    }
+}

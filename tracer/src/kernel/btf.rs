@@ -1,0 +1,361 @@
+//! The running kernel's BTF: struct field offsets, enum values and tracepoint argument layouts.
+//!
+//! Every offset a program uses comes from here, at start-up; nothing is compiled in. Code that
+//! lives in a module (nf_conntrack, say) is described by that module's split BTF under
+//! /sys/kernel/btf/MODULE, which [`KernelBtf::with_module`] adds.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, BtfType, Type};
+use tracer_common::offsets::KernelOffsets;
+
+/// Where the kernel publishes its own BTF (CONFIG_DEBUG_INFO_BTF, kernel >= 5.4).
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Directory of per-module split BTF (kernel >= 5.11).
+pub const MODULE_BTF_DIR: &str = "/sys/kernel/btf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read BTF from {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: btf_rs::Error,
+    },
+    #[error("BTF file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("BTF has no {kind} named `{name}`")]
+    NoType { kind: &'static str, name: String },
+    #[error("BTF: `{strukt}` has no member `{member}`")]
+    NoMember { strukt: String, member: String },
+    #[error("BTF: `{strukt}.{member}` is a bitfield; tracer reads whole bytes only")]
+    Bitfield { strukt: String, member: String },
+    #[error("BTF: `{strukt}.{member}` is not a struct or union, cannot look inside it")]
+    NotComposite { strukt: String, member: String },
+    #[error("BTF lookup of `{name}` failed")]
+    Lookup {
+        name: String,
+        #[source]
+        source: btf_rs::Error,
+    },
+}
+
+/// The kernel's BTF plus any module BTF loaded on demand.
+pub struct KernelBtf {
+    vmlinux: Btf,
+    path: PathBuf,
+    modules: Vec<(String, Btf)>,
+}
+
+/// Where a BTF type came from, so lookups resolve ids in the right (split) BTF.
+type Found<'a> = (&'a Btf, Type);
+
+impl KernelBtf {
+    /// Loads `path` (a `--btf` override) or the running kernel's BTF.
+    pub fn load(path: Option<&Path>) -> Result<Self, BtfError> {
+        let path = path.map_or_else(|| PathBuf::from(VMLINUX_BTF), Path::to_path_buf);
+        if !path.exists() {
+            return Err(BtfError::Missing { path });
+        }
+        let vmlinux =
+            Btf::from_file(&path).map_err(|source| BtfError::Read { path: path.clone(), source })?;
+        Ok(Self { vmlinux, path, modules: Vec::new() })
+    }
+
+    /// The file the kernel BTF was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds the split BTF of kernel module `name` (e.g. "nf_conntrack"), if the module is loaded.
+    /// Returns whether it was found; a module built into the kernel has no file and needs none.
+    pub fn with_module(&mut self, name: &str) -> Result<bool, BtfError> {
+        if self.modules.iter().any(|(n, _)| n == name) {
+            return Ok(true);
+        }
+        let path = Path::new(MODULE_BTF_DIR).join(name);
+        if !path.exists() {
+            return Ok(false);
+        }
+        let btf = Btf::from_split_file(&path, &self.vmlinux)
+            .map_err(|source| BtfError::Read { path, source })?;
+        self.modules.push((name.to_string(), btf));
+        Ok(true)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Btf> {
+        std::iter::once(&self.vmlinux).chain(self.modules.iter().map(|(_, b)| b))
+    }
+
+    /// Finds a named type accepted by `pick`, searching vmlinux then modules.
+    fn find(&self, name: &str, kind: &'static str, pick: fn(&Type) -> bool) -> Result<Found<'_>, BtfError> {
+        for btf in self.all() {
+            let types = match btf.resolve_types_by_name(name) {
+                Ok(types) => types,
+                // btf-rs reports "not found" as an error; try the next BTF.
+                Err(_) => continue,
+            };
+            if let Some(t) = types.into_iter().find(pick) {
+                return Ok((btf, t));
+            }
+        }
+        Err(BtfError::NoType { kind, name: name.to_string() })
+    }
+
+    fn find_struct(&self, name: &str) -> Result<Found<'_>, BtfError> {
+        self.find(name, "struct", |t| matches!(t, Type::Struct(_) | Type::Union(_)))
+    }
+
+    /// Byte offset of `path` (dot-separated, e.g. "nd_net.net") inside `struct strukt`.
+    /// Members of anonymous structs and unions are found as the C compiler finds them.
+    pub fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        let (btf, mut current) = self.find_struct(strukt)?;
+        let mut total_bits = 0u32;
+        let mut owner = strukt.to_string();
+        for member in path.split('.') {
+            let (Type::Struct(s) | Type::Union(s)) = &current else {
+                return Err(BtfError::NotComposite { strukt: owner, member: member.to_string() });
+            };
+            let (bits, ty) = find_member(btf, s, member)?
+                .ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
+            total_bits += bits;
+            current = skip_modifiers(btf, ty)?;
+            owner = format!("{owner}.{member}");
+        }
+        if total_bits % 8 != 0 {
+            return Err(BtfError::Bitfield { strukt: strukt.to_string(), member: path.to_string() });
+        }
+        Ok(total_bits / 8)
+    }
+
+    /// Whether `struct strukt` has member `path`.
+    pub fn has_member(&self, strukt: &str, path: &str) -> bool {
+        self.offset_of(strukt, path).is_ok()
+    }
+
+    /// The (name, value) pairs of `enum name` (plain or 64-bit enum).
+    pub fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
+        let (btf, t) = self.find(name, "enum", |t| matches!(t, Type::Enum(_) | Type::Enum64(_)))?;
+        let lookup = |source| BtfError::Lookup { name: name.to_string(), source };
+        match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, u64::from(m.val()))))
+                .collect(),
+            Type::Enum64(e) => e
+                .members
+                .iter()
+                .map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, m.val())))
+                .collect(),
+            _ => Err(BtfError::NoType { kind: "enum", name: name.to_string() }),
+        }
+    }
+
+    /// The parameter types of BTF tracepoint `name` (from the `btf_trace_NAME` typedef), without
+    /// the leading `void *__data`: index i is the program's argument i.
+    pub fn tracepoint_params(&self, name: &str) -> Result<Vec<ParamType>, BtfError> {
+        let typedef = format!("btf_trace_{name}");
+        let (btf, t) = self.find(&typedef, "typedef", |t| matches!(t, Type::Typedef(_)))?;
+        let lookup = |source| BtfError::Lookup { name: typedef.clone(), source };
+        let mut ty = btf.resolve_chained_type(as_btf(&t)?).map_err(lookup)?;
+        if let Type::Ptr(p) = &ty {
+            ty = btf.resolve_chained_type(p).map_err(lookup)?;
+        }
+        let Type::FuncProto(proto) = ty else {
+            return Err(BtfError::NoType { kind: "function prototype", name: typedef });
+        };
+        proto
+            .parameters
+            .iter()
+            .skip(1)
+            .map(|param| describe(btf, skip_modifiers(btf, btf.resolve_chained_type(param).map_err(lookup)?)?))
+            .collect()
+    }
+
+    /// The offsets every packet probe needs, resolved for this kernel.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        Ok(KernelOffsets {
+            valid: 1,
+            skb_len: self.offset_of("sk_buff", "len")?,
+            skb_head: self.offset_of("sk_buff", "head")?,
+            skb_protocol: self.offset_of("sk_buff", "protocol")?,
+            skb_network_header: self.offset_of("sk_buff", "network_header")?,
+            skb_transport_header: self.offset_of("sk_buff", "transport_header")?,
+            skb_dev: self.offset_of("sk_buff", "dev")?,
+            skb_sk: self.offset_of("sk_buff", "sk")?,
+            net_device_ifindex: self.offset_of("net_device", "ifindex")?,
+            net_device_name: self.offset_of("net_device", "name")?,
+            net_device_netns_ptr: self.offset_of("net_device", "nd_net.net")?,
+            net_ns_inum: self.offset_of("net", "ns.inum")?,
+            sock_netns_ptr: self.offset_of("sock", "__sk_common.skc_net.net")?,
+            _pad: 0,
+        })
+    }
+}
+
+/// What a tracepoint parameter is, as far as the probes care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamType {
+    /// Pointer to `struct NAME` (or union).
+    StructPtr(String),
+    /// Any other pointer (`void *location`).
+    OtherPtr,
+    /// `enum NAME`.
+    Enum(String),
+    /// Anything else.
+    Other,
+}
+
+fn as_btf(t: &Type) -> Result<&dyn BtfType, BtfError> {
+    t.as_btf_type().ok_or_else(|| BtfError::NoType { kind: "named type", name: t.name().to_string() })
+}
+
+/// Follows typedefs, const, volatile, restrict and type tags to the underlying type.
+fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type, BtfError> {
+    // Bounded: BTF chains of modifiers are short; a cycle would be malformed BTF.
+    for _ in 0..32 {
+        match &t {
+            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                t = btf
+                    .resolve_chained_type(as_btf(&t)?)
+                    .map_err(|source| BtfError::Lookup { name: "modifier".into(), source })?;
+            }
+            _ => return Ok(t),
+        }
+    }
+    Err(BtfError::NoType { kind: "non-cyclic type", name: t.name().to_string() })
+}
+
+/// Finds `name` among `s`'s members, descending into anonymous members. Returns the bit offset
+/// and the member's type.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>, BtfError> {
+    for m in &s.members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        let ty = btf
+            .resolve_chained_type(m)
+            .map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
+        if member_name == name {
+            if m.bitfield_size().is_some_and(|size| size != 0) {
+                return Err(BtfError::Bitfield { strukt: "(struct)".into(), member: name.to_string() });
+            }
+            return Ok(Some((m.bit_offset(), ty)));
+        }
+        if member_name.is_empty() {
+            if let Type::Struct(inner) | Type::Union(inner) = skip_modifiers(btf, ty)? {
+                if let Some((bits, found)) = find_member(btf, &inner, name)? {
+                    return Ok(Some((m.bit_offset() + bits, found)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn describe(btf: &Btf, t: Type) -> Result<ParamType, BtfError> {
+    Ok(match &t {
+        Type::Ptr(p) => {
+            let target = btf
+                .resolve_chained_type(p)
+                .map(|t| skip_modifiers(btf, t))
+                .unwrap_or(Ok(Type::Void))?;
+            match &target {
+                Type::Struct(_) | Type::Union(_) | Type::Fwd(_) => {
+                    ParamType::StructPtr(btf.resolve_name(as_btf(&target)?).unwrap_or_default())
+                }
+                _ => ParamType::OtherPtr,
+            }
+        }
+        Type::Enum(_) | Type::Enum64(_) => ParamType::Enum(btf.resolve_name(as_btf(&t)?).unwrap_or_default()),
+        _ => ParamType::Other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Skips (loudly) when this machine has no kernel BTF: these tests prove offsets against
+    /// the running kernel and have nothing to check without it.
+    fn kernel_btf() -> Option<KernelBtf> {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("SKIPPED: no {VMLINUX_BTF} on kernel {}", crate::kernel::release());
+            return None;
+        }
+        Some(KernelBtf::load(None).expect("load kernel BTF"))
+    }
+
+    #[test]
+    fn offsets_resolve_on_running_kernel() {
+        let Some(btf) = kernel_btf() else { return };
+        let off = btf.kernel_offsets().expect("offsets");
+        // Cross-check against facts that hold on every kernel: `next` is sk_buff's first member,
+        // net_device.name is its first member, and every offset lies inside its struct.
+        assert_eq!(btf.offset_of("sk_buff", "next").unwrap(), 0);
+        assert_eq!(off.net_device_name, 0);
+        assert!(off.skb_len > 0 && off.skb_head > 0);
+        assert_eq!(off.skb_network_header, off.skb_transport_header + 2, "transport then network header (u16 each)");
+        assert_ne!(off.skb_dev, off.skb_sk);
+        assert!(off.net_ns_inum > 0);
+    }
+
+    #[test]
+    fn offsets_match_bpftool_dump() {
+        // The independent witness: bpftool's own BTF dump of the running kernel.
+        let Some(btf) = kernel_btf() else { return };
+        let Ok(out) = std::process::Command::new("bpftool")
+            .args(["btf", "dump", "file", VMLINUX_BTF, "format", "raw"])
+            .output()
+        else {
+            eprintln!("SKIPPED: bpftool not installed (scripts/setup.sh installs it)");
+            return;
+        };
+        let dump = String::from_utf8_lossy(&out.stdout);
+        let witness = bpftool_member_bits(&dump, "net_device", "ifindex").expect("net_device.ifindex in dump");
+        assert_eq!(btf.offset_of("net_device", "ifindex").unwrap() * 8, witness);
+        let witness = bpftool_member_bits(&dump, "sk_buff", "len").expect("sk_buff.len in dump");
+        assert_eq!(btf.offset_of("sk_buff", "len").unwrap() * 8, witness);
+    }
+
+    /// bits_offset of a direct member of `struct name` in `bpftool btf dump ... format raw`.
+    fn bpftool_member_bits(dump: &str, strukt: &str, member: &str) -> Option<u32> {
+        let header = format!("STRUCT '{strukt}' size=");
+        let mut lines = dump.lines().skip_while(|l| !l.contains(&header));
+        lines.next()?;
+        let needle = format!("'{member}' type_id=");
+        lines
+            .take_while(|l| l.starts_with('\t'))
+            .find(|l| l.trim_start().starts_with(&needle))
+            .and_then(|l| l.split("bits_offset=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn anonymous_members_are_found() {
+        let Some(btf) = kernel_btf() else { return };
+        // skb->protocol sits inside an anonymous struct (struct_group headers) on 6.x kernels.
+        assert!(btf.offset_of("sk_buff", "protocol").is_ok());
+    }
+
+    #[test]
+    fn missing_members_and_types_are_errors() {
+        let Some(btf) = kernel_btf() else { return };
+        assert!(matches!(btf.offset_of("sk_buff", "no_such_member"), Err(BtfError::NoMember { .. })));
+        assert!(matches!(btf.offset_of("no_such_struct_xyz", "len"), Err(BtfError::NoType { .. })));
+    }
+
+    #[test]
+    fn kfree_skb_tracepoint_params() {
+        let Some(btf) = kernel_btf() else { return };
+        let params = btf.tracepoint_params("kfree_skb").expect("btf_trace_kfree_skb");
+        assert_eq!(params[0], ParamType::StructPtr("sk_buff".into()));
+        assert_eq!(params[1], ParamType::OtherPtr);
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let err = KernelBtf::load(Some(Path::new("/nonexistent/vmlinux"))).err().expect("error");
+        assert!(matches!(err, BtfError::Missing { .. }));
+    }
+}

@@ -1,0 +1,108 @@
+//! Kernel addresses to `symbol+0xoff`, from /proc/kallsyms.
+
+use std::{io, path::Path};
+
+/// Sorted text symbols of the running kernel and its modules.
+#[derive(Debug, Default)]
+pub struct Kallsyms {
+    /// (address, name), sorted by address.
+    symbols: Vec<(u64, String)>,
+}
+
+impl Kallsyms {
+    /// Reads /proc/kallsyms. Addresses read as zero when kptr_restrict hides them from this
+    /// process; the table is then empty and locations print as raw addresses.
+    pub fn load() -> io::Result<Self> {
+        Self::from_file(Path::new("/proc/kallsyms"))
+    }
+
+    pub fn from_file(path: &Path) -> io::Result<Self> {
+        Ok(Self::parse(&std::fs::read_to_string(path)?))
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut symbols: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let kind = parts.next()?;
+                let name = parts.next()?;
+                // Only code: data symbols would swallow addresses that fall between functions.
+                (addr != 0 && matches!(kind, "t" | "T" | "w" | "W")).then(|| (addr, name.to_string()))
+            })
+            .collect();
+        symbols.sort_unstable_by_key(|(addr, _)| *addr);
+        Self { symbols }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+
+    /// `name+0xoff` for `addr`, or `0xADDR` when no symbol covers it.
+    pub fn symbolize(&self, addr: u64) -> String {
+        if addr == 0 {
+            return "0x0".into();
+        }
+        match self.symbols.partition_point(|(a, _)| *a <= addr) {
+            0 => format!("{addr:#x}"),
+            i => {
+                let (start, name) = &self.symbols[i - 1];
+                format!("{name}+{:#x}", addr - start)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+ffffffff81000000 T _stext
+ffffffff81a00000 t nf_hook_slow
+ffffffff81a00100 T ip_rcv
+ffffffff82000000 D some_data
+ffffffffc0000000 t nf_ct_thing\t[nf_conntrack]
+0000000000000000 A fixed_percpu_data
+";
+
+    #[test]
+    fn symbolizes_inside_functions() {
+        let k = Kallsyms::parse(SAMPLE);
+        assert_eq!(k.symbolize(0xffffffff81a0009c), "nf_hook_slow+0x9c");
+        assert_eq!(k.symbolize(0xffffffff81a00100), "ip_rcv+0x0");
+        assert_eq!(k.symbolize(0xffffffffc0000010), "nf_ct_thing+0x10");
+    }
+
+    #[test]
+    fn data_symbols_do_not_capture_addresses() {
+        let k = Kallsyms::parse(SAMPLE);
+        assert_eq!(k.symbolize(0xffffffff82000010), "ip_rcv+0x5fff10");
+    }
+
+    #[test]
+    fn unknown_addresses_stay_raw() {
+        let k = Kallsyms::parse(SAMPLE);
+        assert_eq!(k.symbolize(0x1000), "0x1000");
+        assert_eq!(k.symbolize(0), "0x0");
+        assert!(Kallsyms::parse("").is_empty());
+    }
+
+    #[test]
+    fn running_kernel_knows_kfree_skb() {
+        let k = Kallsyms::load().expect("/proc/kallsyms");
+        if k.is_empty() {
+            eprintln!("SKIPPED: kallsyms addresses are hidden (kptr_restrict) on {}", super::super::release());
+            return;
+        }
+        let line = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let addr = line
+            .lines()
+            .find(|l| l.ends_with(" sk_skb_reason_drop") || l.ends_with(" kfree_skb_reason") || l.ends_with(" kfree_skb"))
+            .and_then(|l| u64::from_str_radix(l.split_whitespace().next()?, 16).ok())
+            .expect("a kfree_skb symbol");
+        assert!(k.symbolize(addr + 4).ends_with("+0x4"));
+    }
+}

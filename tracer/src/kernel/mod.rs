@@ -1,0 +1,38 @@
+//! The kernel portability layer: everything tracer learns about the running kernel at start-up
+//! (BTF offsets, drop reasons, tracepoint layouts, symbols, capabilities). Probes ask this layer;
+//! they never assume.
+
+pub mod btf;
+pub mod drop_reasons;
+pub mod features;
+pub mod kallsyms;
+pub mod tracefs;
+
+/// `uname -r` of the running kernel, for messages and skips.
+pub fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// (major, minor) of the running kernel, if it parses.
+pub fn version() -> Option<(u32, u32)> {
+    parse_version(&release())
+}
+
+fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(super::parse_version("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(super::parse_version("5.10.0-28-cloud-amd64"), Some((5, 10)));
+        assert_eq!(super::parse_version("garbage"), None);
+    }
+}

@@ -1,0 +1,123 @@
+//! Classic tracepoint record layouts, from the tracefs `format` files (they change between
+//! kernels: skb:kfree_skb gained `rx_sk` in 6.11, which moved `protocol` and `reason`).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracefsError {
+    #[error("tracefs is not mounted (looked in {}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`", MOUNTS.join(", "))]
+    NotMounted,
+    #[error("tracepoint {category}:{name} does not exist on this kernel")]
+    NoTracepoint { category: String, name: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One field of a tracepoint record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// The fields of one tracepoint's record, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Format {
+    fields: HashMap<String, Field>,
+}
+
+impl Format {
+    /// Reads `events/CATEGORY/NAME/format` from the mounted tracefs.
+    pub fn read(category: &str, name: &str) -> Result<Self, TracefsError> {
+        let root = root().ok_or(TracefsError::NotMounted)?;
+        let path = root.join("events").join(category).join(name).join("format");
+        if !path.exists() {
+            return Err(TracefsError::NoTracepoint { category: category.into(), name: name.into() });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
+        Ok(Self::parse(&text))
+    }
+
+    /// Parses lines like `field:void * skbaddr;	offset:8;	size:8;	signed:0;`.
+    pub fn parse(text: &str) -> Self {
+        let mut fields = HashMap::new();
+        for line in text.lines() {
+            let mut decl = None;
+            let mut offset = None;
+            let mut size = None;
+            for part in line.split(';').map(str::trim) {
+                if let Some(d) = part.strip_prefix("field:") {
+                    decl = Some(d);
+                } else if let Some(o) = part.strip_prefix("offset:") {
+                    offset = o.parse().ok();
+                } else if let Some(s) = part.strip_prefix("size:") {
+                    size = s.parse().ok();
+                }
+            }
+            if let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) {
+                // The name is the last word, without any array suffix (`char name[16]`).
+                let name = decl.split_whitespace().last().unwrap_or_default();
+                let name = name.split('[').next().unwrap_or(name).trim_start_matches('*');
+                fields.insert(name.to_string(), Field { offset, size });
+            }
+        }
+        Self { fields }
+    }
+
+    pub fn field(&self, name: &str) -> Option<Field> {
+        self.fields.get(name).copied()
+    }
+}
+
+/// Whether tracepoint CATEGORY:NAME exists (tracefs must be mounted to tell).
+pub fn tracepoint_exists(category: &str, name: &str) -> Option<bool> {
+    root().map(|r| r.join("events").join(category).join(name).exists())
+}
+
+/// The mounted tracefs, if any.
+pub fn root() -> Option<PathBuf> {
+    MOUNTS.iter().map(Path::new).find(|p| p.join("events").is_dir()).map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // skb:kfree_skb as kernel 6.11+ prints it (rx_sk moved protocol and reason).
+    const KFREE_SKB_6_11: &str = "name: kfree_skb
+ID: 2310
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:void * rx_sk;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned short protocol;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:enum skb_drop_reason reason;\toffset:36;\tsize:4;\tsigned:0;
+";
+
+    #[test]
+    fn parses_field_offsets() {
+        let f = Format::parse(KFREE_SKB_6_11);
+        assert_eq!(f.field("skbaddr"), Some(Field { offset: 8, size: 8 }));
+        assert_eq!(f.field("reason"), Some(Field { offset: 36, size: 4 }));
+        assert_eq!(f.field("protocol"), Some(Field { offset: 32, size: 2 }));
+        assert_eq!(f.field("missing"), None);
+    }
+
+    #[test]
+    fn parses_array_fields() {
+        let f = Format::parse("\tfield:char name[16];\toffset:12;\tsize:16;\tsigned:0;");
+        assert_eq!(f.field("name"), Some(Field { offset: 12, size: 16 }));
+    }
+}

@@ -1,0 +1,64 @@
+//! Loading the embedded kernel object with this kernel's offsets and the user's filters.
+
+use anyhow::Context as _;
+use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
+use tracer_common::{
+    drop::DropConfig,
+    event::counter,
+    filter::FlowFilter,
+    offsets::KernelOffsets,
+};
+
+/// The kernel object built by build.rs from tracer-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Everything the programs read from read-only globals.
+pub struct Globals {
+    pub offsets: KernelOffsets,
+    pub filter: FlowFilter,
+    pub drop: DropConfig,
+}
+
+/// Creates the maps and parses the programs; nothing is loaded into the kernel until a probe
+/// loads its own programs, and nothing runs until it attaches.
+pub fn load(globals: &Globals, ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
+    raise_memlock();
+    EbpfLoader::new()
+        .override_global("OFFSETS", &globals.offsets, true)
+        .override_global("FLOW_FILTER", &globals.filter, true)
+        .override_global("DROP_CONFIG", &globals.drop, true)
+        .map_max_entries("EVENTS", ring_buffer_bytes)
+        .load(OBJECT)
+        .context("creating the BPF maps of tracer's kernel object")
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memcg and ignore it.
+fn raise_memlock() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: rlim is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        let needed = crate::kernel::version().is_some_and(|v| v < (5, 11));
+        let err = std::io::Error::last_os_error();
+        if needed {
+            log::warn!("cannot raise RLIMIT_MEMLOCK ({err}); loading may fail on this kernel");
+        } else {
+            log::debug!("cannot raise RLIMIT_MEMLOCK ({err}); not needed on kernels >= 5.11");
+        }
+    }
+}
+
+/// Kernel-side counts for one record kind, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCounts {
+    pub matched: u64,
+    pub lost: u64,
+}
+
+pub fn read_counts(ebpf: &Ebpf, kind: u16) -> anyhow::Result<KernelCounts> {
+    let map = ebpf.map("COUNTERS").context("COUNTERS map missing")?;
+    let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+    let sum = |slot| -> anyhow::Result<u64> {
+        Ok(counters.get(&counter::index(kind, slot), 0)?.iter().sum())
+    };
+    Ok(KernelCounts { matched: sum(counter::MATCHED)?, lost: sum(counter::LOST)? })
+}

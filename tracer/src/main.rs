@@ -1,0 +1,84 @@
+//! tracer: eBPF network troubleshooting for Kubernetes nodes.
+//!
+//! `main` parses arguments into a validated config before any syscall, runs the command, and
+//! maps errors to exit codes: 2 for bad usage or input (nothing was attached), 1 for failures
+//! at run time. Errors print as one line with their cause chain.
+
+mod cli;
+mod commands;
+mod events;
+mod kernel;
+mod loader;
+mod output;
+mod probes;
+mod runner;
+
+use std::process::ExitCode;
+
+use clap::{Parser, error::ErrorKind};
+
+use crate::{
+    cli::{Cli, Command, UsageError, config::DropsConfig},
+    probes::CannotRun,
+};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return clap_error(&err),
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // One line, the whole cause chain: "what failed: because: because".
+            eprintln!("tracer: error: {err:#}");
+            if is_usage(&err) { ExitCode::from(2) } else { ExitCode::from(1) }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Drops(args) => {
+            let config = DropsConfig::from_args(args)?;
+            tokio_runtime()?.block_on(commands::drops::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            let runs = commands::check::run(&args)?;
+            Ok(if runs { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread: the work is one ring buffer and one output; a pool would only add wakeups.
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn is_usage(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<UsageError>()) && !err.chain().any(|e| e.is::<CannotRun>())
+}
+
+/// clap's errors are several lines with usage; the contract wants one line and exit 2.
+/// Help and version requests print in full and succeed.
+fn clap_error(err: &clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS }
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("tracer: error: {first} (see 'tracer --help')");
+            ExitCode::from(2)
+        }
+    }
+}

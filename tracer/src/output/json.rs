@@ -1,0 +1,140 @@
+//! JSON Lines: one object per event, flushed per event, fields exactly as CONTRACT.md says.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{Sink, write_line};
+use crate::events::{Detail, Event, rfc3339};
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    ts: String,
+    kind: &'static str,
+    proto: String,
+    src: Option<String>,
+    dst: Option<String>,
+    src_pod: Option<&'a str>,
+    dst_pod: Option<&'a str>,
+    netns: Option<u32>,
+    ifname: Option<&'a str>,
+    ifindex: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_type: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_code: Option<u8>,
+    #[serde(flatten)]
+    detail: JsonDetail<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JsonDetail<'a> {
+    Drop { reason: &'a str, reason_code: u32, location: &'a str, len: u32 },
+}
+
+/// The CONTRACT JSON object of `event`.
+pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
+    let detail = match &event.detail {
+        Detail::Drop(d) => JsonDetail::Drop {
+            reason: &d.reason,
+            reason_code: d.reason_code,
+            location: &d.location,
+            len: d.len,
+        },
+    };
+    serde_json::to_vec(&JsonEvent {
+        ts: rfc3339(event.ts_unix_ns),
+        kind: event.detail.kind(),
+        proto: event.flow.proto_name(),
+        src: event.flow.src_endpoint(),
+        dst: event.flow.dst_endpoint(),
+        src_pod: event.src_pod.as_deref(),
+        dst_pod: event.dst_pod.as_deref(),
+        netns: event.netns,
+        ifname: event.ifname.as_deref(),
+        ifindex: event.ifindex,
+        icmp_type: event.flow.icmp.map(|(t, _)| t),
+        icmp_code: event.flow.icmp.map(|(_, c)| c),
+        detail,
+    })
+}
+
+pub struct JsonSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        let line = to_json(event).map_err(io::Error::other)?;
+        write_line(&mut self.out, &line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{DropDetail, Flow};
+
+    fn drop_event() -> Event {
+        Event {
+            ts_unix_ns: 1_795_314_601_123_456_789,
+            flow: Flow {
+                src: Some("10.0.0.1".parse().unwrap()),
+                dst: Some("10.0.0.2".parse().unwrap()),
+                sport: Some(40000),
+                dport: Some(53),
+                l4_proto: Some(17),
+                ..Flow::default()
+            },
+            netns: Some(4026531840),
+            ifindex: Some(3),
+            ifname: Some("eth0".into()),
+            src_pod: None,
+            dst_pod: Some("kube-system/coredns-1".into()),
+            detail: Detail::Drop(DropDetail {
+                reason: "NETFILTER_DROP".into(),
+                reason_code: 12,
+                location: "nf_hook_slow+0x9c".into(),
+                len: 60,
+            }),
+        }
+    }
+
+    #[test]
+    fn drop_event_has_contract_fields() {
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&drop_event()).unwrap()).unwrap();
+        assert_eq!(v["ts"], "2026-11-22T02:30:01.123456789Z");
+        assert_eq!(v["kind"], "drop");
+        assert_eq!(v["proto"], "udp");
+        assert_eq!(v["src"], "10.0.0.1:40000");
+        assert_eq!(v["dst"], "10.0.0.2:53");
+        assert!(v["src_pod"].is_null());
+        assert_eq!(v["dst_pod"], "kube-system/coredns-1");
+        assert_eq!(v["netns"], 4026531840u64);
+        assert_eq!(v["ifname"], "eth0");
+        assert_eq!(v["reason"], "NETFILTER_DROP");
+        assert_eq!(v["location"], "nf_hook_slow+0x9c");
+        assert_eq!(v["len"], 60);
+        assert!(v.get("icmp_type").is_none());
+    }
+
+    #[test]
+    fn sink_writes_one_line_per_event() {
+        let mut buf = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut buf);
+            sink.event(&drop_event()).unwrap();
+            sink.event(&drop_event()).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.ends_with('\n'));
+    }
+}

@@ -1,0 +1,115 @@
+//! Raw [`DropEvent`] bytes to a typed [`Event`].
+
+use tracer_common::drop::DropEvent;
+
+use crate::{
+    events::{Clock, Detail, DropDetail, Event, Flow},
+    kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
+};
+
+/// What decoding needs from the kernel layer, loaded once.
+pub struct Decoder {
+    pub reasons: Option<DropReasons>,
+    pub kallsyms: Kallsyms,
+    pub clock: Clock,
+}
+
+impl Decoder {
+    /// Decodes one record; None when the bytes are too short to be a [`DropEvent`].
+    pub fn decode(&self, bytes: &[u8]) -> Option<Event> {
+        if bytes.len() < size_of::<DropEvent>() {
+            return None;
+        }
+        // SAFETY: length checked; DropEvent is plain integers (any bit pattern is valid), and
+        // read_unaligned does not need the ring buffer's alignment.
+        let raw: DropEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Some(self.decode_raw(&raw))
+    }
+
+    pub fn decode_raw(&self, raw: &DropEvent) -> Event {
+        let reason = match &self.reasons {
+            Some(r) => r.name(raw.reason),
+            None => "NOT_SPECIFIED".to_string(),
+        };
+        let name_len = raw.ifname.iter().position(|b| *b == 0).unwrap_or(raw.ifname.len());
+        let ifname = (name_len > 0).then(|| String::from_utf8_lossy(&raw.ifname[..name_len]).into_owned());
+        Event {
+            ts_unix_ns: self.clock.to_unix_ns(raw.header.ts_ns),
+            flow: Flow::from_raw(&raw.flow),
+            netns: (raw.netns != 0).then_some(raw.netns),
+            ifindex: (raw.ifindex != 0).then_some(raw.ifindex),
+            ifname,
+            src_pod: None,
+            dst_pod: None,
+            detail: Detail::Drop(DropDetail {
+                reason,
+                reason_code: raw.reason,
+                location: self.kallsyms.symbolize(raw.location),
+                len: raw.len,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::flow::{FAMILY_IPV4, IPPROTO_UDP, RawFlow};
+
+    use super::*;
+
+    fn decoder() -> Decoder {
+        Decoder {
+            reasons: Some(DropReasons::from_pairs([("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 12)])),
+            kallsyms: Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n"),
+            clock: Clock::new(),
+        }
+    }
+
+    fn sample() -> DropEvent {
+        let mut flow = RawFlow { family: FAMILY_IPV4, l4_proto: IPPROTO_UDP, sport: 4000, dport: 5353, ..RawFlow::default() };
+        flow.saddr[..4].copy_from_slice(&[10, 1, 0, 1]);
+        flow.daddr[..4].copy_from_slice(&[10, 1, 0, 2]);
+        let mut ifname = [0u8; 16];
+        ifname[..4].copy_from_slice(b"veth");
+        DropEvent {
+            location: 0xffffffff81a0009c,
+            reason: 12,
+            len: 42,
+            netns: 4026532000,
+            ifindex: 7,
+            ifname,
+            flow,
+            ..DropEvent::default()
+        }
+    }
+
+    #[test]
+    fn decodes_all_fields() {
+        let raw = sample();
+        // SAFETY: DropEvent is plain data; viewing it as bytes is what the ring buffer does.
+        let bytes = unsafe { std::slice::from_raw_parts((&raw as *const DropEvent).cast::<u8>(), size_of::<DropEvent>()) };
+        let e = decoder().decode(bytes).expect("decodes");
+        let Detail::Drop(d) = &e.detail;
+        assert_eq!(d.reason, "NETFILTER_DROP");
+        assert_eq!(d.location, "nf_hook_slow+0x9c");
+        assert_eq!(d.len, 42);
+        assert_eq!(e.flow.src_endpoint().as_deref(), Some("10.1.0.1:4000"));
+        assert_eq!(e.ifname.as_deref(), Some("veth"));
+        assert_eq!(e.netns, Some(4026532000));
+    }
+
+    #[test]
+    fn short_records_are_rejected() {
+        assert!(decoder().decode(&[0u8; 10]).is_none());
+    }
+
+    #[test]
+    fn missing_device_and_netns_are_none() {
+        let mut raw = sample();
+        raw.ifname = [0; 16];
+        raw.ifindex = 0;
+        raw.netns = 0;
+        let e = decoder().decode_raw(&raw);
+        assert_eq!((e.ifname, e.ifindex, e.netns), (None, None, None));
+    }
+}

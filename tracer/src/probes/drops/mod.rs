@@ -1,0 +1,260 @@
+//! Packet drops (skb:kfree_skb). Plans which hook to use on this kernel, builds the program's
+//! configuration, attaches, and decodes records.
+
+pub mod decode;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::{
+    Btf, Ebpf,
+    maps::Array,
+    programs::{BtfTracePoint, TracePoint},
+};
+use tracer_common::drop::{DropConfig, ReasonFilter, hook};
+
+use super::CannotRun;
+use crate::{
+    cli::{HookChoice, UsageError, config::ReasonSelection},
+    kernel::{
+        btf::{KernelBtf, ParamType, VMLINUX_BTF},
+        drop_reasons::DropReasons,
+        tracefs,
+    },
+};
+
+const PROBE: &str = "drops";
+/// Program names in tracer-ebpf/src/main.rs.
+const PROG_TP_BTF: &str = "drop_tp_btf";
+const PROG_TP: &str = "drop_tp";
+
+/// The hook the drops probe will use on this kernel, with its layout.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub hook: Hook,
+    /// Hook layout filled in; reasons still empty.
+    pub config: DropConfig,
+    /// None: the kernel has no `enum skb_drop_reason` (< 5.17).
+    pub reasons: Option<DropReasons>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    TpBtf,
+    Tracepoint,
+}
+
+impl Hook {
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::TpBtf => "tp_btf/kfree_skb",
+            Self::Tracepoint => "tracepoint/skb/kfree_skb",
+        }
+    }
+}
+
+/// Works out how to hook kfree_skb here. `auto` prefers the BTF tracepoint (typed arguments, no
+/// record copy) and falls back to the classic tracepoint; an explicit choice that cannot work
+/// is an error that names why.
+pub fn plan(btf: &KernelBtf, choice: HookChoice) -> Result<Plan, CannotRun> {
+    let reasons = DropReasons::from_btf(btf)
+        .map_err(|e| CannotRun { probe: PROBE, reason: format!("reading enum skb_drop_reason: {e}") })?;
+    let tp_btf = plan_tp_btf(btf);
+    let result = match choice {
+        HookChoice::TpBtf => tp_btf,
+        HookChoice::Tracepoint => plan_tracepoint(),
+        HookChoice::Auto => tp_btf.or_else(|btf_err| {
+            plan_tracepoint().map_err(|tp_err| format!("{btf_err}; and {tp_err}"))
+        }),
+    };
+    let (hook, config) = result.map_err(|reason| CannotRun { probe: PROBE, reason })?;
+    Ok(Plan { hook, config, reasons })
+}
+
+fn plan_tp_btf(btf: &KernelBtf) -> Result<(Hook, DropConfig), String> {
+    // The kernel resolves tp_btf targets in its own BTF: a --btf file cannot stand in for it.
+    if !Path::new(VMLINUX_BTF).exists() {
+        return Err(format!("tp_btf needs the kernel's own BTF ({VMLINUX_BTF} is missing)"));
+    }
+    let params = btf
+        .tracepoint_params("kfree_skb")
+        .map_err(|e| format!("tp_btf/kfree_skb: {e}"))?;
+    let position = |want: &dyn Fn(&ParamType) -> bool| params.iter().position(|p| want(p));
+    let skb = position(&|p| *p == ParamType::StructPtr("sk_buff".into()))
+        .ok_or("tp_btf/kfree_skb has no struct sk_buff * argument")?;
+    let location = params
+        .iter()
+        .enumerate()
+        .skip(skb + 1)
+        .find(|(_, p)| **p == ParamType::OtherPtr)
+        .map(|(i, _)| i)
+        .ok_or("tp_btf/kfree_skb has no location argument")?;
+    let reason = position(&|p| *p == ParamType::Enum("skb_drop_reason".into()));
+    let mut config = DropConfig::empty();
+    config.hook = hook::TP_BTF;
+    config.skb_arg = skb as u32;
+    config.location_arg = location as u32;
+    config.reason_arg = reason.map_or(DropConfig::ABSENT, |r| r as u32);
+    Ok((Hook::TpBtf, config))
+}
+
+fn plan_tracepoint() -> Result<(Hook, DropConfig), String> {
+    let format = tracefs::Format::read("skb", "kfree_skb").map_err(|e| e.to_string())?;
+    let skb = format.field("skbaddr").ok_or("skb:kfree_skb has no skbaddr field")?;
+    let location = format.field("location").ok_or("skb:kfree_skb has no location field")?;
+    let mut config = DropConfig::empty();
+    config.hook = hook::TRACEPOINT;
+    config.skb_arg = skb.offset;
+    config.location_arg = location.offset;
+    match format.field("reason") {
+        Some(reason) if reason.size == 4 => {
+            config.reason_arg = reason.offset;
+        }
+        Some(reason) => return Err(format!("skb:kfree_skb reason field has size {}, expected 4", reason.size)),
+        None => {}
+    }
+    Ok((Hook::Tracepoint, config))
+}
+
+/// The reasons to report. Unknown names are bad input (exit 2), named from this kernel's list.
+pub fn select_reasons(plan: &Plan, selection: &ReasonSelection) -> Result<ReasonFilter, UsageError> {
+    let Some(reasons) = &plan.reasons else {
+        if let ReasonSelection::Named(names) = selection {
+            return Err(UsageError(format!(
+                "--reason {}: this kernel ({}) has no drop reasons (they appeared in 5.17); drop --reason",
+                names.join(","),
+                crate::kernel::release()
+            )));
+        }
+        return Ok(ReasonFilter::ALL);
+    };
+    Ok(match selection {
+        ReasonSelection::All => ReasonFilter::ALL,
+        ReasonSelection::Default => {
+            let mut filter = ReasonFilter::ALL;
+            if let Some(not_specified) = reasons.value("NOT_SPECIFIED") {
+                filter.unselect(not_specified);
+            }
+            filter
+        }
+        ReasonSelection::Named(names) => {
+            let mut filter = ReasonFilter::NONE;
+            for name in names {
+                let value = reasons.value(name).ok_or_else(|| {
+                    UsageError(format!(
+                        "--reason {name}: not a drop reason of this kernel; `tracer check -o json` lists them (e.g. NETFILTER_DROP, NO_SOCKET)"
+                    ))
+                })?;
+                filter.select(value);
+            }
+            filter
+        }
+    })
+}
+
+/// The program's configuration: the planned layout plus the reason selection's high bit.
+pub fn program_config(plan: &Plan, reasons: &ReasonFilter) -> DropConfig {
+    DropConfig { high_reasons: u32::from(reasons.high), ..plan.config }
+}
+
+/// Writes the reason bitmap into the `DROP_REASONS` map (before attaching).
+pub fn write_reasons(ebpf: &mut Ebpf, reasons: &ReasonFilter) -> anyhow::Result<()> {
+    let map = ebpf.map_mut("DROP_REASONS").context("DROP_REASONS map missing")?;
+    let mut array: Array<_, u64> = Array::try_from(map)?;
+    for (i, word) in reasons.words.iter().enumerate() {
+        array.set(i as u32, *word, 0).context("writing DROP_REASONS")?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the planned program. Links live as long as `ebpf`; dropping it detaches.
+pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf_path: Option<&Path>) -> anyhow::Result<()> {
+    match hook {
+        Hook::TpBtf => {
+            let btf = match btf_path {
+                Some(path) => Btf::parse_file(path, aya::Endianness::default())
+                    .with_context(|| format!("parsing BTF {}", path.display()))?,
+                None => Btf::from_sys_fs().context("reading kernel BTF")?,
+            };
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(PROG_TP_BTF)
+                .context("drop_tp_btf program missing from the object")?
+                .try_into()?;
+            prog.load("kfree_skb", &btf).context("loading tp_btf/kfree_skb")?;
+            prog.attach().context("attaching tp_btf/kfree_skb")?;
+        }
+        Hook::Tracepoint => {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(PROG_TP)
+                .context("drop_tp program missing from the object")?
+                .try_into()?;
+            prog.load().context("loading tracepoint skb/kfree_skb")?;
+            prog.attach("skb", "kfree_skb").context("attaching tracepoint skb/kfree_skb")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with_reasons() -> Plan {
+        Plan {
+            hook: Hook::TpBtf,
+            config: DropConfig::empty(),
+            reasons: Some(DropReasons::from_pairs([
+                ("SKB_DROP_REASON_NOT_SPECIFIED".to_string(), 2),
+                ("SKB_DROP_REASON_NO_SOCKET".to_string(), 3),
+                ("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 12),
+            ])),
+        }
+    }
+
+    #[test]
+    fn default_hides_only_not_specified() {
+        let c = select_reasons(&plan_with_reasons(), &ReasonSelection::Default).unwrap();
+        assert!(!c.wants(2));
+        assert!(c.wants(3) && c.wants(12) && c.wants(100) && c.wants(0x10001));
+    }
+
+    #[test]
+    fn named_reasons_select_exactly() {
+        let c = select_reasons(&plan_with_reasons(), &ReasonSelection::Named(vec!["netfilter_drop".into()])).unwrap();
+        assert!(c.wants(12));
+        assert!(!c.wants(3) && !c.wants(2) && !c.wants(0x10001));
+    }
+
+    #[test]
+    fn unknown_reason_is_usage_error() {
+        let err = select_reasons(&plan_with_reasons(), &ReasonSelection::Named(vec!["NOPE".into()])).unwrap_err();
+        assert!(err.0.contains("NOPE"));
+    }
+
+    #[test]
+    fn kernels_without_reasons_show_everything() {
+        let mut p = plan_with_reasons();
+        p.reasons = None;
+        let c = select_reasons(&p, &ReasonSelection::Default).unwrap();
+        assert!(c.wants(0) && c.wants(2));
+        assert!(select_reasons(&p, &ReasonSelection::Named(vec!["NO_SOCKET".into()])).is_err());
+    }
+
+    #[test]
+    fn running_kernel_plans_tp_btf_and_tracepoint() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("SKIPPED: no kernel BTF on {}", crate::kernel::release());
+            return;
+        }
+        let btf = KernelBtf::load(None).unwrap();
+        let p = plan(&btf, HookChoice::TpBtf).expect("tp_btf plan");
+        assert_eq!((p.config.skb_arg, p.config.location_arg), (0, 1));
+        if tracefs::root().is_none() {
+            eprintln!("SKIPPED: tracefs not mounted, classic tracepoint plan not checked");
+            return;
+        }
+        let p = plan(&btf, HookChoice::Tracepoint).expect("tracepoint plan");
+        // The common header is 8 bytes on every kernel; skbaddr is the first field after it.
+        assert_eq!(p.config.skb_arg, 8);
+    }
+}
