@@ -35,8 +35,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            // One line, the whole cause chain: "what failed: because: because".
-            eprintln!("tracer: error: {err:#}");
+            // One line, the whole cause chain: "what failed: because: because". Verifier logs
+            // span lines; fold them so the line stays one line.
+            let line = format!("{err:#}");
+            let line: Vec<&str> = line.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("tracer: error: {}", line.join(" | "));
             if is_usage(&err) { ExitCode::from(2) } else { ExitCode::from(1) }
         }
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     cli::{CheckArgs, HookChoice, OutputFormat},
-    kernel::{self, btf::VMLINUX_BTF, drop_reasons::DropReasons, features, features::Feature, kallsyms::Kallsyms, tracefs},
+    kernel::{self, btf::{MODULE_BTF_DIR, VMLINUX_BTF}, drop_reasons::DropReasons, features, features::Feature, kallsyms::Kallsyms, tracefs},
     probes::drops,
 };
 
@@ -53,6 +53,17 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
     }
 
     let mut reasons_list = Vec::new();
+    let mut btf = btf;
+    if let Ok(btf) = &mut btf {
+        // Conntrack types, for the NAT probe: in vmlinux when built in, else in module BTF.
+        let (ok, detail) = match btf.with_module("nf_conntrack") {
+            Ok(true) => (true, format!("module BTF {MODULE_BTF_DIR}/nf_conntrack")),
+            Ok(false) if btf.offset_of("nf_conn", "status").is_ok() => (true, "built into the kernel".to_string()),
+            Ok(false) => (false, "nf_conntrack module not loaded".to_string()),
+            Err(e) => (false, e.to_string()),
+        };
+        feats.push(Feature { name: "conntrack types (struct nf_conn)".into(), available: ok, detail });
+    }
     let drops_status = match &btf {
         Err(e) => CommandStatus { command: "drops", runs: false, detail: format!("no BTF: {e:#}") },
         Ok(btf) => {

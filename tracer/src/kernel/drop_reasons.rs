@@ -65,10 +65,6 @@ impl DropReasons {
     pub fn len(&self) -> usize {
         self.by_value.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_value.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use aya::{
 };
 
 /// Capability bits (linux/capability.h).
-const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -38,10 +37,6 @@ pub fn missing_privileges(caps: u64) -> Option<&'static str> {
     }
 }
 
-/// Whether the process may attach tc programs (needed by later probes).
-pub fn has_net_admin(caps: u64) -> bool {
-    caps & (1u64 << CAP_NET_ADMIN) != 0
-}
 
 /// One capability of the kernel, as `tracer check` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -71,10 +66,9 @@ pub fn probe_bpf() -> Vec<Feature> {
         probe_program("program: raw tracepoint", ProgramType::RawTracePoint),
         probe_program("program: tc classifier", ProgramType::SchedClassifier),
     ];
-    // tp_btf and fentry are both BPF_PROG_TYPE_TRACING; the type loading says nothing about
-    // whether fentry can attach, so say what each needs.
-    let tracing = probe_program("program: tracing (tp_btf)", ProgramType::Tracing);
-    out.push(tracing);
+    // aya probes BPF_PROG_TYPE_TRACING by loading an fentry program; tp_btf (same type) is
+    // reported separately by the drops hook row, which is what tracer needs.
+    out.push(probe_program("program: fentry (optional extras)", ProgramType::Tracing));
     let kprobe_attach = Path::new("/sys/bus/event_source/devices/kprobe").exists();
     out.push(Feature::new(
         "hook: kprobes (optional extras)",

@@ -78,11 +78,6 @@ impl Format {
     }
 }
 
-/// Whether tracepoint CATEGORY:NAME exists (tracefs must be mounted to tell).
-pub fn tracepoint_exists(category: &str, name: &str) -> Option<bool> {
-    root().map(|r| r.join("events").join(category).join(name).exists())
-}
-
 /// The mounted tracefs, if any.
 pub fn root() -> Option<PathBuf> {
     MOUNTS.iter().map(Path::new).find(|p| p.join("events").is_dir()).map(Path::to_path_buf)
