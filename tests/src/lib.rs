@@ -1,0 +1,1244 @@
+//! A small lab for the privileged integration tests: network namespaces, veth pairs, bridges,
+//! traffic generators, a runner for the real `tracer` binary, a private tracefs instance that
+//! shows what the kernel itself reports, and bpftool snapshots that prove clean-up.
+//!
+//! Every object the lab creates lives inside network namespaces it created itself, and every
+//! guard removes what it made when it is dropped, also when a test panics.
+//!
+//! Tests that need root start with [`require_privileged`], which prints a loud `SKIPPED` line
+//! (or panics when `TRACER_REQUIRE_PRIVILEGED=1`), so a skip never passes silently.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use serde_json::Value;
+
+/// How long a tracer may take to print its `attached` line.
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a tracer may take to exit after SIGINT/SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound for helper commands (ip, iptables, python senders).
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// Privilege gate and binary location
+// ---------------------------------------------------------------------------------------------
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn have_tool(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// Returns true when the test may run. Otherwise prints
+/// `SKIPPED <test>: <reason> (kernel <release>)` to stderr and returns false, or panics when
+/// `TRACER_REQUIRE_PRIVILEGED=1` (CI), so a skip can never look like a silent pass there.
+pub fn require_privileged(test: &str) -> bool {
+    let mut reasons = Vec::new();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        reasons.push("not root (euid != 0)".to_string());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        reasons.push("kernel has no BTF (/sys/kernel/btf/vmlinux missing)".to_string());
+    }
+    for tool in ["ip", "python3"] {
+        if !have_tool(tool) {
+            reasons.push(format!("`{tool}` not found in PATH"));
+        }
+    }
+    if reasons.is_empty() {
+        return true;
+    }
+    let msg = format!("SKIPPED {test}: {} (kernel {})", reasons.join("; "), kernel_release());
+    if std::env::var("TRACER_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{msg}; TRACER_REQUIRE_PRIVILEGED=1 forbids skipping");
+    }
+    // Written to fd 2 directly: libtest captures eprintln! of passing tests, and a skip must be
+    // visible even then.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "\n!!!!!!!! {msg} !!!!!!!!");
+    false
+}
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// The tracer binary: `$TRACER_BIN`, else `target/release/tracer`, else `target/debug/tracer`.
+pub fn tracer_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACER_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "TRACER_BIN={} does not exist", p.display());
+        return p;
+    }
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("tracer");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "no tracer binary: set TRACER_BIN or build it with `cargo build --release -p tracer` \
+         (looked in {}/{{release,debug}}/tracer)",
+        target.display()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-test lock
+// ---------------------------------------------------------------------------------------------
+
+/// A file lock shared by every test process. Normal tests hold it shared; tests that inspect
+/// machine-wide state (bpftool listings, huge drop bursts) hold it exclusively, so they never
+/// see another test's tracer.
+pub struct LabLock {
+    _file: File,
+}
+
+const LOCK_PATH: &str = "/run/tracer-tests.lock";
+
+fn take_lock(op: libc::c_int) -> LabLock {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(LOCK_PATH)
+        .unwrap_or_else(|e| panic!("open {LOCK_PATH}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        // SAFETY: valid open fd; LOCK_NB makes this non-blocking.
+        let r = unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) };
+        if r == 0 {
+            return LabLock { _file: file };
+        }
+        assert!(Instant::now() < deadline, "could not take {LOCK_PATH} within 300 s");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Shared lock: any number of ordinary tests may run together.
+pub fn shared_lock() -> LabLock {
+    take_lock(libc::LOCK_SH)
+}
+
+/// Exclusive lock: no other lab test runs a tracer meanwhile.
+pub fn exclusive_lock() -> LabLock {
+    take_lock(libc::LOCK_EX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands with timeouts
+// ---------------------------------------------------------------------------------------------
+
+fn spawn_reader<R: Read + Send + 'static>(r: Option<R>) -> Option<JoinHandle<Vec<u8>>> {
+    r.map(|mut r| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    })
+}
+
+/// Runs `cmd` with piped output; kills it (and panics) if it runs longer than `timeout`.
+pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    let out_t = spawn_reader(child.stdout.take());
+    let err_t = spawn_reader(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{desc} did not finish within {timeout:?}");
+            }
+            Err(e) => panic!("wait {desc}: {e}"),
+        }
+    };
+    let stdout = out_t.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+    let stderr = err_t.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+    Output { status, stdout, stderr }
+}
+
+/// Runs a program with arguments (bounded by [`CMD_TIMEOUT`]).
+pub fn cmd(args: &[&str]) -> Output {
+    let (prog, rest) = args.split_first().expect("cmd: empty argv");
+    run_timeout(Command::new(prog).args(rest), CMD_TIMEOUT)
+}
+
+/// Like [`cmd`] but panics with the command's stderr if it fails.
+pub fn cmd_ok(args: &[&str]) -> Output {
+    let out = cmd(args);
+    assert!(
+        out.status.success(),
+        "command failed ({}): {}\nstdout: {}\nstderr: {}",
+        out.status,
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unique names and addresses
+// ---------------------------------------------------------------------------------------------
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn next_id() -> u32 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A name unique to this process and call: `trt` + pid + counter + role. Kept within 15 bytes
+/// (IFNAMSIZ - 1) as long as `role` has at most 3 bytes.
+pub fn unique_name(role: &str) -> String {
+    let name = format!("trt{}{:x}{}", std::process::id() % 100_000, next_id() % 256, role);
+    assert!(name.len() <= 15, "name {name} longer than 15 bytes");
+    name
+}
+
+/// Four private /24 subnets reserved for one lab, inside 198.18.0.0/15 (RFC 2544 benchmark
+/// space, never routed on real networks). Distinct labs of one process never share a block.
+#[derive(Clone, Debug)]
+pub struct AddrBlock {
+    /// Third octet base over 198.18.0.0/15: 0..=511, a multiple of 4.
+    base: u32,
+}
+
+impl AddrBlock {
+    pub fn new() -> Self {
+        let idx = (std::process::id().wrapping_mul(7919).wrapping_add(next_id())) % 128;
+        AddrBlock { base: idx * 4 }
+    }
+
+    /// Host `host` (1..=254) of subnet `subnet` (0..=3) as a dotted address.
+    pub fn host(&self, subnet: u32, host: u32) -> String {
+        assert!(subnet < 4 && (1..=254).contains(&host));
+        let third = self.base + subnet;
+        format!("198.{}.{}.{}", 18 + third / 256, third % 256, host)
+    }
+
+    /// Network `subnet` (0..=3) as CIDR text, e.g. `198.18.12.0/24`.
+    pub fn net(&self, subnet: u32) -> String {
+        assert!(subnet < 4);
+        let third = self.base + subnet;
+        format!("198.{}.{}.0/24", 18 + third / 256, third % 256)
+    }
+}
+
+impl Default for AddrBlock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces
+// ---------------------------------------------------------------------------------------------
+
+/// A network namespace created with `ip netns add`; deleted on drop, after killing every
+/// process still running inside it (all of them were started by this test).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named [`unique_name`]`(role)` with `lo` up.
+    pub fn new(role: &str) -> Netns {
+        let name = unique_name(role);
+        cmd_ok(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Path of the namespace's bind mount.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.name)
+    }
+
+    /// The namespace inode number (what the kernel reports as the netns id).
+    pub fn inode(&self) -> u64 {
+        fs::metadata(self.path())
+            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display()))
+            .ino()
+    }
+
+    /// `ip netns exec NAME args...`, bounded by [`CMD_TIMEOUT`].
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.exec_timeout(args, CMD_TIMEOUT)
+    }
+
+    pub fn exec_timeout(&self, args: &[&str], timeout: Duration) -> Output {
+        run_timeout(Command::new("ip").args(["netns", "exec", &self.name]).args(args), timeout)
+    }
+
+    /// Like [`Netns::exec`] but panics on failure.
+    pub fn exec_ok(&self, args: &[&str]) -> Output {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "in netns {}: `{}` failed ({}): {}{}",
+            self.name,
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts a background process inside the namespace (killed on drop of the namespace at the
+    /// latest). Output is discarded unless the caller collects it from the returned child.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn in {}: {e}", self.name))
+    }
+
+    /// `ip -n NAME args...`, panicking on failure.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        cmd_ok(&v)
+    }
+
+    /// Adds an address (CIDR) to a link.
+    pub fn addr(&self, link: &str, cidr: &str) {
+        self.ip(&["addr", "add", cidr, "dev", link]);
+    }
+
+    /// Sets a link up.
+    pub fn up(&self, link: &str) {
+        self.ip(&["link", "set", link, "up"]);
+    }
+
+    /// `ip route add args...`
+    pub fn route(&self, args: &[&str]) {
+        let mut v = vec!["route", "add"];
+        v.extend_from_slice(args);
+        self.ip(&v);
+    }
+
+    /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward`, ...).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// Creates a bridge `name` in this namespace and sets it up.
+    pub fn bridge(&self, name: &str) {
+        self.ip(&["link", "add", name, "type", "bridge"]);
+        self.up(name);
+    }
+
+    /// Attaches `link` to bridge `bridge` and sets it up.
+    pub fn enslave(&self, link: &str, bridge: &str) {
+        self.ip(&["link", "set", link, "master", bridge]);
+        self.up(link);
+    }
+
+    /// Runs an iptables front end (`iptables-legacy`, `iptables-nft`, `iptables`) in the namespace.
+    pub fn iptables(&self, front_end: &str, rule: &[&str]) {
+        let mut v = vec![front_end];
+        v.extend_from_slice(rule);
+        self.exec_ok(&v);
+    }
+
+    /// Pids of processes running inside the namespace.
+    pub fn pids(&self) -> Vec<i32> {
+        let out = cmd(&["ip", "netns", "pids", &self.name]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: plain kill(2) on a pid inside our own namespace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let out = Command::new("ip").args(["netns", "del", &self.name]).output();
+        if !matches!(&out, Ok(o) if o.status.success()) {
+            eprintln!("warning: could not delete netns {}: {out:?}", self.name);
+        }
+    }
+}
+
+/// Creates a veth pair with one end (`a_name`) in `a` and the other (`b_name`) in `b`, both up.
+/// The links are created directly inside the namespaces and die with them.
+pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
+    cmd_ok(&[
+        "ip", "link", "add", a_name, "netns", &a.name, "type", "veth", "peer", "name", b_name,
+        "netns", &b.name,
+    ]);
+    a.up(a_name);
+    b.up(b_name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ready-made topologies
+// ---------------------------------------------------------------------------------------------
+
+/// Two hosts joined by one veth: `a` (`a_ip` on `a_if`) <-> `b` (`b_ip` on `b_if`), one /24.
+pub struct PairLab {
+    pub a: Netns,
+    pub b: Netns,
+    pub a_if: String,
+    pub b_if: String,
+    pub a_ip: String,
+    pub b_ip: String,
+    pub addrs: AddrBlock,
+}
+
+impl PairLab {
+    pub fn new() -> PairLab {
+        let addrs = AddrBlock::new();
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        let a_if = unique_name("va");
+        let b_if = unique_name("vb");
+        veth(&a, &a_if, &b, &b_if);
+        let a_ip = addrs.host(0, 1);
+        let b_ip = addrs.host(0, 2);
+        a.addr(&a_if, &format!("{a_ip}/24"));
+        b.addr(&b_if, &format!("{b_ip}/24"));
+        PairLab { a, b, a_if, b_if, a_ip, b_ip, addrs }
+    }
+}
+
+impl Default for PairLab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A "node" namespace with a bridge and `n` host namespaces attached to it, all in one /24.
+/// The node itself has address `.254` on the bridge.
+pub struct BridgeLab {
+    pub node: Netns,
+    pub bridge: String,
+    pub node_ip: String,
+    /// (namespace, its interface, its address)
+    pub hosts: Vec<(Netns, String, String)>,
+    pub addrs: AddrBlock,
+}
+
+impl BridgeLab {
+    pub fn new(n: u32) -> BridgeLab {
+        let addrs = AddrBlock::new();
+        let node = Netns::new("n");
+        let bridge = unique_name("br");
+        node.bridge(&bridge);
+        let node_ip = addrs.host(0, 254);
+        node.addr(&bridge, &format!("{node_ip}/24"));
+        let mut hosts = Vec::new();
+        for i in 0..n {
+            let ns = Netns::new("h");
+            let inner = unique_name("e");
+            let outer = unique_name("p");
+            veth(&ns, &inner, &node, &outer);
+            node.enslave(&outer, &bridge);
+            let ip = addrs.host(0, i + 1);
+            ns.addr(&inner, &format!("{ip}/24"));
+            hosts.push((ns, inner, ip));
+        }
+        BridgeLab { node, bridge, node_ip, hosts, addrs }
+    }
+}
+
+/// `a` (subnet 0) <-> `r` (router, forwarding on) <-> `b` (subnet 1). Subnets 2 and 3 of the
+/// block are routed nowhere.
+pub struct RoutedLab {
+    pub a: Netns,
+    pub r: Netns,
+    pub b: Netns,
+    pub a_if: String,
+    pub ra_if: String,
+    pub rb_if: String,
+    pub b_if: String,
+    pub a_ip: String,
+    pub ra_ip: String,
+    pub rb_ip: String,
+    pub b_ip: String,
+    pub addrs: AddrBlock,
+}
+
+impl RoutedLab {
+    pub fn new() -> RoutedLab {
+        let addrs = AddrBlock::new();
+        let a = Netns::new("a");
+        let r = Netns::new("r");
+        let b = Netns::new("b");
+        let (a_if, ra_if, rb_if, b_if) =
+            (unique_name("va"), unique_name("ra"), unique_name("rb"), unique_name("vb"));
+        veth(&a, &a_if, &r, &ra_if);
+        veth(&b, &b_if, &r, &rb_if);
+        let (a_ip, ra_ip) = (addrs.host(0, 1), addrs.host(0, 254));
+        let (b_ip, rb_ip) = (addrs.host(1, 1), addrs.host(1, 254));
+        a.addr(&a_if, &format!("{a_ip}/24"));
+        r.addr(&ra_if, &format!("{ra_ip}/24"));
+        r.addr(&rb_if, &format!("{rb_ip}/24"));
+        b.addr(&b_if, &format!("{b_ip}/24"));
+        a.route(&["default", "via", &ra_ip]);
+        b.route(&["default", "via", &rb_ip]);
+        r.sysctl("net.ipv4.ip_forward", "1");
+        RoutedLab { a, r, b, a_if, ra_if, rb_if, b_if, a_ip, ra_ip, rb_ip, b_ip, addrs }
+    }
+}
+
+impl Default for RoutedLab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic
+// ---------------------------------------------------------------------------------------------
+
+const UDP_SENDER: &str = r#"
+import socket, sys, time
+src, sport, dst, dport, count, size, gap = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((src, sport))
+p = b"x" * size
+n = 0
+for i in range(count):
+    try:
+        s.sendto(p, (dst, dport))
+        n += 1
+    except OSError:
+        pass
+    if gap > 0:
+        time.sleep(gap)
+print(n)
+"#;
+
+/// A UDP send job: `count` datagrams of `size` payload bytes from `src:sport` to `dst:dport`,
+/// `gap` seconds apart.
+#[derive(Clone, Debug)]
+pub struct Udp<'a> {
+    pub src: &'a str,
+    pub sport: u16,
+    pub dst: &'a str,
+    pub dport: u16,
+    pub count: u32,
+    pub size: u32,
+    pub gap: f64,
+}
+
+impl<'a> Udp<'a> {
+    pub fn new(src: &'a str, sport: u16, dst: &'a str, dport: u16) -> Self {
+        Udp { src, sport, dst, dport, count: 3, size: 100, gap: 0.01 }
+    }
+
+    fn argv(&self) -> Vec<String> {
+        vec![
+            "python3".into(),
+            "-c".into(),
+            UDP_SENDER.into(),
+            self.src.into(),
+            self.sport.to_string(),
+            self.dst.into(),
+            self.dport.to_string(),
+            self.count.to_string(),
+            self.size.to_string(),
+            self.gap.to_string(),
+        ]
+    }
+
+    /// Sends from inside `ns` and waits (bounded); returns how many sendto calls succeeded.
+    pub fn send(&self, ns: &Netns) -> u32 {
+        assert!(self.count <= 200_000, "bounded traffic only");
+        let argv = self.argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = ns.exec_timeout(&argv, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "udp sender failed in {}: {}",
+            ns.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+
+    /// Starts the sender in the background.
+    pub fn spawn(&self, ns: &Netns) -> Child {
+        assert!(self.count <= 200_000, "bounded traffic only");
+        let argv = self.argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        ns.spawn(&argv)
+    }
+}
+
+const TCP_CONNECT: &str = r#"
+import socket, sys
+src, sport, dst, dport, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((src, sport))
+s.settimeout(timeout)
+try:
+    s.connect((dst, dport))
+    print("connected")
+except socket.timeout:
+    print("timeout")
+except OSError as e:
+    print("error %d" % e.errno)
+"#;
+
+/// One TCP connect attempt from `src:sport` to `dst:dport` inside `ns`, giving up after
+/// `timeout`. Returns `connected`, `timeout` or `error ERRNO`.
+pub fn tcp_connect(ns: &Netns, src: &str, sport: u16, dst: &str, dport: u16, timeout: f64) -> String {
+    let out = ns.exec_timeout(
+        &[
+            "python3",
+            "-c",
+            TCP_CONNECT,
+            src,
+            &sport.to_string(),
+            dst,
+            &dport.to_string(),
+            &timeout.to_string(),
+        ],
+        Duration::from_secs_f64(timeout + 15.0),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits (bounded) for a background child; kills it on timeout.
+pub fn wait_child(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    child.wait_with_output().expect("wait_with_output")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tracer runner
+// ---------------------------------------------------------------------------------------------
+
+/// A running tracer. Killed (SIGKILL) on drop if still running.
+pub struct Tracer {
+    child: Option<Child>,
+    args: Vec<String>,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    paused: Arc<AtomicBool>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// What a finished tracer produced.
+#[derive(Debug)]
+pub struct TracerRun {
+    pub args: Vec<String>,
+    /// Raw stdout lines.
+    pub lines: Vec<String>,
+    pub stderr: String,
+    pub status: ExitStatus,
+}
+
+impl TracerRun {
+    /// Stdout lines parsed as JSON (panics naming the first line that is not JSON).
+    pub fn events(&self) -> Vec<Value> {
+        parse_json_lines(&self.lines)
+    }
+
+    /// Exit code, panicking if the tracer died from a signal.
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("tracer {:?} died from a signal: {}\nstderr:\n{}", self.args, self.status, self.stderr))
+    }
+
+    /// Non-empty stderr lines.
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+    }
+
+    /// Panics unless the tracer exited with `code`.
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "tracer {:?}: expected exit code {code}, got {}\nstderr:\n{}",
+            self.args,
+            self.status,
+            self.stderr
+        );
+    }
+}
+
+fn parse_json_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("tracer stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+impl Tracer {
+    fn spawn(args: &[&str], paused: bool) -> Tracer {
+        let bin = tracer_bin();
+        let mut child = Command::new(&bin)
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {} {args:?}: {e}", bin.display()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let paused = Arc::new(AtomicBool::new(paused));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let (lines, paused) = (lines.clone(), paused.clone());
+            readers.push(thread::spawn(move || {
+                let mut r = BufReader::new(out);
+                loop {
+                    // Bounded: the test resumes (or the guard drops) long before this matters.
+                    let mut waited = 0;
+                    while paused.load(Ordering::Relaxed) && waited < 60_000 {
+                        thread::sleep(Duration::from_millis(10));
+                        waited += 10;
+                    }
+                    let mut line = String::new();
+                    match r.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => lines
+                            .lock()
+                            .expect("lines lock")
+                            .push(line.trim_end_matches('\n').to_string()),
+                    }
+                }
+            }));
+        }
+        if let Some(err) = child.stderr.take() {
+            let stderr = stderr.clone();
+            readers.push(thread::spawn(move || {
+                let mut r = BufReader::new(err);
+                loop {
+                    let mut line = String::new();
+                    match r.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => stderr.lock().expect("stderr lock").push_str(&line),
+                    }
+                }
+            }));
+        }
+        Tracer {
+            child: Some(child),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            lines,
+            stderr,
+            paused,
+            readers,
+        }
+    }
+
+    /// Starts the tracer and waits (up to [`ATTACH_TIMEOUT`]) for `attached` on its stderr.
+    pub fn start(args: &[&str]) -> Tracer {
+        Self::start_with(args, false)
+    }
+
+    /// Like [`Tracer::start`] but does not read stdout until [`Tracer::resume_stdout`]: a slow
+    /// consumer, so the tracer's stdout pipe fills up and its ring buffer overflows.
+    pub fn start_paused(args: &[&str]) -> Tracer {
+        Self::start_with(args, true)
+    }
+
+    fn start_with(args: &[&str], paused: bool) -> Tracer {
+        let mut t = Self::spawn(args, paused);
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        loop {
+            if t.stderr().lines().any(|l| l.contains("attached")) {
+                return t;
+            }
+            let exited = t.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = exited {
+                let run = t.finish(st);
+                panic!(
+                    "tracer {:?} exited ({}) before printing `attached`\nstderr:\n{}",
+                    run.args, run.status, run.stderr
+                );
+            }
+            if Instant::now() >= deadline {
+                let stderr = t.stderr();
+                drop(t);
+                panic!("tracer {args:?} did not print `attached` within {ATTACH_TIMEOUT:?}\nstderr:\n{stderr}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    pub fn resume_stdout(&self) {
+        self.paused.store(false, Ordering::Relaxed);
+    }
+
+    /// Stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// The `attached` line(s) printed so far.
+    pub fn attached_lines(&self) -> Vec<String> {
+        self.stderr().lines().filter(|l| l.contains("attached")).map(str::to_string).collect()
+    }
+
+    /// Events parsed so far.
+    pub fn events(&self) -> Vec<Value> {
+        let lines = self.lines.lock().expect("lines lock").clone();
+        parse_json_lines(&lines)
+    }
+
+    /// Polls until `pred(events)` holds or `timeout` passes; returns whether it held.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.events()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn finish(&mut self, status: ExitStatus) -> TracerRun {
+        self.paused.store(false, Ordering::Relaxed);
+        self.child = None;
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        TracerRun {
+            args: self.args.clone(),
+            lines: std::mem::take(&mut *self.lines.lock().expect("lines lock")),
+            stderr: self.stderr(),
+            status,
+        }
+    }
+
+    /// Sends `sig` and waits (up to [`STOP_TIMEOUT`]) for the tracer to exit; panics (after a
+    /// SIGKILL) if it does not.
+    pub fn stop_with(self, sig: libc::c_int) -> TracerRun {
+        self.paused.store(false, Ordering::Relaxed);
+        let pid = self.pid();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, sig) };
+        self.wait_exit(STOP_TIMEOUT)
+    }
+
+    /// SIGINT (Ctrl-C), then wait.
+    pub fn stop(self) -> TracerRun {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits for the tracer to exit by itself (`--duration`, `--count`); panics after `timeout`.
+    pub fn wait_exit(mut self, timeout: Duration) -> TracerRun {
+        self.paused.store(false, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = st {
+                return self.finish(st);
+            }
+            if Instant::now() >= deadline {
+                let stderr = self.stderr();
+                let args = self.args.clone();
+                drop(self);
+                panic!("tracer {args:?} did not exit within {timeout:?}\nstderr:\n{stderr}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.paused.store(false, Ordering::Relaxed);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the tracer to completion without waiting for `attached` (bad usage, `--duration`).
+pub fn run_tracer(args: &[&str], timeout: Duration) -> TracerRun {
+    run_tracer_cmd(Command::new(tracer_bin()).args(args), args, timeout)
+}
+
+/// Runs `wrapper... tracer args...` (e.g. under `setpriv`) to completion.
+pub fn run_tracer_wrapped(wrapper: &[&str], args: &[&str], timeout: Duration) -> TracerRun {
+    let bin = tracer_bin();
+    let (prog, rest) = wrapper.split_first().expect("empty wrapper");
+    let mut c = Command::new(prog);
+    c.args(rest).arg(&bin).args(args);
+    run_tracer_cmd(&mut c, args, timeout)
+}
+
+fn run_tracer_cmd(c: &mut Command, args: &[&str], timeout: Duration) -> TracerRun {
+    let out = run_timeout(c.env("RUST_BACKTRACE", "0"), timeout);
+    TracerRun {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        lines: String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status,
+    }
+}
+
+/// The counters of the final `tracer: <probe>: N seen, N delivered, N lost[, N unread]` line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub seen: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub unread: Option<u64>,
+}
+
+/// Finds and parses the summary line for `probe` (e.g. `drops`) in stderr.
+pub fn parse_summary(stderr: &str, probe: &str) -> Option<Summary> {
+    let prefix = format!("tracer: {probe}:");
+    let line = stderr.lines().rev().find(|l| l.starts_with(&prefix) && l.contains(" seen"))?;
+    let mut s = Summary::default();
+    let (mut got_seen, mut got_delivered, mut got_lost) = (false, false, false);
+    for part in line[prefix.len()..].split(',') {
+        let mut words = part.split_whitespace();
+        let (Some(n), Some(what)) = (words.next(), words.next()) else { continue };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match what {
+            "seen" => (s.seen, got_seen) = (n, true),
+            "delivered" => (s.delivered, got_delivered) = (n, true),
+            "lost" => (s.lost, got_lost) = (n, true),
+            "unread" => s.unread = Some(n),
+            _ => {}
+        }
+    }
+    (got_seen && got_delivered && got_lost).then_some(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event checks
+// ---------------------------------------------------------------------------------------------
+
+/// Parses `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (exactly nine fraction digits) to Unix nanoseconds.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i128> {
+    let b = s.as_bytes();
+    if b.len() != 30 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':'
+        || b[19] != b'.' || b[29] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i128> {
+        let t = &s[r];
+        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se, ns) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..29)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + ns)
+}
+
+/// Wall clock now in Unix nanoseconds.
+pub fn now_nanos() -> i128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+}
+
+fn is_nullable_string(v: &Value) -> bool {
+    v.is_null() || v.as_str().is_some_and(|s| !s.is_empty())
+}
+
+/// Checks the fields every event has (CONTRACT "JSON event"), and that `ts` lies within
+/// [`window`] (Unix nanoseconds, with 5 s of slack each side).
+pub fn check_common(ev: &Value, window: (i128, i128)) {
+    let ctx = || format!("event {ev}");
+    let obj = ev.as_object().unwrap_or_else(|| panic!("{} is not an object", ctx()));
+    for k in ["ts", "kind", "proto", "src", "dst", "src_pod", "dst_pod", "netns", "ifname"] {
+        assert!(obj.contains_key(k), "{}: missing field {k:?}", ctx());
+    }
+    let ts = ev["ts"].as_str().unwrap_or_else(|| panic!("{}: ts not a string", ctx()));
+    let t = parse_rfc3339_nanos(ts)
+        .unwrap_or_else(|| panic!("{}: ts {ts:?} is not RFC 3339 UTC with nanoseconds (..SS.nnnnnnnnnZ)", ctx()));
+    let slack = 5_000_000_000;
+    assert!(
+        t >= window.0 - slack && t <= window.1 + slack,
+        "{}: ts {ts} is outside the test's run window (clock conversion wrong?)",
+        ctx()
+    );
+    let kind = ev["kind"].as_str().unwrap_or_default();
+    assert!(
+        ["drop", "retransmit", "reset", "connect_fail", "nat", "mtu"].contains(&kind),
+        "{}: bad kind",
+        ctx()
+    );
+    let proto = ev["proto"].as_str().map(str::to_string).or_else(|| ev["proto"].as_u64().map(|n| n.to_string()));
+    let proto = proto.unwrap_or_else(|| panic!("{}: proto is neither string nor number", ctx()));
+    assert!(!proto.is_empty() && proto == proto.to_lowercase(), "{}: proto must be lower case", ctx());
+    for k in ["src", "dst"] {
+        assert!(ev[k].as_str().is_some_and(|s| !s.is_empty()), "{}: {k} not a non-empty string", ctx());
+    }
+    for k in ["src_pod", "dst_pod", "ifname"] {
+        assert!(is_nullable_string(&ev[k]), "{}: {k} must be a non-empty string or null", ctx());
+    }
+    for k in ["src_pod", "dst_pod"] {
+        if let Some(p) = ev[k].as_str() {
+            assert!(p.split('/').count() == 2, "{}: {k} must be namespace/name", ctx());
+        }
+    }
+    assert!(ev["netns"].is_null() || ev["netns"].is_u64(), "{}: netns must be an integer or null", ctx());
+}
+
+/// Checks a `kind: drop` event: common fields plus reason, location (`symbol+0xOFF`), len.
+pub fn check_drop(ev: &Value, window: (i128, i128)) {
+    check_common(ev, window);
+    assert_eq!(ev["kind"], "drop", "event {ev}: kind");
+    let reason = ev["reason"].as_str().unwrap_or_else(|| panic!("event {ev}: reason not a string"));
+    assert!(
+        !reason.is_empty()
+            && !reason.starts_with("SKB_DROP_REASON_")
+            && reason.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_'),
+        "event {ev}: reason must be the bare enum name"
+    );
+    let loc = ev["location"].as_str().unwrap_or_else(|| panic!("event {ev}: location not a string"));
+    assert!(is_symbol_offset(loc), "event {ev}: location {loc:?} is not symbol+0xOFFSET");
+    assert!(ev["len"].is_u64(), "event {ev}: len must be an unsigned integer");
+}
+
+/// `sym+0xhex` optionally followed by `/0xhex` (the size, as tracefs prints it).
+pub fn is_symbol_offset(loc: &str) -> bool {
+    let Some((sym, off)) = loc.split_once('+') else { return false };
+    let hex = |h: &str| h.strip_prefix("0x").is_some_and(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_hexdigit()));
+    let off_ok = match off.split_once('/') {
+        Some((o, size)) => hex(o) && hex(size),
+        None => hex(off),
+    };
+    !sym.is_empty()
+        && sym.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'[' || c == b']' || c == b' ')
+        && off_ok
+}
+
+/// `sym+0xoff` without a `/size` suffix.
+pub fn strip_size(loc: &str) -> &str {
+    loc.split('/').next().unwrap_or(loc)
+}
+
+/// Events whose `src` and `dst` are exactly these strings.
+pub fn with_flow<'a>(events: &'a [Value], src: &str, dst: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["src"] == src && e["dst"] == dst).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the kernel itself reports: a private tracefs instance
+// ---------------------------------------------------------------------------------------------
+
+/// One `skb:kfree_skb` record from tracefs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelDrop {
+    /// `sym+0xoff` (size stripped).
+    pub location: String,
+    pub reason: String,
+    pub protocol: u32,
+}
+
+/// A private tracefs instance with `skb:kfree_skb` enabled (non-overwriting buffer, so the first
+/// records survive a later burst). Disabled and removed on drop.
+pub struct KernelDropLog {
+    dir: PathBuf,
+}
+
+impl KernelDropLog {
+    pub fn new() -> KernelDropLog {
+        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("instances").is_dir())
+            .expect("tracefs not mounted");
+        let dir = root.join("instances").join(unique_name("kl"));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let log = KernelDropLog { dir };
+        let _ = fs::write(log.dir.join("options/overwrite"), "0");
+        fs::write(log.dir.join("events/skb/kfree_skb/enable"), "1").expect("enable skb:kfree_skb");
+        log
+    }
+
+    /// All IPv4/IPv6 records so far.
+    pub fn drops(&self) -> Vec<KernelDrop> {
+        let text = fs::read_to_string(self.dir.join("trace")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let field = |k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
+                let location = strip_size(&field("location=")?).to_string();
+                let protocol = field("protocol=")?.parse().ok()?;
+                let reason = l.rsplit_once("reason: ")?.1.trim().to_string();
+                Some(KernelDrop { location, reason, protocol })
+            })
+            .collect()
+    }
+
+    /// Distinct locations the kernel reported for `reason` on IPv4 (protocol 0x0800).
+    pub fn ipv4_locations(&self, reason: &str) -> BTreeSet<String> {
+        self.drops()
+            .into_iter()
+            .filter(|d| d.reason == reason && d.protocol == 0x0800)
+            .map(|d| d.location)
+            .collect()
+    }
+}
+
+impl Default for KernelDropLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KernelDropLog {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("events/skb/kfree_skb/enable"), "0");
+        for _ in 0..50 {
+            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove tracefs instance {}", self.dir.display());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bpftool snapshots
+// ---------------------------------------------------------------------------------------------
+
+/// A loaded BPF program.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BpfProg {
+    pub id: u64,
+    pub name: String,
+    pub kind: String,
+}
+
+/// A BPF link.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BpfLink {
+    pub id: u64,
+    pub prog_id: u64,
+    pub kind: String,
+}
+
+fn bpftool_json(args: &[&str]) -> Value {
+    let mut v = vec!["bpftool", "-j"];
+    v.extend_from_slice(args);
+    let out = cmd_ok(&v);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: bad JSON: {e}"))
+}
+
+/// `bpftool prog show`.
+pub fn bpf_progs() -> Vec<BpfProg> {
+    bpftool_json(&["prog", "show"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| BpfProg {
+            id: p["id"].as_u64().unwrap_or(0),
+            name: p["name"].as_str().unwrap_or("").to_string(),
+            kind: p["type"].as_str().unwrap_or("").to_string(),
+        })
+        .collect()
+}
+
+/// `bpftool link show`.
+pub fn bpf_links() -> Vec<BpfLink> {
+    bpftool_json(&["link", "show"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|l| BpfLink {
+            id: l["id"].as_u64().unwrap_or(0),
+            prog_id: l["prog_id"].as_u64().unwrap_or(0),
+            kind: l["type"].as_str().unwrap_or("").to_string(),
+        })
+        .collect()
+}
+
+/// Programs whose name starts with any of `prefixes`.
+pub fn bpf_progs_named(prefixes: &[&str]) -> Vec<BpfProg> {
+    bpf_progs().into_iter().filter(|p| prefixes.iter().any(|x| p.name.starts_with(x))).collect()
+}
