@@ -5,8 +5,9 @@
 
 use std::{
     env,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -53,17 +54,21 @@ fn main() -> anyhow::Result<()> {
         Task::Test { unit_only } => {
             setup()?;
             let bin = build_tracer()?;
-            run(cargo().args(["test", "--release", "-p", "tracer", "-p", "tracer-common"]))?;
-            if unit_only {
-                return Ok(());
+            let mut totals = Totals::default();
+            let unit = run_tests(cargo().args(["test", "--release", "-p", "tracer", "-p", "tracer-common"]), &mut totals);
+            if !unit_only && unit.is_ok() {
+                let mut cmd = cargo();
+                cmd.args(["test", "--release", "-p", "tracer-tests", "--tests"]).env("TRACER_BIN", &bin);
+                // In CI a privileged test that cannot run is a failure, not a skip.
+                if env::var_os("CI").is_some() {
+                    cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");
+                }
+                run_tests(&mut cmd, &mut totals)?;
             }
-            let mut cmd = cargo();
-            cmd.args(["test", "--release", "-p", "tracer-tests"]).env("TRACER_BIN", &bin);
-            // In CI a privileged test that cannot run is a failure, not a skip.
-            if env::var_os("CI").is_some() {
-                cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");
-            }
-            run(&mut cmd)
+            // One closing line for the whole suite (the last `test result:` of cargo is often a
+            // crate with no tests, which says nothing about the run).
+            println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+            unit
         }
     }
 }
@@ -89,6 +94,40 @@ fn build_tracer() -> anyhow::Result<PathBuf> {
         bail!("{} was not built", bin.display());
     }
     Ok(bin)
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs a `cargo test`, passing its output through and adding up its `test result:` lines.
+fn run_tests(cmd: &mut Command, totals: &mut Totals) -> anyhow::Result<()> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}"))?;
+    let stdout = child.stdout.take().context("test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            totals.passed += count_before(rest, " passed");
+            totals.failed += count_before(rest, " failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// The number just before `label` in "ok. 42 passed; 0 failed; ...".
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find(|part| part.ends_with(label))
+        .and_then(|part| part.trim_end_matches(label).rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
