@@ -16,7 +16,9 @@ pub(crate) fn load_btf(path: Option<&std::path::Path>) -> anyhow::Result<KernelB
     match KernelBtf::load(path) {
         Ok(btf) => Ok(btf),
         Err(err @ (BtfError::Missing { .. } | BtfError::Read { .. })) if path.is_some() => {
-            Err(UsageError(format!("--btf: {err}")).into())
+            // A usage error is one line: name the cause too, it says what is wrong with the file.
+            let cause = std::error::Error::source(&err).map(|c| format!(": {c}")).unwrap_or_default();
+            Err(UsageError(format!("--btf: {err}{cause}")).into())
         }
         Err(err @ BtfError::Missing { .. }) => Err(err)
             .context("this kernel publishes no BTF (CONFIG_DEBUG_INFO_BTF); pass --btf PATH to a BTF file for it"),
