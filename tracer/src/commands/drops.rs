@@ -14,13 +14,17 @@ use crate::{
 };
 
 pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
+    // kallsyms (~200k lines) parses while BTF does: together they are most of start-up.
+    let kallsyms = std::thread::spawn(Kallsyms::load);
     let btf = super::load_btf(config.trace.btf.as_deref())?;
     let plan = drops::plan(&btf, config.hook)?;
     let reasons = drops::select_reasons(&plan, &config.reasons)?;
     let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
+    // Everything needed from BTF is resolved; the parsed types are tens of MB.
+    drop(btf);
     super::require_privileges()?;
 
-    let kallsyms = Kallsyms::load().unwrap_or_else(|err| {
+    let kallsyms = kallsyms.join().map_err(|_| anyhow::anyhow!("kallsyms reader panicked"))?.unwrap_or_else(|err| {
         log::warn!("cannot read /proc/kallsyms ({err}); locations will be raw addresses");
         Kallsyms::default()
     });

@@ -56,8 +56,11 @@ impl KernelBtf {
         if !path.exists() {
             return Err(BtfError::Missing { path });
         }
-        let vmlinux =
-            Btf::from_file(&path).map_err(|source| BtfError::Read { path: path.clone(), source })?;
+        // One read, then parse from memory: btf-rs' file reader seeks once per type (~100k
+        // lseek calls for a 6.x vmlinux), which made start-up several times slower.
+        let bytes = std::fs::read(&path)
+            .map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
+        let vmlinux = Btf::from_bytes(&bytes).map_err(|source| BtfError::Read { path: path.clone(), source })?;
         Ok(Self { vmlinux, modules: Vec::new() })
     }
 
@@ -71,8 +74,9 @@ impl KernelBtf {
         if !path.exists() {
             return Ok(false);
         }
-        let btf = Btf::from_split_file(&path, &self.vmlinux)
-            .map_err(|source| BtfError::Read { path, source })?;
+        let bytes = std::fs::read(&path)
+            .map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
+        let btf = Btf::from_split_bytes(&bytes, &self.vmlinux).map_err(|source| BtfError::Read { path, source })?;
         self.modules.push((name.to_string(), btf));
         Ok(true)
     }
