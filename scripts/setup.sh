@@ -17,6 +17,8 @@ LLVM=22
 PKGS=(
   "llvm-${LLVM}-dev" "libpolly-${LLVM}-dev" libzstd-dev zlib1g-dev pkg-config
   iproute2 iptables nftables conntrack bpftool iperf3 procps python3
+  # cargo xtask vm-test: other kernels under qemu (TCG), a busybox initramfs, .ko.xz modules.
+  qemu-system-x86 busybox-static xz-utils
 )
 
 missing=()

@@ -13,6 +13,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 #[derive(Parser)]
 #[command(name = "xtask", about = "tracer developer tasks")]
 struct Cli {
@@ -35,6 +37,24 @@ enum Task {
         /// Only the unit tests (no root, no namespaces)
         #[arg(long)]
         unit_only: bool,
+    },
+    /// Boot other kernels in qemu (TCG) and run the same tracer binary in each (see xtask/src/vm.rs)
+    VmTest {
+        /// Kernel to test (repeatable): 6.1, 6.12, or a Debian linux-image-* package; default: all
+        #[arg(long = "kernel", value_name = "KVER")]
+        kernels: Vec<String>,
+        /// Seconds before a VM is killed
+        #[arg(long, default_value_t = 180)]
+        timeout: u64,
+        /// VM memory in MiB
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Use target/release/tracer as it is (no setup, no build)
+        #[arg(long)]
+        no_build: bool,
+        /// Also run the integration tests (tests/) inside each VM
+        #[arg(long)]
+        with_tests: bool,
     },
 }
 
@@ -69,6 +89,18 @@ fn main() -> anyhow::Result<()> {
             // crate with no tests, which says nothing about the run).
             println!("tests: {} passed, {} failed", totals.passed, totals.failed);
             unit
+        }
+        Task::VmTest { kernels, timeout, memory, no_build, with_tests } => {
+            let bin = if no_build {
+                workspace().join("target/release/tracer")
+            } else {
+                setup()?;
+                build_tracer()?
+            };
+            let tests = if with_tests { vm::test_binaries(&workspace(), no_build)? } else { Vec::new() };
+            let opts =
+                vm::Options { kernels, tests, timeout: std::time::Duration::from_secs(timeout), memory_mb: memory };
+            vm::vm_test(&workspace(), &bin, &opts)
         }
     }
 }
