@@ -12,13 +12,16 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 BPF_LINKER_VERSION=0.13.0
 LLVM=22
 
-# Packages: build (LLVM for bpf-linker, protoc for later CRI work) and the test lab
+# Packages: build (LLVM for bpf-linker, protoc for the CRI client) and the test lab
 # (iproute2 for netns/veth/tc, iptables/nftables for drop rules, bpftool to prove cleanup).
 PKGS=(
   "llvm-${LLVM}-dev" "libpolly-${LLVM}-dev" libzstd-dev zlib1g-dev pkg-config
   iproute2 iptables nftables conntrack bpftool iperf3 procps python3
   # cargo xtask vm-test: other kernels under qemu (TCG), a busybox initramfs, .ko.xz modules.
   qemu-system-x86 busybox-static xz-utils
+  # Pods: protoc builds the CRI client (k8s-cri); the node lab runs a real containerd with runc
+  # and the CNI bridge plugin inside a test network namespace.
+  protobuf-compiler containerd runc containernetworking-plugins
 )
 
 missing=()
