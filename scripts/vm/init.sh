@@ -117,7 +117,9 @@ drops tracepoint
 if [ -d /tests ]; then
     export TRACER_BIN=/tracer TRACER_REQUIRE_PRIVILEGED=1 PYTHONHOME=/usr RUST_BACKTRACE=1
     for t in /tests/*; do
-        section "test-${t##*/}" "$t" --test-threads=1
+        # --nocapture: what the tests print about this kernel (where it frees nftables drops,
+        # which hooks check found) stays in console.log for the record
+        section "test-${t##*/}" "$t" --test-threads=1 --nocapture
     done
 fi
 section dmesg sh -c 'dmesg | grep -iE "bpf|btf|verif|error|fail|warn" | tail -50'

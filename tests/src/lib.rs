@@ -8,7 +8,7 @@
 //! Tests that need root start with [`require_privileged`], which prints a loud `SKIPPED` line
 //! (or panics when `TRACER_REQUIRE_PRIVILEGED=1`), so a skip never passes silently.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -66,15 +66,23 @@ pub fn require_privileged(test: &str) -> bool {
     if reasons.is_empty() {
         return true;
     }
-    let msg = format!("SKIPPED {test}: {} (kernel {})", reasons.join("; "), kernel_release());
+    let reasons = reasons.join("; ");
     if std::env::var("TRACER_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{msg}; TRACER_REQUIRE_PRIVILEGED=1 forbids skipping");
+        panic!("SKIPPED {test}: {reasons} (kernel {}); TRACER_REQUIRE_PRIVILEGED=1 forbids skipping", kernel_release());
     }
+    skipped(test, &reasons);
+    false
+}
+
+/// Prints `SKIPPED <what>: <reason> (kernel <release>)` loudly, for a check that cannot apply on
+/// this kernel. Unlike a missing privilege this is no failure under CI: the kernel lacks what the
+/// check needs, and the line says so.
+pub fn skipped(what: &str, reason: &str) {
     // Written to fd 2 directly: libtest captures eprintln! of passing tests, and a skip must be
     // visible even then.
     use std::io::Write as _;
+    let msg = format!("SKIPPED {what}: {reason} (kernel {})", kernel_release());
     let _ = writeln!(std::io::stderr().lock(), "\n!!!!!!!! {msg} !!!!!!!!");
-    false
 }
 
 /// The workspace root (parent of this crate).
@@ -1104,71 +1112,111 @@ pub fn with_flow<'a>(events: &'a [Value], src: &str, dst: &str) -> Vec<&'a Value
 }
 
 // ---------------------------------------------------------------------------------------------
-// What the kernel itself reports: a private tracefs instance
+// What the kernel itself reports: private tracefs instances
 // ---------------------------------------------------------------------------------------------
 
-/// One `skb:kfree_skb` record from tracefs.
+/// One `skb:kfree_skb` record from tracefs, as the kernel printed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelDrop {
-    /// `sym+0xoff` (size stripped).
+    /// `sym+0xoff` (size stripped) on kernels that print `%pS`, else what the kernel printed.
     pub location: String,
     pub reason: String,
     pub protocol: u32,
 }
 
+/// Text symbols of /proc/kallsyms, to name a raw address the way the kernel's `%pS` does
+/// (`sym+0xoff`). The tests' own reading, on purpose independent of the tracer's.
+pub struct KernelSymbols {
+    /// (address, name) sorted by address; only code (t/T/w/W), so data never captures code.
+    text: Vec<(u64, String)>,
+}
+
+impl KernelSymbols {
+    pub fn load() -> KernelSymbols {
+        let raw = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let mut text: Vec<(u64, String)> = raw
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let (addr, kind, name) = (w.next()?, w.next()?, w.next()?);
+                let addr = u64::from_str_radix(addr, 16).ok().filter(|a| *a != 0)?;
+                ["t", "T", "w", "W"].contains(&kind).then(|| (addr, name.to_string()))
+            })
+            .collect();
+        text.sort();
+        KernelSymbols { text }
+    }
+
+    /// False when kptr_restrict hides the addresses from this process.
+    pub fn has_addresses(&self) -> bool {
+        !self.text.is_empty()
+    }
+
+    /// `sym+0xoff` of the nearest symbol at or below `addr`.
+    pub fn name(&self, addr: u64) -> Option<String> {
+        let i = self.text.partition_point(|(a, _)| *a <= addr).checked_sub(1)?;
+        let (start, name) = &self.text[i];
+        Some(format!("{name}+{:#x}", addr - start))
+    }
+}
+
+/// How this kernel's `skb:kfree_skb` output gives the drop location. Decided from the event's
+/// own `print fmt` and the instance options tracefs offers, never from the kernel version.
+enum LocationSource {
+    /// `location=%pS` (6.12, 6.18): the kernel prints `sym+0xoff/0xsize` itself.
+    Symbolic,
+    /// `location=%p` (6.1): the default output is a hashed pointer, useless for comparison.
+    /// Instances with the `hash-ptr` option off print the real address, which /proc/kallsyms
+    /// names. 6.1 also loses the `%s` reason text in such an instance, so every reason gets its
+    /// own instance, filtered in the kernel on the reason's number.
+    Addresses { symbols: KernelSymbols, by_reason: Vec<(String, TraceInstance)> },
+    /// The location cannot be had on this kernel; the text says why.
+    Unavailable(String),
+}
+
 /// A private tracefs instance with `skb:kfree_skb` enabled (non-overwriting buffer, so the first
 /// records survive a later burst). Disabled and removed on drop.
-pub struct KernelDropLog {
+struct TraceInstance {
     dir: PathBuf,
 }
 
-impl KernelDropLog {
-    pub fn new() -> KernelDropLog {
-        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("instances").is_dir())
-            .expect("tracefs not mounted");
+impl TraceInstance {
+    /// `filter`: a tracefs event filter; `real_addresses`: turn `hash-ptr` off (the option must
+    /// exist: the caller checked).
+    fn new(root: &Path, filter: Option<&str>, real_addresses: bool) -> TraceInstance {
         let dir = root.join("instances").join(unique_name("kl"));
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        let log = KernelDropLog { dir };
-        let _ = fs::write(log.dir.join("options/overwrite"), "0");
-        fs::write(log.dir.join("events/skb/kfree_skb/enable"), "1").expect("enable skb:kfree_skb");
-        log
+        let inst = TraceInstance { dir };
+        let _ = fs::write(inst.dir.join("options/overwrite"), "0");
+        if real_addresses {
+            fs::write(inst.dir.join("options/hash-ptr"), "0").expect("turn hash-ptr off in a tracefs instance");
+        }
+        if let Some(f) = filter {
+            fs::write(inst.dir.join("events/skb/kfree_skb/filter"), f)
+                .unwrap_or_else(|e| panic!("tracefs filter {f:?} on skb:kfree_skb: {e}"));
+        }
+        fs::write(inst.dir.join("events/skb/kfree_skb/enable"), "1").expect("enable skb:kfree_skb");
+        inst
     }
 
-    /// All IPv4/IPv6 records so far.
-    pub fn drops(&self) -> Vec<KernelDrop> {
+    /// The `field=value` words and the `reason: NAME` tail of each record.
+    fn records(&self) -> Vec<(Vec<(String, String)>, String)> {
         let text = fs::read_to_string(self.dir.join("trace")).unwrap_or_default();
         text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let field = |k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
-                let location = strip_size(&field("location=")?).to_string();
-                let protocol = field("protocol=")?.parse().ok()?;
-                let reason = l.rsplit_once("reason: ")?.1.trim().to_string();
-                Some(KernelDrop { location, reason, protocol })
+            .filter(|l| !l.starts_with('#') && l.contains("kfree_skb:"))
+            .map(|l| {
+                let fields = l
+                    .split_whitespace()
+                    .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect();
+                let reason = l.rsplit_once("reason:").map(|(_, r)| r.trim().to_string()).unwrap_or_default();
+                (fields, reason)
             })
             .collect()
     }
-
-    /// Distinct locations the kernel reported for `reason` on IPv4 (protocol 0x0800).
-    pub fn ipv4_locations(&self, reason: &str) -> BTreeSet<String> {
-        self.drops()
-            .into_iter()
-            .filter(|d| d.reason == reason && d.protocol == 0x0800)
-            .map(|d| d.location)
-            .collect()
-    }
 }
 
-impl Default for KernelDropLog {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for KernelDropLog {
+impl Drop for TraceInstance {
     fn drop(&mut self) {
         let _ = fs::write(self.dir.join("events/skb/kfree_skb/enable"), "0");
         for _ in 0..50 {
@@ -1180,6 +1228,135 @@ impl Drop for KernelDropLog {
         eprintln!("warning: could not remove tracefs instance {}", self.dir.display());
     }
 }
+
+fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// `{ 2, "NO_SOCKET" }` pairs of the `__print_symbolic(REC->reason, ...)` in a print fmt: the
+/// kernel's own reason numbers, for tracefs filters.
+pub fn print_symbolic_values(print_fmt: &str, field: &str) -> BTreeMap<String, u64> {
+    let Some((_, rest)) = print_fmt.split_once(&format!("__print_symbolic(REC->{field},")) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for pair in rest.split('{').skip(1) {
+        let Some((body, _)) = pair.split_once('}') else { break };
+        let Some((num, name)) = body.split_once(',') else { continue };
+        let num = num.trim();
+        let value = match num.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => num.parse().ok(),
+        };
+        if let Some(v) = value {
+            out.insert(name.trim().trim_matches('"').to_string(), v);
+        }
+    }
+    out
+}
+
+/// What the kernel itself reports for `skb:kfree_skb` while a test runs: reasons from one
+/// instance with the default output, and drop locations from the best source this kernel offers
+/// (see [`LocationSource`]). Create it before causing the drops, naming every reason whose
+/// locations the test will ask for.
+pub struct KernelDropLog {
+    all: TraceInstance,
+    locations: LocationSource,
+}
+
+impl KernelDropLog {
+    pub fn new(reasons: &[&str]) -> KernelDropLog {
+        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("instances").is_dir())
+            .expect("tracefs not mounted");
+        let format = fs::read_to_string(root.join("events/skb/kfree_skb/format")).expect("skb:kfree_skb format");
+        let print_fmt = format.lines().find_map(|l| l.strip_prefix("print fmt:")).unwrap_or_default().to_string();
+        let locations = if print_fmt.contains("location=%pS") {
+            LocationSource::Symbolic
+        } else if !print_fmt.contains("location=%p") {
+            LocationSource::Unavailable(format!("skb:kfree_skb prints no location=%p: {print_fmt:.80}"))
+        } else if !root.join("options/hash-ptr").exists() {
+            LocationSource::Unavailable("tracefs prints location as a hashed %p and has no hash-ptr option".into())
+        } else {
+            let symbols = KernelSymbols::load();
+            if !symbols.has_addresses() {
+                LocationSource::Unavailable("/proc/kallsyms hides addresses (kptr_restrict)".into())
+            } else {
+                let values = print_symbolic_values(&print_fmt, "reason");
+                let by_reason = reasons
+                    .iter()
+                    .map(|r| {
+                        let v = values.get(*r).unwrap_or_else(|| panic!("skb:kfree_skb print fmt has no reason {r}"));
+                        let filter = format!("reason == {v} && protocol == {ETH_P_IP}");
+                        (r.to_string(), TraceInstance::new(&root, Some(&filter), true))
+                    })
+                    .collect();
+                LocationSource::Addresses { symbols, by_reason }
+            }
+        };
+        KernelDropLog { all: TraceInstance::new(&root, None, false), locations }
+    }
+
+    /// All IPv4/IPv6 records so far, from the instance with the kernel's default output.
+    pub fn drops(&self) -> Vec<KernelDrop> {
+        self.all
+            .records()
+            .into_iter()
+            .filter_map(|(fields, reason)| {
+                Some(KernelDrop {
+                    location: strip_size(field(&fields, "location")?).to_string(),
+                    reason,
+                    protocol: field(&fields, "protocol")?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many IPv4 drops with `reason` the kernel reported.
+    pub fn ipv4_count(&self, reason: &str) -> usize {
+        self.drops().iter().filter(|d| d.reason == reason && d.protocol == ETH_P_IP).count()
+    }
+
+    /// Distinct `sym+0xoff` locations the kernel reported for IPv4 drops with `reason`, or why
+    /// this kernel cannot tell them.
+    pub fn ipv4_locations(&self, reason: &str) -> Result<BTreeSet<String>, String> {
+        match &self.locations {
+            LocationSource::Symbolic => Ok(self
+                .drops()
+                .into_iter()
+                .filter(|d| d.reason == reason && d.protocol == ETH_P_IP)
+                .map(|d| d.location)
+                .collect()),
+            LocationSource::Addresses { symbols, by_reason } => {
+                let (_, inst) = by_reason
+                    .iter()
+                    .find(|(r, _)| r == reason)
+                    .unwrap_or_else(|| panic!("KernelDropLog::new was not asked for reason {reason}"));
+                Ok(inst
+                    .records()
+                    .iter()
+                    .filter_map(|(fields, _)| {
+                        let addr = u64::from_str_radix(field(fields, "location")?, 16).ok()?;
+                        Some(symbols.name(addr).unwrap_or_else(|| format!("{addr:#x}")))
+                    })
+                    .collect())
+            }
+            LocationSource::Unavailable(why) => Err(why.clone()),
+        }
+    }
+}
+
+/// The EtherType of IPv4 as `skb:kfree_skb` prints `protocol`.
+const ETH_P_IP: u32 = 0x0800;
+
+/// Functions that free a packet an nftables rule dropped. Newer kernels free it inside
+/// `nft_do_chain` (NF_DROP_REASON, with the reason set there); older ones (6.1) return NF_DROP
+/// and `nf_hook_slow` frees it. Which one a kernel uses is read from its own report.
+pub const NFT_DROP_FUNCTIONS: &[&str] = &[NFT_FREES_IN_CHAIN, NFT_FREES_AT_HOOK];
+pub const NFT_FREES_IN_CHAIN: &str = "nft_do_chain";
+pub const NFT_FREES_AT_HOOK: &str = "nf_hook_slow";
 
 // ---------------------------------------------------------------------------------------------
 // bpftool snapshots

@@ -43,9 +43,16 @@ enum Task {
         /// Kernel to test (repeatable): 6.1, 6.12, or a Debian linux-image-* package; default: all
         #[arg(long = "kernel", value_name = "KVER")]
         kernels: Vec<String>,
-        /// Seconds before a VM is killed
-        #[arg(long, default_value_t = 180)]
-        timeout: u64,
+        /// Seconds before a VM is killed [default: 180, or 600 with --with-tests]
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Seconds for the whole matrix: VMs still running then are killed, kernels not started
+        /// fail [default: 900, or 1200 with --with-tests]
+        #[arg(long)]
+        total_timeout: Option<u64>,
+        /// VMs at a time [default: one per host CPU, at most 2]
+        #[arg(long)]
+        jobs: Option<usize>,
         /// VM memory in MiB
         #[arg(long, default_value_t = 1024)]
         memory: u32,
@@ -90,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             println!("tests: {} passed, {} failed", totals.passed, totals.failed);
             unit
         }
-        Task::VmTest { kernels, timeout, memory, no_build, with_tests } => {
+        Task::VmTest { kernels, timeout, total_timeout, jobs, memory, no_build, with_tests } => {
             let bin = if no_build {
                 workspace().join("target/release/tracer")
             } else {
@@ -98,8 +105,15 @@ fn main() -> anyhow::Result<()> {
                 build_tracer()?
             };
             let tests = if with_tests { vm::test_binaries(&workspace(), no_build)? } else { Vec::new() };
-            let opts =
-                vm::Options { kernels, tests, timeout: std::time::Duration::from_secs(timeout), memory_mb: memory };
+            // Under TCG the integration tests take about 2 minutes per kernel; the limits leave
+            // room for a loaded machine without letting a hung VM hold CI for long.
+            let secs = std::time::Duration::from_secs;
+            let timeout = secs(timeout.unwrap_or(if with_tests { 600 } else { 180 }));
+            let total_timeout = secs(total_timeout.unwrap_or(if with_tests { 1200 } else { 900 }));
+            // A TCG VM keeps one host CPU busy: more VMs than CPUs would only slow each down.
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let jobs = jobs.unwrap_or(cpus.min(2));
+            let opts = vm::Options { kernels, tests, timeout, total_timeout, jobs, memory_mb: memory };
             vm::vm_test(&workspace(), &bin, &opts)
         }
     }

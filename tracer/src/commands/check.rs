@@ -1,20 +1,31 @@
 //! `tracer check`: what this kernel supports and which commands will run. Tells the truth by
 //! asking the kernel (loading trivial programs, reading BTF and tracefs), never by version.
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use serde::Serialize;
 
 use crate::{
     cli::{CheckArgs, HookChoice, OutputFormat},
-    kernel::{self, btf::{MODULE_BTF_DIR, VMLINUX_BTF}, drop_reasons::DropReasons, features, features::Feature, kallsyms::Kallsyms, tracefs},
-    probes::drops,
+    kernel::{
+        self,
+        btf::{MODULE_BTF_DIR, VMLINUX_BTF},
+        drop_reasons::DropReasons,
+        features::{self, Feature},
+        hooks::{self, HookSupport},
+        kallsyms::Kallsyms,
+        tracefs,
+    },
+    probes::drops::{self, Hook},
 };
 
 #[derive(Serialize)]
 struct Report {
     kernel: String,
     features: Vec<Feature>,
+    /// Each kind of hook, probed by attaching a no-op program (kernel/hooks.rs), keyed by kind:
+    /// kprobe, fentry, tp_btf, tracepoint, tcx.
+    hooks: BTreeMap<&'static str, HookSupport>,
     commands: Vec<CommandStatus>,
     drop_reasons: Vec<String>,
 }
@@ -23,6 +34,10 @@ struct Report {
 struct CommandStatus {
     command: &'static str,
     runs: bool,
+    /// The kind of hook it will use here (a key of `hooks`), null when it cannot run.
+    hook: Option<&'static str>,
+    /// The exact attach point.
+    attach: Option<&'static str>,
     detail: String,
 }
 
@@ -51,6 +66,13 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
     } else {
         feats.push(Feature { name: "program and map types".into(), available: false, detail: "unknown: probing needs root".into() });
     }
+    // tp_btf and fentry attach by id in the kernel's own BTF: a --btf file cannot stand in.
+    let own_btf = if args.btf.is_none() { btf.as_ref().ok() } else { None };
+    let mut hook_report: BTreeMap<_, _> = if privileged {
+        hooks::probe_all(own_btf).into_iter().collect()
+    } else {
+        hooks::unprobed("unknown: probing needs root").into_iter().collect()
+    };
 
     let mut reasons_list = Vec::new();
     let mut btf = btf;
@@ -64,8 +86,8 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         };
         feats.push(Feature { name: "conntrack types (struct nf_conn)".into(), available: ok, detail });
     }
-    let drops_status = match &btf {
-        Err(e) => CommandStatus { command: "drops", runs: false, detail: format!("no BTF: {e:#}") },
+    let drops_row = match &btf {
+        Err(e) => CommandStatus { command: "drops", runs: false, hook: None, attach: None, detail: format!("no BTF: {e:#}") },
         Ok(btf) => {
             let offsets = btf.kernel_offsets();
             feats.push(Feature {
@@ -84,27 +106,52 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
                 Ok(None) => feats.push(Feature { name: "drop reasons".into(), available: false, detail: "none: kernel < 5.17, drops show as NOT_SPECIFIED".into() }),
                 Err(e) => feats.push(Feature { name: "drop reasons".into(), available: false, detail: e.to_string() }),
             }
-            for (name, choice) in [("hook: tp_btf/kfree_skb", HookChoice::TpBtf), ("hook: tracepoint skb/kfree_skb", HookChoice::Tracepoint)] {
+            for (name, choice) in [("drops layout: tp_btf/kfree_skb", HookChoice::TpBtf), ("drops layout: tracepoint skb/kfree_skb", HookChoice::Tracepoint)] {
                 let p = drops::plan(btf, choice);
-                feats.push(Feature { name: name.into(), available: p.is_ok(), detail: p.map_or_else(|e| e.reason, |_| "layout resolved".into()) });
+                feats.push(Feature { name: name.into(), available: p.is_ok(), detail: p.map_or_else(|e| e.reason, |_| "arguments resolved".into()) });
             }
-            let plan = drops::plan(btf, HookChoice::Auto);
-            match (&plan, &offsets, privileged) {
-                (Ok(p), Ok(_), true) => CommandStatus { command: "drops", runs: true, detail: format!("via {}", p.hook.describe()) },
-                (Ok(p), Ok(_), false) => CommandStatus { command: "drops", runs: false, detail: format!("would use {}, but needs root", p.hook.describe()) },
-                (Err(e), _, _) => CommandStatus { command: "drops", runs: false, detail: e.to_string() },
-                (_, Err(e), _) => CommandStatus { command: "drops", runs: false, detail: e.to_string() },
-            }
+            drops_status(drops::plan(btf, HookChoice::Auto).map_err(|e| e.to_string()), offsets.map_err(|e| e.to_string()), privileged, &hook_report)
         }
     };
-    let runs = drops_status.runs;
-    let report = Report { kernel: kernel::release(), features: feats, commands: vec![drops_status], drop_reasons: reasons_list };
+    let runs = drops_row.runs;
+    if let (true, Some(kind)) = (runs, drops_row.hook)
+        && let Some(h) = hook_report.get_mut(kind)
+    {
+        h.used_by.push(drops_row.command);
+    }
+    let report = Report { kernel: kernel::release(), features: feats, hooks: hook_report, commands: vec![drops_row], drop_reasons: reasons_list };
 
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Table => print_table(&report),
     }
     Ok(runs)
+}
+
+/// Whether `drops` runs, and on which hook: the planned one (`--hook auto`), as long as
+/// attaching a no-op program there worked too.
+fn drops_status(
+    plan: Result<drops::Plan, String>,
+    offsets: Result<tracer_common::offsets::KernelOffsets, String>,
+    privileged: bool,
+    hooks: &BTreeMap<&'static str, HookSupport>,
+) -> CommandStatus {
+    let not = |detail: String| CommandStatus { command: "drops", runs: false, hook: None, attach: None, detail };
+    let plan = match (plan, offsets) {
+        (Err(e), _) | (_, Err(e)) => return not(e),
+        (Ok(p), Ok(_)) => p,
+    };
+    let (kind, attach) = match plan.hook {
+        Hook::TpBtf => (hooks::TP_BTF, plan.hook.describe()),
+        Hook::Tracepoint => (hooks::TRACEPOINT, plan.hook.describe()),
+    };
+    if !privileged {
+        return not(format!("would use {attach}, but needs root"));
+    }
+    match hooks.get(kind).and_then(|h| h.available.map(|a| (a, &h.detail))) {
+        Some((false, why)) => not(format!("plans {attach}, but this kernel refused a no-op {kind} program: {why}")),
+        _ => CommandStatus { command: "drops", runs: true, hook: Some(kind), attach: Some(attach), detail: format!("via {attach}") },
+    }
 }
 
 fn print_table(report: &Report) {
@@ -115,8 +162,24 @@ fn print_table(report: &Report) {
         println!("{:<48} {:<4} {}", f.name, if f.available { "yes" } else { "no" }, f.detail);
     }
     println!();
-    println!("{:<48} {:<4} DETAIL", "COMMAND", "RUNS");
+    println!("{:<12} {:<4} {:<10} DETAIL", "HOOK", "OK", "USED BY");
+    for (kind, h) in &report.hooks {
+        let ok = match h.available {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "?",
+        };
+        let used = if h.used_by.is_empty() { "-".to_string() } else { h.used_by.join(",") };
+        println!("{kind:<12} {ok:<4} {used:<10} {}", h.detail);
+    }
+    println!();
+    println!("{:<12} {:<4} {:<10} DETAIL", "COMMAND", "RUNS", "HOOK");
     for c in &report.commands {
-        println!("{:<48} {:<4} {}", c.command, if c.runs { "yes" } else { "no" }, c.detail);
+        println!("{:<12} {:<4} {:<10} {}", c.command, if c.runs { "yes" } else { "no" }, c.hook.unwrap_or("-"), c.detail);
+    }
+    println!();
+    println!("How each hook was probed (a no-op program, detached before this was printed):");
+    for (kind, h) in &report.hooks {
+        println!("  {kind}: {}", h.method);
     }
 }

@@ -166,6 +166,20 @@ impl KernelBtf {
             .collect()
     }
 
+    /// The id of a function (`want_func`) or typedef named `name` in vmlinux BTF: what the kernel
+    /// takes as `attach_btf_id` when loading fentry and tp_btf programs.
+    pub fn vmlinux_id(&self, name: &str, want_func: bool) -> Result<u32, BtfError> {
+        let kind = if want_func { "function" } else { "typedef" };
+        let ids = self.vmlinux.resolve_ids_by_name(name).unwrap_or_default();
+        ids.into_iter()
+            .find(|id| match self.vmlinux.resolve_type_by_id(*id) {
+                Ok(Type::Func(_)) => want_func,
+                Ok(Type::Typedef(_)) => !want_func,
+                _ => false,
+            })
+            .ok_or_else(|| BtfError::NoType { kind, name: name.to_string() })
+    }
+
     /// The offsets every packet probe needs, resolved for this kernel.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         Ok(KernelOffsets {

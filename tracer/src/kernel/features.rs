@@ -1,8 +1,6 @@
 //! What this kernel and this process can do: privileges, program and map types, hooks.
 //! `tracer check` prints these; probes use them to choose a hook (Retis' `can_run`).
 
-use std::path::Path;
-
 use aya::{
     maps::MapType,
     programs::ProgramType,
@@ -59,27 +57,18 @@ fn probe_program(name: &str, ty: ProgramType) -> Feature {
     }
 }
 
-/// Program and map types tracer uses or may use, probed by loading trivial programs.
+/// Program and map types tracer uses or may use, probed by loading trivial programs (aya's
+/// probes). Hooks (kprobe, fentry, tp_btf, tracepoint, TCX) are probed by attaching, in
+/// [`super::hooks`].
 pub fn probe_bpf() -> Vec<Feature> {
-    let mut out = vec![
-        probe_program("program: tracepoint", ProgramType::TracePoint),
+    vec![
         probe_program("program: raw tracepoint", ProgramType::RawTracePoint),
         probe_program("program: tc classifier", ProgramType::SchedClassifier),
-    ];
-    // aya probes BPF_PROG_TYPE_TRACING by loading an fentry program; tp_btf (same type) is
-    // reported separately by the drops hook row, which is what tracer needs.
-    out.push(probe_program("program: fentry (optional extras)", ProgramType::Tracing));
-    let kprobe_attach = Path::new("/sys/bus/event_source/devices/kprobe").exists();
-    out.push(Feature::new(
-        "hook: kprobes (optional extras)",
-        kprobe_attach,
-        if kprobe_attach { "kprobe PMU present" } else { "CONFIG_KPROBES is off: no kprobe PMU" },
-    ));
-    out.push(match is_map_supported(MapType::RingBuf) {
-        Ok(ok) => Feature::new("map: ring buffer", ok, if ok { "supported (>= 5.8)" } else { "not supported (< 5.8)" }),
-        Err(err) => Feature::new("map: ring buffer", false, format!("probe failed: {err}")),
-    });
-    out
+        match is_map_supported(MapType::RingBuf) {
+            Ok(ok) => Feature::new("map: ring buffer", ok, if ok { "supported (>= 5.8)" } else { "not supported (< 5.8)" }),
+            Err(err) => Feature::new("map: ring buffer", false, format!("probe failed: {err}")),
+        },
+    ]
 }
 
 #[cfg(test)]

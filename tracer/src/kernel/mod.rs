@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod drop_reasons;
 pub mod features;
+pub mod hooks;
 pub mod kallsyms;
 pub mod tracefs;
 
