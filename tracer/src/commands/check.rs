@@ -67,7 +67,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         feats.push(Feature { name: "program and map types".into(), available: false, detail: "unknown: probing needs root".into() });
     }
     // tp_btf and fentry attach by id in the kernel's own BTF: a --btf file cannot stand in.
-    let own_btf = if args.btf.is_none() { btf.as_ref().ok() } else { None };
+    let own_btf = match &args.btf {
+        None => None,
+        Some(_) => kernel::btf::KernelBtf::load(None).ok(),
+    };
+    let own_btf = if args.btf.is_none() { btf.as_ref().ok() } else { own_btf.as_ref() };
     let mut hook_report: BTreeMap<_, _> = if privileged {
         hooks::probe_all(own_btf).into_iter().collect()
     } else {

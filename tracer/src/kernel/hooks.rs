@@ -72,7 +72,7 @@ const METHOD_TCX: &str = "BPF_LINK_CREATE of a no-op BPF_PROG_TYPE_SCHED_CLS pro
 /// BTF (None without it: fentry and tp_btf cannot be probed then).
 pub fn probe_all(btf: Option<&KernelBtf>) -> Vec<(&'static str, HookSupport)> {
     let btf_id = |name: &str, func: bool| -> Result<u32, String> {
-        let btf = btf.ok_or("no kernel BTF to find the target in")?;
+        let btf = btf.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux) to find the target in")?;
         btf.vmlinux_id(name, func).map_err(|e| e.to_string())
     };
     vec![
