@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             let bin = build_tracer()?;
             let mut totals = Totals::default();
-            let unit = run_tests(cargo().args(["test", "--release", "-p", "tracer", "-p", "tracer-common"]), &mut totals);
+            let unit = run_tests(cargo().args(["test", "--release", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
             if !unit_only && unit.is_ok() {
                 let mut cmd = cargo();
                 cmd.args(["test", "--release", "-p", "tracer-tests", "--tests"]).env("TRACER_BIN", &bin);

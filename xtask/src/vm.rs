@@ -736,6 +736,14 @@ fn sections(console: &str) -> BTreeMap<String, Section> {
     map
 }
 
+/// The `SKIPPED <what>: <reason> (kernel X)` lines in test output, without the `!!!!` the tests
+/// frame them with (libtest may put a test's name before one on the same line).
+fn skip_lines(body: &str) -> impl Iterator<Item = String> + '_ {
+    body.lines()
+        .filter_map(|l| l.find("SKIPPED ").map(|i| &l[i..]))
+        .map(|l| l.trim_end_matches(['!', ' ']).to_string())
+}
+
 /// What the kernel's build configuration says about each hook kind, to compare with what
 /// `tracer check` found by attaching. The VMs add no restriction of their own (no lockdown, no
 /// LSM policy), so here the two must agree exactly. (The 6.18 development machine shows why
@@ -796,6 +804,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
     }
 
     let mut hooks_brief = String::new();
+    let mut config_skip = None;
     match s.get("check") {
         None => fail(&mut lines, "no `tracer check` output".into()),
         Some(c) => {
@@ -815,7 +824,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
                         .collect();
                     hooks_brief = format!("hooks: {}", have.join(" "));
                     match config {
-                        None => lines.push("SKIPPED hooks vs kernel config: the package has no boot/config-*".into()),
+                        None => config_skip = Some(format!("SKIPPED hooks vs kernel config: the package has no boot/config-* (kernel {release})")),
                         Some(config) => {
                             for (kind, want, why) in expected_hooks(config) {
                                 let got = v["hooks"][kind]["available"].as_bool();
@@ -877,7 +886,8 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
         }
     }
 
-    let (mut tests_passed, mut tests_failed, mut skipped) = (0u64, 0u64, BTreeSet::new());
+    let (mut tests_passed, mut tests_failed) = (0u64, 0u64);
+    let mut skipped: BTreeSet<String> = config_skip.into_iter().collect();
     let mut test_sections = 0;
     for (name, t) in s.iter().filter(|(n, _)| n.starts_with("test-")) {
         test_sections += 1;
@@ -886,9 +896,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
             tests_passed += crate::count_before(r, " passed");
             tests_failed += crate::count_before(r, " failed");
         }
-        for l in t.body.lines().filter_map(|l| l.find("SKIPPED ").map(|i| &l[i..])) {
-            skipped.insert(l.trim_end_matches(['!', ' ']).to_string());
-        }
+        skipped.extend(skip_lines(&t.body));
         lines.push(format!("{name}: rc={:?} {}", t.rc, results.join(" | ")));
         if t.rc != Some(0) {
             fail(&mut lines, format!("{name} exited {:?}", t.rc));
@@ -947,4 +955,37 @@ pub fn test_binaries(ws: &Path, no_build: bool) -> anyhow::Result<Vec<PathBuf>> 
         found.push(best.with_context(|| format!("no {stem}-* test binary in {}", deps.display()))?.1);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_lines_are_found_and_unframed() {
+        let body = "running 3 tests\ntest a ... \n!!!!!!!! SKIPPED a: no hash-ptr (kernel 5.10.0) !!!!!!!!\nok\ntest b ... ok\n";
+        assert_eq!(skip_lines(body).collect::<Vec<_>>(), ["SKIPPED a: no hash-ptr (kernel 5.10.0)"]);
+    }
+
+    #[test]
+    fn hooks_expected_from_config() {
+        let config = "CONFIG_KPROBES=y\nCONFIG_BPF_JIT=y\nCONFIG_DEBUG_INFO_BTF=y\nCONFIG_FUNCTION_TRACER=y\n\
+                      # CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS is not set\nCONFIG_BPF_EVENTS=y\nCONFIG_KPROBES_ON_FTRACE=y\n";
+        let got: Vec<_> = expected_hooks(config).into_iter().map(|(k, v, _)| (k, v)).collect();
+        assert_eq!(got, [("kprobe", true), ("fentry", false), ("tp_btf", true), ("tracepoint", true), ("tcx", false)]);
+    }
+
+    #[test]
+    fn summary_counts_tests_and_skips() {
+        let console = "===VMTEST-BEGIN test-drops===\n\
+                       !!!!!!!! SKIPPED x: why (kernel 6.1) !!!!!!!!\n\
+                       test result: ok. 9 passed; 0 failed; 0 ignored\n\
+                       ===VMTEST-END test-drops rc=0 t=50.0===\n\
+                       ===VMTEST-BEGIN test-lab===\ntest result: FAILED. 6 passed; 1 failed; 0 ignored\n\
+                       ===VMTEST-END test-lab rc=101 t=60.0===\n===VMTEST-DONE===\n";
+        let o = evaluate("6.1", console, false, None);
+        assert!(!o.passed);
+        assert!(o.brief.starts_with("tests: 15 passed, 1 failed, 1 skipped"), "{}", o.brief);
+        assert!(o.skipped.iter().any(|l| l == "SKIPPED x: why (kernel 6.1)"), "{:?}", o.skipped);
+    }
 }
