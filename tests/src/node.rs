@@ -209,6 +209,8 @@ pub struct NodeLab {
     pods: Mutex<BTreeMap<String, PathBuf>>,
     /// Every pod network namespace this lab ever saw, for clean-up and [`Leftovers`].
     pod_netns: Mutex<BTreeSet<PathBuf>>,
+    /// Every sandbox process this lab ever saw, for [`Leftovers`].
+    sandbox_pids: Mutex<BTreeSet<u32>>,
     /// Serialises pod creation: [`NodeLab::run_pod_with_ip`] steers host-local through its
     /// state file, which must not race another creation.
     create: Mutex<()>,
@@ -266,6 +268,7 @@ impl NodeLab {
             channel: None,
             pods: Mutex::new(BTreeMap::new()),
             pod_netns: Mutex::new(BTreeSet::new()),
+            sandbox_pids: Mutex::new(BTreeSet::new()),
             create: Mutex::new(()),
         };
         // On failure `lab` is dropped while the panic unwinds, which removes whatever was made.
@@ -552,6 +555,7 @@ disabled_plugins = [
         let (ip, pid, netns_path) =
             self.sandbox_details(&id).with_context(|| format!("PodSandboxStatus {namespace}/{name} ({id})"))?;
         let netns_path = if host_network { self.netns.path() } else { netns_path };
+        self.sandbox_pids.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
         self.pods.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), netns_path.clone());
         if !host_network {
             self.pod_netns.lock().unwrap_or_else(|p| p.into_inner()).insert(netns_path.clone());
@@ -672,12 +676,24 @@ disabled_plugins = [
         nsenter_spawn(&self.netns.path(), args)
     }
 
+    /// Kills containerd with SIGKILL, as a runtime crash would: its shims and sandboxes keep
+    /// running and the socket stops answering (a stale socket file stays). For tests of a dead
+    /// CRI socket, and of the lab's clean-up without the CRI's help.
+    pub fn kill_containerd(&mut self) {
+        self.channel = None;
+        if let Some(mut c) = self.containerd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// What to look for after this lab is dropped (see [`Leftovers::find`]).
     pub fn leftovers(&self) -> Leftovers {
         Leftovers {
             dir: self.dir.clone(),
             node_netns: self.netns.path(),
             pod_netns: self.pod_netns.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect(),
+            sandbox_pids: self.sandbox_pids.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect(),
             network: self.network.clone(),
         }
     }
@@ -715,23 +731,54 @@ async fn connect(sock: &Path) -> Result<Channel> {
 // Clean-up
 // ---------------------------------------------------------------------------------------------
 
-/// Pids of processes this lab started, directly or not: their command line names the private
-/// directory (containerd's `--config`, the shims' `-address`, runc's `--root`), or their root
-/// lies inside it (the sandbox processes, whose rootfs is under the state directory).
-fn lab_processes(dir: &Path) -> Vec<i32> {
+/// Pids of processes this lab started, directly or not: those whose command line names the
+/// private directory (containerd's `--config`, the shims' `-address`, runc's `--root`), those in
+/// one of the network namespaces `netns` (inodes of the pods' namespaces, still pinned by their
+/// files while this runs), and all their descendants. The sandbox processes need the last two:
+/// they run in their own mount namespace, so nothing in /proc names our directory for them, and
+/// once their shim is gone they are re-parented to init.
+fn lab_processes(dir: &Path, netns: &BTreeSet<u64>) -> Vec<i32> {
     let me = std::process::id() as i32;
     let needle = dir.as_os_str().as_bytes();
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
+    // (pid, ppid, ours)
+    let procs: Vec<(i32, i32, bool)> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
-        .filter(|&pid| {
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let in_cmdline = cmdline.windows(needle.len()).any(|w| w == needle);
-            let in_root = fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r.starts_with(dir));
-            in_cmdline || in_root
+            let in_netns = fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| netns.contains(&m.ino()));
+            Some((pid, ppid, in_cmdline || in_netns))
         })
-        .collect()
+        .collect();
+    let mut ours: BTreeSet<i32> = procs.iter().filter(|p| p.2).map(|p| p.0).collect();
+    loop {
+        let before = ours.len();
+        for &(pid, ppid, _) in &procs {
+            if ours.contains(&ppid) {
+                ours.insert(pid);
+            }
+        }
+        if ours.len() == before {
+            return ours.into_iter().collect();
+        }
+    }
+}
+
+/// The inodes of the namespaces behind `paths` that still exist.
+fn netns_inodes<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> BTreeSet<u64> {
+    paths.into_iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.ino()).collect()
+}
+
+/// True when `pid` runs (not a zombie) the sandbox command of [`SANDBOX_IMAGE`].
+fn is_sandbox_process(pid: u32) -> bool {
+    let running = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')));
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    running && cmdline == b"/bin/busybox\0sleep\02147483647\0"
 }
 
 /// Mount points at or below `dir`, deepest first.
@@ -748,9 +795,15 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// True when `path` is a mount point. mountinfo names mounts by their resolved path (netns files
+/// appear as /run/netns/..., /var/run being a symlink), so the parent is resolved first.
 fn is_mount_point(path: &Path) -> bool {
+    let resolved = match (path.parent().and_then(|p| fs::canonicalize(p).ok()), path.file_name()) {
+        (Some(parent), Some(name)) => parent.join(name),
+        _ => path.to_path_buf(),
+    };
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| unescape_mountinfo(m) == path)
+    text.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| unescape_mountinfo(m) == resolved)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -814,8 +867,9 @@ impl Drop for NodeLab {
             let _ = c.wait();
         }
         // 3. Whatever it left running (shims, runc, sandbox processes of pods not removed).
+        let netns = netns_inodes(self.pod_netns.lock().unwrap_or_else(|p| p.into_inner()).iter());
         for _ in 0..50 {
-            let pids = lab_processes(&self.dir);
+            let pids = lab_processes(&self.dir, &netns);
             if pids.is_empty() {
                 break;
             }
@@ -862,6 +916,7 @@ pub struct Leftovers {
     pub dir: PathBuf,
     pub node_netns: PathBuf,
     pub pod_netns: Vec<PathBuf>,
+    pub sandbox_pids: Vec<u32>,
     pub network: String,
 }
 
@@ -870,7 +925,11 @@ impl Leftovers {
     /// directory, libcni cache files. Empty means clean.
     pub fn find(&self) -> Vec<String> {
         let mut found = Vec::new();
-        for pid in lab_processes(&self.dir) {
+        // Namespace inodes are not compared here: once the namespaces are gone, the kernel hands
+        // their numbers to new ones (lowest free first), likely another test's.
+        let pids = lab_processes(&self.dir, &BTreeSet::new());
+        let sandboxes = self.sandbox_pids.iter().filter(|&&p| is_sandbox_process(p)).map(|&p| p as i32);
+        for pid in pids.into_iter().chain(sandboxes) {
             let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             found.push(format!("process {pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
         }

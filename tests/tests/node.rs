@@ -178,8 +178,8 @@ fn a_pool_of_one_address_reuses_it() {
 }
 
 #[test]
-fn dropping_the_lab_leaves_nothing_also_on_panic() {
-    if !node::require_node("dropping_the_lab_leaves_nothing_also_on_panic") {
+fn drop_leaves_nothing_after_normal_use_crash_or_panic() {
+    if !node::require_node("drop_leaves_nothing_after_normal_use_crash_or_panic") {
         return;
     }
     let _lock = shared_lock();
@@ -203,7 +203,29 @@ fn dropping_the_lab_leaves_nothing_also_on_panic() {
         assert!(!alive(pid), "process {pid} survived the node lab");
     }
 
+    // containerd crashed: no CRI to remove the pods, so the lab must kill the shims and the
+    // sandbox processes, unmount what they left and delete the pods' netns files itself.
+    let (probe, pids) = {
+        let mut node = NodeLab::new();
+        let a = node.run_pod("shop", "web-0", &[]);
+        let b = node.run_pod("shop", "web-1", &[]);
+        node.kill_containerd();
+        assert!(alive(a.pid) && alive(b.pid), "sandboxes must outlive containerd, as on a real node");
+        // The checker itself sees what a crashed runtime leaves (so its empty answers below
+        // mean something): shims and sandboxes, their shm and rootfs mounts, the CNI netns files.
+        let before = node.leftovers().find();
+        for what in ["process ", "mount ", "netns file /var/run/netns/cni-", "directory "] {
+            assert!(before.iter().any(|l| l.starts_with(what)), "no {what:?} among {before:#?}");
+        }
+        (node.leftovers(), vec![a.pid, b.pid])
+    };
+    assert_eq!(probe.find(), Vec::<String>::new(), "left behind after containerd crashed");
+    for pid in pids {
+        assert!(!alive(pid), "sandbox process {pid} survived the node lab");
+    }
+
     // A panic in the middle of a test, with a pod running.
+    eprintln!("(the next panic, \"test failure inside a node lab\", is part of the test)");
     let mut probe = None;
     let r = catch_unwind(AssertUnwindSafe(|| {
         let node = NodeLab::new();
