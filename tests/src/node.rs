@@ -201,6 +201,9 @@ pub struct NodeLab {
     pub network: String,
     /// First and last pod address host-local may hand out.
     pub pool: (Ipv4Addr, Ipv4Addr),
+    /// How long containerd took to answer the CRI after it was started (the image import
+    /// follows; `NodeLab::new` as a whole takes a few hundred ms more).
+    pub cri_ready_after: Duration,
     dir: PathBuf,
     containerd: Option<Child>,
     rt: Runtime,
@@ -211,6 +214,8 @@ pub struct NodeLab {
     pod_netns: Mutex<BTreeSet<PathBuf>>,
     /// Every sandbox process this lab ever saw, for [`Leftovers`].
     sandbox_pids: Mutex<BTreeSet<u32>>,
+    /// Every sandbox id this lab ever saw: libcni names its cache files after them.
+    sandbox_ids_seen: Mutex<BTreeSet<String>>,
     /// Serialises pod creation: [`NodeLab::run_pod_with_ip`] steers host-local through its
     /// state file, which must not race another creation.
     create: Mutex<()>,
@@ -260,6 +265,7 @@ impl NodeLab {
             bridge: unique_name("cb"),
             network: format!("{}-pods", netns.name),
             pool: (host(first), host(last)),
+            cri_ready_after: Duration::ZERO,
             dir: private_dir(),
             netns,
             addrs,
@@ -269,6 +275,7 @@ impl NodeLab {
             pods: Mutex::new(BTreeMap::new()),
             pod_netns: Mutex::new(BTreeSet::new()),
             sandbox_pids: Mutex::new(BTreeSet::new()),
+            sandbox_ids_seen: Mutex::new(BTreeSet::new()),
             create: Mutex::new(()),
         };
         // On failure `lab` is dropped while the panic unwinds, which removes whatever was made.
@@ -407,7 +414,8 @@ disabled_plugins = [
             .context("spawn nsenter containerd")?;
         self.containerd = Some(child);
 
-        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + NODE_START_TIMEOUT;
         let channel = loop {
             if let Some(st) = self.containerd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 bail!("containerd exited during start-up ({st})");
@@ -432,6 +440,7 @@ disabled_plugins = [
             }
         };
         self.channel = Some(channel);
+        self.cri_ready_after = started.elapsed();
         self.import_image(&tar)
     }
 
@@ -552,6 +561,7 @@ disabled_plugins = [
             .with_context(|| format!("RunPodSandbox {namespace}/{name}"))?;
         // From here on the sandbox exists: track it first, so a later failure still removes it.
         self.pods.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), PathBuf::new());
+        self.sandbox_ids_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
         let (ip, pid, netns_path) =
             self.sandbox_details(&id).with_context(|| format!("PodSandboxStatus {namespace}/{name} ({id})"))?;
         let netns_path = if host_network { self.netns.path() } else { netns_path };
@@ -694,8 +704,15 @@ disabled_plugins = [
             node_netns: self.netns.path(),
             pod_netns: self.pod_netns.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect(),
             sandbox_pids: self.sandbox_pids.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect(),
+            sandbox_ids: self.sandbox_ids_seen.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect(),
             network: self.network.clone(),
         }
+    }
+}
+
+impl Default for NodeLab {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -778,7 +795,7 @@ fn is_sandbox_process(pid: u32) -> bool {
     let running = fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')));
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    running && cmdline == b"/bin/busybox\0sleep\02147483647\0"
+    running && cmdline == b"/bin/busybox\x00sleep\x002147483647\x00"
 }
 
 /// Mount points at or below `dir`, deepest first.
@@ -844,6 +861,7 @@ impl Drop for NodeLab {
         if self.channel.is_some() && self.containerd.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
             let mut ids: BTreeSet<String> = self.pods.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
             ids.extend(self.try_sandbox_ids(CLEANUP_CALL_TIMEOUT).unwrap_or_default());
+            self.sandbox_ids_seen.lock().unwrap_or_else(|p| p.into_inner()).extend(ids.iter().cloned());
             for id in ids {
                 if let Ok((_, _, netns)) = self.sandbox_details(&id)
                     && !netns.as_os_str().is_empty()
@@ -891,14 +909,11 @@ impl Drop for NodeLab {
                 let _ = fs::remove_file(ns);
             }
         }
-        // 5. libcni's cached results of this lab's network (normally gone after CNI DEL).
-        let prefix = format!("{}-", self.network);
-        if let Ok(entries) = fs::read_dir(CNI_RESULTS_DIR) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
+        // 5. libcni's cached results for our sandboxes (gone after CNI DEL, left when
+        //    containerd died first).
+        let ids = self.sandbox_ids_seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for f in cni_cache_files(&self.network, &ids) {
+            let _ = fs::remove_file(f);
         }
         // 6. The directory. The node namespace goes when the `netns` field is dropped, after this.
         if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -910,6 +925,21 @@ impl Drop for NodeLab {
     }
 }
 
+/// libcni's result cache files of a lab: `NETWORK-ID-eth0` for the pod network and
+/// `cni-loopback-ID-lo` for the loopback network containerd adds to every sandbox.
+fn cni_cache_files(network: &str, ids: &BTreeSet<String>) -> Vec<PathBuf> {
+    let prefix = format!("{network}-");
+    let Ok(entries) = fs::read_dir(CNI_RESULTS_DIR) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) || ids.iter().any(|id| name.contains(id.as_str()))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// What a dropped [`NodeLab`] must not have left behind.
 #[derive(Clone, Debug)]
 pub struct Leftovers {
@@ -917,6 +947,7 @@ pub struct Leftovers {
     pub node_netns: PathBuf,
     pub pod_netns: Vec<PathBuf>,
     pub sandbox_pids: Vec<u32>,
+    pub sandbox_ids: Vec<String>,
     pub network: String,
 }
 
@@ -947,13 +978,9 @@ impl Leftovers {
         if self.dir.exists() {
             found.push(format!("directory {}", self.dir.display()));
         }
-        let prefix = format!("{}-", self.network);
-        if let Ok(entries) = fs::read_dir(CNI_RESULTS_DIR) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    found.push(format!("CNI cache {}", e.path().display()));
-                }
-            }
+        let ids: BTreeSet<String> = self.sandbox_ids.iter().cloned().collect();
+        for f in cni_cache_files(&self.network, &ids) {
+            found.push(format!("CNI cache {}", f.display()));
         }
         found
     }

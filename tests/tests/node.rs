@@ -85,8 +85,9 @@ fn two_pods_get_distinct_ips_and_netns_and_talk() {
     let first_pod = t1.elapsed();
     let db = node.run_pod("shop", "db-0", &[("app", "db")]);
     eprintln!(
-        "node lab: containerd up and image imported in {started:?}; first pod in {first_pod:?}; \
+        "node lab: ready in {started:?} (CRI answering after {:?}); first pod in {first_pod:?}; \
          pods {} = {} (netns {}), {} = {} (netns {})",
+        node.cri_ready_after,
         web.key(),
         web.ip,
         web.netns_inode,
@@ -214,7 +215,7 @@ fn drop_leaves_nothing_after_normal_use_crash_or_panic() {
         // The checker itself sees what a crashed runtime leaves (so its empty answers below
         // mean something): shims and sandboxes, their shm and rootfs mounts, the CNI netns files.
         let before = node.leftovers().find();
-        for what in ["process ", "mount ", "netns file /var/run/netns/cni-", "directory "] {
+        for what in ["process ", "mount ", "netns file /var/run/netns/cni-", "directory ", "CNI cache "] {
             assert!(before.iter().any(|l| l.starts_with(what)), "no {what:?} among {before:#?}");
         }
         (node.leftovers(), vec![a.pid, b.pid])
