@@ -186,6 +186,9 @@ pub struct NodeLabOptions {
 }
 
 /// A node: its namespace, its containerd, its pods. See the module documentation.
+///
+/// The API is blocking (it drives the CRI client on its own single-threaded tokio runtime), so
+/// use it from ordinary `#[test]` functions, not from inside another tokio runtime.
 pub struct NodeLab {
     /// The node's network namespace: containerd, the shims and the CNI bridge live here.
     pub netns: Netns,
@@ -563,7 +566,7 @@ disabled_plugins = [
         self.pods.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), PathBuf::new());
         self.sandbox_ids_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
         let (ip, pid, netns_path) =
-            self.sandbox_details(&id).with_context(|| format!("PodSandboxStatus {namespace}/{name} ({id})"))?;
+            self.sandbox_details(&id, CRI_CALL_TIMEOUT).with_context(|| format!("PodSandboxStatus {namespace}/{name} ({id})"))?;
         let netns_path = if host_network { self.netns.path() } else { netns_path };
         self.sandbox_pids.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
         self.pods.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), netns_path.clone());
@@ -620,11 +623,11 @@ disabled_plugins = [
     /// (ip, pid, netns path) of a sandbox, from its verbose status: containerd puts its internal
     /// view in `info["info"]` as JSON, with the sandbox pid and the OCI runtime spec, whose
     /// network namespace entry names the CNI namespace file (absent for host-network pods).
-    fn sandbox_details(&self, id: &str) -> Result<(String, u32, PathBuf)> {
+    fn sandbox_details(&self, id: &str, bound: Duration) -> Result<(String, u32, PathBuf)> {
         let resp = self.rt.block_on(async {
             let mut c = self.runtime()?;
             let r = c.pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true });
-            anyhow::Ok(tokio::time::timeout(CRI_CALL_TIMEOUT, r).await??.into_inner())
+            anyhow::Ok(tokio::time::timeout(bound, r).await??.into_inner())
         })?;
         let ip = resp.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
         let info = resp.info.get("info").ok_or_else(|| anyhow!("no verbose info"))?;
@@ -863,7 +866,7 @@ impl Drop for NodeLab {
             ids.extend(self.try_sandbox_ids(CLEANUP_CALL_TIMEOUT).unwrap_or_default());
             self.sandbox_ids_seen.lock().unwrap_or_else(|p| p.into_inner()).extend(ids.iter().cloned());
             for id in ids {
-                if let Ok((_, _, netns)) = self.sandbox_details(&id)
+                if let Ok((_, _, netns)) = self.sandbox_details(&id, CLEANUP_CALL_TIMEOUT)
                     && !netns.as_os_str().is_empty()
                 {
                     self.pod_netns.lock().unwrap_or_else(|p| p.into_inner()).insert(netns);
