@@ -17,6 +17,10 @@ use crate::{
 /// for pods that do not exist, unless --wait).
 pub(crate) async fn start_pods(config: &PodsConfig) -> anyhow::Result<PodLayer> {
     let mut pods = PodLayer::start(config).await?;
+    // Bad input stays one line: check the selection before saying anything else.
+    if !config.wait {
+        pods.require_selection(false).await?;
+    }
     if pods.description != "none" {
         eprintln!("tracer: pods from {}: {} pods", pods.description, pods.registry().live().len());
     }

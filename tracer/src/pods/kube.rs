@@ -24,18 +24,53 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
-    #[error("--kubeconfig {path}: cannot read it")]
-    Kubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
+    #[error("--kubeconfig {path}: not a usable kubeconfig: {detail}")]
+    Kubeconfig { path: PathBuf, detail: String },
     #[error("no Kubernetes API configuration: not in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config)")]
     NotConfigured,
-    #[error("Kubernetes API configuration is unusable")]
-    Config { source: kube::config::KubeconfigError },
-    #[error("Kubernetes API client for {url}")]
-    Client { url: String, source: kube::Error },
-    #[error("Kubernetes API {url}: listing the pods of node {node} failed")]
-    List { url: String, node: String, source: kube::Error },
+    #[error("Kubernetes API configuration is unusable: {detail}")]
+    Config { detail: String },
+    #[error("Kubernetes API client for {url}: {detail}")]
+    Client { url: String, detail: String },
+    #[error("Kubernetes API {url}: listing the pods of node {node} failed: {detail}")]
+    List { url: String, node: String, detail: String },
     #[error("no node name: pass --node-name NAME or set NODE_NAME (the kubelet's node name)")]
     NoNodeName,
+}
+
+/// One line for an error and its causes: the first line of each message, skipping messages
+/// already said (kube and hyper repeat their causes: "client error (Connect): client error
+/// (Connect): tcp connect error: ..."), and an API Status as "CODE Reason: message".
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(kube::Error::Api(status)) = err.downcast_ref::<kube::Error>() {
+        let mut text = format!("the API answered {}", status.code);
+        if !status.reason.is_empty() {
+            text.push(' ');
+            text.push_str(&status.reason);
+        }
+        if !status.message.is_empty() && status.message != status.reason {
+            text.push_str(": ");
+            text.push_str(&status.message);
+        }
+        return text;
+    }
+    let mut text = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        let msg = msg.lines().next().unwrap_or("").trim();
+        // Drop kube's variant prefixes ("ServiceError: ") and what was already said.
+        let msg = msg.strip_prefix("ServiceError: ").or_else(|| msg.strip_prefix("HyperError: ")).unwrap_or(msg);
+        let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+        if !msg.is_empty() && !text.contains(msg) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(msg);
+        }
+        cur = e.source();
+    }
+    text
 }
 
 pub struct KubeSource {
@@ -79,21 +114,20 @@ impl KubeSource {
     pub async fn connect(kubeconfig: Option<&Path>, node: String) -> Result<Self, KubeError> {
         let config = match kubeconfig {
             Some(path) => {
-                let kc = Kubeconfig::read_from(path).map_err(|source| KubeError::Kubeconfig { path: path.into(), source })?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|source| KubeError::Kubeconfig { path: path.into(), source })?
+                let bad = |e: kube::config::KubeconfigError| KubeError::Kubeconfig { path: path.into(), detail: describe(&e) };
+                let kc = Kubeconfig::read_from(path).map_err(bad)?;
+                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(bad)?
             }
             None if !is_configured(None) => return Err(KubeError::NotConfigured),
             None => match Config::incluster() {
                 Ok(config) => config,
                 Err(_) => Config::from_kubeconfig(&KubeConfigOptions::default())
                     .await
-                    .map_err(|source| KubeError::Config { source })?,
+                    .map_err(|e| KubeError::Config { detail: describe(&e) })?,
             },
         };
         let url = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|source| KubeError::Client { url: url.clone(), source })?;
+        let client = Client::try_from(config).map_err(|e| KubeError::Client { url: url.clone(), detail: describe(&e) })?;
         Ok(Self { api: Api::all(client), node, url })
     }
 
@@ -104,10 +138,10 @@ impl KubeSource {
     /// The node's pods now (one list call): start-up needs them before attaching.
     pub async fn list(&self) -> Result<Vec<Pod>, KubeError> {
         let params = ListParams::default().fields(&self.field_selector());
-        let list = self.api.list(&params).await.map_err(|source| KubeError::List {
+        let list = self.api.list(&params).await.map_err(|e| KubeError::List {
             url: self.url.clone(),
             node: self.node.clone(),
-            source,
+            detail: describe(&e),
         })?;
         Ok(list.items.iter().filter_map(|p| k8s::from_api(p, SourceKind::Kube)).collect())
     }
@@ -157,12 +191,18 @@ impl KubeSource {
                     Ok(Some(watcher::Event::Delete(pod))) => {
                         Some(PodUpdate::Delete { uid: pod.metadata.uid.unwrap_or_default() })
                     }
+                    // 410 Gone: the watch fell behind the server's history (compaction); the
+                    // watcher lists again, which is routine and not worth a warning.
+                    Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                        log::debug!("Kubernetes API {}: watch expired ({}); listing again", self.url, status.message);
+                        None
+                    }
                     Err(err) => {
                         if !failing {
                             log::warn!(
-                                "Kubernetes API {}: watching pods failed ({:#}); retrying, pod names may be stale",
+                                "Kubernetes API {}: watching pods failed ({}); retrying, pod names may be stale",
                                 self.url,
-                                anyhow::Error::from(err)
+                                describe(&err)
                             );
                             failing = true;
                         }
