@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use serde_json::Value;
 
+pub mod node;
+
 /// How long a tracer may take to print its `attached` line.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a tracer may take to exit after SIGINT/SIGTERM.
@@ -50,6 +52,11 @@ fn have_tool(name: &str) -> bool {
 /// `SKIPPED <test>: <reason> (kernel <release>)` to stderr and returns false, or panics when
 /// `TRACER_REQUIRE_PRIVILEGED=1` (CI), so a skip can never look like a silent pass there.
 pub fn require_privileged(test: &str) -> bool {
+    skip_unless(test, privileged_reasons())
+}
+
+/// Why this machine cannot run privileged tests (empty when it can).
+fn privileged_reasons() -> Vec<String> {
     let mut reasons = Vec::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -63,6 +70,12 @@ pub fn require_privileged(test: &str) -> bool {
             reasons.push(format!("`{tool}` not found in PATH"));
         }
     }
+    reasons
+}
+
+/// True when `reasons` is empty; otherwise the loud skip (or, under
+/// `TRACER_REQUIRE_PRIVILEGED=1`, the panic) of [`require_privileged`].
+fn skip_unless(test: &str, reasons: Vec<String>) -> bool {
     if reasons.is_empty() {
         return true;
     }

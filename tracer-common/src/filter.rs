@@ -17,7 +17,9 @@ pub struct Cidr {
 const _: () = assert!(size_of::<Cidr>() == 36);
 
 /// A packet matches when every set part matches: proto (0 = any), port (0 = any, else source or
-/// destination), CIDRs (none = any, else source or destination in one of them).
+/// destination), CIDRs (none = any, else source or destination in one of them), pods (0 = any,
+/// else source or destination address in the pod address map, or the packet's network namespace
+/// in the pod netns map; both maps are kept current by userspace as pods come and go).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowFilter {
@@ -25,13 +27,31 @@ pub struct FlowFilter {
     pub n_cidrs: u32,
     pub port: u16,
     pub proto: u8,
-    pub _pad: u8,
+    /// 1 when a pod selection (`--pod`, `--namespace`, `--selector`) is active.
+    pub pods: u8,
 }
 const _: () = assert!(size_of::<FlowFilter>() == 36 * MAX_CIDRS + 8);
 
 impl FlowFilter {
     /// True when nothing is filtered.
     pub const fn is_empty(&self) -> bool {
-        self.n_cidrs == 0 && self.port == 0 && self.proto == 0
+        self.n_cidrs == 0 && self.port == 0 && self.proto == 0 && self.pods == 0
     }
 }
+
+/// Key of the pod address map: an address as the packet carries it (IPv4 in the first 4 bytes,
+/// the rest zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PodAddrKey {
+    pub addr: [u8; 16],
+    /// `crate::flow::FAMILY_IPV4` or `FAMILY_IPV6`.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<PodAddrKey>() == 20);
+
+/// Capacity of the pod address map (selected pods' IPs).
+pub const MAX_POD_ADDRS: u32 = 8192;
+/// Capacity of the pod network-namespace map (selected pods' netns inodes).
+pub const MAX_POD_NETNS: u32 = 4096;

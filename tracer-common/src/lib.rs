@@ -33,6 +33,7 @@ user_pod!(
     flow::RawFlow,
     filter::Cidr,
     filter::FlowFilter,
+    filter::PodAddrKey,
     offsets::KernelOffsets,
     drop::DropEvent,
     drop::DropConfig,

@@ -91,6 +91,9 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
     }
     let device = skb::device(skb);
     let netns = if device.netns != 0 { device.netns } else { skb::socket_netns(skb) };
+    if !filter::matches_pods(&flow, netns) {
+        return Ok(());
+    }
     let event = DropEvent {
         header: EventHeader {
             // SAFETY: helpers without preconditions.

@@ -1,9 +1,18 @@
 //! The flow filter (`--ip`, `--port`, `--proto`), applied before anything is copied.
 
+use aya_ebpf::{macros::map, maps::HashMap};
 use tracer_common::{
-    filter::{Cidr, FlowFilter, MAX_CIDRS},
+    filter::{Cidr, FlowFilter, MAX_CIDRS, MAX_POD_ADDRS, MAX_POD_NETNS, PodAddrKey},
     flow::RawFlow,
 };
+
+/// Addresses of the selected pods; userspace adds and removes them as pods come and go.
+#[map]
+static POD_ADDRS: HashMap<PodAddrKey, u8> = HashMap::with_max_entries(MAX_POD_ADDRS, 0);
+
+/// Network-namespace inodes of the selected pods (not host-network ones: theirs is the node's).
+#[map]
+static POD_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_POD_NETNS, 0);
 
 /// Set by the loader before load; all zero matches everything.
 #[unsafe(no_mangle)]
@@ -13,7 +22,7 @@ static FLOW_FILTER: FlowFilter = FlowFilter {
     n_cidrs: 0,
     port: 0,
     proto: 0,
-    _pad: 0,
+    pods: 0,
 };
 
 macro_rules! filter_field {
@@ -42,7 +51,28 @@ fn in_cidr(cidr: &Cidr, family: u8, addr: &[u32; 4]) -> bool {
         && addr[3] & cidr.mask[3] == cidr.net[3]
 }
 
-/// Whether `flow` passes the configured filter.
+#[inline(always)]
+fn pod_addr(family: u8, addr: &[u8; 16]) -> bool {
+    let key = PodAddrKey { addr: *addr, family, _pad: [0; 3] };
+    // SAFETY: the value is only tested for presence, never held across a map update.
+    unsafe { POD_ADDRS.get(&key) }.is_some()
+}
+
+/// Whether the packet touches a selected pod: by either address, or by the network namespace it
+/// was seen in (which catches what a pod sends before NAT and traffic without pod addresses).
+#[inline(always)]
+pub fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
+    if filter_field!(pods) == 0 {
+        return true;
+    }
+    // SAFETY: presence test only.
+    if netns != 0 && unsafe { POD_NETNS.get(&netns) }.is_some() {
+        return true;
+    }
+    flow.family != 0 && (pod_addr(flow.family, &flow.saddr) || pod_addr(flow.family, &flow.daddr))
+}
+
+/// Whether `flow` passes the configured address, port and protocol filter.
 #[inline(always)]
 pub fn matches(flow: &RawFlow) -> bool {
     let proto = filter_field!(proto);

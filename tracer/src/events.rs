@@ -20,6 +20,9 @@ pub struct Event {
     pub ifname: Option<String>,
     pub src_pod: Option<String>,
     pub dst_pod: Option<String>,
+    /// The pod whose network namespace the event was seen in (which may be neither end: traffic
+    /// a pod sends to a Service address before NAT, say).
+    pub netns_pod: Option<String>,
     pub detail: Detail,
 }
 

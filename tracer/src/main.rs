@@ -10,6 +10,7 @@ mod events;
 mod kernel;
 mod loader;
 mod output;
+mod pods;
 mod probes;
 mod runner;
 
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, error::ErrorKind};
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::DropsConfig},
+    cli::{Cli, Command, UsageError, config::{DropsConfig, PodsCommandConfig}},
     probes::CannotRun,
 };
 
@@ -50,6 +51,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drops(args) => {
             let config = DropsConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::drops::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pods(args) => {
+            let config = PodsCommandConfig::from_args(args)?;
+            tokio_runtime()?.block_on(commands::pods::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {

@@ -1,18 +1,22 @@
 //! The event loop shared by tracing commands: drain the ring buffer, decode, print, stop on
 //! Ctrl-C / SIGTERM / --duration / --count, and account for every event.
 
-use std::{io, time::Duration};
+use std::{collections::VecDeque, io, time::Duration};
 
 use anyhow::Context as _;
 use aya::{Ebpf, maps::RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
-    time::{Instant, sleep_until},
+    time::{Instant, interval, sleep_until},
 };
 use tracer_common::event::EventHeader;
 
-use crate::{events::Event, output::Sink};
+use crate::{
+    events::Event,
+    output::Sink,
+    pods::{layer::{MAX_HOLD, PodLayer}, now_unix_ns},
+};
 
 /// When to stop besides a signal.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,6 +34,9 @@ pub struct Delivered {
     pub printed: u64,
     /// Records that did not decode (a kernel/user mismatch: never expected).
     pub undecodable: u64,
+    /// Events the kernel's pod pre-filter let through that were not the selected pods' at the
+    /// event's time (a pod change the kernel maps had not caught up with).
+    pub filtered: u64,
     /// The output was closed (a pipe into `head`, say): a clean stop, not an error.
     pub output_closed: bool,
 }
@@ -40,11 +47,15 @@ enum Flow {
     Stop,
 }
 
-/// Runs until a stop condition; `decode` turns one raw record into an event.
+/// Runs until a stop condition; `decode` turns one raw record into an event, `pods` names its
+/// pods. An event newer than what the pod registry knows is held back until the source catches
+/// up (at most [`MAX_HOLD`]), so a pod created a moment ago is named, and an address it took over
+/// is not given the old pod's name.
 pub async fn run(
     ebpf: &mut Ebpf,
     stop: Stop,
     sink: &mut dyn Sink,
+    pods: &mut PodLayer,
     mut decode: impl FnMut(&EventHeader, &[u8]) -> Option<Event>,
 ) -> anyhow::Result<Delivered> {
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
@@ -57,31 +68,8 @@ pub async fn run(
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     // A far-away deadline keeps one select! arm for both cases.
     let deadline = Instant::now() + stop.duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
-    let mut delivered = Delivered::default();
-
-    let mut handle = |bytes: &[u8], delivered: &mut Delivered| -> anyhow::Result<Flow> {
-        delivered.read += 1;
-        let Some(header) = header(bytes) else {
-            delivered.undecodable += 1;
-            return Ok(Flow::Continue);
-        };
-        let Some(event) = decode(&header, bytes) else {
-            delivered.undecodable += 1;
-            return Ok(Flow::Continue);
-        };
-        match sink.event(&event) {
-            Ok(()) => delivered.printed += 1,
-            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
-                delivered.output_closed = true;
-                return Ok(Flow::Stop);
-            }
-            Err(err) => return Err(err).context("writing output"),
-        }
-        if stop.count.is_some_and(|c| delivered.printed >= c) {
-            return Ok(Flow::Stop);
-        }
-        Ok(Flow::Continue)
-    };
+    let mut out = Output { stop, sink, delivered: Delivered::default(), held: VecDeque::new() };
+    let mut hold_check = interval(MAX_HOLD / 4);
 
     'outer: loop {
         tokio::select! {
@@ -89,11 +77,29 @@ pub async fn run(
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 let inner = guard.get_inner_mut();
                 while let Some(item) = inner.next() {
-                    if let Flow::Stop = handle(&item, &mut delivered)? {
+                    out.delivered.read += 1;
+                    let Some(event) = header(&item).and_then(|h| decode(&h, &item)) else {
+                        out.delivered.undecodable += 1;
+                        continue;
+                    };
+                    if let Flow::Stop = out.offer(event, pods)? {
                         break 'outer;
                     }
                 }
                 guard.clear_ready();
+            }
+            msg = pods.recv() => {
+                if let Some(msg) = msg {
+                    pods.apply(msg)?;
+                    if let Flow::Stop = out.release(pods, false)? {
+                        break;
+                    }
+                }
+            }
+            _ = hold_check.tick(), if !out.held.is_empty() => {
+                if let Flow::Stop = out.release(pods, false)? {
+                    break;
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -102,15 +108,79 @@ pub async fn run(
     }
     // Events already in the buffer when a signal or the deadline came are part of the run:
     // print them, unless --count or a closed output already ended it.
-    if !delivered.output_closed && !stop.count.is_some_and(|c| delivered.printed >= c) {
+    if !out.done() {
         let inner = ring.get_mut();
         while let Some(item) = inner.next() {
-            if let Flow::Stop = handle(&item, &mut delivered)? {
+            out.delivered.read += 1;
+            let Some(event) = header(&item).and_then(|h| decode(&h, &item)) else {
+                out.delivered.undecodable += 1;
+                continue;
+            };
+            if let Flow::Stop = out.offer(event, pods)? {
                 break;
             }
         }
+        out.release(pods, true)?;
     }
-    Ok(delivered)
+    Ok(out.delivered)
+}
+
+/// Ordered output with pod naming and hold-back.
+struct Output<'s> {
+    stop: Stop,
+    sink: &'s mut dyn Sink,
+    delivered: Delivered,
+    /// Events waiting for the pod registry, in arrival order.
+    held: VecDeque<Event>,
+}
+
+impl Output<'_> {
+    fn done(&self) -> bool {
+        self.delivered.output_closed || self.stop.count.is_some_and(|c| self.delivered.printed >= c)
+    }
+
+    fn offer(&mut self, event: Event, pods: &PodLayer) -> anyhow::Result<Flow> {
+        // Keep arrival order: once one event waits, later ones queue behind it.
+        if self.held.is_empty() && pods.is_current(event.ts_unix_ns) {
+            return self.emit(event, pods);
+        }
+        self.held.push_back(event);
+        self.release(pods, false)
+    }
+
+    /// Prints held events the registry now covers, or that waited long enough (all at the end).
+    fn release(&mut self, pods: &PodLayer, all: bool) -> anyhow::Result<Flow> {
+        let give_up = now_unix_ns() - MAX_HOLD.as_nanos() as i128;
+        while let Some(front) = self.held.front() {
+            if !(all || pods.is_current(front.ts_unix_ns) || front.ts_unix_ns <= give_up) {
+                break;
+            }
+            let Some(event) = self.held.pop_front() else { break };
+            if let Flow::Stop = self.emit(event, pods)? {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn emit(&mut self, mut event: Event, pods: &PodLayer) -> anyhow::Result<Flow> {
+        if self.done() {
+            return Ok(Flow::Stop);
+        }
+        if !pods.annotate(&mut event) {
+            self.delivered.filtered += 1;
+            return Ok(Flow::Continue);
+        }
+        match self.sink.event(&event) {
+            Ok(()) => self.delivered.printed += 1,
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                self.delivered.output_closed = true;
+                return Ok(Flow::Stop);
+            }
+            Err(err) => return Err(err).context("writing output"),
+        }
+        Ok(if self.done() { Flow::Stop } else { Flow::Continue })
+    }
 }
 
 fn header(bytes: &[u8]) -> Option<EventHeader> {

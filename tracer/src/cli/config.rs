@@ -7,7 +7,8 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{DropsArgs, HookChoice, OutputFormat, TraceArgs, UsageError};
+use super::{DropsArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
 /// Options every tracing command shares.
 #[derive(Debug, Clone)]
@@ -18,6 +19,76 @@ pub struct TraceConfig {
     pub output: OutputFormat,
     pub btf: Option<PathBuf>,
     pub ring_buffer_bytes: u32,
+    pub pods: PodsConfig,
+}
+
+/// `tracer pods`.
+#[derive(Debug, Clone)]
+pub struct PodsCommandConfig {
+    pub pods: PodsConfig,
+    pub output: OutputFormat,
+}
+
+impl PodsCommandConfig {
+    pub fn from_args(args: PodsArgs) -> Result<Self, UsageError> {
+        Ok(Self { pods: pods_config(args.source, args.select, false)?, output: args.output })
+    }
+}
+
+/// `--pods-from` and friends plus the selection, checked.
+pub fn pods_config(source: PodSourceArgs, select: PodSelectArgs, wait: bool) -> Result<PodsConfig, UsageError> {
+    let from = parse_pods_from(&source.pods_from)?;
+    let selection = Selection::parse(&select.pods, select.namespace.as_deref(), select.selector.as_deref())
+        .map_err(|e| UsageError(e.to_string()))?;
+    if from == PodsFrom::None && !selection.is_empty() {
+        return Err(UsageError("--pod, --namespace and --selector need pod names: not with --pods-from none".into()));
+    }
+    if wait && selection.is_empty() {
+        return Err(UsageError("--wait waits for pods chosen with --pod, --namespace or --selector".into()));
+    }
+    if let Some(path) = &source.kubeconfig {
+        if !path.is_file() {
+            return Err(UsageError(format!("--kubeconfig {}: no such file", path.display())));
+        }
+    }
+    if source.cri_socket.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(UsageError("--cri-socket needs a path".into()));
+    }
+    if source.node_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(UsageError("--node-name needs a name".into()));
+    }
+    Ok(PodsConfig {
+        from,
+        cri_socket: source.cri_socket,
+        kubeconfig: source.kubeconfig,
+        node_name: source.node_name.map(|n| n.trim().to_string()),
+        selection,
+        wait,
+    })
+}
+
+/// `auto`, `cri`, `kube`, `none` or `file:PATH` (the file must exist).
+pub fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
+    Ok(match text.trim() {
+        "auto" => PodsFrom::Auto,
+        "cri" => PodsFrom::Cri,
+        "kube" => PodsFrom::Kube,
+        "none" => PodsFrom::None,
+        other => match other.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(UsageError(format!("--pods-from file:{}: no such file", path.display())));
+                }
+                PodsFrom::File(path)
+            }
+            _ => {
+                return Err(UsageError(format!(
+                    "--pods-from {text}: expected auto, cri, kube, none or file:PATH"
+                )));
+            }
+        },
+    })
 }
 
 /// Which drop reasons to report. Names are checked against the kernel's BTF later, since only
@@ -65,6 +136,8 @@ impl TraceConfig {
             *slot = parse_cidr(text)?;
         }
         filter.n_cidrs = args.ip.len() as u32;
+        let pods = pods_config(args.source, args.select, args.wait)?;
+        filter.pods = u8::from(!pods.selection.is_empty());
         if let Some(port) = &args.port {
             filter.port = parse_port(port)?;
         }
@@ -87,6 +160,7 @@ impl TraceConfig {
             output: args.output,
             btf: args.btf,
             ring_buffer_bytes: parse_ring_size(&args.ring_buffer)?,
+            pods,
         })
     }
 }
@@ -236,6 +310,16 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         for bad in ["", "0s", "10x", "s", "-5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pods_from_values() {
+        assert_eq!(parse_pods_from("auto").unwrap(), PodsFrom::Auto);
+        assert_eq!(parse_pods_from("none").unwrap(), PodsFrom::None);
+        assert_eq!(parse_pods_from("file:/proc/self/status").unwrap(), PodsFrom::File("/proc/self/status".into()));
+        for bad in ["file:", "file:/nonexistent/pods.json", "crio", ""] {
+            assert!(parse_pods_from(bad).is_err(), "{bad}");
         }
     }
 

@@ -20,6 +20,8 @@ Examples:
   tracer drops --duration 30s -o json   30 seconds of drops as JSON Lines
   tracer drops --ip 10.244.1.7/32 --proto tcp --port 8080
   tracer drops --reason NETFILTER_DROP --reason NO_SOCKET
+  tracer drops --pod shop/web-0         only this pod's drops, both ends named
+  tracer pods                           the pods this node runs, with IPs and netns
   tracer check                          what this kernel supports
 
 Exit codes: 0 success, 1 failure at run time, 2 bad usage or input (nothing attached).";
@@ -36,8 +38,67 @@ pub enum Command {
     /// Packet drops: kernel drop reason, kernel location, flow, device, network namespace
     #[command(after_help = DROPS_HELP)]
     Drops(DropsArgs),
+    /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
+    #[command(after_help = PODS_HELP)]
+    Pods(PodsArgs),
     /// What this kernel supports and which commands will work (exit 1 if `drops` cannot run)
     Check(CheckArgs),
+}
+
+const PODS_HELP: &str = "\
+Pod names come from the container runtime (CRI: containerd's socket by default), the Kubernetes
+API (the pods of this node: --node-name, else NODE_NAME, else the host name; in-cluster config
+or --kubeconfig), or a file saved with `kubectl get pods -A -o json`. `auto` tries CRI, then the
+API, and says on stderr which one it used.
+
+Examples:
+  tracer pods
+  tracer pods -o json --namespace shop
+  tracer pods --pods-from file:pods.json
+  tracer pods --cri-socket /run/k3s/containerd/containerd.sock";
+
+/// Where pod names come from; shared by `pods` and every tracing command.
+#[derive(Debug, Args)]
+pub struct PodSourceArgs {
+    /// Where pod names come from: auto (CRI, then the Kubernetes API), cri, kube,
+    /// file:PATH (`kubectl get pods -A -o json` output), or none
+    #[arg(long, value_name = "SOURCE", default_value = "auto")]
+    pub pods_from: String,
+    /// The container runtime's CRI socket [default: /run/containerd/containerd.sock]
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
+    /// Kubeconfig for the Kubernetes API source [default: in-cluster, KUBECONFIG, ~/.kube/config]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name in Kubernetes, for the API source [default: NODE_NAME, else the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+/// Which pods: shared by `pods` and every tracing command.
+#[derive(Debug, Args)]
+pub struct PodSelectArgs {
+    /// Only events whose source or destination is this pod, or seen in its network namespace
+    /// (NAMESPACE/NAME; repeatable)
+    #[arg(long = "pod", value_name = "NS/NAME")]
+    pub pods: Vec<String>,
+    /// Only events touching pods of this namespace
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only events touching pods with these labels (KEY=VALUE[,KEY=VALUE...])
+    #[arg(long, value_name = "K=V,...")]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PodsArgs {
+    #[command(flatten)]
+    pub source: PodSourceArgs,
+    #[command(flatten)]
+    pub select: PodSelectArgs,
+    /// Output format: table, or json (one JSON array)
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 const DROPS_HELP: &str = "\
@@ -50,11 +111,20 @@ Examples:
   tracer drops --duration 10s
   tracer drops -o json --proto udp --port 53
   tracer drops --ip 10.0.0.0/8 --ip fd00::/8 --all-reasons
-  tracer drops --reason NETFILTER_DROP,NO_SOCKET --count 100";
+  tracer drops --reason NETFILTER_DROP,NO_SOCKET --count 100
+  tracer drops --pod shop/web-0 --pod shop/web-1
+  tracer drops --namespace shop --selector app=web --wait";
 
 /// Options shared by every tracing command (../shared/CONTRACT.md).
 #[derive(Debug, Args)]
 pub struct TraceArgs {
+    #[command(flatten)]
+    pub select: PodSelectArgs,
+    /// With --pod/--namespace/--selector: wait for matching pods to appear instead of failing
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub source: PodSourceArgs,
     /// Only events whose source or destination is in CIDR (repeatable, up to 8)
     #[arg(long = "ip", value_name = "CIDR")]
     pub ip: Vec<String>,

@@ -23,6 +23,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     // Everything needed from BTF is resolved; the parsed types are tens of MB.
     drop(btf);
     super::require_privileges()?;
+    let mut pods = super::start_pods(&config.trace.pods).await?;
 
     let kallsyms = kallsyms.join().map_err(|_| anyhow::anyhow!("kallsyms reader panicked"))?.unwrap_or_else(|err| {
         log::warn!("cannot read /proc/kallsyms ({err}); locations will be raw addresses");
@@ -38,6 +39,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     let globals = Globals { offsets, filter: config.trace.filter, drop: drops::program_config(&plan, &reasons) };
     let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
     drops::write_reasons(&mut ebpf, &reasons)?;
+    pods.attach_kernel_filter(&mut ebpf)?;
     drops::attach(&mut ebpf, plan.hook, config.trace.btf.as_deref())?;
     eprintln!(
         "tracer: attached drops ({}; reasons: {}){}",
@@ -49,7 +51,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     let decoder = Decoder { reasons: plan.reasons, kallsyms, clock: Clock::new() };
     let mut sink = output::stdout_sink(config.trace.output);
     let stop = Stop { duration: config.trace.duration, count: config.trace.count };
-    let delivered = runner::run(&mut ebpf, stop, sink.as_mut(), |header, bytes| {
+    let delivered = runner::run(&mut ebpf, stop, sink.as_mut(), &mut pods, |header, bytes| {
         (header.kind == kind::DROP).then(|| decoder.decode(bytes)).flatten()
     })
     .await?;
@@ -63,6 +65,9 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
             "tracer: warning: {} drop events were lost because the ring buffer was full; use a larger --ring-buffer or narrower filters",
             counts.lost
         );
+    }
+    if delivered.filtered > 0 {
+        log::debug!("{} events were of other pods by the time they happened ({})", delivered.filtered, pods.selection());
     }
     if delivered.undecodable > 0 {
         log::warn!("{} records could not be decoded (kernel/user version mismatch?)", delivered.undecodable);

@@ -3,13 +3,30 @@
 
 pub mod check;
 pub mod drops;
+pub mod pods;
 
 use anyhow::Context as _;
 
 use crate::{
     cli::UsageError,
     kernel::{btf::{BtfError, KernelBtf}, features},
+    pods::layer::{PodLayer, PodsConfig},
 };
+
+/// Starts the pod source, says on stderr which one is used, and checks the selection (exit 2
+/// for pods that do not exist, unless --wait).
+pub(crate) async fn start_pods(config: &PodsConfig) -> anyhow::Result<PodLayer> {
+    let mut pods = PodLayer::start(config).await?;
+    // Bad input stays one line: check the selection before saying anything else.
+    if !config.wait {
+        pods.require_selection(false).await?;
+    }
+    if pods.description != "none" {
+        eprintln!("tracer: pods from {}: {} pods", pods.description, pods.registry().live().len());
+    }
+    pods.require_selection(config.wait).await?;
+    Ok(pods)
+}
 
 /// Loads kernel BTF, turning a bad `--btf` into bad input (exit 2).
 pub(crate) fn load_btf(path: Option<&std::path::Path>) -> anyhow::Result<KernelBtf> {

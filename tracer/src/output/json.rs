@@ -17,6 +17,7 @@ struct JsonEvent<'a> {
     src_pod: Option<&'a str>,
     dst_pod: Option<&'a str>,
     netns: Option<u32>,
+    netns_pod: Option<&'a str>,
     ifname: Option<&'a str>,
     ifindex: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +53,7 @@ pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
         src_pod: event.src_pod.as_deref(),
         dst_pod: event.dst_pod.as_deref(),
         netns: event.netns,
+        netns_pod: event.netns_pod.as_deref(),
         ifname: event.ifname.as_deref(),
         ifindex: event.ifindex,
         icmp_type: event.flow.icmp.map(|(t, _)| t),
@@ -98,6 +100,7 @@ mod tests {
             ifname: Some("eth0".into()),
             src_pod: None,
             dst_pod: Some("kube-system/coredns-1".into()),
+            netns_pod: None,
             detail: Detail::Drop(DropDetail {
                 reason: "NETFILTER_DROP".into(),
                 reason_code: 12,

@@ -16,7 +16,7 @@ impl<W: Write> TableSink<W> {
     }
 }
 
-const HEADER: &str = "TIME(UTC)     KIND  REASON                 PROTO   SOURCE                        DESTINATION                   DEVICE           NETNS        LEN  LOCATION";
+const HEADER: &str = "TIME(UTC)     KIND  REASON                 PROTO   SOURCE                        DESTINATION                   DEVICE           NETNS              LEN  LOCATION";
 
 /// One row, columns aligned with [`HEADER`].
 pub fn row(event: &Event) -> String {
@@ -26,14 +26,19 @@ pub fn row(event: &Event) -> String {
     let src = with_pod(event.flow.src_endpoint(), event.src_pod.as_deref());
     let dst = with_pod(event.flow.dst_endpoint(), event.dst_pod.as_deref());
     let dev = event.ifname.clone().unwrap_or_else(|| "-".into());
-    let netns = event.netns.map_or_else(|| "-".into(), |n| n.to_string());
+    // A pod's namespace is easier to read by its pod's name; the inode is in the JSON.
+    let netns = match (&event.netns_pod, event.netns) {
+        (Some(pod), _) => pod.clone(),
+        (None, Some(inode)) => inode.to_string(),
+        (None, None) => "-".into(),
+    };
     let mut proto = event.flow.proto_name();
     if let Some((t, c)) = event.flow.icmp {
         proto = format!("{proto}/{t}/{c}");
     }
     match &event.detail {
         Detail::Drop(d) => format!(
-            "{time:<13} {:<5} {:<22} {proto:<7} {src:<29} {dst:<29} {dev:<16} {netns:<10} {:>5}  {}",
+            "{time:<13} {:<5} {:<22} {proto:<7} {src:<29} {dst:<29} {dev:<16} {netns:<16} {:>5}  {}",
             "drop", d.reason, d.len, d.location
         ),
     }
@@ -79,6 +84,7 @@ mod tests {
             ifname: None,
             src_pod: Some("shop/web-0".into()),
             dst_pod: None,
+            netns_pod: None,
             detail: Detail::Drop(DropDetail { reason: "NO_SOCKET".into(), reason_code: 3, location: "x+0x1".into(), len: 9 }),
         };
         let r = row(&e);

@@ -41,6 +41,7 @@ impl Decoder {
             ifname,
             src_pod: None,
             dst_pod: None,
+            netns_pod: None,
             detail: Detail::Drop(DropDetail {
                 reason,
                 reason_code: raw.reason,

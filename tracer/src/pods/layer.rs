@@ -1,0 +1,273 @@
+//! The pod layer as a tracing command uses it: start the source the user chose, check the
+//! selection against what exists, keep the registry and the kernel filter current while tracing,
+//! and name the pods of each event.
+
+use std::{path::PathBuf, time::Duration};
+
+use aya::Ebpf;
+use tokio::sync::mpsc;
+
+use super::{
+    Pod, PodUpdate, PodsFrom, SourceKind, SourceMsg,
+    cri::{self, CriSource},
+    file,
+    filter::KernelPodFilter,
+    kube::{self, KubeSource},
+    now_unix_ns,
+    registry::Registry,
+    selection::Selection,
+};
+use crate::{cli::UsageError, events::Event};
+
+/// An event newer than what the registry knows is held back at most this long for the source to
+/// catch up (a pod created just now), then shown with what is known.
+pub const MAX_HOLD: Duration = Duration::from_secs(2);
+
+/// The validated pod options of a tracing command.
+#[derive(Debug, Clone)]
+pub struct PodsConfig {
+    pub from: PodsFrom,
+    pub cri_socket: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub selection: Selection,
+    /// Wait for selected pods that do not exist yet instead of failing.
+    pub wait: bool,
+}
+
+impl Default for PodsConfig {
+    fn default() -> Self {
+        Self {
+            from: PodsFrom::None,
+            cri_socket: None,
+            kubeconfig: None,
+            node_name: None,
+            selection: Selection::default(),
+            wait: false,
+        }
+    }
+}
+
+pub struct PodLayer {
+    registry: Registry,
+    selection: Selection,
+    /// Updates from a live source; None for a file or no source.
+    rx: Option<mpsc::Receiver<SourceMsg>>,
+    /// The registry is complete up to this time (Unix ns); i128::MAX for a static source.
+    synced_until: i128,
+    kernel: Option<KernelPodFilter>,
+    kernel_generation: u64,
+    /// "cri (containerd 1.6.20 at /run/containerd/containerd.sock)", for messages.
+    pub description: String,
+}
+
+impl PodLayer {
+    /// Starts the configured source and reads the pods that exist now. Failures of a source the
+    /// user named are bad input (exit 2, nothing attached); `auto` degrades with a warning.
+    pub async fn start(config: &PodsConfig) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::channel(64);
+        let at = now_unix_ns();
+        let (description, initial, rx) = match &config.from {
+            PodsFrom::None => ("none".to_string(), None, None),
+            PodsFrom::File(path) => {
+                let pods = file::load(path).map_err(|e| UsageError(format!("{:#}", anyhow::Error::from(e))))?;
+                (format!("file {}", path.display()), Some((SourceKind::File, pods)), None)
+            }
+            PodsFrom::Cri => {
+                let socket = config.cri_socket.clone().unwrap_or_else(|| cri::DEFAULT_SOCKETS[0].into());
+                let (desc, pods) = start_cri(&socket, tx).await.map_err(|e| UsageError(format!("{e:#}")))?;
+                (desc, Some((SourceKind::Cri, pods)), Some(rx))
+            }
+            PodsFrom::Kube => {
+                let (desc, pods) = start_kube(config, tx).await.map_err(|e| UsageError(format!("{e:#}")))?;
+                (desc, Some((SourceKind::Kube, pods)), Some(rx))
+            }
+            PodsFrom::Auto => match auto(config, tx).await {
+                Some((desc, kind, pods)) => (desc, Some((kind, pods)), Some(rx)),
+                None => ("none".to_string(), None, None),
+            },
+        };
+        let mut registry = Registry::new();
+        if let Some((source, pods)) = initial {
+            registry.apply(SourceMsg { at, source, update: PodUpdate::Snapshot(pods) });
+        }
+        let synced_until = if rx.is_some() { at } else { i128::MAX };
+        let layer = Self {
+            registry,
+            selection: config.selection.clone(),
+            rx,
+            synced_until,
+            kernel: None,
+            kernel_generation: 0,
+            description,
+        };
+        if !layer.selection.is_empty() && layer.description == "none" {
+            return Err(UsageError(format!(
+                "{} needs pod names, but no pod source is available: give --pods-from cri|kube|file:PATH",
+                pod_options_named(&layer.selection)
+            ))
+            .into());
+        }
+        Ok(layer)
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// A pod selection is active, so the kernel filter is wanted.
+    pub fn filters(&self) -> bool {
+        !self.selection.is_empty()
+    }
+
+    /// What of the selection is not there: named pods missing, or nothing matching at all.
+    pub fn unmet(&self) -> Option<String> {
+        if self.selection.is_empty() {
+            return None;
+        }
+        let missing = self.selection.missing(&self.registry.live());
+        if !missing.is_empty() {
+            return Some(format!("no pod {} on this node", missing.join(", ")));
+        }
+        (!self.registry.live().into_iter().any(|p| self.selection.matches(p)))
+            .then(|| format!("no pod on this node matches {}", self.selection))
+    }
+
+    /// Fails (exit 2) when the selection names pods that do not exist, or waits for them with
+    /// `--wait`, saying so on stderr.
+    pub async fn require_selection(&mut self, wait: bool) -> anyhow::Result<()> {
+        let Some(unmet) = self.unmet() else { return Ok(()) };
+        if !wait {
+            return Err(UsageError(format!(
+                "{unmet} (pods from {}: {} known); --wait waits for it",
+                self.description,
+                self.registry.live().len()
+            ))
+            .into());
+        }
+        if self.rx.is_none() {
+            return Err(UsageError(format!("{unmet}, and pods from {} do not change: --wait cannot help", self.description)).into());
+        }
+        eprintln!("tracer: {unmet}; waiting for it (pods from {}; Ctrl-C to stop)", self.description);
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        while self.unmet().is_some() {
+            tokio::select! {
+                msg = self.recv() => match msg {
+                    Some(msg) => self.apply(msg)?,
+                    None => anyhow::bail!("the pod source stopped while waiting for {}", self.selection),
+                },
+                _ = sigint.recv() => anyhow::bail!("interrupted while waiting for {}", self.selection),
+                _ = sigterm.recv() => anyhow::bail!("terminated while waiting for {}", self.selection),
+            }
+        }
+        eprintln!("tracer: {} is there", self.selection);
+        Ok(())
+    }
+
+    /// Takes the kernel's pod maps and fills them (only with a selection).
+    pub fn attach_kernel_filter(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        if !self.filters() {
+            return Ok(());
+        }
+        let mut kernel = KernelPodFilter::take(ebpf)?;
+        kernel.sync(&self.registry, &self.selection)?;
+        self.kernel_generation = self.registry.generation();
+        self.kernel = Some(kernel);
+        Ok(())
+    }
+
+    /// The next message of a live source; never resolves without one.
+    pub async fn recv(&mut self) -> Option<SourceMsg> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies a source message and, when pods changed, updates the kernel filter.
+    pub fn apply(&mut self, msg: SourceMsg) -> anyhow::Result<()> {
+        self.synced_until = self.synced_until.max(msg.at);
+        self.registry.apply(msg);
+        if let Some(kernel) = self.kernel.as_mut() {
+            if self.registry.generation() != self.kernel_generation {
+                kernel.sync(&self.registry, &self.selection)?;
+                self.kernel_generation = self.registry.generation();
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the registry already knows the pods as of `ts_unix_ns`, so the event can be named
+    /// now; else the runner holds it back (up to [`MAX_HOLD`]).
+    pub fn is_current(&self, ts_unix_ns: i128) -> bool {
+        ts_unix_ns <= self.synced_until
+    }
+
+    /// Names the event's pods (by address and by network namespace, at the event's time) and
+    /// says whether it passes the selection.
+    pub fn annotate(&self, event: &mut Event) -> bool {
+        let ts = event.ts_unix_ns;
+        let src = event.flow.src.and_then(|ip| self.registry.by_ip(ip, ts));
+        let dst = event.flow.dst.and_then(|ip| self.registry.by_ip(ip, ts));
+        let seen_in = event.netns.and_then(|inode| self.registry.by_netns(inode, ts));
+        event.src_pod = src.map(Pod::full_name);
+        event.dst_pod = dst.map(Pod::full_name);
+        event.netns_pod = seen_in.map(Pod::full_name);
+        self.selection.is_empty() || [src, dst, seen_in].into_iter().flatten().any(|p| self.selection.matches(p))
+    }
+}
+
+fn pod_options_named(selection: &Selection) -> &'static str {
+    if !selection.pods.is_empty() {
+        "--pod"
+    } else if selection.namespace.is_some() {
+        "--namespace"
+    } else {
+        "--selector"
+    }
+}
+
+async fn start_cri(socket: &std::path::Path, tx: mpsc::Sender<SourceMsg>) -> anyhow::Result<(String, Vec<Pod>)> {
+    let mut source = CriSource::connect(socket).await?;
+    let pods = source.list().await?;
+    let description = format!("cri ({} at {})", source.runtime, source.socket().display());
+    source.follow(tx);
+    Ok((description, pods))
+}
+
+async fn start_kube(config: &PodsConfig, tx: mpsc::Sender<SourceMsg>) -> anyhow::Result<(String, Vec<Pod>)> {
+    let node = kube::node_name(config.node_name.as_deref())?;
+    let source = KubeSource::connect(config.kubeconfig.as_deref(), node).await?;
+    let pods = source.list().await?;
+    let description = format!("kube ({} node {})", source.url, source.node);
+    source.follow(tx);
+    Ok((description, pods))
+}
+
+/// CRI first (the first socket that exists, or --cri-socket), then the API; each failure is a
+/// warning, since the user did not ask for that source by name.
+async fn auto(config: &PodsConfig, tx: mpsc::Sender<SourceMsg>) -> Option<(String, SourceKind, Vec<Pod>)> {
+    let sockets: Vec<PathBuf> = match &config.cri_socket {
+        Some(socket) => vec![socket.clone()],
+        None => cri::DEFAULT_SOCKETS.iter().map(PathBuf::from).filter(|p| p.exists()).collect(),
+    };
+    for socket in sockets {
+        match start_cri(&socket, tx.clone()).await {
+            Ok((desc, pods)) => return Some((desc, SourceKind::Cri, pods)),
+            Err(err) => log::warn!("{err:#}; trying the next pod source"),
+        }
+    }
+    if config.kubeconfig.is_some() || kube::is_configured(None) {
+        match start_kube(config, tx).await {
+            Ok((desc, pods)) => return Some((desc, SourceKind::Kube, pods)),
+            Err(err) => log::warn!("{err:#}"),
+        }
+    }
+    log::warn!("no pod source answered (no CRI socket, no Kubernetes API configuration): pods are not named; --pods-from none silences this");
+    None
+}
