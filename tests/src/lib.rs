@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use serde_json::Value;
 
 pub mod node;
+pub mod kube_api;
 
 /// How long a tracer may take to print its `attached` line.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);

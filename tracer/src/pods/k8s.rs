@@ -20,10 +20,10 @@ pub fn from_api(pod: &ApiPod, source: SourceKind) -> Option<Pod> {
     if let Some(status) = status {
         let listed = status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
         for text in status.pod_ip.as_deref().into_iter().chain(listed) {
-            if let Ok(ip) = text.parse::<IpAddr>() {
-                if !ips.contains(&ip) {
-                    ips.push(ip);
-                }
+            if let Ok(ip) = text.parse::<IpAddr>()
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
             }
         }
     }

@@ -93,10 +93,10 @@ pub fn node_name(flag: Option<&str>) -> Result<String, KubeError> {
     // SAFETY: buf is writable for its length.
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
         let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..len]) {
-            if !name.is_empty() {
-                return Ok(name.to_ascii_lowercase());
-            }
+        if let Ok(name) = std::str::from_utf8(&buf[..len])
+            && !name.is_empty()
+        {
+            return Ok(name.to_ascii_lowercase());
         }
     }
     Err(KubeError::NoNodeName)
