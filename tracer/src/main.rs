@@ -24,7 +24,9 @@ use crate::{
 };
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    // kube-rs logs each failed request at ERROR on its own; the pod layer reports those failures
+    // itself, once, as one line with their cause.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,kube_client=off,kube_runtime=off"))
         .format_timestamp(None)
         .format_target(false)
         .init();

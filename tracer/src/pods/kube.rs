@@ -159,6 +159,8 @@ impl KubeSource {
             let mut tick = tokio::time::interval(TICK);
             loop {
                 let event = tokio::select! {
+                    // An event already received must be applied before a tick says "in sync".
+                    biased;
                     event = stream.try_next() => Some(event),
                     _ = tick.tick() => None,
                 };
