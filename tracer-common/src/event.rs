@@ -7,6 +7,12 @@
 pub mod kind {
     /// [`crate::drop::DropEvent`]: skb:kfree_skb (kernel >= 5.10; reasons from 5.17).
     pub const DROP: u16 = 1;
+    /// [`crate::tcp::TcpEvent`]: a retransmitted segment or SYN-ACK.
+    pub const RETRANSMIT: u16 = 2;
+    /// [`crate::tcp::TcpEvent`]: a reset sent or received.
+    pub const RESET: u16 = 3;
+    /// [`crate::tcp::TcpEvent`]: a connect that gave up (SYN_SENT -> CLOSE).
+    pub const CONNECT_FAIL: u16 = 4;
 }
 
 /// Counter slots in the per-CPU `COUNTERS` map: `kind * COUNTERS_PER_KIND + slot`.

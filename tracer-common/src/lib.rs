@@ -14,6 +14,7 @@ pub mod event;
 pub mod filter;
 pub mod flow;
 pub mod offsets;
+pub mod tcp;
 
 /// Implements `aya::Pod` for the loader side, so these structs can be copied into globals and maps.
 #[cfg(feature = "user")]
@@ -37,4 +38,8 @@ user_pod!(
     offsets::KernelOffsets,
     drop::DropEvent,
     drop::DropConfig,
+    tcp::TcpEvent,
+    tcp::TcpConfig,
+    tcp::FlowKey,
+    tcp::FlowStats,
 );

@@ -25,6 +25,24 @@ pub struct KernelOffsets {
     pub net_ns_inum: u32,
     /// `sock.__sk_common.skc_net.net` (struct net *).
     pub sock_netns_ptr: u32,
-    pub _pad: u32,
+    /// `sock_common` fields (also the start of `struct sock` and `struct request_sock`):
+    /// `skc_daddr`, `skc_rcv_saddr` (__be32), `skc_dport` (__be16), `skc_num` (host order),
+    /// `skc_family` (u16), `skc_state` (u8).
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    /// `skc_v6_daddr`, `skc_v6_rcv_saddr`; [`Self::ABSENT`] on kernels built without IPv6.
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock.sk_protocol` (u16 since 5.6); [`Self::ABSENT`] where it is a bitfield.
+    pub sk_protocol: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 14 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 22 * 4);
+
+impl KernelOffsets {
+    /// An optional field this kernel does not have.
+    pub const ABSENT: u32 = u32::MAX;
+}

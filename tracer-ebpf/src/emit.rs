@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use tracer_common::event::counter;
 
@@ -37,4 +37,17 @@ pub fn output<T: 'static>(kind: u16, event: &T) {
         }
         None => count(kind, counter::LOST),
     }
+}
+
+/// Counts a matched event and reserves its record in the ring buffer, for programs that fill
+/// the record in place (saves the stack copy); counts it as lost when the buffer is full. The
+/// caller must write every field and submit.
+#[inline(always)]
+pub fn reserve<T: 'static>(kind: u16) -> Option<RingBufEntry<T>> {
+    count(kind, counter::MATCHED);
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count(kind, counter::LOST);
+    }
+    entry
 }

@@ -42,13 +42,15 @@ fn words(addr: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
+/// Whether `addr` is in CIDR `i`. Fields are read one by one into registers: copying whole
+/// `Cidr`s (36 bytes each, loop unrolled) would take most of the 512-byte stack.
 #[inline(always)]
-fn in_cidr(cidr: &Cidr, family: u8, addr: &[u32; 4]) -> bool {
-    cidr.family == family
-        && addr[0] & cidr.mask[0] == cidr.net[0]
-        && addr[1] & cidr.mask[1] == cidr.net[1]
-        && addr[2] & cidr.mask[2] == cidr.net[2]
-        && addr[3] & cidr.mask[3] == cidr.net[3]
+fn in_cidr(i: usize, family: u8, addr: &[u32; 4]) -> bool {
+    filter_field!(cidrs[i].family) == family
+        && addr[0] & filter_field!(cidrs[i].mask[0]) == filter_field!(cidrs[i].net[0])
+        && addr[1] & filter_field!(cidrs[i].mask[1]) == filter_field!(cidrs[i].net[1])
+        && addr[2] & filter_field!(cidrs[i].mask[2]) == filter_field!(cidrs[i].net[2])
+        && addr[3] & filter_field!(cidrs[i].mask[3]) == filter_field!(cidrs[i].net[3])
 }
 
 #[inline(always)]
@@ -89,13 +91,11 @@ pub fn matches(flow: &RawFlow) -> bool {
     }
     let saddr = words(&flow.saddr);
     let daddr = words(&flow.daddr);
-    for (i, slot) in FLOW_FILTER.cidrs.iter().enumerate() {
+    for i in 0..MAX_CIDRS {
         if i >= n {
             break;
         }
-        // SAFETY: a static of plain integers; volatile so the zero initialiser is not folded.
-        let cidr = unsafe { core::ptr::read_volatile(slot) };
-        if in_cidr(&cidr, flow.family, &saddr) || in_cidr(&cidr, flow.family, &daddr) {
+        if in_cidr(i, flow.family, &saddr) || in_cidr(i, flow.family, &daddr) {
             return true;
         }
     }

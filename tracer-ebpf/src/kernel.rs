@@ -20,7 +20,15 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     net_device_netns_ptr: 0,
     net_ns_inum: 0,
     sock_netns_ptr: 0,
-    _pad: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_family: 0,
+    skc_state: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    sk_protocol: 0,
 };
 
 /// Reads one field of [`OFFSETS`]; volatile so the compiler cannot fold the zero initialiser.
@@ -60,4 +68,14 @@ pub fn netns_inum(net: *const u8) -> u32 {
         return 0;
     }
     read::<u32>(net, offset!(net_ns_inum)).unwrap_or(0)
+}
+
+/// Argument `position` of a BTF tracepoint (each argument is one u64 slot of the context), or
+/// 0 when the kernel's tracepoint has no such argument (`position` is the config's ABSENT).
+#[inline(always)]
+pub fn tp_btf_arg(ctx: *const u8, position: u32) -> Result<u64, i64> {
+    if position == u32::MAX {
+        return Ok(0);
+    }
+    read::<u64>(ctx, position as usize * 8)
 }

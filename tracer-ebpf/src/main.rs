@@ -8,6 +8,8 @@ mod emit;
 mod filter;
 mod kernel;
 mod skb;
+mod sock;
+mod tcp;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
@@ -26,6 +28,41 @@ pub fn drop_tp_btf(ctx: BtfTracePointContext) -> i32 {
 #[tracepoint(category = "skb", name = "kfree_skb")]
 pub fn drop_tp(ctx: TracePointContext) -> u32 {
     let _ = drops::try_drop_tp(&ctx);
+    0
+}
+
+/// tcp:tcp_retransmit_skb (kernel >= 4.15; BTF tracepoint >= 5.5).
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
+    let _ = tcp::try_retransmit(&ctx);
+    0
+}
+
+/// tcp:tcp_retransmit_synack (kernel >= 4.15).
+#[btf_tracepoint(function = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
+    let _ = tcp::try_retransmit_synack(&ctx);
+    0
+}
+
+/// tcp:tcp_send_reset (kernel >= 4.15; called without a socket for no-socket resets on 6.x).
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let _ = tcp::try_send_reset(&ctx);
+    0
+}
+
+/// tcp:tcp_receive_reset (kernel >= 4.15).
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    let _ = tcp::try_receive_reset(&ctx);
+    0
+}
+
+/// sock:inet_sock_set_state (kernel >= 4.16).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcp_set_state(ctx: BtfTracePointContext) -> i32 {
+    let _ = tcp::try_set_state(&ctx);
     0
 }
 

@@ -30,6 +30,9 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Detail {
     Drop(DropDetail),
+    Retransmit(TcpDetail),
+    Reset(TcpDetail),
+    ConnectFail(TcpDetail),
 }
 
 impl Detail {
@@ -37,8 +40,46 @@ impl Detail {
     pub const fn kind(&self) -> &'static str {
         match self {
             Self::Drop(_) => "drop",
+            Self::Retransmit(_) => "retransmit",
+            Self::Reset(_) => "reset",
+            Self::ConnectFail(_) => "connect_fail",
         }
     }
+}
+
+/// A TCP event's socket facts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpDetail {
+    /// TCP state name (`SYN_SENT`, `ESTABLISHED`, ...): the socket's state at the event; for
+    /// connect_fail the state it left. None when there was no socket (a reset to a closed port).
+    pub state: Option<&'static str>,
+    /// Retransmits of this flow so far in this run (retransmit).
+    pub count: u32,
+    /// `sent` or `received` (reset).
+    pub direction: Option<&'static str>,
+    /// How long the connect tried, in ms (connect_fail; None when its start was not seen).
+    pub duration_ms: Option<f64>,
+}
+
+/// The kernel's TCP state names (include/net/tcp_states.h; the numbering is visible to userspace
+/// through tcp_info and `ss`, so it is stable across kernels).
+pub fn tcp_state_name(state: u8) -> Option<&'static str> {
+    Some(match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        13 => "BOUND_INACTIVE",
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]

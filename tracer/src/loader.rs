@@ -7,6 +7,7 @@ use tracer_common::{
     event::counter,
     filter::FlowFilter,
     offsets::KernelOffsets,
+    tcp::TcpConfig,
 };
 
 /// The kernel object built by build.rs from tracer-ebpf.
@@ -17,6 +18,7 @@ pub struct Globals {
     pub offsets: KernelOffsets,
     pub filter: FlowFilter,
     pub drop: DropConfig,
+    pub tcp: TcpConfig,
 }
 
 /// Creates the maps and parses the programs; nothing is loaded into the kernel until a probe
@@ -27,6 +29,7 @@ pub fn load(globals: &Globals, ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
         .override_global("OFFSETS", &globals.offsets, true)
         .override_global("FLOW_FILTER", &globals.filter, true)
         .override_global("DROP_CONFIG", &globals.drop, true)
+        .override_global("TCP_CONFIG", &globals.tcp, true)
         .map_max_entries("EVENTS", ring_buffer_bytes)
         .load(OBJECT)
         .context("creating the BPF maps of tracer's kernel object")
@@ -52,6 +55,17 @@ fn raise_memlock() {
 pub struct KernelCounts {
     pub matched: u64,
     pub lost: u64,
+}
+
+/// Kernel-side counts summed over several record kinds (one probe family).
+pub fn read_counts_of(ebpf: &Ebpf, kinds: &[u16]) -> anyhow::Result<KernelCounts> {
+    let mut total = KernelCounts::default();
+    for kind in kinds {
+        let c = read_counts(ebpf, *kind)?;
+        total.matched += c.matched;
+        total.lost += c.lost;
+    }
+    Ok(total)
 }
 
 pub fn read_counts(ebpf: &Ebpf, kind: u16) -> anyhow::Result<KernelCounts> {

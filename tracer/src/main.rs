@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, error::ErrorKind};
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::{DropsConfig, PodsCommandConfig}},
+    cli::{Cli, Command, UsageError, config::{DropsConfig, PodsCommandConfig, RetransConfig}},
     probes::CannotRun,
 };
 
@@ -53,6 +53,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drops(args) => {
             let config = DropsConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::drops::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retrans(args) => {
+            let config = RetransConfig::from_args(args)?;
+            tokio_runtime()?.block_on(commands::retrans::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pods(args) => {

@@ -4,10 +4,13 @@
 use std::{collections::VecDeque, io, time::Duration};
 
 use anyhow::Context as _;
-use aya::{Ebpf, maps::RingBuf};
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     time::{Instant, interval, sleep_until},
 };
 use tracer_common::event::EventHeader;
@@ -58,16 +61,7 @@ pub async fn run(
     pods: &mut PodLayer,
     mut decode: impl FnMut(&EventHeader, &[u8]) -> Option<Event>,
 ) -> anyhow::Result<Delivered> {
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
-    // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring buffer, so the fd stays open
-    // for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("polling the ring buffer")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    // A far-away deadline keeps one select! arm for both cases.
-    let deadline = Instant::now() + stop.duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
+    let Waits { mut ring, mut sigint, mut sigterm, deadline } = waits(ebpf, stop.duration)?;
     let mut out = Output { stop, sink, delivered: Delivered::default(), held: VecDeque::new() };
     let mut hold_check = interval(MAX_HOLD / 4);
 
@@ -123,6 +117,31 @@ pub async fn run(
         out.release(pods, true)?;
     }
     Ok(out.delivered)
+}
+
+/// What a command's event loop waits on: the ring buffer, Ctrl-C, SIGTERM and --duration.
+pub struct Waits {
+    pub ring: AsyncFd<RingBuf<MapData>>,
+    pub sigint: Signal,
+    pub sigterm: Signal,
+    pub deadline: Instant,
+}
+
+/// Takes the ring buffer out of `ebpf` for polling and installs the signal handlers.
+pub fn waits(ebpf: &mut Ebpf, duration: Option<Duration>) -> anyhow::Result<Waits> {
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+    // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring buffer, so the fd stays open
+    // for as long as it is registered.
+    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("polling the ring buffer")?;
+    Ok(Waits {
+        ring,
+        sigint: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        sigterm: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        // A far-away deadline keeps one select! arm for both cases.
+        deadline: Instant::now() + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+    })
 }
 
 /// Ordered output with pod naming and hold-back.

@@ -7,7 +7,7 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{DropsArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{DropsArgs, RetransArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
 /// Options every tracing command shares.
@@ -20,6 +20,32 @@ pub struct TraceConfig {
     pub btf: Option<PathBuf>,
     pub ring_buffer_bytes: u32,
     pub pods: PodsConfig,
+}
+
+/// `tracer retrans`.
+#[derive(Debug, Clone)]
+pub struct RetransConfig {
+    pub trace: TraceConfig,
+    /// Some(refresh interval) for --top.
+    pub top: Option<Duration>,
+}
+
+impl RetransConfig {
+    pub fn from_args(args: RetransArgs) -> Result<Self, UsageError> {
+        if args.top && args.trace.count.is_some() {
+            return Err(UsageError("--count counts streamed events; --top streams none (use --duration)".into()));
+        }
+        let interval = match &args.interval {
+            Some(text) => parse_duration(text).map_err(|_| {
+                UsageError(format!("--interval {text}: expected a duration such as 500ms, 2s or 1m"))
+            })?,
+            None => Duration::from_secs(1),
+        };
+        if interval < Duration::from_millis(100) {
+            return Err(UsageError(format!("--interval {}: at least 100ms", args.interval.unwrap_or_default())));
+        }
+        Ok(Self { trace: TraceConfig::from_args(args.trace)?, top: args.top.then_some(interval) })
+    }
 }
 
 /// `tracer pods`.

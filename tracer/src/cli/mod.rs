@@ -38,12 +38,34 @@ pub enum Command {
     /// Packet drops: kernel drop reason, kernel location, flow, device, network namespace
     #[command(after_help = DROPS_HELP)]
     Drops(DropsArgs),
+    /// TCP retransmits, resets and failed connects, live; --top shows a refreshing per-flow table
+    #[command(after_help = RETRANS_HELP)]
+    Retrans(RetransArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
     /// What this kernel supports and which commands will work (exit 1 if `drops` cannot run)
     Check(CheckArgs),
 }
+
+const RETRANS_HELP: &str = "\
+Each retransmitted segment (or SYN-ACK) is one `retransmit` event with the socket's state and
+the flow's running count; resets sent and received are `reset` events; a connect that gives up
+(SYN_SENT -> CLOSE: no answer, or refused) is a `connect_fail` with how long it tried. SYNs
+retransmitted with no reply look like this:
+
+  retransmit  SYN_SENT  10.244.1.7:51234 (shop/web-0) -> 10.96.0.10:53  #1, #2, #3 ...
+  connect_fail  SYN_SENT  ... gave up after 7.0s
+
+--top counts in the kernel instead of streaming (a storm costs nothing to print) and shows a
+per-flow table every --interval, sorted by retransmits; on a terminal it redraws in place,
+otherwise it prints plain snapshots. With --duration both modes end with a per-flow summary.
+
+Examples:
+  tracer retrans --pod shop/web-0
+  tracer retrans -o json --port 443 --duration 30s
+  tracer retrans --top --namespace shop
+  tracer retrans --top --interval 5s --duration 1m > retrans.txt";
 
 const PODS_HELP: &str = "\
 Pod names come from the container runtime (CRI: containerd's socket by default), the Kubernetes
@@ -165,6 +187,18 @@ pub struct DropsArgs {
     /// Kernel hook: auto picks the BTF tracepoint when the kernel has BTF, else the classic one
     #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
     pub hook: HookChoice,
+}
+
+#[derive(Debug, Args)]
+pub struct RetransArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Show a refreshing per-flow table (counted in the kernel) instead of one line per event
+    #[arg(long)]
+    pub top: bool,
+    /// How often --top refreshes (e.g. 500ms, 2s)
+    #[arg(long, value_name = "DUR", requires = "top")]
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -36,7 +36,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
         log::warn!("kernel {} has no drop reasons (added in 5.17): every drop is shown as NOT_SPECIFIED", crate::kernel::release());
     }
 
-    let globals = Globals { offsets, filter: config.trace.filter, drop: drops::program_config(&plan, &reasons) };
+    let globals = Globals { offsets, filter: config.trace.filter, drop: drops::program_config(&plan, &reasons), tcp: tracer_common::tcp::TcpConfig::empty() };
     let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
     drops::write_reasons(&mut ebpf, &reasons)?;
     pods.attach_kernel_filter(&mut ebpf)?;
@@ -59,13 +59,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     // Programs detach when `ebpf` drops; read the counters first.
     let counts = loader::read_counts(&ebpf, kind::DROP)?;
     drop(ebpf);
-    eprintln!("{}", summary(counts, delivered.read));
-    if counts.lost > 0 {
-        eprintln!(
-            "tracer: warning: {} drop events were lost because the ring buffer was full; use a larger --ring-buffer or narrower filters",
-            counts.lost
-        );
-    }
+    super::print_summary("drops", counts, delivered.read);
     if delivered.filtered > 0 {
         log::debug!("{} events were of other pods by the time they happened ({})", delivered.filtered, pods.selection());
     }
@@ -80,28 +74,5 @@ fn describe_reasons(sel: &ReasonSelection) -> String {
         ReasonSelection::Default => "all but NOT_SPECIFIED".into(),
         ReasonSelection::All => "all".into(),
         ReasonSelection::Named(names) => names.join(","),
-    }
-}
-
-/// `tracer: drops: N seen, N delivered, N lost[, N unread]`. Seen counts what matched in the
-/// kernel; unread is what was still in the ring buffer when --count stopped the run.
-fn summary(counts: loader::KernelCounts, read: u64) -> String {
-    let mut line = format!("tracer: drops: {} seen, {} delivered, {} lost", counts.matched, read, counts.lost);
-    let unread = counts.matched.saturating_sub(read + counts.lost);
-    if unread > 0 {
-        line.push_str(&format!(", {unread} unread"));
-    }
-    line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn summary_accounts_for_every_event() {
-        let c = loader::KernelCounts { matched: 10, lost: 3 };
-        assert_eq!(summary(c, 7), "tracer: drops: 10 seen, 7 delivered, 3 lost");
-        assert_eq!(summary(c, 5), "tracer: drops: 10 seen, 5 delivered, 3 lost, 2 unread");
     }
 }

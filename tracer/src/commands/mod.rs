@@ -4,6 +4,7 @@
 pub mod check;
 pub mod drops;
 pub mod pods;
+pub mod retrans;
 
 use anyhow::Context as _;
 
@@ -48,5 +49,39 @@ pub(crate) fn require_privileges() -> Result<(), UsageError> {
     match features::missing_privileges(features::effective_caps()) {
         Some(why) => Err(UsageError(why.to_string())),
         None => Ok(()),
+    }
+}
+
+/// `tracer: PROBE: N seen, N delivered, N lost[, N unread]` on stderr, and a warning naming the
+/// count when the ring buffer overflowed. Seen counts what matched in the kernel; unread is what
+/// was still in the ring buffer when --count stopped the run.
+pub(crate) fn print_summary(probe: &str, counts: crate::loader::KernelCounts, read: u64) {
+    eprintln!("{}", summary(probe, counts, read));
+    if counts.lost > 0 {
+        eprintln!(
+            "tracer: warning: {} {probe} events were lost because the ring buffer was full; use a larger --ring-buffer or narrower filters",
+            counts.lost
+        );
+    }
+}
+
+fn summary(probe: &str, counts: crate::loader::KernelCounts, read: u64) -> String {
+    let mut line = format!("tracer: {probe}: {} seen, {} delivered, {} lost", counts.matched, read, counts.lost);
+    let unread = counts.matched.saturating_sub(read + counts.lost);
+    if unread > 0 {
+        line.push_str(&format!(", {unread} unread"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_accounts_for_every_event() {
+        let c = crate::loader::KernelCounts { matched: 10, lost: 3 };
+        assert_eq!(summary("drops", c, 7), "tracer: drops: 10 seen, 7 delivered, 3 lost");
+        assert_eq!(summary("retrans", c, 5), "tracer: retrans: 10 seen, 5 delivered, 3 lost, 2 unread");
     }
 }

@@ -196,7 +196,15 @@ impl KernelBtf {
             net_device_netns_ptr: self.offset_of("net_device", "nd_net.net")?,
             net_ns_inum: self.offset_of("net", "ns.inum")?,
             sock_netns_ptr: self.offset_of("sock", "__sk_common.skc_net.net")?,
-            _pad: 0,
+            skc_daddr: self.offset_of("sock_common", "skc_daddr")?,
+            skc_rcv_saddr: self.offset_of("sock_common", "skc_rcv_saddr")?,
+            skc_dport: self.offset_of("sock_common", "skc_dport")?,
+            skc_num: self.offset_of("sock_common", "skc_num")?,
+            skc_family: self.offset_of("sock_common", "skc_family")?,
+            skc_state: self.offset_of("sock_common", "skc_state")?,
+            skc_v6_daddr: self.offset_of("sock_common", "skc_v6_daddr").unwrap_or(KernelOffsets::ABSENT),
+            skc_v6_rcv_saddr: self.offset_of("sock_common", "skc_v6_rcv_saddr").unwrap_or(KernelOffsets::ABSENT),
+            sk_protocol: self.offset_of("sock", "sk_protocol").unwrap_or(KernelOffsets::ABSENT),
         })
     }
 }
@@ -335,6 +343,31 @@ mod tests {
             .and_then(|l| l.split("bits_offset=").nth(1))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn socket_offsets_follow_sock_common_layout() {
+        let Some(btf) = kernel_btf() else { return };
+        let off = btf.kernel_offsets().expect("offsets");
+        // skc_addrpair and skc_portpair pack (daddr, rcv_saddr) and (dport, num) together: the
+        // socket lookup compares them as one word, so this layout holds on every kernel.
+        assert_eq!(off.skc_rcv_saddr, off.skc_daddr + 4);
+        assert_eq!(off.skc_num, off.skc_dport + 2);
+        assert_ne!(off.skc_v6_daddr, KernelOffsets::ABSENT, "Debian kernels have IPv6");
+        assert_ne!(off.sk_protocol, KernelOffsets::ABSENT, "sk_protocol is a u16 since 5.6");
+        // `struct sock` starts with its sock_common: the same offsets serve request sockets.
+        assert_eq!(btf.offset_of("sock", "__sk_common").unwrap(), 0);
+        assert_eq!(btf.offset_of("request_sock", "__req_common").unwrap(), 0);
+    }
+
+    #[test]
+    fn tcp_tracepoint_params() {
+        let Some(btf) = kernel_btf() else { return };
+        let sock = ParamType::StructPtr("sock".into());
+        for tp in ["tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset", "inet_sock_set_state", "tcp_retransmit_synack"] {
+            let params = btf.tracepoint_params(tp).unwrap_or_else(|e| panic!("{tp}: {e}"));
+            assert_eq!(params[0], sock, "{tp}: the socket comes first");
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ struct JsonEvent<'a> {
 #[serde(untagged)]
 enum JsonDetail<'a> {
     Drop { reason: &'a str, reason_code: u32, location: &'a str, len: u32 },
+    Retransmit { state: Option<&'a str>, count: u32 },
+    Reset { direction: Option<&'a str>, state: Option<&'a str> },
+    ConnectFail { state: Option<&'a str>, duration_ms: Option<f64> },
 }
 
 /// The CONTRACT JSON object of `event`.
@@ -43,6 +46,9 @@ pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
             location: &d.location,
             len: d.len,
         },
+        Detail::Retransmit(t) => JsonDetail::Retransmit { state: t.state, count: t.count },
+        Detail::Reset(t) => JsonDetail::Reset { direction: t.direction, state: t.state },
+        Detail::ConnectFail(t) => JsonDetail::ConnectFail { state: t.state, duration_ms: t.duration_ms },
     };
     serde_json::to_vec(&JsonEvent {
         ts: rfc3339(event.ts_unix_ns),

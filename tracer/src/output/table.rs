@@ -17,6 +17,14 @@ impl<W: Write> TableSink<W> {
 }
 
 const HEADER: &str = "TIME(UTC)     KIND  REASON                 PROTO   SOURCE                        DESTINATION                   DEVICE           NETNS              LEN  LOCATION";
+const TCP_HEADER: &str = "TIME(UTC)     KIND          STATE         SOURCE                                  DESTINATION                             NETNS             DETAIL";
+
+fn header(event: &Event) -> &'static str {
+    match event.detail {
+        Detail::Drop(_) => HEADER,
+        Detail::Retransmit(_) | Detail::Reset(_) | Detail::ConnectFail(_) => TCP_HEADER,
+    }
+}
 
 /// One row, columns aligned with [`HEADER`].
 pub fn row(event: &Event) -> String {
@@ -41,6 +49,18 @@ pub fn row(event: &Event) -> String {
             "{time:<13} {:<5} {:<22} {proto:<7} {src:<29} {dst:<29} {dev:<16} {netns:<16} {:>5}  {}",
             "drop", d.reason, d.len, d.location
         ),
+        Detail::Retransmit(t) | Detail::Reset(t) | Detail::ConnectFail(t) => {
+            let detail = match &event.detail {
+                Detail::Retransmit(_) => format!("#{} for this flow", t.count),
+                Detail::Reset(_) => t.direction.unwrap_or("-").to_string(),
+                _ => t.duration_ms.map_or_else(|| "gave up".to_string(), |ms| format!("gave up after {:.1}s", ms / 1000.0)),
+            };
+            format!(
+                "{time:<13} {:<13} {:<13} {src:<39} {dst:<39} {netns:<17} {detail}",
+                event.detail.kind(),
+                t.state.unwrap_or("-")
+            )
+        }
     }
 }
 
@@ -55,7 +75,7 @@ fn with_pod(endpoint: Option<String>, pod: Option<&str>) -> String {
 impl<W: Write> Sink for TableSink<W> {
     fn event(&mut self, event: &Event) -> io::Result<()> {
         if !self.header_written {
-            write_line(&mut self.out, HEADER.as_bytes())?;
+            write_line(&mut self.out, header(event).as_bytes())?;
             self.header_written = true;
         }
         write_line(&mut self.out, row(event).as_bytes())

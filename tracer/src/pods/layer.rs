@@ -2,7 +2,7 @@
 //! selection against what exists, keep the registry and the kernel filter current while tracing,
 //! and name the pods of each event.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use aya::Ebpf;
 use tokio::sync::mpsc;
@@ -211,15 +211,35 @@ impl PodLayer {
     /// Names the event's pods (by address and by network namespace, at the event's time) and
     /// says whether it passes the selection.
     pub fn annotate(&self, event: &mut Event) -> bool {
-        let ts = event.ts_unix_ns;
-        let src = event.flow.src.and_then(|ip| self.registry.by_ip(ip, ts));
-        let dst = event.flow.dst.and_then(|ip| self.registry.by_ip(ip, ts));
-        let seen_in = event.netns.and_then(|inode| self.registry.by_netns(inode, ts));
-        event.src_pod = src.map(Pod::full_name);
-        event.dst_pod = dst.map(Pod::full_name);
-        event.netns_pod = seen_in.map(Pod::full_name);
-        self.selection.is_empty() || [src, dst, seen_in].into_iter().flatten().any(|p| self.selection.matches(p))
+        let names = self.names(event.flow.src, event.flow.dst, event.netns, event.ts_unix_ns);
+        event.src_pod = names.src;
+        event.dst_pod = names.dst;
+        event.netns_pod = names.netns;
+        names.selected
     }
+
+    /// The pods of a flow at `ts`, and whether it touches the selection.
+    pub fn names(&self, src: Option<IpAddr>, dst: Option<IpAddr>, netns: Option<u32>, ts: i128) -> PodNames {
+        let src = src.and_then(|ip| self.registry.by_ip(ip, ts));
+        let dst = dst.and_then(|ip| self.registry.by_ip(ip, ts));
+        let seen_in = netns.and_then(|inode| self.registry.by_netns(inode, ts));
+        PodNames {
+            selected: self.selection.is_empty()
+                || [src, dst, seen_in].into_iter().flatten().any(|p| self.selection.matches(p)),
+            src: src.map(Pod::full_name),
+            dst: dst.map(Pod::full_name),
+            netns: seen_in.map(Pod::full_name),
+        }
+    }
+}
+
+/// The pods of one flow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodNames {
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub netns: Option<String>,
+    pub selected: bool,
 }
 
 fn pod_options_named(selection: &Selection) -> &'static str {

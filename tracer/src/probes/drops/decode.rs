@@ -90,7 +90,7 @@ mod tests {
         // SAFETY: DropEvent is plain data; viewing it as bytes is what the ring buffer does.
         let bytes = unsafe { std::slice::from_raw_parts((&raw as *const DropEvent).cast::<u8>(), size_of::<DropEvent>()) };
         let e = decoder().decode(bytes).expect("decodes");
-        let Detail::Drop(d) = &e.detail;
+        let Detail::Drop(d) = &e.detail else { panic!("a drop decodes to a drop detail") };
         assert_eq!(d.reason, "NETFILTER_DROP");
         assert_eq!(d.location, "nf_hook_slow+0x9c");
         assert_eq!(d.len, 42);

@@ -1,0 +1,151 @@
+//! TCP retransmits, resets and failed connects. Plans the BTF tracepoints this kernel has (and
+//! where their socket arguments are), attaches them, and reads the kernel's per-flow map.
+
+pub mod decode;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::{
+    Btf, Ebpf,
+    maps::{HashMap, MapData},
+    programs::BtfTracePoint,
+};
+use tracer_common::tcp::{FlowKey, FlowStats, TcpConfig};
+
+use super::CannotRun;
+use crate::kernel::btf::{KernelBtf, ParamType, VMLINUX_BTF};
+
+const PROBE: &str = "retrans";
+
+/// One BTF tracepoint of the family: its program in tracer-ebpf/src/main.rs and what it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+    /// Without it the command cannot do its job.
+    pub required: bool,
+}
+
+pub const HOOKS: &[Hook] = &[
+    Hook { program: "tcp_retransmit", tracepoint: "tcp_retransmit_skb", required: true },
+    Hook { program: "tcp_retransmit_synack", tracepoint: "tcp_retransmit_synack", required: false },
+    Hook { program: "tcp_send_reset", tracepoint: "tcp_send_reset", required: false },
+    Hook { program: "tcp_receive_reset", tracepoint: "tcp_receive_reset", required: false },
+    Hook { program: "tcp_set_state", tracepoint: "inet_sock_set_state", required: false },
+];
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: TcpConfig,
+    /// Hooks that will be attached.
+    pub hooks: Vec<Hook>,
+    /// Optional hooks this kernel lacks, with why (warned about, Retis-style).
+    pub missing: Vec<String>,
+}
+
+/// Finds each tracepoint's socket (and skb, state) arguments in BTF. A kernel without the
+/// retransmit tracepoint cannot run this probe; any other missing hook is a warning.
+pub fn plan(btf: &KernelBtf) -> Result<Plan, CannotRun> {
+    if !Path::new(VMLINUX_BTF).exists() {
+        return Err(CannotRun { probe: PROBE, reason: format!("BTF tracepoints need the kernel's own BTF ({VMLINUX_BTF} is missing)") });
+    }
+    let mut config = TcpConfig::empty();
+    let mut hooks = Vec::new();
+    let mut missing = Vec::new();
+    for hook in HOOKS {
+        match layout(btf, hook.tracepoint, &mut config) {
+            Ok(()) => hooks.push(*hook),
+            Err(why) if hook.required => return Err(CannotRun { probe: PROBE, reason: why }),
+            Err(why) => missing.push(why),
+        }
+    }
+    Ok(Plan { config, hooks, missing })
+}
+
+fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(), String> {
+    let params = btf.tracepoint_params(tracepoint).map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
+    let find = |name: &str| -> Option<u32> {
+        params.iter().position(|p| *p == ParamType::StructPtr(name.into())).map(|i| i as u32)
+    };
+    let need = |name: &str| find(name).ok_or_else(|| format!("tp_btf/{tracepoint} has no struct {name} * argument"));
+    match tracepoint {
+        "tcp_retransmit_skb" => config.retransmit_sk = need("sock")?,
+        "tcp_retransmit_synack" => {
+            config.synack_sk = need("sock")?;
+            config.synack_req = need("request_sock")?;
+        }
+        "tcp_send_reset" => {
+            config.send_reset_sk = need("sock")?;
+            config.send_reset_skb = need("sk_buff")?;
+        }
+        "tcp_receive_reset" => config.receive_reset_sk = need("sock")?,
+        "inet_sock_set_state" => {
+            config.set_state_sk = need("sock")?;
+            // (sk, int oldstate, int newstate): the two plain integers after the socket.
+            let ints: Vec<u32> = params
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| **p == ParamType::Other)
+                .map(|(i, _)| i as u32)
+                .collect();
+            let [old, new, ..] = ints[..] else {
+                return Err(format!("tp_btf/{tracepoint}: no oldstate/newstate arguments"));
+            };
+            config.set_state_old = old;
+            config.set_state_new = new;
+        }
+        other => return Err(format!("{other}: not a TCP hook")),
+    }
+    Ok(())
+}
+
+/// Loads and attaches the planned programs; links live as long as `ebpf`.
+pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> anyhow::Result<()> {
+    let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+    for hook in &plan.hooks {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(hook.program)
+            .with_context(|| format!("{} program missing from the object", hook.program))?
+            .try_into()?;
+        prog.load(hook.tracepoint, &btf).with_context(|| format!("loading tp_btf/{}", hook.tracepoint))?;
+        prog.attach().with_context(|| format!("attaching tp_btf/{}", hook.tracepoint))?;
+    }
+    Ok(())
+}
+
+/// Every flow in the kernel's per-flow map.
+pub fn read_flows(ebpf: &Ebpf) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
+    let map = ebpf.map("TCP_FLOWS").context("TCP_FLOWS map missing")?;
+    let flows: HashMap<&MapData, FlowKey, FlowStats> = HashMap::try_from(map)?;
+    // An entry evicted or added while iterating may be skipped or seen twice: dedupe by key.
+    let mut out: Vec<(FlowKey, FlowStats)> = Vec::new();
+    for item in flows.iter() {
+        let (key, stats) = item.context("reading TCP_FLOWS")?;
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, stats));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_every_hook_on_the_running_kernel() {
+        let Ok(btf) = KernelBtf::load(None) else {
+            eprintln!("SKIPPED: no kernel BTF on {}", crate::kernel::release());
+            return;
+        };
+        let plan = plan(&btf).expect("this kernel has the TCP tracepoints");
+        assert_eq!(plan.hooks.len(), HOOKS.len(), "missing: {:?}", plan.missing);
+        // (sk, skb) and (sk, oldstate, newstate) on every kernel since 4.16.
+        assert_eq!(plan.config.retransmit_sk, 0);
+        assert_eq!(plan.config.send_reset_sk, 0);
+        assert_eq!(plan.config.send_reset_skb, 1);
+        assert_eq!((plan.config.set_state_old, plan.config.set_state_new), (1, 2));
+        assert_eq!(plan.config.synack_req, 1);
+    }
+}
