@@ -16,7 +16,10 @@ use crate::{
         kallsyms::Kallsyms,
         tracefs,
     },
-    probes::drops::{self, Hook},
+    probes::{
+        drops::{self, Hook},
+        tcp,
+    },
 };
 
 #[derive(Serialize)]
@@ -117,13 +120,25 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
             drops_status(drops::plan(btf, HookChoice::Auto).map_err(|e| e.to_string()), offsets.map_err(|e| e.to_string()), privileged, &hook_report)
         }
     };
+    let retrans_row = match &btf {
+        Err(e) => CommandStatus { command: "retrans", runs: false, hook: None, attach: None, detail: format!("no BTF: {e:#}") },
+        Ok(btf) => retrans_status(tcp::plan(btf), privileged, &hook_report),
+    };
     let runs = drops_row.runs;
-    if let (true, Some(kind)) = (runs, drops_row.hook)
-        && let Some(h) = hook_report.get_mut(kind)
-    {
-        h.used_by.push(drops_row.command);
+    for row in [&drops_row, &retrans_row] {
+        if let (true, Some(kind)) = (row.runs, row.hook)
+            && let Some(h) = hook_report.get_mut(kind)
+        {
+            h.used_by.push(row.command);
+        }
     }
-    let report = Report { kernel: kernel::release(), features: feats, hooks: hook_report, commands: vec![drops_row], drop_reasons: reasons_list };
+    let report = Report {
+        kernel: kernel::release(),
+        features: feats,
+        hooks: hook_report,
+        commands: vec![drops_row, retrans_row],
+        drop_reasons: reasons_list,
+    };
 
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -155,6 +170,32 @@ fn drops_status(
     match hooks.get(kind).and_then(|h| h.available.map(|a| (a, &h.detail))) {
         Some((false, why)) => not(format!("plans {attach}, but this kernel refused a no-op {kind} program: {why}")),
         _ => CommandStatus { command: "drops", runs: true, hook: Some(kind), attach: Some(attach), detail: format!("via {attach}") },
+    }
+}
+
+/// Whether `retrans` runs: its BTF tracepoints resolved (the retransmit one at least) and the
+/// kernel takes tp_btf programs.
+fn retrans_status(
+    plan: Result<tcp::Plan, crate::probes::CannotRun>,
+    privileged: bool,
+    hooks: &BTreeMap<&'static str, HookSupport>,
+) -> CommandStatus {
+    let not = |detail: String| CommandStatus { command: "retrans", runs: false, hook: None, attach: None, detail };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => return not(e.reason),
+    };
+    let attach = "tp_btf/tcp_retransmit_skb";
+    let mut detail = format!("via tp_btf: {}", plan.hooks.iter().map(|h| h.tracepoint).collect::<Vec<_>>().join(", "));
+    if !plan.missing.is_empty() {
+        detail.push_str(&format!(" (without: {})", plan.missing.join("; ")));
+    }
+    if !privileged {
+        return not(format!("would use {attach}, but needs root"));
+    }
+    match hooks.get(hooks::TP_BTF).and_then(|h| h.available.map(|a| (a, &h.detail))) {
+        Some((false, why)) => not(format!("this kernel refused a no-op tp_btf program: {why}")),
+        _ => CommandStatus { command: "retrans", runs: true, hook: Some(hooks::TP_BTF), attach: Some(attach), detail },
     }
 }
 
