@@ -1433,3 +1433,604 @@ pub fn bpf_links() -> Vec<BpfLink> {
 pub fn bpf_progs_named(prefixes: &[&str]) -> Vec<BpfProg> {
     bpf_progs().into_iter().filter(|p| prefixes.iter().any(|x| p.name.starts_with(x))).collect()
 }
+
+// =============================================================================================
+// retrans helpers
+// =============================================================================================
+// Helpers for tests/tests/retrans.rs (`tracer retrans`): TCP traffic (a sink, a sender, a timed
+// connect), what the kernel itself reports for its TCP tracepoints (a private tracefs instance),
+// checks of retrans/reset/connect_fail events, and parsers of the per-flow tables (`--top`
+// snapshots and the `=== summary` table).
+
+/// Listens on `ip` and every port given after it, prints `listening` once all listen, then
+/// serves one connection per port: reads a 16-byte decimal length, then that many bytes, answers
+/// `ok <bytes read>`, and waits (bounded) for the client to close first, so the client's socket
+/// never sees a FIN before all its data was acknowledged.
+pub const TCP_SINK: &str = r#"
+import socket, sys, threading
+ip, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+listeners = []
+for port in ports:
+    l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((ip, port))
+    l.listen(8)
+    l.settimeout(60)
+    listeners.append(l)
+def serve(l):
+    try:
+        c, _ = l.accept()
+        c.settimeout(60)
+        head = b""
+        while len(head) < 16:
+            d = c.recv(16 - len(head))
+            if not d:
+                return
+            head += d
+        want, got = int(head.decode().strip()), 0
+        while got < want:
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            got += len(d)
+        c.sendall(b"ok %d\n" % got)
+        c.recv(1)
+        c.close()
+    except OSError:
+        pass
+threads = [threading.Thread(target=serve, args=(l,)) for l in listeners]
+for t in threads:
+    t.start()
+print("listening", flush=True)
+for t in threads:
+    t.join()
+"#;
+
+/// Connects from `src:sport` to `dst:dport`, sends a 16-byte length and `bytes` bytes, waits for
+/// the sink's `ok N`, closes; prints `ok N SECONDS` or `error ...`. Bounded by `timeout` per
+/// socket operation.
+pub const TCP_SEND: &str = r#"
+import socket, sys, time
+src, sport, dst, dport, size, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((src, sport))
+s.settimeout(timeout)
+t = time.time()
+try:
+    s.connect((dst, dport))
+    s.sendall(b"%15d\n" % size)
+    chunk = b"x" * (1 << 16)
+    left = size
+    while left > 0:
+        n = min(left, len(chunk))
+        s.sendall(chunk[:n])
+        left -= n
+    r = b""
+    while not r.endswith(b"\n"):
+        d = s.recv(64)
+        if not d:
+            break
+        r += d
+    s.close()
+    print("%s %.3f" % (r.decode().strip(), time.time() - t))
+except OSError as e:
+    # socket.timeout is TimeoutError: it also catches the kernel's ETIMEDOUT, which has an errno.
+    print("error %d" % e.errno if e.errno else "error timeout")
+"#;
+
+/// One connect from `src:sport` to `dst:dport` with `TCP_SYNCNT` = `syncnt` (0: the kernel's
+/// default), a `timeout`, and, once connected, `hold` seconds before closing. Prints
+/// `RESULT ELAPSED_MS` with RESULT `connected`, `timeout` or `error ERRNO`, ELAPSED_MS the time
+/// connect() took.
+pub const TCP_CONNECT_TIMED: &str = r#"
+import socket, sys, time
+src, sport, dst, dport, timeout, syncnt, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if syncnt > 0:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, syncnt)
+s.bind((src, sport))
+s.settimeout(timeout)
+t = time.monotonic()
+try:
+    s.connect((dst, dport))
+    r = "connected"
+except OSError as e:
+    # socket.timeout is TimeoutError: it also catches the kernel's ETIMEDOUT, which has an errno.
+    r = "error %d" % e.errno if e.errno else "timeout"
+print("%s %d" % (r, round((time.monotonic() - t) * 1000)), flush=True)
+if r == "connected":
+    time.sleep(hold)
+s.close()
+"#;
+
+/// argv of [`TCP_SEND`], for `Netns::spawn`/`exec_timeout` or `Pod::spawn`/`exec_timeout`.
+pub fn tcp_send_argv(src: &str, sport: u16, dst: &str, dport: u16, bytes: u64, timeout: f64) -> Vec<String> {
+    assert!(bytes <= 64 << 20, "bounded traffic only");
+    vec![
+        "python3".into(),
+        "-c".into(),
+        TCP_SEND.into(),
+        src.into(),
+        sport.to_string(),
+        dst.into(),
+        dport.to_string(),
+        bytes.to_string(),
+        timeout.to_string(),
+    ]
+}
+
+/// argv of [`TCP_CONNECT_TIMED`].
+pub fn tcp_connect_timed_argv(
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    timeout: f64,
+    syncnt: u32,
+    hold: f64,
+) -> Vec<String> {
+    vec![
+        "python3".into(),
+        "-c".into(),
+        TCP_CONNECT_TIMED.into(),
+        src.into(),
+        sport.to_string(),
+        dst.into(),
+        dport.to_string(),
+        timeout.to_string(),
+        syncnt.to_string(),
+        hold.to_string(),
+    ]
+}
+
+/// `Vec<String>` argv as `Vec<&str>`.
+pub fn argv_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A running [`TCP_SINK`]; killed on drop.
+pub struct TcpSink {
+    child: Option<Child>,
+}
+
+impl TcpSink {
+    /// Starts the sink through `spawn` (e.g. `|a| ns.spawn(a)` or `|a| pod.spawn(a)`) and waits
+    /// (up to 10 s) until it prints `listening`.
+    pub fn start(spawn: impl FnOnce(&[&str]) -> Child, ip: &str, ports: &[u16]) -> TcpSink {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let mut argv = vec!["python3", "-c", TCP_SINK, ip];
+        argv.extend(ports.iter().map(String::as_str));
+        let mut child = spawn(&argv);
+        let stdout = child.stdout.take().expect("sink stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Drain the rest so the sink never blocks on a full pipe.
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        if line.trim() != "listening" {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            panic!(
+                "TCP sink on {ip} {ports:?} did not start (first line {line:?}); stderr: {}",
+                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default()
+            );
+        }
+        TcpSink { child: Some(child) }
+    }
+}
+
+impl Drop for TcpSink {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Appends an iptables-legacy rule (`-A INPUT ...`) through `exec` (a `Netns::exec_ok` or
+/// `Pod::exec_ok`) that drops every `every`-th TCP segment of at least 1000 bytes to `dport`:
+/// data segments only, never a SYN, a pure ACK or a FIN, so only the sender's data is
+/// retransmitted, and deterministically (statistic `nth`, not random).
+pub fn lossy_input_rule(dport: u16, every: u32) -> Vec<String> {
+    [
+        "iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &dport.to_string(), "-m", "length", "--length",
+        "1000:65535", "-m", "statistic", "--mode", "nth", "--every", &every.to_string(), "--packet", "0", "-j", "DROP",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// TCP state names as the tracer prints them (the kernel's `TCP_*` without the prefix).
+pub const TCP_STATE_NAMES: &[&str] = &[
+    "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK",
+    "LISTEN", "CLOSING", "NEW_SYN_RECV", "BOUND_INACTIVE",
+];
+
+/// `IP:PORT` (or `[IPv6]:PORT`) with a non-zero port.
+pub fn is_ip_port(s: &str) -> bool {
+    let Some((ip, port)) = s.rsplit_once(':') else { return false };
+    let ip = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
+    ip.parse::<std::net::IpAddr>().is_ok() && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// Checks a `retransmit`, `reset` or `connect_fail` event: the common fields (see
+/// [`check_common`]), `proto` "tcp", both ends `IP:PORT`, `netns` and `netns_pod` present,
+/// `ifname` null, and the kind's own fields: retransmit `state` and `count` >= 1; reset
+/// `direction` sent|received and `state` (a name, or null where the kernel had no socket);
+/// connect_fail `state` and `duration_ms` >= 0.
+pub fn check_tcp_event(ev: &Value, window: (i128, i128)) {
+    check_common(ev, window);
+    let kind = ev["kind"].as_str().unwrap_or_default();
+    assert!(["retransmit", "reset", "connect_fail"].contains(&kind), "event {ev}: not a retrans kind");
+    assert_eq!(ev["proto"], "tcp", "event {ev}: proto");
+    for k in ["src", "dst"] {
+        let v = ev[k].as_str().unwrap_or_default();
+        assert!(is_ip_port(v), "event {ev}: {k} {v:?} is not IP:PORT");
+    }
+    let obj = ev.as_object().expect("object");
+    assert!(obj.contains_key("netns_pod"), "event {ev}: missing netns_pod");
+    assert!(
+        ev["netns_pod"].is_null() || ev["netns_pod"].as_str().is_some_and(|p| p.split('/').count() == 2),
+        "event {ev}: netns_pod must be namespace/name or null"
+    );
+    assert!(ev["ifname"].is_null(), "event {ev}: ifname must be null for TCP socket events");
+    let state_ok = |v: &Value| v.as_str().is_some_and(|s| TCP_STATE_NAMES.contains(&s));
+    match kind {
+        "retransmit" => {
+            assert!(state_ok(&ev["state"]), "event {ev}: state must be one of {TCP_STATE_NAMES:?}");
+            assert!(ev["count"].as_u64().is_some_and(|c| c >= 1), "event {ev}: count must be an integer >= 1");
+            assert!(ev["netns"].is_u64(), "event {ev}: netns must be the socket's namespace inode");
+        }
+        "reset" => {
+            let d = ev["direction"].as_str().unwrap_or_default();
+            assert!(d == "sent" || d == "received", "event {ev}: direction must be sent or received");
+            assert!(obj.contains_key("state"), "event {ev}: missing state");
+            assert!(ev["state"].is_null() || state_ok(&ev["state"]), "event {ev}: state must be a TCP state name or null");
+            if d == "received" {
+                assert!(ev["netns"].is_u64(), "event {ev}: netns must be the socket's namespace inode");
+            }
+        }
+        _ => {
+            assert!(state_ok(&ev["state"]), "event {ev}: state must be one of {TCP_STATE_NAMES:?}");
+            assert!(ev["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "event {ev}: duration_ms must be a number >= 0");
+            assert!(ev["netns"].is_u64(), "event {ev}: netns must be the socket's namespace inode");
+        }
+    }
+}
+
+/// Events of `kind` whose `src`/`dst` are exactly these.
+pub fn tcp_events<'a>(events: &'a [Value], kind: &str, src: &str, dst: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind && e["src"] == src && e["dst"] == dst).collect()
+}
+
+/// Number of `retransmit` events per (src, dst).
+pub fn retransmits_by_flow(events: &[Value]) -> BTreeMap<(String, String), u64> {
+    let mut m = BTreeMap::new();
+    for e in events.iter().filter(|e| e["kind"] == "retransmit") {
+        let key = (e["src"].as_str().unwrap_or("").to_string(), e["dst"].as_str().unwrap_or("").to_string());
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
+/// One record of a TCP tracepoint in tracefs.
+#[derive(Clone, Debug)]
+pub struct KernelTcpRecord {
+    /// `tcp_retransmit_skb`, `tcp_retransmit_synack`, `tcp_send_reset`, `tcp_receive_reset`,
+    /// `inet_sock_set_state`.
+    pub event: String,
+    /// Trace clock seconds.
+    pub time: f64,
+    /// Every `key=value` word.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl KernelTcpRecord {
+    fn field(&self, k: &str) -> &str {
+        self.fields.get(k).map(String::as_str).unwrap_or("")
+    }
+
+    /// (src, dst) as `IP:PORT`, in the event's own direction (for `tcp_send_reset`, the RST's:
+    /// the kernel reverses the incoming segment's tuple when it has no socket).
+    pub fn flow(&self) -> (String, String) {
+        if self.event == "tcp_send_reset" {
+            return (self.field("src").to_string(), self.field("dest").to_string());
+        }
+        (
+            format!("{}:{}", self.field("saddr"), self.field("sport")),
+            format!("{}:{}", self.field("daddr"), self.field("dport")),
+        )
+    }
+
+    /// The `state=` word without its `TCP_` prefix (`UNKNOWN` stays as it is).
+    pub fn state(&self) -> String {
+        self.field("state").trim_start_matches("TCP_").to_string()
+    }
+}
+
+/// What the kernel itself reports through its TCP tracepoints while a test runs: a private
+/// tracefs instance (non-overwriting) with tcp:tcp_retransmit_skb, tcp:tcp_retransmit_synack,
+/// tcp:tcp_send_reset, tcp:tcp_receive_reset and sock:inet_sock_set_state enabled. Tracepoints
+/// that this kernel lacks are left out (see [`KernelTcpLog::missing`]). Removed on drop.
+pub struct KernelTcpLog {
+    dir: PathBuf,
+    enabled: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+const KERNEL_TCP_EVENTS: &[&str] = &[
+    "tcp/tcp_retransmit_skb",
+    "tcp/tcp_retransmit_synack",
+    "tcp/tcp_send_reset",
+    "tcp/tcp_receive_reset",
+    "sock/inet_sock_set_state",
+];
+
+impl KernelTcpLog {
+    pub fn new() -> KernelTcpLog {
+        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("instances").is_dir())
+            .expect("tracefs not mounted");
+        let dir = root.join("instances").join(unique_name("kt"));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let mut log = KernelTcpLog { dir, enabled: Vec::new(), missing: Vec::new() };
+        let _ = fs::write(log.dir.join("options/overwrite"), "0");
+        let _ = fs::write(log.dir.join("buffer_size_kb"), "4096");
+        for ev in KERNEL_TCP_EVENTS {
+            let enable = log.dir.join("events").join(ev).join("enable");
+            if enable.exists() {
+                fs::write(&enable, "1").unwrap_or_else(|e| panic!("enable {ev}: {e}"));
+                log.enabled.push(ev.to_string());
+            } else {
+                log.missing.push(ev.to_string());
+            }
+        }
+        log
+    }
+
+    /// Every record so far (of every namespace on the machine: filter by flow).
+    pub fn records(&self) -> Vec<KernelTcpRecord> {
+        let text = fs::read_to_string(self.dir.join("trace")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let i = words.iter().position(|w| {
+                    w.ends_with(':') && KERNEL_TCP_EVENTS.iter().any(|e| e.ends_with(&format!("/{}", w.trim_end_matches(':'))))
+                })?;
+                let time = words.get(i.checked_sub(1)?)?.trim_end_matches(':').parse().ok()?;
+                let fields = words[i + 1..]
+                    .iter()
+                    .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect();
+                Some(KernelTcpRecord { event: words[i].trim_end_matches(':').to_string(), time, fields })
+            })
+            .collect()
+    }
+
+    /// Records of `event` for exactly this flow (in the record's own direction, see
+    /// [`KernelTcpRecord::flow`]).
+    pub fn of(&self, event: &str, src: &str, dst: &str) -> Vec<KernelTcpRecord> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.event == event && r.flow() == (src.to_string(), dst.to_string()))
+            .collect()
+    }
+
+    /// How many times the kernel retransmitted from `src` to `dst` (tcp_retransmit_skb and
+    /// tcp_retransmit_synack together).
+    pub fn retransmits(&self, src: &str, dst: &str) -> usize {
+        self.of("tcp_retransmit_skb", src, dst).len() + self.of("tcp_retransmit_synack", src, dst).len()
+    }
+}
+
+impl Default for KernelTcpLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KernelTcpLog {
+    fn drop(&mut self) {
+        for ev in &self.enabled {
+            let _ = fs::write(self.dir.join("events").join(ev).join("enable"), "0");
+        }
+        for _ in 0..50 {
+            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove tracefs instance {}", self.dir.display());
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (any number of fraction digits up to 9) to Unix
+/// nanoseconds.
+pub fn parse_rfc3339_utc(s: &str) -> Option<i128> {
+    let body = s.strip_suffix('Z')?;
+    let (secs, frac) = match body.split_once('.') {
+        Some((a, f)) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) => (a, f.to_string()),
+        Some(_) => return None,
+        None => (body, String::new()),
+    };
+    parse_rfc3339_nanos(&format!("{secs}.{frac:0<9}Z"))
+}
+
+/// One row of a per-flow table (`--top` snapshot or `=== summary`): the eight columns
+/// `SRC DST SRC_POD DST_POD RETRANS RESETS STATE LAST_SEEN` (pods `-` when unknown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRow {
+    pub src: String,
+    pub dst: String,
+    pub src_pod: String,
+    pub dst_pod: String,
+    pub retransmits: u64,
+    pub resets: u64,
+    pub state: String,
+    pub last_seen: String,
+}
+
+/// One per-flow table: its title (`=== TS  N flows` or `=== summary TS  N flows`) and rows.
+#[derive(Clone, Debug)]
+pub struct FlowTable {
+    pub title: String,
+    pub ts_nanos: i128,
+    pub is_summary: bool,
+    pub rows: Vec<FlowRow>,
+}
+
+impl FlowTable {
+    /// The row of (src, dst), if any (panics if there are two).
+    pub fn row(&self, src: &str, dst: &str) -> Option<&FlowRow> {
+        let rows: Vec<&FlowRow> = self.rows.iter().filter(|r| r.src == src && r.dst == dst).collect();
+        assert!(rows.len() <= 1, "table {:?} has {} rows for {src} -> {dst}: {rows:?}", self.title, rows.len());
+        rows.first().copied()
+    }
+}
+
+/// Parses a table title: (is_summary, ts nanos, N). `N flows` (or `1 flow`).
+pub fn parse_flow_table_title(line: &str) -> Option<(bool, i128, usize)> {
+    let rest = line.strip_prefix("=== ")?;
+    let (summary, rest) = match rest.strip_prefix("summary ") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let [ts, n, what] = words[..] else { return None };
+    let n: usize = n.parse().ok()?;
+    if !(what == "flows" || (what == "flow" && n == 1)) {
+        return None;
+    }
+    Some((summary, parse_rfc3339_utc(ts)?, n))
+}
+
+/// Parses one 8-column row.
+pub fn parse_flow_row(line: &str) -> Option<FlowRow> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let [src, dst, src_pod, dst_pod, retrans, resets, state, last_seen] = w[..] else { return None };
+    Some(FlowRow {
+        src: src.into(),
+        dst: dst.into(),
+        src_pod: src_pod.into(),
+        dst_pod: dst_pod.into(),
+        retransmits: retrans.parse().ok()?,
+        resets: resets.parse().ok()?,
+        state: state.into(),
+        last_seen: last_seen.into(),
+    })
+}
+
+/// Parses the table whose title is `lines[i]`: title, a header starting with `SOURCE`, then
+/// exactly N rows. Returns the table and the index after it; panics naming the bad line.
+pub fn parse_flow_table_at(lines: &[&str], i: usize) -> (FlowTable, usize) {
+    let ctx = || lines.join("\n");
+    let (is_summary, ts_nanos, n) = parse_flow_table_title(lines[i]).unwrap_or_else(|| {
+        panic!("line {:?} is not a table title `=== [summary ]<RFC3339 UTC>  <N> flows`; all:\n{}", lines[i], ctx())
+    });
+    let header = lines.get(i + 1).copied().unwrap_or_default();
+    assert!(header.starts_with("SOURCE"), "after title {:?}: want a header starting with SOURCE, got {header:?}; all:\n{}", lines[i], ctx());
+    let mut rows = Vec::new();
+    for k in 0..n {
+        let l = lines.get(i + 2 + k).copied().unwrap_or_default();
+        let row = parse_flow_row(l).unwrap_or_else(|| {
+            panic!(
+                "table {:?} promises {n} rows; row {k} {l:?} is not `SRC DST SRC_POD DST_POD RETRANS RESETS STATE LAST_SEEN`; all:\n{}",
+                lines[i],
+                ctx()
+            )
+        });
+        rows.push(row);
+    }
+    (FlowTable { title: lines[i].to_string(), ts_nanos, is_summary, rows }, i + 2 + n)
+}
+
+/// The `--top` text output: nothing but tables (blank lines between them allowed).
+pub fn parse_top_text(lines: &[String]) -> Vec<FlowTable> {
+    let lines: Vec<&str> = lines.iter().map(|l| l.trim_end()).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim().is_empty() {
+            i += 1;
+            continue;
+        }
+        let (t, next) = parse_flow_table_at(&lines, i);
+        out.push(t);
+        i = next;
+    }
+    out
+}
+
+/// The last `=== summary` table among other output (stream stdout, or stderr in JSON mode).
+pub fn find_summary_table(lines: &[&str]) -> Option<FlowTable> {
+    let lines: Vec<&str> = lines.iter().map(|l| l.trim_end()).collect();
+    let i = lines.iter().rposition(|l| l.starts_with("=== summary"))?;
+    Some(parse_flow_table_at(&lines, i).0)
+}
+
+/// The `--top -o json` output: one object per line,
+/// `{"snapshot": TS, "final": BOOL, "flows": [{"src","dst","src_pod","dst_pod","retransmits","resets","state","last_seen"}]}`;
+/// pods null become `-` as in the text table.
+pub fn parse_top_json(lines: &[String]) -> Vec<FlowTable> {
+    parse_json_lines(lines)
+        .iter()
+        .map(|o| {
+            let ts = o["snapshot"].as_str().unwrap_or_else(|| panic!("top JSON {o}: snapshot must be a timestamp string"));
+            let ts_nanos = parse_rfc3339_utc(ts).unwrap_or_else(|| panic!("top JSON {o}: snapshot {ts:?} is not RFC 3339 UTC"));
+            let is_summary = o["final"].as_bool().unwrap_or_else(|| panic!("top JSON {o}: final must be a bool"));
+            let flows = o["flows"].as_array().unwrap_or_else(|| panic!("top JSON {o}: flows must be an array"));
+            let rows = flows
+                .iter()
+                .map(|f| {
+                    let s = |k: &str| f[k].as_str().unwrap_or_else(|| panic!("top JSON flow {f}: {k} must be a string")).to_string();
+                    let pod = |k: &str| match &f[k] {
+                        Value::Null => "-".to_string(),
+                        Value::String(p) if p.split('/').count() == 2 => p.clone(),
+                        v => panic!("top JSON flow {f}: {k} must be namespace/name or null, got {v}"),
+                    };
+                    let n = |k: &str| f[k].as_u64().unwrap_or_else(|| panic!("top JSON flow {f}: {k} must be an unsigned integer"));
+                    FlowRow {
+                        src: s("src"),
+                        dst: s("dst"),
+                        src_pod: pod("src_pod"),
+                        dst_pod: pod("dst_pod"),
+                        retransmits: n("retransmits"),
+                        resets: n("resets"),
+                        state: s("state"),
+                        last_seen: s("last_seen"),
+                    }
+                })
+                .collect();
+            FlowTable { title: format!("json snapshot {ts}"), ts_nanos, is_summary, rows }
+        })
+        .collect()
+}
+
+/// Ids of the BPF programs process `pid` holds open (program and link file descriptors name
+/// them as `prog_id:` in /proc/PID/fdinfo). Empty once the process is gone.
+pub fn bpf_prog_ids_of_pid(pid: i32) -> BTreeSet<u64> {
+    let dir = PathBuf::from(format!("/proc/{pid}/fdinfo"));
+    let Ok(entries) = fs::read_dir(&dir) else { return BTreeSet::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
