@@ -1741,9 +1741,10 @@ impl KernelTcpRecord {
     }
 
     /// (src, dst) as `IP:PORT`, in the event's own direction (for `tcp_send_reset`, the RST's:
-    /// the kernel reverses the incoming segment's tuple when it has no socket).
+    /// the kernel reverses the incoming segment's tuple when it has no socket). 6.10+ prints
+    /// `tcp_send_reset` as `src=IP:PORT dest=IP:PORT`, older kernels like the other events.
     pub fn flow(&self) -> (String, String) {
-        if self.event == "tcp_send_reset" {
+        if self.fields.contains_key("src") && self.fields.contains_key("dest") {
             return (self.field("src").to_string(), self.field("dest").to_string());
         }
         (
