@@ -278,7 +278,8 @@ pub fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if !wanted(&flow, netns) {
         return Ok(());
     }
-    bump(&flow, netns, ts, state::CLOSE, Counter::ConnectFails);
+    // The flow's last state stays the one the connect gave up in: SYN_SENT says "no answer".
+    bump(&flow, netns, ts, state::SYN_SENT, Counter::ConnectFails);
     let tried = if started != 0 && started <= ts { ts - started } else { 0 };
     emit(kind::CONNECT_FAIL, ts, &flow, netns, state::SYN_SENT, 0, tried, 0);
     Ok(())

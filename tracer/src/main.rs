@@ -91,9 +91,15 @@ fn clap_error(err: &clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = err.render().to_string();
-            let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            eprintln!("tracer: error: {first} (see 'tracer --help')");
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            // "required arguments were not provided:" names them on the following lines.
+            let mut line = first.to_string();
+            if first.ends_with(':') {
+                let named: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+                line = format!("{first} {}", named.join(", "));
+            }
+            eprintln!("tracer: error: {line} (see 'tracer --help')");
             ExitCode::from(2)
         }
     }
