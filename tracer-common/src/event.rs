@@ -13,6 +13,8 @@ pub mod kind {
     pub const RESET: u16 = 3;
     /// [`crate::tcp::TcpEvent`]: a connect that gave up (SYN_SENT -> CLOSE).
     pub const CONNECT_FAIL: u16 = 4;
+    /// [`crate::nat::NatEvent`]: a NATed connection first seen or changed state.
+    pub const NAT: u16 = 5;
 }
 
 /// Counter slots in the per-CPU `COUNTERS` map: `kind * COUNTERS_PER_KIND + slot`.

@@ -13,6 +13,7 @@ pub mod drop;
 pub mod event;
 pub mod filter;
 pub mod flow;
+pub mod nat;
 pub mod offsets;
 pub mod tcp;
 
@@ -39,6 +40,10 @@ user_pod!(
     drop::DropEvent,
     drop::DropConfig,
     tcp::TcpEvent,
+    nat::NatEvent,
+    nat::NatConfig,
+    nat::NatSeen,
+    nat::NatTuple,
     tcp::TcpConfig,
     tcp::FlowKey,
     tcp::FlowStats,

@@ -101,3 +101,10 @@ pub fn matches(flow: &RawFlow) -> bool {
     }
     false
 }
+
+/// [`matches`] and [`matches_pods`] as one BPF subprogram: programs that filter more than one
+/// flow would otherwise inline the filter's temporaries twice and pass the 512-byte stack.
+#[inline(never)]
+pub fn passes(flow: &RawFlow, netns: u32) -> bool {
+    matches(flow) && matches_pods(flow, netns)
+}

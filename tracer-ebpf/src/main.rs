@@ -7,6 +7,7 @@ mod drops;
 mod emit;
 mod filter;
 mod kernel;
+mod nat;
 mod skb;
 mod sock;
 mod tcp;
@@ -63,6 +64,13 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tcp_set_state(ctx: BtfTracePointContext) -> i32 {
     let _ = tcp::try_set_state(&ctx);
+    0
+}
+
+/// net:net_dev_start_xmit (kernel >= 4.14): the conntrack entry of every transmitted packet.
+#[btf_tracepoint(function = "net_dev_start_xmit")]
+pub fn nat_xmit(ctx: BtfTracePointContext) -> i32 {
+    let _ = nat::try_xmit(&ctx);
     0
 }
 

@@ -33,6 +33,28 @@ pub enum Detail {
     Retransmit(TcpDetail),
     Reset(TcpDetail),
     ConnectFail(TcpDetail),
+    Nat(NatDetail),
+}
+
+/// A NATed connection, as conntrack holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatDetail {
+    /// `dnat`, `snat` or `both`.
+    pub nat: &'static str,
+    pub orig_src: Option<String>,
+    pub orig_dst: Option<String>,
+    pub reply_src: Option<String>,
+    pub reply_dst: Option<String>,
+    pub reply_seen: bool,
+    pub assured: bool,
+    /// `new`, `reply`, `assured`, or `no_reply` (no reply within --reply-timeout).
+    pub state: &'static str,
+    /// Where DNAT sent the connection (the reply tuple's source), and its pod.
+    pub backend: Option<String>,
+    pub backend_ip: Option<IpAddr>,
+    pub backend_pod: Option<String>,
+    /// The conntrack entry's address: one connection within a run.
+    pub conn: u64,
 }
 
 impl Detail {
@@ -43,6 +65,7 @@ impl Detail {
             Self::Retransmit(_) => "retransmit",
             Self::Reset(_) => "reset",
             Self::ConnectFail(_) => "connect_fail",
+            Self::Nat(_) => "nat",
         }
     }
 }

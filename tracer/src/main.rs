@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, error::ErrorKind};
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::{DropsConfig, PodsCommandConfig, RetransConfig}},
+    cli::{Cli, Command, UsageError, config::{DropsConfig, NatConfig, PodsCommandConfig, RetransConfig}},
     probes::CannotRun,
 };
 
@@ -58,6 +58,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retrans(args) => {
             let config = RetransConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::retrans::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Nat(args) => {
+            let config = NatConfig::from_args(args)?;
+            tokio_runtime()?.block_on(commands::nat::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pods(args) => {

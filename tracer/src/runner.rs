@@ -59,11 +59,25 @@ pub async fn run(
     stop: Stop,
     sink: &mut dyn Sink,
     pods: &mut PodLayer,
+    decode: impl FnMut(&EventHeader, &[u8]) -> Option<Event>,
+) -> anyhow::Result<Delivered> {
+    run_with_ticks(ebpf, stop, sink, pods, decode, |_| Vec::new()).await
+}
+
+/// [`run`], plus `tick(now)` every [`TICK`]: events a command makes itself from what it has
+/// seen (a connection that got no reply in time, say).
+pub async fn run_with_ticks(
+    ebpf: &mut Ebpf,
+    stop: Stop,
+    sink: &mut dyn Sink,
+    pods: &mut PodLayer,
     mut decode: impl FnMut(&EventHeader, &[u8]) -> Option<Event>,
+    mut tick: impl FnMut(i128) -> Vec<Event>,
 ) -> anyhow::Result<Delivered> {
     let Waits { mut ring, mut sigint, mut sigterm, deadline } = waits(ebpf, stop.duration)?;
     let mut out = Output { stop, sink, delivered: Delivered::default(), held: VecDeque::new() };
     let mut hold_check = interval(MAX_HOLD / 4);
+    let mut ticks = interval(TICK);
 
     'outer: loop {
         tokio::select! {
@@ -87,6 +101,13 @@ pub async fn run(
                     pods.apply(msg)?;
                     if let Flow::Stop = out.release(pods, false)? {
                         break;
+                    }
+                }
+            }
+            _ = ticks.tick() => {
+                for event in tick(now_unix_ns()) {
+                    if let Flow::Stop = out.offer(event, pods)? {
+                        break 'outer;
                     }
                 }
             }
@@ -118,6 +139,9 @@ pub async fn run(
     }
     Ok(out.delivered)
 }
+
+/// How often `run_with_ticks` calls its tick.
+pub const TICK: Duration = Duration::from_millis(250);
 
 /// What a command's event loop waits on: the ring buffer, Ctrl-C, SIGTERM and --duration.
 pub struct Waits {

@@ -7,7 +7,7 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{DropsArgs, RetransArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{DropsArgs, NatArgs, RetransArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
 /// Options every tracing command shares.
@@ -45,6 +45,22 @@ impl RetransConfig {
             return Err(UsageError(format!("--interval {}: at least 100ms", args.interval.unwrap_or_default())));
         }
         Ok(Self { trace: TraceConfig::from_args(args.trace)?, top: args.top.then_some(interval) })
+    }
+}
+
+/// `tracer nat`.
+#[derive(Debug, Clone)]
+pub struct NatConfig {
+    pub trace: TraceConfig,
+    pub reply_timeout: Duration,
+}
+
+impl NatConfig {
+    pub fn from_args(args: NatArgs) -> Result<Self, UsageError> {
+        let reply_timeout = parse_duration(&args.reply_timeout).map_err(|_| {
+            UsageError(format!("--reply-timeout {}: expected a duration such as 500ms, 3s or 1m", args.reply_timeout))
+        })?;
+        Ok(Self { trace: TraceConfig::from_args(args.trace)?, reply_timeout })
     }
 }
 

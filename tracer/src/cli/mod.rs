@@ -41,6 +41,9 @@ pub enum Command {
     /// TCP retransmits, resets and failed connects, live; --top shows a refreshing per-flow table
     #[command(after_help = RETRANS_HELP)]
     Retrans(RetransArgs),
+    /// Conntrack NAT rewrites (original flow -> translated flow), and whether a reply ever came
+    #[command(after_help = NAT_HELP)]
+    Nat(NatArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
@@ -66,6 +69,18 @@ Examples:
   tracer retrans -o json --port 443 --duration 30s
   tracer retrans --top --namespace shop
   tracer retrans --top --interval 5s --duration 1m > retrans.txt";
+
+const NAT_HELP: &str = "\
+Each NATed connection (a Service's ClusterIP DNATed to a backend, masquerade, NodePort) is shown
+when conntrack first carries it out of a device (state new), and again when the backend's reply
+is seen (reply) and when the connection is assured. A connection whose reply does not come within
+--reply-timeout is shown once more with state no_reply: the Service resolved to a backend that
+did not answer.
+
+Examples:
+  tracer nat --pod shop/web-0
+  tracer nat -o json --ip 10.96.0.0/12 --duration 30s
+  tracer nat --reply-timeout 5s --port 53";
 
 const PODS_HELP: &str = "\
 Pod names come from the container runtime (CRI: containerd's socket by default), the Kubernetes
@@ -199,6 +214,15 @@ pub struct RetransArgs {
     /// How often --top refreshes (e.g. 500ms, 2s)
     #[arg(long, value_name = "DUR", requires = "top")]
     pub interval: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NatArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Mark connections with no reply after this long (e.g. 1s, 500ms)
+    #[arg(long, value_name = "DUR", default_value = "3s")]
+    pub reply_timeout: String,
 }
 
 #[derive(Debug, Args)]

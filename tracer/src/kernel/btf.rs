@@ -126,6 +126,14 @@ impl KernelBtf {
         Ok(total_bits / 8)
     }
 
+    /// Size in bytes of `struct name` (or union).
+    pub fn size_of(&self, name: &str) -> Result<u32, BtfError> {
+        match self.find_struct(name)? {
+            (_, Type::Struct(s) | Type::Union(s)) => Ok(s.size() as u32),
+            _ => Err(BtfError::NoType { kind: "struct", name: name.to_string() }),
+        }
+    }
+
     /// The (name, value) pairs of `enum name` (plain or 64-bit enum).
     pub fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
         let (btf, t) = self.find(name, "enum", |t| matches!(t, Type::Enum(_) | Type::Enum64(_)))?;

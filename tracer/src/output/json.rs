@@ -35,6 +35,18 @@ enum JsonDetail<'a> {
     Retransmit { state: Option<&'a str>, count: u32 },
     Reset { direction: Option<&'a str>, state: Option<&'a str> },
     ConnectFail { state: Option<&'a str>, duration_ms: Option<f64> },
+    Nat {
+        nat: &'a str,
+        orig_src: Option<&'a str>,
+        orig_dst: Option<&'a str>,
+        reply_src: Option<&'a str>,
+        reply_dst: Option<&'a str>,
+        reply_seen: bool,
+        assured: bool,
+        state: &'a str,
+        backend: Option<&'a str>,
+        backend_pod: Option<&'a str>,
+    },
 }
 
 /// The CONTRACT JSON object of `event`.
@@ -49,6 +61,18 @@ pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
         Detail::Retransmit(t) => JsonDetail::Retransmit { state: t.state, count: t.count },
         Detail::Reset(t) => JsonDetail::Reset { direction: t.direction, state: t.state },
         Detail::ConnectFail(t) => JsonDetail::ConnectFail { state: t.state, duration_ms: t.duration_ms },
+        Detail::Nat(n) => JsonDetail::Nat {
+            nat: n.nat,
+            orig_src: n.orig_src.as_deref(),
+            orig_dst: n.orig_dst.as_deref(),
+            reply_src: n.reply_src.as_deref(),
+            reply_dst: n.reply_dst.as_deref(),
+            reply_seen: n.reply_seen,
+            assured: n.assured,
+            state: n.state,
+            backend: n.backend.as_deref(),
+            backend_pod: n.backend_pod.as_deref(),
+        },
     };
     serde_json::to_vec(&JsonEvent {
         ts: rfc3339(event.ts_unix_ns),

@@ -19,9 +19,12 @@ impl<W: Write> TableSink<W> {
 const HEADER: &str = "TIME(UTC)     KIND  REASON                 PROTO   SOURCE                        DESTINATION                   DEVICE           NETNS              LEN  LOCATION";
 const TCP_HEADER: &str = "TIME(UTC)     KIND          STATE         SOURCE                                  DESTINATION                             NETNS             DETAIL";
 
+const NAT_HEADER: &str = "TIME(UTC)     NAT   STATE     ORIGINAL (CLIENT -> SERVICE)                                                  REPLY FROM (BACKEND)                    DEVICE";
+
 fn header(event: &Event) -> &'static str {
     match event.detail {
         Detail::Drop(_) => HEADER,
+        Detail::Nat(_) => NAT_HEADER,
         Detail::Retransmit(_) | Detail::Reset(_) | Detail::ConnectFail(_) => TCP_HEADER,
     }
 }
@@ -49,6 +52,15 @@ pub fn row(event: &Event) -> String {
             "{time:<13} {:<5} {:<22} {proto:<7} {src:<29} {dst:<29} {dev:<16} {netns:<16} {:>5}  {}",
             "drop", d.reason, d.len, d.location
         ),
+        Detail::Nat(n) => {
+            let orig = format!(
+                "{} -> {}",
+                with_pod(n.orig_src.clone(), event.src_pod.as_deref()),
+                n.orig_dst.as_deref().unwrap_or("-")
+            );
+            let backend = with_pod(n.reply_src.clone(), n.backend_pod.as_deref());
+            format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat, n.state)
+        }
         Detail::Retransmit(t) | Detail::Reset(t) | Detail::ConnectFail(t) => {
             let detail = match &event.detail {
                 Detail::Retransmit(_) => format!("#{} for this flow", t.count),

@@ -212,6 +212,9 @@ impl PodLayer {
     /// says whether it passes the selection.
     pub fn annotate(&self, event: &mut Event) -> bool {
         let names = self.names(event.flow.src, event.flow.dst, event.netns, event.ts_unix_ns);
+        if let crate::events::Detail::Nat(nat) = &mut event.detail {
+            nat.backend_pod = nat.backend_ip.and_then(|ip| self.registry.by_ip(ip, event.ts_unix_ns)).map(Pod::full_name);
+        }
         event.src_pod = names.src;
         event.dst_pod = names.dst;
         event.netns_pod = names.netns;

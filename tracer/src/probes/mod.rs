@@ -3,6 +3,7 @@
 //! (probes/FAMILY/), and presentation (output/). ARCHITECTURE.md has the recipe for a new one.
 
 pub mod drops;
+pub mod nat;
 pub mod tcp;
 
 /// Why a probe cannot run on this kernel, said so the user can act on it.

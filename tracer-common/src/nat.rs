@@ -1,0 +1,85 @@
+//! NAT family: conntrack entries of transmitted packets (net:net_dev_start_xmit as a BTF
+//! tracepoint), reported once per connection and again when its state changes. Offsets of
+//! `struct nf_conn` come from vmlinux or nf_conntrack's module BTF. Kernel >= 5.10 with BTF.
+
+use crate::{event::EventHeader, flow::RawFlow};
+
+/// One direction's tuple of a conntrack entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatTuple {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Network byte order, as conntrack keeps them.
+    pub sport_be: u16,
+    pub dport_be: u16,
+    /// `l3num`: AF_INET (2) or AF_INET6 (10).
+    pub l3num: u16,
+    pub protonum: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<NatTuple>() == 40);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatEvent {
+    pub header: EventHeader,
+    /// The transmitted packet (after NAT).
+    pub flow: RawFlow,
+    pub orig: NatTuple,
+    pub reply: NatTuple,
+    /// The entry's address: identifies the connection within a run.
+    pub ct: u64,
+    /// `nf_conn.status` bits (enum ip_conntrack_status).
+    pub status: u32,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub _pad: u32,
+    pub ifname: [u8; 16],
+}
+const _: () = assert!(size_of::<NatEvent>() == 184);
+
+/// Where things are, from BTF; the status bits from `enum ip_conntrack_status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatConfig {
+    /// 1 when filled (conntrack types found).
+    pub valid: u32,
+    /// tp_btf argument position of the skb in net_dev_start_xmit.
+    pub skb_arg: u32,
+    /// `sk_buff._nfct` (unsigned long: nf_conn pointer | ctinfo in the low 3 bits).
+    pub skb_nfct: u32,
+    pub ct_status: u32,
+    /// `nf_conn.tuplehash[0].tuple` and `[1].tuple`.
+    pub ct_orig_tuple: u32,
+    pub ct_reply_tuple: u32,
+    /// Inside `struct nf_conntrack_tuple`.
+    pub tuple_src_u3: u32,
+    pub tuple_src_port: u32,
+    pub tuple_src_l3num: u32,
+    pub tuple_dst_u3: u32,
+    pub tuple_dst_port: u32,
+    pub tuple_dst_protonum: u32,
+    /// IPS_SRC_NAT | IPS_DST_NAT.
+    pub nat_mask: u32,
+    /// The bits whose change is reported: IPS_SEEN_REPLY | IPS_ASSURED.
+    pub report_mask: u32,
+}
+const _: () = assert!(size_of::<NatConfig>() == 56);
+
+/// Last reported state of a connection (the LRU map's value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatSeen {
+    /// Original source and destination ports and the first address words: a freed entry
+    /// reused for another connection differs here.
+    pub orig_ports: u32,
+    pub orig_src_word: u32,
+    pub orig_dst_word: u32,
+    /// status & (nat_mask | report_mask) when last reported.
+    pub reported: u32,
+}
+const _: () = assert!(size_of::<NatSeen>() == 16);
+
+/// Connections remembered for deduplication.
+pub const MAX_NAT_CONNS: u32 = 65536;

@@ -1,0 +1,167 @@
+//! The NAT family: every transmitted packet's conntrack entry, reported once per NATed
+//! connection and again when its reply/assured state changes. The per-packet cost for a
+//! connection already reported is a few loads and one LRU lookup.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+    programs::BtfTracePointContext,
+};
+use tracer_common::{
+    event::{EventHeader, kind},
+    flow::{FAMILY_IPV4, FAMILY_IPV6, RawFlow},
+    nat::{MAX_NAT_CONNS, NatConfig, NatEvent, NatSeen},
+};
+
+use crate::{emit, filter, kernel::{read, read_buf, tp_btf_arg}, skb};
+
+#[unsafe(no_mangle)]
+static NAT_CONFIG: NatConfig = NatConfig {
+    valid: 0,
+    skb_arg: 0,
+    skb_nfct: 0,
+    ct_status: 0,
+    ct_orig_tuple: 0,
+    ct_reply_tuple: 0,
+    tuple_src_u3: 0,
+    tuple_src_port: 0,
+    tuple_src_l3num: 0,
+    tuple_dst_u3: 0,
+    tuple_dst_port: 0,
+    tuple_dst_protonum: 0,
+    nat_mask: 0,
+    report_mask: 0,
+};
+
+macro_rules! config {
+    ($field:ident) => {
+        // SAFETY: NAT_CONFIG is a static of plain integers.
+        unsafe { core::ptr::read_volatile(&raw const NAT_CONFIG.$field) }
+    };
+}
+
+/// Connection (nf_conn address) -> what was last reported about it.
+#[map]
+static NAT_SEEN: LruHashMap<u64, NatSeen> = LruHashMap::with_max_entries(MAX_NAT_CONNS, 0);
+
+/// The original-direction flow, for the filters; per CPU, off the 512-byte stack.
+#[map]
+static NAT_SCRATCH: PerCpuArray<RawFlow> = PerCpuArray::with_max_entries(1, 0);
+
+/// nfct's low bits carry ctinfo.
+const NFCT_PTRMASK: u64 = !7;
+const AF_INET: u16 = 2;
+
+/// A tuple's addresses and ports as a flow, for the address filters.
+#[inline(always)]
+fn tuple_flow(ct: *const u8, tuple: u32, flow: &mut RawFlow) {
+    let base = ct.wrapping_add(tuple as usize);
+    let l3 = read::<u16>(base, config!(tuple_src_l3num) as usize).unwrap_or(0);
+    flow.family = if l3 == AF_INET { FAMILY_IPV4 } else { FAMILY_IPV6 };
+    flow.l4_proto = read::<u8>(base, config!(tuple_dst_protonum) as usize).unwrap_or(0);
+    let _ = read_buf(base, config!(tuple_src_u3) as usize, &mut flow.saddr);
+    let _ = read_buf(base, config!(tuple_dst_u3) as usize, &mut flow.daddr);
+    if flow.family == FAMILY_IPV4 {
+        flow.saddr[4..].fill(0);
+        flow.daddr[4..].fill(0);
+    }
+    flow.sport = u16::from_be(read::<u16>(base, config!(tuple_src_port) as usize).unwrap_or(0));
+    flow.dport = u16::from_be(read::<u16>(base, config!(tuple_dst_port) as usize).unwrap_or(0));
+}
+
+/// net:net_dev_start_xmit (skb, dev).
+pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    if config!(valid) != 1 || !crate::kernel::offsets_valid() {
+        return Ok(());
+    }
+    let skb = tp_btf_arg(ctx.as_ptr() as *const u8, config!(skb_arg))? as *const u8;
+    if skb.is_null() {
+        return Ok(());
+    }
+    let nfct = read::<u64>(skb, config!(skb_nfct) as usize)?;
+    let ct = (nfct & NFCT_PTRMASK) as *const u8;
+    if ct.is_null() {
+        return Ok(());
+    }
+    // `status` is an unsigned long; the bits used are in its low word (little-endian).
+    let status = read::<u32>(ct, config!(ct_status) as usize)?;
+    let nat_mask = config!(nat_mask);
+    if status & nat_mask == 0 {
+        return Ok(());
+    }
+    let orig = ct.wrapping_add(config!(ct_orig_tuple) as usize);
+    let sport = read::<u16>(orig, config!(tuple_src_port) as usize).unwrap_or(0);
+    let dport = read::<u16>(orig, config!(tuple_dst_port) as usize).unwrap_or(0);
+    let now_seen = NatSeen {
+        orig_ports: (u32::from(sport) << 16) | u32::from(dport),
+        orig_src_word: read::<u32>(orig, config!(tuple_src_u3) as usize).unwrap_or(0),
+        orig_dst_word: read::<u32>(orig, config!(tuple_dst_u3) as usize).unwrap_or(0),
+        reported: status & (nat_mask | config!(report_mask)),
+    };
+    let key = ct as u64;
+    // SAFETY: the value is compared at once, not held.
+    if unsafe { NAT_SEEN.get(&key) }.is_some_and(|seen| *seen == now_seen) {
+        return Ok(());
+    }
+    let _ = NAT_SEEN.insert(&key, &now_seen, 0);
+
+    // Filters: the packet as sent, or the connection as the client opened it (before DNAT the
+    // Service address, the client pod) — either may be what the user named.
+    let flow = skb::flow(skb);
+    let device = skb::device(skb);
+    if !filter::passes(&flow, device.netns) {
+        let Some(original) = NAT_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+        // SAFETY: the per-CPU scratch entry is ours for this program run.
+        let original = unsafe { &mut *original };
+        *original = RawFlow::default();
+        tuple_flow(ct, config!(ct_orig_tuple), original);
+        if !filter::passes(original, device.netns) {
+            return Ok(());
+        }
+    }
+    let Some(mut entry) = emit::reserve::<NatEvent>(kind::NAT) else { return Ok(()) };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: a reserved record of the right size; every field is written before submit.
+    unsafe {
+        (*ev).header = EventHeader {
+            // SAFETY: helpers without preconditions.
+            ts_ns: bpf_ktime_get_boot_ns(),
+            kind: kind::NAT,
+            cpu: bpf_get_smp_processor_id() as u16,
+            _pad: [0; 4],
+        };
+        (*ev).flow = flow;
+        (*ev).ct = key;
+        (*ev).status = status;
+        (*ev).netns = device.netns;
+        (*ev).ifindex = device.ifindex;
+        (*ev)._pad = 0;
+        (*ev).ifname = device.name;
+    }
+    let (orig_off, reply_off) = (config!(ct_orig_tuple), config!(ct_reply_tuple));
+    // SAFETY: as above; the tuples are the last fields written.
+    unsafe {
+        write_tuple(ct, orig_off, &mut (*ev).orig);
+        write_tuple(ct, reply_off, &mut (*ev).reply);
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[inline(always)]
+fn write_tuple(ct: *const u8, tuple: u32, out: &mut tracer_common::nat::NatTuple) {
+    let base = ct.wrapping_add(tuple as usize);
+    if read_buf(base, config!(tuple_src_u3) as usize, &mut out.src).is_err() {
+        out.src = [0; 16];
+    }
+    if read_buf(base, config!(tuple_dst_u3) as usize, &mut out.dst).is_err() {
+        out.dst = [0; 16];
+    }
+    out.sport_be = read::<u16>(base, config!(tuple_src_port) as usize).unwrap_or(0);
+    out.dport_be = read::<u16>(base, config!(tuple_dst_port) as usize).unwrap_or(0);
+    out.l3num = read::<u16>(base, config!(tuple_src_l3num) as usize).unwrap_or(0);
+    out.protonum = read::<u8>(base, config!(tuple_dst_protonum) as usize).unwrap_or(0);
+    out._pad = 0;
+}

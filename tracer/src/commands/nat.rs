@@ -1,0 +1,153 @@
+//! `tracer nat`: NATed connections as conntrack carries them, and the ones no reply came for.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use tracer_common::{drop::DropConfig, event::kind, tcp::TcpConfig};
+
+use crate::{
+    cli::config::NatConfig,
+    events::{Clock, Detail, Event},
+    loader::{self, Globals},
+    output,
+    probes::nat::{self, decode::Decoder},
+    runner::{self, Stop},
+};
+
+pub async fn run(config: NatConfig) -> anyhow::Result<()> {
+    let mut btf = super::load_btf(config.trace.btf.as_deref())?;
+    let (nat_config, bits) = nat::plan(&mut btf)?;
+    let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
+    drop(btf);
+    super::require_privileges()?;
+    let mut pods = super::start_pods(&config.trace.pods).await?;
+
+    let globals = Globals {
+        offsets,
+        filter: config.trace.filter,
+        drop: DropConfig::empty(),
+        tcp: TcpConfig::empty(),
+        nat: nat_config,
+    };
+    let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
+    pods.attach_kernel_filter(&mut ebpf)?;
+    nat::attach(&mut ebpf)?;
+    eprintln!(
+        "tracer: attached nat (tp_btf/net_dev_start_xmit; no reply after {:?} is marked){}",
+        config.reply_timeout,
+        if config.trace.duration.is_some() { "" } else { "; stop with Ctrl-C" }
+    );
+
+    let decoder = Decoder { clock: Clock::new(), bits };
+    let waiting = std::cell::RefCell::new(NoReply::new(config.reply_timeout.as_nanos() as i128));
+    let mut sink = output::stdout_sink(config.trace.output);
+    let stop = Stop { duration: config.trace.duration, count: config.trace.count };
+    let delivered = runner::run_with_ticks(
+        &mut ebpf,
+        stop,
+        sink.as_mut(),
+        &mut pods,
+        |header, bytes| {
+            let event = (header.kind == kind::NAT).then(|| decoder.decode(bytes)).flatten()?;
+            waiting.borrow_mut().saw(&event);
+            Some(event)
+        },
+        |now| waiting.borrow_mut().expired(now),
+    )
+    .await?;
+    let counts = loader::read_counts(&ebpf, kind::NAT)?;
+    drop(ebpf);
+    super::print_summary("nat", counts, delivered.read);
+    Ok(())
+}
+
+/// Connections waiting for their first reply, by conntrack entry.
+struct NoReply {
+    timeout_ns: i128,
+    waiting: HashMap<u64, Event>,
+}
+
+impl NoReply {
+    fn new(timeout_ns: i128) -> Self {
+        Self { timeout_ns, waiting: HashMap::new() }
+    }
+
+    fn saw(&mut self, event: &Event) {
+        let Detail::Nat(nat) = &event.detail else { return };
+        if nat.reply_seen {
+            self.waiting.remove(&nat.conn);
+        } else {
+            self.waiting.entry(nat.conn).or_insert_with(|| event.clone());
+        }
+    }
+
+    /// The connections whose reply is overdue at `now`, as `no_reply` events (once each).
+    fn expired(&mut self, now: i128) -> Vec<Event> {
+        let overdue: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns)
+            .map(|(conn, _)| *conn)
+            .collect();
+        let mut out: Vec<Event> = overdue
+            .into_iter()
+            .filter_map(|conn| self.waiting.remove(&conn))
+            .map(|mut e| {
+                e.ts_unix_ns += self.timeout_ns;
+                if let Detail::Nat(nat) = &mut e.detail {
+                    nat.state = "no_reply";
+                }
+                e
+            })
+            .collect();
+        out.sort_by_key(|e| e.ts_unix_ns);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Flow, NatDetail};
+
+    fn nat(conn: u64, ts: i128, reply_seen: bool) -> Event {
+        Event {
+            ts_unix_ns: ts,
+            flow: Flow::default(),
+            netns: None,
+            ifindex: None,
+            ifname: None,
+            src_pod: None,
+            dst_pod: None,
+            netns_pod: None,
+            detail: Detail::Nat(NatDetail {
+                nat: "dnat",
+                orig_src: None,
+                orig_dst: None,
+                reply_src: None,
+                reply_dst: None,
+                reply_seen,
+                assured: false,
+                state: if reply_seen { "reply" } else { "new" },
+                backend: None,
+                backend_ip: None,
+                backend_pod: None,
+                conn,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_connections_without_a_reply_expire_once() {
+        let mut n = NoReply::new(1000);
+        n.saw(&nat(1, 0, false));
+        n.saw(&nat(2, 0, false));
+        n.saw(&nat(2, 500, true));
+        assert!(n.expired(999).is_empty());
+        let out = n.expired(1000);
+        assert_eq!(out.len(), 1);
+        let Detail::Nat(d) = &out[0].detail else { panic!("kind") };
+        assert_eq!((d.conn, d.state, out[0].ts_unix_ns), (1, "no_reply", 1000));
+        assert!(n.expired(5000).is_empty());
+    }
+}
