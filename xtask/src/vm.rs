@@ -55,6 +55,13 @@ const MODULES: &[&str] = &[
     "ipt_REJECT",
     "xt_conntrack",
     "xt_tcpudp",
+    // retrans: periodic loss (statistic nth) on large segments (length); nat: DNAT/masquerade.
+    "xt_statistic",
+    "xt_length",
+    "nf_nat",
+    "iptable_nat",
+    "xt_nat",
+    "xt_MASQUERADE",
     "sch_ingress",
     "cls_bpf",
 ];
@@ -924,7 +931,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 
 
 /// The integration-test binaries (tests/tests/*.rs) run inside each VM.
-const TEST_BINARIES: &[&str] = &["check", "drops", "lab"];
+const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans"];
 
 /// The newest executable of each of [`TEST_BINARIES`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.
