@@ -18,7 +18,7 @@ use crate::{
     },
     probes::{
         drops::{self, Hook},
-        tcp,
+        nat, tcp,
     },
 };
 
@@ -124,8 +124,28 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         Err(e) => CommandStatus { command: "retrans", runs: false, hook: None, attach: None, detail: format!("no BTF: {e:#}") },
         Ok(btf) => retrans_status(tcp::plan(btf), privileged, &hook_report),
     };
+    let nat_row = match &mut btf {
+        Err(e) => CommandStatus { command: "nat", runs: false, hook: None, attach: None, detail: format!("no BTF: {e:#}") },
+        Ok(btf) => match nat::plan(btf) {
+            Err(e) => CommandStatus { command: "nat", runs: false, hook: None, attach: None, detail: e.reason },
+            Ok(_) if !privileged => CommandStatus {
+                command: "nat",
+                runs: false,
+                hook: None,
+                attach: None,
+                detail: "would use tp_btf/net_dev_start_xmit, but needs root".into(),
+            },
+            Ok(_) => CommandStatus {
+                command: "nat",
+                runs: hook_report.get(hooks::TP_BTF).is_none_or(|h| h.available != Some(false)),
+                hook: Some(hooks::TP_BTF),
+                attach: Some("tp_btf/net_dev_start_xmit"),
+                detail: "via tp_btf/net_dev_start_xmit (nf_conn layout from BTF)".into(),
+            },
+        },
+    };
     let runs = drops_row.runs;
-    for row in [&drops_row, &retrans_row] {
+    for row in [&drops_row, &retrans_row, &nat_row] {
         if let (true, Some(kind)) = (row.runs, row.hook)
             && let Some(h) = hook_report.get_mut(kind)
         {
@@ -136,7 +156,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         kernel: kernel::release(),
         features: feats,
         hooks: hook_report,
-        commands: vec![drops_row, retrans_row],
+        commands: vec![drops_row, retrans_row, nat_row],
         drop_reasons: reasons_list,
     };
 
