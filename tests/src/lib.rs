@@ -2035,3 +2035,125 @@ pub fn bpf_prog_ids_of_pid(pid: i32) -> BTreeSet<u64> {
         })
         .collect()
 }
+
+// =============================================================================================
+// nat helpers
+// =============================================================================================
+// Helpers for tests/tests/nat.rs, general enough for any test: a background server that
+// announces with its first line that it serves, and a bounded wait until a tracer's BPF
+// programs are released.
+
+/// A background process that prints a ready word as its first stdout line once it serves
+/// (its later output is drained, so it never blocks on a full pipe). Killed on drop.
+pub struct Announced {
+    child: Option<Child>,
+}
+
+impl Announced {
+    /// Starts `argv` through `spawn` (e.g. `|a| ns.spawn(a)` or `|a| pod.spawn(a)`) and waits up
+    /// to 10 s for its first stdout line to be `ready`; panics naming `what` (and the process's
+    /// stderr) otherwise.
+    pub fn start(spawn: impl FnOnce(&[&str]) -> Child, argv: &[&str], ready: &str, what: &str) -> Announced {
+        let mut child = spawn(argv);
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("{what}: stdout must be piped"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        if line.trim() != ready {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            panic!(
+                "{what} did not start (first line {line:?}, want {ready:?}); stderr: {}",
+                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default()
+            );
+        }
+        Announced { child: Some(child) }
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls (bounded: 5 s, since the kernel frees programs deferred) until no program among `ids`
+/// is loaded and no link points at one of them; otherwise says what is left.
+pub fn wait_bpf_released(ids: &BTreeSet<u64>) -> Result<(), String> {
+    let mut left = String::new();
+    for _ in 0..50 {
+        let progs: BTreeSet<u64> = bpf_progs().into_iter().map(|p| p.id).filter(|id| ids.contains(id)).collect();
+        let links: Vec<BpfLink> = bpf_links().into_iter().filter(|l| ids.contains(&l.prog_id)).collect();
+        if progs.is_empty() && links.is_empty() {
+            return Ok(());
+        }
+        left = format!("programs {progs:?}, links {links:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    Err(left)
+}
+
+/// For each case (extra arguments, and how the run ends: `SIGINT`, `SIGTERM`, `--duration`
+/// (the case's arguments must contain one) or `SIGKILL`): starts `tracer PROBE BASE... EXTRA...`,
+/// checks that it attached `PROBE` with at least one program and one link, ends it, checks exit 0
+/// and the `tracer: PROBE: N seen, N delivered, N lost` line (except after SIGKILL), and that
+/// every program it held and every link to them is gone ([`wait_bpf_released`]).
+pub fn assert_nothing_left_after(probe: &str, base: &[&str], cases: &[(&[&str], &str)]) {
+    for (extra, end) in cases {
+        let what = format!("{probe} {extra:?}, ended by {end}");
+        let mut args = vec![probe];
+        args.extend_from_slice(base);
+        args.extend_from_slice(extra);
+        let t = Tracer::start(&args);
+        let attached = format!("attached {probe}");
+        assert!(t.attached_lines().join("\n").contains(&attached), "{what}: no `{attached}` line: {}", t.stderr());
+        let ids = bpf_prog_ids_of_pid(t.pid());
+        assert!(!ids.is_empty(), "{what}: the attached tracer holds no BPF program");
+        let links: Vec<BpfLink> = bpf_links().into_iter().filter(|l| ids.contains(&l.prog_id)).collect();
+        assert!(!links.is_empty(), "{what}: no link attaches the programs {ids:?}");
+        let run = match *end {
+            "SIGINT" => t.stop_with(libc::SIGINT),
+            "SIGTERM" => t.stop_with(libc::SIGTERM),
+            "--duration" => t.wait_exit(Duration::from_secs(15)),
+            "SIGKILL" => t.stop_with(libc::SIGKILL),
+            other => panic!("{what}: unknown way to end a run: {other}"),
+        };
+        if *end == "SIGKILL" {
+            assert!(run.status.code().is_none(), "{what}: expected death by SIGKILL");
+        } else {
+            run.assert_code(0);
+            assert!(
+                parse_summary(&run.stderr, probe).is_some(),
+                "{what}: no `tracer: {probe}: N seen, N delivered, N lost` line:\n{}",
+                run.stderr
+            );
+        }
+        if let Err(left) = wait_bpf_released(&ids) {
+            panic!("{what}: left behind after exit: {left}");
+        }
+    }
+}
+
+/// Runs `tracer ARGS` and checks that it refuses them as bad input: exit 2 within 3 s, exactly
+/// one stderr line naming at least one of `words` (and not `attached`), nothing on stdout.
+pub fn assert_refused(args: &[&str], words: &[&str]) {
+    let t0 = Instant::now();
+    let run = run_tracer(args, Duration::from_secs(30));
+    run.assert_code(2);
+    let lines = run.stderr_lines();
+    assert_eq!(lines.len(), 1, "{args:?}: want exactly one stderr line, got:\n{}", run.stderr);
+    assert!(words.iter().any(|w| lines[0].contains(w)), "{args:?}: the error line should name one of {words:?}: {}", lines[0]);
+    assert!(!lines[0].contains("attached"), "{args:?}: attached before failing: {}", lines[0]);
+    assert!(run.lines.iter().all(|l| l.trim().is_empty()), "{args:?}: stdout not empty: {:?}", run.lines);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{args:?}: took {:?}: it ran instead of refusing", t0.elapsed());
+}

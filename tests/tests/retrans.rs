@@ -187,7 +187,7 @@ fn kernel_reports_the_tcp_events_these_tests_rely_on() {
     let lossy = klog.of("tcp_retransmit_skb", &src, &dst);
     assert!(!lossy.is_empty(), "no retransmit of the lossy flow");
     assert!(lossy.iter().all(|r| r.state() == "ESTABLISHED"), "{lossy:#?}");
-    assert_eq!(klog.retransmits(&csrc, &cdst), 0, "the clean flow was retransmitted");
+    clean_flow_retransmits(&klog, &csrc, &cdst, "kernel_reports_the_tcp_events_these_tests_rely_on");
     assert_eq!(klog.retransmits(&dst, &src), 0, "the server retransmitted");
     let lab = &ll.lab;
     let (a, b) = (&lab.a_ip, &lab.b_ip);
@@ -257,7 +257,7 @@ fn lossy_flow_retransmits_are_reported_for_exactly_that_flow() {
     let ((src, dst), (csrc, cdst)) = (ll.lossy_flow(), ll.other_flow());
     let kernel = klog.of("tcp_retransmit_skb", &src, &dst);
     assert!(!kernel.is_empty(), "lab: the kernel retransmitted nothing of {src} -> {dst}; the loss rule did not bite");
-    assert_eq!(klog.retransmits(&csrc, &cdst), 0, "lab: the kernel retransmitted on the clean flow (spurious)");
+    let clean = clean_flow_retransmits(&klog, &csrc, &cdst, "lossy_flow_retransmits_are_reported_for_exactly_that_flow");
     t.wait_for(Duration::from_secs(10), |evs| tcp_events(evs, "retransmit", &src, &dst).len() >= kernel.len());
     std::thread::sleep(Duration::from_millis(300)); // leaks and extras get a chance to show up
     let run = t.stop();
@@ -277,8 +277,8 @@ fn lossy_flow_retransmits_are_reported_for_exactly_that_flow() {
         got.len(),
         dump(&events)
     );
-    assert!(tcp_events(&events, "retransmit", &csrc, &cdst).is_empty(), "the clean flow has retransmits:\n{}", dump(&events));
-    assert_eq!(events.len(), got.len(), "events other than the lossy flow's retransmits:\n{}", dump(&events));
+    assert_eq!(tcp_events(&events, "retransmit", &csrc, &cdst).len(), clean, "the clean flow's retransmits (the kernel's: {clean}):\n{}", dump(&events));
+    assert_eq!(events.len(), got.len() + clean, "events other than the two flows' retransmits:\n{}", dump(&events));
     assert_running_counts(&got);
     let states: Vec<&str> = got.iter().map(|e| e["state"].as_str().unwrap_or("")).collect();
     let kstates: Vec<String> = kernel.iter().map(|r| r.state()).collect();
@@ -634,7 +634,7 @@ fn top_snapshots_count_the_same_retransmits_as_the_json_stream() {
     let [top_text, top_json, stream_json, stream_table] = &runs[..] else { unreachable!() };
     let n = klog.of("tcp_retransmit_skb", &src, &dst).len() as u64;
     assert!(n > 0, "lab: the kernel retransmitted nothing of {src} -> {dst}");
-    assert_eq!(klog.retransmits(&csrc, &cdst), 0, "lab: the clean flow was retransmitted");
+    let clean = clean_flow_retransmits(&klog, &csrc, &cdst, "top_snapshots_count_the_same_retransmits_as_the_json_stream") as u64;
     for run in &runs {
         run.assert_code(0);
         assert!(parse_summary(&run.stderr, "retrans").is_some(), "{:?}: no stop summary line:\n{}", run.args, run.stderr);
@@ -683,7 +683,7 @@ fn top_snapshots_count_the_same_retransmits_as_the_json_stream() {
         assert_eq!((row.src_pod.as_str(), row.dst_pod.as_str()), ("-", "-"), "{what}: {row:?}");
         assert!(!row.last_seen.is_empty(), "{what}: {row:?}");
         if let Some(c) = t.row(&csrc, &cdst) {
-            assert_eq!((c.retransmits, c.resets), (0, 0), "{what}: the clean flow: {c:?}");
+            assert_eq!((c.retransmits, c.resets), (clean, 0), "{what}: the clean flow (the kernel retransmitted it {clean} times): {c:?}");
         }
         for r in &t.rows {
             assert!(r.src.starts_with(&lab.a_ip) || r.src.starts_with(&lab.b_ip), "{what}: --ip leak {r:?}");
@@ -850,4 +850,19 @@ fn no_programs_or_links_left_after_exit() {
         }
         assert!(left.is_empty(), "{what}: left behind after exit: {left}");
     }
+}
+
+/// How often the kernel itself retransmitted the flow nothing drops. Zero on real hardware; under
+/// software emulation (the VM matrix) a delayed ACK can outlast the RTO and the kernel really
+/// retransmits. Then "the clean flow has none" cannot be checked: say so, and the caller checks
+/// that the tracer reports exactly what the kernel did instead.
+fn clean_flow_retransmits(klog: &KernelTcpLog, src: &str, dst: &str, test: &str) -> usize {
+    let n = klog.retransmits(src, dst);
+    if n > 0 {
+        skipped(
+            &format!("{test}: clean flow has no retransmits"),
+            &format!("the kernel itself retransmitted {src} -> {dst} {n} time(s) (a timer fired under emulation); checking the tracer reports exactly those"),
+        );
+    }
+    n
 }

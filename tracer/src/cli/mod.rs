@@ -99,7 +99,7 @@ Examples:
 pub struct PodSourceArgs {
     /// Where pod names come from: auto (CRI, then the Kubernetes API), cri, kube,
     /// file:PATH (`kubectl get pods -A -o json` output), or none
-    #[arg(long, value_name = "SOURCE", default_value = "auto")]
+    #[arg(long, value_name = "SOURCE", default_value = "auto", overrides_with = "pods_from")]
     pub pods_from: String,
     /// The container runtime's CRI socket [default: /run/containerd/containerd.sock]
     #[arg(long, value_name = "PATH")]

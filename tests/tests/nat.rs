@@ -1,0 +1,1033 @@
+//! Privileged integration tests for `tracer nat`: a kube-proxy-like node in a namespace, real
+//! iptables NAT rules, real TCP connections through them, the real binary.
+//! Run as root: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test nat`.
+//!
+//! The lab ([`NatLab`]) is a "node" namespace with IP forwarding on and a bridge (like a CNI's
+//! `cni0`) to backend "pods" (subnet 0 of the lab's block, the node at `.254`), and one or two
+//! "client" namespaces on their own veths (subnets 1 and 2). Subnet 3 is the Service range:
+//! ClusterIPs that no host has. In the node, the iptables-legacy `nat` table holds chains the way
+//! kube-proxy writes them (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ,
+//! KUBE-POSTROUTING MASQUERADE), with `statistic --mode nth` instead of `--mode random` so which
+//! connection goes to which backend is deterministic (round robin). Backends run a bounded TCP
+//! echo server; clients open connections from fixed source ports and exchange several messages
+//! on each, so every connection carries many packets through the node.
+//!
+//! Every expectation is checked against the kernel's own conntrack table in the node namespace
+//! (`conntrack -L`), so a failure says whether the kernel or the tracer differs. Kernel behaviour
+//! these tests rely on (6.18):
+//! - The nat table sees only a connection's first packet, so nth counts connections, not packets;
+//!   a retransmitted SYN belongs to the same conntrack entry and is not translated anew.
+//! - In the node, a DNATed connection's SYN leaves on the bridge already translated
+//!   (CLIENT:SPORT -> BACKEND:8080, status CONFIRMED|DST_NAT); the backend's SYN-ACK sets
+//!   SEEN_REPLY and leaves towards the client un-translated (CLUSTERIP:80 -> CLIENT:SPORT); the
+//!   client's handshake ACK sets ASSURED and leaves on the bridge. Later packets change no status
+//!   bit, so a connection gives exactly the states new, reply, assured.
+//! - A connection whose backend drops everything stays UNREPLIED (SYN_SENT); the client's SYN
+//!   retransmit changes nothing in the entry.
+//! - Crossing a veth into another namespace scrubs the packet's conntrack reference, and the
+//!   client and backend namespaces have no conntrack of their own, so only the node reports.
+//!
+//! Every lab is private (namespaces, 198.18.0.0/15 block), every tracer is filtered to the lab's
+//! block, every wait is bounded, and everything is removed on drop, also on panic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tracer_tests::*;
+
+/// The Service port the clients connect to, and the port the backends listen on (kube-proxy's
+/// port -> targetPort).
+const SVC_PORT: u16 = 80;
+const BACKEND_PORT: u16 = 8080;
+/// How long to wait for events that should come.
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+fn dump(events: &[Value]) -> String {
+    events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+fn ep(ip: &str, port: u16) -> String {
+    format!("{ip}:{port}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lab
+// ---------------------------------------------------------------------------------------------
+
+/// A namespace with one address.
+struct Host {
+    ns: Netns,
+    ip: String,
+}
+
+/// The node with its pod bridge, backends on the bridge and clients on their own veths (see the
+/// module comment).
+struct NatLab {
+    addrs: AddrBlock,
+    node: Netns,
+    /// The node's bridge to the backend pods.
+    bridge: String,
+    /// The node's address on the bridge (subnet 0, `.254`).
+    node_pod_ip: String,
+    /// Backends: subnet 0, `.1`, `.2`, ...
+    backends: Vec<Host>,
+    /// Clients: client `i` is `.1` of subnet `1 + i`.
+    clients: Vec<Host>,
+    /// The node's veth towards client `i`.
+    client_ifs: Vec<String>,
+}
+
+impl NatLab {
+    fn new(backends: u32, clients: u32) -> NatLab {
+        assert!((1..=2).contains(&clients) && (1..=20).contains(&backends));
+        // The node, its bridge (`.254` of subnet 0) and the backends on it, as BridgeLab builds them.
+        let BridgeLab { node, bridge, node_ip: node_pod_ip, hosts, addrs } = BridgeLab::new(backends);
+        let backends = hosts.into_iter().map(|(ns, _, ip)| Host { ns, ip }).collect();
+        let mut lab = NatLab { addrs, node, bridge, node_pod_ip, backends, clients: Vec::new(), client_ifs: Vec::new() };
+        for b in &lab.backends {
+            b.ns.route(&["default", "via", &lab.node_pod_ip]);
+        }
+        for i in 0..clients {
+            let ns = Netns::new("c");
+            let (inner, outer) = (unique_name("e"), unique_name("c"));
+            veth(&ns, &inner, &lab.node, &outer);
+            let (ip, gw) = (lab.addrs.host(1 + i, 1), lab.addrs.host(1 + i, 254));
+            ns.addr(&inner, &format!("{ip}/24"));
+            lab.node.addr(&outer, &format!("{gw}/24"));
+            ns.route(&["default", "via", &gw]);
+            lab.clients.push(Host { ns, ip });
+            lab.client_ifs.push(outer);
+        }
+        lab.node.sysctl("net.ipv4.ip_forward", "1");
+        lab
+    }
+
+    /// The whole block (four /24s, aligned) as one CIDR, for `--ip`.
+    fn block(&self) -> String {
+        self.addrs.net(0).replace("/24", "/22")
+    }
+
+    /// A Service address: host `n` of subnet 3, which no namespace has.
+    fn cluster_ip(&self, n: u32) -> String {
+        self.addrs.host(3, n)
+    }
+
+    fn nat(&self, rule: &[&str]) {
+        let mut v = vec!["-t", "nat"];
+        v.extend_from_slice(rule);
+        self.node.iptables("iptables-legacy", &v);
+    }
+
+    /// The chains kube-proxy (iptables mode) creates once per node: KUBE-SERVICES from
+    /// PREROUTING and OUTPUT, KUBE-MARK-MASQ, and KUBE-POSTROUTING that masquerades marked
+    /// connections.
+    fn kube_proxy_base(&self) {
+        for chain in ["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
+            self.nat(&["-N", chain]);
+        }
+        self.nat(&["-A", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
+        self.nat(&["-A", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
+        self.nat(&["-A", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"]);
+        self.nat(&["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"]);
+        self.nat(&["-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000", "-j", "RETURN"]);
+        self.nat(&["-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"]);
+        self.nat(&[
+            "-A", "KUBE-POSTROUTING", "-m", "comment", "--comment", "kubernetes service traffic requiring SNAT", "-j",
+            "MASQUERADE", "--random-fully",
+        ]);
+    }
+
+    /// A TCP Service `cip:SVC_PORT` -> `backends` (indices) `:BACKEND_PORT`, as kube-proxy writes
+    /// it, with `statistic --mode nth` (round robin, first connection to the first backend)
+    /// where kube-proxy writes `--mode random --probability 1/n`. `masquerade_all` adds the
+    /// KUBE-MARK-MASQ jump kube-proxy writes with `masqueradeAll` (or for sources outside the
+    /// cluster CIDR). `name` must be unique per lab, upper case, at most 8 bytes.
+    fn service(&self, name: &str, cip: &str, backends: &[usize], masquerade_all: bool) {
+        self.service_on(name, "tcp", cip, (SVC_PORT, BACKEND_PORT), backends, masquerade_all);
+    }
+
+    /// [`NatLab::service`] for `proto` (tcp or udp) with `ports` = (port, targetPort).
+    fn service_on(&self, name: &str, proto: &str, cip: &str, ports: (u16, u16), backends: &[usize], masquerade_all: bool) {
+        let svc = format!("KUBE-SVC-{name}");
+        let port = ports.0.to_string();
+        let dst = format!("{cip}/32");
+        let comment = format!("lab/{} cluster IP", name.to_lowercase());
+        self.nat(&["-N", &svc]);
+        self.nat(&["-A", "KUBE-SERVICES", "-d", &dst, "-p", proto, "-m", "comment", "--comment", &comment, "-m", proto, "--dport", &port, "-j", &svc]);
+        if masquerade_all {
+            self.nat(&["-A", &svc, "-d", &dst, "-p", proto, "-m", proto, "--dport", &port, "-j", "KUBE-MARK-MASQ"]);
+        }
+        let n = backends.len();
+        for (k, &b) in backends.iter().enumerate() {
+            let sep = format!("KUBE-SEP-{name}-{k}");
+            let target = ep(&self.backends[b].ip, ports.1);
+            self.nat(&["-N", &sep]);
+            self.nat(&["-A", &sep, "-s", &format!("{}/32", self.backends[b].ip), "-j", "KUBE-MARK-MASQ"]);
+            self.nat(&["-A", &sep, "-p", proto, "-m", proto, "-j", "DNAT", "--to-destination", &target]);
+            let comment = format!("lab/{} -> {target}", name.to_lowercase());
+            if k + 1 < n {
+                // Rule k sees only what rules 0..k let through: every (n - k)th of those.
+                let every = (n - k).to_string();
+                self.nat(&[
+                    "-A", &svc, "-m", "comment", "--comment", &comment, "-m", "statistic", "--mode", "nth", "--every",
+                    &every, "--packet", "0", "-j", &sep,
+                ]);
+            } else {
+                self.nat(&["-A", &svc, "-m", "comment", "--comment", &comment, "-j", &sep]);
+            }
+        }
+    }
+}
+
+/// Answers every TCP connection on `ip:port` with an echo of what it receives, each connection
+/// in its own thread (10 s idle timeout), for at most `life` seconds; prints `listening` first.
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading, time
+ip, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((ip, port))
+l.listen(64)
+l.settimeout(0.5)
+def serve(c):
+    c.settimeout(10)
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+print("listening", flush=True)
+end = time.time() + life
+while time.time() < end:
+    try:
+        c, _ = l.accept()
+    except socket.timeout:
+        continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// One connection per source port, one after the other, from `src` to `dst:dport`: connect,
+/// then `msgs` times send `ping I\n` and wait for its echo, then close. Prints `SPORT ok N`
+/// (N messages echoed), `SPORT timeout` or `SPORT error ERRNO` per connection.
+const CLIENT: &str = r#"
+import socket, sys
+src, dst, dport, timeout, msgs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+for sport in [int(p) for p in sys.argv[6:]]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(timeout)
+    try:
+        s.connect((dst, dport))
+        n = 0
+        for i in range(msgs):
+            m = b"ping %d\n" % i
+            s.sendall(m)
+            got = b""
+            while len(got) < len(m):
+                d = s.recv(64)
+                if not d:
+                    break
+                got += d
+            if got != m:
+                break
+            n += 1
+        print("%d ok %d" % (sport, n), flush=True)
+    except OSError as e:
+        # socket.timeout is TimeoutError, an OSError without errno.
+        print("%d %s" % (sport, "error %d" % e.errno if e.errno else "timeout"), flush=True)
+    s.close()
+"#;
+
+/// A running [`ECHO_SERVER`] on `host`'s address and [`BACKEND_PORT`]; killed on drop.
+fn tcp_echo(host: &Host) -> Announced {
+    let port = BACKEND_PORT.to_string();
+    let what = format!("TCP echo server on {}:{port}", host.ip);
+    Announced::start(|a| host.ns.spawn(a), &["python3", "-c", ECHO_SERVER, &host.ip, &port, "120"], "listening", &what)
+}
+
+/// Answers every UDP datagram on `ip:port` with the same bytes, for at most `life` seconds;
+/// prints `listening` first.
+const UDP_ECHO_SERVER: &str = r#"
+import socket, sys, time
+ip, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+s.settimeout(0.5)
+print("listening", flush=True)
+end = time.time() + life
+while time.time() < end:
+    try:
+        d, peer = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    s.sendto(d, peer)
+"#;
+
+/// One query per source port, one after the other: send `q SPORT` to `dst:dport`, wait up to
+/// `timeout` for the answer. Prints `SPORT ok` (answered with the same bytes, from `dst:dport`)
+/// or `SPORT timeout`.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+src, dst, dport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+for sport in [int(p) for p in sys.argv[5:]]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(timeout)
+    q = b"q %d" % sport
+    s.sendto(q, (dst, dport))
+    try:
+        d, peer = s.recvfrom(2048)
+        print("%d %s" % (sport, "ok" if d == q and peer == (dst, dport) else "bad %r from %r" % (d, peer)), flush=True)
+    except socket.timeout:
+        print("%d timeout" % sport, flush=True)
+    s.close()
+"#;
+
+/// A running [`UDP_ECHO_SERVER`] on `host`'s address and `port`; killed on drop.
+fn udp_echo(host: &Host, port: u16) -> Announced {
+    let port = port.to_string();
+    let what = format!("UDP echo server on {}:{port}", host.ip);
+    Announced::start(|a| host.ns.spawn(a), &["python3", "-c", UDP_ECHO_SERVER, &host.ip, &port, "120"], "listening", &what)
+}
+
+/// Runs [`UDP_CLIENT`] in `client` (bounded) and returns each source port's result.
+fn query_each(client: &Host, dst: &str, dport: u16, sports: &[u16], timeout: f64) -> BTreeMap<u16, String> {
+    assert!(sports.len() <= 32 && timeout <= 5.0, "bounded traffic only");
+    let mut argv: Vec<String> =
+        ["python3", "-c", UDP_CLIENT, &client.ip, dst, &dport.to_string(), &timeout.to_string()].iter().map(|s| s.to_string()).collect();
+    argv.extend(sports.iter().map(u16::to_string));
+    let out = client.ns.exec_timeout(&argv_refs(&argv), Duration::from_secs_f64(sports.len() as f64 * timeout + 15.0));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let results: BTreeMap<u16, String> =
+        text.lines().filter_map(|l| l.split_once(' ').and_then(|(p, r)| Some((p.parse().ok()?, r.to_string())))).collect();
+    assert_eq!(results.len(), sports.len(), "UDP client printed {text:?}; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    results
+}
+
+/// Runs [`CLIENT`] in `client` (bounded) and returns each source port's result.
+fn connect_each(client: &Host, dst: &str, dport: u16, sports: &[u16], timeout: f64, msgs: u32) -> BTreeMap<u16, String> {
+    assert!(sports.len() <= 32 && msgs <= 20 && timeout <= 5.0, "bounded traffic only");
+    let mut argv: Vec<String> = ["python3", "-c", CLIENT, &client.ip, dst, &dport.to_string(), &timeout.to_string(), &msgs.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    argv.extend(sports.iter().map(u16::to_string));
+    let bound = Duration::from_secs_f64(sports.len() as f64 * timeout * f64::from(msgs + 2) + 15.0);
+    let out = client.ns.exec_timeout(&argv_refs(&argv), bound);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let results: BTreeMap<u16, String> = text
+        .lines()
+        .filter_map(|l| {
+            let (p, r) = l.split_once(' ')?;
+            Some((p.parse().ok()?, r.to_string()))
+        })
+        .collect();
+    assert_eq!(
+        results.len(),
+        sports.len(),
+        "client {} -> {dst}:{dport} printed {text:?}; stderr: {}",
+        client.ip,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel's conntrack table
+// ---------------------------------------------------------------------------------------------
+
+/// One entry of `conntrack -L` in the node: the original and reply tuples as `IP:PORT`.
+#[derive(Clone, Debug)]
+struct CtEntry {
+    proto: String,
+    orig_src: String,
+    orig_dst: String,
+    reply_src: String,
+    reply_dst: String,
+    unreplied: bool,
+    assured: bool,
+}
+
+/// The node's conntrack table (TCP and UDP entries).
+fn conntrack(ns: &Netns) -> Vec<CtEntry> {
+    let out = ns.exec_ok(&["conntrack", "-L"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let proto = words.first()?.to_string();
+            let kv: Vec<(&str, &str)> = words.iter().filter_map(|w| w.split_once('=')).collect();
+            let nth = |key: &str, n: usize| kv.iter().filter(|(k, _)| *k == key).nth(n).map(|(_, v)| *v);
+            let tuple = |n: usize| -> Option<(String, String)> {
+                Some((ep(nth("src", n)?, nth("sport", n)?.parse().ok()?), ep(nth("dst", n)?, nth("dport", n)?.parse().ok()?)))
+            };
+            let (orig_src, orig_dst) = tuple(0)?;
+            let (reply_src, reply_dst) = tuple(1)?;
+            Some(CtEntry {
+                proto,
+                orig_src,
+                orig_dst,
+                reply_src,
+                reply_dst,
+                unreplied: words.contains(&"[UNREPLIED]"),
+                assured: words.contains(&"[ASSURED]"),
+            })
+        })
+        .collect()
+}
+
+/// The node's conntrack entry of the TCP connection from `orig_src` to `orig_dst` (exactly one).
+fn ct_entry(table: &[CtEntry], orig_src: &str, orig_dst: &str) -> CtEntry {
+    ct_entry_of(table, "tcp", orig_src, orig_dst)
+}
+
+fn ct_entry_of(table: &[CtEntry], proto: &str, orig_src: &str, orig_dst: &str) -> CtEntry {
+    let found: Vec<&CtEntry> = table.iter().filter(|e| e.proto == proto && e.orig_src == orig_src && e.orig_dst == orig_dst).collect();
+    assert_eq!(found.len(), 1, "conntrack in the node: want one entry {orig_src} -> {orig_dst}, got {found:?}; table:\n{table:#?}");
+    found[0].clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event checks
+// ---------------------------------------------------------------------------------------------
+
+const NAT_STATES: &[&str] = &["new", "reply", "assured", "no_reply"];
+
+fn is_nullable_pod(v: &Value) -> bool {
+    v.is_null() || v.as_str().is_some_and(|p| p.split('/').count() == 2 && !p.starts_with('/') && !p.ends_with('/'))
+}
+
+/// Checks a `kind: nat` event on its own: the common fields, the tuples, the flags and that
+/// they agree with each other. `nat` must follow from the tuples (dnat: the reply comes from
+/// somewhere else than the original destination; snat: it goes to somewhere else than the
+/// original source), `backend` is the reply source for DNAT and null without, `state` agrees
+/// with `reply_seen`/`assured`.
+fn check_nat(ev: &Value, window: (i128, i128)) {
+    check_common(ev, window);
+    assert_eq!(ev["kind"], "nat", "event {ev}: kind");
+    let obj = ev.as_object().expect("object");
+    for k in ["nat", "orig_src", "orig_dst", "reply_src", "reply_dst", "reply_seen", "assured", "state", "backend", "backend_pod", "netns_pod"] {
+        assert!(obj.contains_key(k), "event {ev}: missing field {k:?}");
+    }
+    assert!(["tcp", "udp"].contains(&ev["proto"].as_str().unwrap_or("")), "event {ev}: proto must be tcp or udp here");
+    for k in ["src", "dst", "orig_src", "orig_dst", "reply_src", "reply_dst"] {
+        let v = ev[k].as_str().unwrap_or_default();
+        assert!(is_ip_port(v), "event {ev}: {k} {v:?} is not IP:PORT");
+    }
+    let reply_seen = ev["reply_seen"].as_bool().unwrap_or_else(|| panic!("event {ev}: reply_seen must be a bool"));
+    let assured = ev["assured"].as_bool().unwrap_or_else(|| panic!("event {ev}: assured must be a bool"));
+    let state = ev["state"].as_str().unwrap_or_default();
+    assert!(NAT_STATES.contains(&state), "event {ev}: state must be one of {NAT_STATES:?}");
+    let consistent = match state {
+        "new" => !reply_seen && !assured,
+        "reply" => reply_seen && !assured,
+        "assured" => reply_seen && assured,
+        _ => !reply_seen && !assured,
+    };
+    assert!(consistent, "event {ev}: state {state:?} disagrees with reply_seen {reply_seen} / assured {assured}");
+    let dnat = ev["reply_src"] != ev["orig_dst"];
+    let snat = ev["reply_dst"] != ev["orig_src"];
+    let want = match (dnat, snat) {
+        (true, false) => "dnat",
+        (false, true) => "snat",
+        (true, true) => "both",
+        (false, false) => panic!("event {ev}: the tuples show no rewrite at all"),
+    };
+    assert_eq!(ev["nat"], want, "event {ev}: nat must follow from the tuples");
+    if dnat {
+        assert_eq!(ev["backend"], ev["reply_src"], "event {ev}: backend must be the DNAT target (the reply source)");
+    } else {
+        assert!(ev["backend"].is_null(), "event {ev}: backend must be null without DNAT");
+        assert!(ev["backend_pod"].is_null(), "event {ev}: backend_pod must be null without DNAT");
+    }
+    for k in ["backend_pod", "netns_pod"] {
+        assert!(is_nullable_pod(&ev[k]), "event {ev}: {k} must be namespace/name or null");
+    }
+    assert!(ev["netns"].is_u64(), "event {ev}: netns must be the inode of the namespace that transmitted the packet");
+    assert!(ev["ifname"].as_str().is_some_and(|s| !s.is_empty()), "event {ev}: ifname must be the transmitting device");
+}
+
+/// The nat events of the connection whose original source is `orig_src`, in stream order.
+fn conn_events<'a>(events: &'a [Value], orig_src: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == "nat" && e["orig_src"] == orig_src).collect()
+}
+
+/// Whether every connection (by original source) has reached `assured`.
+fn all_assured(evs: &[Value], origs: &[String]) -> bool {
+    origs.iter().all(|o| conn_events(evs, o).iter().any(|e| e["state"] == "assured"))
+}
+
+fn states(evs: &[&Value]) -> Vec<String> {
+    evs.iter().map(|e| e["state"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+fn ts(ev: &Value) -> i128 {
+    parse_rfc3339_nanos(ev["ts"].as_str().unwrap_or_default()).unwrap_or_else(|| panic!("event {ev}: bad ts"))
+}
+
+/// Where the packets of one connection leave the node: towards the server (after NAT: the
+/// inverse of the reply tuple) and towards the client (the inverse of the original tuple).
+struct Legs<'a> {
+    netns: u64,
+    to_server_if: &'a str,
+    to_client_if: &'a str,
+}
+
+/// The tuple fields of every event of a connection must be the kernel's (`ct`), and `nat` what
+/// the test set up.
+fn assert_tuples(evs: &[&Value], ct: &CtEntry, nat: &str) {
+    for ev in evs {
+        assert_eq!(ev["proto"], ct.proto.as_str(), "event {ev}: proto (kernel: {ct:?})");
+        assert_eq!(ev["nat"], nat, "event {ev}: nat (kernel: {ct:?})");
+        for (k, v) in [("orig_src", &ct.orig_src), ("orig_dst", &ct.orig_dst), ("reply_src", &ct.reply_src), ("reply_dst", &ct.reply_dst)] {
+            assert_eq!(ev[k], v.as_str(), "event {ev}: {k} differs from the kernel's conntrack entry {ct:?}");
+        }
+    }
+}
+
+/// A connection that was answered: exactly one event per state new, reply, assured, in that
+/// order (not one per packet), none `no_reply`; each names the packet that showed the state:
+/// new and assured the client's packets leaving towards the server, reply the server's answer
+/// leaving towards the client.
+fn assert_answered(what: &str, evs: &[&Value], ct: &CtEntry, nat: &str, legs: &Legs) {
+    assert!(!ct.unreplied && ct.assured, "{what}: the kernel's entry must be replied and assured: {ct:?}");
+    assert_eq!(
+        states(evs),
+        ["new", "reply", "assured"],
+        "{what}: want exactly one event per state, in order (not one per packet):\n{}",
+        evs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+    );
+    assert_tuples(evs, ct, nat);
+    for ev in evs {
+        assert_eq!(ev["netns"].as_u64(), Some(legs.netns), "{what}: event {ev}: netns must be the node's");
+        let (src, dst, ifname) = if ev["state"] == "reply" {
+            (&ct.orig_dst, &ct.orig_src, legs.to_client_if)
+        } else {
+            (&ct.reply_dst, &ct.reply_src, legs.to_server_if)
+        };
+        assert_eq!((ev["src"].as_str(), ev["dst"].as_str()), (Some(src.as_str()), Some(dst.as_str())), "{what}: event {ev}: src/dst must be the transmitted packet's, after NAT");
+        assert_eq!(ev["ifname"].as_str(), Some(ifname), "{what}: event {ev}: ifname must be the device the packet left on");
+    }
+    let t: Vec<i128> = evs.iter().map(|e| ts(e)).collect();
+    assert!(t.windows(2).all(|w| w[0] <= w[1]), "{what}: timestamps go backwards: {t:?}");
+}
+
+/// The stop summary must be present and lossless; `delivered` counts the JSON lines, with or
+/// without the `no_reply` events userspace adds (`synthesized` of them).
+fn assert_clean_summary(run: &TracerRun, synthesized: usize) {
+    let s = parse_summary(&run.stderr, "nat")
+        .unwrap_or_else(|| panic!("{:?}: no `tracer: nat: N seen, N delivered, N lost` line on stderr:\n{}", run.args, run.stderr));
+    assert_eq!(s.lost, 0, "{:?}: unexpected lost events: {s:?}", run.args);
+    assert_eq!(s.seen, s.delivered + s.lost + s.unread.unwrap_or(0), "{:?}: seen != delivered + lost: {s:?}", run.args);
+    let lines = run.events().len() as u64;
+    assert!(
+        s.delivered <= lines && s.delivered + synthesized as u64 >= lines,
+        "{:?}: delivered {} vs {lines} JSON lines ({synthesized} no_reply): {s:?}",
+        run.args,
+        s.delivered
+    );
+}
+
+/// Starts `tracer nat -o json ARGS` and checks its `attached` line.
+fn start_nat(args: &[&str]) -> Tracer {
+    let mut v = vec!["nat", "-o", "json"];
+    v.extend_from_slice(args);
+    let t = Tracer::start(&v);
+    let attached = t.attached_lines().join("\n");
+    assert!(attached.contains("attached nat"), "want `tracer: attached nat (...)` on stderr, got: {attached}");
+    t
+}
+
+/// How long a run goes on once every expected event is there: longer than the 1 s
+/// `--reply-timeout` the runs use, so a `no_reply` that must not come has had its chance.
+const LINGER: Duration = Duration::from_millis(2500);
+
+/// Stops a tracer [`LINGER`] after its events were `complete` (or not); checks that it exits 0,
+/// that the events were complete, and every event on its own ([`check_nat`], `ts` since
+/// `start`). Returns the run and its events.
+fn finish(t: Tracer, complete: bool, start: i128) -> (TracerRun, Vec<Value>) {
+    std::thread::sleep(LINGER);
+    let run = t.stop();
+    let end = now_nanos();
+    run.assert_code(0);
+    let events = run.events();
+    assert!(complete, "{:?}: events incomplete within {EVENT_WAIT:?}:\n{}\nstderr:\n{}", run.args, dump(&events), run.stderr);
+    for ev in &events {
+        check_nat(ev, (start, end));
+    }
+    (run, events)
+}
+
+/// One traced scenario: `tracer nat -o json --pods-from none --ip BLOCK --reply-timeout 1s`
+/// (plus `extra`) runs while `traffic` does, until `done(traffic's result, events)` holds
+/// (bounded by [`EVENT_WAIT`]), then as [`finish`].
+fn traced<R>(lab: &NatLab, extra: &[&str], traffic: impl FnOnce() -> R, done: impl Fn(&R, &[Value]) -> bool) -> (R, TracerRun, Vec<Value>) {
+    let block = lab.block();
+    let mut args = vec!["--pods-from", "none", "--ip", &block, "--reply-timeout", "1s"];
+    args.extend_from_slice(extra);
+    let start = now_nanos();
+    let t = start_nat(&args);
+    let result = traffic();
+    let complete = t.wait_for(EVENT_WAIT, |evs| done(&result, evs));
+    let (run, events) = finish(t, complete, start);
+    (result, run, events)
+}
+
+/// `IP:PORT` of each source port from `host`.
+fn origs_of(host: &Host, sports: &[u16]) -> Vec<String> {
+    sports.iter().map(|p| ep(&host.ip, *p)).collect()
+}
+
+/// The source ports whose result is `want`, as `IP:PORT` from `host`.
+fn with_result(host: &Host, results: &BTreeMap<u16, String>, want: &str) -> BTreeSet<String> {
+    results.iter().filter(|(_, r)| *r == want).map(|(p, _)| ep(&host.ip, *p)).collect()
+}
+
+/// A lab with `backends` TCP echo backends, `clients` clients and kube-proxy's base chains.
+fn tcp_lab(backends: u32, clients: u32) -> (NatLab, Vec<Announced>) {
+    let lab = NatLab::new(backends, clients);
+    let echo = lab.backends.iter().map(tcp_echo).collect();
+    lab.kube_proxy_base();
+    (lab, echo)
+}
+
+/// Makes `host` a backend that never answers: its namespace drops `proto` to `port`.
+fn silence(host: &Host, proto: &str, port: u16) {
+    host.ns.iptables("iptables-legacy", &["-A", "INPUT", "-p", proto, "--dport", &port.to_string(), "-j", "DROP"]);
+}
+
+/// Each connection from `origs` to `orig_dst` was answered: per [`assert_answered`], against
+/// the kernel's entry; returns each connection's backend (the kernel's reply source).
+fn assert_all_answered(lab: &NatLab, events: &[Value], origs: &[String], orig_dst: &str, nat: &str) -> Vec<String> {
+    let table = conntrack(&lab.node);
+    let legs = Legs { netns: lab.node.inode(), to_server_if: &lab.bridge, to_client_if: &lab.client_ifs[0] };
+    origs
+        .iter()
+        .map(|orig| {
+            let ct = ct_entry(&table, orig, orig_dst);
+            assert_answered(&format!("connection {orig} -> {orig_dst}"), &conn_events(events, orig), &ct, nat, &legs);
+            ct.reply_src
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// The lab without the tracer: kube-proxy-like rules translate as these tests expect, and the
+/// kernel's conntrack table says so (round robin in connection order, the silent backend's
+/// connection UNREPLIED, answered ones ASSURED, masquerade to the node's bridge address).
+#[test]
+fn kernel_conntrack_translates_the_lab_as_these_tests_expect() {
+    if !require_privileged("kernel_conntrack_translates_the_lab_as_these_tests_expect") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(3, 1);
+    silence(&lab.backends[2], "tcp", BACKEND_PORT);
+    let (rr, half, both) = (lab.cluster_ip(10), lab.cluster_ip(20), lab.cluster_ip(30));
+    lab.service("RR", &rr, &[0, 1], false);
+    lab.service("HALF", &half, &[0, 2], false);
+    lab.service("BOTH", &both, &[1], true);
+    let client = &lab.clients[0];
+    let be = |i: usize| ep(&lab.backends[i].ip, BACKEND_PORT);
+
+    let rr_ports = [42501u16, 42502, 42503, 42504];
+    let half_ports = [42511u16, 42512];
+    let both_ports = [42521u16];
+    let r1 = connect_each(client, &rr, SVC_PORT, &rr_ports, 3.0, 2);
+    let r2 = connect_each(client, &half, SVC_PORT, &half_ports, 2.0, 2);
+    let r3 = connect_each(client, &both, SVC_PORT, &both_ports, 3.0, 2);
+    assert!(r1.values().chain(r3.values()).all(|r| r == "ok 2"), "{r1:?} {r3:?}");
+    assert_eq!(r2.values().cloned().collect::<Vec<_>>(), ["ok 2", "timeout"], "first to the answering backend, then the silent one");
+
+    let table = conntrack(&lab.node);
+    let got: Vec<String> = rr_ports.iter().map(|p| ct_entry(&table, &ep(&client.ip, *p), &ep(&rr, SVC_PORT)).reply_src).collect();
+    assert_eq!(got, [be(0), be(1), be(0), be(1)], "nth round robin in connection order");
+    for p in rr_ports {
+        let ct = ct_entry(&table, &ep(&client.ip, p), &ep(&rr, SVC_PORT));
+        assert!(ct.assured && !ct.unreplied && ct.reply_dst == ep(&client.ip, p), "{ct:?}");
+    }
+    let ok = ct_entry(&table, &ep(&client.ip, half_ports[0]), &ep(&half, SVC_PORT));
+    assert!(ok.reply_src == be(0) && ok.assured, "{ok:?}");
+    let silent = ct_entry(&table, &ep(&client.ip, half_ports[1]), &ep(&half, SVC_PORT));
+    assert!(silent.reply_src == be(2) && silent.unreplied && !silent.assured, "{silent:?}");
+    let m = ct_entry(&table, &ep(&client.ip, both_ports[0]), &ep(&both, SVC_PORT));
+    assert!(m.reply_src == be(1) && m.reply_dst.starts_with(&format!("{}:", lab.node_pod_ip)) && m.assured, "{m:?}");
+}
+
+#[test]
+fn service_connections_name_their_backend_once_per_state() {
+    if !require_privileged("service_connections_name_their_backend_once_per_state") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(2, 1);
+    let cip = lab.cluster_ip(10);
+    lab.service("TEST", &cip, &[0, 1], false);
+    let client = &lab.clients[0];
+    let sports: Vec<u16> = (42001..=42010).collect();
+    // Not rewritten: straight to a backend, no masquerade. Must give no nat event.
+    let direct = [42021u16, 42022];
+    let origs = origs_of(client, &sports);
+
+    let traffic = || {
+        for (p, r) in connect_each(client, &cip, SVC_PORT, &sports, 3.0, 5) {
+            assert_eq!(r, "ok 5", "connection from port {p} through the Service failed");
+        }
+        for (p, r) in connect_each(client, &lab.backends[0].ip, BACKEND_PORT, &direct, 3.0, 3) {
+            assert_eq!(r, "ok 3", "direct connection from port {p} failed");
+        }
+    };
+    let ((), run, events) = traced(&lab, &[], traffic, |_, evs| all_assured(evs, &origs));
+
+    let chosen = assert_all_answered(&lab, &events, &origs, &ep(&cip, SVC_PORT), "dnat");
+    let backends: Vec<String> = lab.backends.iter().map(|b| ep(&b.ip, BACKEND_PORT)).collect();
+    for (orig, backend) in origs.iter().zip(&chosen) {
+        assert!(backends.contains(backend), "{orig}: the kernel sent it to {backend} (not a backend?)");
+        for ev in conn_events(&events, orig) {
+            assert_eq!(ev["reply_dst"], orig.as_str(), "{orig}: {ev}: pure DNAT, the reply goes to the client itself");
+            assert_eq!(ev["backend"], backend.as_str(), "{orig}: {ev}: backend");
+            assert!(ev["backend_pod"].is_null() && ev["src_pod"].is_null() && ev["dst_pod"].is_null(), "{orig}: {ev}: --pods-from none names no pod");
+        }
+    }
+    // Round robin: five connections each.
+    for b in &backends {
+        assert_eq!(chosen.iter().filter(|c| *c == b).count(), 5, "nth every 2 must split 10 connections 5/5: {chosen:?}");
+    }
+    for orig in origs_of(client, &direct) {
+        assert!(conn_events(&events, &orig).is_empty(), "connection {orig} was not rewritten, yet:\n{}", dump(&events));
+    }
+    assert_eq!(events.len(), 3 * sports.len(), "only the Service connections' state changes may be reported:\n{}", dump(&events));
+    assert_clean_summary(&run, 0);
+}
+
+#[test]
+fn connections_to_a_silent_backend_are_marked_no_reply() {
+    if !require_privileged("connections_to_a_silent_backend_are_marked_no_reply") {
+        return;
+    }
+    let _lock = shared_lock();
+    // Backend 0 answers; backend 1 is a pod whose namespace drops everything to the port.
+    let (lab, _echo) = tcp_lab(2, 1);
+    let silent = &lab.backends[1];
+    silence(silent, "tcp", BACKEND_PORT);
+    let cip = lab.cluster_ip(20);
+    lab.service("HALF", &cip, &[0, 1], false);
+    let client = &lab.clients[0];
+    const REPLY_TIMEOUT_S: f64 = 1.0;
+    let sports: Vec<u16> = (42101..=42104).collect();
+
+    // 2 s connect timeout: the SYN is retransmitted once (at 1 s) before the client gives up.
+    let traffic = || connect_each(client, &cip, SVC_PORT, &sports, 2.0, 3);
+    let done = |results: &BTreeMap<u16, String>, evs: &[Value]| {
+        let timed_out = with_result(client, results, "timeout");
+        timed_out.iter().all(|o| conn_events(evs, o).iter().any(|e| e["state"] == "no_reply"))
+            && all_assured(evs, &with_result(client, results, "ok 3").into_iter().collect::<Vec<_>>())
+    };
+    let (results, run, events) = traced(&lab, &[], traffic, done);
+    let timed_out = with_result(client, &results, "timeout");
+    let answered: Vec<String> = with_result(client, &results, "ok 3").into_iter().collect();
+    assert_eq!((timed_out.len(), answered.len()), (2, 2), "nth every 2: two connections must time out, two be answered: {results:?}");
+
+    let orig_dst = ep(&cip, SVC_PORT);
+    let chosen = assert_all_answered(&lab, &events, &answered, &orig_dst, "dnat");
+    let answering = ep(&lab.backends[0].ip, BACKEND_PORT);
+    assert!(chosen.iter().all(|b| *b == answering), "the kernel sent answered connections elsewhere: {chosen:?}");
+    let table = conntrack(&lab.node);
+    let silent_ep = ep(&silent.ip, BACKEND_PORT);
+    for orig in &timed_out {
+        let what = format!("connection {orig} -> {orig_dst}");
+        // The kernel's view: sent to the silent backend, never answered.
+        let ct = ct_entry(&table, orig, &orig_dst);
+        assert_eq!(ct.reply_src, silent_ep, "{what}: timed out, but the kernel sent it to {}: {ct:?}", ct.reply_src);
+        assert!(ct.unreplied && !ct.assured, "{what}: the kernel's entry must be UNREPLIED: {ct:?}");
+        let evs = conn_events(&events, orig);
+        assert_eq!(
+            states(&evs),
+            ["new", "no_reply"],
+            "{what}: want `new` once (the SYN retransmit changes no state) then one `no_reply`:\n{}",
+            dump(&events)
+        );
+        assert_tuples(&evs, &ct, "dnat");
+        for ev in &evs {
+            assert_eq!(ev["backend"], silent_ep.as_str(), "{what}: event {ev}: backend must be the silent one");
+            assert_eq!(ev["netns"].as_u64(), Some(lab.node.inode()), "{what}: event {ev}: netns must be the node's");
+            // Every packet of this connection that left the node was the SYN to the backend.
+            assert_eq!(
+                (ev["src"].as_str(), ev["dst"].as_str()),
+                (Some(orig.as_str()), Some(silent_ep.as_str())),
+                "{what}: event {ev}: src/dst must be the translated SYN's"
+            );
+        }
+        assert_eq!(evs[0]["ifname"].as_str(), Some(lab.bridge.as_str()), "{what}: {}: ifname", evs[0]);
+        let waited = (ts(evs[1]) - ts(evs[0])) as f64 / 1e9;
+        assert!(
+            (REPLY_TIMEOUT_S - 0.1..=REPLY_TIMEOUT_S + 3.0).contains(&waited),
+            "{what}: no_reply came {waited:.3} s after the connection was first seen; --reply-timeout is {REPLY_TIMEOUT_S} s"
+        );
+    }
+    assert_eq!(events.len(), 3 * answered.len() + 2 * timed_out.len(), "unexpected events:\n{}", dump(&events));
+    assert_clean_summary(&run, timed_out.len());
+}
+
+#[test]
+fn masquerade_out_of_the_node_gives_snat_with_the_translated_source() {
+    if !require_privileged("masquerade_out_of_the_node_gives_snat_with_the_translated_source") {
+        return;
+    }
+    let _lock = shared_lock();
+    let lab = NatLab::new(1, 1);
+    let _echo = tcp_echo(&lab.backends[0]);
+    let client = &lab.clients[0];
+    // What a CNI's ipMasq (or ip-masq-agent) writes: traffic from the client subnet leaving
+    // towards the pods is masqueraded to the node's address there.
+    lab.nat(&["-A", "POSTROUTING", "-s", &lab.addrs.net(1), "-o", &lab.bridge, "-j", "MASQUERADE"]);
+    let backend = ep(&lab.backends[0].ip, BACKEND_PORT);
+    let sports = [42201u16, 42202];
+    let origs = origs_of(client, &sports);
+
+    let traffic = || {
+        for (p, r) in connect_each(client, &lab.backends[0].ip, BACKEND_PORT, &sports, 3.0, 4) {
+            assert_eq!(r, "ok 4", "masqueraded connection from port {p} failed");
+        }
+    };
+    let ((), run, events) = traced(&lab, &[], traffic, |_, evs| all_assured(evs, &origs));
+
+    assert_all_answered(&lab, &events, &origs, &backend, "snat");
+    let table = conntrack(&lab.node);
+    for orig in &origs {
+        let ct = ct_entry(&table, orig, &backend);
+        let translated_ip = ct.reply_dst.rsplit_once(':').map(|(ip, _)| ip).unwrap_or_default();
+        assert_eq!(translated_ip, lab.node_pod_ip, "{orig}: the kernel masqueraded to {} (want the node's bridge address)", ct.reply_dst);
+        let evs = conn_events(&events, orig);
+        // The translated source is what the backend sees.
+        assert_eq!(evs[0]["src"], ct.reply_dst.as_str(), "{orig}: {}: src must be the translated source", evs[0]);
+    }
+    assert_eq!(events.len(), 3 * origs.len(), "unexpected events:\n{}", dump(&events));
+    assert_clean_summary(&run, 0);
+}
+
+#[test]
+fn masqueraded_service_traffic_gives_both() {
+    if !require_privileged("masqueraded_service_traffic_gives_both") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(2, 1);
+    let cip = lab.cluster_ip(30);
+    // kube-proxy's masqueradeAll: KUBE-MARK-MASQ, then KUBE-POSTROUTING MASQUERADE --random-fully.
+    lab.service("BOTH", &cip, &[0, 1], true);
+    let client = &lab.clients[0];
+    let sports = [42301u16, 42302, 42303, 42304];
+    let origs = origs_of(client, &sports);
+
+    let traffic = || {
+        for (p, r) in connect_each(client, &cip, SVC_PORT, &sports, 3.0, 3) {
+            assert_eq!(r, "ok 3", "connection from port {p} failed");
+        }
+    };
+    let ((), run, events) = traced(&lab, &[], traffic, |_, evs| all_assured(evs, &origs));
+
+    let chosen: BTreeSet<String> = assert_all_answered(&lab, &events, &origs, &ep(&cip, SVC_PORT), "both").into_iter().collect();
+    assert_eq!(chosen.len(), 2, "round robin must have used both backends: {chosen:?}");
+    for ev in &events {
+        let translated = ev["reply_dst"].as_str().unwrap_or_default();
+        assert!(translated.starts_with(&format!("{}:", lab.node_pod_ip)), "{ev}: reply_dst must be the node's bridge address");
+    }
+    assert_eq!(events.len(), 3 * origs.len(), "unexpected events:\n{}", dump(&events));
+    assert_clean_summary(&run, 0);
+}
+
+/// A DNS-like UDP Service: one query per source port, round robin over a backend that answers
+/// and one whose namespace drops the queries. UDP conntrack sets ASSURED only once a flow has
+/// lasted about 2 s, so an answered query shows new then reply; an unanswered one new then
+/// no_reply.
+#[test]
+fn udp_service_queries_are_answered_or_marked_no_reply() {
+    if !require_privileged("udp_service_queries_are_answered_or_marked_no_reply") {
+        return;
+    }
+    let _lock = shared_lock();
+    const DNS: u16 = 53;
+    const TARGET: u16 = 5353;
+    let lab = NatLab::new(2, 1);
+    let _echo: Vec<Announced> = lab.backends.iter().map(|b| udp_echo(b, TARGET)).collect();
+    let silent = &lab.backends[1];
+    silence(silent, "udp", TARGET);
+    lab.kube_proxy_base();
+    let cip = lab.cluster_ip(53);
+    lab.service_on("DNS", "udp", &cip, (DNS, TARGET), &[0, 1], false);
+    let client = &lab.clients[0];
+    let sports: Vec<u16> = (42601..=42604).collect();
+
+    let traffic = || query_each(client, &cip, DNS, &sports, 1.0);
+    let done = |results: &BTreeMap<u16, String>, evs: &[Value]| {
+        with_result(client, results, "timeout").iter().all(|o| conn_events(evs, o).iter().any(|e| e["state"] == "no_reply"))
+            && with_result(client, results, "ok").iter().all(|o| conn_events(evs, o).iter().any(|e| e["state"] == "reply"))
+    };
+    let (results, run, events) = traced(&lab, &["--proto", "udp"], traffic, done);
+    let answered = with_result(client, &results, "ok");
+    let lost = with_result(client, &results, "timeout");
+    assert_eq!((answered.len(), lost.len()), (2, 2), "round robin: two answered, two lost: {results:?}");
+
+    let table = conntrack(&lab.node);
+    let netns = lab.node.inode();
+    for orig in origs_of(client, &sports) {
+        let what = format!("query {orig} -> {cip}:{DNS}");
+        let ct = ct_entry_of(&table, "udp", &orig, &ep(&cip, DNS));
+        let evs = conn_events(&events, &orig);
+        assert_tuples(&evs, &ct, "dnat");
+        let want_backend = if answered.contains(&orig) { &lab.backends[0] } else { silent };
+        assert_eq!(ct.reply_src, ep(&want_backend.ip, TARGET), "{what}: the kernel's entry {ct:?}");
+        let want_states: &[&str] = if answered.contains(&orig) { &["new", "reply"] } else { &["new", "no_reply"] };
+        assert_eq!(states(&evs), want_states, "{what}:\n{}", dump(&events));
+        assert_eq!(ct.unreplied, lost.contains(&orig), "{what}: the kernel's entry {ct:?}");
+        for ev in &evs {
+            assert_eq!(ev["backend"], ct.reply_src.as_str(), "{what}: {ev}: backend");
+            assert_eq!(ev["netns"].as_u64(), Some(netns), "{what}: {ev}: netns must be the node's");
+            let (src, dst, ifname) = if ev["state"] == "reply" {
+                (&ct.orig_dst, &ct.orig_src, lab.client_ifs[0].as_str())
+            } else {
+                (&ct.reply_dst, &ct.reply_src, lab.bridge.as_str())
+            };
+            assert_eq!((ev["src"].as_str(), ev["dst"].as_str()), (Some(src.as_str()), Some(dst.as_str())), "{what}: {ev}: src/dst after NAT");
+            if ev["state"] != "no_reply" {
+                assert_eq!(ev["ifname"].as_str(), Some(ifname), "{what}: {ev}: ifname");
+            }
+        }
+    }
+    assert_eq!(events.len(), 2 * sports.len(), "unexpected events:\n{}", dump(&events));
+    assert_clean_summary(&run, lost.len());
+}
+
+/// `kubectl get pods -A -o json` naming the lab's hosts as pods of namespace `lab`.
+fn pods_file(pods: &[(&str, &str)]) -> String {
+    let items: Vec<Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ip))| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "lab", "uid": format!("00000000-0000-0000-0000-{i:012}"), "labels": {"app": name}},
+                "spec": {"nodeName": "node-lab", "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+            })
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}).to_string()
+}
+
+/// A temporary file, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
+    if !require_privileged("backend_pods_are_named_and_pod_filter_keeps_the_clients_connections") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(2, 2);
+    let cip = lab.cluster_ip(40);
+    lab.service("PODS", &cip, &[0, 1], false);
+    let (client, other) = (&lab.clients[0], &lab.clients[1]);
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("nat"))));
+    let pods = [("client", client.ip.as_str()), ("other", other.ip.as_str()), ("web-0", lab.backends[0].ip.as_str()), ("web-1", lab.backends[1].ip.as_str())];
+    std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
+    let from_file = format!("file:{}", file.0.display());
+    let pod_of = |ip_port: &str| -> Value {
+        let ip = ip_port.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(ip_port);
+        pods.iter().find(|(_, p)| *p == ip).map_or(Value::Null, |(n, _)| Value::from(format!("lab/{n}")))
+    };
+    let block = lab.block();
+
+    let start = now_nanos();
+    let all = start_nat(&["--pods-from", &from_file, "--ip", &block, "--reply-timeout", "1s"]);
+    let only = start_nat(&["--pods-from", &from_file, "--pod", "lab/client", "--reply-timeout", "1s"]);
+    let (mine, theirs) = ([42401u16, 42402], [42411u16, 42412]);
+    for (host, sports) in [(client, &mine), (other, &theirs)] {
+        for (p, r) in connect_each(host, &cip, SVC_PORT, sports, 3.0, 3) {
+            assert_eq!(r, "ok 3", "connection from {}:{p} failed", host.ip);
+        }
+    }
+    let mine_o = origs_of(client, &mine);
+    let every: Vec<String> = mine_o.iter().cloned().chain(origs_of(other, &theirs)).collect();
+    let all_complete = all.wait_for(EVENT_WAIT, |evs| all_assured(evs, &every));
+    let only_complete = only.wait_for(EVENT_WAIT, |evs| all_assured(evs, &mine_o));
+    let (_, all_evs) = finish(all, all_complete, start);
+    let (_, only_evs) = finish(only, only_complete, start);
+
+    let table = conntrack(&lab.node);
+    for orig in &every {
+        let ct = ct_entry(&table, orig, &ep(&cip, SVC_PORT));
+        let evs = conn_events(&all_evs, orig);
+        assert_eq!(states(&evs), ["new", "reply", "assured"], "connection {orig}:\n{}", dump(&all_evs));
+        for ev in &evs {
+            assert_eq!(ev["backend_pod"], pod_of(&ct.reply_src), "event {ev}: backend_pod must name the pod the kernel sent it to ({})", ct.reply_src);
+            let (src, dst) = (ev["src"].as_str().unwrap_or(""), ev["dst"].as_str().unwrap_or(""));
+            assert_eq!(ev["src_pod"], pod_of(src), "event {ev}: src_pod");
+            assert_eq!(ev["dst_pod"], pod_of(dst), "event {ev}: dst_pod (a ClusterIP is no pod)");
+            assert!(ev["netns_pod"].is_null(), "event {ev}: the node's namespace is no pod");
+        }
+    }
+    // --pod lab/client: exactly the client's connections, with the same states.
+    for orig in &mine_o {
+        assert_eq!(states(&conn_events(&only_evs, orig)), ["new", "reply", "assured"], "--pod lab/client, connection {orig}:\n{}", dump(&only_evs));
+    }
+    for ev in &only_evs {
+        assert!(mine_o.iter().any(|o| ev["orig_src"] == o.as_str()), "--pod lab/client let another pod's connection through: {ev}");
+    }
+    assert_eq!(only_evs.len(), 3 * mine_o.len(), "--pod lab/client:\n{}", dump(&only_evs));
+}
+
+#[test]
+fn bad_reply_timeout_exits_2_with_one_line() {
+    if !require_privileged("bad_reply_timeout_exits_2_with_one_line") {
+        return;
+    }
+    // (args, words of which the one error line must name at least one)
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["--reply-timeout", "0"], &["reply-timeout"]),
+        (&["--reply-timeout", "0s"], &["reply-timeout"]),
+        (&["--reply-timeout", "x"], &["reply-timeout"]),
+        // clap reads `-1s` as a flag of its own: the line names that (`-1`) instead.
+        (&["--reply-timeout", "-1s"], &["reply-timeout", "-1"]),
+        (&["--reply-timeout"], &["--reply-timeout"]),
+    ];
+    for (extra, words) in cases {
+        // Were the input accepted, the run would end by itself.
+        let mut args = vec!["nat", "--pods-from", "none", "--duration", "3s"];
+        args.extend_from_slice(extra);
+        assert_refused(&args, words);
+    }
+}
+
+#[test]
+fn no_programs_or_links_left_after_exit() {
+    if !require_privileged("no_programs_or_links_left_after_exit") {
+        return;
+    }
+    let _lock = shared_lock();
+    let ip = format!("{}/32", AddrBlock::new().host(3, 1));
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "SIGINT"),
+        (&["--reply-timeout", "1s"], "SIGTERM"),
+        (&["-o", "json", "--duration", "2s"], "--duration"),
+        (&[], "SIGKILL"),
+    ];
+    assert_nothing_left_after("nat", &["--pods-from", "none", "--ip", &ip], &cases);
+}
