@@ -40,6 +40,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
 
     let decoder = Decoder { clock: Clock::new(), bits };
     let waiting = std::cell::RefCell::new(NoReply::new(config.reply_timeout.as_nanos() as i128));
+    let marked = std::cell::Cell::new(0u64);
     let mut sink = output::stdout_sink(config.trace.output);
     let stop = Stop { duration: config.trace.duration, count: config.trace.count };
     let delivered = runner::run_with_ticks(
@@ -52,12 +53,20 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
             waiting.borrow_mut().saw(&event);
             Some(event)
         },
-        |now| waiting.borrow_mut().expired(now),
+        |now| {
+            let expired = waiting.borrow_mut().expired(now);
+            marked.set(marked.get() + expired.len() as u64);
+            expired
+        },
     )
     .await?;
     let counts = loader::read_counts(&ebpf, kind::NAT)?;
     drop(ebpf);
     super::print_summary("nat", counts, delivered.read);
+    // Not kernel records, so not in the counts above: say how many lines tracer added.
+    if marked.get() > 0 {
+        eprintln!("tracer: nat: {} connections got no reply within {:?} (marked no_reply)", marked.get(), config.reply_timeout);
+    }
     Ok(())
 }
 
@@ -93,7 +102,8 @@ impl NoReply {
             .into_iter()
             .filter_map(|conn| self.waiting.remove(&conn))
             .map(|mut e| {
-                e.ts_unix_ns += self.timeout_ns;
+                // Stamped when the timeout was noticed, so the stream stays in time order.
+                e.ts_unix_ns = now;
                 if let Detail::Nat(nat) = &mut e.detail {
                     nat.state = "no_reply";
                 }
@@ -148,6 +158,8 @@ mod tests {
         assert_eq!(out.len(), 1);
         let Detail::Nat(d) = &out[0].detail else { panic!("kind") };
         assert_eq!((d.conn, d.state, out[0].ts_unix_ns), (1, "no_reply", 1000));
+        n.saw(&nat(3, 0, false));
+        assert_eq!(n.expired(2500)[0].ts_unix_ns, 2500, "stamped when noticed");
         assert!(n.expired(5000).is_empty());
     }
 }
