@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::LruHashMap,
     programs::BtfTracePointContext,
 };
 use tracer_common::{
@@ -47,17 +47,6 @@ fn note_port(sk: *const u8, sport: u16) {
     }
 }
 
-/// Per-CPU scratch for the flow map's key and a new entry: on the stack, with the flow and the
-/// filter's temporaries, they would pass the verifier's 512 bytes.
-#[repr(C)]
-struct Scratch {
-    key: FlowKey,
-    stats: FlowStats,
-}
-
-#[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-
 /// Which counter of a flow an event bumps.
 #[derive(Clone, Copy)]
 enum Counter {
@@ -77,14 +66,14 @@ fn wanted(flow: &RawFlow, netns: u32) -> bool {
     flow.family != 0 && filter::matches(flow) && filter::matches_pods(flow, netns)
 }
 
-/// Adds one to the flow's `counter` (creating the flow) and returns the new value.
+/// Adds one to the flow's `counter` (creating the flow) and returns the new value. The key is
+/// built on this program's stack: a per-CPU scratch slot would be shared by the family's five
+/// programs, and one of them interrupting another on the same CPU (a softirq) would overwrite it.
 #[inline(always)]
 fn bump(flow: &RawFlow, netns: u32, ts: u64, tcp_state: u8, counter: Counter) -> u32 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
-    // SAFETY: the per-CPU scratch entry is ours for the duration of this program run.
-    let scratch = unsafe { &mut *scratch };
-    set_key(&mut scratch.key, flow, netns);
-    if let Some(stats) = TCP_FLOWS.get_ptr_mut(&scratch.key) {
+    let mut key = FlowKey::default();
+    set_key(&mut key, flow, netns);
+    if let Some(stats) = TCP_FLOWS.get_ptr_mut(&key) {
         // SAFETY: a pointer into the map's value. A flow is one socket, and every hook here runs
         // under that socket's lock, so updates of one flow do not race; a plain add is enough
         // (and the BPF target offers no atomic read-modify-write to Rust).
@@ -100,15 +89,15 @@ fn bump(flow: &RawFlow, netns: u32, ts: u64, tcp_state: u8, counter: Counter) ->
             return core::ptr::read_volatile(field) as u32;
         }
     }
-    scratch.stats = FlowStats { first_ns: ts, last_ns: ts, state: tcp_state, ..FlowStats::default() };
+    let mut stats = FlowStats { first_ns: ts, last_ns: ts, state: tcp_state, ..FlowStats::default() };
     match counter {
-        Counter::Retransmits => scratch.stats.retransmits = 1,
-        Counter::Resets => scratch.stats.resets = 1,
-        Counter::ConnectFails => scratch.stats.connect_fails = 1,
+        Counter::Retransmits => stats.retransmits = 1,
+        Counter::Resets => stats.resets = 1,
+        Counter::ConnectFails => stats.connect_fails = 1,
     }
     // Another CPU may have created it in between; then this one event is not counted in the
     // map (the stream still has it).
-    let _ = TCP_FLOWS.insert(&scratch.key, &scratch.stats, u64::from(BPF_NOEXIST));
+    let _ = TCP_FLOWS.insert(&key, &stats, u64::from(BPF_NOEXIST));
     1
 }
 
@@ -293,11 +282,9 @@ fn update_state(sk: *const u8, new: u8, ts: u64) -> Result<(), i64> {
     if flow.family == 0 {
         return Ok(());
     }
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
-    // SAFETY: the per-CPU scratch entry is ours for the duration of this program run.
-    let key = unsafe { &mut (*scratch).key };
-    set_key(key, &flow, sock::netns(sk));
-    if let Some(stats) = TCP_FLOWS.get_ptr_mut(key) {
+    let mut key = FlowKey::default();
+    set_key(&mut key, &flow, sock::netns(sk));
+    if let Some(stats) = TCP_FLOWS.get_ptr_mut(&key) {
         // SAFETY: a pointer into the map's value; plain stores.
         unsafe {
             (*stats).state = new;
