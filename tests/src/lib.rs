@@ -1592,47 +1592,18 @@ pub fn argv_refs(v: &[String]) -> Vec<&str> {
 
 /// A running [`TCP_SINK`]; killed on drop.
 pub struct TcpSink {
-    child: Option<Child>,
+    _process: Announced,
 }
 
 impl TcpSink {
     /// Starts the sink through `spawn` (e.g. `|a| ns.spawn(a)` or `|a| pod.spawn(a)`) and waits
-    /// (up to 10 s) until it prints `listening`.
+    /// (up to 10 s) until it prints `listening`; killed on drop.
     pub fn start(spawn: impl FnOnce(&[&str]) -> Child, ip: &str, ports: &[u16]) -> TcpSink {
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
         let mut argv = vec!["python3", "-c", TCP_SINK, ip];
         argv.extend(ports.iter().map(String::as_str));
-        let mut child = spawn(&argv);
-        let stdout = child.stdout.take().expect("sink stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Drain the rest so the sink never blocks on a full pipe.
-            let mut rest = Vec::new();
-            let _ = r.read_to_end(&mut rest);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-        if line.trim() != "listening" {
-            let _ = child.kill();
-            let out = child.wait_with_output().ok();
-            panic!(
-                "TCP sink on {ip} {ports:?} did not start (first line {line:?}); stderr: {}",
-                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default()
-            );
-        }
-        TcpSink { child: Some(child) }
-    }
-}
-
-impl Drop for TcpSink {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let what = format!("TCP sink on {ip} {ports:?}");
+        TcpSink { _process: Announced::start(spawn, &argv, "listening", &what) }
     }
 }
 
