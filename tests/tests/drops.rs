@@ -578,3 +578,119 @@ fn without_privileges_exits_2_with_one_line() {
         assert_nothing_left(&format!("{w:?}"), &before, &BTreeSet::new(), &pins_before);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conntrack's own drops (issue 6)
+// ---------------------------------------------------------------------------------------------
+
+/// net.netfilter.nf_conntrack_max is one value for the whole machine (read-only inside a child
+/// namespace), checked against each namespace's own entry count: set low for one test (with
+/// the shared lock held), restored on drop, also when the test fails.
+struct ConntrackMax {
+    old: String,
+}
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    fn set(max: u64) -> ConntrackMax {
+        let old = std::fs::read_to_string(CONNTRACK_MAX).unwrap_or_else(|e| panic!("lab: reading {CONNTRACK_MAX}: {e}"));
+        std::fs::write(CONNTRACK_MAX, max.to_string()).unwrap_or_else(|e| panic!("lab: writing {CONNTRACK_MAX}: {e}"));
+        ConntrackMax { old: old.trim().to_string() }
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.old) {
+            eprintln!("!!!!!!!! could not restore {CONNTRACK_MAX} to {}: {e} !!!!!!!!", self.old);
+        }
+    }
+}
+
+/// Listens with a large backlog and never accepts: the kernel completes every handshake, so
+/// each connection is an assured conntrack entry that early drop cannot evict.
+const BACKLOG_SERVER: &str = r#"
+import socket, sys, time
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2])))
+l.listen(128)
+print("listening", flush=True)
+time.sleep(120)
+"#;
+
+/// Opens N connections and holds them.
+const HOLD_CONNECTIONS: &str = r#"
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    held.append(s)
+print("connected", flush=True)
+time.sleep(120)
+"#;
+
+/// Issue 6: when a namespace's conntrack table is full, new connections are dropped by
+/// conntrack itself (NETFILTER_DROP in nf_hook_slow, like a rule's DROP); `tracer drops` says
+/// it was conntrack, with the table's fill level, and leaves a rule's drop alone.
+#[test]
+fn conntrack_table_full_drops_show_the_cause_and_fill_level() {
+    let test = "conntrack_table_full_drops_show_the_cause_and_fill_level";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    const PORT: u16 = 5611;
+    const UDP_PORT: u16 = 5612;
+    const SPORT: u16 = 40611;
+    const HELD: u64 = 6;
+    let lab = PairLab::new();
+    // Conntrack in B only (a rule needs it there); A tracks nothing, so only B's table fills.
+    let port = PORT.to_string();
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-j", "ACCEPT"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &UDP_PORT.to_string(), "-j", "DROP"]);
+    let _server = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", BACKLOG_SERVER, &lab.b_ip, &port], "listening", "backlog server");
+
+    let ip = format!("{}/32", lab.b_ip);
+    let t = Tracer::start(&args(&["--ip", &ip]));
+    // A rule's drop first (the table has room): no conntrack cause.
+    assert_eq!(Udp::new(&lab.a_ip, SPORT, &lab.b_ip, UDP_PORT).send(&lab.a), 3);
+    let (usrc, udst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{UDP_PORT}", lab.b_ip));
+    assert!(wait_flow(&t, &usrc, &udst, 3), "no drops of the rule's UDP flow {usrc} -> {udst}");
+
+    let _max = ConntrackMax::set(HELD);
+    let held = HELD.to_string();
+    let _clients =
+        Announced::start(|a| lab.a.spawn(a), &["python3", "-c", HOLD_CONNECTIONS, &lab.b_ip, &port, &held], "connected", "held connections");
+    // B's table is full now; the kernel's own count says so.
+    let stats = String::from_utf8_lossy(&lab.b.exec_ok(&["cat", "/proc/net/stat/nf_conntrack"]).stdout).into_owned();
+    let entries = stats.lines().nth(1).and_then(|l| l.split_whitespace().next()).and_then(|h| u64::from_str_radix(h, 16).ok());
+    assert_eq!(entries, Some(HELD), "lab: B's conntrack table should hold the {HELD} connections:\n{stats}");
+
+    let connect = tcp_connect_timed_argv(&lab.a_ip, SPORT, &lab.b_ip, PORT, 3.0, 1, 0.0);
+    let out = lab.a.exec_timeout(&argv_refs(&connect), Duration::from_secs(20));
+    let result = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(result.starts_with("timeout") || result.starts_with("error 110"), "the connect should get no answer: {out:?}");
+    let (src, dst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{PORT}", lab.b_ip));
+    assert!(wait_flow(&t, &src, &dst, 1), "no drop of the refused connect {src} -> {dst}");
+    let run = t.stop();
+    run.assert_code(0);
+    let events = run.events();
+
+    let rule: Vec<&Value> = with_flow(&events, &usrc, &udst);
+    assert_eq!(rule.len(), 3, "{}", dump(&events));
+    for ev in &rule {
+        assert_eq!(ev["reason"], "NETFILTER_DROP", "{ev}");
+        assert!(ev.get("conntrack").is_none(), "a rule's drop is not conntrack's: {ev}");
+    }
+    let full: Vec<&Value> = with_flow(&events, &src, &dst);
+    assert!(!full.is_empty(), "{}", dump(&events));
+    for ev in &full {
+        assert_eq!(ev["reason"], "NETFILTER_DROP", "{ev}");
+        assert_eq!(ev["netns"].as_u64(), Some(lab.b.inode()), "dropped in B: {ev}");
+        assert_eq!(ev["conntrack"]["cause"], "table_full", "{ev}");
+        assert_eq!(ev["conntrack"]["entries"].as_u64(), Some(HELD), "{ev}");
+        assert_eq!(ev["conntrack"]["max"].as_u64(), Some(HELD), "{ev}");
+    }
+}

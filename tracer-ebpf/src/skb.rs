@@ -11,6 +11,9 @@ use crate::kernel::{netns_inum, offset, read, read_buf};
 /// skb->network_header when the kernel has not set it (`(u16)~0U`).
 const HEADER_UNSET: u16 = 0xffff;
 
+/// `sk_buff._nfct` is the conntrack entry's address with ctinfo in its low three bits.
+pub const NFCT_PTRMASK: u64 = !7;
+
 /// IPv6 extension headers we step over to find the transport header; bounded for the verifier.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
 
@@ -62,14 +65,23 @@ pub fn len(skb: *const u8) -> u32 {
 #[inline(always)]
 pub fn flow(skb: *const u8) -> RawFlow {
     let mut flow = RawFlow::default();
+    fill_flow(skb, &mut flow);
+    flow
+}
+
+/// [`flow`] into `flow` (zeroed first): lets a program keep the flow in a per-CPU map value
+/// rather than on its 512-byte stack.
+#[inline(always)]
+pub fn fill_flow(skb: *const u8, flow: &mut RawFlow) {
+    *flow = RawFlow::default();
     let Ok(head) = read::<*const u8>(skb, offset!(skb_head)) else {
-        return flow;
+        return;
     };
     let Ok(network) = read::<u16>(skb, offset!(skb_network_header)) else {
-        return flow;
+        return;
     };
     if head.is_null() || network == HEADER_UNSET {
-        return flow;
+        return;
     }
     let ethertype = u16::from_be(read::<u16>(skb, offset!(skb_protocol)).unwrap_or(0));
     flow.ethertype = ethertype;
@@ -84,14 +96,13 @@ pub fn flow(skb: *const u8) -> RawFlow {
         _ => 0,
     };
     let l4 = match version {
-        4 => parse_ipv4(l3, &mut flow),
-        6 => parse_ipv6(l3, &mut flow),
+        4 => parse_ipv4(l3, flow),
+        6 => parse_ipv6(l3, flow),
         _ => None,
     };
     if let Some(l4) = l4 {
-        parse_l4(l4, &mut flow);
+        parse_l4(l4, flow);
     }
-    flow
 }
 
 #[inline(always)]

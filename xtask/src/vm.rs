@@ -62,6 +62,7 @@ const MODULES: &[&str] = &[
     "iptable_nat",
     "xt_nat",
     "xt_MASQUERADE",
+    "xt_comment",
     "sch_ingress",
     "cls_bpf",
 ];
@@ -931,9 +932,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 
 
 /// The integration-test binaries (tests/tests/*.rs) run inside each VM.
-// retrans is not in yet: on 6.1 its --top snapshots miss flows the kernel map should hold
-// (issue 5's note); it passes on 6.12 and on the host.
-const TEST_BINARIES: &[&str] = &["check", "drops", "lab"];
+const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat"];
 
 /// The newest executable of each of [`TEST_BINARIES`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.
