@@ -694,3 +694,76 @@ fn conntrack_table_full_drops_show_the_cause_and_fill_level() {
         assert_eq!(ev["conntrack"]["max"].as_u64(), Some(HELD), "{ev}");
     }
 }
+
+/// Sends N bare TCP ACKs (no connection behind them) from argv[1]:argv[3] to argv[2]:argv[4]
+/// through a raw socket, checksummed; prints N.
+const STRAY_ACKS: &str = r#"
+import socket, struct, sys
+src, dst, sport, dport, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+s.bind((src, 0))
+for i in range(n):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, 1000 + i, 2000, 5 << 4, 0x10, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(hdr))
+    hdr = hdr[:16] + struct.pack("!H", csum(pseudo + hdr)) + hdr[18:]
+    s.sendto(hdr, (dst, 0))
+print(n)
+"#;
+
+/// Issue 6: a packet conntrack finds invalid (an ACK of no connection, with
+/// nf_conntrack_tcp_loose off) dropped by the usual `--ctstate INVALID -j DROP` rule is
+/// marked `invalid`; a new connection's packet dropped by a rule (its entry unconfirmed, no
+/// insert failure) is not conntrack's.
+#[test]
+fn invalid_packets_dropped_by_a_ctstate_rule_are_marked_invalid() {
+    let test = "invalid_packets_dropped_by_a_ctstate_rule_are_marked_invalid";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    const PORT: u16 = 5621;
+    const UDP_PORT: u16 = 5622;
+    const SPORT: u16 = 40621;
+    let lab = PairLab::new();
+    lab.b.exec_ok(&["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_loose=0"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &UDP_PORT.to_string(), "-j", "DROP"]);
+
+    let t = Tracer::start(&args(&["--ip", &format!("{}/32", lab.b_ip)]));
+    let acks = lab.a.exec_ok(&["python3", "-c", STRAY_ACKS, &lab.a_ip, &lab.b_ip, &SPORT.to_string(), &PORT.to_string(), "3"]);
+    assert_eq!(String::from_utf8_lossy(&acks.stdout).trim(), "3", "lab: stray ACKs not sent: {acks:?}");
+    assert_eq!(Udp::new(&lab.a_ip, SPORT, &lab.b_ip, UDP_PORT).send(&lab.a), 3);
+    let (src, dst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{PORT}", lab.b_ip));
+    let (usrc, udst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{UDP_PORT}", lab.b_ip));
+    assert!(wait_flow(&t, &src, &dst, 3) && wait_flow(&t, &usrc, &udst, 3), "the six drops did not all arrive");
+    let run = t.stop();
+    run.assert_code(0);
+    let events = run.events();
+    // The kernel's own count: three invalid packets in B.
+    let stats = String::from_utf8_lossy(&lab.b.exec_ok(&["cat", "/proc/net/stat/nf_conntrack"]).stdout).into_owned();
+    let invalid_at = stats.lines().next().and_then(|h| h.split_whitespace().position(|c| c == "invalid")).expect("an invalid column");
+    let invalid: u64 = stats
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(invalid_at).and_then(|h| u64::from_str_radix(h, 16).ok()))
+        .sum();
+    assert_eq!(invalid, 3, "lab: B's conntrack should have counted three invalid packets:\n{stats}");
+
+    let stray = with_flow(&events, &src, &dst);
+    assert_eq!(stray.len(), 3, "{}", dump(&events));
+    for ev in &stray {
+        assert_eq!(ev["reason"], "NETFILTER_DROP", "{ev}");
+        assert_eq!(ev["netns"].as_u64(), Some(lab.b.inode()), "{ev}");
+        assert_eq!(ev["conntrack"]["cause"], "invalid", "{ev}");
+    }
+    let rule = with_flow(&events, &usrc, &udst);
+    assert_eq!(rule.len(), 3, "{}", dump(&events));
+    for ev in &rule {
+        assert!(ev.get("conntrack").is_none(), "a rule's drop of a new connection is not conntrack's: {ev}");
+    }
+}

@@ -63,6 +63,8 @@ const MODULES: &[&str] = &[
     "xt_nat",
     "xt_MASQUERADE",
     "xt_comment",
+    "xt_mark",
+    "nf_conntrack_netlink",
     "sch_ingress",
     "cls_bpf",
 ];
@@ -412,6 +414,7 @@ const TEST_TOOLS: &[&str] = &[
     "/usr/sbin/ip",
     "/usr/sbin/xtables-legacy-multi",
     "/usr/sbin/nft",
+    "/usr/sbin/conntrack",
     "/usr/sbin/bpftool",
     "/usr/bin/setpriv",
     "/usr/bin/stat",
