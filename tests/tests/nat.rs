@@ -398,7 +398,7 @@ fn ct_entry_of(table: &[CtEntry], proto: &str, orig_src: &str, orig_dst: &str) -
 // Event checks
 // ---------------------------------------------------------------------------------------------
 
-const NAT_STATES: &[&str] = &["new", "reply", "assured", "no_reply"];
+const NAT_STATES: &[&str] = &["new", "reply", "assured", "no_reply", "closed", "timed_out", "destroyed"];
 
 fn is_nullable_pod(v: &Value) -> bool {
     v.is_null() || v.as_str().is_some_and(|p| p.split('/').count() == 2 && !p.starts_with('/') && !p.ends_with('/'))
@@ -429,7 +429,9 @@ fn check_nat(ev: &Value, window: (i128, i128)) {
         "new" => !reply_seen && !assured,
         "reply" => reply_seen && !assured,
         "assured" => reply_seen && assured,
-        _ => !reply_seen && !assured,
+        "no_reply" => !reply_seen && !assured,
+        // An end carries what was known of the connection when it was last reported.
+        _ => true,
     };
     assert!(consistent, "event {ev}: state {state:?} disagrees with reply_seen {reply_seen} / assured {assured}");
     let dnat = ev["reply_src"] != ev["orig_dst"];
@@ -1030,4 +1032,60 @@ fn no_programs_or_links_left_after_exit() {
         (&[], "SIGKILL"),
     ];
     assert_nothing_left_after("nat", &["--pods-from", "none", "--ip", &ip], &cases);
+}
+
+/// Issue 6: how each connection ended, from conntrack's destroy events: answered connections
+/// that closed are `closed`, the silent backend's are `timed_out` (after their `no_reply`).
+/// Short conntrack timeouts in the node; `conntrack -L` reaps expired entries (a dump evicts
+/// them) so that their ends do not wait for the garbage collector's next pass.
+#[test]
+fn connection_ends_are_reported_closed_or_timed_out() {
+    if !require_privileged("connection_ends_are_reported_closed_or_timed_out") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(2, 1);
+    let silent = &lab.backends[1];
+    silence(silent, "tcp", BACKEND_PORT);
+    for (key, secs) in [("tcp_timeout_time_wait", 1), ("tcp_timeout_syn_sent", 2), ("tcp_timeout_close", 1)] {
+        lab.node.exec_ok(&["sysctl", "-q", "-w", &format!("net.netfilter.nf_conntrack_{key}={secs}")]);
+    }
+    let cip = lab.cluster_ip(30);
+    lab.service("ENDS", &cip, &[0, 1], false);
+    let client = &lab.clients[0];
+    let sports: Vec<u16> = (42301..=42304).collect();
+
+    let traffic = || {
+        let results = connect_each(client, &cip, SVC_PORT, &sports, 2.0, 3);
+        // Bounded: reap expired entries until every connection ended (checked by `done`).
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(500));
+            lab.node.exec_ok(&["conntrack", "-L"]);
+        }
+        results
+    };
+    let ended = |evs: &[Value], o: &String| conn_events(evs, o).last().is_some_and(|e| ["closed", "timed_out"].contains(&e["state"].as_str().unwrap_or("")));
+    let done = |results: &BTreeMap<u16, String>, evs: &[Value]| {
+        let origs: Vec<String> = results.keys().map(|p| ep(&client.ip, *p)).collect();
+        origs.iter().all(|o| ended(evs, o))
+    };
+    let (results, run, events) = traced(&lab, &[], traffic, done);
+    let timed_out = with_result(client, &results, "timeout");
+    let answered = with_result(client, &results, "ok 3");
+    assert_eq!((timed_out.len(), answered.len()), (2, 2), "nth every 2: two connections must time out, two be answered: {results:?}");
+    for orig in &answered {
+        let evs = conn_events(&events, orig);
+        assert_eq!(states(&evs), ["new", "reply", "assured", "closed"], "{orig}: answered and closed:\n{}", dump(&events));
+    }
+    for orig in &timed_out {
+        let evs = conn_events(&events, orig);
+        assert_eq!(states(&evs), ["new", "no_reply", "timed_out"], "{orig}: never answered:\n{}", dump(&events));
+        let end = evs[2];
+        assert_eq!(end["backend"], ep(&silent.ip, BACKEND_PORT).as_str(), "{orig}: {end}");
+        assert_eq!(end["netns"].as_u64(), Some(lab.node.inode()), "{orig}: {end}");
+        assert!(ts(end) > ts(evs[1]), "{orig}: the end comes after no_reply:\n{}", dump(&events));
+    }
+    assert_eq!(events.len(), 4 * answered.len() + 3 * timed_out.len(), "unexpected events:\n{}", dump(&events));
+    assert_clean_summary(&run, 2 * timed_out.len() + answered.len());
+    assert!(run.stderr.contains("4 connections ended"), "the stop summary counts the ends:\n{}", run.stderr);
 }

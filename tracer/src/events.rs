@@ -47,7 +47,8 @@ pub struct NatDetail {
     pub reply_dst: Option<String>,
     pub reply_seen: bool,
     pub assured: bool,
-    /// `new`, `reply`, `assured`, or `no_reply` (no reply within --reply-timeout).
+    /// `new`, `reply`, `assured`, `no_reply` (no reply within --reply-timeout), or how it ended:
+    /// `closed`, `timed_out`, `destroyed` (from conntrack's destroy events).
     pub state: &'static str,
     /// Where DNAT sent the connection (the reply tuple's source), and its pod.
     pub backend: Option<String>,

@@ -10,7 +10,7 @@ use crate::{
     events::{Clock, Detail, Event},
     loader::{self, Globals},
     output,
-    probes::nat::{self, decode::Decoder},
+    probes::nat::{self, ctnetlink::EndWatch, decode::Decoder},
     runner::{self, Stop},
 };
 
@@ -41,6 +41,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     let decoder = Decoder { clock: Clock::new(), bits };
     let waiting = std::cell::RefCell::new(NoReply::new(config.reply_timeout.as_nanos() as i128));
     let marked = std::cell::Cell::new(0u64);
+    let ends = std::cell::RefCell::new(Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0 });
     let mut sink = output::stdout_sink(config.trace.output);
     let stop = Stop { duration: config.trace.duration, count: config.trace.count };
     let delivered = runner::run_with_ticks(
@@ -51,12 +52,14 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
         |header, bytes| {
             let event = (header.kind == kind::NAT).then(|| decoder.decode(bytes)).flatten()?;
             waiting.borrow_mut().saw(&event);
+            ends.borrow_mut().saw(&event);
             Some(event)
         },
         |now| {
-            let expired = waiting.borrow_mut().expired(now);
-            marked.set(marked.get() + expired.len() as u64);
-            expired
+            let mut out = waiting.borrow_mut().expired(now);
+            marked.set(marked.get() + out.len() as u64);
+            out.extend(ends.borrow_mut().ended(now));
+            out
         },
     )
     .await?;
@@ -67,7 +70,50 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     if marked.get() > 0 {
         eprintln!("tracer: nat: {} connections got no reply within {:?} (marked no_reply)", marked.get(), config.reply_timeout);
     }
+    let ends = ends.into_inner();
+    if ends.reported > 0 {
+        eprintln!("tracer: nat: {} connections ended (closed, timed_out or destroyed)", ends.reported);
+    }
+    if ends.watch.overruns() > 0 {
+        log::warn!("{} batches of conntrack destroy events overran the socket buffer: some connection ends were missed", ends.watch.overruns());
+    }
     Ok(())
+}
+
+/// A reported connection: its namespace, protocol and original tuple.
+type ConnKey = (u32, Option<u8>, String, String);
+
+/// Connection ends from conntrack's destroy events, for the connections this run reported.
+struct Ends {
+    watch: EndWatch,
+    /// The last event of each reported connection, the template of its end.
+    last: HashMap<ConnKey, Event>,
+    reported: u64,
+}
+
+impl Ends {
+    fn saw(&mut self, event: &Event) {
+        let (Detail::Nat(nat), Some(netns)) = (&event.detail, event.netns) else { return };
+        let (Some(src), Some(dst)) = (&nat.orig_src, &nat.orig_dst) else { return };
+        self.watch.ensure(netns);
+        self.last.insert((netns, event.flow.l4_proto, src.clone(), dst.clone()), event.clone());
+    }
+
+    /// Ends received since the last tick, as nat events stamped `now` (in time order).
+    fn ended(&mut self, now: i128) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (netns, d) in self.watch.drain() {
+            let (Some(src), Some(dst)) = (d.orig.src_endpoint(), d.orig.dst_endpoint()) else { continue };
+            let Some(mut e) = self.last.remove(&(netns, d.orig.l4_proto, src, dst)) else { continue };
+            e.ts_unix_ns = now;
+            if let Detail::Nat(nat) = &mut e.detail {
+                nat.state = d.ending(nat.reply_seen);
+            }
+            out.push(e);
+        }
+        self.reported += out.len() as u64;
+        out
+    }
 }
 
 /// Connections waiting for their first reply, by conntrack entry.

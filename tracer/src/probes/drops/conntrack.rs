@@ -20,18 +20,16 @@
 use std::{
     collections::HashMap,
     fs,
-    io,
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use crate::events::{ConntrackCause, ConntrackDrop, DropDetail, PacketCt};
+use crate::{
+    events::{ConntrackCause, ConntrackDrop, DropDetail, PacketCt},
+    kernel::netns::Namespaces,
+};
 
 /// How stale a namespace's counters may be before a drop they do not explain re-reads them.
 const REFRESH: Duration = Duration::from_millis(2);
-/// How often an unknown namespace inode may trigger a rescan of /proc and /run/netns.
-const RESCAN: Duration = Duration::from_secs(1);
 const MAX_FILE: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
 /// A namespace's conntrack counters, summed over CPUs.
@@ -115,20 +113,10 @@ struct Namespace {
     pending: Unexplained,
 }
 
-/// Where to read a namespace's counters from.
-#[derive(Debug, Clone)]
-enum StatsPath {
-    /// A process in it: `/proc/PID/net/stat/nf_conntrack`.
-    Process(PathBuf),
-    /// A namespace file with no process (`ip netns add`): read from a thread moved into it.
-    NamespaceFile(PathBuf),
-}
-
 /// Classifies netfilter drops as conntrack's (see the module doc). One per `tracer drops` run.
 pub struct Classifier {
     namespaces: HashMap<u32, Namespace>,
-    paths: HashMap<u32, StatsPath>,
-    scanned_at: Option<Instant>,
+    netns: Namespaces,
     max: Option<u64>,
 }
 
@@ -136,10 +124,8 @@ impl Classifier {
     /// Takes the counters of every namespace it can find now, so that only what happens from
     /// here on is attributed. A namespace created later starts from zero, as its counters do.
     pub fn start() -> Self {
-        let mut c = Classifier { namespaces: HashMap::new(), paths: HashMap::new(), scanned_at: None, max: read_max() };
-        c.rescan();
-        let inodes: Vec<u32> = c.paths.keys().copied().collect();
-        for inode in inodes {
+        let mut c = Classifier { namespaces: HashMap::new(), netns: Namespaces::scan(), max: read_max() };
+        for inode in c.netns.inodes() {
             if let Some(stats) = c.read(inode) {
                 c.namespaces.insert(inode, Namespace { last: stats, read_at: Some(Instant::now()), pending: Unexplained::default() });
             }
@@ -180,77 +166,12 @@ impl Classifier {
     }
 
     fn read(&mut self, inode: u32) -> Option<CtStats> {
-        let text = match self.paths.get(&inode).cloned() {
-            Some(path) => read_stats(&path).ok(),
-            None => None,
-        };
-        let text = match text {
-            Some(text) => text,
-            // The process may have gone, or the namespace is new: look again, now and then.
-            None => {
-                if self.scanned_at.is_some_and(|t| t.elapsed() < RESCAN) {
-                    return None;
-                }
-                self.rescan();
-                read_stats(self.paths.get(&inode)?).ok()?
-            }
-        };
-        parse_stats(&text)
+        parse_stats(&self.netns.read_proc_net(inode, "stat/nf_conntrack").ok()?)
     }
-
-    fn rescan(&mut self) {
-        self.scanned_at = Some(Instant::now());
-        self.paths.clear();
-        // Namespace files first, so that a process (cheaper to read through) wins.
-        for dir in ["/run/netns", "/var/run/netns"] {
-            let Ok(entries) = fs::read_dir(dir) else { continue };
-            for e in entries.flatten() {
-                if let Ok(meta) = fs::metadata(e.path()) {
-                    use std::os::unix::fs::MetadataExt as _;
-                    self.paths.insert(meta.ino() as u32, StatsPath::NamespaceFile(e.path()));
-                }
-            }
-        }
-        let Ok(procs) = fs::read_dir("/proc") else { return };
-        for e in procs.flatten() {
-            let name = e.file_name();
-            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Some(inode) = fs::read_link(e.path().join("ns/net")).ok().and_then(|l| netns_inode(&l)) else { continue };
-            self.paths.insert(inode, StatsPath::Process(e.path().join("net/stat/nf_conntrack")));
-        }
-    }
-}
-
-/// `net:[4026531840]` -> 4026531840.
-fn netns_inode(link: &Path) -> Option<u32> {
-    link.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
 fn read_max() -> Option<u64> {
     fs::read_to_string(MAX_FILE).ok()?.trim().parse().ok()
-}
-
-fn read_stats(path: &StatsPath) -> io::Result<String> {
-    match path {
-        StatsPath::Process(file) => fs::read_to_string(file),
-        StatsPath::NamespaceFile(ns) => {
-            let ns = fs::File::open(ns)?;
-            // setns(2) moves only the calling thread: a short-lived one, so nothing else moves.
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    // SAFETY: setns on an fd we own; it affects this thread only.
-                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack")
-                })
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("namespace reader panicked")))
-            })
-        }
-    }
 }
 
 #[cfg(test)]
@@ -292,11 +213,5 @@ mod tests {
         assert_eq!(attribute(PacketCt::Unconfirmed, &mut p), Some(ConntrackCause::InsertFailed));
         assert_eq!(p, Unexplained::default());
         assert_eq!(attribute(PacketCt::Unconfirmed, &mut Unexplained::default()), None);
-    }
-
-    #[test]
-    fn namespace_links_are_parsed() {
-        assert_eq!(netns_inode(Path::new("net:[4026531840]")), Some(4026531840));
-        assert_eq!(netns_inode(Path::new("mnt:[1]")), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Conntrack NAT: plans the net_dev_start_xmit BTF tracepoint and the `struct nf_conn` layout
 //! (from vmlinux, or nf_conntrack's module BTF when conntrack is a module), and attaches.
 
+pub mod ctnetlink;
 pub mod decode;
 
 use anyhow::Context as _;
