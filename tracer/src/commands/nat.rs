@@ -10,6 +10,7 @@ use crate::{
     events::{Clock, Detail, Event},
     loader::{self, Globals},
     output,
+    pods::layer::start_services,
     probes::nat::{self, decode::Decoder},
     runner::{self, Stop},
 };
@@ -21,6 +22,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     drop(btf);
     super::require_privileges()?;
     let mut pods = super::start_pods(&config.trace.pods).await?;
+    let services = start_services(&config.trace.pods).await;
 
     let globals = Globals {
         offsets,
@@ -49,7 +51,9 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
         sink.as_mut(),
         &mut pods,
         |header, bytes| {
-            let event = (header.kind == kind::NAT).then(|| decoder.decode(bytes)).flatten()?;
+            let mut event = (header.kind == kind::NAT).then(|| decoder.decode(bytes)).flatten()?;
+            // Named when decoded, not at output: Services are not kept with their lifetimes.
+            services.annotate(&mut event);
             waiting.borrow_mut().saw(&event);
             Some(event)
         },
@@ -134,6 +138,7 @@ mod tests {
                 nat: "dnat",
                 orig_src: None,
                 orig_dst: None,
+                orig_dst_addr: None,
                 reply_src: None,
                 reply_dst: None,
                 reply_seen,
@@ -142,6 +147,7 @@ mod tests {
                 backend: None,
                 backend_ip: None,
                 backend_pod: None,
+                service: None,
                 conn,
             }),
         }
