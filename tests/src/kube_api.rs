@@ -1,5 +1,6 @@
 //! A fake Kubernetes API server for the tests of tracer's Kubernetes API pod source: plain HTTP/1.1
-//! on `127.0.0.1:<random port>`, serving `GET /api/v1/pods` in the API's real wire format.
+//! on `127.0.0.1:<random port>`, serving `GET /api/v1/pods` and `GET /api/v1/services` (list and
+//! watch, all namespaces) in the API's real wire format.
 //!
 //! The format follows the API documentation ("API Concepts": efficient detection of changes,
 //! watch bookmarks, resource versions) and what kube-rs 5 sends and expects (read from
@@ -18,10 +19,12 @@
 //!
 //! The field selector is honoured (pods of other nodes are not returned, unsupported field
 //! labels get `400 BadRequest` as from the real server), a bearer token is required when the
-//! kubeconfig carries one (`401 Unauthorized` Status otherwise), and every request is
-//! recorded so a test can assert what the client sent.
+//! kubeconfig carries one (`401 Unauthorized` Status otherwise), a resource can be refused as
+//! RBAC refuses it ([`FakeApi::forbid`]: `403 Forbidden`), and every request is recorded so a
+//! test can assert what the client sent. Pods and Services share one resource-version sequence,
+//! as they do in a real server's etcd.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -230,6 +233,90 @@ fn uid_for(namespace: &str, name: &str) -> String {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// Service fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// One Service as the test wants it; [`ServiceFixture::object`] renders the API object.
+#[derive(Clone, Debug)]
+pub struct ServiceFixture {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `spec.clusterIPs` (the first is `spec.clusterIP`); `["None"]` for a headless Service.
+    pub cluster_ips: Vec<String>,
+    /// (protocol `TCP`/`UDP`/`SCTP`, port, targetPort).
+    pub ports: Vec<(String, u16, u16)>,
+}
+
+impl ServiceFixture {
+    /// A ClusterIP Service with one TCP port, uid derived from the name.
+    pub fn new(namespace: &str, name: &str, cluster_ips: &[&str], port: u16, target_port: u16) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid_for(namespace, &format!("svc/{name}")),
+            cluster_ips: cluster_ips.iter().map(|s| s.to_string()).collect(),
+            ports: vec![("TCP".into(), port, target_port)],
+        }
+    }
+
+    /// One more port.
+    pub fn port(mut self, protocol: &str, port: u16, target_port: u16) -> Self {
+        self.ports.push((protocol.into(), port, target_port));
+        self
+    }
+
+    /// `namespace/name`, as tracer prints Services.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The Service object as the API serves it (`resourceVersion` is set by the server).
+    pub fn object(&self) -> Value {
+        let created = rfc3339_s(unix_now_s().saturating_sub(3600));
+        let families: Vec<&str> = self
+            .cluster_ips
+            .iter()
+            .filter(|ip| ip.as_str() != "None")
+            .map(|ip| if ip.contains(':') { "IPv6" } else { "IPv4" })
+            .collect();
+        let ports: Vec<Value> = self
+            .ports
+            .iter()
+            .map(|(proto, port, target)| json!({"name": format!("{}-{port}", proto.to_lowercase()), "protocol": proto, "port": port, "targetPort": target}))
+            .collect();
+        json!({
+            "kind": "Service",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "uid": self.uid,
+                "resourceVersion": "0",
+                "creationTimestamp": created,
+                "labels": {"app": self.name},
+                "managedFields": [
+                    {"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1", "time": created,
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:ports": {}, "f:selector": {}}}}
+                ]
+            },
+            "spec": {
+                "ports": ports,
+                "selector": {"app": self.name},
+                "clusterIP": self.cluster_ips.first().cloned().unwrap_or_default(),
+                "clusterIPs": self.cluster_ips,
+                "type": "ClusterIP",
+                "sessionAffinity": "None",
+                "ipFamilies": if families.is_empty() { vec!["IPv4"] } else { families.clone() },
+                "ipFamilyPolicy": if families.len() > 1 { "PreferDualStack" } else { "SingleStack" },
+                "internalTrafficPolicy": "Cluster"
+            },
+            "status": {"loadBalancer": {}}
+        })
+    }
+}
+
 fn unix_now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -328,8 +415,47 @@ fn parse_query(q: &str) -> Vec<(String, String)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Field selectors (the subset of field labels the API supports for pods)
+// Resources and field selectors (the subset of field labels the API supports)
 // ---------------------------------------------------------------------------------------------
+
+/// The resources the fake serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resource {
+    Pods,
+    Services,
+}
+
+impl Resource {
+    fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/api/v1/pods" => Some(Self::Pods),
+            "/api/v1/services" => Some(Self::Services),
+            _ => None,
+        }
+    }
+
+    /// The plural name, as in paths and RBAC messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pods => "pods",
+            Self::Services => "services",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Pods => "Pod",
+            Self::Services => "Service",
+        }
+    }
+
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Pods => POD_FIELDS,
+            Self::Services => SERVICE_FIELDS,
+        }
+    }
+}
 
 #[derive(Debug)]
 struct FieldReq {
@@ -351,8 +477,11 @@ const POD_FIELDS: &[&str] = &[
     "status.nominatedNodeName",
 ];
 
-/// Parses `a=b,c!=d` (also `==`). Err is the API's message for an unsupported label.
-fn parse_field_selector(sel: &str) -> Result<Vec<FieldReq>, String> {
+const SERVICE_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "spec.clusterIP", "spec.type"];
+
+/// Parses `a=b,c!=d` (also `==`) for a resource whose supported field labels are `fields`. Err is
+/// the API's message for an unsupported label.
+fn parse_field_selector(sel: &str, fields: &[&str]) -> Result<Vec<FieldReq>, String> {
     let mut reqs = Vec::new();
     for term in sel.split(',').filter(|t| !t.is_empty()) {
         let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
@@ -364,7 +493,7 @@ fn parse_field_selector(sel: &str) -> Result<Vec<FieldReq>, String> {
         } else {
             return Err(format!("invalid selector: '{sel}'; can't understand '{term}'"));
         };
-        if !POD_FIELDS.contains(&field) {
+        if !fields.contains(&field) {
             return Err(format!("field label not supported: {field}"));
         }
         reqs.push(FieldReq { field: field.into(), equal, value: value.into() });
@@ -384,6 +513,8 @@ fn field_value(pod: &Value, field: &str) -> String {
         "status.phase" => &pod["status"]["phase"],
         "status.podIP" => &pod["status"]["podIP"],
         "status.nominatedNodeName" => &pod["status"]["nominatedNodeName"],
+        "spec.clusterIP" => &pod["spec"]["clusterIP"],
+        "spec.type" => &pod["spec"]["type"],
         _ => &Value::Null,
     };
     v.as_str().unwrap_or("").to_string()
@@ -400,15 +531,15 @@ fn selected(reqs: &[FieldReq], pod: &Value) -> bool {
 #[derive(Clone, Debug)]
 enum Change {
     /// ADDED / MODIFIED / DELETED with the object at that version.
-    Object { kind: &'static str, object: Value },
+    Object { resource: Resource, kind: &'static str, object: Value },
     /// A bookmark at this version (sent only to watches that allow them).
     Bookmark,
 }
 
 #[derive(Debug)]
 struct State {
-    /// Current pods by uid.
-    pods: BTreeMap<String, Value>,
+    /// Current objects by resource and uid.
+    objects: BTreeMap<(Resource, String), Value>,
     /// The latest resource version.
     rv: u64,
     /// Every change, with its resource version, in order.
@@ -421,6 +552,29 @@ struct State {
     open_watches: usize,
     requests: Vec<ApiRequest>,
     token: Option<String>,
+    /// Resources answered `403 Forbidden`, as RBAC answers a service account without the verbs.
+    forbidden: BTreeSet<Resource>,
+}
+
+impl State {
+    /// The current objects of `resource` that `fields` select.
+    fn current(&self, resource: Resource, fields: &[FieldReq]) -> Vec<Value> {
+        self.objects.iter().filter(|((r, _), o)| *r == resource && selected(fields, o)).map(|(_, o)| o.clone()).collect()
+    }
+
+    /// Records a change at the next resource version and returns that version.
+    fn change(&mut self, resource: Resource, kind: &'static str, uid: &str, mut object: Value) -> u64 {
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let key = (resource, uid.to_string());
+        if kind == "DELETED" {
+            self.objects.remove(&key);
+        } else {
+            self.objects.insert(key, object.clone());
+        }
+        self.history.push((self.rv, Change::Object { resource, kind, object }));
+        self.rv
+    }
 }
 
 struct Shared {
@@ -446,11 +600,16 @@ pub struct FakeApi {
 impl FakeApi {
     /// Starts a server holding `pods`, requiring the bearer [`TOKEN`].
     pub fn start(pods: &[PodFixture]) -> FakeApi {
+        Self::start_with(pods, &[])
+    }
+
+    /// Starts a server holding `pods` and `services`, requiring the bearer [`TOKEN`].
+    pub fn start_with(pods: &[PodFixture], services: &[ServiceFixture]) -> FakeApi {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("local_addr");
         let mut state = State {
-            pods: BTreeMap::new(),
+            objects: BTreeMap::new(),
             rv: FIRST_RV,
             history: Vec::new(),
             compacted_rv: 0,
@@ -458,13 +617,13 @@ impl FakeApi {
             open_watches: 0,
             requests: Vec::new(),
             token: Some(TOKEN.to_string()),
+            forbidden: BTreeSet::new(),
         };
         for p in pods {
-            state.rv += 1;
-            let mut obj = p.object();
-            obj["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-            state.history.push((state.rv, Change::Object { kind: "ADDED", object: obj.clone() }));
-            state.pods.insert(p.uid.clone(), obj);
+            state.change(Resource::Pods, "ADDED", &p.uid, p.object());
+        }
+        for s in services {
+            state.change(Resource::Services, "ADDED", &s.uid, s.object());
         }
         let shared = Arc::new(Shared { state: Mutex::new(state), changed: Condvar::new(), shutdown: AtomicBool::new(false) });
         let dir = std::env::temp_dir().join(format!("tracer-kube-api-{}-{}", std::process::id(), addr.port()));
@@ -496,20 +655,29 @@ impl FakeApi {
     }
 
     fn change(&self, kind: &'static str, p: &PodFixture) -> u64 {
-        let mut st = self.shared.lock();
-        st.rv += 1;
-        let rv = st.rv;
-        let mut obj = p.object();
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        if kind == "DELETED" {
-            st.pods.remove(&p.uid);
-        } else {
-            st.pods.insert(p.uid.clone(), obj.clone());
-        }
-        st.history.push((rv, Change::Object { kind, object: obj }));
-        drop(st);
+        self.change_object(Resource::Pods, kind, &p.uid, p.object())
+    }
+
+    fn change_object(&self, resource: Resource, kind: &'static str, uid: &str, object: Value) -> u64 {
+        let rv = self.shared.lock().change(resource, kind, uid, object);
         self.shared.changed.notify_all();
         rv
+    }
+
+    /// The Service is created: an `ADDED` event. Returns its resource version.
+    pub fn add_service(&self, s: &ServiceFixture) -> u64 {
+        self.change_object(Resource::Services, "ADDED", &s.uid, s.object())
+    }
+
+    /// The Service is gone: a `DELETED` event carrying its last state.
+    pub fn delete_service(&self, s: &ServiceFixture) -> u64 {
+        self.change_object(Resource::Services, "DELETED", &s.uid, s.object())
+    }
+
+    /// From now on every request for `resource` is answered `403 Forbidden` with the message
+    /// RBAC gives a service account without list/watch on it.
+    pub fn forbid(&self, resource: Resource) {
+        self.shared.lock().forbidden.insert(resource);
     }
 
     /// The pod is created: an `ADDED` event. Returns its resource version.
@@ -549,7 +717,7 @@ impl FakeApi {
     /// and must list again to learn of it.
     pub fn delete_unseen(&self, p: &PodFixture) {
         let mut st = self.shared.lock();
-        st.pods.remove(&p.uid);
+        st.objects.remove(&(Resource::Pods, p.uid.clone()));
         st.rv += 1;
         st.compacted_rv = st.rv;
         st.watch_epoch += 1;
@@ -735,6 +903,7 @@ fn reason_phrase(code: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         410 => "Gone",
@@ -771,28 +940,37 @@ fn handle(w: &mut TcpStream, req: &mut ApiRequest, shared: &Shared) -> std::io::
     {
         return fail(req, w, 401, "Unauthorized", "Unauthorized");
     }
-    if req.path != "/api/v1/pods" {
+    let Some(resource) = Resource::from_path(&req.path) else {
         let msg = format!("the server could not find the requested resource ({})", req.path);
         return fail(req, w, 404, "NotFound", &msg);
-    }
+    };
     if req.method != "GET" {
         let msg = format!("the server does not allow this method on the requested resource ({})", req.method);
         return fail(req, w, 405, "MethodNotAllowed", &msg);
     }
-    let fields = match parse_field_selector(req.param("fieldSelector").unwrap_or("")) {
+    if shared.lock().forbidden.contains(&resource) {
+        let verb = if req.is_watch() { "watch" } else { "list" };
+        let msg = format!(
+            "{0} is forbidden: User \"system:serviceaccount:tracer:tracer\" cannot {verb} resource \"{0}\" in API group \"\" at the cluster scope",
+            resource.name()
+        );
+        return fail(req, w, 403, "Forbidden", &msg);
+    }
+    let fields = match parse_field_selector(req.param("fieldSelector").unwrap_or(""), resource.fields()) {
         Ok(f) => f,
         Err(msg) => return fail(req, w, 400, "BadRequest", &msg),
     };
     if req.is_watch() {
         req.status = 200;
         record(shared, req);
-        watch(w, req, &fields, shared)
+        watch(w, req, resource, &fields, shared)
     } else {
         req.status = 200;
         let body = {
             let st = shared.lock();
-            let items: Vec<Value> = st.pods.values().filter(|p| selected(&fields, p)).cloned().collect();
-            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
+            let items = st.current(resource, &fields);
+            let kind = format!("{}List", resource.kind());
+            json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
         };
         record(shared, req);
         respond_json(w, 200, &body)
@@ -816,7 +994,7 @@ impl Drop for WatchGuard<'_> {
     }
 }
 
-fn watch(w: &mut TcpStream, req: &ApiRequest, fields: &[FieldReq], shared: &Shared) -> std::io::Result<()> {
+fn watch(w: &mut TcpStream, req: &ApiRequest, resource: Resource, fields: &[FieldReq], shared: &Shared) -> std::io::Result<()> {
     let bookmarks = req.param("allowWatchBookmarks") == Some("true");
     let timeout = Duration::from_secs(req.param("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800));
     let deadline = Instant::now() + timeout;
@@ -852,7 +1030,7 @@ fn watch(w: &mut TcpStream, req: &ApiRequest, fields: &[FieldReq], shared: &Shar
             Some(rv) => (st.history.iter().position(|(v, _)| *v > rv).unwrap_or(st.history.len()), epoch),
             None => {
                 // "Start at most recent": synthetic ADDED for every object that exists now.
-                let current: Vec<Value> = st.pods.values().filter(|p| selected(fields, p)).cloned().collect();
+                let current = st.current(resource, fields);
                 let n = st.history.len();
                 drop(st);
                 for obj in current {
@@ -882,14 +1060,14 @@ fn watch(w: &mut TcpStream, req: &ApiRequest, fields: &[FieldReq], shared: &Shar
         };
         for (rv, change) in pending {
             match change {
-                Change::Object { kind, object } if selected(fields, &object) => {
+                Change::Object { resource: r, kind, object } if r == resource && selected(fields, &object) => {
                     chunk(w, &json!({"type": kind, "object": object}))?;
                 }
                 Change::Object { .. } => {}
                 Change::Bookmark if bookmarks => {
                     chunk(
                         w,
-                        &json!({"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1",
+                        &json!({"type": "BOOKMARK", "object": {"kind": resource.kind(), "apiVersion": "v1",
                                  "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null}}}),
                     )?;
                 }
@@ -915,12 +1093,17 @@ mod tests {
         let q = parse_query("&watch=true&fieldSelector=spec.nodeName%3Dn&resourceVersion=5");
         assert_eq!(q[0], ("watch".into(), "true".into()));
         assert_eq!(q[1].1, "spec.nodeName=n");
-        assert!(parse_field_selector("spec.nodeName=a,metadata.namespace!=b").is_ok());
-        assert!(parse_field_selector("spec.bogus=a").is_err());
+        assert!(parse_field_selector("spec.nodeName=a,metadata.namespace!=b", POD_FIELDS).is_ok());
+        assert!(parse_field_selector("spec.bogus=a", POD_FIELDS).is_err());
+        assert!(parse_field_selector("spec.nodeName=a", SERVICE_FIELDS).is_err());
         let p = PodFixture::new("ns", "p", "node-a", &["10.0.0.1"]).object();
-        let sel = parse_field_selector("spec.nodeName=node-a").expect("selector");
+        let sel = parse_field_selector("spec.nodeName=node-a", POD_FIELDS).expect("selector");
         assert!(selected(&sel, &p));
-        let sel = parse_field_selector("spec.nodeName==node-b").expect("selector");
+        let s = ServiceFixture::new("ns", "web", &["10.96.0.5", "fd00::5"], 80, 8080).object();
+        assert_eq!(s["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
+        let sel = parse_field_selector("spec.clusterIP=10.96.0.5", SERVICE_FIELDS).expect("selector");
+        assert!(selected(&sel, &s));
+        let sel = parse_field_selector("spec.nodeName==node-b", POD_FIELDS).expect("selector");
         assert!(!selected(&sel, &p));
         assert_eq!(uid_for("a", "b").len(), 36);
     }

@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use tracer_tests::kube_api::{ApiRequest, FakeApi, PodFixture, Resource, ServiceFixture};
 use tracer_tests::*;
 
 /// The Service port the clients connect to, and the port the backends listen on (kube-proxy's
@@ -413,7 +414,7 @@ fn check_nat(ev: &Value, window: (i128, i128)) {
     check_common(ev, window);
     assert_eq!(ev["kind"], "nat", "event {ev}: kind");
     let obj = ev.as_object().expect("object");
-    for k in ["nat", "orig_src", "orig_dst", "reply_src", "reply_dst", "reply_seen", "assured", "state", "backend", "backend_pod", "netns_pod"] {
+    for k in ["nat", "orig_src", "orig_dst", "reply_src", "reply_dst", "reply_seen", "assured", "state", "backend", "backend_pod", "service", "netns_pod"] {
         assert!(obj.contains_key(k), "event {ev}: missing field {k:?}");
     }
     assert!(["tcp", "udp"].contains(&ev["proto"].as_str().unwrap_or("")), "event {ev}: proto must be tcp or udp here");
@@ -449,8 +450,11 @@ fn check_nat(ev: &Value, window: (i128, i128)) {
         assert!(ev["backend"].is_null(), "event {ev}: backend must be null without DNAT");
         assert!(ev["backend_pod"].is_null(), "event {ev}: backend_pod must be null without DNAT");
     }
-    for k in ["backend_pod", "netns_pod"] {
+    for k in ["backend_pod", "service", "netns_pod"] {
         assert!(is_nullable_pod(&ev[k]), "event {ev}: {k} must be namespace/name or null");
+    }
+    if !dnat {
+        assert!(ev["service"].is_null(), "event {ev}: service must be null without DNAT");
     }
     assert!(ev["netns"].is_u64(), "event {ev}: netns must be the inode of the namespace that transmitted the packet");
     assert!(ev["ifname"].as_str().is_some_and(|s| !s.is_empty()), "event {ev}: ifname must be the transmitting device");
@@ -911,8 +915,9 @@ fn udp_service_queries_are_answered_or_marked_no_reply() {
     assert_clean_summary(&run, lost.len());
 }
 
-/// `kubectl get pods -A -o json` naming the lab's hosts as pods of namespace `lab`.
-fn pods_file(pods: &[(&str, &str)]) -> String {
+/// `kubectl get pods,services -A -o json` naming the lab's hosts as pods of namespace `lab`, with
+/// these Service objects.
+fn pods_file(pods: &[(&str, &str)], services: &[Value]) -> String {
     let items: Vec<Value> = pods
         .iter()
         .enumerate()
@@ -924,6 +929,7 @@ fn pods_file(pods: &[(&str, &str)]) -> String {
                 "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
             })
         })
+        .chain(services.iter().cloned())
         .collect();
     serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}).to_string()
 }
@@ -949,7 +955,7 @@ fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
     let (client, other) = (&lab.clients[0], &lab.clients[1]);
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("nat"))));
     let pods = [("client", client.ip.as_str()), ("other", other.ip.as_str()), ("web-0", lab.backends[0].ip.as_str()), ("web-1", lab.backends[1].ip.as_str())];
-    std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
+    std::fs::write(&file.0, pods_file(&pods, &[])).expect("write pods file");
     let from_file = format!("file:{}", file.0.display());
     let pod_of = |ip_port: &str| -> Value {
         let ip = ip_port.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(ip_port);
@@ -994,6 +1000,122 @@ fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
         assert!(mine_o.iter().any(|o| ev["orig_src"] == o.as_str()), "--pod lab/client let another pod's connection through: {ev}");
     }
     assert_eq!(only_evs.len(), 3 * mine_o.len(), "--pod lab/client:\n{}", dump(&only_evs));
+}
+
+/// The node name the Service tests' pods run on (in the fake API and the file).
+const NODE: &str = "node-lab";
+
+/// Service names (the `service` field): from the fake Kubernetes API (list, then watch: a
+/// deleted Service stops naming connections), from a `kubectl get pods,services` file (read
+/// once), and not at all, with one warning, when the API refuses Services (RBAC 403). A DNAT to
+/// an address the API knows only for another port is no Service's.
+#[test]
+fn services_are_named_from_the_api_and_the_file() {
+    if !require_privileged("services_are_named_from_the_api_and_the_file") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(2, 1);
+    let (web_ip, other_ip) = (lab.cluster_ip(50), lab.cluster_ip(51));
+    lab.service("WEB", &web_ip, &[0, 1], false);
+    lab.service("OTHER", &other_ip, &[0], false);
+    // Dual-stack with a second (UDP) port; `other` has the address of the second rule, but for
+    // port 443 only; a headless Service has no address at all.
+    let web = ServiceFixture::new("lab", "web", &[&web_ip, "fd00:10:96::50"], SVC_PORT, BACKEND_PORT).port("UDP", 53, 5353);
+    let other = ServiceFixture::new("lab", "other", &[&other_ip], 443, BACKEND_PORT);
+    let headless = ServiceFixture::new("lab", "db", &["None"], 5432, 5432);
+    let services = [web.clone(), other, headless];
+    let names: Vec<String> = (0..lab.backends.len()).map(|i| format!("web-{i}")).collect();
+    let pods: Vec<PodFixture> = lab.backends.iter().zip(&names).map(|(b, n)| PodFixture::new("lab", n, NODE, &[&b.ip])).collect();
+    let api = FakeApi::start_with(&pods, &services);
+    let refusing = FakeApi::start_with(&pods, &services);
+    refusing.forbid(Resource::Services);
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods-services.json", unique_name("nat"))));
+    let file_pods: Vec<(&str, &str)> = names.iter().zip(&lab.backends).map(|(n, b)| (n.as_str(), b.ip.as_str())).collect();
+    let objects: Vec<Value> = services.iter().map(ServiceFixture::object).collect();
+    std::fs::write(&file.0, pods_file(&file_pods, &objects)).expect("write pods,services file");
+
+    let (block, kc, kc_refusing) = (lab.block(), api.kubeconfig(), refusing.kubeconfig());
+    let (kc, kc_refusing) = (kc.to_str().expect("utf-8"), kc_refusing.to_str().expect("utf-8"));
+    let from_file = format!("file:{}", file.0.display());
+    let common = ["--ip", block.as_str(), "--reply-timeout", "1s"];
+    let start = now_nanos();
+    let kube = |kc: &str| start_nat(&[&["--pods-from", "kube", "--kubeconfig", kc, "--node-name", NODE][..], &common].concat());
+    let (t_api, t_refused) = (kube(kc), kube(kc_refusing));
+    let t_file = start_nat(&[&["--pods-from", from_file.as_str()][..], &common].concat());
+    // The pods' and the Services' watches are open before anything changes.
+    assert!(api.wait_watching(2, Duration::from_secs(10)), "tracer never watched pods and Services:\n{}", api.request_log());
+
+    let client = &lab.clients[0];
+    let (to_web, to_other, after_delete) = ([42701u16, 42702], [42703u16], [42704u16]);
+    for (dst, sports) in [(&web_ip, &to_web[..]), (&other_ip, &to_other)] {
+        for (p, r) in connect_each(client, dst, SVC_PORT, sports, 3.0, 3) {
+            assert_eq!(r, "ok 3", "connection from port {p} to {dst} failed");
+        }
+    }
+    let before: Vec<String> = origs_of(client, &[&to_web[..], &to_other].concat());
+    for t in [&t_api, &t_file, &t_refused] {
+        t.wait_for(EVENT_WAIT, |evs| all_assured(evs, &before));
+    }
+    // The Service is deleted: the API's watch tells the first tracer; the file does not change.
+    api.delete_service(&web);
+    std::thread::sleep(Duration::from_secs(1));
+    for (p, r) in connect_each(client, &web_ip, SVC_PORT, &after_delete, 3.0, 3) {
+        assert_eq!(r, "ok 3", "connection from port {p} after the deletion failed");
+    }
+    let every: Vec<String> = before.iter().cloned().chain(origs_of(client, &after_delete)).collect();
+    let done: Vec<bool> = [&t_api, &t_file, &t_refused].iter().map(|t| t.wait_for(EVENT_WAIT, |evs| all_assured(evs, &every))).collect();
+    let [(run_api, ev_api), (run_file, ev_file), (run_refused, ev_refused)] =
+        [(t_api, done[0]), (t_file, done[1]), (t_refused, done[2])].map(|(t, complete)| finish(t, complete, start));
+
+    let web_name = Value::from(web.key());
+    let (o_web, o_other, o_after) = (origs_of(client, &to_web), origs_of(client, &to_other), origs_of(client, &after_delete));
+    let table = conntrack(&lab.node);
+    // (run, events, `service` of the connections to web before the deletion, and after it);
+    // the connection to other's address is no Service's in every run.
+    let cases = [
+        ("--pods-from kube", &ev_api, &web_name, &Value::Null),
+        ("--pods-from file", &ev_file, &web_name, &web_name),
+        ("--pods-from kube, Services refused", &ev_refused, &Value::Null, &Value::Null),
+    ];
+    for (what, events, want_web, want_after) in cases {
+        for (origs, dst, want) in [(&o_web, &web_ip, want_web), (&o_other, &other_ip, &Value::Null), (&o_after, &web_ip, want_after)] {
+            for orig in origs {
+                let ct = ct_entry(&table, orig, &ep(dst, SVC_PORT));
+                let evs = conn_events(events, orig);
+                assert_eq!(states(&evs), ["new", "reply", "assured"], "{what}: connection {orig}:\n{}", dump(events));
+                for ev in &evs {
+                    assert_eq!(&ev["service"], want, "{what}: event {ev}: service of a connection to {dst}:{SVC_PORT}");
+                    let backend = names.iter().zip(&lab.backends).find(|(_, b)| ct.reply_src == ep(&b.ip, BACKEND_PORT)).map(|(n, _)| format!("lab/{n}"));
+                    assert_eq!(ev["backend_pod"].as_str(), backend.as_deref(), "{what}: event {ev}: backend_pod (kernel: {ct:?})");
+                }
+            }
+        }
+    }
+
+    let said = |run: &TracerRun, needle: &str| run.stderr.lines().filter(|l| l.contains(needle)).count();
+    let from = |run: &TracerRun, source: &str| run.stderr.lines().any(|l| l.starts_with(&format!("tracer: services from {source}")) && l.ends_with(": 3 services"));
+    assert!(from(&run_api, &format!("kube ({}", api.url())), "say where the 3 Services came from:\n{}", run_api.stderr);
+    assert!(from(&run_file, &format!("file {}", file.0.display())), "say where the 3 Services came from:\n{}", run_file.stderr);
+    assert_eq!(said(&run_api, "tracer: services from"), 1, "{}", run_api.stderr);
+    let warned: Vec<&str> = run_refused.stderr.lines().filter(|l| l.contains("Services") || l.contains("services")).collect();
+    assert_eq!(warned.len(), 1, "one warning when Services are refused:\n{}", run_refused.stderr);
+    assert!(warned[0].contains("403") && warned[0].contains(&refusing.url()), "the warning names the API and why: {}", warned[0]);
+    for run in [&run_api, &run_refused] {
+        assert!(!run.stderr.contains("watching"), "no watch failed:\n{}", run.stderr);
+    }
+
+    // What went over the wire: the Services of all namespaces (no selector), listed, then
+    // watched from the list's version; nothing more asked of a server that refused them.
+    let svc_reqs = |a: &FakeApi| -> Vec<ApiRequest> { a.requests().into_iter().filter(|r| r.path == "/api/v1/services").collect() };
+    let reqs = svc_reqs(&api);
+    assert!(reqs.iter().all(|r| r.status == 200 && r.param("fieldSelector").is_none()), "{}", api.request_log());
+    assert!(reqs.first().is_some_and(|r| !r.is_watch()), "a list first:\n{}", api.request_log());
+    let watch = reqs.iter().find(|r| r.is_watch()).unwrap_or_else(|| panic!("no watch of Services:\n{}", api.request_log()));
+    assert!(watch.param("resourceVersion").and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v > 0), "watch from the list's version: {watch}");
+    let refused_reqs = svc_reqs(&refusing);
+    assert_eq!(refused_reqs.len(), 1, "one refused list, no watch retrying it:\n{}", refusing.request_log());
+    assert_eq!(refused_reqs[0].status, 403);
 }
 
 #[test]
@@ -1047,8 +1169,10 @@ fn connection_ends_are_reported_closed_or_timed_out() {
     let (lab, _echo) = tcp_lab(2, 1);
     let silent = &lab.backends[1];
     silence(silent, "tcp", BACKEND_PORT);
-    for (key, secs) in [("tcp_timeout_time_wait", 1), ("tcp_timeout_syn_sent", 2), ("tcp_timeout_close", 1)] {
-        lab.node.exec_ok(&["sysctl", "-q", "-w", &format!("net.netfilter.nf_conntrack_{key}={secs}")]);
+    // Not loose: a late segment of a connection whose entry already went must not make a new
+    // entry (it would be NATed again, and count in the Service's round robin).
+    for (key, value) in [("tcp_timeout_time_wait", 1), ("tcp_timeout_syn_sent", 2), ("tcp_timeout_close", 1), ("tcp_loose", 0)] {
+        lab.node.exec_ok(&["sysctl", "-q", "-w", &format!("net.netfilter.nf_conntrack_{key}={value}")]);
     }
     let cip = lab.cluster_ip(30);
     lab.service("ENDS", &cip, &[0, 1], false);

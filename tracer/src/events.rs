@@ -1,7 +1,7 @@
 //! Typed events: what the probes decode raw kernel records into, and what outputs print.
 //! Only this side of the kernel/user boundary knows about names, pods and time zones.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tracer_common::flow::{
     ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
@@ -43,6 +43,8 @@ pub struct NatDetail {
     pub nat: &'static str,
     pub orig_src: Option<String>,
     pub orig_dst: Option<String>,
+    /// The original destination as an address, to find the Service it belongs to.
+    pub orig_dst_addr: Option<SocketAddr>,
     pub reply_src: Option<String>,
     pub reply_dst: Option<String>,
     pub reply_seen: bool,
@@ -54,6 +56,8 @@ pub struct NatDetail {
     pub backend: Option<String>,
     pub backend_ip: Option<IpAddr>,
     pub backend_pod: Option<String>,
+    /// For DNAT, the Service whose address the original destination is (`namespace/name`).
+    pub service: Option<String>,
     /// The conntrack entry's address: one connection within a run.
     pub conn: u64,
 }
@@ -302,6 +306,39 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A UDP query from 10.244.1.7:40000 to 10.96.0.10:53, DNATed to 10.244.2.9:53, as decoded:
+/// for the tests of what annotates and prints events.
+#[cfg(test)]
+pub fn test_dnat_event() -> Event {
+    let ip = |s: &str| s.parse::<IpAddr>().ok();
+    Event {
+        ts_unix_ns: 1_795_314_601_123_456_789,
+        flow: Flow { src: ip("10.244.1.7"), dst: ip("10.244.2.9"), sport: Some(40000), dport: Some(53), l4_proto: Some(17), ..Flow::default() },
+        netns: Some(4026531840),
+        ifindex: Some(3),
+        ifname: Some("cni0".into()),
+        src_pod: None,
+        dst_pod: None,
+        netns_pod: None,
+        detail: Detail::Nat(NatDetail {
+            nat: "dnat",
+            orig_src: Some("10.244.1.7:40000".into()),
+            orig_dst: Some("10.96.0.10:53".into()),
+            orig_dst_addr: Some(SocketAddr::from(([10, 96, 0, 10], 53))),
+            reply_src: Some("10.244.2.9:53".into()),
+            reply_dst: Some("10.244.1.7:40000".into()),
+            reply_seen: false,
+            assured: false,
+            state: "new",
+            backend: Some("10.244.2.9:53".into()),
+            backend_ip: ip("10.244.2.9"),
+            backend_pod: None,
+            service: None,
+            conn: 1,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -77,8 +77,13 @@ is seen (reply) and when the connection is assured. A connection whose reply doe
 --reply-timeout is shown once more with state no_reply: the Service resolved to a backend that
 did not answer.
 
+The Service a connection was addressed to is named (namespace/name) from the Kubernetes API
+whenever it is configured (the Services of all namespaces: list and watch on services), or from
+a --pods-from file saved with `kubectl get pods,services -A -o json`.
+
 Examples:
   tracer nat --pod shop/web-0
+  tracer nat --pods-from file:cluster.json   # from `kubectl get pods,services -A -o json`
   tracer nat -o json --ip 10.96.0.0/12 --duration 30s
   tracer nat --reply-timeout 5s --port 53";
 

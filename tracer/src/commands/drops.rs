@@ -42,6 +42,9 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     drops::write_reasons(&mut ebpf, &reasons)?;
     pods.attach_kernel_filter(&mut ebpf)?;
     drops::attach(&mut ebpf, plan.hook, config.trace.btf.as_deref())?;
+    // Baselines of every namespace's conntrack counters, taken before `attached` is printed: a
+    // conntrack drop from there on is told apart from a rule's.
+    let mut conntrack = ct_layout.map(|_| Classifier::start());
     eprintln!(
         "tracer: attached drops ({}; reasons: {}){}",
         plan.hook.describe(),
@@ -50,9 +53,6 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     );
 
     let decoder = Decoder { reasons: plan.reasons, kallsyms, clock: Clock::new(), ct: ct_layout };
-    // Baselines of every namespace's conntrack counters, taken after attaching: a conntrack
-    // drop from here on is told apart from a rule's.
-    let mut conntrack = ct_layout.map(|_| Classifier::start());
     let mut sink = output::stdout_sink(config.trace.output);
     let stop = Stop { duration: config.trace.duration, count: config.trace.count };
     let delivered = runner::run(&mut ebpf, stop, sink.as_mut(), &mut pods, |header, bytes| {

@@ -10,6 +10,7 @@ use crate::{
     events::{Clock, Detail, Event},
     loader::{self, Globals},
     output,
+    pods::layer::start_services,
     probes::nat::{self, ctnetlink::EndWatch, decode::Decoder},
     runner::{self, Stop},
 };
@@ -21,6 +22,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     drop(btf);
     super::require_privileges()?;
     let mut pods = super::start_pods(&config.trace.pods).await?;
+    let services = start_services(&config.trace.pods).await;
 
     let globals = Globals {
         offsets,
@@ -32,6 +34,8 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
     pods.attach_kernel_filter(&mut ebpf)?;
     nat::attach(&mut ebpf)?;
+    // Before `attached`: a connection opened after that line must have its end reported.
+    let ends = std::cell::RefCell::new(Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0 });
     eprintln!(
         "tracer: attached nat (tp_btf/net_dev_start_xmit; no reply after {:?} is marked){}",
         config.reply_timeout,
@@ -41,7 +45,6 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     let decoder = Decoder { clock: Clock::new(), bits };
     let waiting = std::cell::RefCell::new(NoReply::new(config.reply_timeout.as_nanos() as i128));
     let marked = std::cell::Cell::new(0u64);
-    let ends = std::cell::RefCell::new(Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0 });
     let mut sink = output::stdout_sink(config.trace.output);
     let stop = Stop { duration: config.trace.duration, count: config.trace.count };
     let delivered = runner::run_with_ticks(
@@ -50,7 +53,9 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
         sink.as_mut(),
         &mut pods,
         |header, bytes| {
-            let event = (header.kind == kind::NAT).then(|| decoder.decode(bytes)).flatten()?;
+            let mut event = (header.kind == kind::NAT).then(|| decoder.decode(bytes)).flatten()?;
+            // Named when decoded, not at output: Services are not kept with their lifetimes.
+            services.annotate(&mut event);
             waiting.borrow_mut().saw(&event);
             ends.borrow_mut().saw(&event);
             Some(event)
@@ -180,6 +185,7 @@ mod tests {
                 nat: "dnat",
                 orig_src: None,
                 orig_dst: None,
+                orig_dst_addr: None,
                 reply_src: None,
                 reply_dst: None,
                 reply_seen,
@@ -188,6 +194,7 @@ mod tests {
                 backend: None,
                 backend_ip: None,
                 backend_pod: None,
+                service: None,
                 conn,
             }),
         }

@@ -53,6 +53,7 @@ enum JsonDetail<'a> {
         state: &'a str,
         backend: Option<&'a str>,
         backend_pod: Option<&'a str>,
+        service: Option<&'a str>,
     },
 }
 
@@ -88,6 +89,7 @@ pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
             state: n.state,
             backend: n.backend.as_deref(),
             backend_pod: n.backend_pod.as_deref(),
+            service: n.service.as_deref(),
         },
     };
     serde_json::to_vec(&JsonEvent {
@@ -185,6 +187,24 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&to_json(&e).unwrap()).unwrap();
         assert_eq!(v["conntrack"], serde_json::json!({"cause": "table_full", "entries": 64, "max": 64}));
         assert_eq!(v["reason"], "NETFILTER_DROP");
+    }
+
+    fn nat_event(service: Option<&str>) -> Event {
+        let mut e = crate::events::test_dnat_event();
+        if let Detail::Nat(n) = &mut e.detail {
+            n.service = service.map(str::to_string);
+        }
+        e
+    }
+
+    #[test]
+    fn nat_events_name_the_service_or_null() {
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&nat_event(Some("kube-system/kube-dns"))).unwrap()).unwrap();
+        assert_eq!(v["kind"], "nat");
+        assert_eq!(v["service"], "kube-system/kube-dns");
+        assert_eq!(v["orig_dst"], "10.96.0.10:53");
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&nat_event(None)).unwrap()).unwrap();
+        assert!(v.get("service").is_some_and(serde_json::Value::is_null), "present, null: {v}");
     }
 
     #[test]

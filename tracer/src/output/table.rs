@@ -62,7 +62,7 @@ pub fn row(event: &Event) -> String {
             let orig = format!(
                 "{} -> {}",
                 with_pod(n.orig_src.clone(), event.src_pod.as_deref()),
-                n.orig_dst.as_deref().unwrap_or("-")
+                with_pod(n.orig_dst.clone(), n.service.as_deref())
             );
             let backend = with_pod(n.reply_src.clone(), n.backend_pod.as_deref());
             format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat, n.state)
@@ -137,5 +137,16 @@ mod tests {
         for part in ["NO_SOCKET", "tcp", "10.0.0.1:1 (shop/web-0)", "10.0.0.2:2", "x+0x1"] {
             assert!(r.contains(part), "{part} missing in {r}");
         }
+    }
+
+    #[test]
+    fn nat_row_names_the_service_next_to_the_original_destination() {
+        let mut e = crate::events::test_dnat_event();
+        if let Detail::Nat(n) = &mut e.detail {
+            n.service = Some("kube-system/kube-dns".into());
+        }
+        let r = row(&e);
+        assert!(r.contains("10.244.1.7:40000 -> 10.96.0.10:53 (kube-system/kube-dns)"), "{r}");
+        assert!(r.contains("10.244.2.9:53"), "{r}");
     }
 }

@@ -1,6 +1,9 @@
 //! The Kubernetes API source: the pods scheduled on this node, listed then watched (kube-rs's
 //! watcher: list + watch with resource versions, relisting after a lost watch).
 //!
+//! [`ServiceSource`] lists and watches the Services of all namespaces the same way, for the
+//! Service names of `tracer nat`.
+//!
 //! The API knows what the runtime does not: host-network pods' identity, the pod's real labels,
 //! and pods on nodes whose runtime socket tracer cannot reach. It does not know network
 //! namespaces, so attribution by namespace needs the CRI source.
@@ -8,16 +11,19 @@
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt as _;
-use k8s_openapi::api::core::v1::Pod as ApiPod;
+use k8s_openapi::api::core::v1::{Pod as ApiPod, Service as ApiService};
 use kube::{
     Api, Client, Config,
     api::ListParams,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt as _, watcher},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::{Pod, PodUpdate, SourceKind, SourceMsg, k8s, now_unix_ns};
+use super::{
+    Pod, PodUpdate, SourceKind, SourceMsg, k8s, now_unix_ns,
+    services::{self, Service, ServiceIndex, ServiceUpdate},
+};
 
 /// While the watch is healthy, the source tells the registry it is in sync this often.
 const TICK: std::time::Duration = std::time::Duration::from_millis(500);
@@ -34,6 +40,8 @@ pub enum KubeError {
     Client { url: String, detail: String },
     #[error("Kubernetes API {url}: listing the pods of node {node} failed: {detail}")]
     List { url: String, node: String, detail: String },
+    #[error("Kubernetes API {url}: listing the Services failed: {detail}")]
+    ListServices { url: String, detail: String, forbidden: bool },
     #[error("no node name: pass --node-name NAME or set NODE_NAME (the kubelet's node name)")]
     NoNodeName,
 }
@@ -110,24 +118,31 @@ pub fn is_configured(kubeconfig: Option<&Path>) -> bool {
         || std::env::var_os("HOME").is_some_and(|h| Path::new(&h).join(".kube/config").is_file())
 }
 
+/// A client for the configured API (`--kubeconfig`, else in-cluster, else KUBECONFIG or
+/// ~/.kube/config) and the server's address, for messages.
+async fn client(kubeconfig: Option<&Path>) -> Result<(Client, String), KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let bad = |e: kube::config::KubeconfigError| KubeError::Kubeconfig { path: path.into(), detail: describe(&e) };
+            let kc = Kubeconfig::read_from(path).map_err(bad)?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(bad)?
+        }
+        None if !is_configured(None) => return Err(KubeError::NotConfigured),
+        None => match Config::incluster() {
+            Ok(config) => config,
+            Err(_) => Config::from_kubeconfig(&KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeError::Config { detail: describe(&e) })?,
+        },
+    };
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| KubeError::Client { url: url.clone(), detail: describe(&e) })?;
+    Ok((client, url))
+}
+
 impl KubeSource {
     pub async fn connect(kubeconfig: Option<&Path>, node: String) -> Result<Self, KubeError> {
-        let config = match kubeconfig {
-            Some(path) => {
-                let bad = |e: kube::config::KubeconfigError| KubeError::Kubeconfig { path: path.into(), detail: describe(&e) };
-                let kc = Kubeconfig::read_from(path).map_err(bad)?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(bad)?
-            }
-            None if !is_configured(None) => return Err(KubeError::NotConfigured),
-            None => match Config::incluster() {
-                Ok(config) => config,
-                Err(_) => Config::from_kubeconfig(&KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| KubeError::Config { detail: describe(&e) })?,
-            },
-        };
-        let url = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|e| KubeError::Client { url: url.clone(), detail: describe(&e) })?;
+        let (client, url) = client(kubeconfig).await?;
         Ok(Self { api: Api::all(client), node, url })
     }
 
@@ -154,8 +169,7 @@ impl KubeSource {
             let config = watcher::Config::default().fields(&self.field_selector());
             let stream = watcher(self.api.clone(), config).default_backoff();
             futures::pin_mut!(stream);
-            let mut relist: Option<Vec<Pod>> = None;
-            let mut failing = false;
+            let mut fold = Fold::new("pods", "pod names", &self.url, |pod: &ApiPod| k8s::from_api(pod, SourceKind::Kube));
             let mut tick = tokio::time::interval(TICK);
             loop {
                 let event = tokio::select! {
@@ -166,59 +180,149 @@ impl KubeSource {
                 };
                 let at = now_unix_ns();
                 let Some(event) = event else {
-                    if !failing && relist.is_none() && tx.send(SourceMsg { at: now_unix_ns(), source: SourceKind::Kube, update: PodUpdate::Tick }).await.is_err() {
+                    if fold.in_sync() && tx.send(SourceMsg { at: now_unix_ns(), source: SourceKind::Kube, update: PodUpdate::Tick }).await.is_err() {
                         return;
                     }
                     continue;
                 };
-                let update = match event {
-                    // The watcher's stream does not end; if it did, the registry keeps what it has.
-                    Ok(None) => return,
-                    Ok(Some(watcher::Event::Init)) => {
-                        relist = Some(Vec::new());
-                        None
-                    }
-                    Ok(Some(watcher::Event::InitApply(pod))) => {
-                        if let (Some(buf), Some(p)) = (relist.as_mut(), k8s::from_api(&pod, SourceKind::Kube)) {
-                            buf.push(p);
-                        }
-                        None
-                    }
-                    Ok(Some(watcher::Event::InitDone)) => relist.take().map(PodUpdate::Snapshot),
-                    Ok(Some(watcher::Event::Apply(pod))) => Some(match k8s::from_api(&pod, SourceKind::Kube) {
+                // The watcher's stream does not end; if it did, the registry keeps what it has.
+                let Some(event) = event.transpose() else { return };
+                let update = fold.fold(event).map(|change| match change {
+                    Change::Snapshot(pods) => PodUpdate::Snapshot(pods),
+                    Change::Apply(pod) => match k8s::from_api(&pod, SourceKind::Kube) {
                         Some(p) => PodUpdate::Upsert(p),
                         // Finished pods give their addresses back: forget them.
                         None => PodUpdate::Delete { uid: pod.metadata.uid.unwrap_or_default() },
-                    }),
-                    Ok(Some(watcher::Event::Delete(pod))) => {
-                        Some(PodUpdate::Delete { uid: pod.metadata.uid.unwrap_or_default() })
-                    }
-                    // 410 Gone: the watch fell behind the server's history (compaction); the
-                    // watcher lists again, which is routine and not worth a warning.
-                    Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                        log::debug!("Kubernetes API {}: watch expired ({}); listing again", self.url, status.message);
-                        None
-                    }
-                    Err(err) => {
-                        if !failing {
-                            log::warn!(
-                                "Kubernetes API {}: watching pods failed ({}); retrying, pod names may be stale",
-                                self.url,
-                                describe(&err)
-                            );
-                            failing = true;
-                        }
-                        None
-                    }
+                    },
+                    Change::Delete(pod) => PodUpdate::Delete { uid: pod.metadata.uid.unwrap_or_default() },
+                });
+                if let Some(update) = update
+                    && tx.send(SourceMsg { at, source: SourceKind::Kube, update }).await.is_err()
+                {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+/// A watcher event as a source applies it: a relist folded into one snapshot of converted
+/// objects, or one object changed or deleted.
+enum Change<K, T> {
+    Snapshot(Vec<T>),
+    Apply(K),
+    Delete(K),
+}
+
+/// Folds a kube-rs watcher's events into [`Change`]s, warning once per streak of errors.
+struct Fold<K, T> {
+    /// What is watched and what goes stale while it fails, for warnings ("pods", "pod names").
+    what: &'static str,
+    stale: &'static str,
+    url: String,
+    convert: fn(&K) -> Option<T>,
+    /// The objects of a relist in progress.
+    relist: Option<Vec<T>>,
+    failing: bool,
+}
+
+impl<K, T> Fold<K, T> {
+    fn new(what: &'static str, stale: &'static str, url: &str, convert: fn(&K) -> Option<T>) -> Self {
+        Self { what, stale, url: url.to_string(), convert, relist: None, failing: false }
+    }
+
+    /// The watch is healthy and no relist is half read: what was applied is all there is.
+    fn in_sync(&self) -> bool {
+        !self.failing && self.relist.is_none()
+    }
+
+    fn fold(&mut self, event: Result<watcher::Event<K>, watcher::Error>) -> Option<Change<K, T>> {
+        let change = match event {
+            Ok(watcher::Event::Init) => {
+                self.relist = Some(Vec::new());
+                None
+            }
+            Ok(watcher::Event::InitApply(obj)) => {
+                if let (Some(buf), Some(item)) = (self.relist.as_mut(), (self.convert)(&obj)) {
+                    buf.push(item);
+                }
+                None
+            }
+            Ok(watcher::Event::InitDone) => self.relist.take().map(Change::Snapshot),
+            Ok(watcher::Event::Apply(obj)) => Some(Change::Apply(obj)),
+            Ok(watcher::Event::Delete(obj)) => Some(Change::Delete(obj)),
+            // 410 Gone: the watch fell behind the server's history (compaction); the watcher
+            // lists again, which is routine and not worth a warning.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                log::debug!("Kubernetes API {}: watch of {} expired ({}); listing again", self.url, self.what, status.message);
+                None
+            }
+            Err(err) => {
+                if !self.failing {
+                    log::warn!(
+                        "Kubernetes API {}: watching {} failed ({}); retrying, {} may be stale",
+                        self.url,
+                        self.what,
+                        describe(&err),
+                        self.stale
+                    );
+                    self.failing = true;
+                }
+                None
+            }
+        };
+        if change.is_some() && self.failing {
+            log::warn!("Kubernetes API {}: watching {} again", self.url, self.what);
+            self.failing = false;
+        }
+        change
+    }
+}
+
+/// The Services of every namespace, for `tracer nat`: listed, then watched into the index.
+pub struct ServiceSource {
+    api: Api<ApiService>,
+    /// The API server's address, for messages.
+    pub url: String,
+}
+
+impl ServiceSource {
+    pub async fn connect(kubeconfig: Option<&Path>) -> Result<Self, KubeError> {
+        let (client, url) = client(kubeconfig).await?;
+        Ok(Self { api: Api::all(client), url })
+    }
+
+    /// The Services now (one list call), so the first events are named.
+    pub async fn list(&self) -> Result<Vec<Service>, KubeError> {
+        let list = self.api.list(&ListParams::default()).await.map_err(|e| KubeError::ListServices {
+            url: self.url.clone(),
+            forbidden: matches!(&e, kube::Error::Api(status) if status.code == 403),
+            detail: describe(&e),
+        })?;
+        Ok(list.items.iter().filter_map(services::from_api).collect())
+    }
+
+    /// Keeps `tx`'s index current until every reader is gone. `failing` says the start-up list
+    /// failed and was warned about, so the watcher's retries do not warn again.
+    pub fn follow(self, tx: watch::Sender<ServiceIndex>, failing: bool) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let stream = watcher(self.api.clone(), watcher::Config::default()).default_backoff();
+            futures::pin_mut!(stream);
+            let mut fold = Fold::new("services", "Service names", &self.url, services::from_api);
+            fold.failing = failing;
+            loop {
+                let event = tokio::select! {
+                    event = stream.try_next() => event,
+                    () = tx.closed() => return,
                 };
+                let Some(event) = event.transpose() else { return };
+                let update = fold.fold(event).and_then(|change| match change {
+                    Change::Snapshot(all) => Some(ServiceUpdate::Snapshot(all)),
+                    Change::Apply(svc) => services::from_api(&svc).map(ServiceUpdate::Upsert),
+                    Change::Delete(svc) => services::api_name(&svc).map(|name| ServiceUpdate::Delete { name }),
+                });
                 if let Some(update) = update {
-                    if failing {
-                        log::warn!("Kubernetes API {}: watching pods again", self.url);
-                        failing = false;
-                    }
-                    if tx.send(SourceMsg { at, source: SourceKind::Kube, update }).await.is_err() {
-                        return;
-                    }
+                    tx.send_modify(|index| index.apply(update));
                 }
             }
         })

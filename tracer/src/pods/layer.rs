@@ -12,10 +12,11 @@ use super::{
     cri::{self, CriSource},
     file,
     filter::KernelPodFilter,
-    kube::{self, KubeSource},
+    kube::{self, KubeError, KubeSource, ServiceSource},
     now_unix_ns,
     registry::Registry,
     selection::Selection,
+    services::{ServiceNames, ServiceUpdate},
 };
 use crate::{cli::UsageError, events::Event};
 
@@ -70,7 +71,7 @@ impl PodLayer {
         let (description, initial, rx) = match &config.from {
             PodsFrom::None => ("none".to_string(), None, None),
             PodsFrom::File(path) => {
-                let pods = file::load(path).map_err(|e| UsageError(format!("{:#}", anyhow::Error::from(e))))?;
+                let pods = file::load(path).map(|objects| objects.pods).map_err(|e| UsageError(format!("{:#}", anyhow::Error::from(e))))?;
                 (format!("file {}", path.display()), Some((SourceKind::File, pods)), None)
             }
             PodsFrom::Cri => {
@@ -293,4 +294,59 @@ async fn auto(config: &PodsConfig, tx: mpsc::Sender<SourceMsg>) -> Option<(Strin
     }
     log::warn!("no pod source answered (no CRI socket, no Kubernetes API configuration): pods are not named; --pods-from none silences this");
     None
+}
+
+/// The Service names for `tracer nat`, from where the pods come from: the file's Services with
+/// `file:`, else the API whenever it is configured (also when the pods come from CRI), nothing
+/// with `none`. Never fails: without Services (no API, RBAC refuses them) events are just not
+/// named, said in one warning. Call after [`PodLayer::start`], which has already refused a
+/// source the user named that cannot start.
+pub async fn start_services(config: &PodsConfig) -> ServiceNames {
+    let (tx, names) = ServiceNames::channel();
+    let kubeconfig = config.kubeconfig.as_deref();
+    let (description, count) = match &config.from {
+        PodsFrom::None => return names,
+        PodsFrom::File(path) => match file::load(path) {
+            Ok(objects) => {
+                let count = objects.services.len();
+                tx.send_modify(|index| index.apply(ServiceUpdate::Snapshot(objects.services)));
+                (format!("file {}", path.display()), count)
+            }
+            Err(err) => {
+                log::warn!("{:#}; Services are not named", anyhow::Error::from(err));
+                return names;
+            }
+        },
+        PodsFrom::Kube | PodsFrom::Cri | PodsFrom::Auto if kubeconfig.is_some() || kube::is_configured(None) => {
+            let source = match ServiceSource::connect(kubeconfig).await {
+                Ok(source) => source,
+                Err(err) => {
+                    log::warn!("{err}; Services are not named");
+                    return names;
+                }
+            };
+            let description = format!("kube ({})", source.url);
+            match source.list().await {
+                Ok(services) => {
+                    let count = services.len();
+                    tx.send_modify(|index| index.apply(ServiceUpdate::Snapshot(services)));
+                    source.follow(tx, false);
+                    (description, count)
+                }
+                // RBAC will not change while we run: no watch that would fail the same way.
+                Err(err @ KubeError::ListServices { forbidden: true, .. }) => {
+                    log::warn!("{err}; Services are not named (tracer needs list and watch on services)");
+                    return names;
+                }
+                Err(err) => {
+                    log::warn!("{err}; Services are not named until the watch succeeds");
+                    source.follow(tx, true);
+                    return names;
+                }
+            }
+        }
+        PodsFrom::Kube | PodsFrom::Cri | PodsFrom::Auto => return names,
+    };
+    eprintln!("tracer: services from {description}: {count} services");
+    names
 }

@@ -7,6 +7,8 @@
 //! [`selection::Selection`] is what `--pod/--namespace/--selector` asked for; [`filter`] mirrors
 //! the selected pods' addresses and namespaces into the kernel maps that drop unrelated events
 //! before they are copied; [`layer::PodLayer`] ties these together for the runner.
+//! [`services`] names the Services whose addresses `tracer nat` sees translated, from the same
+//! sources (the API or the file), apart from the pods: only that command needs them.
 //!
 //! Only this module (and the rest of `tracer/`) knows about Kubernetes.
 
@@ -18,6 +20,7 @@ pub mod kube;
 pub mod layer;
 pub mod registry;
 pub mod selection;
+pub mod services;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 

@@ -1,5 +1,7 @@
 //! Raw [`NatEvent`] bytes to a typed [`Event`].
 
+use std::net::SocketAddr;
+
 use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6, RawFlow},
     nat::{NatEvent, NatTuple},
@@ -64,8 +66,10 @@ impl Decoder {
                 backend: dnat.then(|| reply.src_endpoint()).flatten(),
                 backend_ip: if dnat { reply.src } else { None },
                 backend_pod: None,
+                service: None,
                 orig_src: orig.src_endpoint(),
                 orig_dst: orig.dst_endpoint(),
+                orig_dst_addr: orig.dst.zip(orig.dport).map(SocketAddr::from),
                 reply_src: reply.src_endpoint(),
                 reply_dst: reply.dst_endpoint(),
                 reply_seen,
@@ -107,6 +111,7 @@ mod tests {
         let Detail::Nat(n) = d.decode_raw(&raw).detail else { panic!("kind") };
         assert_eq!(n.nat, "dnat");
         assert_eq!(n.orig_dst.as_deref(), Some("10.96.0.10:80"));
+        assert_eq!(n.orig_dst_addr, Some(SocketAddr::from(([10, 96, 0, 10], 80))));
         assert_eq!(n.backend.as_deref(), Some("10.0.1.5:8080"));
         assert!(n.reply_seen && !n.assured);
         assert_eq!(n.state, "reply");
