@@ -1174,13 +1174,16 @@ fn connection_ends_are_reported_closed_or_timed_out() {
     for (key, value) in [("tcp_timeout_time_wait", 1), ("tcp_timeout_syn_sent", 2), ("tcp_timeout_close", 1), ("tcp_loose", 0)] {
         lab.node.exec_ok(&["sysctl", "-q", "-w", &format!("net.netfilter.nf_conntrack_{key}={value}")]);
     }
-    let cip = lab.cluster_ip(30);
-    lab.service("ENDS", &cip, &[0, 1], false);
+    // One Service per backend: which connection goes where does not hang on a round robin.
+    let (cip_ok, cip_silent) = (lab.cluster_ip(30), lab.cluster_ip(31));
+    lab.service("ENDSOK", &cip_ok, &[0], false);
+    lab.service("ENDSSILENT", &cip_silent, &[1], false);
     let client = &lab.clients[0];
-    let sports: Vec<u16> = (42301..=42304).collect();
+    let (ok_ports, silent_ports) = ([42301u16, 42302], [42303u16, 42304]);
 
     let traffic = || {
-        let results = connect_each(client, &cip, SVC_PORT, &sports, 2.0, 3);
+        let mut results = connect_each(client, &cip_ok, SVC_PORT, &ok_ports, 2.0, 3);
+        results.extend(connect_each(client, &cip_silent, SVC_PORT, &silent_ports, 2.0, 3));
         // Bounded: reap expired entries until every connection ended (checked by `done`).
         for _ in 0..8 {
             std::thread::sleep(Duration::from_millis(500));
@@ -1196,7 +1199,8 @@ fn connection_ends_are_reported_closed_or_timed_out() {
     let (results, run, events) = traced(&lab, &[], traffic, done);
     let timed_out = with_result(client, &results, "timeout");
     let answered = with_result(client, &results, "ok 3");
-    assert_eq!((timed_out.len(), answered.len()), (2, 2), "nth every 2: two connections must time out, two be answered: {results:?}");
+    assert_eq!(answered, origs_of(client, &ok_ports).into_iter().collect(), "the answering backend's Service: {results:?}");
+    assert_eq!(timed_out, origs_of(client, &silent_ports).into_iter().collect(), "the silent backend's Service: {results:?}");
     for orig in &answered {
         let evs = conn_events(&events, orig);
         assert_eq!(states(&evs), ["new", "reply", "assured", "closed"], "{orig}: answered and closed:\n{}", dump(&events));

@@ -458,6 +458,10 @@ fn build_initramfs(ws: &Path, k: &Kernel, tracer: &Path, tests: &[PathBuf], out:
 
     if !tests.is_empty() {
         add_test_tools(&mut c, tests)?;
+        // The Kubernetes client loads the system's roots even for a plain-http test API server,
+        // as it would on a node (which has them).
+        let roots = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        c.file(&roots.to_string_lossy(), 0o644, &fs::read(roots).with_context(|| format!("reading {}", roots.display()))?);
         notes.push(format!(
             "tests: {}",
             tests.iter().map(|t| t.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(" ")
