@@ -1,0 +1,353 @@
+//! The MTU family: frag-needed / packet-too-big errors sent (icmp:icmp_send, tc egress for
+//! ICMPv6), received (tc ingress) and dropped (kfree_skb), PKT_TOO_BIG drops, and packets longer
+//! than their device's MTU (tc). ICMP errors are reported with the flow quoted in their payload:
+//! the connection whose packets are too big, not the ICMP packet itself.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_hdr_start_off::BPF_HDR_START_NET},
+    helpers::{bpf_check_mtu, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_skb_load_bytes_relative},
+    programs::{BtfTracePointContext, TcContext},
+};
+use tracer_common::{
+    event::{EventHeader, kind},
+    flow::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, RawFlow},
+    mtu::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PKT_TOOBIG, MtuConfig, MtuEvent, event, hook},
+};
+
+use crate::{
+    drops, emit, filter,
+    kernel::{offset, offsets_valid, read, tp_btf_arg},
+    skb::{self, Bytes, Device},
+};
+
+/// Set by the loader: tracepoint layout, drop-reason values, which hook reports what.
+#[unsafe(no_mangle)]
+static MTU_CONFIG: MtuConfig = MtuConfig::empty();
+
+macro_rules! config {
+    ($field:ident) => {
+        // SAFETY: MTU_CONFIG is a static of plain integers.
+        unsafe { core::ptr::read_volatile(&raw const MTU_CONFIG.$field) }
+    };
+}
+
+/// `skb->_skb_refdst` keeps SKB_DST_NOREF in bit 0; `dst->_metrics` keeps two flag bits
+/// (DST_METRICS_READ_ONLY, DST_METRICS_REFCOUNTED). Kernel ABI since 3.x, not struct layout.
+const SKB_DST_PTRMASK: u64 = !1;
+const DST_METRICS_PTRMASK: u64 = !3;
+/// Index of RTAX_MTU (uAPI value 2) in the metrics array, which starts at RTAX_MTU's
+/// predecessor RTAX_LOCK = 1.
+const RTAX_MTU_INDEX: usize = 1;
+
+/// Everything of an event but its flows.
+struct Facts {
+    event: u8,
+    hook: u8,
+    len: u32,
+    mtu: u32,
+    dev_mtu: u32,
+    reason: u32,
+    device: Device,
+}
+
+/// Writes the event in place in the ring buffer (two flows and the rest would crowd the
+/// 512-byte stack of the tc programs).
+#[inline(always)]
+fn submit(facts: &Facts, flow: &RawFlow, icmp: Option<&RawFlow>) {
+    let Some(mut entry) = emit::reserve::<MtuEvent>(kind::MTU) else { return };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: a reserved record of the right size; every field is written before submit.
+    unsafe {
+        (*ev).header = EventHeader {
+            ts_ns: bpf_ktime_get_boot_ns(),
+            kind: kind::MTU,
+            cpu: bpf_get_smp_processor_id() as u16,
+            _pad: [0; 4],
+        };
+        (*ev).flow = *flow;
+        match icmp {
+            Some(outer) => {
+                (*ev).icmp_src = outer.saddr;
+                (*ev).icmp_dst = outer.daddr;
+            }
+            None => {
+                (*ev).icmp_src = [0; 16];
+                (*ev).icmp_dst = [0; 16];
+            }
+        }
+        (*ev).len = facts.len;
+        (*ev).mtu = facts.mtu;
+        (*ev).dev_mtu = facts.dev_mtu;
+        (*ev).netns = facts.device.netns;
+        (*ev).ifindex = facts.device.ifindex;
+        (*ev).reason = facts.reason;
+        (*ev).ifname = facts.device.name;
+        (*ev).event = facts.event;
+        (*ev).hook = facts.hook;
+        (*ev)._pad = [0; 6];
+    }
+    entry.submit(0);
+}
+
+/// The MTU of a `struct net_device *` (0 for null).
+#[inline(always)]
+fn device_mtu(dev: *const u8) -> u32 {
+    if dev.is_null() {
+        return 0;
+    }
+    read::<u32>(dev, offset!(net_device_mtu)).unwrap_or(0)
+}
+
+/// The device the skb's route leads out of and the MTU forwarding applies to it: the route's
+/// MTU metric when set, else the device's MTU (ip_dst_mtu_maybe_forward). Null and 0 when the
+/// skb has no route.
+#[inline(always)]
+fn route_mtu(skb: *const u8) -> (*const u8, u32) {
+    let none = (core::ptr::null(), 0);
+    let Ok(refdst) = read::<u64>(skb, offset!(skb_refdst)) else { return none };
+    let dst = (refdst & SKB_DST_PTRMASK) as *const u8;
+    if dst.is_null() {
+        return none;
+    }
+    let dev = read::<*const u8>(dst, offset!(dst_dev)).unwrap_or(core::ptr::null());
+    let metrics = read::<u64>(dst, offset!(dst_metrics)).unwrap_or(0) & DST_METRICS_PTRMASK;
+    let metric = if metrics == 0 { 0 } else { read::<u32>(metrics as *const u8, RTAX_MTU_INDEX * 4).unwrap_or(0) };
+    (dev, if metric != 0 { metric } else { device_mtu(dev) })
+}
+
+/// When `outer` is a frag-needed or packet-too-big at transport offset `l4` of `b`: the MTU it
+/// announces, with the original packet quoted in its payload parsed into `inner`.
+#[inline(always)]
+fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow) -> Option<u32> {
+    let (mtu, version) = if outer.family == FAMILY_IPV4
+        && outer.l4_proto == IPPROTO_ICMP
+        && outer.icmp_type == ICMP_DEST_UNREACH
+        && outer.icmp_code == ICMP_FRAG_NEEDED
+    {
+        // RFC 1191: the next-hop MTU is the low 16 bits of the header's second word.
+        let m: [u8; 2] = b.load(l4 + 6)?;
+        (u32::from(u16::from_be_bytes(m)), 4)
+    } else if outer.family == FAMILY_IPV6 && outer.l4_proto == IPPROTO_ICMPV6 && outer.icmp_type == ICMPV6_PKT_TOOBIG {
+        let m: [u8; 4] = b.load(l4 + 4)?;
+        (u32::from_be_bytes(m), 6)
+    } else {
+        return None;
+    };
+    // The quote may stop before the ports (or be a fragment): the addresses still name the flow.
+    let _ = skb::parse_ip(b, l4 + 8, version, inner);
+    Some(mtu)
+}
+
+/// Whether the event passes the user's filters: by the flow it is about, or (for an ICMP
+/// error) by the error's own addresses.
+#[inline(always)]
+fn wanted(flow: &RawFlow, icmp: Option<&RawFlow>, netns: u32) -> bool {
+    filter::passes(flow, netns) || icmp.is_some_and(|outer| filter::passes(outer, netns))
+}
+
+/// icmp:icmp_send (skb, type, code), kernel >= 6.10: IPv4 errors this node sends, with the
+/// packet that caused them. Only frag-needed is reported; its MTU is not an argument, so it is
+/// taken from the offending packet's route as __icmp_send's caller computed it.
+pub fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    if config!(valid) != 1 || !offsets_valid() {
+        return Ok(());
+    }
+    let base = ctx.as_ptr() as *const u8;
+    let ty = tp_btf_arg(base, config!(icmp_type_arg))? as u32;
+    let code = tp_btf_arg(base, config!(icmp_code_arg))? as u32;
+    if ty != u32::from(ICMP_DEST_UNREACH) || code != u32::from(ICMP_FRAG_NEEDED) {
+        return Ok(());
+    }
+    let skb = tp_btf_arg(base, config!(icmp_skb_arg))? as *const u8;
+    if skb.is_null() {
+        return Ok(());
+    }
+    let flow = skb::flow(skb);
+    let (route_dev, mtu) = route_mtu(skb);
+    let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
+    let device = skb::net_device(dev);
+    if !wanted(&flow, None, device.netns) {
+        return Ok(());
+    }
+    let facts = Facts {
+        event: event::FRAG_NEEDED_SENT,
+        hook: hook::ICMP_SEND,
+        len: skb::len(skb),
+        mtu,
+        dev_mtu: device_mtu(dev),
+        reason: 0,
+        device,
+    };
+    submit(&facts, &flow, None);
+    Ok(())
+}
+
+/// tp_btf/kfree_skb (layout from DROP_CONFIG): PKT_TOO_BIG drops, and frag-needed /
+/// packet-too-big errors that are themselves dropped (filtered ICMP: the black hole).
+pub fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    if config!(valid) != 1 || !offsets_valid() {
+        return Ok(());
+    }
+    let Some((skb, _location, reason)) = drops::tp_btf_args(ctx)? else { return Ok(()) };
+    if skb.is_null() || reason == config!(reason_not_specified) || reason == config!(reason_consumed) {
+        return Ok(());
+    }
+    let Some((l3, ethertype)) = skb::network_header(skb) else { return Ok(()) };
+    let mut outer = RawFlow::default();
+    let l4 = skb::parse(&l3, ethertype, &mut outer);
+    if reason == config!(reason_pkt_too_big) {
+        let (route_dev, mtu) = route_mtu(skb);
+        let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
+        let device = skb::net_device(dev);
+        if !wanted(&outer, None, device.netns) {
+            return Ok(());
+        }
+        let dev_mtu = device_mtu(dev);
+        let facts = Facts {
+            event: event::TOO_BIG_DROP,
+            hook: hook::KFREE_SKB,
+            len: skb::len(skb),
+            mtu: if mtu != 0 { mtu } else { dev_mtu },
+            dev_mtu,
+            reason,
+            device,
+        };
+        submit(&facts, &outer, None);
+        return Ok(());
+    }
+    let Some(l4) = l4 else { return Ok(()) };
+    let mut inner = RawFlow::default();
+    let Some(mtu) = icmp_error(&l3, l4, &outer, &mut inner) else { return Ok(()) };
+    let dev = skb::dev_ptr(skb);
+    let mut device = skb::net_device(dev);
+    if device.netns == 0 {
+        device.netns = skb::socket_netns(skb);
+    }
+    if !wanted(&inner, Some(&outer), device.netns) {
+        return Ok(());
+    }
+    let facts = Facts {
+        event: event::FRAG_NEEDED_DROPPED,
+        hook: hook::KFREE_SKB,
+        len: skb::len(skb),
+        mtu,
+        dev_mtu: device_mtu(dev),
+        reason,
+        device,
+    };
+    submit(&facts, &inner, Some(&outer));
+    Ok(())
+}
+
+/// A tc program's packet from its network header (bpf_skb_load_bytes_relative, kernel >= 4.18):
+/// the same offsets on devices with and without a link-layer header.
+struct TcBytes<'a>(&'a TcContext);
+
+impl Bytes for TcBytes<'_> {
+    #[inline(always)]
+    fn load<T>(&self, off: usize) -> Option<T> {
+        let mut value = core::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: the helper writes exactly size_of::<T>() bytes into `value` or fails.
+        let ret = unsafe {
+            bpf_skb_load_bytes_relative(
+                self.0.as_ptr(),
+                off as u32,
+                value.as_mut_ptr().cast(),
+                size_of::<T>() as u32,
+                BPF_HDR_START_NET,
+            )
+        };
+        // SAFETY: ret == 0 means every byte was written.
+        (ret == 0).then(|| unsafe { value.assume_init() })
+    }
+
+    #[inline(always)]
+    fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        // SAFETY: the helper writes at most dst.len() bytes into dst.
+        let ret = unsafe {
+            bpf_skb_load_bytes_relative(
+                self.0.as_ptr(),
+                off as u32,
+                dst.as_mut_ptr().cast(),
+                dst.len() as u32,
+                BPF_HDR_START_NET,
+            )
+        };
+        (ret == 0).then_some(())
+    }
+}
+
+/// The device's MTU via bpf_check_mtu (kernel >= 5.12), and whether a packet of `l3_len` bytes
+/// (0: the skb's own length, segments for GSO) exceeds it.
+#[inline(always)]
+fn check_mtu(ctx: &TcContext, l3_len: u32) -> (bool, u32) {
+    let mut mtu = l3_len;
+    // SAFETY: ctx is the program's context; `mtu` is a valid in/out pointer.
+    let ret = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu, 0, 0) };
+    if ret < 0 {
+        return (false, 0);
+    }
+    (ret == i64::from(BPF_MTU_CHK_RET_FRAG_NEEDED), mtu)
+}
+
+/// tc ingress/egress on a traced device. Ingress: frag-needed/packet-too-big arriving (for
+/// this node or forwarded through it). Egress: those this node generated (the skb carries the
+/// ICMP socket; forwarded ones were seen arriving), for ICMPv6 always, for IPv4 only where
+/// icmp:icmp_send is missing. Both: IP packets longer than the device's MTU.
+pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
+    if config!(valid) != 1 {
+        return None;
+    }
+    let b = TcBytes(ctx);
+    // __sk_buff.protocol is skb->protocol, __be16 in a u32.
+    let ethertype = u16::from_be(ctx.skb.protocol() as u16);
+    let mut outer = RawFlow::default();
+    let l4 = skb::parse(&b, ethertype, &mut outer);
+    if outer.family == 0 {
+        return None;
+    }
+    // SAFETY: the context is a valid __sk_buff for the program's run.
+    let (ifindex, gso_size, sk) = unsafe {
+        let s = &*ctx.skb.skb;
+        (s.ifindex, s.gso_size, s.__bindgen_anon_2.sk)
+    };
+    let device = Device { ifindex, ..Device::default() };
+    let mut inner = RawFlow::default();
+    if let Some(mtu) = l4.and_then(|l4| icmp_error(&b, l4, &outer, &mut inner)) {
+        let what = if at == hook::TC_INGRESS {
+            event::FRAG_NEEDED_RECEIVED
+        } else if !sk.is_null() && (outer.family == FAMILY_IPV6 || config!(egress_sent_v4) == 1) {
+            event::FRAG_NEEDED_SENT
+        } else {
+            return None;
+        };
+        if !wanted(&inner, Some(&outer), 0) {
+            return None;
+        }
+        let facts = Facts { event: what, hook: at, len: ip_len(&b, &outer)?, mtu, dev_mtu: check_mtu(ctx, 0).1, reason: 0, device };
+        submit(&facts, &inner, Some(&outer));
+        return Some(());
+    }
+    // GSO packets are checked segment by segment (by the helper) and reported with the
+    // aggregate's frame length.
+    let len = if gso_size != 0 { 0 } else { ip_len(&b, &outer)? };
+    let (too_big, dev_mtu) = check_mtu(ctx, len);
+    if !too_big || !wanted(&outer, None, 0) {
+        return None;
+    }
+    let len = if len == 0 { ctx.len() } else { len };
+    let facts = Facts { event: event::OVERSIZE, hook: at, len, mtu: dev_mtu, dev_mtu, reason: 0, device };
+    submit(&facts, &outer, None);
+    Some(())
+}
+
+/// The IP packet's length from its header.
+#[inline(always)]
+fn ip_len<B: Bytes>(b: &B, flow: &RawFlow) -> Option<u32> {
+    match flow.family {
+        FAMILY_IPV4 => b.load::<[u8; 2]>(2).map(|l| u32::from(u16::from_be_bytes(l))),
+        FAMILY_IPV6 => b.load::<[u8; 2]>(4).map(|l| u32::from(u16::from_be_bytes(l)) + 40),
+        _ => None,
+    }
+}
