@@ -117,9 +117,10 @@ fn route_mtu(skb: *const u8) -> (*const u8, u32) {
 }
 
 /// When `outer` is a frag-needed or packet-too-big at transport offset `l4` of `b`: the MTU it
-/// announces, with the original packet quoted in its payload parsed into `inner`.
+/// announces and the length of the packet it quotes (the one that was too big), with that
+/// packet's headers parsed into `inner`.
 #[inline(always)]
-fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow) -> Option<u32> {
+fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow) -> Option<(u32, u32)> {
     let (mtu, version) = if outer.family == FAMILY_IPV4
         && outer.l4_proto == IPPROTO_ICMP
         && outer.icmp_type == ICMP_DEST_UNREACH
@@ -136,7 +137,7 @@ fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow) 
     };
     // The quote may stop before the ports (or be a fragment): the addresses still name the flow.
     let _ = skb::parse_ip(b, l4 + 8, version, inner);
-    Some(mtu)
+    Some((mtu, ip_len(b, l4 + 8, inner.family).unwrap_or(0)))
 }
 
 /// Whether the event passes the user's filters: by the flow it is about, or (for an ICMP
@@ -218,7 +219,7 @@ pub fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     let Some(l4) = l4 else { return Ok(()) };
     let mut inner = RawFlow::default();
-    let Some(mtu) = icmp_error(&l3, l4, &outer, &mut inner) else { return Ok(()) };
+    let Some((mtu, len)) = icmp_error(&l3, l4, &outer, &mut inner) else { return Ok(()) };
     let dev = skb::dev_ptr(skb);
     let mut device = skb::net_device(dev);
     if device.netns == 0 {
@@ -230,7 +231,7 @@ pub fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let facts = Facts {
         event: event::FRAG_NEEDED_DROPPED,
         hook: hook::KFREE_SKB,
-        len: skb::len(skb),
+        len,
         mtu,
         dev_mtu: device_mtu(dev),
         reason,
@@ -314,7 +315,7 @@ pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
     };
     let device = Device { ifindex, ..Device::default() };
     let mut inner = RawFlow::default();
-    if let Some(mtu) = l4.and_then(|l4| icmp_error(&b, l4, &outer, &mut inner)) {
+    if let Some((mtu, len)) = l4.and_then(|l4| icmp_error(&b, l4, &outer, &mut inner)) {
         let what = if at == hook::TC_INGRESS {
             event::FRAG_NEEDED_RECEIVED
         } else if !sk.is_null() && (outer.family == FAMILY_IPV6 || config!(egress_sent_v4) == 1) {
@@ -325,13 +326,13 @@ pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
         if !wanted(&inner, Some(&outer), 0) {
             return None;
         }
-        let facts = Facts { event: what, hook: at, len: ip_len(&b, &outer)?, mtu, dev_mtu: check_mtu(ctx, 0).1, reason: 0, device };
+        let facts = Facts { event: what, hook: at, len, mtu, dev_mtu: check_mtu(ctx, 0).1, reason: 0, device };
         submit(&facts, &inner, Some(&outer));
         return Some(());
     }
     // GSO packets are checked segment by segment (by the helper) and reported with the
     // aggregate's frame length.
-    let len = if gso_size != 0 { 0 } else { ip_len(&b, &outer)? };
+    let len = if gso_size != 0 { 0 } else { ip_len(&b, 0, outer.family)? };
     let (too_big, dev_mtu) = check_mtu(ctx, len);
     if !too_big || !wanted(&outer, None, 0) {
         return None;
@@ -342,12 +343,12 @@ pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
     Some(())
 }
 
-/// The IP packet's length from its header.
+/// The length of the IP packet whose header is at `at`, from the header.
 #[inline(always)]
-fn ip_len<B: Bytes>(b: &B, flow: &RawFlow) -> Option<u32> {
-    match flow.family {
-        FAMILY_IPV4 => b.load::<[u8; 2]>(2).map(|l| u32::from(u16::from_be_bytes(l))),
-        FAMILY_IPV6 => b.load::<[u8; 2]>(4).map(|l| u32::from(u16::from_be_bytes(l)) + 40),
+fn ip_len<B: Bytes>(b: &B, at: usize, family: u8) -> Option<u32> {
+    match family {
+        FAMILY_IPV4 => b.load::<[u8; 2]>(at + 2).map(|l| u32::from(u16::from_be_bytes(l))),
+        FAMILY_IPV6 => b.load::<[u8; 2]>(at + 4).map(|l| u32::from(u16::from_be_bytes(l)) + 40),
         _ => None,
     }
 }

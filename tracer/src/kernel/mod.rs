@@ -7,6 +7,7 @@ pub mod drop_reasons;
 pub mod features;
 pub mod hooks;
 pub mod kallsyms;
+pub mod netns;
 pub mod tracefs;
 
 /// `uname -r` of the running kernel, for messages and skips.

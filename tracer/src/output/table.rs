@@ -21,9 +21,12 @@ const TCP_HEADER: &str = "TIME(UTC)     KIND          STATE         SOURCE      
 
 const NAT_HEADER: &str = "TIME(UTC)     NAT   STATE     ORIGINAL (CLIENT -> SERVICE)                                                  REPLY FROM (BACKEND)                    DEVICE";
 
+const MTU_HEADER: &str = "TIME(UTC)     EVENT                 PROTO   SOURCE (SENDS TOO BIG)                  DESTINATION                             DEVICE           MTU    LEN  DETAIL";
+
 fn header(event: &Event) -> &'static str {
     match event.detail {
         Detail::Drop(_) => HEADER,
+        Detail::Mtu(_) => MTU_HEADER,
         Detail::Nat(_) => NAT_HEADER,
         Detail::Retransmit(_) | Detail::Reset(_) | Detail::ConnectFail(_) => TCP_HEADER,
     }
@@ -60,6 +63,22 @@ pub fn row(event: &Event) -> String {
             );
             let backend = with_pod(n.reply_src.clone(), n.backend_pod.as_deref());
             format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat, n.state)
+        }
+        Detail::Mtu(m) => {
+            let mtu = m.mtu.map_or_else(|| "-".to_string(), |v| v.to_string());
+            let mut detail = Vec::new();
+            if m.icmp_src.is_some() || m.icmp_dst.is_some() {
+                let side = |a: Option<std::net::IpAddr>| a.map_or_else(|| "-".to_string(), |a| a.to_string());
+                detail.push(format!("icmp {} -> {}", side(m.icmp_src), side(m.icmp_dst)));
+            }
+            if let Some(reason) = &m.reason {
+                detail.push(reason.clone());
+            }
+            if let Some(dev_mtu) = m.dev_mtu.filter(|d| Some(*d) != m.mtu) {
+                detail.push(format!("device mtu {dev_mtu}"));
+            }
+            detail.push(format!("via {}", m.hook));
+            format!("{time:<13} {:<21} {proto:<7} {src:<39} {dst:<39} {dev:<16} {mtu:<5} {:>5}  {}", m.event, m.len, detail.join(", "))
         }
         Detail::Retransmit(t) | Detail::Reset(t) | Detail::ConnectFail(t) => {
             let detail = match &event.detail {
