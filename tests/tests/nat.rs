@@ -909,32 +909,6 @@ fn udp_service_queries_are_answered_or_marked_no_reply() {
     assert_clean_summary(&run, lost.len());
 }
 
-/// `kubectl get pods -A -o json` naming the lab's hosts as pods of namespace `lab`.
-fn pods_file(pods: &[(&str, &str)]) -> String {
-    let items: Vec<Value> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, (name, ip))| {
-            serde_json::json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": "lab", "uid": format!("00000000-0000-0000-0000-{i:012}"), "labels": {"app": name}},
-                "spec": {"nodeName": "node-lab", "containers": [{"name": "c", "image": "i"}]},
-                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
-            })
-        })
-        .collect();
-    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}).to_string()
-}
-
-/// A temporary file, removed on drop.
-struct TempFile(std::path::PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
     if !require_privileged("backend_pods_are_named_and_pod_filter_keeps_the_clients_connections") {
