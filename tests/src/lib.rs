@@ -105,6 +105,17 @@ pub fn workspace_root() -> PathBuf {
     here.parent().unwrap_or(here).to_path_buf()
 }
 
+/// Whether the running kernel's BTF names `name` (a type, a tracepoint's `btf_trace_NAME`, an
+/// enumerator): the kernel's own account of what it has, for per-kernel expectations.
+pub fn kernel_btf_has(name: &str) -> bool {
+    let Ok(bytes) = fs::read("/sys/kernel/btf/vmlinux") else { return false };
+    // BTF names are NUL-terminated strings in the string section.
+    let mut needle = vec![0u8];
+    needle.extend_from_slice(name.as_bytes());
+    needle.push(0);
+    bytes.windows(needle.len()).any(|w| w == needle.as_slice())
+}
+
 /// The tracer binary: `$TRACER_BIN`, else `target/release/tracer`, else `target/debug/tracer`.
 pub fn tracer_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TRACER_BIN") {
