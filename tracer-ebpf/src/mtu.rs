@@ -5,6 +5,8 @@
 
 use aya_ebpf::{
     EbpfContext,
+    macros::map,
+    maps::PerCpuArray,
     bindings::{bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_hdr_start_off::BPF_HDR_START_NET},
     helpers::{bpf_check_mtu, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_skb_load_bytes_relative},
     programs::{BtfTracePointContext, TcContext},
@@ -40,54 +42,62 @@ const DST_METRICS_PTRMASK: u64 = !3;
 /// predecessor RTAX_LOCK = 1.
 const RTAX_MTU_INDEX: usize = 1;
 
-/// Everything of an event but its flows.
-struct Facts {
-    event: u8,
-    hook: u8,
-    len: u32,
-    mtu: u32,
-    dev_mtu: u32,
-    reason: u32,
-    device: Device,
+/// An event being built, and the ICMP error's own flow, off the 512-byte stack: a per-CPU
+/// slot per hook (a tc program can interrupt a tracing program on the same CPU; one program does
+/// not nest in itself). Being map memory also keeps the verifier's states few: it does not track
+/// what is stored there, so paths that parsed different headers meet again afterwards.
+struct Work {
+    event: MtuEvent,
+    outer: RawFlow,
+    /// The transport header's offset, stored and read back for the same reason.
+    l4: u32,
 }
 
-/// Writes the event in place in the ring buffer (two flows and the rest would crowd the
-/// 512-byte stack of the tc programs).
+#[map]
+static MTU_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(4, 0);
+
+/// The work slot of `hook`, cleared.
 #[inline(always)]
-fn submit(facts: &Facts, flow: &RawFlow, icmp: Option<&RawFlow>) {
-    let Some(mut entry) = emit::reserve::<MtuEvent>(kind::MTU) else { return };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: a reserved record of the right size; every field is written before submit.
-    unsafe {
-        (*ev).header = EventHeader {
-            ts_ns: bpf_ktime_get_boot_ns(),
-            kind: kind::MTU,
-            cpu: bpf_get_smp_processor_id() as u16,
-            _pad: [0; 4],
-        };
-        (*ev).flow = *flow;
-        match icmp {
-            Some(outer) => {
-                (*ev).icmp_src = outer.saddr;
-                (*ev).icmp_dst = outer.daddr;
-            }
-            None => {
-                (*ev).icmp_src = [0; 16];
-                (*ev).icmp_dst = [0; 16];
-            }
-        }
-        (*ev).len = facts.len;
-        (*ev).mtu = facts.mtu;
-        (*ev).dev_mtu = facts.dev_mtu;
-        (*ev).netns = facts.device.netns;
-        (*ev).ifindex = facts.device.ifindex;
-        (*ev).reason = facts.reason;
-        (*ev).ifname = facts.device.name;
-        (*ev).event = facts.event;
-        (*ev).hook = facts.hook;
-        (*ev)._pad = [0; 6];
-    }
-    entry.submit(0);
+fn work(at: u8) -> Option<&'static mut Work> {
+    let w = MTU_WORK.get_ptr_mut(u32::from(at) & 3)?;
+    // SAFETY: this CPU's slot for this hook; nothing else runs it until the program returns.
+    // Zeroed in place (all zero is a valid Work): a Default value would be built on the stack.
+    let w = unsafe {
+        core::ptr::write_bytes(w, 0, 1);
+        &mut *w
+    };
+    w.l4 = u32::MAX;
+    Some(w)
+}
+
+/// Stamps the header and copies the event into the ring buffer.
+#[inline(always)]
+fn submit(event: &mut MtuEvent, what: u8, at: u8) {
+    event.event = what;
+    event.hook = at;
+    // SAFETY: helpers without preconditions.
+    event.header = EventHeader {
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        kind: kind::MTU,
+        cpu: unsafe { bpf_get_smp_processor_id() } as u16,
+        _pad: [0; 4],
+    };
+    emit::output(kind::MTU, event);
+}
+
+/// Fills the event's device fields.
+#[inline(always)]
+fn set_device(event: &mut MtuEvent, device: &Device) {
+    event.ifindex = device.ifindex;
+    event.ifname = device.name;
+    event.netns = device.netns;
+}
+
+/// The ICMP error's addresses into the event.
+#[inline(always)]
+fn set_icmp(event: &mut MtuEvent, outer: &RawFlow) {
+    event.icmp_src = outer.saddr;
+    event.icmp_dst = outer.daddr;
 }
 
 /// The MTU of a `struct net_device *` (0 for null).
@@ -147,6 +157,35 @@ fn wanted(flow: &RawFlow, icmp: Option<&RawFlow>, netns: u32) -> bool {
     filter::passes(flow, netns) || icmp.is_some_and(|outer| filter::passes(outer, netns))
 }
 
+/// Parses the packet at network offset 0 of `b` into `w.outer`, keeping the transport offset
+/// in `w.l4` (u32::MAX: none).
+#[inline(always)]
+fn parse_outer<B: Bytes>(b: &B, ethertype: u16, w: &mut Work) {
+    if let Some(l4) = skb::parse(b, ethertype, &mut w.outer) {
+        w.l4 = l4 as u32;
+    }
+}
+
+/// When `w.outer` is a frag-needed / packet-too-big: parses the quoted packet into the event's
+/// flow and sets the event's MTU and length; false otherwise.
+#[inline(always)]
+fn quoted<B: Bytes>(b: &B, w: &mut Work) -> bool {
+    // SAFETY: a plain read of our own map memory; volatile so the verifier sees an unknown
+    // offset rather than one state per header layout.
+    let l4 = unsafe { core::ptr::read_volatile(&raw const w.l4) };
+    if l4 == u32::MAX {
+        return false;
+    }
+    match icmp_error(b, l4 as usize, &w.outer, &mut w.event.flow) {
+        Some((mtu, len)) => {
+            w.event.mtu = mtu;
+            w.event.len = len;
+            true
+        }
+        None => false,
+    }
+}
+
 /// icmp:icmp_send (skb, type, code), kernel >= 6.10: IPv4 errors this node sends, with the
 /// packet that caused them. Only frag-needed is reported; its MTU is not an argument, so it is
 /// taken from the offending packet's route as __icmp_send's caller computed it.
@@ -164,23 +203,19 @@ pub fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if skb.is_null() {
         return Ok(());
     }
-    let flow = skb::flow(skb);
+    let Some(w) = work(hook::ICMP_SEND) else { return Ok(()) };
+    let Some((l3, ethertype)) = skb::network_header(skb) else { return Ok(()) };
+    let _ = skb::parse(&l3, ethertype, &mut w.event.flow);
     let (route_dev, mtu) = route_mtu(skb);
     let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
-    let device = skb::net_device(dev);
-    if !wanted(&flow, None, device.netns) {
+    set_device(&mut w.event, &skb::net_device(dev));
+    if !wanted(&w.event.flow, None, w.event.netns) {
         return Ok(());
     }
-    let facts = Facts {
-        event: event::FRAG_NEEDED_SENT,
-        hook: hook::ICMP_SEND,
-        len: skb::len(skb),
-        mtu,
-        dev_mtu: device_mtu(dev),
-        reason: 0,
-        device,
-    };
-    submit(&facts, &flow, None);
+    w.event.len = skb::len(skb);
+    w.event.mtu = mtu;
+    w.event.dev_mtu = device_mtu(dev);
+    submit(&mut w.event, event::FRAG_NEEDED_SENT, hook::ICMP_SEND);
     Ok(())
 }
 
@@ -195,49 +230,37 @@ pub fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let Some((l3, ethertype)) = skb::network_header(skb) else { return Ok(()) };
-    let mut outer = RawFlow::default();
-    let l4 = skb::parse(&l3, ethertype, &mut outer);
+    let Some(w) = work(hook::KFREE_SKB) else { return Ok(()) };
+    w.event.reason = reason;
     if reason == config!(reason_pkt_too_big) {
+        let _ = skb::parse(&l3, ethertype, &mut w.event.flow);
         let (route_dev, mtu) = route_mtu(skb);
         let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
-        let device = skb::net_device(dev);
-        if !wanted(&outer, None, device.netns) {
+        set_device(&mut w.event, &skb::net_device(dev));
+        if !wanted(&w.event.flow, None, w.event.netns) {
             return Ok(());
         }
-        let dev_mtu = device_mtu(dev);
-        let facts = Facts {
-            event: event::TOO_BIG_DROP,
-            hook: hook::KFREE_SKB,
-            len: skb::len(skb),
-            mtu: if mtu != 0 { mtu } else { dev_mtu },
-            dev_mtu,
-            reason,
-            device,
-        };
-        submit(&facts, &outer, None);
+        w.event.dev_mtu = device_mtu(dev);
+        w.event.mtu = if mtu != 0 { mtu } else { w.event.dev_mtu };
+        w.event.len = skb::len(skb);
+        submit(&mut w.event, event::TOO_BIG_DROP, hook::KFREE_SKB);
         return Ok(());
     }
-    let Some(l4) = l4 else { return Ok(()) };
-    let mut inner = RawFlow::default();
-    let Some((mtu, len)) = icmp_error(&l3, l4, &outer, &mut inner) else { return Ok(()) };
+    parse_outer(&l3, ethertype, w);
+    if !quoted(&l3, w) {
+        return Ok(());
+    }
     let dev = skb::dev_ptr(skb);
-    let mut device = skb::net_device(dev);
-    if device.netns == 0 {
-        device.netns = skb::socket_netns(skb);
+    set_device(&mut w.event, &skb::net_device(dev));
+    if w.event.netns == 0 {
+        w.event.netns = skb::socket_netns(skb);
     }
-    if !wanted(&inner, Some(&outer), device.netns) {
+    if !wanted(&w.event.flow, Some(&w.outer), w.event.netns) {
         return Ok(());
     }
-    let facts = Facts {
-        event: event::FRAG_NEEDED_DROPPED,
-        hook: hook::KFREE_SKB,
-        len,
-        mtu,
-        dev_mtu: device_mtu(dev),
-        reason,
-        device,
-    };
-    submit(&facts, &inner, Some(&outer));
+    w.event.dev_mtu = device_mtu(dev);
+    set_icmp(&mut w.event, &w.outer);
+    submit(&mut w.event, event::FRAG_NEEDED_DROPPED, hook::KFREE_SKB);
     Ok(())
 }
 
@@ -301,11 +324,10 @@ pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
         return None;
     }
     let b = TcBytes(ctx);
+    let w = work(at)?;
     // __sk_buff.protocol is skb->protocol, __be16 in a u32.
-    let ethertype = u16::from_be(ctx.skb.protocol() as u16);
-    let mut outer = RawFlow::default();
-    let l4 = skb::parse(&b, ethertype, &mut outer);
-    if outer.family == 0 {
+    parse_outer(&b, u16::from_be(ctx.skb.protocol() as u16), w);
+    if w.outer.family == 0 {
         return None;
     }
     // SAFETY: the context is a valid __sk_buff for the program's run.
@@ -313,33 +335,35 @@ pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
         let s = &*ctx.skb.skb;
         (s.ifindex, s.gso_size, s.__bindgen_anon_2.sk)
     };
-    let device = Device { ifindex, ..Device::default() };
-    let mut inner = RawFlow::default();
-    if let Some((mtu, len)) = l4.and_then(|l4| icmp_error(&b, l4, &outer, &mut inner)) {
+    w.event.ifindex = ifindex;
+    if quoted(&b, w) {
         let what = if at == hook::TC_INGRESS {
             event::FRAG_NEEDED_RECEIVED
-        } else if !sk.is_null() && (outer.family == FAMILY_IPV6 || config!(egress_sent_v4) == 1) {
+        } else if !sk.is_null() && (w.outer.family == FAMILY_IPV6 || config!(egress_sent_v4) == 1) {
             event::FRAG_NEEDED_SENT
         } else {
             return None;
         };
-        if !wanted(&inner, Some(&outer), 0) {
+        if !wanted(&w.event.flow, Some(&w.outer), 0) {
             return None;
         }
-        let facts = Facts { event: what, hook: at, len, mtu, dev_mtu: check_mtu(ctx, 0).1, reason: 0, device };
-        submit(&facts, &inner, Some(&outer));
+        w.event.dev_mtu = check_mtu(ctx, 0).1;
+        set_icmp(&mut w.event, &w.outer);
+        submit(&mut w.event, what, at);
         return Some(());
     }
     // GSO packets are checked segment by segment (by the helper) and reported with the
     // aggregate's frame length.
-    let len = if gso_size != 0 { 0 } else { ip_len(&b, 0, outer.family)? };
+    let len = if gso_size != 0 { 0 } else { ip_len(&b, 0, w.outer.family)? };
     let (too_big, dev_mtu) = check_mtu(ctx, len);
-    if !too_big || !wanted(&outer, None, 0) {
+    if !too_big || !wanted(&w.outer, None, 0) {
         return None;
     }
-    let len = if len == 0 { ctx.len() } else { len };
-    let facts = Facts { event: event::OVERSIZE, hook: at, len, mtu: dev_mtu, dev_mtu, reason: 0, device };
-    submit(&facts, &outer, None);
+    w.event.flow = w.outer;
+    w.event.len = if len == 0 { ctx.len() } else { len };
+    w.event.mtu = dev_mtu;
+    w.event.dev_mtu = dev_mtu;
+    submit(&mut w.event, event::OVERSIZE, at);
     Some(())
 }
 
