@@ -398,7 +398,14 @@ fn nothing_left_attached_after_exit() {
     let ip = format!("{}/32", lab.a_ip);
     let (ia, ib) = (format!("{}:{}", lab.a.name, lab.a_if), format!("{}:{}", lab.b.name, lab.b_if));
     let base = ["--pods-from", "none", "--ip", &ip, "--iface", &ia, "--iface", &ib];
-    let cases: [(&[&str], &str); 4] = [(&[], "SIGINT"), (&[], "SIGTERM"), (&["--duration", "1s"], "--duration"), (&[], "SIGKILL")];
+    let mut cases: Vec<(&[&str], &str)> = vec![(&[], "SIGINT"), (&[], "SIGTERM"), (&["--duration", "1s"], "--duration")];
+    // A TCX link dies with its process; a clsact filter (kernels without TCX) outlives a
+    // SIGKILL, which leaves no chance to remove it.
+    if kernel_btf_has("tcx_link") {
+        cases.push((&[], "SIGKILL"));
+    } else {
+        skipped("mtu: nothing left after SIGKILL", "no TCX on this kernel: tc filters of a killed tracer stay until their qdisc or namespace goes");
+    }
     assert_nothing_left_after("mtu", &base, &cases);
     let after = (tc_state(&lab.a, &lab.a_if), tc_state(&lab.b, &lab.b_if));
     assert_eq!(after, before, "tc filters or qdiscs left on the lab's devices");
