@@ -21,6 +21,7 @@ Examples:
   tracer drops --ip 10.244.1.7/32 --proto tcp --port 8080
   tracer drops --reason NETFILTER_DROP --reason NO_SOCKET
   tracer drops --pod shop/web-0         only this pod's drops, both ends named
+  tracer mtu --pod shop/web-0           why its large packets hang: frag-needed sent, received, dropped
   tracer pods                           the pods this node runs, with IPs and netns
   tracer check                          what this kernel supports
 
