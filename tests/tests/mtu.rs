@@ -147,14 +147,15 @@ fn start(lab: &MtuLab, extra: &[String]) -> Tracer {
 /// The frag-needed / packet-too-big the router sent for the flow: MTU 1400, the full-size
 /// segment's length, the small device; and the PKT_TOO_BIG drop of the segment where the
 /// kernel reports one (`kernel` was started before the traffic).
-fn assert_sent(lab: &MtuLab, events: &[Value], family: u8, src: &str, dst: &str, window: (i128, i128), kernel: &KernelDropLog) {
+fn assert_sent(lab: &MtuLab, events: &[Value], family: u8, flow: (&str, &str), window: (i128, i128), kernel: &KernelDropLog, tc_only: bool) {
+    let (src, dst) = flow;
     let sent = of(events, "frag_needed_sent", src, dst);
     assert!(!sent.is_empty(), "no frag_needed_sent for {src} -> {dst}:\n{}", dump(events));
     for ev in &sent {
         check_mtu(ev, window);
         assert_eq!(ev["mtu"], SMALL_MTU, "{ev}");
         assert!(ev["len"].as_u64().is_some_and(|l| l > u64::from(SMALL_MTU)), "{ev}: the packet that did not fit");
-        if family == 4 && kernel_btf_has("btf_trace_icmp_send") {
+        if family == 4 && !tc_only && kernel_btf_has("btf_trace_icmp_send") {
             // icmp:icmp_send: the device is the route's, the one with the small MTU.
             assert_eq!((ev["hook"].as_str(), ev["ifname"].as_str()), (Some("icmp_send"), Some(lab.lab.rb_if.as_str())), "{ev}");
             assert_eq!(ev["netns"], lab.lab.r.inode(), "{ev}");
@@ -181,7 +182,8 @@ fn assert_sent(lab: &MtuLab, events: &[Value], family: u8, src: &str, dst: &str,
     }
 }
 
-fn frag_needed_reaches_the_client(family: u8, test: &str) {
+/// `sent_hook`: the `--sent-hook` to run with (None: the default, auto).
+fn frag_needed_reaches_the_client(family: u8, sent_hook: Option<&str>, test: &str) {
     if !require_privileged(test) {
         return;
     }
@@ -191,7 +193,8 @@ fn frag_needed_reaches_the_client(family: u8, test: &str) {
     let (sport, port) = (41000 + u16::from(family), 5201);
     let t0 = now_nanos();
     let kernel = KernelDropLog::new(&[]);
-    let t = start(&lab, &[]);
+    let extra: Vec<String> = sent_hook.map(|h| vec!["--sent-hook".to_string(), h.to_string()]).unwrap_or_default();
+    let t = start(&lab, &extra);
     let result = transfer(&lab, family, sport, port, 10.0);
     assert!(result.starts_with(&format!("ok {BYTES} ")), "{test}: the transfer must complete once the path MTU shrank: {result}");
     let (src, dst) = (ep(&client, sport), ep(&server, port));
@@ -204,7 +207,7 @@ fn frag_needed_reaches_the_client(family: u8, test: &str) {
     run.assert_code(0);
     let window = (t0, now_nanos());
     let events = run.events();
-    assert_sent(&lab, &events, family, &src, &dst, window, &kernel);
+    assert_sent(&lab, &events, family, (&src, &dst), window, &kernel, sent_hook == Some("tc"));
     let received = of(&events, "frag_needed_received", &src, &dst);
     for ev in &received {
         check_mtu(ev, window);
@@ -219,12 +222,19 @@ fn frag_needed_reaches_the_client(family: u8, test: &str) {
 
 #[test]
 fn ipv4_frag_needed_reaches_the_client_and_the_transfer_completes() {
-    frag_needed_reaches_the_client(4, "ipv4_frag_needed_reaches_the_client_and_the_transfer_completes");
+    frag_needed_reaches_the_client(4, None, "ipv4_frag_needed_reaches_the_client_and_the_transfer_completes");
+}
+
+/// What kernels without icmp:icmp_send get: the router's frag-needed seen leaving its traced
+/// device (forced here with --sent-hook tc, so every kernel runs the fallback).
+#[test]
+fn ipv4_frag_needed_sent_is_seen_at_tc_egress_without_icmp_send() {
+    frag_needed_reaches_the_client(4, Some("tc"), "ipv4_frag_needed_sent_is_seen_at_tc_egress_without_icmp_send");
 }
 
 #[test]
 fn ipv6_packet_too_big_reaches_the_client_and_the_transfer_completes() {
-    frag_needed_reaches_the_client(6, "ipv6_packet_too_big_reaches_the_client_and_the_transfer_completes");
+    frag_needed_reaches_the_client(6, None, "ipv6_packet_too_big_reaches_the_client_and_the_transfer_completes");
 }
 
 fn filtered_error_is_a_black_hole(family: u8, test: &str) {
@@ -250,7 +260,7 @@ fn filtered_error_is_a_black_hole(family: u8, test: &str) {
     run.assert_code(0);
     let window = (t0, now_nanos());
     let events = run.events();
-    assert_sent(&lab, &events, family, &src, &dst, window, &kernel);
+    assert_sent(&lab, &events, family, (&src, &dst), window, &kernel, false);
     let dropped = of(&events, "frag_needed_dropped", &src, &dst);
     assert!(!dropped.is_empty(), "{test}: no frag_needed_dropped:\n{}", dump(&events));
     for ev in &dropped {
@@ -365,6 +375,7 @@ fn bad_input_exits_2_with_one_line() {
         (vec!["mtu", "--iface", "a/b"], &["--iface"]),
         (vec!["mtu", "--port", "0"], &["--port"]),
         (vec!["mtu", "--duration", "soon"], &["--duration"]),
+        (vec!["mtu", "--sent-hook", "kprobe"], &["--sent-hook", "kprobe"]),
     ];
     for (args, words) in &cases {
         let mut args = args.clone();

@@ -71,6 +71,7 @@ pub struct MtuConfig {
     /// `--iface`: devices for the tc programs; empty means every veth and tunnel of tracer's
     /// own namespace.
     pub ifaces: Vec<IfaceChoice>,
+    pub sent_hook: super::SentHook,
 }
 
 /// One `--iface [NETNS:]DEV`.
@@ -85,7 +86,7 @@ pub struct IfaceChoice {
 impl MtuConfig {
     pub fn from_args(args: MtuArgs) -> Result<Self, UsageError> {
         let ifaces = args.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { trace: TraceConfig::from_args(args.trace)?, ifaces })
+        Ok(Self { trace: TraceConfig::from_args(args.trace)?, ifaces, sent_hook: args.sent_hook })
     }
 }
 

@@ -261,6 +261,20 @@ pub struct MtuArgs {
     /// tunnel device of tracer's own network namespace
     #[arg(long = "iface", value_name = "[NETNS:]DEV")]
     pub ifaces: Vec<String>,
+    /// Where IPv4 frag-needed this node sends is seen: auto (the icmp_send tracepoint where the
+    /// kernel has it, else tc egress), icmp_send, or tc (egress of the traced devices only)
+    #[arg(long, value_enum, default_value_t = SentHook::Auto)]
+    pub sent_hook: SentHook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SentHook {
+    Auto,
+    /// BTF tracepoint tp_btf/icmp_send (kernel >= 6.10, or a backport)
+    #[value(name = "icmp_send")]
+    IcmpSend,
+    /// tc egress of the traced devices (what kernels without icmp_send get)
+    Tc,
 }
 
 #[derive(Debug, Args)]

@@ -146,7 +146,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
     };
     let mtu_row = match &btf {
         Err(e) => CommandStatus { command: "mtu", runs: false, hook: None, attach: None, detail: format!("no BTF: {e:#}") },
-        Ok(btf) => mtu_status(mtu::plan(btf), privileged, &hook_report),
+        Ok(btf) => mtu_status(mtu::plan(btf, crate::cli::SentHook::Auto), privileged, &hook_report),
     };
     let runs = drops_row.runs;
     for row in [&drops_row, &retrans_row, &nat_row, &mtu_row] {

@@ -29,7 +29,7 @@ const MAX_LISTED: usize = 16;
 
 pub async fn run(config: MtuConfig) -> anyhow::Result<()> {
     let btf = super::load_btf(config.trace.btf.as_deref())?;
-    let plan = mtu::plan(&btf)?;
+    let plan = mtu::plan(&btf, config.sent_hook)?;
     let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
     drop(btf);
     super::require_privileges()?;

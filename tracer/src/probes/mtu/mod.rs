@@ -13,7 +13,7 @@ use tracer_common::{drop::DropConfig, mtu::MtuConfig};
 
 use super::CannotRun;
 use crate::{
-    cli::HookChoice,
+    cli::{HookChoice, SentHook},
     kernel::{
         btf::{KernelBtf, ParamType},
         drop_reasons::DropReasons,
@@ -40,8 +40,9 @@ pub struct Plan {
 }
 
 /// Works out the hooks. kfree_skb as a BTF tracepoint is required (it is what every other hook
-/// leans on: BTF and tp_btf); icmp_send and the PKT_TOO_BIG reason are optional.
-pub fn plan(btf: &KernelBtf) -> Result<Plan, CannotRun> {
+/// leans on: BTF and tp_btf); icmp_send and the PKT_TOO_BIG reason are optional, unless
+/// `sent` asks for icmp_send by name.
+pub fn plan(btf: &KernelBtf, sent: SentHook) -> Result<Plan, CannotRun> {
     let drop_plan = drops::plan(btf, HookChoice::TpBtf).map_err(|e| CannotRun { probe: PROBE, reason: e.reason })?;
     let mut config = MtuConfig::empty();
     let mut missing = Vec::new();
@@ -55,16 +56,24 @@ pub fn plan(btf: &KernelBtf) -> Result<Plan, CannotRun> {
             crate::kernel::release()
         )),
     }
-    match icmp_send_layout(btf) {
-        Ok((skb, ty, code)) => {
+    let layout = match sent {
+        SentHook::Tc => None,
+        SentHook::IcmpSend => Some(icmp_send_layout(btf).map_err(|reason| CannotRun { probe: PROBE, reason })?),
+        SentHook::Auto => match icmp_send_layout(btf) {
+            Ok(layout) => Some(layout),
+            Err(why) => {
+                missing.push(format!("{why}: IPv4 frag-needed sent is seen only where it leaves a traced device (tc egress)"));
+                None
+            }
+        },
+    };
+    match layout {
+        Some((skb, ty, code)) => {
             config.icmp_skb_arg = skb;
             config.icmp_type_arg = ty;
             config.icmp_code_arg = code;
         }
-        Err(why) => {
-            config.egress_sent_v4 = 1;
-            missing.push(format!("{why}: IPv4 frag-needed sent is seen only where it leaves a traced device (tc egress)"));
-        }
+        None => config.egress_sent_v4 = 1,
     }
     config.valid = 1;
     let icmp_send = config.icmp_skb_arg != MtuConfig::ABSENT;
@@ -122,7 +131,7 @@ mod tests {
             return;
         }
         let btf = KernelBtf::load(None).unwrap();
-        let p = plan(&btf).expect("mtu plan");
+        let p = plan(&btf, SentHook::Auto).expect("mtu plan");
         assert_eq!(p.config.valid, 1);
         // What the kernel has decides; the plan must agree with BTF either way.
         let has_tp = btf.tracepoint_params("icmp_send").is_ok();
@@ -136,5 +145,9 @@ mod tests {
         if let Some(r) = &p.reasons {
             assert_eq!(r.value("PKT_TOO_BIG").unwrap_or(MtuConfig::ABSENT), p.config.reason_pkt_too_big);
         }
+        // Forcing tc leaves icmp_send out on any kernel.
+        let p = plan(&btf, SentHook::Tc).expect("mtu plan with tc");
+        assert!(!p.icmp_send && p.config.egress_sent_v4 == 1 && p.config.icmp_skb_arg == MtuConfig::ABSENT);
+        assert_eq!(plan(&btf, SentHook::IcmpSend).is_ok(), has_tp, "an explicit icmp_send needs the tracepoint");
     }
 }
