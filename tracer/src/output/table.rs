@@ -140,6 +140,23 @@ mod tests {
         };
         let r = row(&e);
         assert!(r.starts_with("02:30:01.123 "));
+        let mut m = e.clone();
+        m.ifname = Some("eth0".into());
+        m.detail = Detail::Mtu(crate::events::MtuDetail {
+            event: "frag_needed_dropped",
+            mtu: Some(1400),
+            len: 1500,
+            dev_mtu: Some(1500),
+            icmp_src: Some("10.0.0.254".parse().unwrap()),
+            icmp_dst: Some("10.0.0.1".parse().unwrap()),
+            reason: Some("NETFILTER_DROP".into()),
+            hook: "kfree_skb",
+        });
+        let mtu_row = row(&m);
+        for part in ["frag_needed_dropped", "10.0.0.1:1 (shop/web-0)", "eth0", "1400", "1500", "icmp 10.0.0.254 -> 10.0.0.1", "NETFILTER_DROP", "device mtu 1500"] {
+            assert!(mtu_row.contains(part), "{part} missing in {mtu_row}");
+        }
+        assert!(header(&m).starts_with("TIME(UTC)     EVENT"));
         for part in ["NO_SOCKET", "tcp", "10.0.0.1:1 (shop/web-0)", "10.0.0.2:2", "x+0x1"] {
             assert!(r.contains(part), "{part} missing in {r}");
         }
