@@ -578,3 +578,192 @@ fn without_privileges_exits_2_with_one_line() {
         assert_nothing_left(&format!("{w:?}"), &before, &BTreeSet::new(), &pins_before);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conntrack's own drops (issue 6)
+// ---------------------------------------------------------------------------------------------
+
+/// net.netfilter.nf_conntrack_max is one value for the whole machine (read-only inside a child
+/// namespace), checked against each namespace's own entry count: set low for one test (with
+/// the shared lock held), restored on drop, also when the test fails.
+struct ConntrackMax {
+    old: String,
+}
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    fn set(max: u64) -> ConntrackMax {
+        let old = std::fs::read_to_string(CONNTRACK_MAX).unwrap_or_else(|e| panic!("lab: reading {CONNTRACK_MAX}: {e}"));
+        std::fs::write(CONNTRACK_MAX, max.to_string()).unwrap_or_else(|e| panic!("lab: writing {CONNTRACK_MAX}: {e}"));
+        ConntrackMax { old: old.trim().to_string() }
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.old) {
+            eprintln!("!!!!!!!! could not restore {CONNTRACK_MAX} to {}: {e} !!!!!!!!", self.old);
+        }
+    }
+}
+
+/// Listens with a large backlog and never accepts: the kernel completes every handshake, so
+/// each connection is an assured conntrack entry that early drop cannot evict.
+const BACKLOG_SERVER: &str = r#"
+import socket, sys, time
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2])))
+l.listen(128)
+print("listening", flush=True)
+time.sleep(120)
+"#;
+
+/// Opens N connections and holds them.
+const HOLD_CONNECTIONS: &str = r#"
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    held.append(s)
+print("connected", flush=True)
+time.sleep(120)
+"#;
+
+/// Issue 6: when a namespace's conntrack table is full, new connections are dropped by
+/// conntrack itself (NETFILTER_DROP in nf_hook_slow, like a rule's DROP); `tracer drops` says
+/// it was conntrack, with the table's fill level, and leaves a rule's drop alone.
+#[test]
+fn conntrack_table_full_drops_show_the_cause_and_fill_level() {
+    let test = "conntrack_table_full_drops_show_the_cause_and_fill_level";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    const PORT: u16 = 5611;
+    const UDP_PORT: u16 = 5612;
+    const SPORT: u16 = 40611;
+    const HELD: u64 = 6;
+    let lab = PairLab::new();
+    // Conntrack in B only (a rule needs it there); A tracks nothing, so only B's table fills.
+    let port = PORT.to_string();
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-j", "ACCEPT"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &UDP_PORT.to_string(), "-j", "DROP"]);
+    let _server = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", BACKLOG_SERVER, &lab.b_ip, &port], "listening", "backlog server");
+
+    let ip = format!("{}/32", lab.b_ip);
+    let t = Tracer::start(&args(&["--ip", &ip]));
+    // A rule's drop first (the table has room): no conntrack cause.
+    assert_eq!(Udp::new(&lab.a_ip, SPORT, &lab.b_ip, UDP_PORT).send(&lab.a), 3);
+    let (usrc, udst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{UDP_PORT}", lab.b_ip));
+    assert!(wait_flow(&t, &usrc, &udst, 3), "no drops of the rule's UDP flow {usrc} -> {udst}");
+
+    let _max = ConntrackMax::set(HELD);
+    let held = HELD.to_string();
+    let _clients =
+        Announced::start(|a| lab.a.spawn(a), &["python3", "-c", HOLD_CONNECTIONS, &lab.b_ip, &port, &held], "connected", "held connections");
+    // B's table is full now; the kernel's own count says so.
+    let stats = String::from_utf8_lossy(&lab.b.exec_ok(&["cat", "/proc/net/stat/nf_conntrack"]).stdout).into_owned();
+    let entries = stats.lines().nth(1).and_then(|l| l.split_whitespace().next()).and_then(|h| u64::from_str_radix(h, 16).ok());
+    assert_eq!(entries, Some(HELD), "lab: B's conntrack table should hold the {HELD} connections:\n{stats}");
+
+    let connect = tcp_connect_timed_argv(&lab.a_ip, SPORT, &lab.b_ip, PORT, 3.0, 1, 0.0);
+    let out = lab.a.exec_timeout(&argv_refs(&connect), Duration::from_secs(20));
+    let result = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(result.starts_with("timeout") || result.starts_with("error 110"), "the connect should get no answer: {out:?}");
+    let (src, dst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{PORT}", lab.b_ip));
+    assert!(wait_flow(&t, &src, &dst, 1), "no drop of the refused connect {src} -> {dst}");
+    let run = t.stop();
+    run.assert_code(0);
+    let events = run.events();
+
+    let rule: Vec<&Value> = with_flow(&events, &usrc, &udst);
+    assert_eq!(rule.len(), 3, "{}", dump(&events));
+    for ev in &rule {
+        assert_eq!(ev["reason"], "NETFILTER_DROP", "{ev}");
+        assert!(ev.get("conntrack").is_none(), "a rule's drop is not conntrack's: {ev}");
+    }
+    let full: Vec<&Value> = with_flow(&events, &src, &dst);
+    assert!(!full.is_empty(), "{}", dump(&events));
+    for ev in &full {
+        assert_eq!(ev["reason"], "NETFILTER_DROP", "{ev}");
+        assert_eq!(ev["netns"].as_u64(), Some(lab.b.inode()), "dropped in B: {ev}");
+        assert_eq!(ev["conntrack"]["cause"], "table_full", "{ev}");
+        assert_eq!(ev["conntrack"]["entries"].as_u64(), Some(HELD), "{ev}");
+        assert_eq!(ev["conntrack"]["max"].as_u64(), Some(HELD), "{ev}");
+    }
+}
+
+/// Sends N bare TCP ACKs (no connection behind them) from argv[1]:argv[3] to argv[2]:argv[4]
+/// through a raw socket, checksummed; prints N.
+const STRAY_ACKS: &str = r#"
+import socket, struct, sys
+src, dst, sport, dport, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+s.bind((src, 0))
+for i in range(n):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, 1000 + i, 2000, 5 << 4, 0x10, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(hdr))
+    hdr = hdr[:16] + struct.pack("!H", csum(pseudo + hdr)) + hdr[18:]
+    s.sendto(hdr, (dst, 0))
+print(n)
+"#;
+
+/// Issue 6: a packet conntrack finds invalid (an ACK of no connection, with
+/// nf_conntrack_tcp_loose off) dropped by the usual `--ctstate INVALID -j DROP` rule is
+/// marked `invalid`; a new connection's packet dropped by a rule (its entry unconfirmed, no
+/// insert failure) is not conntrack's.
+#[test]
+fn invalid_packets_dropped_by_a_ctstate_rule_are_marked_invalid() {
+    let test = "invalid_packets_dropped_by_a_ctstate_rule_are_marked_invalid";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    const PORT: u16 = 5621;
+    const UDP_PORT: u16 = 5622;
+    const SPORT: u16 = 40621;
+    let lab = PairLab::new();
+    lab.b.exec_ok(&["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_loose=0"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &UDP_PORT.to_string(), "-j", "DROP"]);
+
+    let t = Tracer::start(&args(&["--ip", &format!("{}/32", lab.b_ip)]));
+    let acks = lab.a.exec_ok(&["python3", "-c", STRAY_ACKS, &lab.a_ip, &lab.b_ip, &SPORT.to_string(), &PORT.to_string(), "3"]);
+    assert_eq!(String::from_utf8_lossy(&acks.stdout).trim(), "3", "lab: stray ACKs not sent: {acks:?}");
+    assert_eq!(Udp::new(&lab.a_ip, SPORT, &lab.b_ip, UDP_PORT).send(&lab.a), 3);
+    let (src, dst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{PORT}", lab.b_ip));
+    let (usrc, udst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{UDP_PORT}", lab.b_ip));
+    assert!(wait_flow(&t, &src, &dst, 3) && wait_flow(&t, &usrc, &udst, 3), "the six drops did not all arrive");
+    let run = t.stop();
+    run.assert_code(0);
+    let events = run.events();
+    // The kernel's own count: three invalid packets in B.
+    let stats = String::from_utf8_lossy(&lab.b.exec_ok(&["cat", "/proc/net/stat/nf_conntrack"]).stdout).into_owned();
+    let invalid_at = stats.lines().next().and_then(|h| h.split_whitespace().position(|c| c == "invalid")).expect("an invalid column");
+    let invalid: u64 = stats
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(invalid_at).and_then(|h| u64::from_str_radix(h, 16).ok()))
+        .sum();
+    assert_eq!(invalid, 3, "lab: B's conntrack should have counted three invalid packets:\n{stats}");
+
+    let stray = with_flow(&events, &src, &dst);
+    assert_eq!(stray.len(), 3, "{}", dump(&events));
+    for ev in &stray {
+        assert_eq!(ev["reason"], "NETFILTER_DROP", "{ev}");
+        assert_eq!(ev["netns"].as_u64(), Some(lab.b.inode()), "{ev}");
+        assert_eq!(ev["conntrack"]["cause"], "invalid", "{ev}");
+    }
+    let rule = with_flow(&events, &usrc, &udst);
+    assert_eq!(rule.len(), 3, "{}", dump(&events));
+    for ev in &rule {
+        assert!(ev.get("conntrack").is_none(), "a rule's drop of a new connection is not conntrack's: {ev}");
+    }
+}

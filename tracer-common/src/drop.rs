@@ -35,8 +35,17 @@ pub struct DropEvent {
     /// Device name, NUL-padded.
     pub ifname: [u8; IFNAMSIZ],
     pub flow: RawFlow,
+    /// The conntrack entry the packet carried, for netfilter drops: 0 when it had none (or the
+    /// layout is unknown), else [`CT_PRESENT`] | the entry's `enum ip_conntrack_status` bits.
+    /// A drop with no entry, or with one never confirmed, may be conntrack's own (table full,
+    /// insert failed, invalid); userspace tells which from the namespace's conntrack counters.
+    pub ct: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<DropEvent>() == 16 + 8 + 16 + IFNAMSIZ + 48);
+const _: () = assert!(size_of::<DropEvent>() == 16 + 8 + 16 + IFNAMSIZ + 48 + 8);
+
+/// Set in [`DropEvent::ct`] when the packet carried a conntrack entry (status bits below it).
+pub const CT_PRESENT: u32 = 1 << 31;
 
 /// Words in the reason bitmap (the `DROP_REASONS` array map).
 pub const REASON_BITMAP_WORDS: u32 = REASON_BITMAP_BITS / 64;
@@ -90,9 +99,14 @@ pub struct DropConfig {
     pub reason_arg: u32,
     /// Report reasons >= [`REASON_BITMAP_BITS`]; smaller ones are looked up in `DROP_REASONS`.
     pub high_reasons: u32,
-    pub _pad: u32,
+    /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (`ABSENT`: no reasons, then every drop
+    /// is looked at): the drops whose conntrack entry is read.
+    pub netfilter_reason: u32,
+    /// Offsets of `sk_buff._nfct` and `nf_conn.status` (`ABSENT`: conntrack's BTF unknown).
+    pub skb_nfct: u32,
+    pub ct_status: u32,
 }
-const _: () = assert!(size_of::<DropConfig>() == 24);
+const _: () = assert!(size_of::<DropConfig>() == 32);
 
 impl DropConfig {
     /// Marks an argument or field the running kernel's tracepoint does not have.
@@ -106,7 +120,9 @@ impl DropConfig {
             location_arg: Self::ABSENT,
             reason_arg: Self::ABSENT,
             high_reasons: 0,
-            _pad: 0,
+            netfilter_reason: Self::ABSENT,
+            skb_nfct: Self::ABSENT,
+            ct_status: Self::ABSENT,
         }
     }
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    drop::{DropConfig, DropEvent, REASON_BITMAP_BITS, REASON_BITMAP_WORDS, hook},
+    drop::{CT_PRESENT, DropConfig, DropEvent, REASON_BITMAP_BITS, REASON_BITMAP_WORDS, hook},
     event::{EventHeader, kind},
 };
 
@@ -118,7 +118,28 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
         ifindex: device.ifindex,
         ifname: device.name,
         flow,
+        ct: conntrack_of(skb, reason),
+        _pad: 0,
     };
     emit::output(kind::DROP, &event);
     Ok(())
+}
+
+/// [`DropEvent::ct`]: the conntrack entry of a netfilter drop. Two loads, only for the drops
+/// netfilter made (or every drop on kernels without reasons).
+#[inline(always)]
+fn conntrack_of(skb: *const u8, reason: u32) -> u32 {
+    let (nfct_off, status_off) = (config!(skb_nfct), config!(ct_status));
+    let netfilter = config!(netfilter_reason);
+    if nfct_off == DropConfig::ABSENT || status_off == DropConfig::ABSENT || (netfilter != DropConfig::ABSENT && reason != netfilter) {
+        return 0;
+    }
+    let Ok(nfct) = kernel::read::<u64>(skb, nfct_off as usize) else { return 0 };
+    // A value below a page is ctinfo alone (untracked), not an entry.
+    let ct = (nfct & skb::NFCT_PTRMASK) as *const u8;
+    if (ct as u64) < 4096 {
+        return 0;
+    }
+    let status = kernel::read::<u32>(ct, status_off as usize).unwrap_or(0);
+    CT_PRESENT | (status & !CT_PRESENT)
 }

@@ -46,12 +46,10 @@ macro_rules! config {
 #[map]
 static NAT_SEEN: LruHashMap<u64, NatSeen> = LruHashMap::with_max_entries(MAX_NAT_CONNS, 0);
 
-/// The original-direction flow, for the filters; per CPU, off the 512-byte stack.
+/// [packet's flow, original-direction flow] for the filters; per CPU, off the 512-byte stack.
 #[map]
-static NAT_SCRATCH: PerCpuArray<RawFlow> = PerCpuArray::with_max_entries(1, 0);
+static NAT_SCRATCH: PerCpuArray<RawFlow> = PerCpuArray::with_max_entries(2, 0);
 
-/// nfct's low bits carry ctinfo.
-const NFCT_PTRMASK: u64 = !7;
 const AF_INET: u16 = 2;
 
 /// A tuple's addresses and ports as a flow, for the address filters.
@@ -81,7 +79,7 @@ pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let nfct = read::<u64>(skb, config!(skb_nfct) as usize)?;
-    let ct = (nfct & NFCT_PTRMASK) as *const u8;
+    let ct = (nfct & skb::NFCT_PTRMASK) as *const u8;
     if ct.is_null() {
         return Ok(());
     }
@@ -109,12 +107,14 @@ pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
     // Filters: the packet as sent, or the connection as the client opened it (before DNAT the
     // Service address, the client pod) — either may be what the user named.
-    let flow = skb::flow(skb);
+    // Both flows live in per-CPU scratch, not on the stack: with filter::passes' frame on top,
+    // 6.1 and 6.12 refuse more than 512 bytes for the two together.
+    let (Some(flow), Some(original)) = (NAT_SCRATCH.get_ptr_mut(0), NAT_SCRATCH.get_ptr_mut(1)) else { return Ok(()) };
+    // SAFETY: the per-CPU scratch entries are ours for this program run.
+    let (flow, original) = unsafe { (&mut *flow, &mut *original) };
+    skb::fill_flow(skb, flow);
     let device = skb::device(skb);
-    if !filter::passes(&flow, device.netns) {
-        let Some(original) = NAT_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
-        // SAFETY: the per-CPU scratch entry is ours for this program run.
-        let original = unsafe { &mut *original };
+    if !filter::passes(flow, device.netns) {
         *original = RawFlow::default();
         tuple_flow(ct, config!(ct_orig_tuple), original);
         if !filter::passes(original, device.netns) {
@@ -132,7 +132,7 @@ pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             cpu: bpf_get_smp_processor_id() as u16,
             _pad: [0; 4],
         };
-        (*ev).flow = flow;
+        (*ev).flow = *flow;
         (*ev).ct = key;
         (*ev).status = status;
         (*ev).netns = device.netns;

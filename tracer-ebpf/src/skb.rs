@@ -11,6 +11,9 @@ use crate::kernel::{netns_inum, offset, read, read_buf};
 /// skb->network_header when the kernel has not set it (`(u16)~0U`).
 const HEADER_UNSET: u16 = 0xffff;
 
+/// `sk_buff._nfct` is the conntrack entry's address with ctinfo in its low three bits.
+pub const NFCT_PTRMASK: u64 = !7;
+
 /// IPv6 extension headers we step over to find the transport header; bounded for the verifier.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
 
@@ -108,10 +111,18 @@ pub fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
 #[inline(always)]
 pub fn flow(skb: *const u8) -> RawFlow {
     let mut flow = RawFlow::default();
-    if let Some((l3, ethertype)) = network_header(skb) {
-        parse(&l3, ethertype, &mut flow);
-    }
+    fill_flow(skb, &mut flow);
     flow
+}
+
+/// [`flow`] into `flow` (zeroed first): lets a program keep the flow in a per-CPU map value
+/// rather than on its 512-byte stack.
+#[inline(always)]
+pub fn fill_flow(skb: *const u8, flow: &mut RawFlow) {
+    *flow = RawFlow::default();
+    if let Some((l3, ethertype)) = network_header(skb) {
+        parse(&l3, ethertype, flow);
+    }
 }
 
 /// Parses the packet at network offset 0 of `b` into `flow`; returns the transport header's

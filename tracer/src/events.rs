@@ -144,6 +144,54 @@ pub struct DropDetail {
     /// `symbol+0xoff` of the kernel code that dropped the packet.
     pub location: String,
     pub len: u32,
+    /// The conntrack entry the packet carried (read for netfilter drops only).
+    pub packet_ct: PacketCt,
+    /// Set when conntrack itself made (or marked the packet for) this drop.
+    pub conntrack: Option<ConntrackDrop>,
+}
+
+/// The conntrack entry a dropped packet carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PacketCt {
+    /// Not read: not a netfilter drop, or conntrack's layout is unknown (module not loaded).
+    #[default]
+    Unread,
+    /// No entry: conntrack could not make one (table full), found the packet invalid, or
+    /// never saw it.
+    Absent,
+    /// A new connection's entry not yet in the table (inserting it happens last).
+    Unconfirmed,
+    Confirmed,
+}
+
+/// A drop that conntrack caused, told apart by the namespace's own conntrack counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackDrop {
+    pub cause: ConntrackCause,
+    /// The namespace's table fill level when the drop was classified: entries and
+    /// net.netfilter.nf_conntrack_max.
+    pub entries: Option<u64>,
+    pub max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConntrackCause {
+    /// No room for a new entry (the `drop` counter, without `invalid`).
+    TableFull,
+    /// A new entry clashed with one inserted meanwhile (`insert_failed`).
+    InsertFailed,
+    /// Conntrack found the packet invalid and it, or a rule matching INVALID, dropped it.
+    Invalid,
+}
+
+impl ConntrackCause {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::TableFull => "table_full",
+            Self::InsertFailed => "insert_failed",
+            Self::Invalid => "invalid",
+        }
+    }
 }
 
 /// Packet addresses, decoded.

@@ -62,6 +62,9 @@ const MODULES: &[&str] = &[
     "iptable_nat",
     "xt_nat",
     "xt_MASQUERADE",
+    "xt_comment",
+    "xt_mark",
+    "nf_conntrack_netlink",
     "sch_ingress",
     "cls_bpf",
     // mtu: packet-too-big filtered in the client's INPUT.
@@ -414,6 +417,7 @@ const TEST_TOOLS: &[&str] = &[
     "/usr/sbin/ip",
     "/usr/sbin/xtables-legacy-multi",
     "/usr/sbin/nft",
+    "/usr/sbin/conntrack",
     "/usr/sbin/bpftool",
     // mtu: removing a clsact qdisc (aya cannot) and checking that none is left.
     "/usr/sbin/tc",
@@ -936,9 +940,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 
 
 /// The integration-test binaries (tests/tests/*.rs) run inside each VM.
-// retrans is not in yet: on 6.1 its --top snapshots miss flows the kernel map should hold
-// (issue 5's note); it passes on 6.12 and on the host.
-const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "mtu"];
+const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat", "mtu"];
 
 /// The newest executable of each of [`TEST_BINARIES`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.

@@ -5,19 +5,20 @@ use tracer_common::event::kind;
 
 use crate::{
     cli::config::{DropsConfig, ReasonSelection},
-    events::Clock,
+    events::{Clock, Detail},
     kernel::kallsyms::Kallsyms,
     loader::{self, Globals},
     output,
-    probes::drops::{self, decode::Decoder},
+    probes::drops::{self, conntrack::Classifier, decode::Decoder},
     runner::{self, Stop},
 };
 
 pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     // kallsyms (~200k lines) parses while BTF does: together they are most of start-up.
     let kallsyms = std::thread::spawn(Kallsyms::load);
-    let btf = super::load_btf(config.trace.btf.as_deref())?;
-    let plan = drops::plan(&btf, config.hook)?;
+    let mut btf = super::load_btf(config.trace.btf.as_deref())?;
+    let mut plan = drops::plan(&btf, config.hook)?;
+    let ct_layout = drops::plan_conntrack(&mut btf, &mut plan);
     let reasons = drops::select_reasons(&plan, &config.reasons)?;
     let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
     // Everything needed from BTF is resolved; the parsed types are tens of MB.
@@ -48,11 +49,18 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
         if config.trace.duration.is_some() { "" } else { "; stop with Ctrl-C" }
     );
 
-    let decoder = Decoder { reasons: plan.reasons, kallsyms, clock: Clock::new() };
+    let decoder = Decoder { reasons: plan.reasons, kallsyms, clock: Clock::new(), ct: ct_layout };
+    // Baselines of every namespace's conntrack counters, taken after attaching: a conntrack
+    // drop from here on is told apart from a rule's.
+    let mut conntrack = ct_layout.map(|_| Classifier::start());
     let mut sink = output::stdout_sink(config.trace.output);
     let stop = Stop { duration: config.trace.duration, count: config.trace.count };
     let delivered = runner::run(&mut ebpf, stop, sink.as_mut(), &mut pods, |header, bytes| {
-        (header.kind == kind::DROP).then(|| decoder.decode(bytes)).flatten()
+        let mut event = (header.kind == kind::DROP).then(|| decoder.decode(bytes)).flatten()?;
+        if let (Some(classifier), Detail::Drop(drop)) = (conntrack.as_mut(), &mut event.detail) {
+            classifier.classify(drop, event.netns);
+        }
+        Some(event)
     })
     .await?;
 

@@ -31,7 +31,14 @@ struct JsonEvent<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum JsonDetail<'a> {
-    Drop { reason: &'a str, reason_code: u32, location: &'a str, len: u32 },
+    Drop {
+        reason: &'a str,
+        reason_code: u32,
+        location: &'a str,
+        len: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conntrack: Option<JsonConntrack>,
+    },
     Retransmit { state: Option<&'a str>, count: u32 },
     Reset { direction: Option<&'a str>, state: Option<&'a str> },
     ConnectFail { state: Option<&'a str>, duration_ms: Option<f64> },
@@ -60,6 +67,14 @@ enum JsonDetail<'a> {
     },
 }
 
+/// A drop conntrack made (CONTRACT extension): the cause and the table's fill level.
+#[derive(Serialize)]
+struct JsonConntrack {
+    cause: &'static str,
+    entries: Option<u64>,
+    max: Option<u64>,
+}
+
 /// The CONTRACT JSON object of `event`.
 pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
     let detail = match &event.detail {
@@ -68,6 +83,7 @@ pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
             reason_code: d.reason_code,
             location: &d.location,
             len: d.len,
+            conntrack: d.conntrack.as_ref().map(|c| JsonConntrack { cause: c.cause.name(), entries: c.entries, max: c.max }),
         },
         Detail::Retransmit(t) => JsonDetail::Retransmit { state: t.state, count: t.count },
         Detail::Reset(t) => JsonDetail::Reset { direction: t.direction, state: t.state },
@@ -133,7 +149,7 @@ impl<W: Write> Sink for JsonSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{DropDetail, Flow};
+    use crate::events::{ConntrackCause, ConntrackDrop, DropDetail, Flow, PacketCt};
 
     fn drop_event() -> Event {
         Event {
@@ -157,6 +173,8 @@ mod tests {
                 reason_code: 12,
                 location: "nf_hook_slow+0x9c".into(),
                 len: 60,
+                packet_ct: PacketCt::Absent,
+                conntrack: None,
             }),
         }
     }
@@ -177,6 +195,17 @@ mod tests {
         assert_eq!(v["location"], "nf_hook_slow+0x9c");
         assert_eq!(v["len"], 60);
         assert!(v.get("icmp_type").is_none());
+        assert!(v.get("conntrack").is_none(), "only conntrack's drops carry it");
+    }
+
+    #[test]
+    fn conntrack_drops_carry_cause_and_fill_level() {
+        let mut e = drop_event();
+        let Detail::Drop(d) = &mut e.detail else { unreachable!() };
+        d.conntrack = Some(ConntrackDrop { cause: ConntrackCause::TableFull, entries: Some(64), max: Some(64) });
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&e).unwrap()).unwrap();
+        assert_eq!(v["conntrack"], serde_json::json!({"cause": "table_full", "entries": 64, "max": 64}));
+        assert_eq!(v["reason"], "NETFILTER_DROP");
     }
 
     #[test]

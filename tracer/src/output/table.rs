@@ -51,10 +51,16 @@ pub fn row(event: &Event) -> String {
         proto = format!("{proto}/{t}/{c}");
     }
     match &event.detail {
-        Detail::Drop(d) => format!(
-            "{time:<13} {:<5} {:<22} {proto:<7} {src:<29} {dst:<29} {dev:<16} {netns:<16} {:>5}  {}",
-            "drop", d.reason, d.len, d.location
-        ),
+        Detail::Drop(d) => {
+            let conntrack = d.conntrack.as_ref().map_or_else(String::new, |c| match (c.entries, c.max) {
+                (Some(n), Some(max)) => format!("  [conntrack {}, table {n}/{max}]", c.cause.name()),
+                _ => format!("  [conntrack {}]", c.cause.name()),
+            });
+            format!(
+                "{time:<13} {:<5} {:<22} {proto:<7} {src:<29} {dst:<29} {dev:<16} {netns:<16} {:>5}  {}{conntrack}",
+                "drop", d.reason, d.len, d.location
+            )
+        }
         Detail::Nat(n) => {
             let orig = format!(
                 "{} -> {}",
@@ -116,7 +122,7 @@ impl<W: Write> Sink for TableSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{DropDetail, Flow};
+    use crate::events::{DropDetail, Flow, PacketCt};
 
     #[test]
     fn row_shows_reason_flow_device_location() {
@@ -136,7 +142,14 @@ mod tests {
             src_pod: Some("shop/web-0".into()),
             dst_pod: None,
             netns_pod: None,
-            detail: Detail::Drop(DropDetail { reason: "NO_SOCKET".into(), reason_code: 3, location: "x+0x1".into(), len: 9 }),
+            detail: Detail::Drop(DropDetail {
+                reason: "NO_SOCKET".into(),
+                reason_code: 3,
+                location: "x+0x1".into(),
+                len: 9,
+                packet_ct: PacketCt::Unread,
+                conntrack: None,
+            }),
         };
         let r = row(&e);
         assert!(r.starts_with("02:30:01.123 "));

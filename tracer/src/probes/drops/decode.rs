@@ -1,9 +1,10 @@
 //! Raw [`DropEvent`] bytes to a typed [`Event`].
 
-use tracer_common::drop::DropEvent;
+use tracer_common::drop::{CT_PRESENT, DropEvent};
 
+use super::CtLayout;
 use crate::{
-    events::{Clock, Detail, DropDetail, Event, Flow, ifname},
+    events::{Clock, Detail, DropDetail, Event, Flow, PacketCt, ifname},
     kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
 };
 
@@ -12,6 +13,8 @@ pub struct Decoder {
     pub reasons: Option<DropReasons>,
     pub kallsyms: Kallsyms,
     pub clock: Clock,
+    /// None: the program did not read conntrack entries.
+    pub ct: Option<CtLayout>,
 }
 
 impl Decoder {
@@ -45,7 +48,25 @@ impl Decoder {
                 reason_code: raw.reason,
                 location: self.kallsyms.symbolize(raw.location),
                 len: raw.len,
+                packet_ct: self.packet_ct(raw),
+                conntrack: None,
             }),
+        }
+    }
+
+    fn packet_ct(&self, raw: &DropEvent) -> PacketCt {
+        let Some(layout) = self.ct else { return PacketCt::Unread };
+        // The program reads the entry of netfilter drops only (of every drop without reasons).
+        let netfilter = self.reasons.as_ref().and_then(|r| r.value("NETFILTER_DROP"));
+        if netfilter.is_some_and(|v| v != raw.reason) {
+            return PacketCt::Unread;
+        }
+        if raw.ct & CT_PRESENT == 0 {
+            PacketCt::Absent
+        } else if raw.ct & layout.confirmed != 0 {
+            PacketCt::Confirmed
+        } else {
+            PacketCt::Unconfirmed
         }
     }
 }
@@ -61,6 +82,7 @@ mod tests {
             reasons: Some(DropReasons::from_pairs([("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 12)])),
             kallsyms: Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n"),
             clock: Clock::new(),
+            ct: Some(CtLayout { confirmed: 1 << 3 }),
         }
     }
 
@@ -95,6 +117,22 @@ mod tests {
         assert_eq!(e.flow.src_endpoint().as_deref(), Some("10.1.0.1:4000"));
         assert_eq!(e.ifname.as_deref(), Some("veth"));
         assert_eq!(e.netns, Some(4026532000));
+    }
+
+    #[test]
+    fn the_packet_conntrack_entry_is_read_for_netfilter_drops_only() {
+        let d = decoder();
+        let ct_of = |reason: u32, ct: u32| {
+            let Detail::Drop(drop) = d.decode_raw(&DropEvent { reason, ct, ..sample() }).detail else { unreachable!() };
+            drop.packet_ct
+        };
+        assert_eq!(ct_of(12, 0), PacketCt::Absent);
+        assert_eq!(ct_of(12, CT_PRESENT | 1 << 3), PacketCt::Confirmed);
+        assert_eq!(ct_of(12, CT_PRESENT | 1 << 1), PacketCt::Unconfirmed);
+        assert_eq!(ct_of(3, 0), PacketCt::Unread, "not a netfilter drop: the program did not look");
+        let no_layout = Decoder { ct: None, ..decoder() };
+        let Detail::Drop(drop) = no_layout.decode_raw(&sample()).detail else { unreachable!() };
+        assert_eq!(drop.packet_ct, PacketCt::Unread);
     }
 
     #[test]

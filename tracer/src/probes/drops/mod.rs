@@ -1,6 +1,7 @@
 //! Packet drops (skb:kfree_skb). Plans which hook to use on this kernel, builds the program's
 //! configuration, attaches, and decodes records.
 
+pub mod conntrack;
 pub mod decode;
 
 use std::path::Path;
@@ -114,6 +115,51 @@ fn plan_tracepoint() -> Result<(Hook, DropConfig), String> {
         None => {}
     }
     Ok((Hook::Tracepoint, config))
+}
+
+/// How to read a dropped packet's conntrack entry, when conntrack is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtLayout {
+    /// `IPS_CONFIRMED` of `enum ip_conntrack_status`: the entry is in the table.
+    pub confirmed: u32,
+}
+
+/// Lets the program read the conntrack entry of netfilter drops (see [`conntrack`]). None, and
+/// the drops are shown without conntrack's causes, when conntrack is not loaded (then it drops
+/// nothing) or its BTF lacks a field.
+pub fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtLayout> {
+    match btf.with_module("nf_conntrack") {
+        Ok(true) => {}
+        Ok(false) if btf.offset_of("nf_conn", "status").is_ok() => {}
+        Ok(false) => {
+            log::debug!("conntrack is not loaded: netfilter drops are not checked for conntrack causes");
+            return None;
+        }
+        Err(e) => {
+            log::warn!("reading nf_conntrack's BTF: {e}; conntrack drops are shown as netfilter drops");
+            return None;
+        }
+    }
+    let layout = (|| -> Result<(u32, u32, u32), String> {
+        let nfct = btf.offset_of("sk_buff", "_nfct").map_err(|e| e.to_string())?;
+        let status = btf.offset_of("nf_conn", "status").map_err(|e| e.to_string())?;
+        let bits = btf.enum_values("ip_conntrack_status").map_err(|e| e.to_string())?;
+        let confirmed = bits.iter().find(|(n, _)| n == "IPS_CONFIRMED").ok_or("no IPS_CONFIRMED")?.1 as u32;
+        Ok((nfct, status, confirmed))
+    })();
+    match layout {
+        Ok((nfct, status, confirmed)) => {
+            plan.config.skb_nfct = nfct;
+            plan.config.ct_status = status;
+            plan.config.netfilter_reason =
+                plan.reasons.as_ref().and_then(|r| r.value("NETFILTER_DROP")).unwrap_or(DropConfig::ABSENT);
+            Some(CtLayout { confirmed })
+        }
+        Err(e) => {
+            log::warn!("conntrack's layout from BTF: {e}; conntrack drops are shown as netfilter drops");
+            None
+        }
+    }
 }
 
 /// The reasons to report. Unknown names are bad input (exit 2), named from this kernel's list.
