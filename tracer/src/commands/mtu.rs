@@ -28,13 +28,14 @@ use crate::{
 const MAX_LISTED: usize = 16;
 
 pub async fn run(config: MtuConfig) -> anyhow::Result<()> {
+    super::require_privileges()?;
+    // Devices first (a few syscalls; entering another namespace needs the privileges checked
+    // above): a wrong --iface is bad input, refused before BTF is even read.
+    let (traced, facts) = choose_devices(&config.ifaces)?;
     let btf = super::load_btf(config.trace.btf.as_deref())?;
     let plan = mtu::plan(&btf, config.sent_hook)?;
     let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
     drop(btf);
-    super::require_privileges()?;
-    // Devices are resolved before anything is loaded: a wrong --iface is bad input.
-    let (traced, facts) = choose_devices(&config.ifaces)?;
     let mut pods = super::start_pods(&config.trace.pods).await?;
 
     print_facts(&facts, &traced);
