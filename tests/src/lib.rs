@@ -105,6 +105,17 @@ pub fn workspace_root() -> PathBuf {
     here.parent().unwrap_or(here).to_path_buf()
 }
 
+/// Whether the running kernel's BTF names `name` (a type, a tracepoint's `btf_trace_NAME`, an
+/// enumerator): the kernel's own account of what it has, for per-kernel expectations.
+pub fn kernel_btf_has(name: &str) -> bool {
+    let Ok(bytes) = fs::read("/sys/kernel/btf/vmlinux") else { return false };
+    // BTF names are NUL-terminated strings in the string section.
+    let mut needle = vec![0u8];
+    needle.extend_from_slice(name.as_bytes());
+    needle.push(0);
+    bytes.windows(needle.len()).any(|w| w == needle.as_slice())
+}
+
 /// The tracer binary: `$TRACER_BIN`, else `target/release/tracer`, else `target/debug/tracer`.
 pub fn tracer_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TRACER_BIN") {
@@ -1442,7 +1453,7 @@ pub fn bpf_progs_named(prefixes: &[&str]) -> Vec<BpfProg> {
 // checks of retrans/reset/connect_fail events, and parsers of the per-flow tables (`--top`
 // snapshots and the `=== summary` table).
 
-/// Listens on `ip` and every port given after it, prints `listening` once all listen, then
+/// Listens on `ip` (IPv4 or IPv6) and every port given after it, prints `listening` once all listen, then
 /// serves one connection per port: reads a 16-byte decimal length, then that many bytes, answers
 /// `ok <bytes read>`, and waits (bounded) for the client to close first, so the client's socket
 /// never sees a FIN before all its data was acknowledged.
@@ -1451,7 +1462,7 @@ import socket, sys, threading
 ip, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
 listeners = []
 for port in ports:
-    l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    l = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     l.bind((ip, port))
     l.listen(8)
@@ -1486,13 +1497,13 @@ for t in threads:
     t.join()
 "#;
 
-/// Connects from `src:sport` to `dst:dport`, sends a 16-byte length and `bytes` bytes, waits for
+/// Connects from `src:sport` to `dst:dport` (IPv4 or IPv6), sends a 16-byte length and `bytes` bytes, waits for
 /// the sink's `ok N`, closes; prints `ok N SECONDS` or `error ...`. Bounded by `timeout` per
 /// socket operation.
 pub const TCP_SEND: &str = r#"
 import socket, sys, time
 src, sport, dst, dport, size, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((src, sport))
 s.settimeout(timeout)
@@ -2055,6 +2066,39 @@ impl Drop for Announced {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// `kubectl get pods -A -o json` naming the lab's hosts (name, IP) as pods of namespace `lab`,
+/// for `--pods-from file:PATH`.
+pub fn pods_file(pods: &[(&str, &str)]) -> String {
+    pods_and_services_file(pods, &[])
+}
+
+/// [`pods_file`] with these Service objects too (`kubectl get pods,services -A -o json`).
+pub fn pods_and_services_file(pods: &[(&str, &str)], services: &[Value]) -> String {
+    let items: Vec<Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ip))| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "lab", "uid": format!("00000000-0000-0000-0000-{i:012}"), "labels": {"app": name}},
+                "spec": {"nodeName": "node-lab", "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+            })
+        })
+        .chain(services.iter().cloned())
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}).to_string()
+}
+
+/// A temporary file, removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 

@@ -915,34 +915,6 @@ fn udp_service_queries_are_answered_or_marked_no_reply() {
     assert_clean_summary(&run, lost.len());
 }
 
-/// `kubectl get pods,services -A -o json` naming the lab's hosts as pods of namespace `lab`, with
-/// these Service objects.
-fn pods_file(pods: &[(&str, &str)], services: &[Value]) -> String {
-    let items: Vec<Value> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, (name, ip))| {
-            serde_json::json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": "lab", "uid": format!("00000000-0000-0000-0000-{i:012}"), "labels": {"app": name}},
-                "spec": {"nodeName": "node-lab", "containers": [{"name": "c", "image": "i"}]},
-                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
-            })
-        })
-        .chain(services.iter().cloned())
-        .collect();
-    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}).to_string()
-}
-
-/// A temporary file, removed on drop.
-struct TempFile(std::path::PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
     if !require_privileged("backend_pods_are_named_and_pod_filter_keeps_the_clients_connections") {
@@ -955,7 +927,7 @@ fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
     let (client, other) = (&lab.clients[0], &lab.clients[1]);
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("nat"))));
     let pods = [("client", client.ip.as_str()), ("other", other.ip.as_str()), ("web-0", lab.backends[0].ip.as_str()), ("web-1", lab.backends[1].ip.as_str())];
-    std::fs::write(&file.0, pods_file(&pods, &[])).expect("write pods file");
+    std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
     let from_file = format!("file:{}", file.0.display());
     let pod_of = |ip_port: &str| -> Value {
         let ip = ip_port.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(ip_port);
@@ -1033,7 +1005,7 @@ fn services_are_named_from_the_api_and_the_file() {
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods-services.json", unique_name("nat"))));
     let file_pods: Vec<(&str, &str)> = names.iter().zip(&lab.backends).map(|(n, b)| (n.as_str(), b.ip.as_str())).collect();
     let objects: Vec<Value> = services.iter().map(ServiceFixture::object).collect();
-    std::fs::write(&file.0, pods_file(&file_pods, &objects)).expect("write pods,services file");
+    std::fs::write(&file.0, pods_and_services_file(&file_pods, &objects)).expect("write pods,services file");
 
     let (block, kc, kc_refusing) = (lab.block(), api.kubeconfig(), refusing.kubeconfig());
     let (kc, kc_refusing) = (kc.to_str().expect("utf-8"), kc_refusing.to_str().expect("utf-8"));

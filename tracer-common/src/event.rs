@@ -15,6 +15,8 @@ pub mod kind {
     pub const CONNECT_FAIL: u16 = 4;
     /// [`crate::nat::NatEvent`]: a NATed connection first seen or changed state.
     pub const NAT: u16 = 5;
+    /// [`crate::mtu::MtuEvent`]: a frag-needed / packet-too-big or an oversize packet.
+    pub const MTU: u16 = 6;
 }
 
 /// Counter slots in the per-CPU `COUNTERS` map: `kind * COUNTERS_PER_KIND + slot`.

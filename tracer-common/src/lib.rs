@@ -13,6 +13,7 @@ pub mod drop;
 pub mod event;
 pub mod filter;
 pub mod flow;
+pub mod mtu;
 pub mod nat;
 pub mod offsets;
 pub mod tcp;
@@ -44,6 +45,8 @@ user_pod!(
     nat::NatConfig,
     nat::NatSeen,
     nat::NatTuple,
+    mtu::MtuEvent,
+    mtu::MtuConfig,
     tcp::TcpConfig,
     tcp::FlowKey,
     tcp::FlowStats,

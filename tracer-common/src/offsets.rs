@@ -39,8 +39,16 @@ pub struct KernelOffsets {
     pub skc_v6_rcv_saddr: u32,
     /// `sock.sk_protocol` (u16 since 5.6); [`Self::ABSENT`] where it is a bitfield.
     pub sk_protocol: u32,
+    /// `net_device.mtu`.
+    pub net_device_mtu: u32,
+    /// `sk_buff._skb_refdst` (dst_entry pointer | SKB_DST_NOREF in bit 0).
+    pub skb_refdst: u32,
+    /// `dst_entry.dev` (struct net_device *) and `dst_entry._metrics` (u32 array pointer |
+    /// flags in the low 2 bits).
+    pub dst_dev: u32,
+    pub dst_metrics: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 22 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 26 * 4);
 
 impl KernelOffsets {
     /// An optional field this kernel does not have.

@@ -50,8 +50,17 @@ fn read_slot(base: *const u8, off: u32) -> Result<u64, i64> {
 }
 
 pub fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let Some((skb, location, reason)) = tp_btf_args(ctx)? else { return Ok(()) };
+    record(skb, location, reason)
+}
+
+/// skb, location and reason of tp_btf/kfree_skb, at the positions the loader put in
+/// DROP_CONFIG; None when DROP_CONFIG is not laid out for the BTF tracepoint. Also used by the
+/// MTU family's own kfree_skb program.
+#[inline(always)]
+pub fn tp_btf_args(ctx: &BtfTracePointContext) -> Result<Option<(*const u8, u64, u32)>, i64> {
     if config!(hook) != hook::TP_BTF {
-        return Ok(());
+        return Ok(None);
     }
     // tp_btf arguments are u64 slots; positions are turned into byte offsets here.
     let base = ctx.as_ptr() as *const u8;
@@ -61,7 +70,7 @@ pub fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let skb = read_slot(base, slot(config!(skb_arg)))?;
     let location = read_slot(base, slot(config!(location_arg)))?;
     let reason = read_slot(base, slot(config!(reason_arg)))? as u32;
-    record(skb as *const u8, location, reason)
+    Ok(Some((skb as *const u8, location, reason)))
 }
 
 pub fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {

@@ -29,6 +29,10 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
     sk_protocol: 0,
+    net_device_mtu: 0,
+    skb_refdst: 0,
+    dst_dev: 0,
+    dst_metrics: 0,
 };
 
 /// Reads one field of [`OFFSETS`]; volatile so the compiler cannot fold the zero initialiser.

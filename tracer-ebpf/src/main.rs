@@ -7,14 +7,16 @@ mod drops;
 mod emit;
 mod filter;
 mod kernel;
+mod mtu;
 mod nat;
 mod skb;
 mod sock;
 mod tcp;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, TracePointContext},
+    bindings::TC_ACT_UNSPEC,
+    macros::{btf_tracepoint, classifier, tracepoint},
+    programs::{BtfTracePointContext, TcContext, TracePointContext},
 };
 
 /// skb:kfree_skb as a BTF tracepoint (kernel >= 5.5 with BTF). Argument positions come from BTF.
@@ -72,6 +74,35 @@ pub fn tcp_set_state(ctx: BtfTracePointContext) -> i32 {
 pub fn nat_xmit(ctx: BtfTracePointContext) -> i32 {
     let _ = nat::try_xmit(&ctx);
     0
+}
+
+/// icmp:icmp_send (kernel >= 6.10): frag-needed this node sends, with the offending packet.
+#[btf_tracepoint(function = "icmp_send")]
+pub fn mtu_icmp_send(ctx: BtfTracePointContext) -> i32 {
+    let _ = mtu::try_icmp_send(&ctx);
+    0
+}
+
+/// skb:kfree_skb for the MTU family: PKT_TOO_BIG drops and dropped frag-needed/packet-too-big.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn mtu_drop(ctx: BtfTracePointContext) -> i32 {
+    let _ = mtu::try_drop(&ctx);
+    0
+}
+
+/// tc ingress (clsact or TCX) on a traced device. Returns TC_ACT_UNSPEC (TCX_NEXT): it only
+/// looks, and the next program or the default action decides the packet's fate.
+#[classifier]
+pub fn mtu_tc_ingress(ctx: TcContext) -> i32 {
+    let _ = mtu::try_tc(&ctx, tracer_common::mtu::hook::TC_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// tc egress on a traced device; as [`mtu_tc_ingress`].
+#[classifier]
+pub fn mtu_tc_egress(ctx: TcContext) -> i32 {
+    let _ = mtu::try_tc(&ctx, tracer_common::mtu::hook::TC_EGRESS);
+    TC_ACT_UNSPEC
 }
 
 #[cfg(not(test))]

@@ -28,10 +28,19 @@ pub struct Device {
 /// Reads skb->dev. Zeroes when the skb has no device.
 #[inline(always)]
 pub fn device(skb: *const u8) -> Device {
+    net_device(dev_ptr(skb))
+}
+
+/// skb->dev (null when the skb has none or the read faulted).
+#[inline(always)]
+pub fn dev_ptr(skb: *const u8) -> *const u8 {
+    read::<*const u8>(skb, offset!(skb_dev)).unwrap_or(core::ptr::null())
+}
+
+/// Ifindex, name and netns inode of a `struct net_device *`; zeroes for null.
+#[inline(always)]
+pub fn net_device(dev: *const u8) -> Device {
     let mut device = Device::default();
-    let Ok(dev) = read::<*const u8>(skb, offset!(skb_dev)) else {
-        return device;
-    };
     if dev.is_null() {
         return device;
     }
@@ -60,6 +69,43 @@ pub fn len(skb: *const u8) -> u32 {
     read::<u32>(skb, offset!(skb_len)).unwrap_or(0)
 }
 
+/// Where packet bytes come from: kernel memory (tracing programs, `bpf_probe_read_kernel`) or
+/// a tc program's packet (`bpf_skb_load_bytes_relative`). The header parsers below are generic
+/// over it, so tracing and tc programs parse packets with the same code. Offsets are from the
+/// start of the network header.
+pub trait Bytes {
+    fn load<T>(&self, off: usize) -> Option<T>;
+    fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()>;
+}
+
+/// A network header in kernel memory.
+pub struct KernelBytes(pub *const u8);
+
+impl Bytes for KernelBytes {
+    #[inline(always)]
+    fn load<T>(&self, off: usize) -> Option<T> {
+        read::<T>(self.0, off).ok()
+    }
+
+    #[inline(always)]
+    fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        read_buf(self.0, off, dst).ok()
+    }
+}
+
+/// The skb's network header in kernel memory, and the packet's ethertype; None when the header
+/// is not set (or the reads faulted).
+#[inline(always)]
+pub fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
+    let head = read::<*const u8>(skb, offset!(skb_head)).ok()?;
+    let network = read::<u16>(skb, offset!(skb_network_header)).ok()?;
+    if head.is_null() || network == HEADER_UNSET {
+        return None;
+    }
+    let ethertype = u16::from_be(read::<u16>(skb, offset!(skb_protocol)).unwrap_or(0));
+    Some((KernelBytes(head.wrapping_add(network as usize)), ethertype))
+}
+
 /// Parses IPv4/IPv6 and TCP/UDP/ICMP/ICMPv6 headers. Leaves `family` at 0 for anything else
 /// (ARP, a packet whose network header is not set yet, a read that faulted).
 #[inline(always)]
@@ -74,41 +120,44 @@ pub fn flow(skb: *const u8) -> RawFlow {
 #[inline(always)]
 pub fn fill_flow(skb: *const u8, flow: &mut RawFlow) {
     *flow = RawFlow::default();
-    let Ok(head) = read::<*const u8>(skb, offset!(skb_head)) else {
-        return;
-    };
-    let Ok(network) = read::<u16>(skb, offset!(skb_network_header)) else {
-        return;
-    };
-    if head.is_null() || network == HEADER_UNSET {
-        return;
+    if let Some((l3, ethertype)) = network_header(skb) {
+        parse(&l3, ethertype, flow);
     }
-    let ethertype = u16::from_be(read::<u16>(skb, offset!(skb_protocol)).unwrap_or(0));
-    flow.ethertype = ethertype;
-    let l3 = head.wrapping_add(network as usize);
+}
 
+/// Parses the packet at network offset 0 of `b` into `flow`; returns the transport header's
+/// offset when there is one (not for non-first fragments or non-IP).
+#[inline(always)]
+pub fn parse<B: Bytes>(b: &B, ethertype: u16, flow: &mut RawFlow) -> Option<usize> {
+    flow.ethertype = ethertype;
     // Locally built packets can reach a drop point before skb->protocol is set: trust the
     // version nibble then, but only then (ARP's first byte would look like version 0).
     let version = match ethertype {
         ETH_P_IP => 4,
         ETH_P_IPV6 => 6,
-        0 => read::<u8>(l3, 0).map(|b| b >> 4).unwrap_or(0),
+        0 => b.load::<u8>(0).map(|v| v >> 4).unwrap_or(0),
         _ => 0,
     };
+    parse_ip(b, 0, version, flow)
+}
+
+/// Parses an IP header of `version` at `at` and the transport header after it into `flow`;
+/// returns the transport header's offset.
+#[inline(always)]
+pub fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFlow) -> Option<usize> {
     let l4 = match version {
-        4 => parse_ipv4(l3, flow),
-        6 => parse_ipv6(l3, flow),
+        4 => parse_ipv4(b, at, flow),
+        6 => parse_ipv6(b, at, flow),
         _ => None,
-    };
-    if let Some(l4) = l4 {
-        parse_l4(l4, flow);
-    }
+    }?;
+    parse_l4(b, l4, flow);
+    Some(l4)
 }
 
 #[inline(always)]
-fn parse_ipv4(l3: *const u8, flow: &mut RawFlow) -> Option<*const u8> {
+fn parse_ipv4<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
     let mut hdr = [0u8; 20];
-    read_buf(l3, 0, &mut hdr).ok()?;
+    b.load_buf(at, &mut hdr)?;
     let ihl = (hdr[0] & 0x0f) as usize * 4;
     if ihl < 20 {
         return None;
@@ -122,32 +171,32 @@ fn parse_ipv4(l3: *const u8, flow: &mut RawFlow) -> Option<*const u8> {
     if frag_offset != 0 {
         return None;
     }
-    Some(l3.wrapping_add(ihl))
+    Some(at + ihl)
 }
 
 #[inline(always)]
-fn parse_ipv6(l3: *const u8, flow: &mut RawFlow) -> Option<*const u8> {
+fn parse_ipv6<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
     let mut hdr = [0u8; 40];
-    read_buf(l3, 0, &mut hdr).ok()?;
+    b.load_buf(at, &mut hdr)?;
     flow.family = FAMILY_IPV6;
     flow.saddr.copy_from_slice(&hdr[8..24]);
     flow.daddr.copy_from_slice(&hdr[24..40]);
     let mut next = hdr[6];
-    let mut at = l3.wrapping_add(40);
+    let mut at = at + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             // Hop-by-hop, routing, destination options: length in 8-byte units, not counting
             // the first 8.
             0 | 43 | 60 => {
-                let ext: [u8; 2] = read(at, 0).ok()?;
+                let ext: [u8; 2] = b.load(at)?;
                 next = ext[0];
-                at = at.wrapping_add((ext[1] as usize + 1) * 8);
+                at += (ext[1] as usize + 1) * 8;
             }
             // Fragment header: fixed 8 bytes; only the first fragment has the transport header.
             44 => {
-                let ext: [u8; 4] = read(at, 0).ok()?;
+                let ext: [u8; 4] = b.load(at)?;
                 next = ext[0];
-                at = at.wrapping_add(8);
+                at += 8;
                 if u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
                     flow.l4_proto = next;
                     return None;
@@ -161,16 +210,16 @@ fn parse_ipv6(l3: *const u8, flow: &mut RawFlow) -> Option<*const u8> {
 }
 
 #[inline(always)]
-fn parse_l4(l4: *const u8, flow: &mut RawFlow) {
+fn parse_l4<B: Bytes>(b: &B, l4: usize, flow: &mut RawFlow) {
     match flow.l4_proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            if let Ok(ports) = read::<[u8; 4]>(l4, 0) {
+            if let Some(ports) = b.load::<[u8; 4]>(l4) {
                 flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
                 flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if let Ok(tc) = read::<[u8; 2]>(l4, 0) {
+            if let Some(tc) = b.load::<[u8; 2]>(l4) {
                 flow.icmp_type = tc[0];
                 flow.icmp_code = tc[1];
             }

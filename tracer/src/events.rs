@@ -34,6 +34,7 @@ pub enum Detail {
     Reset(TcpDetail),
     ConnectFail(TcpDetail),
     Nat(NatDetail),
+    Mtu(MtuDetail),
 }
 
 /// A NATed connection, as conntrack holds it.
@@ -62,6 +63,34 @@ pub struct NatDetail {
     pub conn: u64,
 }
 
+/// An MTU failure (`tracer mtu`). The event's flow is the one whose packets are too big: for an
+/// ICMP error, the original packet quoted in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MtuDetail {
+    /// `frag_needed_sent`, `frag_needed_received`, `frag_needed_dropped`, `too_big_drop` or
+    /// `oversize` (CONTRACT).
+    pub event: &'static str,
+    /// The MTU that applies: the ICMP error's, or the route's / device's.
+    pub mtu: Option<u32>,
+    /// Packet length in bytes.
+    pub len: u32,
+    /// The MTU of the event's device.
+    pub dev_mtu: Option<u32>,
+    /// The ICMP error's own addresses (who reported the MTU, to whom).
+    pub icmp_src: Option<IpAddr>,
+    pub icmp_dst: Option<IpAddr>,
+    /// Drop reason name, for the two drop events.
+    pub reason: Option<String>,
+    /// Where it was seen: icmp_send, tc_ingress, tc_egress, kfree_skb.
+    pub hook: &'static str,
+}
+
+/// A NUL-padded kernel device name, None when empty.
+pub fn ifname(raw: &[u8; 16]) -> Option<String> {
+    let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
+}
+
 impl Detail {
     /// The CONTRACT's `kind` value.
     pub const fn kind(&self) -> &'static str {
@@ -71,6 +100,7 @@ impl Detail {
             Self::Reset(_) => "reset",
             Self::ConnectFail(_) => "connect_fail",
             Self::Nat(_) => "nat",
+            Self::Mtu(_) => "mtu",
         }
     }
 }

@@ -7,6 +7,7 @@ use tracer_common::{
     event::counter,
     filter::FlowFilter,
     offsets::KernelOffsets,
+    mtu::MtuConfig,
     nat::NatConfig,
     tcp::TcpConfig,
 };
@@ -21,6 +22,7 @@ pub struct Globals {
     pub drop: DropConfig,
     pub tcp: TcpConfig,
     pub nat: NatConfig,
+    pub mtu: MtuConfig,
 }
 
 /// Creates the maps and parses the programs; nothing is loaded into the kernel until a probe
@@ -33,6 +35,7 @@ pub fn load(globals: &Globals, ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
         .override_global("DROP_CONFIG", &globals.drop, true)
         .override_global("TCP_CONFIG", &globals.tcp, true)
         .override_global("NAT_CONFIG", &globals.nat, true)
+        .override_global("MTU_CONFIG", &globals.mtu, true)
         .map_max_entries("EVENTS", ring_buffer_bytes)
         .load(OBJECT)
         .context("creating the BPF maps of tracer's kernel object")

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, error::ErrorKind};
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::{DropsConfig, NatConfig, PodsCommandConfig, RetransConfig}},
+    cli::{Cli, Command, UsageError, config::{DropsConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig}},
     probes::CannotRun,
 };
 
@@ -63,6 +63,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nat(args) => {
             let config = NatConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::nat::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mtu(args) => {
+            let config = MtuConfig::from_args(args)?;
+            tokio_runtime()?.block_on(commands::mtu::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pods(args) => {

@@ -47,7 +47,7 @@ enum Task {
         #[arg(long)]
         timeout: Option<u64>,
         /// Seconds for the whole matrix: VMs still running then are killed, kernels not started
-        /// fail [default: 900, or 1500 with --with-tests]
+        /// fail [default: 900, or 1800 with --with-tests]
         #[arg(long)]
         total_timeout: Option<u64>,
         /// VMs at a time [default: one per host CPU, at most 2]
@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
             // room for a loaded machine without letting a hung VM hold CI for long.
             let secs = std::time::Duration::from_secs;
             let timeout = secs(timeout.unwrap_or(if with_tests { 900 } else { 180 }));
-            let total_timeout = secs(total_timeout.unwrap_or(if with_tests { 1500 } else { 900 }));
+            let total_timeout = secs(total_timeout.unwrap_or(if with_tests { 1800 } else { 900 }));
             // A TCG VM keeps one host CPU busy: more VMs than CPUs would only slow each down.
             let cpus = std::thread::available_parallelism().map_or(1, usize::from);
             let jobs = jobs.unwrap_or(cpus.min(2));

@@ -67,6 +67,9 @@ const MODULES: &[&str] = &[
     "nf_conntrack_netlink",
     "sch_ingress",
     "cls_bpf",
+    // mtu: packet-too-big filtered in the client's INPUT.
+    "ip6_tables",
+    "ip6table_filter",
 ];
 
 /// The hooks `tracer drops` is run with inside the VM; each must report NO_SOCKET.
@@ -416,6 +419,8 @@ const TEST_TOOLS: &[&str] = &[
     "/usr/sbin/nft",
     "/usr/sbin/conntrack",
     "/usr/sbin/bpftool",
+    // mtu: removing a clsact qdisc (aya cannot) and checking that none is left.
+    "/usr/sbin/tc",
     "/usr/bin/setpriv",
     "/usr/bin/stat",
     "/usr/bin/python3.11",
@@ -939,7 +944,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 
 
 /// The integration-test binaries (tests/tests/*.rs) run inside each VM.
-const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat"];
+const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat", "mtu"];
 
 /// The newest executable of each of [`TEST_BINARIES`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.

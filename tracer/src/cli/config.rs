@@ -7,7 +7,7 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{DropsArgs, NatArgs, RetransArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{DropsArgs, MtuArgs, NatArgs, RetransArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
 /// Options every tracing command shares.
@@ -62,6 +62,47 @@ impl NatConfig {
         })?;
         Ok(Self { trace: TraceConfig::from_args(args.trace)?, reply_timeout })
     }
+}
+
+/// `tracer mtu`.
+#[derive(Debug, Clone)]
+pub struct MtuConfig {
+    pub trace: TraceConfig,
+    /// `--iface`: devices for the tc programs; empty means every veth and tunnel of tracer's
+    /// own namespace.
+    pub ifaces: Vec<IfaceChoice>,
+    pub sent_hook: super::SentHook,
+}
+
+/// One `--iface [NETNS:]DEV`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceChoice {
+    pub netns: crate::kernel::netns::Netns,
+    pub name: String,
+    /// As typed, for messages.
+    pub text: String,
+}
+
+impl MtuConfig {
+    pub fn from_args(args: MtuArgs) -> Result<Self, UsageError> {
+        let ifaces = args.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { trace: TraceConfig::from_args(args.trace)?, ifaces, sent_hook: args.sent_hook })
+    }
+}
+
+/// `DEV` or `NETNS:DEV`. Device names cannot contain `:` or `/` (the kernel's dev_valid_name),
+/// so the first `:` separates the namespace.
+pub fn parse_iface(text: &str) -> Result<IfaceChoice, UsageError> {
+    let bad = |why: &str| UsageError(format!("--iface {text}: {why} (expected DEV or NETNS:DEV, e.g. eth0 or node1:veth1)"));
+    let (netns, name) = match text.split_once(':') {
+        Some((ns, dev)) if ns.trim().is_empty() => return Err(bad(&format!("empty network namespace before `:{dev}`"))),
+        Some((ns, dev)) => (crate::kernel::netns::Netns::parse(ns.trim()), dev.trim()),
+        None => (crate::kernel::netns::Netns::OWN, text.trim()),
+    };
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ':']) || name.contains(char::is_whitespace) {
+        return Err(bad("not a device name (1 to 15 characters, no `/`, `:` or spaces)"));
+    }
+    Ok(IfaceChoice { netns, name: name.to_string(), text: text.to_string() })
 }
 
 /// `tracer pods`.
@@ -362,6 +403,20 @@ mod tests {
         assert_eq!(parse_pods_from("file:/proc/self/status").unwrap(), PodsFrom::File("/proc/self/status".into()));
         for bad in ["file:", "file:/nonexistent/pods.json", "crio", ""] {
             assert!(parse_pods_from(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ifaces() {
+        let i = parse_iface("eth0").unwrap();
+        assert_eq!((i.netns.path, i.name.as_str()), (None, "eth0"));
+        let i = parse_iface("node1:veth1").unwrap();
+        assert_eq!(i.netns.path.as_deref(), Some(std::path::Path::new("/var/run/netns/node1")));
+        assert_eq!(i.name, "veth1");
+        let i = parse_iface("/proc/1/ns/net:eth0").unwrap();
+        assert_eq!(i.netns.path.as_deref(), Some(std::path::Path::new("/proc/1/ns/net")));
+        for bad in ["", ":eth0", "node1:", "a-very-long-device-name", "x:y:z", "eth 0"] {
+            assert!(parse_iface(bad).is_err(), "{bad}");
         }
     }
 

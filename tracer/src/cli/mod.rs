@@ -21,6 +21,7 @@ Examples:
   tracer drops --ip 10.244.1.7/32 --proto tcp --port 8080
   tracer drops --reason NETFILTER_DROP --reason NO_SOCKET
   tracer drops --pod shop/web-0         only this pod's drops, both ends named
+  tracer mtu --pod shop/web-0           why its large packets hang: frag-needed sent, received, dropped
   tracer pods                           the pods this node runs, with IPs and netns
   tracer check                          what this kernel supports
 
@@ -44,6 +45,10 @@ pub enum Command {
     /// Conntrack NAT rewrites (original flow -> translated flow), and whether a reply ever came
     #[command(after_help = NAT_HELP)]
     Nat(NatArgs),
+    /// MTU failures: frag-needed / packet-too-big sent, received or dropped; PKT_TOO_BIG drops;
+    /// oversize packets; device MTU mismatches
+    #[command(after_help = MTU_HELP)]
+    Mtu(MtuArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
@@ -86,6 +91,29 @@ Examples:
   tracer nat --pods-from file:cluster.json   # from `kubectl get pods,services -A -o json`
   tracer nat -o json --ip 10.96.0.0/12 --duration 30s
   tracer nat --reply-timeout 5s --port 53";
+
+const MTU_HELP: &str = "\
+Large packets that hang while small ones work: a hop with a smaller MTU drops them and sends
+frag-needed (ICMP 3/4) or packet-too-big (ICMPv6 2) back, which is lost or filtered. Events
+(kind mtu, `event`):
+  frag_needed_sent      this node sent one (icmp:icmp_send; ICMPv6 at tc egress of a traced device)
+  frag_needed_received  one arrived on a traced device (tc ingress)
+  frag_needed_dropped   one was dropped here (filtered ICMP: the sender never learns)
+  too_big_drop          a packet dropped with reason PKT_TOO_BIG
+  oversize              a packet longer than the MTU of the traced device it was on
+Each names the flow whose packets are too big (for ICMP errors, the packet quoted inside them),
+its pods, the device and the MTU. At start, stderr lists the MTUs of the devices and flags
+mismatches (a pod veth larger than the tunnel, a tunnel too large for the uplink).
+
+tc programs go on every veth and tunnel device of tracer's network namespace, or on the
+devices given with --iface (NETNS:DEV for another namespace: a name in /var/run/netns or a
+path such as /proc/PID/ns/net). They are removed on exit.
+
+Examples:
+  tracer mtu --pod shop/web-0
+  tracer mtu -o json --duration 30s
+  tracer mtu --iface eth0 --iface flannel.1
+  tracer mtu --iface node1:veth12ab --ip 10.244.0.0/16";
 
 const PODS_HELP: &str = "\
 Pod names come from the container runtime (CRI: containerd's socket by default), the Kubernetes
@@ -228,6 +256,30 @@ pub struct NatArgs {
     /// Mark connections with no reply after this long (e.g. 1s, 500ms)
     #[arg(long, value_name = "DUR", default_value = "3s")]
     pub reply_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MtuArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Attach tc programs to this device ([NETNS:]DEV; repeatable) instead of every veth and
+    /// tunnel device of tracer's own network namespace
+    #[arg(long = "iface", value_name = "[NETNS:]DEV")]
+    pub ifaces: Vec<String>,
+    /// Where IPv4 frag-needed this node sends is seen: auto (the icmp_send tracepoint where the
+    /// kernel has it, else tc egress), icmp_send, or tc (egress of the traced devices only)
+    #[arg(long, value_enum, default_value_t = SentHook::Auto)]
+    pub sent_hook: SentHook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SentHook {
+    Auto,
+    /// BTF tracepoint tp_btf/icmp_send (kernel >= 6.10, or a backport)
+    #[value(name = "icmp_send")]
+    IcmpSend,
+    /// tc egress of the traced devices (what kernels without icmp_send get)
+    Tc,
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ use crate::{
     },
     probes::{
         drops::{self, Hook},
-        nat, tcp,
+        mtu, nat, tcp,
     },
 };
 
@@ -144,19 +144,30 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
             },
         },
     };
+    let mtu_row = match &btf {
+        Err(e) => CommandStatus { command: "mtu", runs: false, hook: None, attach: None, detail: format!("no BTF: {e:#}") },
+        Ok(btf) => mtu_status(mtu::plan(btf, crate::cli::SentHook::Auto), privileged, &hook_report),
+    };
     let runs = drops_row.runs;
-    for row in [&drops_row, &retrans_row, &nat_row] {
+    for row in [&drops_row, &retrans_row, &nat_row, &mtu_row] {
         if let (true, Some(kind)) = (row.runs, row.hook)
             && let Some(h) = hook_report.get_mut(kind)
         {
             h.used_by.push(row.command);
         }
     }
+    // mtu's tc programs go through TCX links where aya uses them (kernel >= 6.6).
+    if mtu_row.runs
+        && mtu::tc::uses_tcx()
+        && let Some(h) = hook_report.get_mut(hooks::TCX)
+    {
+        h.used_by.push(mtu_row.command);
+    }
     let report = Report {
         kernel: kernel::release(),
         features: feats,
         hooks: hook_report,
-        commands: vec![drops_row, retrans_row, nat_row],
+        commands: vec![drops_row, retrans_row, nat_row, mtu_row],
         drop_reasons: reasons_list,
     };
 
@@ -216,6 +227,38 @@ fn retrans_status(
     match hooks.get(hooks::TP_BTF).and_then(|h| h.available.map(|a| (a, &h.detail))) {
         Some((false, why)) => not(format!("this kernel refused a no-op tp_btf program: {why}")),
         _ => CommandStatus { command: "retrans", runs: true, hook: Some(hooks::TP_BTF), attach: Some(attach), detail },
+    }
+}
+
+/// Whether `mtu` runs and with which hooks: tp_btf (kfree_skb, and icmp_send where the kernel
+/// has it) plus tc programs, through TCX links where the kernel has them.
+fn mtu_status(
+    plan: Result<mtu::Plan, crate::probes::CannotRun>,
+    privileged: bool,
+    hooks: &BTreeMap<&'static str, HookSupport>,
+) -> CommandStatus {
+    let not = |detail: String| CommandStatus { command: "mtu", runs: false, hook: None, attach: None, detail };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => return not(e.reason),
+    };
+    let attach = if plan.icmp_send { "tp_btf/icmp_send" } else { "tp_btf/kfree_skb" };
+    let tcx = hooks.get(hooks::TCX).and_then(|h| h.available);
+    let tc = match (mtu::tc::uses_tcx(), tcx) {
+        (true, Some(false)) => "tc via TCX, which this kernel refused (tc attach will fail)",
+        (true, _) => "tc via TCX links",
+        (false, _) => "tc via a clsact qdisc (no TCX before 6.6)",
+    };
+    let mut detail = format!("via {}; {tc} on pod veths and tunnels (or --iface)", mtu::describe(&plan));
+    if !plan.missing.is_empty() {
+        detail.push_str(&format!(" (without: {})", plan.missing.join("; ")));
+    }
+    if !privileged {
+        return not(format!("would use {attach}, but needs root"));
+    }
+    match hooks.get(hooks::TP_BTF).and_then(|h| h.available.map(|a| (a, &h.detail))) {
+        Some((false, why)) => not(format!("this kernel refused a no-op tp_btf program: {why}")),
+        _ => CommandStatus { command: "mtu", runs: true, hook: Some(hooks::TP_BTF), attach: Some(attach), detail },
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
         log::warn!("kernel {} has no drop reasons (added in 5.17): every drop is shown as NOT_SPECIFIED", crate::kernel::release());
     }
 
-    let globals = Globals { offsets, filter: config.trace.filter, drop: drops::program_config(&plan, &reasons), tcp: tracer_common::tcp::TcpConfig::empty(), nat: tracer_common::nat::NatConfig::default() };
+    let globals = Globals { offsets, filter: config.trace.filter, drop: drops::program_config(&plan, &reasons), tcp: tracer_common::tcp::TcpConfig::empty(), nat: tracer_common::nat::NatConfig::default(), mtu: tracer_common::mtu::MtuConfig::empty() };
     let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
     drops::write_reasons(&mut ebpf, &reasons)?;
     pods.attach_kernel_filter(&mut ebpf)?;

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod drops;
+pub mod mtu;
 pub mod nat;
 pub mod pods;
 pub mod retrans;

@@ -30,6 +30,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
         drop: DropConfig::empty(),
         tcp: TcpConfig::empty(),
         nat: nat_config,
+        mtu: tracer_common::mtu::MtuConfig::empty(),
     };
     let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
     pods.attach_kernel_filter(&mut ebpf)?;

@@ -42,7 +42,7 @@ pub async fn run(config: RetransConfig) -> anyhow::Result<()> {
     }
 
     plan.config.stream_retransmits = u32::from(config.top.is_none());
-    let globals = Globals { offsets, filter: config.trace.filter, drop: DropConfig::empty(), tcp: plan.config, nat: tracer_common::nat::NatConfig::default() };
+    let globals = Globals { offsets, filter: config.trace.filter, drop: DropConfig::empty(), tcp: plan.config, nat: tracer_common::nat::NatConfig::default(), mtu: tracer_common::mtu::MtuConfig::empty() };
     let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
     pods.attach_kernel_filter(&mut ebpf)?;
     tcp::attach(&mut ebpf, &plan)?;

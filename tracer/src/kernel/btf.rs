@@ -213,6 +213,10 @@ impl KernelBtf {
             skc_v6_daddr: self.offset_of("sock_common", "skc_v6_daddr").unwrap_or(KernelOffsets::ABSENT),
             skc_v6_rcv_saddr: self.offset_of("sock_common", "skc_v6_rcv_saddr").unwrap_or(KernelOffsets::ABSENT),
             sk_protocol: self.offset_of("sock", "sk_protocol").unwrap_or(KernelOffsets::ABSENT),
+            net_device_mtu: self.offset_of("net_device", "mtu")?,
+            skb_refdst: self.offset_of("sk_buff", "_skb_refdst")?,
+            dst_dev: self.offset_of("dst_entry", "dev")?,
+            dst_metrics: self.offset_of("dst_entry", "_metrics")?,
         })
     }
 }

@@ -55,6 +55,17 @@ enum JsonDetail<'a> {
         backend_pod: Option<&'a str>,
         service: Option<&'a str>,
     },
+    Mtu {
+        event: &'a str,
+        mtu: Option<u32>,
+        len: u32,
+        dev_mtu: Option<u32>,
+        icmp_src: Option<String>,
+        icmp_dst: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        hook: &'a str,
+    },
 }
 
 /// A drop conntrack made (CONTRACT extension): the cause and the table's fill level.
@@ -90,6 +101,16 @@ pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
             backend: n.backend.as_deref(),
             backend_pod: n.backend_pod.as_deref(),
             service: n.service.as_deref(),
+        },
+        Detail::Mtu(m) => JsonDetail::Mtu {
+            event: m.event,
+            mtu: m.mtu,
+            len: m.len,
+            dev_mtu: m.dev_mtu,
+            icmp_src: m.icmp_src.map(|a| a.to_string()),
+            icmp_dst: m.icmp_dst.map(|a| a.to_string()),
+            reason: m.reason.as_deref(),
+            hook: m.hook,
         },
     };
     serde_json::to_vec(&JsonEvent {
@@ -205,6 +226,28 @@ mod tests {
         assert_eq!(v["orig_dst"], "10.96.0.10:53");
         let v: serde_json::Value = serde_json::from_slice(&to_json(&nat_event(None)).unwrap()).unwrap();
         assert!(v.get("service").is_some_and(serde_json::Value::is_null), "present, null: {v}");
+    }
+
+    #[test]
+    fn mtu_event_has_contract_fields() {
+        let mut e = drop_event();
+        e.flow.l4_proto = Some(6);
+        e.detail = Detail::Mtu(crate::events::MtuDetail {
+            event: "frag_needed_sent",
+            mtu: Some(1400),
+            len: 1500,
+            dev_mtu: Some(1400),
+            icmp_src: None,
+            icmp_dst: Some("10.0.0.1".parse().unwrap()),
+            reason: None,
+            hook: "icmp_send",
+        });
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&e).unwrap()).unwrap();
+        assert_eq!((v["kind"].as_str(), v["event"].as_str(), v["proto"].as_str()), (Some("mtu"), Some("frag_needed_sent"), Some("tcp")));
+        assert_eq!((v["mtu"].as_u64(), v["len"].as_u64()), (Some(1400), Some(1500)));
+        assert!(v["icmp_src"].is_null());
+        assert_eq!(v["icmp_dst"], "10.0.0.1");
+        assert!(v.get("reason").is_none());
     }
 
     #[test]

@@ -21,9 +21,12 @@ const TCP_HEADER: &str = "TIME(UTC)     KIND          STATE         SOURCE      
 
 const NAT_HEADER: &str = "TIME(UTC)     NAT   STATE     ORIGINAL (CLIENT -> SERVICE)                                                  REPLY FROM (BACKEND)                    DEVICE";
 
+const MTU_HEADER: &str = "TIME(UTC)     EVENT                 PROTO   SOURCE (SENDS TOO BIG)                  DESTINATION                             DEVICE           MTU    LEN  DETAIL";
+
 fn header(event: &Event) -> &'static str {
     match event.detail {
         Detail::Drop(_) => HEADER,
+        Detail::Mtu(_) => MTU_HEADER,
         Detail::Nat(_) => NAT_HEADER,
         Detail::Retransmit(_) | Detail::Reset(_) | Detail::ConnectFail(_) => TCP_HEADER,
     }
@@ -66,6 +69,22 @@ pub fn row(event: &Event) -> String {
             );
             let backend = with_pod(n.reply_src.clone(), n.backend_pod.as_deref());
             format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat, n.state)
+        }
+        Detail::Mtu(m) => {
+            let mtu = m.mtu.map_or_else(|| "-".to_string(), |v| v.to_string());
+            let mut detail = Vec::new();
+            if m.icmp_src.is_some() || m.icmp_dst.is_some() {
+                let side = |a: Option<std::net::IpAddr>| a.map_or_else(|| "-".to_string(), |a| a.to_string());
+                detail.push(format!("icmp {} -> {}", side(m.icmp_src), side(m.icmp_dst)));
+            }
+            if let Some(reason) = &m.reason {
+                detail.push(reason.clone());
+            }
+            if let Some(dev_mtu) = m.dev_mtu.filter(|d| Some(*d) != m.mtu) {
+                detail.push(format!("device mtu {dev_mtu}"));
+            }
+            detail.push(format!("via {}", m.hook));
+            format!("{time:<13} {:<21} {proto:<7} {src:<39} {dst:<39} {dev:<16} {mtu:<5} {:>5}  {}", m.event, m.len, detail.join(", "))
         }
         Detail::Retransmit(t) | Detail::Reset(t) | Detail::ConnectFail(t) => {
             let detail = match &event.detail {
@@ -134,6 +153,23 @@ mod tests {
         };
         let r = row(&e);
         assert!(r.starts_with("02:30:01.123 "));
+        let mut m = e.clone();
+        m.ifname = Some("eth0".into());
+        m.detail = Detail::Mtu(crate::events::MtuDetail {
+            event: "frag_needed_dropped",
+            mtu: Some(1400),
+            len: 1500,
+            dev_mtu: Some(1500),
+            icmp_src: Some("10.0.0.254".parse().unwrap()),
+            icmp_dst: Some("10.0.0.1".parse().unwrap()),
+            reason: Some("NETFILTER_DROP".into()),
+            hook: "kfree_skb",
+        });
+        let mtu_row = row(&m);
+        for part in ["frag_needed_dropped", "10.0.0.1:1 (shop/web-0)", "eth0", "1400", "1500", "icmp 10.0.0.254 -> 10.0.0.1", "NETFILTER_DROP", "device mtu 1500"] {
+            assert!(mtu_row.contains(part), "{part} missing in {mtu_row}");
+        }
+        assert!(header(&m).starts_with("TIME(UTC)     EVENT"));
         for part in ["NO_SOCKET", "tcp", "10.0.0.1:1 (shop/web-0)", "10.0.0.2:2", "x+0x1"] {
             assert!(r.contains(part), "{part} missing in {r}");
         }

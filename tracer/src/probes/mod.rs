@@ -3,6 +3,7 @@
 //! (probes/FAMILY/), and presentation (output/). ARCHITECTURE.md has the recipe for a new one.
 
 pub mod drops;
+pub mod mtu;
 pub mod nat;
 pub mod tcp;
 

@@ -4,7 +4,7 @@ use tracer_common::drop::{CT_PRESENT, DropEvent};
 
 use super::CtLayout;
 use crate::{
-    events::{Clock, Detail, DropDetail, Event, Flow, PacketCt},
+    events::{Clock, Detail, DropDetail, Event, Flow, PacketCt, ifname},
     kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
 };
 
@@ -34,14 +34,12 @@ impl Decoder {
             Some(r) => r.name(raw.reason),
             None => "NOT_SPECIFIED".to_string(),
         };
-        let name_len = raw.ifname.iter().position(|b| *b == 0).unwrap_or(raw.ifname.len());
-        let ifname = (name_len > 0).then(|| String::from_utf8_lossy(&raw.ifname[..name_len]).into_owned());
         Event {
             ts_unix_ns: self.clock.to_unix_ns(raw.header.ts_ns),
             flow: Flow::from_raw(&raw.flow),
             netns: (raw.netns != 0).then_some(raw.netns),
             ifindex: (raw.ifindex != 0).then_some(raw.ifindex),
-            ifname,
+            ifname: ifname(&raw.ifname),
             src_pod: None,
             dst_pod: None,
             netns_pod: None,

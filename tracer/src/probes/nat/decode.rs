@@ -8,7 +8,7 @@ use tracer_common::{
 };
 
 use super::StatusBits;
-use crate::events::{Clock, Detail, Event, Flow, NatDetail};
+use crate::events::{Clock, Detail, Event, Flow, NatDetail, ifname};
 
 const AF_INET: u16 = 2;
 
@@ -46,13 +46,12 @@ impl Decoder {
         let (snat, dnat) = (raw.status & self.bits.src_nat != 0, raw.status & self.bits.dst_nat != 0);
         let reply_seen = raw.status & self.bits.seen_reply != 0;
         let assured = raw.status & self.bits.assured != 0;
-        let name_len = raw.ifname.iter().position(|b| *b == 0).unwrap_or(raw.ifname.len());
         Event {
             ts_unix_ns: self.clock.to_unix_ns(raw.header.ts_ns),
             flow: Flow::from_raw(&raw.flow),
             netns: (raw.netns != 0).then_some(raw.netns),
             ifindex: (raw.ifindex != 0).then_some(raw.ifindex),
-            ifname: (name_len > 0).then(|| String::from_utf8_lossy(&raw.ifname[..name_len]).into_owned()),
+            ifname: ifname(&raw.ifname),
             src_pod: None,
             dst_pod: None,
             netns_pod: None,

@@ -1,0 +1,110 @@
+//! tc attachments of the MTU programs, in the namespace of each device: TCX links on kernels
+//! >= 6.6 (nothing else to create or remove), else a clsact qdisc (added only where missing, and
+//! then removed again) with direct-action filters. Everything is undone when
+//! [`TcAttachments`] drops — after Ctrl-C, --duration, an error half-way, or a panic — inside
+//! the device's namespace, where the netlink requests must go.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, TcAttachType, tc, tc::SchedClassifierLink},
+    util::KernelVersion,
+};
+
+use super::devices::DeviceFacts;
+
+/// Program names in tracer-ebpf/src/main.rs.
+const PROG_INGRESS: &str = "mtu_tc_ingress";
+const PROG_EGRESS: &str = "mtu_tc_egress";
+
+/// One device with the programs attached.
+pub struct Attached {
+    pub device: DeviceFacts,
+    pub netns_inode: u32,
+    links: Vec<SchedClassifierLink>,
+    /// This run added the clsact qdisc (legacy tc only), so it removes it.
+    clsact_added: bool,
+}
+
+/// The attachments; dropping detaches them all.
+pub struct TcAttachments {
+    pub devices: Vec<Attached>,
+    /// TCX links (kernel >= 6.6), else clsact + cls_bpf.
+    pub tcx: bool,
+}
+
+/// Whether aya attaches through TCX here: it does from 6.6 on (its own rule, repeated here
+/// because aya keeps it private).
+pub fn uses_tcx() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// Loads both classifiers and attaches them at ingress and egress of every device.
+pub fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result<TcAttachments> {
+    let mut out = TcAttachments { devices: Vec::new(), tcx: uses_tcx() };
+    for name in [PROG_INGRESS, PROG_EGRESS] {
+        let prog: &mut SchedClassifier = ebpf.program_mut(name).with_context(|| format!("{name} missing from the object"))?.try_into()?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    for device in devices {
+        let netns_inode = device.netns.inode()?;
+        let _inside = device.netns.enter()?;
+        let mut attached = Attached { device: device.clone(), netns_inode, links: Vec::new(), clsact_added: false };
+        if !out.tcx {
+            match tc::qdisc_add_clsact(&device.name) {
+                Ok(()) => attached.clsact_added = true,
+                // EEXIST: someone's clsact is there already (Cilium's, say): share it, leave it.
+                Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("adding a clsact qdisc to {}", describe(device))),
+            }
+        }
+        // Pushed before attaching, so a failure below still removes the qdisc.
+        out.devices.push(attached);
+        let Some(attached) = out.devices.last_mut() else { continue };
+        for (name, at) in [(PROG_INGRESS, TcAttachType::Ingress), (PROG_EGRESS, TcAttachType::Egress)] {
+            let prog: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
+            let id = prog.attach(&device.name, at).with_context(|| format!("attaching {name} to {}", describe(device)))?;
+            attached.links.push(prog.take_link(id)?);
+        }
+    }
+    Ok(out)
+}
+
+fn describe(device: &DeviceFacts) -> String {
+    match device.netns.path {
+        None => device.name.clone(),
+        Some(_) => format!("{}:{}", device.netns.label(), device.name),
+    }
+}
+
+impl Drop for TcAttachments {
+    fn drop(&mut self) {
+        for attached in self.devices.drain(..) {
+            let Attached { device, links, clsact_added, .. } = attached;
+            let inside = match device.netns.enter() {
+                Ok(guard) => guard,
+                Err(err) => {
+                    eprintln!("tracer: warning: cannot detach from {}: {err}", describe(&device));
+                    continue;
+                }
+            };
+            // A TCX link detaches when its fd closes; a netlink filter is deleted by its drop,
+            // in the namespace we are now in.
+            drop(links);
+            if clsact_added && let Err(err) = remove_clsact(&device.name) {
+                eprintln!("tracer: warning: could not remove the clsact qdisc tracer added to {}: {err:#}", describe(&device));
+            }
+            drop(inside);
+        }
+    }
+}
+
+/// aya cannot delete a qdisc; iproute2's tc can (run in this thread's namespace: a child
+/// inherits the namespaces of the thread that forks it).
+fn remove_clsact(device: &str) -> anyhow::Result<()> {
+    let out = Command::new("tc").args(["qdisc", "del", "dev", device, "clsact"]).output().context("running tc")?;
+    anyhow::ensure!(out.status.success(), "tc qdisc del: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
