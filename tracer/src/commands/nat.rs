@@ -36,7 +36,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     pods.attach_kernel_filter(&mut ebpf)?;
     nat::attach(&mut ebpf)?;
     // Before `attached`: a connection opened after that line must have its end reported.
-    let ends = std::cell::RefCell::new(Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0 });
+    let ends = std::cell::RefCell::new(Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0, forgotten: 0 });
     eprintln!(
         "tracer: attached nat (tp_btf/net_dev_start_xmit; no reply after {:?} is marked){}",
         config.reply_timeout,
@@ -80,6 +80,12 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     if ends.reported > 0 {
         eprintln!("tracer: nat: {} connections ended (closed, timed_out or destroyed)", ends.reported);
     }
+    if ends.forgotten > 0 {
+        log::warn!(
+            "{} connections were forgotten before they ended (more than {MAX_AWAITING_END} awaiting an end): their ends are not shown",
+            ends.forgotten
+        );
+    }
     if ends.watch.overruns() > 0 {
         log::warn!("{} batches of conntrack destroy events overran the socket buffer: some connection ends were missed", ends.watch.overruns());
     }
@@ -95,6 +101,24 @@ struct Ends {
     /// The last event of each reported connection, the template of its end.
     last: HashMap<ConnKey, Event>,
     reported: u64,
+    /// Connections dropped from `last` unended to keep it bounded (see [`MAX_AWAITING_END`]).
+    forgotten: u64,
+}
+
+/// Reported connections kept for their end. Entries older than the subscription never report
+/// one, so without a bound the map would grow for as long as tracer runs.
+const MAX_AWAITING_END: usize = 65_536;
+
+/// Forgets the older half of `last` (by the time each connection was last reported); returns how
+/// many. Run when the map is full, so its cost is spread over the next half of inserts.
+fn forget_older_half(last: &mut HashMap<ConnKey, Event>) -> usize {
+    let mut times: Vec<i128> = last.values().map(|e| e.ts_unix_ns).collect();
+    let mid = times.len() / 2;
+    let (_, cutoff, _) = times.select_nth_unstable(mid);
+    let cutoff = *cutoff;
+    let before = last.len();
+    last.retain(|_, e| e.ts_unix_ns > cutoff);
+    before - last.len()
 }
 
 impl Ends {
@@ -102,6 +126,9 @@ impl Ends {
         let (Detail::Nat(nat), Some(netns)) = (&event.detail, event.netns) else { return };
         let (Some(src), Some(dst)) = (&nat.orig_src, &nat.orig_dst) else { return };
         self.watch.ensure(netns);
+        if self.last.len() >= MAX_AWAITING_END {
+            self.forgotten += forget_older_half(&mut self.last) as u64;
+        }
         self.last.insert((netns, event.flow.l4_proto, src.clone(), dst.clone()), event.clone());
     }
 
@@ -171,6 +198,18 @@ impl NoReply {
 mod tests {
     use super::*;
     use crate::events::{Flow, NatDetail};
+
+    #[test]
+    fn forgetting_keeps_the_newer_half() {
+        let mut last: HashMap<ConnKey, Event> = HashMap::new();
+        for i in 0..10i128 {
+            last.insert((1, Some(6), format!("10.0.0.1:{i}"), "10.96.0.1:80".into()), nat(i as u64, i, false));
+        }
+        assert_eq!(forget_older_half(&mut last), 6, "the median and everything older go");
+        let mut kept: Vec<i128> = last.values().map(|e| e.ts_unix_ns).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [6, 7, 8, 9]);
+    }
 
     fn nat(conn: u64, ts: i128, reply_seen: bool) -> Event {
         Event {
