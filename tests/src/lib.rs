@@ -771,11 +771,12 @@ fn parse_json_lines(lines: &[String]) -> Vec<Value> {
 }
 
 impl Tracer {
-    fn spawn(args: &[&str], paused: bool) -> Tracer {
+    fn spawn(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
         let bin = tracer_bin();
         let mut child = Command::new(&bin)
             .args(args)
             .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -832,17 +833,23 @@ impl Tracer {
 
     /// Starts the tracer and waits (up to [`ATTACH_TIMEOUT`]) for `attached` on its stderr.
     pub fn start(args: &[&str]) -> Tracer {
-        Self::start_with(args, false)
+        Self::start_with(args, false, &[])
+    }
+
+    /// Like [`Tracer::start`] with extra environment (`RUST_LOG` for the debug lines a test
+    /// waits on).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
+        Self::start_with(args, false, env)
     }
 
     /// Like [`Tracer::start`] but does not read stdout until [`Tracer::resume_stdout`]: a slow
     /// consumer, so the tracer's stdout pipe fills up and its ring buffer overflows.
     pub fn start_paused(args: &[&str]) -> Tracer {
-        Self::start_with(args, true)
+        Self::start_with(args, true, &[])
     }
 
-    fn start_with(args: &[&str], paused: bool) -> Tracer {
-        let mut t = Self::spawn(args, paused);
+    fn start_with(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
+        let mut t = Self::spawn(args, paused, env);
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         loop {
             if t.stderr().lines().any(|l| l.contains("attached")) {

@@ -9,7 +9,7 @@
 use std::{
     io::{Read as _, Write as _},
     os::unix::net::UnixListener,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tracer_tests::{
@@ -176,7 +176,7 @@ fn an_address_reused_by_a_new_pod_is_named_after_the_new_pod() {
     // Following the pod by name across the switch: the kernel filter must be updated too.
     let mut args = vec!["drops", "-o", "json", "--reason", "NO_SOCKET", "--proto", "udp", "--port", "40124"];
     args.extend(cri_args(&socket, &["--selector", "app=web"]));
-    let by_label = Tracer::start(&args);
+    let by_label = Tracer::start_env(&args, &[("RUST_LOG", "warn,tracer::pods::filter=debug")]);
 
     udp_to_closed_port(&client, 40002, &old, 40124, 3);
     assert!(all.wait_for(Duration::from_secs(10), |e| e.len() >= 3), "{}", all.stderr());
@@ -187,6 +187,15 @@ fn an_address_reused_by_a_new_pod_is_named_after_the_new_pod() {
     // The client still maps the address to the old pod's MAC; frames to it are flooded by the
     // bridge and dropped as OTHERHOST. (host-local sends no gratuitous ARP.) Forget it.
     client.exec_ok(&["ip", "neigh", "flush", "all"]);
+    // The label tracer learns of the new pod at its next CRI poll; its kernel filter passes the
+    // new namespace only from then on (a CI flake at 4c026f9: traffic sent before that poll was
+    // filtered out in the kernel).
+    let followed = format!("+netns {}", new.netns_inode);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !by_label.stderr().contains(&followed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(by_label.stderr().contains(&followed), "the label tracer never selected the new pod: {}", by_label.stderr());
     udp_to_closed_port(&client, 40002, &new, 40124, 3);
     assert!(all.wait_for(Duration::from_secs(10), |e| e.len() >= 6), "{}", all.stderr());
     assert!(by_label.wait_for(Duration::from_secs(10), |e| e.len() >= 6), "{}", by_label.stderr());

@@ -101,6 +101,11 @@ impl KernelPodFilter {
             );
             self.warned_full = true;
         }
+        // Pods selected after start are traced from this sync on (one CRI poll after they
+        // appear); the debug line lets a user (and the tests) see when that happened.
+        for inode in netns.difference(&self.current_netns) {
+            log::debug!("kernel pod filter: +netns {inode}");
+        }
         self.current_addrs = addrs;
         self.current_netns = netns;
         Ok(())
