@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod diagnose;
 mod events;
 mod kernel;
 mod loader;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, error::ErrorKind};
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::{DropsConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig}},
+    cli::{Cli, Command, UsageError, config::{DropsConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, WatchConfig}},
     probes::CannotRun,
 };
 
@@ -68,6 +69,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mtu(args) => {
             let config = MtuConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::mtu::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch(args) => {
+            let config = WatchConfig::from_args(args)?;
+            tokio_runtime()?.block_on(commands::watch::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diagnose(args) => {
+            let config = WatchConfig::diagnose_from_args(args)?;
+            tokio_runtime()?.block_on(commands::diagnose::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pods(args) => {

@@ -7,7 +7,7 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{DropsArgs, MtuArgs, NatArgs, RetransArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{AllProbesArgs, DiagnoseArgs, DropsArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
 /// Options every tracing command shares.
@@ -57,9 +57,7 @@ pub struct NatConfig {
 
 impl NatConfig {
     pub fn from_args(args: NatArgs) -> Result<Self, UsageError> {
-        let reply_timeout = parse_duration(&args.reply_timeout).map_err(|_| {
-            UsageError(format!("--reply-timeout {}: expected a duration such as 500ms, 3s or 1m", args.reply_timeout))
-        })?;
+        let reply_timeout = parse_reply_timeout(&args.reply_timeout)?;
         Ok(Self { trace: TraceConfig::from_args(args.trace)?, reply_timeout })
     }
 }
@@ -72,6 +70,52 @@ pub struct MtuConfig {
     /// own namespace.
     pub ifaces: Vec<IfaceChoice>,
     pub sent_hook: super::SentHook,
+}
+
+/// What `watch` and `diagnose` share: every probe, the NAT reply timeout and the MTU devices.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub trace: TraceConfig,
+    pub reply_timeout: Duration,
+    pub ifaces: Vec<IfaceChoice>,
+    /// `--by-flow` (watch only).
+    pub by_flow: bool,
+}
+
+/// How long `diagnose` runs without --duration.
+pub const DIAGNOSE_DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+impl WatchConfig {
+    pub fn from_args(args: WatchArgs) -> Result<Self, UsageError> {
+        let mut config = Self::from_parts(args.trace, args.probes)?;
+        config.by_flow = args.by_flow;
+        Ok(config)
+    }
+
+    /// `diagnose`: the same probes for --duration (default 10s); --count would cut the evidence
+    /// short, so it is refused.
+    pub fn diagnose_from_args(args: DiagnoseArgs) -> Result<Self, UsageError> {
+        if args.trace.count.is_some() {
+            return Err(UsageError("--count: diagnose runs for --duration and reads every event (use tracer watch --count)".into()));
+        }
+        let mut config = Self::from_parts(args.trace, args.probes)?;
+        let duration = config.trace.duration.get_or_insert(DIAGNOSE_DEFAULT_DURATION);
+        if *duration < Duration::from_secs(1) {
+            return Err(UsageError("--duration: diagnose needs at least 1s to see anything".into()));
+        }
+        Ok(config)
+    }
+
+    fn from_parts(trace: TraceArgs, probes: AllProbesArgs) -> Result<Self, UsageError> {
+        let reply_timeout = parse_reply_timeout(&probes.reply_timeout)?;
+        let ifaces = probes.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { trace: TraceConfig::from_args(trace)?, reply_timeout, ifaces, by_flow: false })
+    }
+}
+
+fn parse_reply_timeout(text: &str) -> Result<Duration, UsageError> {
+    parse_duration(text)
+        .map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
 }
 
 /// One `--iface [NETNS:]DEV`.

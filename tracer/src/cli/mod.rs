@@ -22,6 +22,8 @@ Examples:
   tracer drops --reason NETFILTER_DROP --reason NO_SOCKET
   tracer drops --pod shop/web-0         only this pod's drops, both ends named
   tracer mtu --pod shop/web-0           why its large packets hang: frag-needed sent, received, dropped
+  tracer watch --pod shop/web-0         every probe in one timeline
+  tracer diagnose --pod shop/web-0      run everything for 10s, then say what is wrong
   tracer pods                           the pods this node runs, with IPs and netns
   tracer check                          what this kernel supports
 
@@ -49,6 +51,14 @@ pub enum Command {
     /// oversize packets; device MTU mismatches
     #[command(after_help = MTU_HELP)]
     Mtu(MtuArgs),
+    /// Every probe at once (drops, retransmits/resets, NAT, MTU) in one timeline; --by-flow
+    /// tells each connection's story
+    #[command(after_help = WATCH_HELP)]
+    Watch(WatchArgs),
+    /// Runs every probe for --duration (default 10s), then says what is wrong and where, with
+    /// the kernel's evidence
+    #[command(after_help = DIAGNOSE_HELP)]
+    Diagnose(DiagnoseArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
@@ -270,6 +280,65 @@ pub struct MtuArgs {
     /// kernel has it, else tc egress), icmp_send, or tc (egress of the traced devices only)
     #[arg(long, value_enum, default_value_t = SentHook::Auto)]
     pub sent_hook: SentHook,
+}
+
+/// What `watch` and `diagnose` add to the common options: the NAT and MTU probes' own.
+#[derive(Debug, Args)]
+pub struct AllProbesArgs {
+    /// Mark NATed connections with no reply after this long (e.g. 1s, 500ms)
+    #[arg(long, value_name = "DUR", default_value = "3s")]
+    pub reply_timeout: String,
+    /// Attach the MTU probe's tc programs to this device ([NETNS:]DEV; repeatable) instead of
+    /// every veth and tunnel device of tracer's own network namespace
+    #[arg(long = "iface", value_name = "[NETNS:]DEV")]
+    pub ifaces: Vec<String>,
+}
+
+const WATCH_HELP: &str = "\
+All probe families at once, in one stream ordered as the kernel produced the events: drops
+(with the kernel's reason), TCP retransmits, resets and failed connects, NAT rewrites (and
+connections with no reply), MTU failures. A probe this kernel cannot run is skipped with a
+warning. --by-flow collects the events instead and, when tracing stops, prints each
+connection's story from its first event to its last: the Service address and the backend it
+was DNATed to are one connection.
+
+Examples:
+  tracer watch --pod shop/web-0
+  tracer watch -o json --duration 30s > timeline.jsonl
+  tracer watch --by-flow --duration 20s --namespace shop
+  tracer watch --iface eth0 --iface flannel.1 --proto tcp";
+
+const DIAGNOSE_HELP: &str = "\
+Runs every probe for --duration, shows its progress on a terminal, then prints findings: a code,
+a severity, one sentence to act on, the pods and flows concerned and the evidence (event counts,
+drop reasons and locations, devices and MTUs, sysctls read from the namespace involved). A
+finding needs evidence from this run: a healthy node gets `no problems found`. The codes and
+what raises each are in docs/FINDINGS.md. Reproduce the problem (run the failing request)
+while it runs.
+
+Examples:
+  tracer diagnose --pod shop/web-0
+  tracer diagnose --duration 30s -o json
+  tracer diagnose --namespace shop --reply-timeout 2s
+  tracer diagnose --pods-from file:cluster.json   # `kubectl get pods,services -A -o json`";
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    #[command(flatten)]
+    pub probes: AllProbesArgs,
+    /// Group events per connection (printed when tracing stops) instead of one stream
+    #[arg(long)]
+    pub by_flow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    #[command(flatten)]
+    pub probes: AllProbesArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,11 +2,14 @@
 //! the probes, the runner and the outputs.
 
 pub mod check;
+pub mod diagnose;
 pub mod drops;
 pub mod mtu;
 pub mod nat;
 pub mod pods;
 pub mod retrans;
+pub mod session;
+pub mod watch;
 
 use anyhow::Context as _;
 

@@ -36,7 +36,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     pods.attach_kernel_filter(&mut ebpf)?;
     nat::attach(&mut ebpf)?;
     // Before `attached`: a connection opened after that line must have its end reported.
-    let ends = std::cell::RefCell::new(Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0, forgotten: 0 });
+    let ends = std::cell::RefCell::new(Ends::start());
     eprintln!(
         "tracer: attached nat (tp_btf/net_dev_start_xmit; no reply after {:?} is marked){}",
         config.reply_timeout,
@@ -76,19 +76,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     if marked.get() > 0 {
         eprintln!("tracer: nat: {} connections got no reply within {:?} (marked no_reply)", marked.get(), config.reply_timeout);
     }
-    let ends = ends.into_inner();
-    if ends.reported > 0 {
-        eprintln!("tracer: nat: {} connections ended (closed, timed_out or destroyed)", ends.reported);
-    }
-    if ends.forgotten > 0 {
-        log::warn!(
-            "{} connections were forgotten before they ended (more than {MAX_AWAITING_END} awaiting an end): their ends are not shown",
-            ends.forgotten
-        );
-    }
-    if ends.watch.overruns() > 0 {
-        log::warn!("{} batches of conntrack destroy events overran the socket buffer: some connection ends were missed", ends.watch.overruns());
-    }
+    ends.into_inner().report();
     Ok(())
 }
 
@@ -96,7 +84,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
 type ConnKey = (u32, Option<u8>, String, String);
 
 /// Connection ends from conntrack's destroy events, for the connections this run reported.
-struct Ends {
+pub(crate) struct Ends {
     watch: EndWatch,
     /// The last event of each reported connection, the template of its end.
     last: HashMap<ConnKey, Event>,
@@ -122,7 +110,11 @@ fn forget_older_half(last: &mut HashMap<ConnKey, Event>) -> usize {
 }
 
 impl Ends {
-    fn saw(&mut self, event: &Event) {
+    pub(crate) fn start() -> Self {
+        Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0, forgotten: 0 }
+    }
+
+    pub(crate) fn saw(&mut self, event: &Event) {
         let (Detail::Nat(nat), Some(netns)) = (&event.detail, event.netns) else { return };
         let (Some(src), Some(dst)) = (&nat.orig_src, &nat.orig_dst) else { return };
         self.watch.ensure(netns);
@@ -132,8 +124,24 @@ impl Ends {
         self.last.insert((netns, event.flow.l4_proto, src.clone(), dst.clone()), event.clone());
     }
 
+    /// At stop, on stderr: how many ends were shown, and what could not be.
+    pub(crate) fn report(&self) {
+        if self.reported > 0 {
+            eprintln!("tracer: nat: {} connections ended (closed, timed_out or destroyed)", self.reported);
+        }
+        if self.forgotten > 0 {
+            log::warn!(
+                "{} connections were forgotten before they ended (more than {MAX_AWAITING_END} awaiting an end): their ends are not shown",
+                self.forgotten
+            );
+        }
+        if self.watch.overruns() > 0 {
+            log::warn!("{} batches of conntrack destroy events overran the socket buffer: some connection ends were missed", self.watch.overruns());
+        }
+    }
+
     /// Ends received since the last tick, as nat events stamped `now` (in time order).
-    fn ended(&mut self, now: i128) -> Vec<Event> {
+    pub(crate) fn ended(&mut self, now: i128) -> Vec<Event> {
         let mut out = Vec::new();
         for (netns, d) in self.watch.drain() {
             let (Some(src), Some(dst)) = (d.orig.src_endpoint(), d.orig.dst_endpoint()) else { continue };
@@ -150,17 +158,17 @@ impl Ends {
 }
 
 /// Connections waiting for their first reply, by conntrack entry.
-struct NoReply {
+pub(crate) struct NoReply {
     timeout_ns: i128,
     waiting: HashMap<u64, Event>,
 }
 
 impl NoReply {
-    fn new(timeout_ns: i128) -> Self {
+    pub(crate) fn new(timeout_ns: i128) -> Self {
         Self { timeout_ns, waiting: HashMap::new() }
     }
 
-    fn saw(&mut self, event: &Event) {
+    pub(crate) fn saw(&mut self, event: &Event) {
         let Detail::Nat(nat) = &event.detail else { return };
         if nat.reply_seen {
             self.waiting.remove(&nat.conn);
@@ -170,7 +178,7 @@ impl NoReply {
     }
 
     /// The connections whose reply is overdue at `now`, as `no_reply` events (once each).
-    fn expired(&mut self, now: i128) -> Vec<Event> {
+    pub(crate) fn expired(&mut self, now: i128) -> Vec<Event> {
         let overdue: Vec<u64> = self
             .waiting
             .iter()

@@ -27,3 +27,28 @@ pub(crate) fn write_line<W: Write>(out: &mut W, line: &[u8]) -> io::Result<()> {
     out.write_all(b"\n")?;
     out.flush()
 }
+
+/// Keeps events for a report made when tracing stops (`watch --by-flow`, `diagnose`), up to
+/// `limit`; what is beyond it is counted, and the report says so.
+pub struct Collect {
+    pub events: Vec<Event>,
+    pub limit: usize,
+    pub beyond_limit: u64,
+}
+
+impl Collect {
+    pub fn new(limit: usize) -> Self {
+        Self { events: Vec::new(), limit, beyond_limit: 0 }
+    }
+}
+
+impl Sink for Collect {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        if self.events.len() < self.limit {
+            self.events.push(event.clone());
+        } else {
+            self.beyond_limit += 1;
+        }
+        Ok(())
+    }
+}

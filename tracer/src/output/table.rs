@@ -101,6 +101,87 @@ pub fn row(event: &Event) -> String {
     }
 }
 
+/// One timeline line for an event of any kind (`tracer watch`): time, kind, flow with pods,
+/// then what the kind adds. Kinds have different columns, so the detail is words, not columns.
+pub fn timeline_row(event: &Event) -> String {
+    let ts = rfc3339(event.ts_unix_ns);
+    let time = ts.get(11..23).unwrap_or(&ts);
+    let src = with_pod(event.flow.src_endpoint(), event.src_pod.as_deref());
+    let dst = with_pod(event.flow.dst_endpoint(), event.dst_pod.as_deref());
+    let mut proto = event.flow.proto_name();
+    if let Some((t, c)) = event.flow.icmp {
+        proto = format!("{proto}/{t}/{c}");
+    }
+    let mut detail = match &event.detail {
+        Detail::Drop(d) => {
+            let mut text = format!("{} at {}, {} bytes", d.reason, d.location, d.len);
+            if let Some(c) = &d.conntrack {
+                text.push_str(&format!(" [conntrack {}", c.cause.name()));
+                if let (Some(n), Some(max)) = (c.entries, c.max) {
+                    text.push_str(&format!(", table {n}/{max}"));
+                }
+                text.push(']');
+            }
+            text
+        }
+        Detail::Retransmit(t) => format!("{} #{}", t.state.unwrap_or("-"), t.count),
+        Detail::Reset(t) => format!("{} in {}", t.direction.unwrap_or("-"), t.state.unwrap_or("no socket")),
+        Detail::ConnectFail(t) => match t.duration_ms {
+            Some(ms) => format!("{} gave up after {:.1}s", t.state.unwrap_or("-"), ms / 1000.0),
+            None => format!("{} gave up", t.state.unwrap_or("-")),
+        },
+        Detail::Nat(n) => format!(
+            "{} {} {} -> {} => {}",
+            n.nat,
+            n.state,
+            n.orig_src.as_deref().unwrap_or("-"),
+            with_pod(n.orig_dst.clone(), n.service.as_deref()),
+            with_pod(n.reply_src.clone(), n.backend_pod.as_deref())
+        ),
+        Detail::Mtu(m) => {
+            let mut text = format!("{} len {}", m.event, m.len);
+            if let Some(mtu) = m.mtu {
+                text.push_str(&format!(" mtu {mtu}"));
+            }
+            if let Some(reason) = &m.reason {
+                text.push_str(&format!(" {reason}"));
+            }
+            text
+        }
+    };
+    if let Some(dev) = &event.ifname {
+        detail.push_str(&format!(" on {dev}"));
+    }
+    if let Some(pod) = &event.netns_pod {
+        detail.push_str(&format!(" (in {pod})"));
+    }
+    format!("{time:<13} {:<13} {proto:<6} {src} -> {dst}  {detail}", event.detail.kind())
+}
+
+pub const TIMELINE_HEADER: &str = "TIME(UTC)     KIND          PROTO  FLOW  DETAIL";
+
+/// `tracer watch`'s table: every kind in one stream.
+pub struct TimelineSink<W: Write> {
+    out: W,
+    header_written: bool,
+}
+
+impl<W: Write> TimelineSink<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, header_written: false }
+    }
+}
+
+impl<W: Write> Sink for TimelineSink<W> {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        if !self.header_written {
+            write_line(&mut self.out, TIMELINE_HEADER.as_bytes())?;
+            self.header_written = true;
+        }
+        write_line(&mut self.out, timeline_row(event).as_bytes())
+    }
+}
+
 fn with_pod(endpoint: Option<String>, pod: Option<&str>) -> String {
     let endpoint = endpoint.unwrap_or_else(|| "-".into());
     match pod {

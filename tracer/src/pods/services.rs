@@ -165,6 +165,16 @@ impl ServiceNames {
         (tx, Self { rx })
     }
 
+    /// No Service is known (no source, or none listed yet).
+    pub fn is_empty(&self) -> bool {
+        self.rx.borrow().by_name.is_empty()
+    }
+
+    /// The Service answering on `ip:port` for `proto` now (`namespace/name`).
+    pub fn lookup(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String> {
+        self.rx.borrow().lookup(ip, port, proto).map(str::to_string)
+    }
+
     /// Sets `service` on a DNAT event whose original destination is a Service's address.
     pub fn annotate(&self, event: &mut Event) {
         let Detail::Nat(nat) = &mut event.detail else { return };

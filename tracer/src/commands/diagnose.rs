@@ -1,0 +1,95 @@
+//! `tracer diagnose`: every probe for --duration, then findings (diagnose/findings.rs).
+
+use std::{
+    cell::Cell,
+    collections::BTreeMap,
+    io::{IsTerminal as _, Write as _},
+    time::Instant,
+};
+
+use super::session::Session;
+use crate::{
+    cli::{OutputFormat, config::WatchConfig},
+    diagnose::{
+        Report,
+        facts::MachineFacts,
+        findings::{RunInfo, diagnose},
+    },
+    kernel::netns::Namespaces,
+    output::Collect,
+    probes::mtu::devices::find_mismatches,
+    runner::{self, Stop},
+};
+
+/// Events analysed (about 300 bytes each); beyond it they are counted and a finding says so.
+pub const MAX_ANALYSED: usize = 1_000_000;
+
+pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
+    let duration = config.trace.duration.unwrap_or(crate::cli::config::DIAGNOSE_DEFAULT_DURATION);
+    let mut session = Session::start(&config, "diagnose").await?;
+    let missing_probes: Vec<(String, String)> = session
+        .probes
+        .iter()
+        .filter_map(|p| p.result.as_ref().err().map(|why| (p.family.to_string(), why.clone())))
+        .collect();
+    let probes: BTreeMap<String, String> = session
+        .probes
+        .iter()
+        .map(|p| (p.family.to_string(), p.result.clone().unwrap_or_else(|why| format!("not running: {why}"))))
+        .collect();
+    let stop = Stop { duration: Some(duration), count: None };
+    let mut collect = Collect::new(MAX_ANALYSED);
+    let progress = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let seen = Cell::new(0u64);
+    let (ebpf, pods, decode) = session.parts();
+    runner::run_with_ticks(
+        ebpf,
+        stop,
+        &mut collect,
+        pods,
+        |h, b| {
+            let event = decode.decode(h, b);
+            seen.set(seen.get() + u64::from(event.is_some()));
+            event
+        },
+        |now| {
+            if progress {
+                let left = duration.saturating_sub(started.elapsed());
+                eprint!("\rtracer: diagnose: {:>3}s left, {} events so far ", left.as_secs_f64().ceil() as u64, seen.get());
+                let _ = std::io::stderr().flush();
+            }
+            decode.tick(now)
+        },
+    )
+    .await?;
+    if progress {
+        eprintln!();
+    }
+    drop(decode);
+    let services = session.services().clone();
+    let devices = std::mem::take(&mut session.devices);
+    let (counts, _pods) = session.stop()?;
+    let lost = counts.iter().map(|(_, c)| c.lost).sum();
+
+    let mtu_mismatches = find_mismatches(&devices).into_iter().map(|m| (m.devices, m.summary)).collect();
+    let info = RunInfo { reply_timeout: config.reply_timeout, lost, beyond_limit: collect.beyond_limit, missing_probes, mtu_mismatches };
+    let mut facts = MachineFacts { namespaces: Namespaces::scan(), services: &services };
+    let findings = diagnose(&collect.events, &info, &mut facts);
+    let report = Report {
+        duration_s: duration.as_secs_f64(),
+        events: collect.events.len() as u64 + collect.beyond_limit,
+        lost,
+        probes,
+        findings,
+    };
+    let text = match config.trace.output {
+        OutputFormat::Json => format!("{}\n", report.to_json()),
+        OutputFormat::Table => report.to_text(),
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,71 @@
+//! The machine facts the rules read at the end of a run: sysctls as a network namespace sees
+//! them (read from a thread moved into it: /proc/sys/net follows the reader's namespace),
+//! namespace names, Services.
+
+use std::{fs, net::IpAddr, path::Path};
+
+use super::findings::Facts;
+use crate::{kernel::netns::Namespaces, pods::services::ServiceNames};
+
+pub struct MachineFacts<'a> {
+    pub namespaces: Namespaces,
+    pub services: &'a ServiceNames,
+}
+
+impl Facts for MachineFacts<'_> {
+    fn sysctl(&mut self, netns: u32, key: &str) -> Option<String> {
+        // `net.ipv4.conf.eth0.rp_filter` -> /proc/sys/net/ipv4/conf/eth0/rp_filter. Device names
+        // cannot hold `/`; one with `.` (eth0.100) is spelled with `/` in sysctl(8) for that
+        // reason, so split only the fixed prefix.
+        let path = sysctl_path(key)?;
+        self.namespaces.run_in(netns, move || fs::read_to_string(&path)).ok().map(|v| v.trim().to_string())
+    }
+
+    fn netns_name(&mut self, netns: u32) -> Option<String> {
+        for dir in ["/run/netns", "/var/run/netns"] {
+            let Ok(list) = fs::read_dir(dir) else { continue };
+            for entry in list.flatten() {
+                if inode_of(&entry.path()) == Some(netns) {
+                    return Some(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        None
+    }
+
+    fn service(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String> {
+        self.services.lookup(ip, port, proto)
+    }
+
+    fn knows_services(&self) -> bool {
+        !self.services.is_empty()
+    }
+}
+
+fn inode_of(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(path).ok().map(|m| m.ino() as u32)
+}
+
+/// `/proc/sys/...` of a dotted key; the device part of `net.ipv4.conf.DEV.x` may contain dots.
+fn sysctl_path(key: &str) -> Option<String> {
+    for prefix in ["net.ipv4.conf.", "net.ipv6.conf."] {
+        if let Some(rest) = key.strip_prefix(prefix) {
+            let (dev, leaf) = rest.rsplit_once('.')?;
+            return Some(format!("/proc/sys/{}{dev}/{leaf}", prefix.replace('.', "/")));
+        }
+    }
+    Some(format!("/proc/sys/{}", key.replace('.', "/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_paths_keep_dots_in_device_names() {
+        assert_eq!(sysctl_path("net.ipv4.ip_forward").as_deref(), Some("/proc/sys/net/ipv4/ip_forward"));
+        assert_eq!(sysctl_path("net.ipv4.conf.eth0.100.rp_filter").as_deref(), Some("/proc/sys/net/ipv4/conf/eth0.100/rp_filter"));
+        assert_eq!(sysctl_path("net.ipv6.conf.all.forwarding").as_deref(), Some("/proc/sys/net/ipv6/conf/all/forwarding"));
+    }
+}

@@ -1,0 +1,814 @@
+//! The rules: a run's events (and sysctls read where they point) in, findings out. Pure code:
+//! the facts it needs from the machine come through [`Facts`], so every rule is unit-tested.
+//! docs/FINDINGS.md is the user's side of this file; keep them in step.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    net::IpAddr,
+    time::Duration,
+};
+
+use serde_json::{Map, Value, json};
+
+use super::flows::{ConnKey, Connections, flow_label};
+use crate::events::{Detail, DropDetail, Event, NatDetail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+            Self::Info => "info",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub summary: String,
+    pub pods: BTreeSet<String>,
+    pub flows: BTreeSet<String>,
+    pub evidence: Map<String, Value>,
+}
+
+/// What the rules may ask of the machine, at the end of the run.
+pub trait Facts {
+    /// A sysctl (`net.ipv4.ip_forward`) as network namespace `netns` sees it.
+    fn sysctl(&mut self, netns: u32, key: &str) -> Option<String>;
+    /// A name for the namespace: its pod's, or its /run/netns name.
+    fn netns_name(&mut self, netns: u32) -> Option<String>;
+    /// The Service (`namespace/name`) answering on `ip:port` for `proto`.
+    fn service(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String>;
+    /// Whether any Service is known at all (else service-not-translated cannot be told).
+    fn knows_services(&self) -> bool;
+}
+
+/// What the run was, besides its events.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub reply_timeout: Duration,
+    /// Events the kernel could not deliver (ring buffer full).
+    pub lost: u64,
+    /// Events past the collection limit (counted, not analysed).
+    pub beyond_limit: u64,
+    /// Probes that could not run, with why.
+    pub missing_probes: Vec<(String, String)>,
+    /// Device MTU mismatches found at start (devices.rs): devices and what is wrong.
+    pub mtu_mismatches: Vec<(Vec<String>, String)>,
+}
+
+/// Retransmits of one connection that make a storm when nothing else explains them.
+pub const STORM_RETRANSMITS: u64 = 5;
+/// Flows listed per finding; the evidence counts all of them.
+const MAX_FLOWS: usize = 20;
+
+/// Forwarded packets without a route are IP_INNOROUTES (6.x, in ip_error); IP_INADDRERRORS is
+/// what ip_error gives when the incoming device does not forward.
+const ROUTE_REASONS: &[&str] = &["IP_INNOROUTES", "IP_INNOROUTE", "IP_NOROUTE", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IPV6_NOROUTE", "IPV6_INADDRERRORS"];
+const NEIGH_REASONS: &[&str] = &["NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_DEAD", "NEIGH_CREATEFAIL"];
+const SOCKET_BUFFER_REASONS: &[&str] = &["SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PROTO_MEM", "TCP_OFOMERGE"];
+
+/// Runs every rule.
+pub fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
+    let conns = Connections::learn(events);
+    let mut out = Vec::new();
+    netfilter_drops(events, facts, &mut out);
+    conntrack_drops(events, facts, &mut out);
+    route_drops(events, facts, &mut out);
+    rp_filter_drops(events, facts, &mut out);
+    neighbor_drops(events, facts, &mut out);
+    no_listener(events, &mut out);
+    mtu_blackholes(events, &conns, &mut out);
+    nat_no_reply(events, info, &mut out);
+    service_not_translated(events, facts, &mut out);
+    dns_no_reply(events, &mut out);
+    socket_buffer_drops(events, facts, &mut out);
+    // Last: only flows that no finding above explains.
+    retransmit_storms(events, &conns, &mut out);
+    if info.lost > 0 || info.beyond_limit > 0 {
+        out.push(Finding {
+            code: "events-lost",
+            severity: Severity::Warning,
+            summary: format!(
+                "{} events were lost (ring buffer full) and {} were past the analysis limit: counts below are lower bounds; narrow the run with --pod/--ip or raise --ring-buffer",
+                info.lost, info.beyond_limit
+            ),
+            pods: BTreeSet::new(),
+            flows: BTreeSet::new(),
+            evidence: obj(json!({"events": 0, "lost": info.lost, "beyond_limit": info.beyond_limit})),
+        });
+    }
+    for (devices, what) in &info.mtu_mismatches {
+        // A configuration fact, not traffic: a warning, so a healthy run stays clean; the
+        // mtu-blackhole finding is what says packets are really lost.
+        out.push(Finding {
+            code: "mtu-mismatch",
+            severity: Severity::Warning,
+            summary: format!("{what}: packets of some sizes pass only if ICMP frag-needed / packet-too-big gets back to their sender"),
+            pods: BTreeSet::new(),
+            flows: BTreeSet::new(),
+            evidence: obj(json!({"events": 0, "devices": devices})),
+        });
+    }
+    for (probe, why) in &info.missing_probes {
+        out.push(Finding {
+            code: "probe-missing",
+            severity: Severity::Info,
+            summary: format!("the {probe} probe could not run ({why}): problems only it sees cannot be found"),
+            pods: BTreeSet::new(),
+            flows: BTreeSet::new(),
+            evidence: obj(json!({"events": 0, "probe": probe, "reason": why})),
+        });
+    }
+    out.sort_by(|a, b| a.severity.cmp(&b.severity).then(events_of(b).cmp(&events_of(a))).then(a.code.cmp(b.code)));
+    out
+}
+
+fn events_of(f: &Finding) -> u64 {
+    f.evidence.get("events").and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Pods and flows of a set of events, flows capped at [`MAX_FLOWS`] (the total goes into the
+/// evidence when it is larger).
+fn pods_and_flows<'a>(events: impl IntoIterator<Item = &'a Event>, evidence: &mut Map<String, Value>) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut pods = BTreeSet::new();
+    let mut flows = BTreeSet::new();
+    for e in events {
+        pods.extend(e.src_pod.iter().cloned());
+        pods.extend(e.dst_pod.iter().cloned());
+        let label = match &e.detail {
+            Detail::Nat(n) => {
+                pods.extend(n.backend_pod.iter().cloned());
+                n.orig_src.as_ref().zip(n.orig_dst.as_ref()).map(|(s, d)| format!("{s} -> {d}"))
+            }
+            _ => flow_label(e),
+        };
+        flows.extend(label);
+    }
+    if flows.len() > MAX_FLOWS {
+        evidence.insert("flows_total".into(), json!(flows.len()));
+        flows = flows.into_iter().take(MAX_FLOWS).collect();
+    }
+    (pods, flows)
+}
+
+fn drop_of(e: &Event) -> Option<&DropDetail> {
+    match &e.detail {
+        Detail::Drop(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// How a namespace is called in a sentence: `pod shop/db-0's network namespace`, `network
+/// namespace router (4026532…)`, or by inode.
+fn netns_words(netns: Option<u32>, events: &[&Event], facts: &mut dyn Facts) -> String {
+    let Some(inode) = netns else { return "an unknown network namespace".into() };
+    if let Some(pod) = events.iter().find_map(|e| e.netns_pod.clone()) {
+        return format!("pod {pod}'s network namespace");
+    }
+    match facts.netns_name(inode) {
+        Some(name) => format!("network namespace {name} ({inode})"),
+        None => format!("network namespace {inode}"),
+    }
+}
+
+/// `N packets from SRC to DST` for a group with one source and destination, or a count of flows.
+fn traffic_words(events: &[&Event]) -> String {
+    let labels: BTreeSet<String> = events.iter().filter_map(|e| traffic_label(e)).collect();
+    let n = events.len();
+    let packets = if n == 1 { "1 packet".to_string() } else { format!("{n} packets") };
+    match labels.len() {
+        0 => packets,
+        1 => format!("{packets} {}", labels.into_iter().next().unwrap_or_default()),
+        k => format!("{packets} of {k} flows"),
+    }
+}
+
+fn traffic_label(e: &Event) -> Option<String> {
+    let with = |ep: Option<String>, pod: &Option<String>| -> Option<String> {
+        let ep = ep?;
+        Some(match pod {
+            Some(p) => format!("{ep} ({p})"),
+            None => ep,
+        })
+    };
+    Some(format!("from {} to {}", with(e.flow.src_endpoint(), &e.src_pod)?, with(e.flow.dst_endpoint(), &e.dst_pod)?))
+}
+
+/// Drops grouped by (namespace, source IP, destination IP, protocol, destination port).
+fn group_drops<'a>(events: &'a [Event], keep: impl Fn(&DropDetail) -> bool) -> BTreeMap<(Option<u32>, Option<IpAddr>, Option<IpAddr>, Option<u8>, Option<u16>), Vec<&'a Event>> {
+    let mut groups: BTreeMap<_, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        if drop_of(e).is_some_and(&keep) {
+            groups.entry((e.netns, e.flow.src, e.flow.dst, e.flow.l4_proto, e.flow.dport)).or_default().push(e);
+        }
+    }
+    groups
+}
+
+/// Distinct values of `f` over the group's drops, sorted.
+fn distinct(events: &[&Event], f: impl Fn(&DropDetail) -> String) -> Vec<String> {
+    let set: BTreeSet<String> = events.iter().filter_map(|e| drop_of(e)).map(f).collect();
+    set.into_iter().collect()
+}
+
+/// An ICMP frag-needed (3/4) or ICMPv6 packet-too-big (2).
+fn is_too_big_error(e: &Event) -> bool {
+    matches!((e.flow.l4_proto, e.flow.icmp), (Some(1), Some((3, 4))) | (Some(58), Some((2, _))))
+}
+
+fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    // Too-big errors the MTU probe saw dropped are told as part of mtu-blackhole, with the
+    // flow they were about (the drop's own flow is router -> sender, ICMP).
+    let mtu_told: HashSet<Option<u32>> = events
+        .iter()
+        .filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == "frag_needed_dropped"))
+        .map(|e| e.netns)
+        .collect();
+    let kept: Vec<Event> = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns))).cloned().collect();
+    for ((netns, ..), group) in group_drops(&kept, |d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
+        let mut evidence = obj(json!({
+            "events": group.len(),
+            "drops": group.len(),
+            "reason": "NETFILTER_DROP",
+            "locations": distinct(&group, |d| d.location.clone()),
+            "netns": netns,
+            "netns_pod": group.iter().find_map(|e| e.netns_pod.clone()),
+            "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
+        }));
+        let icmp_error = group.iter().any(|e| match (e.flow.l4_proto, e.flow.icmp) {
+            (Some(1), Some((t, _))) => matches!(t, 3 | 11 | 12),
+            (Some(58), Some((t, _))) => (1..=4).contains(&t),
+            _ => false,
+        });
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let mut summary = format!(
+            "a netfilter rule in {} dropped {}: look for a DROP or REJECT rule there (iptables-save -c / nft list ruleset in that namespace)",
+            netns_words(netns, &group, facts),
+            traffic_words(&group)
+        );
+        if icmp_error {
+            summary.push_str("; these are ICMP errors, which path MTU discovery and connection errors depend on");
+        }
+        out.push(Finding { code: "netfilter-drop", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<(Option<u32>, &'static str), Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        if let Some(c) = drop_of(e).and_then(|d| d.conntrack.as_ref()) {
+            groups.entry((e.netns, c.cause.name())).or_default().push(e);
+        }
+    }
+    for ((netns, cause), group) in groups {
+        let last = group.iter().rev().find_map(|e| drop_of(e).and_then(|d| d.conntrack.clone()));
+        let (entries, max) = last.map_or((None, None), |c| (c.entries, c.max));
+        let mut evidence = obj(json!({
+            "events": group.len(), "drops": group.len(), "cause": cause, "entries": entries, "max": max, "netns": netns,
+        }));
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let where_ = netns_words(netns, &group, facts);
+        let summary = match cause {
+            "table_full" => format!(
+                "the conntrack table of {where_} is full{}: {} new connections were dropped; raise net.netfilter.nf_conntrack_max or find what opens so many connections",
+                match (entries, max) {
+                    (Some(n), Some(m)) => format!(" ({n} of {m} entries)"),
+                    _ => String::new(),
+                },
+                group.len()
+            ),
+            "insert_failed" => format!("conntrack in {where_} failed to insert {} new connections (a race between packets of one new connection, typical of parallel DNS queries over UDP): consider single-request-reopen or TCP for DNS", group.len()),
+            _ => format!("conntrack in {where_} found {} packets invalid and they were dropped (out-of-window or out-of-state TCP, often asymmetric routing or a NAT mismatch)", group.len()),
+        };
+        out.push(Finding { code: "conntrack-drop", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+/// Whether a namespace forwards packets of this family: the device's `forwarding` where the
+/// drop names a device, else the namespace-wide switch.
+fn forwarding(facts: &mut dyn Facts, netns: u32, dev: Option<&str>, v6: bool) -> (Option<bool>, Map<String, Value>) {
+    let mut sysctls = Map::new();
+    let keys: Vec<String> = if v6 {
+        let mut k = vec!["net.ipv6.conf.all.forwarding".to_string()];
+        if let Some(dev) = dev {
+            k.push(format!("net.ipv6.conf.{dev}.forwarding"));
+        }
+        k
+    } else {
+        let mut k = vec!["net.ipv4.ip_forward".to_string()];
+        if let Some(dev) = dev {
+            k.push(format!("net.ipv4.conf.{dev}.forwarding"));
+        }
+        k
+    };
+    let mut on = None;
+    for key in keys {
+        if let Some(v) = facts.sysctl(netns, &key) {
+            // The most specific one read wins (the device's, read last).
+            on = Some(v.trim() != "0");
+            sysctls.insert(key, json!(v.trim()));
+        }
+    }
+    (on, sysctls)
+}
+
+fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<(Option<u32>, Option<String>, bool), Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        // Traffic to a Service address that nothing translated is service-not-translated's.
+        if drop_of(e).is_some_and(|d| ROUTE_REASONS.contains(&d.reason.as_str())) && service_address(e, facts).is_none() {
+            let v6 = matches!(e.flow.dst, Some(IpAddr::V6(_)));
+            groups.entry((e.netns, e.ifname.clone(), v6)).or_default().push(e);
+        }
+    }
+    for ((netns, dev, v6), group) in groups {
+        let (forwards, sysctls) = match netns {
+            Some(inode) => forwarding(facts, inode, dev.as_deref(), v6),
+            None => (None, Map::new()),
+        };
+        let reasons = distinct(&group, |d| d.reason.clone());
+        let mut evidence = obj(json!({
+            "events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns,
+            "device": dev, "sysctls": sysctls,
+        }));
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let where_ = netns_words(netns, &group, facts);
+        let traffic = traffic_words(&group);
+        let finding = if forwards == Some(false) {
+            let key = if v6 { "net.ipv6.conf.all.forwarding" } else { "net.ipv4.ip_forward" };
+            Finding {
+                code: "ip-forward-disabled",
+                severity: Severity::Error,
+                summary: format!(
+                    "IP forwarding is off in {where_} ({key} = 0{}): it dropped {traffic} that it should have routed; set {key}=1 there",
+                    dev.as_deref().map(|d| format!(", arriving on {d}")).unwrap_or_default()
+                ),
+                pods,
+                flows,
+                evidence,
+            }
+        } else {
+            Finding {
+                code: "no-route",
+                severity: Severity::Error,
+                summary: format!(
+                    "{where_} has no route for the destination: it dropped {traffic} ({}); add the route (ip route) or check that the pod CIDR does not overlap the host network",
+                    reasons.join(", ")
+                ),
+                pods,
+                flows,
+                evidence,
+            }
+        };
+        out.push(finding);
+    }
+}
+
+fn rp_filter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        if drop_of(e).is_some_and(|d| d.reason == "IP_RPFILTER") {
+            groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
+        }
+    }
+    for ((netns, dev), group) in groups {
+        let mut sysctls = Map::new();
+        if let Some(inode) = netns {
+            let mut keys = vec!["net.ipv4.conf.all.rp_filter".to_string()];
+            keys.extend(dev.iter().map(|d| format!("net.ipv4.conf.{d}.rp_filter")));
+            for key in keys {
+                if let Some(v) = facts.sysctl(inode, &key) {
+                    sysctls.insert(key, json!(v.trim()));
+                }
+            }
+        }
+        let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "netns": netns, "device": dev, "sysctls": sysctls}));
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let summary = format!(
+            "reverse-path filtering in {} dropped {}{}: the route back to the source leaves by another device; fix the routing or set rp_filter to 2 (loose) on that device",
+            netns_words(netns, &group, facts),
+            traffic_words(&group),
+            dev.as_deref().map(|d| format!(" arriving on {d}")).unwrap_or_default()
+        );
+        out.push(Finding { code: "rp-filter-drop", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+fn neighbor_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        if drop_of(e).is_some_and(|d| NEIGH_REASONS.contains(&d.reason.as_str())) {
+            groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
+        }
+    }
+    for ((netns, dev), group) in groups {
+        let reasons = distinct(&group, |d| d.reason.clone());
+        let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns, "device": dev}));
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let targets: BTreeSet<String> = group.iter().filter_map(|e| e.flow.dst.map(|a| a.to_string())).collect();
+        let summary = format!(
+            "{} could not resolve the link-layer address (ARP/ND got no answer) of {}{}: {} dropped; the host is down, not on that link, or an address overlaps another network",
+            netns_words(netns, &group, facts),
+            targets.into_iter().collect::<Vec<_>>().join(", "),
+            dev.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
+            traffic_words(&group)
+        );
+        out.push(Finding { code: "neighbor-failed", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+fn no_listener(events: &[Event], out: &mut Vec<Finding>) {
+    // Per (destination address, protocol, port) nothing listens on.
+    let mut groups: BTreeMap<(IpAddr, Option<u8>, Option<u16>), (Vec<&Event>, u64, u64)> = BTreeMap::new();
+    for e in events {
+        match &e.detail {
+            Detail::Drop(d) if d.reason == "NO_SOCKET" => {
+                if let Some(dst) = e.flow.dst {
+                    let g = groups.entry((dst, e.flow.l4_proto, e.flow.dport)).or_default();
+                    g.0.push(e);
+                    g.1 += 1;
+                }
+            }
+            // A reset received while connecting: the peer refused the port.
+            Detail::Reset(t) if t.direction == Some("received") && t.state == Some("SYN_SENT") => {
+                if let Some(dst) = e.flow.dst {
+                    let g = groups.entry((dst, e.flow.l4_proto, e.flow.dport)).or_default();
+                    g.0.push(e);
+                    g.2 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((dst, _, port), (group, drops, resets)) in groups {
+        let mut evidence = obj(json!({"events": group.len(), "drops": drops, "resets": resets}));
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let target = match port {
+            Some(p) => crate::events::Flow { dst: Some(dst), dport: Some(p), ..Default::default() }.dst_endpoint().unwrap_or_default(),
+            None => dst.to_string(),
+        };
+        let pod = group.iter().find_map(|e| e.dst_pod.clone()).map(|p| format!(" ({p})")).unwrap_or_default();
+        let proto = group.first().map(|e| e.flow.proto_name()).unwrap_or_default();
+        let summary = format!(
+            "nothing listens on {proto} {target}{pod}: {drops} packets found no socket and {resets} connects were refused; check that the server runs and listens on that port and address",
+        );
+        out.push(Finding { code: "no-listener", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+/// What the MTU events of one connection add up to.
+#[derive(Default)]
+struct MtuStory<'a> {
+    label: String,
+    events: Vec<&'a Event>,
+    sent: u64,
+    received: u64,
+    dropped: u64,
+    too_big: u64,
+    oversize: u64,
+    mtu: Option<u32>,
+    len: u32,
+    device: Option<String>,
+    dev_mtu: Option<u32>,
+    /// Where the ICMP error was dropped (the namespace's pod, or inode) and why.
+    dropped_at: Option<(String, String)>,
+}
+
+/// Retransmits per connection.
+fn retransmits_by_conn(events: &[Event], conns: &Connections) -> HashMap<ConnKey, u64> {
+    let mut out = HashMap::new();
+    for e in events {
+        if matches!(e.detail, Detail::Retransmit(_))
+            && let Some((key, _)) = conns.of(e)
+        {
+            *out.entry(key).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Frag-needed sent this many times for one connection, none received, while it retransmits:
+/// the sender is not learning the path MTU.
+const BLACKHOLE_REPEATS: u64 = 3;
+
+fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>) {
+    let mut stories: BTreeMap<ConnKey, MtuStory<'_>> = BTreeMap::new();
+    for e in events {
+        let Detail::Mtu(m) = &e.detail else { continue };
+        let Some((key, label)) = conns.of(e) else { continue };
+        let s = stories.entry(key).or_insert_with(|| MtuStory { label, ..MtuStory::default() });
+        s.events.push(e);
+        if m.event == "frag_needed_dropped" && s.dropped_at.is_none() {
+            let place = e.netns_pod.clone().map(|p| format!("pod {p}'s network namespace")).or_else(|| e.netns.map(|n| format!("network namespace {n}")));
+            s.dropped_at = place.map(|p| (p, m.reason.clone().unwrap_or_default()));
+        }
+        match m.event {
+            "frag_needed_sent" => s.sent += 1,
+            "frag_needed_received" => s.received += 1,
+            "frag_needed_dropped" => s.dropped += 1,
+            "too_big_drop" => s.too_big += 1,
+            "oversize" => s.oversize += 1,
+            _ => {}
+        }
+        if m.mtu.is_some() {
+            s.mtu = s.mtu.min(m.mtu).or(m.mtu);
+        }
+        if m.event != "frag_needed_dropped" && m.event != "frag_needed_received" {
+            s.len = s.len.max(m.len);
+            if e.ifname.is_some() && s.device.is_none() {
+                s.device = e.ifname.clone();
+                s.dev_mtu = m.dev_mtu;
+            }
+        }
+    }
+    let retransmits = retransmits_by_conn(events, conns);
+    for (key, s) in stories {
+        let retrans = retransmits.get(&key).copied().unwrap_or(0);
+        let too_big = s.sent + s.too_big + s.oversize;
+        let unlearned = too_big >= BLACKHOLE_REPEATS && s.received == 0 && retrans > 0;
+        if s.dropped == 0 && !unlearned {
+            continue;
+        }
+        let mut evidence = obj(json!({
+            "events": s.events.len() as u64 + retrans,
+            "mtu": s.mtu, "len": s.len, "device": s.device, "dev_mtu": s.dev_mtu,
+            "frag_needed_sent": s.sent, "frag_needed_received": s.received, "frag_needed_dropped": s.dropped,
+            "too_big_drops": s.too_big, "oversize": s.oversize, "retransmits": retrans,
+            "icmp_dropped_in": s.dropped_at.as_ref().map(|(place, _)| place.clone()),
+        }));
+        let (pods, _) = pods_and_flows(s.events.iter().copied(), &mut evidence);
+        let mtu = s.mtu.map(|m| format!("MTU {m}")).unwrap_or_else(|| "a smaller MTU".into());
+        let why = if s.dropped > 0 {
+            let at = s.dropped_at.as_ref().map(|(place, reason)| format!(" in {place} ({reason})")).unwrap_or_default();
+            format!("the ICMP error that would tell the sender was dropped {} times on the way back{at}", s.dropped)
+        } else {
+            "no ICMP error reached the sender (none was received on a traced device) while it kept retransmitting".to_string()
+        };
+        let summary = format!(
+            "large packets of {} ({} bytes) do not fit a hop with {mtu}{}: {why}, so the sender never shrinks them and the transfer hangs; let ICMP frag-needed / packet-too-big through, or lower the MTU (or clamp the TCP MSS) on the pod side",
+            s.label,
+            s.len,
+            s.device.as_deref().map(|d| format!(" (device {d})")).unwrap_or_default()
+        );
+        out.push(Finding { code: "mtu-blackhole", severity: Severity::Error, summary, pods, flows: BTreeSet::from([s.label]), evidence });
+    }
+}
+
+fn nat_of(e: &Event) -> Option<&NatDetail> {
+    match &e.detail {
+        Detail::Nat(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
+    // A connection marked no_reply that got its reply later is fine after all.
+    let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
+    let mut groups: BTreeMap<Option<String>, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        if let Some(n) = nat_of(e)
+            && n.state == "no_reply"
+            && !replied.contains(&n.conn)
+        {
+            groups.entry(n.backend.clone()).or_default().push(e);
+        }
+    }
+    for (backend, group) in groups {
+        let first = group.first().and_then(|e| nat_of(e));
+        let backend_pod = first.and_then(|n| n.backend_pod.clone());
+        let service = first.and_then(|n| n.service.clone());
+        let address = first.and_then(|n| n.orig_dst.clone());
+        let mut evidence = obj(json!({
+            "events": group.len(), "connections": group.len(), "backend": backend, "backend_pod": backend_pod,
+            "service": service, "address": address, "reply_timeout_s": info.reply_timeout.as_secs_f64(),
+        }));
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let target = match (&service, &address) {
+            (Some(s), Some(a)) => format!("Service {s} ({a})"),
+            (None, Some(a)) => a.clone(),
+            _ => "a NATed address".into(),
+        };
+        let summary = format!(
+            "{} connections to {target} were sent to backend {}{} which never replied within {:?}: check that backend (is it ready? does its network path back work?) or remove it from the Service's endpoints",
+            group.len(),
+            backend.as_deref().unwrap_or("-"),
+            backend_pod.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+            info.reply_timeout
+        );
+        out.push(Finding { code: "nat-no-reply", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+/// The Service address an event was headed for (its own destination), if it is one.
+fn service_address(e: &Event, facts: &dyn Facts) -> Option<(String, String)> {
+    let (dst, port, proto) = (e.flow.dst?, e.flow.dport?, e.flow.l4_proto?);
+    let service = facts.service(dst, port, proto)?;
+    Some((service, e.flow.dst_endpoint()?))
+}
+
+fn service_not_translated(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    if !facts.knows_services() {
+        return;
+    }
+    let translated: HashSet<String> = events.iter().filter_map(nat_of).filter(|n| n.nat != "snat").filter_map(|n| n.orig_dst.clone()).collect();
+    #[derive(Default)]
+    struct Seen<'a> {
+        events: Vec<&'a Event>,
+        retransmits: u64,
+        connect_fails: u64,
+        drops: u64,
+    }
+    let mut groups: BTreeMap<(String, String), Seen<'_>> = BTreeMap::new();
+    for e in events {
+        let counts = match &e.detail {
+            Detail::Retransmit(t) if t.state == Some("SYN_SENT") => (1, 0, 0),
+            Detail::ConnectFail(_) => (0, 1, 0),
+            Detail::Drop(_) => (0, 0, 1),
+            _ => continue,
+        };
+        let Some((service, address)) = service_address(e, facts) else { continue };
+        if translated.contains(&address) {
+            continue;
+        }
+        let g = groups.entry((service, address)).or_default();
+        g.events.push(e);
+        g.retransmits += counts.0;
+        g.connect_fails += counts.1;
+        g.drops += counts.2;
+    }
+    for ((service, address), g) in groups {
+        let mut evidence = obj(json!({
+            "events": g.events.len(), "service": service, "address": address, "retransmits": g.retransmits,
+            "connect_fails": g.connect_fails, "drops": g.drops, "dnat_seen": 0,
+        }));
+        let (pods, flows) = pods_and_flows(g.events.iter().copied(), &mut evidence);
+        let summary = format!(
+            "traffic to Service {service} ({address}) was never translated to a backend ({} SYN retransmits, {} failed connects, {} drops, no DNAT seen): this node's Service rules are missing; check kube-proxy (or the CNI's service implementation) on this node",
+            g.retransmits, g.connect_fails, g.drops
+        );
+        out.push(Finding { code: "service-not-translated", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+fn is_dns(e: &Event) -> bool {
+    let dns_port = |port: Option<u16>| port == Some(53);
+    match &e.detail {
+        Detail::Nat(n) => n.orig_dst.as_deref().and_then(super::flows::parse_end).is_some_and(|(_, p)| dns_port(p)),
+        _ => dns_port(e.flow.dport) && matches!(e.flow.l4_proto, Some(6 | 17)),
+    }
+}
+
+fn dns_no_reply(events: &[Event], out: &mut Vec<Finding>) {
+    #[derive(Default)]
+    struct Server<'a> {
+        events: Vec<&'a Event>,
+        no_reply: u64,
+        drops: u64,
+        retransmits: u64,
+    }
+    let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
+    let mut servers: BTreeMap<String, Server<'_>> = BTreeMap::new();
+    for e in events.iter().filter(|e| is_dns(e)) {
+        let (server, counts) = match &e.detail {
+            Detail::Nat(n) if n.state == "no_reply" && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0)),
+            Detail::Drop(_) => (e.flow.dst_endpoint(), (0, 1, 0)),
+            Detail::Retransmit(t) if t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1)),
+            Detail::ConnectFail(_) => (e.flow.dst_endpoint(), (0, 0, 1)),
+            _ => continue,
+        };
+        let Some(server) = server else { continue };
+        let s = servers.entry(server).or_default();
+        s.events.push(e);
+        s.no_reply += counts.0;
+        s.drops += counts.1;
+        s.retransmits += counts.2;
+    }
+    for (server, s) in servers {
+        let mut evidence = obj(json!({
+            "events": s.events.len(), "queries": s.events.len(), "server": server, "no_reply": s.no_reply,
+            "drops": s.drops, "retransmits": s.retransmits,
+        }));
+        let (pods, flows) = pods_and_flows(s.events.iter().copied(), &mut evidence);
+        let mut causes = Vec::new();
+        if s.no_reply > 0 {
+            causes.push(format!("{} got no reply", s.no_reply));
+        }
+        if s.drops > 0 {
+            causes.push(format!("{} were dropped on this node", s.drops));
+        }
+        if s.retransmits > 0 {
+            causes.push(format!("{} TCP connects were retransmitted or failed", s.retransmits));
+        }
+        let summary = format!(
+            "DNS queries to {server} are not answered ({}): name resolution in these pods times out; check the DNS server (kube-dns/CoreDNS pods) and the path to it",
+            causes.join(", ")
+        );
+        out.push(Finding { code: "dns-no-reply", severity: Severity::Error, summary, pods, flows, evidence });
+    }
+}
+
+fn socket_buffer_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    for ((netns, ..), group) in group_drops(events, |d| SOCKET_BUFFER_REASONS.contains(&d.reason.as_str())) {
+        let reasons = distinct(&group, |d| d.reason.clone());
+        let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns}));
+        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let summary = format!(
+            "a receiving socket in {} could not keep up: {} dropped because its queue was full ({}); the application reads too slowly, or its receive buffer (SO_RCVBUF, net.core.rmem_*) is too small",
+            netns_words(netns, &group, facts),
+            traffic_words(&group),
+            reasons.join(", ")
+        );
+        out.push(Finding { code: "socket-buffer-drop", severity: Severity::Warning, summary, pods, flows, evidence });
+    }
+}
+
+/// Codes whose flows already explain their retransmits: no reply ever came, for a reason told.
+const NO_REPLY_CODES: &[&str] = &["mtu-blackhole", "nat-no-reply", "service-not-translated", "dns-no-reply", "no-listener"];
+
+/// Drops that have a finding of their own: a connection with one of them is explained by it.
+fn drop_has_finding(d: &DropDetail) -> bool {
+    let r = d.reason.as_str();
+    d.conntrack.is_some()
+        || r == "NETFILTER_DROP"
+        || r == "IP_RPFILTER"
+        || r == "NO_SOCKET"
+        || r == "PKT_TOO_BIG"
+        || ROUTE_REASONS.contains(&r)
+        || NEIGH_REASONS.contains(&r)
+        || SOCKET_BUFFER_REASONS.contains(&r)
+}
+
+fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Finding>) {
+    let explained: HashSet<String> = out.iter().filter(|f| NO_REPLY_CODES.contains(&f.code)).flat_map(|f| f.flows.iter().cloned()).collect();
+    #[derive(Default)]
+    struct Conn<'a> {
+        label: String,
+        events: Vec<&'a Event>,
+        retransmits: u64,
+        connect_fails: u64,
+        states: BTreeSet<&'static str>,
+        /// Drops of this connection that have findings of their own, by reason.
+        drops: BTreeMap<String, u64>,
+    }
+    let mut by_conn: BTreeMap<ConnKey, Conn<'_>> = BTreeMap::new();
+    for e in events {
+        let Some((key, label)) = conns.of(e) else { continue };
+        let c = by_conn.entry(key).or_insert_with(|| Conn { label, ..Conn::default() });
+        match &e.detail {
+            Detail::Retransmit(t) => {
+                c.retransmits += 1;
+                c.states.extend(t.state);
+                c.events.push(e);
+            }
+            Detail::ConnectFail(t) => {
+                c.connect_fails += 1;
+                c.states.extend(t.state);
+                c.events.push(e);
+            }
+            Detail::Drop(d) if drop_has_finding(d) => *c.drops.entry(d.reason.clone()).or_default() += 1,
+            _ => {}
+        }
+    }
+    for (_, c) in by_conn {
+        let quiet = c.retransmits < STORM_RETRANSMITS && c.connect_fails == 0;
+        if quiet || explained.contains(&c.label) || !c.drops.is_empty() {
+            continue;
+        }
+        let mut evidence = obj(json!({
+            "events": c.events.len(), "retransmits": c.retransmits, "connect_fails": c.connect_fails,
+            "states": c.states,
+        }));
+        let (pods, _) = pods_and_flows(c.events.iter().copied(), &mut evidence);
+        let connecting = c.states.contains("SYN_SENT");
+        let seen_drops = "; no drop on this node explains it, so packets (or the replies) are lost beyond it: check the path back to this node (tunnel source address, firewalls)";
+        let summary = if connecting {
+            format!(
+                "connects {} got no answer: SYN retransmitted {} times{}{seen_drops}",
+                c.label,
+                c.retransmits,
+                if c.connect_fails > 0 { format!(", {} gave up", c.connect_fails) } else { String::new() }
+            )
+        } else {
+            format!("{} retransmitted {} times in this run{seen_drops}", c.label, c.retransmits)
+        };
+        let severity = if c.connect_fails > 0 { Severity::Error } else { Severity::Warning };
+        out.push(Finding { code: "retransmit-storm", severity, summary, pods, flows: BTreeSet::from([c.label]), evidence });
+    }
+}
