@@ -812,3 +812,231 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
         out.push(Finding { code: "retransmit-storm", severity, summary, pods, flows: BTreeSet::from([c.label]), evidence });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ConntrackCause, ConntrackDrop, Flow, MtuDetail, PacketCt, TcpDetail, test_dnat_event};
+
+    #[derive(Default)]
+    struct FakeFacts {
+        sysctls: HashMap<(u32, String), String>,
+        services: HashMap<(IpAddr, u16, u8), String>,
+    }
+
+    impl Facts for FakeFacts {
+        fn sysctl(&mut self, netns: u32, key: &str) -> Option<String> {
+            self.sysctls.get(&(netns, key.to_string())).cloned()
+        }
+        fn netns_name(&mut self, netns: u32) -> Option<String> {
+            (netns == 7).then(|| "router".into())
+        }
+        fn service(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String> {
+            self.services.get(&(ip, port, proto)).cloned()
+        }
+        fn knows_services(&self) -> bool {
+            !self.services.is_empty()
+        }
+    }
+
+    fn flow(src: &str, sport: u16, dst: &str, dport: u16, proto: u8) -> Flow {
+        Flow { src: src.parse().ok(), dst: dst.parse().ok(), sport: Some(sport), dport: Some(dport), l4_proto: Some(proto), ..Flow::default() }
+    }
+
+    fn drop_event(f: Flow, reason: &str, netns: u32, ts: i128) -> Event {
+        let mut e = test_dnat_event();
+        e.ts_unix_ns = ts;
+        e.flow = f;
+        e.netns = Some(netns);
+        e.ifname = Some("ra".into());
+        e.detail = Detail::Drop(DropDetail {
+            reason: reason.into(),
+            reason_code: 0,
+            location: "ip_error+0x94".into(),
+            len: 60,
+            packet_ct: PacketCt::Unread,
+            conntrack: None,
+        });
+        e
+    }
+
+    fn tcp(f: Flow, state: &'static str, fail: bool, ts: i128) -> Event {
+        let mut e = test_dnat_event();
+        e.ts_unix_ns = ts;
+        e.flow = f;
+        let d = TcpDetail { state: Some(state), count: 1, direction: None, duration_ms: None };
+        e.detail = if fail { Detail::ConnectFail(d) } else { Detail::Retransmit(d) };
+        e
+    }
+
+    fn run(events: &[Event], facts: &mut FakeFacts) -> Vec<Finding> {
+        diagnose(events, &RunInfo { reply_timeout: Duration::from_secs(3), ..RunInfo::default() }, facts)
+    }
+
+    fn codes(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn netfilter_drops_name_the_namespace_pods_and_flow() {
+        let mut e = drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 9, 1);
+        e.src_pod = Some("shop/web-0".into());
+        e.dst_pod = Some("shop/db-0".into());
+        e.netns_pod = Some("shop/db-0".into());
+        let retrans: Vec<Event> = (0..6).map(|i| tcp(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "SYN_SENT", false, 2 + i)).collect();
+        let mut events = vec![e.clone(), e];
+        events.extend(retrans);
+        let f = run(&events, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["netfilter-drop"], "the retransmits are explained by the drops: {f:#?}");
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].pods, BTreeSet::from(["shop/db-0".to_string(), "shop/web-0".to_string()]));
+        assert_eq!(f[0].flows, BTreeSet::from(["10.0.0.1:4000 -> 10.0.0.2:80".to_string()]));
+        assert_eq!(f[0].evidence["drops"], 2);
+        assert!(f[0].summary.contains("pod shop/db-0's network namespace"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn forwarding_off_is_told_from_a_missing_route_by_the_namespace_sysctl() {
+        let mut facts = FakeFacts::default();
+        facts.sysctls.insert((7, "net.ipv4.ip_forward".into()), "0".into());
+        facts.sysctls.insert((8, "net.ipv4.ip_forward".into()), "1".into());
+        let off = drop_event(flow("10.0.0.1", 4000, "10.0.1.1", 80, 6), "IP_INADDRERRORS", 7, 1);
+        let noroute = drop_event(flow("10.0.0.1", 4001, "10.9.0.1", 80, 6), "IP_INNOROUTES", 8, 2);
+        let f = run(&[off, noroute], &mut facts);
+        let fwd = f.iter().find(|f| f.code == "ip-forward-disabled").expect("ip-forward-disabled");
+        assert_eq!(fwd.evidence["sysctls"]["net.ipv4.ip_forward"], "0");
+        assert!(fwd.summary.contains("network namespace router (7)"), "{}", fwd.summary);
+        let nr = f.iter().find(|f| f.code == "no-route").expect("no-route");
+        assert_eq!(nr.flows, BTreeSet::from(["10.0.0.1:4001 -> 10.9.0.1:80".to_string()]));
+        assert_eq!(f.len(), 2, "{f:#?}");
+    }
+
+    fn nat_event(conn: u64, state: &'static str, reply_seen: bool, ts: i128) -> Event {
+        let mut e = test_dnat_event();
+        e.ts_unix_ns = ts;
+        if let Detail::Nat(n) = &mut e.detail {
+            n.conn = conn;
+            n.state = state;
+            n.reply_seen = reply_seen;
+            n.backend_pod = Some("kube-system/coredns-1".into());
+            n.service = Some("kube-system/kube-dns".into());
+        }
+        e
+    }
+
+    #[test]
+    fn a_backend_that_never_replies_is_named_and_a_late_reply_clears_it() {
+        let f = run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2)], &mut FakeFacts::default());
+        let mut found = codes(&f);
+        found.sort_unstable();
+        assert_eq!(found, ["dns-no-reply", "nat-no-reply"], "{f:#?}");
+        let nat = f.iter().find(|f| f.code == "nat-no-reply").expect("nat-no-reply");
+        assert_eq!(nat.evidence["backend_pod"], "kube-system/coredns-1");
+        assert!(nat.pods.contains("kube-system/coredns-1"));
+        assert_eq!(nat.flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:53".to_string()]));
+        assert!(f.iter().any(|f| f.code == "dns-no-reply"), "port 53: {f:#?}");
+        let late = run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2), nat_event(1, "reply", true, 3)], &mut FakeFacts::default());
+        assert!(late.is_empty(), "{late:#?}");
+    }
+
+    #[test]
+    fn traffic_to_a_service_address_without_dnat_is_not_translated_not_unroutable() {
+        let mut facts = FakeFacts::default();
+        facts.services.insert(("10.96.0.20".parse().unwrap(), 80, 6), "shop/web".into());
+        let to_svc = flow("10.244.1.7", 4000, "10.96.0.20", 80, 6);
+        let events = vec![drop_event(to_svc.clone(), "IP_INNOROUTES", 8, 1), tcp(to_svc.clone(), "SYN_SENT", true, 2)];
+        let f = run(&events, &mut facts);
+        assert_eq!(codes(&f), ["service-not-translated"], "{f:#?}");
+        assert_eq!(f[0].evidence["service"], "shop/web");
+        assert_eq!(f[0].evidence["connect_fails"], 1);
+        // With a DNAT for that address in the run, it was translated.
+        let mut nat = test_dnat_event();
+        if let Detail::Nat(n) = &mut nat.detail {
+            n.orig_dst = Some("10.96.0.20:80".into());
+        }
+        let mut with_nat = events.clone();
+        with_nat.push(nat);
+        assert!(!codes(&run(&with_nat, &mut facts)).contains(&"service-not-translated"));
+    }
+
+    #[test]
+    fn retransmits_nothing_explains_are_a_storm_and_a_failed_connect_an_error() {
+        let f1 = flow("10.0.0.1", 4000, "10.0.0.2", 443, 6);
+        let mut events: Vec<Event> = (0..5).map(|i| tcp(f1.clone(), "ESTABLISHED", false, i)).collect();
+        let f = run(&events, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["retransmit-storm"]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(f[0].evidence["retransmits"], 5);
+        events.truncate(4);
+        assert!(run(&events, &mut FakeFacts::default()).is_empty(), "4 retransmits are not a storm");
+        let syn = flow("10.0.0.1", 4001, "10.0.0.3", 80, 6);
+        let failed = vec![tcp(syn.clone(), "SYN_SENT", false, 1), tcp(syn.clone(), "SYN_SENT", false, 2), tcp(syn, "SYN_SENT", true, 3)];
+        let f = run(&failed, &mut FakeFacts::default());
+        assert_eq!((f[0].code, f[0].severity), ("retransmit-storm", Severity::Error));
+        assert!(f[0].summary.contains("SYN retransmitted 2 times, 1 gave up"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn routine_frees_and_unnamed_reasons_make_no_finding() {
+        let events = vec![
+            drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "QUEUE_PURGE", 9, 1),
+            drop_event(flow("10.0.0.1", 0, "224.0.0.22", 0, 2), "NOT_SPECIFIED", 9, 2),
+            drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "TCP_OLD_DATA", 9, 3),
+        ];
+        assert!(run(&events, &mut FakeFacts::default()).is_empty());
+    }
+
+    #[test]
+    fn a_dropped_frag_needed_is_an_mtu_blackhole_not_a_netfilter_drop() {
+        let data = flow("10.0.0.1", 4000, "10.0.1.1", 5001, 6);
+        let mtu = |event: &'static str, netns: u32, reason: Option<&str>| {
+            let mut e = test_dnat_event();
+            e.flow = data.clone();
+            e.netns = Some(netns);
+            e.src_pod = Some("shop/client".into());
+            e.netns_pod = (netns == 1).then(|| "shop/client".into());
+            e.ifname = Some(if netns == 1 { "eth0" } else { "rb" }.into());
+            e.detail = Detail::Mtu(MtuDetail {
+                event,
+                mtu: Some(1400),
+                len: 1500,
+                dev_mtu: Some(1400),
+                icmp_src: None,
+                icmp_dst: None,
+                reason: reason.map(str::to_string),
+                hook: "kfree_skb",
+            });
+            e
+        };
+        let mut icmp = drop_event(flow("10.0.0.254", 0, "10.0.0.1", 0, 1), "NETFILTER_DROP", 1, 5);
+        icmp.flow.sport = None;
+        icmp.flow.dport = None;
+        icmp.flow.icmp = Some((3, 4));
+        let events = vec![
+            mtu("frag_needed_sent", 7, None),
+            mtu("too_big_drop", 7, Some("PKT_TOO_BIG")),
+            mtu("frag_needed_dropped", 1, Some("NETFILTER_DROP")),
+            icmp,
+            tcp(data.clone(), "ESTABLISHED", false, 6),
+        ];
+        let f = run(&events, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["mtu-blackhole"], "{f:#?}");
+        assert_eq!(f[0].flows, BTreeSet::from(["10.0.0.1:4000 -> 10.0.1.1:5001".to_string()]));
+        assert_eq!(f[0].evidence["mtu"], 1400);
+        assert_eq!(f[0].evidence["frag_needed_dropped"], 1);
+        assert_eq!(f[0].evidence["icmp_dropped_in"], "pod shop/client's network namespace");
+        assert!(f[0].pods.contains("shop/client"));
+    }
+
+    #[test]
+    fn conntrack_drops_carry_the_fill_level() {
+        let mut e = drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 9, 1);
+        if let Detail::Drop(d) = &mut e.detail {
+            d.conntrack = Some(ConntrackDrop { cause: ConntrackCause::TableFull, entries: Some(6), max: Some(6) });
+        }
+        let f = run(&[e], &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["conntrack-drop"], "not also a rule's drop: {f:#?}");
+        assert_eq!((f[0].evidence["entries"].as_u64(), f[0].evidence["max"].as_u64()), (Some(6), Some(6)));
+        assert!(f[0].summary.contains("(6 of 6 entries)"), "{}", f[0].summary);
+    }
+}
