@@ -66,7 +66,6 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     if progress {
         eprintln!();
     }
-    drop(decode);
     let services = session.services().clone();
     let devices = std::mem::take(&mut session.devices);
     let (counts, _pods) = session.stop()?;

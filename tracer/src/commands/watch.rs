@@ -31,7 +31,6 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     let sink: &mut dyn Sink = if config.by_flow { &mut collect } else { stream.as_mut() };
     let (ebpf, pods, decode) = session.parts();
     let delivered = runner::run_with_ticks(ebpf, stop, sink, pods, |h, b| decode.decode(h, b), |now| decode.tick(now)).await?;
-    drop(decode);
     session.stop()?;
     if config.by_flow && !delivered.output_closed {
         print_stories(&collect, config.trace.output)?;

@@ -50,6 +50,9 @@ pub trait Facts {
     fn service(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String>;
     /// Whether any Service is known at all (else service-not-translated cannot be told).
     fn knows_services(&self) -> bool;
+    /// iptables rules of namespace `netns` that drop or reject and have counted packets, as
+    /// `TABLE/CHAIN: RULE (N packets)`; empty when they cannot be read.
+    fn dropping_rules(&mut self, netns: u32) -> Vec<String>;
 }
 
 /// What the run was, besides its events.
@@ -211,8 +214,11 @@ fn traffic_label(e: &Event) -> Option<String> {
     Some(format!("from {} to {}", with(e.flow.src_endpoint(), &e.src_pod)?, with(e.flow.dst_endpoint(), &e.dst_pod)?))
 }
 
-/// Drops grouped by (namespace, source IP, destination IP, protocol, destination port).
-fn group_drops<'a>(events: &'a [Event], keep: impl Fn(&DropDetail) -> bool) -> BTreeMap<(Option<u32>, Option<IpAddr>, Option<IpAddr>, Option<u8>, Option<u16>), Vec<&'a Event>> {
+/// Namespace, source IP, destination IP, protocol, destination port.
+type DropGroup = (Option<u32>, Option<IpAddr>, Option<IpAddr>, Option<u8>, Option<u16>);
+
+/// Drops grouped by [`DropGroup`].
+fn group_drops(events: &[Event], keep: impl Fn(&DropDetail) -> bool) -> BTreeMap<DropGroup, Vec<&Event>> {
     let mut groups: BTreeMap<_, Vec<&Event>> = BTreeMap::new();
     for e in events {
         if drop_of(e).is_some_and(&keep) {
@@ -252,6 +258,8 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
             "netns_pod": group.iter().find_map(|e| e.netns_pod.clone()),
             "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
         }));
+        let rules = netns.map(|n| facts.dropping_rules(n)).unwrap_or_default();
+        evidence.insert("rules".into(), json!(rules));
         let icmp_error = group.iter().any(|e| match (e.flow.l4_proto, e.flow.icmp) {
             (Some(1), Some((t, _))) => matches!(t, 3 | 11 | 12),
             (Some(58), Some((t, _))) => (1..=4).contains(&t),
@@ -263,6 +271,12 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
             netns_words(netns, &group, facts),
             traffic_words(&group)
         );
+        if let Some(rule) = rules.first() {
+            summary.push_str(&format!("; the rule counting drops there: {rule}"));
+            if rules.len() > 1 {
+                summary.push_str(&format!(" (and {} more, see evidence)", rules.len() - 1));
+            }
+        }
         if icmp_error {
             summary.push_str("; these are ICMP errors, which path MTU discovery and connection errors depend on");
         }
@@ -330,7 +344,9 @@ fn forwarding(facts: &mut dyn Facts, netns: u32, dev: Option<&str>, v6: bool) ->
 }
 
 fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
-    let mut groups: BTreeMap<(Option<u32>, Option<String>, bool), Vec<&Event>> = BTreeMap::new();
+    // Per namespace, incoming device and family: forwarding is switched per device.
+    type Key = (Option<u32>, Option<String>, bool);
+    let mut groups: BTreeMap<Key, Vec<&Event>> = BTreeMap::new();
     for e in events {
         // Traffic to a Service address that nothing translated is service-not-translated's.
         if drop_of(e).is_some_and(|d| ROUTE_REASONS.contains(&d.reason.as_str())) && service_address(e, facts).is_none() {
@@ -436,6 +452,7 @@ fn neighbor_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding
 
 fn no_listener(events: &[Event], out: &mut Vec<Finding>) {
     // Per (destination address, protocol, port) nothing listens on.
+    #[expect(clippy::type_complexity, reason = "a local tally: (events, drops, resets) per destination")]
     let mut groups: BTreeMap<(IpAddr, Option<u8>, Option<u16>), (Vec<&Event>, u64, u64)> = BTreeMap::new();
     for e in events {
         match &e.detail {
@@ -837,6 +854,9 @@ mod tests {
         fn knows_services(&self) -> bool {
             !self.services.is_empty()
         }
+        fn dropping_rules(&mut self, netns: u32) -> Vec<String> {
+            if netns == 9 { vec!["filter/INPUT: -A INPUT -p tcp --dport 80 -j DROP (2 packets)".into()] } else { Vec::new() }
+        }
     }
 
     fn flow(src: &str, sport: u16, dst: &str, dport: u16, proto: u8) -> Flow {
@@ -893,6 +913,8 @@ mod tests {
         assert_eq!(f[0].flows, BTreeSet::from(["10.0.0.1:4000 -> 10.0.0.2:80".to_string()]));
         assert_eq!(f[0].evidence["drops"], 2);
         assert!(f[0].summary.contains("pod shop/db-0's network namespace"), "{}", f[0].summary);
+        assert!(f[0].summary.contains("the rule counting drops there: filter/INPUT: -A INPUT"), "{}", f[0].summary);
+        assert_eq!(f[0].evidence["rules"][0], "filter/INPUT: -A INPUT -p tcp --dport 80 -j DROP (2 packets)");
     }
 
     #[test]

@@ -51,6 +51,10 @@ struct Original {
 #[derive(Debug, Default)]
 pub struct Connections {
     alias: HashMap<ConnKey, Original>,
+    /// (protocol, source address, destination) -> the last connection seen with a source
+    /// port: a connect that failed before its first retransmit is reported with port 0 (the
+    /// kernel had not told its port yet), and belongs to that connection.
+    by_client: HashMap<(Option<u8>, IpAddr, End), ConnKey>,
 }
 
 impl Connections {
@@ -72,7 +76,19 @@ impl Connections {
             }
             alias.insert(original.key.clone(), original);
         }
-        Self { alias }
+        let mut by_client = HashMap::new();
+        let mut sorted: Vec<&Event> = events.iter().collect();
+        sorted.sort_by_key(|e| e.ts_unix_ns);
+        for e in sorted {
+            let f = &e.flow;
+            if let (Some(src), Some(dst), Some(sport)) = (f.src, f.dst, f.sport)
+                && sport != 0
+                && let Some(key) = ConnKey::of_flow(e)
+            {
+                by_client.insert((f.l4_proto, src, (dst, f.dport)), key);
+            }
+        }
+        Self { alias, by_client }
     }
 
     /// The connection an event belongs to and its label (`SRC -> DST`, the original direction
@@ -84,7 +100,18 @@ impl Connections {
             let key = ConnKey::new(event.flow.l4_proto, os, od);
             return Some((key, format!("{} -> {}", n.orig_src.as_deref()?, n.orig_dst.as_deref()?)));
         }
-        let key = ConnKey::of_flow(event)?;
+        let mut key = ConnKey::of_flow(event)?;
+        let f = &event.flow;
+        if f.sport == Some(0)
+            && let Some(known) = self.by_client.get(&(f.l4_proto, f.src?, (f.dst?, f.dport)))
+        {
+            key = known.clone();
+            if !self.alias.contains_key(&key) {
+                let label = if key.a.0 == f.src? { (key.a, key.b) } else { (key.b, key.a) };
+                let end = |(ip, port): End| crate::events::Flow { src: Some(ip), sport: port, ..Default::default() }.src_endpoint();
+                return Some((key.clone(), format!("{} -> {}", end(label.0)?, end(label.1)?)));
+            }
+        }
         match self.alias.get(&key) {
             Some(original) => Some((original.key.clone(), original.label.clone())),
             None => Some((key, flow_label(event)?)),
@@ -183,6 +210,16 @@ mod tests {
         assert_eq!(s[0].events[0], &before, "time order");
         assert_eq!(s[0].events[2], &after);
         assert_eq!(s[1].label, "10.244.1.7:40001 -> 10.96.0.10:53");
+    }
+
+    #[test]
+    fn a_connect_that_failed_before_its_port_was_known_joins_its_connection() {
+        let mut failed = tcp_event("10.0.0.1", 0, "10.0.0.2", 80, 2);
+        failed.detail = Detail::ConnectFail(TcpDetail { state: Some("SYN_SENT"), count: 0, direction: None, duration_ms: None });
+        let events = vec![tcp_event("10.0.0.1", 41000, "10.0.0.2", 80, 1), failed];
+        let s = stories(&events);
+        assert_eq!(s.len(), 1, "{s:#?}");
+        assert_eq!(s[0].label, "10.0.0.1:41000 -> 10.0.0.2:80");
     }
 
     #[test]
