@@ -167,7 +167,12 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         kernel: kernel::release(),
         features: feats,
         hooks: hook_report,
-        commands: vec![drops_row, retrans_row, nat_row, mtu_row],
+        commands: {
+            let families = [&drops_row, &retrans_row, &nat_row, &mtu_row];
+            let watch = all_probes_status("watch", &families);
+            let diagnose = all_probes_status("diagnose", &families);
+            vec![drops_row, retrans_row, nat_row, mtu_row, watch, diagnose]
+        },
         drop_reasons: reasons_list,
     };
 
@@ -291,3 +296,17 @@ fn print_table(report: &Report) {
         println!("  {kind}: {}", h.method);
     }
 }
+
+/// `watch` and `diagnose` run every family that can run here: they run when one can, and say
+/// which are left out.
+fn all_probes_status(command: &'static str, families: &[&CommandStatus]) -> CommandStatus {
+    let running: Vec<&str> = families.iter().filter(|f| f.runs).map(|f| f.command).collect();
+    let missing: Vec<&str> = families.iter().filter(|f| !f.runs).map(|f| f.command).collect();
+    let detail = match (running.is_empty(), missing.is_empty()) {
+        (true, _) => "no probe family runs here (see the rows above)".to_string(),
+        (false, true) => format!("with {}", running.join(", ")),
+        (false, false) => format!("with {}; without {} (see the rows above)", running.join(", "), missing.join(", ")),
+    };
+    CommandStatus { command, runs: !running.is_empty(), hook: None, attach: None, detail }
+}
+
