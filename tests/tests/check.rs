@@ -110,6 +110,23 @@ fn check_json_reports_hooks_consistently() {
     let attached = run.stderr_lines().into_iter().find(|l| l.contains("attached")).unwrap_or_default().to_string();
     assert!(attached.contains(&format!("({attach};")), "check says drops attaches {attach}; drops said: {attached}");
 
+    // watch and diagnose run with every family that runs, and name the ones that do not.
+    let commands = report["commands"].as_array().cloned().unwrap_or_default();
+    let row = |name: &str| commands.iter().find(|c| c["command"] == name).cloned().unwrap_or_else(|| panic!("no {name} row in {report}"));
+    let families: Vec<Value> = ["drops", "retrans", "nat", "mtu"].iter().map(|f| row(f)).collect();
+    for all in ["watch", "diagnose"] {
+        let r = row(all);
+        let any = families.iter().any(|f| f["runs"] == true);
+        assert_eq!(r["runs"], any, "{all} runs iff a family runs: {r}");
+        let detail = r["detail"].as_str().unwrap_or_default();
+        for f in &families {
+            let name = f["command"].as_str().unwrap_or_default();
+            let said = if f["runs"] == true { "with" } else { "without" };
+            let part = detail.split(';').find(|p| p.trim_start().starts_with(said)).unwrap_or_default();
+            assert!(part.contains(name), "{all}: {name} should be listed `{said}` in {detail:?}");
+        }
+    }
+
     // The table says the same as the JSON.
     let table = run_tracer(&["check"], Duration::from_secs(60));
     table.assert_code(0);
