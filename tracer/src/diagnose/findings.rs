@@ -93,7 +93,7 @@ pub fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<
     mtu_blackholes(events, &conns, &mut out);
     nat_no_reply(events, info, &mut out);
     service_not_translated(events, facts, &mut out);
-    dns_no_reply(events, &mut out);
+    dns_no_reply(events, info.reply_timeout, &mut out);
     socket_buffer_drops(events, facts, &mut out);
     // Last: only flows that no finding above explains.
     retransmit_storms(events, &conns, &mut out);
@@ -258,7 +258,13 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
             "netns_pod": group.iter().find_map(|e| e.netns_pod.clone()),
             "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
         }));
-        let rules = netns.map(|n| facts.dropping_rules(n)).unwrap_or_default();
+        let (proto, dport) = group.first().map(|e| (e.flow.proto_name(), e.flow.dport)).unwrap_or_default();
+        let rules: Vec<String> = netns
+            .map(|n| facts.dropping_rules(n))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|rule| rule_may_match(rule, &proto, dport))
+            .collect();
         evidence.insert("rules".into(), json!(rules));
         let icmp_error = group.iter().any(|e| match (e.flow.l4_proto, e.flow.icmp) {
             (Some(1), Some((t, _))) => matches!(t, 3 | 11 | 12),
@@ -282,6 +288,30 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
         }
         out.push(Finding { code: "netfilter-drop", severity: Severity::Error, summary, pods, flows, evidence });
     }
+}
+
+/// Whether an iptables rule could have matched packets of `proto` to `dport`: its `-p` and
+/// `--dport` (when it has them) agree. Other matches are not judged: a rule that may match stays.
+fn rule_may_match(rule: &str, proto: &str, dport: Option<u16>) -> bool {
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    let value_of = |flag: &str| words.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
+    if let Some(p) = value_of("-p")
+        && !p.starts_with('!')
+        && p != proto
+        && p != "all"
+    {
+        return false;
+    }
+    if let (Some(want), Some(port)) = (value_of("--dport"), dport) {
+        let fits = match want.split_once(':') {
+            Some((lo, hi)) => lo.parse::<u16>().is_ok_and(|lo| lo <= port) && hi.parse::<u16>().is_ok_and(|hi| port <= hi),
+            None => want.parse::<u16>().is_ok_and(|w| w == port),
+        };
+        if !fits {
+            return false;
+        }
+    }
+    true
 }
 
 fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
@@ -504,8 +534,8 @@ struct MtuStory<'a> {
     len: u32,
     device: Option<String>,
     dev_mtu: Option<u32>,
-    /// Where the ICMP error was dropped (the namespace's pod, or inode) and why.
-    dropped_at: Option<(String, String)>,
+    /// Where the ICMP error was dropped (namespace inode, its pod) and why.
+    dropped_at: Option<(Option<u32>, Option<String>, String)>,
 }
 
 /// Retransmits per connection.
@@ -533,8 +563,7 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
         let s = stories.entry(key).or_insert_with(|| MtuStory { label, ..MtuStory::default() });
         s.events.push(e);
         if m.event == "frag_needed_dropped" && s.dropped_at.is_none() {
-            let place = e.netns_pod.clone().map(|p| format!("pod {p}'s network namespace")).or_else(|| e.netns.map(|n| format!("network namespace {n}")));
-            s.dropped_at = place.map(|p| (p, m.reason.clone().unwrap_or_default()));
+            s.dropped_at = Some((e.netns, e.netns_pod.clone(), m.reason.clone().unwrap_or_default()));
         }
         match m.event {
             "frag_needed_sent" => s.sent += 1,
@@ -568,12 +597,17 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
             "mtu": s.mtu, "len": s.len, "device": s.device, "dev_mtu": s.dev_mtu,
             "frag_needed_sent": s.sent, "frag_needed_received": s.received, "frag_needed_dropped": s.dropped,
             "too_big_drops": s.too_big, "oversize": s.oversize, "retransmits": retrans,
-            "icmp_dropped_in": s.dropped_at.as_ref().map(|(place, _)| place.clone()),
+            "icmp_dropped_netns": s.dropped_at.as_ref().and_then(|(netns, ..)| *netns),
+            "icmp_dropped_pod": s.dropped_at.as_ref().and_then(|(_, pod, _)| pod.clone()),
         }));
         let (pods, _) = pods_and_flows(s.events.iter().copied(), &mut evidence);
         let mtu = s.mtu.map(|m| format!("MTU {m}")).unwrap_or_else(|| "a smaller MTU".into());
         let why = if s.dropped > 0 {
-            let at = s.dropped_at.as_ref().map(|(place, reason)| format!(" in {place} ({reason})")).unwrap_or_default();
+            let at = match &s.dropped_at {
+                Some((_, Some(pod), reason)) => format!(" in pod {pod}'s network namespace ({reason})"),
+                Some((Some(netns), None, reason)) => format!(" in network namespace {netns} ({reason})"),
+                _ => String::new(),
+            };
             format!("the ICMP error that would tell the sender was dropped {} times on the way back{at}", s.dropped)
         } else {
             "no ICMP error reached the sender (none was received on a traced device) while it kept retransmitting".to_string()
@@ -600,9 +634,11 @@ fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
     let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
     let mut groups: BTreeMap<Option<String>, Vec<&Event>> = BTreeMap::new();
     for e in events {
+        // DNS queries are dns-no-reply's, which names the backend too: one finding, not two.
         if let Some(n) = nat_of(e)
             && n.state == "no_reply"
             && !replied.contains(&n.conn)
+            && !is_dns(e)
         {
             groups.entry(n.backend.clone()).or_default().push(e);
         }
@@ -692,13 +728,16 @@ fn is_dns(e: &Event) -> bool {
     }
 }
 
-fn dns_no_reply(events: &[Event], out: &mut Vec<Finding>) {
+fn dns_no_reply(events: &[Event], reply_timeout: Duration, out: &mut Vec<Finding>) {
     #[derive(Default)]
     struct Server<'a> {
         events: Vec<&'a Event>,
         no_reply: u64,
         drops: u64,
         retransmits: u64,
+        /// NAT backends the unanswered queries were sent to, with their pods.
+        backends: BTreeMap<String, Option<String>>,
+        service: Option<String>,
     }
     let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
     let mut servers: BTreeMap<String, Server<'_>> = BTreeMap::new();
@@ -712,6 +751,12 @@ fn dns_no_reply(events: &[Event], out: &mut Vec<Finding>) {
         };
         let Some(server) = server else { continue };
         let s = servers.entry(server).or_default();
+        if let Some(n) = nat_of(e) {
+            if let Some(backend) = &n.backend {
+                s.backends.insert(backend.clone(), n.backend_pod.clone());
+            }
+            s.service = s.service.take().or_else(|| n.service.clone());
+        }
         s.events.push(e);
         s.no_reply += counts.0;
         s.drops += counts.1;
@@ -720,12 +765,23 @@ fn dns_no_reply(events: &[Event], out: &mut Vec<Finding>) {
     for (server, s) in servers {
         let mut evidence = obj(json!({
             "events": s.events.len(), "queries": s.events.len(), "server": server, "no_reply": s.no_reply,
-            "drops": s.drops, "retransmits": s.retransmits,
+            "drops": s.drops, "retransmits": s.retransmits, "service": s.service,
+            "backends": s.backends.keys().collect::<Vec<_>>(),
+            "backend_pods": s.backends.values().flatten().collect::<Vec<_>>(),
         }));
         let (pods, flows) = pods_and_flows(s.events.iter().copied(), &mut evidence);
         let mut causes = Vec::new();
         if s.no_reply > 0 {
-            causes.push(format!("{} got no reply", s.no_reply));
+            let sent_to: Vec<String> = s
+                .backends
+                .iter()
+                .map(|(b, pod)| pod.as_ref().map_or_else(|| b.clone(), |p| format!("{b} ({p})")))
+                .collect();
+            if sent_to.is_empty() {
+                causes.push(format!("{} got no reply", s.no_reply));
+            } else {
+                causes.push(format!("{} sent to backend {} got no reply within {:?}", s.no_reply, sent_to.join(", "), reply_timeout));
+            }
         }
         if s.drops > 0 {
             causes.push(format!("{} were dropped on this node", s.drops));
@@ -733,8 +789,12 @@ fn dns_no_reply(events: &[Event], out: &mut Vec<Finding>) {
         if s.retransmits > 0 {
             causes.push(format!("{} TCP connects were retransmitted or failed", s.retransmits));
         }
+        let server_words = match &s.service {
+            Some(svc) => format!("Service {svc} ({server})"),
+            None => server.clone(),
+        };
         let summary = format!(
-            "DNS queries to {server} are not answered ({}): name resolution in these pods times out; check the DNS server (kube-dns/CoreDNS pods) and the path to it",
+            "DNS queries to {server_words} are not answered ({}): name resolution in these pods times out; check the DNS server (kube-dns/CoreDNS pods) and the path to it",
             causes.join(", ")
         );
         out.push(Finding { code: "dns-no-reply", severity: Severity::Error, summary, pods, flows, evidence });
@@ -949,14 +1009,24 @@ mod tests {
     #[test]
     fn a_backend_that_never_replies_is_named_and_a_late_reply_clears_it() {
         let f = run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2)], &mut FakeFacts::default());
-        let mut found = codes(&f);
-        found.sort_unstable();
-        assert_eq!(found, ["dns-no-reply", "nat-no-reply"], "{f:#?}");
-        let nat = f.iter().find(|f| f.code == "nat-no-reply").expect("nat-no-reply");
-        assert_eq!(nat.evidence["backend_pod"], "kube-system/coredns-1");
-        assert!(nat.pods.contains("kube-system/coredns-1"));
-        assert_eq!(nat.flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:53".to_string()]));
-        assert!(f.iter().any(|f| f.code == "dns-no-reply"), "port 53: {f:#?}");
+        assert_eq!(codes(&f), ["dns-no-reply"], "a DNS query is told once, as DNS: {f:#?}");
+        let dns = &f[0];
+        assert_eq!(dns.evidence["backend_pods"][0], "kube-system/coredns-1");
+        assert_eq!(dns.evidence["service"], "kube-system/kube-dns");
+        assert!(dns.pods.contains("kube-system/coredns-1"));
+        assert_eq!(dns.flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:53".to_string()]));
+        assert!(dns.summary.contains("sent to backend 10.244.2.9:53 (kube-system/coredns-1) got no reply within 3s"), "{}", dns.summary);
+        // Not DNS: the backend is named by nat-no-reply.
+        let mut web: Vec<Event> = [nat_event(2, "new", false, 1), nat_event(2, "no_reply", false, 2)].into();
+        for e in &mut web {
+            if let Detail::Nat(n) = &mut e.detail {
+                n.orig_dst = Some("10.96.0.10:80".into());
+            }
+        }
+        let f = run(&web, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["nat-no-reply"], "{f:#?}");
+        assert_eq!(f[0].evidence["backend_pod"], "kube-system/coredns-1");
+        assert_eq!(f[0].flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:80".to_string()]));
         let late = run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2), nat_event(1, "reply", true, 3)], &mut FakeFacts::default());
         assert!(late.is_empty(), "{late:#?}");
     }
@@ -1046,8 +1116,19 @@ mod tests {
         assert_eq!(f[0].flows, BTreeSet::from(["10.0.0.1:4000 -> 10.0.1.1:5001".to_string()]));
         assert_eq!(f[0].evidence["mtu"], 1400);
         assert_eq!(f[0].evidence["frag_needed_dropped"], 1);
-        assert_eq!(f[0].evidence["icmp_dropped_in"], "pod shop/client's network namespace");
+        assert_eq!(f[0].evidence["icmp_dropped_netns"], 1);
+        assert_eq!(f[0].evidence["icmp_dropped_pod"], "shop/client");
+        assert!(f[0].summary.contains("dropped 1 times on the way back in pod shop/client's network namespace (NETFILTER_DROP)"), "{}", f[0].summary);
         assert!(f[0].pods.contains("shop/client"));
+    }
+
+    #[test]
+    fn rules_are_matched_on_protocol_and_port() {
+        assert!(rule_may_match("-A INPUT -p tcp -m tcp --dport 8080 -j DROP", "tcp", Some(8080)));
+        assert!(!rule_may_match("-A INPUT -p tcp -m tcp --dport 8080 -j DROP", "udp", Some(8080)));
+        assert!(!rule_may_match("-A INPUT -p udp -m udp --dport 5302 -j DROP", "udp", Some(5301)));
+        assert!(rule_may_match("-A INPUT -p udp -m udp --dport 5000:5400 -j DROP", "udp", Some(5301)));
+        assert!(rule_may_match("-A FORWARD -d 10.0.0.2/32 -j REJECT", "icmp", None));
     }
 
     #[test]

@@ -1,0 +1,1263 @@
+//! Privileged scenario tests for `tracer diagnose`: each test builds one broken (or one healthy)
+//! network in namespaces it creates — plain labs, a kube-proxy-like node, or a real containerd
+//! node with CNI pods — runs `tracer diagnose --duration 6s -o json` while the traffic that hits
+//! the problem flows, and asserts on the findings (docs/FINDINGS.md): the code, its severity,
+//! the pods and the flows (`SRC -> DST`), and the evidence the spec lists.
+//! Run as root: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test diagnose`.
+//!
+//! What this kernel reports for each scenario (6.18, measured with `tracer drops/retrans/nat/mtu`
+//! on the same labs; the rules in tracer rest on it):
+//! - A rule's DROP: NETFILTER_DROP at `nf_hook_slow` in the namespace of the rule.
+//! - A forwarded packet with no route: IP_INNOROUTES at `ip_error`, in the router's namespace
+//!   (a local send with no route gives no event at all: the socket call fails).
+//! - A forwarded packet in a namespace with ip_forward=0: IP_INADDRERRORS at `ip_error` (not a
+//!   NOROUTE reason), in the router's namespace.
+//! - MTU black hole: `frag_needed_sent` (icmp_send) and PKT_TOO_BIG at the router,
+//!   `frag_needed_dropped` (NETFILTER_DROP) in the client, ESTABLISHED retransmits.
+//! - A DNATed connection whose backend never answers: nat `new` then `no_reply` in the node.
+//! - A DNS query to a Service whose backend reads but never answers: only the node's nat
+//!   `new`/`no_reply` (no drop, no retransmit): conntrack is the only witness.
+//! - NO_SOCKET (`__udp4_lib_rcv`, `tcp_v4_rcv`) and a sent/received reset for a closed port;
+//!   NEIGH_FAILED (`neigh_invalidate`, about 3 s after the first packet) for an on-link address
+//!   nobody has; IP_RPFILTER (`ip_rcv_finish_core`); SOCKET_RCVBUFF (`udp_queue_rcv_one_skb`);
+//!   an NFQUEUE verdict without a listener frees the packet as NOT_SPECIFIED (`nf_queue`): loss
+//!   that no finding explains.
+//! - Noise every lab makes and no finding may rest on: IGMP reports NOT_SPECIFIED at
+//!   `ip_rcv_finish_core` in bridge-attached namespaces, QUEUE_PURGE at `sk_stream_kill_queues`.
+//!
+//! With `TRACER_DIAG_EXPLORE=1` each scenario runs under `drops --all-reasons`, `retrans`, `nat`
+//! and `mtu` instead and prints their events (run with `--nocapture`): how a kernel reports the
+//! scenario, for re-checking the list above on another kernel.
+//!
+//! Every lab is private (namespaces, a 198.18.0.0/15 block), every run is filtered to the lab's
+//! block with `--ip`, traffic is bounded in count and time, and everything is removed on drop,
+//! also on panic. The tests of this file run one at a time ([`serial`]): each run loads every
+//! probe family, and the machine has two CPUs.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracer_tests::kube_api::ServiceFixture;
+use tracer_tests::node::{NodeLab, Pod, require_node};
+use tracer_tests::*;
+
+/// `--duration` of every run, in seconds. Traffic must be over (or have done what the test
+/// needs) well before it ends.
+const DURATION_S: u64 = 6;
+/// `--reply-timeout` of every run: a NATed connection without a reply after this is no_reply.
+const REPLY_TIMEOUT: &str = "1s";
+/// How long traffic may take after the tracer attached, leaving the tracer time to see the end.
+const TRAFFIC_BUDGET: Duration = Duration::from_millis(4800);
+
+const SEVERITIES: &[&str] = &["error", "warning", "info"];
+/// The finding codes CONTRACT.md names (the tool may add more; each must then be documented in
+/// docs/FINDINGS.md). All of them rest on events of the run.
+const CONTRACT_CODES: &[&str] = &[
+    "netfilter-drop",
+    "no-route",
+    "no-listener",
+    "mtu-blackhole",
+    "nat-no-reply",
+    "service-not-translated",
+    "retransmit-storm",
+    "conntrack-drop",
+    "neighbor-failed",
+    "ip-forward-disabled",
+    "rp-filter-drop",
+    "dns-no-reply",
+    "socket-buffer-drop",
+];
+
+/// Codes docs/FINDINGS.md documents: the first cell of each table row, in backticks.
+fn documented_codes() -> BTreeSet<String> {
+    let path = workspace_root().join("docs/FINDINGS.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(code, _)| code.to_string()))
+        .collect()
+}
+
+/// The tests of this binary run one at a time: a diagnose run attaches every probe family, and
+/// two of them at once on two CPUs would make durations and timeouts meaningless.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ep(ip: &str, port: u16) -> String {
+    format!("{ip}:{port}")
+}
+
+/// A finding's flow: `SRC -> DST`.
+fn flow(src: &str, dst: &str) -> String {
+    format!("{src} -> {dst}")
+}
+
+/// The lab's four /24s as one CIDR, for `--ip`.
+fn block(addrs: &AddrBlock) -> String {
+    addrs.net(0).replace("/24", "/22")
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running diagnose
+// ---------------------------------------------------------------------------------------------
+
+/// What a run needs besides the traffic: where pods come from, the lab's block, devices for
+/// the MTU probe's tc programs (`NETNS:DEV`).
+struct RunArgs {
+    pods_from: Vec<String>,
+    ips: Vec<String>,
+    ifaces: Vec<String>,
+}
+
+impl RunArgs {
+    fn new(pods_from: &[&str], ips: &[String]) -> RunArgs {
+        RunArgs { pods_from: strings(pods_from), ips: ips.to_vec(), ifaces: Vec::new() }
+    }
+
+    fn iface(mut self, ns: &Netns, dev: &str) -> RunArgs {
+        self.ifaces.push(format!("{}:{dev}", ns.name));
+        self
+    }
+
+    fn common(&self) -> Vec<String> {
+        let mut v = self.pods_from.clone();
+        for ip in &self.ips {
+            v.extend(["--ip".to_string(), ip.clone()]);
+        }
+        v
+    }
+
+    fn diagnose(&self) -> Vec<String> {
+        let mut v = strings(&["diagnose", "--duration", &format!("{DURATION_S}s"), "-o", "json", "--reply-timeout", REPLY_TIMEOUT]);
+        v.extend(self.common());
+        for i in &self.ifaces {
+            v.extend(["--iface".to_string(), i.clone()]);
+        }
+        v
+    }
+}
+
+/// What one `tracer diagnose -o json` run printed: its one JSON object, checked against the
+/// shape docs/FINDINGS.md gives.
+struct Diagnosis {
+    args: Vec<String>,
+    report: Value,
+    stderr: String,
+}
+
+/// Starts `tracer diagnose` (waits for `attached`), runs `traffic`, waits for the run to end
+/// by itself and parses what it printed. With `TRACER_DIAG_EXPLORE=1` the same scenario runs the
+/// single-family commands instead and prints their events (how the kernel reports the
+/// scenario), and the test stops there.
+fn diagnose(what: &str, args: &RunArgs, traffic: impl FnOnce()) -> Option<Diagnosis> {
+    if std::env::var("TRACER_DIAG_EXPLORE").as_deref() == Ok("1") {
+        explore(what, args, traffic);
+        return None;
+    }
+    let argv = args.diagnose();
+    let t = Tracer::start(&argv_refs(&argv));
+    let t0 = Instant::now();
+    traffic();
+    let took = t0.elapsed();
+    assert!(took < TRAFFIC_BUDGET, "{what}: the scenario's traffic took {took:?}: the {DURATION_S} s run may have missed its end");
+    let run = t.wait_exit(Duration::from_secs(DURATION_S + 30));
+    assert_eq!(run.status.code(), Some(0), "{what}: {argv:?} must exit 0 (findings are no failure)\nstdout:\n{}\nstderr:\n{}", run.lines.join("\n"), run.stderr);
+    let text = run.lines.join("\n");
+    let report: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{what}: diagnose -o json must print exactly one JSON object ({e}):\n{text}\nstderr:\n{}", run.stderr));
+    let d = Diagnosis { args: argv, report, stderr: run.stderr };
+    d.check_shape(what);
+    eprintln!("{what} (traffic {took:?}): {}", d.report);
+    Some(d)
+}
+
+/// Step 1 of this file's making, kept for re-checking a kernel: the same scenario under
+/// `drops --all-reasons`, `retrans`, `nat` and `mtu`, events printed.
+fn explore(what: &str, args: &RunArgs, traffic: impl FnOnce()) {
+    let common = args.common();
+    let with = |head: &[&str], extra: &[String]| -> Vec<String> {
+        let mut v = strings(head);
+        v.extend(common.iter().cloned());
+        v.extend(extra.iter().cloned());
+        v
+    };
+    let mut runs = vec![
+        with(&["drops", "-o", "json", "--all-reasons"], &[]),
+        with(&["retrans", "-o", "json"], &[]),
+        with(&["nat", "-o", "json", "--reply-timeout", REPLY_TIMEOUT], &[]),
+    ];
+    if !args.ifaces.is_empty() {
+        let ifaces: Vec<String> = args.ifaces.iter().flat_map(|i| ["--iface".to_string(), i.clone()]).collect();
+        runs.push(with(&["mtu", "-o", "json"], &ifaces));
+    }
+    let tracers: Vec<Tracer> = runs.iter().map(|a| Tracer::start(&argv_refs(a))).collect();
+    traffic();
+    std::thread::sleep(Duration::from_secs(2));
+    for (t, a) in tracers.into_iter().zip(&runs) {
+        let run = t.stop();
+        eprintln!("==== {what}: {}", a[..1].join(" "));
+        for ev in run.events() {
+            let mut ev = ev.clone();
+            if let Some(o) = ev.as_object_mut() {
+                o.remove("ts");
+                o.retain(|_, v| !v.is_null());
+            }
+            eprintln!("  {ev}");
+        }
+    }
+}
+
+fn is_endpoint(s: &str) -> bool {
+    is_ip_port(s) || s.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn severity_rank(s: &str) -> usize {
+    SEVERITIES.iter().position(|x| *x == s).unwrap_or(usize::MAX)
+}
+
+impl Diagnosis {
+    fn findings(&self) -> &[Value] {
+        self.report["findings"].as_array().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn dump(&self) -> String {
+        serde_json::to_string_pretty(&self.report).unwrap_or_default()
+    }
+
+    /// The report's shape (docs/FINDINGS.md, CONTRACT.md "diagnose -o json").
+    fn check_shape(&self, what: &str) {
+        let r = &self.report;
+        let ctx = || format!("{what}: {:?}:\n{}\nstderr:\n{}", self.args, self.dump(), self.stderr);
+        assert!(r["duration_s"].is_number(), "duration_s must be a number: {}", ctx());
+        assert!(r["events"].is_u64(), "events must be an unsigned integer: {}", ctx());
+        assert_eq!(r["lost"].as_u64(), Some(0), "lost must be 0 (bounded traffic, default ring buffer): {}", ctx());
+        let findings = r["findings"].as_array().unwrap_or_else(|| panic!("findings must be an array: {}", ctx()));
+        let documented = documented_codes();
+        let mut last: Option<(usize, u64)> = None;
+        for f in findings {
+            let code = f["code"].as_str().unwrap_or_default();
+            assert!(documented.contains(code), "finding {f}: code {code:?} is not documented in docs/FINDINGS.md: {}", ctx());
+            let sev = f["severity"].as_str().unwrap_or_default();
+            assert!(SEVERITIES.contains(&sev), "finding {f}: severity must be error|warning|info: {}", ctx());
+            assert!(f["summary"].as_str().is_some_and(|s| !s.trim().is_empty()), "finding {f}: summary must be a sentence: {}", ctx());
+            let pods: Vec<&str> = f["pods"].as_array().unwrap_or_else(|| panic!("finding {f}: pods must be an array: {}", ctx())).iter().map(|p| p.as_str().unwrap_or("")).collect();
+            assert!(pods.iter().all(|p| p.split('/').count() == 2 && !p.starts_with('/') && !p.ends_with('/')), "finding {f}: pods must be namespace/name: {}", ctx());
+            assert!(pods.windows(2).all(|w| w[0] < w[1]), "finding {f}: pods must be sorted and unique: {}", ctx());
+            let flows: Vec<&str> = f["flows"].as_array().unwrap_or_else(|| panic!("finding {f}: flows must be an array: {}", ctx())).iter().map(|p| p.as_str().unwrap_or("")).collect();
+            assert!(flows.len() <= 20, "finding {f}: at most 20 flows: {}", ctx());
+            for fl in &flows {
+                let ok = fl.split_once(" -> ").is_some_and(|(s, d)| is_endpoint(s) && is_endpoint(d));
+                assert!(ok, "finding {f}: flow {fl:?} is not `SRC -> DST` with CONTRACT endpoints: {}", ctx());
+            }
+            assert!(flows.windows(2).all(|w| w[0] < w[1]), "finding {f}: flows must be sorted and unique: {}", ctx());
+            let ev = &f["evidence"];
+            assert!(ev.is_object(), "finding {f}: evidence must be an object: {}", ctx());
+            let n = ev["events"].as_u64().unwrap_or_else(|| panic!("finding {f}: evidence.events must be an unsigned integer: {}", ctx()));
+            if CONTRACT_CODES.contains(&code) {
+                assert!(n >= 1, "finding {f}: a finding rests on at least one event of the run: {}", ctx());
+            }
+            let key = (severity_rank(sev), n);
+            if let Some((ls, ln)) = last {
+                assert!(ls < key.0 || (ls == key.0 && ln >= key.1), "findings must be sorted by severity, then events (largest first): {}", ctx());
+            }
+            last = Some(key);
+        }
+    }
+
+    /// Findings of `code`.
+    fn of(&self, code: &str) -> Vec<&Value> {
+        self.findings().iter().filter(|f| f["code"] == code).collect()
+    }
+
+    /// The one finding of `code` whose flows include `flow`; panics with the report otherwise.
+    fn find(&self, code: &str, flow: &str) -> &Value {
+        let found: Vec<&Value> = self.of(code).into_iter().filter(|f| has_flow(f, flow)).collect();
+        assert_eq!(found.len(), 1, "want exactly one `{code}` finding with flow {flow:?}, got {}:\n{}\nstderr:\n{}", found.len(), self.dump(), self.stderr);
+        found[0]
+    }
+
+    /// No finding of `code` at all.
+    fn assert_absent(&self, code: &str) {
+        let found = self.of(code);
+        assert!(found.is_empty(), "no `{code}` finding expected, got {found:#?}\nwhole report:\n{}", self.dump());
+    }
+
+    /// No finding of `code` names `flow`.
+    fn assert_absent_for(&self, code: &str, flow: &str) {
+        let found: Vec<&Value> = self.of(code).into_iter().filter(|f| has_flow(f, flow)).collect();
+        assert!(found.is_empty(), "no `{code}` finding for {flow:?} expected (another finding explains it), got {found:#?}\nwhole report:\n{}", self.dump());
+    }
+
+    /// No finding of severity `severity`.
+    fn assert_no_severity(&self, severity: &str) {
+        let found: Vec<&Value> = self.findings().iter().filter(|f| f["severity"] == severity).collect();
+        assert!(found.is_empty(), "a clean run has no `{severity}` finding; got {found:#?}\nwhole report:\n{}\nstderr:\n{}", self.dump(), self.stderr);
+    }
+}
+
+fn has_flow(f: &Value, flow: &str) -> bool {
+    f["flows"].as_array().is_some_and(|a| a.iter().any(|x| x == flow))
+}
+
+/// The finding's severity, pods and flows are exactly these.
+fn assert_finding(f: &Value, severity: &str, pods: &[&str], flows: &[String]) {
+    assert_eq!(f["severity"], severity, "severity of {f:#}");
+    let got_pods: Vec<&str> = f["pods"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let mut want_pods = pods.to_vec();
+    want_pods.sort_unstable();
+    assert_eq!(got_pods, want_pods, "pods of {f:#}");
+    let got_flows: Vec<&str> = f["flows"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let mut want_flows: Vec<&str> = flows.iter().map(String::as_str).collect();
+    want_flows.sort_unstable();
+    assert_eq!(got_flows, want_flows, "flows of {f:#}");
+}
+
+/// `evidence.KEY` as an unsigned integer (panics naming the finding otherwise).
+fn ev_u64(f: &Value, key: &str) -> u64 {
+    f["evidence"][key].as_u64().unwrap_or_else(|| panic!("evidence.{key} must be an unsigned integer: {f:#}"))
+}
+
+/// `evidence.sysctls[KEY]` as a number, whether the tool writes it as a number or a string.
+fn sysctl_value(f: &Value, key: &str) -> Option<i64> {
+    let v = &f["evidence"]["sysctls"][key];
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic helpers
+// ---------------------------------------------------------------------------------------------
+
+/// `n` UDP datagrams of `size` bytes from `src:sport` to `dst:dport`, run through `exec` (a
+/// namespace's or a pod's); returns how many were sent.
+const UDP_SEND: &str = r#"
+import socket, sys
+src, sport, dst, dport, n, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((src, sport))
+sent = 0
+for _ in range(n):
+    try:
+        s.sendto(b"x" * size, (dst, dport))
+        sent += 1
+    except OSError:
+        pass
+print(sent)
+"#;
+
+fn udp_argv(src: &str, sport: u16, dst: &str, dport: u16, n: u32, size: u32) -> Vec<String> {
+    assert!(n <= 1000 && size <= 1400, "bounded traffic only");
+    vec!["python3".into(), "-c".into(), UDP_SEND.into(), src.into(), sport.to_string(), dst.into(), dport.to_string(), n.to_string(), size.to_string()]
+}
+
+fn udp_from_ns(ns: &Netns, src: &str, sport: u16, dst: &str, dport: u16, n: u32) {
+    let out = ns.exec_ok(&argv_refs(&udp_argv(src, sport, dst, dport, n, 100)));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), n.to_string(), "lab: UDP sender in {} sent too few", ns.name);
+}
+
+fn udp_from_pod(pod: &Pod, sport: u16, dst: &str, dport: u16, n: u32) {
+    let out = pod.exec_ok(&argv_refs(&udp_argv(&pod.ip, sport, dst, dport, n, 100)));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), n.to_string(), "lab: UDP sender in {} sent too few", pod.key());
+}
+
+/// One query per source port, each waiting up to `timeout` s for an answer: `SPORT ok` or
+/// `SPORT timeout` per line. The query is a DNS question for example.com (any payload would do).
+const QUERY: &str = r#"
+import socket, sys
+src, dst, dport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
+for sport in [int(p) for p in sys.argv[5:]]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(timeout)
+    s.sendto(q, (dst, dport))
+    try:
+        s.recv(512)
+        print(sport, "ok", flush=True)
+    except OSError:
+        print(sport, "timeout", flush=True)
+    s.close()
+"#;
+
+fn query_argv(src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<String> {
+    assert!(sports.len() <= 8 && timeout <= 2.0, "bounded traffic only");
+    let mut v: Vec<String> = vec!["python3".into(), "-c".into(), QUERY.into(), src.into(), dst.into(), dport.to_string(), timeout.to_string()];
+    v.extend(sports.iter().map(u16::to_string));
+    v
+}
+
+/// The per-port results of [`QUERY`].
+fn query_results(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()).collect()
+}
+
+/// Answers every UDP datagram on `ip:port` with the same bytes (or, with `answer` 0, reads and
+/// never answers), for at most 60 s; prints `listening` first.
+const UDP_SERVER: &str = r#"
+import socket, sys, time
+ip, port, answer = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+s.settimeout(0.5)
+print("listening", flush=True)
+end = time.time() + 60
+while time.time() < end:
+    try:
+        d, peer = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    if answer:
+        s.sendto(d, peer)
+"#;
+
+fn udp_server(spawn: impl FnOnce(&[&str]) -> std::process::Child, ip: &str, port: u16, answer: bool) -> Announced {
+    let port = port.to_string();
+    let what = format!("UDP server on {ip}:{port} (answers: {answer})");
+    Announced::start(spawn, &["python3", "-c", UDP_SERVER, ip, &port, if answer { "1" } else { "0" }], "listening", &what)
+}
+
+/// Answers every TCP connection on `ip:port` with an echo of what it reads, for at most 60 s;
+/// prints `listening` first.
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading, time
+ip, port = sys.argv[1], int(sys.argv[2])
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((ip, port))
+l.listen(64)
+l.settimeout(0.5)
+def serve(c):
+    c.settimeout(5)
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+print("listening", flush=True)
+end = time.time() + 60
+while time.time() < end:
+    try:
+        c, _ = l.accept()
+    except socket.timeout:
+        continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+fn echo_server(spawn: impl FnOnce(&[&str]) -> std::process::Child, ip: &str, port: u16) -> Announced {
+    let port = port.to_string();
+    let what = format!("TCP echo server on {ip}:{port}");
+    Announced::start(spawn, &["python3", "-c", ECHO_SERVER, ip, &port], "listening", &what)
+}
+
+/// One connection per source port, one after the other: connect, send `ping`, wait for the
+/// echo, close. Prints `SPORT ok`, `SPORT timeout` or `SPORT error ERRNO` per connection.
+const CONNECT_EACH: &str = r#"
+import socket, sys
+src, dst, dport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+for sport in [int(p) for p in sys.argv[5:]]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(timeout)
+    try:
+        s.connect((dst, dport))
+        s.sendall(b"ping\n")
+        got = b""
+        while len(got) < 5:
+            d = s.recv(64)
+            if not d:
+                break
+            got += d
+        print(sport, "ok" if got == b"ping\n" else "short", flush=True)
+    except OSError as e:
+        print(sport, "error %d" % e.errno if e.errno else "timeout", flush=True)
+    s.close()
+"#;
+
+fn connect_argv(src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<String> {
+    assert!(sports.len() <= 8 && timeout <= 3.0, "bounded traffic only");
+    let mut v: Vec<String> = vec!["python3".into(), "-c".into(), CONNECT_EACH.into(), src.into(), dst.into(), dport.to_string(), timeout.to_string()];
+    v.extend(sports.iter().map(u16::to_string));
+    v
+}
+
+/// `SPORT RESULT` lines of [`CONNECT_EACH`] as (sport, result).
+fn connect_results(out: &std::process::Output) -> Vec<(u16, String)> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (p, r) = l.split_once(' ')?;
+            Some((p.parse().ok()?, r.to_string()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// kube-proxy-like Services (iptables-legacy nat table, as nat.rs writes them)
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `iptables-legacy -t nat RULE...` in `ns`.
+fn nat(ns: &Netns, rule: &[&str]) {
+    let mut v = vec!["-t", "nat"];
+    v.extend_from_slice(rule);
+    ns.iptables("iptables-legacy", &v);
+}
+
+/// kube-proxy's per-node chains: KUBE-SERVICES from PREROUTING and OUTPUT, KUBE-MARK-MASQ, and
+/// KUBE-POSTROUTING that masquerades marked connections.
+fn kube_proxy_base(ns: &Netns) {
+    for chain in ["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
+        nat(ns, &["-N", chain]);
+    }
+    nat(ns, &["-A", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
+    nat(ns, &["-A", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
+    nat(ns, &["-A", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"]);
+    nat(ns, &["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"]);
+    nat(ns, &["-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000", "-j", "RETURN"]);
+    nat(ns, &["-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"]);
+    nat(ns, &["-A", "KUBE-POSTROUTING", "-j", "MASQUERADE", "--random-fully"]);
+}
+
+/// A Service `cip:port/proto` -> `backends` (IPs) `:target`, as kube-proxy writes it, with
+/// `statistic --mode nth` (round robin in connection order, the first connection to the first
+/// backend) where kube-proxy writes `--mode random`. `name`: unique per node, upper case, at
+/// most 8 bytes.
+fn service(ns: &Netns, name: &str, proto: &str, cip: &str, ports: (u16, u16), backends: &[&str]) {
+    let svc = format!("KUBE-SVC-{name}");
+    let port = ports.0.to_string();
+    let dst = format!("{cip}/32");
+    nat(ns, &["-N", &svc]);
+    nat(ns, &["-A", "KUBE-SERVICES", "-d", &dst, "-p", proto, "-m", proto, "--dport", &port, "-j", &svc]);
+    let n = backends.len();
+    for (k, b) in backends.iter().enumerate() {
+        let sep = format!("KUBE-SEP-{name}-{k}");
+        let target = ep(b, ports.1);
+        nat(ns, &["-N", &sep]);
+        nat(ns, &["-A", &sep, "-s", &format!("{b}/32"), "-j", "KUBE-MARK-MASQ"]);
+        nat(ns, &["-A", &sep, "-p", proto, "-m", proto, "-j", "DNAT", "--to-destination", &target]);
+        if k + 1 < n {
+            let every = (n - k).to_string();
+            nat(ns, &["-A", &svc, "-m", "statistic", "--mode", "nth", "--every", &every, "--packet", "0", "-j", &sep]);
+        } else {
+            nat(ns, &["-A", &svc, "-j", &sep]);
+        }
+    }
+}
+
+/// A namespace with one address.
+struct Host {
+    ns: Netns,
+    ip: String,
+}
+
+/// A kube-proxy-like node (as nat.rs's NatLab): a node namespace with forwarding on, a bridge
+/// (subnet 0, the node at `.254`) to backend namespaces (`.1`, `.2`, ...), a client on its own
+/// veth (subnet 1, `.1`, the node at `.254`), kube-proxy's base chains. Subnet 3 is the Service
+/// range, which no host has and the node has no route for.
+struct ServiceLab {
+    addrs: AddrBlock,
+    node: Netns,
+    backends: Vec<Host>,
+    client: Host,
+}
+
+impl ServiceLab {
+    fn new(backends: u32) -> ServiceLab {
+        let BridgeLab { node, node_ip, hosts, addrs, .. } = BridgeLab::new(backends);
+        let backends: Vec<Host> = hosts.into_iter().map(|(ns, _, ip)| Host { ns, ip }).collect();
+        for b in &backends {
+            b.ns.route(&["default", "via", &node_ip]);
+        }
+        let ns = Netns::new("c");
+        let (inner, outer) = (unique_name("e"), unique_name("c"));
+        veth(&ns, &inner, &node, &outer);
+        let (ip, gw) = (addrs.host(1, 1), addrs.host(1, 254));
+        ns.addr(&inner, &format!("{ip}/24"));
+        node.addr(&outer, &format!("{gw}/24"));
+        ns.route(&["default", "via", &gw]);
+        node.sysctl("net.ipv4.ip_forward", "1");
+        kube_proxy_base(&node);
+        ServiceLab { addrs, node, backends, client: Host { ns, ip } }
+    }
+
+    fn cluster_ip(&self, n: u32) -> String {
+        self.addrs.host(3, n)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Required scenarios (issue 8)
+// ---------------------------------------------------------------------------------------------
+
+/// An iptables DROP in one pod's INPUT, between two real CNI pods: one netfilter-drop finding per
+/// (namespace, source, destination, protocol, port), both pods named, the rule named; the
+/// connect that failed on it is explained (no retransmit-storm for it), nothing else is wrong.
+#[test]
+fn netfilter_drop_between_two_pods() {
+    let test = "netfilter_drop_between_two_pods";
+    if !require_node(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    const UDP_PORT: u16 = 5301;
+    const TCP_PORT: u16 = 5302;
+    let node = NodeLab::new();
+    let socket = node.socket_path().display().to_string();
+    let client = node.run_pod("shop", "client", &[("app", "client")]);
+    let db = node.run_pod("shop", "db-0", &[("app", "db")]);
+    for (proto, port) in [("udp", UDP_PORT), ("tcp", TCP_PORT)] {
+        db.exec_ok(&["iptables-legacy", "-A", "INPUT", "-p", proto, "--dport", &port.to_string(), "-j", "DROP"]);
+    }
+    let args = RunArgs::new(&["--pods-from", "cri", "--cri-socket", &socket], &[block(&node.addrs)]);
+    let mut tcp_result = String::new();
+    let Some(d) = diagnose(test, &args, || {
+        udp_from_pod(&client, 40001, &db.ip, UDP_PORT, 3);
+        let out = client.exec_timeout(&argv_refs(&connect_argv(&client.ip, &db.ip, TCP_PORT, 1.5, &[40002])), Duration::from_secs(10));
+        tcp_result = connect_results(&out).first().map(|r| r.1.clone()).unwrap_or_default();
+    }) else {
+        return;
+    };
+    assert_eq!(tcp_result, "timeout", "lab: the connect into the DROP rule must time out");
+    let pods = ["shop/client", "shop/db-0"];
+    let udp = flow(&ep(&client.ip, 40001), &ep(&db.ip, UDP_PORT));
+    let tcp = flow(&ep(&client.ip, 40002), &ep(&db.ip, TCP_PORT));
+    let f = d.find("netfilter-drop", &udp);
+    assert_finding(f, "error", &pods, std::slice::from_ref(&udp));
+    assert_eq!(ev_u64(f, "drops"), 3, "{f:#}");
+    assert_eq!(f["evidence"]["reason"], "NETFILTER_DROP", "{f:#}");
+    assert_eq!(f["evidence"]["netns"].as_u64(), Some(db.netns_inode), "dropped in db-0's namespace: {f:#}");
+    assert_eq!(f["evidence"]["netns_pod"], "shop/db-0", "{f:#}");
+    let rules: Vec<&str> = f["evidence"]["rules"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    assert!(
+        rules.iter().any(|r| r.contains(&format!("--dport {UDP_PORT}")) && r.contains("DROP")),
+        "evidence.rules must name the rule whose counter rose (iptables-save runs in a pod's namespace): {f:#}"
+    );
+    let t = d.find("netfilter-drop", &tcp);
+    assert_finding(t, "error", &pods, std::slice::from_ref(&tcp));
+    assert!(ev_u64(t, "drops") >= 2, "the SYN and its retransmit: {t:#}");
+    d.assert_absent_for("retransmit-storm", &tcp);
+    for code in ["no-listener", "no-route", "nat-no-reply", "conntrack-drop", "neighbor-failed"] {
+        d.assert_absent(code);
+    }
+}
+
+/// A router with no route for the destination: IP_INNOROUTES in its namespace, a no-route
+/// finding with the router's sysctls; the client's failed connect is explained by it.
+#[test]
+fn missing_route_on_a_router_is_no_route() {
+    let test = "missing_route_on_a_router_is_no_route";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = RoutedLab::new();
+    // Subnet 2 of the block is routed nowhere (the router has no default route).
+    let nowhere = lab.addrs.host(2, 1);
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let Some(d) = diagnose(test, &args, || {
+        udp_from_ns(&lab.a, &lab.a_ip, 40011, &nowhere, 5305, 3);
+        let _ = tcp_connect(&lab.a, &lab.a_ip, 40012, &nowhere, 5306, 2.0);
+    }) else {
+        return;
+    };
+    let udp = flow(&ep(&lab.a_ip, 40011), &ep(&nowhere, 5305));
+    let tcp = flow(&ep(&lab.a_ip, 40012), &ep(&nowhere, 5306));
+    let f = d.find("no-route", &udp);
+    assert_eq!(f["severity"], "error", "{f:#}");
+    assert_eq!(f["pods"], serde_json::json!([]), "no pods in this lab: {f:#}");
+    assert_eq!(f["evidence"]["netns"].as_u64(), Some(lab.r.inode()), "dropped in the router: {f:#}");
+    assert_eq!(f["evidence"]["reason"], "IP_INNOROUTES", "{f:#}");
+    assert!(ev_u64(f, "drops") >= 3, "{f:#}");
+    assert_eq!(sysctl_value(f, "net.ipv4.ip_forward"), Some(1), "evidence.sysctls of the router: {f:#}");
+    let t = d.find("no-route", &tcp);
+    assert_eq!(t["severity"], "error", "{t:#}");
+    d.assert_absent_for("retransmit-storm", &tcp);
+    d.assert_absent("ip-forward-disabled");
+    d.assert_absent("netfilter-drop");
+}
+
+/// A router with net.ipv4.ip_forward=0: the kernel drops what it should forward with
+/// IP_INADDRERRORS at ip_error; diagnose says forwarding is off (not a missing route).
+#[test]
+fn ip_forward_off_on_a_router_is_ip_forward_disabled() {
+    let test = "ip_forward_off_on_a_router_is_ip_forward_disabled";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = RoutedLab::new();
+    lab.r.sysctl("net.ipv4.ip_forward", "0");
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let Some(d) = diagnose(test, &args, || {
+        udp_from_ns(&lab.a, &lab.a_ip, 40021, &lab.b_ip, 5305, 3);
+        let _ = tcp_connect(&lab.a, &lab.a_ip, 40022, &lab.b_ip, 5306, 2.0);
+    }) else {
+        return;
+    };
+    let udp = flow(&ep(&lab.a_ip, 40021), &ep(&lab.b_ip, 5305));
+    let tcp = flow(&ep(&lab.a_ip, 40022), &ep(&lab.b_ip, 5306));
+    let f = d.find("ip-forward-disabled", &udp);
+    assert_eq!(f["severity"], "error", "{f:#}");
+    assert_eq!(f["pods"], serde_json::json!([]), "{f:#}");
+    assert_eq!(f["evidence"]["netns"].as_u64(), Some(lab.r.inode()), "the router's namespace: {f:#}");
+    assert!(ev_u64(f, "drops") >= 3, "{f:#}");
+    assert_eq!(f["evidence"]["reason"], "IP_INADDRERRORS", "the reason this kernel gives a packet it may not forward: {f:#}");
+    assert_eq!(sysctl_value(f, "net.ipv4.ip_forward"), Some(0), "evidence.sysctls must show forwarding off: {f:#}");
+    assert!(d.of("ip-forward-disabled").iter().any(|g| has_flow(g, &tcp)), "the TCP flow must be in an ip-forward-disabled finding too:\n{}", d.dump());
+    d.assert_absent_for("no-route", &udp);
+    d.assert_absent_for("no-route", &tcp);
+    d.assert_absent_for("retransmit-storm", &tcp);
+}
+
+/// The classic path-MTU black hole: client -> router -> a 1400-byte link -> server, the
+/// frag-needed errors dropped in the client's INPUT. One mtu-blackhole finding for the TCP flow,
+/// both pods named (file source), its retransmits explained.
+#[test]
+fn dropped_frag_needed_is_an_mtu_blackhole() {
+    let test = "dropped_frag_needed_is_an_mtu_blackhole";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    const SMALL_MTU: u64 = 1400;
+    let lab = RoutedLab::new();
+    lab.r.ip(&["link", "set", &lab.rb_if, "mtu", &SMALL_MTU.to_string()]);
+    lab.a.iptables("iptables-legacy", &["-A", "INPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP"]);
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dg"))));
+    std::fs::write(&file.0, pods_file(&[("client", &lab.a_ip), ("server", &lab.b_ip)])).expect("write pods file");
+    let from = format!("file:{}", file.0.display());
+    let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]).iface(&lab.a, &lab.a_if).iface(&lab.r, &lab.ra_if);
+    let (sport, port) = (42004u16, 5202u16);
+    let _sink = TcpSink::start(|x| lab.b.spawn(x), &lab.b_ip, &[port]);
+    let mut result = String::new();
+    let Some(d) = diagnose(test, &args, || {
+        let out = lab.a.exec_timeout(&argv_refs(&tcp_send_argv(&lab.a_ip, sport, &lab.b_ip, port, 2_000_000, 3.0)), Duration::from_secs(20));
+        result = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }) else {
+        return;
+    };
+    assert!(!result.starts_with("ok"), "lab: the transfer must stall when frag-needed is dropped: {result}");
+    let tcp = flow(&ep(&lab.a_ip, sport), &ep(&lab.b_ip, port));
+    let f = d.find("mtu-blackhole", &tcp);
+    assert_finding(f, "error", &["lab/client", "lab/server"], std::slice::from_ref(&tcp));
+    assert_eq!(ev_u64(f, "mtu"), SMALL_MTU, "the MTU the router reported: {f:#}");
+    assert!(ev_u64(f, "frag_needed_sent") >= 1, "the router sent frag-needed: {f:#}");
+    assert!(ev_u64(f, "frag_needed_dropped") >= 1, "the client's INPUT dropped it: {f:#}");
+    assert!(ev_u64(f, "retransmits") >= 1, "the client kept retransmitting full-size segments: {f:#}");
+    assert!(ev_u64(f, "len") > SMALL_MTU, "the packet that did not fit: {f:#}");
+    assert_eq!((f["evidence"]["device"].as_str(), f["evidence"]["dev_mtu"].as_u64()), (Some(lab.rb_if.as_str()), Some(SMALL_MTU)), "the router's small device: {f:#}");
+    d.assert_absent_for("retransmit-storm", &tcp);
+    d.assert_absent_for("netfilter-drop", &tcp);
+}
+
+/// A Service (kube-proxy-like DNAT on a real containerd node) with two backend pods, one of
+/// which never answers: round robin sends the first connection to web-0 (answered), the
+/// second to web-1 (dropped in web-1): nat-no-reply names web-1 and the client, never web-0.
+#[test]
+fn service_backend_that_never_answers_is_nat_no_reply() {
+    let test = "service_backend_that_never_answers_is_nat_no_reply";
+    if !require_node(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    const PORT: u16 = 80;
+    const TARGET: u16 = 8080;
+    let node = NodeLab::new();
+    let socket = node.socket_path().display().to_string();
+    let client = node.run_pod("shop", "client", &[("app", "client")]);
+    let web0 = node.run_pod("shop", "web-0", &[("app", "web")]);
+    let web1 = node.run_pod("shop", "web-1", &[("app", "web")]);
+    let _echo0 = echo_server(|a| web0.spawn(a), &web0.ip, TARGET);
+    let _echo1 = echo_server(|a| web1.spawn(a), &web1.ip, TARGET);
+    web1.exec_ok(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &TARGET.to_string(), "-j", "DROP"]);
+    kube_proxy_base(&node.netns);
+    let cip = node.addrs.host(3, 10);
+    service(&node.netns, "WEB", "tcp", &cip, (PORT, TARGET), &[&web0.ip, &web1.ip]);
+    let args = RunArgs::new(&["--pods-from", "cri", "--cri-socket", &socket], &[block(&node.addrs)]);
+    let mut results = Vec::new();
+    let Some(d) = diagnose(test, &args, || {
+        let out = client.exec_timeout(&argv_refs(&connect_argv(&client.ip, &cip, PORT, 1.5, &[42101, 42102])), Duration::from_secs(15));
+        results = connect_results(&out);
+    }) else {
+        return;
+    };
+    assert_eq!(results, [(42101, "ok".to_string()), (42102, "timeout".to_string())], "lab: round robin, web-0 answers, web-1 does not");
+    let silent = flow(&ep(&client.ip, 42102), &ep(&cip, PORT));
+    let answered = flow(&ep(&client.ip, 42101), &ep(&cip, PORT));
+    let f = d.find("nat-no-reply", &silent);
+    assert_finding(f, "error", &["shop/client", "shop/web-1"], std::slice::from_ref(&silent));
+    assert_eq!(ev_u64(f, "connections"), 1, "{f:#}");
+    assert_eq!(f["evidence"]["backend"], ep(&web1.ip, TARGET).as_str(), "{f:#}");
+    assert_eq!(f["evidence"]["backend_pod"], "shop/web-1", "{f:#}");
+    assert_eq!(f["evidence"]["reply_timeout_s"].as_f64(), Some(1.0), "--reply-timeout {REPLY_TIMEOUT}: {f:#}");
+    for code in ["nat-no-reply", "retransmit-storm", "netfilter-drop", "dns-no-reply", "service-not-translated"] {
+        d.assert_absent_for(code, &answered);
+    }
+    for g in d.findings() {
+        assert!(!g["pods"].as_array().is_some_and(|p| p.iter().any(|x| x == "shop/web-0")), "web-0 answered; no finding may name it: {g:#}");
+    }
+    d.assert_absent_for("retransmit-storm", &silent);
+    d.assert_absent("service-not-translated");
+}
+
+/// A Service known from a `kubectl get pods,services` file whose ClusterIP has no DNAT rule
+/// (kube-proxy never wrote it): the client's connects to it fail, no DNAT is seen for it:
+/// service-not-translated names the Service; the translated Service next to it is fine.
+#[test]
+fn service_address_without_dnat_rules_is_service_not_translated() {
+    let test = "service_address_without_dnat_rules_is_service_not_translated";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = ServiceLab::new(1);
+    let backend = &lab.backends[0];
+    let _echo = echo_server(|a| backend.ns.spawn(a), &backend.ip, 8080);
+    let (api_ip, web_ip) = (lab.cluster_ip(10), lab.cluster_ip(20));
+    service(&lab.node, "API", "tcp", &api_ip, (80, 8080), &[&backend.ip]);
+    let services = [ServiceFixture::new("lab", "api", &[&api_ip], 80, 8080), ServiceFixture::new("lab", "web", &[&web_ip], 80, 8080)];
+    let objects: Vec<Value> = services.iter().map(ServiceFixture::object).collect();
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods-services.json", unique_name("dg"))));
+    std::fs::write(&file.0, pods_and_services_file(&[("client", &lab.client.ip), ("api-0", &backend.ip)], &objects)).expect("write pods,services file");
+    let from = format!("file:{}", file.0.display());
+    let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
+    let mut results = Vec::new();
+    let Some(d) = diagnose(test, &args, || {
+        let c = &lab.client;
+        let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &api_ip, 80, 1.5, &[42201])), Duration::from_secs(10));
+        results.extend(connect_results(&out));
+        let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &web_ip, 80, 1.5, &[42202, 42203])), Duration::from_secs(15));
+        results.extend(connect_results(&out));
+    }) else {
+        return;
+    };
+    assert_eq!(results.first().map(|r| r.1.as_str()), Some("ok"), "lab: the translated Service answers: {results:?}");
+    assert!(results[1..].iter().all(|r| r.1 != "ok"), "lab: the untranslated Service cannot answer: {results:?}");
+    let c = &lab.client.ip;
+    let flows: Vec<String> = [42202u16, 42203].iter().map(|p| flow(&ep(c, *p), &ep(&web_ip, 80))).collect();
+    let f = d.find("service-not-translated", &flows[0]);
+    assert_finding(f, "error", &["lab/client"], &flows);
+    assert_eq!(f["evidence"]["service"], "lab/web", "{f:#}");
+    assert_eq!(ev_u64(f, "dnat_seen"), 0, "{f:#}");
+    let e = &f["evidence"];
+    let tried = e["retransmits"].as_u64().unwrap_or(0) + e["connect_fails"].as_u64().unwrap_or(0) + e["drops"].as_u64().unwrap_or(0);
+    assert!(tried >= 2, "two connects failed (retransmits + connect_fails + drops): {f:#}");
+    assert!(e["address"].as_str().is_some_and(|a| a.contains(&web_ip)), "evidence.address is the Service address: {f:#}");
+    d.assert_absent_for("service-not-translated", &flow(&ep(c, 42201), &ep(&api_ip, 80)));
+    for fl in &flows {
+        d.assert_absent_for("retransmit-storm", fl);
+    }
+}
+
+/// DNS queries to a DNS Service whose backend reads them and never answers (only the node's
+/// conntrack sees that), and to a server whose INPUT drops port 53: dns-no-reply for both.
+#[test]
+fn dns_queries_without_answers_are_dns_no_reply() {
+    let test = "dns_queries_without_answers_are_dns_no_reply";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = ServiceLab::new(2);
+    let (coredns, direct) = (&lab.backends[0], &lab.backends[1]);
+    let _silent = udp_server(|a| coredns.ns.spawn(a), &coredns.ip, 5353, false);
+    direct.ns.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"]);
+    let dns_ip = lab.cluster_ip(53);
+    service(&lab.node, "DNS", "udp", &dns_ip, (53, 5353), &[&coredns.ip]);
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dg"))));
+    let pods = [("client", lab.client.ip.as_str()), ("coredns-0", coredns.ip.as_str()), ("dns-1", direct.ip.as_str())];
+    std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
+    let from = format!("file:{}", file.0.display());
+    let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
+    let c = &lab.client;
+    let (via_service, to_direct) = ([42301u16, 42302, 42303], [42311u16, 42312]);
+    let mut results = Vec::new();
+    let Some(d) = diagnose(test, &args, || {
+        let out = c.ns.exec_timeout(&argv_refs(&query_argv(&c.ip, &dns_ip, 53, 0.7, &via_service)), Duration::from_secs(10));
+        results.extend(query_results(&out));
+        let out = c.ns.exec_timeout(&argv_refs(&query_argv(&c.ip, &direct.ip, 53, 0.5, &to_direct)), Duration::from_secs(10));
+        results.extend(query_results(&out));
+    }) else {
+        return;
+    };
+    assert_eq!(results, vec!["timeout"; 5], "lab: no query may be answered");
+    let nat_flows: Vec<String> = via_service.iter().map(|p| flow(&ep(&c.ip, *p), &ep(&dns_ip, 53))).collect();
+    let f = d.find("dns-no-reply", &nat_flows[0]);
+    assert_finding(f, "error", &["lab/client", "lab/coredns-0"], &nat_flows);
+    assert_eq!(ev_u64(f, "queries"), 3, "{f:#}");
+    assert_eq!(ev_u64(f, "no_reply"), 3, "{f:#}");
+    assert_eq!(f["evidence"]["server"], ep(&dns_ip, 53).as_str(), "the server the client asked: {f:#}");
+    assert_eq!(f["evidence"]["backend_pods"], serde_json::json!(["lab/coredns-0"]), "where the queries went: {f:#}");
+    d.assert_absent_for("nat-no-reply", &nat_flows[0]);
+    let direct_flows: Vec<String> = to_direct.iter().map(|p| flow(&ep(&c.ip, *p), &ep(&direct.ip, 53))).collect();
+    let g = d.find("dns-no-reply", &direct_flows[0]);
+    assert_finding(g, "error", &["lab/client", "lab/dns-1"], &direct_flows);
+    assert_eq!(ev_u64(g, "queries"), 2, "{g:#}");
+    assert!(ev_u64(g, "drops") >= 2, "{g:#}");
+    assert_eq!(g["evidence"]["server"], ep(&direct.ip, 53).as_str(), "{g:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// More findings
+// ---------------------------------------------------------------------------------------------
+
+/// UDP and TCP to closed ports: no-listener per destination address, protocol and port, with
+/// the drops and (TCP) the resets; the refused connect is explained.
+#[test]
+fn closed_ports_are_no_listener() {
+    let test = "closed_ports_are_no_listener";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let mut tcp_result = String::new();
+    let Some(d) = diagnose(test, &args, || {
+        udp_from_ns(&lab.a, &lab.a_ip, 40031, &lab.b_ip, 5303, 3);
+        tcp_result = tcp_connect(&lab.a, &lab.a_ip, 40032, &lab.b_ip, 5304, 2.0);
+    }) else {
+        return;
+    };
+    assert_eq!(tcp_result, "error 111", "lab: a closed TCP port refuses");
+    let udp = flow(&ep(&lab.a_ip, 40031), &ep(&lab.b_ip, 5303));
+    let tcp = flow(&ep(&lab.a_ip, 40032), &ep(&lab.b_ip, 5304));
+    let f = d.find("no-listener", &udp);
+    assert_finding(f, "error", &[], std::slice::from_ref(&udp));
+    assert_eq!(ev_u64(f, "drops"), 3, "{f:#}");
+    let t = d.find("no-listener", &tcp);
+    assert_finding(t, "error", &[], std::slice::from_ref(&tcp));
+    assert!(ev_u64(t, "resets") >= 1, "the RST the server sent (and the client received): {t:#}");
+    d.assert_absent_for("retransmit-storm", &tcp);
+    d.assert_absent("netfilter-drop");
+}
+
+/// Sends to an on-link address nobody has: ARP gets no answer, the kernel frees the queued
+/// packets with NEIGH_FAILED in the sender's namespace (about 3 s later).
+#[test]
+fn on_link_address_nobody_has_is_neighbor_failed() {
+    let test = "on_link_address_nobody_has_is_neighbor_failed";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    let ghost = lab.addrs.host(0, 99);
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let Some(d) = diagnose(test, &args, || {
+        udp_from_ns(&lab.a, &lab.a_ip, 40041, &ghost, 5305, 3);
+        // Spans the ARP timeout (3 probes, 1 s apart), so the drops happen inside the run.
+        let _ = tcp_connect(&lab.a, &lab.a_ip, 40042, &ghost, 5306, 3.5);
+    }) else {
+        return;
+    };
+    let udp = flow(&ep(&lab.a_ip, 40041), &ep(&ghost, 5305));
+    let f = d.find("neighbor-failed", &udp);
+    assert_eq!(f["severity"], "error", "{f:#}");
+    assert_eq!(f["evidence"]["reason"], "NEIGH_FAILED", "{f:#}");
+    assert_eq!(f["evidence"]["device"], lab.a_if.as_str(), "{f:#}");
+    assert_eq!(f["evidence"]["netns"].as_u64(), Some(lab.a.inode()), "the sender's namespace: {f:#}");
+    assert!(ev_u64(f, "drops") >= 3, "{f:#}");
+    d.assert_absent_for("retransmit-storm", &flow(&ep(&lab.a_ip, 40042), &ep(&ghost, 5306)));
+    d.assert_absent("no-route");
+}
+
+/// Strict reverse-path filtering: the receiver routes the packets' source out of another link,
+/// so with rp_filter=1 it drops them (IP_RPFILTER) on the receiving device.
+#[test]
+fn asymmetric_source_with_strict_rp_filter_is_rp_filter_drop() {
+    let test = "asymmetric_source_with_strict_rp_filter_is_rp_filter_drop";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    // b routes subnet 2 (the source below) via a third namespace, not back to a.
+    let c = Netns::new("c");
+    let (b2, c2) = (unique_name("vb"), unique_name("vc"));
+    veth(&lab.b, &b2, &c, &c2);
+    lab.b.addr(&b2, &format!("{}/24", lab.addrs.host(1, 2)));
+    c.addr(&c2, &format!("{}/24", lab.addrs.host(1, 1)));
+    lab.b.route(&[&lab.addrs.net(2), "via", &lab.addrs.host(1, 1)]);
+    for key in ["net.ipv4.conf.all.rp_filter".to_string(), format!("net.ipv4.conf.{}.rp_filter", lab.b_if)] {
+        lab.b.sysctl(&key, "1");
+    }
+    // a sends from an address of subnet 2; a static neighbour entry, since b (rp_filter applies
+    // to ARP too) would not answer ARP from that source.
+    let spoofed = lab.addrs.host(2, 1);
+    lab.a.addr(&lab.a_if, &format!("{spoofed}/32"));
+    let mac_out = lab.b.ip(&["-j", "link", "show", "dev", &lab.b_if]);
+    let mac: Value = serde_json::from_slice(&mac_out.stdout).expect("ip -j link");
+    let mac = mac[0]["address"].as_str().expect("b's MAC").to_string();
+    lab.a.ip(&["neigh", "replace", &lab.b_ip, "lladdr", &mac, "dev", &lab.a_if, "nud", "permanent"]);
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let Some(d) = diagnose(test, &args, || udp_from_ns(&lab.a, &spoofed, 40051, &lab.b_ip, 5307, 3)) else {
+        return;
+    };
+    let udp = flow(&ep(&spoofed, 40051), &ep(&lab.b_ip, 5307));
+    let f = d.find("rp-filter-drop", &udp);
+    assert_finding(f, "error", &[], std::slice::from_ref(&udp));
+    assert_eq!(ev_u64(f, "drops"), 3, "{f:#}");
+    assert_eq!(f["evidence"]["device"], lab.b_if.as_str(), "{f:#}");
+    assert_eq!(f["evidence"]["netns"].as_u64(), Some(lab.b.inode()), "{f:#}");
+    assert_eq!(sysctl_value(f, &format!("net.ipv4.conf.{}.rp_filter", lab.b_if)), Some(1), "{f:#}");
+    assert_eq!(sysctl_value(f, "net.ipv4.conf.all.rp_filter"), Some(1), "{f:#}");
+}
+
+/// A UDP receiver with a tiny receive buffer that never reads, flooded: SOCKET_RCVBUFF drops,
+/// a socket-buffer-drop warning.
+#[test]
+fn flooded_receiver_with_a_tiny_buffer_is_socket_buffer_drop() {
+    let test = "flooded_receiver_with_a_tiny_buffer_is_socket_buffer_drop";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    const SLOW: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+time.sleep(30)
+"#;
+    let _slow = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", SLOW, &lab.b_ip, "5309"], "listening", "slow UDP receiver");
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let Some(d) = diagnose(test, &args, || {
+        let out = lab.a.exec_ok(&argv_refs(&udp_argv(&lab.a_ip, 40061, &lab.b_ip, 5309, 200, 1000)));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+    }) else {
+        return;
+    };
+    let udp = flow(&ep(&lab.a_ip, 40061), &ep(&lab.b_ip, 5309));
+    let f = d.find("socket-buffer-drop", &udp);
+    assert_finding(f, "warning", &[], std::slice::from_ref(&udp));
+    assert_eq!(f["evidence"]["reason"], "SOCKET_RCVBUFF", "{f:#}");
+    assert!(ev_u64(f, "drops") >= 100, "most of the 200 datagrams: {f:#}");
+    d.assert_no_severity("error");
+}
+
+/// Shared by the two retransmit tests: a transfer of 4 MB from a to b's port, with every 8th
+/// data segment (>= 1000 bytes) to it sent to `target` in b's INPUT.
+fn lossy_transfer(test: &str, target: &[&str]) -> Option<(Diagnosis, String)> {
+    let lab = PairLab::new();
+    let (sport, port) = (42061u16, 5451u16);
+    let mut rule = strings(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &port.to_string(), "-m", "length", "--length", "1000:65535", "-m", "statistic", "--mode", "nth", "--every", "8", "--packet", "0", "-j"]);
+    rule.extend(strings(target));
+    lab.b.exec_ok(&argv_refs(&rule));
+    let _sink = TcpSink::start(|x| lab.b.spawn(x), &lab.b_ip, &[port]);
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let d = diagnose(test, &args, || {
+        let out = lab.a.exec_timeout(&argv_refs(&tcp_send_argv(&lab.a_ip, sport, &lab.b_ip, port, 4_000_000, 4.0)), Duration::from_secs(20));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("ok 4000000 "), "lab: the lossy transfer must still complete: {text}");
+    })?;
+    Some((d, flow(&ep(&lab.a_ip, sport), &ep(&lab.b_ip, port))))
+}
+
+/// Loss that no drop reason explains (an NFQUEUE verdict nobody listens to frees the packet as
+/// NOT_SPECIFIED): the flow retransmits many times: retransmit-storm (a warning: the connection
+/// did not fail).
+#[test]
+fn unexplained_loss_is_a_retransmit_storm() {
+    let test = "unexplained_loss_is_a_retransmit_storm";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let Some((d, tcp)) = lossy_transfer(test, &["NFQUEUE", "--queue-num", "7"]) else {
+        return;
+    };
+    let f = d.find("retransmit-storm", &tcp);
+    assert_finding(f, "warning", &[], std::slice::from_ref(&tcp));
+    assert!(ev_u64(f, "retransmits") >= 5, "{f:#}");
+    assert_eq!(f["evidence"]["connect_fails"].as_u64().unwrap_or(0), 0, "{f:#}");
+    let states = f["evidence"]["states"].to_string();
+    assert!(states.contains("ESTABLISHED"), "evidence.states: the data was retransmitted in ESTABLISHED: {f:#}");
+    d.assert_absent("netfilter-drop");
+    d.assert_no_severity("error");
+}
+
+/// The same loss from an iptables statistic DROP: the netfilter-drop finding of the flow
+/// explains its retransmits, so there is no retransmit-storm for it.
+#[test]
+fn retransmits_explained_by_a_netfilter_drop_are_no_storm() {
+    let test = "retransmits_explained_by_a_netfilter_drop_are_no_storm";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let Some((d, tcp)) = lossy_transfer(test, &["DROP"]) else {
+        return;
+    };
+    let f = d.find("netfilter-drop", &tcp);
+    assert_finding(f, "error", &[], std::slice::from_ref(&tcp));
+    assert!(ev_u64(f, "drops") >= 3, "{f:#}");
+    d.assert_absent_for("retransmit-storm", &tcp);
+}
+
+/// nf_conntrack_max is one value for the whole machine: set low for one test (exclusive lock:
+/// no other test may run meanwhile), restored on drop, also when the test fails.
+struct ConntrackMax {
+    old: String,
+}
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    fn set(max: u64) -> ConntrackMax {
+        let old = std::fs::read_to_string(CONNTRACK_MAX).unwrap_or_else(|e| panic!("lab: reading {CONNTRACK_MAX}: {e}"));
+        std::fs::write(CONNTRACK_MAX, max.to_string()).unwrap_or_else(|e| panic!("lab: writing {CONNTRACK_MAX}: {e}"));
+        ConntrackMax { old: old.trim().to_string() }
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.old) {
+            eprintln!("!!!!!!!! could not restore {CONNTRACK_MAX} to {}: {e} !!!!!!!!", self.old);
+        }
+    }
+}
+
+/// Listens with a large backlog and never accepts: every handshake completes, each connection
+/// is an assured conntrack entry early drop cannot evict.
+const BACKLOG_SERVER: &str = r#"
+import socket, sys, time
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2])))
+l.listen(128)
+print("listening", flush=True)
+time.sleep(60)
+"#;
+
+/// Opens N connections and holds them.
+const HOLD_CONNECTIONS: &str = r#"
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[3])):
+    held.append(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5))
+print("connected", flush=True)
+time.sleep(60)
+"#;
+
+/// A full conntrack table in the server's namespace: its new connections are dropped by
+/// conntrack itself: conntrack-drop (cause table_full, with the fill level), not a rule's drop.
+#[test]
+fn full_conntrack_table_is_conntrack_drop() {
+    let test = "full_conntrack_table_is_conntrack_drop";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = exclusive_lock();
+    const PORT: u16 = 5611;
+    const HELD: u64 = 6;
+    let lab = PairLab::new();
+    let port = PORT.to_string();
+    // Conntrack in b only (a rule needs it there); a tracks nothing, so only b's table fills.
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-j", "ACCEPT"]);
+    let _server = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", BACKLOG_SERVER, &lab.b_ip, &port], "listening", "backlog server");
+    let _max = ConntrackMax::set(HELD);
+    let held = HELD.to_string();
+    let _clients = Announced::start(|a| lab.a.spawn(a), &["python3", "-c", HOLD_CONNECTIONS, &lab.b_ip, &port, &held], "connected", "held connections");
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let sport = 40611u16;
+    let Some(d) = diagnose(test, &args, || {
+        let r = tcp_connect(&lab.a, &lab.a_ip, sport, &lab.b_ip, PORT, 2.0);
+        assert_eq!(r, "timeout", "lab: the connect must get no answer while b's table is full");
+    }) else {
+        return;
+    };
+    let tcp = flow(&ep(&lab.a_ip, sport), &ep(&lab.b_ip, PORT));
+    let f = d.find("conntrack-drop", &tcp);
+    assert_eq!(f["severity"], "error", "{f:#}");
+    assert_eq!(f["evidence"]["cause"], "table_full", "{f:#}");
+    assert_eq!(ev_u64(f, "entries"), HELD, "{f:#}");
+    assert_eq!(ev_u64(f, "max"), HELD, "{f:#}");
+    assert_eq!(f["evidence"]["netns"].as_u64(), Some(lab.b.inode()), "{f:#}");
+    assert!(ev_u64(f, "drops") >= 2, "the SYN and its retransmit: {f:#}");
+    d.assert_absent_for("netfilter-drop", &tcp);
+    d.assert_absent_for("retransmit-storm", &tcp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A healthy node
+// ---------------------------------------------------------------------------------------------
+
+/// Healthy traffic between real CNI pods — a TCP transfer, UDP queries answered, a TCP Service
+/// and a DNS Service (kube-proxy-like DNAT) answered — is clean: no error, no warning, every
+/// probe ran.
+#[test]
+fn healthy_pods_and_services_are_clean() {
+    let test = "healthy_pods_and_services_are_clean";
+    if !require_node(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let node = NodeLab::new();
+    let socket = node.socket_path().display().to_string();
+    let client = node.run_pod("shop", "client", &[("app", "client")]);
+    let server = node.run_pod("shop", "server", &[("app", "server")]);
+    let web = node.run_pod("shop", "web-0", &[("app", "web")]);
+    let dns = node.run_pod("kube-system", "coredns-0", &[("k8s-app", "kube-dns")]);
+    let _sink = TcpSink::start(|x| server.spawn(x), &server.ip, &[5401]);
+    let _udp = udp_server(|a| server.spawn(a), &server.ip, 5402, true);
+    let _echo = echo_server(|a| web.spawn(a), &web.ip, 8080);
+    let _dns = udp_server(|a| dns.spawn(a), &dns.ip, 5353, true);
+    kube_proxy_base(&node.netns);
+    let (web_ip, dns_ip) = (node.addrs.host(3, 10), node.addrs.host(3, 53));
+    service(&node.netns, "WEB", "tcp", &web_ip, (80, 8080), &[&web.ip]);
+    service(&node.netns, "DNS", "udp", &dns_ip, (53, 5353), &[&dns.ip]);
+    let args = RunArgs::new(&["--pods-from", "cri", "--cri-socket", &socket], &[block(&node.addrs)]);
+    let mut results = Vec::new();
+    let Some(d) = diagnose(test, &args, || {
+        let out = client.exec_timeout(&argv_refs(&tcp_send_argv(&client.ip, 42501, &server.ip, 5401, 2_000_000, 3.0)), Duration::from_secs(15));
+        results.push(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string());
+        let out = client.exec_timeout(&argv_refs(&query_argv(&client.ip, &server.ip, 5402, 1.0, &[42502])), Duration::from_secs(10));
+        results.extend(query_results(&out));
+        let out = client.exec_timeout(&argv_refs(&connect_argv(&client.ip, &web_ip, 80, 1.5, &[42503, 42504])), Duration::from_secs(10));
+        results.extend(connect_results(&out).into_iter().map(|r| r.1));
+        let out = client.exec_timeout(&argv_refs(&query_argv(&client.ip, &dns_ip, 53, 1.0, &[42505, 42506])), Duration::from_secs(10));
+        results.extend(query_results(&out));
+    }) else {
+        return;
+    };
+    assert_eq!(results, ["ok"; 6], "lab: every exchange must succeed");
+    assert!(d.report["events"].as_u64().is_some_and(|n| n > 0), "the Services' connections are events of the run (nat): {}", d.dump());
+    d.assert_no_severity("error");
+    d.assert_no_severity("warning");
+    d.assert_absent("probe-missing");
+    let codes: BTreeSet<&str> = d.findings().iter().filter_map(|f| f["code"].as_str()).collect();
+    assert!(codes.is_empty(), "a healthy node has no findings at all here, got {codes:?}:\n{}", d.dump());
+}
