@@ -2032,6 +2032,45 @@ pub fn bpf_prog_ids_of_pid(pid: i32) -> BTreeSet<u64> {
 // announces with its first line that it serves, and a bounded wait until a tracer's BPF
 // programs are released.
 
+/// Answers every TCP connection on `ip:port` with an echo of what it receives, each connection
+/// in its own thread (10 s idle timeout), for at most `life` seconds; prints `listening` first.
+pub const TCP_ECHO_SERVER: &str = r#"
+import socket, sys, threading, time
+ip, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((ip, port))
+l.listen(64)
+l.settimeout(0.5)
+def serve(c):
+    c.settimeout(10)
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+print("listening", flush=True)
+end = time.time() + life
+while time.time() < end:
+    try:
+        c, _ = l.accept()
+    except socket.timeout:
+        continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A running [`TCP_ECHO_SERVER`] on `ip:port` for at most `life_s` seconds, started with
+/// `spawn` (a namespace's or a pod's); killed on drop.
+pub fn tcp_echo_server(spawn: impl FnOnce(&[&str]) -> Child, ip: &str, port: u16, life_s: u32) -> Announced {
+    let (port, life) = (port.to_string(), life_s.to_string());
+    let what = format!("TCP echo server on {ip}:{port}");
+    Announced::start(spawn, &["python3", "-c", TCP_ECHO_SERVER, ip, &port, &life], "listening", &what)
+}
+
 /// A background process that prints a ready word as its first stdout line once it serves
 /// (its later output is drained, so it never blocks on a full pipe). Killed on drop.
 pub struct Announced {
@@ -2179,3 +2218,55 @@ pub fn assert_refused(args: &[&str], words: &[&str]) {
     assert!(run.lines.iter().all(|l| l.trim().is_empty()), "{args:?}: stdout not empty: {:?}", run.lines);
     assert!(t0.elapsed() < Duration::from_secs(3), "{args:?}: took {:?}: it ran instead of refusing", t0.elapsed());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conntrack
+// ---------------------------------------------------------------------------------------------
+
+/// net.netfilter.nf_conntrack_max is one value for the whole machine (read-only inside a child
+/// namespace), checked against each namespace's own entry count: set low for one test (with
+/// the shared lock held), restored on drop, also when the test fails.
+pub struct ConntrackMax {
+    old: String,
+}
+
+pub const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl ConntrackMax {
+    pub fn set(max: u64) -> ConntrackMax {
+        let old = std::fs::read_to_string(CONNTRACK_MAX).unwrap_or_else(|e| panic!("lab: reading {CONNTRACK_MAX}: {e}"));
+        std::fs::write(CONNTRACK_MAX, max.to_string()).unwrap_or_else(|e| panic!("lab: writing {CONNTRACK_MAX}: {e}"));
+        ConntrackMax { old: old.trim().to_string() }
+    }
+}
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.old) {
+            eprintln!("!!!!!!!! could not restore {CONNTRACK_MAX} to {}: {e} !!!!!!!!", self.old);
+        }
+    }
+}
+
+/// Listens with a large backlog and never accepts: the kernel completes every handshake, so
+/// each connection is an assured conntrack entry that early drop cannot evict.
+pub const BACKLOG_SERVER: &str = r#"
+import socket, sys, time
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2])))
+l.listen(128)
+print("listening", flush=True)
+time.sleep(120)
+"#;
+
+/// Opens N connections and holds them.
+pub const HOLD_CONNECTIONS: &str = r#"
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    held.append(s)
+print("connected", flush=True)
+time.sleep(120)
+"#;

@@ -1,4 +1,5 @@
-//! Privileged scenario tests for `tracer diagnose`: each test builds one broken (or one healthy)
+//! Privileged scenario tests for `tracer diagnose` (and `tracer watch`, which runs the same
+//! probes as a timeline: the last section): each test builds one broken (or one healthy)
 //! network in namespaces it creates — plain labs, a kube-proxy-like node, or a real containerd
 //! node with CNI pods — runs `tracer diagnose --duration 6s -o json` while the traffic that hits
 //! the problem flows, and asserts on the findings (docs/FINDINGS.md): the code, its severity,
@@ -426,41 +427,8 @@ fn udp_server(spawn: impl FnOnce(&[&str]) -> std::process::Child, ip: &str, port
     Announced::start(spawn, &["python3", "-c", UDP_SERVER, ip, &port, if answer { "1" } else { "0" }], "listening", &what)
 }
 
-/// Answers every TCP connection on `ip:port` with an echo of what it reads, for at most 60 s;
-/// prints `listening` first.
-const ECHO_SERVER: &str = r#"
-import socket, sys, threading, time
-ip, port = sys.argv[1], int(sys.argv[2])
-l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind((ip, port))
-l.listen(64)
-l.settimeout(0.5)
-def serve(c):
-    c.settimeout(5)
-    try:
-        while True:
-            d = c.recv(4096)
-            if not d:
-                break
-            c.sendall(d)
-    except OSError:
-        pass
-    c.close()
-print("listening", flush=True)
-end = time.time() + 60
-while time.time() < end:
-    try:
-        c, _ = l.accept()
-    except socket.timeout:
-        continue
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
 fn echo_server(spawn: impl FnOnce(&[&str]) -> std::process::Child, ip: &str, port: u16) -> Announced {
-    let port = port.to_string();
-    let what = format!("TCP echo server on {ip}:{port}");
-    Announced::start(spawn, &["python3", "-c", ECHO_SERVER, ip, &port], "listening", &what)
+    tcp_echo_server(spawn, ip, port, 60)
 }
 
 /// One connection per source port, one after the other: connect, send `ping`, wait for the
@@ -1124,51 +1092,6 @@ fn retransmits_explained_by_a_netfilter_drop_are_no_storm() {
     d.assert_absent_for("retransmit-storm", &tcp);
 }
 
-/// nf_conntrack_max is one value for the whole machine: set low for one test (exclusive lock:
-/// no other test may run meanwhile), restored on drop, also when the test fails.
-struct ConntrackMax {
-    old: String,
-}
-
-const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-
-impl ConntrackMax {
-    fn set(max: u64) -> ConntrackMax {
-        let old = std::fs::read_to_string(CONNTRACK_MAX).unwrap_or_else(|e| panic!("lab: reading {CONNTRACK_MAX}: {e}"));
-        std::fs::write(CONNTRACK_MAX, max.to_string()).unwrap_or_else(|e| panic!("lab: writing {CONNTRACK_MAX}: {e}"));
-        ConntrackMax { old: old.trim().to_string() }
-    }
-}
-
-impl Drop for ConntrackMax {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.old) {
-            eprintln!("!!!!!!!! could not restore {CONNTRACK_MAX} to {}: {e} !!!!!!!!", self.old);
-        }
-    }
-}
-
-/// Listens with a large backlog and never accepts: every handshake completes, each connection
-/// is an assured conntrack entry early drop cannot evict.
-const BACKLOG_SERVER: &str = r#"
-import socket, sys, time
-l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind((sys.argv[1], int(sys.argv[2])))
-l.listen(128)
-print("listening", flush=True)
-time.sleep(60)
-"#;
-
-/// Opens N connections and holds them.
-const HOLD_CONNECTIONS: &str = r#"
-import socket, sys, time
-held = []
-for _ in range(int(sys.argv[3])):
-    held.append(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5))
-print("connected", flush=True)
-time.sleep(60)
-"#;
 
 /// A full conntrack table in the server's namespace: its new connections are dropped by
 /// conntrack itself: conntrack-drop (cause table_full, with the fill level), not a rule's drop.
@@ -1260,4 +1183,116 @@ fn healthy_pods_and_services_are_clean() {
     d.assert_absent("probe-missing");
     let codes: BTreeSet<&str> = d.findings().iter().filter_map(|f| f["code"].as_str()).collect();
     assert!(codes.is_empty(), "a healthy node has no findings at all here, got {codes:?}:\n{}", d.dump());
+}
+
+// ---------------------------------------------------------------------------------------------
+// tracer watch: the same probes as one timeline (the labs above)
+// ---------------------------------------------------------------------------------------------
+
+/// A Service whose only backend drops the connection: the client's socket sees SYN retransmits
+/// to the Service address, the node's conntrack a DNAT with no reply, the backend's namespace
+/// the drops of the translated packets. Returns the lab, the Service address, the pods file and
+/// the arguments that filter to the lab.
+fn silent_service_lab() -> (ServiceLab, String, TempFile, Vec<String>) {
+    let lab = ServiceLab::new(1);
+    let backend = &lab.backends[0];
+    backend.ns.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP"]);
+    let cip = lab.cluster_ip(30);
+    service(&lab.node, "SILENT", "tcp", &cip, (80, 8080), &[&backend.ip]);
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dw"))));
+    std::fs::write(&file.0, pods_file(&[("client", &lab.client.ip), ("web-0", &backend.ip)])).expect("write pods file");
+    let args = vec!["--pods-from".to_string(), format!("file:{}", file.0.display()), "--ip".to_string(), block(&lab.addrs)];
+    (lab, cip, file, args)
+}
+
+/// Every family in one stream, in the order the kernel produced the events: the client's
+/// retransmits and failed connect (tcp), the DNAT and its no_reply mark (nat), the backend's
+/// drops (drops), each named, with one summary line per family on stderr.
+#[test]
+fn watch_streams_every_family_in_one_timeline() {
+    let test = "watch_streams_every_family_in_one_timeline";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let (lab, cip, _file, common) = silent_service_lab();
+    let mut argv = strings(&["watch", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{DURATION_S}s")]);
+    argv.extend(common);
+    let t = Tracer::start(&argv_refs(&argv));
+    let c = &lab.client;
+    let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &cip, 80, 2.5, &[42501])), Duration::from_secs(10));
+    assert_eq!(connect_results(&out), [(42501, "timeout".to_string())], "lab: the backend drops the connection");
+    let run = t.wait_exit(Duration::from_secs(DURATION_S + 30));
+    assert_eq!(run.status.code(), Some(0), "{argv:?}: {}", run.stderr);
+    let events = run.events();
+    let client_ep = ep(&c.ip, 42501);
+    let backend_ep = ep(&lab.backends[0].ip, 8080);
+    let ours: Vec<&Value> = events.iter().filter(|e| e["src"] == client_ep.as_str() || e["dst"] == client_ep.as_str()).collect();
+    let kinds: BTreeSet<&str> = ours.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["retransmit", "nat", "drop"] {
+        assert!(kinds.contains(kind), "no {kind} event for the connection in one stream: {ours:#?}\nstderr:\n{}", run.stderr);
+    }
+    // The socket's view (to the Service address), conntrack's (translated, with the original
+    // tuple) and the backend's (translated), each with its pods.
+    assert!(ours.iter().any(|e| e["kind"] == "retransmit" && e["dst"] == ep(&cip, 80).as_str() && e["state"] == "SYN_SENT" && e["src_pod"] == "lab/client"), "{ours:#?}");
+    assert!(ours.iter().any(|e| e["kind"] == "nat" && e["state"] == "no_reply" && e["orig_dst"] == ep(&cip, 80).as_str() && e["backend_pod"] == "lab/web-0"), "{ours:#?}");
+    assert!(
+        ours.iter().any(|e| e["kind"] == "drop" && e["reason"] == "NETFILTER_DROP" && e["dst"] == backend_ep.as_str() && e["dst_pod"] == "lab/web-0"),
+        "{ours:#?}"
+    );
+    // Kernel order: one ring buffer, so times only go forward (a few ms of slack for two CPUs
+    // reserving at once).
+    let times: Vec<i128> = events.iter().map(|e| parse_rfc3339_nanos(e["ts"].as_str().unwrap_or_default()).unwrap_or(0)).collect();
+    for w in times.windows(2) {
+        assert!(w[1] >= w[0] - 5_000_000, "timeline goes back in time: {} then {}\n{events:#?}", w[0], w[1]);
+    }
+    for family in ["drops", "tcp", "nat", "mtu"] {
+        assert!(run.stderr.contains(&format!("tracer: {family}: ")), "no summary line for {family}: {}", run.stderr);
+    }
+}
+
+/// `--by-flow`: the connection is one story from its first event to its last — the socket's
+/// events to the Service address, the DNAT, and the backend's drops of the translated packets
+/// — named after the original tuple, with both pods.
+#[test]
+fn watch_by_flow_joins_a_service_connection_across_nat() {
+    let test = "watch_by_flow_joins_a_service_connection_across_nat";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let (lab, cip, _file, common) = silent_service_lab();
+    let mut argv = strings(&["watch", "--by-flow", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{DURATION_S}s")]);
+    argv.extend(common);
+    let t = Tracer::start(&argv_refs(&argv));
+    let c = &lab.client;
+    let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &cip, 80, 2.5, &[42511])), Duration::from_secs(10));
+    assert_eq!(connect_results(&out), [(42511, "timeout".to_string())], "lab: the backend drops the connection");
+    let run = t.wait_exit(Duration::from_secs(DURATION_S + 30));
+    assert_eq!(run.status.code(), Some(0), "{argv:?}: {}", run.stderr);
+    let stories = run.events();
+    let label = flow(&ep(&c.ip, 42511), &ep(&cip, 80));
+    let mine: Vec<&Value> = stories.iter().filter(|s| s["flow"] == label.as_str()).collect();
+    assert_eq!(mine.len(), 1, "one story for {label}: {stories:#?}");
+    let story = mine[0];
+    assert_eq!(story["proto"], "tcp", "{story:#}");
+    assert_eq!(story["pods"], serde_json::json!(["lab/client", "lab/web-0"]), "{story:#}");
+    let events = story["events"].as_array().cloned().unwrap_or_default();
+    let has = |kind: &str, dst: &str| events.iter().any(|e| e["kind"] == kind && e["dst"] == dst);
+    assert!(has("retransmit", &ep(&cip, 80)), "the socket's retransmits to the Service address: {story:#}");
+    assert!(has("drop", &ep(&lab.backends[0].ip, 8080)), "the backend's drops of the translated packets: {story:#}");
+    assert!(events.iter().any(|e| e["kind"] == "nat"), "the DNAT: {story:#}");
+    let times: Vec<i128> = events.iter().map(|e| parse_rfc3339_nanos(e["ts"].as_str().unwrap_or_default()).unwrap_or(0)).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "a story is in time order: {story:#}");
+    assert_eq!(story["first"], events[0]["ts"], "{story:#}");
+    assert_eq!(story["last"], events[events.len() - 1]["ts"], "{story:#}");
+    // No other story holds this connection's events under another name.
+    for s in &stories {
+        if s["flow"] != label.as_str() {
+            let evs = s["events"].as_array().cloned().unwrap_or_default();
+            assert!(!evs.iter().any(|e| e["src"] == ep(&c.ip, 42511).as_str() || e["dst"] == ep(&c.ip, 42511).as_str()), "split story: {s:#}");
+        }
+    }
 }

@@ -583,54 +583,6 @@ fn without_privileges_exits_2_with_one_line() {
 // Conntrack's own drops (issue 6)
 // ---------------------------------------------------------------------------------------------
 
-/// net.netfilter.nf_conntrack_max is one value for the whole machine (read-only inside a child
-/// namespace), checked against each namespace's own entry count: set low for one test (with
-/// the shared lock held), restored on drop, also when the test fails.
-struct ConntrackMax {
-    old: String,
-}
-
-const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-
-impl ConntrackMax {
-    fn set(max: u64) -> ConntrackMax {
-        let old = std::fs::read_to_string(CONNTRACK_MAX).unwrap_or_else(|e| panic!("lab: reading {CONNTRACK_MAX}: {e}"));
-        std::fs::write(CONNTRACK_MAX, max.to_string()).unwrap_or_else(|e| panic!("lab: writing {CONNTRACK_MAX}: {e}"));
-        ConntrackMax { old: old.trim().to_string() }
-    }
-}
-
-impl Drop for ConntrackMax {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.old) {
-            eprintln!("!!!!!!!! could not restore {CONNTRACK_MAX} to {}: {e} !!!!!!!!", self.old);
-        }
-    }
-}
-
-/// Listens with a large backlog and never accepts: the kernel completes every handshake, so
-/// each connection is an assured conntrack entry that early drop cannot evict.
-const BACKLOG_SERVER: &str = r#"
-import socket, sys, time
-l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind((sys.argv[1], int(sys.argv[2])))
-l.listen(128)
-print("listening", flush=True)
-time.sleep(120)
-"#;
-
-/// Opens N connections and holds them.
-const HOLD_CONNECTIONS: &str = r#"
-import socket, sys, time
-held = []
-for _ in range(int(sys.argv[3])):
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-    held.append(s)
-print("connected", flush=True)
-time.sleep(120)
-"#;
-
 /// Issue 6: when a namespace's conntrack table is full, new connections are dropped by
 /// conntrack itself (NETFILTER_DROP in nf_hook_slow, like a rule's DROP); `tracer drops` says
 /// it was conntrack, with the table's fill level, and leaves a rule's drop alone.

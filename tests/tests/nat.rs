@@ -180,36 +180,6 @@ impl NatLab {
     }
 }
 
-/// Answers every TCP connection on `ip:port` with an echo of what it receives, each connection
-/// in its own thread (10 s idle timeout), for at most `life` seconds; prints `listening` first.
-const ECHO_SERVER: &str = r#"
-import socket, sys, threading, time
-ip, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind((ip, port))
-l.listen(64)
-l.settimeout(0.5)
-def serve(c):
-    c.settimeout(10)
-    try:
-        while True:
-            d = c.recv(4096)
-            if not d:
-                break
-            c.sendall(d)
-    except OSError:
-        pass
-    c.close()
-print("listening", flush=True)
-end = time.time() + life
-while time.time() < end:
-    try:
-        c, _ = l.accept()
-    except socket.timeout:
-        continue
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
 
 /// One connection per source port, one after the other, from `src` to `dst:dport`: connect,
 /// then `msgs` times send `ping I\n` and wait for its echo, then close. Prints `SPORT ok N`
@@ -244,11 +214,9 @@ for sport in [int(p) for p in sys.argv[6:]]:
     s.close()
 "#;
 
-/// A running [`ECHO_SERVER`] on `host`'s address and [`BACKEND_PORT`]; killed on drop.
+/// A running [`TCP_ECHO_SERVER`] on `host`'s address and [`BACKEND_PORT`]; killed on drop.
 fn tcp_echo(host: &Host) -> Announced {
-    let port = BACKEND_PORT.to_string();
-    let what = format!("TCP echo server on {}:{port}", host.ip);
-    Announced::start(|a| host.ns.spawn(a), &["python3", "-c", ECHO_SERVER, &host.ip, &port, "120"], "listening", &what)
+    tcp_echo_server(|a| host.ns.spawn(a), &host.ip, BACKEND_PORT, 120)
 }
 
 /// Answers every UDP datagram on `ip:port` with the same bytes, for at most `life` seconds;

@@ -70,6 +70,8 @@ const MODULES: &[&str] = &[
     // mtu: packet-too-big filtered in the client's INPUT.
     "ip6_tables",
     "ip6table_filter",
+    // diagnose: loss no drop reason names (an NFQUEUE verdict nobody listens to).
+    "xt_NFQUEUE",
 ];
 
 /// The hooks `tracer drops` is run with inside the VM; each must report NO_SOCKET.
@@ -527,7 +529,7 @@ fn add_test_tools(c: &mut Cpio, tests: &[PathBuf]) -> anyhow::Result<()> {
         let name = src.file_name().unwrap_or_default().to_string_lossy().into_owned();
         add_binary(c, src, &format!("bin/{name}"), &mut libs)?;
     }
-    for name in ["iptables-legacy", "ip6tables-legacy", "iptables-legacy-save", "iptables-legacy-restore"] {
+    for name in ["iptables-legacy", "ip6tables-legacy", "iptables-legacy-save", "ip6tables-legacy-save", "iptables-legacy-restore"] {
         c.symlink(&format!("bin/{name}"), "xtables-legacy-multi");
     }
     c.symlink("bin/python3", "python3.11");
@@ -944,7 +946,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 
 
 /// The integration-test binaries (tests/tests/*.rs) run inside each VM.
-const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat", "mtu"];
+const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat", "mtu", "diagnose"];
 
 /// The newest executable of each of [`TEST_BINARIES`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.
