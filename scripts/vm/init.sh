@@ -115,7 +115,8 @@ drops tp_btf
 drops tracepoint
 # integration-test binaries (cargo xtask vm-test --with-tests): each is one section
 if [ -d /tests ]; then
-    export TRACER_BIN=/tracer TRACER_REQUIRE_PRIVILEGED=1 TRACER_NO_CONTAINER_RUNTIME=1 PYTHONHOME=/usr RUST_BACKTRACE=1
+    # TCG emulation: the tests that time traffic against a --duration scale it by this.
+    export TRACER_BIN=/tracer TRACER_REQUIRE_PRIVILEGED=1 TRACER_NO_CONTAINER_RUNTIME=1 PYTHONHOME=/usr RUST_BACKTRACE=1 TRACER_TEST_SLOWDOWN=3
     for t in /tests/*; do
         # --nocapture: what the tests print about this kernel (where it frees nftables drops,
         # which hooks check found) stays in console.log for the record

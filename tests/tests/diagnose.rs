@@ -43,13 +43,25 @@ use tracer_tests::kube_api::ServiceFixture;
 use tracer_tests::node::{NodeLab, Pod, require_node};
 use tracer_tests::*;
 
-/// `--duration` of every run, in seconds. Traffic must be over (or have done what the test
-/// needs) well before it ends.
-const DURATION_S: u64 = 6;
+/// `--duration` of every run, in seconds: 6, times [`slowdown`]. Traffic must be over (or have
+/// done what the test needs) well before it ends.
+fn duration_s() -> u64 {
+    6 * slowdown()
+}
+
+/// How much slower than this machine the tests run: `TRACER_TEST_SLOWDOWN` (the VMs of
+/// `cargo xtask vm-test` emulate the CPU and set 3), else 1.
+fn slowdown() -> u64 {
+    std::env::var("TRACER_TEST_SLOWDOWN").ok().and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(1)
+}
+
 /// `--reply-timeout` of every run: a NATed connection without a reply after this is no_reply.
 const REPLY_TIMEOUT: &str = "1s";
+
 /// How long traffic may take after the tracer attached, leaving the tracer time to see the end.
-const TRAFFIC_BUDGET: Duration = Duration::from_millis(4800);
+fn traffic_budget() -> Duration {
+    Duration::from_millis(duration_s() * 800)
+}
 
 const SEVERITIES: &[&str] = &["error", "warning", "info"];
 /// The finding codes CONTRACT.md names (the tool may add more; each must then be documented in
@@ -70,11 +82,14 @@ const CONTRACT_CODES: &[&str] = &[
     "socket-buffer-drop",
 ];
 
+/// docs/FINDINGS.md, built in: the tests also run inside the VMs of `cargo xtask vm-test`,
+/// where the workspace is not.
+const FINDINGS_MD: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FINDINGS.md"));
+
 /// Codes docs/FINDINGS.md documents: the first cell of each table row, in backticks.
 fn documented_codes() -> BTreeSet<String> {
-    let path = workspace_root().join("docs/FINDINGS.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    text.lines()
+    FINDINGS_MD
+        .lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split_once('`').map(|(code, _)| code.to_string()))
         .collect()
@@ -137,7 +152,7 @@ impl RunArgs {
     }
 
     fn diagnose(&self) -> Vec<String> {
-        let mut v = strings(&["diagnose", "--duration", &format!("{DURATION_S}s"), "-o", "json", "--reply-timeout", REPLY_TIMEOUT]);
+        let mut v = strings(&["diagnose", "--duration", &format!("{}s", duration_s()), "-o", "json", "--reply-timeout", REPLY_TIMEOUT]);
         v.extend(self.common());
         for i in &self.ifaces {
             v.extend(["--iface".to_string(), i.clone()]);
@@ -168,8 +183,8 @@ fn diagnose(what: &str, args: &RunArgs, traffic: impl FnOnce()) -> Option<Diagno
     let t0 = Instant::now();
     traffic();
     let took = t0.elapsed();
-    assert!(took < TRAFFIC_BUDGET, "{what}: the scenario's traffic took {took:?}: the {DURATION_S} s run may have missed its end");
-    let run = t.wait_exit(Duration::from_secs(DURATION_S + 30));
+    assert!(took < traffic_budget(), "{what}: the scenario's traffic took {took:?}: the {} s run may have missed its end", duration_s());
+    let run = t.wait_exit(Duration::from_secs(duration_s() + 30));
     assert_eq!(run.status.code(), Some(0), "{what}: {argv:?} must exit 0 (findings are no failure)\nstdout:\n{}\nstderr:\n{}", run.lines.join("\n"), run.stderr);
     let text = run.lines.join("\n");
     let report: Value = serde_json::from_str(text.trim())
@@ -1217,13 +1232,13 @@ fn watch_streams_every_family_in_one_timeline() {
     let _serial = serial();
     let _lock = shared_lock();
     let (lab, cip, _file, common) = silent_service_lab();
-    let mut argv = strings(&["watch", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{DURATION_S}s")]);
+    let mut argv = strings(&["watch", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
     argv.extend(common);
     let t = Tracer::start(&argv_refs(&argv));
     let c = &lab.client;
     let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &cip, 80, 2.5, &[42501])), Duration::from_secs(10));
     assert_eq!(connect_results(&out), [(42501, "timeout".to_string())], "lab: the backend drops the connection");
-    let run = t.wait_exit(Duration::from_secs(DURATION_S + 30));
+    let run = t.wait_exit(Duration::from_secs(duration_s() + 30));
     assert_eq!(run.status.code(), Some(0), "{argv:?}: {}", run.stderr);
     let events = run.events();
     let client_ep = ep(&c.ip, 42501);
@@ -1264,13 +1279,13 @@ fn watch_by_flow_joins_a_service_connection_across_nat() {
     let _serial = serial();
     let _lock = shared_lock();
     let (lab, cip, _file, common) = silent_service_lab();
-    let mut argv = strings(&["watch", "--by-flow", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{DURATION_S}s")]);
+    let mut argv = strings(&["watch", "--by-flow", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
     argv.extend(common);
     let t = Tracer::start(&argv_refs(&argv));
     let c = &lab.client;
     let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &cip, 80, 2.5, &[42511])), Duration::from_secs(10));
     assert_eq!(connect_results(&out), [(42511, "timeout".to_string())], "lab: the backend drops the connection");
-    let run = t.wait_exit(Duration::from_secs(DURATION_S + 30));
+    let run = t.wait_exit(Duration::from_secs(duration_s() + 30));
     assert_eq!(run.status.code(), Some(0), "{argv:?}: {}", run.stderr);
     let stories = run.events();
     let label = flow(&ep(&c.ip, 42511), &ep(&cip, 80));

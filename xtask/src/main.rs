@@ -62,6 +62,9 @@ enum Task {
         /// Also run the integration tests (tests/) inside each VM
         #[arg(long)]
         with_tests: bool,
+        /// With --with-tests: only these test binaries (repeatable; e.g. diagnose) [default: all]
+        #[arg(long = "test", value_name = "NAME", requires = "with_tests")]
+        only: Vec<String>,
     },
 }
 
@@ -97,14 +100,14 @@ fn main() -> anyhow::Result<()> {
             println!("tests: {} passed, {} failed", totals.passed, totals.failed);
             unit
         }
-        Task::VmTest { kernels, timeout, total_timeout, jobs, memory, no_build, with_tests } => {
+        Task::VmTest { kernels, timeout, total_timeout, jobs, memory, no_build, with_tests, only } => {
             let bin = if no_build {
                 workspace().join("target/release/tracer")
             } else {
                 setup()?;
                 build_tracer()?
             };
-            let tests = if with_tests { vm::test_binaries(&workspace(), no_build)? } else { Vec::new() };
+            let tests = if with_tests { vm::test_binaries(&workspace(), no_build, &only)? } else { Vec::new() };
             // Under TCG the integration tests take about 2 minutes per kernel; the limits leave
             // room for a loaded machine without letting a hung VM hold CI for long.
             let secs = std::time::Duration::from_secs;

@@ -950,7 +950,10 @@ const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat", "mtu
 
 /// The newest executable of each of [`TEST_BINARIES`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.
-pub fn test_binaries(ws: &Path, no_build: bool) -> anyhow::Result<Vec<PathBuf>> {
+pub fn test_binaries(ws: &Path, no_build: bool, only: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    if let Some(unknown) = only.iter().find(|o| !TEST_BINARIES.contains(&o.as_str())) {
+        anyhow::bail!("--test {unknown}: not one of the VM's test binaries ({})", TEST_BINARIES.join(", "));
+    }
     if !no_build {
         crate::run(
             Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -960,7 +963,7 @@ pub fn test_binaries(ws: &Path, no_build: bool) -> anyhow::Result<Vec<PathBuf>> 
     }
     let deps = ws.join("target/release/deps");
     let mut found = Vec::new();
-    for stem in TEST_BINARIES {
+    for stem in TEST_BINARIES.iter().filter(|t| only.is_empty() || only.iter().any(|o| o == *t)) {
         let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
         for e in fs::read_dir(&deps)? {
             let p = e?.path();

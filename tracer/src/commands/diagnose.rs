@@ -66,6 +66,10 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     if progress {
         eprintln!();
     }
+    let ran = started.elapsed();
+    if ran + std::time::Duration::from_millis(500) < duration {
+        eprintln!("tracer: diagnose: stopped after {:.1}s of {duration:?}: the findings rest on that much", ran.as_secs_f64());
+    }
     let services = session.services().clone();
     let devices = std::mem::take(&mut session.devices);
     let (counts, _pods) = session.stop()?;
@@ -78,7 +82,8 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     let mut facts = MachineFacts { namespaces: Namespaces::scan(), services: &services };
     let findings = diagnose(&collect.events, &info, &mut facts);
     let report = Report {
-        duration_s: duration.as_secs_f64(),
+        // How long it really ran: Ctrl-C ends it early, and the findings rest on that much.
+        duration_s: (ran.min(duration).as_secs_f64() * 10.0).round() / 10.0,
         events: collect.events.len() as u64 + collect.beyond_limit,
         lost,
         probes,
