@@ -22,6 +22,8 @@ PKGS=(
   # Pods: protoc builds the CRI client (k8s-cri); the node lab runs a real containerd with runc
   # and the CNI bridge plugin inside a test network namespace.
   protobuf-compiler containerd runc containernetworking-plugins
+  # tracer serve: promtool checks the metrics it serves (its daemon is not started here).
+  prometheus
 )
 
 missing=()

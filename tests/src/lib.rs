@@ -772,8 +772,22 @@ fn parse_json_lines(lines: &[String]) -> Vec<Value> {
 
 impl Tracer {
     fn spawn(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
+        Self::spawn_in(None, args, paused, env)
+    }
+
+    /// `netns`: run the tracer inside this namespace (`ip netns exec`, which execs it: the
+    /// child is the tracer itself, so signals reach it).
+    fn spawn_in(netns: Option<&Netns>, args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
         let bin = tracer_bin();
-        let mut child = Command::new(&bin)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(args)
             .env("RUST_BACKTRACE", "0")
             .envs(env.iter().copied())
@@ -848,8 +862,17 @@ impl Tracer {
         Self::start_with(args, true, &[])
     }
 
+    /// Like [`Tracer::start`], inside network namespace `netns` (its own addresses, such as a
+    /// metrics listener on 127.0.0.1, stay in the lab).
+    pub fn start_in(netns: &Netns, args: &[&str]) -> Tracer {
+        Self::start_spawned(Self::spawn_in(Some(netns), args, false, &[]), args)
+    }
+
     fn start_with(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
-        let mut t = Self::spawn(args, paused, env);
+        Self::start_spawned(Self::spawn(args, paused, env), args)
+    }
+
+    fn start_spawned(mut t: Tracer, args: &[&str]) -> Tracer {
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         loop {
             if t.stderr().lines().any(|l| l.contains("attached")) {

@@ -1,7 +1,10 @@
 //! Loading the embedded kernel object with this kernel's offsets and the user's filters.
 
 use anyhow::Context as _;
-use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapData, PerCpuArray},
+};
 use tracer_common::{
     drop::DropConfig,
     event::counter,
@@ -81,4 +84,31 @@ pub fn read_counts(ebpf: &Ebpf, kind: u16) -> anyhow::Result<KernelCounts> {
         Ok(counters.get(&counter::index(kind, slot), 0)?.iter().sum())
     };
     Ok(KernelCounts { matched: sum(counter::MATCHED)?, lost: sum(counter::LOST)? })
+}
+
+/// A second handle on the kernel counters, for reading them while the event loop holds the
+/// object (`tracer serve` publishes them as they grow).
+pub struct CounterReader {
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl CounterReader {
+    pub fn open(ebpf: &Ebpf) -> anyhow::Result<Self> {
+        let map = ebpf.map("COUNTERS").context("COUNTERS map missing")?;
+        let Map::PerCpuArray(data) = map else { anyhow::bail!("COUNTERS is not a per-CPU array") };
+        let id = data.info().context("reading the COUNTERS map's id")?.id();
+        let data = MapData::from_id(id).context("opening the COUNTERS map by id")?;
+        Ok(Self { counters: PerCpuArray::try_from(Map::PerCpuArray(data))? })
+    }
+
+    /// Counts summed over CPUs and over `kinds`.
+    pub fn read(&self, kinds: &[u16]) -> anyhow::Result<KernelCounts> {
+        let mut total = KernelCounts::default();
+        for kind in kinds {
+            let sum = |slot| -> anyhow::Result<u64> { Ok(self.counters.get(&counter::index(*kind, slot), 0)?.iter().sum()) };
+            total.matched += sum(counter::MATCHED)?;
+            total.lost += sum(counter::LOST)?;
+        }
+        Ok(total)
+    }
 }

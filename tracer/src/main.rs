@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, error::ErrorKind};
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::{DropsConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, WatchConfig}},
+    cli::{Cli, Command, UsageError, config::{DropsConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, ServeConfig, WatchConfig}},
     probes::CannotRun,
 };
 
@@ -79,6 +79,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diagnose(args) => {
             let config = WatchConfig::diagnose_from_args(args)?;
             tokio_runtime()?.block_on(commands::diagnose::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            let config = ServeConfig::from_args(args)?;
+            tokio_runtime()?.block_on(commands::serve::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pods(args) => {

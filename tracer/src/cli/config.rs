@@ -7,7 +7,7 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{AllProbesArgs, DiagnoseArgs, DropsArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{AllProbesArgs, DiagnoseArgs, ServeArgs, DropsArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
 /// Options every tracing command shares.
@@ -110,6 +110,31 @@ impl WatchConfig {
         let reply_timeout = parse_reply_timeout(&probes.reply_timeout)?;
         let ifaces = probes.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { trace: TraceConfig::from_args(trace)?, reply_timeout, ifaces, by_flow: false })
+    }
+}
+
+/// `tracer serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub watch: WatchConfig,
+    pub metrics: std::net::SocketAddr,
+    pub max_series: usize,
+    pub quiet: bool,
+}
+
+impl ServeConfig {
+    pub fn from_args(args: ServeArgs) -> Result<Self, UsageError> {
+        let metrics = args.metrics.parse().map_err(|_| {
+            UsageError(format!("--metrics {}: expected IP:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464", args.metrics))
+        })?;
+        if args.max_series == 0 {
+            return Err(UsageError("--max-series: at least 1".into()));
+        }
+        if args.trace.count.is_some() {
+            return Err(UsageError("--count: serve runs until stopped (or --duration)".into()));
+        }
+        let watch = WatchConfig::from_parts(args.trace, args.probes)?;
+        Ok(Self { watch, metrics, max_series: args.max_series, quiet: args.quiet })
     }
 }
 

@@ -59,6 +59,9 @@ pub enum Command {
     /// the kernel's evidence
     #[command(after_help = DIAGNOSE_HELP)]
     Diagnose(DiagnoseArgs),
+    /// Long-running: every probe, Prometheus metrics on --metrics ADDR, events as JSON Lines
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
@@ -331,6 +334,37 @@ pub struct WatchArgs {
     /// Group events per connection (printed when tracing stops) instead of one stream
     #[arg(long)]
     pub by_flow: bool,
+}
+
+const SERVE_HELP: &str = "\
+Runs every probe until stopped (Ctrl-C, SIGTERM) and serves Prometheus metrics (text format
+0.0.4) on --metrics, for a DaemonSet on every node: drops by reason, kernel function and pod,
+retransmits, resets and failed connects by pod, NAT connections without reply by pod and
+Service, MTU events, events seen and lost per probe, and whether each probe runs. Labels are
+bounded: each metric keeps at most --max-series label sets, later ones are counted under
+pod=\"other\" (tracer_metric_series_capped_total says how often). Events also go to stdout as
+JSON Lines unless --quiet.
+
+Examples:
+  tracer serve                                   # metrics on 127.0.0.1:9464
+  tracer serve --metrics 0.0.0.0:9464 --quiet    # in a DaemonSet (deploy/daemonset.yaml)
+  curl -s localhost:9464/metrics | grep tracer_drops_total";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    #[command(flatten)]
+    pub probes: AllProbesArgs,
+    /// Address to serve metrics on (IP:PORT)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics: String,
+    /// Label sets kept per metric before new ones are counted as pod="other"
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub max_series: usize,
+    /// Do not print events on stdout (metrics only)
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod mtu;
 pub mod nat;
 pub mod pods;
 pub mod retrans;
+pub mod serve;
 pub mod session;
 pub mod watch;
 

@@ -244,13 +244,7 @@ impl Session {
             if p.result.is_err() {
                 continue;
             }
-            let kinds: &[u16] = match p.family {
-                "drops" => &[kind::DROP],
-                "tcp" => &[kind::RETRANSMIT, kind::RESET, kind::CONNECT_FAIL],
-                "nat" => &[kind::NAT],
-                _ => &[kind::MTU],
-            };
-            counts.push((p.family, loader::read_counts_of(&self.ebpf, kinds)?));
+            counts.push((p.family, loader::read_counts_of(&self.ebpf, family_kinds(p.family))?));
         }
         let Session { tc, ebpf, pods, decoders, read, marked_no_reply, reply_timeout, .. } = self;
         drop(tc);
@@ -318,6 +312,16 @@ impl Decode<'_> {
             out.extend(ends.borrow_mut().ended(now));
         }
         out
+    }
+}
+
+/// The record kinds a family writes.
+pub fn family_kinds(family: &str) -> &'static [u16] {
+    match family {
+        "drops" => &[kind::DROP],
+        "tcp" => &[kind::RETRANSMIT, kind::RESET, kind::CONNECT_FAIL],
+        "nat" => &[kind::NAT],
+        _ => &[kind::MTU],
     }
 }
 

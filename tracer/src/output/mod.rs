@@ -1,6 +1,7 @@
 //! Presentation: a table for people, JSON Lines for scripts (../shared/CONTRACT.md).
 
 pub mod json;
+pub mod metrics;
 pub mod table;
 
 use std::io::{self, Write};

@@ -1,0 +1,134 @@
+//! `tracer serve`: every probe until stopped, Prometheus metrics on an address, events as JSON
+//! Lines on stdout.
+
+use std::{
+    io,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use super::session::{Session, family_kinds};
+use crate::{
+    cli::config::ServeConfig,
+    events::Event,
+    loader::CounterReader,
+    output::{
+        Sink,
+        json::JsonSink,
+        metrics::{self, Cardinality},
+    },
+    runner::{self, Stop},
+};
+
+/// How often the kernel's seen/lost counters are copied into the metrics.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
+/// A scrape's request must arrive within this, and fit in this many bytes.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REQUEST: usize = 8192;
+
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    // Bound before anything is attached: a taken port leaves nothing behind.
+    let listener = TcpListener::bind(config.metrics).await.with_context(|| format!("listening on {} (--metrics)", config.metrics))?;
+    let handle = metrics::install()?;
+    let mut session = Session::start(&config.watch, "serve").await?;
+    for p in &session.probes {
+        metrics::set_probe_up(p.family, p.result.is_ok());
+    }
+    let running: Vec<&'static str> = session.probes.iter().filter(|p| p.result.is_ok()).map(|p| p.family).collect();
+    let counters = CounterReader::open(&session.ebpf)?;
+    let addr = listener.local_addr().unwrap_or(config.metrics);
+    tokio::spawn(serve_scrapes(listener, handle));
+    eprintln!("tracer: serve: metrics on http://{addr}/metrics");
+
+    let mut sink = ServeSink {
+        limits: Cardinality::new(config.max_series),
+        json: (!config.quiet).then(|| JsonSink::new(io::stdout())),
+    };
+    let stop = Stop { duration: config.watch.trace.duration, count: None };
+    let mut last_counts = Instant::now() - COUNTS_EVERY;
+    let publish = |counters: &CounterReader| {
+        for family in &running {
+            if let Ok(c) = counters.read(family_kinds(family)) {
+                metrics::set_kernel_counts(family, c.matched, c.lost);
+            }
+        }
+    };
+    let (ebpf, pods, decode) = session.parts();
+    runner::run_with_ticks(ebpf, stop, &mut sink, pods, |h, b| decode.decode(h, b), |now| {
+        if last_counts.elapsed() >= COUNTS_EVERY {
+            publish(&counters);
+            last_counts = Instant::now();
+        }
+        decode.tick(now)
+    })
+    .await?;
+    publish(&counters);
+    session.stop()?;
+    Ok(())
+}
+
+/// Counts each event into the metrics and, unless --quiet, prints it.
+struct ServeSink {
+    limits: Cardinality,
+    json: Option<JsonSink<io::Stdout>>,
+}
+
+impl Sink for ServeSink {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        metrics::observe(event, &mut self.limits);
+        match &mut self.json {
+            Some(json) => json.event(event),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Answers every request on the listener with the metrics (any path, like the exporter's own
+/// listener), one connection at a time: scrapes are rare and small.
+async fn serve_scrapes(listener: TcpListener, handle: PrometheusHandle) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        if let Err(err) = answer(stream, &handle).await {
+            log::debug!("scrape from {peer}: {err}");
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> io::Result<()> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, io::Error>(())
+    })
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no complete request"));
+    }
+    let (status, body) = if request.starts_with(b"GET ") || request.starts_with(b"HEAD ") {
+        ("200 OK", handle.render())
+    } else {
+        ("405 Method Not Allowed", "only GET\n".to_string())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    if !request.starts_with(b"HEAD ") {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}
