@@ -24,6 +24,8 @@ PKGS=(
   protobuf-compiler containerd runc containernetworking-plugins
   # tracer serve: promtool checks the metrics it serves (its daemon is not started here).
   prometheus
+  # tracer job render: manifests are validated with kubernetes-validate, in a venv.
+  python3-venv
 )
 
 missing=()
@@ -39,6 +41,15 @@ if ((${#missing[@]})); then
   # An old or empty package list makes apt-get install fail to find packages.
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Kubernetes manifests (job render, deploy/) are checked against the API's schemas:
+# kubernetes-validate (PyPI) carries them, so the check needs no cluster.
+PYVENV=/opt/tracer-py
+if ! "$PYVENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+  log "installing kubernetes-validate into $PYVENV"
+  /usr/bin/python3 -m venv "$PYVENV"
+  "$PYVENV/bin/pip" install -q kubernetes-validate
 fi
 
 # rustup may not be on PATH in non-login shells (CI runs `bash .ci/run`).

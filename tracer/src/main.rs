@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod diagnose;
 mod events;
+mod job;
 mod kernel;
 mod loader;
 mod output;
@@ -86,6 +87,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio_runtime()?.block_on(commands::serve::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Job(args) => match args.action {
+            cli::JobAction::Render(args) => {
+                let spec = cli::config::job_spec(args)?;
+                print!("{}", job::to_yaml(&job::manifest(&spec)));
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Pods(args) => {
             let config = PodsCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::pods::run(config))?;

@@ -113,6 +113,81 @@ impl WatchConfig {
     }
 }
 
+/// The tracing commands a Job may run.
+const JOB_COMMANDS: &[&str] = &["drops", "retrans", "nat", "mtu", "watch", "diagnose"];
+
+/// `tracer job render`: the Job, checked.
+pub fn job_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, UsageError> {
+    let duration = parse_duration(&args.duration)
+        .map_err(|_| UsageError(format!("--duration {}: expected a duration such as 30s or 5m", args.duration)))?;
+    if duration < Duration::from_secs(1) {
+        return Err(UsageError("--duration: at least 1s".into()));
+    }
+    if !is_dns_subdomain(&args.node) {
+        return Err(UsageError(format!("--node {:?}: not a node name (lower-case letters, digits, `-` and `.`)", args.node)));
+    }
+    if !is_dns_label(&args.namespace) {
+        return Err(UsageError(format!("--namespace {:?}: not a namespace name (lower-case letters, digits and `-`, at most 63)", args.namespace)));
+    }
+    let command = args.command.first().map(String::as_str).unwrap_or_default();
+    if !JOB_COMMANDS.contains(&command) {
+        return Err(UsageError(format!("the command after --: {command:?} is not one of {}", JOB_COMMANDS.join(", "))));
+    }
+    if let Some(own) = args.command.iter().find(|a| ["-o", "--output", "--duration", "--count"].contains(&a.split('=').next().unwrap_or(a))) {
+        return Err(UsageError(format!("the command after --: {own} is set by the Job (-o json --duration from `job --duration`)")));
+    }
+    let mut inner = args.command.clone();
+    inner.extend(["-o".into(), "json".into(), "--duration".into(), args.duration.clone()]);
+    // The whole command line must parse as the tracer in the Job will parse it.
+    let argv = std::iter::once("tracer".to_string()).chain(inner.iter().cloned());
+    let cli = <super::Cli as clap::Parser>::try_parse_from(argv).map_err(|err| {
+        let rendered = err.render().to_string();
+        let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid").trim_start_matches("error: ").to_string();
+        UsageError(format!("the command after --: {first}"))
+    })?;
+    // And its values must pass the same checks as on a node (CIDRs, ports, reasons' syntax).
+    let checked = match cli.command {
+        super::Command::Drops(a) => DropsConfig::from_args(a).map(drop),
+        super::Command::Retrans(a) => RetransConfig::from_args(a).map(drop),
+        super::Command::Nat(a) => NatConfig::from_args(a).map(drop),
+        super::Command::Mtu(a) => MtuConfig::from_args(a).map(drop),
+        super::Command::Watch(a) => WatchConfig::from_args(a).map(drop),
+        super::Command::Diagnose(a) => WatchConfig::diagnose_from_args(a).map(drop),
+        _ => Ok(()),
+    };
+    match checked {
+        // Files (--btf, --kubeconfig) are the node's, not this machine's.
+        Err(e) if e.0.contains("no such file") => {}
+        other => other.map_err(|e| UsageError(format!("the command after --: {e}")))?,
+    }
+    let name = match args.name {
+        Some(n) if is_dns_label(&n) => n,
+        Some(n) => return Err(UsageError(format!("--name {n:?}: not a Job name (lower-case letters, digits and `-`, at most 63)"))),
+        None => job_name(command, &args.node),
+    };
+    Ok(crate::job::JobSpec { name, namespace: args.namespace, node: args.node, image: args.image, args: inner, duration })
+}
+
+/// `tracer-COMMAND-NODE`, made a DNS label (at most 52 characters: the Job controller adds a
+/// suffix for its pods).
+fn job_name(command: &str, node: &str) -> String {
+    let raw = format!("tracer-{command}-{node}").to_lowercase();
+    let cleaned: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    cleaned.chars().take(52).collect::<String>().trim_end_matches('-').to_string()
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 /// `tracer serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -487,6 +562,29 @@ mod tests {
         for bad in ["", ":eth0", "node1:", "a-very-long-device-name", "x:y:z", "eth 0"] {
             assert!(parse_iface(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn job_specs_are_checked_before_anything() {
+        let args = |cmd: &[&str]| super::super::JobRenderArgs {
+            node: "node-1".into(),
+            namespace: "kube-system".into(),
+            image: "i".into(),
+            duration: "30s".into(),
+            name: None,
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+        };
+        let spec = job_spec(args(&["drops", "--pod", "shop/web-0"])).expect("valid");
+        assert_eq!(spec.args, ["drops", "--pod", "shop/web-0", "-o", "json", "--duration", "30s"]);
+        assert_eq!(spec.name, "tracer-drops-node-1");
+        assert!(job_spec(args(&["pods"])).is_err(), "not a tracing command");
+        assert!(job_spec(args(&["drops", "-o", "table"])).is_err(), "the Job sets the output");
+        assert!(job_spec(args(&["drops", "--ip", "nonsense"])).is_err(), "the inner command is parsed");
+        let mut bad_node = args(&["drops"]);
+        bad_node.node = "Node_1".into();
+        assert!(job_spec(bad_node).is_err());
+        // At most 52: the Job controller appends to it for the pod's name.
+        assert_eq!(job_name("diagnose", "ip-10-0-0-1.eu-west-1.compute.internal"), "tracer-diagnose-ip-10-0-0-1-eu-west-1-compute-intern");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum Command {
     /// Long-running: every probe, Prometheus metrics on --metrics ADDR, events as JSON Lines
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
+    /// kubectl-trace-style Jobs: a tracer command on one node, as a least-privilege Job
+    Job(JobArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
@@ -365,6 +367,52 @@ pub struct ServeArgs {
     /// Do not print events on stdout (metrics only)
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(subcommand)]
+    pub action: JobAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobAction {
+    /// Print the Job manifest (YAML) that runs a tracer command on a node; needs no cluster
+    #[command(after_help = JOB_RENDER_HELP)]
+    Render(JobRenderArgs),
+}
+
+const JOB_RENDER_HELP: &str = "\
+The Job is pinned to --node, runs the command with `-o json --duration DUR`, ends by itself
+(activeDeadlineSeconds = DUR + 120 s), is deleted an hour after it finished, tolerates every
+taint, and runs without `privileged`: only the capabilities tracer needs (BPF, PERFMON,
+NET_ADMIN, SYS_ADMIN, SYS_PTRACE, SYS_RESOURCE; why each, in the README), a read-only root
+filesystem, the kernel's BTF and the CRI socket mounted read-only, hostNetwork and hostPID.
+
+Examples:
+  tracer job render --node node-1 -- drops --pod shop/web-0
+  tracer job render --node node-1 --duration 2m -- diagnose --namespace shop | kubectl apply -f -";
+
+#[derive(Debug, Args)]
+pub struct JobRenderArgs {
+    /// The node to run on
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// Namespace of the Job (its ServiceAccount `tracer` must exist there)
+    #[arg(long, value_name = "NS", default_value = "kube-system")]
+    pub namespace: String,
+    /// Container image with the tracer binary
+    #[arg(long, value_name = "IMAGE", default_value = "ghcr.io/tracer/tracer:latest")]
+    pub image: String,
+    /// How long the trace runs
+    #[arg(long, value_name = "DUR", default_value = "60s")]
+    pub duration: String,
+    /// Job name [default: tracer-COMMAND-NODE]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The tracer command, after `--` (e.g. `-- drops --pod shop/web-0`)
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
