@@ -52,6 +52,13 @@ if ! "$PYVENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
   "$PYVENV/bin/pip" install -q kubernetes-validate
 fi
 
+# kubectl runs tracer as a plugin in the tests (`kubectl tracer`); Debian's client will do when
+# the machine has none.
+if ! command -v kubectl >/dev/null 2>&1; then
+  log "installing kubectl (Debian kubernetes-client)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+
 # rustup may not be on PATH in non-login shells (CI runs `bash .ci/run`).
 if ! command -v rustup >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/rustup" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"

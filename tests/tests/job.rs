@@ -118,3 +118,32 @@ fn bad_job_input_is_one_line_and_exit_2() {
         assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
     }
 }
+
+/// `kubectl tracer ...`: kubectl finds `kubectl-tracer` on PATH (here a link to the binary, as
+/// krew installs it) and runs it; it answers as `kubectl tracer`.
+#[test]
+fn kubectl_runs_it_as_a_plugin() {
+    let dir = std::env::temp_dir().join(unique_name("kp"));
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveDir(dir.clone());
+    std::os::unix::fs::symlink(tracer_bin(), dir.join("kubectl-tracer")).expect("link kubectl-tracer");
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let kubectl = |args: &[&str]| {
+        run_timeout(Command::new("kubectl").arg("tracer").args(args).env("PATH", &path), Duration::from_secs(30))
+    };
+    let out = kubectl(&["job", "render", "--node", "node-1", "--", "drops"]);
+    assert!(out.status.success(), "kubectl tracer job render (kubectl: scripts/setup.sh installs it): {}", String::from_utf8_lossy(&out.stderr));
+    let direct = run_tracer(&["job", "render", "--node", "node-1", "--", "drops"], Duration::from_secs(30));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(), direct.lines, "the plugin is the same program");
+    let help = kubectl(&["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: kubectl tracer"), "{}", String::from_utf8_lossy(&help.stdout));
+    let bad = kubectl(&["no-such-command"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("see 'kubectl tracer --help'"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

@@ -18,7 +18,7 @@ mod runner;
 
 use std::process::ExitCode;
 
-use clap::{Parser, error::ErrorKind};
+use clap::error::ErrorKind;
 
 use crate::{
     cli::{Cli, Command, UsageError, config::{DropsConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, ServeConfig, WatchConfig}},
@@ -33,9 +33,10 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
 
-    let cli = match Cli::try_parse() {
+    let prog = program_name();
+    let cli = match parse(prog) {
         Ok(cli) => cli,
-        Err(err) => return clap_error(&err),
+        Err(err) => return clap_error(&err, prog),
     };
     match run(cli) {
         Ok(code) => code,
@@ -106,6 +107,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// How the user called us: `tracer`, or `kubectl tracer` when run as the kubectl plugin
+/// (kubectl execs `kubectl-tracer` from PATH: a copy or a link to this binary).
+fn program_name() -> &'static str {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let base = std::path::Path::new(&argv0).file_name().unwrap_or_default().to_string_lossy().into_owned();
+    if base == "kubectl-tracer" { "kubectl tracer" } else { "tracer" }
+}
+
+fn parse(prog: &'static str) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let command = Cli::command().bin_name(prog).display_name(prog);
+    Cli::from_arg_matches(&command.try_get_matches()?)
+}
+
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // One thread: the work is one ring buffer and one output; a pool would only add wakeups.
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
@@ -117,7 +132,7 @@ fn is_usage(err: &anyhow::Error) -> bool {
 
 /// clap's errors are several lines with usage; the contract wants one line and exit 2.
 /// Help and version requests print in full and succeed.
-fn clap_error(err: &clap::Error) -> ExitCode {
+fn clap_error(err: &clap::Error, prog: &str) -> ExitCode {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = err.print();
@@ -133,7 +148,7 @@ fn clap_error(err: &clap::Error) -> ExitCode {
                 let named: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
                 line = format!("{first} {}", named.join(", "));
             }
-            eprintln!("tracer: error: {line} (see 'tracer --help')");
+            eprintln!("tracer: error: {line} (see '{prog} --help')");
             ExitCode::from(2)
         }
     }
