@@ -26,6 +26,8 @@ PKGS=(
   prometheus
   # tracer job render: manifests are validated with kubernetes-validate, in a venv.
   python3-venv
+  # cargo xtask bench: the same drop storm through bpftrace, side by side with tracer.
+  bpftrace
 )
 
 missing=()

@@ -23,6 +23,9 @@
 //! RBAC refuses it ([`FakeApi::forbid`]: `403 Forbidden`), and every request is recorded so a
 //! test can assert what the client sent. Pods and Services share one resource-version sequence,
 //! as they do in a real server's etcd.
+//!
+//! Jobs (`tracer job run/logs/list/delete`) are served by [`jobs`]: batch/v1 Jobs, a Job
+//! controller that makes each Job's pod, and the pods' logs, scripted by the test.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -35,6 +38,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+
+mod jobs;
+pub use jobs::JobScript;
 
 /// The token the written kubeconfig carries and the server requires.
 pub const TOKEN: &str = "tracer-test-token-8d3f";
@@ -356,6 +362,8 @@ pub struct ApiRequest {
     pub headers: Vec<(String, String)>,
     /// The status code answered.
     pub status: u16,
+    /// The request's body (JSON for POST and DELETE), empty if none.
+    pub body: String,
 }
 
 impl ApiRequest {
@@ -554,6 +562,8 @@ struct State {
     token: Option<String>,
     /// Resources answered `403 Forbidden`, as RBAC answers a service account without the verbs.
     forbidden: BTreeSet<Resource>,
+    /// Jobs, their controller's script and the pods' logs.
+    jobs: jobs::Jobs,
 }
 
 impl State {
@@ -618,6 +628,7 @@ impl FakeApi {
             requests: Vec::new(),
             token: Some(TOKEN.to_string()),
             forbidden: BTreeSet::new(),
+            jobs: jobs::Jobs::default(),
         };
         for p in pods {
             state.change(Resource::Pods, "ADDED", &p.uid, p.object());
@@ -876,15 +887,16 @@ fn serve_conn(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             .find(|(k, _)| k == "content-length")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
+        let mut body = vec![0; body_len];
         if body_len > 0 {
-            let mut body = vec![0; body_len];
             r.read_exact(&mut body)?;
         }
+        let body = String::from_utf8_lossy(&body).into_owned();
         let (path, raw_query) = match target.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (target.clone(), String::new()),
         };
-        let mut req = ApiRequest { method, path, query: parse_query(&raw_query), raw_query, headers, status: 0 };
+        let mut req = ApiRequest { method, path, query: parse_query(&raw_query), raw_query, headers, status: 0, body };
         let close = req.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
         handle(&mut w, &mut req, shared)?;
         if close {
@@ -901,11 +913,13 @@ fn status_object(code: u16, reason: &str, message: &str) -> Value {
 fn reason_phrase(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         410 => "Gone",
         _ => "Error",
     }
@@ -939,6 +953,9 @@ fn handle(w: &mut TcpStream, req: &mut ApiRequest, shared: &Shared) -> std::io::
         && req.header("authorization") != Some(&format!("Bearer {t}"))
     {
         return fail(req, w, 401, "Unauthorized", "Unauthorized");
+    }
+    if let Some(answered) = jobs::handle(w, req, shared) {
+        return answered;
     }
     let Some(resource) = Resource::from_path(&req.path) else {
         let msg = format!("the server could not find the requested resource ({})", req.path);

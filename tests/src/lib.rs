@@ -24,6 +24,8 @@ pub use serde_json::Value;
 
 pub mod node;
 pub mod kube_api;
+pub mod kube_proxy;
+pub mod traffic;
 
 /// How long a tracer may take to print its `attached` line.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -615,7 +617,8 @@ impl<'a> Udp<'a> {
         Udp { src, sport, dst, dport, count: 3, size: 100, gap: 0.01 }
     }
 
-    fn argv(&self) -> Vec<String> {
+    /// argv of the sender, for `Netns::exec_timeout` or `Pod::exec_timeout`.
+    pub fn argv(&self) -> Vec<String> {
         vec![
             "python3".into(),
             "-c".into(),
@@ -652,41 +655,6 @@ impl<'a> Udp<'a> {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         ns.spawn(&argv)
     }
-}
-
-const TCP_CONNECT: &str = r#"
-import socket, sys
-src, sport, dst, dport, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((src, sport))
-s.settimeout(timeout)
-try:
-    s.connect((dst, dport))
-    print("connected")
-except socket.timeout:
-    print("timeout")
-except OSError as e:
-    print("error %d" % e.errno)
-"#;
-
-/// One TCP connect attempt from `src:sport` to `dst:dport` inside `ns`, giving up after
-/// `timeout`. Returns `connected`, `timeout` or `error ERRNO`.
-pub fn tcp_connect(ns: &Netns, src: &str, sport: u16, dst: &str, dport: u16, timeout: f64) -> String {
-    let out = ns.exec_timeout(
-        &[
-            "python3",
-            "-c",
-            TCP_CONNECT,
-            src,
-            &sport.to_string(),
-            dst,
-            &dport.to_string(),
-            &timeout.to_string(),
-        ],
-        Duration::from_secs_f64(timeout + 15.0),
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Waits (bounded) for a background child; kills it on timeout.
@@ -856,6 +824,11 @@ impl Tracer {
         Self::start_with(args, false, env)
     }
 
+    /// Starts the tracer without waiting for `attached`: commands that attach nothing (`job run`).
+    pub fn launch(args: &[&str]) -> Tracer {
+        Self::spawn(args, false, &[])
+    }
+
     /// Like [`Tracer::start`] but does not read stdout until [`Tracer::resume_stdout`]: a slow
     /// consumer, so the tracer's stdout pipe fills up and its ring buffer overflows.
     pub fn start_paused(args: &[&str]) -> Tracer {
@@ -893,6 +866,11 @@ impl Tracer {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Raw stdout lines so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines lock").clone()
     }
 
     pub fn pid(&self) -> i32 {
@@ -1560,32 +1538,6 @@ except OSError as e:
     print("error %d" % e.errno if e.errno else "error timeout")
 "#;
 
-/// One connect from `src:sport` to `dst:dport` with `TCP_SYNCNT` = `syncnt` (0: the kernel's
-/// default), a `timeout`, and, once connected, `hold` seconds before closing. Prints
-/// `RESULT ELAPSED_MS` with RESULT `connected`, `timeout` or `error ERRNO`, ELAPSED_MS the time
-/// connect() took.
-pub const TCP_CONNECT_TIMED: &str = r#"
-import socket, sys, time
-src, sport, dst, dport, timeout, syncnt, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-if syncnt > 0:
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, syncnt)
-s.bind((src, sport))
-s.settimeout(timeout)
-t = time.monotonic()
-try:
-    s.connect((dst, dport))
-    r = "connected"
-except OSError as e:
-    # socket.timeout is TimeoutError: it also catches the kernel's ETIMEDOUT, which has an errno.
-    r = "error %d" % e.errno if e.errno else "timeout"
-print("%s %d" % (r, round((time.monotonic() - t) * 1000)), flush=True)
-if r == "connected":
-    time.sleep(hold)
-s.close()
-"#;
-
 /// argv of [`TCP_SEND`], for `Netns::spawn`/`exec_timeout` or `Pod::spawn`/`exec_timeout`.
 pub fn tcp_send_argv(src: &str, sport: u16, dst: &str, dport: u16, bytes: u64, timeout: f64) -> Vec<String> {
     assert!(bytes <= 64 << 20, "bounded traffic only");
@@ -1599,30 +1551,6 @@ pub fn tcp_send_argv(src: &str, sport: u16, dst: &str, dport: u16, bytes: u64, t
         dport.to_string(),
         bytes.to_string(),
         timeout.to_string(),
-    ]
-}
-
-/// argv of [`TCP_CONNECT_TIMED`].
-pub fn tcp_connect_timed_argv(
-    src: &str,
-    sport: u16,
-    dst: &str,
-    dport: u16,
-    timeout: f64,
-    syncnt: u32,
-    hold: f64,
-) -> Vec<String> {
-    vec![
-        "python3".into(),
-        "-c".into(),
-        TCP_CONNECT_TIMED.into(),
-        src.into(),
-        sport.to_string(),
-        dst.into(),
-        dport.to_string(),
-        timeout.to_string(),
-        syncnt.to_string(),
-        hold.to_string(),
     ]
 }
 
@@ -2169,6 +2097,21 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
+}
+
+/// The Python venv scripts/setup.sh installs kubernetes-validate (and PyYAML with it) into.
+pub const PY_VENV: &str = "/opt/tracer-py";
+
+/// A YAML file as JSON, parsed by PyYAML (the workspace has no YAML crate).
+pub fn yaml_as_json(file: &Path) -> Value {
+    let python = Path::new(PY_VENV).join("bin/python3");
+    let out = Command::new(&python)
+        .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"])
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh installs it)", python.display()));
+    assert!(out.status.success(), "YAML did not parse: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON from yaml")
 }
 
 /// Polls (bounded: 5 s, since the kernel frees programs deferred) until no program among `ids`

@@ -12,6 +12,7 @@
 //! Why `nsenter --net` and not `ip netns exec`: the latter also remounts /sys for the namespace,
 //! and runc then fails with "no cgroup mount found in mountinfo".
 
+mod container;
 mod image;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +38,8 @@ use k8s_cri::v1::{
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub use image::{BUSYBOX, SANDBOX_IMAGE, is_static_elf, sandbox_image_tar};
+pub use container::{Container, ContainerExit, ContainerSpec, HostMount, cri_log_lines};
+pub use image::{BUSYBOX, SANDBOX_IMAGE, image_reference, is_static_elf, sandbox_image_tar};
 
 use crate::{AddrBlock, CMD_TIMEOUT, Netns, Value, next_id, run_timeout, unique_name};
 
@@ -185,6 +187,16 @@ impl Pod {
 // The node
 // ---------------------------------------------------------------------------------------------
 
+/// How a sandbox is set up beyond its name.
+#[derive(Clone, Copy, Debug, Default)]
+struct SandboxOptions {
+    host_network: bool,
+    /// The node's PID namespace (`hostPID`).
+    host_pid: bool,
+    /// A log directory, so containers in it have CRI log files.
+    logs: bool,
+}
+
 /// Options of a [`NodeLab`].
 #[derive(Clone, Debug, Default)]
 pub struct NodeLabOptions {
@@ -228,6 +240,8 @@ pub struct NodeLab {
     sandbox_pids: Mutex<BTreeSet<u32>>,
     /// Every sandbox id this lab ever saw: libcni names its cache files after them.
     sandbox_ids_seen: Mutex<BTreeSet<String>>,
+    /// The config each live sandbox was created with: CreateContainer wants it again.
+    sandbox_configs: Mutex<BTreeMap<String, PodSandboxConfig>>,
     /// Serialises pod creation: [`NodeLab::run_pod_with_ip`] steers host-local through its
     /// state file, which must not race another creation.
     create: Mutex<()>,
@@ -288,6 +302,7 @@ impl NodeLab {
             pod_netns: Mutex::new(BTreeSet::new()),
             sandbox_pids: Mutex::new(BTreeSet::new()),
             sandbox_ids_seen: Mutex::new(BTreeSet::new()),
+            sandbox_configs: Mutex::new(BTreeMap::new()),
             create: Mutex::new(()),
         };
         // On failure `lab` is dropped while the panic unwinds, which removes whatever was made.
@@ -453,10 +468,12 @@ disabled_plugins = [
         };
         self.channel = Some(channel);
         self.cri_ready_after = started.elapsed();
-        self.import_image(&tar)
+        self.import_image(&tar, SANDBOX_IMAGE)
     }
 
-    fn import_image(&self, tar: &Path) -> Result<()> {
+    /// Imports an image tarball (docker-archive) that holds `reference`, and waits until the CRI
+    /// knows it.
+    pub fn import_image(&self, tar: &Path, reference: &str) -> Result<()> {
         let sock = self.socket_path();
         let ctr = |args: &[&str]| {
             let out = run_timeout(Command::new("ctr").arg("--address").arg(&sock).args(["-n", "k8s.io"]).args(args), CMD_TIMEOUT);
@@ -469,7 +486,7 @@ disabled_plugins = [
         let tar_s = tar.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", tar.display()))?;
         ctr(&["images", "import", tar_s])?;
         let listed = ctr(&["images", "ls", "-q"])?;
-        ensure!(listed.lines().any(|l| l == SANDBOX_IMAGE), "{SANDBOX_IMAGE} not listed after import: {listed}");
+        ensure!(listed.lines().any(|l| l == reference), "{reference} not listed after import: {listed}");
         // The CRI plugin learns of imported images from containerd's event stream, so it may
         // not know the image for a moment; RunPodSandbox would then try to pull it (and fail:
         // there is no registry). Wait until the CRI itself reports it.
@@ -477,14 +494,14 @@ disabled_plugins = [
         loop {
             let known = self.rt.block_on(async {
                 let mut c = ImageServiceClient::new(self.channel()?);
-                let spec = ImageSpec { image: SANDBOX_IMAGE.into(), ..Default::default() };
+                let spec = ImageSpec { image: reference.into(), ..Default::default() };
                 let r = c.image_status(ImageStatusRequest { image: Some(spec), verbose: false }).await?;
                 anyhow::Ok(r.into_inner().image.is_some())
             })?;
             if known {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "the CRI does not see {SANDBOX_IMAGE} 10 s after import");
+            ensure!(Instant::now() < deadline, "the CRI does not see {reference} 10 s after import");
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -536,6 +553,25 @@ disabled_plugins = [
         host_network: bool,
         want_ip: Option<&str>,
     ) -> Result<Pod> {
+        self.try_run_pod_with(namespace, name, labels, SandboxOptions { host_network, ..Default::default() }, want_ip)
+    }
+
+    /// Creates a pod that runs containers as a kubelet would set it up: `opts` from the pod
+    /// spec (hostNetwork, hostPID), container logs under the lab's directory.
+    pub fn run_pod_for_containers(&self, namespace: &str, name: &str, host_network: bool, host_pid: bool) -> Pod {
+        let opts = SandboxOptions { host_network, host_pid, logs: true };
+        self.try_run_pod_with(namespace, name, &[], opts, None).unwrap_or_else(|e| self.fail(&e))
+    }
+
+    fn try_run_pod_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        opts: SandboxOptions,
+        want_ip: Option<&str>,
+    ) -> Result<Pod> {
+        let host_network = opts.host_network;
         let _serial = self.create.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ip) = want_ip {
             self.steer_ipam(ip)?;
@@ -556,13 +592,20 @@ disabled_plugins = [
             labels: labels.clone().into_iter().collect(),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption { network: mode as i32, ..Default::default() }),
+                    namespace_options: Some(NamespaceOption {
+                        network: mode as i32,
+                        pid: if opts.host_pid { NamespaceMode::Node as i32 } else { NamespaceMode::Pod as i32 },
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
+            // Where the CRI writes container logs (kubelet: /var/log/pods/NS_NAME_UID).
+            log_directory: if opts.logs { self.dir.join("pods").join(&uid).to_string_lossy().into_owned() } else { String::new() },
             ..Default::default()
         };
+        let sandbox_config = config.clone();
         let id = self
             .rt
             .block_on(async {
@@ -574,6 +617,7 @@ disabled_plugins = [
         // From here on the sandbox exists: track it first, so a later failure still removes it.
         self.pods.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), PathBuf::new());
         self.sandbox_ids_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+        self.sandbox_configs.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), sandbox_config);
         let (ip, pid, netns_path) =
             self.sandbox_details(&id, CRI_CALL_TIMEOUT).with_context(|| format!("PodSandboxStatus {namespace}/{name} ({id})"))?;
         let netns_path = if host_network { self.netns.path() } else { netns_path };
@@ -668,6 +712,7 @@ disabled_plugins = [
             anyhow::Ok(())
         })?;
         self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.sandbox_configs.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         Ok(())
     }
 

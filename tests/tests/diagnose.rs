@@ -40,7 +40,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracer_tests::kube_api::ServiceFixture;
+use tracer_tests::kube_proxy::{NatLab, kube_proxy_base, service};
 use tracer_tests::node::{NodeLab, Pod, require_node};
+use tracer_tests::traffic::{TcpClient, tcp_connect, udp_queries, udp_server};
 use tracer_tests::*;
 
 /// `--duration` of every run, in seconds: 6, times [`slowdown`]. Traffic must be over (or have
@@ -351,235 +353,49 @@ fn sysctl_value(f: &Value, key: &str) -> Option<i64> {
 // Traffic helpers
 // ---------------------------------------------------------------------------------------------
 
-/// `n` UDP datagrams of `size` bytes from `src:sport` to `dst:dport`, run through `exec` (a
-/// namespace's or a pod's); returns how many were sent.
-const UDP_SEND: &str = r#"
-import socket, sys
-src, sport, dst, dport, n, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((src, sport))
-sent = 0
-for _ in range(n):
-    try:
-        s.sendto(b"x" * size, (dst, dport))
-        sent += 1
-    except OSError:
-        pass
-print(sent)
-"#;
-
-fn udp_argv(src: &str, sport: u16, dst: &str, dport: u16, n: u32, size: u32) -> Vec<String> {
-    assert!(n <= 1000 && size <= 1400, "bounded traffic only");
-    vec!["python3".into(), "-c".into(), UDP_SEND.into(), src.into(), sport.to_string(), dst.into(), dport.to_string(), n.to_string(), size.to_string()]
+/// `n` UDP datagrams of 100 bytes from `src:sport` to `dst:dport`, back to back.
+fn udp_job<'a>(src: &'a str, sport: u16, dst: &'a str, dport: u16, n: u32) -> Udp<'a> {
+    assert!(n <= 1000, "bounded traffic only");
+    Udp { count: n, gap: 0.0, ..Udp::new(src, sport, dst, dport) }
 }
 
 fn udp_from_ns(ns: &Netns, src: &str, sport: u16, dst: &str, dport: u16, n: u32) {
-    let out = ns.exec_ok(&argv_refs(&udp_argv(src, sport, dst, dport, n, 100)));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), n.to_string(), "lab: UDP sender in {} sent too few", ns.name);
+    assert_eq!(udp_job(src, sport, dst, dport, n).send(ns), n, "lab: UDP sender in {} sent too few", ns.name);
 }
 
 fn udp_from_pod(pod: &Pod, sport: u16, dst: &str, dport: u16, n: u32) {
-    let out = pod.exec_ok(&argv_refs(&udp_argv(&pod.ip, sport, dst, dport, n, 100)));
+    let out = pod.exec_ok(&argv_refs(&udp_job(&pod.ip, sport, dst, dport, n).argv()));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), n.to_string(), "lab: UDP sender in {} sent too few", pod.key());
-}
-
-/// One query per source port, each waiting up to `timeout` s for an answer: `SPORT ok` or
-/// `SPORT timeout` per line. The query is a DNS question for example.com (any payload would do).
-const QUERY: &str = r#"
-import socket, sys
-src, dst, dport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
-for sport in [int(p) for p in sys.argv[5:]]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((src, sport))
-    s.settimeout(timeout)
-    s.sendto(q, (dst, dport))
-    try:
-        s.recv(512)
-        print(sport, "ok", flush=True)
-    except OSError:
-        print(sport, "timeout", flush=True)
-    s.close()
-"#;
-
-fn query_argv(src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<String> {
-    assert!(sports.len() <= 8 && timeout <= 2.0, "bounded traffic only");
-    let mut v: Vec<String> = vec!["python3".into(), "-c".into(), QUERY.into(), src.into(), dst.into(), dport.to_string(), timeout.to_string()];
-    v.extend(sports.iter().map(u16::to_string));
-    v
-}
-
-/// The per-port results of [`QUERY`].
-fn query_results(out: &std::process::Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()).collect()
-}
-
-/// Answers every UDP datagram on `ip:port` with the same bytes (or, with `answer` 0, reads and
-/// never answers), for at most 60 s; prints `listening` first.
-const UDP_SERVER: &str = r#"
-import socket, sys, time
-ip, port, answer = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((ip, port))
-s.settimeout(0.5)
-print("listening", flush=True)
-end = time.time() + 60
-while time.time() < end:
-    try:
-        d, peer = s.recvfrom(2048)
-    except socket.timeout:
-        continue
-    if answer:
-        s.sendto(d, peer)
-"#;
-
-fn udp_server(spawn: impl FnOnce(&[&str]) -> std::process::Child, ip: &str, port: u16, answer: bool) -> Announced {
-    let port = port.to_string();
-    let what = format!("UDP server on {ip}:{port} (answers: {answer})");
-    Announced::start(spawn, &["python3", "-c", UDP_SERVER, ip, &port, if answer { "1" } else { "0" }], "listening", &what)
 }
 
 fn echo_server(spawn: impl FnOnce(&[&str]) -> std::process::Child, ip: &str, port: u16) -> Announced {
     tcp_echo_server(spawn, ip, port, 60)
 }
 
-/// One connection per source port, one after the other: connect, send `ping`, wait for the
-/// echo, close. Prints `SPORT ok`, `SPORT timeout` or `SPORT error ERRNO` per connection.
-const CONNECT_EACH: &str = r#"
-import socket, sys
-src, dst, dport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-for sport in [int(p) for p in sys.argv[5:]]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((src, sport))
-    s.settimeout(timeout)
-    try:
-        s.connect((dst, dport))
-        s.sendall(b"ping\n")
-        got = b""
-        while len(got) < 5:
-            d = s.recv(64)
-            if not d:
-                break
-            got += d
-        print(sport, "ok" if got == b"ping\n" else "short", flush=True)
-    except OSError as e:
-        print(sport, "error %d" % e.errno if e.errno else "timeout", flush=True)
-    s.close()
-"#;
-
-fn connect_argv(src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<String> {
+/// One connection per source port through `exec` (a namespace's or a pod's `exec_timeout`):
+/// connect, one echoed message, close. (source port, `ok 1`, `timeout` or `error ERRNO`) each.
+fn connect_each(exec: impl FnOnce(&[&str], Duration) -> std::process::Output, src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<(u16, String)> {
     assert!(sports.len() <= 8 && timeout <= 3.0, "bounded traffic only");
-    let mut v: Vec<String> = vec!["python3".into(), "-c".into(), CONNECT_EACH.into(), src.into(), dst.into(), dport.to_string(), timeout.to_string()];
-    v.extend(sports.iter().map(u16::to_string));
-    v
+    TcpClient::new(src, dst, dport, timeout).msgs(1).run_each(exec, sports)
 }
 
-/// `SPORT RESULT` lines of [`CONNECT_EACH`] as (sport, result).
-fn connect_results(out: &std::process::Output) -> Vec<(u16, String)> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (p, r) = l.split_once(' ')?;
-            Some((p.parse().ok()?, r.to_string()))
-        })
-        .collect()
+/// UDP queries (`traffic::UDP_CLIENT`) through `exec`: `ok` or `timeout` (or `error ERRNO`)
+/// per source port, in order.
+fn query_each(exec: impl FnOnce(&[&str], Duration) -> std::process::Output, src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<String> {
+    assert!(sports.len() <= 8 && timeout <= 2.0, "bounded traffic only");
+    udp_queries(exec, src, dst, dport, timeout, sports).into_iter().map(|r| r.1).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
-// kube-proxy-like Services (iptables-legacy nat table, as nat.rs writes them)
+// kube-proxy-like Services (tracer_tests::kube_proxy, as nat.rs writes them)
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `iptables-legacy -t nat RULE...` in `ns`.
-fn nat(ns: &Netns, rule: &[&str]) {
-    let mut v = vec!["-t", "nat"];
-    v.extend_from_slice(rule);
-    ns.iptables("iptables-legacy", &v);
-}
-
-/// kube-proxy's per-node chains: KUBE-SERVICES from PREROUTING and OUTPUT, KUBE-MARK-MASQ, and
-/// KUBE-POSTROUTING that masquerades marked connections.
-fn kube_proxy_base(ns: &Netns) {
-    for chain in ["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
-        nat(ns, &["-N", chain]);
-    }
-    nat(ns, &["-A", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
-    nat(ns, &["-A", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
-    nat(ns, &["-A", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"]);
-    nat(ns, &["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"]);
-    nat(ns, &["-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000", "-j", "RETURN"]);
-    nat(ns, &["-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"]);
-    nat(ns, &["-A", "KUBE-POSTROUTING", "-j", "MASQUERADE", "--random-fully"]);
-}
-
-/// A Service `cip:port/proto` -> `backends` (IPs) `:target`, as kube-proxy writes it, with
-/// `statistic --mode nth` (round robin in connection order, the first connection to the first
-/// backend) where kube-proxy writes `--mode random`. `name`: unique per node, upper case, at
-/// most 8 bytes.
-fn service(ns: &Netns, name: &str, proto: &str, cip: &str, ports: (u16, u16), backends: &[&str]) {
-    let svc = format!("KUBE-SVC-{name}");
-    let port = ports.0.to_string();
-    let dst = format!("{cip}/32");
-    nat(ns, &["-N", &svc]);
-    nat(ns, &["-A", "KUBE-SERVICES", "-d", &dst, "-p", proto, "-m", proto, "--dport", &port, "-j", &svc]);
-    let n = backends.len();
-    for (k, b) in backends.iter().enumerate() {
-        let sep = format!("KUBE-SEP-{name}-{k}");
-        let target = ep(b, ports.1);
-        nat(ns, &["-N", &sep]);
-        nat(ns, &["-A", &sep, "-s", &format!("{b}/32"), "-j", "KUBE-MARK-MASQ"]);
-        nat(ns, &["-A", &sep, "-p", proto, "-m", proto, "-j", "DNAT", "--to-destination", &target]);
-        if k + 1 < n {
-            let every = (n - k).to_string();
-            nat(ns, &["-A", &svc, "-m", "statistic", "--mode", "nth", "--every", &every, "--packet", "0", "-j", &sep]);
-        } else {
-            nat(ns, &["-A", &svc, "-j", &sep]);
-        }
-    }
-}
-
-/// A namespace with one address.
-struct Host {
-    ns: Netns,
-    ip: String,
-}
-
-/// A kube-proxy-like node (as nat.rs's NatLab): a node namespace with forwarding on, a bridge
-/// (subnet 0, the node at `.254`) to backend namespaces (`.1`, `.2`, ...), a client on its own
-/// veth (subnet 1, `.1`, the node at `.254`), kube-proxy's base chains. Subnet 3 is the Service
-/// range, which no host has and the node has no route for.
-struct ServiceLab {
-    addrs: AddrBlock,
-    node: Netns,
-    backends: Vec<Host>,
-    client: Host,
-}
-
-impl ServiceLab {
-    fn new(backends: u32) -> ServiceLab {
-        let BridgeLab { node, node_ip, hosts, addrs, .. } = BridgeLab::new(backends);
-        let backends: Vec<Host> = hosts.into_iter().map(|(ns, _, ip)| Host { ns, ip }).collect();
-        for b in &backends {
-            b.ns.route(&["default", "via", &node_ip]);
-        }
-        let ns = Netns::new("c");
-        let (inner, outer) = (unique_name("e"), unique_name("c"));
-        veth(&ns, &inner, &node, &outer);
-        let (ip, gw) = (addrs.host(1, 1), addrs.host(1, 254));
-        ns.addr(&inner, &format!("{ip}/24"));
-        node.addr(&outer, &format!("{gw}/24"));
-        ns.route(&["default", "via", &gw]);
-        node.sysctl("net.ipv4.ip_forward", "1");
-        kube_proxy_base(&node);
-        ServiceLab { addrs, node, backends, client: Host { ns, ip } }
-    }
-
-    fn cluster_ip(&self, n: u32) -> String {
-        self.addrs.host(3, n)
-    }
+/// A kube-proxy-like node with `backends` backends and one client (nat.rs's lab), kube-proxy's
+/// base chains written.
+fn service_lab(backends: u32) -> NatLab {
+    let lab = NatLab::new(backends, 1);
+    lab.kube_proxy_base();
+    lab
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,8 +426,7 @@ fn netfilter_drop_between_two_pods() {
     let mut tcp_result = String::new();
     let Some(d) = diagnose(test, &args, || {
         udp_from_pod(&client, 40001, &db.ip, UDP_PORT, 3);
-        let out = client.exec_timeout(&argv_refs(&connect_argv(&client.ip, &db.ip, TCP_PORT, 1.5, &[40002])), Duration::from_secs(10));
-        tcp_result = connect_results(&out).first().map(|r| r.1.clone()).unwrap_or_default();
+        tcp_result = connect_each(|a, t| client.exec_timeout(a, t), &client.ip, &db.ip, TCP_PORT, 1.5, &[40002]).remove(0).1;
     }) else {
         return;
     };
@@ -774,16 +589,15 @@ fn service_backend_that_never_answers_is_nat_no_reply() {
     web1.exec_ok(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &TARGET.to_string(), "-j", "DROP"]);
     kube_proxy_base(&node.netns);
     let cip = node.addrs.host(3, 10);
-    service(&node.netns, "WEB", "tcp", &cip, (PORT, TARGET), &[&web0.ip, &web1.ip]);
+    service(&node.netns, "WEB", "tcp", &cip, (PORT, TARGET), &[&web0.ip, &web1.ip], false);
     let args = RunArgs::new(&["--pods-from", "cri", "--cri-socket", &socket], &[block(&node.addrs)]);
     let mut results = Vec::new();
     let Some(d) = diagnose(test, &args, || {
-        let out = client.exec_timeout(&argv_refs(&connect_argv(&client.ip, &cip, PORT, 1.5, &[42101, 42102])), Duration::from_secs(15));
-        results = connect_results(&out);
+        results = connect_each(|a, t| client.exec_timeout(a, t), &client.ip, &cip, PORT, 1.5, &[42101, 42102]);
     }) else {
         return;
     };
-    assert_eq!(results, [(42101, "ok".to_string()), (42102, "timeout".to_string())], "lab: round robin, web-0 answers, web-1 does not");
+    assert_eq!(results, [(42101, "ok 1".to_string()), (42102, "timeout".to_string())], "lab: round robin, web-0 answers, web-1 does not");
     let silent = flow(&ep(&client.ip, 42102), &ep(&cip, PORT));
     let answered = flow(&ep(&client.ip, 42101), &ep(&cip, PORT));
     let f = d.find("nat-no-reply", &silent);
@@ -813,30 +627,28 @@ fn service_address_without_dnat_rules_is_service_not_translated() {
     }
     let _serial = serial();
     let _lock = shared_lock();
-    let lab = ServiceLab::new(1);
+    let lab = service_lab(1);
     let backend = &lab.backends[0];
     let _echo = echo_server(|a| backend.ns.spawn(a), &backend.ip, 8080);
     let (api_ip, web_ip) = (lab.cluster_ip(10), lab.cluster_ip(20));
-    service(&lab.node, "API", "tcp", &api_ip, (80, 8080), &[&backend.ip]);
+    service(&lab.node, "API", "tcp", &api_ip, (80, 8080), &[&backend.ip], false);
     let services = [ServiceFixture::new("lab", "api", &[&api_ip], 80, 8080), ServiceFixture::new("lab", "web", &[&web_ip], 80, 8080)];
     let objects: Vec<Value> = services.iter().map(ServiceFixture::object).collect();
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods-services.json", unique_name("dg"))));
-    std::fs::write(&file.0, pods_and_services_file(&[("client", &lab.client.ip), ("api-0", &backend.ip)], &objects)).expect("write pods,services file");
+    std::fs::write(&file.0, pods_and_services_file(&[("client", &lab.clients[0].ip), ("api-0", &backend.ip)], &objects)).expect("write pods,services file");
     let from = format!("file:{}", file.0.display());
     let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
     let mut results = Vec::new();
     let Some(d) = diagnose(test, &args, || {
-        let c = &lab.client;
-        let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &api_ip, 80, 1.5, &[42201])), Duration::from_secs(10));
-        results.extend(connect_results(&out));
-        let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &web_ip, 80, 1.5, &[42202, 42203])), Duration::from_secs(15));
-        results.extend(connect_results(&out));
+        let c = &lab.clients[0];
+        results.extend(connect_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &api_ip, 80, 1.5, &[42201]));
+        results.extend(connect_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &web_ip, 80, 1.5, &[42202, 42203]));
     }) else {
         return;
     };
-    assert_eq!(results.first().map(|r| r.1.as_str()), Some("ok"), "lab: the translated Service answers: {results:?}");
-    assert!(results[1..].iter().all(|r| r.1 != "ok"), "lab: the untranslated Service cannot answer: {results:?}");
-    let c = &lab.client.ip;
+    assert_eq!(results.first().map(|r| r.1.as_str()), Some("ok 1"), "lab: the translated Service answers: {results:?}");
+    assert!(results[1..].iter().all(|r| r.1 != "ok 1"), "lab: the untranslated Service cannot answer: {results:?}");
+    let c = &lab.clients[0].ip;
     let flows: Vec<String> = [42202u16, 42203].iter().map(|p| flow(&ep(c, *p), &ep(&web_ip, 80))).collect();
     let f = d.find("service-not-translated", &flows[0]);
     assert_finding(f, "error", &["lab/client"], &flows);
@@ -862,25 +674,23 @@ fn dns_queries_without_answers_are_dns_no_reply() {
     }
     let _serial = serial();
     let _lock = shared_lock();
-    let lab = ServiceLab::new(2);
+    let lab = service_lab(2);
     let (coredns, direct) = (&lab.backends[0], &lab.backends[1]);
-    let _silent = udp_server(|a| coredns.ns.spawn(a), &coredns.ip, 5353, false);
+    let _silent = udp_server(|a| coredns.ns.spawn(a), &coredns.ip, 5353, 60, false);
     direct.ns.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"]);
     let dns_ip = lab.cluster_ip(53);
-    service(&lab.node, "DNS", "udp", &dns_ip, (53, 5353), &[&coredns.ip]);
+    service(&lab.node, "DNS", "udp", &dns_ip, (53, 5353), &[&coredns.ip], false);
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dg"))));
-    let pods = [("client", lab.client.ip.as_str()), ("coredns-0", coredns.ip.as_str()), ("dns-1", direct.ip.as_str())];
+    let pods = [("client", lab.clients[0].ip.as_str()), ("coredns-0", coredns.ip.as_str()), ("dns-1", direct.ip.as_str())];
     std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
     let from = format!("file:{}", file.0.display());
     let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
-    let c = &lab.client;
+    let c = &lab.clients[0];
     let (via_service, to_direct) = ([42301u16, 42302, 42303], [42311u16, 42312]);
     let mut results = Vec::new();
     let Some(d) = diagnose(test, &args, || {
-        let out = c.ns.exec_timeout(&argv_refs(&query_argv(&c.ip, &dns_ip, 53, 0.7, &via_service)), Duration::from_secs(10));
-        results.extend(query_results(&out));
-        let out = c.ns.exec_timeout(&argv_refs(&query_argv(&c.ip, &direct.ip, 53, 0.5, &to_direct)), Duration::from_secs(10));
-        results.extend(query_results(&out));
+        results.extend(query_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &dns_ip, 53, 0.7, &via_service));
+        results.extend(query_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &direct.ip, 53, 0.5, &to_direct));
     }) else {
         return;
     };
@@ -1033,8 +843,7 @@ time.sleep(30)
     let _slow = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", SLOW, &lab.b_ip, "5309"], "listening", "slow UDP receiver");
     let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
     let Some(d) = diagnose(test, &args, || {
-        let out = lab.a.exec_ok(&argv_refs(&udp_argv(&lab.a_ip, 40061, &lab.b_ip, 5309, 200, 1000)));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+        assert_eq!(Udp { size: 1000, ..udp_job(&lab.a_ip, 40061, &lab.b_ip, 5309, 200) }.send(&lab.a), 200);
     }) else {
         return;
     };
@@ -1170,28 +979,25 @@ fn healthy_pods_and_services_are_clean() {
     let web = node.run_pod("shop", "web-0", &[("app", "web")]);
     let dns = node.run_pod("kube-system", "coredns-0", &[("k8s-app", "kube-dns")]);
     let _sink = TcpSink::start(|x| server.spawn(x), &server.ip, &[5401]);
-    let _udp = udp_server(|a| server.spawn(a), &server.ip, 5402, true);
+    let _udp = udp_server(|a| server.spawn(a), &server.ip, 5402, 60, true);
     let _echo = echo_server(|a| web.spawn(a), &web.ip, 8080);
-    let _dns = udp_server(|a| dns.spawn(a), &dns.ip, 5353, true);
+    let _dns = udp_server(|a| dns.spawn(a), &dns.ip, 5353, 60, true);
     kube_proxy_base(&node.netns);
     let (web_ip, dns_ip) = (node.addrs.host(3, 10), node.addrs.host(3, 53));
-    service(&node.netns, "WEB", "tcp", &web_ip, (80, 8080), &[&web.ip]);
-    service(&node.netns, "DNS", "udp", &dns_ip, (53, 5353), &[&dns.ip]);
+    service(&node.netns, "WEB", "tcp", &web_ip, (80, 8080), &[&web.ip], false);
+    service(&node.netns, "DNS", "udp", &dns_ip, (53, 5353), &[&dns.ip], false);
     let args = RunArgs::new(&["--pods-from", "cri", "--cri-socket", &socket], &[block(&node.addrs)]);
     let mut results = Vec::new();
     let Some(d) = diagnose(test, &args, || {
         let out = client.exec_timeout(&argv_refs(&tcp_send_argv(&client.ip, 42501, &server.ip, 5401, 2_000_000, 3.0)), Duration::from_secs(15));
         results.push(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string());
-        let out = client.exec_timeout(&argv_refs(&query_argv(&client.ip, &server.ip, 5402, 1.0, &[42502])), Duration::from_secs(10));
-        results.extend(query_results(&out));
-        let out = client.exec_timeout(&argv_refs(&connect_argv(&client.ip, &web_ip, 80, 1.5, &[42503, 42504])), Duration::from_secs(10));
-        results.extend(connect_results(&out).into_iter().map(|r| r.1));
-        let out = client.exec_timeout(&argv_refs(&query_argv(&client.ip, &dns_ip, 53, 1.0, &[42505, 42506])), Duration::from_secs(10));
-        results.extend(query_results(&out));
+        results.extend(query_each(|a, t| client.exec_timeout(a, t), &client.ip, &server.ip, 5402, 1.0, &[42502]));
+        results.extend(connect_each(|a, t| client.exec_timeout(a, t), &client.ip, &web_ip, 80, 1.5, &[42503, 42504]).into_iter().map(|r| r.1));
+        results.extend(query_each(|a, t| client.exec_timeout(a, t), &client.ip, &dns_ip, 53, 1.0, &[42505, 42506]));
     }) else {
         return;
     };
-    assert_eq!(results, ["ok"; 6], "lab: every exchange must succeed");
+    assert_eq!(results, ["ok", "ok", "ok 1", "ok 1", "ok", "ok"], "lab: every exchange must succeed");
     assert!(d.report["events"].as_u64().is_some_and(|n| n > 0), "the Services' connections are events of the run (nat): {}", d.dump());
     d.assert_no_severity("error");
     d.assert_no_severity("warning");
@@ -1208,14 +1014,14 @@ fn healthy_pods_and_services_are_clean() {
 /// to the Service address, the node's conntrack a DNAT with no reply, the backend's namespace
 /// the drops of the translated packets. Returns the lab, the Service address, the pods file and
 /// the arguments that filter to the lab.
-fn silent_service_lab() -> (ServiceLab, String, TempFile, Vec<String>) {
-    let lab = ServiceLab::new(1);
+fn silent_service_lab() -> (NatLab, String, TempFile, Vec<String>) {
+    let lab = service_lab(1);
     let backend = &lab.backends[0];
     backend.ns.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP"]);
     let cip = lab.cluster_ip(30);
-    service(&lab.node, "SILENT", "tcp", &cip, (80, 8080), &[&backend.ip]);
+    service(&lab.node, "SILENT", "tcp", &cip, (80, 8080), &[&backend.ip], false);
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dw"))));
-    std::fs::write(&file.0, pods_file(&[("client", &lab.client.ip), ("web-0", &backend.ip)])).expect("write pods file");
+    std::fs::write(&file.0, pods_file(&[("client", &lab.clients[0].ip), ("web-0", &backend.ip)])).expect("write pods file");
     let args = vec!["--pods-from".to_string(), format!("file:{}", file.0.display()), "--ip".to_string(), block(&lab.addrs)];
     (lab, cip, file, args)
 }
@@ -1235,9 +1041,9 @@ fn watch_streams_every_family_in_one_timeline() {
     let mut argv = strings(&["watch", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
     argv.extend(common);
     let t = Tracer::start(&argv_refs(&argv));
-    let c = &lab.client;
-    let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &cip, 80, 2.5, &[42501])), Duration::from_secs(10));
-    assert_eq!(connect_results(&out), [(42501, "timeout".to_string())], "lab: the backend drops the connection");
+    let c = &lab.clients[0];
+    let results = connect_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &cip, 80, 2.5, &[42501]);
+    assert_eq!(results, [(42501, "timeout".to_string())], "lab: the backend drops the connection");
     let run = t.wait_exit(Duration::from_secs(duration_s() + 30));
     assert_eq!(run.status.code(), Some(0), "{argv:?}: {}", run.stderr);
     let events = run.events();
@@ -1282,9 +1088,9 @@ fn watch_by_flow_joins_a_service_connection_across_nat() {
     let mut argv = strings(&["watch", "--by-flow", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
     argv.extend(common);
     let t = Tracer::start(&argv_refs(&argv));
-    let c = &lab.client;
-    let out = c.ns.exec_timeout(&argv_refs(&connect_argv(&c.ip, &cip, 80, 2.5, &[42511])), Duration::from_secs(10));
-    assert_eq!(connect_results(&out), [(42511, "timeout".to_string())], "lab: the backend drops the connection");
+    let c = &lab.clients[0];
+    let results = connect_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &cip, 80, 2.5, &[42511]);
+    assert_eq!(results, [(42511, "timeout".to_string())], "lab: the backend drops the connection");
     let run = t.wait_exit(Duration::from_secs(duration_s() + 30));
     assert_eq!(run.status.code(), Some(0), "{argv:?}: {}", run.stderr);
     let stories = run.events();

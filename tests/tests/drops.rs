@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tracer_tests::traffic::{TcpClient, tcp_connect};
 use tracer_tests::*;
 
 /// Arguments every run here starts with. (No `--pods-from none` yet: `drops` does not take it;
@@ -620,10 +621,8 @@ fn conntrack_table_full_drops_show_the_cause_and_fill_level() {
     let entries = stats.lines().nth(1).and_then(|l| l.split_whitespace().next()).and_then(|h| u64::from_str_radix(h, 16).ok());
     assert_eq!(entries, Some(HELD), "lab: B's conntrack table should hold the {HELD} connections:\n{stats}");
 
-    let connect = tcp_connect_timed_argv(&lab.a_ip, SPORT, &lab.b_ip, PORT, 3.0, 1, 0.0);
-    let out = lab.a.exec_timeout(&argv_refs(&connect), Duration::from_secs(20));
-    let result = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(result.starts_with("timeout") || result.starts_with("error 110"), "the connect should get no answer: {out:?}");
+    let r = TcpClient::new(&lab.a_ip, &lab.b_ip, PORT, 3.0).syncnt(1).run(|a, t| lab.a.exec_timeout(a, t), &[SPORT]).remove(0);
+    assert!(r.result == "timeout" || r.result == "error 110", "the connect should get no answer: {r:?}");
     let (src, dst) = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{PORT}", lab.b_ip));
     assert!(wait_flow(&t, &src, &dst, 1), "no drop of the refused connect {src} -> {dst}");
     let run = t.stop();

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use tracer_tests::traffic::tcp_connect;
 use tracer_tests::*;
 
 #[test]

@@ -34,6 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tracer_tests::kube_api::{ApiRequest, FakeApi, PodFixture, Resource, ServiceFixture};
+use tracer_tests::kube_proxy::{Host, NatLab, service};
+use tracer_tests::traffic::{TcpClient, udp_queries, udp_server};
 use tracer_tests::*;
 
 /// The Service port the clients connect to, and the port the backends listen on (kube-proxy's
@@ -55,257 +57,34 @@ fn ep(ip: &str, port: u16) -> String {
 // The lab
 // ---------------------------------------------------------------------------------------------
 
-/// A namespace with one address.
-struct Host {
-    ns: Netns,
-    ip: String,
+/// A TCP Service `cip:SVC_PORT` -> `backends` (indices) `:BACKEND_PORT` in the lab's node (see
+/// [`service`]).
+fn tcp_service(lab: &NatLab, name: &str, cip: &str, backends: &[usize], masquerade_all: bool) {
+    let ips: Vec<&str> = backends.iter().map(|&b| lab.backends[b].ip.as_str()).collect();
+    service(&lab.node, name, "tcp", cip, (SVC_PORT, BACKEND_PORT), &ips, masquerade_all);
 }
-
-/// The node with its pod bridge, backends on the bridge and clients on their own veths (see the
-/// module comment).
-struct NatLab {
-    addrs: AddrBlock,
-    node: Netns,
-    /// The node's bridge to the backend pods.
-    bridge: String,
-    /// The node's address on the bridge (subnet 0, `.254`).
-    node_pod_ip: String,
-    /// Backends: subnet 0, `.1`, `.2`, ...
-    backends: Vec<Host>,
-    /// Clients: client `i` is `.1` of subnet `1 + i`.
-    clients: Vec<Host>,
-    /// The node's veth towards client `i`.
-    client_ifs: Vec<String>,
-}
-
-impl NatLab {
-    fn new(backends: u32, clients: u32) -> NatLab {
-        assert!((1..=2).contains(&clients) && (1..=20).contains(&backends));
-        // The node, its bridge (`.254` of subnet 0) and the backends on it, as BridgeLab builds them.
-        let BridgeLab { node, bridge, node_ip: node_pod_ip, hosts, addrs } = BridgeLab::new(backends);
-        let backends = hosts.into_iter().map(|(ns, _, ip)| Host { ns, ip }).collect();
-        let mut lab = NatLab { addrs, node, bridge, node_pod_ip, backends, clients: Vec::new(), client_ifs: Vec::new() };
-        for b in &lab.backends {
-            b.ns.route(&["default", "via", &lab.node_pod_ip]);
-        }
-        for i in 0..clients {
-            let ns = Netns::new("c");
-            let (inner, outer) = (unique_name("e"), unique_name("c"));
-            veth(&ns, &inner, &lab.node, &outer);
-            let (ip, gw) = (lab.addrs.host(1 + i, 1), lab.addrs.host(1 + i, 254));
-            ns.addr(&inner, &format!("{ip}/24"));
-            lab.node.addr(&outer, &format!("{gw}/24"));
-            ns.route(&["default", "via", &gw]);
-            lab.clients.push(Host { ns, ip });
-            lab.client_ifs.push(outer);
-        }
-        lab.node.sysctl("net.ipv4.ip_forward", "1");
-        lab
-    }
-
-    /// The whole block (four /24s, aligned) as one CIDR, for `--ip`.
-    fn block(&self) -> String {
-        self.addrs.net(0).replace("/24", "/22")
-    }
-
-    /// A Service address: host `n` of subnet 3, which no namespace has.
-    fn cluster_ip(&self, n: u32) -> String {
-        self.addrs.host(3, n)
-    }
-
-    fn nat(&self, rule: &[&str]) {
-        let mut v = vec!["-t", "nat"];
-        v.extend_from_slice(rule);
-        self.node.iptables("iptables-legacy", &v);
-    }
-
-    /// The chains kube-proxy (iptables mode) creates once per node: KUBE-SERVICES from
-    /// PREROUTING and OUTPUT, KUBE-MARK-MASQ, and KUBE-POSTROUTING that masquerades marked
-    /// connections.
-    fn kube_proxy_base(&self) {
-        for chain in ["KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
-            self.nat(&["-N", chain]);
-        }
-        self.nat(&["-A", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
-        self.nat(&["-A", "OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]);
-        self.nat(&["-A", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"]);
-        self.nat(&["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"]);
-        self.nat(&["-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000", "-j", "RETURN"]);
-        self.nat(&["-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"]);
-        self.nat(&[
-            "-A", "KUBE-POSTROUTING", "-m", "comment", "--comment", "kubernetes service traffic requiring SNAT", "-j",
-            "MASQUERADE", "--random-fully",
-        ]);
-    }
-
-    /// A TCP Service `cip:SVC_PORT` -> `backends` (indices) `:BACKEND_PORT`, as kube-proxy writes
-    /// it, with `statistic --mode nth` (round robin, first connection to the first backend)
-    /// where kube-proxy writes `--mode random --probability 1/n`. `masquerade_all` adds the
-    /// KUBE-MARK-MASQ jump kube-proxy writes with `masqueradeAll` (or for sources outside the
-    /// cluster CIDR). `name` must be unique per lab, upper case, at most 8 bytes.
-    fn service(&self, name: &str, cip: &str, backends: &[usize], masquerade_all: bool) {
-        self.service_on(name, "tcp", cip, (SVC_PORT, BACKEND_PORT), backends, masquerade_all);
-    }
-
-    /// [`NatLab::service`] for `proto` (tcp or udp) with `ports` = (port, targetPort).
-    fn service_on(&self, name: &str, proto: &str, cip: &str, ports: (u16, u16), backends: &[usize], masquerade_all: bool) {
-        let svc = format!("KUBE-SVC-{name}");
-        let port = ports.0.to_string();
-        let dst = format!("{cip}/32");
-        let comment = format!("lab/{} cluster IP", name.to_lowercase());
-        self.nat(&["-N", &svc]);
-        self.nat(&["-A", "KUBE-SERVICES", "-d", &dst, "-p", proto, "-m", "comment", "--comment", &comment, "-m", proto, "--dport", &port, "-j", &svc]);
-        if masquerade_all {
-            self.nat(&["-A", &svc, "-d", &dst, "-p", proto, "-m", proto, "--dport", &port, "-j", "KUBE-MARK-MASQ"]);
-        }
-        let n = backends.len();
-        for (k, &b) in backends.iter().enumerate() {
-            let sep = format!("KUBE-SEP-{name}-{k}");
-            let target = ep(&self.backends[b].ip, ports.1);
-            self.nat(&["-N", &sep]);
-            self.nat(&["-A", &sep, "-s", &format!("{}/32", self.backends[b].ip), "-j", "KUBE-MARK-MASQ"]);
-            self.nat(&["-A", &sep, "-p", proto, "-m", proto, "-j", "DNAT", "--to-destination", &target]);
-            let comment = format!("lab/{} -> {target}", name.to_lowercase());
-            if k + 1 < n {
-                // Rule k sees only what rules 0..k let through: every (n - k)th of those.
-                let every = (n - k).to_string();
-                self.nat(&[
-                    "-A", &svc, "-m", "comment", "--comment", &comment, "-m", "statistic", "--mode", "nth", "--every",
-                    &every, "--packet", "0", "-j", &sep,
-                ]);
-            } else {
-                self.nat(&["-A", &svc, "-m", "comment", "--comment", &comment, "-j", &sep]);
-            }
-        }
-    }
-}
-
-
-/// One connection per source port, one after the other, from `src` to `dst:dport`: connect,
-/// then `msgs` times send `ping I\n` and wait for its echo, then close. Prints `SPORT ok N`
-/// (N messages echoed), `SPORT timeout` or `SPORT error ERRNO` per connection.
-const CLIENT: &str = r#"
-import socket, sys
-src, dst, dport, timeout, msgs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-for sport in [int(p) for p in sys.argv[6:]]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((src, sport))
-    s.settimeout(timeout)
-    try:
-        s.connect((dst, dport))
-        n = 0
-        for i in range(msgs):
-            m = b"ping %d\n" % i
-            s.sendall(m)
-            got = b""
-            while len(got) < len(m):
-                d = s.recv(64)
-                if not d:
-                    break
-                got += d
-            if got != m:
-                break
-            n += 1
-        print("%d ok %d" % (sport, n), flush=True)
-    except OSError as e:
-        # socket.timeout is TimeoutError, an OSError without errno.
-        print("%d %s" % (sport, "error %d" % e.errno if e.errno else "timeout"), flush=True)
-    s.close()
-"#;
 
 /// A running [`TCP_ECHO_SERVER`] on `host`'s address and [`BACKEND_PORT`]; killed on drop.
 fn tcp_echo(host: &Host) -> Announced {
     tcp_echo_server(|a| host.ns.spawn(a), &host.ip, BACKEND_PORT, 120)
 }
 
-/// Answers every UDP datagram on `ip:port` with the same bytes, for at most `life` seconds;
-/// prints `listening` first.
-const UDP_ECHO_SERVER: &str = r#"
-import socket, sys, time
-ip, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((ip, port))
-s.settimeout(0.5)
-print("listening", flush=True)
-end = time.time() + life
-while time.time() < end:
-    try:
-        d, peer = s.recvfrom(2048)
-    except socket.timeout:
-        continue
-    s.sendto(d, peer)
-"#;
-
-/// One query per source port, one after the other: send `q SPORT` to `dst:dport`, wait up to
-/// `timeout` for the answer. Prints `SPORT ok` (answered with the same bytes, from `dst:dport`)
-/// or `SPORT timeout`.
-const UDP_CLIENT: &str = r#"
-import socket, sys
-src, dst, dport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-for sport in [int(p) for p in sys.argv[5:]]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((src, sport))
-    s.settimeout(timeout)
-    q = b"q %d" % sport
-    s.sendto(q, (dst, dport))
-    try:
-        d, peer = s.recvfrom(2048)
-        print("%d %s" % (sport, "ok" if d == q and peer == (dst, dport) else "bad %r from %r" % (d, peer)), flush=True)
-    except socket.timeout:
-        print("%d timeout" % sport, flush=True)
-    s.close()
-"#;
-
-/// A running [`UDP_ECHO_SERVER`] on `host`'s address and `port`; killed on drop.
+/// A running `traffic::UDP_SERVER` answering on `host`'s address and `port`; killed on drop.
 fn udp_echo(host: &Host, port: u16) -> Announced {
-    let port = port.to_string();
-    let what = format!("UDP echo server on {}:{port}", host.ip);
-    Announced::start(|a| host.ns.spawn(a), &["python3", "-c", UDP_ECHO_SERVER, &host.ip, &port, "120"], "listening", &what)
+    udp_server(|a| host.ns.spawn(a), &host.ip, port, 120, true)
 }
 
-/// Runs [`UDP_CLIENT`] in `client` (bounded) and returns each source port's result.
+/// Runs `traffic::UDP_CLIENT` in `client` (bounded) and returns each source port's result.
 fn query_each(client: &Host, dst: &str, dport: u16, sports: &[u16], timeout: f64) -> BTreeMap<u16, String> {
-    assert!(sports.len() <= 32 && timeout <= 5.0, "bounded traffic only");
-    let mut argv: Vec<String> =
-        ["python3", "-c", UDP_CLIENT, &client.ip, dst, &dport.to_string(), &timeout.to_string()].iter().map(|s| s.to_string()).collect();
-    argv.extend(sports.iter().map(u16::to_string));
-    let out = client.ns.exec_timeout(&argv_refs(&argv), Duration::from_secs_f64(sports.len() as f64 * timeout + 15.0));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let results: BTreeMap<u16, String> =
-        text.lines().filter_map(|l| l.split_once(' ').and_then(|(p, r)| Some((p.parse().ok()?, r.to_string())))).collect();
-    assert_eq!(results.len(), sports.len(), "UDP client printed {text:?}; stderr: {}", String::from_utf8_lossy(&out.stderr));
-    results
+    udp_queries(|a, t| client.ns.exec_timeout(a, t), &client.ip, dst, dport, timeout, sports).into_iter().collect()
 }
 
-/// Runs [`CLIENT`] in `client` (bounded) and returns each source port's result.
+/// Runs `traffic::TCP_CLIENT` in `client` (bounded), `msgs` echoed messages per connection, and
+/// returns each source port's result (`ok N`, `timeout` or `error ERRNO`).
 fn connect_each(client: &Host, dst: &str, dport: u16, sports: &[u16], timeout: f64, msgs: u32) -> BTreeMap<u16, String> {
-    assert!(sports.len() <= 32 && msgs <= 20 && timeout <= 5.0, "bounded traffic only");
-    let mut argv: Vec<String> = ["python3", "-c", CLIENT, &client.ip, dst, &dport.to_string(), &timeout.to_string(), &msgs.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    argv.extend(sports.iter().map(u16::to_string));
-    let bound = Duration::from_secs_f64(sports.len() as f64 * timeout * f64::from(msgs + 2) + 15.0);
-    let out = client.ns.exec_timeout(&argv_refs(&argv), bound);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let results: BTreeMap<u16, String> = text
-        .lines()
-        .filter_map(|l| {
-            let (p, r) = l.split_once(' ')?;
-            Some((p.parse().ok()?, r.to_string()))
-        })
-        .collect();
-    assert_eq!(
-        results.len(),
-        sports.len(),
-        "client {} -> {dst}:{dport} printed {text:?}; stderr: {}",
-        client.ip,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    results
+    assert!(timeout <= 5.0, "bounded traffic only");
+    let c = TcpClient::new(&client.ip, dst, dport, timeout).msgs(msgs);
+    c.run_each(|a, t| client.ns.exec_timeout(a, t), sports).into_iter().collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -608,9 +387,9 @@ fn kernel_conntrack_translates_the_lab_as_these_tests_expect() {
     let (lab, _echo) = tcp_lab(3, 1);
     silence(&lab.backends[2], "tcp", BACKEND_PORT);
     let (rr, half, both) = (lab.cluster_ip(10), lab.cluster_ip(20), lab.cluster_ip(30));
-    lab.service("RR", &rr, &[0, 1], false);
-    lab.service("HALF", &half, &[0, 2], false);
-    lab.service("BOTH", &both, &[1], true);
+    tcp_service(&lab, "RR", &rr, &[0, 1], false);
+    tcp_service(&lab, "HALF", &half, &[0, 2], false);
+    tcp_service(&lab, "BOTH", &both, &[1], true);
     let client = &lab.clients[0];
     let be = |i: usize| ep(&lab.backends[i].ip, BACKEND_PORT);
 
@@ -646,7 +425,7 @@ fn service_connections_name_their_backend_once_per_state() {
     let _lock = shared_lock();
     let (lab, _echo) = tcp_lab(2, 1);
     let cip = lab.cluster_ip(10);
-    lab.service("TEST", &cip, &[0, 1], false);
+    tcp_service(&lab, "TEST", &cip, &[0, 1], false);
     let client = &lab.clients[0];
     let sports: Vec<u16> = (42001..=42010).collect();
     // Not rewritten: straight to a backend, no masquerade. Must give no nat event.
@@ -695,7 +474,7 @@ fn connections_to_a_silent_backend_are_marked_no_reply() {
     let silent = &lab.backends[1];
     silence(silent, "tcp", BACKEND_PORT);
     let cip = lab.cluster_ip(20);
-    lab.service("HALF", &cip, &[0, 1], false);
+    tcp_service(&lab, "HALF", &cip, &[0, 1], false);
     let client = &lab.clients[0];
     const REPLY_TIMEOUT_S: f64 = 1.0;
     let sports: Vec<u16> = (42101..=42104).collect();
@@ -799,7 +578,7 @@ fn masqueraded_service_traffic_gives_both() {
     let (lab, _echo) = tcp_lab(2, 1);
     let cip = lab.cluster_ip(30);
     // kube-proxy's masqueradeAll: KUBE-MARK-MASQ, then KUBE-POSTROUTING MASQUERADE --random-fully.
-    lab.service("BOTH", &cip, &[0, 1], true);
+    tcp_service(&lab, "BOTH", &cip, &[0, 1], true);
     let client = &lab.clients[0];
     let sports = [42301u16, 42302, 42303, 42304];
     let origs = origs_of(client, &sports);
@@ -839,7 +618,7 @@ fn udp_service_queries_are_answered_or_marked_no_reply() {
     silence(silent, "udp", TARGET);
     lab.kube_proxy_base();
     let cip = lab.cluster_ip(53);
-    lab.service_on("DNS", "udp", &cip, (DNS, TARGET), &[0, 1], false);
+    service(&lab.node, "DNS", "udp", &cip, (DNS, TARGET), &[&lab.backends[0].ip, &lab.backends[1].ip], false);
     let client = &lab.clients[0];
     let sports: Vec<u16> = (42601..=42604).collect();
 
@@ -891,7 +670,7 @@ fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
     let _lock = shared_lock();
     let (lab, _echo) = tcp_lab(2, 2);
     let cip = lab.cluster_ip(40);
-    lab.service("PODS", &cip, &[0, 1], false);
+    tcp_service(&lab, "PODS", &cip, &[0, 1], false);
     let (client, other) = (&lab.clients[0], &lab.clients[1]);
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("nat"))));
     let pods = [("client", client.ip.as_str()), ("other", other.ip.as_str()), ("web-0", lab.backends[0].ip.as_str()), ("web-1", lab.backends[1].ip.as_str())];
@@ -957,8 +736,8 @@ fn services_are_named_from_the_api_and_the_file() {
     let _lock = shared_lock();
     let (lab, _echo) = tcp_lab(2, 1);
     let (web_ip, other_ip) = (lab.cluster_ip(50), lab.cluster_ip(51));
-    lab.service("WEB", &web_ip, &[0, 1], false);
-    lab.service("OTHER", &other_ip, &[0], false);
+    tcp_service(&lab, "WEB", &web_ip, &[0, 1], false);
+    tcp_service(&lab, "OTHER", &other_ip, &[0], false);
     // Dual-stack with a second (UDP) port; `other` has the address of the second rule, but for
     // port 443 only; a headless Service has no address at all.
     let web = ServiceFixture::new("lab", "web", &[&web_ip, "fd00:10:96::50"], SVC_PORT, BACKEND_PORT).port("UDP", 53, 5353);
@@ -1116,8 +895,8 @@ fn connection_ends_are_reported_closed_or_timed_out() {
     }
     // One Service per backend: which connection goes where does not hang on a round robin.
     let (cip_ok, cip_silent) = (lab.cluster_ip(30), lab.cluster_ip(31));
-    lab.service("ENDSOK", &cip_ok, &[0], false);
-    lab.service("ENDSSILENT", &cip_silent, &[1], false);
+    tcp_service(&lab, "ENDSOK", &cip_ok, &[0], false);
+    tcp_service(&lab, "ENDSSILENT", &cip_silent, &[1], false);
     let client = &lab.clients[0];
     let (ok_ports, silent_ports) = ([42301u16, 42302], [42303u16, 42304]);
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tracer_tests::{
     node::{NodeLab, require_node},
+    traffic::{TcpClient, tcp_results},
     *,
 };
 
@@ -160,11 +161,10 @@ fn kernel_syn_sent_ms(klog: &KernelTcpLog, src: &str, dst: &str) -> f64 {
     (at("TCP_SYN_SENT", "TCP_CLOSE") - at("TCP_CLOSE", "TCP_SYN_SENT")) * 1000.0
 }
 
-/// Parses `RESULT ELAPSED_MS` of [`TCP_CONNECT_TIMED`].
+/// The result and connect() time in ms of a one-port `traffic::TCP_CLIENT` run.
 fn connect_result(out: &std::process::Output) -> (String, f64) {
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (r, ms) = text.rsplit_once(' ').unwrap_or_else(|| panic!("connect printed {text:?}; stderr {}", String::from_utf8_lossy(&out.stderr)));
-    (r.to_string(), ms.parse().unwrap_or_else(|_| panic!("connect printed {text:?}")))
+    let r = tcp_results(out).pop().unwrap_or_else(|| panic!("connect printed {:?}; stderr {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    (r.result, r.connect_ms)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ fn kernel_reports_the_tcp_events_these_tests_rely_on() {
     // Dropped SYNs, TCP_SYNCNT=1.
     const BLACKHOLE: u16 = 5393;
     lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", &BLACKHOLE.to_string(), "--syn", "-j", "DROP"]);
-    let out = lab.a.exec_timeout(&argv_refs(&tcp_connect_timed_argv(a, 42903, b, BLACKHOLE, 15.0, 1, 0.0)), RUN_TIMEOUT);
+    let out = lab.a.exec_timeout(&argv_refs(&TcpClient::new(a, b, BLACKHOLE, 15.0).syncnt(1).argv(&[42903])), RUN_TIMEOUT);
     let (result, ms) = connect_result(&out);
     assert_eq!(result, "error 110", "connect to a black hole with TCP_SYNCNT=1");
     let syns = klog.of("tcp_retransmit_skb", &ep(a, 42903), &ep(b, BLACKHOLE));
@@ -206,7 +206,7 @@ fn kernel_reports_the_tcp_events_these_tests_rely_on() {
 
     // Closed port.
     const CLOSED: u16 = 5394;
-    let out = lab.a.exec_timeout(&argv_refs(&tcp_connect_timed_argv(a, 42904, b, CLOSED, 5.0, 0, 0.0)), RUN_TIMEOUT);
+    let out = lab.a.exec_timeout(&argv_refs(&TcpClient::new(a, b, CLOSED, 5.0).argv(&[42904])), RUN_TIMEOUT);
     assert_eq!(connect_result(&out).0, "error 111");
     let received = klog.of("tcp_receive_reset", &ep(a, 42904), &ep(b, CLOSED));
     assert_eq!(received.len(), 1, "{received:#?}");
@@ -226,7 +226,7 @@ fn kernel_reports_the_tcp_events_these_tests_rely_on() {
     const NOACK: u16 = 5395;
     lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", &NOACK.to_string(), "!", "--syn", "-j", "DROP"]);
     let _sink = TcpSink::start(|x| lab.b.spawn(x), b, &[NOACK]);
-    let client = lab.a.spawn(&argv_refs(&tcp_connect_timed_argv(a, 42905, b, NOACK, 5.0, 0, 5.0)));
+    let client = lab.a.spawn(&argv_refs(&TcpClient::new(a, b, NOACK, 5.0).hold(5.0).argv(&[42905])));
     let deadline = Instant::now() + Duration::from_secs(5);
     while klog.of("tcp_retransmit_synack", &ep(b, NOACK), &ep(a, 42905)).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -367,7 +367,7 @@ fn dropped_syns_are_retransmitted_in_syn_sent_then_the_connect_fails() {
     let top = Tracer::start(&["retrans", "--top", "--interval", "500ms", "--pods-from", "none", "--ip", &ip, "--duration", "120s"]);
 
     // TCP_SYNCNT=1: the kernel gives up by itself after ~3 s (two SYN retransmits here).
-    let out = lab.a.exec_timeout(&argv_refs(&tcp_connect_timed_argv(&lab.a_ip, SPORT, &lab.b_ip, PORT, 15.0, 1, 0.0)), RUN_TIMEOUT);
+    let out = lab.a.exec_timeout(&argv_refs(&TcpClient::new(&lab.a_ip, &lab.b_ip, PORT, 15.0).syncnt(1).argv(&[SPORT])), RUN_TIMEOUT);
     let (result, connect_ms) = connect_result(&out);
     assert_eq!(result, "error 110", "the connect should time out (ETIMEDOUT) by TCP_SYNCNT");
     let (src, dst) = (ep(&lab.a_ip, SPORT), ep(&lab.b_ip, PORT));
@@ -460,7 +460,7 @@ fn closed_port_gives_reset_received_and_connect_fail() {
     let ip = format!("{}/32", lab.b_ip);
     let start = now_nanos();
     let t = Tracer::start(&json_args(&["--ip", &ip]));
-    let out = lab.a.exec_timeout(&argv_refs(&tcp_connect_timed_argv(&lab.a_ip, SPORT, &lab.b_ip, PORT, 5.0, 0, 0.0)), RUN_TIMEOUT);
+    let out = lab.a.exec_timeout(&argv_refs(&TcpClient::new(&lab.a_ip, &lab.b_ip, PORT, 5.0).argv(&[SPORT])), RUN_TIMEOUT);
     assert_eq!(connect_result(&out).0, "error 111", "connect to a closed port should be refused");
     let (client, server) = (ep(&lab.a_ip, SPORT), ep(&lab.b_ip, PORT));
     assert_eq!(klog.of("tcp_receive_reset", &client, &server).len(), 1, "lab: the kernel reported no received reset");
@@ -546,7 +546,7 @@ fn a_lost_handshake_ack_gives_synack_retransmits_on_the_server() {
     let ip = format!("{}/32", lab.b_ip);
     let start = now_nanos();
     let t = Tracer::start(&json_args(&["--ip", &ip]));
-    let client = lab.a.spawn(&argv_refs(&tcp_connect_timed_argv(&lab.a_ip, SPORT, &lab.b_ip, PORT, 5.0, 0, 8.0)));
+    let client = lab.a.spawn(&argv_refs(&TcpClient::new(&lab.a_ip, &lab.b_ip, PORT, 5.0).hold(8.0).argv(&[SPORT])));
     let (client_ep, server_ep) = (ep(&lab.a_ip, SPORT), ep(&lab.b_ip, PORT));
     // SYN-ACK retransmits come at ~1 s and ~3 s; the next only at ~7 s.
     let two = t.wait_for(Duration::from_secs(6), |evs| tcp_events(evs, "retransmit", &server_ep, &client_ep).len() >= 2);

@@ -21,19 +21,44 @@ pub struct JobSpec {
 
 /// Seconds past --duration the Job may run (start-up, pulling the image) before Kubernetes
 /// stops it.
-const DEADLINE_SLACK_S: u64 = 120;
+pub const DEADLINE_SLACK_S: u64 = 120;
+/// The tracer container's name in the Job's pod (`job logs` reads its log).
+pub const CONTAINER: &str = "tracer";
 /// Finished Jobs (and their logs) are kept this long.
 const TTL_AFTER_FINISHED_S: u64 = 3600;
 
-/// The capabilities tracer needs, each for a reason (README, "Jobs"): BPF loads programs and
-/// creates maps; PERFMON lets tracing programs read kernel memory (BTF tracepoints); NET_ADMIN
-/// attaches tc/TCX programs; SYS_ADMIN is what setns(2) into a pod's network namespace demands
-/// (conntrack counters, sysctls); SYS_PTRACE opens /proc/PID/ns/net of other users' processes;
-/// SYS_RESOURCE raises RLIMIT_MEMLOCK on kernels before 5.11.
-pub const CAPABILITIES: &[&str] = &["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"];
+/// The capabilities the tracer command in `args` needs (`args[0]` is the command), as a
+/// securityContext names them: what each command was measured to need with one capability
+/// taken away at a time (README, "Capabilities"; `kernel::features::command_needs` has the
+/// reason for each). A manifest cannot know the node's kernel, so it assumes one with CAP_BPF
+/// (5.8+) that does not charge BPF maps to RLIMIT_MEMLOCK (5.11+); on older kernels tracer
+/// names what it misses when it starts.
+pub fn capabilities(args: &[String]) -> Vec<&'static str> {
+    let command = args.first().map(String::as_str).unwrap_or_default();
+    // `--iface NETNS:DEV` makes tracer attach inside another namespace: setns(2).
+    let ifaces = args.windows(2).filter(|w| w[0] == "--iface").map(|w| w[1].as_str());
+    let other_namespace = ifaces.chain(args.iter().filter_map(|a| a.strip_prefix("--iface="))).any(|i| i.contains(':'));
+    crate::kernel::features::command_needs(command, other_namespace)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| n.cap.k8s_name())
+        .collect()
+}
 
 /// The Job manifest.
 pub fn manifest(spec: &JobSpec) -> Value {
+    let mut job = manifest_of(spec);
+    // tc programs go on the node's veths and tunnels, which only the node's network namespace
+    // holds. Tracing hooks see every namespace from any, so the other commands keep a pod network.
+    if capabilities(&spec.args).contains(&"NET_ADMIN") {
+        let pod = &mut job["spec"]["template"]["spec"];
+        pod["hostNetwork"] = json!(true);
+        pod["dnsPolicy"] = json!("ClusterFirstWithHostNet");
+    }
+    job
+}
+
+fn manifest_of(spec: &JobSpec) -> Value {
     let labels = json!({"app.kubernetes.io/name": "tracer", "app.kubernetes.io/component": "trace-job"});
     json!({
         "apiVersion": "batch/v1",
@@ -50,14 +75,12 @@ pub fn manifest(spec: &JobSpec) -> Value {
                     "nodeName": spec.node,
                     "restartPolicy": "Never",
                     "serviceAccountName": "tracer",
-                    // The node's devices (tc) and the node's processes (pod network namespaces).
-                    "hostNetwork": true,
+                    // The node's processes: pod network namespaces are found through them.
                     "hostPID": true,
-                    "dnsPolicy": "ClusterFirstWithHostNet",
                     // Tainted nodes (control plane, NoExecute) are where problems hide too.
                     "tolerations": [{"operator": "Exists"}],
                     "containers": [{
-                        "name": "tracer",
+                        "name": CONTAINER,
                         "image": spec.image,
                         "args": spec.args,
                         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
@@ -65,7 +88,7 @@ pub fn manifest(spec: &JobSpec) -> Value {
                             "privileged": false,
                             "allowPrivilegeEscalation": false,
                             "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"], "add": CAPABILITIES},
+                            "capabilities": {"drop": ["ALL"], "add": capabilities(&spec.args)},
                         },
                         "resources": {
                             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -176,5 +199,21 @@ mod tests {
         let sc = &m["spec"]["template"]["spec"]["containers"][0]["securityContext"];
         assert_eq!(sc["privileged"], false);
         assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+        assert_eq!(sc["capabilities"]["add"], json!(["BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"]));
+        assert_eq!(m["spec"]["template"]["spec"]["hostNetwork"], Value::Null, "drops needs no node devices");
+        assert_eq!(m["spec"]["template"]["spec"]["hostPID"], true);
+        let mtu = manifest(&JobSpec { args: vec!["mtu".into()], ..spec });
+        assert_eq!(mtu["spec"]["template"]["spec"]["hostNetwork"], true, "tc goes on the node's devices");
+    }
+
+    #[test]
+    fn capabilities_follow_the_command() {
+        let caps = |args: &[&str]| capabilities(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(caps(&["retrans", "--pod", "a/b"]), ["BPF", "PERFMON", "SYS_PTRACE"]);
+        assert!(!caps(&["mtu"]).contains(&"SYS_ADMIN"), "tc in its own namespace needs no setns");
+        assert!(caps(&["mtu", "--iface", "node1:veth1"]).contains(&"SYS_ADMIN"));
+        assert!(caps(&["mtu", "--iface=node1:veth1"]).contains(&"SYS_ADMIN"));
+        assert!(!caps(&["mtu", "--iface", "eth0"]).contains(&"SYS_ADMIN"));
+        assert_eq!(caps(&["serve"]), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYSLOG", "SYS_ADMIN"]);
     }
 }

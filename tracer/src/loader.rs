@@ -1,5 +1,7 @@
 //! Loading the embedded kernel object with this kernel's offsets and the user's filters.
 
+use std::os::fd::AsFd as _;
+
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
@@ -96,8 +98,10 @@ impl CounterReader {
     pub fn open(ebpf: &Ebpf) -> anyhow::Result<Self> {
         let map = ebpf.map("COUNTERS").context("COUNTERS map missing")?;
         let Map::PerCpuArray(data) = map else { anyhow::bail!("COUNTERS is not a per-CPU array") };
-        let id = data.info().context("reading the COUNTERS map's id")?.id();
-        let data = MapData::from_id(id).context("opening the COUNTERS map by id")?;
+        // A duplicate of the fd, not the map opened again by id: BPF_MAP_GET_FD_BY_ID is kept
+        // for CAP_SYS_ADMIN, which `serve` should not need for its own map.
+        let fd = data.fd().as_fd().try_clone_to_owned().context("duplicating the COUNTERS map's fd")?;
+        let data = MapData::from_fd(fd).context("opening the COUNTERS map's duplicate fd")?;
         Ok(Self { counters: PerCpuArray::try_from(Map::PerCpuArray(data))? })
     }
 

@@ -4,6 +4,7 @@
 //! maps errors to exit codes: 2 for bad usage or input (nothing was attached), 1 for failures
 //! at run time. Errors print as one line with their cause chain.
 
+mod bench;
 mod cli;
 mod commands;
 mod diagnose;
@@ -90,9 +91,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Job(args) => match args.action {
             cli::JobAction::Render(args) => {
-                let spec = cli::config::job_spec(args)?;
+                let spec = cli::config::job_render_spec(args)?;
                 print!("{}", job::to_yaml(&job::manifest(&spec)));
                 Ok(ExitCode::SUCCESS)
+            }
+            cli::JobAction::Run(args) => {
+                let request = cli::config::job_request(args.spec)?;
+                cli::config::kube_api_arg(&args.api)?;
+                tokio_runtime()?.block_on(commands::job::run(request, args.api.kubeconfig, args.output, args.detach))
+            }
+            cli::JobAction::Logs(args) => {
+                cli::config::namespace_arg(&args.namespace)?;
+                cli::config::job_name_arg(&args.name)?;
+                cli::config::kube_api_arg(&args.api)?;
+                tokio_runtime()?.block_on(commands::job::logs(&args.namespace, &args.name, args.api.kubeconfig, args.output))
+            }
+            cli::JobAction::List(args) => {
+                cli::config::namespace_arg(&args.namespace)?;
+                cli::config::kube_api_arg(&args.api)?;
+                let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+                tokio_runtime()?.block_on(commands::job::list(namespace, args.api.kubeconfig, args.output))
+            }
+            cli::JobAction::Delete(args) => {
+                cli::config::namespace_arg(&args.namespace)?;
+                args.names.iter().try_for_each(|n| cli::config::job_name_arg(n))?;
+                cli::config::kube_api_arg(&args.api)?;
+                tokio_runtime()?.block_on(commands::job::delete(&args.namespace, &args.names, args.api.kubeconfig))
             }
         },
         Command::Pods(args) => {

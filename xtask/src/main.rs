@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | drops | test`.
+//! Developer tasks: `cargo xtask setup | drops | test | bench | vm-test`.
 //!
 //! Every task that builds first runs scripts/setup.sh, which installs what is missing and returns
 //! in seconds when nothing is, so each task works on a fresh machine as it is.
@@ -13,6 +13,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod image;
 mod vm;
 
 #[derive(Parser)]
@@ -37,6 +39,38 @@ enum Task {
         /// Only the unit tests (no root, no namespaces)
         #[arg(long)]
         unit_only: bool,
+    },
+    /// Measure tracer's overhead, storm throughput (beside bpftrace), start-up and memory; the
+    /// table goes to BENCHMARKS.md (needs root; see xtask/src/bench.rs)
+    Bench {
+        /// Seconds, one repetition of each: checks that every figure is measured (CI)
+        #[arg(long)]
+        smoke: bool,
+        /// Repetitions of each iperf3 measurement, with and without tracer
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Seconds per iperf3 run
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// Seconds of each drop storm
+        #[arg(long, default_value_t = 5)]
+        storm_secs: u64,
+        /// Where the table goes [default: BENCHMARKS.md, or target/bench-smoke.md with --smoke]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Use target/release/tracer as it is (no setup, no build)
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Build target/tracer-image.tar: tracer's container image (docker-archive) from
+    /// target/release/tracer and the libraries ldd names, without docker (xtask/src/image.rs)
+    Image {
+        /// The image reference it is tagged with
+        #[arg(long, default_value = DEFAULT_IMAGE_TAG)]
+        tag: String,
+        /// Use target/release/tracer as it is (no setup, no build)
+        #[arg(long)]
+        no_build: bool,
     },
     /// Boot other kernels in qemu (TCG) and run the same tracer binary in each (see xtask/src/vm.rs)
     VmTest {
@@ -87,8 +121,10 @@ fn main() -> anyhow::Result<()> {
             let mut totals = Totals::default();
             let unit = run_tests(cargo().args(["test", "--release", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
             if !unit_only && unit.is_ok() {
+                // After the unit tests: the image must hold the very binary the tests run.
+                let image = build_image(&bin, DEFAULT_IMAGE_TAG)?;
                 let mut cmd = cargo();
-                cmd.args(["test", "--release", "-p", "tracer-tests", "--tests"]).env("TRACER_BIN", &bin);
+                cmd.args(["test", "--release", "-p", "tracer-tests", "--tests"]).env("TRACER_BIN", &bin).env("TRACER_IMAGE", &image);
                 // In CI a privileged test that cannot run is a failure, not a skip.
                 if env::var_os("CI").is_some() {
                     cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");
@@ -99,6 +135,24 @@ fn main() -> anyhow::Result<()> {
             // crate with no tests, which says nothing about the run).
             println!("tests: {} passed, {} failed", totals.passed, totals.failed);
             unit
+        }
+        Task::Bench { smoke, reps, secs, storm_secs, out, no_build } => {
+            let tracer = if no_build {
+                workspace().join("target/release/tracer")
+            } else {
+                setup()?;
+                build_tracer()?
+            };
+            bench::bench(&workspace(), &bench::Options { tracer, smoke, reps, secs, storm_secs, out })
+        }
+        Task::Image { tag, no_build } => {
+            let bin = if no_build {
+                workspace().join("target/release/tracer")
+            } else {
+                setup()?;
+                build_tracer()?
+            };
+            build_image(&bin, &tag).map(drop)
         }
         Task::VmTest { kernels, timeout, total_timeout, jobs, memory, no_build, with_tests, only } => {
             let bin = if no_build {
@@ -143,6 +197,17 @@ fn build_tracer() -> anyhow::Result<PathBuf> {
         bail!("{} was not built", bin.display());
     }
     Ok(bin)
+}
+
+/// What `cargo xtask image` tags the image with unless told otherwise.
+const DEFAULT_IMAGE_TAG: &str = concat!("localhost/tracer:", env!("CARGO_PKG_VERSION"));
+
+/// target/tracer-image.tar from `bin`; says where it went and its id.
+fn build_image(bin: &Path, tag: &str) -> anyhow::Result<PathBuf> {
+    let out = workspace().join("target/tracer-image.tar");
+    let id = image::build(bin, tag, &out).with_context(|| format!("building {}", out.display()))?;
+    println!("image: {} ({tag}, {id}, {:.1} MiB)", out.display(), std::fs::metadata(&out)?.len() as f64 / f64::from(1 << 20));
+    Ok(out)
 }
 
 #[derive(Default)]

@@ -566,8 +566,9 @@ fn add_test_tools(c: &mut Cpio, tests: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The libraries (and the loader) `ldd` names for a binary.
-fn ldd(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The libraries (and the loader) `ldd` names for a binary (also what `cargo xtask image` puts
+/// beside it).
+pub(crate) fn ldd(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out = Command::new("ldd").arg(bin).output().context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("not a dynamic executable") || text.contains("statically linked") {

@@ -95,3 +95,13 @@ pub fn sandbox_image_tar() -> Result<PathBuf> {
     fs::rename(&part, &tar).with_context(|| format!("rename {} -> {}", part.display(), tar.display()))?;
     Ok(tar)
 }
+
+/// The reference a docker-archive tarball tags its image with (`RepoTags` of its manifest.json),
+/// e.g. the one `cargo xtask image` wrote.
+pub fn image_reference(tar: &Path) -> Result<String> {
+    let out = run_timeout(Command::new("tar").arg("-xOf").arg(tar).arg("manifest.json"), Duration::from_secs(60));
+    ensure!(out.status.success(), "reading manifest.json of {}: {}", tar.display(), String::from_utf8_lossy(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("manifest.json of {}", tar.display()))?;
+    let tag = manifest[0]["RepoTags"][0].as_str();
+    tag.map(str::to_string).with_context(|| format!("{} names no image (RepoTags): {manifest}", tar.display()))
+}

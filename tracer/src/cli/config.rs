@@ -116,27 +116,129 @@ impl WatchConfig {
 /// The tracing commands a Job may run.
 const JOB_COMMANDS: &[&str] = &["drops", "retrans", "nat", "mtu", "watch", "diagnose"];
 
-/// `tracer job render`: the Job, checked.
-pub fn job_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, UsageError> {
+/// Where a Job is to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobTarget {
+    Node(String),
+    /// The node of this pod, which only the API knows.
+    Pod { namespace: String, name: String },
+}
+
+/// A Job to render or create, checked; the node of a `--pod` target is filled in later.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub target: JobTarget,
+    /// `--name`, checked.
+    pub name: Option<String>,
+    pub namespace: String,
+    pub image: String,
+    /// The tracing command (`drops`, ...).
+    pub command: String,
+    /// The tracer command line inside the container, `-o json --duration` included.
+    pub args: Vec<String>,
+    pub duration: Duration,
+}
+
+impl JobRequest {
+    /// The Job on `node`. Without `--name` it is `tracer-COMMAND-NODE`, then `-SUFFIX` if given
+    /// (so that a second `job run` does not collide with the first).
+    pub fn spec(&self, node: &str, suffix: Option<&str>) -> crate::job::JobSpec {
+        let name = match (&self.name, suffix) {
+            (Some(name), _) => name.clone(),
+            (None, None) => job_name(&self.command, node, JOB_NAME_MAX),
+            (None, Some(sfx)) => format!("{}-{sfx}", job_name(&self.command, node, JOB_NAME_MAX - 1 - sfx.len())),
+        };
+        crate::job::JobSpec {
+            name,
+            namespace: self.namespace.clone(),
+            node: node.to_string(),
+            image: self.image.clone(),
+            args: self.args.clone(),
+            duration: self.duration,
+        }
+    }
+}
+
+/// `tracer job render`: the Job, checked; it needs no cluster, so no `--pod`.
+pub fn job_render_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, UsageError> {
+    let request = job_request(args.spec)?;
+    match &request.target {
+        JobTarget::Node(node) => Ok(request.spec(node, None)),
+        JobTarget::Pod { .. } => Err(UsageError(
+            "job render --pod: finding the pod's node needs the cluster; pass --node, or use `job run --pod`".into(),
+        )),
+    }
+}
+
+/// `ns/name` of `--pod`, checked as names.
+fn parse_job_pod(text: &str) -> Result<JobTarget, UsageError> {
+    match text.split_once('/') {
+        Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
+            Ok(JobTarget::Pod { namespace: ns.into(), name: name.into() })
+        }
+        _ => Err(UsageError(format!("--pod {text:?}: expected NAMESPACE/NAME"))),
+    }
+}
+
+/// A name of an existing Job (`job logs`, `job delete`), checked before asking the API.
+pub fn job_name_arg(name: &str) -> Result<(), UsageError> {
+    if is_dns_label(name) {
+        Ok(())
+    } else {
+        Err(UsageError(format!("{name:?}: not a Job name (lower-case letters, digits and `-`, at most 63)")))
+    }
+}
+
+/// `--kubeconfig` of the job commands: a file that is not there is bad input, as for the pod
+/// source.
+pub fn kube_api_arg(args: &super::KubeApiArgs) -> Result<(), UsageError> {
+    match &args.kubeconfig {
+        Some(path) if !path.is_file() => Err(UsageError(format!("--kubeconfig {}: no such file", path.display()))),
+        _ => Ok(()),
+    }
+}
+
+/// `--namespace`, checked.
+pub fn namespace_arg(namespace: &str) -> Result<(), UsageError> {
+    if is_dns_label(namespace) {
+        Ok(())
+    } else {
+        Err(UsageError(format!("--namespace {namespace:?}: not a namespace name (lower-case letters, digits and `-`, at most 63)")))
+    }
+}
+
+/// The Job of `job render` or `job run`, checked as far as it can be without a cluster.
+pub fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
     let duration = parse_duration(&args.duration)
         .map_err(|_| UsageError(format!("--duration {}: expected a duration such as 30s or 5m", args.duration)))?;
     if duration < Duration::from_secs(1) {
         return Err(UsageError("--duration: at least 1s".into()));
     }
-    if !is_dns_subdomain(&args.node) {
-        return Err(UsageError(format!("--node {:?}: not a node name (lower-case letters, digits, `-` and `.`)", args.node)));
-    }
-    if !is_dns_label(&args.namespace) {
-        return Err(UsageError(format!("--namespace {:?}: not a namespace name (lower-case letters, digits and `-`, at most 63)", args.namespace)));
-    }
-    let command = args.command.first().map(String::as_str).unwrap_or_default();
-    if !JOB_COMMANDS.contains(&command) {
+    let target = match (args.node, args.pod) {
+        (Some(node), _) if !is_dns_subdomain(&node) => {
+            return Err(UsageError(format!("--node {node:?}: not a node name (lower-case letters, digits, `-` and `.`)")));
+        }
+        (Some(node), _) => JobTarget::Node(node),
+        (None, Some(pod)) => parse_job_pod(&pod)?,
+        (None, None) => return Err(UsageError("--node NAME or --pod NS/NAME: where the Job runs".into())),
+    };
+    namespace_arg(&args.namespace)?;
+    let command = args.command.first().cloned().unwrap_or_default();
+    if !JOB_COMMANDS.contains(&command.as_str()) {
         return Err(UsageError(format!("the command after --: {command:?} is not one of {}", JOB_COMMANDS.join(", "))));
     }
     if let Some(own) = args.command.iter().find(|a| ["-o", "--output", "--duration", "--count"].contains(&a.split('=').next().unwrap_or(a))) {
         return Err(UsageError(format!("the command after --: {own} is set by the Job (-o json --duration from `job --duration`)")));
     }
     let mut inner = args.command.clone();
+    // `job run --pod P -- drops` traces P's traffic: the pod is the point of the Job, unless the
+    // command chooses its own pods.
+    let selects = |a: &String| ["--pod", "--namespace", "--selector"].contains(&a.split('=').next().unwrap_or(a));
+    if let JobTarget::Pod { namespace, name } = &target
+        && !args.command.iter().any(selects)
+    {
+        inner.splice(1..1, ["--pod".to_string(), format!("{namespace}/{name}")]);
+    }
     inner.extend(["-o".into(), "json".into(), "--duration".into(), args.duration.clone()]);
     // The whole command line must parse as the tracer in the Job will parse it.
     let argv = std::iter::once("tracer".to_string()).chain(inner.iter().cloned());
@@ -161,19 +263,21 @@ pub fn job_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, Usage
         other => other.map_err(|e| UsageError(format!("the command after --: {e}")))?,
     }
     let name = match args.name {
-        Some(n) if is_dns_label(&n) => n,
-        Some(n) => return Err(UsageError(format!("--name {n:?}: not a Job name (lower-case letters, digits and `-`, at most 63)"))),
-        None => job_name(command, &args.node),
+        Some(n) if is_dns_label(&n) && n.len() <= JOB_NAME_MAX => Some(n),
+        Some(n) => return Err(UsageError(format!("--name {n:?}: not a Job name (lower-case letters, digits and `-`, at most {JOB_NAME_MAX})"))),
+        None => None,
     };
-    Ok(crate::job::JobSpec { name, namespace: args.namespace, node: args.node, image: args.image, args: inner, duration })
+    Ok(JobRequest { target, name, namespace: args.namespace, image: args.image, command, args: inner, duration })
 }
 
-/// `tracer-COMMAND-NODE`, made a DNS label (at most 52 characters: the Job controller adds a
-/// suffix for its pods).
-fn job_name(command: &str, node: &str) -> String {
+/// The Job controller names pods NAME-XXXXX, and a pod name must stay a DNS label (63).
+const JOB_NAME_MAX: usize = 52;
+
+/// `tracer-COMMAND-NODE`, made a DNS label of at most `max` characters.
+fn job_name(command: &str, node: &str, max: usize) -> String {
     let raw = format!("tracer-{command}-{node}").to_lowercase();
     let cleaned: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
-    cleaned.chars().take(52).collect::<String>().trim_end_matches('-').to_string()
+    cleaned.chars().take(max).collect::<String>().trim_end_matches('-').to_string()
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -566,25 +670,52 @@ mod tests {
 
     #[test]
     fn job_specs_are_checked_before_anything() {
-        let args = |cmd: &[&str]| super::super::JobRenderArgs {
-            node: "node-1".into(),
+        let args = |cmd: &[&str]| super::super::JobSpecArgs {
+            node: Some("node-1".into()),
+            pod: None,
             namespace: "kube-system".into(),
             image: "i".into(),
             duration: "30s".into(),
             name: None,
             command: cmd.iter().map(|s| s.to_string()).collect(),
         };
-        let spec = job_spec(args(&["drops", "--pod", "shop/web-0"])).expect("valid");
+        let render = |a| job_render_spec(super::super::JobRenderArgs { spec: a });
+        let spec = render(args(&["drops", "--pod", "shop/web-0"])).expect("valid");
         assert_eq!(spec.args, ["drops", "--pod", "shop/web-0", "-o", "json", "--duration", "30s"]);
         assert_eq!(spec.name, "tracer-drops-node-1");
-        assert!(job_spec(args(&["pods"])).is_err(), "not a tracing command");
-        assert!(job_spec(args(&["drops", "-o", "table"])).is_err(), "the Job sets the output");
-        assert!(job_spec(args(&["drops", "--ip", "nonsense"])).is_err(), "the inner command is parsed");
+        assert!(render(args(&["pods"])).is_err(), "not a tracing command");
+        assert!(render(args(&["drops", "-o", "table"])).is_err(), "the Job sets the output");
+        assert!(render(args(&["drops", "--ip", "nonsense"])).is_err(), "the inner command is parsed");
         let mut bad_node = args(&["drops"]);
-        bad_node.node = "Node_1".into();
-        assert!(job_spec(bad_node).is_err());
+        bad_node.node = Some("Node_1".into());
+        assert!(render(bad_node).is_err());
         // At most 52: the Job controller appends to it for the pod's name.
-        assert_eq!(job_name("diagnose", "ip-10-0-0-1.eu-west-1.compute.internal"), "tracer-diagnose-ip-10-0-0-1-eu-west-1-compute-intern");
+        assert_eq!(job_name("diagnose", "ip-10-0-0-1.eu-west-1.compute.internal", JOB_NAME_MAX), "tracer-diagnose-ip-10-0-0-1-eu-west-1-compute-intern");
+    }
+
+    #[test]
+    fn a_job_for_a_pod_is_named_after_the_node_it_lands_on() {
+        let mut a = super::super::JobSpecArgs {
+            node: None,
+            pod: Some("shop/web-0".into()),
+            namespace: "kube-system".into(),
+            image: "i".into(),
+            duration: "30s".into(),
+            name: None,
+            command: vec!["drops".into()],
+        };
+        let request = job_request(a.clone()).expect("valid");
+        assert_eq!(request.target, JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() });
+        assert_eq!(request.args[..3], ["drops", "--pod", "shop/web-0"], "the pod's traffic, unless the command selects");
+        let own = job_request(super::super::JobSpecArgs { command: vec!["drops".into(), "--namespace=shop".into()], ..a.clone() }).expect("valid");
+        assert_eq!(own.args[..2], ["drops", "--namespace=shop"]);
+        let long = "ip-10-0-0-1.eu-west-1.compute.internal";
+        let spec = request.spec(long, Some("x7k2p"));
+        assert_eq!(spec.node, long);
+        assert!(spec.name.len() <= JOB_NAME_MAX && spec.name.ends_with("-x7k2p"), "{}", spec.name);
+        assert!(job_render_spec(super::super::JobRenderArgs { spec: a.clone() }).is_err(), "render needs no cluster, so no --pod");
+        a.pod = Some("web-0".into());
+        assert!(job_request(a).is_err(), "--pod without a namespace");
     }
 
     #[test]

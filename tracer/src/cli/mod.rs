@@ -380,26 +380,62 @@ pub enum JobAction {
     /// Print the Job manifest (YAML) that runs a tracer command on a node; needs no cluster
     #[command(after_help = JOB_RENDER_HELP)]
     Render(JobRenderArgs),
+    /// Create the Job on the cluster, follow its output until it ends; Ctrl-C deletes it
+    #[command(after_help = JOB_RUN_HELP)]
+    Run(JobRunArgs),
+    /// Follow the output of a tracer Job, pretty-printed
+    #[command(after_help = JOB_LOGS_HELP)]
+    Logs(JobLogsArgs),
+    /// The tracer Jobs of a namespace: node, command, state, age
+    List(JobListArgs),
+    /// Delete tracer Jobs (and their pods)
+    Delete(JobDeleteArgs),
 }
 
 const JOB_RENDER_HELP: &str = "\
 The Job is pinned to --node, runs the command with `-o json --duration DUR`, ends by itself
 (activeDeadlineSeconds = DUR + 120 s), is deleted an hour after it finished, tolerates every
-taint, and runs without `privileged`: only the capabilities tracer needs (BPF, PERFMON,
-NET_ADMIN, SYS_ADMIN, SYS_PTRACE, SYS_RESOURCE; why each, in the README), a read-only root
-filesystem, the kernel's BTF and the CRI socket mounted read-only, hostNetwork and hostPID.
+taint, and runs without `privileged`: only the capabilities its command needs (why each, in the
+README), a read-only root filesystem, the kernel's BTF and the CRI socket mounted read-only,
+hostPID, and hostNetwork for mtu, watch, diagnose and serve (tc on the node's devices). The namespace needs the ServiceAccount `tracer` (deploy/rbac.yaml).
 
 Examples:
   tracer job render --node node-1 -- drops --pod shop/web-0
   tracer job render --node node-1 --duration 2m -- diagnose --namespace shop | kubectl apply -f -";
 
-#[derive(Debug, Args)]
-pub struct JobRenderArgs {
+const JOB_RUN_HELP: &str = "\
+The Job is the one `tracer job render` prints, created through the Kubernetes API (kubeconfig:
+--kubeconfig, in-cluster, KUBECONFIG or ~/.kube/config). With --pod the Job runs on that pod's
+node and traces that pod (the command gets `--pod NS/NAME` unless it has its own --pod,
+--namespace or --selector). The Job's output is printed as it comes (events as a timeline,
+diagnose as findings), the tracer's messages on stderr. The exit code is the tracer's in the
+Job. Ctrl-C deletes the Job. A Job that ran to its end stays an hour (its logs too):
+`tracer job logs NAME`.
+
+Examples:
+  tracer job run --pod shop/web-0 -- drops
+  tracer job run --node node-1 --duration 30s -- diagnose
+  tracer job run --node node-1 --detach -- retrans && tracer job logs tracer-retrans-node-1-x7k2p";
+
+const JOB_LOGS_HELP: &str = "\
+Prints the Job's JSON lines as a timeline (or as they are with -o json), following them until
+the Job's tracer exits.
+
+Examples:
+  tracer job logs tracer-drops-node-1-x7k2p
+  tracer job logs tracer-drops-node-1-x7k2p -o json | jq .reason";
+
+/// Where and what a Job runs: `job render` and `job run`.
+#[derive(Debug, Clone, Args)]
+pub struct JobSpecArgs {
     /// The node to run on
-    #[arg(long, value_name = "NAME")]
-    pub node: String,
+    #[arg(long, value_name = "NAME", required_unless_present = "pod", conflicts_with = "pod")]
+    pub node: Option<String>,
+    /// Run on the node of this pod, tracing it (`job run` only: it asks the API)
+    #[arg(long, value_name = "NS/NAME")]
+    pub pod: Option<String>,
     /// Namespace of the Job (its ServiceAccount `tracer` must exist there)
-    #[arg(long, value_name = "NS", default_value = "kube-system")]
+    #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE)]
     pub namespace: String,
     /// Container image with the tracer binary
     #[arg(long, value_name = "IMAGE", default_value = "ghcr.io/tracer/tracer:latest")]
@@ -407,12 +443,84 @@ pub struct JobRenderArgs {
     /// How long the trace runs
     #[arg(long, value_name = "DUR", default_value = "60s")]
     pub duration: String,
-    /// Job name [default: tracer-COMMAND-NODE]
+    /// Job name [default: tracer-COMMAND-NODE, plus a random suffix for `job run`]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// The tracer command, after `--` (e.g. `-- drops --pod shop/web-0`)
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// The namespace tracer's Jobs and ServiceAccount live in unless told otherwise.
+pub const JOB_NAMESPACE: &str = "kube-system";
+
+#[derive(Debug, Args)]
+pub struct JobRenderArgs {
+    #[command(flatten)]
+    pub spec: JobSpecArgs,
+}
+
+/// How to reach the API (job run/logs/list/delete).
+#[derive(Debug, Args)]
+pub struct KubeApiArgs {
+    /// Kubeconfig [default: in-cluster, KUBECONFIG, ~/.kube/config]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct JobRunArgs {
+    #[command(flatten)]
+    pub spec: JobSpecArgs,
+    #[command(flatten)]
+    pub api: KubeApiArgs,
+    /// How to print the Job's output: a timeline or its JSON lines as they are
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Create the Job, print its name and return (follow later with `job logs`)
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobLogsArgs {
+    /// The Job's name (as `job run` or `job list` printed it)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Namespace of the Job
+    #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub api: KubeApiArgs,
+    /// How to print: a timeline or the JSON lines as they are
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct JobListArgs {
+    /// Namespace of the Jobs
+    #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE, conflicts_with = "all_namespaces")]
+    pub namespace: String,
+    /// tracer Jobs of every namespace
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    #[command(flatten)]
+    pub api: KubeApiArgs,
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct JobDeleteArgs {
+    /// Names of the Jobs
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Namespace of the Jobs
+    #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub api: KubeApiArgs,
 }
 
 #[derive(Debug, Args)]

@@ -51,8 +51,9 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         feats.push(Feature { name: name.into(), available: ok, detail });
     };
     let caps = features::effective_caps();
-    let privileged = features::missing_privileges(caps).is_none();
-    push("privileges", privileged, if privileged { "can load BPF programs".into() } else { "not root: cannot load BPF programs".into() });
+    let missing = features::missing_privileges(caps);
+    let privileged = missing.is_none();
+    push("privileges", privileged, missing.unwrap_or_else(|| "can load BPF programs".into()));
 
     let btf = super::load_btf(args.btf.as_deref());
     let btf_source = args.btf.as_deref().map_or(VMLINUX_BTF.to_string(), |p| p.display().to_string());

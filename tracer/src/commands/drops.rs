@@ -23,7 +23,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
     // Everything needed from BTF is resolved; the parsed types are tens of MB.
     drop(btf);
-    super::require_privileges()?;
+    super::require_privileges("drops", false)?;
     let mut pods = super::start_pods(&config.trace.pods).await?;
 
     let kallsyms = kallsyms.join().map_err(|_| anyhow::anyhow!("kallsyms reader panicked"))?.unwrap_or_else(|err| {
@@ -45,6 +45,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     // Baselines of every namespace's conntrack counters, taken before `attached` is printed: a
     // conntrack drop from there on is told apart from a rule's.
     let mut conntrack = ct_layout.map(|_| Classifier::start());
+    super::release_startup_memory();
     eprintln!(
         "tracer: attached drops ({}; reasons: {}){}",
         plan.hook.describe(),

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod diagnose;
 pub mod drops;
+pub mod job;
 pub mod mtu;
 pub mod nat;
 pub mod pods;
@@ -50,12 +51,11 @@ pub(crate) fn load_btf(path: Option<&std::path::Path>) -> anyhow::Result<KernelB
     }
 }
 
-/// Refuses to go on without the privileges to load programs (exit 2, nothing attached).
-pub(crate) fn require_privileges() -> Result<(), UsageError> {
-    match features::missing_privileges(features::effective_caps()) {
-        Some(why) => Err(UsageError(why.to_string())),
-        None => Ok(()),
-    }
+/// Refuses to go on without a capability `command` cannot work without, naming each (exit 2,
+/// nothing attached); warns once per missing capability that only costs part of the output.
+/// `other_namespace`: it will attach inside another network namespace (`mtu --iface NETNS:DEV`).
+pub(crate) fn require_privileges(command: &str, other_namespace: bool) -> Result<(), UsageError> {
+    features::check_capabilities(command, other_namespace).map_err(|e| UsageError(e.to_string()))
 }
 
 /// `tracer: PROBE: N seen, N delivered, N lost[, N unread]` on stderr, and a warning naming the
@@ -69,6 +69,14 @@ pub(crate) fn print_summary(probe: &str, counts: crate::loader::KernelCounts, re
             counts.lost
         );
     }
+}
+
+/// Gives the heap pages freed after start-up back to the kernel. Parsing BTF and kallsyms peaks
+/// at tens of MB that glibc keeps mapped after they are dropped, so without this a tracer that
+/// holds a few MB of state stays at the start-up peak for its whole run.
+pub(crate) fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 fn summary(probe: &str, counts: crate::loader::KernelCounts, read: u64) -> String {

@@ -28,7 +28,7 @@ use crate::{
 const MAX_LISTED: usize = 16;
 
 pub async fn run(config: MtuConfig) -> anyhow::Result<()> {
-    super::require_privileges()?;
+    super::require_privileges("mtu", config.ifaces.iter().any(|i| i.netns.path.is_some()))?;
     // Devices first (a few syscalls; entering another namespace needs the privileges checked
     // above): a wrong --iface is bad input, refused before BTF is even read.
     let (traced, facts) = choose_devices(&config.ifaces)?;
@@ -59,6 +59,7 @@ pub async fn run(config: MtuConfig) -> anyhow::Result<()> {
     mtu::attach_tracing(&mut ebpf, &plan)?;
     let tc = mtu::tc::attach(&mut ebpf, &traced)?;
     let names: Vec<String> = tc.devices.iter().map(|a| label(&a.device)).collect();
+    super::release_startup_memory();
     eprintln!(
         "tracer: attached mtu ({}; tc on {} devices{}){}",
         mtu::describe(&plan),

@@ -20,7 +20,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     let (nat_config, bits) = nat::plan(&mut btf)?;
     let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
     drop(btf);
-    super::require_privileges()?;
+    super::require_privileges("nat", false)?;
     let mut pods = super::start_pods(&config.trace.pods).await?;
     let services = start_services(&config.trace.pods).await;
 
@@ -37,6 +37,7 @@ pub async fn run(config: NatConfig) -> anyhow::Result<()> {
     nat::attach(&mut ebpf)?;
     // Before `attached`: a connection opened after that line must have its end reported.
     let ends = std::cell::RefCell::new(Ends::start());
+    super::release_startup_memory();
     eprintln!(
         "tracer: attached nat (tp_btf/net_dev_start_xmit; no reply after {:?} is marked){}",
         config.reply_timeout,

@@ -35,7 +35,7 @@ pub async fn run(config: RetransConfig) -> anyhow::Result<()> {
     let mut plan = tcp::plan(&btf)?;
     let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
     drop(btf);
-    super::require_privileges()?;
+    super::require_privileges("retrans", false)?;
     let mut pods = super::start_pods(&config.trace.pods).await?;
     for why in &plan.missing {
         log::warn!("{why}; retrans runs without it");
@@ -47,6 +47,7 @@ pub async fn run(config: RetransConfig) -> anyhow::Result<()> {
     pods.attach_kernel_filter(&mut ebpf)?;
     tcp::attach(&mut ebpf, &plan)?;
     let hooks: Vec<&str> = plan.hooks.iter().map(|h| h.tracepoint).collect();
+    super::release_startup_memory();
     eprintln!(
         "tracer: attached retrans (tp_btf: {}){}",
         hooks.join(", "),

@@ -19,6 +19,7 @@ use crate::{
     loader::{self, Globals, KernelCounts},
     pods::{layer::{PodLayer, start_services}, services::ServiceNames},
     probes::{
+        CannotRun,
         drops::{self, conntrack::Classifier},
         mtu::{self, decode::TcDevice, devices::DeviceFacts, tc::TcAttachments},
         nat,
@@ -31,6 +32,13 @@ use crate::{
 pub struct ProbeStatus {
     pub family: &'static str,
     pub result: Result<String, String>,
+}
+
+/// Records how `family` will run, or why it cannot (it is then left out), and returns its plan.
+fn planned<T>(probes: &mut Vec<ProbeStatus>, family: &'static str, plan: Result<T, CannotRun>, describe: impl FnOnce(&T) -> String) -> Option<T> {
+    let result = plan.as_ref().map(describe).map_err(|why| why.reason.clone());
+    probes.push(ProbeStatus { family, result });
+    plan.ok()
 }
 
 /// The families' decoders, and the userspace state that turns records into events.
@@ -66,69 +74,40 @@ impl Session {
     /// Plans, loads and attaches every family that can run here; prints the `attached` line.
     /// `command` names the command in that line.
     pub async fn start(config: &WatchConfig, command: &str) -> anyhow::Result<Session> {
-        super::require_privileges()?;
+        super::require_privileges(command, config.ifaces.iter().any(|i| i.netns.path.is_some()))?;
         // A wrong --iface is bad input: refused before BTF is read (as `tracer mtu` does).
         let (traced, devices) = choose_devices(&config.ifaces)?;
         let kallsyms = std::thread::spawn(Kallsyms::load);
         let mut btf = super::load_btf(config.trace.btf.as_deref())?;
         let mut probes = Vec::new();
 
-        let drop_plan = drops::plan(&btf, HookChoice::Auto);
-        let (drop_config, drop_decoder_parts) = match drop_plan {
-            Ok(mut plan) => {
+        let drop_parts = match planned(&mut probes, "drops", drops::plan(&btf, HookChoice::Auto), |p| p.hook.describe().to_string()) {
+            Some(mut plan) => {
                 let ct = drops::plan_conntrack(&mut btf, &mut plan);
                 let reasons = drops::select_reasons(&plan, &ReasonSelection::Default)?;
-                probes.push(ProbeStatus { family: "drops", result: Ok(plan.hook.describe().to_string()) });
-                (drops::program_config(&plan, &reasons), Some((plan, reasons, ct)))
+                Some((plan, reasons, ct))
             }
-            Err(why) => {
-                probes.push(ProbeStatus { family: "drops", result: Err(why.reason) });
-                (DropConfig::empty(), None)
-            }
+            None => None,
         };
-        let (tcp_config, tcp_plan) = match tcp::plan(&btf) {
-            Ok(mut plan) => {
-                plan.config.stream_retransmits = 1;
-                let hooks: Vec<&str> = plan.hooks.iter().map(|h| h.tracepoint).collect();
-                probes.push(ProbeStatus { family: "tcp", result: Ok(format!("tp_btf: {}", hooks.join(", "))) });
-                for why in &plan.missing {
-                    log::warn!("{why}; the tcp probe runs without it");
-                }
-                (plan.config, Some(plan))
-            }
-            Err(why) => {
-                probes.push(ProbeStatus { family: "tcp", result: Err(why.reason) });
-                (TcpConfig::empty(), None)
-            }
-        };
-        let (nat_config, nat_bits) = match nat::plan(&mut btf) {
-            Ok((config, bits)) => {
-                probes.push(ProbeStatus { family: "nat", result: Ok("tp_btf/net_dev_start_xmit".into()) });
-                (config, Some(bits))
-            }
-            Err(why) => {
-                probes.push(ProbeStatus { family: "nat", result: Err(why.reason) });
-                (NatConfig::default(), None)
-            }
-        };
+        let drop_config = drop_parts.as_ref().map_or_else(DropConfig::empty, |(plan, reasons, _)| drops::program_config(plan, reasons));
+        let tcp_plan = planned(&mut probes, "tcp", tcp::plan(&btf), |p| {
+            let hooks: Vec<&str> = p.hooks.iter().map(|h| h.tracepoint).collect();
+            format!("tp_btf: {}", hooks.join(", "))
+        });
+        let tcp_config = tcp_plan.as_ref().map_or_else(TcpConfig::empty, |plan| TcpConfig { stream_retransmits: 1, ..plan.config });
+        for why in tcp_plan.iter().flat_map(|p| &p.missing) {
+            log::warn!("{why}; the tcp probe runs without it");
+        }
+        let nat_plan = planned(&mut probes, "nat", nat::plan(&mut btf), |_| "tp_btf/net_dev_start_xmit".into());
+        let (nat_config, nat_bits) = nat_plan.map_or((NatConfig::default(), None), |(config, bits)| (config, Some(bits)));
         // The MTU probe's kfree_skb program reads the drops layout: it runs only with it.
-        let mtu_plan = match (&drop_decoder_parts, mtu::plan(&btf, SentHook::Auto)) {
-            (Some((plan, ..)), Ok(mtu_plan)) if plan.hook == drops::Hook::TpBtf => {
-                probes.push(ProbeStatus { family: "mtu", result: Ok(mtu::describe(&mtu_plan)) });
-                for why in &mtu_plan.missing {
-                    log::warn!("{why}");
-                }
-                Some(mtu_plan)
-            }
-            (_, Err(why)) => {
-                probes.push(ProbeStatus { family: "mtu", result: Err(why.reason) });
-                None
-            }
-            _ => {
-                probes.push(ProbeStatus { family: "mtu", result: Err("needs tp_btf/kfree_skb".into()) });
-                None
-            }
-        };
+        let drops_tp_btf = drop_parts.as_ref().is_some_and(|(plan, ..)| plan.hook == drops::Hook::TpBtf);
+        let mtu_plan = mtu::plan(&btf, SentHook::Auto)
+            .and_then(|plan| if drops_tp_btf { Ok(plan) } else { Err(CannotRun { probe: "mtu", reason: "needs tp_btf/kfree_skb".into() }) });
+        let mtu_plan = planned(&mut probes, "mtu", mtu_plan, mtu::describe);
+        for why in mtu_plan.iter().flat_map(|p| &p.missing) {
+            log::warn!("{why}");
+        }
         let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
         drop(btf);
         for p in &probes {
@@ -162,7 +141,7 @@ impl Session {
         pods.attach_kernel_filter(&mut ebpf)?;
         let mut conntrack = None;
         let mut drop_decoder = None;
-        if let Some((plan, reasons, ct)) = drop_decoder_parts {
+        if let Some((plan, reasons, ct)) = drop_parts {
             drops::write_reasons(&mut ebpf, &reasons)?;
             drops::attach(&mut ebpf, plan.hook, config.trace.btf.as_deref())?;
             conntrack = ct.map(|_| RefCell::new(Classifier::start()));
@@ -195,6 +174,7 @@ impl Session {
             .filter_map(|p| p.result.as_ref().ok().map(|hook| format!("{}: {hook}", p.family)))
             .collect();
         let tc_names: Vec<String> = tc.iter().flat_map(|t| t.devices.iter().map(|a| label(&a.device))).collect();
+        super::release_startup_memory();
         eprintln!(
             "tracer: attached {command} ({}; tc on {} devices{}){}",
             running.join("; "),

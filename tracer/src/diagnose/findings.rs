@@ -218,7 +218,7 @@ fn traffic_label(e: &Event) -> Option<String> {
 type DropGroup = (Option<u32>, Option<IpAddr>, Option<IpAddr>, Option<u8>, Option<u16>);
 
 /// Drops grouped by [`DropGroup`].
-fn group_drops(events: &[Event], keep: impl Fn(&DropDetail) -> bool) -> BTreeMap<DropGroup, Vec<&Event>> {
+fn group_drops<'a>(events: impl IntoIterator<Item = &'a Event>, keep: impl Fn(&DropDetail) -> bool) -> BTreeMap<DropGroup, Vec<&'a Event>> {
     let mut groups: BTreeMap<_, Vec<&Event>> = BTreeMap::new();
     for e in events {
         if drop_of(e).is_some_and(&keep) {
@@ -247,8 +247,8 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
         .filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == "frag_needed_dropped"))
         .map(|e| e.netns)
         .collect();
-    let kept: Vec<Event> = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns))).cloned().collect();
-    for ((netns, ..), group) in group_drops(&kept, |d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
+    let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)));
+    for ((netns, ..), group) in group_drops(kept, |d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
         let mut evidence = obj(json!({
             "events": group.len(),
             "drops": group.len(),

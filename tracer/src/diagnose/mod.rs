@@ -43,35 +43,51 @@ impl Report {
 
     /// For people: one block per finding, errors first; a clean run says so.
     pub fn to_text(&self) -> String {
-        let mut out = format!(
-            "tracer diagnose: {:.0}s, {} events, {} lost\n",
-            self.duration_s, self.events, self.lost
-        );
-        if !self.findings.iter().any(|f| f.severity == Severity::Error) {
-            out.push_str("no problems found");
-            out.push_str(if self.findings.is_empty() { "\n" } else { " (notes below)\n" });
-        }
-        for f in &self.findings {
-            out.push('\n');
-            out.push_str(&format!("{:<8} {}\n", f.severity.name().to_uppercase(), f.code));
-            out.push_str(&format!("         {}\n", f.summary));
-            if !f.pods.is_empty() {
-                out.push_str(&format!("         pods:     {}\n", f.pods.iter().cloned().collect::<Vec<_>>().join(", ")));
-            }
-            if !f.flows.is_empty() {
-                out.push_str(&format!("         flows:    {}\n", f.flows.iter().cloned().collect::<Vec<_>>().join(", ")));
-            }
-            let evidence: Vec<String> = f
-                .evidence
-                .iter()
-                .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()) && v.as_array().is_none_or(|a| !a.is_empty()))
-                .map(|(k, v)| match v {
-                    Value::String(s) => format!("{k}={s}"),
-                    other => format!("{k}={other}"),
-                })
-                .collect();
-            out.push_str(&format!("         evidence: {}\n", evidence.join(", ")));
-        }
-        out
+        report_text(&self.to_json()).unwrap_or_default()
     }
+}
+
+/// A report's text from its JSON (also for reports read back from a Job's log), None if `v`
+/// is not a report.
+pub fn report_text(v: &Value) -> Option<String> {
+    let findings = v.get("findings")?.as_array()?;
+    let mut out = format!(
+        "tracer diagnose: {:.0}s, {} events, {} lost\n",
+        v["duration_s"].as_f64().unwrap_or(0.0),
+        v["events"].as_u64().unwrap_or(0),
+        v["lost"].as_u64().unwrap_or(0)
+    );
+    if !findings.iter().any(|f| f["severity"] == Severity::Error.name()) {
+        out.push_str("no problems found");
+        out.push_str(if findings.is_empty() { "\n" } else { " (notes below)\n" });
+    }
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    for f in findings {
+        let text = |k: &str| f[k].as_str().unwrap_or("").to_string();
+        out.push('\n');
+        out.push_str(&format!("{:<8} {}\n", text("severity").to_uppercase(), text("code")));
+        out.push_str(&format!("         {}\n", text("summary")));
+        let pods = strings(&f["pods"]);
+        if !pods.is_empty() {
+            out.push_str(&format!("         pods:     {}\n", pods.join(", ")));
+        }
+        let flows = strings(&f["flows"]);
+        if !flows.is_empty() {
+            out.push_str(&format!("         flows:    {}\n", flows.join(", ")));
+        }
+        let evidence: Vec<String> = f["evidence"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()) && v.as_array().is_none_or(|a| !a.is_empty()))
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        out.push_str(&format!("         evidence: {}\n", evidence.join(", ")));
+    }
+    Some(out)
 }

@@ -1,157 +1,518 @@
 //! JSON Lines: one object per event, flushed per event, fields exactly as CONTRACT.md says.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
 
 use serde::Serialize;
+use serde_json::Value;
 
-use super::{Sink, write_line};
-use crate::events::{Detail, Event, rfc3339};
+use super::Sink;
+use crate::events::{Detail, Event, Flow, rfc3339};
 
-#[derive(Serialize)]
-struct JsonEvent<'a> {
-    ts: String,
-    kind: &'static str,
-    proto: String,
-    src: Option<String>,
-    dst: Option<String>,
-    src_pod: Option<&'a str>,
-    dst_pod: Option<&'a str>,
-    netns: Option<u32>,
-    netns_pod: Option<&'a str>,
-    ifname: Option<&'a str>,
-    ifindex: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icmp_type: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icmp_code: Option<u8>,
-    #[serde(flatten)]
-    detail: JsonDetail<'a>,
+/// Encodes events as CONTRACT JSON lines into one buffer it reuses, so an event costs no
+/// allocation: each field is written straight into the buffer (numbers and strings exactly as
+/// serde_json writes them, escapes included), and what repeats from event to event (the
+/// timestamp's second, the protocol's name) is formatted again only when it changes.
+#[derive(Default)]
+pub struct Encoder {
+    buf: Vec<u8>,
+    /// The second of the last timestamp, and its RFC 3339 text up to the fraction
+    /// (`2026-11-22T02:30:01.`).
+    second: Option<(i128, String)>,
+    /// The last flow's `(l4_proto, ethertype)`, and its `proto` as a JSON string.
+    proto: Option<((Option<u8>, u16), Vec<u8>)>,
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
-enum JsonDetail<'a> {
-    Drop {
-        reason: &'a str,
-        reason_code: u32,
-        location: &'a str,
-        len: u32,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        conntrack: Option<JsonConntrack>,
-    },
-    Retransmit { state: Option<&'a str>, count: u32 },
-    Reset { direction: Option<&'a str>, state: Option<&'a str> },
-    ConnectFail { state: Option<&'a str>, duration_ms: Option<f64> },
-    Nat {
-        nat: &'a str,
-        orig_src: Option<&'a str>,
-        orig_dst: Option<&'a str>,
-        reply_src: Option<&'a str>,
-        reply_dst: Option<&'a str>,
-        reply_seen: bool,
-        assured: bool,
-        state: &'a str,
-        backend: Option<&'a str>,
-        backend_pod: Option<&'a str>,
-        service: Option<&'a str>,
-    },
-    Mtu {
-        event: &'a str,
-        mtu: Option<u32>,
-        len: u32,
-        dev_mtu: Option<u32>,
-        icmp_src: Option<String>,
-        icmp_dst: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<&'a str>,
-        hook: &'a str,
-    },
+impl Encoder {
+    /// The JSON line of `event`, newline included.
+    pub fn line(&mut self, event: &Event) -> io::Result<&[u8]> {
+        self.buf.clear();
+        self.buf.extend_from_slice(b"{\"ts\":");
+        self.ts(event.ts_unix_ns);
+        self.field("kind", event.detail.kind())?;
+        self.proto(&event.flow)?;
+        self.addr("src", event.flow.src, event.flow.sport);
+        self.addr("dst", event.flow.dst, event.flow.dport);
+        self.field("src_pod", &event.src_pod)?;
+        self.field("dst_pod", &event.dst_pod)?;
+        self.field("netns", &event.netns)?;
+        self.field("netns_pod", &event.netns_pod)?;
+        self.field("ifname", &event.ifname)?;
+        self.field("ifindex", &event.ifindex)?;
+        if let Some((icmp_type, icmp_code)) = event.flow.icmp {
+            self.field("icmp_type", &icmp_type)?;
+            self.field("icmp_code", &icmp_code)?;
+        }
+        match &event.detail {
+            Detail::Drop(d) => {
+                self.field("reason", &d.reason)?;
+                self.field("reason_code", &d.reason_code)?;
+                self.field("location", &d.location)?;
+                self.field("len", &d.len)?;
+                if let Some(c) = &d.conntrack {
+                    self.key("conntrack");
+                    self.buf.extend_from_slice(b"{\"cause\":");
+                    serde_json::to_writer(&mut self.buf, c.cause.name())?;
+                    self.field("entries", &c.entries)?;
+                    self.field("max", &c.max)?;
+                    self.buf.push(b'}');
+                }
+            }
+            Detail::Retransmit(t) => {
+                self.field("state", &t.state)?;
+                self.field("count", &t.count)?;
+            }
+            Detail::Reset(t) => {
+                self.field("direction", &t.direction)?;
+                self.field("state", &t.state)?;
+            }
+            Detail::ConnectFail(t) => {
+                self.field("state", &t.state)?;
+                self.field("duration_ms", &t.duration_ms)?;
+            }
+            Detail::Nat(n) => {
+                self.field("nat", n.nat)?;
+                self.field("orig_src", &n.orig_src)?;
+                self.field("orig_dst", &n.orig_dst)?;
+                self.field("reply_src", &n.reply_src)?;
+                self.field("reply_dst", &n.reply_dst)?;
+                self.field("reply_seen", &n.reply_seen)?;
+                self.field("assured", &n.assured)?;
+                self.field("state", n.state)?;
+                self.field("backend", &n.backend)?;
+                self.field("backend_pod", &n.backend_pod)?;
+                self.field("service", &n.service)?;
+            }
+            Detail::Mtu(m) => {
+                self.field("event", m.event)?;
+                self.field("mtu", &m.mtu)?;
+                self.field("len", &m.len)?;
+                self.field("dev_mtu", &m.dev_mtu)?;
+                self.addr("icmp_src", m.icmp_src, None);
+                self.addr("icmp_dst", m.icmp_dst, None);
+                if let Some(reason) = &m.reason {
+                    self.field("reason", reason)?;
+                }
+                self.field("hook", m.hook)?;
+            }
+        }
+        self.buf.extend_from_slice(b"}\n");
+        Ok(&self.buf)
+    }
+
+    /// `,"key":` (every key but the first, `ts`). Keys are plain ASCII: nothing to escape.
+    fn key(&mut self, key: &str) {
+        self.buf.extend_from_slice(b",\"");
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    /// A field as serde_json writes its value: numbers, escaped strings, null for None.
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> io::Result<()> {
+        self.key(key);
+        Ok(serde_json::to_writer(&mut self.buf, value)?)
+    }
+
+    /// An address as a JSON string (`IP:PORT`, `[IPv6]:PORT` or a bare IP, as
+    /// [`Flow::src_endpoint`] has it), or null. Addresses have nothing to escape; IPv4, the
+    /// common case, is written digit by digit.
+    fn addr(&mut self, key: &str, ip: Option<IpAddr>, port: Option<u16>) {
+        self.key(key);
+        // Writing to a Vec cannot fail.
+        let _ = match (ip, port) {
+            (None, _) => return self.buf.extend_from_slice(b"null"),
+            (Some(IpAddr::V4(v4)), port) => {
+                let [a, b, c, d] = v4.octets();
+                self.buf.push(b'"');
+                for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b'.');
+                    }
+                    decimal(&mut self.buf, octet.into(), 1);
+                }
+                if let Some(p) = port {
+                    self.buf.push(b':');
+                    decimal(&mut self.buf, p.into(), 1);
+                }
+                return self.buf.push(b'"');
+            }
+            (Some(ip), Some(p)) => write!(self.buf, "\"[{ip}]:{p}\""),
+            (Some(ip), None) => write!(self.buf, "\"{ip}\""),
+        };
+    }
+
+    /// The timestamp as [`rfc3339`] writes it; the date and time of day are formatted once a second.
+    fn ts(&mut self, unix_ns: i128) {
+        let nanos = unix_ns.rem_euclid(1_000_000_000);
+        let second = unix_ns - nanos;
+        let (_, text) = match &mut self.second {
+            Some(cached) if cached.0 == second => cached,
+            slot => {
+                let mut text = rfc3339(second);
+                // Without the fraction's nine zeros and `Z`.
+                text.truncate(text.len() - 10);
+                slot.insert((second, text))
+            }
+        };
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(text.as_bytes());
+        decimal(&mut self.buf, nanos as u32, 9);
+        self.buf.extend_from_slice(b"Z\"");
+    }
+
+    /// `proto`, named by [`Flow::proto_name`] when it differs from the last event's.
+    fn proto(&mut self, flow: &Flow) -> io::Result<()> {
+        let id = (flow.l4_proto, flow.ethertype);
+        self.key("proto");
+        if let Some((last, text)) = &self.proto
+            && *last == id
+        {
+            self.buf.extend_from_slice(text);
+            return Ok(());
+        }
+        let mut text = Vec::new();
+        serde_json::to_writer(&mut text, &flow.proto_name())?;
+        self.buf.extend_from_slice(&text);
+        self.proto = Some((id, text));
+        Ok(())
+    }
 }
 
-/// A drop conntrack made (CONTRACT extension): the cause and the table's fill level.
-#[derive(Serialize)]
-struct JsonConntrack {
-    cause: &'static str,
-    entries: Option<u64>,
-    max: Option<u64>,
+/// The CONTRACT JSON object of `event` (without the line's newline).
+pub fn to_json(event: &Event) -> io::Result<Vec<u8>> {
+    let mut encoder = Encoder::default();
+    let line = encoder.line(event)?;
+    Ok(line[..line.len() - 1].to_vec())
 }
 
-/// The CONTRACT JSON object of `event`.
-pub fn to_json(event: &Event) -> serde_json::Result<Vec<u8>> {
-    let detail = match &event.detail {
-        Detail::Drop(d) => JsonDetail::Drop {
-            reason: &d.reason,
-            reason_code: d.reason_code,
-            location: &d.location,
-            len: d.len,
-            conntrack: d.conntrack.as_ref().map(|c| JsonConntrack { cause: c.cause.name(), entries: c.entries, max: c.max }),
-        },
-        Detail::Retransmit(t) => JsonDetail::Retransmit { state: t.state, count: t.count },
-        Detail::Reset(t) => JsonDetail::Reset { direction: t.direction, state: t.state },
-        Detail::ConnectFail(t) => JsonDetail::ConnectFail { state: t.state, duration_ms: t.duration_ms },
-        Detail::Nat(n) => JsonDetail::Nat {
-            nat: n.nat,
-            orig_src: n.orig_src.as_deref(),
-            orig_dst: n.orig_dst.as_deref(),
-            reply_src: n.reply_src.as_deref(),
-            reply_dst: n.reply_dst.as_deref(),
-            reply_seen: n.reply_seen,
-            assured: n.assured,
-            state: n.state,
-            backend: n.backend.as_deref(),
-            backend_pod: n.backend_pod.as_deref(),
-            service: n.service.as_deref(),
-        },
-        Detail::Mtu(m) => JsonDetail::Mtu {
-            event: m.event,
-            mtu: m.mtu,
-            len: m.len,
-            dev_mtu: m.dev_mtu,
-            icmp_src: m.icmp_src.map(|a| a.to_string()),
-            icmp_dst: m.icmp_dst.map(|a| a.to_string()),
-            reason: m.reason.as_deref(),
-            hook: m.hook,
-        },
-    };
-    serde_json::to_vec(&JsonEvent {
-        ts: rfc3339(event.ts_unix_ns),
-        kind: event.detail.kind(),
-        proto: event.flow.proto_name(),
-        src: event.flow.src_endpoint(),
-        dst: event.flow.dst_endpoint(),
-        src_pod: event.src_pod.as_deref(),
-        dst_pod: event.dst_pod.as_deref(),
-        netns: event.netns,
-        netns_pod: event.netns_pod.as_deref(),
-        ifname: event.ifname.as_deref(),
-        ifindex: event.ifindex,
-        icmp_type: event.flow.icmp.map(|(t, _)| t),
-        icmp_code: event.flow.icmp.map(|(_, c)| c),
-        detail,
-    })
+/// `n` in decimal, zero-padded to `width` digits (at most 10).
+fn decimal(buf: &mut Vec<u8>, n: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut start = digits.len();
+    let mut rest = n;
+    while rest > 0 || start > digits.len() - width.max(1) {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    buf.extend_from_slice(&digits[start..]);
 }
 
+/// Writes each event's line with one write and flushes it, so a reader sees it when it happens.
 pub struct JsonSink<W: Write> {
     out: W,
+    encoder: Encoder,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self { out, encoder: Encoder::default() }
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, event: &Event) -> io::Result<()> {
-        let line = to_json(event).map_err(io::Error::other)?;
-        write_line(&mut self.out, &line)
+        let line = self.encoder.line(event)?;
+        self.out.write_all(line)?;
+        self.out.flush()
     }
+}
+
+/// Fields every event has (CONTRACT), shown in the fixed columns of [`event_text`].
+const COMMON_FIELDS: &[&str] = &["ts", "kind", "proto", "src", "dst", "src_pod", "dst_pod", "netns", "netns_pod", "ifindex", "reason_code"];
+/// The kind's fields a reader looks for first; the rest follow by name.
+const FIRST_FIELDS: &[&str] = &["reason", "event", "nat", "state", "direction", "location"];
+
+/// An event read back as JSON (a Job's log) as one timeline line: the columns of
+/// [`super::table::TIMELINE_HEADER`], then the kind's own fields as `key=value`, whatever they
+/// are, so that fields added later show up too. None if `v` is not an event.
+pub fn event_text(v: &Value) -> Option<String> {
+    let ts = v.get("ts")?.as_str()?;
+    let kind = v.get("kind")?.as_str()?;
+    let time = ts.get(11..23).unwrap_or(ts);
+    let text = |k: &str| v.get(k).and_then(Value::as_str);
+    let end = |addr: &str, pod: &str| match (text(addr), text(pod)) {
+        (Some(a), Some(p)) => format!("{a} ({p})"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "-".to_string(),
+    };
+    let mut fields: Vec<(&String, &Value)> =
+        v.as_object()?.iter().filter(|(k, val)| !COMMON_FIELDS.contains(&k.as_str()) && !val.is_null()).collect();
+    fields.sort_by_key(|(k, _)| FIRST_FIELDS.iter().position(|f| f == k).unwrap_or(FIRST_FIELDS.len()));
+    let detail: Vec<String> = fields
+        .into_iter()
+        .map(|(k, val)| match val {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    Some(format!(
+        "{time:<13} {kind:<13} {:<6} {} -> {}  {}",
+        text("proto").unwrap_or("-"),
+        end("src", "src_pod"),
+        end("dst", "dst_pod"),
+        detail.join(" ")
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ConntrackCause, ConntrackDrop, DropDetail, Flow, PacketCt};
+    use crate::events::{ConntrackCause, ConntrackDrop, DropDetail, Flow, MtuDetail, PacketCt, TcpDetail};
+
+    /// The serde-derived encoder the [`Encoder`] replaced, kept as the reference its output must
+    /// equal byte for byte.
+    mod reference {
+        use serde::Serialize;
+
+        use crate::events::{Detail, Event, rfc3339};
+
+        #[derive(Serialize)]
+        struct JsonEvent<'a> {
+            ts: String,
+            kind: &'static str,
+            proto: String,
+            src: Option<String>,
+            dst: Option<String>,
+            src_pod: Option<&'a str>,
+            dst_pod: Option<&'a str>,
+            netns: Option<u32>,
+            netns_pod: Option<&'a str>,
+            ifname: Option<&'a str>,
+            ifindex: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            icmp_type: Option<u8>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            icmp_code: Option<u8>,
+            #[serde(flatten)]
+            detail: JsonDetail<'a>,
+        }
+
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum JsonDetail<'a> {
+            Drop {
+                reason: &'a str,
+                reason_code: u32,
+                location: &'a str,
+                len: u32,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                conntrack: Option<JsonConntrack>,
+            },
+            Retransmit { state: Option<&'a str>, count: u32 },
+            Reset { direction: Option<&'a str>, state: Option<&'a str> },
+            ConnectFail { state: Option<&'a str>, duration_ms: Option<f64> },
+            Nat {
+                nat: &'a str,
+                orig_src: Option<&'a str>,
+                orig_dst: Option<&'a str>,
+                reply_src: Option<&'a str>,
+                reply_dst: Option<&'a str>,
+                reply_seen: bool,
+                assured: bool,
+                state: &'a str,
+                backend: Option<&'a str>,
+                backend_pod: Option<&'a str>,
+                service: Option<&'a str>,
+            },
+            Mtu {
+                event: &'a str,
+                mtu: Option<u32>,
+                len: u32,
+                dev_mtu: Option<u32>,
+                icmp_src: Option<String>,
+                icmp_dst: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                reason: Option<&'a str>,
+                hook: &'a str,
+            },
+        }
+
+        #[derive(Serialize)]
+        struct JsonConntrack {
+            cause: &'static str,
+            entries: Option<u64>,
+            max: Option<u64>,
+        }
+
+        pub fn to_json(event: &Event) -> Vec<u8> {
+            let detail = match &event.detail {
+                Detail::Drop(d) => JsonDetail::Drop {
+                    reason: &d.reason,
+                    reason_code: d.reason_code,
+                    location: &d.location,
+                    len: d.len,
+                    conntrack: d.conntrack.as_ref().map(|c| JsonConntrack { cause: c.cause.name(), entries: c.entries, max: c.max }),
+                },
+                Detail::Retransmit(t) => JsonDetail::Retransmit { state: t.state, count: t.count },
+                Detail::Reset(t) => JsonDetail::Reset { direction: t.direction, state: t.state },
+                Detail::ConnectFail(t) => JsonDetail::ConnectFail { state: t.state, duration_ms: t.duration_ms },
+                Detail::Nat(n) => JsonDetail::Nat {
+                    nat: n.nat,
+                    orig_src: n.orig_src.as_deref(),
+                    orig_dst: n.orig_dst.as_deref(),
+                    reply_src: n.reply_src.as_deref(),
+                    reply_dst: n.reply_dst.as_deref(),
+                    reply_seen: n.reply_seen,
+                    assured: n.assured,
+                    state: n.state,
+                    backend: n.backend.as_deref(),
+                    backend_pod: n.backend_pod.as_deref(),
+                    service: n.service.as_deref(),
+                },
+                Detail::Mtu(m) => JsonDetail::Mtu {
+                    event: m.event,
+                    mtu: m.mtu,
+                    len: m.len,
+                    dev_mtu: m.dev_mtu,
+                    icmp_src: m.icmp_src.map(|a| a.to_string()),
+                    icmp_dst: m.icmp_dst.map(|a| a.to_string()),
+                    reason: m.reason.as_deref(),
+                    hook: m.hook,
+                },
+            };
+            serde_json::to_vec(&JsonEvent {
+                ts: rfc3339(event.ts_unix_ns),
+                kind: event.detail.kind(),
+                proto: event.flow.proto_name(),
+                src: event.flow.src_endpoint(),
+                dst: event.flow.dst_endpoint(),
+                src_pod: event.src_pod.as_deref(),
+                dst_pod: event.dst_pod.as_deref(),
+                netns: event.netns,
+                netns_pod: event.netns_pod.as_deref(),
+                ifname: event.ifname.as_deref(),
+                ifindex: event.ifindex,
+                icmp_type: event.flow.icmp.map(|(t, _)| t),
+                icmp_code: event.flow.icmp.map(|(_, c)| c),
+                detail,
+            })
+            .expect("serializable")
+        }
+    }
+
+    /// Events of every kind, with what is unusual in each field: strings that need escapes,
+    /// IPv6, no ports, no addresses, nulls, ICMP type and code, timestamps in other seconds.
+    fn every_kind() -> Vec<Event> {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        let tcp = |state, count, direction, duration_ms| TcpDetail { state, count, direction, duration_ms };
+        let mut events = vec![drop_event()];
+
+        let mut e = drop_event();
+        let Detail::Drop(d) = &mut e.detail else { unreachable!() };
+        d.reason = "odd \"reason\"\\ with\ttab\nnewline \u{1}\u{1f} é ☃ 🦀 \u{7f}".into();
+        d.location = "</script>+0x1".into();
+        d.conntrack = Some(ConntrackDrop { cause: ConntrackCause::Invalid, entries: None, max: Some(262_144) });
+        e.src_pod = Some("ns/\"quoted\"\\pod".into());
+        e.netns_pod = Some("ns/a\u{2028}b".into());
+        e.ifname = Some("eth\u{0}0".into());
+        events.push(e.clone());
+        for cause in [ConntrackCause::TableFull, ConntrackCause::InsertFailed] {
+            let Detail::Drop(d) = &mut e.detail else { unreachable!() };
+            d.conntrack = Some(ConntrackDrop { cause, entries: Some(u64::MAX), max: None });
+            e.ts_unix_ns += 1_000_000_000;
+            events.push(e.clone());
+        }
+
+        // IPv6 with ports, then ICMPv6 (no ports, type and code), then not IP at all.
+        let mut e = drop_event();
+        e.flow = Flow { src: ip("fe80::1"), dst: ip("2001:db8::ffff:1.2.3.4"), sport: Some(0), dport: Some(65535), l4_proto: Some(6), ..Flow::default() };
+        e.ts_unix_ns = 0;
+        events.push(e.clone());
+        e.flow = Flow { src: ip("255.255.255.255"), dst: ip("0.10.100.9"), sport: Some(65535), dport: Some(0), l4_proto: Some(17), ..Flow::default() };
+        events.push(e.clone());
+        e.flow = Flow { src: ip("::1"), dst: ip("::"), l4_proto: Some(58), icmp: Some((1, 4)), ..Flow::default() };
+        e.ts_unix_ns = -1;
+        events.push(e.clone());
+        e.flow = Flow { src: ip("10.0.0.1"), dst: ip("10.0.0.2"), l4_proto: Some(1), icmp: Some((0, 0)), ..Flow::default() };
+        events.push(e.clone());
+        for (l4_proto, ethertype) in [(None, 0x0806), (None, 0x1234), (None, 0), (Some(99), 0x0800), (Some(132), 0x86dd)] {
+            e.flow = Flow { l4_proto, ethertype, ..Flow::default() };
+            e.netns = None;
+            e.ifindex = None;
+            e.ifname = None;
+            e.dst_pod = None;
+            e.ts_unix_ns = 1_709_164_800_000_000_001;
+            events.push(e.clone());
+        }
+
+        let mut e = drop_event();
+        e.flow.l4_proto = Some(6);
+        e.src_pod = Some("a/b".into());
+        for (ts, detail) in [
+            (1, Detail::Retransmit(tcp(Some("ESTABLISHED"), 3, None, None))),
+            (2, Detail::Retransmit(tcp(None, u32::MAX, None, None))),
+            (3, Detail::Reset(tcp(Some("SYN_SENT"), 0, Some("received"), None))),
+            (4, Detail::Reset(tcp(None, 0, None, None))),
+            (5, Detail::ConnectFail(tcp(Some("SYN_SENT"), 0, None, Some(1000.0)))),
+            (6, Detail::ConnectFail(tcp(None, 0, None, Some(0.123_456_789)))),
+            (7, Detail::ConnectFail(tcp(None, 0, None, Some(1e21)))),
+            (8, Detail::ConnectFail(tcp(None, 0, None, Some(f64::NAN)))),
+            (9, Detail::ConnectFail(tcp(None, 0, None, None))),
+        ] {
+            e.ts_unix_ns = 1_795_314_601_123_456_789 + ts * 333_333_333;
+            e.detail = detail;
+            events.push(e.clone());
+        }
+
+        events.push(nat_event(Some("kube-system/kube-dns")));
+        let mut e = nat_event(None);
+        let Detail::Nat(n) = &mut e.detail else { unreachable!() };
+        (n.orig_src, n.orig_dst, n.reply_src, n.reply_dst, n.backend) = (None, None, None, None, None);
+        (n.reply_seen, n.assured, n.nat, n.state) = (true, true, "both", "assured");
+        n.backend_pod = Some("ns/\"backend\"".into());
+        events.push(e);
+
+        let mtu = |reason: Option<&str>, icmp_src, icmp_dst| MtuDetail {
+            event: "frag_needed_dropped",
+            mtu: Some(1400),
+            len: 1500,
+            dev_mtu: None,
+            icmp_src,
+            icmp_dst,
+            reason: reason.map(str::to_string),
+            hook: "kfree_skb",
+        };
+        let mut e = drop_event();
+        for detail in [mtu(None, None, None), mtu(Some("PKT_TOO_BIG"), ip("2001:db8::1"), ip("10.0.0.1")), mtu(Some("a\"b"), ip("10.0.0.9"), None)] {
+            e.detail = Detail::Mtu(detail);
+            events.push(e.clone());
+        }
+        events
+    }
+
+    #[test]
+    fn encoder_writes_what_serde_wrote() {
+        let mut encoder = Encoder::default();
+        for event in every_kind().iter().chain(every_kind().iter().rev()) {
+            let mut expected = reference::to_json(event);
+            expected.push(b'\n');
+            let line = encoder.line(event).unwrap();
+            assert_eq!(String::from_utf8_lossy(line), String::from_utf8_lossy(&expected), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn decimals() {
+        for (n, width, text) in [(0, 1, "0"), (7, 1, "7"), (65535, 1, "65535"), (u32::MAX, 1, "4294967295"), (0, 9, "000000000"), (123_456_789, 9, "123456789"), (1, 9, "000000001")] {
+            let mut buf = Vec::new();
+            decimal(&mut buf, n, width);
+            assert_eq!(buf, text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn encoder_reuses_its_buffer() {
+        let mut encoder = Encoder::default();
+        let event = drop_event();
+        let first = encoder.line(&event).unwrap().as_ptr();
+        for _ in 0..3 {
+            assert_eq!(encoder.line(&event).unwrap().as_ptr(), first);
+        }
+    }
+
 
     fn drop_event() -> Event {
         Event {
@@ -179,6 +540,15 @@ mod tests {
                 conntrack: None,
             }),
         }
+    }
+
+    #[test]
+    fn an_event_read_back_from_json_is_one_timeline_line() {
+        let v: Value = serde_json::from_slice(&to_json(&drop_event()).unwrap()).unwrap();
+        let line = event_text(&v).expect("an event");
+        assert!(line.starts_with("02:30:01.123  drop          udp    10.0.0.1:40000 -> 10.0.0.2:53 (kube-system/coredns-1)  reason=NETFILTER_DROP location=nf_hook_slow+0x9c "), "{line}");
+        assert!(line.contains("len=60") && line.contains("ifname=eth0") && !line.contains("reason_code"), "{line}");
+        assert_eq!(event_text(&serde_json::json!({"findings": []})), None, "not an event");
     }
 
     #[test]

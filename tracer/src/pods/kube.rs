@@ -49,7 +49,7 @@ pub enum KubeError {
 /// One line for an error and its causes: the first line of each message, skipping messages
 /// already said (kube and hyper repeat their causes: "client error (Connect): client error
 /// (Connect): tcp connect error: ..."), and an API Status as "CODE Reason: message".
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     if let Some(kube::Error::Api(status)) = err.downcast_ref::<kube::Error>() {
         let mut text = format!("the API answered {}", status.code);
         if !status.reason.is_empty() {
@@ -114,13 +114,13 @@ pub fn node_name(flag: Option<&str>) -> Result<String, KubeError> {
 pub fn is_configured(kubeconfig: Option<&Path>) -> bool {
     kubeconfig.is_some()
         || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-        || std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBECONFIG").is_some_and(|k| !k.is_empty())
         || std::env::var_os("HOME").is_some_and(|h| Path::new(&h).join(".kube/config").is_file())
 }
 
 /// A client for the configured API (`--kubeconfig`, else in-cluster, else KUBECONFIG or
 /// ~/.kube/config) and the server's address, for messages.
-async fn client(kubeconfig: Option<&Path>) -> Result<(Client, String), KubeError> {
+pub(crate) async fn client(kubeconfig: Option<&Path>) -> Result<(Client, String), KubeError> {
     let config = match kubeconfig {
         Some(path) => {
             let bad = |e: kube::config::KubeconfigError| KubeError::Kubeconfig { path: path.into(), detail: describe(&e) };

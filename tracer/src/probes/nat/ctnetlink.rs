@@ -232,14 +232,18 @@ impl EndWatch {
             overruns: Arc::new(AtomicU64::new(0)),
             tasks: Vec::new(),
         };
-        let mut failed = 0;
+        // `subscribed` also holds the namespaces that failed (tried once each), so count here.
+        let (mut ok, mut first_error) = (0, None);
         for inode in w.namespaces.inodes() {
-            if w.subscribe_in(inode).is_err() {
-                failed += 1;
+            match w.subscribe_in(inode) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        if w.subscribed.is_empty() && failed > 0 {
-            log::warn!("cannot subscribe to conntrack's destroy events (nf_conntrack_netlink?): connection ends are not shown");
+        if let (0, Some(e)) = (ok, first_error) {
+            log::warn!("cannot subscribe to conntrack's destroy events ({e}; nf_conntrack_netlink? CAP_SYS_ADMIN for setns?): connection ends are not shown");
         }
         w
     }

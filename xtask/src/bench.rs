@@ -1,0 +1,1188 @@
+//! `cargo xtask bench`: tracer's cost and throughput, measured against baselines of the same run.
+//!
+//! Everything runs between two network namespaces the bench creates (`trb-PID-c`, the client,
+//! and `trb-PID-s`, the server) joined by one veth pair; nothing is attached to the machine's own
+//! devices and nothing is sent anywhere but the server namespace. Every load loop is bounded in
+//! packets and in time. The namespaces, the processes and tracer's attachments go when the bench
+//! ends, fails or is interrupted (Ctrl-C and SIGTERM are caught; a namespace left by a killed
+//! bench is removed by the next run).
+//!
+//! The full run writes its table between the markers in BENCHMARKS.md (the prose around them is
+//! kept); `--smoke` runs each measurement once, small, writes target/bench-smoke.md and fails
+//! when a figure was not measured or tracer's accounting does not add up.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader, Read},
+    net::UdpSocket,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use serde_json::Value;
+
+const PREFIX: &str = "trb-";
+const CLIENT_IP: &str = "10.213.0.1";
+const SERVER_IP: &str = "10.213.0.2";
+/// The storm's destination: nothing listens there, so every packet is a NO_SOCKET drop.
+const STORM_PORT: u16 = 9999;
+const IPERF_PORT: u16 = 5201;
+const MARK_BEGIN: &str = "<!-- bench:begin (written by `cargo xtask bench`; edit outside the markers) -->";
+const MARK_END: &str = "<!-- bench:end -->";
+
+/// Set by SIGINT/SIGTERM: every wait loop checks it, so cleanup runs in the normal unwinding path.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub struct Options {
+    pub tracer: PathBuf,
+    pub smoke: bool,
+    pub reps: usize,
+    pub secs: u64,
+    pub storm_secs: u64,
+    pub out: Option<PathBuf>,
+}
+
+struct Sizes {
+    reps: usize,
+    secs: u64,
+    storm_secs: u64,
+    storm_max_packets: u64,
+    start_reps: usize,
+}
+
+pub fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
+    install_signal_handlers();
+    remove_stale_labs();
+    let sizes = if opts.smoke {
+        Sizes { reps: 1, secs: 1, storm_secs: 1, storm_max_packets: 200_000, start_reps: 1 }
+    } else {
+        Sizes { reps: opts.reps, secs: opts.secs, storm_secs: opts.storm_secs, storm_max_packets: 50_000_000, start_reps: 5 }
+    };
+    let load_before = loadavg();
+    let lab = Lab::create()?;
+    let mut report = Report::default();
+
+    eprintln!("bench: decode + enrich + JSON (userspace, one core)");
+    report.decode = decode_bench(workspace, opts.smoke)?;
+    eprintln!("bench: start-up and exit times");
+    report.start = start_times(&opts.tracer, &lab, sizes.start_reps)?;
+    eprintln!("bench: resident memory");
+    report.rss = resident_memory(&opts.tracer, &lab)?;
+    eprintln!("bench: always-on overhead (iperf3), {} repetitions of {} s", sizes.reps, sizes.secs);
+    report.overhead = overhead(&opts.tracer, &lab, &sizes)?;
+    eprintln!("bench: drop storm, {} s per consumer", sizes.storm_secs);
+    report.storm = storm(&opts.tracer, &lab, &sizes)?;
+    report.load = (load_before, loadavg());
+    drop(lab);
+
+    let table = report.markdown(opts.smoke);
+    println!("{table}");
+    if opts.smoke {
+        report.check_smoke()?;
+        let out = opts.out.clone().unwrap_or_else(|| workspace.join("target/bench-smoke.md"));
+        fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("bench: smoke passed; table in {}", out.display());
+    } else {
+        let out = opts.out.clone().unwrap_or_else(|| workspace.join("BENCHMARKS.md"));
+        write_between_markers(&out, &table)?;
+        eprintln!("bench: table written to {}", out.display());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lab: two namespaces and a veth pair.
+
+struct Lab {
+    client: String,
+    server: String,
+    client_dev: String,
+    server_dev: String,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn create() -> anyhow::Result<Self> {
+        let pid = std::process::id();
+        let lab = Lab {
+            client: format!("{PREFIX}{pid}-c"),
+            server: format!("{PREFIX}{pid}-s"),
+            client_dev: "trbc".into(),
+            server_dev: "trbs".into(),
+            dir: std::env::temp_dir().join(format!("{PREFIX}{pid}")),
+        };
+        fs::create_dir_all(&lab.dir)?;
+        // From here on Drop deletes whatever exists of the lab.
+        sh(&["ip", "netns", "add", &lab.client])?;
+        sh(&["ip", "netns", "add", &lab.server])?;
+        // Created directly inside the namespaces: the veth never exists in the machine's own.
+        sh(&["ip", "link", "add", &lab.client_dev, "netns", &lab.client, "type", "veth", "peer", "name", &lab.server_dev, "netns", &lab.server])?;
+        for (ns, dev, ip) in [(&lab.client, &lab.client_dev, CLIENT_IP), (&lab.server, &lab.server_dev, SERVER_IP)] {
+            sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev])?;
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    fn in_ns(&self, ns: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(args);
+        cmd
+    }
+
+    fn ifaces(&self) -> [String; 4] {
+        ["--iface".into(), format!("{}:{}", self.client, self.client_dev), "--iface".into(), format!("{}:{}", self.server, self.server_dev)]
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth end, and the peer with it.
+        for ns in [&self.client, &self.server] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Namespaces of a bench that was SIGKILLed (its pid no longer runs).
+fn remove_stale_labs() {
+    let Ok(entries) = fs::read_dir("/var/run/netns") else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("bench: removing namespace {name} left by an earlier run");
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
+
+fn sh(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
+    ensure!(out.status.success(), "{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+fn sleep(d: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        check_interrupted()?;
+        thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+    }
+    Ok(())
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: killed on drop, so a failing step leaves none behind.
+
+struct Proc {
+    child: Child,
+    started: Instant,
+    stderr: Arc<Mutex<Vec<(Instant, String)>>>,
+    stderr_thread: Option<thread::JoinHandle<()>>,
+    stdout: Option<LineCounter>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stderr collected line by line (timestamped) and stdout either counted
+    /// (`count_stdout`) or discarded.
+    fn spawn(cmd: &mut Command, count_stdout: bool) -> anyhow::Result<Self> {
+        cmd.stdin(Stdio::null()).stderr(Stdio::piped()).stdout(if count_stdout { Stdio::piped() } else { Stdio::null() });
+        // Its own process group: a terminal's Ctrl-C reaches the bench, which then stops the
+        // child in order (tracer's summary is part of the measurement).
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
+        let started = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().context("stderr")?;
+        let lines = Arc::clone(&stderr);
+        let stderr_thread = thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                lines.lock().expect("stderr lines").push((Instant::now(), line));
+            }
+        });
+        let stdout = child.stdout.take().map(LineCounter::start);
+        Ok(Self { child, started, stderr, stderr_thread: Some(stderr_thread), stdout })
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Time from spawn to the first stderr line containing `needle`.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        let end = Instant::now() + timeout;
+        loop {
+            check_interrupted()?;
+            if let Some((at, _)) = self.stderr.lock().expect("stderr lines").iter().find(|(_, l)| l.contains(needle)) {
+                return Ok(*at - self.started);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                thread::sleep(Duration::from_millis(50));
+                bail!("exited ({status}) before saying {needle:?}: {}", self.stderr_text());
+            }
+            if Instant::now() > end {
+                bail!("did not say {needle:?} within {timeout:?}: {}", self.stderr_text());
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("stderr lines").iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join(" | ")
+    }
+
+    /// SIGINT, then waits (at most `timeout`) for the exit; returns how long it took.
+    fn interrupt(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let sent = Instant::now();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), libc::SIGINT) };
+        self.wait_exit(timeout)?;
+        Ok(sent.elapsed())
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if let Some(t) = self.stderr_thread.take() {
+                    let _ = t.join();
+                }
+                return Ok(status);
+            }
+            if Instant::now() > end {
+                bail!("still running {timeout:?} after it was asked to stop: {}", self.stderr_text());
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// utime + stime so far, from /proc/PID/stat.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+        // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1)))
+    }
+
+    /// A `/proc/PID/status` field in kB (VmRSS, VmHWM).
+    fn status_kb(&self, field: &str) -> anyhow::Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} missing"))?;
+        Ok(line.split_whitespace().nth(1).context("kB")?.parse()?)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Counts JSON lines (lines starting with `{`) on a child's stdout and remembers when the last
+/// one came; `Lost N events` lines (bpftrace's own report of a full perf buffer) are added up.
+struct LineCounter {
+    lines: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    last: Arc<Mutex<Option<Instant>>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl LineCounter {
+    fn start(out: impl Read + Send + 'static) -> Self {
+        let lines = Arc::new(AtomicU64::new(0));
+        let lost = Arc::new(AtomicU64::new(0));
+        let last = Arc::new(Mutex::new(None));
+        let (l, lo, la) = (Arc::clone(&lines), Arc::clone(&lost), Arc::clone(&last));
+        let thread = thread::spawn(move || {
+            let mut reader = BufReader::with_capacity(1 << 20, out);
+            let mut line = Vec::with_capacity(512);
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if line.first() == Some(&b'{') {
+                    l.fetch_add(1, Ordering::Relaxed);
+                    *la.lock().expect("last") = Some(Instant::now());
+                } else if let Some(rest) = line.strip_prefix(b"Lost ") {
+                    let n = String::from_utf8_lossy(rest).split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                    lo.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        });
+        Self { lines, lost, last, thread: Some(thread) }
+    }
+
+    fn count(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no line came for `quiet` (the consumer caught up), at most `timeout`.
+    fn settle(&self, quiet: Duration, timeout: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + timeout;
+        let mut seen = self.count();
+        let mut since = Instant::now();
+        while Instant::now() < end {
+            check_interrupted()?;
+            thread::sleep(Duration::from_millis(20));
+            let now = self.count();
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> (u64, u64, Option<Instant>) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (self.count(), self.lost.load(Ordering::Relaxed), *self.last.lock().expect("last"))
+    }
+}
+
+/// `tracer: FAMILY: N seen, N delivered, N lost` lines of a stopped tracer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Summary {
+    seen: u64,
+    delivered: u64,
+    lost: u64,
+}
+
+fn summaries(stderr: &str) -> Vec<(String, Summary)> {
+    let mut out = Vec::new();
+    for line in stderr.split(" | ") {
+        let Some(rest) = line.strip_prefix("tracer: ") else { continue };
+        let Some((family, counts)) = rest.split_once(": ") else { continue };
+        let mut s = Summary::default();
+        let mut found = 0;
+        for part in counts.split(", ") {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) else { continue };
+            match what {
+                "seen" => s.seen = n,
+                "delivered" => s.delivered = n,
+                "lost" => s.lost = n,
+                _ => continue,
+            }
+            found += 1;
+        }
+        if found == 3 {
+            out.push((family.to_string(), s));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics.
+
+#[derive(Debug, Default, Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    /// (max - min) / median, in percent: how far apart the repetitions were.
+    fn spread_pct(&self) -> f64 {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (max - min) / self.median() * 100.0
+    }
+
+    fn measured(&self) -> bool {
+        !self.0.is_empty() && self.0.iter().all(|v| v.is_finite() && *v > 0.0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+#[derive(Default)]
+struct Report {
+    decode: Decode,
+    start: StartTimes,
+    rss: Rss,
+    overhead: Overhead,
+    storm: Vec<StormRun>,
+    load: (String, String),
+}
+
+/// Events per second of tracer's userspace path, on one core (from the tracer crate's own
+/// benchmark test).
+#[derive(Default)]
+struct Decode {
+    decode: f64,
+    enrich: f64,
+    json: f64,
+}
+
+fn decode_bench(workspace: &Path, smoke: bool) -> anyhow::Result<Decode> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace)
+        .args(["test", "--release", "-p", "tracer", "--bin", "tracer", "--", "--ignored", "--exact", "bench::tests::decode_enrich_json", "--nocapture"])
+        .env("TRACER_BENCH_EVENTS", if smoke { "100000" } else { "2000000" })
+        .stderr(Stdio::inherit());
+    let out = cmd.output().context("running the decode benchmark")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "the decode benchmark failed:\n{text}");
+    let mut d = Decode::default();
+    for line in text.lines().filter_map(|l| l.strip_prefix("BENCH ")) {
+        let mut words = line.split_whitespace();
+        let (Some(stage), Some(rate)) = (words.next(), words.next().and_then(|r| r.parse::<f64>().ok())) else { continue };
+        match stage {
+            "decode" => d.decode = rate,
+            "decode+enrich" => d.enrich = rate,
+            "decode+enrich+json" => d.json = rate,
+            _ => {}
+        }
+    }
+    Ok(d)
+}
+
+#[derive(Default)]
+struct StartTimes {
+    /// (command, time to `attached`, time from SIGINT to exit), milliseconds.
+    runs: Vec<(String, Samples, Samples)>,
+    /// bpftrace from spawn to `Attaching 1 probe...` (it prints that before attaching).
+    bpftrace: Samples,
+}
+
+fn tracer_cmd(tracer: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(tracer);
+    cmd.args(args);
+    cmd
+}
+
+fn start_times(tracer: &Path, lab: &Lab, reps: usize) -> anyhow::Result<StartTimes> {
+    let ifaces = lab.ifaces();
+    let watch: Vec<&str> = ["watch", "--pods-from", "none", "-o", "json"].into_iter().chain(ifaces.iter().map(String::as_str)).collect();
+    let drops = ["drops", "--pods-from", "none", "-o", "json"];
+    let mut result = StartTimes::default();
+    for (name, args) in [("watch (all probes, tc on 2 veths)", &watch[..]), ("drops", &drops[..])] {
+        let (mut attach, mut exit) = (Samples::default(), Samples::default());
+        for _ in 0..reps {
+            let mut p = Proc::spawn(&mut tracer_cmd(tracer, args), false)?;
+            attach.0.push(ms(p.wait_for("tracer: attached", Duration::from_secs(30))?));
+            sleep(Duration::from_millis(300))?;
+            exit.0.push(ms(p.interrupt(Duration::from_secs(30))?));
+        }
+        result.runs.push((name.to_string(), attach, exit));
+    }
+    let script = bpftrace_script(lab)?;
+    for _ in 0..reps {
+        let mut p = Proc::spawn(Command::new("bpftrace").arg(&script), true)?;
+        let started = p.started;
+        // bpftrace says "Attaching 1 probe..." before it attaches; only an event it printed
+        // proves the probe is live.
+        let t = wait_bpftrace_live(lab, &mut p, started)?;
+        result.bpftrace.0.push(ms(t));
+        p.interrupt(Duration::from_secs(30))?;
+    }
+    Ok(result)
+}
+
+/// Sends one closed-port packet every 10 ms until bpftrace prints a line for one: the time
+/// from spawn to the first such line is when its probe was attached (at most 10 ms late).
+fn wait_bpftrace_live(lab: &Lab, p: &mut Proc, started: Instant) -> anyhow::Result<Duration> {
+    let socket = in_netns(&lab.client, || UdpSocket::bind((CLIENT_IP, 0)))??;
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        check_interrupted()?;
+        let _ = socket.send_to(b"probe", (SERVER_IP, STORM_PORT));
+        thread::sleep(Duration::from_millis(10));
+        let counter = p.stdout.as_ref().context("bpftrace stdout")?;
+        if counter.count() > 0 {
+            let at = counter.last.lock().expect("last").unwrap_or_else(Instant::now);
+            return Ok(at - started);
+        }
+        if let Some(status) = p.child.try_wait()? {
+            thread::sleep(Duration::from_millis(50));
+            bail!("bpftrace exited ({status}): {}", p.stderr_text());
+        }
+        if Instant::now() > end {
+            bail!("bpftrace printed nothing within 60 s: {}", p.stderr_text());
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[derive(Default)]
+struct Rss {
+    /// (pods, VmRSS kB, VmHWM kB) of `tracer watch` after it attached.
+    runs: Vec<(usize, u64, u64)>,
+}
+
+fn resident_memory(tracer: &Path, lab: &Lab) -> anyhow::Result<Rss> {
+    let file = lab.dir.join("pods-1000.json");
+    fs::write(&file, pods_file(1000))?;
+    let from = format!("file:{}", file.display());
+    let ifaces = lab.ifaces();
+    let mut rss = Rss::default();
+    for (pods, source) in [(0, "none"), (1000, from.as_str())] {
+        let args: Vec<&str> = ["watch", "--pods-from", source, "-o", "json"].into_iter().chain(ifaces.iter().map(String::as_str)).collect();
+        let mut p = Proc::spawn(&mut tracer_cmd(tracer, &args), false)?;
+        p.wait_for("tracer: attached", Duration::from_secs(30))?;
+        if pods > 0 {
+            ensure!(p.stderr_text().contains(&format!("{pods} pods")), "tracer did not load {pods} pods: {}", p.stderr_text());
+        }
+        // Settled: the start-up's temporary allocations (BTF, kallsyms parsing) are freed.
+        sleep(Duration::from_secs(1))?;
+        rss.runs.push((pods, p.status_kb("VmRSS:")?, p.status_kb("VmHWM:")?));
+        p.interrupt(Duration::from_secs(30))?;
+    }
+    Ok(rss)
+}
+
+/// `kubectl get pods -A -o json` with `n` pods, each with its own address and labels.
+fn pods_file(n: usize) -> String {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            let ip = format!("10.244.{}.{}", i / 250, i % 250 + 2);
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("pod-{i}"), "namespace": format!("ns-{}", i % 20), "uid": format!("00000000-0000-0000-0000-{i:012}"),
+                             "labels": {"app": format!("app-{}", i % 50), "pod-template-hash": "5d8f7c9b6"}},
+                "spec": {"nodeName": "node-bench", "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+            })
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}).to_string()
+}
+
+#[derive(Default)]
+struct Overhead {
+    tcp_base: Samples,
+    tcp_traced: Samples,
+    udp_base: Samples,
+    udp_traced: Samples,
+    /// The same runs per CPU-second iperf3 used (client + server, as iperf3 reports it): the
+    /// hooks run in their context, and unlike throughput this hardly depends on how much of
+    /// the shared machine the run got.
+    tcp_eff_base: Samples,
+    tcp_eff_traced: Samples,
+    udp_eff_base: Samples,
+    udp_eff_traced: Samples,
+    /// UDP packets the client sent per second.
+    udp_sent_base: Samples,
+    udp_sent_traced: Samples,
+    /// tracer's own summaries of the traced runs, added up per family.
+    families: Vec<(String, Summary)>,
+    /// TCP throughput, and per CPU-second, with one command attached at a time.
+    per_command: Vec<(String, Samples, Samples)>,
+}
+
+/// Baseline and traced repetitions alternate, so drift of the machine's load hits both alike.
+fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead> {
+    let mut o = Overhead::default();
+    let ifaces = lab.ifaces();
+    let args: Vec<&str> = ["watch", "--pods-from", "none", "-o", "json"].into_iter().chain(ifaces.iter().map(String::as_str)).collect();
+    for rep in 0..sizes.reps {
+        for traced in [false, true] {
+            let mut watcher = None;
+            if traced {
+                let mut p = Proc::spawn(&mut tracer_cmd(tracer, &args), false)?;
+                p.wait_for("tracer: attached", Duration::from_secs(30))?;
+                watcher = Some(p);
+            }
+            let tcp = iperf(lab, sizes.secs, false)?;
+            let udp = iperf(lab, sizes.secs, true)?;
+            eprintln!("bench:   rep {} {}: tcp {:.2} Gbit/s, udp {:.0} packets/s", rep + 1, if traced { "traced" } else { "baseline" }, tcp.rate / 1e9, udp.rate);
+            if let Some(mut p) = watcher {
+                p.interrupt(Duration::from_secs(30))?;
+                for (family, s) in summaries(&p.stderr_text()) {
+                    match o.families.iter_mut().find(|(f, _)| *f == family) {
+                        Some((_, t)) => {
+                            t.seen += s.seen;
+                            t.delivered += s.delivered;
+                            t.lost += s.lost;
+                        }
+                        None => o.families.push((family, s)),
+                    }
+                }
+                o.tcp_traced.0.push(tcp.rate);
+                o.udp_traced.0.push(udp.rate);
+                o.tcp_eff_traced.0.push(tcp.per_cpu);
+                o.udp_eff_traced.0.push(udp.per_cpu);
+                o.udp_sent_traced.0.push(udp.sent_rate);
+            } else {
+                o.tcp_base.0.push(tcp.rate);
+                o.udp_base.0.push(udp.rate);
+                o.tcp_eff_base.0.push(tcp.per_cpu);
+                o.udp_eff_base.0.push(udp.per_cpu);
+                o.udp_sent_base.0.push(udp.sent_rate);
+            }
+        }
+        // Which family's hooks the TCP cost comes from: each command alone, TCP only.
+        for (name, cmd_args) in single_commands(&ifaces) {
+            check_interrupted()?;
+            let mut p = Proc::spawn(&mut tracer_cmd(tracer, &cmd_args.iter().map(String::as_str).collect::<Vec<_>>()), false)?;
+            if let Err(err) = p.wait_for("tracer: attached", Duration::from_secs(30)) {
+                eprintln!("bench:   {name} cannot run here, left out: {err:#}");
+                continue;
+            }
+            let tcp = iperf(lab, sizes.secs, false)?;
+            p.interrupt(Duration::from_secs(30))?;
+            eprintln!("bench:   rep {} {name}: tcp {:.2} Gbit/s", rep + 1, tcp.rate / 1e9);
+            match o.per_command.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, rate, eff)) => {
+                    rate.0.push(tcp.rate);
+                    eff.0.push(tcp.per_cpu);
+                }
+                None => o.per_command.push((name, Samples(vec![tcp.rate]), Samples(vec![tcp.per_cpu]))),
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Each probe family's own command, with the hooks `tracer watch` would give it.
+fn single_commands(ifaces: &[String]) -> Vec<(String, Vec<String>)> {
+    let common = ["--pods-from", "none", "-o", "json"].map(String::from);
+    ["drops", "retrans", "nat", "mtu"]
+        .into_iter()
+        .map(|cmd| {
+            let mut args = vec![cmd.to_string()];
+            args.extend(common.iter().cloned());
+            if cmd == "mtu" {
+                args.extend(ifaces.iter().cloned());
+            }
+            (format!("tracer {cmd}"), args)
+        })
+        .collect()
+}
+
+struct Iperf {
+    /// TCP bits/s received, or UDP packets/s that reached the server.
+    rate: f64,
+    /// `rate` per CPU-second of client + server.
+    per_cpu: f64,
+    /// UDP packets/s sent (0 for TCP).
+    sent_rate: f64,
+}
+
+/// One iperf3 run: TCP, or UDP with 64-byte payloads at an unlimited rate.
+fn iperf(lab: &Lab, secs: u64, udp: bool) -> anyhow::Result<Iperf> {
+    let port = IPERF_PORT.to_string();
+    let mut server = Proc::spawn(&mut lab.in_ns(&lab.server, &["iperf3", "-s", "-1", "-B", SERVER_IP, "-p", &port]), false)?;
+    let secs_s = secs.to_string();
+    let mut args = vec!["iperf3", "-c", SERVER_IP, "-p", &port, "-t", &secs_s, "-J"];
+    if udp {
+        args.extend(["-u", "-b", "0", "-l", "64"]);
+    }
+    // The server needs a moment to listen; a refused connect is retried.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let json = loop {
+        check_interrupted()?;
+        let mut client = lab.in_ns(&lab.client, &args);
+        client.stdin(Stdio::null()).stderr(Stdio::null());
+        let child = client.stdout(Stdio::piped()).spawn()?;
+        let out = wait_output(child, Duration::from_secs(secs + 30))?;
+        let json: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        if json.get("error").is_none() && json.get("end").is_some() {
+            break json;
+        }
+        if Instant::now() > deadline {
+            bail!("iperf3 failed: {}", json.get("error").map_or_else(|| String::from_utf8_lossy(&out).into_owned(), Value::to_string));
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    server.wait_exit(Duration::from_secs(10)).ok();
+    let end = &json["end"];
+    // host_total and remote_total are percent of one CPU over the run, user + system.
+    let cpu = &end["cpu_utilization_percent"];
+    let cpus = (cpu["host_total"].as_f64().unwrap_or(f64::NAN) + cpu["remote_total"].as_f64().unwrap_or(f64::NAN)) / 100.0;
+    if udp {
+        let sum = &end["sum"];
+        let packets = sum["packets"].as_f64().context("iperf3 udp packets")?;
+        let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+        let seconds = sum["seconds"].as_f64().context("iperf3 seconds")?;
+        let rate = (packets - lost) / seconds;
+        Ok(Iperf { rate, per_cpu: rate / cpus, sent_rate: packets / seconds })
+    } else {
+        let rate = end["sum_received"]["bits_per_second"].as_f64().context("iperf3 bits_per_second")?;
+        Ok(Iperf { rate, per_cpu: rate / cpus, sent_rate: 0.0 })
+    }
+}
+
+/// Waits for a child (killing it after `timeout`) and returns its stdout.
+fn wait_output(mut child: Child, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let end = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > end || INTERRUPTED.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            check_interrupted()?;
+            bail!("timed out after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(reader.join().unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The drop storm.
+
+struct StormRun {
+    consumer: &'static str,
+    sent: u64,
+    /// Seconds the sender ran.
+    send_secs: f64,
+    /// Sender thread CPU (the kernel programs run in its context: softirq on the same CPU).
+    sender_cpu: f64,
+    /// Kernel count of matching drops (tracer only).
+    seen: Option<u64>,
+    /// Events the consumer printed (JSON lines counted on its stdout).
+    delivered: u64,
+    /// Events the consumer says it lost.
+    lost: u64,
+    /// tracer's own `delivered` (records read), to cross-check with the lines counted.
+    reported_delivered: Option<u64>,
+    /// Seconds from the storm's start to the consumer's last line.
+    deliver_secs: f64,
+    consumer_cpu: f64,
+}
+
+impl StormRun {
+    fn delivered_per_sec(&self) -> f64 {
+        self.delivered as f64 / self.deliver_secs
+    }
+
+    fn sent_per_sec(&self) -> f64 {
+        self.sent as f64 / self.send_secs
+    }
+
+    /// The sender's CPU per packet: the drop path, the kernel programs attached to it included,
+    /// runs in its context; unlike its rate this does not depend on how much CPU it was given.
+    fn sender_us_per_drop(&self) -> f64 {
+        self.sender_cpu / self.sent as f64 * 1e6
+    }
+}
+
+fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun>> {
+    let script = bpftrace_script(lab)?;
+    let duration = Duration::from_secs(sizes.storm_secs);
+    let mut runs = Vec::new();
+    let filter = [
+        "--pods-from", "none", "-o", "json", "--proto", "udp", "--port", &STORM_PORT.to_string(), "--ip", &format!("{SERVER_IP}/32"),
+    ]
+    .map(str::to_string);
+    for consumer in ["none", "tracer drops", "bpftrace", "tracer drops --ring-buffer 64M"] {
+        check_interrupted()?;
+        let proc = match consumer {
+            "none" => None,
+            "bpftrace" => {
+                let mut p = Proc::spawn(Command::new("bpftrace").arg(&script), true)?;
+                let started = p.started;
+                wait_bpftrace_live(lab, &mut p, started)?;
+                Some(p)
+            }
+            _ => {
+                let mut args: Vec<String> = vec!["drops".into()];
+                args.extend(filter.iter().cloned());
+                if consumer.contains("64M") {
+                    args.extend(["--ring-buffer".into(), "64M".into()]);
+                }
+                let mut p = Proc::spawn(Command::new(tracer).args(&args), true)?;
+                p.wait_for("tracer: attached", Duration::from_secs(30))?;
+                Some(p)
+            }
+        };
+        let before = proc.as_ref().and_then(|p| p.stdout.as_ref()).map_or(0, LineCounter::count);
+        let before_cpu = proc.as_ref().map(Proc::cpu).transpose()?.unwrap_or_default();
+        let start = Instant::now();
+        let blast = blast(lab, sizes.storm_max_packets, duration)?;
+        let mut run = StormRun {
+            consumer: match consumer {
+                "none" => "no tracer (baseline)",
+                "tracer drops" => "tracer drops -o json (4M ring)",
+                "bpftrace" => "bpftrace 0.17 (same fields)",
+                _ => "tracer drops -o json --ring-buffer 64M",
+            },
+            sent: blast.sent,
+            send_secs: blast.secs,
+            sender_cpu: blast.cpu,
+            seen: None,
+            delivered: 0,
+            lost: 0,
+            reported_delivered: None,
+            deliver_secs: blast.secs,
+            consumer_cpu: 0.0,
+        };
+        if let Some(mut p) = proc {
+            let counter = p.stdout.as_ref().context("consumer stdout")?;
+            counter.settle(Duration::from_millis(500), Duration::from_secs(120))?;
+            run.consumer_cpu = (p.cpu()? - before_cpu).as_secs_f64();
+            p.interrupt(Duration::from_secs(60))?;
+            let mut counter = p.stdout.take().context("consumer stdout")?;
+            let (lines, lost, last) = counter.finish();
+            run.delivered = lines - before;
+            run.lost = lost;
+            if let Some(last) = last {
+                run.deliver_secs = (last - start).as_secs_f64().max(blast.secs);
+            }
+            if consumer.starts_with("tracer") {
+                let (_, s) = summaries(&p.stderr_text()).into_iter().find(|(f, _)| f == "drops").context("tracer printed no drops summary")?;
+                run.seen = Some(s.seen);
+                run.lost = s.lost;
+                run.reported_delivered = Some(s.delivered);
+            } else {
+                // bpftrace prints its losses on stdout or stderr depending on the version.
+                run.lost += p.stderr_text().split(" | ").filter_map(|l| l.strip_prefix("Lost ")).filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok()).sum::<u64>();
+            }
+        }
+        eprintln!(
+            "bench:   {}: sent {} in {:.2} s ({:.0}/s), delivered {} ({:.0}/s), lost {}{}",
+            run.consumer,
+            run.sent,
+            run.send_secs,
+            run.sent_per_sec(),
+            run.delivered,
+            run.delivered_per_sec(),
+            run.lost,
+            run.seen.map(|s| format!(", seen {s}")).unwrap_or_default()
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+struct Blast {
+    sent: u64,
+    secs: f64,
+    cpu: f64,
+}
+
+/// UDP to a closed port of the server, as fast as one thread can send, at most `max` packets
+/// and `limit` time. Runs in a thread moved into the client namespace.
+fn blast(lab: &Lab, max: u64, limit: Duration) -> anyhow::Result<Blast> {
+    in_netns(&lab.client, move || -> anyhow::Result<Blast> {
+        let socket = UdpSocket::bind((CLIENT_IP, 0))?;
+        let payload = [0u8; 18];
+        let start = Instant::now();
+        let cpu0 = thread_cpu();
+        let mut sent = 0u64;
+        'outer: while sent < max {
+            // Checking the clock every 1024 packets keeps it off the per-packet path.
+            for _ in 0..1024 {
+                if socket.send_to(&payload, (SERVER_IP, STORM_PORT)).is_ok() {
+                    sent += 1;
+                }
+                if sent >= max {
+                    break 'outer;
+                }
+            }
+            if start.elapsed() >= limit || INTERRUPTED.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        Ok(Blast { sent, secs: start.elapsed().as_secs_f64(), cpu: (thread_cpu() - cpu0).as_secs_f64() })
+    })?
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns` (setns affects only the
+/// calling thread, so the bench itself stays where it is).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let path = format!("/var/run/netns/{ns}");
+    thread::spawn(move || -> anyhow::Result<T> {
+        let file = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        // SAFETY: a valid namespace fd; affects this thread only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns into {path}: {}", std::io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+}
+
+/// The bpftrace side: skb:kfree_skb, the same filter (UDP to the storm port) and the same fields
+/// as `tracer drops -o json` prints, as one JSON object per line. The reason stays a number
+/// (bpftrace 0.17 cannot name enum values) and the location a bare symbol (`ksym`).
+fn bpftrace_script(lab: &Lab) -> anyhow::Result<PathBuf> {
+    let path = lab.dir.join("drops.bt");
+    let script = format!(
+        r#"tracepoint:skb:kfree_skb
+{{
+  $skb = (struct sk_buff *)args->skbaddr;
+  $ip = (struct iphdr *)($skb->head + $skb->network_header);
+  if ($ip->protocol == 17) {{
+    $udp = (struct udphdr *)($skb->head + $skb->transport_header);
+    $dport = (($udp->dest & 0xff) << 8) | ($udp->dest >> 8);
+    if ($dport == {STORM_PORT}) {{
+      $sport = (($udp->source & 0xff) << 8) | ($udp->source >> 8);
+      printf("{{\"ts\":%llu,\"kind\":\"drop\",\"reason\":%d,\"location\":\"%s\",\"proto\":\"udp\",\"src\":\"%s:%d\",\"dst\":\"%s:%d\",\"len\":%u,\"ifname\":\"%s\",\"netns\":%u}}\n",
+        nsecs, args->reason, ksym(args->location), ntop($ip->saddr), $sport, ntop($ip->daddr), $dport, $skb->len, $skb->dev->name, $skb->dev->nd_net.net->ns.inum);
+    }}
+  }}
+}}
+"#
+    );
+    fs::write(&path, script)?;
+    Ok(path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+impl Report {
+    fn markdown(&self, smoke: bool) -> String {
+        let mut s = String::new();
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let cpu = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
+            .unwrap_or_default();
+        let cpus = thread::available_parallelism().map_or(0, usize::from);
+        let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        let _ = writeln!(s, "Run: {date}{}; kernel {}; {cpus} CPUs ({cpu}); load average before {} / after {}.\n", if smoke { " (smoke: 1 s runs, numbers not meaningful)" } else { "" }, kernel.trim(), self.load.0, self.load.1);
+
+        let o = &self.overhead;
+        let row = |s: &mut String, name: &str, base: &Samples, traced: &Samples, unit: f64, unit_name: &str, target: Option<f64>| {
+            let ratio = traced.median() / base.median();
+            let verdict = target.map_or("—".to_string(), |t| format!("≥ {t:.2} ({})", if ratio >= t { "met" } else { "missed" }));
+            let _ = writeln!(
+                s,
+                "| {name} | {:.2} {unit_name} (±{:.1}%) | {:.2} {unit_name} (±{:.1}%) | {:.3} ({:+.1}%) | {verdict} |",
+                base.median() / unit,
+                base.spread_pct() / 2.0,
+                traced.median() / unit,
+                traced.spread_pct() / 2.0,
+                ratio,
+                (ratio - 1.0) * 100.0,
+            );
+        };
+        let _ = writeln!(s, "Medians of {} alternating repetitions, ± half the range between the lowest and highest:\n", o.tcp_base.0.len());
+        let _ = writeln!(s, "| measurement | baseline | with tracer | ratio | target |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        row(&mut s, "iperf3 TCP throughput, `tracer watch` attached", &o.tcp_base, &o.tcp_traced, 1e9, "Gbit/s", Some(0.98));
+        row(&mut s, "… per CPU-second of iperf3 (client + server)", &o.tcp_eff_base, &o.tcp_eff_traced, 1e9, "Gbit", Some(0.98));
+        row(&mut s, "iperf3 UDP 64-byte packets received/s, `tracer watch` attached", &o.udp_base, &o.udp_traced, 1e3, "kpps", Some(0.95));
+        row(&mut s, "… packets sent/s", &o.udp_sent_base, &o.udp_sent_traced, 1e3, "kpps", None);
+        row(&mut s, "… packets received per CPU-second of iperf3", &o.udp_eff_base, &o.udp_eff_traced, 1e3, "k", Some(0.95));
+        for (name, rate, eff) in &o.per_command {
+            let what = if name.ends_with("mtu") { format!("iperf3 TCP, `{name}` alone (tc on the 2 veths)") } else { format!("iperf3 TCP, `{name}` alone") };
+            row(&mut s, &what, &o.tcp_base, rate, 1e9, "Gbit/s", Some(0.98));
+            row(&mut s, "… per CPU-second", &o.tcp_eff_base, eff, 1e9, "Gbit", Some(0.98));
+        }
+        let fams: Vec<String> = o.families.iter().map(|(f, c)| format!("{f} {}/{}/{}", c.seen, c.delivered, c.lost)).collect();
+        let _ = writeln!(s, "\nEvents `tracer watch` reported during the traced repetitions (seen/delivered/lost): {}.\n", fams.join(", "));
+
+        let _ = writeln!(s, "**Drop storm** (UDP to a closed port, NO_SOCKET drops; one sender thread; consumers' stdout counted line by line):\n");
+        let _ = writeln!(s, "| consumer | drops caused | caused/s (ratio) | sender CPU per drop (ratio) | kernel saw | delivered | delivered/s | lost (reported) | consumer CPU | consumer CPU per event | events/s one core would take |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let base = self.storm.first();
+        let base_rate = base.map_or(f64::NAN, StormRun::sent_per_sec);
+        let base_cost = base.map_or(f64::NAN, StormRun::sender_us_per_drop);
+        for r in &self.storm {
+            let consumer = !r.consumer.starts_with("no tracer");
+            let per_event_us = r.consumer_cpu / r.delivered as f64 * 1e6;
+            let or_dash = |v: String| if consumer { v } else { "—".into() };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} ({:.2}) | {:.2} µs ({:.2}) | {} | {} | {} | {} | {} | {} | {} |",
+                r.consumer,
+                r.sent,
+                r.sent_per_sec(),
+                r.sent_per_sec() / base_rate,
+                r.sender_us_per_drop(),
+                r.sender_us_per_drop() / base_cost,
+                r.seen.map_or("—".into(), |v| v.to_string()),
+                or_dash(r.delivered.to_string()),
+                or_dash(format!("{:.0}", r.delivered_per_sec())),
+                or_dash(r.lost.to_string()),
+                or_dash(format!("{:.0}% of a core", r.consumer_cpu / r.deliver_secs * 100.0)),
+                or_dash(format!("{per_event_us:.2} µs")),
+                or_dash(format!("{:.0}", 1e6 / per_event_us)),
+            );
+        }
+        if let (Some(t), Some(b)) = (self.storm.iter().find(|r| r.consumer.starts_with("tracer drops -o json (4M")), self.storm.iter().find(|r| r.consumer.starts_with("bpftrace"))) {
+            let per_event = |r: &StormRun| r.consumer_cpu / r.delivered as f64;
+            let _ = writeln!(
+                s,
+                "\nIn this run tracer delivered {:.2}x bpftrace's events per second ({:.0} vs {:.0}), lost {:.1}% of them against bpftrace's {:.1}%, and spent {:.2}x less CPU per delivered event in userspace; per drop, the sender (whose CPU runs the kernel programs) paid {:.2} µs more with tracer's program and {:.2} µs more with bpftrace's than without either.",
+                t.delivered_per_sec() / b.delivered_per_sec(),
+                t.delivered_per_sec(),
+                b.delivered_per_sec(),
+                t.lost as f64 / (t.delivered + t.lost) as f64 * 100.0,
+                b.lost as f64 / (b.delivered + b.lost) as f64 * 100.0,
+                per_event(b) / per_event(t),
+                t.sender_us_per_drop() - base_cost,
+                b.sender_us_per_drop() - base_cost,
+            );
+        }
+
+        let _ = writeln!(s, "\n**Start and stop** (median of {} runs, milliseconds):\n", self.start.runs.first().map_or(0, |r| r.1.0.len()));
+        let _ = writeln!(s, "| command | spawn to `attached` | SIGINT to exit | target |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for (name, attach, exit) in &self.start.runs {
+            let _ = writeln!(s, "| tracer {name} | {:.0} (min {:.0}) | {:.0} | < 200 to attach ({}) |", attach.median(), attach.0.iter().copied().fold(f64::INFINITY, f64::min), exit.median(), if attach.median() < 200.0 { "met" } else { "missed" });
+        }
+        let _ = writeln!(s, "| bpftrace (spawn to first event printed) | {:.0} | — | — |", self.start.bpftrace.median());
+
+        let _ = writeln!(s, "\n**Resident memory** of `tracer watch` (all probes), 1 s after `attached`:\n");
+        let _ = writeln!(s, "| pods in the registry | VmRSS | peak (VmHWM) | target |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for (pods, rss, hwm) in &self.rss.runs {
+            let _ = writeln!(s, "| {pods} | {:.1} MB | {:.1} MB | {} |", *rss as f64 / 1024.0, *hwm as f64 / 1024.0, if *pods == 1000 { format!("< 40 MB ({})", if (*rss as f64 / 1024.0) < 40.0 { "met" } else { "missed" }) } else { "—".into() });
+        }
+
+        let d = &self.decode;
+        let _ = writeln!(s, "\n**Userspace path per core** (tracer's `bench::decode_enrich_json`: raw DropEvent records → typed events → pods named from a 1,000-pod registry → JSON lines into a buffer):\n");
+        let _ = writeln!(s, "| stage | events/s on one core | target |");
+        let _ = writeln!(s, "|---|---|---|");
+        let _ = writeln!(s, "| decode | {:.0} | |", d.decode);
+        let _ = writeln!(s, "| decode + enrich | {:.0} | |", d.enrich);
+        let _ = writeln!(s, "| decode + enrich + JSON | {:.0} | ≥ 1,000,000 ({}) |", d.json, if d.json >= 1e6 { "met" } else { "missed" });
+        s
+    }
+
+    /// What the CI smoke run insists on: every figure was measured, and tracer accounted for
+    /// every event of the storm.
+    fn check_smoke(&self) -> anyhow::Result<()> {
+        let o = &self.overhead;
+        for (name, v) in [("tcp baseline", &o.tcp_base), ("tcp traced", &o.tcp_traced), ("udp baseline", &o.udp_base), ("udp traced", &o.udp_traced), ("tcp per cpu", &o.tcp_eff_traced), ("udp per cpu", &o.udp_eff_traced)] {
+            ensure!(v.measured(), "{name} was not measured: {:?}", v.0);
+        }
+        ensure!(!o.families.is_empty(), "tracer watch printed no summaries");
+        ensure!(o.per_command.iter().any(|(n, v, e)| n == "tracer drops" && v.measured() && e.measured()), "TCP with tracer drops alone was not measured");
+        for (name, attach, exit) in &self.start.runs {
+            ensure!(attach.measured() && exit.measured(), "start/exit of {name} not measured");
+        }
+        ensure!(self.start.bpftrace.measured(), "bpftrace start not measured");
+        ensure!(self.rss.runs.len() == 2 && self.rss.runs.iter().all(|r| r.1 > 0), "resident memory not measured");
+        ensure!(self.decode.decode > 0.0 && self.decode.enrich > 0.0 && self.decode.json > 0.0, "decode benchmark printed no rates");
+        ensure!(self.storm.len() == 4, "storm runs missing");
+        for r in &self.storm {
+            ensure!(r.sent > 0, "{}: the storm sent nothing", r.consumer);
+            if let Some(seen) = r.seen {
+                let reported = r.reported_delivered.unwrap_or(0);
+                ensure!(reported + r.lost == seen, "{}: delivered {reported} + lost {} != seen {seen}", r.consumer, r.lost);
+                ensure!(reported == r.delivered, "{}: tracer says it delivered {reported}, its stdout had {} lines", r.consumer, r.delivered);
+                // Every packet to the closed port is one drop: the kernel must have seen each.
+                ensure!(seen == r.sent, "{}: {} packets sent to a closed port, tracer's kernel side saw {seen} drops", r.consumer, r.sent);
+            } else if r.consumer.starts_with("bpftrace") {
+                ensure!(r.delivered > 0, "bpftrace delivered nothing");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the text between the markers (or appends the markers and the table).
+fn write_between_markers(path: &Path, table: &str) -> anyhow::Result<()> {
+    let old = fs::read_to_string(path).unwrap_or_default();
+    let block = format!("{MARK_BEGIN}\n{table}{MARK_END}");
+    let new = match (old.find(MARK_BEGIN), old.find(MARK_END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + MARK_END.len()..]),
+        _ => format!("{old}{}{block}\n", if old.is_empty() { "" } else { "\n" }),
+    };
+    fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_are_parsed_per_family() {
+        let text = "tracer: attached watch (...) | tracer: drops: 10 seen, 7 delivered, 3 lost | tracer: nat: 0 seen, 0 delivered, 0 lost | tracer: retrans: 5 seen, 4 delivered, 0 lost, 1 unread";
+        let s = summaries(text);
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].0.as_str(), s[0].1.seen, s[0].1.delivered, s[0].1.lost), ("drops", 10, 7, 3));
+        assert_eq!((s[2].0.as_str(), s[2].1.seen, s[2].1.delivered), ("retrans", 5, 4));
+    }
+
+    #[test]
+    fn median_and_spread() {
+        let s = Samples(vec![3.0, 1.0, 2.0]);
+        assert_eq!(s.median(), 2.0);
+        assert_eq!(s.spread_pct(), 100.0);
+        assert_eq!(Samples(vec![1.0, 3.0]).median(), 2.0);
+        assert!(!Samples(vec![]).measured());
+        assert!(!Samples(vec![1.0, 0.0]).measured());
+    }
+
+    #[test]
+    fn markers_keep_the_prose_around_the_table() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("B.md");
+        fs::write(&path, format!("intro\n{MARK_BEGIN}\nold\n{MARK_END}\noutro\n")).unwrap();
+        write_between_markers(&path, "new\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("intro\n{MARK_BEGIN}\nnew\n{MARK_END}\noutro\n"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,196 @@
+//! `cargo xtask image`: the tracer's container image as a docker-archive tarball, built without
+//! docker or a registry: one layer with `/tracer`, the shared libraries `ldd` names for it (at
+//! the paths the dynamic loader looks in, so the binary is self-contained) and the system's CA
+//! roots (the Kubernetes client loads them). `ctr -n k8s.io images import` (containerd 1.6)
+//! takes it as it is; `docker load` and `podman load` read the same format.
+//!
+//! The bytes depend only on the inputs: tar headers carry mtime 0 and uid/gid 0 and JSON keys
+//! are sorted, so the same binary always gives the same image id.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use serde_json::json;
+
+/// The path of the binary in the image: its entrypoint. The Job and DaemonSet manifests set no
+/// `command`, so they run exactly this.
+pub const ENTRYPOINT: &str = "/tracer";
+
+/// Read by the Kubernetes client (rustls with the platform's roots) even for in-cluster use.
+const CA_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Writes the image of `tracer` to `out`, tagged `tag`; returns the image id (the config's
+/// digest, as `ctr images ls` shows it).
+pub fn build(tracer: &Path, tag: &str, out: &Path) -> anyhow::Result<String> {
+    let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    files.push((ENTRYPOINT.trim_start_matches('/').to_string(), 0o755, read(tracer)?));
+    // The loader and libraries at the paths ldd resolved, which are where the loader named in
+    // the binary's PT_INTERP and its default search path will look inside the image too.
+    for lib in crate::vm::ldd(tracer)? {
+        let name = lib.to_str().context("library path is not UTF-8")?.trim_start_matches('/').to_string();
+        files.push((name, 0o755, read(&lib)?));
+    }
+    if Path::new(CA_ROOTS).is_file() {
+        files.push((CA_ROOTS.trim_start_matches('/').to_string(), 0o644, read(Path::new(CA_ROOTS))?));
+    }
+    let layer = layer_tar(&files)?;
+    let diff_id = sha256(&layer)?;
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Entrypoint": [ENTRYPOINT],
+            "Env": ["PATH=/"],
+            "WorkingDir": "/",
+            "Labels": {"org.opencontainers.image.title": "tracer", "org.opencontainers.image.version": env!("CARGO_PKG_VERSION")},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        "history": [{"created_by": "cargo xtask image: target/release/tracer and the libraries ldd names"}],
+    });
+    // serde_json's map is a BTreeMap (no preserve_order): keys come out sorted.
+    let config = serde_json::to_vec(&config)?;
+    let config_id = sha256(&config)?;
+    let config_name = format!("{config_id}.json");
+    let manifest = serde_json::to_vec(&json!([{"Config": config_name, "RepoTags": [tag], "Layers": ["layer.tar"]}]))?;
+    let mut outer = Tar::default();
+    outer.file(&config_name, 0o644, &config)?;
+    outer.file("layer.tar", 0o644, &layer)?;
+    outer.file("manifest.json", 0o644, &manifest)?;
+    let part = out.with_extension("tar.part");
+    std::fs::write(&part, outer.finish()).with_context(|| format!("writing {}", part.display()))?;
+    std::fs::rename(&part, out).with_context(|| format!("renaming {} to {}", part.display(), out.display()))?;
+    Ok(format!("sha256:{config_id}"))
+}
+
+/// The layer: every parent directory once, then the files, in name order.
+fn layer_tar(files: &[(String, u32, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
+    let mut sorted: Vec<&(String, u32, Vec<u8>)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut tar = Tar::default();
+    let mut dirs = std::collections::BTreeSet::new();
+    for (name, mode, data) in sorted {
+        let mut parent = PathBuf::new();
+        for part in Path::new(name).parent().into_iter().flat_map(Path::components) {
+            parent.push(part);
+            if dirs.insert(parent.clone()) {
+                tar.dir(&format!("{}/", parent.display()))?;
+            }
+        }
+        tar.file(name, *mode, data)?;
+    }
+    Ok(tar.finish())
+}
+
+/// A ustar archive in memory: regular files and directories, owned by root, mtime 0.
+#[derive(Default)]
+struct Tar {
+    out: Vec<u8>,
+}
+
+impl Tar {
+    fn dir(&mut self, name: &str) -> anyhow::Result<()> {
+        self.entry(name, 0o755, b'5', &[])
+    }
+
+    fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> anyhow::Result<()> {
+        self.entry(name, mode, b'0', data)
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, kind: u8, data: &[u8]) -> anyhow::Result<()> {
+        // Longer names need a prefix split or pax headers; nothing here comes close.
+        ensure!(name.len() < 100, "tar name too long: {name}");
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let octal = |h: &mut [u8; 512], at: usize, len: usize, v: u64| {
+            let s = format!("{v:0w$o}\0", w = len - 1);
+            h[at..at + len].copy_from_slice(s.as_bytes());
+        };
+        octal(&mut h, 100, 8, u64::from(mode));
+        octal(&mut h, 108, 8, 0);
+        octal(&mut h, 116, 8, 0);
+        octal(&mut h, 124, 12, data.len() as u64);
+        octal(&mut h, 136, 12, 0);
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[265..269].copy_from_slice(b"root");
+        h[297..301].copy_from_slice(b"root");
+        // The checksum is computed with its own field as spaces.
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        self.out.extend_from_slice(&h);
+        self.out.extend_from_slice(data);
+        self.out.resize(self.out.len().next_multiple_of(512), 0);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        // Two zero blocks end the archive.
+        self.out.resize(self.out.len() + 1024, 0);
+        self.out
+    }
+}
+
+/// Hex SHA-256 of `data`, by coreutils' sha256sum (no hashing crate in the workspace).
+fn sha256(data: &[u8]) -> anyhow::Result<String> {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running sha256sum")?;
+    let mut stdin = child.stdin.take().context("sha256sum stdin")?;
+    // Megabytes through a 64 KiB pipe: written from another thread while this one waits.
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().context("waiting for sha256sum")?;
+    writer.join().map_err(|_| anyhow::anyhow!("sha256sum writer panicked"))?.context("writing to sha256sum")?;
+    if !out.status.success() {
+        bail!("sha256sum failed: {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split_whitespace().next().unwrap_or_default();
+    ensure!(hex.len() == 64, "sha256sum printed {text:?}");
+    Ok(hex.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_headers_are_ustar_with_a_valid_checksum() {
+        let t = {
+            let mut t = Tar::default();
+            t.file("a/b", 0o755, b"hello").expect("entry");
+            t.finish()
+        };
+        assert_eq!(t.len(), 512 + 512 + 1024);
+        assert_eq!(&t[..3], b"a/b");
+        assert_eq!(&t[257..263], b"ustar\0");
+        assert_eq!(&t[124..136], b"00000000005\0", "size in octal");
+        let stored = u32::from_str_radix(std::str::from_utf8(&t[148..154]).expect("ascii"), 8).expect("octal");
+        let mut h = t[..512].to_vec();
+        h[148..156].copy_from_slice(b"        ");
+        assert_eq!(stored, h.iter().map(|&b| u32::from(b)).sum::<u32>());
+        assert_eq!(&t[512..517], b"hello");
+    }
+
+    #[test]
+    fn layers_list_each_parent_directory_once() {
+        let files = vec![("lib/x/a.so".to_string(), 0o755, vec![1]), ("lib/x/b.so".to_string(), 0o755, vec![2]), ("tracer".to_string(), 0o755, vec![3])];
+        let tar = layer_tar(&files).expect("layer");
+        let names: Vec<String> = tar
+            .chunks(512)
+            .filter(|h| h[257..262] == *b"ustar")
+            .map(|h| String::from_utf8_lossy(&h[..h.iter().position(|&b| b == 0).unwrap_or(100)]).into_owned())
+            .collect();
+        assert_eq!(names, ["lib/", "lib/x/", "lib/x/a.so", "lib/x/b.so", "tracer"]);
+    }
+}
