@@ -440,6 +440,24 @@ fn lost_events_are_counted_with_smallest_ring_buffer() {
     let events = run.events();
     eprintln!("lost-events: sent {sent}, summary {s:?}, {} JSON lines", events.len());
     assert!(s.lost > 0, "a 4 KiB ring buffer with a stalled consumer must lose events: {s:?}");
+    // Storm mode: the switch is said when it happens, and the lost drops are counted exactly
+    // in the kernel, by reason and location.
+    assert!(run.stderr.contains("tracer: drops: storm: drops come faster than they are printed"), "no storm announcement:\n{}", run.stderr);
+    let header = format!("tracer: drops: storm: {0} of the {0} drops not delivered were counted in the kernel", s.lost);
+    assert!(run.stderr.contains(&header), "every lost drop counted by place ({header}):\n{}", run.stderr);
+    let by_place: u64 = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("tracer: drops:   "))
+        .filter(|l| l.contains(" at "))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(by_place, s.lost, "the rows add up to the lost drops:\n{}", run.stderr);
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("tracer: drops:   ") && (l.contains("NETFILTER_DROP at ") || l.contains("CPU_BACKLOG at "))),
+        "rows name the reason and a location:\n{}",
+        run.stderr
+    );
     assert_eq!(s.seen, s.delivered + s.lost + s.unread.unwrap_or(0), "seen != delivered + lost (+ unread): {s:?}");
     assert_eq!(s.delivered as usize, events.len(), "delivered != number of JSON lines: {s:?}");
     assert!(s.seen <= sent, "seen {} > datagrams sent {sent}", s.seen);

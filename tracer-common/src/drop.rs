@@ -44,6 +44,25 @@ pub struct DropEvent {
 }
 const _: () = assert!(size_of::<DropEvent>() == 16 + 8 + 16 + IFNAMSIZ + 48 + 8);
 
+/// A drop the ring buffer had no room for, counted in the kernel instead (storm mode): the
+/// `DROP_STORM` per-CPU hash map's key. Userspace sums it per key at stop, so a storm still ends
+/// with exact counts per reason, location and namespace. Kernel >= 4.6 (per-CPU hash maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StormKey {
+    /// [`DropEvent::location`].
+    pub location: u64,
+    /// [`DropEvent::reason`].
+    pub reason: u32,
+    /// [`DropEvent::netns`].
+    pub netns: u32,
+}
+const _: () = assert!(size_of::<StormKey>() == 16);
+
+/// Distinct (location, reason, netns) keys storm mode counts; a lost drop of a key beyond them
+/// is counted as lost only (the summary says how many).
+pub const STORM_ENTRIES: u32 = 4096;
+
 /// Set in [`DropEvent::ct`] when the packet carried a conntrack entry (status bits below it).
 pub const CT_PRESENT: u32 = 1 << 31;
 

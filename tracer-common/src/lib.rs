@@ -40,6 +40,7 @@ user_pod!(
     offsets::KernelOffsets,
     drop::DropEvent,
     drop::DropConfig,
+    drop::StormKey,
     tcp::TcpEvent,
     nat::NatEvent,
     nat::NatConfig,

@@ -4,11 +4,11 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::Array,
+    maps::{Array, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    drop::{CT_PRESENT, DropConfig, DropEvent, REASON_BITMAP_BITS, REASON_BITMAP_WORDS, hook},
+    drop::{CT_PRESENT, DropConfig, DropEvent, REASON_BITMAP_BITS, REASON_BITMAP_WORDS, STORM_ENTRIES, StormKey, hook},
     event::{EventHeader, kind},
 };
 
@@ -28,6 +28,24 @@ macro_rules! config {
 /// The reason bitmap, REASON_BITMAP_WORDS words, filled by the loader.
 #[map]
 static DROP_REASONS: Array<u64> = Array::with_max_entries(REASON_BITMAP_WORDS, 0);
+
+/// Storm mode: drops the ring buffer had no room for, counted per (location, reason, netns).
+#[map]
+static DROP_STORM: PerCpuHashMap<StormKey, u64> = PerCpuHashMap::with_max_entries(STORM_ENTRIES, 0);
+
+/// Counts a drop that was not delivered. Per CPU, so no atomics; a key created meanwhile on
+/// another CPU is updated, not replaced (an update from a program touches this CPU's value).
+#[inline(always)]
+fn storm_count(key: &StormKey) {
+    match DROP_STORM.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of the key; programs do not nest on one CPU for this hook.
+        Some(count) => unsafe { *count += 1 },
+        // When the map is full the drop stays counted as lost only; the summary says so.
+        None => {
+            let _ = DROP_STORM.insert(key, &1, 0);
+        }
+    }
+}
 
 #[inline(always)]
 fn wants_reason(reason: u32) -> bool {
@@ -121,7 +139,9 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
         ct: conntrack_of(skb, reason),
         _pad: 0,
     };
-    emit::output(kind::DROP, &event);
+    if !emit::output(kind::DROP, &event) {
+        storm_count(&StormKey { location, reason, netns });
+    }
     Ok(())
 }
 

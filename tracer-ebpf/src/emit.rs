@@ -25,17 +25,21 @@ pub fn count(kind: u16, slot: u32) {
 }
 
 /// Counts `event` as matched and copies it into the ring buffer, or counts it as lost when the
-/// buffer is full. Never blocks.
+/// buffer is full. Never blocks. Returns whether the event went into the buffer.
 #[inline(always)]
-pub fn output<T: 'static>(kind: u16, event: &T) {
+pub fn output<T: 'static>(kind: u16, event: &T) -> bool {
     count(kind, counter::MATCHED);
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             // SAFETY: T is a plain #[repr(C)] struct from tracer-common; copying it is a memcpy.
             unsafe { core::ptr::copy_nonoverlapping(event, entry.as_mut_ptr(), 1) };
             entry.submit(0);
+            true
         }
-        None => count(kind, counter::LOST),
+        None => {
+            count(kind, counter::LOST);
+            false
+        }
     }
 }
 

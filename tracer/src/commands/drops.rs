@@ -9,7 +9,7 @@ use crate::{
     kernel::kallsyms::Kallsyms,
     loader::{self, Globals},
     output,
-    probes::drops::{self, conntrack::Classifier, decode::Decoder},
+    probes::drops::{self, conntrack::Classifier, decode::Decoder, storm},
     runner::{self, Stop},
 };
 
@@ -54,6 +54,7 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     );
 
     let decoder = Decoder { reasons: plan.reasons, kallsyms, clock: Clock::new(), ct: ct_layout };
+    let storm_watch = storm::watch(loader::CounterReader::open(&ebpf)?);
     let mut sink = output::stdout_sink(config.trace.output);
     let stop = Stop { duration: config.trace.duration, count: config.trace.count };
     let delivered = runner::run(&mut ebpf, stop, sink.as_mut(), &mut pods, |header, bytes| {
@@ -65,10 +66,15 @@ pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
     })
     .await?;
 
+    storm_watch.abort();
     // Programs detach when `ebpf` drops; read the counters first.
     let counts = loader::read_counts(&ebpf, kind::DROP)?;
+    let storm = storm::read(&ebpf)?;
     drop(ebpf);
     super::print_summary("drops", counts, delivered.read);
+    for line in storm::report(&storm, counts.lost, &decoder) {
+        eprintln!("{line}");
+    }
     if delivered.filtered > 0 {
         log::debug!("{} events were of other pods by the time they happened ({})", delivered.filtered, pods.selection());
     }

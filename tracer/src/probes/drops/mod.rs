@@ -3,6 +3,7 @@
 
 pub mod conntrack;
 pub mod decode;
+pub mod storm;
 
 use std::path::Path;
 

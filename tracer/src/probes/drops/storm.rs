@@ -1,0 +1,122 @@
+//! Storm mode: when drops come faster than they can be printed, the ring buffer fills and the
+//! kernel program counts each drop it could not deliver in `DROP_STORM`, per (location, reason,
+//! netns). A watcher says on stderr the moment that starts; at stop the counts are summed over
+//! CPUs and printed, so a storm still ends with exact numbers per reason and place.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuHashMap},
+};
+use tracer_common::{drop::StormKey, event::kind};
+
+use super::decode::Decoder;
+use crate::loader::CounterReader;
+
+/// How often the watcher looks at the lost counter.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Rows printed at stop; the rest are summed in one line.
+const SHOWN: usize = 20;
+
+/// One (location, reason, netns) and the drops of it the kernel counted instead of delivering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StormCount {
+    pub key: StormKey,
+    pub count: u64,
+}
+
+/// The storm counts, summed over CPUs, largest first.
+pub fn read(ebpf: &Ebpf) -> anyhow::Result<Vec<StormCount>> {
+    let map = ebpf.map("DROP_STORM").context("DROP_STORM map missing")?;
+    let map: PerCpuHashMap<&MapData, StormKey, u64> = PerCpuHashMap::try_from(map).context("DROP_STORM is not a per-CPU hash map")?;
+    let mut counts = Vec::new();
+    for entry in map.iter() {
+        let (key, values) = entry.context("reading DROP_STORM")?;
+        counts.push(StormCount { key, count: values.iter().sum() });
+    }
+    counts.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.location.cmp(&b.key.location)));
+    Ok(counts)
+}
+
+/// Says once, on stderr, when the kernel starts losing drop events (and so counting them).
+pub fn watch(counters: CounterReader) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        loop {
+            tick.tick().await;
+            match counters.read(&[kind::DROP]) {
+                Ok(c) if c.lost > 0 => {
+                    eprintln!(
+                        "tracer: drops: storm: drops come faster than they are printed; the kernel now counts those the ring buffer cannot take by reason and location (exact totals at the end; a larger --ring-buffer or a narrower filter shows more of them one by one)"
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("storm watch: {e:#}");
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// The stop report: how many lost drops were counted, by reason, location and namespace, and
+/// any the map had no room for. Empty when nothing was lost.
+pub fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec<String> {
+    let counted: u64 = counts.iter().map(|c| c.count).sum();
+    if lost == 0 && counted == 0 {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "tracer: drops: storm: {counted} of the {lost} drops not delivered were counted in the kernel, by reason and location:"
+    )];
+    for c in counts.iter().take(SHOWN) {
+        let reason = decoder.reasons.as_ref().map_or_else(|| "NOT_SPECIFIED".to_string(), |r| r.name(c.key.reason));
+        let location = decoder.kallsyms.symbolize(c.key.location);
+        let netns = if c.key.netns == 0 { String::new() } else { format!(" (netns {})", c.key.netns) };
+        lines.push(format!("tracer: drops:   {:>10}  {reason} at {location}{netns}", c.count));
+    }
+    if counts.len() > SHOWN {
+        let rest: u64 = counts[SHOWN..].iter().map(|c| c.count).sum();
+        lines.push(format!("tracer: drops:   {rest:>10}  in {} more places", counts.len() - SHOWN));
+    }
+    if lost > counted {
+        lines.push(format!(
+            "tracer: drops:   {:>10}  not counted by place (more than {} distinct places)",
+            lost - counted,
+            tracer_common::drop::STORM_ENTRIES
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{events::Clock, kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms}};
+
+    fn decoder() -> Decoder {
+        Decoder {
+            reasons: Some(DropReasons::from_pairs([("SKB_DROP_REASON_NO_SOCKET".to_string(), 3)])),
+            kallsyms: Kallsyms::parse("ffffffff81000000 T __udp4_lib_rcv\nffffffff81001000 T other\n"),
+            clock: Clock::new(),
+            ct: None,
+        }
+    }
+
+    #[test]
+    fn the_report_adds_up_to_the_lost_drops() {
+        let key = |location, netns| StormKey { location, reason: 3, netns };
+        let counts = vec![StormCount { key: key(0xffff_ffff_8100_0010, 7), count: 90 }, StormCount { key: key(0xffff_ffff_8100_0020, 0), count: 10 }];
+        let lines = report(&counts, 100, &decoder());
+        assert_eq!(lines[0], "tracer: drops: storm: 100 of the 100 drops not delivered were counted in the kernel, by reason and location:");
+        assert_eq!(lines[1], "tracer: drops:           90  NO_SOCKET at __udp4_lib_rcv+0x10 (netns 7)");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let full = report(&counts, 130, &decoder());
+        assert!(full.last().is_some_and(|l| l.contains("30  not counted by place")), "{full:?}");
+        assert!(report(&[], 0, &decoder()).is_empty(), "no storm, no report");
+    }
+}
