@@ -226,12 +226,19 @@ impl Session {
             }
             counts.push((p.family, loader::read_counts_of(&self.ebpf, family_kinds(p.family))?));
         }
+        // The drops family's storm counts (drops the ring buffer could not take), as `tracer drops`.
+        let storm = if self.decoders.drops.is_some() { drops::storm::read(&self.ebpf)? } else { Vec::new() };
         let Session { tc, ebpf, pods, decoders, read, marked_no_reply, reply_timeout, .. } = self;
         drop(tc);
         drop(ebpf);
         let read = read.into_inner();
         for (family, c) in &counts {
             super::print_summary(family, *c, read[family_index(family)]);
+            if let (&"drops", Some(decoder)) = (family, &decoders.drops) {
+                for line in drops::storm::report(&storm, c.lost, decoder) {
+                    eprintln!("{line}");
+                }
+            }
         }
         if marked_no_reply.get() > 0 {
             eprintln!("tracer: nat: {} connections got no reply within {reply_timeout:?} (marked no_reply)", marked_no_reply.get());
