@@ -1193,6 +1193,24 @@ impl KernelSymbols {
     }
 }
 
+/// The mounted tracefs. A fresh machine has none mounted, and a test must not depend on an
+/// earlier test (or tracer) having mounted it: this mounts it at the standard place when
+/// needed, as tracer itself does, and fails loudly when it cannot.
+pub fn tracefs_root() -> PathBuf {
+    let mounted = || {
+        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].into_iter().map(PathBuf::from).find(|p| p.join("instances").is_dir())
+    };
+    if let Some(root) = mounted() {
+        return root;
+    }
+    let status = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()
+        .expect("run mount -t tracefs");
+    assert!(status.success(), "tracefs is not mounted and `mount -t tracefs nodev /sys/kernel/tracing` failed: {status}");
+    mounted().expect("tracefs mounted at /sys/kernel/tracing, yet it has no instances/ directory")
+}
+
 /// How this kernel's `skb:kfree_skb` output gives the drop location. Decided from the event's
 /// own `print fmt` and the instance options tracefs offers, never from the kernel version.
 enum LocationSource {
@@ -1299,11 +1317,7 @@ pub struct KernelDropLog {
 
 impl KernelDropLog {
     pub fn new(reasons: &[&str]) -> KernelDropLog {
-        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("instances").is_dir())
-            .expect("tracefs not mounted");
+        let root = tracefs_root();
         let format = fs::read_to_string(root.join("events/skb/kfree_skb/format")).expect("skb:kfree_skb format");
         let print_fmt = format.lines().find_map(|l| l.strip_prefix("print fmt:")).unwrap_or_default().to_string();
         let locations = if print_fmt.contains("location=%pS") {
@@ -1719,11 +1733,7 @@ const KERNEL_TCP_EVENTS: &[&str] = &[
 
 impl KernelTcpLog {
     pub fn new() -> KernelTcpLog {
-        let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("instances").is_dir())
-            .expect("tracefs not mounted");
+        let root = tracefs_root();
         let dir = root.join("instances").join(unique_name("kt"));
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let mut log = KernelTcpLog { dir, enabled: Vec::new(), missing: Vec::new() };

@@ -62,6 +62,8 @@ struct Sizes {
 pub fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     install_signal_handlers();
     remove_stale_labs();
+    // bpftrace finds its tracepoints through tracefs, and a fresh machine has none mounted.
+    ensure_tracefs()?;
     let sizes = if opts.smoke {
         Sizes { reps: 1, secs: 1, storm_secs: 1, storm_max_packets: 200_000, start_reps: 1 }
     } else {
@@ -96,6 +98,21 @@ pub fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
         write_between_markers(&out, &table)?;
         eprintln!("bench: table written to {}", out.display());
     }
+    Ok(())
+}
+
+/// Mounts tracefs at its standard place unless it is mounted (there or under debugfs).
+fn ensure_tracefs() -> anyhow::Result<()> {
+    let mounted = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().any(|p| Path::new(p).join("events").is_dir());
+    if mounted {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()
+        .context("running mount -t tracefs")?;
+    ensure!(status.success(), "tracefs is not mounted and `mount -t tracefs nodev /sys/kernel/tracing` failed ({status}); bpftrace needs it");
+    eprintln!("bench: mounted tracefs at /sys/kernel/tracing (bpftrace needs it)");
     Ok(())
 }
 

@@ -61,7 +61,14 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         Ok(_) => format!("read {btf_source}"),
         Err(e) => format!("{e:#}"),
     });
-    push("tracefs", tracefs::root().is_some(), tracefs::root().map_or("not mounted".into(), |p| p.display().to_string()));
+    // Mounted here if need be, as the commands that read it would: the rows below then say what
+    // those commands will find.
+    let tracefs = tracefs::mounted_or_mount();
+    push("tracefs", tracefs.is_ok(), match &tracefs {
+        Ok(root) if tracefs::mounted_by_tracer() => format!("{} (was not mounted: tracer mounted it)", root.display()),
+        Ok(root) => root.display().to_string(),
+        Err(e) => format!("{e}: the classic tracepoint fallback is unavailable"),
+    });
     let kallsyms = Kallsyms::load().map(|k| !k.is_empty()).unwrap_or(false);
     push("kallsyms addresses", kallsyms, if kallsyms { "symbolised locations".into() } else { "hidden: locations print as addresses".into() });
 

@@ -124,7 +124,7 @@ fn probe_kprobe() -> Result<String, String> {
 }
 
 fn probe_tracepoint() -> Result<String, String> {
-    let root = tracefs::root().ok_or("tracefs is not mounted")?;
+    let root = tracefs::mounted_or_mount().map_err(|e| e.to_string())?;
     let id_file = root.join("events/skb/kfree_skb/id");
     let id = std::fs::read_to_string(&id_file).map_err(|e| format!("{}: {e}", id_file.display()))?;
     let id: u64 = id.trim().parse().map_err(|_| format!("{} is not a number", id_file.display()))?;
