@@ -11,6 +11,7 @@
 
 pub mod drop;
 pub mod event;
+pub mod family;
 pub mod filter;
 pub mod flow;
 pub mod mtu;

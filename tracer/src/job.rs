@@ -29,7 +29,7 @@ const TTL_AFTER_FINISHED_S: u64 = 3600;
 
 /// The capabilities the tracer command in `args` needs (`args[0]` is the command), as a
 /// securityContext names them: what each command was measured to need with one capability
-/// taken away at a time (README, "Capabilities"; `kernel::features::command_needs` has the
+/// taken away at a time (README, "Capabilities"; `probes::CommandId::needs` has the
 /// reason for each). A manifest cannot know the node's kernel, so it assumes one with CAP_BPF
 /// (5.8+) that does not charge BPF maps to RLIMIT_MEMLOCK (5.11+); on older kernels tracer
 /// names what it misses when it starts.
@@ -38,7 +38,8 @@ pub fn capabilities(args: &[String]) -> Vec<&'static str> {
     // `--iface NETNS:DEV` makes tracer attach inside another namespace: setns(2).
     let ifaces = args.windows(2).filter(|w| w[0] == "--iface").map(|w| w[1].as_str());
     let other_namespace = ifaces.chain(args.iter().filter_map(|a| a.strip_prefix("--iface="))).any(|i| i.contains(':'));
-    crate::kernel::features::command_needs(command, other_namespace)
+    crate::probes::CommandId::parse(command)
+        .map(|c| c.needs(other_namespace))
         .unwrap_or_default()
         .iter()
         .map(|n| n.cap.k8s_name())

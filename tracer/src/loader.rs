@@ -7,43 +7,52 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray},
 };
-use tracer_common::{
-    drop::DropConfig,
-    event::counter,
-    filter::FlowFilter,
-    offsets::KernelOffsets,
-    mtu::MtuConfig,
-    nat::NatConfig,
-    tcp::TcpConfig,
-};
+use tracer_common::{event::counter, filter::FlowFilter, offsets::KernelOffsets};
 
 /// The kernel object built by build.rs from tracer-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-/// Everything the programs read from read-only globals.
+/// Everything the programs read from read-only globals: the shared offsets and filter, and each
+/// running family's own configuration under its global's name. A family that does not run
+/// leaves its global as compiled (all "absent", so its programs do nothing).
 pub struct Globals {
     pub offsets: KernelOffsets,
     pub filter: FlowFilter,
-    pub drop: DropConfig,
-    pub tcp: TcpConfig,
-    pub nat: NatConfig,
-    pub mtu: MtuConfig,
+    families: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Globals {
+    pub fn new(offsets: KernelOffsets, filter: FlowFilter) -> Self {
+        Self { offsets, filter, families: Vec::new() }
+    }
+
+    /// Sets the global `name` (a family's `*_CONFIG`) to `value`, replacing an earlier value.
+    pub fn set<T: aya::Pod>(&mut self, name: &'static str, value: &T) {
+        // SAFETY: T is Pod (plain integers and arrays, no padding holes), so its bytes may be read.
+        let bytes = unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }.to_vec();
+        self.families.retain(|(n, _)| *n != name);
+        self.families.push((name, bytes));
+    }
+
+    /// The value set for `name`, if any family set it.
+    pub fn get<T: aya::Pod>(&self, name: &str) -> Option<T> {
+        let (_, bytes) = self.families.iter().find(|(n, _)| *n == name)?;
+        (bytes.len() == size_of::<T>())
+            // SAFETY: the length matches and T is Pod (any bit pattern is a valid T).
+            .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
 }
 
 /// Creates the maps and parses the programs; nothing is loaded into the kernel until a probe
 /// loads its own programs, and nothing runs until it attaches.
 pub fn load(globals: &Globals, ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
     raise_memlock();
-    EbpfLoader::new()
-        .override_global("OFFSETS", &globals.offsets, true)
-        .override_global("FLOW_FILTER", &globals.filter, true)
-        .override_global("DROP_CONFIG", &globals.drop, true)
-        .override_global("TCP_CONFIG", &globals.tcp, true)
-        .override_global("NAT_CONFIG", &globals.nat, true)
-        .override_global("MTU_CONFIG", &globals.mtu, true)
-        .map_max_entries("EVENTS", ring_buffer_bytes)
-        .load(OBJECT)
-        .context("creating the BPF maps of tracer's kernel object")
+    let mut loader = EbpfLoader::new();
+    loader.override_global("OFFSETS", &globals.offsets, true).override_global("FLOW_FILTER", &globals.filter, true);
+    for (name, bytes) in &globals.families {
+        loader.override_global(name, bytes.as_slice(), true);
+    }
+    loader.map_max_entries("EVENTS", ring_buffer_bytes).load(OBJECT).context("creating the BPF maps of tracer's kernel object")
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memcg and ignore it.

@@ -16,6 +16,8 @@ mod output;
 mod pods;
 mod probes;
 mod runner;
+mod session;
+mod usage;
 
 use std::process::ExitCode;
 

@@ -44,37 +44,63 @@ pub struct Delivered {
     pub output_closed: bool,
 }
 
+impl Delivered {
+    /// Says what the summary lines do not: events of other pods (debug) and records that did not
+    /// decode (never expected). `selection` names the pods chosen.
+    pub fn report(&self, selection: &str) {
+        if self.filtered > 0 {
+            log::debug!("{} events were of other pods by the time they happened ({selection})", self.filtered);
+        }
+        if self.undecodable > 0 {
+            log::warn!("{} records could not be decoded (kernel/user version mismatch?)", self.undecodable);
+        }
+    }
+}
+
 /// Why the loop ended.
 enum Flow {
     Continue,
     Stop,
 }
 
-/// Runs until a stop condition; `decode` turns one raw record into an event, `pods` names its
+/// Turns raw records into events, and makes events of its own as time passes.
+pub trait Pipeline {
+    /// One raw record (its header already read) into an event; None for a record that does not
+    /// decode.
+    fn decode(&mut self, header: &EventHeader, bytes: &[u8]) -> Option<Event>;
+
+    /// Events made from what was seen (a connection that got no reply in time, say), as of
+    /// `now`; called every [`TICK`].
+    fn tick(&mut self, _now: i128) -> Vec<Event> {
+        Vec::new()
+    }
+}
+
+/// The ring buffer every family writes to, taken out of `ebpf` and registered for polling.
+pub type Ring = AsyncFd<RingBuf<MapData>>;
+
+/// Takes the ring buffer out of `ebpf` for polling.
+pub fn ring(ebpf: &mut Ebpf) -> anyhow::Result<Ring> {
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+    // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring buffer, so the fd stays open
+    // for as long as it is registered.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("polling the ring buffer")
+}
+
+/// Runs until a stop condition; `pipeline` turns raw records into events, `pods` names their
 /// pods. An event newer than what the pod registry knows is held back until the source catches
 /// up (at most [`MAX_HOLD`]), so a pod created a moment ago is named, and an address it took over
 /// is not given the old pod's name.
 pub async fn run(
-    ebpf: &mut Ebpf,
+    ring: &mut Ring,
     stop: Stop,
     sink: &mut dyn Sink,
     pods: &mut PodLayer,
-    decode: impl FnMut(&EventHeader, &[u8]) -> Option<Event>,
+    pipeline: &mut dyn Pipeline,
 ) -> anyhow::Result<Delivered> {
-    run_with_ticks(ebpf, stop, sink, pods, decode, |_| Vec::new()).await
-}
-
-/// [`run`], plus `tick(now)` every [`TICK`]: events a command makes itself from what it has
-/// seen (a connection that got no reply in time, say).
-pub async fn run_with_ticks(
-    ebpf: &mut Ebpf,
-    stop: Stop,
-    sink: &mut dyn Sink,
-    pods: &mut PodLayer,
-    mut decode: impl FnMut(&EventHeader, &[u8]) -> Option<Event>,
-    mut tick: impl FnMut(i128) -> Vec<Event>,
-) -> anyhow::Result<Delivered> {
-    let Waits { mut ring, mut sigint, mut sigterm, deadline } = waits(ebpf, stop.duration)?;
+    let Waits { mut sigint, mut sigterm, deadline } = waits(stop.duration)?;
     let mut out = Output { stop, sink, delivered: Delivered::default(), held: VecDeque::new() };
     let mut hold_check = interval(MAX_HOLD / 4);
     let mut ticks = interval(TICK);
@@ -86,7 +112,7 @@ pub async fn run_with_ticks(
                 let inner = guard.get_inner_mut();
                 while let Some(item) = inner.next() {
                     out.delivered.read += 1;
-                    let Some(event) = header(&item).and_then(|h| decode(&h, &item)) else {
+                    let Some(event) = header(&item).and_then(|h| pipeline.decode(&h, &item)) else {
                         out.delivered.undecodable += 1;
                         continue;
                     };
@@ -105,7 +131,7 @@ pub async fn run_with_ticks(
                 }
             }
             _ = ticks.tick() => {
-                for event in tick(now_unix_ns()) {
+                for event in pipeline.tick(now_unix_ns()) {
                     if let Flow::Stop = out.offer(event, pods)? {
                         break 'outer;
                     }
@@ -127,7 +153,7 @@ pub async fn run_with_ticks(
         let inner = ring.get_mut();
         while let Some(item) = inner.next() {
             out.delivered.read += 1;
-            let Some(event) = header(&item).and_then(|h| decode(&h, &item)) else {
+            let Some(event) = header(&item).and_then(|h| pipeline.decode(&h, &item)) else {
                 out.delivered.undecodable += 1;
                 continue;
             };
@@ -140,27 +166,19 @@ pub async fn run_with_ticks(
     Ok(out.delivered)
 }
 
-/// How often `run_with_ticks` calls its tick.
+/// How often `run` calls the pipeline's tick.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// What a command's event loop waits on: the ring buffer, Ctrl-C, SIGTERM and --duration.
+/// What a command's event loop waits on besides the ring buffer: Ctrl-C, SIGTERM and --duration.
 pub struct Waits {
-    pub ring: AsyncFd<RingBuf<MapData>>,
     pub sigint: Signal,
     pub sigterm: Signal,
     pub deadline: Instant,
 }
 
-/// Takes the ring buffer out of `ebpf` for polling and installs the signal handlers.
-pub fn waits(ebpf: &mut Ebpf, duration: Option<Duration>) -> anyhow::Result<Waits> {
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
-    // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring buffer, so the fd stays open
-    // for as long as it is registered.
-    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("polling the ring buffer")?;
+/// Installs the signal handlers and sets the deadline.
+pub fn waits(duration: Option<Duration>) -> anyhow::Result<Waits> {
     Ok(Waits {
-        ring,
         sigint: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
         sigterm: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
         // A far-away deadline keeps one select! arm for both cases.

@@ -10,17 +10,7 @@ use tracer_common::{
 use super::{AllProbesArgs, DiagnoseArgs, ServeArgs, DropsArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
-/// Options every tracing command shares.
-#[derive(Debug, Clone)]
-pub struct TraceConfig {
-    pub filter: FlowFilter,
-    pub duration: Option<Duration>,
-    pub count: Option<u64>,
-    pub output: OutputFormat,
-    pub btf: Option<PathBuf>,
-    pub ring_buffer_bytes: u32,
-    pub pods: PodsConfig,
-}
+pub use crate::session::TraceConfig;
 
 /// `tracer retrans`.
 #[derive(Debug, Clone)]
@@ -322,14 +312,7 @@ fn parse_reply_timeout(text: &str) -> Result<Duration, UsageError> {
         .map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
 }
 
-/// One `--iface [NETNS:]DEV`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IfaceChoice {
-    pub netns: crate::kernel::netns::Netns,
-    pub name: String,
-    /// As typed, for messages.
-    pub text: String,
-}
+pub use crate::probes::mtu::IfaceChoice;
 
 impl MtuConfig {
     pub fn from_args(args: MtuArgs) -> Result<Self, UsageError> {
@@ -422,15 +405,7 @@ pub fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
     })
 }
 
-/// Which drop reasons to report. Names are checked against the kernel's BTF later, since only
-/// the running kernel knows them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReasonSelection {
-    /// Everything but NOT_SPECIFIED (see `tracer drops --help`).
-    Default,
-    All,
-    Named(Vec<String>),
-}
+pub use crate::probes::drops::ReasonSelection;
 
 #[derive(Debug, Clone)]
 pub struct DropsConfig {

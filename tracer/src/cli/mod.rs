@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Bad input: printed as one line, exit code 2, nothing attached.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::{
+    output::OutputFormat,
+    probes::{drops::HookChoice, mtu::SentHook},
+    usage::UsageError,
+};
 
 const ABOUT: &str = "eBPF network troubleshooting for Kubernetes nodes: packet drops with the kernel's \
 reason, tied to flows, devices and network namespaces.";
@@ -531,15 +532,6 @@ pub struct DiagnoseArgs {
     pub probes: AllProbesArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SentHook {
-    Auto,
-    /// BTF tracepoint tp_btf/icmp_send (kernel >= 6.10, or a backport)
-    #[value(name = "icmp_send")]
-    IcmpSend,
-    /// tc egress of the traced devices (what kernels without icmp_send get)
-    Tc,
-}
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -551,11 +543,6 @@ pub struct CheckArgs {
     pub btf: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Proto {
@@ -576,12 +563,3 @@ impl Proto {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HookChoice {
-    Auto,
-    /// BTF tracepoint tp_btf/kfree_skb
-    #[value(name = "tp_btf")]
-    TpBtf,
-    /// Classic tracepoint skb:kfree_skb
-    Tracepoint,
-}

@@ -1,13 +1,13 @@
 //! `tracer diagnose`: every probe for --duration, then findings (diagnose/findings.rs).
 
 use std::{
-    cell::Cell,
     collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use super::session::Session;
+use tracer_common::event::EventHeader;
+
 use crate::{
     cli::{OutputFormat, config::WatchConfig},
     diagnose::{
@@ -15,10 +15,16 @@ use crate::{
         facts::MachineFacts,
         findings::{RunInfo, diagnose},
     },
+    events::Event,
     kernel::netns::Namespaces,
     output::Collect,
-    probes::mtu::devices::find_mismatches,
-    runner::{self, Stop},
+    pods::services::ServiceNames,
+    probes::{
+        CommandId, FamilyId,
+        mtu::{Mtu, devices::find_mismatches},
+    },
+    runner::{self, Pipeline, Stop},
+    session::Parts,
 };
 
 /// Events analysed (about 300 bytes each); beyond it they are counted and a finding says so.
@@ -26,43 +32,24 @@ pub const MAX_ANALYSED: usize = 1_000_000;
 
 pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     let duration = config.trace.duration.unwrap_or(crate::cli::config::DIAGNOSE_DEFAULT_DURATION);
-    let mut session = Session::start(&config, "diagnose").await?;
+    let mut session = super::start_every_family(CommandId::Diagnose, &config).await?;
     let missing_probes: Vec<(String, String)> = session
         .probes
         .iter()
-        .filter_map(|p| p.result.as_ref().err().map(|why| (p.family.to_string(), why.clone())))
+        .filter_map(|p| p.result.as_ref().err().map(|why| (p.family.name().to_string(), why.clone())))
         .collect();
     let probes: BTreeMap<String, String> = session
         .probes
         .iter()
-        .map(|p| (p.family.to_string(), p.result.clone().unwrap_or_else(|why| format!("not running: {why}"))))
+        .map(|p| (p.family.name().to_string(), p.result.clone().unwrap_or_else(|why| format!("not running: {why}"))))
         .collect();
     let stop = Stop { duration: Some(duration), count: None };
     let mut collect = Collect::new(MAX_ANALYSED);
     let progress = std::io::stderr().is_terminal();
     let started = Instant::now();
-    let seen = Cell::new(0u64);
-    let (ebpf, pods, decode) = session.parts();
-    runner::run_with_ticks(
-        ebpf,
-        stop,
-        &mut collect,
-        pods,
-        |h, b| {
-            let event = decode.decode(h, b);
-            seen.set(seen.get() + u64::from(event.is_some()));
-            event
-        },
-        |now| {
-            if progress {
-                let left = duration.saturating_sub(started.elapsed());
-                eprint!("\rtracer: diagnose: {:>3}s left, {} events so far ", left.as_secs_f64().ceil() as u64, seen.get());
-                let _ = std::io::stderr().flush();
-            }
-            decode.tick(now)
-        },
-    )
-    .await?;
+    let Parts { ring, pods, mut decoders, .. } = session.parts();
+    let mut counting = Progress { inner: &mut decoders, seen: 0, shown: progress, started, duration };
+    runner::run(ring, stop, &mut collect, pods, &mut counting).await?;
     if progress {
         eprintln!();
     }
@@ -70,8 +57,12 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     if ran + std::time::Duration::from_millis(500) < duration {
         eprintln!("tracer: diagnose: stopped after {:.1}s of {duration:?}: the findings rest on that much", ran.as_secs_f64());
     }
-    let services = session.services().clone();
-    let devices = std::mem::take(&mut session.devices);
+    let services = session.services().cloned().unwrap_or_else(|| ServiceNames::channel().1);
+    let devices = session
+        .family(FamilyId::Mtu)
+        .and_then(|f| f.as_any().downcast_ref::<Mtu>())
+        .map(|mtu| mtu.devices().to_vec())
+        .unwrap_or_default();
     let (counts, _pods) = session.stop()?;
     let lost = counts.iter().map(|(_, c)| c.lost).sum();
 
@@ -97,5 +88,31 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+/// The session's decoders, counting events and, on a terminal, saying how long is left.
+struct Progress<'a> {
+    inner: &'a mut dyn Pipeline,
+    seen: u64,
+    shown: bool,
+    started: Instant,
+    duration: Duration,
+}
+
+impl Pipeline for Progress<'_> {
+    fn decode(&mut self, header: &EventHeader, bytes: &[u8]) -> Option<Event> {
+        let event = self.inner.decode(header, bytes);
+        self.seen += u64::from(event.is_some());
+        event
+    }
+
+    fn tick(&mut self, now: i128) -> Vec<Event> {
+        if self.shown {
+            let left = self.duration.saturating_sub(self.started.elapsed());
+            eprint!("\rtracer: diagnose: {:>3}s left, {} events so far ", left.as_secs_f64().ceil() as u64, self.seen);
+            let _ = std::io::stderr().flush();
+        }
+        self.inner.tick(now)
     }
 }

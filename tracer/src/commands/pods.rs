@@ -26,7 +26,7 @@ struct JsonPod<'a> {
 
 pub async fn run(config: PodsCommandConfig) -> anyhow::Result<()> {
     if config.pods.from == PodsFrom::None {
-        return Err(crate::cli::UsageError("tracer pods needs a pod source: not --pods-from none".into()).into());
+        return Err(crate::usage::UsageError("tracer pods needs a pod source: not --pods-from none".into()).into());
     }
     let layer = PodLayer::start(&config.pods).await?;
     if layer.description == "none" {

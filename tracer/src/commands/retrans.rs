@@ -12,7 +12,6 @@ use aya::Ebpf;
 use serde::Serialize;
 use tokio::time::{interval, sleep_until};
 use tracer_common::{
-    drop::DropConfig,
     event::kind,
     flow::{FAMILY_IPV4, FAMILY_IPV6},
     tcp::{FlowKey, FlowStats},
@@ -21,57 +20,33 @@ use tracer_common::{
 use crate::{
     cli::{OutputFormat, config::RetransConfig},
     events::{Clock, rfc3339, tcp_state_name},
-    loader::{self, Globals},
+    loader,
     output,
     pods::{layer::PodLayer, now_unix_ns},
-    probes::tcp::{self, decode::Decoder},
-    runner::{self, Stop},
+    probes::{CommandId, FamilyId, FamilyOptions, families_of, tcp},
+    runner::{self, Ring},
+    session::Session,
 };
 
-const KINDS: [u16; 3] = [kind::RETRANSMIT, kind::RESET, kind::CONNECT_FAIL];
-
 pub async fn run(config: RetransConfig) -> anyhow::Result<()> {
-    let btf = super::load_btf(config.trace.btf.as_deref())?;
-    let mut plan = tcp::plan(&btf)?;
-    let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
-    drop(btf);
-    super::require_privileges("retrans", false)?;
-    let mut pods = super::start_pods(&config.trace.pods).await?;
-    for why in &plan.missing {
-        log::warn!("{why}; retrans runs without it");
-    }
-
-    plan.config.stream_retransmits = u32::from(config.top.is_none());
-    let globals = Globals { offsets, filter: config.trace.filter, drop: DropConfig::empty(), tcp: plan.config, nat: tracer_common::nat::NatConfig::default(), mtu: tracer_common::mtu::MtuConfig::empty() };
-    let mut ebpf = loader::load(&globals, config.trace.ring_buffer_bytes)?;
-    pods.attach_kernel_filter(&mut ebpf)?;
-    tcp::attach(&mut ebpf, &plan)?;
-    let hooks: Vec<&str> = plan.hooks.iter().map(|h| h.tracepoint).collect();
-    super::release_startup_memory();
-    eprintln!(
-        "tracer: attached retrans (tp_btf: {}){}",
-        hooks.join(", "),
-        if config.trace.duration.is_some() { "" } else { "; stop with Ctrl-C" }
-    );
-
+    let options = FamilyOptions { tcp: tcp::Options { stream_retransmits: config.top.is_none() }, ..FamilyOptions::default() };
+    let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans, &options), &config.trace, false).await?;
     let clock = Clock::new();
-    let read = match config.top {
+    match config.top {
         Some(every) => {
             // Retransmits were summarised in the kernel's flow map, not sent: all of them count
             // as delivered (the snapshots show them).
-            let read = top(&mut ebpf, &config, &mut pods, clock, every).await?;
-            read + loader::read_counts(&ebpf, kind::RETRANSMIT)?.matched
+            let parts = session.parts();
+            let read = top(parts.ring, parts.ebpf, &config, parts.pods, clock, every).await?;
+            let retransmits = loader::read_counts(session.ebpf(), kind::RETRANSMIT)?.matched;
+            session.add_read(FamilyId::Tcp, read + retransmits);
+            session.stop()?;
         }
         None => {
-            let decoder = Decoder { clock };
             let mut sink = output::stdout_sink(config.trace.output);
-            let stop = Stop { duration: config.trace.duration, count: config.trace.count };
-            let delivered = runner::run(&mut ebpf, stop, sink.as_mut(), &mut pods, |header, bytes| {
-                decoder.decode(header.kind, bytes)
-            })
-            .await?;
+            let delivered = session.run(config.trace.stop(), sink.as_mut()).await?;
             if config.trace.duration.is_some() && !delivered.output_closed {
-                let flows = flow_rows(&tcp::read_flows(&ebpf)?, &pods, clock);
+                let flows = flow_rows(&tcp::read_flows(session.ebpf())?, &session.pods, clock);
                 let table = text_snapshot(&format!("summary {}", rfc3339(now_unix_ns())), &flows);
                 match config.trace.output {
                     // stdout stays JSON Lines.
@@ -79,12 +54,11 @@ pub async fn run(config: RetransConfig) -> anyhow::Result<()> {
                     OutputFormat::Table => print_out(&table)?,
                 }
             }
-            delivered.read
+            let selection = session.pods.selection().to_string();
+            session.stop()?;
+            delivered.report(&selection);
         }
-    };
-    let counts = loader::read_counts_of(&ebpf, &KINDS)?;
-    drop(ebpf);
-    super::print_summary("retrans", counts, read);
+    }
     Ok(())
 }
 
@@ -182,8 +156,8 @@ fn print_out(text: &str) -> std::io::Result<()> {
 /// The `--top` loop: a snapshot of the kernel's flow map every `every`, a last one at the end.
 /// Records in the ring buffer (resets, failed connects) are drained and counted, not printed:
 /// the map has them.
-async fn top(ebpf: &mut Ebpf, config: &RetransConfig, pods: &mut PodLayer, clock: Clock, every: Duration) -> anyhow::Result<u64> {
-    let runner::Waits { mut ring, mut sigint, mut sigterm, deadline } = runner::waits(ebpf, config.trace.duration)?;
+async fn top(ring: &mut Ring, ebpf: &Ebpf, config: &RetransConfig, pods: &mut PodLayer, clock: Clock, every: Duration) -> anyhow::Result<u64> {
+    let runner::Waits { mut sigint, mut sigterm, deadline } = runner::waits(config.trace.duration)?;
     let mut tick = interval(every);
     tick.tick().await;
     let tty = config.trace.output == OutputFormat::Table && std::io::stdout().is_terminal();

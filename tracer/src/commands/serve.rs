@@ -13,7 +13,8 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::session::{Session, family_kinds};
+use tracer_common::event::EventHeader;
+
 use crate::{
     cli::config::ServeConfig,
     events::Event,
@@ -23,7 +24,9 @@ use crate::{
         json::JsonSink,
         metrics::{self, Cardinality},
     },
-    runner::{self, Stop},
+    probes::{CommandId, FamilyId},
+    runner::{self, Pipeline, Stop},
+    session::Parts,
 };
 
 /// How often the kernel's seen/lost counters are copied into the metrics.
@@ -36,12 +39,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Bound before anything is attached: a taken port leaves nothing behind.
     let listener = TcpListener::bind(config.metrics).await.with_context(|| format!("listening on {} (--metrics)", config.metrics))?;
     let handle = metrics::install()?;
-    let mut session = Session::start(&config.watch, "serve").await?;
+    let mut session = super::start_every_family(CommandId::Serve, &config.watch).await?;
     for p in &session.probes {
-        metrics::set_probe_up(p.family, p.result.is_ok());
+        metrics::set_probe_up(p.family.name(), p.result.is_ok());
     }
-    let running: Vec<&'static str> = session.probes.iter().filter(|p| p.result.is_ok()).map(|p| p.family).collect();
-    let counters = CounterReader::open(&session.ebpf)?;
+    let running: Vec<FamilyId> = session.probes.iter().filter(|p| p.result.is_ok()).map(|p| p.family).collect();
+    let counters = CounterReader::open(session.ebpf())?;
     let addr = listener.local_addr().unwrap_or(config.metrics);
     tokio::spawn(serve_scrapes(listener, handle));
     eprintln!("tracer: serve: metrics on http://{addr}/metrics");
@@ -51,26 +54,49 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         json: (!config.quiet).then(|| JsonSink::new(io::stdout())),
     };
     let stop = Stop { duration: config.watch.trace.duration, count: None };
-    let mut last_counts = Instant::now() - COUNTS_EVERY;
-    let publish = |counters: &CounterReader| {
-        for family in &running {
-            if let Ok(c) = counters.read(family_kinds(family)) {
-                metrics::set_kernel_counts(family, c.matched, c.lost);
-            }
-        }
-    };
-    let (ebpf, pods, decode) = session.parts();
-    runner::run_with_ticks(ebpf, stop, &mut sink, pods, |h, b| decode.decode(h, b), |now| {
-        if last_counts.elapsed() >= COUNTS_EVERY {
-            publish(&counters);
-            last_counts = Instant::now();
-        }
-        decode.tick(now)
-    })
-    .await?;
-    publish(&counters);
+    let mut publisher = Publisher { counters, running, last: Instant::now() - COUNTS_EVERY };
+    let Parts { ring, pods, mut decoders, .. } = session.parts();
+    runner::run(ring, stop, &mut sink, pods, &mut WithCounts { inner: &mut decoders, publisher: &mut publisher }).await?;
+    publisher.publish();
     session.stop()?;
     Ok(())
+}
+
+/// Copies the kernel's seen/lost counters of the running families into the metrics.
+struct Publisher {
+    counters: CounterReader,
+    running: Vec<FamilyId>,
+    last: Instant,
+}
+
+impl Publisher {
+    fn publish(&mut self) {
+        for family in &self.running {
+            if let Ok(c) = self.counters.read(family.kinds()) {
+                metrics::set_kernel_counts(family.name(), c.matched, c.lost);
+            }
+        }
+        self.last = Instant::now();
+    }
+}
+
+/// The session's decoders, publishing the counters every [`COUNTS_EVERY`] on the way.
+struct WithCounts<'a> {
+    inner: &'a mut dyn Pipeline,
+    publisher: &'a mut Publisher,
+}
+
+impl Pipeline for WithCounts<'_> {
+    fn decode(&mut self, header: &EventHeader, bytes: &[u8]) -> Option<Event> {
+        self.inner.decode(header, bytes)
+    }
+
+    fn tick(&mut self, now: i128) -> Vec<Event> {
+        if self.publisher.last.elapsed() >= COUNTS_EVERY {
+            self.publisher.publish();
+        }
+        self.inner.tick(now)
+    }
 }
 
 /// Counts each event into the metrics and, unless --quiet, prints it.

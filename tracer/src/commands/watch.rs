@@ -5,21 +5,20 @@ use std::io::Write as _;
 
 use serde_json::{Value, json};
 
-use super::session::Session;
 use crate::{
     cli::{OutputFormat, config::WatchConfig},
     diagnose::flows::stories,
     events::rfc3339,
     output::{self, Collect, Sink, json::JsonSink, table::{TimelineSink, timeline_row}},
-    runner::{self, Stop},
+    probes::CommandId,
 };
 
 /// Events kept for `--by-flow` (about 300 bytes each): beyond it they are counted and said.
 pub const MAX_COLLECTED: usize = 1_000_000;
 
 pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
-    let mut session = Session::start(&config, "watch").await?;
-    let stop = Stop { duration: config.trace.duration, count: config.trace.count };
+    let mut session = super::start_every_family(CommandId::Watch, &config).await?;
+    let stop = config.trace.stop();
     let mut collect = Collect::new(MAX_COLLECTED);
     let mut stream: Box<dyn Sink> = match config.trace.output {
         OutputFormat::Json => Box::new(JsonSink::new(std::io::stdout())),
@@ -29,9 +28,10 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
         eprintln!("tracer: watch: grouping events per connection; the connections print when tracing stops");
     }
     let sink: &mut dyn Sink = if config.by_flow { &mut collect } else { stream.as_mut() };
-    let (ebpf, pods, decode) = session.parts();
-    let delivered = runner::run_with_ticks(ebpf, stop, sink, pods, |h, b| decode.decode(h, b), |now| decode.tick(now)).await?;
+    let delivered = session.run(stop, sink).await?;
+    let selection = session.pods.selection().to_string();
     session.stop()?;
+    delivered.report(&selection);
     if config.by_flow && !delivered.output_closed {
         print_stories(&collect, config.trace.output)?;
     }

@@ -58,42 +58,34 @@ const fn need(cap: Capability, why: &'static str, essential: bool) -> Need {
     Need { cap, why, essential }
 }
 
-const BPF: Need = need(Capability::Bpf, "load eBPF programs and create maps", true);
-const PERFMON: Need = need(Capability::Perfmon, "load tracing programs (tracepoints, BTF tracepoints), which read kernel memory", true);
-const NET_ADMIN: Need = need(Capability::NetAdmin, "load and attach the MTU probe's tc/TCX programs; iptables rules of a namespace", true);
-const SYS_PTRACE: Need = need(
+pub const BPF: Need = need(Capability::Bpf, "load eBPF programs and create maps", true);
+pub const PERFMON: Need = need(Capability::Perfmon, "load tracing programs (tracepoints, BTF tracepoints), which read kernel memory", true);
+pub const NET_ADMIN: Need = need(Capability::NetAdmin, "load and attach the MTU probe's tc/TCX programs; iptables rules of a namespace", true);
+pub const SYS_PTRACE: Need = need(
     Capability::SysPtrace,
     "find network namespaces through other processes' /proc/PID/ns/net (pods' namespaces, their conntrack counters)",
     false,
 );
-const SYSLOG: Need = need(Capability::Syslog, "read kernel addresses in /proc/kallsyms to name drop locations", false);
-const SETNS: Need = need(Capability::SysAdmin, "setns(2) into other network namespaces (conntrack end events, sysctls, iptables rules)", false);
-const SETNS_IFACE: Need = need(Capability::SysAdmin, "setns(2) into the namespace of an --iface NETNS:DEV to attach there", true);
+pub const SYSLOG: Need = need(Capability::Syslog, "read kernel addresses in /proc/kallsyms to name drop locations", false);
+pub const SETNS: Need = need(Capability::SysAdmin, "setns(2) into other network namespaces (conntrack end events, sysctls, iptables rules)", false);
+pub const SETNS_IFACE: Need = need(Capability::SysAdmin, "setns(2) into the namespace of an --iface NETNS:DEV to attach there", true);
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
 const MEMLOCK: Need = need(Capability::SysResource, "raise RLIMIT_MEMLOCK, which this kernel (before 5.11) charges BPF maps to", true);
 /// Before 5.8 there is no CAP_BPF or CAP_PERFMON: loading anything takes CAP_SYS_ADMIN.
 const OLD_KERNEL_ADMIN: Need = need(Capability::SysAdmin, "load eBPF programs: this kernel has no CAP_BPF/CAP_PERFMON (before 5.8)", true);
 
-/// Commands that load programs and what their work needs, on a kernel that has CAP_BPF and does
-/// not charge RLIMIT_MEMLOCK (what a manifest can assume; [`Kernel`] adapts the rest).
-/// `other_namespace`: the command was told to attach in another network namespace (`mtu
-/// --iface NETNS:DEV`).
-pub fn command_needs(command: &str, other_namespace: bool) -> Option<Vec<Need>> {
-    let mut needs = match command {
-        "drops" => vec![BPF, PERFMON, SYS_PTRACE, SYSLOG],
-        "retrans" => vec![BPF, PERFMON, SYS_PTRACE],
-        "nat" => vec![BPF, PERFMON, SYS_PTRACE, SETNS],
-        "mtu" => vec![BPF, PERFMON, NET_ADMIN, SYS_PTRACE],
-        "watch" | "diagnose" | "serve" => vec![BPF, PERFMON, NET_ADMIN, SYS_PTRACE, SYSLOG, SETNS],
-        _ => return None,
-    };
-    if other_namespace && needs.contains(&NET_ADMIN) {
-        match needs.iter_mut().find(|n| n.cap == Capability::SysAdmin) {
-            Some(setns) => *setns = SETNS_IFACE,
-            None => needs.push(SETNS_IFACE),
-        }
+/// The order capabilities are listed in (error messages, a Job's securityContext): what every
+/// tracing command needs first, then what only some do.
+pub fn listing_rank(cap: Capability) -> u8 {
+    match cap {
+        Capability::Bpf => 0,
+        Capability::Perfmon => 1,
+        Capability::NetAdmin => 2,
+        Capability::SysPtrace => 3,
+        Capability::Syslog => 4,
+        Capability::SysAdmin => 5,
+        Capability::SysResource => 6,
     }
-    Some(needs)
 }
 
 /// What of the running kernel decides which capabilities stand in for which.
@@ -179,12 +171,11 @@ fn missing_message(command: &str, missing: &[Need]) -> String {
     )
 }
 
-/// Checks this process's effective capabilities against what `command` needs: an error naming
-/// every essential capability missing, else one warning line per missing capability that only
-/// costs part of the output.
-pub fn check_capabilities(command: &str, other_namespace: bool) -> Result<(), MissingCapabilities> {
-    let Some(needs) = command_needs(command, other_namespace) else { return Ok(()) };
-    let missing = missing(&needs, effective_caps(), Kernel::running());
+/// Checks this process's effective capabilities against what `command` needs (`needs`): an
+/// error naming every essential capability missing, else one warning line per missing
+/// capability that only costs part of the output.
+pub fn check_capabilities(command: &str, needs: &[Need]) -> Result<(), MissingCapabilities> {
+    let missing = missing(needs, effective_caps(), Kernel::running());
     let (essential, optional): (Vec<Need>, Vec<Need>) = missing.into_iter().partition(|n| n.essential);
     if !essential.is_empty() {
         return Err(MissingCapabilities { command: command.to_string(), missing: essential });
@@ -212,11 +203,11 @@ pub fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// Why this process cannot load tracing programs, if it cannot (`tracer check`).
-pub fn missing_privileges(caps: u64) -> Option<String> {
-    let needs = command_needs("drops", false).unwrap_or_default();
-    let essential: Vec<Need> = missing(&needs, caps, Kernel::running()).into_iter().filter(|n| n.essential).collect();
-    (!essential.is_empty()).then(|| MissingCapabilities { command: "drops".into(), missing: essential }.to_string())
+/// Why this process cannot run `command`, whose needs are `needs`, if it cannot (`tracer check`
+/// asks for `drops`).
+pub fn missing_privileges(command: &str, needs: &[Need], caps: u64) -> Option<String> {
+    let essential: Vec<Need> = missing(needs, caps, Kernel::running()).into_iter().filter(|n| n.essential).collect();
+    (!essential.is_empty()).then(|| MissingCapabilities { command: command.into(), missing: essential }.to_string())
 }
 
 /// One capability of the kernel, as `tracer check` shows it.
@@ -274,20 +265,13 @@ mod tests {
         needs.iter().map(|n| n.cap.k8s_name()).collect()
     }
 
-    #[test]
-    fn each_command_needs_what_was_measured() {
-        let of = |c, other| names(&command_needs(c, other).unwrap_or_default());
-        assert_eq!(of("drops", false), ["BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"]);
-        assert_eq!(of("retrans", false), ["BPF", "PERFMON", "SYS_PTRACE"]);
-        assert_eq!(of("mtu", false), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE"]);
-        assert_eq!(of("mtu", true), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN"]);
-        assert_eq!(of("serve", false), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYSLOG", "SYS_ADMIN"]);
-        assert!(command_needs("pods", false).is_none(), "pods loads nothing");
-    }
+    // What `drops` and `mtu` need (their families' lists, probes/mod.rs).
+    const DROPS: [Need; 4] = [BPF, PERFMON, SYS_PTRACE, SYSLOG];
+    const MTU: [Need; 4] = [BPF, PERFMON, NET_ADMIN, SYS_PTRACE];
 
     #[test]
     fn sys_admin_stands_in_for_bpf_and_perfmon_but_not_net_admin() {
-        let needs = command_needs("mtu", false).unwrap_or_default();
+        let needs = MTU;
         assert!(missing(&needs, bits(&[SysAdmin, NetAdmin, SysPtrace]), NEW).is_empty());
         assert_eq!(names(&missing(&needs, bits(&[SysAdmin, SysPtrace]), NEW)), ["NET_ADMIN"]);
         assert_eq!(names(&missing(&needs, bits(&[Bpf, NetAdmin, SysPtrace]), NEW)), ["PERFMON"]);
@@ -295,7 +279,7 @@ mod tests {
 
     #[test]
     fn old_kernels_need_sys_admin_and_memlock() {
-        let needs = command_needs("drops", false).unwrap_or_default();
+        let needs = DROPS;
         let old = Kernel { last_cap: 37, memlock_limited: true, kallsyms_needs_syslog: false };
         let m = missing(&needs, bits(&[Bpf, Perfmon, SysPtrace]), old);
         assert_eq!(names(&m), ["SYS_ADMIN", "SYS_RESOURCE"]);
@@ -306,7 +290,7 @@ mod tests {
 
     #[test]
     fn syslog_only_where_kallsyms_hides_addresses() {
-        let needs = command_needs("drops", false).unwrap_or_default();
+        let needs = DROPS;
         let open = Kernel { kallsyms_needs_syslog: false, ..NEW };
         assert!(missing(&needs, bits(&[Bpf, Perfmon, SysPtrace]), open).is_empty());
         let m = missing(&needs, bits(&[Bpf, Perfmon, SysPtrace]), NEW);
@@ -316,7 +300,7 @@ mod tests {
 
     #[test]
     fn the_error_names_each_missing_capability_and_what_it_is_for() {
-        let needs = command_needs("drops", false).unwrap_or_default();
+        let needs = DROPS;
         let m: Vec<Need> = missing(&needs, bits(&[Perfmon, SysPtrace, Syslog]), NEW);
         let e = MissingCapabilities { command: "drops".into(), missing: m }.to_string();
         assert!(e.starts_with("tracer drops needs CAP_BPF (load eBPF programs and create maps), missing from this process's effective capabilities; add it to the container's securityContext (capabilities.add: [BPF])"), "{e}");
@@ -327,9 +311,9 @@ mod tests {
 
     #[test]
     fn privileges_need_bpf_and_perfmon_or_sys_admin() {
-        assert!(missing_privileges(0).is_some());
-        assert!(missing_privileges(bits(&[Bpf])).is_some());
-        assert!(missing_privileges(bits(&[Bpf, Perfmon])).is_none());
-        assert!(missing_privileges(bits(&[SysAdmin])).is_none());
+        assert!(missing_privileges("drops", &DROPS, 0).is_some());
+        assert!(missing_privileges("drops", &DROPS, bits(&[Bpf])).is_some());
+        assert!(missing_privileges("drops", &DROPS, bits(&[Bpf, Perfmon])).is_none());
+        assert!(missing_privileges("drops", &DROPS, bits(&[SysAdmin])).is_none());
     }
 }

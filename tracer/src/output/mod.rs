@@ -6,7 +6,15 @@ pub mod table;
 
 use std::io::{self, Write};
 
-use crate::{cli::OutputFormat, events::Event};
+use crate::events::Event;
+
+/// How events are printed: `-o table` for people, `-o json` for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
 
 /// Where decoded events go. Errors are I/O errors of the output (a closed pipe, say).
 pub trait Sink {

@@ -18,7 +18,7 @@ use super::{
     selection::Selection,
     services::{ServiceNames, ServiceUpdate},
 };
-use crate::{cli::UsageError, events::Event};
+use crate::{events::Event, usage::UsageError};
 
 /// An event newer than what the registry knows is held back at most this long for the source to
 /// catch up (a pod created just now), then shown with what is known.

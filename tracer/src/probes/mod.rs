@@ -1,11 +1,35 @@
-//! Probe families. Each has the same four parts: a kernel program (tracer-ebpf/src/FAMILY.rs),
-//! a raw struct (tracer-common/src/FAMILY.rs), a planner + attach + decode here
-//! (probes/FAMILY/), and presentation (output/). ARCHITECTURE.md has the recipe for a new one.
+//! Probe families, behind one trait. Each family is one folder here (`probes/FAMILY/`) that owns
+//! its plan for this kernel (Retis' `can_run`), its kernel-side configuration, its attachments,
+//! its decoder and run-time state, and its `check` row. Around it: a kernel program
+//! (`tracer-ebpf/src/FAMILY.rs`) and its shared structs (`tracer-common/src/FAMILY.rs`).
+//! ARCHITECTURE.md has the recipe for a new one.
+//!
+//! [`crate::session::Session`] is the one start sequence: it plans every family it is given,
+//! configures, loads and attaches them, and dispatches records to them by kind. Commands pick
+//! families ([`CommandId::families`]) and never know another family's internals.
 
 pub mod drops;
 pub mod mtu;
 pub mod nat;
 pub mod tcp;
+
+use std::collections::BTreeMap;
+
+use aya::Ebpf;
+use serde::Serialize;
+use tracer_common::event::EventHeader;
+pub use tracer_common::family::FamilyId;
+
+use crate::{
+    events::Event,
+    kernel::{
+        btf::KernelBtf,
+        features::{self, Need},
+        hooks::HookSupport,
+    },
+    loader::{Globals, KernelCounts},
+    pods::services::ServiceNames,
+};
 
 /// Why a probe cannot run on this kernel, said so the user can act on it.
 #[derive(Debug, thiserror::Error)]
@@ -13,4 +37,291 @@ pub mod tcp;
 pub struct CannotRun {
     pub probe: &'static str,
     pub reason: String,
+}
+
+/// What planning a family can end in besides a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// This kernel cannot run the family (left out of `watch`, an error for its own command).
+    #[error(transparent)]
+    CannotRun(#[from] CannotRun),
+    /// The user's choices do not fit this kernel (a reason it does not have): exit 2.
+    #[error(transparent)]
+    Usage(#[from] crate::usage::UsageError),
+}
+
+/// What a family gets when it plans: the kernel's BTF (parsed once per run), and whether it runs
+/// alone (its own command) or beside others (`watch`, `diagnose`, `serve`).
+pub struct PlanContext<'a> {
+    pub btf: &'a mut KernelBtf,
+    pub alone: bool,
+}
+
+/// What a family gets when it attaches: the kernel BTF aya loads BTF tracepoints against (parsed
+/// once for every family, from `--btf` when given), the Services known, and whether it runs alone.
+pub struct AttachContext<'a> {
+    pub btf: &'a aya::Btf,
+    pub services: &'a ServiceNames,
+    pub alone: bool,
+}
+
+/// One probe family. The session calls these in order: `prepare`, `plan`, `configure`,
+/// `print_facts`, `attach`; then `decode`/`tick` while tracing; then `before_detach`, `detach`
+/// and `report` at stop.
+pub trait Family {
+    /// Which family this is.
+    fn id(&self) -> FamilyId;
+
+    /// The family as itself, for a command that reads a family's own facts (`diagnose` reads
+    /// the MTU family's devices).
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// Checks of the user's choices that need no BTF (devices named with `--iface`), so bad input
+    /// is refused in milliseconds.
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Retis' `can_run`: works out the hooks and layouts for this kernel, or says why it cannot
+    /// run. Degradations (an optional hook missing) are warned about here.
+    fn plan(&mut self, ctx: &mut PlanContext<'_>) -> Result<(), PlanError>;
+
+    /// The hooks it uses, as `watch`'s attached line, `check` and `diagnose`'s report name them.
+    fn describe(&self) -> String;
+
+    /// The detail of the `attached` line when the family runs alone (its own command).
+    fn describe_alone(&self) -> String {
+        self.describe()
+    }
+
+    /// Writes its kernel-side configuration into the globals. A family whose programs share a
+    /// global with one configured before it, in a way that cannot work, says so as `CannotRun`.
+    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun>;
+
+    /// Facts printed before anything is loaded (the MTU family's device MTUs).
+    fn print_facts(&self) {}
+
+    /// Loads and attaches its programs and fills its maps; starts its userspace state.
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()>;
+
+    /// Devices it attached tc programs to, for the `attached` line.
+    fn tc_devices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Turns one of its records (a kind of [`FamilyId::kinds`]) into an event.
+    fn decode(&mut self, header: &EventHeader, bytes: &[u8]) -> Option<Event>;
+
+    /// Events it makes from what it has seen (a connection that got no reply in time), as of
+    /// `now`; called every runner tick.
+    fn tick(&mut self, _now: i128) -> Vec<Event> {
+        Vec::new()
+    }
+
+    /// Reads what it reports at stop from the kernel, while the programs are still attached.
+    fn before_detach(&mut self, _ebpf: &Ebpf) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Undoes what dropping the object does not (tc attachments inside other namespaces).
+    fn detach(&mut self) {}
+
+    /// Lines printed after its `seen, delivered, lost` summary at stop.
+    fn report(&self, _counts: KernelCounts) {}
+
+    /// Its row in `tracer check` (named after its command), from its plan (`plan` was called;
+    /// `planned` is its result), whether tracer runs privileged, and the hook kinds the kernel
+    /// took a no-op program on.
+    fn check_row(&self, planned: &Result<(), String>, privileged: bool, hooks: &BTreeMap<&'static str, HookSupport>) -> CheckRow;
+}
+
+/// One command's row in `tracer check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub command: &'static str,
+    pub runs: bool,
+    /// The kind of hook it will use here (a key of `hooks`), null when it cannot run.
+    pub hook: Option<&'static str>,
+    /// The exact attach point.
+    pub attach: Option<&'static str>,
+    pub detail: String,
+    /// A hook kind it uses besides `hook` (the MTU family's TCX links).
+    #[serde(skip)]
+    pub also_uses: Option<&'static str>,
+}
+
+impl CheckRow {
+    /// The row of a command that cannot run here, and why.
+    pub fn not_running(command: &'static str, detail: String) -> Self {
+        CheckRow { command, runs: false, hook: None, attach: None, detail, also_uses: None }
+    }
+
+    /// The common shape of a family on one hook kind: planned (else why not), privileged (else
+    /// "needs root"), and the kernel took a no-op program of that kind.
+    pub fn on_hook(
+        command: &'static str,
+        planned: &Result<(), String>,
+        privileged: bool,
+        hooks: &BTreeMap<&'static str, HookSupport>,
+        (kind, attach): (&'static str, &'static str),
+        detail: String,
+    ) -> Self {
+        if let Err(why) = planned {
+            return Self::not_running(command, why.clone());
+        }
+        if !privileged {
+            return Self::not_running(command, format!("would use {attach}, but needs root"));
+        }
+        match hooks.get(kind).and_then(|h| h.available.map(|a| (a, &h.detail))) {
+            Some((false, why)) => Self::not_running(command, format!("this kernel refused a no-op {kind} program: {why}")),
+            _ => CheckRow { command, runs: true, hook: Some(kind), attach: Some(attach), detail, also_uses: None },
+        }
+    }
+}
+
+/// The commands that load programs. Each names its families; what it needs follows from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandId {
+    Drops,
+    Retrans,
+    Nat,
+    Mtu,
+    Watch,
+    Diagnose,
+    Serve,
+}
+
+impl CommandId {
+    /// Every tracing command.
+    pub const ALL: [CommandId; 7] =
+        [CommandId::Drops, CommandId::Retrans, CommandId::Nat, CommandId::Mtu, CommandId::Watch, CommandId::Diagnose, CommandId::Serve];
+
+    /// As typed on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CommandId::Drops => "drops",
+            CommandId::Retrans => "retrans",
+            CommandId::Nat => "nat",
+            CommandId::Mtu => "mtu",
+            CommandId::Watch => "watch",
+            CommandId::Diagnose => "diagnose",
+            CommandId::Serve => "serve",
+        }
+    }
+
+    /// The command named `name`, if it is a tracing command.
+    pub fn parse(name: &str) -> Option<CommandId> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The families it runs.
+    pub const fn families(self) -> &'static [FamilyId] {
+        match self {
+            CommandId::Drops => &[FamilyId::Drops],
+            CommandId::Retrans => &[FamilyId::Tcp],
+            CommandId::Nat => &[FamilyId::Nat],
+            CommandId::Mtu => &[FamilyId::Mtu],
+            CommandId::Watch | CommandId::Diagnose | CommandId::Serve => &FamilyId::ALL,
+        }
+    }
+
+    /// Whether it runs one family alone (the family's own command).
+    pub const fn alone(self) -> bool {
+        self.families().len() == 1
+    }
+
+    /// The capabilities it needs: those of its families, on a kernel that has CAP_BPF and does
+    /// not charge RLIMIT_MEMLOCK (what a manifest can assume; `features::Kernel` adapts the
+    /// rest). `other_namespace`: it was told to attach inside another network namespace (`--iface
+    /// NETNS:DEV`), which takes setns(2).
+    pub fn needs(self, other_namespace: bool) -> Vec<Need> {
+        let mut needs: Vec<Need> = Vec::new();
+        for family in self.families() {
+            for need in family_needs(*family) {
+                if !needs.iter().any(|n| n.cap == need.cap) {
+                    needs.push(*need);
+                }
+            }
+        }
+        if other_namespace && needs.iter().any(|n| n.cap == features::NET_ADMIN.cap) {
+            needs.retain(|n| n.cap != features::SETNS_IFACE.cap);
+            needs.push(features::SETNS_IFACE);
+        }
+        needs.sort_by_key(|n| features::listing_rank(n.cap));
+        needs
+    }
+}
+
+/// What each family's work needs, measured on 6.18 by running its command with one capability
+/// taken away at a time (README, "Capabilities").
+pub const fn family_needs(family: FamilyId) -> &'static [Need] {
+    use features::{BPF, NET_ADMIN, PERFMON, SETNS, SYS_PTRACE, SYSLOG};
+    match family {
+        FamilyId::Drops => &[BPF, PERFMON, SYS_PTRACE, SYSLOG],
+        FamilyId::Tcp => &[BPF, PERFMON, SYS_PTRACE],
+        FamilyId::Nat => &[BPF, PERFMON, SYS_PTRACE, SETNS],
+        FamilyId::Mtu => &[BPF, PERFMON, NET_ADMIN, SYS_PTRACE],
+    }
+}
+
+/// What the user chose for each family (`watch` and friends use the defaults but for the NAT
+/// reply timeout and the MTU devices).
+#[derive(Debug, Clone, Default)]
+pub struct FamilyOptions {
+    pub drops: drops::Options,
+    pub tcp: tcp::Options,
+    pub nat: nat::Options,
+    pub mtu: mtu::Options,
+}
+
+/// The registry: the family object for `id`, with the user's options.
+pub fn new_family(id: FamilyId, options: &FamilyOptions) -> Box<dyn Family> {
+    match id {
+        FamilyId::Drops => Box::new(drops::Drops::new(options.drops.clone())),
+        FamilyId::Tcp => Box::new(tcp::Tcp::new(options.tcp.clone())),
+        FamilyId::Nat => Box::new(nat::Nat::new(options.nat.clone())),
+        FamilyId::Mtu => Box::new(mtu::Mtu::new(options.mtu.clone())),
+    }
+}
+
+/// The families `command` runs, with the user's options.
+pub fn families_of(command: CommandId, options: &FamilyOptions) -> Vec<Box<dyn Family>> {
+    command.families().iter().map(|id| new_family(*id, options)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(needs: &[Need]) -> Vec<&'static str> {
+        needs.iter().map(|n| n.cap.k8s_name()).collect()
+    }
+
+    #[test]
+    fn each_command_needs_what_was_measured() {
+        let of = |c: CommandId, other| names(&c.needs(other));
+        assert_eq!(of(CommandId::Drops, false), ["BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"]);
+        assert_eq!(of(CommandId::Retrans, false), ["BPF", "PERFMON", "SYS_PTRACE"]);
+        assert_eq!(of(CommandId::Nat, false), ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"]);
+        assert_eq!(of(CommandId::Mtu, false), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE"]);
+        assert_eq!(of(CommandId::Mtu, true), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN"]);
+        for c in [CommandId::Watch, CommandId::Diagnose, CommandId::Serve] {
+            assert_eq!(of(c, false), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYSLOG", "SYS_ADMIN"]);
+        }
+        assert!(CommandId::parse("pods").is_none(), "pods loads nothing");
+        // Attaching in another namespace makes setns essential where the command attaches tc.
+        assert!(CommandId::Serve.needs(true).iter().any(|n| n.cap == features::SETNS_IFACE.cap && n.essential));
+    }
+
+    #[test]
+    fn every_family_has_its_command_and_registry_entry() {
+        let options = FamilyOptions::default();
+        for id in FamilyId::ALL {
+            assert_eq!(new_family(id, &options).id(), id);
+            let command = CommandId::parse(id.command()).unwrap_or_else(|| panic!("{} has no command", id.name()));
+            assert_eq!(command.families(), [id]);
+            assert!(command.alone());
+        }
+        assert!(!CommandId::Watch.alone());
+    }
 }

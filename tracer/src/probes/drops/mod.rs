@@ -5,7 +5,7 @@ pub mod conntrack;
 pub mod decode;
 pub mod storm;
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::Context as _;
 use aya::{
@@ -13,22 +13,53 @@ use aya::{
     maps::Array,
     programs::{BtfTracePoint, TracePoint},
 };
-use tracer_common::drop::{DropConfig, ReasonFilter, hook};
+use tracer_common::{
+    drop::{DropConfig, ReasonFilter, hook},
+    event::EventHeader,
+};
 
-use super::CannotRun;
+use super::{AttachContext, CannotRun, CheckRow, Family, FamilyId, PlanContext, PlanError};
 use crate::{
-    cli::{HookChoice, UsageError, config::ReasonSelection},
+    events::{Clock, Detail, Event},
     kernel::{
         btf::{KernelBtf, ParamType, VMLINUX_BTF},
         drop_reasons::DropReasons,
+        hooks::{self, HookSupport},
+        kallsyms::Kallsyms,
         tracefs,
     },
+    loader::{CounterReader, Globals, KernelCounts},
+    usage::UsageError,
 };
 
 const PROBE: &str = "drops";
+
+/// `--hook`: how `tracer drops` hooks kfree_skb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookChoice {
+    Auto,
+    /// BTF tracepoint tp_btf/kfree_skb
+    #[value(name = "tp_btf")]
+    TpBtf,
+    /// Classic tracepoint skb:kfree_skb
+    Tracepoint,
+}
+
+/// Which drop reasons to report. Names are checked against the kernel's BTF later, since only
+/// the running kernel knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasonSelection {
+    /// Everything but NOT_SPECIFIED (see `tracer drops --help`).
+    Default,
+    All,
+    Named(Vec<String>),
+}
+
 /// Program names in tracer-ebpf/src/main.rs.
 const PROG_TP_BTF: &str = "drop_tp_btf";
 const PROG_TP: &str = "drop_tp";
+/// The program's global (tracer-ebpf/src/drops.rs); the MTU family's kfree_skb program reads it too.
+pub const DROP_CONFIG: &str = "DROP_CONFIG";
 
 /// The hook the drops probe will use on this kernel, with its layout.
 #[derive(Debug, Clone)]
@@ -215,19 +246,14 @@ pub fn write_reasons(ebpf: &mut Ebpf, reasons: &ReasonFilter) -> anyhow::Result<
 }
 
 /// Loads and attaches the planned program. Links live as long as `ebpf`; dropping it detaches.
-pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf_path: Option<&Path>) -> anyhow::Result<()> {
+pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: &Btf) -> anyhow::Result<()> {
     match hook {
         Hook::TpBtf => {
-            let btf = match btf_path {
-                Some(path) => Btf::parse_file(path, aya::Endianness::default())
-                    .with_context(|| format!("parsing BTF {}", path.display()))?,
-                None => Btf::from_sys_fs().context("reading kernel BTF")?,
-            };
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(PROG_TP_BTF)
                 .context("drop_tp_btf program missing from the object")?
                 .try_into()?;
-            prog.load("kfree_skb", &btf).context("loading tp_btf/kfree_skb")?;
+            prog.load("kfree_skb", btf).context("loading tp_btf/kfree_skb")?;
             prog.attach().context("attaching tp_btf/kfree_skb")?;
         }
         Hook::Tracepoint => {
@@ -240,6 +266,161 @@ pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf_path: Option<&Path>) -> anyhow::R
         }
     }
     Ok(())
+}
+
+/// What the user chose for the drops family.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub hook: HookChoice,
+    pub reasons: ReasonSelection,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { hook: HookChoice::Auto, reasons: ReasonSelection::Default }
+    }
+}
+
+/// The drops family: kfree_skb with the kernel's reason, conntrack's own drops told apart, and
+/// storm counts for what the ring buffer cannot take.
+pub struct Drops {
+    options: Options,
+    /// kallsyms (~200k lines) parses on a thread while BTF does: together most of start-up.
+    kallsyms: Option<std::thread::JoinHandle<std::io::Result<Kallsyms>>>,
+    planned: Option<Planned>,
+    decoder: Option<decode::Decoder>,
+    conntrack: Option<conntrack::Classifier>,
+    storm_watch: Option<tokio::task::JoinHandle<()>>,
+    storm: Vec<storm::StormCount>,
+}
+
+struct Planned {
+    plan: Plan,
+    reasons: ReasonFilter,
+    ct: Option<CtLayout>,
+}
+
+impl Drops {
+    pub fn new(options: Options) -> Self {
+        Drops { options, kallsyms: None, planned: None, decoder: None, conntrack: None, storm_watch: None, storm: Vec::new() }
+    }
+}
+
+fn describe_reasons(sel: &ReasonSelection) -> String {
+    match sel {
+        ReasonSelection::Default => "all but NOT_SPECIFIED".into(),
+        ReasonSelection::All => "all".into(),
+        ReasonSelection::Named(names) => names.join(","),
+    }
+}
+
+impl Family for Drops {
+    fn id(&self) -> FamilyId {
+        FamilyId::Drops
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        self.kallsyms = Some(std::thread::spawn(Kallsyms::load));
+        Ok(())
+    }
+
+    fn plan(&mut self, ctx: &mut PlanContext<'_>) -> Result<(), PlanError> {
+        let mut plan = plan(ctx.btf, self.options.hook)?;
+        let ct = plan_conntrack(ctx.btf, &mut plan);
+        let reasons = select_reasons(&plan, &self.options.reasons)?;
+        self.planned = Some(Planned { plan, reasons, ct });
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.planned.as_ref().map_or("", |p| p.plan.hook.describe()).to_string()
+    }
+
+    fn describe_alone(&self) -> String {
+        format!("{}; reasons: {}", self.describe(), describe_reasons(&self.options.reasons))
+    }
+
+    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+        let p = self.planned.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
+        globals.set(DROP_CONFIG, &program_config(&p.plan, &p.reasons));
+        Ok(())
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
+        let p = self.planned.as_ref().context("drops: attach before plan")?;
+        write_reasons(ebpf, &p.reasons)?;
+        attach(ebpf, p.plan.hook, ctx.btf)?;
+        let kallsyms = match self.kallsyms.take() {
+            Some(thread) => thread.join().map_err(|_| anyhow::anyhow!("kallsyms reader panicked"))?,
+            None => Kallsyms::load(),
+        };
+        let kallsyms = kallsyms.unwrap_or_else(|err| {
+            log::warn!("cannot read /proc/kallsyms ({err}); drop locations will be raw addresses");
+            Kallsyms::default()
+        });
+        if ctx.alone {
+            if kallsyms.is_empty() {
+                log::warn!("/proc/kallsyms shows no addresses (kptr_restrict?); locations will be raw addresses");
+            }
+            if p.plan.reasons.is_none() {
+                log::warn!("kernel {} has no drop reasons (added in 5.17): every drop is shown as NOT_SPECIFIED", crate::kernel::release());
+            }
+            // Said the moment the kernel starts counting instead of delivering.
+            self.storm_watch = Some(storm::watch(CounterReader::open(ebpf)?));
+        }
+        // Baselines of every namespace's conntrack counters, taken before `attached` is
+        // printed: a conntrack drop from there on is told apart from a rule's.
+        self.conntrack = p.ct.map(|_| conntrack::Classifier::start());
+        self.decoder = Some(decode::Decoder { reasons: p.plan.reasons.clone(), kallsyms, clock: Clock::new(), ct: p.ct });
+        Ok(())
+    }
+
+    fn decode(&mut self, _header: &EventHeader, bytes: &[u8]) -> Option<Event> {
+        let mut event = self.decoder.as_ref()?.decode(bytes)?;
+        if let (Some(classifier), Detail::Drop(drop)) = (self.conntrack.as_mut(), &mut event.detail) {
+            classifier.classify(drop, event.netns);
+        }
+        Some(event)
+    }
+
+    fn before_detach(&mut self, ebpf: &Ebpf) -> anyhow::Result<()> {
+        if let Some(watch) = self.storm_watch.take() {
+            watch.abort();
+        }
+        self.storm = storm::read(ebpf)?;
+        Ok(())
+    }
+
+    fn report(&self, counts: KernelCounts) {
+        if let Some(decoder) = &self.decoder {
+            for line in storm::report(&self.storm, counts.lost, decoder) {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    fn check_row(&self, planned: &Result<(), String>, privileged: bool, hooks: &BTreeMap<&'static str, HookSupport>) -> CheckRow {
+        let command = FamilyId::Drops.command();
+        let Some(p) = self.planned.as_ref().filter(|_| planned.is_ok()) else {
+            return CheckRow::not_running(command, planned.clone().err().unwrap_or_default());
+        };
+        let attach = p.plan.hook.describe();
+        let kind = match p.plan.hook {
+            Hook::TpBtf => hooks::TP_BTF,
+            Hook::Tracepoint => hooks::TRACEPOINT,
+        };
+        if !privileged {
+            return CheckRow::not_running(command, format!("would use {attach}, but needs root"));
+        }
+        match hooks.get(kind).and_then(|h| h.available.map(|a| (a, &h.detail))) {
+            Some((false, why)) => CheckRow::not_running(command, format!("plans {attach}, but this kernel refused a no-op {kind} program: {why}")),
+            _ => CheckRow { command, runs: true, hook: Some(kind), attach: Some(attach), detail: format!("via {attach}"), also_uses: None },
+        }
+    }
 }
 
 #[cfg(test)]

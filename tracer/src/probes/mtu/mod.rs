@@ -3,28 +3,61 @@
 //! packet-too-big), tc on chosen devices (errors received, ICMPv6 ones sent, oversize packets)
 //! — and attaches them. Without icmp_send, IPv4 frag-needed sent is seen at tc egress instead.
 
+pub mod choice;
 pub mod decode;
 pub mod devices;
 pub mod tc;
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
-use tracer_common::{drop::DropConfig, mtu::MtuConfig};
+use tracer_common::{
+    drop::{DropConfig, hook},
+    event::EventHeader,
+    mtu::MtuConfig,
+};
 
-use super::CannotRun;
+use super::{AttachContext, CannotRun, CheckRow, Family, FamilyId, PlanContext, PlanError};
 use crate::{
-    cli::{HookChoice, SentHook},
+    events::{Clock, Event},
     kernel::{
         btf::{KernelBtf, ParamType},
         drop_reasons::DropReasons,
+        hooks::{self, HookSupport},
     },
-    probes::drops,
+    loader::Globals,
+    probes::drops::{self, DROP_CONFIG, HookChoice},
 };
+use devices::DeviceFacts;
 
 const PROBE: &str = "mtu";
+
+/// `--sent-hook`: where IPv4 frag-needed this node sends is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SentHook {
+    Auto,
+    /// BTF tracepoint tp_btf/icmp_send (kernel >= 6.10, or a backport)
+    #[value(name = "icmp_send")]
+    IcmpSend,
+    /// tc egress of the traced devices (what kernels without icmp_send get)
+    Tc,
+}
+
+/// One `--iface [NETNS:]DEV`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceChoice {
+    pub netns: crate::kernel::netns::Netns,
+    pub name: String,
+    /// As typed, for messages.
+    pub text: String,
+}
+
 /// Program names in tracer-ebpf/src/main.rs.
 const PROG_ICMP_SEND: &str = "mtu_icmp_send";
 const PROG_DROP: &str = "mtu_drop";
+/// The programs' global (tracer-ebpf/src/mtu.rs).
+const MTU_CONFIG: &str = "MTU_CONFIG";
 
 /// How the MTU probe runs on this kernel.
 #[derive(Debug, Clone)]
@@ -95,15 +128,14 @@ fn icmp_send_layout(btf: &KernelBtf) -> Result<(u32, u32, u32), String> {
 }
 
 /// Loads and attaches the BTF tracepoints. Links live as long as `ebpf`.
-pub fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan) -> anyhow::Result<()> {
-    let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+pub fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
     let mut hooks = vec![(PROG_DROP, "kfree_skb")];
     if plan.icmp_send {
         hooks.push((PROG_ICMP_SEND, "icmp_send"));
     }
     for (name, tracepoint) in hooks {
         let prog: &mut BtfTracePoint = ebpf.program_mut(name).with_context(|| format!("{name} missing from the object"))?.try_into()?;
-        prog.load(tracepoint, &btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
+        prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
         prog.attach().with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
     }
     Ok(())
@@ -118,6 +150,158 @@ pub fn describe(plan: &Plan) -> String {
     parts.push("tp_btf/kfree_skb");
     parts.push(if tc::uses_tcx() { "tc (TCX)" } else { "tc (clsact)" });
     parts.join(", ")
+}
+
+/// What the user chose for the MTU family.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--iface`: devices for the tc programs; empty means every veth and tunnel of tracer's own
+    /// namespace.
+    pub ifaces: Vec<IfaceChoice>,
+    pub sent_hook: SentHook,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { ifaces: Vec::new(), sent_hook: SentHook::Auto }
+    }
+}
+
+/// The MTU family: the devices it watches, their MTU facts, its tracing and tc programs.
+pub struct Mtu {
+    options: Options,
+    alone: bool,
+    /// The devices tc goes on.
+    traced: Vec<DeviceFacts>,
+    /// Every device of their namespaces (the MTU facts).
+    facts: Vec<DeviceFacts>,
+    plan: Option<Plan>,
+    tc: Option<tc::TcAttachments>,
+    decoder: Option<decode::Decoder>,
+}
+
+impl Mtu {
+    pub fn new(options: Options) -> Self {
+        Mtu { options, alone: false, traced: Vec::new(), facts: Vec::new(), plan: None, tc: None, decoder: None }
+    }
+
+    /// Every device of the namespaces it looked at (for `diagnose`'s MTU facts).
+    pub fn devices(&self) -> &[DeviceFacts] {
+        &self.facts
+    }
+}
+
+impl Family for Mtu {
+    fn id(&self) -> FamilyId {
+        FamilyId::Mtu
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        // A few syscalls: a wrong --iface is bad input, refused before BTF is even read.
+        (self.traced, self.facts) = choice::choose_devices(&self.options.ifaces)?;
+        Ok(())
+    }
+
+    fn plan(&mut self, ctx: &mut PlanContext<'_>) -> Result<(), PlanError> {
+        let plan = plan(ctx.btf, self.options.sent_hook)?;
+        for why in &plan.missing {
+            log::warn!("{why}");
+        }
+        self.alone = ctx.alone;
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.plan.as_ref().map(describe).unwrap_or_default()
+    }
+
+    fn describe_alone(&self) -> String {
+        let names = self.tc_devices();
+        format!(
+            "{}; tc on {} devices{}",
+            self.describe(),
+            names.len(),
+            if names.is_empty() { String::new() } else { format!(": {}", choice::shorten(&names)) }
+        )
+    }
+
+    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+        let plan = self.plan.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
+        // The kfree_skb program reads the drops family's layout: with the drops family on the
+        // classic tracepoint, that layout is a record's, not tp_btf's arguments.
+        match globals.get::<DropConfig>(DROP_CONFIG) {
+            Some(drop) if drop.hook != hook::TP_BTF => {
+                return Err(CannotRun { probe: PROBE, reason: "needs tp_btf/kfree_skb".into() });
+            }
+            Some(_) => {}
+            None => globals.set(DROP_CONFIG, &plan.drop),
+        }
+        globals.set(MTU_CONFIG, &plan.config);
+        Ok(())
+    }
+
+    fn print_facts(&self) {
+        choice::print_facts(&self.facts, &self.traced);
+        if self.alone && self.traced.is_empty() {
+            log::warn!("no veth or tunnel devices in tracer's network namespace: oversize and received errors are not seen (choose devices with --iface)");
+        }
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
+        let plan = self.plan.as_ref().context("mtu: attach before plan")?;
+        attach_tracing(ebpf, plan, ctx.btf)?;
+        let attached = tc::attach(ebpf, &self.traced)?;
+        let tc_devices = attached
+            .devices
+            .iter()
+            .map(|a| decode::TcDevice { ifindex: a.device.ifindex, name: a.device.name.clone(), netns: a.netns_inode, mtu: a.device.mtu })
+            .collect();
+        self.decoder = Some(decode::Decoder { clock: Clock::new(), reasons: plan.reasons.clone(), tc_devices });
+        self.tc = Some(attached);
+        Ok(())
+    }
+
+    fn tc_devices(&self) -> Vec<String> {
+        self.tc.iter().flat_map(|t| t.devices.iter().map(|a| choice::label(&a.device))).collect()
+    }
+
+    fn decode(&mut self, _header: &EventHeader, bytes: &[u8]) -> Option<Event> {
+        self.decoder.as_ref()?.decode(bytes)
+    }
+
+    fn detach(&mut self) {
+        // tc first, inside each device's namespace; the tracepoints go with the object.
+        self.tc = None;
+    }
+
+    fn check_row(&self, planned: &Result<(), String>, privileged: bool, hooks: &BTreeMap<&'static str, HookSupport>) -> CheckRow {
+        let command = FamilyId::Mtu.command();
+        let Some(plan) = self.plan.as_ref().filter(|_| planned.is_ok()) else {
+            return CheckRow::not_running(command, planned.clone().err().unwrap_or_default());
+        };
+        let attach = if plan.icmp_send { "tp_btf/icmp_send" } else { "tp_btf/kfree_skb" };
+        let tcx = hooks.get(hooks::TCX).and_then(|h| h.available);
+        let tc = match (tc::uses_tcx(), tcx) {
+            (true, Some(false)) => "tc via TCX, which this kernel refused (tc attach will fail)",
+            (true, _) => "tc via TCX links",
+            (false, _) => "tc via a clsact qdisc (no TCX before 6.6)",
+        };
+        let mut detail = format!("via {}; {tc} on pod veths and tunnels (or --iface)", describe(plan));
+        if !plan.missing.is_empty() {
+            detail.push_str(&format!(" (without: {})", plan.missing.join("; ")));
+        }
+        let mut row = CheckRow::on_hook(command, planned, privileged, hooks, (hooks::TP_BTF, attach), detail);
+        // mtu's tc programs go through TCX links where aya uses them (kernel >= 6.6).
+        if row.runs && tc::uses_tcx() {
+            row.also_uses = Some(hooks::TCX);
+        }
+        row
+    }
 }
 
 #[cfg(test)]

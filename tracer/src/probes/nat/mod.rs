@@ -3,17 +3,31 @@
 
 pub mod ctnetlink;
 pub mod decode;
+pub mod tracking;
+
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
-use tracer_common::nat::NatConfig;
+use tracer_common::{event::EventHeader, nat::NatConfig};
 
-use super::CannotRun;
-use crate::kernel::btf::{KernelBtf, ParamType};
+use super::{AttachContext, CannotRun, CheckRow, Family, FamilyId, PlanContext, PlanError};
+use crate::{
+    events::{Clock, Event},
+    kernel::{
+        btf::{KernelBtf, ParamType},
+        hooks::{self, HookSupport},
+    },
+    loader::{Globals, KernelCounts},
+    pods::services::ServiceNames,
+};
+use tracking::{Ends, NoReply};
 
 const PROBE: &str = "nat";
 const PROGRAM: &str = "nat_xmit";
 const TRACEPOINT: &str = "net_dev_start_xmit";
+/// The program's global (tracer-ebpf/src/nat.rs).
+const NAT_CONFIG: &str = "NAT_CONFIG";
 
 /// `enum ip_conntrack_status` masks userspace reads back from the events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,13 +90,133 @@ pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     Ok((config, bits))
 }
 
-pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
     let prog: &mut BtfTracePoint =
         ebpf.program_mut(PROGRAM).context("nat_xmit program missing from the object")?.try_into()?;
-    prog.load(TRACEPOINT, &btf).with_context(|| format!("loading tp_btf/{TRACEPOINT}"))?;
+    prog.load(TRACEPOINT, btf).with_context(|| format!("loading tp_btf/{TRACEPOINT}"))?;
     prog.attach().with_context(|| format!("attaching tp_btf/{TRACEPOINT}"))?;
     Ok(())
+}
+
+/// What the user chose for the NAT family.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A connection with no reply after this long is reported `no_reply`.
+    pub reply_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { reply_timeout: Duration::from_secs(3) }
+    }
+}
+
+/// The NAT family: conntrack-rewritten connections, their replies (or none) and their ends.
+pub struct Nat {
+    options: Options,
+    planned: Option<(NatConfig, StatusBits)>,
+    decoder: Option<decode::Decoder>,
+    services: Option<ServiceNames>,
+    no_reply: NoReply,
+    ends: Option<Ends>,
+    /// Connections marked no_reply (events tracer made, not kernel records).
+    marked: u64,
+}
+
+impl Nat {
+    pub fn new(options: Options) -> Self {
+        let no_reply = NoReply::new(options.reply_timeout.as_nanos() as i128);
+        Nat { options, planned: None, decoder: None, services: None, no_reply, ends: None, marked: 0 }
+    }
+}
+
+impl Family for Nat {
+    fn id(&self) -> FamilyId {
+        FamilyId::Nat
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn plan(&mut self, ctx: &mut PlanContext<'_>) -> Result<(), PlanError> {
+        self.planned = Some(plan(ctx.btf)?);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("tp_btf/{TRACEPOINT}")
+    }
+
+    fn describe_alone(&self) -> String {
+        format!("tp_btf/{TRACEPOINT}; no reply after {:?} is marked", self.options.reply_timeout)
+    }
+
+    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+        let (config, _) = self.planned.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
+        globals.set(NAT_CONFIG, config);
+        Ok(())
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
+        let (_, bits) = self.planned.context("nat: attach before plan")?;
+        attach(ebpf, ctx.btf)?;
+        // Before `attached`: a connection opened after that line must have its end reported.
+        self.ends = Some(Ends::start());
+        self.services = Some(ctx.services.clone());
+        self.decoder = Some(decode::Decoder { clock: Clock::new(), bits });
+        Ok(())
+    }
+
+    fn decode(&mut self, _header: &EventHeader, bytes: &[u8]) -> Option<Event> {
+        let mut event = self.decoder.as_ref()?.decode(bytes)?;
+        // Named when decoded, not at output: Services are not kept with their lifetimes.
+        if let Some(services) = &self.services {
+            services.annotate(&mut event);
+        }
+        self.no_reply.saw(&event);
+        if let Some(ends) = &mut self.ends {
+            ends.saw(&event);
+        }
+        Some(event)
+    }
+
+    fn tick(&mut self, now: i128) -> Vec<Event> {
+        let mut out = self.no_reply.expired(now);
+        self.marked += out.len() as u64;
+        if let Some(ends) = &mut self.ends {
+            out.extend(ends.ended(now));
+        }
+        out
+    }
+
+    fn report(&self, _counts: KernelCounts) {
+        // Not kernel records, so not in the counts: say how many lines tracer added.
+        if self.marked > 0 {
+            eprintln!("tracer: nat: {} connections got no reply within {:?} (marked no_reply)", self.marked, self.options.reply_timeout);
+        }
+        if let Some(ends) = &self.ends {
+            ends.report();
+        }
+    }
+
+    fn check_row(&self, planned: &Result<(), String>, privileged: bool, hooks: &BTreeMap<&'static str, HookSupport>) -> CheckRow {
+        let command = FamilyId::Nat.command();
+        if let Err(why) = planned {
+            return CheckRow::not_running(command, why.clone());
+        }
+        if !privileged {
+            return CheckRow::not_running(command, "would use tp_btf/net_dev_start_xmit, but needs root".into());
+        }
+        CheckRow {
+            command,
+            runs: hooks.get(hooks::TP_BTF).is_none_or(|h| h.available != Some(false)),
+            hook: Some(hooks::TP_BTF),
+            attach: Some("tp_btf/net_dev_start_xmit"),
+            detail: "via tp_btf/net_dev_start_xmit (nf_conn layout from BTF)".into(),
+            also_uses: None,
+        }
+    }
 }
 
 #[cfg(test)]

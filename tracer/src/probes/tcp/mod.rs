@@ -3,7 +3,7 @@
 
 pub mod decode;
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::Context as _;
 use aya::{
@@ -11,12 +11,24 @@ use aya::{
     maps::{HashMap, MapData},
     programs::BtfTracePoint,
 };
-use tracer_common::tcp::{FlowKey, FlowStats, TcpConfig};
+use tracer_common::{
+    event::EventHeader,
+    tcp::{FlowKey, FlowStats, TcpConfig},
+};
 
-use super::CannotRun;
-use crate::kernel::btf::{KernelBtf, ParamType, VMLINUX_BTF};
+use super::{AttachContext, CannotRun, CheckRow, Family, FamilyId, PlanContext, PlanError};
+use crate::{
+    events::{Clock, Event},
+    kernel::{
+        btf::{KernelBtf, ParamType, VMLINUX_BTF},
+        hooks::{self, HookSupport},
+    },
+    loader::Globals,
+};
 
 const PROBE: &str = "retrans";
+/// The programs' global (tracer-ebpf/src/tcp.rs).
+const TCP_CONFIG: &str = "TCP_CONFIG";
 
 /// One BTF tracepoint of the family: its program in tracer-ebpf/src/main.rs and what it adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,14 +113,13 @@ fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(
 }
 
 /// Loads and attaches the planned programs; links live as long as `ebpf`.
-pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> anyhow::Result<()> {
-    let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
     for hook in &plan.hooks {
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(hook.program)
             .with_context(|| format!("{} program missing from the object", hook.program))?
             .try_into()?;
-        prog.load(hook.tracepoint, &btf).with_context(|| format!("loading tp_btf/{}", hook.tracepoint))?;
+        prog.load(hook.tracepoint, btf).with_context(|| format!("loading tp_btf/{}", hook.tracepoint))?;
         prog.attach().with_context(|| format!("attaching tp_btf/{}", hook.tracepoint))?;
     }
     Ok(())
@@ -127,6 +138,84 @@ pub fn read_flows(ebpf: &Ebpf) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
         }
     }
     Ok(out)
+}
+
+/// What the user chose for the TCP family.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Each retransmit is a ring-buffer record; false (`retrans --top`): only counted per flow.
+    pub stream_retransmits: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { stream_retransmits: true }
+    }
+}
+
+/// The TCP family: retransmits, resets, failed connects, and the per-flow map.
+pub struct Tcp {
+    options: Options,
+    plan: Option<Plan>,
+    decoder: Option<decode::Decoder>,
+}
+
+impl Tcp {
+    pub fn new(options: Options) -> Self {
+        Tcp { options, plan: None, decoder: None }
+    }
+}
+
+impl Family for Tcp {
+    fn id(&self) -> FamilyId {
+        FamilyId::Tcp
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn plan(&mut self, ctx: &mut PlanContext<'_>) -> Result<(), PlanError> {
+        let plan = plan(ctx.btf)?;
+        for why in &plan.missing {
+            if ctx.alone {
+                log::warn!("{why}; {} runs without it", FamilyId::Tcp.command());
+            } else {
+                log::warn!("{why}; the tcp probe runs without it");
+            }
+        }
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let hooks: Vec<&str> = self.plan.iter().flat_map(|p| p.hooks.iter().map(|h| h.tracepoint)).collect();
+        format!("tp_btf: {}", hooks.join(", "))
+    }
+
+    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+        let plan = self.plan.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
+        globals.set(TCP_CONFIG, &TcpConfig { stream_retransmits: u32::from(self.options.stream_retransmits), ..plan.config });
+        Ok(())
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
+        attach(ebpf, self.plan.as_ref().context("tcp: attach before plan")?, ctx.btf)?;
+        self.decoder = Some(decode::Decoder { clock: Clock::new() });
+        Ok(())
+    }
+
+    fn decode(&mut self, header: &EventHeader, bytes: &[u8]) -> Option<Event> {
+        self.decoder.as_ref()?.decode(header.kind, bytes)
+    }
+
+    fn check_row(&self, planned: &Result<(), String>, privileged: bool, hooks: &BTreeMap<&'static str, HookSupport>) -> CheckRow {
+        let mut detail = self.describe().replacen("tp_btf: ", "via tp_btf: ", 1);
+        if let Some(plan) = self.plan.as_ref().filter(|p| !p.missing.is_empty()) {
+            detail.push_str(&format!(" (without: {})", plan.missing.join("; ")));
+        }
+        CheckRow::on_hook(FamilyId::Tcp.command(), planned, privileged, hooks, (hooks::TP_BTF, "tp_btf/tcp_retransmit_skb"), detail)
+    }
 }
 
 #[cfg(test)]

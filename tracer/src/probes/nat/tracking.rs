@@ -1,0 +1,192 @@
+//! NAT's run-time state: connections waiting for their first reply (marked `no_reply` when
+//! overdue), and connection ends from conntrack's destroy events for the connections reported.
+
+use std::collections::HashMap;
+
+use super::ctnetlink::EndWatch;
+use crate::events::{Detail, Event};
+
+/// A reported connection: its namespace, protocol and original tuple.
+type ConnKey = (u32, Option<u8>, String, String);
+
+/// Connection ends from conntrack's destroy events, for the connections this run reported.
+pub struct Ends {
+    watch: EndWatch,
+    /// The last event of each reported connection, the template of its end.
+    last: HashMap<ConnKey, Event>,
+    reported: u64,
+    /// Connections dropped from `last` unended to keep it bounded (see [`MAX_AWAITING_END`]).
+    forgotten: u64,
+}
+
+/// Reported connections kept for their end. Entries older than the subscription never report
+/// one, so without a bound the map would grow for as long as tracer runs.
+const MAX_AWAITING_END: usize = 65_536;
+
+/// Forgets the older half of `last` (by the time each connection was last reported); returns how
+/// many. Run when the map is full, so its cost is spread over the next half of inserts.
+fn forget_older_half(last: &mut HashMap<ConnKey, Event>) -> usize {
+    let mut times: Vec<i128> = last.values().map(|e| e.ts_unix_ns).collect();
+    let mid = times.len() / 2;
+    let (_, cutoff, _) = times.select_nth_unstable(mid);
+    let cutoff = *cutoff;
+    let before = last.len();
+    last.retain(|_, e| e.ts_unix_ns > cutoff);
+    before - last.len()
+}
+
+impl Ends {
+    pub fn start() -> Self {
+        Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0, forgotten: 0 }
+    }
+
+    pub fn saw(&mut self, event: &Event) {
+        let (Detail::Nat(nat), Some(netns)) = (&event.detail, event.netns) else { return };
+        let (Some(src), Some(dst)) = (&nat.orig_src, &nat.orig_dst) else { return };
+        self.watch.ensure(netns);
+        if self.last.len() >= MAX_AWAITING_END {
+            self.forgotten += forget_older_half(&mut self.last) as u64;
+        }
+        self.last.insert((netns, event.flow.l4_proto, src.clone(), dst.clone()), event.clone());
+    }
+
+    /// At stop, on stderr: how many ends were shown, and what could not be.
+    pub fn report(&self) {
+        if self.reported > 0 {
+            eprintln!("tracer: nat: {} connections ended (closed, timed_out or destroyed)", self.reported);
+        }
+        if self.forgotten > 0 {
+            log::warn!(
+                "{} connections were forgotten before they ended (more than {MAX_AWAITING_END} awaiting an end): their ends are not shown",
+                self.forgotten
+            );
+        }
+        if self.watch.overruns() > 0 {
+            log::warn!("{} batches of conntrack destroy events overran the socket buffer: some connection ends were missed", self.watch.overruns());
+        }
+    }
+
+    /// Ends received since the last tick, as nat events stamped `now` (in time order).
+    pub fn ended(&mut self, now: i128) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (netns, d) in self.watch.drain() {
+            let (Some(src), Some(dst)) = (d.orig.src_endpoint(), d.orig.dst_endpoint()) else { continue };
+            let Some(mut e) = self.last.remove(&(netns, d.orig.l4_proto, src, dst)) else { continue };
+            e.ts_unix_ns = now;
+            if let Detail::Nat(nat) = &mut e.detail {
+                nat.state = d.ending(nat.reply_seen);
+            }
+            out.push(e);
+        }
+        self.reported += out.len() as u64;
+        out
+    }
+}
+
+/// Connections waiting for their first reply, by conntrack entry.
+pub struct NoReply {
+    timeout_ns: i128,
+    waiting: HashMap<u64, Event>,
+}
+
+impl NoReply {
+    pub fn new(timeout_ns: i128) -> Self {
+        Self { timeout_ns, waiting: HashMap::new() }
+    }
+
+    pub fn saw(&mut self, event: &Event) {
+        let Detail::Nat(nat) = &event.detail else { return };
+        if nat.reply_seen {
+            self.waiting.remove(&nat.conn);
+        } else {
+            self.waiting.entry(nat.conn).or_insert_with(|| event.clone());
+        }
+    }
+
+    /// The connections whose reply is overdue at `now`, as `no_reply` events (once each).
+    pub fn expired(&mut self, now: i128) -> Vec<Event> {
+        let overdue: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns)
+            .map(|(conn, _)| *conn)
+            .collect();
+        let mut out: Vec<Event> = overdue
+            .into_iter()
+            .filter_map(|conn| self.waiting.remove(&conn))
+            .map(|mut e| {
+                // Stamped when the timeout was noticed, so the stream stays in time order.
+                e.ts_unix_ns = now;
+                if let Detail::Nat(nat) = &mut e.detail {
+                    nat.state = "no_reply";
+                }
+                e
+            })
+            .collect();
+        out.sort_by_key(|e| e.ts_unix_ns);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Flow, NatDetail};
+
+    #[test]
+    fn forgetting_keeps_the_newer_half() {
+        let mut last: HashMap<ConnKey, Event> = HashMap::new();
+        for i in 0..10i128 {
+            last.insert((1, Some(6), format!("10.0.0.1:{i}"), "10.96.0.1:80".into()), nat(i as u64, i, false));
+        }
+        assert_eq!(forget_older_half(&mut last), 6, "the median and everything older go");
+        let mut kept: Vec<i128> = last.values().map(|e| e.ts_unix_ns).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [6, 7, 8, 9]);
+    }
+
+    fn nat(conn: u64, ts: i128, reply_seen: bool) -> Event {
+        Event {
+            ts_unix_ns: ts,
+            flow: Flow::default(),
+            netns: None,
+            ifindex: None,
+            ifname: None,
+            src_pod: None,
+            dst_pod: None,
+            netns_pod: None,
+            detail: Detail::Nat(NatDetail {
+                nat: "dnat",
+                orig_src: None,
+                orig_dst: None,
+                orig_dst_addr: None,
+                reply_src: None,
+                reply_dst: None,
+                reply_seen,
+                assured: false,
+                state: if reply_seen { "reply" } else { "new" },
+                backend: None,
+                backend_ip: None,
+                backend_pod: None,
+                service: None,
+                conn,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_connections_without_a_reply_expire_once() {
+        let mut n = NoReply::new(1000);
+        n.saw(&nat(1, 0, false));
+        n.saw(&nat(2, 0, false));
+        n.saw(&nat(2, 500, true));
+        assert!(n.expired(999).is_empty());
+        let out = n.expired(1000);
+        assert_eq!(out.len(), 1);
+        let Detail::Nat(d) = &out[0].detail else { panic!("kind") };
+        assert_eq!((d.conn, d.state, out[0].ts_unix_ns), (1, "no_reply", 1000));
+        n.saw(&nat(3, 0, false));
+        assert_eq!(n.expired(2500)[0].ts_unix_ns, 2500, "stamped when noticed");
+        assert!(n.expired(5000).is_empty());
+    }
+}
