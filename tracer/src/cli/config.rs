@@ -803,6 +803,27 @@ mod tests {
     }
 
     #[test]
+    fn job_subcommands_are_checked_into_a_config() {
+        let config = |argv: &[&str]| {
+            let cli = <super::super::Cli as clap::Parser>::try_parse_from(["tracer", "job"].iter().chain(argv)).expect("parses");
+            match cli.command {
+                super::super::Command::Job(args) => JobConfig::from_args(args),
+                other => panic!("not a job command: {other:?}"),
+            }
+        };
+        assert!(matches!(config(&["list", "-A"]), Ok(JobConfig::List(JobListConfig { namespace: None, .. }))));
+        assert!(matches!(config(&["list"]), Ok(JobConfig::List(JobListConfig { namespace: Some(ns), .. })) if ns == "kube-system"));
+        let Ok(JobConfig::Run(run)) = config(&["run", "--pod", "shop/web-0", "--detach", "--", "drops"]) else { panic!("a valid run") };
+        assert_eq!(run.request.target, JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() });
+        assert!(run.detach && run.api.kubeconfig.is_none());
+        assert!(matches!(config(&["render", "--node", "n1", "--", "drops"]), Ok(JobConfig::Render(spec)) if spec.node == "n1"));
+        assert!(config(&["delete", "ok-name", "Bad_Name"]).is_err(), "one bad name refuses them all");
+        assert!(config(&["logs", "Not_A_Name"]).is_err());
+        let missing = config(&["logs", "tracer-x", "--kubeconfig", "/nonexistent/kubeconfig"]).map(drop).expect_err("no such file");
+        assert!(missing.0.contains("--kubeconfig /nonexistent/kubeconfig: no such file"), "{missing}");
+    }
+
+    #[test]
     fn ring_sizes() {
         assert_eq!(parse_ring_size("4096").unwrap(), 4096);
         assert_eq!(parse_ring_size("256K").unwrap(), 256 << 10);
