@@ -41,7 +41,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use container::{Container, ContainerExit, ContainerSpec, HostMount, cri_log_lines};
 pub use image::{BUSYBOX, SANDBOX_IMAGE, image_reference, is_static_elf, sandbox_image_tar};
 
-use crate::{AddrBlock, CMD_TIMEOUT, Netns, Value, next_id, run_timeout, unique_name};
+use crate::netns::next_id;
+use crate::{AddrBlock, CMD_TIMEOUT, Netns, Value, run_timeout, unique_name};
 
 /// Bound for containerd to answer the CRI `Version` call after it was started.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -74,9 +75,9 @@ pub fn require_node(test: &str) -> bool {
         crate::skipped(test, &format!("needs a container runtime, which this environment has none of by design ({NO_CONTAINER_RUNTIME} is set); it runs on the host kernel"));
         return false;
     }
-    let mut reasons = crate::privileged_reasons();
+    let mut reasons = crate::privilege::privileged_reasons();
     for tool in ["containerd", "ctr", "runc", "containerd-shim-runc-v2", "nsenter"] {
-        if !crate::have_tool(tool) {
+        if !crate::privilege::have_tool(tool) {
             reasons.push(format!("`{tool}` not found in PATH (scripts/setup.sh installs it)"));
         }
     }
@@ -90,7 +91,7 @@ pub fn require_node(test: &str) -> bool {
         Ok(false) => reasons.push(format!("{BUSYBOX} is not static (install busybox-static)")),
         Err(e) => reasons.push(format!("{e:#} (install busybox-static)")),
     }
-    crate::skip_unless(test, reasons)
+    crate::privilege::skip_unless(test, reasons)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-//! The TCP and UDP clients (and the UDP server) the privileged tests run inside their
-//! namespaces or pods: one Python script each, its argv built and its output parsed here. The
-//! caller runs the argv through its own runner (`Netns::exec_timeout`, a CRI pod's
-//! `exec_timeout`, or `spawn` for a client left running), so the traffic stays in the lab.
+//! The traffic the privileged tests make inside their namespaces or pods: TCP and UDP clients,
+//! servers and senders ([`Udp`], [`TCP_SEND`], [`TcpSink`], [`tcp_echo_server`], ...), one
+//! Python script each, its argv built and its output parsed here, and an iptables rule that
+//! loses TCP data deterministically ([`lossy_input_rule`]). The caller runs the argv through its
+//! own runner (`Netns::exec_timeout`, a CRI pod's `exec_timeout`, or `spawn` for a client left
+//! running), so the traffic stays in the lab.
 
 use std::process::{Child, Output};
 use std::time::Duration;
@@ -233,4 +235,244 @@ pub fn udp_queries(exec: impl FnOnce(&[&str], Duration) -> Output, src: &str, ds
         String::from_utf8_lossy(&out.stderr)
     );
     results
+}
+
+const UDP_SENDER: &str = r#"
+import socket, sys, time
+src, sport, dst, dport, count, size, gap = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((src, sport))
+p = b"x" * size
+n = 0
+for i in range(count):
+    try:
+        s.sendto(p, (dst, dport))
+        n += 1
+    except OSError:
+        pass
+    if gap > 0:
+        time.sleep(gap)
+print(n)
+"#;
+
+/// A UDP send job: `count` datagrams of `size` payload bytes from `src:sport` to `dst:dport`,
+/// `gap` seconds apart.
+#[derive(Clone, Debug)]
+pub struct Udp<'a> {
+    pub src: &'a str,
+    pub sport: u16,
+    pub dst: &'a str,
+    pub dport: u16,
+    pub count: u32,
+    pub size: u32,
+    pub gap: f64,
+}
+
+impl<'a> Udp<'a> {
+    pub fn new(src: &'a str, sport: u16, dst: &'a str, dport: u16) -> Self {
+        Udp { src, sport, dst, dport, count: 3, size: 100, gap: 0.01 }
+    }
+
+    /// argv of the sender, for `Netns::exec_timeout` or `Pod::exec_timeout`.
+    pub fn argv(&self) -> Vec<String> {
+        vec![
+            "python3".into(),
+            "-c".into(),
+            UDP_SENDER.into(),
+            self.src.into(),
+            self.sport.to_string(),
+            self.dst.into(),
+            self.dport.to_string(),
+            self.count.to_string(),
+            self.size.to_string(),
+            self.gap.to_string(),
+        ]
+    }
+
+    /// Sends from inside `ns` and waits (bounded); returns how many sendto calls succeeded.
+    pub fn send(&self, ns: &Netns) -> u32 {
+        assert!(self.count <= 200_000, "bounded traffic only");
+        let argv = self.argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = ns.exec_timeout(&argv, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "udp sender failed in {}: {}",
+            ns.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+
+    /// Starts the sender in the background.
+    pub fn spawn(&self, ns: &Netns) -> Child {
+        assert!(self.count <= 200_000, "bounded traffic only");
+        let argv = self.argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        ns.spawn(&argv)
+    }
+}
+
+/// Listens on `ip` (IPv4 or IPv6) and every port given after it, prints `listening` once all listen, then
+/// serves one connection per port: reads a 16-byte decimal length, then that many bytes, answers
+/// `ok <bytes read>`, and waits (bounded) for the client to close first, so the client's socket
+/// never sees a FIN before all its data was acknowledged.
+pub const TCP_SINK: &str = r#"
+import socket, sys, threading
+ip, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+listeners = []
+for port in ports:
+    l = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((ip, port))
+    l.listen(8)
+    l.settimeout(60)
+    listeners.append(l)
+def serve(l):
+    try:
+        c, _ = l.accept()
+        c.settimeout(60)
+        head = b""
+        while len(head) < 16:
+            d = c.recv(16 - len(head))
+            if not d:
+                return
+            head += d
+        want, got = int(head.decode().strip()), 0
+        while got < want:
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            got += len(d)
+        c.sendall(b"ok %d\n" % got)
+        c.recv(1)
+        c.close()
+    except OSError:
+        pass
+threads = [threading.Thread(target=serve, args=(l,)) for l in listeners]
+for t in threads:
+    t.start()
+print("listening", flush=True)
+for t in threads:
+    t.join()
+"#;
+
+/// Connects from `src:sport` to `dst:dport` (IPv4 or IPv6), sends a 16-byte length and `bytes` bytes, waits for
+/// the sink's `ok N`, closes; prints `ok N SECONDS` or `error ...`. Bounded by `timeout` per
+/// socket operation.
+pub const TCP_SEND: &str = r#"
+import socket, sys, time
+src, sport, dst, dport, size, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((src, sport))
+s.settimeout(timeout)
+t = time.time()
+try:
+    s.connect((dst, dport))
+    s.sendall(b"%15d\n" % size)
+    chunk = b"x" * (1 << 16)
+    left = size
+    while left > 0:
+        n = min(left, len(chunk))
+        s.sendall(chunk[:n])
+        left -= n
+    r = b""
+    while not r.endswith(b"\n"):
+        d = s.recv(64)
+        if not d:
+            break
+        r += d
+    s.close()
+    print("%s %.3f" % (r.decode().strip(), time.time() - t))
+except OSError as e:
+    # socket.timeout is TimeoutError: it also catches the kernel's ETIMEDOUT, which has an errno.
+    print("error %d" % e.errno if e.errno else "error timeout")
+"#;
+
+/// argv of [`TCP_SEND`], for `Netns::spawn`/`exec_timeout` or `Pod::spawn`/`exec_timeout`.
+pub fn tcp_send_argv(src: &str, sport: u16, dst: &str, dport: u16, bytes: u64, timeout: f64) -> Vec<String> {
+    assert!(bytes <= 64 << 20, "bounded traffic only");
+    vec![
+        "python3".into(),
+        "-c".into(),
+        TCP_SEND.into(),
+        src.into(),
+        sport.to_string(),
+        dst.into(),
+        dport.to_string(),
+        bytes.to_string(),
+        timeout.to_string(),
+    ]
+}
+
+/// A running [`TCP_SINK`]; killed on drop.
+pub struct TcpSink {
+    _process: Announced,
+}
+
+impl TcpSink {
+    /// Starts the sink through `spawn` (e.g. `|a| ns.spawn(a)` or `|a| pod.spawn(a)`) and waits
+    /// (up to 10 s) until it prints `listening`; killed on drop.
+    pub fn start(spawn: impl FnOnce(&[&str]) -> Child, ip: &str, ports: &[u16]) -> TcpSink {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let mut argv = vec!["python3", "-c", TCP_SINK, ip];
+        argv.extend(ports.iter().map(String::as_str));
+        let what = format!("TCP sink on {ip} {ports:?}");
+        TcpSink { _process: Announced::start(spawn, &argv, "listening", &what) }
+    }
+}
+
+/// Appends an iptables-legacy rule (`-A INPUT ...`) through `exec` (a `Netns::exec_ok` or
+/// `Pod::exec_ok`) that drops every `every`-th TCP segment of at least 1000 bytes to `dport`:
+/// data segments only, never a SYN, a pure ACK or a FIN, so only the sender's data is
+/// retransmitted, and deterministically (statistic `nth`, not random).
+pub fn lossy_input_rule(dport: u16, every: u32) -> Vec<String> {
+    [
+        "iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &dport.to_string(), "-m", "length", "--length",
+        "1000:65535", "-m", "statistic", "--mode", "nth", "--every", &every.to_string(), "--packet", "0", "-j", "DROP",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Answers every TCP connection on `ip:port` with an echo of what it receives, each connection
+/// in its own thread (10 s idle timeout), for at most `life` seconds; prints `listening` first.
+pub const TCP_ECHO_SERVER: &str = r#"
+import socket, sys, threading, time
+ip, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((ip, port))
+l.listen(64)
+l.settimeout(0.5)
+def serve(c):
+    c.settimeout(10)
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+print("listening", flush=True)
+end = time.time() + life
+while time.time() < end:
+    try:
+        c, _ = l.accept()
+    except socket.timeout:
+        continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A running [`TCP_ECHO_SERVER`] on `ip:port` for at most `life_s` seconds, started with
+/// `spawn` (a namespace's or a pod's); killed on drop.
+pub fn tcp_echo_server(spawn: impl FnOnce(&[&str]) -> Child, ip: &str, port: u16, life_s: u32) -> Announced {
+    let (port, life) = (port.to_string(), life_s.to_string());
+    let what = format!("TCP echo server on {ip}:{port}");
+    Announced::start(spawn, &["python3", "-c", TCP_ECHO_SERVER, ip, &port, &life], "listening", &what)
 }

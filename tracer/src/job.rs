@@ -1,9 +1,18 @@
 //! kubectl-trace-style Jobs: a tracer command run once on one node, as a Kubernetes Job with the
 //! least privilege it needs. `render` builds the manifest without a cluster.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use serde_json::{Value, json};
+use k8s_openapi::{
+    api::{
+        batch::v1::{Job, JobSpec as BatchJobSpec},
+        core::v1::{
+            Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, PodSpec,
+            PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+};
 
 /// What a Job runs and where.
 #[derive(Debug, Clone)]
@@ -25,7 +34,14 @@ pub const DEADLINE_SLACK_S: u64 = 120;
 /// The tracer container's name in the Job's pod (`job logs` reads its log).
 pub const CONTAINER: &str = "tracer";
 /// Finished Jobs (and their logs) are kept this long.
-const TTL_AFTER_FINISHED_S: u64 = 3600;
+const TTL_AFTER_FINISHED_S: i32 = 3600;
+/// The labels every tracer Job and its pod carry: `job list` finds them by these.
+pub const LABELS: [(&str, &str); 2] = [("app.kubernetes.io/name", "tracer"), ("app.kubernetes.io/component", "trace-job")];
+
+/// The manifest could not be written as YAML.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the Job as YAML")]
+pub struct YamlError(#[from] serde_saphyr::SerializeError);
 
 /// The capabilities the tracer command in `args` needs (`args[0]` is the command), as a
 /// securityContext names them: what each command was measured to need with one capability
@@ -47,154 +63,142 @@ pub fn capabilities(args: &[String]) -> Vec<&'static str> {
 }
 
 /// The Job manifest.
-pub fn manifest(spec: &JobSpec) -> Value {
-    let mut job = manifest_of(spec);
+pub fn manifest(spec: &JobSpec) -> Job {
+    let labels = || Some(LABELS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>());
+    let quantities = |pairs: [(&str, &str); 2]| Some(pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect());
+    let read_only_mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let host_path = |name: &str, path: &str, kind: &str| Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource { path: path.into(), type_: Some(kind.into()) }),
+        ..Volume::default()
+    };
+    let capabilities = capabilities(&spec.args);
     // tc programs go on the node's veths and tunnels, which only the node's network namespace
     // holds. Tracing hooks see every namespace from any, so the other commands keep a pod network.
-    if capabilities(&spec.args).contains(&"NET_ADMIN") {
-        let pod = &mut job["spec"]["template"]["spec"];
-        pod["hostNetwork"] = json!(true);
-        pod["dnsPolicy"] = json!("ClusterFirstWithHostNet");
-    }
-    job
-}
-
-fn manifest_of(spec: &JobSpec) -> Value {
-    let labels = json!({"app.kubernetes.io/name": "tracer", "app.kubernetes.io/component": "trace-job"});
-    json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": spec.duration.as_secs() + DEADLINE_SLACK_S,
-            "ttlSecondsAfterFinished": TTL_AFTER_FINISHED_S,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    // Pinned: the trace is of this node's kernel.
-                    "nodeName": spec.node,
-                    "restartPolicy": "Never",
-                    "serviceAccountName": "tracer",
-                    // The node's processes: pod network namespaces are found through them.
-                    "hostPID": true,
-                    // Tainted nodes (control plane, NoExecute) are where problems hide too.
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [{
-                        "name": CONTAINER,
-                        "image": spec.image,
-                        "args": spec.args,
-                        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-                        "securityContext": {
-                            "privileged": false,
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"], "add": capabilities(&spec.args)},
-                        },
-                        "resources": {
-                            "requests": {"cpu": "50m", "memory": "64Mi"},
-                            "limits": {"cpu": "1", "memory": "256Mi"},
-                        },
-                        "volumeMounts": [
-                            {"name": "btf", "mountPath": "/sys/kernel/btf", "readOnly": true},
-                            {"name": "cri", "mountPath": "/run/containerd/containerd.sock", "readOnly": true},
-                        ],
-                    }],
-                    "volumes": [
-                        {"name": "btf", "hostPath": {"path": "/sys/kernel/btf", "type": "Directory"}},
-                        {"name": "cri", "hostPath": {"path": "/run/containerd/containerd.sock", "type": "Socket"}},
-                    ],
-                },
-            },
+    let node_network = capabilities.contains(&"NET_ADMIN");
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(spec.image.clone()),
+        args: Some(spec.args.clone()),
+        env: Some(vec![EnvVar {
+            name: "NODE_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector { field_path: "spec.nodeName".into(), ..ObjectFieldSelector::default() }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(capabilities.iter().map(|c| c.to_string()).collect()),
+            }),
+            ..SecurityContext::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: quantities([("cpu", "50m"), ("memory", "64Mi")]),
+            limits: quantities([("cpu", "1"), ("memory", "256Mi")]),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(vec![
+            read_only_mount("btf", "/sys/kernel/btf"),
+            read_only_mount("cri", "/run/containerd/containerd.sock"),
+        ]),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        // Pinned: the trace is of this node's kernel.
+        node_name: Some(spec.node.clone()),
+        restart_policy: Some("Never".into()),
+        service_account_name: Some("tracer".into()),
+        // The node's processes: pod network namespaces are found through them.
+        host_pid: Some(true),
+        host_network: node_network.then_some(true),
+        // A pod on the node's network still resolves cluster names.
+        dns_policy: node_network.then(|| "ClusterFirstWithHostNet".into()),
+        // Tainted nodes (control plane, NoExecute) are where problems hide too.
+        tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Toleration::default() }]),
+        containers: vec![container],
+        volumes: Some(vec![
+            host_path("btf", "/sys/kernel/btf", "Directory"),
+            host_path("cri", "/run/containerd/containerd.sock", "Socket"),
+        ]),
+        ..PodSpec::default()
+    };
+    // --duration is at most a year (cli::config::parse_duration): it fits.
+    let deadline = i64::try_from(spec.duration.as_secs() + DEADLINE_SLACK_S).unwrap_or(i64::MAX);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(spec.name.clone()),
+            namespace: Some(spec.namespace.clone()),
+            labels: labels(),
+            ..ObjectMeta::default()
         },
-    })
-}
-
-/// YAML for a JSON value: block style, string values double-quoted JSON-style (valid YAML 1.2,
-/// and no string can be misread as a number, a boolean or null), plain keys unquoted.
-pub fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
-    emit(value, 0, &mut out);
-    out
-}
-
-fn scalar(v: &Value) -> String {
-    // serde_json's rendering of a scalar is valid YAML for it.
-    v.to_string()
-}
-
-/// A mapping key as it is when plainly safe (Kubernetes field names, label keys), else quoted.
-fn yaml_key(k: &str) -> String {
-    let plain = !k.is_empty()
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'))
-        && k.starts_with(|c: char| c.is_ascii_alphabetic())
-        && !["y", "n", "yes", "no", "on", "off", "true", "false", "null"].contains(&k.to_ascii_lowercase().as_str());
-    if plain { k.to_string() } else { Value::String(k.to_string()).to_string() }
-}
-
-fn is_empty_collection(v: &Value) -> bool {
-    matches!(v, Value::Object(m) if m.is_empty()) || matches!(v, Value::Array(a) if a.is_empty())
-}
-
-fn emit(value: &Value, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let key = yaml_key(k);
-                match v {
-                    Value::Object(_) | Value::Array(_) if !is_empty_collection(v) => {
-                        out.push_str(&format!("{pad}{key}:\n"));
-                        emit(v, indent + 2, out);
-                    }
-                    Value::Object(_) => out.push_str(&format!("{pad}{key}: {{}}\n")),
-                    Value::Array(_) => out.push_str(&format!("{pad}{key}: []\n")),
-                    _ => out.push_str(&format!("{pad}{key}: {}\n", scalar(v))),
-                }
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                match item {
-                    Value::Object(_) | Value::Array(_) if !is_empty_collection(item) => {
-                        // `- ` then the first line of the item, the rest indented under it.
-                        let mut inner = String::new();
-                        emit(item, indent + 2, &mut inner);
-                        let inner = inner.strip_prefix(&" ".repeat(indent + 2)).unwrap_or(&inner);
-                        out.push_str(&format!("{pad}- {inner}"));
-                    }
-                    _ => out.push_str(&format!("{pad}- {}\n", if is_empty_collection(item) { item.to_string() } else { scalar(item) })),
-                }
-            }
-        }
-        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+        spec: Some(BatchJobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED_S),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: labels(), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..BatchJobSpec::default()
+        }),
+        status: None,
     }
+}
+
+/// The Job as YAML, block style as kubectl writes it. Strings a YAML 1.1 reader would take for
+/// a number, a boolean or null (a CPU quantity of `1`) are quoted by the serializer; long
+/// strings stay on one line, since folded scalars only make a manifest harder to grep.
+pub fn to_yaml(job: &Job) -> Result<String, YamlError> {
+    let options = serde_saphyr::ser_options! {
+        compact_list_indent: false,
+        prefer_block_scalars: false,
+    };
+    Ok(serde_saphyr::to_string_with_options(job, options)?)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
-    #[test]
-    fn yaml_is_block_style_with_quoted_strings() {
-        let v = json!({"a": {"b": ["x", 1, {"c": true, "d": "on"}]}, "e": [], "f": {}, "on": 1});
-        assert_eq!(
-            to_yaml(&v),
-            "a:\n  b:\n    - \"x\"\n    - 1\n    - c: true\n      d: \"on\"\ne: []\nf: {}\n\"on\": 1\n"
-        );
-    }
-
-    #[test]
-    fn the_job_is_pinned_bounded_and_unprivileged() {
-        let spec = JobSpec {
+    fn drops_spec() -> JobSpec {
+        JobSpec {
             name: "tracer-drops-x".into(),
             namespace: "kube-system".into(),
             node: "node-1".into(),
             image: "img".into(),
             args: vec!["drops".into(), "-o".into(), "json".into(), "--duration".into(), "30s".into()],
             duration: Duration::from_secs(30),
-        };
-        let m = manifest(&spec);
+        }
+    }
+
+    #[test]
+    fn the_yaml_reads_back_as_the_same_job() {
+        let job = manifest(&JobSpec { args: vec!["mtu".into(), "--iface".into(), "node1:veth1".into()], ..drops_spec() });
+        let yaml = to_yaml(&job).expect("YAML");
+        assert!(yaml.starts_with("apiVersion: batch/v1\nkind: Job\n"), "{yaml}");
+        // Read back untyped: a quantity of `1` must stay the string Kubernetes wants, not 1.
+        let back: Value = serde_saphyr::from_str(&yaml).expect("the YAML parses");
+        assert_eq!(back, serde_json::to_value(&job).expect("JSON"), "{yaml}");
+        assert_eq!(back["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"], "1", "{yaml}");
+    }
+
+    #[test]
+    fn the_job_is_pinned_bounded_and_unprivileged() {
+        let spec = drops_spec();
+        let m = serde_json::to_value(manifest(&spec)).expect("JSON");
         assert_eq!(m["spec"]["template"]["spec"]["nodeName"], "node-1");
         assert_eq!(m["spec"]["activeDeadlineSeconds"], 150);
         let sc = &m["spec"]["template"]["spec"]["containers"][0]["securityContext"];
@@ -203,8 +207,9 @@ mod tests {
         assert_eq!(sc["capabilities"]["add"], json!(["BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"]));
         assert_eq!(m["spec"]["template"]["spec"]["hostNetwork"], Value::Null, "drops needs no node devices");
         assert_eq!(m["spec"]["template"]["spec"]["hostPID"], true);
-        let mtu = manifest(&JobSpec { args: vec!["mtu".into()], ..spec });
+        let mtu = serde_json::to_value(manifest(&JobSpec { args: vec!["mtu".into()], ..spec })).expect("JSON");
         assert_eq!(mtu["spec"]["template"]["spec"]["hostNetwork"], true, "tc goes on the node's devices");
+        assert_eq!(mtu["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
     }
 
     #[test]

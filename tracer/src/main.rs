@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::{DropsConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, ServeConfig, WatchConfig}},
+    cli::{Cli, Command, UsageError, config::{DropsConfig, JobConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, ServeConfig, WatchConfig}},
     probes::CannotRun,
 };
 
@@ -91,35 +91,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio_runtime()?.block_on(commands::serve::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Job(args) => match args.action {
-            cli::JobAction::Render(args) => {
-                let spec = cli::config::job_render_spec(args)?;
-                print!("{}", job::to_yaml(&job::manifest(&spec)));
-                Ok(ExitCode::SUCCESS)
-            }
-            cli::JobAction::Run(args) => {
-                let request = cli::config::job_request(args.spec)?;
-                cli::config::kube_api_arg(&args.api)?;
-                tokio_runtime()?.block_on(commands::job::run(request, args.api.kubeconfig, args.output, args.detach))
-            }
-            cli::JobAction::Logs(args) => {
-                cli::config::namespace_arg(&args.namespace)?;
-                cli::config::job_name_arg(&args.name)?;
-                cli::config::kube_api_arg(&args.api)?;
-                tokio_runtime()?.block_on(commands::job::logs(&args.namespace, &args.name, args.api.kubeconfig, args.output))
-            }
-            cli::JobAction::List(args) => {
-                cli::config::namespace_arg(&args.namespace)?;
-                cli::config::kube_api_arg(&args.api)?;
-                let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
-                tokio_runtime()?.block_on(commands::job::list(namespace, args.api.kubeconfig, args.output))
-            }
-            cli::JobAction::Delete(args) => {
-                cli::config::namespace_arg(&args.namespace)?;
-                args.names.iter().try_for_each(|n| cli::config::job_name_arg(n))?;
-                cli::config::kube_api_arg(&args.api)?;
-                tokio_runtime()?.block_on(commands::job::delete(&args.namespace, &args.names, args.api.kubeconfig))
-            }
+        Command::Job(args) => match JobConfig::from_args(args)? {
+            JobConfig::Render(spec) => commands::job::render(&spec),
+            JobConfig::Run(config) => tokio_runtime()?.block_on(commands::job::run(config)),
+            JobConfig::Logs(config) => tokio_runtime()?.block_on(commands::job::logs(config)),
+            JobConfig::List(config) => tokio_runtime()?.block_on(commands::job::list(config)),
+            JobConfig::Delete(config) => tokio_runtime()?.block_on(commands::job::delete(config)),
         },
         Command::Pods(args) => {
             let config = PodsCommandConfig::from_args(args)?;

@@ -83,7 +83,7 @@ pub fn sandbox_image_tar() -> Result<PathBuf> {
     if tar.is_file() {
         return Ok(tar);
     }
-    let part = tar.with_extension(format!("{}.{}.part", std::process::id(), crate::next_id()));
+    let part = tar.with_extension(format!("{}.{}.part", std::process::id(), crate::netns::next_id()));
     let out = run_timeout(
         Command::new("python3").args(["-c", BUILD_IMAGE, BUSYBOX]).arg(&part).arg(SANDBOX_IMAGE),
         Duration::from_secs(60),

@@ -7,7 +7,7 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{AllProbesArgs, DiagnoseArgs, ServeArgs, DropsArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{AllProbesArgs, DiagnoseArgs, ServeArgs, DropsArgs, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
 
 pub use crate::session::TraceConfig;
@@ -150,7 +150,7 @@ impl JobRequest {
 }
 
 /// `tracer job render`: the Job, checked; it needs no cluster, so no `--pod`.
-pub fn job_render_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, UsageError> {
+fn job_render_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, UsageError> {
     let request = job_request(args.spec)?;
     match &request.target {
         JobTarget::Node(node) => Ok(request.spec(node, None)),
@@ -171,7 +171,7 @@ fn parse_job_pod(text: &str) -> Result<JobTarget, UsageError> {
 }
 
 /// A name of an existing Job (`job logs`, `job delete`), checked before asking the API.
-pub fn job_name_arg(name: &str) -> Result<(), UsageError> {
+fn job_name_arg(name: &str) -> Result<(), UsageError> {
     if is_dns_label(name) {
         Ok(())
     } else {
@@ -179,17 +179,101 @@ pub fn job_name_arg(name: &str) -> Result<(), UsageError> {
     }
 }
 
-/// `--kubeconfig` of the job commands: a file that is not there is bad input, as for the pod
-/// source.
-pub fn kube_api_arg(args: &super::KubeApiArgs) -> Result<(), UsageError> {
-    match &args.kubeconfig {
-        Some(path) if !path.is_file() => Err(UsageError(format!("--kubeconfig {}: no such file", path.display()))),
-        _ => Ok(()),
+/// How `job run`, `logs`, `list` and `delete` reach the Kubernetes API.
+#[derive(Debug, Clone)]
+pub struct KubeApiConfig {
+    /// `--kubeconfig`, a file that exists; None: in-cluster, KUBECONFIG, ~/.kube/config.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl KubeApiConfig {
+    /// A `--kubeconfig` that is not there is bad input, as for the pod source.
+    pub fn from_args(args: KubeApiArgs) -> Result<Self, UsageError> {
+        match args.kubeconfig {
+            Some(path) if !path.is_file() => Err(UsageError(format!("--kubeconfig {}: no such file", path.display()))),
+            kubeconfig => Ok(Self { kubeconfig }),
+        }
+    }
+}
+
+/// `tracer job ...`, checked: bad input stops here, before anything is asked of the API.
+#[derive(Debug, Clone)]
+pub enum JobConfig {
+    /// `job render`: the Job on a named node (no cluster to find a pod's node).
+    Render(crate::job::JobSpec),
+    Run(JobRunConfig),
+    Logs(JobLogsConfig),
+    List(JobListConfig),
+    Delete(JobDeleteConfig),
+}
+
+/// `tracer job run`.
+#[derive(Debug, Clone)]
+pub struct JobRunConfig {
+    pub request: JobRequest,
+    pub api: KubeApiConfig,
+    pub output: OutputFormat,
+    /// Create the Job and return without following it.
+    pub detach: bool,
+}
+
+/// `tracer job logs`.
+#[derive(Debug, Clone)]
+pub struct JobLogsConfig {
+    pub namespace: String,
+    pub name: String,
+    pub api: KubeApiConfig,
+    pub output: OutputFormat,
+}
+
+/// `tracer job list`.
+#[derive(Debug, Clone)]
+pub struct JobListConfig {
+    /// None: every namespace (`-A`).
+    pub namespace: Option<String>,
+    pub api: KubeApiConfig,
+    pub output: OutputFormat,
+}
+
+/// `tracer job delete`.
+#[derive(Debug, Clone)]
+pub struct JobDeleteConfig {
+    pub namespace: String,
+    /// Every one a valid Job name: one bad name refuses them all, so none is half-deleted.
+    pub names: Vec<String>,
+    pub api: KubeApiConfig,
+}
+
+impl JobConfig {
+    /// Checks every `job` subcommand's input as far as it can be without a cluster.
+    pub fn from_args(args: JobArgs) -> Result<Self, UsageError> {
+        Ok(match args.action {
+            JobAction::Render(a) => Self::Render(job_render_spec(a)?),
+            JobAction::Run(a) => {
+                let request = job_request(a.spec)?;
+                Self::Run(JobRunConfig { request, api: KubeApiConfig::from_args(a.api)?, output: a.output, detach: a.detach })
+            }
+            JobAction::Logs(a) => {
+                namespace_arg(&a.namespace)?;
+                job_name_arg(&a.name)?;
+                Self::Logs(JobLogsConfig { api: KubeApiConfig::from_args(a.api)?, namespace: a.namespace, name: a.name, output: a.output })
+            }
+            JobAction::List(a) => {
+                namespace_arg(&a.namespace)?;
+                let namespace = (!a.all_namespaces).then_some(a.namespace);
+                Self::List(JobListConfig { api: KubeApiConfig::from_args(a.api)?, namespace, output: a.output })
+            }
+            JobAction::Delete(a) => {
+                namespace_arg(&a.namespace)?;
+                a.names.iter().try_for_each(|n| job_name_arg(n))?;
+                Self::Delete(JobDeleteConfig { api: KubeApiConfig::from_args(a.api)?, namespace: a.namespace, names: a.names })
+            }
+        })
     }
 }
 
 /// `--namespace`, checked.
-pub fn namespace_arg(namespace: &str) -> Result<(), UsageError> {
+fn namespace_arg(namespace: &str) -> Result<(), UsageError> {
     if is_dns_label(namespace) {
         Ok(())
     } else {
@@ -198,7 +282,7 @@ pub fn namespace_arg(namespace: &str) -> Result<(), UsageError> {
 }
 
 /// The Job of `job render` or `job run`, checked as far as it can be without a cluster.
-pub fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
+fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
     let duration = parse_duration(&args.duration)
         .map_err(|_| UsageError(format!("--duration {}: expected a duration such as 30s or 5m", args.duration)))?;
     if duration < Duration::from_secs(1) {
@@ -691,6 +775,27 @@ mod tests {
         assert!(job_render_spec(super::super::JobRenderArgs { spec: a.clone() }).is_err(), "render needs no cluster, so no --pod");
         a.pod = Some("web-0".into());
         assert!(job_request(a).is_err(), "--pod without a namespace");
+    }
+
+    #[test]
+    fn job_subcommands_are_checked_into_a_config() {
+        let config = |argv: &[&str]| {
+            let cli = <super::super::Cli as clap::Parser>::try_parse_from(["tracer", "job"].iter().chain(argv)).expect("parses");
+            match cli.command {
+                super::super::Command::Job(args) => JobConfig::from_args(args),
+                other => panic!("not a job command: {other:?}"),
+            }
+        };
+        assert!(matches!(config(&["list", "-A"]), Ok(JobConfig::List(JobListConfig { namespace: None, .. }))));
+        assert!(matches!(config(&["list"]), Ok(JobConfig::List(JobListConfig { namespace: Some(ns), .. })) if ns == "kube-system"));
+        let Ok(JobConfig::Run(run)) = config(&["run", "--pod", "shop/web-0", "--detach", "--", "drops"]) else { panic!("a valid run") };
+        assert_eq!(run.request.target, JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() });
+        assert!(run.detach && run.api.kubeconfig.is_none());
+        assert!(matches!(config(&["render", "--node", "n1", "--", "drops"]), Ok(JobConfig::Render(spec)) if spec.node == "n1"));
+        assert!(config(&["delete", "ok-name", "Bad_Name"]).is_err(), "one bad name refuses them all");
+        assert!(config(&["logs", "Not_A_Name"]).is_err());
+        let missing = config(&["logs", "tracer-x", "--kubeconfig", "/nonexistent/kubeconfig"]).map(drop).expect_err("no such file");
+        assert!(missing.0.contains("--kubeconfig /nonexistent/kubeconfig: no such file"), "{missing}");
     }
 
     #[test]

@@ -9,7 +9,6 @@
 
 use std::{
     io::{self, Write as _},
-    path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -25,15 +24,16 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::{OutputFormat, config::{JobRequest, JobTarget}},
+    cli::{
+        OutputFormat,
+        config::{JobDeleteConfig, JobListConfig, JobLogsConfig, JobRunConfig, JobTarget, KubeApiConfig},
+    },
     diagnose::report_text,
-    job::{self, CONTAINER, DEADLINE_SLACK_S},
+    job::{self, CONTAINER, DEADLINE_SLACK_S, JobSpec},
     output::{json::event_text, table::TIMELINE_HEADER, write_line},
     pods::kube::{client, describe},
 };
 
-/// Labels every tracer Job carries (job.rs), to list them.
-const JOB_LABELS: &str = "app.kubernetes.io/name=tracer,app.kubernetes.io/component=trace-job";
 /// How often the pod is looked at while it starts.
 const POLL: Duration = Duration::from_secs(1);
 /// After the log ends, how long the kubelet has to report the container's exit.
@@ -80,22 +80,38 @@ fn api_code(err: &kube::Error) -> Option<u16> {
     }
 }
 
-async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    Ok(client(kubeconfig).await?.0)
+async fn connect(api: &KubeApiConfig) -> anyhow::Result<Client> {
+    Ok(client(api.kubeconfig.as_deref()).await?.0)
+}
+
+/// Writes `out` to stdout; a reader that went away (`| head`) is not an error.
+fn print(out: &str) -> anyhow::Result<()> {
+    match io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// `tracer job render`: the Job's manifest on stdout, as YAML.
+pub fn render(spec: &JobSpec) -> anyhow::Result<ExitCode> {
+    let yaml = job::to_yaml(&job::manifest(spec)).with_context(|| format!("job {}/{}", spec.namespace, spec.name))?;
+    print(&yaml)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `tracer job run`.
-pub async fn run(request: JobRequest, kubeconfig: Option<PathBuf>, output: OutputFormat, detach: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
+    let JobRunConfig { request, api, output, detach } = config;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let client = connect(kubeconfig.as_deref()).await?;
+    let client = connect(&api).await?;
     let node = match &request.target {
         JobTarget::Node(node) => node.clone(),
         JobTarget::Pod { namespace, name } => node_of_pod(&client, namespace, name).await?,
     };
     let spec = request.spec(&node, request.name.is_none().then(random_suffix).as_deref());
     let (namespace, name) = (spec.namespace.clone(), spec.name.clone());
-    let job: Job = serde_json::from_value(job::manifest(&spec)).context("the rendered Job does not fit the Job API type")?;
+    let job = job::manifest(&spec);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     match jobs.create(&PostParams::default(), &job).await {
         Ok(_) => {}
@@ -165,8 +181,10 @@ fn random_suffix() -> String {
 }
 
 /// `tracer job logs`.
-pub async fn logs(namespace: &str, name: &str, kubeconfig: Option<PathBuf>, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let client = connect(kubeconfig.as_deref()).await?;
+pub async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
+    let JobLogsConfig { namespace, name, api, output } = config;
+    let (namespace, name) = (namespace.as_str(), name.as_str());
+    let client = connect(&api).await?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let job = match jobs.get(name).await {
         Ok(job) => job,
@@ -353,14 +371,16 @@ impl LogPrinter {
 }
 
 /// `tracer job list`.
-pub async fn list(namespace: Option<&str>, kubeconfig: Option<PathBuf>, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let client = connect(kubeconfig.as_deref()).await?;
+pub async fn list(config: JobListConfig) -> anyhow::Result<ExitCode> {
+    let JobListConfig { namespace, api, output } = config;
+    let namespace = namespace.as_deref();
+    let client = connect(&api).await?;
     let jobs: Api<Job> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
     let list = jobs
-        .list(&ListParams::default().labels(JOB_LABELS))
+        .list(&ListParams::default().labels(&job_labels()))
         .await
         .map_err(|e| api_error("listing tracer jobs in", namespace.unwrap_or("*"), "", &e))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
@@ -369,11 +389,13 @@ pub async fn list(namespace: Option<&str>, kubeconfig: Option<PathBuf>, output: 
         OutputFormat::Json => serde_json::to_string_pretty(&rows).context("encoding the list")? + "\n",
         OutputFormat::Table => list_table(&rows, namespace.is_none()),
     };
-    match io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout")?,
-        _ => {}
-    }
+    print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The label selector of every tracer Job (job.rs puts the labels on them).
+fn job_labels() -> String {
+    job::LABELS.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// One Job as `job list` shows it.
@@ -440,19 +462,20 @@ fn age_text(s: i64) -> String {
 }
 
 /// `tracer job delete`: every name is tried; the exit code says whether all went.
-pub async fn delete(namespace: &str, names: &[String], kubeconfig: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let client = connect(kubeconfig.as_deref()).await?;
-    let jobs: Api<Job> = Api::namespaced(client, namespace);
+pub async fn delete(config: JobDeleteConfig) -> anyhow::Result<ExitCode> {
+    let JobDeleteConfig { namespace, names, api } = config;
+    let client = connect(&api).await?;
+    let jobs: Api<Job> = Api::namespaced(client, &namespace);
     let mut failed = 0;
-    for name in names {
+    for name in &names {
         match jobs.delete(name, &DeleteParams::background()).await {
             Ok(_) => println!("job {namespace}/{name} deleted"),
             Err(e) => {
                 failed += 1;
                 let err = if api_code(&e) == Some(404) {
-                    JobError::NotFound { namespace: namespace.into(), name: name.clone() }
+                    JobError::NotFound { namespace: namespace.clone(), name: name.clone() }
                 } else {
-                    api_error("deleting job", namespace, name, &e)
+                    api_error("deleting job", &namespace, name, &e)
                 };
                 eprintln!("tracer: error: {err}");
             }
@@ -483,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_job_summary_names_node_command_and_state() {
-        let spec = crate::job::JobSpec {
+        let spec = JobSpec {
             name: "tracer-drops-n1".into(),
             namespace: "kube-system".into(),
             node: "n1".into(),
@@ -491,7 +514,7 @@ mod tests {
             args: vec!["drops".into(), "-o".into(), "json".into()],
             duration: Duration::from_secs(30),
         };
-        let mut job: Job = serde_json::from_value(crate::job::manifest(&spec)).expect("the manifest is a Job");
+        let mut job = job::manifest(&spec);
         let row = job_summary(&job, 0);
         assert_eq!((row["node"].as_str(), row["command"].as_str(), row["state"].as_str()), (Some("n1"), Some("drops -o json"), Some("pending")));
         job.status = serde_json::from_value(json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]})).ok();
