@@ -350,7 +350,93 @@ fn summary(probe: &str, counts: KernelCounts, read: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use tracer_common::event::kind;
+
     use super::*;
+    use crate::{
+        events::{Detail, Flow, TcpDetail},
+        kernel::hooks::HookSupport,
+        probes::{CannotRun, CheckRow},
+    };
+
+    /// The smallest family: what a new one implements. It decodes every record into an event
+    /// stamped with the record's kind and makes one event per tick.
+    struct Stub {
+        id: FamilyId,
+    }
+
+    impl Family for Stub {
+        fn id(&self) -> FamilyId {
+            self.id
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn plan(&mut self, _ctx: &mut PlanContext<'_>) -> Result<(), PlanError> {
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            format!("stub {}", self.id.name())
+        }
+
+        fn configure(&self, _globals: &mut Globals) -> Result<(), CannotRun> {
+            Ok(())
+        }
+
+        fn attach(&mut self, _ebpf: &mut Ebpf, _ctx: &AttachContext<'_>) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        fn decode(&mut self, header: &EventHeader, _bytes: &[u8]) -> Option<Event> {
+            Some(event(i128::from(header.kind)))
+        }
+
+        fn tick(&mut self, now: i128) -> Vec<Event> {
+            vec![event(now)]
+        }
+
+        fn check_row(&self, planned: &Result<(), String>, _privileged: bool, _hooks: &BTreeMap<&'static str, HookSupport>) -> CheckRow {
+            CheckRow::not_running(self.id.command(), planned.clone().err().unwrap_or_default())
+        }
+    }
+
+    fn event(ts: i128) -> Event {
+        Event {
+            ts_unix_ns: ts,
+            flow: Flow::default(),
+            netns: None,
+            ifindex: None,
+            ifname: None,
+            src_pod: None,
+            dst_pod: None,
+            netns_pod: None,
+            detail: Detail::Retransmit(TcpDetail { state: None, count: 0, direction: None, duration_ms: None }),
+        }
+    }
+
+    fn header(kind: u16) -> EventHeader {
+        EventHeader { ts_ns: 0, kind, cpu: 0, _pad: [0; 4] }
+    }
+
+    #[test]
+    fn records_go_to_the_family_of_their_kind_and_are_counted_there() {
+        let mut families: Vec<Box<dyn Family>> = vec![Box::new(Stub { id: FamilyId::Tcp }), Box::new(Stub { id: FamilyId::Nat })];
+        let mut read = vec![0; families.len()];
+        let mut decoders = Decoders { families: &mut families, read: &mut read };
+        for k in [kind::RETRANSMIT, kind::RESET, kind::NAT, kind::CONNECT_FAIL] {
+            assert_eq!(decoders.decode(&header(k), &[]).map(|e| e.ts_unix_ns), Some(i128::from(k)));
+        }
+        // A family that is not running gets nothing, and nothing is counted for it.
+        assert!(decoders.decode(&header(kind::DROP), &[]).is_none());
+        assert!(decoders.decode(&header(999), &[]).is_none());
+        assert_eq!(decoders.tick(7).len(), 2, "every family ticks");
+        assert_eq!(read, [3, 1]);
+    }
 
     #[test]
     fn summary_accounts_for_every_event() {

@@ -945,15 +945,19 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
     Outcome { name: release.to_string(), passed, lines, brief, skipped: skipped.into_iter().collect(), ..Outcome::default() }
 }
 
+/// The integration-test binaries (tests/tests/*.rs) run inside each VM: `check` and `lab`, each
+/// probe family's own (named after its command, from the family registry), and `diagnose`.
+fn test_binary_names() -> Vec<&'static str> {
+    let families = tracer_common::family::FamilyId::ALL.map(|f| f.command());
+    ["check", "lab"].into_iter().chain(families).chain(["diagnose"]).collect()
+}
 
-/// The integration-test binaries (tests/tests/*.rs) run inside each VM.
-const TEST_BINARIES: &[&str] = &["check", "drops", "lab", "retrans", "nat", "mtu", "diagnose"];
-
-/// The newest executable of each of [`TEST_BINARIES`] under target/release/deps, built first
+/// The newest executable of each of [`test_binary_names`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.
 pub fn test_binaries(ws: &Path, no_build: bool, only: &[String]) -> anyhow::Result<Vec<PathBuf>> {
-    if let Some(unknown) = only.iter().find(|o| !TEST_BINARIES.contains(&o.as_str())) {
-        anyhow::bail!("--test {unknown}: not one of the VM's test binaries ({})", TEST_BINARIES.join(", "));
+    let names = test_binary_names();
+    if let Some(unknown) = only.iter().find(|o| !names.contains(&o.as_str())) {
+        anyhow::bail!("--test {unknown}: not one of the VM's test binaries ({})", names.join(", "));
     }
     if !no_build {
         crate::run(
@@ -964,7 +968,7 @@ pub fn test_binaries(ws: &Path, no_build: bool, only: &[String]) -> anyhow::Resu
     }
     let deps = ws.join("target/release/deps");
     let mut found = Vec::new();
-    for stem in TEST_BINARIES.iter().filter(|t| only.is_empty() || only.iter().any(|o| o == *t)) {
+    for stem in names.iter().filter(|t| only.is_empty() || only.iter().any(|o| o == *t)) {
         let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
         for e in fs::read_dir(&deps)? {
             let p = e?.path();
