@@ -76,8 +76,7 @@ fn pods_lists_the_sandboxes_with_names_ips_and_netns() {
         assert_eq!(p["netns"].as_u64(), Some(pod.netns_inode), "{p}");
         assert_eq!(p["host_network"], false, "{p}");
         assert_eq!(p["source"], "cri", "{p}");
-        let labels: serde_json::Map<String, Value> =
-            pod.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let labels: serde_json::Map<String, Value> = pod.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         assert_eq!(p["labels"], Value::Object(labels), "{p}");
         assert!(p["created"].as_str().is_some_and(|c| parse_rfc3339_nanos(c).is_some()), "{p}");
     }

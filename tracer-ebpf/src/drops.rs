@@ -99,11 +99,7 @@ pub fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
     let skb = read_slot(base, config!(skb_arg))?;
     let location = read_slot(base, config!(location_arg))?;
     let reason_off = config!(reason_arg);
-    let reason = if reason_off == DropConfig::ABSENT {
-        0
-    } else {
-        kernel::read::<u32>(base, reason_off as usize)?
-    };
+    let reason = if reason_off == DropConfig::ABSENT { 0 } else { kernel::read::<u32>(base, reason_off as usize)? };
     record(skb as *const u8, location, reason)
 }
 

@@ -16,14 +16,8 @@ static POD_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_POD_NETNS, 0)
 
 /// Set by the loader before load; all zero matches everything.
 #[unsafe(no_mangle)]
-static FLOW_FILTER: FlowFilter = FlowFilter {
-    cidrs: [Cidr { net: [0; 4], mask: [0; 4], family: 0, _pad: [0; 3] };
-        MAX_CIDRS],
-    n_cidrs: 0,
-    port: 0,
-    proto: 0,
-    pods: 0,
-};
+static FLOW_FILTER: FlowFilter =
+    FlowFilter { cidrs: [Cidr { net: [0; 4], mask: [0; 4], family: 0, _pad: [0; 3] }; MAX_CIDRS], n_cidrs: 0, port: 0, proto: 0, pods: 0 };
 
 macro_rules! filter_field {
     ($($path:tt)+) => {

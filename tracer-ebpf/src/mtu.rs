@@ -5,10 +5,10 @@
 
 use aya_ebpf::{
     EbpfContext,
-    macros::map,
-    maps::PerCpuArray,
     bindings::{bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_hdr_start_off::BPF_HDR_START_NET},
     helpers::{bpf_check_mtu, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_skb_load_bytes_relative},
+    macros::map,
+    maps::PerCpuArray,
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
@@ -76,12 +76,8 @@ fn submit(event: &mut MtuEvent, what: u8, at: u8) {
     event.event = what;
     event.hook = at;
     // SAFETY: helpers without preconditions.
-    event.header = EventHeader {
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        kind: kind::MTU,
-        cpu: unsafe { bpf_get_smp_processor_id() } as u16,
-        _pad: [0; 4],
-    };
+    event.header =
+        EventHeader { ts_ns: unsafe { bpf_ktime_get_boot_ns() }, kind: kind::MTU, cpu: unsafe { bpf_get_smp_processor_id() } as u16, _pad: [0; 4] };
     emit::output(kind::MTU, event);
 }
 
@@ -273,15 +269,8 @@ impl Bytes for TcBytes<'_> {
     fn load<T>(&self, off: usize) -> Option<T> {
         let mut value = core::mem::MaybeUninit::<T>::uninit();
         // SAFETY: the helper writes exactly size_of::<T>() bytes into `value` or fails.
-        let ret = unsafe {
-            bpf_skb_load_bytes_relative(
-                self.0.as_ptr(),
-                off as u32,
-                value.as_mut_ptr().cast(),
-                size_of::<T>() as u32,
-                BPF_HDR_START_NET,
-            )
-        };
+        let ret =
+            unsafe { bpf_skb_load_bytes_relative(self.0.as_ptr(), off as u32, value.as_mut_ptr().cast(), size_of::<T>() as u32, BPF_HDR_START_NET) };
         // SAFETY: ret == 0 means every byte was written.
         (ret == 0).then(|| unsafe { value.assume_init() })
     }
@@ -289,15 +278,7 @@ impl Bytes for TcBytes<'_> {
     #[inline(always)]
     fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()> {
         // SAFETY: the helper writes at most dst.len() bytes into dst.
-        let ret = unsafe {
-            bpf_skb_load_bytes_relative(
-                self.0.as_ptr(),
-                off as u32,
-                dst.as_mut_ptr().cast(),
-                dst.len() as u32,
-                BPF_HDR_START_NET,
-            )
-        };
+        let ret = unsafe { bpf_skb_load_bytes_relative(self.0.as_ptr(), off as u32, dst.as_mut_ptr().cast(), dst.len() as u32, BPF_HDR_START_NET) };
         (ret == 0).then_some(())
     }
 }

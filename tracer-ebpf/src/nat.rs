@@ -15,7 +15,11 @@ use tracer_common::{
     nat::{MAX_NAT_CONNS, NatConfig, NatEvent, NatSeen},
 };
 
-use crate::{emit, filter, kernel::{read, read_buf, tp_btf_arg}, skb};
+use crate::{
+    emit, filter,
+    kernel::{read, read_buf, tp_btf_arg},
+    skb,
+};
 
 #[unsafe(no_mangle)]
 static NAT_CONFIG: NatConfig = NatConfig {

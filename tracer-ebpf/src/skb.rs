@@ -1,10 +1,7 @@
 //! Parsing a `struct sk_buff *` seen from a tracing program: device, namespace and the flow from
 //! the packet's own headers. Offsets come from [`crate::kernel::OFFSETS`].
 
-use tracer_common::flow::{
-    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP, RawFlow,
-};
+use tracer_common::flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow};
 
 use crate::kernel::{netns_inum, offset, read, read_buf};
 

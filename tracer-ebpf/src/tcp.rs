@@ -121,12 +121,7 @@ fn emit(kind: u16, ts: u64, flow: &RawFlow, netns: u32, tcp_state: u8, count: u3
     // SAFETY: `ev` points at a reserved record of the right size; every field is written before
     // it is submitted.
     unsafe {
-        (*ev).header = EventHeader {
-            ts_ns: ts,
-            kind,
-            cpu: bpf_get_smp_processor_id() as u16,
-            _pad: [0; 4],
-        };
+        (*ev).header = EventHeader { ts_ns: ts, kind, cpu: bpf_get_smp_processor_id() as u16, _pad: [0; 4] };
         (*ev).flow = *flow;
         (*ev).netns = netns;
         (*ev).count = count;
@@ -214,13 +209,7 @@ pub fn try_send_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let incoming = skb::flow(skb);
-    let flow = RawFlow {
-        saddr: incoming.daddr,
-        daddr: incoming.saddr,
-        sport: incoming.dport,
-        dport: incoming.sport,
-        ..incoming
-    };
+    let flow = RawFlow { saddr: incoming.daddr, daddr: incoming.saddr, sport: incoming.dport, dport: incoming.sport, ..incoming };
     let device = skb::device(skb);
     reset(flow, device.netns, state::CLOSE, direction::SENT);
     Ok(())

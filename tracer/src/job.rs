@@ -7,8 +7,8 @@ use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec as BatchJobSpec},
         core::v1::{
-            Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, PodSpec,
-            PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+            Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements,
+            SecurityContext, Toleration, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
@@ -54,24 +54,15 @@ pub fn capabilities(args: &[String]) -> Vec<&'static str> {
     // `--iface NETNS:DEV` makes tracer attach inside another namespace: setns(2).
     let ifaces = args.windows(2).filter(|w| w[0] == "--iface").map(|w| w[1].as_str());
     let other_namespace = ifaces.chain(args.iter().filter_map(|a| a.strip_prefix("--iface="))).any(|i| i.contains(':'));
-    crate::probes::CommandId::parse(command)
-        .map(|c| c.needs(other_namespace))
-        .unwrap_or_default()
-        .iter()
-        .map(|n| n.cap.k8s_name())
-        .collect()
+    crate::probes::CommandId::parse(command).map(|c| c.needs(other_namespace)).unwrap_or_default().iter().map(|n| n.cap.k8s_name()).collect()
 }
 
 /// The Job manifest.
 pub fn manifest(spec: &JobSpec) -> Job {
     let labels = || Some(LABELS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>());
     let quantities = |pairs: [(&str, &str); 2]| Some(pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect());
-    let read_only_mount = |name: &str, path: &str| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    };
+    let read_only_mount =
+        |name: &str, path: &str| VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() };
     let host_path = |name: &str, path: &str, kind: &str| Volume {
         name: name.into(),
         host_path: Some(HostPathVolumeSource { path: path.into(), type_: Some(kind.into()) }),
@@ -97,10 +88,7 @@ pub fn manifest(spec: &JobSpec) -> Job {
             privileged: Some(false),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: Some(capabilities.iter().map(|c| c.to_string()).collect()),
-            }),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: Some(capabilities.iter().map(|c| c.to_string()).collect()) }),
             ..SecurityContext::default()
         }),
         resources: Some(ResourceRequirements {
@@ -108,10 +96,7 @@ pub fn manifest(spec: &JobSpec) -> Job {
             limits: quantities([("cpu", "1"), ("memory", "256Mi")]),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![
-            read_only_mount("btf", "/sys/kernel/btf"),
-            read_only_mount("cri", "/run/containerd/containerd.sock"),
-        ]),
+        volume_mounts: Some(vec![read_only_mount("btf", "/sys/kernel/btf"), read_only_mount("cri", "/run/containerd/containerd.sock")]),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -127,29 +112,18 @@ pub fn manifest(spec: &JobSpec) -> Job {
         // Tainted nodes (control plane, NoExecute) are where problems hide too.
         tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Toleration::default() }]),
         containers: vec![container],
-        volumes: Some(vec![
-            host_path("btf", "/sys/kernel/btf", "Directory"),
-            host_path("cri", "/run/containerd/containerd.sock", "Socket"),
-        ]),
+        volumes: Some(vec![host_path("btf", "/sys/kernel/btf", "Directory"), host_path("cri", "/run/containerd/containerd.sock", "Socket")]),
         ..PodSpec::default()
     };
     // --duration is at most a year (cli::config::parse_duration): it fits.
     let deadline = i64::try_from(spec.duration.as_secs() + DEADLINE_SLACK_S).unwrap_or(i64::MAX);
     Job {
-        metadata: ObjectMeta {
-            name: Some(spec.name.clone()),
-            namespace: Some(spec.namespace.clone()),
-            labels: labels(),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(spec.name.clone()), namespace: Some(spec.namespace.clone()), labels: labels(), ..ObjectMeta::default() },
         spec: Some(BatchJobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(deadline),
             ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED_S),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: labels(), ..ObjectMeta::default() }),
-                spec: Some(pod),
-            },
+            template: PodTemplateSpec { metadata: Some(ObjectMeta { labels: labels(), ..ObjectMeta::default() }), spec: Some(pod) },
             ..BatchJobSpec::default()
         }),
         status: None,

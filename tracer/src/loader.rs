@@ -91,9 +91,7 @@ pub fn read_counts_of(ebpf: &Ebpf, kinds: &[u16]) -> anyhow::Result<KernelCounts
 pub fn read_counts(ebpf: &Ebpf, kind: u16) -> anyhow::Result<KernelCounts> {
     let map = ebpf.map("COUNTERS").context("COUNTERS map missing")?;
     let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-    let sum = |slot| -> anyhow::Result<u64> {
-        Ok(counters.get(&counter::index(kind, slot), 0)?.iter().sum())
-    };
+    let sum = |slot| -> anyhow::Result<u64> { Ok(counters.get(&counter::index(kind, slot), 0)?.iter().sum()) };
     Ok(KernelCounts { matched: sum(counter::MATCHED)?, lost: sum(counter::LOST)? })
 }
 

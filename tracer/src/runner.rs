@@ -18,7 +18,10 @@ use tracer_common::event::EventHeader;
 use crate::{
     events::Event,
     output::Sink,
-    pods::{layer::{MAX_HOLD, PodLayer}, now_unix_ns},
+    pods::{
+        layer::{MAX_HOLD, PodLayer},
+        now_unix_ns,
+    },
 };
 
 /// When to stop besides a signal.
@@ -84,22 +87,14 @@ pub fn ring(ebpf: &mut Ebpf) -> anyhow::Result<Ring> {
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring buffer, so the fd stays open
     // for as long as it is registered.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("polling the ring buffer")
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1).context("polling the ring buffer")
 }
 
 /// Runs until a stop condition; `pipeline` turns raw records into events, `pods` names their
 /// pods. An event newer than what the pod registry knows is held back until the source catches
 /// up (at most [`MAX_HOLD`]), so a pod created a moment ago is named, and an address it took over
 /// is not given the old pod's name.
-pub async fn run(
-    ring: &mut Ring,
-    stop: Stop,
-    sink: &mut dyn Sink,
-    pods: &mut PodLayer,
-    pipeline: &mut dyn Pipeline,
-) -> anyhow::Result<Delivered> {
+pub async fn run(ring: &mut Ring, stop: Stop, sink: &mut dyn Sink, pods: &mut PodLayer, pipeline: &mut dyn Pipeline) -> anyhow::Result<Delivered> {
     let Waits { mut sigint, mut sigterm, deadline } = waits(stop.duration)?;
     let mut out = Output { stop, sink, delivered: Delivered::default(), held: VecDeque::new() };
     let mut hold_check = interval(MAX_HOLD / 4);

@@ -130,12 +130,7 @@ fn release_startup_memory() {
 impl Session {
     /// Plans, loads and attaches `families` for `command`; prints the `attached` line.
     /// `other_namespace`: some family attaches inside another network namespace.
-    pub async fn start(
-        command: CommandId,
-        families: Vec<Box<dyn Family>>,
-        trace: &TraceConfig,
-        other_namespace: bool,
-    ) -> anyhow::Result<Session> {
+    pub async fn start(command: CommandId, families: Vec<Box<dyn Family>>, trace: &TraceConfig, other_namespace: bool) -> anyhow::Result<Session> {
         let alone = command.alone();
         require_privileges(command, other_namespace)?;
         let mut families = families;

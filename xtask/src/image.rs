@@ -140,11 +140,7 @@ impl Tar {
 
 /// Hex SHA-256 of `data`, by coreutils' sha256sum (no hashing crate in the workspace).
 fn sha256(data: &[u8]) -> anyhow::Result<String> {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running sha256sum")?;
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("running sha256sum")?;
     let mut stdin = child.stdin.take().context("sha256sum stdin")?;
     // Megabytes through a 64 KiB pipe: written from another thread while this one waits.
     let data = data.to_vec();
@@ -184,7 +180,8 @@ mod tests {
 
     #[test]
     fn layers_list_each_parent_directory_once() {
-        let files = vec![("lib/x/a.so".to_string(), 0o755, vec![1]), ("lib/x/b.so".to_string(), 0o755, vec![2]), ("tracer".to_string(), 0o755, vec![3])];
+        let files =
+            vec![("lib/x/a.so".to_string(), 0o755, vec![1]), ("lib/x/b.so".to_string(), 0o755, vec![2]), ("tracer".to_string(), 0o755, vec![3])];
         let tar = layer_tar(&files).expect("layer");
         let names: Vec<String> = tar
             .chunks(512)

@@ -119,12 +119,15 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             let bin = build_tracer()?;
             let mut totals = Totals::default();
-            let unit = run_tests(cargo().args(["test", "--release", "--no-fail-fast", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
+            let unit =
+                run_tests(cargo().args(["test", "--release", "--no-fail-fast", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
             if !unit_only && unit.is_ok() {
                 // After the unit tests: the image must hold the very binary the tests run.
                 let image = build_image(&bin, DEFAULT_IMAGE_TAG)?;
                 let mut cmd = cargo();
-                cmd.args(["test", "--release", "--no-fail-fast", "-p", "tracer-tests", "--tests"]).env("TRACER_BIN", &bin).env("TRACER_IMAGE", &image);
+                cmd.args(["test", "--release", "--no-fail-fast", "-p", "tracer-tests", "--tests"])
+                    .env("TRACER_BIN", &bin)
+                    .env("TRACER_IMAGE", &image);
                 // In CI a privileged test that cannot run is a failure, not a skip.
                 if env::var_os("CI").is_some() {
                     cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");

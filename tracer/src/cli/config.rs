@@ -7,9 +7,11 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{AllProbesArgs, DiagnoseArgs, ServeArgs, DropsArgs, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{
+    AllProbesArgs, DiagnoseArgs, DropsArgs, HookChoice, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, OutputFormat, PodSelectArgs,
+    PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
+};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
-
 pub use crate::session::TraceConfig;
 
 /// `tracer retrans`.
@@ -26,9 +28,7 @@ impl RetransConfig {
             return Err(UsageError("--count counts streamed events; --top streams none (use --duration)".into()));
         }
         let interval = match &args.interval {
-            Some(text) => parse_duration(text).map_err(|_| {
-                UsageError(format!("--interval {text}: expected a duration such as 500ms, 2s or 1m"))
-            })?,
+            Some(text) => parse_duration(text).map_err(|_| UsageError(format!("--interval {text}: expected a duration such as 500ms, 2s or 1m")))?,
             None => Duration::from_secs(1),
         };
         if interval < Duration::from_millis(100) {
@@ -111,7 +111,10 @@ const JOB_COMMANDS: &[&str] = &["drops", "retrans", "nat", "mtu", "watch", "diag
 pub enum JobTarget {
     Node(String),
     /// The node of this pod, which only the API knows.
-    Pod { namespace: String, name: String },
+    Pod {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// A Job to render or create, checked; the node of a `--pod` target is filled in later.
@@ -154,29 +157,23 @@ fn job_render_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, Us
     let request = job_request(args.spec)?;
     match &request.target {
         JobTarget::Node(node) => Ok(request.spec(node, None)),
-        JobTarget::Pod { .. } => Err(UsageError(
-            "job render --pod: finding the pod's node needs the cluster; pass --node, or use `job run --pod`".into(),
-        )),
+        JobTarget::Pod { .. } => {
+            Err(UsageError("job render --pod: finding the pod's node needs the cluster; pass --node, or use `job run --pod`".into()))
+        }
     }
 }
 
 /// `ns/name` of `--pod`, checked as names.
 fn parse_job_pod(text: &str) -> Result<JobTarget, UsageError> {
     match text.split_once('/') {
-        Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
-            Ok(JobTarget::Pod { namespace: ns.into(), name: name.into() })
-        }
+        Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => Ok(JobTarget::Pod { namespace: ns.into(), name: name.into() }),
         _ => Err(UsageError(format!("--pod {text:?}: expected NAMESPACE/NAME"))),
     }
 }
 
 /// A name of an existing Job (`job logs`, `job delete`), checked before asking the API.
 fn job_name_arg(name: &str) -> Result<(), UsageError> {
-    if is_dns_label(name) {
-        Ok(())
-    } else {
-        Err(UsageError(format!("{name:?}: not a Job name (lower-case letters, digits and `-`, at most 63)")))
-    }
+    if is_dns_label(name) { Ok(()) } else { Err(UsageError(format!("{name:?}: not a Job name (lower-case letters, digits and `-`, at most 63)"))) }
 }
 
 /// How `job run`, `logs`, `list` and `delete` reach the Kubernetes API.
@@ -283,8 +280,8 @@ fn namespace_arg(namespace: &str) -> Result<(), UsageError> {
 
 /// The Job of `job render` or `job run`, checked as far as it can be without a cluster.
 fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
-    let duration = parse_duration(&args.duration)
-        .map_err(|_| UsageError(format!("--duration {}: expected a duration such as 30s or 5m", args.duration)))?;
+    let duration =
+        parse_duration(&args.duration).map_err(|_| UsageError(format!("--duration {}: expected a duration such as 30s or 5m", args.duration)))?;
     if duration < Duration::from_secs(1) {
         return Err(UsageError("--duration: at least 1s".into()));
     }
@@ -377,9 +374,10 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn from_args(args: ServeArgs) -> Result<Self, UsageError> {
-        let metrics = args.metrics.parse().map_err(|_| {
-            UsageError(format!("--metrics {}: expected IP:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464", args.metrics))
-        })?;
+        let metrics = args
+            .metrics
+            .parse()
+            .map_err(|_| UsageError(format!("--metrics {}: expected IP:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464", args.metrics)))?;
         if args.max_series == 0 {
             return Err(UsageError("--max-series: at least 1".into()));
         }
@@ -392,8 +390,7 @@ impl ServeConfig {
 }
 
 fn parse_reply_timeout(text: &str) -> Result<Duration, UsageError> {
-    parse_duration(text)
-        .map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
+    parse_duration(text).map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
 }
 
 pub use crate::probes::mtu::IfaceChoice;
@@ -436,8 +433,7 @@ impl PodsCommandConfig {
 /// `--pods-from` and friends plus the selection, checked.
 pub fn pods_config(source: PodSourceArgs, select: PodSelectArgs, wait: bool) -> Result<PodsConfig, UsageError> {
     let from = parse_pods_from(&source.pods_from)?;
-    let selection = Selection::parse(&select.pods, select.namespace.as_deref(), select.selector.as_deref())
-        .map_err(|e| UsageError(e.to_string()))?;
+    let selection = Selection::parse(&select.pods, select.namespace.as_deref(), select.selector.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     if from == PodsFrom::None && !selection.is_empty() {
         return Err(UsageError("--pod, --namespace and --selector need pod names: not with --pods-from none".into()));
     }
@@ -481,9 +477,7 @@ pub fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
                 PodsFrom::File(path)
             }
             _ => {
-                return Err(UsageError(format!(
-                    "--pods-from {text}: expected auto, cri, kube, none or file:PATH"
-                )));
+                return Err(UsageError(format!("--pods-from {text}: expected auto, cri, kube, none or file:PATH")));
             }
         },
     })
@@ -505,8 +499,7 @@ impl DropsConfig {
         } else if args.reasons.is_empty() {
             ReasonSelection::Default
         } else {
-            let names: Vec<String> =
-                args.reasons.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+            let names: Vec<String> = args.reasons.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
             if names.is_empty() {
                 return Err(UsageError("--reason needs a reason name, e.g. --reason NETFILTER_DROP".into()));
             }
@@ -749,7 +742,10 @@ mod tests {
         bad_node.node = Some("Node_1".into());
         assert!(render(bad_node).is_err());
         // At most 52: the Job controller appends to it for the pod's name.
-        assert_eq!(job_name("diagnose", "ip-10-0-0-1.eu-west-1.compute.internal", JOB_NAME_MAX), "tracer-diagnose-ip-10-0-0-1-eu-west-1-compute-intern");
+        assert_eq!(
+            job_name("diagnose", "ip-10-0-0-1.eu-west-1.compute.internal", JOB_NAME_MAX),
+            "tracer-diagnose-ip-10-0-0-1-eu-west-1-compute-intern"
+        );
     }
 
     #[test]

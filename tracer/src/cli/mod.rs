@@ -532,7 +532,6 @@ pub struct DiagnoseArgs {
     pub probes: AllProbesArgs,
 }
 
-
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Output format
@@ -542,7 +541,6 @@ pub struct CheckArgs {
     #[arg(long, value_name = "PATH")]
     pub btf: Option<PathBuf>,
 }
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Proto {
@@ -562,4 +560,3 @@ impl Proto {
         }
     }
 }
-

@@ -200,17 +200,21 @@ pub async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Clone, PartialEq)]
 enum Container {
     /// Not started: the pod's phase or the container's waiting reason, and its message.
-    Waiting { reason: String, message: String },
+    Waiting {
+        reason: String,
+        message: String,
+    },
     Running,
-    Exited { code: i32, reason: String },
+    Exited {
+        code: i32,
+        reason: String,
+    },
 }
 
 fn container_state(pod: &Pod) -> Container {
     let status = pod.status.as_ref();
-    let state = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER))
-        .and_then(|c| c.state.as_ref());
+    let state =
+        status.and_then(|s| s.container_statuses.as_ref()).and_then(|cs| cs.iter().find(|c| c.name == CONTAINER)).and_then(|c| c.state.as_ref());
     let waiting = |reason: Option<&String>, message: Option<&String>| Container::Waiting {
         reason: reason.cloned().unwrap_or_else(|| "Pending".into()),
         message: message.cloned().unwrap_or_default(),
@@ -401,10 +405,7 @@ fn job_labels() -> String {
 /// One Job as `job list` shows it.
 fn job_summary(job: &Job, now_s: i64) -> Value {
     let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    let args = pod
-        .and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER))
-        .and_then(|c| c.args.clone())
-        .unwrap_or_default();
+    let args = pod.and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER)).and_then(|c| c.args.clone()).unwrap_or_default();
     let status = job.status.as_ref();
     let count = |v: Option<i32>| v.unwrap_or(0) > 0;
     let state = if let Some((reason, _)) = job_failed(job) {
@@ -517,7 +518,8 @@ mod tests {
         let mut job = job::manifest(&spec);
         let row = job_summary(&job, 0);
         assert_eq!((row["node"].as_str(), row["command"].as_str(), row["state"].as_str()), (Some("n1"), Some("drops -o json"), Some("pending")));
-        job.status = serde_json::from_value(json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]})).ok();
+        job.status =
+            serde_json::from_value(json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]})).ok();
         assert_eq!(job_summary(&job, 0)["state"], "failed (DeadlineExceeded)");
         let table = list_table(&[job_summary(&job, 0)], false);
         assert!(table.starts_with("NAME") && table.contains("tracer-drops-n1") && table.contains("DeadlineExceeded"), "{table}");

@@ -20,8 +20,7 @@ use tracer_common::{
 use crate::{
     cli::{OutputFormat, config::RetransConfig},
     events::{Clock, rfc3339, tcp_state_name},
-    loader,
-    output,
+    loader, output,
     pods::{layer::PodLayer, now_unix_ns},
     probes::{CommandId, FamilyId, FamilyOptions, families_of, tcp},
     runner::{self, Ring},

@@ -9,7 +9,11 @@ use crate::{
     cli::{OutputFormat, config::WatchConfig},
     diagnose::flows::stories,
     events::rfc3339,
-    output::{self, Collect, Sink, json::JsonSink, table::{TimelineSink, timeline_row}},
+    output::{
+        self, Collect, Sink,
+        json::JsonSink,
+        table::{TimelineSink, timeline_row},
+    },
     probes::CommandId,
 };
 

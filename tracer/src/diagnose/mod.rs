@@ -7,9 +7,8 @@ pub mod flows;
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
-
 use findings::{Finding, Severity};
+use serde_json::{Value, json};
 
 /// What `diagnose` prints.
 #[derive(Debug)]
@@ -61,9 +60,8 @@ pub fn report_text(v: &Value) -> Option<String> {
         out.push_str("no problems found");
         out.push_str(if findings.is_empty() { "\n" } else { " (notes below)\n" });
     }
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
-    };
+    let strings =
+        |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
     for f in findings {
         let text = |k: &str| f[k].as_str().unwrap_or("").to_string();
         out.push('\n');

@@ -58,8 +58,7 @@ impl KernelBtf {
         }
         // One read, then parse from memory: btf-rs' file reader seeks once per type (~100k
         // lseek calls for a 6.x vmlinux), which made start-up several times slower.
-        let bytes = std::fs::read(&path)
-            .map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
+        let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
         let vmlinux = Btf::from_bytes(&bytes).map_err(|source| BtfError::Read { path: path.clone(), source })?;
         Ok(Self { vmlinux, modules: Vec::new() })
     }
@@ -74,8 +73,7 @@ impl KernelBtf {
         if !path.exists() {
             return Ok(false);
         }
-        let bytes = std::fs::read(&path)
-            .map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
+        let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
         let btf = Btf::from_split_bytes(&bytes, &self.vmlinux).map_err(|source| BtfError::Read { path, source })?;
         self.modules.push((name.to_string(), btf));
         Ok(true)
@@ -114,8 +112,7 @@ impl KernelBtf {
             let (Type::Struct(s) | Type::Union(s)) = &current else {
                 return Err(BtfError::NotComposite { strukt: owner, member: member.to_string() });
             };
-            let (bits, ty) = find_member(btf, s, member)?
-                .ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
+            let (bits, ty) = find_member(btf, s, member)?.ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
             total_bits += bits;
             current = skip_modifiers(btf, ty)?;
             owner = format!("{owner}.{member}");
@@ -139,16 +136,8 @@ impl KernelBtf {
         let (btf, t) = self.find(name, "enum", |t| matches!(t, Type::Enum(_) | Type::Enum64(_)))?;
         let lookup = |source| BtfError::Lookup { name: name.to_string(), source };
         match t {
-            Type::Enum(e) => e
-                .members
-                .iter()
-                .map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, u64::from(m.val()))))
-                .collect(),
-            Type::Enum64(e) => e
-                .members
-                .iter()
-                .map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, m.val())))
-                .collect(),
+            Type::Enum(e) => e.members.iter().map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, u64::from(m.val())))).collect(),
+            Type::Enum64(e) => e.members.iter().map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, m.val()))).collect(),
             _ => Err(BtfError::NoType { kind: "enum", name: name.to_string() }),
         }
     }
@@ -166,12 +155,7 @@ impl KernelBtf {
         let Type::FuncProto(proto) = ty else {
             return Err(BtfError::NoType { kind: "function prototype", name: typedef });
         };
-        proto
-            .parameters
-            .iter()
-            .skip(1)
-            .map(|param| describe(btf, skip_modifiers(btf, btf.resolve_chained_type(param).map_err(lookup)?)?))
-            .collect()
+        proto.parameters.iter().skip(1).map(|param| describe(btf, skip_modifiers(btf, btf.resolve_chained_type(param).map_err(lookup)?)?)).collect()
     }
 
     /// The id of a function (`want_func`) or typedef named `name` in vmlinux BTF: what the kernel
@@ -244,9 +228,7 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type, BtfError> {
     for _ in 0..32 {
         match &t {
             Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
-                t = btf
-                    .resolve_chained_type(as_btf(&t)?)
-                    .map_err(|source| BtfError::Lookup { name: "modifier".into(), source })?;
+                t = btf.resolve_chained_type(as_btf(&t)?).map_err(|source| BtfError::Lookup { name: "modifier".into(), source })?;
             }
             _ => return Ok(t),
         }
@@ -259,9 +241,7 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type, BtfError> {
 fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>, BtfError> {
     for m in &s.members {
         let member_name = btf.resolve_name(m).unwrap_or_default();
-        let ty = btf
-            .resolve_chained_type(m)
-            .map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
+        let ty = btf.resolve_chained_type(m).map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
         if member_name == name {
             if m.bitfield_size().is_some_and(|size| size != 0) {
                 return Err(BtfError::Bitfield { strukt: "(struct)".into(), member: name.to_string() });
@@ -282,14 +262,9 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32,
 fn describe(btf: &Btf, t: Type) -> Result<ParamType, BtfError> {
     Ok(match &t {
         Type::Ptr(p) => {
-            let target = btf
-                .resolve_chained_type(p)
-                .map(|t| skip_modifiers(btf, t))
-                .unwrap_or(Ok(Type::Void))?;
+            let target = btf.resolve_chained_type(p).map(|t| skip_modifiers(btf, t)).unwrap_or(Ok(Type::Void))?;
             match &target {
-                Type::Struct(_) | Type::Union(_) | Type::Fwd(_) => {
-                    ParamType::StructPtr(btf.resolve_name(as_btf(&target)?).unwrap_or_default())
-                }
+                Type::Struct(_) | Type::Union(_) | Type::Fwd(_) => ParamType::StructPtr(btf.resolve_name(as_btf(&target)?).unwrap_or_default()),
                 _ => ParamType::OtherPtr,
             }
         }
@@ -329,10 +304,7 @@ mod tests {
     fn offsets_match_bpftool_dump() {
         // The independent witness: bpftool's own BTF dump of the running kernel.
         let Some(btf) = kernel_btf() else { return };
-        let Ok(out) = std::process::Command::new("bpftool")
-            .args(["btf", "dump", "file", VMLINUX_BTF, "format", "raw"])
-            .output()
-        else {
+        let Ok(out) = std::process::Command::new("bpftool").args(["btf", "dump", "file", VMLINUX_BTF, "format", "raw"]).output() else {
             eprintln!("SKIPPED: bpftool not installed (scripts/setup.sh installs it)");
             return;
         };

@@ -48,14 +48,8 @@ impl DropReasons {
     /// The value of reason `name` (with or without the prefix, any case).
     pub fn value(&self, name: &str) -> Option<u32> {
         let wanted = name.trim();
-        let wanted = wanted
-            .strip_prefix(PREFIX)
-            .or_else(|| wanted.strip_prefix(&PREFIX.to_ascii_lowercase()))
-            .unwrap_or(wanted);
-        self.by_value
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(wanted))
-            .map(|(v, _)| *v)
+        let wanted = wanted.strip_prefix(PREFIX).or_else(|| wanted.strip_prefix(&PREFIX.to_ascii_lowercase())).unwrap_or(wanted);
+        self.by_value.iter().find(|(_, n)| n.eq_ignore_ascii_case(wanted)).map(|(v, _)| *v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {

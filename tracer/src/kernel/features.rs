@@ -103,9 +103,7 @@ pub struct Kernel {
 impl Kernel {
     /// The running kernel.
     pub fn running() -> Self {
-        let sysctl = |name: &str| -> Option<i64> {
-            std::fs::read_to_string(format!("/proc/sys/kernel/{name}")).ok()?.trim().parse().ok()
-        };
+        let sysctl = |name: &str| -> Option<i64> { std::fs::read_to_string(format!("/proc/sys/kernel/{name}")).ok()?.trim().parse().ok() };
         let before_5_11 = super::version().is_some_and(|v| v < (5, 11));
         let mut rlim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit writes into the struct we own.
@@ -146,10 +144,7 @@ fn needs_on(needs: &[Need], kernel: Kernel) -> Vec<Need> {
 /// bpf_capable() and perfmon_capable() accept CAP_SYS_ADMIN for CAP_BPF and CAP_PERFMON.
 pub fn missing(needs: &[Need], caps: u64, kernel: Kernel) -> Vec<Need> {
     let admin = Capability::SysAdmin.held(caps);
-    needs_on(needs, kernel)
-        .into_iter()
-        .filter(|n| !(n.cap.held(caps) || (admin && matches!(n.cap, Capability::Bpf | Capability::Perfmon))))
-        .collect()
+    needs_on(needs, kernel).into_iter().filter(|n| !(n.cap.held(caps) || (admin && matches!(n.cap, Capability::Bpf | Capability::Perfmon)))).collect()
 }
 
 /// A command started without a capability it cannot work without.
@@ -195,11 +190,7 @@ pub fn check_capabilities(command: &str, needs: &[Need]) -> Result<(), MissingCa
 pub fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
         .unwrap_or(0)
 }
 

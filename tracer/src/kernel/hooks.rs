@@ -62,10 +62,13 @@ pub const TP_BTF: &str = "tp_btf";
 pub const TRACEPOINT: &str = "tracepoint";
 pub const TCX: &str = "tcx";
 
-const METHOD_KPROBE: &str = "perf_event_open on the kprobe PMU at bpf_fentry_test1, then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_KPROBE program";
+const METHOD_KPROBE: &str =
+    "perf_event_open on the kprobe PMU at bpf_fentry_test1, then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_KPROBE program";
 const METHOD_FENTRY: &str = "BPF_PROG_LOAD of a no-op BPF_PROG_TYPE_TRACING/BPF_TRACE_FENTRY program on bpf_fentry_test1 (BTF id), then BPF_RAW_TRACEPOINT_OPEN (the trampoline)";
-const METHOD_TP_BTF: &str = "BPF_PROG_LOAD of a no-op BPF_PROG_TYPE_TRACING/BPF_TRACE_RAW_TP program on btf_trace_kfree_skb (BTF id), then BPF_RAW_TRACEPOINT_OPEN";
-const METHOD_TRACEPOINT: &str = "perf_event_open of tracepoint skb:kfree_skb (id from tracefs), then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_TRACEPOINT program";
+const METHOD_TP_BTF: &str =
+    "BPF_PROG_LOAD of a no-op BPF_PROG_TYPE_TRACING/BPF_TRACE_RAW_TP program on btf_trace_kfree_skb (BTF id), then BPF_RAW_TRACEPOINT_OPEN";
+const METHOD_TRACEPOINT: &str =
+    "perf_event_open of tracepoint skb:kfree_skb (id from tracefs), then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_TRACEPOINT program";
 const METHOD_TCX: &str = "BPF_LINK_CREATE of a no-op BPF_PROG_TYPE_SCHED_CLS program as BPF_TCX_INGRESS on ifindex 0: ENODEV = TCX known, EINVAL = unknown; nothing is attached";
 
 /// Probes every kind of hook. Needs the privileges to load programs; `btf` is the kernel's own
@@ -129,8 +132,8 @@ fn probe_tracepoint() -> Result<String, String> {
     let id = std::fs::read_to_string(&id_file).map_err(|e| format!("{}: {e}", id_file.display()))?;
     let id: u64 = id.trim().parse().map_err(|_| format!("{} is not a number", id_file.display()))?;
     const PERF_TYPE_TRACEPOINT: u32 = 2;
-    let event = perf_event_open(&PerfEventAttr::new(PERF_TYPE_TRACEPOINT, id))
-        .map_err(|e| format!("perf_event_open(skb:kfree_skb): {}", errno(&e)))?;
+    let event =
+        perf_event_open(&PerfEventAttr::new(PERF_TYPE_TRACEPOINT, id)).map_err(|e| format!("perf_event_open(skb:kfree_skb): {}", errno(&e)))?;
     let prog = load(PROG_TRACEPOINT, 0, 0)?;
     set_bpf(&event, &prog).map_err(|e| format!("attach: {}", errno(&e)))?;
     Ok("attached a no-op program to skb:kfree_skb".into())
@@ -147,11 +150,7 @@ fn probe_btf_attach(attach_type: u32, btf_id: u32) -> Result<String, String> {
 
 fn probe_tcx() -> Result<String, String> {
     let prog = load(PROG_SCHED_CLS, 0, 0)?;
-    let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        attach_type: ATTACH_TCX_INGRESS,
-        ..LinkCreateAttr::default()
-    };
+    let mut attr = LinkCreateAttr { prog_fd: prog.as_raw_fd() as u32, attach_type: ATTACH_TCX_INGRESS, ..LinkCreateAttr::default() };
     match sys_bpf(BPF_LINK_CREATE, &mut attr) {
         // ifindex 0 does not exist; a success would mean something is very wrong. The link is
         // dropped (detached) right here either way.

@@ -12,9 +12,7 @@ pub mod tracefs;
 
 /// `uname -r` of the running kernel, for messages and skips.
 pub fn release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
 }
 
 /// (major, minor) of the running kernel, if it parses.

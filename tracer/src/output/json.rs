@@ -301,9 +301,18 @@ mod tests {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 conntrack: Option<JsonConntrack>,
             },
-            Retransmit { state: Option<&'a str>, count: u32 },
-            Reset { direction: Option<&'a str>, state: Option<&'a str> },
-            ConnectFail { state: Option<&'a str>, duration_ms: Option<f64> },
+            Retransmit {
+                state: Option<&'a str>,
+                count: u32,
+            },
+            Reset {
+                direction: Option<&'a str>,
+                state: Option<&'a str>,
+            },
+            ConnectFail {
+                state: Option<&'a str>,
+                duration_ms: Option<f64>,
+            },
             Nat {
                 nat: &'a str,
                 orig_src: Option<&'a str>,
@@ -418,10 +427,12 @@ mod tests {
 
         // IPv6 with ports, then ICMPv6 (no ports, type and code), then not IP at all.
         let mut e = drop_event();
-        e.flow = Flow { src: ip("fe80::1"), dst: ip("2001:db8::ffff:1.2.3.4"), sport: Some(0), dport: Some(65535), l4_proto: Some(6), ..Flow::default() };
+        e.flow =
+            Flow { src: ip("fe80::1"), dst: ip("2001:db8::ffff:1.2.3.4"), sport: Some(0), dport: Some(65535), l4_proto: Some(6), ..Flow::default() };
         e.ts_unix_ns = 0;
         events.push(e.clone());
-        e.flow = Flow { src: ip("255.255.255.255"), dst: ip("0.10.100.9"), sport: Some(65535), dport: Some(0), l4_proto: Some(17), ..Flow::default() };
+        e.flow =
+            Flow { src: ip("255.255.255.255"), dst: ip("0.10.100.9"), sport: Some(65535), dport: Some(0), l4_proto: Some(17), ..Flow::default() };
         events.push(e.clone());
         e.flow = Flow { src: ip("::1"), dst: ip("::"), l4_proto: Some(58), icmp: Some((1, 4)), ..Flow::default() };
         e.ts_unix_ns = -1;
@@ -496,7 +507,15 @@ mod tests {
 
     #[test]
     fn decimals() {
-        for (n, width, text) in [(0, 1, "0"), (7, 1, "7"), (65535, 1, "65535"), (u32::MAX, 1, "4294967295"), (0, 9, "000000000"), (123_456_789, 9, "123456789"), (1, 9, "000000001")] {
+        for (n, width, text) in [
+            (0, 1, "0"),
+            (7, 1, "7"),
+            (65535, 1, "65535"),
+            (u32::MAX, 1, "4294967295"),
+            (0, 9, "000000000"),
+            (123_456_789, 9, "123456789"),
+            (1, 9, "000000001"),
+        ] {
             let mut buf = Vec::new();
             decimal(&mut buf, n, width);
             assert_eq!(buf, text.as_bytes());
@@ -512,7 +531,6 @@ mod tests {
             assert_eq!(encoder.line(&event).unwrap().as_ptr(), first);
         }
     }
-
 
     fn drop_event() -> Event {
         Event {

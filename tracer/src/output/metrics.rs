@@ -103,10 +103,8 @@ pub fn observe(event: &Event, limits: &mut Cardinality) {
         }
         Detail::Nat(n) if n.state == "no_reply" => {
             let (ns, name) = split_pod(event.src_pod.as_ref());
-            let v = limits.admit(
-                "tracer_nat_no_reply_total",
-                vec![ns, name, n.service.clone().unwrap_or_default(), n.backend_pod.clone().unwrap_or_default()],
-            );
+            let v = limits
+                .admit("tracer_nat_no_reply_total", vec![ns, name, n.service.clone().unwrap_or_default(), n.backend_pod.clone().unwrap_or_default()]);
             counter!(
                 "tracer_nat_no_reply_total",
                 "namespace" => v[0].clone(), "pod" => v[1].clone(), "service" => v[2].clone(), "backend_pod" => v[3].clone()

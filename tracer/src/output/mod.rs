@@ -15,7 +15,6 @@ pub enum OutputFormat {
     Json,
 }
 
-
 /// Where decoded events go. Errors are I/O errors of the output (a closed pipe, say).
 pub trait Sink {
     fn event(&mut self, event: &Event) -> io::Result<()>;

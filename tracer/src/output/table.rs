@@ -62,11 +62,8 @@ pub fn row(event: &Event) -> String {
             )
         }
         Detail::Nat(n) => {
-            let orig = format!(
-                "{} -> {}",
-                with_pod(n.orig_src.clone(), event.src_pod.as_deref()),
-                with_pod(n.orig_dst.clone(), n.service.as_deref())
-            );
+            let orig =
+                format!("{} -> {}", with_pod(n.orig_src.clone(), event.src_pod.as_deref()), with_pod(n.orig_dst.clone(), n.service.as_deref()));
             let backend = with_pod(n.reply_src.clone(), n.backend_pod.as_deref());
             format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat, n.state)
         }
@@ -92,11 +89,7 @@ pub fn row(event: &Event) -> String {
                 Detail::Reset(_) => t.direction.unwrap_or("-").to_string(),
                 _ => t.duration_ms.map_or_else(|| "gave up".to_string(), |ms| format!("gave up after {:.1}s", ms / 1000.0)),
             };
-            format!(
-                "{time:<13} {:<13} {:<13} {src:<39} {dst:<39} {netns:<17} {detail}",
-                event.detail.kind(),
-                t.state.unwrap_or("-")
-            )
+            format!("{time:<13} {:<13} {:<13} {src:<39} {dst:<39} {netns:<17} {detail}", event.detail.kind(), t.state.unwrap_or("-"))
         }
     }
 }
@@ -247,7 +240,16 @@ mod tests {
             hook: "kfree_skb",
         });
         let mtu_row = row(&m);
-        for part in ["frag_needed_dropped", "10.0.0.1:1 (shop/web-0)", "eth0", "1400", "1500", "icmp 10.0.0.254 -> 10.0.0.1", "NETFILTER_DROP", "device mtu 1500"] {
+        for part in [
+            "frag_needed_dropped",
+            "10.0.0.1:1 (shop/web-0)",
+            "eth0",
+            "1400",
+            "1500",
+            "icmp 10.0.0.254 -> 10.0.0.1",
+            "NETFILTER_DROP",
+            "device mtu 1500",
+        ] {
             assert!(mtu_row.contains(part), "{part} missing in {mtu_row}");
         }
         assert!(header(&m).starts_with("TIME(UTC)     EVENT"));

@@ -16,8 +16,8 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    ListPodSandboxRequest, NamespaceMode, PodSandboxStateValue, PodSandboxStatusRequest, VersionRequest,
-    PodSandboxFilter, PodSandboxState, runtime_service_client::RuntimeServiceClient,
+    ListPodSandboxRequest, NamespaceMode, PodSandboxFilter, PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, VersionRequest,
+    runtime_service_client::RuntimeServiceClient,
 };
 use tokio::{net::UnixStream, sync::mpsc};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -72,9 +72,9 @@ impl CriSource {
         // The URI is required by the API and ignored by the connector.
         let endpoint = Endpoint::from_static("http://[::]:50051").connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT);
         let channel = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
-                let p = connect_path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
-            }));
+            let p = connect_path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
+        }));
         let channel = tokio::time::timeout(CALL_TIMEOUT, channel)
             .await
             .map_err(|_| CriError::Timeout { path: path.clone(), op: "connect" })?
@@ -85,12 +85,7 @@ impl CriSource {
             .map_err(|_| CriError::Timeout { path: path.clone(), op: "Version" })?
             .map_err(|source| CriError::Call { path: path.clone(), op: "Version", source })?
             .into_inner();
-        Ok(Self {
-            socket: path,
-            client,
-            runtime: format!("{} {}", version.runtime_name, version.runtime_version),
-            known: HashMap::new(),
-        })
+        Ok(Self { socket: path, client, runtime: format!("{} {}", version.runtime_name, version.runtime_version), known: HashMap::new() })
     }
 
     pub fn socket(&self) -> &Path {
@@ -148,8 +143,7 @@ impl CriSource {
             .and_then(|l| l.namespaces.as_ref())
             .and_then(|n| n.options.as_ref())
             .is_some_and(|o| o.network == NamespaceMode::Node as i32);
-        let labels: BTreeMap<String, String> =
-            status.labels.into_iter().filter(|(k, _)| !k.starts_with(KUBELET_LABEL_PREFIX)).collect();
+        let labels: BTreeMap<String, String> = status.labels.into_iter().filter(|(k, _)| !k.starts_with(KUBELET_LABEL_PREFIX)).collect();
         Ok(Some(Pod {
             namespace: meta.namespace,
             name: meta.name,
@@ -220,11 +214,7 @@ fn netns_inode(info: &HashMap<String, String>) -> Option<u32> {
         .and_then(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok());
     let by_path = || {
         let namespaces = info.pointer("/runtimeSpec/linux/namespaces")?.as_array()?;
-        let path = namespaces
-            .iter()
-            .find(|ns| ns.get("type").and_then(serde_json::Value::as_str) == Some("network"))?
-            .get("path")?
-            .as_str()?;
+        let path = namespaces.iter().find(|ns| ns.get("type").and_then(serde_json::Value::as_str) == Some("network"))?.get("path")?.as_str()?;
         std::fs::metadata(path).ok()
     };
     // Namespace inodes are 32-bit in the kernel (ns_common.inum).

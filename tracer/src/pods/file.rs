@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod as ApiPod, Service as ApiService};
 
-use super::{Pod, SourceKind, k8s, services::{self, Service}};
+use super::{
+    Pod, SourceKind, k8s,
+    services::{self, Service},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileSourceError {

@@ -32,7 +32,9 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(500);
 pub enum KubeError {
     #[error("--kubeconfig {path}: not a usable kubeconfig: {detail}")]
     Kubeconfig { path: PathBuf, detail: String },
-    #[error("no Kubernetes API configuration: not in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config)")]
+    #[error(
+        "no Kubernetes API configuration: not in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config)"
+    )]
     NotConfigured,
     #[error("Kubernetes API configuration is unusable: {detail}")]
     Config { detail: String },
@@ -130,9 +132,7 @@ pub(crate) async fn client(kubeconfig: Option<&Path>) -> Result<(Client, String)
         None if !is_configured(None) => return Err(KubeError::NotConfigured),
         None => match Config::incluster() {
             Ok(config) => config,
-            Err(_) => Config::from_kubeconfig(&KubeConfigOptions::default())
-                .await
-                .map_err(|e| KubeError::Config { detail: describe(&e) })?,
+            Err(_) => Config::from_kubeconfig(&KubeConfigOptions::default()).await.map_err(|e| KubeError::Config { detail: describe(&e) })?,
         },
     };
     let url = config.cluster_url.to_string();
@@ -153,11 +153,8 @@ impl KubeSource {
     /// The node's pods now (one list call): start-up needs them before attaching.
     pub async fn list(&self) -> Result<Vec<Pod>, KubeError> {
         let params = ListParams::default().fields(&self.field_selector());
-        let list = self.api.list(&params).await.map_err(|e| KubeError::List {
-            url: self.url.clone(),
-            node: self.node.clone(),
-            detail: describe(&e),
-        })?;
+        let list =
+            self.api.list(&params).await.map_err(|e| KubeError::List { url: self.url.clone(), node: self.node.clone(), detail: describe(&e) })?;
         Ok(list.items.iter().filter_map(|p| k8s::from_api(p, SourceKind::Kube)).collect())
     }
 

@@ -38,14 +38,7 @@ pub struct PodsConfig {
 
 impl Default for PodsConfig {
     fn default() -> Self {
-        Self {
-            from: PodsFrom::None,
-            cri_socket: None,
-            kubeconfig: None,
-            node_name: None,
-            selection: Selection::default(),
-            wait: false,
-        }
+        Self { from: PodsFrom::None, cri_socket: None, kubeconfig: None, node_name: None, selection: Selection::default(), wait: false }
     }
 }
 
@@ -93,15 +86,7 @@ impl PodLayer {
             registry.apply(SourceMsg { at, source, update: PodUpdate::Snapshot(pods) });
         }
         let synced_until = if rx.is_some() { at } else { i128::MAX };
-        let layer = Self {
-            registry,
-            selection: config.selection.clone(),
-            rx,
-            synced_until,
-            kernel: None,
-            kernel_generation: 0,
-            description,
-        };
+        let layer = Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description };
         if !layer.selection.is_empty() && layer.description == "none" {
             return Err(UsageError(format!(
                 "{} needs pod names, but no pod source is available: give --pods-from cri|kube|file:PATH",
@@ -134,8 +119,7 @@ impl PodLayer {
         if !missing.is_empty() {
             return Some(format!("no pod {} on this node", missing.join(", ")));
         }
-        (!self.registry.live().into_iter().any(|p| self.selection.matches(p)))
-            .then(|| format!("no pod on this node matches {}", self.selection))
+        (!self.registry.live().into_iter().any(|p| self.selection.matches(p))).then(|| format!("no pod on this node matches {}", self.selection))
     }
 
     /// Fails (exit 2) when the selection names pods that do not exist, or waits for them with
@@ -143,12 +127,9 @@ impl PodLayer {
     pub async fn require_selection(&mut self, wait: bool) -> anyhow::Result<()> {
         let Some(unmet) = self.unmet() else { return Ok(()) };
         if !wait {
-            return Err(UsageError(format!(
-                "{unmet} (pods from {}: {} known); --wait waits for it",
-                self.description,
-                self.registry.live().len()
-            ))
-            .into());
+            return Err(
+                UsageError(format!("{unmet} (pods from {}: {} known); --wait waits for it", self.description, self.registry.live().len())).into()
+            );
         }
         if self.rx.is_none() {
             return Err(UsageError(format!("{unmet}, and pods from {} do not change: --wait cannot help", self.description)).into());
@@ -228,8 +209,7 @@ impl PodLayer {
         let dst = dst.and_then(|ip| self.registry.by_ip(ip, ts));
         let seen_in = netns.and_then(|inode| self.registry.by_netns(inode, ts));
         PodNames {
-            selected: self.selection.is_empty()
-                || [src, dst, seen_in].into_iter().flatten().any(|p| self.selection.matches(p)),
+            selected: self.selection.is_empty() || [src, dst, seen_in].into_iter().flatten().any(|p| self.selection.matches(p)),
             src: src.map(Pod::full_name),
             dst: dst.map(Pod::full_name),
             netns: seen_in.map(Pod::full_name),

@@ -95,7 +95,8 @@ impl Registry {
 
     fn rebuild_index(&mut self) {
         let mut index = Index::default();
-        let slots = self.live.iter().map(|(uid, e)| (Slot::Live(uid.clone()), e)).chain(self.gone.iter().enumerate().map(|(i, e)| (Slot::Gone(i), e)));
+        let slots =
+            self.live.iter().map(|(uid, e)| (Slot::Live(uid.clone()), e)).chain(self.gone.iter().enumerate().map(|(i, e)| (Slot::Gone(i), e)));
         for (slot, entry) in slots {
             for ip in &entry.pod.ips {
                 index.by_ip.entry(*ip).or_default().push(slot.clone());
@@ -164,12 +165,7 @@ impl Registry {
     /// Of the entries indexed under one key (in `live`-then-`gone` order, so ties resolve as
     /// before), the newest that covers `ts`.
     fn newest_covering(&self, slots: Option<&Vec<Slot>>, ts: i128) -> Option<&Pod> {
-        slots?
-            .iter()
-            .filter_map(|slot| self.entry(slot))
-            .filter(|e| e.covers(ts) && !e.pod.host_network)
-            .max_by_key(|e| e.since)
-            .map(|e| &e.pod)
+        slots?.iter().filter_map(|slot| self.entry(slot)).filter(|e| e.covers(ts) && !e.pod.host_network).max_by_key(|e| e.since).map(|e| &e.pod)
     }
 }
 

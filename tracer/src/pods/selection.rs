@@ -45,10 +45,7 @@ impl Selection {
         if let Some(text) = selector {
             for part in text.split(',') {
                 // `==` is the API's other spelling of equality.
-                let (k, v) = part
-                    .split_once("==")
-                    .or_else(|| part.split_once('='))
-                    .ok_or_else(|| SelectionError::Selector(text.to_string()))?;
+                let (k, v) = part.split_once("==").or_else(|| part.split_once('=')).ok_or_else(|| SelectionError::Selector(text.to_string()))?;
                 let (k, v) = (k.trim(), v.trim());
                 if k.is_empty() || k.contains('!') || v.contains('=') {
                     return Err(SelectionError::Selector(text.to_string()));
@@ -84,19 +81,13 @@ impl fmt::Display for Selection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         if !self.pods.is_empty() {
-            parts.push(format!(
-                "pod {}",
-                self.pods.iter().map(|(ns, n)| format!("{ns}/{n}")).collect::<Vec<_>>().join(",")
-            ));
+            parts.push(format!("pod {}", self.pods.iter().map(|(ns, n)| format!("{ns}/{n}")).collect::<Vec<_>>().join(",")));
         }
         if let Some(ns) = &self.namespace {
             parts.push(format!("namespace {ns}"));
         }
         if !self.labels.is_empty() {
-            parts.push(format!(
-                "selector {}",
-                self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-            ));
+            parts.push(format!("selector {}", self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")));
         }
         f.write_str(&parts.join(", "))
     }

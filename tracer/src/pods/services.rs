@@ -252,35 +252,30 @@ mod tests {
 
     #[test]
     fn dual_stack_service_with_several_ports() {
-        let s = api(
-            r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
+        let s = api(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
                 "spec":{"type":"ClusterIP","clusterIP":"10.96.0.10","clusterIPs":["10.96.0.10","fd00:96::a"],
                         "ipFamilies":["IPv4","IPv6"],
                         "ports":[{"name":"dns","port":53,"protocol":"UDP","targetPort":53},
                                  {"name":"dns-tcp","port":53,"protocol":"TCP","targetPort":53},
-                                 {"name":"metrics","port":9153,"targetPort":9153}]}}"#,
-        );
+                                 {"name":"metrics","port":9153,"targetPort":9153}]}}"#);
         let s = from_api(&s).unwrap();
         assert_eq!(s.name, "kube-system/kube-dns");
-        let want: Vec<ServiceAddr> = ["10.96.0.10", "fd00:96::a"]
-            .iter()
-            .flat_map(|ip| [addr(ip, 53, 17), addr(ip, 53, 6), addr(ip, 9153, 6)])
-            .collect();
+        let want: Vec<ServiceAddr> =
+            ["10.96.0.10", "fd00:96::a"].iter().flat_map(|ip| [addr(ip, 53, 17), addr(ip, 53, 6), addr(ip, 9153, 6)]).collect();
         assert_eq!(s.addrs, want, "every ClusterIP times every port; protocol defaults to TCP");
     }
 
     #[test]
     fn headless_external_name_and_load_balancer_services() {
-        let headless = api(r#"{"metadata":{"name":"db","namespace":"shop"},"spec":{"clusterIP":"None","clusterIPs":["None"],"ports":[{"port":5432}]}}"#);
+        let headless =
+            api(r#"{"metadata":{"name":"db","namespace":"shop"},"spec":{"clusterIP":"None","clusterIPs":["None"],"ports":[{"port":5432}]}}"#);
         assert_eq!(from_api(&headless).unwrap().addrs, [], "headless Services have no address to translate");
         let external = api(r#"{"metadata":{"name":"ext","namespace":"shop"},"spec":{"type":"ExternalName","externalName":"example.org"}}"#);
         assert_eq!(from_api(&external).unwrap(), svc("shop/ext", &[]));
-        let lb = api(
-            r#"{"metadata":{"name":"front","namespace":"shop"},
+        let lb = api(r#"{"metadata":{"name":"front","namespace":"shop"},
                 "spec":{"type":"LoadBalancer","clusterIP":"10.96.5.5","externalIPs":["192.0.2.50"],
                         "ports":[{"port":443,"protocol":"TCP","nodePort":30443},{"port":7,"protocol":"ICMP"}]},
-                "status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.9"},{"hostname":"lb.example.org"}]}}}"#,
-        );
+                "status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.9"},{"hostname":"lb.example.org"}]}}}"#);
         let want: Vec<ServiceAddr> = ["10.96.5.5", "192.0.2.50", "203.0.113.9"].iter().map(|ip| addr(ip, 443, 6)).collect();
         assert_eq!(from_api(&lb).unwrap().addrs, want, "an unknown protocol's port is left out");
         let nameless = api(r#"{"metadata":{"namespace":"shop"},"spec":{"clusterIP":"10.96.5.6"}}"#);

@@ -48,8 +48,7 @@ pub fn parse_stats(text: &str) -> Option<CtStats> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();
     let column = |name: &str| header.iter().position(|h| *h == name);
-    let (entries, drop, insert_failed, invalid) =
-        (column("entries")?, column("drop")?, column("insert_failed")?, column("invalid")?);
+    let (entries, drop, insert_failed, invalid) = (column("entries")?, column("drop")?, column("insert_failed")?, column("invalid")?);
     let mut stats = CtStats::default();
     for (row, line) in lines.enumerate() {
         let values: Vec<u64> = line.split_whitespace().map(|v| u64::from_str_radix(v, 16).unwrap_or(0)).collect();
@@ -139,11 +138,8 @@ impl Classifier {
         if drop.packet_ct == PacketCt::Unread || drop.packet_ct == PacketCt::Confirmed {
             return;
         }
-        let ns = self.namespaces.entry(inode).or_insert_with(|| Namespace {
-            last: CtStats::default(),
-            read_at: None,
-            pending: Unexplained::default(),
-        });
+        let ns =
+            self.namespaces.entry(inode).or_insert_with(|| Namespace { last: CtStats::default(), read_at: None, pending: Unexplained::default() });
         let stale = ns.read_at.is_none_or(|t| t.elapsed() >= REFRESH);
         if could_be_conntrack(drop.packet_ct, &ns.pending)
             && stale

@@ -92,16 +92,7 @@ mod tests {
         flow.daddr[..4].copy_from_slice(&[10, 1, 0, 2]);
         let mut ifname = [0u8; 16];
         ifname[..4].copy_from_slice(b"veth");
-        DropEvent {
-            location: 0xffffffff81a0009c,
-            reason: 12,
-            len: 42,
-            netns: 4026532000,
-            ifindex: 7,
-            ifname,
-            flow,
-            ..DropEvent::default()
-        }
+        DropEvent { location: 0xffffffff81a0009c, reason: 12, len: 42, netns: 4026532000, ifindex: 7, ifname, flow, ..DropEvent::default() }
     }
 
     #[test]

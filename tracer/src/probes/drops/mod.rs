@@ -90,15 +90,12 @@ impl Hook {
 /// record copy) and falls back to the classic tracepoint; an explicit choice that cannot work
 /// is an error that names why.
 pub fn plan(btf: &KernelBtf, choice: HookChoice) -> Result<Plan, CannotRun> {
-    let reasons = DropReasons::from_btf(btf)
-        .map_err(|e| CannotRun { probe: PROBE, reason: format!("reading enum skb_drop_reason: {e}") })?;
+    let reasons = DropReasons::from_btf(btf).map_err(|e| CannotRun { probe: PROBE, reason: format!("reading enum skb_drop_reason: {e}") })?;
     let tp_btf = plan_tp_btf(btf);
     let result = match choice {
         HookChoice::TpBtf => tp_btf,
         HookChoice::Tracepoint => plan_tracepoint(),
-        HookChoice::Auto => tp_btf.or_else(|btf_err| {
-            plan_tracepoint().map_err(|tp_err| format!("{btf_err}; and {tp_err}"))
-        }),
+        HookChoice::Auto => tp_btf.or_else(|btf_err| plan_tracepoint().map_err(|tp_err| format!("{btf_err}; and {tp_err}"))),
     };
     let (hook, config) = result.map_err(|reason| CannotRun { probe: PROBE, reason })?;
     Ok(Plan { hook, config, reasons })
@@ -109,12 +106,9 @@ fn plan_tp_btf(btf: &KernelBtf) -> Result<(Hook, DropConfig), String> {
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(format!("tp_btf needs the kernel's own BTF ({VMLINUX_BTF} is missing)"));
     }
-    let params = btf
-        .tracepoint_params("kfree_skb")
-        .map_err(|e| format!("tp_btf/kfree_skb: {e}"))?;
+    let params = btf.tracepoint_params("kfree_skb").map_err(|e| format!("tp_btf/kfree_skb: {e}"))?;
     let position = |want: &dyn Fn(&ParamType) -> bool| params.iter().position(|p| want(p));
-    let skb = position(&|p| *p == ParamType::StructPtr("sk_buff".into()))
-        .ok_or("tp_btf/kfree_skb has no struct sk_buff * argument")?;
+    let skb = position(&|p| *p == ParamType::StructPtr("sk_buff".into())).ok_or("tp_btf/kfree_skb has no struct sk_buff * argument")?;
     let location = params
         .iter()
         .enumerate()
@@ -183,8 +177,7 @@ pub fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtLayout> 
         Ok((nfct, status, confirmed)) => {
             plan.config.skb_nfct = nfct;
             plan.config.ct_status = status;
-            plan.config.netfilter_reason =
-                plan.reasons.as_ref().and_then(|r| r.value("NETFILTER_DROP")).unwrap_or(DropConfig::ABSENT);
+            plan.config.netfilter_reason = plan.reasons.as_ref().and_then(|r| r.value("NETFILTER_DROP")).unwrap_or(DropConfig::ABSENT);
             Some(CtLayout { confirmed })
         }
         Err(e) => {
@@ -249,18 +242,12 @@ pub fn write_reasons(ebpf: &mut Ebpf, reasons: &ReasonFilter) -> anyhow::Result<
 pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: &Btf) -> anyhow::Result<()> {
     match hook {
         Hook::TpBtf => {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(PROG_TP_BTF)
-                .context("drop_tp_btf program missing from the object")?
-                .try_into()?;
+            let prog: &mut BtfTracePoint = ebpf.program_mut(PROG_TP_BTF).context("drop_tp_btf program missing from the object")?.try_into()?;
             prog.load("kfree_skb", btf).context("loading tp_btf/kfree_skb")?;
             prog.attach().context("attaching tp_btf/kfree_skb")?;
         }
         Hook::Tracepoint => {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(PROG_TP)
-                .context("drop_tp program missing from the object")?
-                .try_into()?;
+            let prog: &mut TracePoint = ebpf.program_mut(PROG_TP).context("drop_tp program missing from the object")?.try_into()?;
             prog.load().context("loading tracepoint skb/kfree_skb")?;
             prog.attach("skb", "kfree_skb").context("attaching tracepoint skb/kfree_skb")?;
         }

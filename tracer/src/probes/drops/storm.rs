@@ -70,9 +70,8 @@ pub fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec<String
     if lost == 0 && counted == 0 {
         return Vec::new();
     }
-    let mut lines = vec![format!(
-        "tracer: drops: storm: {counted} of the {lost} drops not delivered were counted in the kernel, by reason and location:"
-    )];
+    let mut lines =
+        vec![format!("tracer: drops: storm: {counted} of the {lost} drops not delivered were counted in the kernel, by reason and location:")];
     for c in counts.iter().take(SHOWN) {
         let reason = decoder.reasons.as_ref().map_or_else(|| "NOT_SPECIFIED".to_string(), |r| r.name(c.key.reason));
         let location = decoder.kallsyms.symbolize(c.key.location);
@@ -96,7 +95,10 @@ pub fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::Clock, kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms}};
+    use crate::{
+        events::Clock,
+        kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
+    };
 
     fn decoder() -> Decoder {
         Decoder {

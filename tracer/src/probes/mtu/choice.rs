@@ -25,8 +25,7 @@ pub fn choose_devices(ifaces: &[IfaceChoice]) -> anyhow::Result<(Vec<DeviceFacts
     let mut traced: Vec<DeviceFacts> = Vec::new();
     for choice in ifaces {
         if !by_netns.contains_key(&choice.netns) {
-            let listed = devices::list(&choice.netns)
-                .map_err(|e| UsageError(format!("--iface {}: {e}", choice.text)))?;
+            let listed = devices::list(&choice.netns).map_err(|e| UsageError(format!("--iface {}: {e}", choice.text)))?;
             by_netns.insert(choice.netns.clone(), listed);
         }
         let here = by_netns.get(&choice.netns).map(Vec::as_slice).unwrap_or_default();

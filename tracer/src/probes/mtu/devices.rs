@@ -28,23 +28,17 @@ pub enum Role {
     PodDevice,
     Bridge,
     /// An encapsulating device and the bytes its encapsulation adds over an IPv4 underlay.
-    Tunnel { overhead: u32 },
+    Tunnel {
+        overhead: u32,
+    },
     Uplink,
     Other,
 }
 
 /// Encapsulation overhead over an IPv4 underlay, by driver (outer IP + UDP/GRE + tunnel header
 /// + the inner Ethernet header where the tunnel carries one).
-const TUNNELS: &[(&str, u32)] = &[
-    ("vxlan", 50),
-    ("geneve", 50),
-    ("ipip", 20),
-    ("sit", 20),
-    ("ip_gre", 24),
-    ("ip6_gre", 48),
-    ("ip6_tunnel", 40),
-    ("wireguard", 60),
-];
+const TUNNELS: &[(&str, u32)] =
+    &[("vxlan", 50), ("geneve", 50), ("ipip", 20), ("sit", 20), ("ip_gre", 24), ("ip6_gre", 48), ("ip6_tunnel", 40), ("wireguard", 60)];
 
 impl DeviceFacts {
     pub fn role(&self) -> Role {
@@ -114,10 +108,7 @@ pub fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
             different_mtus(&here, &mut out, flagged);
             continue;
         };
-        let larger: Vec<&&DeviceFacts> = here
-            .iter()
-            .filter(|d| matches!(d.role(), Role::PodDevice | Role::Bridge) && d.mtu > limit.mtu)
-            .collect();
+        let larger: Vec<&&DeviceFacts> = here.iter().filter(|d| matches!(d.role(), Role::PodDevice | Role::Bridge) && d.mtu > limit.mtu).collect();
         if let Some(max) = larger.iter().map(|d| d.mtu).max() {
             let mut names: Vec<String> = larger.iter().map(|d| d.name.clone()).collect();
             let shown = if names.len() > 4 { format!("{} and {} more", names[..4].join(", "), names.len() - 4) } else { names.join(", ") };

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
+use devices::DeviceFacts;
 use tracer_common::{
     drop::{DropConfig, hook},
     event::EventHeader,
@@ -29,7 +30,6 @@ use crate::{
     loader::Globals,
     probes::drops::{self, DROP_CONFIG, HookChoice},
 };
-use devices::DeviceFacts;
 
 const PROBE: &str = "mtu";
 
@@ -116,10 +116,7 @@ pub fn plan(btf: &KernelBtf, sent: SentHook) -> Result<Plan, CannotRun> {
 /// Positions of icmp_send's (skb, type, code) in BTF.
 fn icmp_send_layout(btf: &KernelBtf) -> Result<(u32, u32, u32), String> {
     let params = btf.tracepoint_params("icmp_send").map_err(|e| format!("no tp_btf/icmp_send (kernel < 6.10?): {e}"))?;
-    let skb = params
-        .iter()
-        .position(|p| *p == ParamType::StructPtr("sk_buff".into()))
-        .ok_or("tp_btf/icmp_send has no struct sk_buff * argument")?;
+    let skb = params.iter().position(|p| *p == ParamType::StructPtr("sk_buff".into())).ok_or("tp_btf/icmp_send has no struct sk_buff * argument")?;
     // (skb, int type, int code) since the tracepoint appeared; the two ints follow the skb.
     if params.len() < skb + 3 {
         return Err(format!("tp_btf/icmp_send has {} arguments, expected skb, type, code", params.len()));
@@ -248,7 +245,9 @@ impl Family for Mtu {
     fn print_facts(&self) {
         choice::print_facts(&self.facts, &self.traced);
         if self.alone && self.traced.is_empty() {
-            log::warn!("no veth or tunnel devices in tracer's network namespace: oversize and received errors are not seen (choose devices with --iface)");
+            log::warn!(
+                "no veth or tunnel devices in tracer's network namespace: oversize and received errors are not seen (choose devices with --iface)"
+            );
         }
     }
 

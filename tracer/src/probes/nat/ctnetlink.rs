@@ -90,9 +90,7 @@ impl Destroyed {
 /// namespace (call it inside the namespace: the socket stays bound to it).
 pub fn subscribe() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned at once.
-    let fd = unsafe {
-        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, NETLINK_NETFILTER)
-    };
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, NETLINK_NETFILTER) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -106,13 +104,7 @@ pub fn subscribe() -> io::Result<OwnedFd> {
     let size: libc::c_int = 4 << 20;
     // SAFETY: valid fd, pointers to live locals of the sizes given.
     unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const size).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw const size).cast(), size_of::<libc::c_int>() as libc::socklen_t);
         if libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), size_of::<libc::sockaddr_nl>() as libc::socklen_t) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -224,14 +216,8 @@ impl EndWatch {
     /// Subscribes in every namespace found now (see the module doc for why not later).
     pub fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut w = EndWatch {
-            namespaces: Namespaces::scan(),
-            subscribed: HashSet::new(),
-            tx,
-            rx,
-            overruns: Arc::new(AtomicU64::new(0)),
-            tasks: Vec::new(),
-        };
+        let mut w =
+            EndWatch { namespaces: Namespaces::scan(), subscribed: HashSet::new(), tx, rx, overruns: Arc::new(AtomicU64::new(0)), tasks: Vec::new() };
         // `subscribed` also holds the namespaces that failed (tried once each), so count here.
         let (mut ok, mut first_error) = (0, None);
         for inode in w.namespaces.inodes() {
@@ -243,7 +229,9 @@ impl EndWatch {
             }
         }
         if let (0, Some(e)) = (ok, first_error) {
-            log::warn!("cannot subscribe to conntrack's destroy events ({e}; nf_conntrack_netlink? CAP_SYS_ADMIN for setns?): connection ends are not shown");
+            log::warn!(
+                "cannot subscribe to conntrack's destroy events ({e}; nf_conntrack_netlink? CAP_SYS_ADMIN for setns?): connection ends are not shown"
+            );
         }
         w
     }
@@ -332,14 +320,16 @@ mod tests {
     }
 
     fn v4_tuple(kind: u16, src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
-        nested(kind, &[
-            nested(CTA_TUPLE_IP, &[attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)]),
-            nested(CTA_TUPLE_PROTO, &[
-                attr(CTA_PROTO_NUM, &[proto]),
-                attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()),
-                attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes()),
-            ]),
-        ])
+        nested(
+            kind,
+            &[
+                nested(CTA_TUPLE_IP, &[attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)]),
+                nested(
+                    CTA_TUPLE_PROTO,
+                    &[attr(CTA_PROTO_NUM, &[proto]), attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()), attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes())],
+                ),
+            ],
+        )
     }
 
     fn message(kind: u16, body: &[u8]) -> Vec<u8> {

@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 use tracer_common::{event::EventHeader, nat::NatConfig};
+use tracking::{Ends, NoReply};
 
 use super::{AttachContext, CannotRun, CheckRow, Family, FamilyId, PlanContext, PlanError};
 use crate::{
@@ -21,7 +22,6 @@ use crate::{
     loader::{Globals, KernelCounts},
     pods::services::ServiceNames,
 };
-use tracking::{Ends, NoReply};
 
 const PROBE: &str = "nat";
 const PROGRAM: &str = "nat_xmit";
@@ -44,9 +44,7 @@ pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     let cannot = |reason: String| CannotRun { probe: PROBE, reason };
     let module = btf.with_module("nf_conntrack").map_err(|e| cannot(format!("reading nf_conntrack's BTF: {e}")))?;
     if !module && btf.offset_of("nf_conn", "status").is_err() {
-        return Err(cannot(
-            "conntrack is not loaded (no nf_conntrack module, not built in): nothing on this node is NATed yet".into(),
-        ));
+        return Err(cannot("conntrack is not loaded (no nf_conntrack module, not built in): nothing on this node is NATed yet".into()));
     }
     let params = btf.tracepoint_params(TRACEPOINT).map_err(|e| cannot(format!("tp_btf/{TRACEPOINT}: {e}")))?;
     let skb_arg = params
@@ -59,18 +57,10 @@ pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     let tuple_in_hash = off("nf_conntrack_tuple_hash", "tuple")?;
     let status = btf.enum_values("ip_conntrack_status").map_err(|e| cannot(format!("enum ip_conntrack_status: {e}")))?;
     let bit = |name: &str| -> Result<u32, CannotRun> {
-        status
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v as u32)
-            .ok_or_else(|| cannot(format!("enum ip_conntrack_status has no {name}")))
+        status.iter().find(|(n, _)| n == name).map(|(_, v)| *v as u32).ok_or_else(|| cannot(format!("enum ip_conntrack_status has no {name}")))
     };
-    let bits = StatusBits {
-        src_nat: bit("IPS_SRC_NAT")?,
-        dst_nat: bit("IPS_DST_NAT")?,
-        seen_reply: bit("IPS_SEEN_REPLY")?,
-        assured: bit("IPS_ASSURED")?,
-    };
+    let bits =
+        StatusBits { src_nat: bit("IPS_SRC_NAT")?, dst_nat: bit("IPS_DST_NAT")?, seen_reply: bit("IPS_SEEN_REPLY")?, assured: bit("IPS_ASSURED")? };
     let config = NatConfig {
         valid: 1,
         skb_arg: skb_arg as u32,
@@ -91,8 +81,7 @@ pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
 }
 
 pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
-    let prog: &mut BtfTracePoint =
-        ebpf.program_mut(PROGRAM).context("nat_xmit program missing from the object")?.try_into()?;
+    let prog: &mut BtfTracePoint = ebpf.program_mut(PROGRAM).context("nat_xmit program missing from the object")?.try_into()?;
     prog.load(TRACEPOINT, btf).with_context(|| format!("loading tp_btf/{TRACEPOINT}"))?;
     prog.attach().with_context(|| format!("attaching tp_btf/{TRACEPOINT}"))?;
     Ok(())

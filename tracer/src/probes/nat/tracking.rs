@@ -105,12 +105,7 @@ impl NoReply {
 
     /// The connections whose reply is overdue at `now`, as `no_reply` events (once each).
     pub fn expired(&mut self, now: i128) -> Vec<Event> {
-        let overdue: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns)
-            .map(|(conn, _)| *conn)
-            .collect();
+        let overdue: Vec<u64> = self.waiting.iter().filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns).map(|(conn, _)| *conn).collect();
         let mut out: Vec<Event> = overdue
             .into_iter()
             .filter_map(|conn| self.waiting.remove(&conn))

@@ -77,9 +77,7 @@ pub fn plan(btf: &KernelBtf) -> Result<Plan, CannotRun> {
 
 fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(), String> {
     let params = btf.tracepoint_params(tracepoint).map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
-    let find = |name: &str| -> Option<u32> {
-        params.iter().position(|p| *p == ParamType::StructPtr(name.into())).map(|i| i as u32)
-    };
+    let find = |name: &str| -> Option<u32> { params.iter().position(|p| *p == ParamType::StructPtr(name.into())).map(|i| i as u32) };
     let need = |name: &str| find(name).ok_or_else(|| format!("tp_btf/{tracepoint} has no struct {name} * argument"));
     match tracepoint {
         "tcp_retransmit_skb" => config.retransmit_sk = need("sock")?,
@@ -95,12 +93,7 @@ fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(
         "inet_sock_set_state" => {
             config.set_state_sk = need("sock")?;
             // (sk, int oldstate, int newstate): the two plain integers after the socket.
-            let ints: Vec<u32> = params
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| **p == ParamType::Other)
-                .map(|(i, _)| i as u32)
-                .collect();
+            let ints: Vec<u32> = params.iter().enumerate().filter(|(_, p)| **p == ParamType::Other).map(|(i, _)| i as u32).collect();
             let [old, new, ..] = ints[..] else {
                 return Err(format!("tp_btf/{tracepoint}: no oldstate/newstate arguments"));
             };
@@ -115,10 +108,8 @@ fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(
 /// Loads and attaches the planned programs; links live as long as `ebpf`.
 pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
     for hook in &plan.hooks {
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(hook.program)
-            .with_context(|| format!("{} program missing from the object", hook.program))?
-            .try_into()?;
+        let prog: &mut BtfTracePoint =
+            ebpf.program_mut(hook.program).with_context(|| format!("{} program missing from the object", hook.program))?.try_into()?;
         prog.load(hook.tracepoint, btf).with_context(|| format!("loading tp_btf/{}", hook.tracepoint))?;
         prog.attach().with_context(|| format!("attaching tp_btf/{}", hook.tracepoint))?;
     }
