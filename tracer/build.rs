@@ -3,6 +3,8 @@
 //! rust-src and bpf-linker (scripts/setup.sh installs both).
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
+// A build dependency only so that cargo reruns this script when tracer-ebpf changes.
+use tracer_ebpf as _;
 
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;

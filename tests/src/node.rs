@@ -372,11 +372,11 @@ disabled_plugins = [
   disable_cgroup = true
   disable_apparmor = true
   restrict_oom_score_adj = true
-  sandbox_image = "{image}"
+  sandbox_image = "{SANDBOX_IMAGE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{bin}"
+    bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{d}/cni"
     max_conf_num = 1
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -387,8 +387,6 @@ disabled_plugins = [
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         Root = "{d}/runc"
 "#,
-            image = SANDBOX_IMAGE,
-            bin = CNI_BIN_DIR,
         );
         let path = self.dir.join("config.toml");
         fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;

@@ -2,6 +2,7 @@
 //! fentry, tp_btf, tracepoint, tcx) must agree with what the kernel was built with, with what
 //! `tracer drops` then really attaches, with the table output, and the probes must leave nothing
 //! loaded. Runs on the host and inside every kernel of the VM matrix (cargo xtask vm-test).
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{collections::BTreeMap, time::Duration};
 

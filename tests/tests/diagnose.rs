@@ -34,6 +34,7 @@
 //! block with `--ip`, traffic is bounded in count and time, and everything is removed on drop,
 //! also on panic. The tests of this file run one at a time ([`serial`]): each run loads every
 //! probe family, and the machine has two CPUs.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     collections::BTreeSet,

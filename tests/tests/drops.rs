@@ -13,6 +13,7 @@
 //! - UDP or TCP to a closed port: NO_SOCKET (`__udp4_lib_rcv+0x..` / `tcp_v4_rcv+0x..`).
 //! - A forwarded packet with no route at all: IP_INNOROUTES at `ip_error+0x..` in the router's
 //!   netns (an `unreachable`/`blackhole`/`prohibit` route gives NOT_SPECIFIED at `ip_error`).
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{collections::BTreeSet, time::Duration};
 

@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo xtask image && cargo test --release -p tracer-tests --test image` (as root;
 //! `cargo xtask test` builds the image and passes it as TRACER_IMAGE).
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     collections::BTreeMap,

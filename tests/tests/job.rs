@@ -2,6 +2,7 @@
 //! (kubernetes-validate, installed by scripts/setup.sh into /opt/tracer-py) and holds the
 //! least-privilege settings; so is deploy/daemonset.yaml. No cluster, no privileges needed.
 //! Run: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test job`.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     path::{Path, PathBuf},

@@ -2,6 +2,7 @@
 //! namespaces clean up, and the kernel produces exactly the drops the drops tests expect (seen
 //! through a private tracefs instance). When one of the drops tests fails, run these first: if
 //! they fail too, the kernel or the machine differs, not the tracer.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::time::Duration;
 

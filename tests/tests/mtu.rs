@@ -19,6 +19,7 @@
 //! Every lab is private (namespaces, 198.18.0.0/15 block and an fd54:7200::/32 prefix derived
 //! from it), every tracer is filtered to the lab's addresses, every wait is bounded, and
 //! everything is removed on drop, also on panic.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! creates real pod sandboxes through the CRI, the pods talk through the node's CNI bridge, IP
 //! reuse can be forced, and dropping the lab leaves nothing behind, also after a panic.
 //! No tracer runs here; the pod tests of the tracer build on this.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     net::Ipv4Addr,

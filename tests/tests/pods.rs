@@ -5,6 +5,7 @@
 //! Each pod drop here is UDP from one pod to another pod's closed port: the kernel frees the
 //! datagram with NO_SOCKET in the receiving pod's namespace, so the event has both pods' addresses
 //! and the receiver's network namespace.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     io::{Read as _, Write as _},

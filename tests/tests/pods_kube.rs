@@ -9,6 +9,7 @@
 //! then the watcher's list `...&fieldSelector=..&limit=500` and its watch
 //! `...&watch=true&timeoutSeconds=290&fieldSelector=..&allowWatchBookmarks=true&resourceVersion=RV`
 //! from the version the list returned. This has not been run against a live cluster here.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     process::Command,
@@ -299,7 +300,7 @@ fn watch_added_and_deleted_pods_name_drops_while_tracing() {
     }
 
     // The pod is deleted: first marked (MODIFIED with deletionTimestamp), then DELETED.
-    let mut terminating = server.clone();
+    let mut terminating = server;
     terminating.deleting = true;
     api.modify(&terminating);
     let watch_last_rv = api.delete(&terminating);

@@ -22,6 +22,7 @@
 //!
 //! Every lab is private (namespaces, 198.18.0.0/15 block), every tracer is filtered to the lab's
 //! addresses, every wait is bounded, and everything is removed on drop, also on panic.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     collections::BTreeSet,

@@ -3,6 +3,7 @@
 //! metrics are scraped over HTTP from inside the lab and checked with `promtool check metrics`
 //! (Debian's prometheus package) and against the JSON events of the same run.
 //! Run as root: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test serve`.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -57,7 +57,7 @@ fn pod_addr(family: u8, addr: &[u8; 16]) -> bool {
 /// Whether the packet touches a selected pod: by either address, or by the network namespace it
 /// was seen in (which catches what a pod sends before NAT and traffic without pod addresses).
 #[inline(always)]
-pub fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
+pub(crate) fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
     if filter_field!(pods) == 0 {
         return true;
     }
@@ -70,7 +70,7 @@ pub fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
 
 /// Whether `flow` passes the configured address, port and protocol filter.
 #[inline(always)]
-pub fn matches(flow: &RawFlow) -> bool {
+pub(crate) fn matches(flow: &RawFlow) -> bool {
     let proto = filter_field!(proto);
     if proto != 0 && flow.l4_proto != proto {
         return false;
@@ -99,6 +99,6 @@ pub fn matches(flow: &RawFlow) -> bool {
 /// [`matches`] and [`matches_pods`] as one BPF subprogram: programs that filter more than one
 /// flow would otherwise inline the filter's temporaries twice and pass the 512-byte stack.
 #[inline(never)]
-pub fn passes(flow: &RawFlow, netns: u32) -> bool {
+pub(crate) fn passes(flow: &RawFlow, netns: u32) -> bool {
     matches(flow) && matches_pods(flow, netns)
 }

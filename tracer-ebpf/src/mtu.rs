@@ -76,8 +76,10 @@ fn submit(event: &mut MtuEvent, what: u8, at: u8) {
     event.event = what;
     event.hook = at;
     // SAFETY: helpers without preconditions.
-    event.header =
-        EventHeader { ts_ns: unsafe { bpf_ktime_get_boot_ns() }, kind: kind::MTU, cpu: unsafe { bpf_get_smp_processor_id() } as u16, _pad: [0; 4] };
+    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: as above.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u16;
+    event.header = EventHeader { ts_ns, kind: kind::MTU, cpu, _pad: [0; 4] };
     emit::output(kind::MTU, event);
 }
 
@@ -185,7 +187,7 @@ fn quoted<B: Bytes>(b: &B, w: &mut Work) -> bool {
 /// icmp:icmp_send (skb, type, code), kernel >= 6.10: IPv4 errors this node sends, with the
 /// packet that caused them. Only frag-needed is reported; its MTU is not an argument, so it is
 /// taken from the offending packet's route as __icmp_send's caller computed it.
-pub fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !offsets_valid() {
         return Ok(());
     }
@@ -217,7 +219,7 @@ pub fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 /// tp_btf/kfree_skb (layout from DROP_CONFIG): PKT_TOO_BIG drops, and frag-needed /
 /// packet-too-big errors that are themselves dropped (filtered ICMP: the black hole).
-pub fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !offsets_valid() {
         return Ok(());
     }
@@ -300,7 +302,7 @@ fn check_mtu(ctx: &TcContext, l3_len: u32) -> (bool, u32) {
 /// this node or forwarded through it). Egress: those this node generated (the skb carries the
 /// ICMP socket; forwarded ones were seen arriving), for ICMPv6 always, for IPv4 only where
 /// icmp:icmp_send is missing. Both: IP packets longer than the device's MTU.
-pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
+pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
     if config!(valid) != 1 {
         return None;
     }

@@ -74,7 +74,7 @@ fn tuple_flow(ct: *const u8, tuple: u32, flow: &mut RawFlow) {
 }
 
 /// net:net_dev_start_xmit (skb, dev).
-pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !crate::kernel::offsets_valid() {
         return Ok(());
     }

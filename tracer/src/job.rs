@@ -16,7 +16,7 @@ use k8s_openapi::{
 
 /// What a Job runs and where.
 #[derive(Debug, Clone)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     /// Job name (a DNS label).
     pub name: String,
     pub namespace: String,
@@ -30,18 +30,18 @@ pub struct JobSpec {
 
 /// Seconds past --duration the Job may run (start-up, pulling the image) before Kubernetes
 /// stops it.
-pub const DEADLINE_SLACK_S: u64 = 120;
+pub(crate) const DEADLINE_SLACK_S: u64 = 120;
 /// The tracer container's name in the Job's pod (`job logs` reads its log).
-pub const CONTAINER: &str = "tracer";
+pub(crate) const CONTAINER: &str = "tracer";
 /// Finished Jobs (and their logs) are kept this long.
 const TTL_AFTER_FINISHED_S: i32 = 3600;
 /// The labels every tracer Job and its pod carry: `job list` finds them by these.
-pub const LABELS: [(&str, &str); 2] = [("app.kubernetes.io/name", "tracer"), ("app.kubernetes.io/component", "trace-job")];
+pub(crate) const LABELS: [(&str, &str); 2] = [("app.kubernetes.io/name", "tracer"), ("app.kubernetes.io/component", "trace-job")];
 
 /// The manifest could not be written as YAML.
 #[derive(Debug, thiserror::Error)]
 #[error("writing the Job as YAML")]
-pub struct YamlError(#[from] serde_saphyr::SerializeError);
+pub(crate) struct YamlError(#[from] serde_saphyr::SerializeError);
 
 /// The capabilities the tracer command in `args` needs (`args[0]` is the command), as a
 /// securityContext names them: what each command was measured to need with one capability
@@ -49,7 +49,7 @@ pub struct YamlError(#[from] serde_saphyr::SerializeError);
 /// reason for each). A manifest cannot know the node's kernel, so it assumes one with CAP_BPF
 /// (5.8+) that does not charge BPF maps to RLIMIT_MEMLOCK (5.11+); on older kernels tracer
 /// names what it misses when it starts.
-pub fn capabilities(args: &[String]) -> Vec<&'static str> {
+pub(crate) fn capabilities(args: &[String]) -> Vec<&'static str> {
     let command = args.first().map(String::as_str).unwrap_or_default();
     // `--iface NETNS:DEV` makes tracer attach inside another namespace: setns(2).
     let ifaces = args.windows(2).filter(|w| w[0] == "--iface").map(|w| w[1].as_str());
@@ -58,7 +58,7 @@ pub fn capabilities(args: &[String]) -> Vec<&'static str> {
 }
 
 /// The Job manifest.
-pub fn manifest(spec: &JobSpec) -> Job {
+pub(crate) fn manifest(spec: &JobSpec) -> Job {
     let labels = || Some(LABELS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>());
     let quantities = |pairs: [(&str, &str); 2]| Some(pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect());
     let read_only_mount =
@@ -133,7 +133,7 @@ pub fn manifest(spec: &JobSpec) -> Job {
 /// The Job as YAML, block style as kubectl writes it. Strings a YAML 1.1 reader would take for
 /// a number, a boolean or null (a CPU quantity of `1`) are quoted by the serializer; long
 /// strings stay on one line, since folded scalars only make a manifest harder to grep.
-pub fn to_yaml(job: &Job) -> Result<String, YamlError> {
+pub(crate) fn to_yaml(job: &Job) -> Result<String, YamlError> {
     let options = serde_saphyr::ser_options! {
         compact_list_indent: false,
         prefer_block_scalars: false,

@@ -42,7 +42,7 @@ const MARK_END: &str = "<!-- bench:end -->";
 /// Set by SIGINT/SIGTERM: every wait loop checks it, so cleanup runs in the normal unwinding path.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-pub struct Options {
+pub(crate) struct Options {
     pub tracer: PathBuf,
     pub smoke: bool,
     pub reps: usize,
@@ -59,7 +59,7 @@ struct Sizes {
     start_reps: usize,
 }
 
-pub fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     install_signal_handlers();
     remove_stale_labs();
     // bpftrace finds its tracepoints through tracefs, and a fresh machine has none mounted.

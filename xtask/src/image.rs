@@ -18,14 +18,14 @@ use serde_json::json;
 
 /// The path of the binary in the image: its entrypoint. The Job and DaemonSet manifests set no
 /// `command`, so they run exactly this.
-pub const ENTRYPOINT: &str = "/tracer";
+pub(crate) const ENTRYPOINT: &str = "/tracer";
 
 /// Read by the Kubernetes client (rustls with the platform's roots) even for in-cluster use.
 const CA_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Writes the image of `tracer` to `out`, tagged `tag`; returns the image id (the config's
 /// digest, as `ctr images ls` shows it).
-pub fn build(tracer: &Path, tag: &str, out: &Path) -> anyhow::Result<String> {
+pub(crate) fn build(tracer: &Path, tag: &str, out: &Path) -> anyhow::Result<String> {
     let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     files.push((ENTRYPOINT.trim_start_matches('/').to_string(), 0o755, read(tracer)?));

@@ -35,7 +35,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// Kernels of the default matrix: short name, Debian package.
-pub const KERNELS: &[(&str, &str)] = &[("6.1", "linux-image-6.1.0-50-cloud-amd64"), ("6.12", "linux-image-6.12.100+deb12-cloud-amd64")];
+pub(crate) const KERNELS: &[(&str, &str)] = &[("6.1", "linux-image-6.1.0-50-cloud-amd64"), ("6.12", "linux-image-6.12.100+deb12-cloud-amd64")];
 
 /// Modules to put in every initramfs (with their dependencies), when the kernel has them as
 /// modules. Built-in ones are skipped; unknown ones are reported and skipped.
@@ -74,7 +74,7 @@ const MODULES: &[&str] = &[
 /// The hooks `tracer drops` is run with inside the VM; each must report NO_SOCKET.
 const HOOKS: &[&str] = &["tp_btf", "tracepoint"];
 
-pub struct Options {
+pub(crate) struct Options {
     pub kernels: Vec<String>,
     /// Integration-test binaries (tests/ of tracer-tests) to run inside the VM, with the host
     /// tools they call; empty: only the built-in checks of scripts/vm/init.sh
@@ -122,7 +122,7 @@ impl Outcome {
     }
 }
 
-pub fn vm_test(ws: &Path, tracer: &Path, opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn vm_test(ws: &Path, tracer: &Path, opts: &Options) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = start + opts.total_timeout;
     ensure_host_packages()?;
@@ -947,7 +947,7 @@ fn test_binary_names() -> Vec<&'static str> {
 
 /// The newest executable of each of [`test_binary_names`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.
-pub fn test_binaries(ws: &Path, no_build: bool, only: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn test_binaries(ws: &Path, no_build: bool, only: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let names = test_binary_names();
     if let Some(unknown) = only.iter().find(|o| !names.contains(&o.as_str())) {
         anyhow::bail!("--test {unknown}: not one of the VM's test binaries ({})", names.join(", "));

@@ -32,7 +32,7 @@ struct Report {
 }
 
 /// Prints the report; returns whether `drops` can run (exit 1 when not).
-pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
+pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<bool> {
     let mut feats = Vec::new();
     let mut push = |name: &str, ok: bool, detail: String| {
         feats.push(Feature { name: name.into(), available: ok, detail });

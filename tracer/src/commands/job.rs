@@ -44,7 +44,7 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 const STUCK: &[&str] = &["ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"];
 
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub(crate) enum JobError {
     #[error("{op} {namespace}/{name}: {detail}")]
     Api { op: &'static str, namespace: String, name: String, detail: String },
     #[error("pod {namespace}/{name} not found (the Job runs on the node of --pod)")]
@@ -93,14 +93,14 @@ fn print(out: &str) -> anyhow::Result<()> {
 }
 
 /// `tracer job render`: the Job's manifest on stdout, as YAML.
-pub fn render(spec: &JobSpec) -> anyhow::Result<ExitCode> {
+pub(crate) fn render(spec: &JobSpec) -> anyhow::Result<ExitCode> {
     let yaml = job::to_yaml(&job::manifest(spec)).with_context(|| format!("job {}/{}", spec.namespace, spec.name))?;
     print(&yaml)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tracer job run`.
-pub async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
     let JobRunConfig { request, api, output, detach } = config;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -181,7 +181,7 @@ fn random_suffix() -> String {
 }
 
 /// `tracer job logs`.
-pub async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
     let JobLogsConfig { namespace, name, api, output } = config;
     let (namespace, name) = (namespace.as_str(), name.as_str());
     let client = connect(&api).await?;
@@ -375,7 +375,7 @@ impl LogPrinter {
 }
 
 /// `tracer job list`.
-pub async fn list(config: JobListConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn list(config: JobListConfig) -> anyhow::Result<ExitCode> {
     let JobListConfig { namespace, api, output } = config;
     let namespace = namespace.as_deref();
     let client = connect(&api).await?;
@@ -463,7 +463,7 @@ fn age_text(s: i64) -> String {
 }
 
 /// `tracer job delete`: every name is tried; the exit code says whether all went.
-pub async fn delete(config: JobDeleteConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn delete(config: JobDeleteConfig) -> anyhow::Result<ExitCode> {
     let JobDeleteConfig { namespace, names, api } = config;
     let client = connect(&api).await?;
     let jobs: Api<Job> = Api::namespaced(client, &namespace);

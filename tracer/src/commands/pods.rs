@@ -24,7 +24,7 @@ struct JsonPod<'a> {
     source: String,
 }
 
-pub async fn run(config: PodsCommandConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: PodsCommandConfig) -> anyhow::Result<()> {
     if config.pods.from == PodsFrom::None {
         return Err(crate::usage::UsageError("tracer pods needs a pod source: not --pods-from none".into()).into());
     }

@@ -27,7 +27,7 @@ use crate::{
     session::Session,
 };
 
-pub async fn run(config: RetransConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: RetransConfig) -> anyhow::Result<()> {
     let options = FamilyOptions { tcp: tcp::Options { stream_retransmits: config.top.is_none() }, ..FamilyOptions::default() };
     let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans, &options), &config.trace, false).await?;
     let clock = Clock::new();

@@ -14,14 +14,14 @@ use super::flows::{ConnKey, Connections, flow_label};
 use crate::events::{Detail, DropDetail, Event, NatDetail};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
     Warning,
     Info,
 }
 
 impl Severity {
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Error => "error",
             Self::Warning => "warning",
@@ -31,7 +31,7 @@ impl Severity {
 }
 
 #[derive(Debug, Clone)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub code: &'static str,
     pub severity: Severity,
     pub summary: String,
@@ -41,7 +41,7 @@ pub struct Finding {
 }
 
 /// What the rules may ask of the machine, at the end of the run.
-pub trait Facts {
+pub(crate) trait Facts {
     /// A sysctl (`net.ipv4.ip_forward`) as network namespace `netns` sees it.
     fn sysctl(&mut self, netns: u32, key: &str) -> Option<String>;
     /// A name for the namespace: its pod's, or its /run/netns name.
@@ -57,7 +57,7 @@ pub trait Facts {
 
 /// What the run was, besides its events.
 #[derive(Debug, Clone, Default)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     pub reply_timeout: Duration,
     /// Events the kernel could not deliver (ring buffer full).
     pub lost: u64,
@@ -70,7 +70,7 @@ pub struct RunInfo {
 }
 
 /// Retransmits of one connection that make a storm when nothing else explains them.
-pub const STORM_RETRANSMITS: u64 = 5;
+pub(crate) const STORM_RETRANSMITS: u64 = 5;
 /// Flows listed per finding; the evidence counts all of them.
 const MAX_FLOWS: usize = 20;
 
@@ -82,7 +82,7 @@ const NEIGH_REASONS: &[&str] = &["NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_DEAD"
 const SOCKET_BUFFER_REASONS: &[&str] = &["SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PROTO_MEM", "TCP_OFOMERGE"];
 
 /// Runs every rule.
-pub fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
+pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
     let conns = Connections::learn(events);
     let mut out = Vec::new();
     netfilter_drops(events, facts, &mut out);
@@ -1033,7 +1033,7 @@ mod tests {
         let mut facts = FakeFacts::default();
         facts.services.insert(("10.96.0.20".parse().unwrap(), 80, 6), "shop/web".into());
         let to_svc = flow("10.244.1.7", 4000, "10.96.0.20", 80, 6);
-        let events = vec![drop_event(to_svc.clone(), "IP_INNOROUTES", 8, 1), tcp(to_svc.clone(), "SYN_SENT", true, 2)];
+        let events = vec![drop_event(to_svc.clone(), "IP_INNOROUTES", 8, 1), tcp(to_svc, "SYN_SENT", true, 2)];
         let f = run(&events, &mut facts);
         assert_eq!(codes(&f), ["service-not-translated"], "{f:#?}");
         assert_eq!(f[0].evidence["service"], "shop/web");

@@ -5,13 +5,13 @@ use std::io::{self, Write};
 use super::{Sink, write_line};
 use crate::events::{Detail, Event, rfc3339};
 
-pub struct TableSink<W: Write> {
+pub(crate) struct TableSink<W: Write> {
     out: W,
     header_written: bool,
 }
 
 impl<W: Write> TableSink<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         Self { out, header_written: false }
     }
 }
@@ -33,7 +33,7 @@ fn header(event: &Event) -> &'static str {
 }
 
 /// One row, columns aligned with [`HEADER`].
-pub fn row(event: &Event) -> String {
+pub(crate) fn row(event: &Event) -> String {
     let ts = rfc3339(event.ts_unix_ns);
     // HH:MM:SS.mmm is enough on a live screen; JSON has the full stamp.
     let time = ts.get(11..23).unwrap_or(&ts);
@@ -96,7 +96,7 @@ pub fn row(event: &Event) -> String {
 
 /// One timeline line for an event of any kind (`tracer watch`): time, kind, flow with pods,
 /// then what the kind adds. Kinds have different columns, so the detail is words, not columns.
-pub fn timeline_row(event: &Event) -> String {
+pub(crate) fn timeline_row(event: &Event) -> String {
     let ts = rfc3339(event.ts_unix_ns);
     let time = ts.get(11..23).unwrap_or(&ts);
     let src = with_pod(event.flow.src_endpoint(), event.src_pod.as_deref());
@@ -151,16 +151,16 @@ pub fn timeline_row(event: &Event) -> String {
     format!("{time:<13} {:<13} {proto:<6} {src} -> {dst}  {detail}", event.detail.kind())
 }
 
-pub const TIMELINE_HEADER: &str = "TIME(UTC)     KIND          PROTO  FLOW  DETAIL";
+pub(crate) const TIMELINE_HEADER: &str = "TIME(UTC)     KIND          PROTO  FLOW  DETAIL";
 
 /// `tracer watch`'s table: every kind in one stream.
-pub struct TimelineSink<W: Write> {
+pub(crate) struct TimelineSink<W: Write> {
     out: W,
     header_written: bool,
 }
 
 impl<W: Write> TimelineSink<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         Self { out, header_written: false }
     }
 }
@@ -227,7 +227,7 @@ mod tests {
         };
         let r = row(&e);
         assert!(r.starts_with("02:30:01.123 "));
-        let mut m = e.clone();
+        let mut m = e;
         m.ifname = Some("eth0".into());
         m.detail = Detail::Mtu(crate::events::MtuDetail {
             event: "frag_needed_dropped",

@@ -25,10 +25,10 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use super::{Pod, PodUpdate, SourceKind, SourceMsg, now_unix_ns};
 
 /// Sockets `--pods-from auto` tries, in order.
-pub const DEFAULT_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/crio/crio.sock"];
+pub(crate) const DEFAULT_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/crio/crio.sock"];
 
 /// How often the runtime is asked for its sandboxes while tracing.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Bound on every call, so a wedged runtime cannot hang start-up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +37,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const KUBELET_LABEL_PREFIX: &str = "io.kubernetes.";
 
 #[derive(Debug, thiserror::Error)]
-pub enum CriError {
+pub(crate) enum CriError {
     #[error("CRI socket {path}: no such socket (is the container runtime running? --cri-socket PATH names another)")]
     Missing { path: PathBuf },
     #[error("CRI socket {path}: not a unix socket")]
@@ -50,7 +50,7 @@ pub enum CriError {
     Timeout { path: PathBuf, op: &'static str },
 }
 
-pub struct CriSource {
+pub(crate) struct CriSource {
     socket: PathBuf,
     client: RuntimeServiceClient<Channel>,
     /// The runtime's name and version, e.g. "containerd 1.6.20".
@@ -62,7 +62,7 @@ pub struct CriSource {
 impl CriSource {
     /// Connects and asks the runtime its version: a socket that is missing, refuses, or does not
     /// speak CRI fails here, before anything is attached.
-    pub async fn connect(socket: &Path) -> Result<Self, CriError> {
+    pub(crate) async fn connect(socket: &Path) -> Result<Self, CriError> {
         let path = socket.to_path_buf();
         let meta = std::fs::metadata(socket).map_err(|_| CriError::Missing { path: path.clone() })?;
         if !meta.file_type().is_socket() {
@@ -88,12 +88,12 @@ impl CriSource {
         Ok(Self { socket: path, client, runtime: format!("{} {}", version.runtime_name, version.runtime_version), known: HashMap::new() })
     }
 
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// The ready sandboxes now.
-    pub async fn list(&mut self) -> Result<Vec<Pod>, CriError> {
+    pub(crate) async fn list(&mut self) -> Result<Vec<Pod>, CriError> {
         let request = ListPodSandboxRequest {
             filter: Some(PodSandboxFilter {
                 state: Some(PodSandboxStateValue { state: PodSandboxState::SandboxReady as i32 }),
@@ -130,10 +130,10 @@ impl CriSource {
         if let Some(net) = &status.network {
             let extra = net.additional_ips.iter().map(|p| p.ip.as_str());
             for text in std::iter::once(net.ip.as_str()).chain(extra) {
-                if let Ok(ip) = text.parse::<IpAddr>() {
-                    if !ips.contains(&ip) {
-                        ips.push(ip);
-                    }
+                if let Ok(ip) = text.parse::<IpAddr>()
+                    && !ips.contains(&ip)
+                {
+                    ips.push(ip);
                 }
             }
         }
@@ -172,7 +172,7 @@ impl CriSource {
     /// Polls the runtime until the receiver is gone, sending a full snapshot each time (the
     /// registry diffs). A failing poll is warned about once and retried; the registry keeps what
     /// it knew.
-    pub fn follow(mut self, tx: mpsc::Sender<SourceMsg>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn follow(mut self, tx: mpsc::Sender<SourceMsg>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut failing = false;
             loop {

@@ -13,7 +13,7 @@ use super::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum FileSourceError {
+pub(crate) enum FileSourceError {
     #[error("--pods-from file:{path}: cannot read it")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("--pods-from file:{path}: not the JSON of `kubectl get pods -A -o json`")]
@@ -27,12 +27,12 @@ struct List {
 
 /// What the file holds.
 #[derive(Debug, Default)]
-pub struct Objects {
+pub(crate) struct Objects {
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
 }
 
-pub fn load(path: &Path) -> Result<Objects, FileSourceError> {
+pub(crate) fn load(path: &Path) -> Result<Objects, FileSourceError> {
     let bytes = std::fs::read(path).map_err(|source| FileSourceError::Read { path: path.into(), source })?;
     parse(&bytes).map_err(|source| FileSourceError::Parse { path: path.into(), source })
 }

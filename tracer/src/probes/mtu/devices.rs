@@ -9,7 +9,7 @@ use crate::kernel::netns::{Netns, NetnsError};
 
 /// One device as seen in its namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceFacts {
+pub(crate) struct DeviceFacts {
     pub netns: Netns,
     pub name: String,
     pub ifindex: u32,
@@ -23,7 +23,7 @@ pub struct DeviceFacts {
 
 /// What a device is on a node's path, for the mismatch rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// A veth: the host end of a pod's interface (or its peer).
     PodDevice,
     Bridge,
@@ -41,7 +41,7 @@ const TUNNELS: &[(&str, u32)] =
     &[("vxlan", 50), ("geneve", 50), ("ipip", 20), ("sit", 20), ("ip_gre", 24), ("ip6_gre", 48), ("ip6_tunnel", 40), ("wireguard", 60)];
 
 impl DeviceFacts {
-    pub fn role(&self) -> Role {
+    pub(crate) fn role(&self) -> Role {
         if self.uplink {
             return Role::Uplink;
         }
@@ -56,14 +56,14 @@ impl DeviceFacts {
     }
 
     /// Where tc programs go by default: pod veths and tunnels.
-    pub fn traced_by_default(&self) -> bool {
+    pub(crate) fn traced_by_default(&self) -> bool {
         matches!(self.role(), Role::PodDevice | Role::Tunnel { .. })
     }
 }
 
 /// A configuration that loses or fragments large packets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
+pub(crate) struct Mismatch {
     /// `error` (packets of some sizes cannot pass) or `warning` (they pass only if frag-needed
     /// gets back to the sender: a black hole where ICMP is filtered).
     pub severity: &'static str,
@@ -72,7 +72,7 @@ pub struct Mismatch {
 }
 
 /// The mismatches among `devices`, namespace by namespace.
-pub fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
+pub(crate) fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
     let mut out = Vec::new();
     let mut namespaces: Vec<&Netns> = devices.iter().map(|d| &d.netns).collect();
     namespaces.sort();
@@ -158,7 +158,7 @@ fn different_mtus(here: &[&DeviceFacts], out: &mut Vec<Mismatch>, flagged: usize
 }
 
 /// The devices of `netns` (not `lo`) with their MTU, driver and whether they are the uplink.
-pub fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
+pub(crate) fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
     let _inside = netns.enter()?;
     // Sockets belong to the namespace of the thread that creates them: this one is inside.
     // SAFETY: plain socket(2).
@@ -187,7 +187,7 @@ pub fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
+pub(crate) enum DeviceError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error("listing network devices: {0}")]

@@ -1,9 +1,9 @@
 //! Conntrack NAT: plans the net_dev_start_xmit BTF tracepoint and the `struct nf_conn` layout
 //! (from vmlinux, or nf_conntrack's module BTF when conntrack is a module), and attaches.
 
-pub mod ctnetlink;
-pub mod decode;
-pub mod tracking;
+pub(crate) mod ctnetlink;
+pub(crate) mod decode;
+pub(crate) mod tracking;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -31,7 +31,7 @@ const NAT_CONFIG: &str = "NAT_CONFIG";
 
 /// `enum ip_conntrack_status` masks userspace reads back from the events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatusBits {
+pub(crate) struct StatusBits {
     pub src_nat: u32,
     pub dst_nat: u32,
     pub seen_reply: u32,
@@ -40,7 +40,7 @@ pub struct StatusBits {
 
 /// The program's configuration for this kernel. Conntrack must be present (built in, or its
 /// module loaded: without it nothing is NATed and there is nothing to see).
-pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
+pub(crate) fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     let cannot = |reason: String| CannotRun { probe: PROBE, reason };
     let module = btf.with_module("nf_conntrack").map_err(|e| cannot(format!("reading nf_conntrack's BTF: {e}")))?;
     if !module && btf.offset_of("nf_conn", "status").is_err() {
@@ -80,7 +80,7 @@ pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     Ok((config, bits))
 }
 
-pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
+pub(crate) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
     let prog: &mut BtfTracePoint = ebpf.program_mut(PROGRAM).context("nat_xmit program missing from the object")?.try_into()?;
     prog.load(TRACEPOINT, btf).with_context(|| format!("loading tp_btf/{TRACEPOINT}"))?;
     prog.attach().with_context(|| format!("attaching tp_btf/{TRACEPOINT}"))?;
@@ -89,7 +89,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
 
 /// What the user chose for the NAT family.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// A connection with no reply after this long is reported `no_reply`.
     pub reply_timeout: Duration,
 }
@@ -101,7 +101,7 @@ impl Default for Options {
 }
 
 /// The NAT family: conntrack-rewritten connections, their replies (or none) and their ends.
-pub struct Nat {
+pub(crate) struct Nat {
     options: Options,
     planned: Option<(NatConfig, StatusBits)>,
     decoder: Option<decode::Decoder>,
@@ -113,7 +113,7 @@ pub struct Nat {
 }
 
 impl Nat {
-    pub fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options) -> Self {
         let no_reply = NoReply::new(options.reply_timeout.as_nanos() as i128);
         Nat { options, planned: None, decoder: None, services: None, no_reply, ends: None, marked: 0 }
     }
