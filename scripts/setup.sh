@@ -3,8 +3,9 @@
 # tracer. A second run only checks and returns in seconds.
 #
 # Installs: the Debian packages the build and the privileged tests use, rust-src for the nightly
-# (aya-build compiles the eBPF object with -Z build-std=core), and bpf-linker built against
-# Debian's LLVM 22 (the crates.io binary would link a different LLVM).
+# (aya-build compiles the eBPF object with -Z build-std=core), rustfmt and clippy (the style
+# checks of `cargo xtask test`), and bpf-linker built against Debian's LLVM 22 (the crates.io
+# binary would link a different LLVM).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -74,6 +75,19 @@ fi
 if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   log "adding rust-src to nightly (needed by -Z build-std=core)"
   rustup component add rust-src --toolchain nightly
+fi
+# `cargo xtask test` checks formatting with nightly rustfmt (rustfmt.toml uses its unstable import
+# options) and lints with clippy: stable for the workspace, nightly for tracer-ebpf (built like
+# aya-build builds it); a minimal-profile toolchain has neither.
+for component in rustfmt clippy; do
+  if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q "^${component}"; then
+    log "adding ${component} to nightly (the style checks of cargo xtask test)"
+    rustup component add "${component}" --toolchain nightly
+  fi
+done
+if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+  log "adding clippy to the default toolchain"
+  rustup component add clippy
 fi
 
 have_linker() {

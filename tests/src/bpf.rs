@@ -2,11 +2,7 @@
 //! process holds open, and the check that a tracer leaves none behind however it ends
 //! ([`assert_nothing_left_after`]).
 
-use std::collections::BTreeSet;
-use std::fs;
-use std::path::PathBuf;
-use std::thread;
-use std::time::Duration;
+use std::{collections::BTreeSet, fs, path::PathBuf, thread, time::Duration};
 
 use crate::{Tracer, Value, cmd_ok, parse_summary};
 
@@ -66,11 +62,7 @@ pub fn bpf_prog_ids_of_pid(pid: i32) -> BTreeSet<u64> {
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| fs::read_to_string(e.path()).ok())
-        .flat_map(|info| {
-            info.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse::<u64>().ok()))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|info| info.lines().filter_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse::<u64>().ok())).collect::<Vec<_>>())
         .collect()
 }
 
@@ -119,11 +111,7 @@ pub fn assert_nothing_left_after(probe: &str, base: &[&str], cases: &[(&[&str], 
             assert!(run.status.code().is_none(), "{what}: expected death by SIGKILL");
         } else {
             run.assert_code(0);
-            assert!(
-                parse_summary(&run.stderr, probe).is_some(),
-                "{what}: no `tracer: {probe}: N seen, N delivered, N lost` line:\n{}",
-                run.stderr
-            );
+            assert!(parse_summary(&run.stderr, probe).is_some(), "{what}: no `tracer: {probe}: N seen, N delivered, N lost` line:\n{}", run.stderr);
         }
         if let Err(left) = wait_bpf_released(&ids) {
             panic!("{what}: left behind after exit: {left}");

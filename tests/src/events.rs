@@ -19,20 +19,11 @@ pub fn check_common(ev: &Value, window: (i128, i128)) {
         assert!(obj.contains_key(k), "{}: missing field {k:?}", ctx());
     }
     let ts = ev["ts"].as_str().unwrap_or_else(|| panic!("{}: ts not a string", ctx()));
-    let t = parse_rfc3339_nanos(ts)
-        .unwrap_or_else(|| panic!("{}: ts {ts:?} is not RFC 3339 UTC with nanoseconds (..SS.nnnnnnnnnZ)", ctx()));
+    let t = parse_rfc3339_nanos(ts).unwrap_or_else(|| panic!("{}: ts {ts:?} is not RFC 3339 UTC with nanoseconds (..SS.nnnnnnnnnZ)", ctx()));
     let slack = 5_000_000_000;
-    assert!(
-        t >= window.0 - slack && t <= window.1 + slack,
-        "{}: ts {ts} is outside the test's run window (clock conversion wrong?)",
-        ctx()
-    );
+    assert!(t >= window.0 - slack && t <= window.1 + slack, "{}: ts {ts} is outside the test's run window (clock conversion wrong?)", ctx());
     let kind = ev["kind"].as_str().unwrap_or_default();
-    assert!(
-        ["drop", "retransmit", "reset", "connect_fail", "nat", "mtu"].contains(&kind),
-        "{}: bad kind",
-        ctx()
-    );
+    assert!(["drop", "retransmit", "reset", "connect_fail", "nat", "mtu"].contains(&kind), "{}: bad kind", ctx());
     let proto = ev["proto"].as_str().map(str::to_string).or_else(|| ev["proto"].as_u64().map(|n| n.to_string()));
     let proto = proto.unwrap_or_else(|| panic!("{}: proto is neither string nor number", ctx()));
     assert!(!proto.is_empty() && proto == proto.to_lowercase(), "{}: proto must be lower case", ctx());
@@ -74,9 +65,7 @@ pub fn is_symbol_offset(loc: &str) -> bool {
         Some((o, size)) => hex(o) && hex(size),
         None => hex(off),
     };
-    !sym.is_empty()
-        && sym.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'[' || c == b']' || c == b' ')
-        && off_ok
+    !sym.is_empty() && sym.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'[' || c == b']' || c == b' ') && off_ok
 }
 
 /// `sym+0xoff` without a `/size` suffix.
@@ -91,8 +80,19 @@ pub fn with_flow<'a>(events: &'a [Value], src: &str, dst: &str) -> Vec<&'a Value
 
 /// TCP state names as the tracer prints them (the kernel's `TCP_*` without the prefix).
 pub const TCP_STATE_NAMES: &[&str] = &[
-    "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK",
-    "LISTEN", "CLOSING", "NEW_SYN_RECV", "BOUND_INACTIVE",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+    "BOUND_INACTIVE",
 ];
 
 /// `IP:PORT` (or `[IPv6]:PORT`) with a non-zero port.

@@ -2,9 +2,11 @@
 //! `--pods-from file:PATH` ([`pods_file`]), temporary files removed on drop ([`TempFile`]), and
 //! YAML read as JSON ([`yaml_as_json`]).
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use crate::Value;
 

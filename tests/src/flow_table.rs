@@ -1,8 +1,7 @@
 //! Parsers of the tracer's per-flow tables (`retrans --top` snapshots and the `=== summary`
 //! table), as text ([`parse_top_text`], [`find_summary_table`]) and as JSON ([`parse_top_json`]).
 
-use crate::tracer_proc::parse_json_lines;
-use crate::{Value, parse_rfc3339_utc};
+use crate::{Value, parse_rfc3339_utc, tracer_proc::parse_json_lines};
 
 /// One row of a per-flow table (`--top` snapshot or `=== summary`): the eight columns
 /// `SRC DST SRC_POD DST_POD RETRANS RESETS STATE LAST_SEEN` (pods `-` when unknown).
@@ -72,9 +71,8 @@ pub fn parse_flow_row(line: &str) -> Option<FlowRow> {
 /// exactly N rows. Returns the table and the index after it; panics naming the bad line.
 pub fn parse_flow_table_at(lines: &[&str], i: usize) -> (FlowTable, usize) {
     let ctx = || lines.join("\n");
-    let (is_summary, ts_nanos, n) = parse_flow_table_title(lines[i]).unwrap_or_else(|| {
-        panic!("line {:?} is not a table title `=== [summary ]<RFC3339 UTC>  <N> flows`; all:\n{}", lines[i], ctx())
-    });
+    let (is_summary, ts_nanos, n) = parse_flow_table_title(lines[i])
+        .unwrap_or_else(|| panic!("line {:?} is not a table title `=== [summary ]<RFC3339 UTC>  <N> flows`; all:\n{}", lines[i], ctx()));
     let header = lines.get(i + 1).copied().unwrap_or_default();
     assert!(header.starts_with("SOURCE"), "after title {:?}: want a header starting with SOURCE, got {header:?}; all:\n{}", lines[i], ctx());
     let mut rows = Vec::new();

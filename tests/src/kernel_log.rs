@@ -3,12 +3,14 @@
 //! ([`KernelDropLog`]) and the TCP tracepoints ([`KernelTcpLog`]), and /proc/kallsyms to name
 //! raw addresses ([`KernelSymbols`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::thread;
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Duration,
+};
 
 use crate::{strip_size, unique_name};
 
@@ -61,16 +63,11 @@ impl KernelSymbols {
 /// earlier test (or tracer) having mounted it: this mounts it at the standard place when
 /// needed, as tracer itself does, and fails loudly when it cannot.
 pub fn tracefs_root() -> PathBuf {
-    let mounted = || {
-        ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].into_iter().map(PathBuf::from).find(|p| p.join("instances").is_dir())
-    };
+    let mounted = || ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].into_iter().map(PathBuf::from).find(|p| p.join("instances").is_dir());
     if let Some(root) = mounted() {
         return root;
     }
-    let status = Command::new("mount")
-        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-        .status()
-        .expect("run mount -t tracefs");
+    let status = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status().expect("run mount -t tracefs");
     assert!(status.success(), "tracefs is not mounted and `mount -t tracefs nodev /sys/kernel/tracing` failed: {status}");
     mounted().expect("tracefs mounted at /sys/kernel/tracing, yet it has no instances/ directory")
 }
@@ -107,8 +104,7 @@ impl TraceInstance {
             fs::write(inst.dir.join("options/hash-ptr"), "0").expect("turn hash-ptr off in a tracefs instance");
         }
         if let Some(f) = filter {
-            fs::write(inst.dir.join("events/skb/kfree_skb/filter"), f)
-                .unwrap_or_else(|e| panic!("tracefs filter {f:?} on skb:kfree_skb: {e}"));
+            fs::write(inst.dir.join("events/skb/kfree_skb/filter"), f).unwrap_or_else(|e| panic!("tracefs filter {f:?} on skb:kfree_skb: {e}"));
         }
         fs::write(inst.dir.join("events/skb/kfree_skb/enable"), "1").expect("enable skb:kfree_skb");
         inst
@@ -120,10 +116,7 @@ impl TraceInstance {
         text.lines()
             .filter(|l| !l.starts_with('#') && l.contains("kfree_skb:"))
             .map(|l| {
-                let fields = l
-                    .split_whitespace()
-                    .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-                    .collect();
+                let fields = l.split_whitespace().filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
                 let reason = l.rsplit_once("reason:").map(|(_, r)| r.trim().to_string()).unwrap_or_default();
                 (fields, reason)
             })
@@ -240,17 +233,12 @@ impl KernelDropLog {
     /// this kernel cannot tell them.
     pub fn ipv4_locations(&self, reason: &str) -> Result<BTreeSet<String>, String> {
         match &self.locations {
-            LocationSource::Symbolic => Ok(self
-                .drops()
-                .into_iter()
-                .filter(|d| d.reason == reason && d.protocol == ETH_P_IP)
-                .map(|d| d.location)
-                .collect()),
+            LocationSource::Symbolic => {
+                Ok(self.drops().into_iter().filter(|d| d.reason == reason && d.protocol == ETH_P_IP).map(|d| d.location).collect())
+            }
             LocationSource::Addresses { symbols, by_reason } => {
-                let (_, inst) = by_reason
-                    .iter()
-                    .find(|(r, _)| r == reason)
-                    .unwrap_or_else(|| panic!("KernelDropLog::new was not asked for reason {reason}"));
+                let (_, inst) =
+                    by_reason.iter().find(|(r, _)| r == reason).unwrap_or_else(|| panic!("KernelDropLog::new was not asked for reason {reason}"));
                 Ok(inst
                     .records()
                     .iter()
@@ -299,10 +287,7 @@ impl KernelTcpRecord {
         if self.fields.contains_key("src") && self.fields.contains_key("dest") {
             return (self.field("src").to_string(), self.field("dest").to_string());
         }
-        (
-            format!("{}:{}", self.field("saddr"), self.field("sport")),
-            format!("{}:{}", self.field("daddr"), self.field("dport")),
-        )
+        (format!("{}:{}", self.field("saddr"), self.field("sport")), format!("{}:{}", self.field("daddr"), self.field("dport")))
     }
 
     /// The `state=` word without its `TCP_` prefix (`UNKNOWN` stays as it is).
@@ -321,13 +306,8 @@ pub struct KernelTcpLog {
     pub missing: Vec<String>,
 }
 
-const KERNEL_TCP_EVENTS: &[&str] = &[
-    "tcp/tcp_retransmit_skb",
-    "tcp/tcp_retransmit_synack",
-    "tcp/tcp_send_reset",
-    "tcp/tcp_receive_reset",
-    "sock/inet_sock_set_state",
-];
+const KERNEL_TCP_EVENTS: &[&str] =
+    &["tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack", "tcp/tcp_send_reset", "tcp/tcp_receive_reset", "sock/inet_sock_set_state"];
 
 impl KernelTcpLog {
     pub fn new() -> KernelTcpLog {
@@ -356,14 +336,11 @@ impl KernelTcpLog {
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| {
                 let words: Vec<&str> = l.split_whitespace().collect();
-                let i = words.iter().position(|w| {
-                    w.ends_with(':') && KERNEL_TCP_EVENTS.iter().any(|e| e.ends_with(&format!("/{}", w.trim_end_matches(':'))))
-                })?;
-                let time = words.get(i.checked_sub(1)?)?.trim_end_matches(':').parse().ok()?;
-                let fields = words[i + 1..]
+                let i = words
                     .iter()
-                    .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-                    .collect();
+                    .position(|w| w.ends_with(':') && KERNEL_TCP_EVENTS.iter().any(|e| e.ends_with(&format!("/{}", w.trim_end_matches(':')))))?;
+                let time = words.get(i.checked_sub(1)?)?.trim_end_matches(':').parse().ok()?;
+                let fields = words[i + 1..].iter().filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
                 Some(KernelTcpRecord { event: words[i].trim_end_matches(':').to_string(), time, fields })
             })
             .collect()
@@ -372,10 +349,7 @@ impl KernelTcpLog {
     /// Records of `event` for exactly this flow (in the record's own direction, see
     /// [`KernelTcpRecord::flow`]).
     pub fn of(&self, event: &str, src: &str, dst: &str) -> Vec<KernelTcpRecord> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.event == event && r.flow() == (src.to_string(), dst.to_string()))
-            .collect()
+        self.records().into_iter().filter(|r| r.event == event && r.flow() == (src.to_string(), dst.to_string())).collect()
     }
 
     /// How many times the kernel retransmitted from `src` to `dst` (tcp_retransmit_skb and

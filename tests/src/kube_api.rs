@@ -27,15 +27,19 @@
 //! Jobs (`tracer job run/logs/list/delete`) are served by [`jobs`]: batch/v1 Jobs, a Job
 //! controller that makes each Job's pod, and the pods' logs, scripted by the test.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    io::{BufRead, BufReader, ErrorKind, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant, SystemTime},
+};
 
 use serde_json::{Value, json};
 
@@ -231,14 +235,7 @@ fn uid_for(namespace: &str, name: &str) -> String {
         x
     };
     let (a, b) = (h(0xcbf2_9ce4_8422_2325), h(0x8422_2325_cbf2_9ce4));
-    format!(
-        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        b >> 52,
-        b & 0xffff_ffff_ffff
-    )
+    format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", a >> 32, (a >> 16) & 0xffff, a & 0xfff, b >> 52, b & 0xffff_ffff_ffff)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -283,12 +280,8 @@ impl ServiceFixture {
     /// The Service object as the API serves it (`resourceVersion` is set by the server).
     pub fn object(&self) -> Value {
         let created = rfc3339_s(unix_now_s().saturating_sub(3600));
-        let families: Vec<&str> = self
-            .cluster_ips
-            .iter()
-            .filter(|ip| ip.as_str() != "None")
-            .map(|ip| if ip.contains(':') { "IPv6" } else { "IPv4" })
-            .collect();
+        let families: Vec<&str> =
+            self.cluster_ips.iter().filter(|ip| ip.as_str() != "None").map(|ip| if ip.contains(':') { "IPv6" } else { "IPv4" }).collect();
         let ports: Vec<Value> = self
             .ports
             .iter()
@@ -377,15 +370,13 @@ fn url_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -863,11 +854,7 @@ fn serve_conn(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let body_len: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
+        let body_len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         let mut body = vec![0; body_len];
         if body_len > 0 {
             r.read_exact(&mut body)?;
@@ -1042,11 +1029,7 @@ fn watch(w: &mut TcpStream, req: &ApiRequest, resource: Resource, fields: &[Fiel
     loop {
         let pending: Vec<(u64, Change)> = {
             let mut st = shared.lock();
-            while st.history.len() == next
-                && st.watch_epoch == epoch
-                && !shared.shutdown.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-            {
+            while st.history.len() == next && st.watch_epoch == epoch && !shared.shutdown.load(Ordering::Relaxed) && Instant::now() < deadline {
                 st = shared.changed.wait_timeout(st, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
             }
             if st.watch_epoch != epoch || shared.shutdown.load(Ordering::Relaxed) || Instant::now() >= deadline {

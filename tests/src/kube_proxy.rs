@@ -29,10 +29,10 @@ pub fn kube_proxy_base(ns: &Netns) {
     nat(ns, &["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", "0x4000"]);
     nat(ns, &["-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000", "-j", "RETURN"]);
     nat(ns, &["-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000"]);
-    nat(ns, &[
-        "-A", "KUBE-POSTROUTING", "-m", "comment", "--comment", "kubernetes service traffic requiring SNAT", "-j",
-        "MASQUERADE", "--random-fully",
-    ]);
+    nat(
+        ns,
+        &["-A", "KUBE-POSTROUTING", "-m", "comment", "--comment", "kubernetes service traffic requiring SNAT", "-j", "MASQUERADE", "--random-fully"],
+    );
 }
 
 /// A Service `cip:port/proto` -> `backends` (IPs) `:targetPort` (`ports` = (port, targetPort))
@@ -62,10 +62,27 @@ pub fn service(ns: &Netns, name: &str, proto: &str, cip: &str, ports: (u16, u16)
         if k + 1 < n {
             // Rule k sees only what rules 0..k let through: every (n - k)th of those.
             let every = (n - k).to_string();
-            nat(ns, &[
-                "-A", &svc, "-m", "comment", "--comment", &comment, "-m", "statistic", "--mode", "nth", "--every", &every,
-                "--packet", "0", "-j", &sep,
-            ]);
+            nat(
+                ns,
+                &[
+                    "-A",
+                    &svc,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &comment,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "nth",
+                    "--every",
+                    &every,
+                    "--packet",
+                    "0",
+                    "-j",
+                    &sep,
+                ],
+            );
         } else {
             nat(ns, &["-A", &svc, "-m", "comment", "--comment", &comment, "-j", &sep]);
         }

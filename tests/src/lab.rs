@@ -93,8 +93,7 @@ impl RoutedLab {
         let a = Netns::new("a");
         let r = Netns::new("r");
         let b = Netns::new("b");
-        let (a_if, ra_if, rb_if, b_if) =
-            (unique_name("va"), unique_name("ra"), unique_name("rb"), unique_name("vb"));
+        let (a_if, ra_if, rb_if, b_if) = (unique_name("va"), unique_name("ra"), unique_name("rb"), unique_name("vb"));
         veth(&a, &a_if, &r, &ra_if);
         veth(&b, &b_if, &r, &rb_if);
         let (a_ip, ra_ip) = (addrs.host(0, 1), addrs.host(0, 254));

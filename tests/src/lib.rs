@@ -42,9 +42,9 @@ pub mod process;
 pub mod time;
 pub mod tracer_proc;
 
-pub mod node;
 pub mod kube_api;
 pub mod kube_proxy;
+pub mod node;
 pub mod traffic;
 
 pub use bpf::*;

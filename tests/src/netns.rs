@@ -2,13 +2,15 @@
 //! private address blocks ([`AddrBlock`]), the [`Netns`] guard that kills what runs inside and
 //! deletes the namespace on drop, and [`veth`] pairs between two namespaces.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::Duration,
+};
 
 use crate::{CMD_TIMEOUT, cmd, cmd_ok, run_timeout};
 
@@ -84,9 +86,7 @@ impl Netns {
 
     /// The namespace inode number (what the kernel reports as the netns id).
     pub fn inode(&self) -> u64 {
-        fs::metadata(self.path())
-            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display()))
-            .ino()
+        fs::metadata(self.path()).unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display())).ino()
     }
 
     /// `ip netns exec NAME args...`, bounded by [`CMD_TIMEOUT`].
@@ -177,10 +177,7 @@ impl Netns {
     /// Pids of processes running inside the namespace.
     pub fn pids(&self) -> Vec<i32> {
         let out = cmd(&["ip", "netns", "pids", &self.name]);
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|s| s.parse().ok()).collect()
     }
 }
 
@@ -207,10 +204,7 @@ impl Drop for Netns {
 /// Creates a veth pair with one end (`a_name`) in `a` and the other (`b_name`) in `b`, both up.
 /// The links are created directly inside the namespaces and die with them.
 pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
-    cmd_ok(&[
-        "ip", "link", "add", a_name, "netns", &a.name, "type", "veth", "peer", "name", b_name,
-        "netns", &b.name,
-    ]);
+    cmd_ok(&["ip", "link", "add", a_name, "netns", &a.name, "type", "veth", "peer", "name", b_name, "netns", &b.name]);
     a.up(a_name);
     b.up(b_name);
 }

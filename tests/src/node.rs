@@ -15,34 +15,31 @@
 mod container;
 mod image;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::net::Ipv4Addr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::{self, File},
+    net::Ipv4Addr,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+pub use container::{Container, ContainerExit, ContainerSpec, HostMount, cri_log_lines};
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+pub use image::{BUSYBOX, SANDBOX_IMAGE, image_reference, is_static_elf, sandbox_image_tar};
 use k8s_cri::v1::{
-    ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest, VersionRequest,
+    ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
+    VersionRequest, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub use container::{Container, ContainerExit, ContainerSpec, HostMount, cri_log_lines};
-pub use image::{BUSYBOX, SANDBOX_IMAGE, image_reference, is_static_elf, sandbox_image_tar};
-
-use crate::netns::next_id;
-use crate::{AddrBlock, CMD_TIMEOUT, Netns, Value, run_timeout, unique_name};
+use crate::{AddrBlock, CMD_TIMEOUT, Netns, Value, netns::next_id, run_timeout, unique_name};
 
 /// Bound for containerd to answer the CRI `Version` call after it was started.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -72,7 +69,12 @@ pub fn require_node(test: &str) -> bool {
     // The kernel matrix VMs carry no container runtime by design (README: pod tests run on the
     // host kernel only); there the skip is expected, printed, and not a failure.
     if std::env::var_os(NO_CONTAINER_RUNTIME).is_some() {
-        crate::skipped(test, &format!("needs a container runtime, which this environment has none of by design ({NO_CONTAINER_RUNTIME} is set); it runs on the host kernel"));
+        crate::skipped(
+            test,
+            &format!(
+                "needs a container runtime, which this environment has none of by design ({NO_CONTAINER_RUNTIME} is set); it runs on the host kernel"
+            ),
+        );
         return false;
     }
     let mut reasons = crate::privilege::privileged_reasons();
@@ -282,10 +284,7 @@ impl NodeLab {
         assert!(2 <= first && first <= last && last <= 254, "pool {first}..={last} must lie in 2..=254");
         let host = |h: u8| parse_v4(&addrs.host(0, u32::from(h))).unwrap_or_else(|e| panic!("{e:#}"));
         let netns = Netns::new("nd");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("tokio runtime: {e}"));
         let mut lab = NodeLab {
             subnet: addrs.net(0),
             gateway: addrs.host(0, 1),
@@ -373,11 +372,11 @@ disabled_plugins = [
   disable_cgroup = true
   disable_apparmor = true
   restrict_oom_score_adj = true
-  sandbox_image = "{image}"
+  sandbox_image = "{SANDBOX_IMAGE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{bin}"
+    bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{d}/cni"
     max_conf_num = 1
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -388,8 +387,6 @@ disabled_plugins = [
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         Root = "{d}/runc"
 "#,
-            image = SANDBOX_IMAGE,
-            bin = CNI_BIN_DIR,
         );
         let path = self.dir.join("config.toml");
         fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
@@ -451,9 +448,7 @@ disabled_plugins = [
             let sock = self.socket_path();
             let attempt = self.rt.block_on(async {
                 let ch = connect(&sock).await?;
-                let v = RuntimeServiceClient::new(ch.clone())
-                    .version(VersionRequest { version: "v1".into() })
-                    .await?;
+                let v = RuntimeServiceClient::new(ch.clone()).version(VersionRequest { version: "v1".into() }).await?;
                 anyhow::Ok((ch, v.into_inner()))
             });
             match attempt {
@@ -546,14 +541,7 @@ disabled_plugins = [
 
     /// Creates a pod; `Err` describes which step failed. `want_ip` is as in
     /// [`NodeLab::run_pod_with_ip`].
-    pub fn try_run_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        labels: &[(&str, &str)],
-        host_network: bool,
-        want_ip: Option<&str>,
-    ) -> Result<Pod> {
+    pub fn try_run_pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)], host_network: bool, want_ip: Option<&str>) -> Result<Pod> {
         self.try_run_pod_with(namespace, name, labels, SandboxOptions { host_network, ..Default::default() }, want_ip)
     }
 
@@ -564,14 +552,7 @@ disabled_plugins = [
         self.try_run_pod_with(namespace, name, &[], opts, None).unwrap_or_else(|e| self.fail(&e))
     }
 
-    fn try_run_pod_with(
-        &self,
-        namespace: &str,
-        name: &str,
-        labels: &[(&str, &str)],
-        opts: SandboxOptions,
-        want_ip: Option<&str>,
-    ) -> Result<Pod> {
+    fn try_run_pod_with(&self, namespace: &str, name: &str, labels: &[(&str, &str)], opts: SandboxOptions, want_ip: Option<&str>) -> Result<Pod> {
         let host_network = opts.host_network;
         let _serial = self.create.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ip) = want_ip {
@@ -581,12 +562,7 @@ disabled_plugins = [
         let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mode = if host_network { NamespaceMode::Node } else { NamespaceMode::Pod };
         let config = PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.clone(),
-                namespace: namespace.into(),
-                attempt: 0,
-            }),
+            metadata: Some(PodSandboxMetadata { name: name.into(), uid: uid.clone(), namespace: namespace.into(), attempt: 0 }),
             // runc refuses a hostname without a private UTS namespace, which host-network pods
             // do not get (kubelet leaves it empty for them too).
             hostname: if host_network { String::new() } else { name.into() },
@@ -638,27 +614,12 @@ disabled_plugins = [
             ensure!(netns_inode == self.netns.inode(), "host-network pod {namespace}/{name} is not in the node namespace");
         } else {
             let addr = parse_v4(&ip).with_context(|| format!("{namespace}/{name}: pod IP"))?;
-            ensure!(
-                self.pool.0 <= addr && addr <= self.pool.1,
-                "{namespace}/{name}: IP {ip} outside the pool {:?}",
-                self.pool
-            );
+            ensure!(self.pool.0 <= addr && addr <= self.pool.1, "{namespace}/{name}: IP {ip} outside the pool {:?}", self.pool);
             if let Some(w) = want_ip {
                 ensure!(ip == w, "{namespace}/{name}: asked host-local for {w}, got {ip} (is {w} still in use?)");
             }
         }
-        Ok(Pod {
-            namespace: namespace.into(),
-            name: name.into(),
-            uid,
-            labels,
-            id,
-            ip,
-            netns_path,
-            netns_inode,
-            pid,
-            host_network,
-        })
+        Ok(Pod { namespace: namespace.into(), name: name.into(), uid, labels, id, ip, netns_path, netns_inode, pid, host_network })
     }
 
     /// Points host-local's round-robin cursor just before `ip`.
@@ -859,12 +820,7 @@ fn is_sandbox_process(pid: u32) -> bool {
 /// Mount points at or below `dir`, deepest first.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|p| p.starts_with(dir))
-        .collect();
+    let mut v: Vec<PathBuf> = text.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape_mountinfo).filter(|p| p.starts_with(dir)).collect();
     v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     v.dedup();
     v

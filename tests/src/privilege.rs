@@ -4,23 +4,21 @@
 //! (release, BTF names), and the cross-process [`LabLock`] that keeps machine-wide checks apart
 //! from other tests' tracers.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fs::{self, File, OpenOptions},
+    os::fd::AsRawFd,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
 
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
 }
 
 pub(crate) fn have_tool(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false)
 }
 
 /// Returns true when the test may run. Otherwise prints
@@ -94,13 +92,8 @@ pub struct LabLock {
 const LOCK_PATH: &str = "/run/tracer-tests.lock";
 
 fn take_lock(op: libc::c_int) -> LabLock {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(LOCK_PATH)
-        .unwrap_or_else(|e| panic!("open {LOCK_PATH}: {e}"));
+    let file =
+        OpenOptions::new().create(true).truncate(false).read(true).write(true).open(LOCK_PATH).unwrap_or_else(|e| panic!("open {LOCK_PATH}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         // SAFETY: valid open fd; LOCK_NB makes this non-blocking.

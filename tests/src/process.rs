@@ -2,10 +2,12 @@
 //! [`cmd_ok`]), background children waited for with a bound ([`wait_child`]), and servers that
 //! announce with their first line that they serve ([`Announced`]).
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Output, Stdio},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
 
 /// Default bound for helper commands (ip, iptables, python senders).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -23,12 +25,7 @@ fn spawn_reader<R: Read + Send + 'static>(r: Option<R>) -> Option<JoinHandle<Vec
 /// Runs `cmd` with piped output; kills it (and panics) if it runs longer than `timeout`.
 pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
     let out_t = spawn_reader(child.stdout.take());
     let err_t = spawn_reader(child.stderr.take());
     let deadline = Instant::now() + timeout;

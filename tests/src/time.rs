@@ -18,9 +18,7 @@ pub fn parse_rfc3339_utc(s: &str) -> Option<i128> {
         _ => return None,
     };
     // Decimal digits only (no sign, no space); the empty fraction is 0.
-    let num = |t: &[u8]| -> Option<i128> {
-        t.iter().try_fold(0i128, |n, c| c.is_ascii_digit().then(|| n * 10 + i128::from(c - b'0')))
-    };
+    let num = |t: &[u8]| -> Option<i128> { t.iter().try_fold(0i128, |n, c| c.is_ascii_digit().then(|| n * 10 + i128::from(c - b'0'))) };
     let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
     let (h, mi, se) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
     let ns = num(frac)? * 10i128.pow(9 - frac.len() as u32);

@@ -3,13 +3,17 @@
 //! ([`run_tracer`]), what a finished run left ([`TracerRun`]), its final counters line
 //! ([`parse_summary`]), and the check that it refuses bad input ([`assert_refused`]).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
 
 use crate::{Netns, Value, run_timeout};
 
@@ -32,9 +36,7 @@ pub fn tracer_bin() -> PathBuf {
         return p;
     }
     let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     for profile in ["release", "debug"] {
         let p = target.join(profile).join("tracer");
         if p.is_file() {
@@ -76,9 +78,7 @@ impl TracerRun {
 
     /// Exit code, panicking if the tracer died from a signal.
     pub fn code(&self) -> i32 {
-        self.status
-            .code()
-            .unwrap_or_else(|| panic!("tracer {:?} died from a signal: {}\nstderr:\n{}", self.args, self.status, self.stderr))
+        self.status.code().unwrap_or_else(|| panic!("tracer {:?} died from a signal: {}\nstderr:\n{}", self.args, self.status, self.stderr))
     }
 
     /// Non-empty stderr lines.
@@ -103,9 +103,7 @@ pub(crate) fn parse_json_lines(lines: &[String]) -> Vec<Value> {
     lines
         .iter()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("tracer stdout line is not JSON ({e}): {l}"))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("tracer stdout line is not JSON ({e}): {l}")))
         .collect()
 }
 
@@ -153,10 +151,7 @@ impl Tracer {
                     let mut line = String::new();
                     match r.read_line(&mut line) {
                         Ok(0) | Err(_) => break,
-                        Ok(_) => lines
-                            .lock()
-                            .expect("lines lock")
-                            .push(line.trim_end_matches('\n').to_string()),
+                        Ok(_) => lines.lock().expect("lines lock").push(line.trim_end_matches('\n').to_string()),
                     }
                 }
             }));
@@ -174,14 +169,7 @@ impl Tracer {
                 }
             }));
         }
-        Tracer {
-            child: Some(child),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            lines,
-            stderr,
-            paused,
-            readers,
-        }
+        Tracer { child: Some(child), args: args.iter().map(|s| s.to_string()).collect(), lines, stderr, paused, readers }
     }
 
     /// Starts the tracer and waits (up to [`ATTACH_TIMEOUT`]) for `attached` on its stderr.
@@ -225,10 +213,7 @@ impl Tracer {
             let exited = t.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(st) = exited {
                 let run = t.finish(st);
-                panic!(
-                    "tracer {:?} exited ({}) before printing `attached`\nstderr:\n{}",
-                    run.args, run.status, run.stderr
-                );
+                panic!("tracer {:?} exited ({}) before printing `attached`\nstderr:\n{}", run.args, run.status, run.stderr);
             }
             if Instant::now() >= deadline {
                 let stderr = t.stderr();
@@ -288,12 +273,7 @@ impl Tracer {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        TracerRun {
-            args: self.args.clone(),
-            lines: std::mem::take(&mut *self.lines.lock().expect("lines lock")),
-            stderr: self.stderr(),
-            status,
-        }
+        TracerRun { args: self.args.clone(), lines: std::mem::take(&mut *self.lines.lock().expect("lines lock")), stderr: self.stderr(), status }
     }
 
     /// Sends `sig` and waits (up to [`STOP_TIMEOUT`]) for the tracer to exit; panics (after a

@@ -5,8 +5,10 @@
 //! own runner (`Netns::exec_timeout`, a CRI pod's `exec_timeout`, or `spawn` for a client left
 //! running), so the traffic stays in the lab.
 
-use std::process::{Child, Output};
-use std::time::Duration;
+use std::{
+    process::{Child, Output},
+    time::Duration,
+};
 
 use crate::{Announced, Netns};
 
@@ -222,7 +224,14 @@ pub fn udp_client_argv(src: &str, dst: &str, dport: u16, timeout: f64, sports: &
 
 /// Runs [`UDP_CLIENT`] through `exec` (argv, bound) and returns (source port, result) per
 /// port, in order; panics when a port printed none.
-pub fn udp_queries(exec: impl FnOnce(&[&str], Duration) -> Output, src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<(u16, String)> {
+pub fn udp_queries(
+    exec: impl FnOnce(&[&str], Duration) -> Output,
+    src: &str,
+    dst: &str,
+    dport: u16,
+    timeout: f64,
+    sports: &[u16],
+) -> Vec<(u16, String)> {
     let argv = udp_client_argv(src, dst, dport, timeout, sports);
     let out = exec(&crate::argv_refs(&argv), Duration::from_secs_f64(sports.len() as f64 * timeout + 15.0));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -296,12 +305,7 @@ impl<'a> Udp<'a> {
         let argv = self.argv();
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let out = ns.exec_timeout(&argv, Duration::from_secs(60));
-        assert!(
-            out.status.success(),
-            "udp sender failed in {}: {}",
-            ns.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "udp sender failed in {}: {}", ns.name, String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
     }
 
@@ -430,8 +434,27 @@ impl TcpSink {
 /// retransmitted, and deterministically (statistic `nth`, not random).
 pub fn lossy_input_rule(dport: u16, every: u32) -> Vec<String> {
     [
-        "iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &dport.to_string(), "-m", "length", "--length",
-        "1000:65535", "-m", "statistic", "--mode", "nth", "--every", &every.to_string(), "--packet", "0", "-j", "DROP",
+        "iptables-legacy",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &dport.to_string(),
+        "-m",
+        "length",
+        "--length",
+        "1000:65535",
+        "-m",
+        "statistic",
+        "--mode",
+        "nth",
+        "--every",
+        &every.to_string(),
+        "--packet",
+        "0",
+        "-j",
+        "DROP",
     ]
     .iter()
     .map(|s| s.to_string())

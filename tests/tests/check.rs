@@ -2,9 +2,9 @@
 //! fentry, tp_btf, tracepoint, tcx) must agree with what the kernel was built with, with what
 //! `tracer drops` then really attaches, with the table output, and the probes must leave nothing
 //! loaded. Runs on the host and inside every kernel of the VM matrix (cargo xtask vm-test).
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use tracer_tests::*;
 
@@ -131,7 +131,11 @@ fn check_json_reports_hooks_consistently() {
     let table = run_tracer(&["check"], Duration::from_secs(60));
     table.assert_code(0);
     for kind in HOOK_KINDS {
-        let row = table.lines.iter().find(|l| l.split_whitespace().next() == Some(kind)).unwrap_or_else(|| panic!("no {kind} row in:\n{}", table.lines.join("\n")));
+        let row = table
+            .lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind} row in:\n{}", table.lines.join("\n")));
         let ok = row.split_whitespace().nth(1).unwrap_or_default();
         assert_eq!(ok, if available[kind] { "yes" } else { "no" }, "table row {row:?} vs JSON");
     }

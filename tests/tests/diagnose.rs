@@ -34,16 +34,21 @@
 //! block with `--ip`, traffic is bounded in count and time, and everything is removed on drop,
 //! also on panic. The tests of this file run one at a time ([`serial`]): each run loads every
 //! probe family, and the machine has two CPUs.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
-use tracer_tests::kube_api::ServiceFixture;
-use tracer_tests::kube_proxy::{NatLab, kube_proxy_base, service};
-use tracer_tests::node::{NodeLab, Pod, require_node};
-use tracer_tests::traffic::{TcpClient, tcp_connect, udp_queries, udp_server};
-use tracer_tests::*;
+use tracer_tests::{
+    kube_api::ServiceFixture,
+    kube_proxy::{NatLab, kube_proxy_base, service},
+    node::{NodeLab, Pod, require_node},
+    traffic::{TcpClient, tcp_connect, udp_queries, udp_server},
+    *,
+};
 
 /// `--duration` of every run, in seconds: 6, times [`slowdown`]. Traffic must be over (or have
 /// done what the test needs) well before it ends.
@@ -90,11 +95,7 @@ const FINDINGS_MD: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../
 
 /// Codes docs/FINDINGS.md documents: the first cell of each table row, in backticks.
 fn documented_codes() -> BTreeSet<String> {
-    FINDINGS_MD
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split_once('`').map(|(code, _)| code.to_string()))
-        .collect()
+    FINDINGS_MD.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split_once('`').map(|(code, _)| code.to_string())).collect()
 }
 
 /// The tests of this binary run one at a time: a diagnose run attaches every probe family, and
@@ -187,7 +188,13 @@ fn diagnose(what: &str, args: &RunArgs, traffic: impl FnOnce()) -> Option<Diagno
     let took = t0.elapsed();
     assert!(took < traffic_budget(), "{what}: the scenario's traffic took {took:?}: the {} s run may have missed its end", duration_s());
     let run = t.wait_exit(Duration::from_secs(duration_s() + 30));
-    assert_eq!(run.status.code(), Some(0), "{what}: {argv:?} must exit 0 (findings are no failure)\nstdout:\n{}\nstderr:\n{}", run.lines.join("\n"), run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{what}: {argv:?} must exit 0 (findings are no failure)\nstdout:\n{}\nstderr:\n{}",
+        run.lines.join("\n"),
+        run.stderr
+    );
     let text = run.lines.join("\n");
     let report: Value = serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("{what}: diagnose -o json must print exactly one JSON object ({e}):\n{text}\nstderr:\n{}", run.stderr));
@@ -266,10 +273,24 @@ impl Diagnosis {
             let sev = f["severity"].as_str().unwrap_or_default();
             assert!(SEVERITIES.contains(&sev), "finding {f}: severity must be error|warning|info: {}", ctx());
             assert!(f["summary"].as_str().is_some_and(|s| !s.trim().is_empty()), "finding {f}: summary must be a sentence: {}", ctx());
-            let pods: Vec<&str> = f["pods"].as_array().unwrap_or_else(|| panic!("finding {f}: pods must be an array: {}", ctx())).iter().map(|p| p.as_str().unwrap_or("")).collect();
-            assert!(pods.iter().all(|p| p.split('/').count() == 2 && !p.starts_with('/') && !p.ends_with('/')), "finding {f}: pods must be namespace/name: {}", ctx());
+            let pods: Vec<&str> = f["pods"]
+                .as_array()
+                .unwrap_or_else(|| panic!("finding {f}: pods must be an array: {}", ctx()))
+                .iter()
+                .map(|p| p.as_str().unwrap_or(""))
+                .collect();
+            assert!(
+                pods.iter().all(|p| p.split('/').count() == 2 && !p.starts_with('/') && !p.ends_with('/')),
+                "finding {f}: pods must be namespace/name: {}",
+                ctx()
+            );
             assert!(pods.windows(2).all(|w| w[0] < w[1]), "finding {f}: pods must be sorted and unique: {}", ctx());
-            let flows: Vec<&str> = f["flows"].as_array().unwrap_or_else(|| panic!("finding {f}: flows must be an array: {}", ctx())).iter().map(|p| p.as_str().unwrap_or("")).collect();
+            let flows: Vec<&str> = f["flows"]
+                .as_array()
+                .unwrap_or_else(|| panic!("finding {f}: flows must be an array: {}", ctx()))
+                .iter()
+                .map(|p| p.as_str().unwrap_or(""))
+                .collect();
             assert!(flows.len() <= 20, "finding {f}: at most 20 flows: {}", ctx());
             for fl in &flows {
                 let ok = fl.split_once(" -> ").is_some_and(|(s, d)| is_endpoint(s) && is_endpoint(d));
@@ -298,7 +319,14 @@ impl Diagnosis {
     /// The one finding of `code` whose flows include `flow`; panics with the report otherwise.
     fn find(&self, code: &str, flow: &str) -> &Value {
         let found: Vec<&Value> = self.of(code).into_iter().filter(|f| has_flow(f, flow)).collect();
-        assert_eq!(found.len(), 1, "want exactly one `{code}` finding with flow {flow:?}, got {}:\n{}\nstderr:\n{}", found.len(), self.dump(), self.stderr);
+        assert_eq!(
+            found.len(),
+            1,
+            "want exactly one `{code}` finding with flow {flow:?}, got {}:\n{}\nstderr:\n{}",
+            found.len(),
+            self.dump(),
+            self.stderr
+        );
         found[0]
     }
 
@@ -311,13 +339,22 @@ impl Diagnosis {
     /// No finding of `code` names `flow`.
     fn assert_absent_for(&self, code: &str, flow: &str) {
         let found: Vec<&Value> = self.of(code).into_iter().filter(|f| has_flow(f, flow)).collect();
-        assert!(found.is_empty(), "no `{code}` finding for {flow:?} expected (another finding explains it), got {found:#?}\nwhole report:\n{}", self.dump());
+        assert!(
+            found.is_empty(),
+            "no `{code}` finding for {flow:?} expected (another finding explains it), got {found:#?}\nwhole report:\n{}",
+            self.dump()
+        );
     }
 
     /// No finding of severity `severity`.
     fn assert_no_severity(&self, severity: &str) {
         let found: Vec<&Value> = self.findings().iter().filter(|f| f["severity"] == severity).collect();
-        assert!(found.is_empty(), "a clean run has no `{severity}` finding; got {found:#?}\nwhole report:\n{}\nstderr:\n{}", self.dump(), self.stderr);
+        assert!(
+            found.is_empty(),
+            "a clean run has no `{severity}` finding; got {found:#?}\nwhole report:\n{}\nstderr:\n{}",
+            self.dump(),
+            self.stderr
+        );
     }
 }
 
@@ -374,14 +411,28 @@ fn echo_server(spawn: impl FnOnce(&[&str]) -> std::process::Child, ip: &str, por
 
 /// One connection per source port through `exec` (a namespace's or a pod's `exec_timeout`):
 /// connect, one echoed message, close. (source port, `ok 1`, `timeout` or `error ERRNO`) each.
-fn connect_each(exec: impl FnOnce(&[&str], Duration) -> std::process::Output, src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<(u16, String)> {
+fn connect_each(
+    exec: impl FnOnce(&[&str], Duration) -> std::process::Output,
+    src: &str,
+    dst: &str,
+    dport: u16,
+    timeout: f64,
+    sports: &[u16],
+) -> Vec<(u16, String)> {
     assert!(sports.len() <= 8 && timeout <= 3.0, "bounded traffic only");
     TcpClient::new(src, dst, dport, timeout).msgs(1).run_each(exec, sports)
 }
 
 /// UDP queries (`traffic::UDP_CLIENT`) through `exec`: `ok` or `timeout` (or `error ERRNO`)
 /// per source port, in order.
-fn query_each(exec: impl FnOnce(&[&str], Duration) -> std::process::Output, src: &str, dst: &str, dport: u16, timeout: f64, sports: &[u16]) -> Vec<String> {
+fn query_each(
+    exec: impl FnOnce(&[&str], Duration) -> std::process::Output,
+    src: &str,
+    dst: &str,
+    dport: u16,
+    timeout: f64,
+    sports: &[u16],
+) -> Vec<String> {
     assert!(sports.len() <= 8 && timeout <= 2.0, "bounded traffic only");
     udp_queries(exec, src, dst, dport, timeout, sports).into_iter().map(|r| r.1).collect()
 }
@@ -518,7 +569,11 @@ fn ip_forward_off_on_a_router_is_ip_forward_disabled() {
     assert!(ev_u64(f, "drops") >= 3, "{f:#}");
     assert_eq!(f["evidence"]["reason"], "IP_INADDRERRORS", "the reason this kernel gives a packet it may not forward: {f:#}");
     assert_eq!(sysctl_value(f, "net.ipv4.ip_forward"), Some(0), "evidence.sysctls must show forwarding off: {f:#}");
-    assert!(d.of("ip-forward-disabled").iter().any(|g| has_flow(g, &tcp)), "the TCP flow must be in an ip-forward-disabled finding too:\n{}", d.dump());
+    assert!(
+        d.of("ip-forward-disabled").iter().any(|g| has_flow(g, &tcp)),
+        "the TCP flow must be in an ip-forward-disabled finding too:\n{}",
+        d.dump()
+    );
     d.assert_absent_for("no-route", &udp);
     d.assert_absent_for("no-route", &tcp);
     d.assert_absent_for("retransmit-storm", &tcp);
@@ -561,7 +616,11 @@ fn dropped_frag_needed_is_an_mtu_blackhole() {
     assert!(ev_u64(f, "frag_needed_dropped") >= 1, "the client's INPUT dropped it: {f:#}");
     assert!(ev_u64(f, "retransmits") >= 1, "the client kept retransmitting full-size segments: {f:#}");
     assert!(ev_u64(f, "len") > SMALL_MTU, "the packet that did not fit: {f:#}");
-    assert_eq!((f["evidence"]["device"].as_str(), f["evidence"]["dev_mtu"].as_u64()), (Some(lab.rb_if.as_str()), Some(SMALL_MTU)), "the router's small device: {f:#}");
+    assert_eq!(
+        (f["evidence"]["device"].as_str(), f["evidence"]["dev_mtu"].as_u64()),
+        (Some(lab.rb_if.as_str()), Some(SMALL_MTU)),
+        "the router's small device: {f:#}"
+    );
     d.assert_absent_for("retransmit-storm", &tcp);
     d.assert_absent_for("netfilter-drop", &tcp);
 }
@@ -635,7 +694,8 @@ fn service_address_without_dnat_rules_is_service_not_translated() {
     let services = [ServiceFixture::new("lab", "api", &[&api_ip], 80, 8080), ServiceFixture::new("lab", "web", &[&web_ip], 80, 8080)];
     let objects: Vec<Value> = services.iter().map(ServiceFixture::object).collect();
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods-services.json", unique_name("dg"))));
-    std::fs::write(&file.0, pods_and_services_file(&[("client", &lab.clients[0].ip), ("api-0", &backend.ip)], &objects)).expect("write pods,services file");
+    std::fs::write(&file.0, pods_and_services_file(&[("client", &lab.clients[0].ip), ("api-0", &backend.ip)], &objects))
+        .expect("write pods,services file");
     let from = format!("file:{}", file.0.display());
     let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
     let mut results = Vec::new();
@@ -860,7 +920,28 @@ time.sleep(30)
 fn lossy_transfer(test: &str, target: &[&str]) -> Option<(Diagnosis, String)> {
     let lab = PairLab::new();
     let (sport, port) = (42061u16, 5451u16);
-    let mut rule = strings(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &port.to_string(), "-m", "length", "--length", "1000:65535", "-m", "statistic", "--mode", "nth", "--every", "8", "--packet", "0", "-j"]);
+    let mut rule = strings(&[
+        "iptables-legacy",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port.to_string(),
+        "-m",
+        "length",
+        "--length",
+        "1000:65535",
+        "-m",
+        "statistic",
+        "--mode",
+        "nth",
+        "--every",
+        "8",
+        "--packet",
+        "0",
+        "-j",
+    ]);
     rule.extend(strings(target));
     lab.b.exec_ok(&argv_refs(&rule));
     let _sink = TcpSink::start(|x| lab.b.spawn(x), &lab.b_ip, &[port]);
@@ -916,7 +997,6 @@ fn retransmits_explained_by_a_netfilter_drop_are_no_storm() {
     d.assert_absent_for("retransmit-storm", &tcp);
 }
 
-
 /// A full conntrack table in the server's namespace: its new connections are dropped by
 /// conntrack itself: conntrack-drop (cause table_full, with the fill level), not a rule's drop.
 #[test]
@@ -932,11 +1012,15 @@ fn full_conntrack_table_is_conntrack_drop() {
     let lab = PairLab::new();
     let port = PORT.to_string();
     // Conntrack in b only (a rule needs it there); a tracks nothing, so only b's table fills.
-    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-j", "ACCEPT"]);
+    lab.b.iptables(
+        "iptables-legacy",
+        &["-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-j", "ACCEPT"],
+    );
     let _server = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", BACKLOG_SERVER, &lab.b_ip, &port], "listening", "backlog server");
     let _max = ConntrackMax::set(HELD);
     let held = HELD.to_string();
-    let _clients = Announced::start(|a| lab.a.spawn(a), &["python3", "-c", HOLD_CONNECTIONS, &lab.b_ip, &port, &held], "connected", "held connections");
+    let _clients =
+        Announced::start(|a| lab.a.spawn(a), &["python3", "-c", HOLD_CONNECTIONS, &lab.b_ip, &port, &held], "connected", "held connections");
     let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
     let sport = 40611u16;
     let Some(d) = diagnose(test, &args, || {
@@ -1056,8 +1140,16 @@ fn watch_streams_every_family_in_one_timeline() {
     }
     // The socket's view (to the Service address), conntrack's (translated, with the original
     // tuple) and the backend's (translated), each with its pods.
-    assert!(ours.iter().any(|e| e["kind"] == "retransmit" && e["dst"] == ep(&cip, 80).as_str() && e["state"] == "SYN_SENT" && e["src_pod"] == "lab/client"), "{ours:#?}");
-    assert!(ours.iter().any(|e| e["kind"] == "nat" && e["state"] == "no_reply" && e["orig_dst"] == ep(&cip, 80).as_str() && e["backend_pod"] == "lab/web-0"), "{ours:#?}");
+    assert!(
+        ours.iter()
+            .any(|e| e["kind"] == "retransmit" && e["dst"] == ep(&cip, 80).as_str() && e["state"] == "SYN_SENT" && e["src_pod"] == "lab/client"),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|e| e["kind"] == "nat" && e["state"] == "no_reply" && e["orig_dst"] == ep(&cip, 80).as_str() && e["backend_pod"] == "lab/web-0"),
+        "{ours:#?}"
+    );
     assert!(
         ours.iter().any(|e| e["kind"] == "drop" && e["reason"] == "NETFILTER_DROP" && e["dst"] == backend_ep.as_str() && e["dst_pod"] == "lab/web-0"),
         "{ours:#?}"

@@ -13,12 +13,14 @@
 //! - UDP or TCP to a closed port: NO_SOCKET (`__udp4_lib_rcv+0x..` / `tcp_v4_rcv+0x..`).
 //! - A forwarded packet with no route at all: IP_INNOROUTES at `ip_error+0x..` in the router's
 //!   netns (an `unreachable`/`blackhole`/`prohibit` route gives NOT_SPECIFIED at `ip_error`).
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
-use tracer_tests::traffic::{TcpClient, tcp_connect};
-use tracer_tests::*;
+use tracer_tests::{
+    traffic::{TcpClient, tcp_connect},
+    *,
+};
 
 /// Arguments every run here starts with. (No `--pods-from none` yet: `drops` does not take it;
 /// the lab namespaces are no pods, so src_pod/dst_pod must be null anyway.)
@@ -51,15 +53,7 @@ fn assert_drops<'a>(events: &'a [Value], window: (i128, i128), e: &Expect, n: us
         check_drop(ev, window);
     }
     let got = with_flow(events, &e.src, &e.dst);
-    assert_eq!(
-        got.len(),
-        n,
-        "expected {n} drop events {} -> {}, got {}; all events:\n{}",
-        e.src,
-        e.dst,
-        got.len(),
-        dump(events)
-    );
+    assert_eq!(got.len(), n, "expected {n} drop events {} -> {}, got {}; all events:\n{}", e.src, e.dst, got.len(), dump(events));
     for ev in &got {
         assert_eq!(ev["proto"], e.proto, "proto of {ev}");
         assert_eq!(ev["reason"], e.reason, "reason of {ev}");
@@ -152,16 +146,8 @@ fn netfilter_drop_case(test: &str, hook_args: &[&str], bridged: bool) {
     run.assert_code(0);
 
     let events = run.events();
-    let e = Expect {
-        proto: "udp",
-        src,
-        dst,
-        reason: "NETFILTER_DROP",
-        functions: &["nf_hook_slow"],
-        netns: b.inode(),
-        ifname: &b_if,
-        len: (100, 200),
-    };
+    let e =
+        Expect { proto: "udp", src, dst, reason: "NETFILTER_DROP", functions: &["nf_hook_slow"], netns: b.inode(), ifname: &b_if, len: (100, 200) };
     let got = assert_drops(&events, (start, end), &e, 3);
     assert_eq!(events.len(), 3, "the --ip/--port filter let other events through:\n{}", dump(&events));
     assert_location_matches_kernel(test, &got, &klog, "NETFILTER_DROP");
@@ -435,8 +421,7 @@ fn lost_events_are_counted_with_smallest_ring_buffer() {
     }
     let run = t.stop();
     run.assert_code(0);
-    let s = parse_summary(&run.stderr, "drops")
-        .unwrap_or_else(|| panic!("no drops summary line on stderr:\n{}", run.stderr));
+    let s = parse_summary(&run.stderr, "drops").unwrap_or_else(|| panic!("no drops summary line on stderr:\n{}", run.stderr));
     let events = run.events();
     eprintln!("lost-events: sent {sent}, summary {s:?}, {} JSON lines", events.len());
     assert!(s.lost > 0, "a 4 KiB ring buffer with a stalled consumer must lose events: {s:?}");
@@ -529,10 +514,7 @@ fn no_programs_or_links_left_after_exit() {
         }
         let t = Tracer::start(&a);
         let during: Vec<_> = bpf_progs_named(PROG_PREFIXES).into_iter().filter(|p| !before.contains(&p.id)).collect();
-        assert!(
-            during.iter().any(|p| p.name == prog_name),
-            "{what}: while attached, bpftool shows no program named {prog_name}: {during:?}"
-        );
+        assert!(during.iter().any(|p| p.name == prog_name), "{what}: while attached, bpftool shows no program named {prog_name}: {during:?}");
         let ids: BTreeSet<u64> = during.iter().map(|p| p.id).collect();
         let links: Vec<_> = bpf_links().into_iter().filter(|l| ids.contains(&l.prog_id)).collect();
         assert!(!links.is_empty(), "{what}: while attached, bpftool shows no link to {during:?}");
@@ -585,10 +567,8 @@ fn without_privileges_exits_2_with_one_line() {
     let _lock = exclusive_lock();
     let before: BTreeSet<u64> = bpf_progs_named(PROG_PREFIXES).iter().map(|p| p.id).collect();
     let pins_before = bpffs_entries();
-    let wrappers: [&[&str]; 2] = [
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
-        &["setpriv", "--inh-caps=-all", "--bounding-set=-all"],
-    ];
+    let wrappers: [&[&str]; 2] =
+        [&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], &["setpriv", "--inh-caps=-all", "--bounding-set=-all"]];
     for w in wrappers {
         let run = run_tracer_wrapped(w, &args(&["--duration", "3s", "--ip", "198.18.255.255/32"]), Duration::from_secs(20));
         run.assert_code(2);
@@ -619,7 +599,10 @@ fn conntrack_table_full_drops_show_the_cause_and_fill_level() {
     let lab = PairLab::new();
     // Conntrack in B only (a rule needs it there); A tracks nothing, so only B's table fills.
     let port = PORT.to_string();
-    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-j", "ACCEPT"]);
+    lab.b.iptables(
+        "iptables-legacy",
+        &["-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED", "-j", "ACCEPT"],
+    );
     lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &UDP_PORT.to_string(), "-j", "DROP"]);
     let _server = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", BACKLOG_SERVER, &lab.b_ip, &port], "listening", "backlog server");
 
@@ -716,11 +699,7 @@ fn invalid_packets_dropped_by_a_ctstate_rule_are_marked_invalid() {
     // The kernel's own count: three invalid packets in B.
     let stats = String::from_utf8_lossy(&lab.b.exec_ok(&["cat", "/proc/net/stat/nf_conntrack"]).stdout).into_owned();
     let invalid_at = stats.lines().next().and_then(|h| h.split_whitespace().position(|c| c == "invalid")).expect("an invalid column");
-    let invalid: u64 = stats
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(invalid_at).and_then(|h| u64::from_str_radix(h, 16).ok()))
-        .sum();
+    let invalid: u64 = stats.lines().skip(1).filter_map(|l| l.split_whitespace().nth(invalid_at).and_then(|h| u64::from_str_radix(h, 16).ok())).sum();
     assert_eq!(invalid, 3, "lab: B's conntrack should have counted three invalid packets:\n{stats}");
 
     let stray = with_flow(&events, &src, &dst);

@@ -7,13 +7,18 @@
 //!
 //! Run: `cargo xtask image && cargo test --release -p tracer-tests --test image` (as root;
 //! `cargo xtask test` builds the image and passes it as TRACER_IMAGE).
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use tracer_tests::node::{Container, ContainerSpec, HostMount, NodeLab, Pod, cri_log_lines, image_reference, require_node};
-use tracer_tests::*;
+use tracer_tests::{
+    node::{Container, ContainerSpec, HostMount, NodeLab, Pod, cri_log_lines, image_reference, require_node},
+    *,
+};
 
 /// The node name the Job is rendered for (`spec.nodeName`, and NODE_NAME inside).
 const NODE: &str = "node-lab";
@@ -29,15 +34,18 @@ const CONTAINER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The image tarball: `$TRACER_IMAGE` (set by `cargo xtask test`), else target/tracer-image.tar.
 /// It must hold the tracer under test (the one that renders the Job): another build is refused.
 fn image_tar() -> PathBuf {
-    let tar = std::env::var_os("TRACER_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/tracer-image.tar"));
+    let tar = std::env::var_os("TRACER_IMAGE").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/tracer-image.tar"));
     assert!(tar.is_file(), "no image at {}: build it with `cargo xtask image` (or set TRACER_IMAGE)", tar.display());
     let inner = format!("tar -xOf '{}' layer.tar | tar -xO tracer", tar.display());
     let out = run_timeout(std::process::Command::new("sh").args(["-c", &inner]), CMD_TIMEOUT);
     assert!(out.status.success() && !out.stdout.is_empty(), "{inner}: {}", String::from_utf8_lossy(&out.stderr));
     let bin = std::fs::read(tracer_bin()).expect("read the tracer binary");
-    assert!(out.stdout == bin, "{} holds another build than {}: rebuild it with `cargo xtask image --no-build`", tar.display(), tracer_bin().display());
+    assert!(
+        out.stdout == bin,
+        "{} holds another build than {}: rebuild it with `cargo xtask image --no-build`",
+        tar.display(),
+        tracer_bin().display()
+    );
     tar
 }
 
@@ -61,9 +69,8 @@ fn render(image: &str, command: &[&str]) -> Rendered {
     std::fs::write(&file, run.lines.join("\n")).expect("write the manifest");
     let job = yaml_as_json(&file);
     let pod = &job["spec"]["template"]["spec"];
-    let known_pod = [
-        "nodeName", "restartPolicy", "serviceAccountName", "hostNetwork", "hostPID", "dnsPolicy", "tolerations", "containers", "volumes",
-    ];
+    let known_pod =
+        ["nodeName", "restartPolicy", "serviceAccountName", "hostNetwork", "hostPID", "dnsPolicy", "tolerations", "containers", "volumes"];
     for key in pod.as_object().expect("pod spec").keys() {
         assert!(known_pod.contains(&key.as_str()), "pod spec field {key:?} is not translated to the CRI by this test: {pod:#}");
     }
@@ -181,9 +188,8 @@ impl DropLab {
             );
             self.client.exec_ok(&["python3", "-c", &send]);
         }
-        let exit = self.lab.wait_container(&container, CONTAINER_TIMEOUT).unwrap_or_else(|e| {
-            panic!("{e:#}\ncontainer log:\n{}", log_text(&container))
-        });
+        let exit =
+            self.lab.wait_container(&container, CONTAINER_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}\ncontainer log:\n{}", log_text(&container)));
         let lines = cri_log_lines(&container.log);
         let events = lines
             .iter()

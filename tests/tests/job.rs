@@ -2,21 +2,21 @@
 //! (kubernetes-validate, installed by scripts/setup.sh into /opt/tracer-py) and holds the
 //! least-privilege settings; so is deploy/daemonset.yaml. No cluster, no privileges needed.
 //! Run: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test job`.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use tracer_tests::*;
 
 /// `kubernetes-validate --strict` (unknown fields rejected) on `file`.
 fn validate(file: &Path) {
     let bin = Path::new(PY_VENV).join("bin/kubernetes-validate");
-    let out = Command::new(&bin)
-        .arg("--strict")
-        .arg(file)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh installs it)", bin.display()));
+    let out =
+        Command::new(&bin).arg("--strict").arg(file).output().unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh installs it)", bin.display()));
     assert!(
         out.status.success(),
         "{} is not a valid Kubernetes object:\n{}{}",
@@ -55,7 +55,10 @@ fn rendered_job_is_valid_pinned_bounded_and_least_privilege() {
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["nodeName"], "node-1", "pinned to the node: {pod:#}");
     assert_eq!(pod["restartPolicy"], "Never");
-    assert!(pod["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["operator"] == "Exists" && t.get("key").is_none())), "runs on tainted nodes: {pod:#}");
+    assert!(
+        pod["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["operator"] == "Exists" && t.get("key").is_none())),
+        "runs on tainted nodes: {pod:#}"
+    );
     let containers = pod["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
@@ -121,9 +124,7 @@ fn kubectl_runs_it_as_a_plugin() {
     let _cleanup = RemoveDir(dir.clone());
     std::os::unix::fs::symlink(tracer_bin(), dir.join("kubectl-tracer")).expect("link kubectl-tracer");
     let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
-    let kubectl = |args: &[&str]| {
-        run_timeout(Command::new("kubectl").arg("tracer").args(args).env("PATH", &path), Duration::from_secs(30))
-    };
+    let kubectl = |args: &[&str]| run_timeout(Command::new("kubectl").arg("tracer").args(args).env("PATH", &path), Duration::from_secs(30));
     let out = kubectl(&["job", "render", "--node", "node-1", "--", "drops"]);
     assert!(out.status.success(), "kubectl tracer job render (kubectl: scripts/setup.sh installs it): {}", String::from_utf8_lossy(&out.stderr));
     let direct = run_tracer(&["job", "render", "--node", "node-1", "--", "drops"], Duration::from_secs(30));
@@ -141,8 +142,9 @@ fn kubectl_runs_it_as_a_plugin() {
 // ---------------------------------------------------------------------------------------------
 
 mod api {
-    use super::*;
     use tracer_tests::kube_api::{ApiRequest, FakeApi, JobScript, PodFixture};
+
+    use super::*;
 
     const WAIT: Duration = Duration::from_secs(30);
 
@@ -179,7 +181,8 @@ mod api {
         let api = FakeApi::start(&[]);
         let done = "tracer: drops: 1 seen, 1 delivered, 0 lost";
         api.script_jobs(script(&[&drop_line(), done], 0));
-        let job_args = ["--node", "node-1", "--namespace", "tracing", "--duration", "30s", "--name", "tracer-t1", "--", "drops", "--pod", "shop/web-0"];
+        let job_args =
+            ["--node", "node-1", "--namespace", "tracing", "--duration", "30s", "--name", "tracer-t1", "--", "drops", "--pod", "shop/web-0"];
         let run = tracer(&api, &[&["job", "run"][..], &job_args].concat());
         run.assert_code(0);
         // What was sent is what `job render` prints.
@@ -195,7 +198,10 @@ mod api {
         let out = run.lines.join("\n");
         assert!(run.lines.first().is_some_and(|l| l.starts_with("TIME(UTC)")), "a header first:\n{out}");
         let line = run.lines.iter().find(|l| l.contains("NETFILTER_DROP")).unwrap_or_else(|| panic!("the drop:\n{out}"));
-        assert!(line.contains("10.244.1.7:40312 (shop/web-0) -> 10.244.2.9:8080 (shop/db-0)") && line.contains("location=nft_do_chain+0x3c5"), "{line}");
+        assert!(
+            line.contains("10.244.1.7:40312 (shop/web-0) -> 10.244.2.9:8080 (shop/db-0)") && line.contains("location=nft_do_chain+0x3c5"),
+            "{line}"
+        );
         assert!(run.stderr.contains(done), "the tracer's own line on stderr: {}", run.stderr);
         assert!(run.stderr.contains("job tracing/tracer-t1 on node node-1 finished"), "{}", run.stderr);
         let log = api.requests().into_iter().find(|r| r.path.ends_with("/log")).expect("the log was read");
@@ -218,7 +224,8 @@ mod api {
         tracer(&api, &["job", "run", "--pod", "shop/web-0", "--", "drops"]).assert_code(0);
         let jobs = api.jobs();
         assert_eq!(jobs.len(), 2, "{}", api.request_log());
-        let args: Vec<Vec<Value>> = jobs.iter().map(|j| j["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default()).collect();
+        let args: Vec<Vec<Value>> =
+            jobs.iter().map(|j| j["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default()).collect();
         assert!(args.iter().all(|a| a[..3] == ["drops", "--pod", "shop/web-0"]), "{args:?}");
         let ghost = tracer(&api, &["job", "run", "--pod", "shop/ghost", "--", "drops"]);
         ghost.assert_code(1);
@@ -356,7 +363,10 @@ mod api {
                 ("DELETE", _) => "delete",
                 (m, _) => panic!("unexpected method {m} in {r}"),
             };
-            assert!(allowed.contains(&(group.into(), resource.clone(), verb.into())), "{r}: {verb} {group}/{resource} is not in tracer-job-user: {allowed:?}");
+            assert!(
+                allowed.contains(&(group.into(), resource.clone(), verb.into())),
+                "{r}: {verb} {group}/{resource} is not in tracer-job-user: {allowed:?}"
+            );
         }
         assert!(requests.iter().any(|r| r.method == "DELETE") && requests.iter().any(|r| r.path.ends_with("/log")), "{}", api.request_log());
     }

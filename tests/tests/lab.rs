@@ -2,11 +2,11 @@
 //! namespaces clean up, and the kernel produces exactly the drops the drops tests expect (seen
 //! through a private tracefs instance). When one of the drops tests fails, run these first: if
 //! they fail too, the kernel or the machine differs, not the tracer.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::time::Duration;
 
-use tracer_tests::traffic::tcp_connect;
-use tracer_tests::*;
+use tracer_tests::{traffic::tcp_connect, *};
 
 #[test]
 fn summary_line_parses() {
@@ -99,14 +99,50 @@ fn kernel_reports_the_drop_reasons_the_drops_tests_expect() {
     // (reason, traffic, functions the kernel may free it in)
     type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a [&'a str]);
     let cases: Vec<Case> = vec![
-        ("NETFILTER_DROP", Box::new(|| { Udp::new(&pair.a_ip, 42001, &pair.b_ip, 6001).send(&pair.a); }), &["nf_hook_slow"]),
+        (
+            "NETFILTER_DROP",
+            Box::new(|| {
+                Udp::new(&pair.a_ip, 42001, &pair.b_ip, 6001).send(&pair.a);
+            }),
+            &["nf_hook_slow"],
+        ),
         // Which of the two depends on the kernel; drops.rs takes it from the kernel's report.
-        ("NETFILTER_DROP", Box::new(|| { Udp::new(&routed.a_ip, 42002, &routed.b_ip, 6002).send(&routed.a); }), NFT_DROP_FUNCTIONS),
-        ("NO_SOCKET", Box::new(|| { Udp::new(&pair.a_ip, 42003, &pair.b_ip, 6003).send(&pair.a); }), &["__udp4_lib_rcv"]),
-        ("NO_SOCKET", Box::new(|| { tcp_connect(&pair.a, &pair.a_ip, 42004, &pair.b_ip, 6004, 3.0); }), &["tcp_v4_rcv"]),
-        ("IP_INNOROUTES", Box::new(|| { Udp::new(&routed.a_ip, 42005, &routed.addrs.host(2, 1), 6005).send(&routed.a); }), &["ip_error"]),
+        (
+            "NETFILTER_DROP",
+            Box::new(|| {
+                Udp::new(&routed.a_ip, 42002, &routed.b_ip, 6002).send(&routed.a);
+            }),
+            NFT_DROP_FUNCTIONS,
+        ),
+        (
+            "NO_SOCKET",
+            Box::new(|| {
+                Udp::new(&pair.a_ip, 42003, &pair.b_ip, 6003).send(&pair.a);
+            }),
+            &["__udp4_lib_rcv"],
+        ),
+        (
+            "NO_SOCKET",
+            Box::new(|| {
+                tcp_connect(&pair.a, &pair.a_ip, 42004, &pair.b_ip, 6004, 3.0);
+            }),
+            &["tcp_v4_rcv"],
+        ),
+        (
+            "IP_INNOROUTES",
+            Box::new(|| {
+                Udp::new(&routed.a_ip, 42005, &routed.addrs.host(2, 1), 6005).send(&routed.a);
+            }),
+            &["ip_error"],
+        ),
         // An explicit `unreachable` route is NOT reported as a no-route reason by this kernel.
-        ("NOT_SPECIFIED", Box::new(|| { Udp::new(&routed.a_ip, 42006, &routed.addrs.host(3, 1), 6006).send(&routed.a); }), &["ip_error"]),
+        (
+            "NOT_SPECIFIED",
+            Box::new(|| {
+                Udp::new(&routed.a_ip, 42006, &routed.addrs.host(3, 1), 6006).send(&routed.a);
+            }),
+            &["ip_error"],
+        ),
     ];
     for (reason, send, functions) in cases {
         let klog = KernelDropLog::new(&[reason]);

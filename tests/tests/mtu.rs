@@ -19,6 +19,7 @@
 //! Every lab is private (namespaces, 198.18.0.0/15 block and an fd54:7200::/32 prefix derived
 //! from it), every tracer is filtered to the lab's addresses, every wait is bounded, and
 //! everything is removed on drop, also on panic.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::time::Duration;
 
@@ -75,11 +76,7 @@ impl MtuLab {
     /// (client, router's client-side, server) addresses of `family` (4 or 6).
     fn addrs(&self, family: u8) -> (String, String, String) {
         let l = &self.lab;
-        if family == 6 {
-            (self.a6.clone(), self.ra6.clone(), self.b6.clone())
-        } else {
-            (l.a_ip.clone(), l.ra_ip.clone(), l.b_ip.clone())
-        }
+        if family == 6 { (self.a6.clone(), self.ra6.clone(), self.b6.clone()) } else { (l.a_ip.clone(), l.ra_ip.clone(), l.b_ip.clone()) }
     }
 
     /// `NETNS:DEV` for --iface.
@@ -212,7 +209,11 @@ fn frag_needed_reaches_the_client(family: u8, sent_hook: Option<&str>, test: &st
     for ev in &received {
         check_mtu(ev, window);
         assert_eq!((ev["hook"].as_str(), ev["mtu"].as_u64()), (Some("tc_ingress"), Some(u64::from(SMALL_MTU))), "{ev}");
-        assert_eq!((ev["icmp_src"].as_str(), ev["icmp_dst"].as_str()), (Some(router.as_str()), Some(client.as_str())), "{ev}: who reported the MTU to whom");
+        assert_eq!(
+            (ev["icmp_src"].as_str(), ev["icmp_dst"].as_str()),
+            (Some(router.as_str()), Some(client.as_str())),
+            "{ev}: who reported the MTU to whom"
+        );
         assert_eq!(ev["ifindex"], ifindex(&lab.lab.a, &lab.lab.a_if), "{ev}");
     }
     assert!(of(&events, "frag_needed_dropped", &src, &dst).is_empty(), "nothing filters ICMP here:\n{}", dump(&events));

@@ -29,14 +29,19 @@
 //!
 //! Every lab is private (namespaces, 198.18.0.0/15 block), every tracer is filtered to the lab's
 //! block, every wait is bounded, and everything is removed on drop, also on panic.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
-use tracer_tests::kube_api::{ApiRequest, FakeApi, PodFixture, Resource, ServiceFixture};
-use tracer_tests::kube_proxy::{Host, NatLab, service};
-use tracer_tests::traffic::{TcpClient, udp_queries, udp_server};
-use tracer_tests::*;
+use tracer_tests::{
+    kube_api::{ApiRequest, FakeApi, PodFixture, Resource, ServiceFixture},
+    kube_proxy::{Host, NatLab, service},
+    traffic::{TcpClient, udp_queries, udp_server},
+    *,
+};
 
 /// The Service port the clients connect to, and the port the backends listen on (kube-proxy's
 /// port -> targetPort).
@@ -161,7 +166,9 @@ fn check_nat(ev: &Value, window: (i128, i128)) {
     check_common(ev, window);
     assert_eq!(ev["kind"], "nat", "event {ev}: kind");
     let obj = ev.as_object().expect("object");
-    for k in ["nat", "orig_src", "orig_dst", "reply_src", "reply_dst", "reply_seen", "assured", "state", "backend", "backend_pod", "service", "netns_pod"] {
+    for k in
+        ["nat", "orig_src", "orig_dst", "reply_src", "reply_dst", "reply_seen", "assured", "state", "backend", "backend_pod", "service", "netns_pod"]
+    {
         assert!(obj.contains_key(k), "event {ev}: missing field {k:?}");
     }
     assert!(["tcp", "udp"].contains(&ev["proto"].as_str().unwrap_or("")), "event {ev}: proto must be tcp or udp here");
@@ -260,12 +267,13 @@ fn assert_answered(what: &str, evs: &[&Value], ct: &CtEntry, nat: &str, legs: &L
     assert_tuples(evs, ct, nat);
     for ev in evs {
         assert_eq!(ev["netns"].as_u64(), Some(legs.netns), "{what}: event {ev}: netns must be the node's");
-        let (src, dst, ifname) = if ev["state"] == "reply" {
-            (&ct.orig_dst, &ct.orig_src, legs.to_client_if)
-        } else {
-            (&ct.reply_dst, &ct.reply_src, legs.to_server_if)
-        };
-        assert_eq!((ev["src"].as_str(), ev["dst"].as_str()), (Some(src.as_str()), Some(dst.as_str())), "{what}: event {ev}: src/dst must be the transmitted packet's, after NAT");
+        let (src, dst, ifname) =
+            if ev["state"] == "reply" { (&ct.orig_dst, &ct.orig_src, legs.to_client_if) } else { (&ct.reply_dst, &ct.reply_src, legs.to_server_if) };
+        assert_eq!(
+            (ev["src"].as_str(), ev["dst"].as_str()),
+            (Some(src.as_str()), Some(dst.as_str())),
+            "{what}: event {ev}: src/dst must be the transmitted packet's, after NAT"
+        );
         assert_eq!(ev["ifname"].as_str(), Some(ifname), "{what}: event {ev}: ifname must be the device the packet left on");
     }
     let t: Vec<i128> = evs.iter().map(|e| ts(e)).collect();
@@ -673,7 +681,12 @@ fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
     tcp_service(&lab, "PODS", &cip, &[0, 1], false);
     let (client, other) = (&lab.clients[0], &lab.clients[1]);
     let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("nat"))));
-    let pods = [("client", client.ip.as_str()), ("other", other.ip.as_str()), ("web-0", lab.backends[0].ip.as_str()), ("web-1", lab.backends[1].ip.as_str())];
+    let pods = [
+        ("client", client.ip.as_str()),
+        ("other", other.ip.as_str()),
+        ("web-0", lab.backends[0].ip.as_str()),
+        ("web-1", lab.backends[1].ip.as_str()),
+    ];
     std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
     let from_file = format!("file:{}", file.0.display());
     let pod_of = |ip_port: &str| -> Value {
@@ -704,7 +717,12 @@ fn backend_pods_are_named_and_pod_filter_keeps_the_clients_connections() {
         let evs = conn_events(&all_evs, orig);
         assert_eq!(states(&evs), ["new", "reply", "assured"], "connection {orig}:\n{}", dump(&all_evs));
         for ev in &evs {
-            assert_eq!(ev["backend_pod"], pod_of(&ct.reply_src), "event {ev}: backend_pod must name the pod the kernel sent it to ({})", ct.reply_src);
+            assert_eq!(
+                ev["backend_pod"],
+                pod_of(&ct.reply_src),
+                "event {ev}: backend_pod must name the pod the kernel sent it to ({})",
+                ct.reply_src
+            );
             let (src, dst) = (ev["src"].as_str().unwrap_or(""), ev["dst"].as_str().unwrap_or(""));
             assert_eq!(ev["src_pod"], pod_of(src), "event {ev}: src_pod");
             assert_eq!(ev["dst_pod"], pod_of(dst), "event {ev}: dst_pod (a ClusterIP is no pod)");
@@ -805,7 +823,8 @@ fn services_are_named_from_the_api_and_the_file() {
                 assert_eq!(states(&evs), ["new", "reply", "assured"], "{what}: connection {orig}:\n{}", dump(events));
                 for ev in &evs {
                     assert_eq!(&ev["service"], want, "{what}: event {ev}: service of a connection to {dst}:{SVC_PORT}");
-                    let backend = names.iter().zip(&lab.backends).find(|(_, b)| ct.reply_src == ep(&b.ip, BACKEND_PORT)).map(|(n, _)| format!("lab/{n}"));
+                    let backend =
+                        names.iter().zip(&lab.backends).find(|(_, b)| ct.reply_src == ep(&b.ip, BACKEND_PORT)).map(|(n, _)| format!("lab/{n}"));
                     assert_eq!(ev["backend_pod"].as_str(), backend.as_deref(), "{what}: event {ev}: backend_pod (kernel: {ct:?})");
                 }
             }
@@ -813,7 +832,9 @@ fn services_are_named_from_the_api_and_the_file() {
     }
 
     let said = |run: &TracerRun, needle: &str| run.stderr.lines().filter(|l| l.contains(needle)).count();
-    let from = |run: &TracerRun, source: &str| run.stderr.lines().any(|l| l.starts_with(&format!("tracer: services from {source}")) && l.ends_with(": 3 services"));
+    let from = |run: &TracerRun, source: &str| {
+        run.stderr.lines().any(|l| l.starts_with(&format!("tracer: services from {source}")) && l.ends_with(": 3 services"))
+    };
     assert!(from(&run_api, &format!("kube ({}", api.url())), "say where the 3 Services came from:\n{}", run_api.stderr);
     assert!(from(&run_file, &format!("file {}", file.0.display())), "say where the 3 Services came from:\n{}", run_file.stderr);
     assert_eq!(said(&run_api, "tracer: services from"), 1, "{}", run_api.stderr);
@@ -866,12 +887,8 @@ fn no_programs_or_links_left_after_exit() {
     }
     let _lock = shared_lock();
     let ip = format!("{}/32", AddrBlock::new().host(3, 1));
-    let cases: [(&[&str], &str); 4] = [
-        (&[], "SIGINT"),
-        (&["--reply-timeout", "1s"], "SIGTERM"),
-        (&["-o", "json", "--duration", "2s"], "--duration"),
-        (&[], "SIGKILL"),
-    ];
+    let cases: [(&[&str], &str); 4] =
+        [(&[], "SIGINT"), (&["--reply-timeout", "1s"], "SIGTERM"), (&["-o", "json", "--duration", "2s"], "--duration"), (&[], "SIGKILL")];
     assert_nothing_left_after("nat", &["--pods-from", "none", "--ip", &ip], &cases);
 }
 
@@ -910,7 +927,8 @@ fn connection_ends_are_reported_closed_or_timed_out() {
         }
         results
     };
-    let ended = |evs: &[Value], o: &String| conn_events(evs, o).last().is_some_and(|e| ["closed", "timed_out"].contains(&e["state"].as_str().unwrap_or("")));
+    let ended =
+        |evs: &[Value], o: &String| conn_events(evs, o).last().is_some_and(|e| ["closed", "timed_out"].contains(&e["state"].as_str().unwrap_or("")));
     let done = |results: &BTreeMap<u16, String>, evs: &[Value]| {
         let origs: Vec<String> = results.keys().map(|p| ep(&client.ip, *p)).collect();
         origs.iter().all(|o| ended(evs, o))

@@ -2,13 +2,18 @@
 //! creates real pod sandboxes through the CRI, the pods talk through the node's CNI bridge, IP
 //! reuse can be forced, and dropping the lab leaves nothing behind, also after a panic.
 //! No tracer runs here; the pod tests of the tracer build on this.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::net::Ipv4Addr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    panic::{AssertUnwindSafe, catch_unwind},
+    time::{Duration, Instant},
+};
 
-use tracer_tests::node::{NodeLab, NodeLabOptions, Pod};
-use tracer_tests::*;
+use tracer_tests::{
+    node::{NodeLab, NodeLabOptions, Pod},
+    *,
+};
 
 /// Binds `ip:port`, answers one datagram with `pong:<data>` and prints the sender's address.
 const UDP_ECHO_ONCE: &str = r#"

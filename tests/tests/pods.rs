@@ -5,6 +5,7 @@
 //! Each pod drop here is UDP from one pod to another pod's closed port: the kernel frees the
 //! datagram with NO_SOCKET in the receiving pod's namespace, so the event has both pods' addresses
 //! and the receiver's network namespace.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
     io::{Read as _, Write as _},
@@ -76,8 +77,7 @@ fn pods_lists_the_sandboxes_with_names_ips_and_netns() {
         assert_eq!(p["netns"].as_u64(), Some(pod.netns_inode), "{p}");
         assert_eq!(p["host_network"], false, "{p}");
         assert_eq!(p["source"], "cri", "{p}");
-        let labels: serde_json::Map<String, Value> =
-            pod.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let labels: serde_json::Map<String, Value> = pod.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         assert_eq!(p["labels"], Value::Object(labels), "{p}");
         assert!(p["created"].as_str().is_some_and(|c| parse_rfc3339_nanos(c).is_some()), "{p}");
     }

@@ -9,13 +9,18 @@
 //! then the watcher's list `...&fieldSelector=..&limit=500` and its watch
 //! `...&watch=true&timeoutSeconds=290&fieldSelector=..&allowWatchBookmarks=true&resourceVersion=RV`
 //! from the version the list returned. This has not been run against a live cluster here.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
-use tracer_tests::kube_api::{self, ApiRequest, FakeApi, PodFixture};
-use tracer_tests::*;
+use tracer_tests::{
+    kube_api::{self, ApiRequest, FakeApi, PodFixture},
+    *,
+};
 
 const NODE: &str = "node-a";
 const OTHER_NODE: &str = "node-b";
@@ -43,16 +48,14 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> TracerRun {
 /// `tracer pods -o json` output as one JSON array.
 fn pods_json(run: &TracerRun) -> Vec<Value> {
     let text = run.lines.join("\n");
-    let v: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("tracer pods -o json printed no JSON array ({e}):\n{text}\nstderr:\n{}", run.stderr));
+    let v: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("tracer pods -o json printed no JSON array ({e}):\n{text}\nstderr:\n{}", run.stderr));
     v.as_array().cloned().unwrap_or_else(|| panic!("not an array: {v}"))
 }
 
 fn names(pods: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = pods
-        .iter()
-        .map(|p| format!("{}/{}", p["namespace"].as_str().unwrap_or("?"), p["name"].as_str().unwrap_or("?")))
-        .collect();
+    let mut v: Vec<String> =
+        pods.iter().map(|p| format!("{}/{}", p["namespace"].as_str().unwrap_or("?"), p["name"].as_str().unwrap_or("?"))).collect();
     v.sort();
     v
 }
@@ -135,11 +138,7 @@ fn pods_lists_exactly_this_nodes_pods_from_the_api() {
     let list = api.requests().into_iter().find(is_list).expect("a list request");
     assert!(list.param("watch").is_none(), "the first request must be a plain list: {list}");
     let url = api.url();
-    assert!(
-        run.stderr.contains(&url) && run.stderr.contains(NODE),
-        "stderr must say the pods came from {url} for node {NODE}:\n{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains(&url) && run.stderr.contains(NODE), "stderr must say the pods came from {url} for node {NODE}:\n{}", run.stderr);
 
     // The table names the same pods.
     let run = run_env(&["pods", "--pods-from", "kube", "--kubeconfig", kc, "--node-name", NODE], &[]);
@@ -167,10 +166,7 @@ fn node_name_comes_from_node_name_variable_unless_the_flag_is_given() {
     let api = FakeApi::start(&listing_fixture());
     let kc = api.kubeconfig();
     let kc = kc.to_str().expect("utf-8 path");
-    let run = run_env(
-        &["pods", "--pods-from", "kube", "--kubeconfig", kc, "--node-name", NODE, "-o", "json"],
-        &[("NODE_NAME", OTHER_NODE)],
-    );
+    let run = run_env(&["pods", "--pods-from", "kube", "--kubeconfig", kc, "--node-name", NODE, "-o", "json"], &[("NODE_NAME", OTHER_NODE)]);
     run.assert_code(0);
     assert_eq!(names(&pods_json(&run)), ["kube-system/kube-proxy-x7k2p", "shop/cart-0", "shop/web-0"]);
     assert_requests_scoped(&api, NODE);
@@ -304,7 +300,7 @@ fn watch_added_and_deleted_pods_name_drops_while_tracing() {
     }
 
     // The pod is deleted: first marked (MODIFIED with deletionTimestamp), then DELETED.
-    let mut terminating = server.clone();
+    let mut terminating = server;
     terminating.deleting = true;
     api.modify(&terminating);
     let watch_last_rv = api.delete(&terminating);
@@ -370,10 +366,7 @@ fn pod_selection_follows_the_api_source() {
     let _lock = shared_lock();
     const PORT: u16 = 5312;
     let (one, two, three) = (PairLab::new(), PairLab::new(), PairLab::new());
-    let api = FakeApi::start(&[
-        PodFixture::new("lab", "one", NODE, &[&one.b_ip]),
-        PodFixture::new("lab", "two", NODE, &[&two.b_ip]),
-    ]);
+    let api = FakeApi::start(&[PodFixture::new("lab", "one", NODE, &[&one.b_ip]), PodFixture::new("lab", "two", NODE, &[&two.b_ip])]);
     let kc = api.kubeconfig();
     let kc = kc.to_str().expect("utf-8 path");
     let ips: Vec<String> = [&one, &two, &three].iter().map(|l| format!("{}/32", l.b_ip)).collect();

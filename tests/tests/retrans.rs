@@ -22,9 +22,12 @@
 //!
 //! Every lab is private (namespaces, 198.18.0.0/15 block), every tracer is filtered to the lab's
 //! addresses, every wait is bounded, and everything is removed on drop, also on panic.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use tracer_tests::{
     node::{NodeLab, require_node},
@@ -55,10 +58,7 @@ fn dump(events: &[Value]) -> String {
 /// Runs the TCP senders (`(sport, dport)` each, `BYTES` bytes) concurrently from `ns` to
 /// `dst`, bounded, and asserts each got `ok BYTES` back.
 fn transfer(ns: &Netns, src: &str, dst: &str, flows: &[(u16, u16)]) {
-    let children: Vec<_> = flows
-        .iter()
-        .map(|(sport, dport)| ns.spawn(&argv_refs(&tcp_send_argv(src, *sport, dst, *dport, BYTES, 20.0))))
-        .collect();
+    let children: Vec<_> = flows.iter().map(|(sport, dport)| ns.spawn(&argv_refs(&tcp_send_argv(src, *sport, dst, *dport, BYTES, 20.0)))).collect();
     for (child, (sport, dport)) in children.into_iter().zip(flows) {
         let out = wait_child(child, Duration::from_secs(40));
         let text = String::from_utf8_lossy(&out.stdout);
@@ -163,7 +163,9 @@ fn kernel_syn_sent_ms(klog: &KernelTcpLog, src: &str, dst: &str) -> f64 {
 
 /// The result and connect() time in ms of a one-port `traffic::TCP_CLIENT` run.
 fn connect_result(out: &std::process::Output) -> (String, f64) {
-    let r = tcp_results(out).pop().unwrap_or_else(|| panic!("connect printed {:?}; stderr {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let r = tcp_results(out)
+        .pop()
+        .unwrap_or_else(|| panic!("connect printed {:?}; stderr {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
     (r.result, r.connect_ms)
 }
 
@@ -277,7 +279,12 @@ fn lossy_flow_retransmits_are_reported_for_exactly_that_flow() {
         got.len(),
         dump(&events)
     );
-    assert_eq!(tcp_events(&events, "retransmit", &csrc, &cdst).len(), clean, "the clean flow's retransmits (the kernel's: {clean}):\n{}", dump(&events));
+    assert_eq!(
+        tcp_events(&events, "retransmit", &csrc, &cdst).len(),
+        clean,
+        "the clean flow's retransmits (the kernel's: {clean}):\n{}",
+        dump(&events)
+    );
     assert_eq!(events.len(), got.len() + clean, "events other than the two flows' retransmits:\n{}", dump(&events));
     assert_running_counts(&got);
     let states: Vec<&str> = got.iter().map(|e| e["state"].as_str().unwrap_or("")).collect();
@@ -412,9 +419,10 @@ fn dropped_syns_are_retransmitted_in_syn_sent_then_the_connect_fails() {
     let table = table.stop();
     table.assert_code(0);
     let lines: Vec<&str> = table.lines.iter().map(String::as_str).collect();
-    let summary_at = lines.iter().rposition(|l| l.starts_with("=== summary")).unwrap_or_else(|| {
-        panic!("table run with --duration, stopped: no `=== summary` table on stdout:\n{}", table.lines.join("\n"))
-    });
+    let summary_at = lines
+        .iter()
+        .rposition(|l| l.starts_with("=== summary"))
+        .unwrap_or_else(|| panic!("table run with --duration, stopped: no `=== summary` table on stdout:\n{}", table.lines.join("\n")));
     let stream: Vec<&&str> = lines[..summary_at].iter().filter(|l| l.contains(&src) && l.contains(&dst)).collect();
     assert_eq!(stream.len(), rtx.len() + 1, "table stream: one line per event of {src} -> {dst}:\n{}", table.lines.join("\n"));
     assert!(stream.iter().all(|l| l.contains("SYN_SENT")), "table lines must show SYN_SENT:\n{}", table.lines.join("\n"));
@@ -434,8 +442,7 @@ fn dropped_syns_are_retransmitted_in_syn_sent_then_the_connect_fails() {
     let top = top.stop();
     top.assert_code(0);
     let snapshots = parse_top_text(&top.lines);
-    let live: Vec<&FlowRow> =
-        snapshots.iter().filter(|t| !t.is_summary).filter_map(|t| t.row(&src, &dst)).filter(|r| r.retransmits > 0).collect();
+    let live: Vec<&FlowRow> = snapshots.iter().filter(|t| !t.is_summary).filter_map(|t| t.row(&src, &dst)).filter(|r| r.retransmits > 0).collect();
     assert!(
         live.iter().any(|r| r.state == "SYN_SENT" && r.resets == 0),
         "--top: no snapshot shows {src} -> {dst} retransmitting in SYN_SENT while the kernel retried: {snapshots:#?}"
@@ -660,8 +667,8 @@ fn top_snapshots_count_the_same_retransmits_as_the_json_stream() {
     }
     assert_clean_summary(stream_json);
     let stderr_lines: Vec<&str> = stream_json.stderr.lines().collect();
-    let json_summary = find_summary_table(&stderr_lines)
-        .unwrap_or_else(|| panic!("-o json --duration: no `=== summary` table on stderr:\n{}", stream_json.stderr));
+    let json_summary =
+        find_summary_table(&stderr_lines).unwrap_or_else(|| panic!("-o json --duration: no `=== summary` table on stderr:\n{}", stream_json.stderr));
     assert!(stream_json.lines.iter().all(|l| !l.starts_with("===")), "-o json: the summary table must not be on stdout");
 
     // --top, text.
@@ -678,12 +685,9 @@ fn top_snapshots_count_the_same_retransmits_as_the_json_stream() {
     // The summary row itself names the flow too.
     assert_eq!(stream_rows, n + 1, "table stream: one line per retransmit plus the summary row:\n{}", table_lines.join("\n"));
 
-    for (what, t) in [
-        ("--top text final", &text_final),
-        ("--top json final", &json_final),
-        ("-o json summary", &json_summary),
-        ("table summary", &table_summary),
-    ] {
+    for (what, t) in
+        [("--top text final", &text_final), ("--top json final", &json_final), ("-o json summary", &json_summary), ("table summary", &table_summary)]
+    {
         assert!(t.is_summary, "{what}: {t:#?}");
         let row = t.row(&src, &dst).unwrap_or_else(|| panic!("{what}: no row for {src} -> {dst}: {t:#?}"));
         assert_eq!(row.retransmits, n, "{what}: RETRANS of {src} -> {dst} vs {n} JSON retransmit events (= the kernel's)");
@@ -814,12 +818,8 @@ fn no_programs_or_links_left_after_exit() {
     let _lock = shared_lock();
     let ip = format!("{}/32", AddrBlock::new().host(3, 1));
     // (extra args, how it ends)
-    let cases: [(&[&str], &str); 4] = [
-        (&[], "SIGINT"),
-        (&["--top", "--interval", "1s"], "SIGTERM"),
-        (&["-o", "json", "--duration", "2s"], "--duration"),
-        (&[], "SIGKILL"),
-    ];
+    let cases: [(&[&str], &str); 4] =
+        [(&[], "SIGINT"), (&["--top", "--interval", "1s"], "SIGTERM"), (&["-o", "json", "--duration", "2s"], "--duration"), (&[], "SIGKILL")];
     for (extra, end) in cases {
         let what = format!("{extra:?}, ended by {end}");
         let mut args = vec!["retrans", "--pods-from", "none", "--ip", ip.as_str()];
@@ -862,7 +862,9 @@ fn clean_flow_retransmits(klog: &KernelTcpLog, src: &str, dst: &str, test: &str)
     if n > 0 {
         skipped(
             &format!("{test}: clean flow has no retransmits"),
-            &format!("the kernel itself retransmitted {src} -> {dst} {n} time(s) (a timer fired under emulation); checking the tracer reports exactly those"),
+            &format!(
+                "the kernel itself retransmitted {src} -> {dst} {n} time(s) (a timer fired under emulation); checking the tracer reports exactly those"
+            ),
         );
     }
     n

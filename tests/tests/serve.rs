@@ -3,9 +3,9 @@
 //! metrics are scraped over HTTP from inside the lab and checked with `promtool check metrics`
 //! (Debian's prometheus package) and against the JSON events of the same run.
 //! Run as root: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test serve`.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use tracer_tests::*;
 
@@ -86,7 +86,12 @@ fn metrics_pass_promtool_and_match_the_events() {
     run.assert_code(0);
 
     let check = promtool_check(&text);
-    assert!(check.status.success(), "promtool check metrics failed: {}{}\n{text}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "promtool check metrics failed: {}{}\n{text}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     // Drops by (reason, function) as the JSON stream saw them, at scrape time all of them.
     let mut from_events: BTreeMap<String, f64> = BTreeMap::new();

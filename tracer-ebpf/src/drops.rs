@@ -67,7 +67,7 @@ fn read_slot(base: *const u8, off: u32) -> Result<u64, i64> {
     kernel::read::<u64>(base, off as usize)
 }
 
-pub fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let Some((skb, location, reason)) = tp_btf_args(ctx)? else { return Ok(()) };
     record(skb, location, reason)
 }
@@ -76,7 +76,7 @@ pub fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
 /// DROP_CONFIG; None when DROP_CONFIG is not laid out for the BTF tracepoint. Also used by the
 /// MTU family's own kfree_skb program.
 #[inline(always)]
-pub fn tp_btf_args(ctx: &BtfTracePointContext) -> Result<Option<(*const u8, u64, u32)>, i64> {
+pub(crate) fn tp_btf_args(ctx: &BtfTracePointContext) -> Result<Option<(*const u8, u64, u32)>, i64> {
     if config!(hook) != hook::TP_BTF {
         return Ok(None);
     }
@@ -91,7 +91,7 @@ pub fn tp_btf_args(ctx: &BtfTracePointContext) -> Result<Option<(*const u8, u64,
     Ok(Some((skb as *const u8, location, reason)))
 }
 
-pub fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
+pub(crate) fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
     if config!(hook) != hook::TRACEPOINT {
         return Ok(());
     }
@@ -99,11 +99,7 @@ pub fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
     let skb = read_slot(base, config!(skb_arg))?;
     let location = read_slot(base, config!(location_arg))?;
     let reason_off = config!(reason_arg);
-    let reason = if reason_off == DropConfig::ABSENT {
-        0
-    } else {
-        kernel::read::<u32>(base, reason_off as usize)?
-    };
+    let reason = if reason_off == DropConfig::ABSENT { 0 } else { kernel::read::<u32>(base, reason_off as usize)? };
     record(skb as *const u8, location, reason)
 }
 
@@ -126,6 +122,7 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
             // SAFETY: helpers without preconditions.
             ts_ns: unsafe { bpf_ktime_get_boot_ns() },
             kind: kind::DROP,
+            // SAFETY: as above.
             cpu: unsafe { bpf_get_smp_processor_id() } as u16,
             _pad: [0; 4],
         },

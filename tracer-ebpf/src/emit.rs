@@ -16,7 +16,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAP_ENTRIES, 0);
 
 #[inline(always)]
-pub fn count(kind: u16, slot: u32) {
+pub(crate) fn count(kind: u16, slot: u32) {
     if let Some(value) = COUNTERS.get_ptr_mut(counter::index(kind, slot)) {
         // SAFETY: a per-CPU slot is only touched by this CPU, and programs do not nest on one
         // CPU for the same hook.
@@ -27,7 +27,7 @@ pub fn count(kind: u16, slot: u32) {
 /// Counts `event` as matched and copies it into the ring buffer, or counts it as lost when the
 /// buffer is full. Never blocks. Returns whether the event went into the buffer.
 #[inline(always)]
-pub fn output<T: 'static>(kind: u16, event: &T) -> bool {
+pub(crate) fn output<T: 'static>(kind: u16, event: &T) -> bool {
     count(kind, counter::MATCHED);
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
@@ -47,7 +47,7 @@ pub fn output<T: 'static>(kind: u16, event: &T) -> bool {
 /// the record in place (saves the stack copy); counts it as lost when the buffer is full. The
 /// caller must write every field and submit.
 #[inline(always)]
-pub fn reserve<T: 'static>(kind: u16) -> Option<RingBufEntry<T>> {
+pub(crate) fn reserve<T: 'static>(kind: u16) -> Option<RingBufEntry<T>> {
     count(kind, counter::MATCHED);
     let entry = EVENTS.reserve::<T>(0);
     if entry.is_none() {

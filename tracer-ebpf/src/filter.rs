@@ -16,14 +16,8 @@ static POD_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_POD_NETNS, 0)
 
 /// Set by the loader before load; all zero matches everything.
 #[unsafe(no_mangle)]
-static FLOW_FILTER: FlowFilter = FlowFilter {
-    cidrs: [Cidr { net: [0; 4], mask: [0; 4], family: 0, _pad: [0; 3] };
-        MAX_CIDRS],
-    n_cidrs: 0,
-    port: 0,
-    proto: 0,
-    pods: 0,
-};
+static FLOW_FILTER: FlowFilter =
+    FlowFilter { cidrs: [Cidr { net: [0; 4], mask: [0; 4], family: 0, _pad: [0; 3] }; MAX_CIDRS], n_cidrs: 0, port: 0, proto: 0, pods: 0 };
 
 macro_rules! filter_field {
     ($($path:tt)+) => {
@@ -63,7 +57,7 @@ fn pod_addr(family: u8, addr: &[u8; 16]) -> bool {
 /// Whether the packet touches a selected pod: by either address, or by the network namespace it
 /// was seen in (which catches what a pod sends before NAT and traffic without pod addresses).
 #[inline(always)]
-pub fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
+pub(crate) fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
     if filter_field!(pods) == 0 {
         return true;
     }
@@ -76,7 +70,7 @@ pub fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
 
 /// Whether `flow` passes the configured address, port and protocol filter.
 #[inline(always)]
-pub fn matches(flow: &RawFlow) -> bool {
+pub(crate) fn matches(flow: &RawFlow) -> bool {
     let proto = filter_field!(proto);
     if proto != 0 && flow.l4_proto != proto {
         return false;
@@ -105,6 +99,6 @@ pub fn matches(flow: &RawFlow) -> bool {
 /// [`matches`] and [`matches_pods`] as one BPF subprogram: programs that filter more than one
 /// flow would otherwise inline the filter's temporaries twice and pass the 512-byte stack.
 #[inline(never)]
-pub fn passes(flow: &RawFlow, netns: u32) -> bool {
+pub(crate) fn passes(flow: &RawFlow, netns: u32) -> bool {
     matches(flow) && matches_pods(flow, netns)
 }

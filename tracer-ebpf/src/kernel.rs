@@ -45,7 +45,7 @@ macro_rules! offset {
 pub(crate) use offset;
 
 #[inline(always)]
-pub fn offsets_valid() -> bool {
+pub(crate) fn offsets_valid() -> bool {
     // SAFETY: as in `offset!`.
     let valid = unsafe { core::ptr::read_volatile(&raw const OFFSETS.valid) };
     valid == 1
@@ -53,21 +53,21 @@ pub fn offsets_valid() -> bool {
 
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
-pub fn read<T>(base: *const u8, off: usize) -> Result<T, i64> {
+pub(crate) fn read<T>(base: *const u8, off: usize) -> Result<T, i64> {
     // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off).cast::<T>()) }.map_err(i64::from)
 }
 
 /// Reads `dst.len()` bytes at `base + off`.
 #[inline(always)]
-pub fn read_buf(base: *const u8, off: usize, dst: &mut [u8]) -> Result<(), i64> {
+pub(crate) fn read_buf(base: *const u8, off: usize, dst: &mut [u8]) -> Result<(), i64> {
     // SAFETY: as in `read`.
     unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(off), dst) }.map_err(i64::from)
 }
 
 /// The inode number of the network namespace a `struct net *` points to (0 when null).
 #[inline(always)]
-pub fn netns_inum(net: *const u8) -> u32 {
+pub(crate) fn netns_inum(net: *const u8) -> u32 {
     if net.is_null() {
         return 0;
     }
@@ -77,7 +77,7 @@ pub fn netns_inum(net: *const u8) -> u32 {
 /// Argument `position` of a BTF tracepoint (each argument is one u64 slot of the context), or
 /// 0 when the kernel's tracepoint has no such argument (`position` is the config's ABSENT).
 #[inline(always)]
-pub fn tp_btf_arg(ctx: *const u8, position: u32) -> Result<u64, i64> {
+pub(crate) fn tp_btf_arg(ctx: *const u8, position: u32) -> Result<u64, i64> {
     if position == u32::MAX {
         return Ok(0);
     }

@@ -2,6 +2,10 @@
 //! module and ignores the error: a tracing program cannot fail the kernel path it observes.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys and values are passed by reference: by value (the maps take `impl Borrow`), LLVM emits larger tcp programs"
+)]
 
 mod drops;
 mod emit;
@@ -18,10 +22,12 @@ use aya_ebpf::{
     macros::{btf_tracepoint, classifier, tracepoint},
     programs::{BtfTracePointContext, TcContext, TracePointContext},
 };
+// The (empty) library target, there for tracer's build dependency.
+use tracer_ebpf as _;
 
 /// skb:kfree_skb as a BTF tracepoint (kernel >= 5.5 with BTF). Argument positions come from BTF.
 #[btf_tracepoint(function = "kfree_skb")]
-pub fn drop_tp_btf(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn drop_tp_btf(ctx: BtfTracePointContext) -> i32 {
     let _ = drops::try_drop_tp_btf(&ctx);
     0
 }
@@ -29,63 +35,63 @@ pub fn drop_tp_btf(ctx: BtfTracePointContext) -> i32 {
 /// skb:kfree_skb as a classic tracepoint, for kernels without BTF in /sys/kernel/btf (offsets
 /// then come from --btf and the tracefs format file).
 #[tracepoint(category = "skb", name = "kfree_skb")]
-pub fn drop_tp(ctx: TracePointContext) -> u32 {
+pub(crate) fn drop_tp(ctx: TracePointContext) -> u32 {
     let _ = drops::try_drop_tp(&ctx);
     0
 }
 
 /// tcp:tcp_retransmit_skb (kernel >= 4.15; BTF tracepoint >= 5.5).
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
     let _ = tcp::try_retransmit(&ctx);
     0
 }
 
 /// tcp:tcp_retransmit_synack (kernel >= 4.15).
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
-pub fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn tcp_retransmit_synack(ctx: BtfTracePointContext) -> i32 {
     let _ = tcp::try_retransmit_synack(&ctx);
     0
 }
 
 /// tcp:tcp_send_reset (kernel >= 4.15; called without a socket for no-socket resets on 6.x).
 #[btf_tracepoint(function = "tcp_send_reset")]
-pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let _ = tcp::try_send_reset(&ctx);
     0
 }
 
 /// tcp:tcp_receive_reset (kernel >= 4.15).
 #[btf_tracepoint(function = "tcp_receive_reset")]
-pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let _ = tcp::try_receive_reset(&ctx);
     0
 }
 
 /// sock:inet_sock_set_state (kernel >= 4.16).
 #[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn tcp_set_state(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn tcp_set_state(ctx: BtfTracePointContext) -> i32 {
     let _ = tcp::try_set_state(&ctx);
     0
 }
 
 /// net:net_dev_start_xmit (kernel >= 4.14): the conntrack entry of every transmitted packet.
 #[btf_tracepoint(function = "net_dev_start_xmit")]
-pub fn nat_xmit(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn nat_xmit(ctx: BtfTracePointContext) -> i32 {
     let _ = nat::try_xmit(&ctx);
     0
 }
 
 /// icmp:icmp_send (kernel >= 6.10): frag-needed this node sends, with the offending packet.
 #[btf_tracepoint(function = "icmp_send")]
-pub fn mtu_icmp_send(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn mtu_icmp_send(ctx: BtfTracePointContext) -> i32 {
     let _ = mtu::try_icmp_send(&ctx);
     0
 }
 
 /// skb:kfree_skb for the MTU family: PKT_TOO_BIG drops and dropped frag-needed/packet-too-big.
 #[btf_tracepoint(function = "kfree_skb")]
-pub fn mtu_drop(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn mtu_drop(ctx: BtfTracePointContext) -> i32 {
     let _ = mtu::try_drop(&ctx);
     0
 }
@@ -93,14 +99,14 @@ pub fn mtu_drop(ctx: BtfTracePointContext) -> i32 {
 /// tc ingress (clsact or TCX) on a traced device. Returns TC_ACT_UNSPEC (TCX_NEXT): it only
 /// looks, and the next program or the default action decides the packet's fate.
 #[classifier]
-pub fn mtu_tc_ingress(ctx: TcContext) -> i32 {
+pub(crate) fn mtu_tc_ingress(ctx: TcContext) -> i32 {
     let _ = mtu::try_tc(&ctx, tracer_common::mtu::hook::TC_INGRESS);
     TC_ACT_UNSPEC
 }
 
 /// tc egress on a traced device; as [`mtu_tc_ingress`].
 #[classifier]
-pub fn mtu_tc_egress(ctx: TcContext) -> i32 {
+pub(crate) fn mtu_tc_egress(ctx: TcContext) -> i32 {
     let _ = mtu::try_tc(&ctx, tracer_common::mtu::hook::TC_EGRESS);
     TC_ACT_UNSPEC
 }

@@ -5,10 +5,10 @@
 
 use aya_ebpf::{
     EbpfContext,
-    macros::map,
-    maps::PerCpuArray,
     bindings::{bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_hdr_start_off::BPF_HDR_START_NET},
     helpers::{bpf_check_mtu, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_skb_load_bytes_relative},
+    macros::map,
+    maps::PerCpuArray,
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
@@ -76,12 +76,10 @@ fn submit(event: &mut MtuEvent, what: u8, at: u8) {
     event.event = what;
     event.hook = at;
     // SAFETY: helpers without preconditions.
-    event.header = EventHeader {
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-        kind: kind::MTU,
-        cpu: unsafe { bpf_get_smp_processor_id() } as u16,
-        _pad: [0; 4],
-    };
+    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: as above.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u16;
+    event.header = EventHeader { ts_ns, kind: kind::MTU, cpu, _pad: [0; 4] };
     emit::output(kind::MTU, event);
 }
 
@@ -189,7 +187,7 @@ fn quoted<B: Bytes>(b: &B, w: &mut Work) -> bool {
 /// icmp:icmp_send (skb, type, code), kernel >= 6.10: IPv4 errors this node sends, with the
 /// packet that caused them. Only frag-needed is reported; its MTU is not an argument, so it is
 /// taken from the offending packet's route as __icmp_send's caller computed it.
-pub fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !offsets_valid() {
         return Ok(());
     }
@@ -221,7 +219,7 @@ pub fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 /// tp_btf/kfree_skb (layout from DROP_CONFIG): PKT_TOO_BIG drops, and frag-needed /
 /// packet-too-big errors that are themselves dropped (filtered ICMP: the black hole).
-pub fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !offsets_valid() {
         return Ok(());
     }
@@ -273,15 +271,8 @@ impl Bytes for TcBytes<'_> {
     fn load<T>(&self, off: usize) -> Option<T> {
         let mut value = core::mem::MaybeUninit::<T>::uninit();
         // SAFETY: the helper writes exactly size_of::<T>() bytes into `value` or fails.
-        let ret = unsafe {
-            bpf_skb_load_bytes_relative(
-                self.0.as_ptr(),
-                off as u32,
-                value.as_mut_ptr().cast(),
-                size_of::<T>() as u32,
-                BPF_HDR_START_NET,
-            )
-        };
+        let ret =
+            unsafe { bpf_skb_load_bytes_relative(self.0.as_ptr(), off as u32, value.as_mut_ptr().cast(), size_of::<T>() as u32, BPF_HDR_START_NET) };
         // SAFETY: ret == 0 means every byte was written.
         (ret == 0).then(|| unsafe { value.assume_init() })
     }
@@ -289,15 +280,7 @@ impl Bytes for TcBytes<'_> {
     #[inline(always)]
     fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()> {
         // SAFETY: the helper writes at most dst.len() bytes into dst.
-        let ret = unsafe {
-            bpf_skb_load_bytes_relative(
-                self.0.as_ptr(),
-                off as u32,
-                dst.as_mut_ptr().cast(),
-                dst.len() as u32,
-                BPF_HDR_START_NET,
-            )
-        };
+        let ret = unsafe { bpf_skb_load_bytes_relative(self.0.as_ptr(), off as u32, dst.as_mut_ptr().cast(), dst.len() as u32, BPF_HDR_START_NET) };
         (ret == 0).then_some(())
     }
 }
@@ -319,7 +302,7 @@ fn check_mtu(ctx: &TcContext, l3_len: u32) -> (bool, u32) {
 /// this node or forwarded through it). Egress: those this node generated (the skb carries the
 /// ICMP socket; forwarded ones were seen arriving), for ICMPv6 always, for IPv4 only where
 /// icmp:icmp_send is missing. Both: IP packets longer than the device's MTU.
-pub fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
+pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
     if config!(valid) != 1 {
         return None;
     }

@@ -15,7 +15,11 @@ use tracer_common::{
     nat::{MAX_NAT_CONNS, NatConfig, NatEvent, NatSeen},
 };
 
-use crate::{emit, filter, kernel::{read, read_buf, tp_btf_arg}, skb};
+use crate::{
+    emit, filter,
+    kernel::{read, read_buf, tp_btf_arg},
+    skb,
+};
 
 #[unsafe(no_mangle)]
 static NAT_CONFIG: NatConfig = NatConfig {
@@ -70,7 +74,7 @@ fn tuple_flow(ct: *const u8, tuple: u32, flow: &mut RawFlow) {
 }
 
 /// net:net_dev_start_xmit (skb, dev).
-pub fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !crate::kernel::offsets_valid() {
         return Ok(());
     }

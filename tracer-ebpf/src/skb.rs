@@ -1,10 +1,7 @@
 //! Parsing a `struct sk_buff *` seen from a tracing program: device, namespace and the flow from
 //! the packet's own headers. Offsets come from [`crate::kernel::OFFSETS`].
 
-use tracer_common::flow::{
-    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP, RawFlow,
-};
+use tracer_common::flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow};
 
 use crate::kernel::{netns_inum, offset, read, read_buf};
 
@@ -12,14 +9,14 @@ use crate::kernel::{netns_inum, offset, read, read_buf};
 const HEADER_UNSET: u16 = 0xffff;
 
 /// `sk_buff._nfct` is the conntrack entry's address with ctinfo in its low three bits.
-pub const NFCT_PTRMASK: u64 = !7;
+pub(crate) const NFCT_PTRMASK: u64 = !7;
 
 /// IPv6 extension headers we step over to find the transport header; bounded for the verifier.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
 
 /// The device an skb is on: ifindex, name and the netns inode of the device.
 #[derive(Default)]
-pub struct Device {
+pub(crate) struct Device {
     pub ifindex: u32,
     pub name: [u8; 16],
     pub netns: u32,
@@ -27,19 +24,19 @@ pub struct Device {
 
 /// Reads skb->dev. Zeroes when the skb has no device.
 #[inline(always)]
-pub fn device(skb: *const u8) -> Device {
+pub(crate) fn device(skb: *const u8) -> Device {
     net_device(dev_ptr(skb))
 }
 
 /// skb->dev (null when the skb has none or the read faulted).
 #[inline(always)]
-pub fn dev_ptr(skb: *const u8) -> *const u8 {
+pub(crate) fn dev_ptr(skb: *const u8) -> *const u8 {
     read::<*const u8>(skb, offset!(skb_dev)).unwrap_or(core::ptr::null())
 }
 
 /// Ifindex, name and netns inode of a `struct net_device *`; zeroes for null.
 #[inline(always)]
-pub fn net_device(dev: *const u8) -> Device {
+pub(crate) fn net_device(dev: *const u8) -> Device {
     let mut device = Device::default();
     if dev.is_null() {
         return device;
@@ -54,7 +51,7 @@ pub fn net_device(dev: *const u8) -> Device {
 
 /// The netns inode of skb->sk (0 when the skb has no socket).
 #[inline(always)]
-pub fn socket_netns(skb: *const u8) -> u32 {
+pub(crate) fn socket_netns(skb: *const u8) -> u32 {
     match read::<*const u8>(skb, offset!(skb_sk)) {
         Ok(sk) if !sk.is_null() => match read::<*const u8>(sk, offset!(sock_netns_ptr)) {
             Ok(net) => netns_inum(net),
@@ -65,7 +62,7 @@ pub fn socket_netns(skb: *const u8) -> u32 {
 }
 
 #[inline(always)]
-pub fn len(skb: *const u8) -> u32 {
+pub(crate) fn len(skb: *const u8) -> u32 {
     read::<u32>(skb, offset!(skb_len)).unwrap_or(0)
 }
 
@@ -73,13 +70,13 @@ pub fn len(skb: *const u8) -> u32 {
 /// a tc program's packet (`bpf_skb_load_bytes_relative`). The header parsers below are generic
 /// over it, so tracing and tc programs parse packets with the same code. Offsets are from the
 /// start of the network header.
-pub trait Bytes {
+pub(crate) trait Bytes {
     fn load<T>(&self, off: usize) -> Option<T>;
     fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()>;
 }
 
 /// A network header in kernel memory.
-pub struct KernelBytes(pub *const u8);
+pub(crate) struct KernelBytes(pub *const u8);
 
 impl Bytes for KernelBytes {
     #[inline(always)]
@@ -96,7 +93,7 @@ impl Bytes for KernelBytes {
 /// The skb's network header in kernel memory, and the packet's ethertype; None when the header
 /// is not set (or the reads faulted).
 #[inline(always)]
-pub fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
+pub(crate) fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
     let head = read::<*const u8>(skb, offset!(skb_head)).ok()?;
     let network = read::<u16>(skb, offset!(skb_network_header)).ok()?;
     if head.is_null() || network == HEADER_UNSET {
@@ -109,7 +106,7 @@ pub fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
 /// Parses IPv4/IPv6 and TCP/UDP/ICMP/ICMPv6 headers. Leaves `family` at 0 for anything else
 /// (ARP, a packet whose network header is not set yet, a read that faulted).
 #[inline(always)]
-pub fn flow(skb: *const u8) -> RawFlow {
+pub(crate) fn flow(skb: *const u8) -> RawFlow {
     let mut flow = RawFlow::default();
     fill_flow(skb, &mut flow);
     flow
@@ -118,7 +115,7 @@ pub fn flow(skb: *const u8) -> RawFlow {
 /// [`flow`] into `flow` (zeroed first): lets a program keep the flow in a per-CPU map value
 /// rather than on its 512-byte stack.
 #[inline(always)]
-pub fn fill_flow(skb: *const u8, flow: &mut RawFlow) {
+pub(crate) fn fill_flow(skb: *const u8, flow: &mut RawFlow) {
     *flow = RawFlow::default();
     if let Some((l3, ethertype)) = network_header(skb) {
         parse(&l3, ethertype, flow);
@@ -128,7 +125,7 @@ pub fn fill_flow(skb: *const u8, flow: &mut RawFlow) {
 /// Parses the packet at network offset 0 of `b` into `flow`; returns the transport header's
 /// offset when there is one (not for non-first fragments or non-IP).
 #[inline(always)]
-pub fn parse<B: Bytes>(b: &B, ethertype: u16, flow: &mut RawFlow) -> Option<usize> {
+pub(crate) fn parse<B: Bytes>(b: &B, ethertype: u16, flow: &mut RawFlow) -> Option<usize> {
     flow.ethertype = ethertype;
     // Locally built packets can reach a drop point before skb->protocol is set: trust the
     // version nibble then, but only then (ARP's first byte would look like version 0).
@@ -144,7 +141,7 @@ pub fn parse<B: Bytes>(b: &B, ethertype: u16, flow: &mut RawFlow) -> Option<usiz
 /// Parses an IP header of `version` at `at` and the transport header after it into `flow`;
 /// returns the transport header's offset.
 #[inline(always)]
-pub fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFlow) -> Option<usize> {
+pub(crate) fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFlow) -> Option<usize> {
     let l4 = match version {
         4 => parse_ipv4(b, at, flow),
         6 => parse_ipv6(b, at, flow),

@@ -13,7 +13,7 @@ const AF_INET6: u16 = 10;
 
 /// The socket's flow as the local side sees it: source = local address and port.
 #[inline(always)]
-pub fn flow(sk: *const u8) -> RawFlow {
+pub(crate) fn flow(sk: *const u8) -> RawFlow {
     let mut flow = RawFlow { l4_proto: IPPROTO_TCP, ..RawFlow::default() };
     let family = read::<u16>(sk, offset!(skc_family)).unwrap_or(0);
     flow.sport = read::<u16>(sk, offset!(skc_num)).unwrap_or(0);
@@ -43,8 +43,18 @@ pub fn flow(sk: *const u8) -> RawFlow {
 
 #[inline(always)]
 fn is_v4_mapped(a: &[u8; 16]) -> bool {
-    a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0 && a[4] == 0 && a[5] == 0 && a[6] == 0 && a[7] == 0
-        && a[8] == 0 && a[9] == 0 && a[10] == 0xff && a[11] == 0xff
+    a[0] == 0
+        && a[1] == 0
+        && a[2] == 0
+        && a[3] == 0
+        && a[4] == 0
+        && a[5] == 0
+        && a[6] == 0
+        && a[7] == 0
+        && a[8] == 0
+        && a[9] == 0
+        && a[10] == 0xff
+        && a[11] == 0xff
 }
 
 /// `::ffff:a.b.c.d` -> `a.b.c.d` in the IPv4 layout (first four bytes, rest zero), in place.
@@ -58,13 +68,13 @@ fn unmap(a: &mut [u8; 16]) {
 }
 
 #[inline(always)]
-pub fn state(sk: *const u8) -> u8 {
+pub(crate) fn state(sk: *const u8) -> u8 {
     read::<u8>(sk, offset!(skc_state)).unwrap_or(0)
 }
 
 /// The inode of the socket's network namespace.
 #[inline(always)]
-pub fn netns(sk: *const u8) -> u32 {
+pub(crate) fn netns(sk: *const u8) -> u32 {
     match read::<*const u8>(sk, offset!(sock_netns_ptr)) {
         Ok(net) => netns_inum(net),
         Err(_) => 0,
@@ -74,7 +84,7 @@ pub fn netns(sk: *const u8) -> u32 {
 /// Whether a full `struct sock` is TCP (inet_sock_set_state also fires for SCTP). Kernels where
 /// `sk_protocol` is a bitfield (< 5.6) cannot be asked: assume TCP, the states tell.
 #[inline(always)]
-pub fn is_tcp(sk: *const u8) -> bool {
+pub(crate) fn is_tcp(sk: *const u8) -> bool {
     let off = offset!(sk_protocol);
     if off == KernelOffsets::ABSENT as usize {
         return true;

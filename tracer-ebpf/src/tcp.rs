@@ -115,18 +115,14 @@ fn set_key(key: &mut FlowKey, flow: &RawFlow, netns: u32) {
 /// Writes one event straight into the ring buffer (no stack copy: the verifier's 512-byte stack
 /// is tight with the flow, key and filter already on it).
 #[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "inlined into each program: a struct of the arguments would be one more copy on the BPF stack")]
 fn emit(kind: u16, ts: u64, flow: &RawFlow, netns: u32, tcp_state: u8, count: u32, duration_ns: u64, dir: u8) {
     let Some(mut entry) = emit::reserve::<TcpEvent>(kind) else { return };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved record of the right size; every field is written before
     // it is submitted.
     unsafe {
-        (*ev).header = EventHeader {
-            ts_ns: ts,
-            kind,
-            cpu: bpf_get_smp_processor_id() as u16,
-            _pad: [0; 4],
-        };
+        (*ev).header = EventHeader { ts_ns: ts, kind, cpu: bpf_get_smp_processor_id() as u16, _pad: [0; 4] };
         (*ev).flow = *flow;
         (*ev).netns = netns;
         (*ev).count = count;
@@ -170,7 +166,7 @@ fn socket_arg(ctx: &BtfTracePointContext, position: u32) -> Result<Option<(RawFl
 }
 
 /// tcp:tcp_retransmit_skb (sk, skb[, err]).
-pub fn try_retransmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_retransmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if let Some((flow, netns, tcp_state)) = socket_arg(ctx, config!(retransmit_sk))? {
         retransmit(flow, netns, tcp_state);
     }
@@ -178,7 +174,7 @@ pub fn try_retransmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
 }
 
 /// tcp:tcp_retransmit_synack (sk, req): the request socket holds the flow.
-pub fn try_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let req = tp_btf_arg(ctx.as_ptr() as *const u8, config!(synack_req))? as *const u8;
     if req.is_null() || !crate::kernel::offsets_valid() {
         return Ok(());
@@ -199,7 +195,7 @@ fn reset(flow: RawFlow, netns: u32, tcp_state: u8, dir: u8) {
 
 /// tcp:tcp_send_reset (sk, skb[, reason]). Without a socket (a segment to a closed port) the
 /// flow is the incoming segment's, turned around: the reset goes from its destination.
-pub fn try_send_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_send_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if !crate::kernel::offsets_valid() {
         return Ok(());
     }
@@ -214,20 +210,14 @@ pub fn try_send_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let incoming = skb::flow(skb);
-    let flow = RawFlow {
-        saddr: incoming.daddr,
-        daddr: incoming.saddr,
-        sport: incoming.dport,
-        dport: incoming.sport,
-        ..incoming
-    };
+    let flow = RawFlow { saddr: incoming.daddr, daddr: incoming.saddr, sport: incoming.dport, dport: incoming.sport, ..incoming };
     let device = skb::device(skb);
     reset(flow, device.netns, state::CLOSE, direction::SENT);
     Ok(())
 }
 
 /// tcp:tcp_receive_reset (sk).
-pub fn try_receive_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_receive_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if let Some((flow, netns, tcp_state)) = socket_arg(ctx, config!(receive_reset_sk))? {
         reset(flow, netns, tcp_state, direction::RECEIVED);
     }
@@ -236,7 +226,7 @@ pub fn try_receive_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 /// sock:inet_sock_set_state (sk, oldstate, newstate): times SYN_SENT and reports connects that
 /// end in CLOSE from it; keeps the flow map's last state current.
-pub fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
+pub(crate) fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let base = ctx.as_ptr() as *const u8;
     let sk = tp_btf_arg(base, config!(set_state_sk))? as *const u8;
     if sk.is_null() || !crate::kernel::offsets_valid() || !sock::is_tcp(sk) {

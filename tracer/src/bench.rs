@@ -20,7 +20,10 @@ mod tests {
         events::Clock,
         kernel::{btf::KernelBtf, drop_reasons::DropReasons, kallsyms::Kallsyms},
         output::{Sink as _, json::JsonSink},
-        pods::{PodsFrom, layer::{PodLayer, PodsConfig}},
+        pods::{
+            PodsFrom,
+            layer::{PodLayer, PodsConfig},
+        },
         probes::drops::decode::Decoder,
     };
 
@@ -47,7 +50,14 @@ mod tests {
 
     /// A record as the kernel writes it: a drop between two of the pods, at a real kernel address.
     fn record(i: usize, boot_ns: u64, location: u64, reason: u32) -> Vec<u8> {
-        let mut flow = RawFlow { family: FAMILY_IPV4, l4_proto: IPPROTO_UDP, sport: 40000 + (i % 1000) as u16, dport: 53, ethertype: 0x0800, ..Default::default() };
+        let mut flow = RawFlow {
+            family: FAMILY_IPV4,
+            l4_proto: IPPROTO_UDP,
+            sport: 40000 + (i % 1000) as u16,
+            dport: 53,
+            ethertype: 0x0800,
+            ..Default::default()
+        };
         flow.saddr[..4].copy_from_slice(&pod_ip(i % PODS));
         flow.daddr[..4].copy_from_slice(&pod_ip((i * 7 + 3) % PODS));
         let mut ifname = [0u8; 16];

@@ -3,14 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use tracer_common::flow::{
-    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP, RawFlow,
-};
+use tracer_common::flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow};
 
 /// One decoded event from any probe family.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub ts_unix_ns: i128,
     pub flow: Flow,
@@ -28,7 +25,7 @@ pub struct Event {
 
 /// Kind-specific part of an event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Detail {
+pub(crate) enum Detail {
     Drop(DropDetail),
     Retransmit(TcpDetail),
     Reset(TcpDetail),
@@ -39,7 +36,7 @@ pub enum Detail {
 
 /// A NATed connection, as conntrack holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NatDetail {
+pub(crate) struct NatDetail {
     /// `dnat`, `snat` or `both`.
     pub nat: &'static str,
     pub orig_src: Option<String>,
@@ -66,7 +63,7 @@ pub struct NatDetail {
 /// An MTU failure (`tracer mtu`). The event's flow is the one whose packets are too big: for an
 /// ICMP error, the original packet quoted in it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MtuDetail {
+pub(crate) struct MtuDetail {
     /// `frag_needed_sent`, `frag_needed_received`, `frag_needed_dropped`, `too_big_drop` or
     /// `oversize` (CONTRACT).
     pub event: &'static str,
@@ -86,14 +83,14 @@ pub struct MtuDetail {
 }
 
 /// A NUL-padded kernel device name, None when empty.
-pub fn ifname(raw: &[u8; 16]) -> Option<String> {
+pub(crate) fn ifname(raw: &[u8; 16]) -> Option<String> {
     let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
     (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
 }
 
 impl Detail {
     /// The CONTRACT's `kind` value.
-    pub const fn kind(&self) -> &'static str {
+    pub(crate) const fn kind(&self) -> &'static str {
         match self {
             Self::Drop(_) => "drop",
             Self::Retransmit(_) => "retransmit",
@@ -107,7 +104,7 @@ impl Detail {
 
 /// A TCP event's socket facts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TcpDetail {
+pub(crate) struct TcpDetail {
     /// TCP state name (`SYN_SENT`, `ESTABLISHED`, ...): the socket's state at the event; for
     /// connect_fail the state it left. None when there was no socket (a reset to a closed port).
     pub state: Option<&'static str>,
@@ -121,7 +118,7 @@ pub struct TcpDetail {
 
 /// The kernel's TCP state names (include/net/tcp_states.h; the numbering is visible to userspace
 /// through tcp_info and `ss`, so it is stable across kernels).
-pub fn tcp_state_name(state: u8) -> Option<&'static str> {
+pub(crate) fn tcp_state_name(state: u8) -> Option<&'static str> {
     Some(match state {
         1 => "ESTABLISHED",
         2 => "SYN_SENT",
@@ -141,7 +138,7 @@ pub fn tcp_state_name(state: u8) -> Option<&'static str> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct DropDetail {
+pub(crate) struct DropDetail {
     /// `enum skb_drop_reason` name without the SKB_DROP_REASON_ prefix.
     pub reason: String,
     /// Raw reason value, for reasons this kernel's BTF does not name.
@@ -157,7 +154,7 @@ pub struct DropDetail {
 
 /// The conntrack entry a dropped packet carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PacketCt {
+pub(crate) enum PacketCt {
     /// Not read: not a netfilter drop, or conntrack's layout is unknown (module not loaded).
     #[default]
     Unread,
@@ -171,7 +168,7 @@ pub enum PacketCt {
 
 /// A drop that conntrack caused, told apart by the namespace's own conntrack counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConntrackDrop {
+pub(crate) struct ConntrackDrop {
     pub cause: ConntrackCause,
     /// The namespace's table fill level when the drop was classified: entries and
     /// net.netfilter.nf_conntrack_max.
@@ -180,7 +177,7 @@ pub struct ConntrackDrop {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConntrackCause {
+pub(crate) enum ConntrackCause {
     /// No room for a new entry (the `drop` counter, without `invalid`).
     TableFull,
     /// A new entry clashed with one inserted meanwhile (`insert_failed`).
@@ -190,7 +187,7 @@ pub enum ConntrackCause {
 }
 
 impl ConntrackCause {
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::TableFull => "table_full",
             Self::InsertFailed => "insert_failed",
@@ -201,7 +198,7 @@ impl ConntrackCause {
 
 /// Packet addresses, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Flow {
+pub(crate) struct Flow {
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
     /// Ports, for TCP and UDP.
@@ -216,7 +213,7 @@ pub struct Flow {
 }
 
 impl Flow {
-    pub fn from_raw(raw: &RawFlow) -> Self {
+    pub(crate) fn from_raw(raw: &RawFlow) -> Self {
         let addr = |bytes: &[u8; 16]| match raw.family {
             FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
             FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
@@ -237,7 +234,7 @@ impl Flow {
     }
 
     /// The CONTRACT's `proto`: tcp, udp, icmp, icmpv6, another lower-case name, or a number.
-    pub fn proto_name(&self) -> String {
+    pub(crate) fn proto_name(&self) -> String {
         match self.l4_proto {
             Some(IPPROTO_TCP) => "tcp".into(),
             Some(IPPROTO_UDP) => "udp".into(),
@@ -260,11 +257,11 @@ impl Flow {
     }
 
     /// `IP:PORT`, `[IPv6]:PORT` or a bare IP (no port for this protocol); None for non-IP.
-    pub fn src_endpoint(&self) -> Option<String> {
+    pub(crate) fn src_endpoint(&self) -> Option<String> {
         self.src.map(|ip| endpoint(ip, self.sport))
     }
 
-    pub fn dst_endpoint(&self) -> Option<String> {
+    pub(crate) fn dst_endpoint(&self) -> Option<String> {
         self.dst.map(|ip| endpoint(ip, self.dport))
     }
 }
@@ -279,19 +276,19 @@ fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
 
 /// Turns kernel CLOCK_BOOTTIME stamps into wall-clock time.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     /// realtime - boottime, in ns, measured once at start.
     offset_ns: i128,
 }
 
 impl Clock {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let real = clock_ns(libc::CLOCK_REALTIME);
         let boot = clock_ns(libc::CLOCK_BOOTTIME);
         Self { offset_ns: real - boot }
     }
 
-    pub const fn to_unix_ns(self, boot_ns: u64) -> i128 {
+    pub(crate) const fn to_unix_ns(self, boot_ns: u64) -> i128 {
         boot_ns as i128 + self.offset_ns
     }
 }
@@ -310,18 +307,13 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-22T02:30:01.123456789Z`.
-pub fn rfc3339(unix_ns: i128) -> String {
+pub(crate) fn rfc3339(unix_ns: i128) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000);
     let nanos = unix_ns.rem_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, (sod / 60) % 60, sod % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
@@ -341,7 +333,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// A UDP query from 10.244.1.7:40000 to 10.96.0.10:53, DNATed to 10.244.2.9:53, as decoded:
 /// for the tests of what annotates and prints events.
 #[cfg(test)]
-pub fn test_dnat_event() -> Event {
+pub(crate) fn test_dnat_event() -> Event {
     let ip = |s: &str| s.parse::<IpAddr>().ok();
     Event {
         ts_unix_ns: 1_795_314_601_123_456_789,

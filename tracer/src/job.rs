@@ -7,8 +7,8 @@ use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec as BatchJobSpec},
         core::v1::{
-            Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, PodSpec,
-            PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+            Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements,
+            SecurityContext, Toleration, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
@@ -16,7 +16,7 @@ use k8s_openapi::{
 
 /// What a Job runs and where.
 #[derive(Debug, Clone)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     /// Job name (a DNS label).
     pub name: String,
     pub namespace: String,
@@ -30,18 +30,18 @@ pub struct JobSpec {
 
 /// Seconds past --duration the Job may run (start-up, pulling the image) before Kubernetes
 /// stops it.
-pub const DEADLINE_SLACK_S: u64 = 120;
+pub(crate) const DEADLINE_SLACK_S: u64 = 120;
 /// The tracer container's name in the Job's pod (`job logs` reads its log).
-pub const CONTAINER: &str = "tracer";
+pub(crate) const CONTAINER: &str = "tracer";
 /// Finished Jobs (and their logs) are kept this long.
 const TTL_AFTER_FINISHED_S: i32 = 3600;
 /// The labels every tracer Job and its pod carry: `job list` finds them by these.
-pub const LABELS: [(&str, &str); 2] = [("app.kubernetes.io/name", "tracer"), ("app.kubernetes.io/component", "trace-job")];
+pub(crate) const LABELS: [(&str, &str); 2] = [("app.kubernetes.io/name", "tracer"), ("app.kubernetes.io/component", "trace-job")];
 
 /// The manifest could not be written as YAML.
 #[derive(Debug, thiserror::Error)]
 #[error("writing the Job as YAML")]
-pub struct YamlError(#[from] serde_saphyr::SerializeError);
+pub(crate) struct YamlError(#[from] serde_saphyr::SerializeError);
 
 /// The capabilities the tracer command in `args` needs (`args[0]` is the command), as a
 /// securityContext names them: what each command was measured to need with one capability
@@ -49,29 +49,20 @@ pub struct YamlError(#[from] serde_saphyr::SerializeError);
 /// reason for each). A manifest cannot know the node's kernel, so it assumes one with CAP_BPF
 /// (5.8+) that does not charge BPF maps to RLIMIT_MEMLOCK (5.11+); on older kernels tracer
 /// names what it misses when it starts.
-pub fn capabilities(args: &[String]) -> Vec<&'static str> {
+pub(crate) fn capabilities(args: &[String]) -> Vec<&'static str> {
     let command = args.first().map(String::as_str).unwrap_or_default();
     // `--iface NETNS:DEV` makes tracer attach inside another namespace: setns(2).
     let ifaces = args.windows(2).filter(|w| w[0] == "--iface").map(|w| w[1].as_str());
     let other_namespace = ifaces.chain(args.iter().filter_map(|a| a.strip_prefix("--iface="))).any(|i| i.contains(':'));
-    crate::probes::CommandId::parse(command)
-        .map(|c| c.needs(other_namespace))
-        .unwrap_or_default()
-        .iter()
-        .map(|n| n.cap.k8s_name())
-        .collect()
+    crate::probes::CommandId::parse(command).map(|c| c.needs(other_namespace)).unwrap_or_default().iter().map(|n| n.cap.k8s_name()).collect()
 }
 
 /// The Job manifest.
-pub fn manifest(spec: &JobSpec) -> Job {
+pub(crate) fn manifest(spec: &JobSpec) -> Job {
     let labels = || Some(LABELS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>());
     let quantities = |pairs: [(&str, &str); 2]| Some(pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect());
-    let read_only_mount = |name: &str, path: &str| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    };
+    let read_only_mount =
+        |name: &str, path: &str| VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() };
     let host_path = |name: &str, path: &str, kind: &str| Volume {
         name: name.into(),
         host_path: Some(HostPathVolumeSource { path: path.into(), type_: Some(kind.into()) }),
@@ -97,10 +88,7 @@ pub fn manifest(spec: &JobSpec) -> Job {
             privileged: Some(false),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: Some(capabilities.iter().map(|c| c.to_string()).collect()),
-            }),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: Some(capabilities.iter().map(|c| c.to_string()).collect()) }),
             ..SecurityContext::default()
         }),
         resources: Some(ResourceRequirements {
@@ -108,10 +96,7 @@ pub fn manifest(spec: &JobSpec) -> Job {
             limits: quantities([("cpu", "1"), ("memory", "256Mi")]),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![
-            read_only_mount("btf", "/sys/kernel/btf"),
-            read_only_mount("cri", "/run/containerd/containerd.sock"),
-        ]),
+        volume_mounts: Some(vec![read_only_mount("btf", "/sys/kernel/btf"), read_only_mount("cri", "/run/containerd/containerd.sock")]),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -127,29 +112,18 @@ pub fn manifest(spec: &JobSpec) -> Job {
         // Tainted nodes (control plane, NoExecute) are where problems hide too.
         tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Toleration::default() }]),
         containers: vec![container],
-        volumes: Some(vec![
-            host_path("btf", "/sys/kernel/btf", "Directory"),
-            host_path("cri", "/run/containerd/containerd.sock", "Socket"),
-        ]),
+        volumes: Some(vec![host_path("btf", "/sys/kernel/btf", "Directory"), host_path("cri", "/run/containerd/containerd.sock", "Socket")]),
         ..PodSpec::default()
     };
     // --duration is at most a year (cli::config::parse_duration): it fits.
     let deadline = i64::try_from(spec.duration.as_secs() + DEADLINE_SLACK_S).unwrap_or(i64::MAX);
     Job {
-        metadata: ObjectMeta {
-            name: Some(spec.name.clone()),
-            namespace: Some(spec.namespace.clone()),
-            labels: labels(),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(spec.name.clone()), namespace: Some(spec.namespace.clone()), labels: labels(), ..ObjectMeta::default() },
         spec: Some(BatchJobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(deadline),
             ttl_seconds_after_finished: Some(TTL_AFTER_FINISHED_S),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: labels(), ..ObjectMeta::default() }),
-                spec: Some(pod),
-            },
+            template: PodTemplateSpec { metadata: Some(ObjectMeta { labels: labels(), ..ObjectMeta::default() }), spec: Some(pod) },
             ..BatchJobSpec::default()
         }),
         status: None,
@@ -159,7 +133,7 @@ pub fn manifest(spec: &JobSpec) -> Job {
 /// The Job as YAML, block style as kubectl writes it. Strings a YAML 1.1 reader would take for
 /// a number, a boolean or null (a CPU quantity of `1`) are quoted by the serializer; long
 /// strings stay on one line, since folded scalars only make a manifest harder to grep.
-pub fn to_yaml(job: &Job) -> Result<String, YamlError> {
+pub(crate) fn to_yaml(job: &Job) -> Result<String, YamlError> {
     let options = serde_saphyr::ser_options! {
         compact_list_indent: false,
         prefer_block_scalars: false,

@@ -15,19 +15,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tr
 /// Everything the programs read from read-only globals: the shared offsets and filter, and each
 /// running family's own configuration under its global's name. A family that does not run
 /// leaves its global as compiled (all "absent", so its programs do nothing).
-pub struct Globals {
+pub(crate) struct Globals {
     pub offsets: KernelOffsets,
     pub filter: FlowFilter,
     families: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Globals {
-    pub fn new(offsets: KernelOffsets, filter: FlowFilter) -> Self {
+    pub(crate) fn new(offsets: KernelOffsets, filter: FlowFilter) -> Self {
         Self { offsets, filter, families: Vec::new() }
     }
 
     /// Sets the global `name` (a family's `*_CONFIG`) to `value`, replacing an earlier value.
-    pub fn set<T: aya::Pod>(&mut self, name: &'static str, value: &T) {
+    pub(crate) fn set<T: aya::Pod>(&mut self, name: &'static str, value: &T) {
         // SAFETY: T is Pod (plain integers and arrays, no padding holes), so its bytes may be read.
         let bytes = unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }.to_vec();
         self.families.retain(|(n, _)| *n != name);
@@ -35,7 +35,7 @@ impl Globals {
     }
 
     /// The value set for `name`, if any family set it.
-    pub fn get<T: aya::Pod>(&self, name: &str) -> Option<T> {
+    pub(crate) fn get<T: aya::Pod>(&self, name: &str) -> Option<T> {
         let (_, bytes) = self.families.iter().find(|(n, _)| *n == name)?;
         (bytes.len() == size_of::<T>())
             // SAFETY: the length matches and T is Pod (any bit pattern is a valid T).
@@ -45,7 +45,7 @@ impl Globals {
 
 /// Creates the maps and parses the programs; nothing is loaded into the kernel until a probe
 /// loads its own programs, and nothing runs until it attaches.
-pub fn load(globals: &Globals, ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
+pub(crate) fn load(globals: &Globals, ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
     raise_memlock();
     let mut loader = EbpfLoader::new();
     loader.override_global("OFFSETS", &globals.offsets, true).override_global("FLOW_FILTER", &globals.filter, true);
@@ -72,13 +72,13 @@ fn raise_memlock() {
 
 /// Kernel-side counts for one record kind, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct KernelCounts {
+pub(crate) struct KernelCounts {
     pub matched: u64,
     pub lost: u64,
 }
 
 /// Kernel-side counts summed over several record kinds (one probe family).
-pub fn read_counts_of(ebpf: &Ebpf, kinds: &[u16]) -> anyhow::Result<KernelCounts> {
+pub(crate) fn read_counts_of(ebpf: &Ebpf, kinds: &[u16]) -> anyhow::Result<KernelCounts> {
     let mut total = KernelCounts::default();
     for kind in kinds {
         let c = read_counts(ebpf, *kind)?;
@@ -88,23 +88,21 @@ pub fn read_counts_of(ebpf: &Ebpf, kinds: &[u16]) -> anyhow::Result<KernelCounts
     Ok(total)
 }
 
-pub fn read_counts(ebpf: &Ebpf, kind: u16) -> anyhow::Result<KernelCounts> {
+pub(crate) fn read_counts(ebpf: &Ebpf, kind: u16) -> anyhow::Result<KernelCounts> {
     let map = ebpf.map("COUNTERS").context("COUNTERS map missing")?;
     let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-    let sum = |slot| -> anyhow::Result<u64> {
-        Ok(counters.get(&counter::index(kind, slot), 0)?.iter().sum())
-    };
+    let sum = |slot| -> anyhow::Result<u64> { Ok(counters.get(&counter::index(kind, slot), 0)?.iter().sum()) };
     Ok(KernelCounts { matched: sum(counter::MATCHED)?, lost: sum(counter::LOST)? })
 }
 
 /// A second handle on the kernel counters, for reading them while the event loop holds the
 /// object (`tracer serve` publishes them as they grow).
-pub struct CounterReader {
+pub(crate) struct CounterReader {
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl CounterReader {
-    pub fn open(ebpf: &Ebpf) -> anyhow::Result<Self> {
+    pub(crate) fn open(ebpf: &Ebpf) -> anyhow::Result<Self> {
         let map = ebpf.map("COUNTERS").context("COUNTERS map missing")?;
         let Map::PerCpuArray(data) = map else { anyhow::bail!("COUNTERS is not a per-CPU array") };
         // A duplicate of the fd, not the map opened again by id: BPF_MAP_GET_FD_BY_ID is kept
@@ -115,7 +113,7 @@ impl CounterReader {
     }
 
     /// Counts summed over CPUs and over `kinds`.
-    pub fn read(&self, kinds: &[u16]) -> anyhow::Result<KernelCounts> {
+    pub(crate) fn read(&self, kinds: &[u16]) -> anyhow::Result<KernelCounts> {
         let mut total = KernelCounts::default();
         for kind in kinds {
             let sum = |slot| -> anyhow::Result<u64> { Ok(self.counters.get(&counter::index(*kind, slot), 0)?.iter().sum()) };

@@ -24,7 +24,10 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 
 use crate::{
-    cli::{Cli, Command, UsageError, config::{DropsConfig, JobConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, ServeConfig, WatchConfig}},
+    cli::{
+        Cli, Command, UsageError,
+        config::{DropsConfig, JobConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, ServeConfig, WatchConfig},
+    },
     probes::CannotRun,
 };
 

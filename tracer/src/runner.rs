@@ -18,19 +18,22 @@ use tracer_common::event::EventHeader;
 use crate::{
     events::Event,
     output::Sink,
-    pods::{layer::{MAX_HOLD, PodLayer}, now_unix_ns},
+    pods::{
+        layer::{MAX_HOLD, PodLayer},
+        now_unix_ns,
+    },
 };
 
 /// When to stop besides a signal.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Stop {
+pub(crate) struct Stop {
     pub duration: Option<Duration>,
     pub count: Option<u64>,
 }
 
 /// What happened to the records userspace saw.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     /// Records read from the ring buffer.
     pub read: u64,
     /// Events printed.
@@ -47,7 +50,7 @@ pub struct Delivered {
 impl Delivered {
     /// Says what the summary lines do not: events of other pods (debug) and records that did not
     /// decode (never expected). `selection` names the pods chosen.
-    pub fn report(&self, selection: &str) {
+    pub(crate) fn report(&self, selection: &str) {
         if self.filtered > 0 {
             log::debug!("{} events were of other pods by the time they happened ({selection})", self.filtered);
         }
@@ -64,7 +67,7 @@ enum Flow {
 }
 
 /// Turns raw records into events, and makes events of its own as time passes.
-pub trait Pipeline {
+pub(crate) trait Pipeline {
     /// One raw record (its header already read) into an event; None for a record that does not
     /// decode.
     fn decode(&mut self, header: &EventHeader, bytes: &[u8]) -> Option<Event>;
@@ -77,23 +80,21 @@ pub trait Pipeline {
 }
 
 /// The ring buffer every family writes to, taken out of `ebpf` and registered for polling.
-pub type Ring = AsyncFd<RingBuf<MapData>>;
+pub(crate) type Ring = AsyncFd<RingBuf<MapData>>;
 
 /// Takes the ring buffer out of `ebpf` for polling.
-pub fn ring(ebpf: &mut Ebpf) -> anyhow::Result<Ring> {
+pub(crate) fn ring(ebpf: &mut Ebpf) -> anyhow::Result<Ring> {
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring buffer, so the fd stays open
     // for as long as it is registered.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("polling the ring buffer")
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1).context("polling the ring buffer")
 }
 
 /// Runs until a stop condition; `pipeline` turns raw records into events, `pods` names their
 /// pods. An event newer than what the pod registry knows is held back until the source catches
 /// up (at most [`MAX_HOLD`]), so a pod created a moment ago is named, and an address it took over
 /// is not given the old pod's name.
-pub async fn run(
+pub(crate) async fn run(
     ring: &mut Ring,
     stop: Stop,
     sink: &mut dyn Sink,
@@ -167,17 +168,17 @@ pub async fn run(
 }
 
 /// How often `run` calls the pipeline's tick.
-pub const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 
 /// What a command's event loop waits on besides the ring buffer: Ctrl-C, SIGTERM and --duration.
-pub struct Waits {
+pub(crate) struct Waits {
     pub sigint: Signal,
     pub sigterm: Signal,
     pub deadline: Instant,
 }
 
 /// Installs the signal handlers and sets the deadline.
-pub fn waits(duration: Option<Duration>) -> anyhow::Result<Waits> {
+pub(crate) fn waits(duration: Option<Duration>) -> anyhow::Result<Waits> {
     Ok(Waits {
         sigint: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
         sigterm: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,

@@ -33,7 +33,7 @@ use crate::{
 
 /// Options every tracing command shares.
 #[derive(Debug, Clone)]
-pub struct TraceConfig {
+pub(crate) struct TraceConfig {
     pub filter: FlowFilter,
     pub duration: Option<Duration>,
     pub count: Option<u64>,
@@ -45,14 +45,14 @@ pub struct TraceConfig {
 
 impl TraceConfig {
     /// When to stop besides a signal.
-    pub fn stop(&self) -> Stop {
+    pub(crate) fn stop(&self) -> Stop {
         Stop { duration: self.duration, count: self.count }
     }
 }
 
 /// One family's fate on this kernel: how it is hooked, or why it is not running.
 #[derive(Debug, Clone)]
-pub struct ProbeStatus {
+pub(crate) struct ProbeStatus {
     pub family: FamilyId,
     pub result: Result<String, String>,
 }
@@ -60,7 +60,7 @@ pub struct ProbeStatus {
 /// The loaded object with every running family attached. Fields drop in order: the families
 /// (tc attachments inside their devices' namespaces) before the object, whose drop detaches
 /// the tracepoints.
-pub struct Session {
+pub(crate) struct Session {
     command: CommandId,
     families: Vec<Box<dyn Family>>,
     /// Records read per running family (same order as `families`), for their summaries.
@@ -74,7 +74,7 @@ pub struct Session {
 }
 
 /// Loads kernel BTF, turning a bad `--btf` into bad input (exit 2).
-pub fn load_btf(path: Option<&std::path::Path>) -> anyhow::Result<KernelBtf> {
+pub(crate) fn load_btf(path: Option<&std::path::Path>) -> anyhow::Result<KernelBtf> {
     match KernelBtf::load(path) {
         Ok(btf) => Ok(btf),
         Err(err @ (BtfError::Missing { .. } | BtfError::Read { .. })) if path.is_some() => {
@@ -100,13 +100,13 @@ fn aya_btf(path: Option<&std::path::Path>) -> anyhow::Result<Btf> {
 /// Refuses to go on without a capability `command` cannot work without, naming each (exit 2,
 /// nothing attached); warns once per missing capability that only costs part of the output.
 /// `other_namespace`: it will attach inside another network namespace (`--iface NETNS:DEV`).
-pub fn require_privileges(command: CommandId, other_namespace: bool) -> Result<(), UsageError> {
+pub(crate) fn require_privileges(command: CommandId, other_namespace: bool) -> Result<(), UsageError> {
     features::check_capabilities(command.name(), &command.needs(other_namespace)).map_err(|e| UsageError(e.to_string()))
 }
 
 /// Starts the pod source, says on stderr which one is used, and checks the selection (exit 2
 /// for pods that do not exist, unless --wait).
-pub async fn start_pods(config: &PodsConfig) -> anyhow::Result<PodLayer> {
+pub(crate) async fn start_pods(config: &PodsConfig) -> anyhow::Result<PodLayer> {
     let mut pods = PodLayer::start(config).await?;
     // Bad input stays one line: check the selection before saying anything else.
     if !config.wait {
@@ -130,7 +130,7 @@ fn release_startup_memory() {
 impl Session {
     /// Plans, loads and attaches `families` for `command`; prints the `attached` line.
     /// `other_namespace`: some family attaches inside another network namespace.
-    pub async fn start(
+    pub(crate) async fn start(
         command: CommandId,
         families: Vec<Box<dyn Family>>,
         trace: &TraceConfig,
@@ -235,22 +235,22 @@ impl Session {
     }
 
     /// The loaded object (its maps, read while tracing: the TCP flow map, the counters).
-    pub fn ebpf(&self) -> &Ebpf {
+    pub(crate) fn ebpf(&self) -> &Ebpf {
         &self.ebpf
     }
 
     /// The running family `id`, if it runs.
-    pub fn family(&self, id: FamilyId) -> Option<&dyn Family> {
+    pub(crate) fn family(&self, id: FamilyId) -> Option<&dyn Family> {
         self.families.iter().find(|f| f.id() == id).map(|f| &**f)
     }
 
     /// The Services known (for `diagnose`'s service-not-translated), when the NAT family was asked for.
-    pub fn services(&self) -> Option<&ServiceNames> {
+    pub(crate) fn services(&self) -> Option<&ServiceNames> {
         self.services.as_ref()
     }
 
     /// Counts `n` records of `id` read outside the decoders (`retrans --top` drains them).
-    pub fn add_read(&mut self, id: FamilyId, n: u64) {
+    pub(crate) fn add_read(&mut self, id: FamilyId, n: u64) {
         if let Some(i) = self.families.iter().position(|f| f.id() == id) {
             self.read[i] += n;
         }
@@ -258,7 +258,7 @@ impl Session {
 
     /// Splits the session into what an event loop borrows: the ring buffer, the pod layer, the
     /// decoders of every family, and the object (for its maps).
-    pub fn parts(&mut self) -> Parts<'_> {
+    pub(crate) fn parts(&mut self) -> Parts<'_> {
         Parts {
             ring: &mut self.ring,
             pods: &mut self.pods,
@@ -268,7 +268,7 @@ impl Session {
     }
 
     /// Runs the event loop until a stop condition, through `sink`.
-    pub async fn run(&mut self, stop: Stop, sink: &mut dyn crate::output::Sink) -> anyhow::Result<Delivered> {
+    pub(crate) async fn run(&mut self, stop: Stop, sink: &mut dyn crate::output::Sink) -> anyhow::Result<Delivered> {
         let Parts { ring, pods, mut decoders, .. } = self.parts();
         runner::run(ring, stop, sink, pods, &mut decoders).await
     }
@@ -276,7 +276,7 @@ impl Session {
     /// Reads the kernel counters of every family, detaches everything (tc first) and prints
     /// each family's `seen, delivered, lost` line and its report. Returns the counts and the
     /// pod layer (for naming what is reported after the run).
-    pub fn stop(self) -> anyhow::Result<(Vec<(FamilyId, KernelCounts)>, PodLayer)> {
+    pub(crate) fn stop(self) -> anyhow::Result<(Vec<(FamilyId, KernelCounts)>, PodLayer)> {
         let Session { command, mut families, read, ring, ebpf, pods, .. } = self;
         let mut counts = Vec::new();
         for family in &mut families {
@@ -300,7 +300,7 @@ impl Session {
 }
 
 /// A session split for an event loop (see [`Session::parts`]).
-pub struct Parts<'a> {
+pub(crate) struct Parts<'a> {
     pub ring: &'a mut Ring,
     pub pods: &'a mut PodLayer,
     pub decoders: Decoders<'a>,
@@ -308,7 +308,7 @@ pub struct Parts<'a> {
 }
 
 /// The decoders of every running family: records go to the family of their kind.
-pub struct Decoders<'a> {
+pub(crate) struct Decoders<'a> {
     families: &'a mut [Box<dyn Family>],
     read: &'a mut [u64],
 }
@@ -329,7 +329,7 @@ impl Pipeline for Decoders<'_> {
 /// `tracer: PROBE: N seen, N delivered, N lost[, N unread]` on stderr, and a warning naming the
 /// count when the ring buffer overflowed. Seen counts what matched in the kernel; unread is what
 /// was still in the ring buffer when --count stopped the run.
-pub fn print_summary(probe: &str, counts: KernelCounts, read: u64) {
+pub(crate) fn print_summary(probe: &str, counts: KernelCounts, read: u64) {
     eprintln!("{}", summary(probe, counts, read));
     if counts.lost > 0 {
         eprintln!(

@@ -4,4 +4,4 @@
 /// Bad input: printed as one line, exit code 2, nothing attached.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);

@@ -42,7 +42,7 @@ const MARK_END: &str = "<!-- bench:end -->";
 /// Set by SIGINT/SIGTERM: every wait loop checks it, so cleanup runs in the normal unwinding path.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-pub struct Options {
+pub(crate) struct Options {
     pub tracer: PathBuf,
     pub smoke: bool,
     pub reps: usize,
@@ -59,7 +59,7 @@ struct Sizes {
     start_reps: usize,
 }
 
-pub fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     install_signal_handlers();
     remove_stale_labs();
     // bpftrace finds its tracepoints through tracefs, and a fresh machine has none mounted.
@@ -107,10 +107,7 @@ fn ensure_tracefs() -> anyhow::Result<()> {
     if mounted {
         return Ok(());
     }
-    let status = Command::new("mount")
-        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-        .status()
-        .context("running mount -t tracefs")?;
+    let status = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status().context("running mount -t tracefs")?;
     ensure!(status.success(), "tracefs is not mounted and `mount -t tracefs nodev /sys/kernel/tracing` failed ({status}); bpftrace needs it");
     eprintln!("bench: mounted tracefs at /sys/kernel/tracing (bpftrace needs it)");
     Ok(())
@@ -489,7 +486,19 @@ struct Decode {
 fn decode_bench(workspace: &Path, smoke: bool) -> anyhow::Result<Decode> {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace)
-        .args(["test", "--release", "-p", "tracer", "--bin", "tracer", "--", "--ignored", "--exact", "bench::tests::decode_enrich_json", "--nocapture"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "tracer",
+            "--bin",
+            "tracer",
+            "--",
+            "--ignored",
+            "--exact",
+            "bench::tests::decode_enrich_json",
+            "--nocapture",
+        ])
         .env("TRACER_BENCH_EVENTS", if smoke { "100000" } else { "2000000" })
         .stderr(Stdio::inherit());
     let out = cmd.output().context("running the decode benchmark")?;
@@ -660,7 +669,13 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
             }
             let tcp = iperf(lab, sizes.secs, false)?;
             let udp = iperf(lab, sizes.secs, true)?;
-            eprintln!("bench:   rep {} {}: tcp {:.2} Gbit/s, udp {:.0} packets/s", rep + 1, if traced { "traced" } else { "baseline" }, tcp.rate / 1e9, udp.rate);
+            eprintln!(
+                "bench:   rep {} {}: tcp {:.2} Gbit/s, udp {:.0} packets/s",
+                rep + 1,
+                if traced { "traced" } else { "baseline" },
+                tcp.rate / 1e9,
+                udp.rate
+            );
             if let Some(mut p) = watcher {
                 p.interrupt(Duration::from_secs(30))?;
                 for (family, s) in summaries(&p.stderr_text()) {
@@ -845,10 +860,8 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
     let script = bpftrace_script(lab)?;
     let duration = Duration::from_secs(sizes.storm_secs);
     let mut runs = Vec::new();
-    let filter = [
-        "--pods-from", "none", "-o", "json", "--proto", "udp", "--port", &STORM_PORT.to_string(), "--ip", &format!("{SERVER_IP}/32"),
-    ]
-    .map(str::to_string);
+    let filter = ["--pods-from", "none", "-o", "json", "--proto", "udp", "--port", &STORM_PORT.to_string(), "--ip", &format!("{SERVER_IP}/32")]
+        .map(str::to_string);
     for consumer in ["none", "tracer drops", "bpftrace", "tracer drops --ring-buffer 64M"] {
         check_interrupted()?;
         let proc = match consumer {
@@ -910,7 +923,12 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
                 run.reported_delivered = Some(s.delivered);
             } else {
                 // bpftrace prints its losses on stdout or stderr depending on the version.
-                run.lost += p.stderr_text().split(" | ").filter_map(|l| l.strip_prefix("Lost ")).filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok()).sum::<u64>();
+                run.lost += p
+                    .stderr_text()
+                    .split(" | ")
+                    .filter_map(|l| l.strip_prefix("Lost "))
+                    .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum::<u64>();
             }
         }
         eprintln!(
@@ -1023,8 +1041,19 @@ impl Report {
             .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
             .unwrap_or_default();
         let cpus = thread::available_parallelism().map_or(0, usize::from);
-        let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-        let _ = writeln!(s, "Run: {date}{}; kernel {}; {cpus} CPUs ({cpu}); load average before {} / after {}.\n", if smoke { " (smoke: 1 s runs, numbers not meaningful)" } else { "" }, kernel.trim(), self.load.0, self.load.1);
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "Run: {date}{}; kernel {}; {cpus} CPUs ({cpu}); load average before {} / after {}.\n",
+            if smoke { " (smoke: 1 s runs, numbers not meaningful)" } else { "" },
+            kernel.trim(),
+            self.load.0,
+            self.load.1
+        );
 
         let o = &self.overhead;
         let row = |s: &mut String, name: &str, base: &Samples, traced: &Samples, unit: f64, unit_name: &str, target: Option<f64>| {
@@ -1050,7 +1079,8 @@ impl Report {
         row(&mut s, "… packets sent/s", &o.udp_sent_base, &o.udp_sent_traced, 1e3, "kpps", None);
         row(&mut s, "… packets received per CPU-second of iperf3", &o.udp_eff_base, &o.udp_eff_traced, 1e3, "k", Some(0.95));
         for (name, rate, eff) in &o.per_command {
-            let what = if name.ends_with("mtu") { format!("iperf3 TCP, `{name}` alone (tc on the 2 veths)") } else { format!("iperf3 TCP, `{name}` alone") };
+            let what =
+                if name.ends_with("mtu") { format!("iperf3 TCP, `{name}` alone (tc on the 2 veths)") } else { format!("iperf3 TCP, `{name}` alone") };
             row(&mut s, &what, &o.tcp_base, rate, 1e9, "Gbit/s", Some(0.98));
             row(&mut s, "… per CPU-second", &o.tcp_eff_base, eff, 1e9, "Gbit", Some(0.98));
         }
@@ -1058,7 +1088,10 @@ impl Report {
         let _ = writeln!(s, "\nEvents `tracer watch` reported during the traced repetitions (seen/delivered/lost): {}.\n", fams.join(", "));
 
         let _ = writeln!(s, "**Drop storm** (UDP to a closed port, NO_SOCKET drops; one sender thread; consumers' stdout counted line by line):\n");
-        let _ = writeln!(s, "| consumer | drops caused | caused/s (ratio) | sender CPU per drop (ratio) | kernel saw | delivered | delivered/s | lost (reported) | consumer CPU | consumer CPU per event | events/s one core would take |");
+        let _ = writeln!(
+            s,
+            "| consumer | drops caused | caused/s (ratio) | sender CPU per drop (ratio) | kernel saw | delivered | delivered/s | lost (reported) | consumer CPU | consumer CPU per event | events/s one core would take |"
+        );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         let base = self.storm.first();
         let base_rate = base.map_or(f64::NAN, StormRun::sent_per_sec);
@@ -1085,7 +1118,10 @@ impl Report {
                 or_dash(format!("{:.0}", 1e6 / per_event_us)),
             );
         }
-        if let (Some(t), Some(b)) = (self.storm.iter().find(|r| r.consumer.starts_with("tracer drops -o json (4M")), self.storm.iter().find(|r| r.consumer.starts_with("bpftrace"))) {
+        if let (Some(t), Some(b)) = (
+            self.storm.iter().find(|r| r.consumer.starts_with("tracer drops -o json (4M")),
+            self.storm.iter().find(|r| r.consumer.starts_with("bpftrace")),
+        ) {
             let per_event = |r: &StormRun| r.consumer_cpu / r.delivered as f64;
             let _ = writeln!(
                 s,
@@ -1105,7 +1141,14 @@ impl Report {
         let _ = writeln!(s, "| command | spawn to `attached` | SIGINT to exit | target |");
         let _ = writeln!(s, "|---|---|---|---|");
         for (name, attach, exit) in &self.start.runs {
-            let _ = writeln!(s, "| tracer {name} | {:.0} (min {:.0}) | {:.0} | < 200 to attach ({}) |", attach.median(), attach.0.iter().copied().fold(f64::INFINITY, f64::min), exit.median(), if attach.median() < 200.0 { "met" } else { "missed" });
+            let _ = writeln!(
+                s,
+                "| tracer {name} | {:.0} (min {:.0}) | {:.0} | < 200 to attach ({}) |",
+                attach.median(),
+                attach.0.iter().copied().fold(f64::INFINITY, f64::min),
+                exit.median(),
+                if attach.median() < 200.0 { "met" } else { "missed" }
+            );
         }
         let _ = writeln!(s, "| bpftrace (spawn to first event printed) | {:.0} | — | — |", self.start.bpftrace.median());
 
@@ -1113,11 +1156,20 @@ impl Report {
         let _ = writeln!(s, "| pods in the registry | VmRSS | peak (VmHWM) | target |");
         let _ = writeln!(s, "|---|---|---|---|");
         for (pods, rss, hwm) in &self.rss.runs {
-            let _ = writeln!(s, "| {pods} | {:.1} MB | {:.1} MB | {} |", *rss as f64 / 1024.0, *hwm as f64 / 1024.0, if *pods == 1000 { format!("< 40 MB ({})", if (*rss as f64 / 1024.0) < 40.0 { "met" } else { "missed" }) } else { "—".into() });
+            let _ = writeln!(
+                s,
+                "| {pods} | {:.1} MB | {:.1} MB | {} |",
+                *rss as f64 / 1024.0,
+                *hwm as f64 / 1024.0,
+                if *pods == 1000 { format!("< 40 MB ({})", if (*rss as f64 / 1024.0) < 40.0 { "met" } else { "missed" }) } else { "—".into() }
+            );
         }
 
         let d = &self.decode;
-        let _ = writeln!(s, "\n**Userspace path per core** (tracer's `bench::decode_enrich_json`: raw DropEvent records → typed events → pods named from a 1,000-pod registry → JSON lines into a buffer):\n");
+        let _ = writeln!(
+            s,
+            "\n**Userspace path per core** (tracer's `bench::decode_enrich_json`: raw DropEvent records → typed events → pods named from a 1,000-pod registry → JSON lines into a buffer):\n"
+        );
         let _ = writeln!(s, "| stage | events/s on one core | target |");
         let _ = writeln!(s, "|---|---|---|");
         let _ = writeln!(s, "| decode | {:.0} | |", d.decode);
@@ -1130,11 +1182,21 @@ impl Report {
     /// every event of the storm.
     fn check_smoke(&self) -> anyhow::Result<()> {
         let o = &self.overhead;
-        for (name, v) in [("tcp baseline", &o.tcp_base), ("tcp traced", &o.tcp_traced), ("udp baseline", &o.udp_base), ("udp traced", &o.udp_traced), ("tcp per cpu", &o.tcp_eff_traced), ("udp per cpu", &o.udp_eff_traced)] {
+        for (name, v) in [
+            ("tcp baseline", &o.tcp_base),
+            ("tcp traced", &o.tcp_traced),
+            ("udp baseline", &o.udp_base),
+            ("udp traced", &o.udp_traced),
+            ("tcp per cpu", &o.tcp_eff_traced),
+            ("udp per cpu", &o.udp_eff_traced),
+        ] {
             ensure!(v.measured(), "{name} was not measured: {:?}", v.0);
         }
         ensure!(!o.families.is_empty(), "tracer watch printed no summaries");
-        ensure!(o.per_command.iter().any(|(n, v, e)| n == "tracer drops" && v.measured() && e.measured()), "TCP with tracer drops alone was not measured");
+        ensure!(
+            o.per_command.iter().any(|(n, v, e)| n == "tracer drops" && v.measured() && e.measured()),
+            "TCP with tracer drops alone was not measured"
+        );
         for (name, attach, exit) in &self.start.runs {
             ensure!(attach.measured() && exit.measured(), "start/exit of {name} not measured");
         }

@@ -18,14 +18,14 @@ use serde_json::json;
 
 /// The path of the binary in the image: its entrypoint. The Job and DaemonSet manifests set no
 /// `command`, so they run exactly this.
-pub const ENTRYPOINT: &str = "/tracer";
+pub(crate) const ENTRYPOINT: &str = "/tracer";
 
 /// Read by the Kubernetes client (rustls with the platform's roots) even for in-cluster use.
 const CA_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Writes the image of `tracer` to `out`, tagged `tag`; returns the image id (the config's
 /// digest, as `ctr images ls` shows it).
-pub fn build(tracer: &Path, tag: &str, out: &Path) -> anyhow::Result<String> {
+pub(crate) fn build(tracer: &Path, tag: &str, out: &Path) -> anyhow::Result<String> {
     let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     files.push((ENTRYPOINT.trim_start_matches('/').to_string(), 0o755, read(tracer)?));
@@ -140,11 +140,7 @@ impl Tar {
 
 /// Hex SHA-256 of `data`, by coreutils' sha256sum (no hashing crate in the workspace).
 fn sha256(data: &[u8]) -> anyhow::Result<String> {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running sha256sum")?;
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("running sha256sum")?;
     let mut stdin = child.stdin.take().context("sha256sum stdin")?;
     // Megabytes through a 64 KiB pipe: written from another thread while this one waits.
     let data = data.to_vec();
@@ -184,7 +180,8 @@ mod tests {
 
     #[test]
     fn layers_list_each_parent_directory_once() {
-        let files = vec![("lib/x/a.so".to_string(), 0o755, vec![1]), ("lib/x/b.so".to_string(), 0o755, vec![2]), ("tracer".to_string(), 0o755, vec![3])];
+        let files =
+            vec![("lib/x/a.so".to_string(), 0o755, vec![1]), ("lib/x/b.so".to_string(), 0o755, vec![2]), ("tracer".to_string(), 0o755, vec![3])];
         let tar = layer_tar(&files).expect("layer");
         let names: Vec<String> = tar
             .chunks(512)

@@ -34,7 +34,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and run every test: unit tests and the privileged integration tests
+    /// Set up, check formatting and clippy, build, and run every test: unit tests and the
+    /// privileged integration tests
     Test {
         /// Only the unit tests (no root, no namespaces)
         #[arg(long)]
@@ -117,14 +118,18 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { unit_only } => {
             setup()?;
+            style()?;
             let bin = build_tracer()?;
             let mut totals = Totals::default();
-            let unit = run_tests(cargo().args(["test", "--release", "--no-fail-fast", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
+            let unit =
+                run_tests(cargo().args(["test", "--release", "--no-fail-fast", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
             if !unit_only && unit.is_ok() {
                 // After the unit tests: the image must hold the very binary the tests run.
                 let image = build_image(&bin, DEFAULT_IMAGE_TAG)?;
                 let mut cmd = cargo();
-                cmd.args(["test", "--release", "--no-fail-fast", "-p", "tracer-tests", "--tests"]).env("TRACER_BIN", &bin).env("TRACER_IMAGE", &image);
+                cmd.args(["test", "--release", "--no-fail-fast", "-p", "tracer-tests", "--tests"])
+                    .env("TRACER_BIN", &bin)
+                    .env("TRACER_IMAGE", &image);
                 // In CI a privileged test that cannot run is a failure, not a skip.
                 if env::var_os("CI").is_some() {
                     cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");
@@ -188,6 +193,38 @@ fn cargo() -> Command {
 
 fn setup() -> anyhow::Result<()> {
     run(Command::new("bash").arg(workspace().join("scripts/setup.sh")))
+}
+
+/// The style checks of `cargo xtask test`: rustfmt (nightly: rustfmt.toml's import options are
+/// unstable) and clippy with every warning an error, the workspace lints included. tracer-ebpf
+/// only builds for the BPF target, so clippy checks it as tracer/build.rs (aya-build) compiles
+/// it: nightly, `-Z build-std=core`, the `bpf_target_arch` cfg, in a target directory of its own.
+fn style() -> anyhow::Result<()> {
+    let nightly_cargo = || {
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo"]).current_dir(workspace());
+        // What cargo set for this process would pick the stable toolchain's tools.
+        for key in ["CARGO", "RUSTC", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+            cmd.env_remove(key);
+        }
+        cmd
+    };
+    eprintln!("style: cargo +nightly fmt --all -- --check");
+    run(nightly_cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("style: the code is not formatted as rustfmt.toml says (diff above); run `cargo +nightly fmt --all`")?;
+    eprintln!("style: cargo clippy --workspace --exclude tracer-ebpf --all-targets --release -- -D warnings");
+    run(cargo().args(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--release", "--", "-D", "warnings"]))
+        .context("style: clippy found warnings (above); fix them, or #[expect] one with a reason where the lint is wrong")?;
+    eprintln!("style: cargo +nightly clippy -p tracer-ebpf --target bpfel-unknown-none -- -D warnings");
+    let bpf_arch = format!("--cfg=bpf_target_arch=\"{}\"", env::consts::ARCH);
+    let target_dir = workspace().join("target/clippy-bpf");
+    run(nightly_cargo()
+        .args(["clippy", "-p", "tracer-ebpf", "--bins", "--lib", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--", "-D", "warnings"])
+        .env("CARGO_ENCODED_RUSTFLAGS", bpf_arch))
+    .context("style: clippy found warnings in tracer-ebpf (above); fix them, or #[expect] one with a reason where the lint is wrong")
 }
 
 fn build_tracer() -> anyhow::Result<PathBuf> {

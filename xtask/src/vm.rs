@@ -35,10 +35,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// Kernels of the default matrix: short name, Debian package.
-pub const KERNELS: &[(&str, &str)] = &[
-    ("6.1", "linux-image-6.1.0-50-cloud-amd64"),
-    ("6.12", "linux-image-6.12.100+deb12-cloud-amd64"),
-];
+pub(crate) const KERNELS: &[(&str, &str)] = &[("6.1", "linux-image-6.1.0-50-cloud-amd64"), ("6.12", "linux-image-6.12.100+deb12-cloud-amd64")];
 
 /// Modules to put in every initramfs (with their dependencies), when the kernel has them as
 /// modules. Built-in ones are skipped; unknown ones are reported and skipped.
@@ -77,7 +74,7 @@ const MODULES: &[&str] = &[
 /// The hooks `tracer drops` is run with inside the VM; each must report NO_SOCKET.
 const HOOKS: &[&str] = &["tp_btf", "tracepoint"];
 
-pub struct Options {
+pub(crate) struct Options {
     pub kernels: Vec<String>,
     /// Integration-test binaries (tests/ of tracer-tests) to run inside the VM, with the host
     /// tools they call; empty: only the built-in checks of scripts/vm/init.sh
@@ -125,7 +122,7 @@ impl Outcome {
     }
 }
 
-pub fn vm_test(ws: &Path, tracer: &Path, opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn vm_test(ws: &Path, tracer: &Path, opts: &Options) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = start + opts.total_timeout;
     ensure_host_packages()?;
@@ -138,8 +135,7 @@ pub fn vm_test(ws: &Path, tracer: &Path, opts: &Options) -> anyhow::Result<()> {
         opts.kernels.iter().map(|k| resolve_kernel(k)).collect::<anyhow::Result<_>>()?
     };
     // One after the other: cheap once cached, and concurrent apt-get runs would share debs/.
-    let fetched: Vec<Result<Kernel, String>> =
-        packages.iter().map(|p| fetch_kernel(&dir, p).map_err(|e| format!("{e:#}"))).collect();
+    let fetched: Vec<Result<Kernel, String>> = packages.iter().map(|p| fetch_kernel(&dir, p).map_err(|e| format!("{e:#}"))).collect();
 
     let jobs = opts.jobs.clamp(1, packages.len().max(1));
     eprintln!(
@@ -163,8 +159,7 @@ pub fn vm_test(ws: &Path, tracer: &Path, opts: &Options) -> anyhow::Result<()> {
                             &k.release,
                             format!("not started: the {} s limit for the whole matrix was used up", opts.total_timeout.as_secs()),
                         ),
-                        Ok(k) => run_one(ws, tracer, k, opts, deadline)
-                            .unwrap_or_else(|e| Outcome::failed(&k.release, format!("{e:#}"))),
+                        Ok(k) => run_one(ws, tracer, k, opts, deadline).unwrap_or_else(|e| Outcome::failed(&k.release, format!("{e:#}"))),
                     };
                     outcome.elapsed = t.elapsed();
                     // The kernel's line as soon as it is known: the other VM may run for minutes.
@@ -182,8 +177,7 @@ pub fn vm_test(ws: &Path, tracer: &Path, opts: &Options) -> anyhow::Result<()> {
             });
         }
     });
-    let outcomes: Vec<Outcome> =
-        results.into_inner().unwrap_or_default().into_iter().flatten().collect();
+    let outcomes: Vec<Outcome> = results.into_inner().unwrap_or_default().into_iter().flatten().collect();
 
     println!("\n==== vm-test details ====");
     for o in &outcomes {
@@ -469,10 +463,7 @@ fn build_initramfs(ws: &Path, k: &Kernel, tracer: &Path, tests: &[PathBuf], out:
         // as it would on a node (which has them).
         let roots = Path::new("/etc/ssl/certs/ca-certificates.crt");
         c.file(&roots.to_string_lossy(), 0o644, &fs::read(roots).with_context(|| format!("reading {}", roots.display()))?);
-        notes.push(format!(
-            "tests: {}",
-            tests.iter().map(|t| t.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(" ")
-        ));
+        notes.push(format!("tests: {}", tests.iter().map(|t| t.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(" ")));
     }
 
     // modules, dependencies first
@@ -541,8 +532,20 @@ fn add_test_tools(c: &mut Cpio, tests: &[PathBuf]) -> anyhow::Result<()> {
     }
     // python: the pure-Python standard library minus what a socket script never imports
     let skip = [
-        "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages", "dist-packages",
-        "pydoc_data", "__pycache__", "lib-dynload", "unittest", "distutils", "config-3.11-x86_64-linux-gnu",
+        "test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+        "site-packages",
+        "dist-packages",
+        "pydoc_data",
+        "__pycache__",
+        "lib-dynload",
+        "unittest",
+        "distutils",
+        "config-3.11-x86_64-linux-gnu",
     ];
     let py = Path::new("/usr/lib/python3.11");
     let mut stack = vec![py.to_path_buf()];
@@ -645,11 +648,8 @@ fn module_order(k: &Kernel) -> anyhow::Result<(Vec<PathBuf>, Vec<String>)> {
             }
         }
     }
-    let builtin: BTreeSet<String> = fs::read_to_string(base.join("modules.builtin"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| module_name(Path::new(l)))
-        .collect();
+    let builtin: BTreeSet<String> =
+        fs::read_to_string(base.join("modules.builtin")).unwrap_or_default().lines().map(|l| module_name(Path::new(l))).collect();
 
     let mut notes = Vec::new();
     let mut order = Vec::new();
@@ -762,9 +762,7 @@ fn sections(console: &str) -> BTreeMap<String, Section> {
 /// The `SKIPPED <what>: <reason> (kernel X)` lines in test output, without the `!!!!` the tests
 /// frame them with (libtest may put a test's name before one on the same line).
 fn skip_lines(body: &str) -> impl Iterator<Item = String> + '_ {
-    body.lines()
-        .filter_map(|l| l.find("SKIPPED ").map(|i| &l[i..]))
-        .map(|l| l.trim_end_matches(['!', ' ']).to_string())
+    body.lines().filter_map(|l| l.find("SKIPPED ").map(|i| &l[i..])).map(|l| l.trim_end_matches(['!', ' ']).to_string())
 }
 
 /// What the kernel's build configuration says about each hook kind, to compare with what
@@ -810,10 +808,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 
     let mut times: Vec<(f64, &str)> = s.iter().filter_map(|(n, sec)| Some((sec.t?, n.as_str()))).collect();
     times.sort_by(|a, b| a.0.total_cmp(&b.0));
-    lines.push(format!(
-        "VM uptime at end of: {}",
-        times.iter().map(|(t, n)| format!("{n} {t:.1}s")).collect::<Vec<_>>().join(", ")
-    ));
+    lines.push(format!("VM uptime at end of: {}", times.iter().map(|(t, n)| format!("{n} {t:.1}s")).collect::<Vec<_>>().join(", ")));
 
     if let Some(m) = s.get("modules") {
         if m.rc != Some(0) {
@@ -923,9 +918,7 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
         lines.push(format!("{name}: rc={:?} {}", t.rc, results.join(" | ")));
         if t.rc != Some(0) {
             fail(&mut lines, format!("{name} exited {:?}", t.rc));
-            lines.extend(
-                t.body.lines().filter(|l| l.contains("FAILED") || l.contains("panicked")).map(|l| format!("| {l}")),
-            );
+            lines.extend(t.body.lines().filter(|l| l.contains("FAILED") || l.contains("panicked")).map(|l| format!("| {l}")));
         }
     }
     lines.extend(skipped.iter().cloned());
@@ -954,7 +947,7 @@ fn test_binary_names() -> Vec<&'static str> {
 
 /// The newest executable of each of [`test_binary_names`] under target/release/deps, built first
 /// with `cargo test --release -p tracer-tests --no-run` unless `no_build`.
-pub fn test_binaries(ws: &Path, no_build: bool, only: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn test_binaries(ws: &Path, no_build: bool, only: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let names = test_binary_names();
     if let Some(unknown) = only.iter().find(|o| !names.contains(&o.as_str())) {
         anyhow::bail!("--test {unknown}: not one of the VM's test binaries ({})", names.join(", "));

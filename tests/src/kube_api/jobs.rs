@@ -16,8 +16,10 @@
 //!
 //! The wire format follows the API reference for Job (batch/v1) and Pod's `log` subresource.
 
-use std::io::Write;
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
 use super::*;
 
@@ -74,10 +76,7 @@ impl FakeApi {
 }
 
 fn pods_in<'a>(st: &'a State, namespace: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    st.objects
-        .iter()
-        .filter(move |((r, _), p)| *r == Resource::Pods && p["metadata"]["namespace"] == namespace)
-        .map(|(_, p)| p)
+    st.objects.iter().filter(move |((r, _), p)| *r == Resource::Pods && p["metadata"]["namespace"] == namespace).map(|(_, p)| p)
 }
 
 /// `k=v,k2==v2` against an object's labels; Err for terms this fake does not support.
@@ -184,7 +183,9 @@ fn create(req: &ApiRequest, shared: &Shared, ns: &str) -> (u16, Value) {
     if !labels.is_object() {
         labels = json!({});
     }
-    for (k, v) in [("job-name", &name), ("batch.kubernetes.io/job-name", &name), ("controller-uid", &uid), ("batch.kubernetes.io/controller-uid", &uid)] {
+    for (k, v) in
+        [("job-name", &name), ("batch.kubernetes.io/job-name", &name), ("controller-uid", &uid), ("batch.kubernetes.io/controller-uid", &uid)]
+    {
         labels[k] = json!(v);
     }
     let image = template["spec"]["containers"][0]["image"].clone();
@@ -262,8 +263,7 @@ fn exit(st: &mut State, ns: &str, pod: &Value, code: i32) {
     let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
     pod["status"]["phase"] = json!(phase);
     pod["status"]["containerStatuses"][0]["ready"] = json!(false);
-    pod["status"]["containerStatuses"][0]["state"] =
-        json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": now, "finishedAt": now}});
+    pod["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": now, "finishedAt": now}});
     st.change(Resource::Pods, "MODIFIED", &pod_uid, pod.clone());
     let job_name = pod["metadata"]["labels"]["job-name"].as_str().unwrap_or("").to_string();
     if let Some(job) = st.jobs.objects.get_mut(&(ns.to_string(), job_name)) {

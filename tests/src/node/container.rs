@@ -6,16 +6,18 @@
 //! Removing the pod (or dropping the lab) stops and removes its containers with it: containerd's
 //! StopPodSandbox kills them and RemovePodSandbox deletes them.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use k8s_cri::v1::{
-    Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
-    RemoveContainerRequest, StartContainerRequest, StopContainerRequest,
+    Capability, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue,
+    LinuxContainerConfig, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption, RemoveContainerRequest, StartContainerRequest,
+    StopContainerRequest,
 };
 
 use super::{CRI_CALL_TIMEOUT, NodeLab, Pod};

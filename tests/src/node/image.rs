@@ -1,11 +1,13 @@
 //! The sandbox ("pause") image, built here from Debian's static busybox: no registry is
 //! reachable, and a one-layer docker-archive is all `ctr images import` and the CRI need.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -84,10 +86,7 @@ pub fn sandbox_image_tar() -> Result<PathBuf> {
         return Ok(tar);
     }
     let part = tar.with_extension(format!("{}.{}.part", std::process::id(), crate::netns::next_id()));
-    let out = run_timeout(
-        Command::new("python3").args(["-c", BUILD_IMAGE, BUSYBOX]).arg(&part).arg(SANDBOX_IMAGE),
-        Duration::from_secs(60),
-    );
+    let out = run_timeout(Command::new("python3").args(["-c", BUILD_IMAGE, BUSYBOX]).arg(&part).arg(SANDBOX_IMAGE), Duration::from_secs(60));
     if !out.status.success() {
         let _ = fs::remove_file(&part);
         bail!("building {} failed: {}", tar.display(), String::from_utf8_lossy(&out.stderr));

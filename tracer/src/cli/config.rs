@@ -7,28 +7,28 @@ use tracer_common::{
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
-use super::{AllProbesArgs, DiagnoseArgs, ServeArgs, DropsArgs, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, RetransArgs, WatchArgs, HookChoice, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs, TraceArgs, UsageError};
+use super::{
+    AllProbesArgs, DiagnoseArgs, DropsArgs, HookChoice, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, OutputFormat, PodSelectArgs,
+    PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
+};
 use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
-
-pub use crate::session::TraceConfig;
+pub(crate) use crate::session::TraceConfig;
 
 /// `tracer retrans`.
 #[derive(Debug, Clone)]
-pub struct RetransConfig {
+pub(crate) struct RetransConfig {
     pub trace: TraceConfig,
     /// Some(refresh interval) for --top.
     pub top: Option<Duration>,
 }
 
 impl RetransConfig {
-    pub fn from_args(args: RetransArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: RetransArgs) -> Result<Self, UsageError> {
         if args.top && args.trace.count.is_some() {
             return Err(UsageError("--count counts streamed events; --top streams none (use --duration)".into()));
         }
         let interval = match &args.interval {
-            Some(text) => parse_duration(text).map_err(|_| {
-                UsageError(format!("--interval {text}: expected a duration such as 500ms, 2s or 1m"))
-            })?,
+            Some(text) => parse_duration(text).map_err(|_| UsageError(format!("--interval {text}: expected a duration such as 500ms, 2s or 1m")))?,
             None => Duration::from_secs(1),
         };
         if interval < Duration::from_millis(100) {
@@ -40,13 +40,13 @@ impl RetransConfig {
 
 /// `tracer nat`.
 #[derive(Debug, Clone)]
-pub struct NatConfig {
+pub(crate) struct NatConfig {
     pub trace: TraceConfig,
     pub reply_timeout: Duration,
 }
 
 impl NatConfig {
-    pub fn from_args(args: NatArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: NatArgs) -> Result<Self, UsageError> {
         let reply_timeout = parse_reply_timeout(&args.reply_timeout)?;
         Ok(Self { trace: TraceConfig::from_args(args.trace)?, reply_timeout })
     }
@@ -54,7 +54,7 @@ impl NatConfig {
 
 /// `tracer mtu`.
 #[derive(Debug, Clone)]
-pub struct MtuConfig {
+pub(crate) struct MtuConfig {
     pub trace: TraceConfig,
     /// `--iface`: devices for the tc programs; empty means every veth and tunnel of tracer's
     /// own namespace.
@@ -64,7 +64,7 @@ pub struct MtuConfig {
 
 /// What `watch` and `diagnose` share: every probe, the NAT reply timeout and the MTU devices.
 #[derive(Debug, Clone)]
-pub struct WatchConfig {
+pub(crate) struct WatchConfig {
     pub trace: TraceConfig,
     pub reply_timeout: Duration,
     pub ifaces: Vec<IfaceChoice>,
@@ -73,10 +73,10 @@ pub struct WatchConfig {
 }
 
 /// How long `diagnose` runs without --duration.
-pub const DIAGNOSE_DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub(crate) const DIAGNOSE_DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 impl WatchConfig {
-    pub fn from_args(args: WatchArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: WatchArgs) -> Result<Self, UsageError> {
         let mut config = Self::from_parts(args.trace, args.probes)?;
         config.by_flow = args.by_flow;
         Ok(config)
@@ -84,7 +84,7 @@ impl WatchConfig {
 
     /// `diagnose`: the same probes for --duration (default 10s); --count would cut the evidence
     /// short, so it is refused.
-    pub fn diagnose_from_args(args: DiagnoseArgs) -> Result<Self, UsageError> {
+    pub(crate) fn diagnose_from_args(args: DiagnoseArgs) -> Result<Self, UsageError> {
         if args.trace.count.is_some() {
             return Err(UsageError("--count: diagnose runs for --duration and reads every event (use tracer watch --count)".into()));
         }
@@ -108,15 +108,18 @@ const JOB_COMMANDS: &[&str] = &["drops", "retrans", "nat", "mtu", "watch", "diag
 
 /// Where a Job is to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobTarget {
+pub(crate) enum JobTarget {
     Node(String),
     /// The node of this pod, which only the API knows.
-    Pod { namespace: String, name: String },
+    Pod {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// A Job to render or create, checked; the node of a `--pod` target is filled in later.
 #[derive(Debug, Clone)]
-pub struct JobRequest {
+pub(crate) struct JobRequest {
     pub target: JobTarget,
     /// `--name`, checked.
     pub name: Option<String>,
@@ -132,7 +135,7 @@ pub struct JobRequest {
 impl JobRequest {
     /// The Job on `node`. Without `--name` it is `tracer-COMMAND-NODE`, then `-SUFFIX` if given
     /// (so that a second `job run` does not collide with the first).
-    pub fn spec(&self, node: &str, suffix: Option<&str>) -> crate::job::JobSpec {
+    pub(crate) fn spec(&self, node: &str, suffix: Option<&str>) -> crate::job::JobSpec {
         let name = match (&self.name, suffix) {
             (Some(name), _) => name.clone(),
             (None, None) => job_name(&self.command, node, JOB_NAME_MAX),
@@ -154,41 +157,35 @@ fn job_render_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, Us
     let request = job_request(args.spec)?;
     match &request.target {
         JobTarget::Node(node) => Ok(request.spec(node, None)),
-        JobTarget::Pod { .. } => Err(UsageError(
-            "job render --pod: finding the pod's node needs the cluster; pass --node, or use `job run --pod`".into(),
-        )),
+        JobTarget::Pod { .. } => {
+            Err(UsageError("job render --pod: finding the pod's node needs the cluster; pass --node, or use `job run --pod`".into()))
+        }
     }
 }
 
 /// `ns/name` of `--pod`, checked as names.
 fn parse_job_pod(text: &str) -> Result<JobTarget, UsageError> {
     match text.split_once('/') {
-        Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => {
-            Ok(JobTarget::Pod { namespace: ns.into(), name: name.into() })
-        }
+        Some((ns, name)) if is_dns_label(ns) && is_dns_subdomain(name) => Ok(JobTarget::Pod { namespace: ns.into(), name: name.into() }),
         _ => Err(UsageError(format!("--pod {text:?}: expected NAMESPACE/NAME"))),
     }
 }
 
 /// A name of an existing Job (`job logs`, `job delete`), checked before asking the API.
 fn job_name_arg(name: &str) -> Result<(), UsageError> {
-    if is_dns_label(name) {
-        Ok(())
-    } else {
-        Err(UsageError(format!("{name:?}: not a Job name (lower-case letters, digits and `-`, at most 63)")))
-    }
+    if is_dns_label(name) { Ok(()) } else { Err(UsageError(format!("{name:?}: not a Job name (lower-case letters, digits and `-`, at most 63)"))) }
 }
 
 /// How `job run`, `logs`, `list` and `delete` reach the Kubernetes API.
 #[derive(Debug, Clone)]
-pub struct KubeApiConfig {
+pub(crate) struct KubeApiConfig {
     /// `--kubeconfig`, a file that exists; None: in-cluster, KUBECONFIG, ~/.kube/config.
     pub kubeconfig: Option<PathBuf>,
 }
 
 impl KubeApiConfig {
     /// A `--kubeconfig` that is not there is bad input, as for the pod source.
-    pub fn from_args(args: KubeApiArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: KubeApiArgs) -> Result<Self, UsageError> {
         match args.kubeconfig {
             Some(path) if !path.is_file() => Err(UsageError(format!("--kubeconfig {}: no such file", path.display()))),
             kubeconfig => Ok(Self { kubeconfig }),
@@ -198,7 +195,7 @@ impl KubeApiConfig {
 
 /// `tracer job ...`, checked: bad input stops here, before anything is asked of the API.
 #[derive(Debug, Clone)]
-pub enum JobConfig {
+pub(crate) enum JobConfig {
     /// `job render`: the Job on a named node (no cluster to find a pod's node).
     Render(crate::job::JobSpec),
     Run(JobRunConfig),
@@ -209,7 +206,7 @@ pub enum JobConfig {
 
 /// `tracer job run`.
 #[derive(Debug, Clone)]
-pub struct JobRunConfig {
+pub(crate) struct JobRunConfig {
     pub request: JobRequest,
     pub api: KubeApiConfig,
     pub output: OutputFormat,
@@ -219,7 +216,7 @@ pub struct JobRunConfig {
 
 /// `tracer job logs`.
 #[derive(Debug, Clone)]
-pub struct JobLogsConfig {
+pub(crate) struct JobLogsConfig {
     pub namespace: String,
     pub name: String,
     pub api: KubeApiConfig,
@@ -228,7 +225,7 @@ pub struct JobLogsConfig {
 
 /// `tracer job list`.
 #[derive(Debug, Clone)]
-pub struct JobListConfig {
+pub(crate) struct JobListConfig {
     /// None: every namespace (`-A`).
     pub namespace: Option<String>,
     pub api: KubeApiConfig,
@@ -237,7 +234,7 @@ pub struct JobListConfig {
 
 /// `tracer job delete`.
 #[derive(Debug, Clone)]
-pub struct JobDeleteConfig {
+pub(crate) struct JobDeleteConfig {
     pub namespace: String,
     /// Every one a valid Job name: one bad name refuses them all, so none is half-deleted.
     pub names: Vec<String>,
@@ -246,7 +243,7 @@ pub struct JobDeleteConfig {
 
 impl JobConfig {
     /// Checks every `job` subcommand's input as far as it can be without a cluster.
-    pub fn from_args(args: JobArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: JobArgs) -> Result<Self, UsageError> {
         Ok(match args.action {
             JobAction::Render(a) => Self::Render(job_render_spec(a)?),
             JobAction::Run(a) => {
@@ -283,8 +280,8 @@ fn namespace_arg(namespace: &str) -> Result<(), UsageError> {
 
 /// The Job of `job render` or `job run`, checked as far as it can be without a cluster.
 fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
-    let duration = parse_duration(&args.duration)
-        .map_err(|_| UsageError(format!("--duration {}: expected a duration such as 30s or 5m", args.duration)))?;
+    let duration =
+        parse_duration(&args.duration).map_err(|_| UsageError(format!("--duration {}: expected a duration such as 30s or 5m", args.duration)))?;
     if duration < Duration::from_secs(1) {
         return Err(UsageError("--duration: at least 1s".into()));
     }
@@ -368,7 +365,7 @@ fn is_dns_subdomain(s: &str) -> bool {
 
 /// `tracer serve`.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     pub watch: WatchConfig,
     pub metrics: std::net::SocketAddr,
     pub max_series: usize,
@@ -376,10 +373,11 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    pub fn from_args(args: ServeArgs) -> Result<Self, UsageError> {
-        let metrics = args.metrics.parse().map_err(|_| {
-            UsageError(format!("--metrics {}: expected IP:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464", args.metrics))
-        })?;
+    pub(crate) fn from_args(args: ServeArgs) -> Result<Self, UsageError> {
+        let metrics = args
+            .metrics
+            .parse()
+            .map_err(|_| UsageError(format!("--metrics {}: expected IP:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464", args.metrics)))?;
         if args.max_series == 0 {
             return Err(UsageError("--max-series: at least 1".into()));
         }
@@ -392,14 +390,13 @@ impl ServeConfig {
 }
 
 fn parse_reply_timeout(text: &str) -> Result<Duration, UsageError> {
-    parse_duration(text)
-        .map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
+    parse_duration(text).map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
 }
 
-pub use crate::probes::mtu::IfaceChoice;
+pub(crate) use crate::probes::mtu::IfaceChoice;
 
 impl MtuConfig {
-    pub fn from_args(args: MtuArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: MtuArgs) -> Result<Self, UsageError> {
         let ifaces = args.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { trace: TraceConfig::from_args(args.trace)?, ifaces, sent_hook: args.sent_hook })
     }
@@ -407,7 +404,7 @@ impl MtuConfig {
 
 /// `DEV` or `NETNS:DEV`. Device names cannot contain `:` or `/` (the kernel's dev_valid_name),
 /// so the first `:` separates the namespace.
-pub fn parse_iface(text: &str) -> Result<IfaceChoice, UsageError> {
+pub(crate) fn parse_iface(text: &str) -> Result<IfaceChoice, UsageError> {
     let bad = |why: &str| UsageError(format!("--iface {text}: {why} (expected DEV or NETNS:DEV, e.g. eth0 or node1:veth1)"));
     let (netns, name) = match text.split_once(':') {
         Some((ns, dev)) if ns.trim().is_empty() => return Err(bad(&format!("empty network namespace before `:{dev}`"))),
@@ -422,32 +419,31 @@ pub fn parse_iface(text: &str) -> Result<IfaceChoice, UsageError> {
 
 /// `tracer pods`.
 #[derive(Debug, Clone)]
-pub struct PodsCommandConfig {
+pub(crate) struct PodsCommandConfig {
     pub pods: PodsConfig,
     pub output: OutputFormat,
 }
 
 impl PodsCommandConfig {
-    pub fn from_args(args: PodsArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: PodsArgs) -> Result<Self, UsageError> {
         Ok(Self { pods: pods_config(args.source, args.select, false)?, output: args.output })
     }
 }
 
 /// `--pods-from` and friends plus the selection, checked.
-pub fn pods_config(source: PodSourceArgs, select: PodSelectArgs, wait: bool) -> Result<PodsConfig, UsageError> {
+pub(crate) fn pods_config(source: PodSourceArgs, select: PodSelectArgs, wait: bool) -> Result<PodsConfig, UsageError> {
     let from = parse_pods_from(&source.pods_from)?;
-    let selection = Selection::parse(&select.pods, select.namespace.as_deref(), select.selector.as_deref())
-        .map_err(|e| UsageError(e.to_string()))?;
+    let selection = Selection::parse(&select.pods, select.namespace.as_deref(), select.selector.as_deref()).map_err(|e| UsageError(e.to_string()))?;
     if from == PodsFrom::None && !selection.is_empty() {
         return Err(UsageError("--pod, --namespace and --selector need pod names: not with --pods-from none".into()));
     }
     if wait && selection.is_empty() {
         return Err(UsageError("--wait waits for pods chosen with --pod, --namespace or --selector".into()));
     }
-    if let Some(path) = &source.kubeconfig {
-        if !path.is_file() {
-            return Err(UsageError(format!("--kubeconfig {}: no such file", path.display())));
-        }
+    if let Some(path) = &source.kubeconfig
+        && !path.is_file()
+    {
+        return Err(UsageError(format!("--kubeconfig {}: no such file", path.display())));
     }
     if source.cri_socket.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         return Err(UsageError("--cri-socket needs a path".into()));
@@ -466,7 +462,7 @@ pub fn pods_config(source: PodSourceArgs, select: PodSelectArgs, wait: bool) -> 
 }
 
 /// `auto`, `cri`, `kube`, `none` or `file:PATH` (the file must exist).
-pub fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
+pub(crate) fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
     Ok(match text.trim() {
         "auto" => PodsFrom::Auto,
         "cri" => PodsFrom::Cri,
@@ -481,32 +477,29 @@ pub fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
                 PodsFrom::File(path)
             }
             _ => {
-                return Err(UsageError(format!(
-                    "--pods-from {text}: expected auto, cri, kube, none or file:PATH"
-                )));
+                return Err(UsageError(format!("--pods-from {text}: expected auto, cri, kube, none or file:PATH")));
             }
         },
     })
 }
 
-pub use crate::probes::drops::ReasonSelection;
+pub(crate) use crate::probes::drops::ReasonSelection;
 
 #[derive(Debug, Clone)]
-pub struct DropsConfig {
+pub(crate) struct DropsConfig {
     pub trace: TraceConfig,
     pub reasons: ReasonSelection,
     pub hook: HookChoice,
 }
 
 impl DropsConfig {
-    pub fn from_args(args: DropsArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: DropsArgs) -> Result<Self, UsageError> {
         let reasons = if args.all_reasons {
             ReasonSelection::All
         } else if args.reasons.is_empty() {
             ReasonSelection::Default
         } else {
-            let names: Vec<String> =
-                args.reasons.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+            let names: Vec<String> = args.reasons.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
             if names.is_empty() {
                 return Err(UsageError("--reason needs a reason name, e.g. --reason NETFILTER_DROP".into()));
             }
@@ -517,7 +510,7 @@ impl DropsConfig {
 }
 
 impl TraceConfig {
-    pub fn from_args(args: TraceArgs) -> Result<Self, UsageError> {
+    pub(crate) fn from_args(args: TraceArgs) -> Result<Self, UsageError> {
         let mut filter = FlowFilter::default();
         if args.ip.len() > MAX_CIDRS {
             return Err(UsageError(format!("at most {MAX_CIDRS} --ip filters are supported, got {}", args.ip.len())));
@@ -538,10 +531,10 @@ impl TraceConfig {
         if args.count == Some(0) {
             return Err(UsageError("--count must be at least 1".into()));
         }
-        if let Some(path) = &args.btf {
-            if !path.is_file() {
-                return Err(UsageError(format!("--btf {}: no such file", path.display())));
-            }
+        if let Some(path) = &args.btf
+            && !path.is_file()
+        {
+            return Err(UsageError(format!("--btf {}: no such file", path.display())));
         }
         Ok(Self {
             filter,
@@ -556,7 +549,7 @@ impl TraceConfig {
 }
 
 /// `10.0.0.0/8`, `fd00::/64`, or a bare address (a /32 or /128).
-pub fn parse_cidr(text: &str) -> Result<Cidr, UsageError> {
+pub(crate) fn parse_cidr(text: &str) -> Result<Cidr, UsageError> {
     let bad = |why: &str| UsageError(format!("--ip {text}: {why} (expected an address or CIDR such as 10.0.0.0/8)"));
     let (addr, prefix) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
@@ -593,7 +586,7 @@ pub fn parse_cidr(text: &str) -> Result<Cidr, UsageError> {
     Ok(cidr)
 }
 
-pub fn parse_port(text: &str) -> Result<u16, UsageError> {
+pub(crate) fn parse_port(text: &str) -> Result<u16, UsageError> {
     match text.trim().parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
         _ => Err(UsageError(format!("--port {text}: expected a port number from 1 to 65535"))),
@@ -601,7 +594,7 @@ pub fn parse_port(text: &str) -> Result<u16, UsageError> {
 }
 
 /// `500ms`, `10s`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, UsageError> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, UsageError> {
     let bad = || UsageError(format!("--duration {text}: expected a duration such as 500ms, 10s, 2m or 1h"));
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
@@ -621,7 +614,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UsageError> {
 }
 
 /// Ring buffer sizes must be a power of two and a multiple of the page size (the kernel's rule).
-pub fn parse_ring_size(text: &str) -> Result<u32, UsageError> {
+pub(crate) fn parse_ring_size(text: &str) -> Result<u32, UsageError> {
     let bad = |why: &str| UsageError(format!("--ring-buffer {text}: {why}"));
     let t = text.trim();
     let (num, mult) = match t.chars().last() {
@@ -749,7 +742,10 @@ mod tests {
         bad_node.node = Some("Node_1".into());
         assert!(render(bad_node).is_err());
         // At most 52: the Job controller appends to it for the pod's name.
-        assert_eq!(job_name("diagnose", "ip-10-0-0-1.eu-west-1.compute.internal", JOB_NAME_MAX), "tracer-diagnose-ip-10-0-0-1-eu-west-1-compute-intern");
+        assert_eq!(
+            job_name("diagnose", "ip-10-0-0-1.eu-west-1.compute.internal", JOB_NAME_MAX),
+            "tracer-diagnose-ip-10-0-0-1-eu-west-1-compute-intern"
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Command-line arguments (clap) and their validation into a [`config`] before any syscall.
 
-pub mod config;
+pub(crate) mod config;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::{
+pub(crate) use crate::{
     output::OutputFormat,
     probes::{drops::HookChoice, mtu::SentHook},
     usage::UsageError,
@@ -32,13 +32,13 @@ Exit codes: 0 success, 1 failure at run time, 2 bad usage or input (nothing atta
 
 #[derive(Debug, Parser)]
 #[command(name = "tracer", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Packet drops: kernel drop reason, kernel location, flow, device, network namespace
     #[command(after_help = DROPS_HELP)]
     Drops(DropsArgs),
@@ -145,7 +145,7 @@ Examples:
 
 /// Where pod names come from; shared by `pods` and every tracing command.
 #[derive(Debug, Args)]
-pub struct PodSourceArgs {
+pub(crate) struct PodSourceArgs {
     /// Where pod names come from: auto (CRI, then the Kubernetes API), cri, kube,
     /// file:PATH (`kubectl get pods -A -o json` output), or none
     #[arg(long, value_name = "SOURCE", default_value = "auto", overrides_with = "pods_from")]
@@ -163,7 +163,7 @@ pub struct PodSourceArgs {
 
 /// Which pods: shared by `pods` and every tracing command.
 #[derive(Debug, Args)]
-pub struct PodSelectArgs {
+pub(crate) struct PodSelectArgs {
     /// Only events whose source or destination is this pod, or seen in its network namespace
     /// (NAMESPACE/NAME; repeatable)
     #[arg(long = "pod", value_name = "NS/NAME")]
@@ -177,7 +177,7 @@ pub struct PodSelectArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PodsArgs {
+pub(crate) struct PodsArgs {
     #[command(flatten)]
     pub source: PodSourceArgs,
     #[command(flatten)]
@@ -203,7 +203,7 @@ Examples:
 
 /// Options shared by every tracing command (../shared/CONTRACT.md).
 #[derive(Debug, Args)]
-pub struct TraceArgs {
+pub(crate) struct TraceArgs {
     #[command(flatten)]
     pub select: PodSelectArgs,
     /// With --pod/--namespace/--selector: wait for matching pods to appear instead of failing
@@ -238,7 +238,7 @@ pub struct TraceArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DropsArgs {
+pub(crate) struct DropsArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     /// Only these drop reasons (names as the kernel spells them, e.g. NETFILTER_DROP; repeatable
@@ -254,7 +254,7 @@ pub struct DropsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RetransArgs {
+pub(crate) struct RetransArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     /// Show a refreshing per-flow table (counted in the kernel) instead of one line per event
@@ -266,7 +266,7 @@ pub struct RetransArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct NatArgs {
+pub(crate) struct NatArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     /// Mark connections with no reply after this long (e.g. 1s, 500ms)
@@ -275,7 +275,7 @@ pub struct NatArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct MtuArgs {
+pub(crate) struct MtuArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     /// Attach tc programs to this device ([NETNS:]DEV; repeatable) instead of every veth and
@@ -290,7 +290,7 @@ pub struct MtuArgs {
 
 /// What `watch` and `diagnose` add to the common options: the NAT and MTU probes' own.
 #[derive(Debug, Args)]
-pub struct AllProbesArgs {
+pub(crate) struct AllProbesArgs {
     /// Mark NATed connections with no reply after this long (e.g. 1s, 500ms)
     #[arg(long, value_name = "DUR", default_value = "3s")]
     pub reply_timeout: String,
@@ -329,7 +329,7 @@ Examples:
   tracer diagnose --pods-from file:cluster.json   # `kubectl get pods,services -A -o json`";
 
 #[derive(Debug, Args)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     #[command(flatten)]
@@ -354,7 +354,7 @@ Examples:
   curl -s localhost:9464/metrics | grep tracer_drops_total";
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     #[command(flatten)]
@@ -371,13 +371,13 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct JobArgs {
+pub(crate) struct JobArgs {
     #[command(subcommand)]
     pub action: JobAction,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum JobAction {
+pub(crate) enum JobAction {
     /// Print the Job manifest (YAML) that runs a tracer command on a node; needs no cluster
     #[command(after_help = JOB_RENDER_HELP)]
     Render(JobRenderArgs),
@@ -428,7 +428,7 @@ Examples:
 
 /// Where and what a Job runs: `job render` and `job run`.
 #[derive(Debug, Clone, Args)]
-pub struct JobSpecArgs {
+pub(crate) struct JobSpecArgs {
     /// The node to run on
     #[arg(long, value_name = "NAME", required_unless_present = "pod", conflicts_with = "pod")]
     pub node: Option<String>,
@@ -453,24 +453,24 @@ pub struct JobSpecArgs {
 }
 
 /// The namespace tracer's Jobs and ServiceAccount live in unless told otherwise.
-pub const JOB_NAMESPACE: &str = "kube-system";
+pub(crate) const JOB_NAMESPACE: &str = "kube-system";
 
 #[derive(Debug, Args)]
-pub struct JobRenderArgs {
+pub(crate) struct JobRenderArgs {
     #[command(flatten)]
     pub spec: JobSpecArgs,
 }
 
 /// How to reach the API (job run/logs/list/delete).
 #[derive(Debug, Args)]
-pub struct KubeApiArgs {
+pub(crate) struct KubeApiArgs {
     /// Kubeconfig [default: in-cluster, KUBECONFIG, ~/.kube/config]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct JobRunArgs {
+pub(crate) struct JobRunArgs {
     #[command(flatten)]
     pub spec: JobSpecArgs,
     #[command(flatten)]
@@ -484,7 +484,7 @@ pub struct JobRunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct JobLogsArgs {
+pub(crate) struct JobLogsArgs {
     /// The Job's name (as `job run` or `job list` printed it)
     #[arg(value_name = "NAME")]
     pub name: String,
@@ -499,7 +499,7 @@ pub struct JobLogsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct JobListArgs {
+pub(crate) struct JobListArgs {
     /// Namespace of the Jobs
     #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE, conflicts_with = "all_namespaces")]
     pub namespace: String,
@@ -513,7 +513,7 @@ pub struct JobListArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct JobDeleteArgs {
+pub(crate) struct JobDeleteArgs {
     /// Names of the Jobs
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
@@ -525,16 +525,15 @@ pub struct JobDeleteArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DiagnoseArgs {
+pub(crate) struct DiagnoseArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
     #[command(flatten)]
     pub probes: AllProbesArgs,
 }
 
-
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Output format
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -543,9 +542,8 @@ pub struct CheckArgs {
     pub btf: Option<PathBuf>,
 }
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Proto {
+pub(crate) enum Proto {
     Tcp,
     Udp,
     Icmp,
@@ -553,7 +551,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    pub const fn number(self) -> u8 {
+    pub(crate) const fn number(self) -> u8 {
         match self {
             Self::Tcp => 6,
             Self::Udp => 17,
@@ -562,4 +560,3 @@ impl Proto {
         }
     }
 }
-

@@ -32,7 +32,7 @@ struct Report {
 }
 
 /// Prints the report; returns whether `drops` can run (exit 1 when not).
-pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
+pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<bool> {
     let mut feats = Vec::new();
     let mut push = |name: &str, ok: bool, detail: String| {
         feats.push(Feature { name: name.into(), available: ok, detail });
@@ -44,18 +44,26 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
 
     let btf = load_btf(args.btf.as_deref());
     let btf_source = args.btf.as_deref().map_or(VMLINUX_BTF.to_string(), |p| p.display().to_string());
-    push("kernel BTF", btf.is_ok(), match &btf {
-        Ok(_) => format!("read {btf_source}"),
-        Err(e) => format!("{e:#}"),
-    });
+    push(
+        "kernel BTF",
+        btf.is_ok(),
+        match &btf {
+            Ok(_) => format!("read {btf_source}"),
+            Err(e) => format!("{e:#}"),
+        },
+    );
     // Mounted here if need be, as the commands that read it would: the rows below then say what
     // those commands will find.
     let tracefs = tracefs::mounted_or_mount();
-    push("tracefs", tracefs.is_ok(), match &tracefs {
-        Ok(root) if tracefs::mounted_by_tracer() => format!("{} (was not mounted: tracer mounted it)", root.display()),
-        Ok(root) => root.display().to_string(),
-        Err(e) => format!("{e}: the classic tracepoint fallback is unavailable"),
-    });
+    push(
+        "tracefs",
+        tracefs.is_ok(),
+        match &tracefs {
+            Ok(root) if tracefs::mounted_by_tracer() => format!("{} (was not mounted: tracer mounted it)", root.display()),
+            Ok(root) => root.display().to_string(),
+            Err(e) => format!("{e}: the classic tracepoint fallback is unavailable"),
+        },
+    );
     let kallsyms = Kallsyms::load().map(|k| !k.is_empty()).unwrap_or(false);
     push("kallsyms addresses", kallsyms, if kallsyms { "symbolised locations".into() } else { "hidden: locations print as addresses".into() });
 
@@ -105,10 +113,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
                 feats.push(Feature { name: "drop reasons".into(), available: true, detail: format!("{} reasons in enum skb_drop_reason", r.len()) });
                 reasons_list = r.iter().map(|(_, n)| n.to_string()).collect();
             }
-            Ok(None) => feats.push(Feature { name: "drop reasons".into(), available: false, detail: "none: kernel < 5.17, drops show as NOT_SPECIFIED".into() }),
+            Ok(None) => feats.push(Feature {
+                name: "drop reasons".into(),
+                available: false,
+                detail: "none: kernel < 5.17, drops show as NOT_SPECIFIED".into(),
+            }),
             Err(e) => feats.push(Feature { name: "drop reasons".into(), available: false, detail: e.to_string() }),
         }
-        for (name, choice) in [("drops layout: tp_btf/kfree_skb", HookChoice::TpBtf), ("drops layout: tracepoint skb/kfree_skb", HookChoice::Tracepoint)] {
+        for (name, choice) in
+            [("drops layout: tp_btf/kfree_skb", HookChoice::TpBtf), ("drops layout: tracepoint skb/kfree_skb", HookChoice::Tracepoint)]
+        {
             let p = drops::plan(btf, choice);
             feats.push(Feature { name: name.into(), available: p.is_ok(), detail: p.map_or_else(|e| e.reason, |_| "arguments resolved".into()) });
         }
@@ -196,4 +210,3 @@ fn all_probes_status(command: &'static str, families: &[CheckRow]) -> CheckRow {
     };
     CheckRow { command, runs: !running.is_empty(), hook: None, attach: None, detail, also_uses: None }
 }
-

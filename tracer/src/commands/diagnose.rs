@@ -28,21 +28,15 @@ use crate::{
 };
 
 /// Events analysed (about 300 bytes each); beyond it they are counted and a finding says so.
-pub const MAX_ANALYSED: usize = 1_000_000;
+pub(crate) const MAX_ANALYSED: usize = 1_000_000;
 
-pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: WatchConfig) -> anyhow::Result<()> {
     let duration = config.trace.duration.unwrap_or(crate::cli::config::DIAGNOSE_DEFAULT_DURATION);
     let mut session = super::start_every_family(CommandId::Diagnose, &config).await?;
-    let missing_probes: Vec<(String, String)> = session
-        .probes
-        .iter()
-        .filter_map(|p| p.result.as_ref().err().map(|why| (p.family.name().to_string(), why.clone())))
-        .collect();
-    let probes: BTreeMap<String, String> = session
-        .probes
-        .iter()
-        .map(|p| (p.family.name().to_string(), p.result.clone().unwrap_or_else(|why| format!("not running: {why}"))))
-        .collect();
+    let missing_probes: Vec<(String, String)> =
+        session.probes.iter().filter_map(|p| p.result.as_ref().err().map(|why| (p.family.name().to_string(), why.clone()))).collect();
+    let probes: BTreeMap<String, String> =
+        session.probes.iter().map(|p| (p.family.name().to_string(), p.result.clone().unwrap_or_else(|why| format!("not running: {why}")))).collect();
     let stop = Stop { duration: Some(duration), count: None };
     let mut collect = Collect::new(MAX_ANALYSED);
     let progress = std::io::stderr().is_terminal();
@@ -58,11 +52,7 @@ pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
         eprintln!("tracer: diagnose: stopped after {:.1}s of {duration:?}: the findings rest on that much", ran.as_secs_f64());
     }
     let services = session.services().cloned().unwrap_or_else(|| ServiceNames::channel().1);
-    let devices = session
-        .family(FamilyId::Mtu)
-        .and_then(|f| f.as_any().downcast_ref::<Mtu>())
-        .map(|mtu| mtu.devices().to_vec())
-        .unwrap_or_default();
+    let devices = session.family(FamilyId::Mtu).and_then(|f| f.as_any().downcast_ref::<Mtu>()).map(|mtu| mtu.devices().to_vec()).unwrap_or_default();
     let (counts, _pods) = session.stop()?;
     let lost = counts.iter().map(|(_, c)| c.lost).sum();
 

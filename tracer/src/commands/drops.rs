@@ -7,7 +7,7 @@ use crate::{
     session::Session,
 };
 
-pub async fn run(config: DropsConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: DropsConfig) -> anyhow::Result<()> {
     let options = FamilyOptions { drops: drops::Options { hook: config.hook, reasons: config.reasons }, ..FamilyOptions::default() };
     let mut session = Session::start(CommandId::Drops, families_of(CommandId::Drops, &options), &config.trace, false).await?;
     let mut sink = output::stdout_sink(config.trace.output);

@@ -44,7 +44,7 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 const STUCK: &[&str] = &["ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"];
 
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub(crate) enum JobError {
     #[error("{op} {namespace}/{name}: {detail}")]
     Api { op: &'static str, namespace: String, name: String, detail: String },
     #[error("pod {namespace}/{name} not found (the Job runs on the node of --pod)")]
@@ -93,14 +93,14 @@ fn print(out: &str) -> anyhow::Result<()> {
 }
 
 /// `tracer job render`: the Job's manifest on stdout, as YAML.
-pub fn render(spec: &JobSpec) -> anyhow::Result<ExitCode> {
+pub(crate) fn render(spec: &JobSpec) -> anyhow::Result<ExitCode> {
     let yaml = job::to_yaml(&job::manifest(spec)).with_context(|| format!("job {}/{}", spec.namespace, spec.name))?;
     print(&yaml)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tracer job run`.
-pub async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
     let JobRunConfig { request, api, output, detach } = config;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -181,7 +181,7 @@ fn random_suffix() -> String {
 }
 
 /// `tracer job logs`.
-pub async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
     let JobLogsConfig { namespace, name, api, output } = config;
     let (namespace, name) = (namespace.as_str(), name.as_str());
     let client = connect(&api).await?;
@@ -200,17 +200,21 @@ pub async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Clone, PartialEq)]
 enum Container {
     /// Not started: the pod's phase or the container's waiting reason, and its message.
-    Waiting { reason: String, message: String },
+    Waiting {
+        reason: String,
+        message: String,
+    },
     Running,
-    Exited { code: i32, reason: String },
+    Exited {
+        code: i32,
+        reason: String,
+    },
 }
 
 fn container_state(pod: &Pod) -> Container {
     let status = pod.status.as_ref();
-    let state = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER))
-        .and_then(|c| c.state.as_ref());
+    let state =
+        status.and_then(|s| s.container_statuses.as_ref()).and_then(|cs| cs.iter().find(|c| c.name == CONTAINER)).and_then(|c| c.state.as_ref());
     let waiting = |reason: Option<&String>, message: Option<&String>| Container::Waiting {
         reason: reason.cloned().unwrap_or_else(|| "Pending".into()),
         message: message.cloned().unwrap_or_default(),
@@ -371,7 +375,7 @@ impl LogPrinter {
 }
 
 /// `tracer job list`.
-pub async fn list(config: JobListConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn list(config: JobListConfig) -> anyhow::Result<ExitCode> {
     let JobListConfig { namespace, api, output } = config;
     let namespace = namespace.as_deref();
     let client = connect(&api).await?;
@@ -401,10 +405,7 @@ fn job_labels() -> String {
 /// One Job as `job list` shows it.
 fn job_summary(job: &Job, now_s: i64) -> Value {
     let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    let args = pod
-        .and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER))
-        .and_then(|c| c.args.clone())
-        .unwrap_or_default();
+    let args = pod.and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER)).and_then(|c| c.args.clone()).unwrap_or_default();
     let status = job.status.as_ref();
     let count = |v: Option<i32>| v.unwrap_or(0) > 0;
     let state = if let Some((reason, _)) = job_failed(job) {
@@ -462,7 +463,7 @@ fn age_text(s: i64) -> String {
 }
 
 /// `tracer job delete`: every name is tried; the exit code says whether all went.
-pub async fn delete(config: JobDeleteConfig) -> anyhow::Result<ExitCode> {
+pub(crate) async fn delete(config: JobDeleteConfig) -> anyhow::Result<ExitCode> {
     let JobDeleteConfig { namespace, names, api } = config;
     let client = connect(&api).await?;
     let jobs: Api<Job> = Api::namespaced(client, &namespace);
@@ -517,7 +518,8 @@ mod tests {
         let mut job = job::manifest(&spec);
         let row = job_summary(&job, 0);
         assert_eq!((row["node"].as_str(), row["command"].as_str(), row["state"].as_str()), (Some("n1"), Some("drops -o json"), Some("pending")));
-        job.status = serde_json::from_value(json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]})).ok();
+        job.status =
+            serde_json::from_value(json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]})).ok();
         assert_eq!(job_summary(&job, 0)["state"], "failed (DeadlineExceeded)");
         let table = list_table(&[job_summary(&job, 0)], false);
         assert!(table.starts_with("NAME") && table.contains("tracer-drops-n1") && table.contains("DeadlineExceeded"), "{table}");

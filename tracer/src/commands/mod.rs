@@ -2,16 +2,16 @@
 //! [`crate::session::Session`] of the families it runs, the runner and the outputs. Commands do
 //! not import each other; what they share is here.
 
-pub mod check;
-pub mod diagnose;
-pub mod drops;
-pub mod job;
-pub mod mtu;
-pub mod nat;
-pub mod pods;
-pub mod retrans;
-pub mod serve;
-pub mod watch;
+pub(crate) mod check;
+pub(crate) mod diagnose;
+pub(crate) mod drops;
+pub(crate) mod job;
+pub(crate) mod mtu;
+pub(crate) mod nat;
+pub(crate) mod pods;
+pub(crate) mod retrans;
+pub(crate) mod serve;
+pub(crate) mod watch;
 
 use crate::{
     cli::config::WatchConfig,

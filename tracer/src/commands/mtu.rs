@@ -9,7 +9,7 @@ use crate::{
     session::Session,
 };
 
-pub async fn run(config: MtuConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: MtuConfig) -> anyhow::Result<()> {
     let other_namespace = config.ifaces.iter().any(|i| i.netns.path.is_some());
     let options = FamilyOptions { mtu: mtu::Options { ifaces: config.ifaces, sent_hook: config.sent_hook }, ..FamilyOptions::default() };
     let mut session = Session::start(CommandId::Mtu, families_of(CommandId::Mtu, &options), &config.trace, other_namespace).await?;

@@ -7,7 +7,7 @@ use crate::{
     session::Session,
 };
 
-pub async fn run(config: NatConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: NatConfig) -> anyhow::Result<()> {
     let options = FamilyOptions { nat: nat::Options { reply_timeout: config.reply_timeout }, ..FamilyOptions::default() };
     let mut session = Session::start(CommandId::Nat, families_of(CommandId::Nat, &options), &config.trace, false).await?;
     let mut sink = output::stdout_sink(config.trace.output);

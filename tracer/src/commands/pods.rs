@@ -24,7 +24,7 @@ struct JsonPod<'a> {
     source: String,
 }
 
-pub async fn run(config: PodsCommandConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: PodsCommandConfig) -> anyhow::Result<()> {
     if config.pods.from == PodsFrom::None {
         return Err(crate::usage::UsageError("tracer pods needs a pod source: not --pods-from none".into()).into());
     }
@@ -70,11 +70,8 @@ fn write_table(out: &mut impl std::io::Write, pods: &[&Pod]) -> std::io::Result<
     for (pod, name) in pods.iter().zip(&names) {
         let ips = if pod.ips.is_empty() { "-".to_string() } else { pod.ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",") };
         let netns = pod.netns.map_or_else(|| "-".into(), |n| n.to_string());
-        let labels = if pod.labels.is_empty() {
-            "-".to_string()
-        } else {
-            pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-        };
+        let labels =
+            if pod.labels.is_empty() { "-".to_string() } else { pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",") };
         let host = if pod.host_network { "yes" } else { "no" };
         writeln!(out, "{name:<width$}  {ips:<31}  {netns:<10}  {host:<5}  {:<6}  {labels}", pod.source.to_string())?;
     }

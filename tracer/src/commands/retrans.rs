@@ -20,15 +20,14 @@ use tracer_common::{
 use crate::{
     cli::{OutputFormat, config::RetransConfig},
     events::{Clock, rfc3339, tcp_state_name},
-    loader,
-    output,
+    loader, output,
     pods::{layer::PodLayer, now_unix_ns},
     probes::{CommandId, FamilyId, FamilyOptions, families_of, tcp},
     runner::{self, Ring},
     session::Session,
 };
 
-pub async fn run(config: RetransConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: RetransConfig) -> anyhow::Result<()> {
     let options = FamilyOptions { tcp: tcp::Options { stream_retransmits: config.top.is_none() }, ..FamilyOptions::default() };
     let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans, &options), &config.trace, false).await?;
     let clock = Clock::new();

@@ -12,7 +12,6 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
 };
-
 use tracer_common::event::EventHeader;
 
 use crate::{
@@ -35,7 +34,7 @@ const COUNTS_EVERY: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8192;
 
-pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Bound before anything is attached: a taken port leaves nothing behind.
     let listener = TcpListener::bind(config.metrics).await.with_context(|| format!("listening on {} (--metrics)", config.metrics))?;
     let handle = metrics::install()?;
@@ -49,10 +48,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     tokio::spawn(serve_scrapes(listener, handle));
     eprintln!("tracer: serve: metrics on http://{addr}/metrics");
 
-    let mut sink = ServeSink {
-        limits: Cardinality::new(config.max_series),
-        json: (!config.quiet).then(|| JsonSink::new(io::stdout())),
-    };
+    let mut sink = ServeSink { limits: Cardinality::new(config.max_series), json: (!config.quiet).then(|| JsonSink::new(io::stdout())) };
     let stop = Stop { duration: config.watch.trace.duration, count: None };
     let mut publisher = Publisher { counters, running, last: Instant::now() - COUNTS_EVERY };
     let Parts { ring, pods, mut decoders, .. } = session.parts();

@@ -9,14 +9,18 @@ use crate::{
     cli::{OutputFormat, config::WatchConfig},
     diagnose::flows::stories,
     events::rfc3339,
-    output::{self, Collect, Sink, json::JsonSink, table::{TimelineSink, timeline_row}},
+    output::{
+        self, Collect, Sink,
+        json::JsonSink,
+        table::{TimelineSink, timeline_row},
+    },
     probes::CommandId,
 };
 
 /// Events kept for `--by-flow` (about 300 bytes each): beyond it they are counted and said.
-pub const MAX_COLLECTED: usize = 1_000_000;
+pub(crate) const MAX_COLLECTED: usize = 1_000_000;
 
-pub async fn run(config: WatchConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: WatchConfig) -> anyhow::Result<()> {
     let mut session = super::start_every_family(CommandId::Watch, &config).await?;
     let stop = config.trace.stop();
     let mut collect = Collect::new(MAX_COLLECTED);

@@ -12,7 +12,7 @@ use std::{
 use super::findings::Facts;
 use crate::{kernel::netns::Namespaces, pods::services::ServiceNames};
 
-pub struct MachineFacts<'a> {
+pub(crate) struct MachineFacts<'a> {
     pub namespaces: Namespaces,
     pub services: &'a ServiceNames,
 }
@@ -86,7 +86,7 @@ fn parse_dropping_rules(save: &str) -> Vec<String> {
             found.push((packets, format!("{table}/{chain}: {rule} ({packets} packets)")));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|&(packets, _)| std::cmp::Reverse(packets));
     found.into_iter().map(|(_, r)| r).collect()
 }
 

@@ -14,14 +14,14 @@ use super::flows::{ConnKey, Connections, flow_label};
 use crate::events::{Detail, DropDetail, Event, NatDetail};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
     Warning,
     Info,
 }
 
 impl Severity {
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Error => "error",
             Self::Warning => "warning",
@@ -31,7 +31,7 @@ impl Severity {
 }
 
 #[derive(Debug, Clone)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub code: &'static str,
     pub severity: Severity,
     pub summary: String,
@@ -41,7 +41,7 @@ pub struct Finding {
 }
 
 /// What the rules may ask of the machine, at the end of the run.
-pub trait Facts {
+pub(crate) trait Facts {
     /// A sysctl (`net.ipv4.ip_forward`) as network namespace `netns` sees it.
     fn sysctl(&mut self, netns: u32, key: &str) -> Option<String>;
     /// A name for the namespace: its pod's, or its /run/netns name.
@@ -57,7 +57,7 @@ pub trait Facts {
 
 /// What the run was, besides its events.
 #[derive(Debug, Clone, Default)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     pub reply_timeout: Duration,
     /// Events the kernel could not deliver (ring buffer full).
     pub lost: u64,
@@ -70,18 +70,19 @@ pub struct RunInfo {
 }
 
 /// Retransmits of one connection that make a storm when nothing else explains them.
-pub const STORM_RETRANSMITS: u64 = 5;
+pub(crate) const STORM_RETRANSMITS: u64 = 5;
 /// Flows listed per finding; the evidence counts all of them.
 const MAX_FLOWS: usize = 20;
 
 /// Forwarded packets without a route are IP_INNOROUTES (6.x, in ip_error); IP_INADDRERRORS is
 /// what ip_error gives when the incoming device does not forward.
-const ROUTE_REASONS: &[&str] = &["IP_INNOROUTES", "IP_INNOROUTE", "IP_NOROUTE", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IPV6_NOROUTE", "IPV6_INADDRERRORS"];
+const ROUTE_REASONS: &[&str] =
+    &["IP_INNOROUTES", "IP_INNOROUTE", "IP_NOROUTE", "IP_OUTNOROUTES", "IP_INADDRERRORS", "IPV6_NOROUTE", "IPV6_INADDRERRORS"];
 const NEIGH_REASONS: &[&str] = &["NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_DEAD", "NEIGH_CREATEFAIL"];
 const SOCKET_BUFFER_REASONS: &[&str] = &["SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PROTO_MEM", "TCP_OFOMERGE"];
 
 /// Runs every rule.
-pub fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
+pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
     let conns = Connections::learn(events);
     let mut out = Vec::new();
     netfilter_drops(events, facts, &mut out);
@@ -242,11 +243,8 @@ fn is_too_big_error(e: &Event) -> bool {
 fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     // Too-big errors the MTU probe saw dropped are told as part of mtu-blackhole, with the
     // flow they were about (the drop's own flow is router -> sender, ICMP).
-    let mtu_told: HashSet<Option<u32>> = events
-        .iter()
-        .filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == "frag_needed_dropped"))
-        .map(|e| e.netns)
-        .collect();
+    let mtu_told: HashSet<Option<u32>> =
+        events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == "frag_needed_dropped")).map(|e| e.netns).collect();
     let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)));
     for ((netns, ..), group) in group_drops(kept, |d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
         let mut evidence = obj(json!({
@@ -259,12 +257,8 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
             "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
         }));
         let (proto, dport) = group.first().map(|e| (e.flow.proto_name(), e.flow.dport)).unwrap_or_default();
-        let rules: Vec<String> = netns
-            .map(|n| facts.dropping_rules(n))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|rule| rule_may_match(rule, &proto, dport))
-            .collect();
+        let rules: Vec<String> =
+            netns.map(|n| facts.dropping_rules(n)).unwrap_or_default().into_iter().filter(|rule| rule_may_match(rule, &proto, dport)).collect();
         evidence.insert("rules".into(), json!(rules));
         let icmp_error = group.iter().any(|e| match (e.flow.l4_proto, e.flow.icmp) {
             (Some(1), Some((t, _))) => matches!(t, 3 | 11 | 12),
@@ -338,8 +332,14 @@ fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
                 },
                 group.len()
             ),
-            "insert_failed" => format!("conntrack in {where_} failed to insert {} new connections (a race between packets of one new connection, typical of parallel DNS queries over UDP): consider single-request-reopen or TCP for DNS", group.len()),
-            _ => format!("conntrack in {where_} found {} packets invalid and they were dropped (out-of-window or out-of-state TCP, often asymmetric routing or a NAT mismatch)", group.len()),
+            "insert_failed" => format!(
+                "conntrack in {where_} failed to insert {} new connections (a race between packets of one new connection, typical of parallel DNS queries over UDP): consider single-request-reopen or TCP for DNS",
+                group.len()
+            ),
+            _ => format!(
+                "conntrack in {where_} found {} packets invalid and they were dropped (out-of-window or out-of-state TCP, often asymmetric routing or a NAT mismatch)",
+                group.len()
+            ),
         };
         out.push(Finding { code: "conntrack-drop", severity: Severity::Error, summary, pods, flows, evidence });
     }
@@ -772,11 +772,7 @@ fn dns_no_reply(events: &[Event], reply_timeout: Duration, out: &mut Vec<Finding
         let (pods, flows) = pods_and_flows(s.events.iter().copied(), &mut evidence);
         let mut causes = Vec::new();
         if s.no_reply > 0 {
-            let sent_to: Vec<String> = s
-                .backends
-                .iter()
-                .map(|(b, pod)| pod.as_ref().map_or_else(|| b.clone(), |p| format!("{b} ({p})")))
-                .collect();
+            let sent_to: Vec<String> = s.backends.iter().map(|(b, pod)| pod.as_ref().map_or_else(|| b.clone(), |p| format!("{b} ({p})"))).collect();
             if sent_to.is_empty() {
                 causes.push(format!("{} got no reply", s.no_reply));
             } else {
@@ -1027,7 +1023,8 @@ mod tests {
         assert_eq!(codes(&f), ["nat-no-reply"], "{f:#?}");
         assert_eq!(f[0].evidence["backend_pod"], "kube-system/coredns-1");
         assert_eq!(f[0].flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:80".to_string()]));
-        let late = run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2), nat_event(1, "reply", true, 3)], &mut FakeFacts::default());
+        let late =
+            run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2), nat_event(1, "reply", true, 3)], &mut FakeFacts::default());
         assert!(late.is_empty(), "{late:#?}");
     }
 
@@ -1036,7 +1033,7 @@ mod tests {
         let mut facts = FakeFacts::default();
         facts.services.insert(("10.96.0.20".parse().unwrap(), 80, 6), "shop/web".into());
         let to_svc = flow("10.244.1.7", 4000, "10.96.0.20", 80, 6);
-        let events = vec![drop_event(to_svc.clone(), "IP_INNOROUTES", 8, 1), tcp(to_svc.clone(), "SYN_SENT", true, 2)];
+        let events = vec![drop_event(to_svc.clone(), "IP_INNOROUTES", 8, 1), tcp(to_svc, "SYN_SENT", true, 2)];
         let f = run(&events, &mut facts);
         assert_eq!(codes(&f), ["service-not-translated"], "{f:#?}");
         assert_eq!(f[0].evidence["service"], "shop/web");

@@ -10,30 +10,30 @@ use std::{
 use crate::events::{Detail, Event};
 
 /// One end of a flow: an address and, for TCP/UDP, a port.
-pub type End = (IpAddr, Option<u16>);
+pub(crate) type End = (IpAddr, Option<u16>);
 
 /// A connection, direction-free: `a <= b`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnKey {
+pub(crate) struct ConnKey {
     pub proto: Option<u8>,
     pub a: End,
     pub b: End,
 }
 
 impl ConnKey {
-    pub fn new(proto: Option<u8>, x: End, y: End) -> Self {
+    pub(crate) fn new(proto: Option<u8>, x: End, y: End) -> Self {
         if x <= y { Self { proto, a: x, b: y } } else { Self { proto, a: y, b: x } }
     }
 
     /// The key of an event's own flow, when it has addresses.
-    pub fn of_flow(event: &Event) -> Option<Self> {
+    pub(crate) fn of_flow(event: &Event) -> Option<Self> {
         let f = &event.flow;
         Some(Self::new(f.l4_proto, (f.src?, f.sport), (f.dst?, f.dport)))
     }
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or a bare IP, as events print them, back to an end.
-pub fn parse_end(text: &str) -> Option<End> {
+pub(crate) fn parse_end(text: &str) -> Option<End> {
     if let Ok(sa) = text.parse::<SocketAddr>() {
         return Some((sa.ip(), Some(sa.port())));
     }
@@ -49,7 +49,7 @@ struct Original {
 
 /// Connections of a run: NAT's translated tuples mapped to the original ones.
 #[derive(Debug, Default)]
-pub struct Connections {
+pub(crate) struct Connections {
     alias: HashMap<ConnKey, Original>,
     /// (protocol, source address, destination) -> the last connection seen with a source
     /// port: a connect that failed before its first retransmit is reported with port 0 (the
@@ -59,7 +59,7 @@ pub struct Connections {
 
 impl Connections {
     /// Learns every NAT event's original and translated tuples.
-    pub fn learn(events: &[Event]) -> Self {
+    pub(crate) fn learn(events: &[Event]) -> Self {
         let mut alias = HashMap::new();
         for event in events {
             let Detail::Nat(n) = &event.detail else { continue };
@@ -93,7 +93,7 @@ impl Connections {
 
     /// The connection an event belongs to and its label (`SRC -> DST`, the original direction
     /// for NATed ones, else the event's own).
-    pub fn of(&self, event: &Event) -> Option<(ConnKey, String)> {
+    pub(crate) fn of(&self, event: &Event) -> Option<(ConnKey, String)> {
         if let Detail::Nat(n) = &event.detail {
             let os = parse_end(n.orig_src.as_deref()?)?;
             let od = parse_end(n.orig_dst.as_deref()?)?;
@@ -109,7 +109,7 @@ impl Connections {
             if !self.alias.contains_key(&key) {
                 let label = if key.a.0 == f.src? { (key.a, key.b) } else { (key.b, key.a) };
                 let end = |(ip, port): End| crate::events::Flow { src: Some(ip), sport: port, ..Default::default() }.src_endpoint();
-                return Some((key.clone(), format!("{} -> {}", end(label.0)?, end(label.1)?)));
+                return Some((key, format!("{} -> {}", end(label.0)?, end(label.1)?)));
             }
         }
         match self.alias.get(&key) {
@@ -120,13 +120,13 @@ impl Connections {
 }
 
 /// `SRC -> DST` of an event's own flow.
-pub fn flow_label(event: &Event) -> Option<String> {
+pub(crate) fn flow_label(event: &Event) -> Option<String> {
     Some(format!("{} -> {}", event.flow.src_endpoint()?, event.flow.dst_endpoint()?))
 }
 
 /// One connection's events in time order.
 #[derive(Debug)]
-pub struct Story<'a> {
+pub(crate) struct Story<'a> {
     pub label: String,
     pub proto: String,
     pub events: Vec<&'a Event>,
@@ -134,7 +134,7 @@ pub struct Story<'a> {
 
 impl Story<'_> {
     /// Every pod named at either end, or as a NAT backend, sorted.
-    pub fn pods(&self) -> Vec<String> {
+    pub(crate) fn pods(&self) -> Vec<String> {
         let mut pods: Vec<String> = self
             .events
             .iter()
@@ -155,7 +155,7 @@ impl Story<'_> {
 
 /// The events grouped per connection, stories ordered by their first event; events without
 /// addresses (non-IP drops) come last, in one story of their own.
-pub fn stories(events: &[Event]) -> Vec<Story<'_>> {
+pub(crate) fn stories(events: &[Event]) -> Vec<Story<'_>> {
     let connections = Connections::learn(events);
     let mut by_key: BTreeMap<ConnKey, usize> = BTreeMap::new();
     let mut out: Vec<Story<'_>> = Vec::new();
@@ -202,7 +202,7 @@ mod tests {
         let before = tcp_event("10.244.1.7", 40000, "10.96.0.10", 53, nat.ts_unix_ns - 5);
         let after = tcp_event("10.244.2.9", 53, "10.244.1.7", 40000, nat.ts_unix_ns + 5);
         let unrelated = tcp_event("10.244.1.7", 40001, "10.96.0.10", 53, nat.ts_unix_ns + 6);
-        let events = vec![after.clone(), nat.clone(), before.clone(), unrelated];
+        let events = vec![after.clone(), nat, before.clone(), unrelated];
         let s = stories(&events);
         assert_eq!(s.len(), 2, "{s:#?}");
         assert_eq!(s[0].label, "10.244.1.7:40000 -> 10.96.0.10:53");

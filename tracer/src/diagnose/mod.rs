@@ -1,19 +1,18 @@
 //! `tracer diagnose`'s analysis: connections (`flows`), the rules (`findings`), the machine
 //! facts the rules read (`facts`), and the report's JSON and text.
 
-pub mod facts;
-pub mod findings;
-pub mod flows;
+pub(crate) mod facts;
+pub(crate) mod findings;
+pub(crate) mod flows;
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
-
 use findings::{Finding, Severity};
+use serde_json::{Value, json};
 
 /// What `diagnose` prints.
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     pub duration_s: f64,
     pub events: u64,
     pub lost: u64,
@@ -24,7 +23,7 @@ pub struct Report {
 
 impl Report {
     /// The CONTRACT's object (one line).
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let findings: Vec<Value> = self
             .findings
             .iter()
@@ -42,14 +41,14 @@ impl Report {
     }
 
     /// For people: one block per finding, errors first; a clean run says so.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         report_text(&self.to_json()).unwrap_or_default()
     }
 }
 
 /// A report's text from its JSON (also for reports read back from a Job's log), None if `v`
 /// is not a report.
-pub fn report_text(v: &Value) -> Option<String> {
+pub(crate) fn report_text(v: &Value) -> Option<String> {
     let findings = v.get("findings")?.as_array()?;
     let mut out = format!(
         "tracer diagnose: {:.0}s, {} events, {} lost\n",
@@ -61,9 +60,8 @@ pub fn report_text(v: &Value) -> Option<String> {
         out.push_str("no problems found");
         out.push_str(if findings.is_empty() { "\n" } else { " (notes below)\n" });
     }
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
-    };
+    let strings =
+        |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
     for f in findings {
         let text = |k: &str| f[k].as_str().unwrap_or("").to_string();
         out.push('\n');

@@ -10,12 +10,12 @@ use btf_rs::{Btf, BtfType, Type};
 use tracer_common::offsets::KernelOffsets;
 
 /// Where the kernel publishes its own BTF (CONFIG_DEBUG_INFO_BTF, kernel >= 5.4).
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Directory of per-module split BTF (kernel >= 5.11).
-pub const MODULE_BTF_DIR: &str = "/sys/kernel/btf";
+pub(crate) const MODULE_BTF_DIR: &str = "/sys/kernel/btf";
 
 #[derive(Debug, thiserror::Error)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     #[error("cannot read BTF from {path}")]
     Read {
         path: PathBuf,
@@ -41,7 +41,7 @@ pub enum BtfError {
 }
 
 /// The kernel's BTF plus any module BTF loaded on demand.
-pub struct KernelBtf {
+pub(crate) struct KernelBtf {
     vmlinux: Btf,
     modules: Vec<(String, Btf)>,
 }
@@ -51,22 +51,21 @@ type Found<'a> = (&'a Btf, Type);
 
 impl KernelBtf {
     /// Loads `path` (a `--btf` override) or the running kernel's BTF.
-    pub fn load(path: Option<&Path>) -> Result<Self, BtfError> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Self, BtfError> {
         let path = path.map_or_else(|| PathBuf::from(VMLINUX_BTF), Path::to_path_buf);
         if !path.exists() {
             return Err(BtfError::Missing { path });
         }
         // One read, then parse from memory: btf-rs' file reader seeks once per type (~100k
         // lseek calls for a 6.x vmlinux), which made start-up several times slower.
-        let bytes = std::fs::read(&path)
-            .map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
+        let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
         let vmlinux = Btf::from_bytes(&bytes).map_err(|source| BtfError::Read { path: path.clone(), source })?;
         Ok(Self { vmlinux, modules: Vec::new() })
     }
 
     /// Adds the split BTF of kernel module `name` (e.g. "nf_conntrack"), if the module is loaded.
     /// Returns whether it was found; a module built into the kernel has no file and needs none.
-    pub fn with_module(&mut self, name: &str) -> Result<bool, BtfError> {
+    pub(crate) fn with_module(&mut self, name: &str) -> Result<bool, BtfError> {
         if self.modules.iter().any(|(n, _)| n == name) {
             return Ok(true);
         }
@@ -74,8 +73,7 @@ impl KernelBtf {
         if !path.exists() {
             return Ok(false);
         }
-        let bytes = std::fs::read(&path)
-            .map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
+        let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
         let btf = Btf::from_split_bytes(&bytes, &self.vmlinux).map_err(|source| BtfError::Read { path, source })?;
         self.modules.push((name.to_string(), btf));
         Ok(true)
@@ -106,7 +104,7 @@ impl KernelBtf {
 
     /// Byte offset of `path` (dot-separated, e.g. "nd_net.net") inside `struct strukt`.
     /// Members of anonymous structs and unions are found as the C compiler finds them.
-    pub fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+    pub(crate) fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
         let (btf, mut current) = self.find_struct(strukt)?;
         let mut total_bits = 0u32;
         let mut owner = strukt.to_string();
@@ -114,20 +112,19 @@ impl KernelBtf {
             let (Type::Struct(s) | Type::Union(s)) = &current else {
                 return Err(BtfError::NotComposite { strukt: owner, member: member.to_string() });
             };
-            let (bits, ty) = find_member(btf, s, member)?
-                .ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
+            let (bits, ty) = find_member(btf, s, member)?.ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
             total_bits += bits;
             current = skip_modifiers(btf, ty)?;
             owner = format!("{owner}.{member}");
         }
-        if total_bits % 8 != 0 {
+        if !total_bits.is_multiple_of(8) {
             return Err(BtfError::Bitfield { strukt: strukt.to_string(), member: path.to_string() });
         }
         Ok(total_bits / 8)
     }
 
     /// Size in bytes of `struct name` (or union).
-    pub fn size_of(&self, name: &str) -> Result<u32, BtfError> {
+    pub(crate) fn size_of(&self, name: &str) -> Result<u32, BtfError> {
         match self.find_struct(name)? {
             (_, Type::Struct(s) | Type::Union(s)) => Ok(s.size() as u32),
             _ => Err(BtfError::NoType { kind: "struct", name: name.to_string() }),
@@ -135,27 +132,19 @@ impl KernelBtf {
     }
 
     /// The (name, value) pairs of `enum name` (plain or 64-bit enum).
-    pub fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
+    pub(crate) fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
         let (btf, t) = self.find(name, "enum", |t| matches!(t, Type::Enum(_) | Type::Enum64(_)))?;
         let lookup = |source| BtfError::Lookup { name: name.to_string(), source };
         match t {
-            Type::Enum(e) => e
-                .members
-                .iter()
-                .map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, u64::from(m.val()))))
-                .collect(),
-            Type::Enum64(e) => e
-                .members
-                .iter()
-                .map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, m.val())))
-                .collect(),
+            Type::Enum(e) => e.members.iter().map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, u64::from(m.val())))).collect(),
+            Type::Enum64(e) => e.members.iter().map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, m.val()))).collect(),
             _ => Err(BtfError::NoType { kind: "enum", name: name.to_string() }),
         }
     }
 
     /// The parameter types of BTF tracepoint `name` (from the `btf_trace_NAME` typedef), without
     /// the leading `void *__data`: index i is the program's argument i.
-    pub fn tracepoint_params(&self, name: &str) -> Result<Vec<ParamType>, BtfError> {
+    pub(crate) fn tracepoint_params(&self, name: &str) -> Result<Vec<ParamType>, BtfError> {
         let typedef = format!("btf_trace_{name}");
         let (btf, t) = self.find(&typedef, "typedef", |t| matches!(t, Type::Typedef(_)))?;
         let lookup = |source| BtfError::Lookup { name: typedef.clone(), source };
@@ -166,17 +155,12 @@ impl KernelBtf {
         let Type::FuncProto(proto) = ty else {
             return Err(BtfError::NoType { kind: "function prototype", name: typedef });
         };
-        proto
-            .parameters
-            .iter()
-            .skip(1)
-            .map(|param| describe(btf, skip_modifiers(btf, btf.resolve_chained_type(param).map_err(lookup)?)?))
-            .collect()
+        proto.parameters.iter().skip(1).map(|param| describe(btf, skip_modifiers(btf, btf.resolve_chained_type(param).map_err(lookup)?)?)).collect()
     }
 
     /// The id of a function (`want_func`) or typedef named `name` in vmlinux BTF: what the kernel
     /// takes as `attach_btf_id` when loading fentry and tp_btf programs.
-    pub fn vmlinux_id(&self, name: &str, want_func: bool) -> Result<u32, BtfError> {
+    pub(crate) fn vmlinux_id(&self, name: &str, want_func: bool) -> Result<u32, BtfError> {
         let kind = if want_func { "function" } else { "typedef" };
         let ids = self.vmlinux.resolve_ids_by_name(name).unwrap_or_default();
         ids.into_iter()
@@ -189,7 +173,7 @@ impl KernelBtf {
     }
 
     /// The offsets every packet probe needs, resolved for this kernel.
-    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+    pub(crate) fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         Ok(KernelOffsets {
             valid: 1,
             skb_len: self.offset_of("sk_buff", "len")?,
@@ -223,7 +207,7 @@ impl KernelBtf {
 
 /// What a tracepoint parameter is, as far as the probes care.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParamType {
+pub(crate) enum ParamType {
     /// Pointer to `struct NAME` (or union).
     StructPtr(String),
     /// Any other pointer (`void *location`).
@@ -244,9 +228,7 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type, BtfError> {
     for _ in 0..32 {
         match &t {
             Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
-                t = btf
-                    .resolve_chained_type(as_btf(&t)?)
-                    .map_err(|source| BtfError::Lookup { name: "modifier".into(), source })?;
+                t = btf.resolve_chained_type(as_btf(&t)?).map_err(|source| BtfError::Lookup { name: "modifier".into(), source })?;
             }
             _ => return Ok(t),
         }
@@ -259,21 +241,18 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type, BtfError> {
 fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>, BtfError> {
     for m in &s.members {
         let member_name = btf.resolve_name(m).unwrap_or_default();
-        let ty = btf
-            .resolve_chained_type(m)
-            .map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
+        let ty = btf.resolve_chained_type(m).map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
         if member_name == name {
             if m.bitfield_size().is_some_and(|size| size != 0) {
                 return Err(BtfError::Bitfield { strukt: "(struct)".into(), member: name.to_string() });
             }
             return Ok(Some((m.bit_offset(), ty)));
         }
-        if member_name.is_empty() {
-            if let Type::Struct(inner) | Type::Union(inner) = skip_modifiers(btf, ty)? {
-                if let Some((bits, found)) = find_member(btf, &inner, name)? {
-                    return Ok(Some((m.bit_offset() + bits, found)));
-                }
-            }
+        if member_name.is_empty()
+            && let Type::Struct(inner) | Type::Union(inner) = skip_modifiers(btf, ty)?
+            && let Some((bits, found)) = find_member(btf, &inner, name)?
+        {
+            return Ok(Some((m.bit_offset() + bits, found)));
         }
     }
     Ok(None)
@@ -282,14 +261,9 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32,
 fn describe(btf: &Btf, t: Type) -> Result<ParamType, BtfError> {
     Ok(match &t {
         Type::Ptr(p) => {
-            let target = btf
-                .resolve_chained_type(p)
-                .map(|t| skip_modifiers(btf, t))
-                .unwrap_or(Ok(Type::Void))?;
+            let target = btf.resolve_chained_type(p).map(|t| skip_modifiers(btf, t)).unwrap_or(Ok(Type::Void))?;
             match &target {
-                Type::Struct(_) | Type::Union(_) | Type::Fwd(_) => {
-                    ParamType::StructPtr(btf.resolve_name(as_btf(&target)?).unwrap_or_default())
-                }
+                Type::Struct(_) | Type::Union(_) | Type::Fwd(_) => ParamType::StructPtr(btf.resolve_name(as_btf(&target)?).unwrap_or_default()),
                 _ => ParamType::OtherPtr,
             }
         }
@@ -329,10 +303,7 @@ mod tests {
     fn offsets_match_bpftool_dump() {
         // The independent witness: bpftool's own BTF dump of the running kernel.
         let Some(btf) = kernel_btf() else { return };
-        let Ok(out) = std::process::Command::new("bpftool")
-            .args(["btf", "dump", "file", VMLINUX_BTF, "format", "raw"])
-            .output()
-        else {
+        let Ok(out) = std::process::Command::new("bpftool").args(["btf", "dump", "file", VMLINUX_BTF, "format", "raw"]).output() else {
             eprintln!("SKIPPED: bpftool not installed (scripts/setup.sh installs it)");
             return;
         };

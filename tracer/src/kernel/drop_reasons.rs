@@ -9,13 +9,13 @@ const PREFIX: &str = "SKB_DROP_REASON_";
 
 /// Reason value -> name without the `SKB_DROP_REASON_` prefix, for the running kernel.
 #[derive(Debug, Clone, Default)]
-pub struct DropReasons {
+pub(crate) struct DropReasons {
     by_value: BTreeMap<u32, String>,
 }
 
 impl DropReasons {
     /// Reads `enum skb_drop_reason` (kernel >= 5.17). `Ok(None)` when the kernel has no reasons.
-    pub fn from_btf(btf: &KernelBtf) -> Result<Option<Self>, BtfError> {
+    pub(crate) fn from_btf(btf: &KernelBtf) -> Result<Option<Self>, BtfError> {
         match btf.enum_values("skb_drop_reason") {
             Ok(values) => Ok(Some(Self::from_pairs(values))),
             Err(BtfError::NoType { .. }) => Ok(None),
@@ -24,7 +24,7 @@ impl DropReasons {
     }
 
     /// Builds the table from (enumerator, value) pairs as BTF lists them.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, u64)>) -> Self {
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (String, u64)>) -> Self {
         let mut by_value = BTreeMap::new();
         for (name, value) in pairs {
             let Ok(value) = u32::try_from(value) else { continue };
@@ -41,28 +41,22 @@ impl DropReasons {
 
     /// The name of `value`, or `UNKNOWN_<value>` for a value this kernel's BTF does not name
     /// (a subsystem reason, say).
-    pub fn name(&self, value: u32) -> String {
+    pub(crate) fn name(&self, value: u32) -> String {
         self.by_value.get(&value).cloned().unwrap_or_else(|| format!("UNKNOWN_{value}"))
     }
 
     /// The value of reason `name` (with or without the prefix, any case).
-    pub fn value(&self, name: &str) -> Option<u32> {
+    pub(crate) fn value(&self, name: &str) -> Option<u32> {
         let wanted = name.trim();
-        let wanted = wanted
-            .strip_prefix(PREFIX)
-            .or_else(|| wanted.strip_prefix(&PREFIX.to_ascii_lowercase()))
-            .unwrap_or(wanted);
-        self.by_value
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(wanted))
-            .map(|(v, _)| *v)
+        let wanted = wanted.strip_prefix(PREFIX).or_else(|| wanted.strip_prefix(&PREFIX.to_ascii_lowercase())).unwrap_or(wanted);
+        self.by_value.iter().find(|(_, n)| n.eq_ignore_ascii_case(wanted)).map(|(v, _)| *v)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
         self.by_value.iter().map(|(v, n)| (*v, n.as_str()))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_value.len()
     }
 }

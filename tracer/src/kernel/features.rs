@@ -9,7 +9,7 @@ use aya::{
 
 /// A capability tracer may need, by its number in linux/capability.h.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
+pub(crate) enum Capability {
     NetAdmin = 12,
     SysPtrace = 19,
     SysAdmin = 21,
@@ -21,12 +21,12 @@ pub enum Capability {
 
 impl Capability {
     /// `CAP_BPF`, as the kernel and capsh name it.
-    pub fn cap_name(self) -> String {
+    pub(crate) fn cap_name(self) -> String {
         format!("CAP_{}", self.k8s_name())
     }
 
     /// `BPF`, as a Kubernetes securityContext names it.
-    pub fn k8s_name(self) -> &'static str {
+    pub(crate) fn k8s_name(self) -> &'static str {
         match self {
             Capability::NetAdmin => "NET_ADMIN",
             Capability::SysPtrace => "SYS_PTRACE",
@@ -46,7 +46,7 @@ impl Capability {
 /// One capability a command needs, and why. Measured on 6.18 by running each command with one
 /// capability taken away (README, "Capabilities").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Need {
+pub(crate) struct Need {
     pub cap: Capability,
     pub why: &'static str,
     /// Without it the command cannot start (the kernel refuses a load or an attach). The others
@@ -58,17 +58,18 @@ const fn need(cap: Capability, why: &'static str, essential: bool) -> Need {
     Need { cap, why, essential }
 }
 
-pub const BPF: Need = need(Capability::Bpf, "load eBPF programs and create maps", true);
-pub const PERFMON: Need = need(Capability::Perfmon, "load tracing programs (tracepoints, BTF tracepoints), which read kernel memory", true);
-pub const NET_ADMIN: Need = need(Capability::NetAdmin, "load and attach the MTU probe's tc/TCX programs; iptables rules of a namespace", true);
-pub const SYS_PTRACE: Need = need(
+pub(crate) const BPF: Need = need(Capability::Bpf, "load eBPF programs and create maps", true);
+pub(crate) const PERFMON: Need = need(Capability::Perfmon, "load tracing programs (tracepoints, BTF tracepoints), which read kernel memory", true);
+pub(crate) const NET_ADMIN: Need = need(Capability::NetAdmin, "load and attach the MTU probe's tc/TCX programs; iptables rules of a namespace", true);
+pub(crate) const SYS_PTRACE: Need = need(
     Capability::SysPtrace,
     "find network namespaces through other processes' /proc/PID/ns/net (pods' namespaces, their conntrack counters)",
     false,
 );
-pub const SYSLOG: Need = need(Capability::Syslog, "read kernel addresses in /proc/kallsyms to name drop locations", false);
-pub const SETNS: Need = need(Capability::SysAdmin, "setns(2) into other network namespaces (conntrack end events, sysctls, iptables rules)", false);
-pub const SETNS_IFACE: Need = need(Capability::SysAdmin, "setns(2) into the namespace of an --iface NETNS:DEV to attach there", true);
+pub(crate) const SYSLOG: Need = need(Capability::Syslog, "read kernel addresses in /proc/kallsyms to name drop locations", false);
+pub(crate) const SETNS: Need =
+    need(Capability::SysAdmin, "setns(2) into other network namespaces (conntrack end events, sysctls, iptables rules)", false);
+pub(crate) const SETNS_IFACE: Need = need(Capability::SysAdmin, "setns(2) into the namespace of an --iface NETNS:DEV to attach there", true);
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
 const MEMLOCK: Need = need(Capability::SysResource, "raise RLIMIT_MEMLOCK, which this kernel (before 5.11) charges BPF maps to", true);
 /// Before 5.8 there is no CAP_BPF or CAP_PERFMON: loading anything takes CAP_SYS_ADMIN.
@@ -76,7 +77,7 @@ const OLD_KERNEL_ADMIN: Need = need(Capability::SysAdmin, "load eBPF programs: t
 
 /// The order capabilities are listed in (error messages, a Job's securityContext): what every
 /// tracing command needs first, then what only some do.
-pub fn listing_rank(cap: Capability) -> u8 {
+pub(crate) fn listing_rank(cap: Capability) -> u8 {
     match cap {
         Capability::Bpf => 0,
         Capability::Perfmon => 1,
@@ -90,7 +91,7 @@ pub fn listing_rank(cap: Capability) -> u8 {
 
 /// What of the running kernel decides which capabilities stand in for which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kernel {
+pub(crate) struct Kernel {
     /// /proc/sys/kernel/cap_last_cap: 39 and up means CAP_BPF exists (5.8+).
     pub last_cap: u32,
     /// BPF memory is charged to RLIMIT_MEMLOCK (before 5.11) and the limit is not infinite.
@@ -102,10 +103,8 @@ pub struct Kernel {
 
 impl Kernel {
     /// The running kernel.
-    pub fn running() -> Self {
-        let sysctl = |name: &str| -> Option<i64> {
-            std::fs::read_to_string(format!("/proc/sys/kernel/{name}")).ok()?.trim().parse().ok()
-        };
+    pub(crate) fn running() -> Self {
+        let sysctl = |name: &str| -> Option<i64> { std::fs::read_to_string(format!("/proc/sys/kernel/{name}")).ok()?.trim().parse().ok() };
         let before_5_11 = super::version().is_some_and(|v| v < (5, 11));
         let mut rlim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit writes into the struct we own.
@@ -144,18 +143,15 @@ fn needs_on(needs: &[Need], kernel: Kernel) -> Vec<Need> {
 
 /// The needs of `needs` that `caps` (an effective set) does not meet, on `kernel`. The kernel's
 /// bpf_capable() and perfmon_capable() accept CAP_SYS_ADMIN for CAP_BPF and CAP_PERFMON.
-pub fn missing(needs: &[Need], caps: u64, kernel: Kernel) -> Vec<Need> {
+pub(crate) fn missing(needs: &[Need], caps: u64, kernel: Kernel) -> Vec<Need> {
     let admin = Capability::SysAdmin.held(caps);
-    needs_on(needs, kernel)
-        .into_iter()
-        .filter(|n| !(n.cap.held(caps) || (admin && matches!(n.cap, Capability::Bpf | Capability::Perfmon))))
-        .collect()
+    needs_on(needs, kernel).into_iter().filter(|n| !(n.cap.held(caps) || (admin && matches!(n.cap, Capability::Bpf | Capability::Perfmon)))).collect()
 }
 
 /// A command started without a capability it cannot work without.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", missing_message(.command, .missing))]
-pub struct MissingCapabilities {
+pub(crate) struct MissingCapabilities {
     pub command: String,
     pub missing: Vec<Need>,
 }
@@ -174,7 +170,7 @@ fn missing_message(command: &str, missing: &[Need]) -> String {
 /// Checks this process's effective capabilities against what `command` needs (`needs`): an
 /// error naming every essential capability missing, else one warning line per missing
 /// capability that only costs part of the output.
-pub fn check_capabilities(command: &str, needs: &[Need]) -> Result<(), MissingCapabilities> {
+pub(crate) fn check_capabilities(command: &str, needs: &[Need]) -> Result<(), MissingCapabilities> {
     let missing = missing(needs, effective_caps(), Kernel::running());
     let (essential, optional): (Vec<Need>, Vec<Need>) = missing.into_iter().partition(|n| n.essential);
     if !essential.is_empty() {
@@ -192,27 +188,23 @@ pub fn check_capabilities(command: &str, needs: &[Need]) -> Result<(), MissingCa
 }
 
 /// The effective capabilities of this process, from /proc/self/status.
-pub fn effective_caps() -> u64 {
+pub(crate) fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
         .unwrap_or(0)
 }
 
 /// Why this process cannot run `command`, whose needs are `needs`, if it cannot (`tracer check`
 /// asks for `drops`).
-pub fn missing_privileges(command: &str, needs: &[Need], caps: u64) -> Option<String> {
+pub(crate) fn missing_privileges(command: &str, needs: &[Need], caps: u64) -> Option<String> {
     let essential: Vec<Need> = missing(needs, caps, Kernel::running()).into_iter().filter(|n| n.essential).collect();
     (!essential.is_empty()).then(|| MissingCapabilities { command: command.into(), missing: essential }.to_string())
 }
 
 /// One capability of the kernel, as `tracer check` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Feature {
+pub(crate) struct Feature {
     pub name: String,
     pub available: bool,
     pub detail: String,
@@ -234,7 +226,7 @@ fn probe_program(name: &str, ty: ProgramType) -> Feature {
 /// Program and map types tracer uses or may use, probed by loading trivial programs (aya's
 /// probes). Hooks (kprobe, fentry, tp_btf, tracepoint, TCX) are probed by attaching, in
 /// [`super::hooks`].
-pub fn probe_bpf() -> Vec<Feature> {
+pub(crate) fn probe_bpf() -> Vec<Feature> {
     vec![
         probe_program("program: raw tracepoint", ProgramType::RawTracePoint),
         probe_program("program: tc classifier", ProgramType::SchedClassifier),

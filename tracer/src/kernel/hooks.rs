@@ -27,14 +27,14 @@ use serde::Serialize;
 use super::{btf::KernelBtf, tracefs};
 
 /// The kernel function kprobe and fentry probes attach to (see the module comment).
-pub const PROBE_TARGET: &str = "bpf_fentry_test1";
+pub(crate) const PROBE_TARGET: &str = "bpf_fentry_test1";
 /// The name the probe programs carry, so `bpftool prog` can tell them apart (and tests can
 /// prove none is left behind).
-pub const PROBE_PROG_NAME: &str = "tracer_check";
+pub(crate) const PROBE_PROG_NAME: &str = "tracer_check";
 
 /// One kind of hook, as `tracer check -o json` reports it under `hooks`.
 #[derive(Debug, Clone, Serialize)]
-pub struct HookSupport {
+pub(crate) struct HookSupport {
     /// `null` when it could not be probed (no privileges).
     pub available: Option<bool>,
     /// How the answer was found.
@@ -56,21 +56,24 @@ impl HookSupport {
 }
 
 /// Keys of [`probe_all`]'s answer, in report order.
-pub const KPROBE: &str = "kprobe";
-pub const FENTRY: &str = "fentry";
-pub const TP_BTF: &str = "tp_btf";
-pub const TRACEPOINT: &str = "tracepoint";
-pub const TCX: &str = "tcx";
+pub(crate) const KPROBE: &str = "kprobe";
+pub(crate) const FENTRY: &str = "fentry";
+pub(crate) const TP_BTF: &str = "tp_btf";
+pub(crate) const TRACEPOINT: &str = "tracepoint";
+pub(crate) const TCX: &str = "tcx";
 
-const METHOD_KPROBE: &str = "perf_event_open on the kprobe PMU at bpf_fentry_test1, then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_KPROBE program";
+const METHOD_KPROBE: &str =
+    "perf_event_open on the kprobe PMU at bpf_fentry_test1, then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_KPROBE program";
 const METHOD_FENTRY: &str = "BPF_PROG_LOAD of a no-op BPF_PROG_TYPE_TRACING/BPF_TRACE_FENTRY program on bpf_fentry_test1 (BTF id), then BPF_RAW_TRACEPOINT_OPEN (the trampoline)";
-const METHOD_TP_BTF: &str = "BPF_PROG_LOAD of a no-op BPF_PROG_TYPE_TRACING/BPF_TRACE_RAW_TP program on btf_trace_kfree_skb (BTF id), then BPF_RAW_TRACEPOINT_OPEN";
-const METHOD_TRACEPOINT: &str = "perf_event_open of tracepoint skb:kfree_skb (id from tracefs), then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_TRACEPOINT program";
+const METHOD_TP_BTF: &str =
+    "BPF_PROG_LOAD of a no-op BPF_PROG_TYPE_TRACING/BPF_TRACE_RAW_TP program on btf_trace_kfree_skb (BTF id), then BPF_RAW_TRACEPOINT_OPEN";
+const METHOD_TRACEPOINT: &str =
+    "perf_event_open of tracepoint skb:kfree_skb (id from tracefs), then PERF_EVENT_IOC_SET_BPF of a no-op BPF_PROG_TYPE_TRACEPOINT program";
 const METHOD_TCX: &str = "BPF_LINK_CREATE of a no-op BPF_PROG_TYPE_SCHED_CLS program as BPF_TCX_INGRESS on ifindex 0: ENODEV = TCX known, EINVAL = unknown; nothing is attached";
 
 /// Probes every kind of hook. Needs the privileges to load programs; `btf` is the kernel's own
 /// BTF (None without it: fentry and tp_btf cannot be probed then).
-pub fn probe_all(btf: Option<&KernelBtf>) -> Vec<(&'static str, HookSupport)> {
+pub(crate) fn probe_all(btf: Option<&KernelBtf>) -> Vec<(&'static str, HookSupport)> {
     let btf_id = |name: &str, func: bool| -> Result<u32, String> {
         let btf = btf.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux) to find the target in")?;
         btf.vmlinux_id(name, func).map_err(|e| e.to_string())
@@ -85,7 +88,7 @@ pub fn probe_all(btf: Option<&KernelBtf>) -> Vec<(&'static str, HookSupport)> {
 }
 
 /// The same keys, unprobed, with the reason.
-pub fn unprobed(why: &str) -> Vec<(&'static str, HookSupport)> {
+pub(crate) fn unprobed(why: &str) -> Vec<(&'static str, HookSupport)> {
     [(KPROBE, METHOD_KPROBE), (FENTRY, METHOD_FENTRY), (TP_BTF, METHOD_TP_BTF), (TRACEPOINT, METHOD_TRACEPOINT), (TCX, METHOD_TCX)]
         .into_iter()
         .map(|(k, m)| (k, HookSupport { available: None, method: m.into(), detail: why.into(), used_by: Vec::new() }))
@@ -129,8 +132,8 @@ fn probe_tracepoint() -> Result<String, String> {
     let id = std::fs::read_to_string(&id_file).map_err(|e| format!("{}: {e}", id_file.display()))?;
     let id: u64 = id.trim().parse().map_err(|_| format!("{} is not a number", id_file.display()))?;
     const PERF_TYPE_TRACEPOINT: u32 = 2;
-    let event = perf_event_open(&PerfEventAttr::new(PERF_TYPE_TRACEPOINT, id))
-        .map_err(|e| format!("perf_event_open(skb:kfree_skb): {}", errno(&e)))?;
+    let event =
+        perf_event_open(&PerfEventAttr::new(PERF_TYPE_TRACEPOINT, id)).map_err(|e| format!("perf_event_open(skb:kfree_skb): {}", errno(&e)))?;
     let prog = load(PROG_TRACEPOINT, 0, 0)?;
     set_bpf(&event, &prog).map_err(|e| format!("attach: {}", errno(&e)))?;
     Ok("attached a no-op program to skb:kfree_skb".into())
@@ -147,11 +150,7 @@ fn probe_btf_attach(attach_type: u32, btf_id: u32) -> Result<String, String> {
 
 fn probe_tcx() -> Result<String, String> {
     let prog = load(PROG_SCHED_CLS, 0, 0)?;
-    let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        attach_type: ATTACH_TCX_INGRESS,
-        ..LinkCreateAttr::default()
-    };
+    let mut attr = LinkCreateAttr { prog_fd: prog.as_raw_fd() as u32, attach_type: ATTACH_TCX_INGRESS, ..LinkCreateAttr::default() };
     match sys_bpf(BPF_LINK_CREATE, &mut attr) {
         // ifindex 0 does not exist; a success would mean something is very wrong. The link is
         // dropped (detached) right here either way.
@@ -274,7 +273,7 @@ fn perf_event_open(attr: &PerfEventAttr) -> io::Result<OwnedFd> {
 fn set_bpf(event: &OwnedFd, prog: &OwnedFd) -> io::Result<()> {
     const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408; // _IOW('$', 8, __u32)
     // SAFETY: both fds are open; the ioctl takes the program fd by value.
-    let ret = unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_SET_BPF as _, prog.as_raw_fd()) };
+    let ret = unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()) };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 

@@ -4,7 +4,7 @@ use std::{io, path::Path};
 
 /// Sorted text symbols of the running kernel and its modules.
 #[derive(Debug, Default)]
-pub struct Kallsyms {
+pub(crate) struct Kallsyms {
     /// (address, name), sorted by address.
     symbols: Vec<(u64, String)>,
 }
@@ -12,15 +12,15 @@ pub struct Kallsyms {
 impl Kallsyms {
     /// Reads /proc/kallsyms. Addresses read as zero when kptr_restrict hides them from this
     /// process; the table is then empty and locations print as raw addresses.
-    pub fn load() -> io::Result<Self> {
+    pub(crate) fn load() -> io::Result<Self> {
         Self::from_file(Path::new("/proc/kallsyms"))
     }
 
-    pub fn from_file(path: &Path) -> io::Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> io::Result<Self> {
         Ok(Self::parse(&std::fs::read_to_string(path)?))
     }
 
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut symbols: Vec<(u64, String)> = text
             .lines()
             .filter_map(|line| {
@@ -36,12 +36,12 @@ impl Kallsyms {
         Self { symbols }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.symbols.is_empty()
     }
 
     /// `name+0xoff` for `addr`, or `0xADDR` when no symbol covers it.
-    pub fn symbolize(&self, addr: u64) -> String {
+    pub(crate) fn symbolize(&self, addr: u64) -> String {
         if addr == 0 {
             return "0x0".into();
         }

@@ -2,23 +2,21 @@
 //! (BTF offsets, drop reasons, tracepoint layouts, symbols, capabilities). Probes ask this layer;
 //! they never assume.
 
-pub mod btf;
-pub mod drop_reasons;
-pub mod features;
-pub mod hooks;
-pub mod kallsyms;
-pub mod netns;
-pub mod tracefs;
+pub(crate) mod btf;
+pub(crate) mod drop_reasons;
+pub(crate) mod features;
+pub(crate) mod hooks;
+pub(crate) mod kallsyms;
+pub(crate) mod netns;
+pub(crate) mod tracefs;
 
 /// `uname -r` of the running kernel, for messages and skips.
-pub fn release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+pub(crate) fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
 }
 
 /// (major, minor) of the running kernel, if it parses.
-pub fn version() -> Option<(u32, u32)> {
+pub(crate) fn version() -> Option<(u32, u32)> {
     parse_version(&release())
 }
 

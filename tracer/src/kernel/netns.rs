@@ -15,10 +15,10 @@ use std::{
 };
 
 /// Where named namespaces live (`ip netns add NAME`).
-pub const NAMED_NETNS_DIR: &str = "/var/run/netns";
+pub(crate) const NAMED_NETNS_DIR: &str = "/var/run/netns";
 
 #[derive(Debug, thiserror::Error)]
-pub enum NetnsError {
+pub(crate) enum NetnsError {
     #[error("network namespace {}: {source}", path.display())]
     Open {
         path: PathBuf,
@@ -35,22 +35,22 @@ pub enum NetnsError {
 
 /// A network namespace: tracer's own (`path` None) or one named by path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Netns {
+pub(crate) struct Netns {
     /// None: tracer's own namespace.
     pub path: Option<PathBuf>,
 }
 
 impl Netns {
-    pub const OWN: Self = Self { path: None };
+    pub(crate) const OWN: Self = Self { path: None };
 
     /// `NAME` (under /var/run/netns) or an absolute path (`/proc/PID/ns/net`).
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let path = if text.starts_with('/') { PathBuf::from(text) } else { Path::new(NAMED_NETNS_DIR).join(text) };
         Self { path: Some(path) }
     }
 
     /// How it is shown in messages: `own`, or the name / path given.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.path {
             None => "own".into(),
             Some(p) if p.parent() == Some(Path::new(NAMED_NETNS_DIR)) => {
@@ -61,13 +61,13 @@ impl Netns {
     }
 
     /// The namespace's inode number (what the kernel reports as the netns of an event).
-    pub fn inode(&self) -> Result<u32, NetnsError> {
+    pub(crate) fn inode(&self) -> Result<u32, NetnsError> {
         let path = self.path.clone().unwrap_or_else(|| PathBuf::from("/proc/thread-self/ns/net"));
         std::fs::metadata(&path).map(|m| m.ino() as u32).map_err(|source| NetnsError::Open { path, source })
     }
 
     /// Switches this thread into the namespace until the guard drops (a no-op for `OWN`).
-    pub fn enter(&self) -> Result<NetnsGuard, NetnsError> {
+    pub(crate) fn enter(&self) -> Result<NetnsGuard, NetnsError> {
         let Some(path) = &self.path else { return Ok(NetnsGuard { back: None }) };
         let own = PathBuf::from("/proc/thread-self/ns/net");
         let back = File::open(&own).map_err(|source| NetnsError::Open { path: own, source })?;
@@ -78,7 +78,7 @@ impl Netns {
 }
 
 /// Returns the thread to the namespace it came from when dropped.
-pub struct NetnsGuard {
+pub(crate) struct NetnsGuard {
     back: Option<File>,
 }
 
@@ -116,25 +116,25 @@ enum Entry {
 
 /// Every network namespace this host shows, by inode: processes' and /run/netns'.
 #[derive(Debug, Default)]
-pub struct Namespaces {
+pub(crate) struct Namespaces {
     entries: HashMap<u32, Entry>,
     scanned_at: Option<Instant>,
 }
 
 impl Namespaces {
-    pub fn scan() -> Self {
+    pub(crate) fn scan() -> Self {
         let mut n = Namespaces::default();
         n.rescan();
         n
     }
 
     /// The inodes found by the last scan.
-    pub fn inodes(&self) -> Vec<u32> {
+    pub(crate) fn inodes(&self) -> Vec<u32> {
         self.entries.keys().copied().collect()
     }
 
     /// Reads `/proc/net/<file>` as namespace `inode` sees it.
-    pub fn read_proc_net(&mut self, inode: u32, file: &str) -> io::Result<String> {
+    pub(crate) fn read_proc_net(&mut self, inode: u32, file: &str) -> io::Result<String> {
         match self.find(inode)? {
             Entry::Process(proc) => fs::read_to_string(proc.join("net").join(file)),
             Entry::File(ns) => run_in(&ns, || fs::read_to_string(Path::new("/proc/thread-self/net").join(file))),
@@ -142,7 +142,7 @@ impl Namespaces {
     }
 
     /// Runs `f` on a thread moved into namespace `inode` (sockets it opens belong there).
-    pub fn run_in<T: Send>(&mut self, inode: u32, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    pub(crate) fn run_in<T: Send>(&mut self, inode: u32, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
         let path = match self.find(inode)? {
             Entry::Process(proc) => proc.join("ns/net"),
             Entry::File(ns) => ns,

@@ -20,10 +20,10 @@ use std::{
 const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// Where tracer mounts tracefs when nothing has (the place kernels since 4.1 create for it).
-pub const MOUNT_POINT: &str = "/sys/kernel/tracing";
+pub(crate) const MOUNT_POINT: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
-pub enum TracefsError {
+pub(crate) enum TracefsError {
     #[error("tracefs is not mounted (looked in {}); mount it with `mount -t tracefs nodev /sys/kernel/tracing`", MOUNTS.join(", "))]
     NotMounted,
     // The errno is part of the message: callers report plan failures as one line of text.
@@ -41,20 +41,20 @@ pub enum TracefsError {
 
 /// One field of a tracepoint record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     pub offset: u32,
     pub size: u32,
 }
 
 /// The fields of one tracepoint's record, by name.
 #[derive(Debug, Clone, Default)]
-pub struct Format {
+pub(crate) struct Format {
     fields: HashMap<String, Field>,
 }
 
 impl Format {
     /// Reads `events/CATEGORY/NAME/format` from tracefs, mounting it first if needed.
-    pub fn read(category: &str, name: &str) -> Result<Self, TracefsError> {
+    pub(crate) fn read(category: &str, name: &str) -> Result<Self, TracefsError> {
         let root = mounted_or_mount()?;
         let path = root.join("events").join(category).join(name).join("format");
         if !path.exists() {
@@ -64,8 +64,8 @@ impl Format {
         Ok(Self::parse(&text))
     }
 
-    /// Parses lines like `field:void * skbaddr;	offset:8;	size:8;	signed:0;`.
-    pub fn parse(text: &str) -> Self {
+    /// Parses lines like `field:void * skbaddr;<TAB>offset:8;<TAB>size:8;<TAB>signed:0;`.
+    pub(crate) fn parse(text: &str) -> Self {
         let mut fields = HashMap::new();
         for line in text.lines() {
             let mut decl = None;
@@ -90,13 +90,13 @@ impl Format {
         Self { fields }
     }
 
-    pub fn field(&self, name: &str) -> Option<Field> {
+    pub(crate) fn field(&self, name: &str) -> Option<Field> {
         self.fields.get(name).copied()
     }
 }
 
 /// The mounted tracefs, if any.
-pub fn root() -> Option<PathBuf> {
+pub(crate) fn root() -> Option<PathBuf> {
     MOUNTS.iter().map(Path::new).find(|p| p.join("events").is_dir()).map(Path::to_path_buf)
 }
 
@@ -104,7 +104,7 @@ pub fn root() -> Option<PathBuf> {
 static MOUNTED_BY_US: Mutex<Option<bool>> = Mutex::new(None);
 
 /// The mounted tracefs; when none is, mounts it at [`MOUNT_POINT`] and says so once on stderr.
-pub fn mounted_or_mount() -> Result<PathBuf, TracefsError> {
+pub(crate) fn mounted_or_mount() -> Result<PathBuf, TracefsError> {
     // One caller at a time: two threads must not both mount it.
     let mut mounted_by_us = MOUNTED_BY_US.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(root) = root() {
@@ -119,7 +119,7 @@ pub fn mounted_or_mount() -> Result<PathBuf, TracefsError> {
 }
 
 /// True when this process mounted tracefs through [`mounted_or_mount`].
-pub fn mounted_by_tracer() -> bool {
+pub(crate) fn mounted_by_tracer() -> bool {
     MOUNTED_BY_US.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or(false)
 }
 

@@ -11,23 +11,26 @@ use serde_json::Value;
 use super::Sink;
 use crate::events::{Detail, Event, Flow, rfc3339};
 
+/// A flow's protocol: `(l4_proto, ethertype)`.
+type ProtoId = (Option<u8>, u16);
+
 /// Encodes events as CONTRACT JSON lines into one buffer it reuses, so an event costs no
 /// allocation: each field is written straight into the buffer (numbers and strings exactly as
 /// serde_json writes them, escapes included), and what repeats from event to event (the
 /// timestamp's second, the protocol's name) is formatted again only when it changes.
 #[derive(Default)]
-pub struct Encoder {
+pub(crate) struct Encoder {
     buf: Vec<u8>,
     /// The second of the last timestamp, and its RFC 3339 text up to the fraction
     /// (`2026-11-22T02:30:01.`).
     second: Option<(i128, String)>,
     /// The last flow's `(l4_proto, ethertype)`, and its `proto` as a JSON string.
-    proto: Option<((Option<u8>, u16), Vec<u8>)>,
+    proto: Option<(ProtoId, Vec<u8>)>,
 }
 
 impl Encoder {
     /// The JSON line of `event`, newline included.
-    pub fn line(&mut self, event: &Event) -> io::Result<&[u8]> {
+    pub(crate) fn line(&mut self, event: &Event) -> io::Result<&[u8]> {
         self.buf.clear();
         self.buf.extend_from_slice(b"{\"ts\":");
         self.ts(event.ts_unix_ns);
@@ -181,7 +184,7 @@ impl Encoder {
 }
 
 /// The CONTRACT JSON object of `event` (without the line's newline).
-pub fn to_json(event: &Event) -> io::Result<Vec<u8>> {
+pub(crate) fn to_json(event: &Event) -> io::Result<Vec<u8>> {
     let mut encoder = Encoder::default();
     let line = encoder.line(event)?;
     Ok(line[..line.len() - 1].to_vec())
@@ -201,13 +204,13 @@ fn decimal(buf: &mut Vec<u8>, n: u32, width: usize) {
 }
 
 /// Writes each event's line with one write and flushes it, so a reader sees it when it happens.
-pub struct JsonSink<W: Write> {
+pub(crate) struct JsonSink<W: Write> {
     out: W,
     encoder: Encoder,
 }
 
 impl<W: Write> JsonSink<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         Self { out, encoder: Encoder::default() }
     }
 }
@@ -228,7 +231,7 @@ const FIRST_FIELDS: &[&str] = &["reason", "event", "nat", "state", "direction", 
 /// An event read back as JSON (a Job's log) as one timeline line: the columns of
 /// [`super::table::TIMELINE_HEADER`], then the kind's own fields as `key=value`, whatever they
 /// are, so that fields added later show up too. None if `v` is not an event.
-pub fn event_text(v: &Value) -> Option<String> {
+pub(crate) fn event_text(v: &Value) -> Option<String> {
     let ts = v.get("ts")?.as_str()?;
     let kind = v.get("kind")?.as_str()?;
     let time = ts.get(11..23).unwrap_or(ts);
@@ -301,9 +304,18 @@ mod tests {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 conntrack: Option<JsonConntrack>,
             },
-            Retransmit { state: Option<&'a str>, count: u32 },
-            Reset { direction: Option<&'a str>, state: Option<&'a str> },
-            ConnectFail { state: Option<&'a str>, duration_ms: Option<f64> },
+            Retransmit {
+                state: Option<&'a str>,
+                count: u32,
+            },
+            Reset {
+                direction: Option<&'a str>,
+                state: Option<&'a str>,
+            },
+            ConnectFail {
+                state: Option<&'a str>,
+                duration_ms: Option<f64>,
+            },
             Nat {
                 nat: &'a str,
                 orig_src: Option<&'a str>,
@@ -337,7 +349,7 @@ mod tests {
             max: Option<u64>,
         }
 
-        pub fn to_json(event: &Event) -> Vec<u8> {
+        pub(super) fn to_json(event: &Event) -> Vec<u8> {
             let detail = match &event.detail {
                 Detail::Drop(d) => JsonDetail::Drop {
                     reason: &d.reason,
@@ -418,10 +430,12 @@ mod tests {
 
         // IPv6 with ports, then ICMPv6 (no ports, type and code), then not IP at all.
         let mut e = drop_event();
-        e.flow = Flow { src: ip("fe80::1"), dst: ip("2001:db8::ffff:1.2.3.4"), sport: Some(0), dport: Some(65535), l4_proto: Some(6), ..Flow::default() };
+        e.flow =
+            Flow { src: ip("fe80::1"), dst: ip("2001:db8::ffff:1.2.3.4"), sport: Some(0), dport: Some(65535), l4_proto: Some(6), ..Flow::default() };
         e.ts_unix_ns = 0;
         events.push(e.clone());
-        e.flow = Flow { src: ip("255.255.255.255"), dst: ip("0.10.100.9"), sport: Some(65535), dport: Some(0), l4_proto: Some(17), ..Flow::default() };
+        e.flow =
+            Flow { src: ip("255.255.255.255"), dst: ip("0.10.100.9"), sport: Some(65535), dport: Some(0), l4_proto: Some(17), ..Flow::default() };
         events.push(e.clone());
         e.flow = Flow { src: ip("::1"), dst: ip("::"), l4_proto: Some(58), icmp: Some((1, 4)), ..Flow::default() };
         e.ts_unix_ns = -1;
@@ -496,7 +510,15 @@ mod tests {
 
     #[test]
     fn decimals() {
-        for (n, width, text) in [(0, 1, "0"), (7, 1, "7"), (65535, 1, "65535"), (u32::MAX, 1, "4294967295"), (0, 9, "000000000"), (123_456_789, 9, "123456789"), (1, 9, "000000001")] {
+        for (n, width, text) in [
+            (0, 1, "0"),
+            (7, 1, "7"),
+            (65535, 1, "65535"),
+            (u32::MAX, 1, "4294967295"),
+            (0, 9, "000000000"),
+            (123_456_789, 9, "123456789"),
+            (1, 9, "000000001"),
+        ] {
             let mut buf = Vec::new();
             decimal(&mut buf, n, width);
             assert_eq!(buf, text.as_bytes());
@@ -512,7 +534,6 @@ mod tests {
             assert_eq!(encoder.line(&event).unwrap().as_ptr(), first);
         }
     }
-
 
     fn drop_event() -> Event {
         Event {

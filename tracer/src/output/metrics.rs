@@ -10,17 +10,17 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::events::{Detail, Event};
 
 /// The label value series over the limit are counted under.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// Label sets seen per metric, up to a limit.
-pub struct Cardinality {
+pub(crate) struct Cardinality {
     limit: usize,
     seen: HashMap<&'static str, HashSet<Vec<String>>>,
     warned: bool,
 }
 
 impl Cardinality {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self { limit, seen: HashMap::new(), warned: false }
     }
 
@@ -42,7 +42,7 @@ impl Cardinality {
 }
 
 /// The recorder, installed once for the process; the handle renders the text format.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
@@ -78,7 +78,7 @@ fn function(location: &str) -> String {
 }
 
 /// Counts one event.
-pub fn observe(event: &Event, limits: &mut Cardinality) {
+pub(crate) fn observe(event: &Event, limits: &mut Cardinality) {
     match &event.detail {
         Detail::Drop(d) => {
             // The pod the drop concerns: where it happened, else either end.
@@ -103,10 +103,8 @@ pub fn observe(event: &Event, limits: &mut Cardinality) {
         }
         Detail::Nat(n) if n.state == "no_reply" => {
             let (ns, name) = split_pod(event.src_pod.as_ref());
-            let v = limits.admit(
-                "tracer_nat_no_reply_total",
-                vec![ns, name, n.service.clone().unwrap_or_default(), n.backend_pod.clone().unwrap_or_default()],
-            );
+            let v = limits
+                .admit("tracer_nat_no_reply_total", vec![ns, name, n.service.clone().unwrap_or_default(), n.backend_pod.clone().unwrap_or_default()]);
             counter!(
                 "tracer_nat_no_reply_total",
                 "namespace" => v[0].clone(), "pod" => v[1].clone(), "service" => v[2].clone(), "backend_pod" => v[3].clone()
@@ -123,12 +121,12 @@ pub fn observe(event: &Event, limits: &mut Cardinality) {
 }
 
 /// Sets the kernel's own counts of one probe (absolute values, read from its counters).
-pub fn set_kernel_counts(probe: &'static str, seen: u64, lost: u64) {
+pub(crate) fn set_kernel_counts(probe: &'static str, seen: u64, lost: u64) {
     counter!("tracer_events_seen_total", "probe" => probe).absolute(seen);
     counter!("tracer_events_lost_total", "probe" => probe).absolute(lost);
 }
 
-pub fn set_probe_up(probe: &'static str, up: bool) {
+pub(crate) fn set_probe_up(probe: &'static str, up: bool) {
     gauge!("tracer_probe_up", "probe" => probe).set(if up { 1.0 } else { 0.0 });
 }
 

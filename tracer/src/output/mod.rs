@@ -1,8 +1,8 @@
 //! Presentation: a table for people, JSON Lines for scripts (../shared/CONTRACT.md).
 
-pub mod json;
-pub mod metrics;
-pub mod table;
+pub(crate) mod json;
+pub(crate) mod metrics;
+pub(crate) mod table;
 
 use std::io::{self, Write};
 
@@ -10,19 +10,18 @@ use crate::events::Event;
 
 /// How events are printed: `-o table` for people, `-o json` for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Table,
     Json,
 }
 
-
 /// Where decoded events go. Errors are I/O errors of the output (a closed pipe, say).
-pub trait Sink {
+pub(crate) trait Sink {
     fn event(&mut self, event: &Event) -> io::Result<()>;
 }
 
 /// The sink for `format`, writing to stdout.
-pub fn stdout_sink(format: OutputFormat) -> Box<dyn Sink> {
+pub(crate) fn stdout_sink(format: OutputFormat) -> Box<dyn Sink> {
     let out = io::stdout();
     match format {
         OutputFormat::Json => Box::new(json::JsonSink::new(out)),
@@ -39,14 +38,14 @@ pub(crate) fn write_line<W: Write>(out: &mut W, line: &[u8]) -> io::Result<()> {
 
 /// Keeps events for a report made when tracing stops (`watch --by-flow`, `diagnose`), up to
 /// `limit`; what is beyond it is counted, and the report says so.
-pub struct Collect {
+pub(crate) struct Collect {
     pub events: Vec<Event>,
     pub limit: usize,
     pub beyond_limit: u64,
 }
 
 impl Collect {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self { events: Vec::new(), limit, beyond_limit: 0 }
     }
 }

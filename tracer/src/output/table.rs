@@ -5,13 +5,13 @@ use std::io::{self, Write};
 use super::{Sink, write_line};
 use crate::events::{Detail, Event, rfc3339};
 
-pub struct TableSink<W: Write> {
+pub(crate) struct TableSink<W: Write> {
     out: W,
     header_written: bool,
 }
 
 impl<W: Write> TableSink<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         Self { out, header_written: false }
     }
 }
@@ -33,7 +33,7 @@ fn header(event: &Event) -> &'static str {
 }
 
 /// One row, columns aligned with [`HEADER`].
-pub fn row(event: &Event) -> String {
+pub(crate) fn row(event: &Event) -> String {
     let ts = rfc3339(event.ts_unix_ns);
     // HH:MM:SS.mmm is enough on a live screen; JSON has the full stamp.
     let time = ts.get(11..23).unwrap_or(&ts);
@@ -62,11 +62,8 @@ pub fn row(event: &Event) -> String {
             )
         }
         Detail::Nat(n) => {
-            let orig = format!(
-                "{} -> {}",
-                with_pod(n.orig_src.clone(), event.src_pod.as_deref()),
-                with_pod(n.orig_dst.clone(), n.service.as_deref())
-            );
+            let orig =
+                format!("{} -> {}", with_pod(n.orig_src.clone(), event.src_pod.as_deref()), with_pod(n.orig_dst.clone(), n.service.as_deref()));
             let backend = with_pod(n.reply_src.clone(), n.backend_pod.as_deref());
             format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat, n.state)
         }
@@ -92,18 +89,14 @@ pub fn row(event: &Event) -> String {
                 Detail::Reset(_) => t.direction.unwrap_or("-").to_string(),
                 _ => t.duration_ms.map_or_else(|| "gave up".to_string(), |ms| format!("gave up after {:.1}s", ms / 1000.0)),
             };
-            format!(
-                "{time:<13} {:<13} {:<13} {src:<39} {dst:<39} {netns:<17} {detail}",
-                event.detail.kind(),
-                t.state.unwrap_or("-")
-            )
+            format!("{time:<13} {:<13} {:<13} {src:<39} {dst:<39} {netns:<17} {detail}", event.detail.kind(), t.state.unwrap_or("-"))
         }
     }
 }
 
 /// One timeline line for an event of any kind (`tracer watch`): time, kind, flow with pods,
 /// then what the kind adds. Kinds have different columns, so the detail is words, not columns.
-pub fn timeline_row(event: &Event) -> String {
+pub(crate) fn timeline_row(event: &Event) -> String {
     let ts = rfc3339(event.ts_unix_ns);
     let time = ts.get(11..23).unwrap_or(&ts);
     let src = with_pod(event.flow.src_endpoint(), event.src_pod.as_deref());
@@ -158,16 +151,16 @@ pub fn timeline_row(event: &Event) -> String {
     format!("{time:<13} {:<13} {proto:<6} {src} -> {dst}  {detail}", event.detail.kind())
 }
 
-pub const TIMELINE_HEADER: &str = "TIME(UTC)     KIND          PROTO  FLOW  DETAIL";
+pub(crate) const TIMELINE_HEADER: &str = "TIME(UTC)     KIND          PROTO  FLOW  DETAIL";
 
 /// `tracer watch`'s table: every kind in one stream.
-pub struct TimelineSink<W: Write> {
+pub(crate) struct TimelineSink<W: Write> {
     out: W,
     header_written: bool,
 }
 
 impl<W: Write> TimelineSink<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         Self { out, header_written: false }
     }
 }
@@ -234,7 +227,7 @@ mod tests {
         };
         let r = row(&e);
         assert!(r.starts_with("02:30:01.123 "));
-        let mut m = e.clone();
+        let mut m = e;
         m.ifname = Some("eth0".into());
         m.detail = Detail::Mtu(crate::events::MtuDetail {
             event: "frag_needed_dropped",
@@ -247,7 +240,16 @@ mod tests {
             hook: "kfree_skb",
         });
         let mtu_row = row(&m);
-        for part in ["frag_needed_dropped", "10.0.0.1:1 (shop/web-0)", "eth0", "1400", "1500", "icmp 10.0.0.254 -> 10.0.0.1", "NETFILTER_DROP", "device mtu 1500"] {
+        for part in [
+            "frag_needed_dropped",
+            "10.0.0.1:1 (shop/web-0)",
+            "eth0",
+            "1400",
+            "1500",
+            "icmp 10.0.0.254 -> 10.0.0.1",
+            "NETFILTER_DROP",
+            "device mtu 1500",
+        ] {
             assert!(mtu_row.contains(part), "{part} missing in {mtu_row}");
         }
         assert!(header(&m).starts_with("TIME(UTC)     EVENT"));

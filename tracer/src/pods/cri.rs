@@ -16,8 +16,8 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    ListPodSandboxRequest, NamespaceMode, PodSandboxStateValue, PodSandboxStatusRequest, VersionRequest,
-    PodSandboxFilter, PodSandboxState, runtime_service_client::RuntimeServiceClient,
+    ListPodSandboxRequest, NamespaceMode, PodSandboxFilter, PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, VersionRequest,
+    runtime_service_client::RuntimeServiceClient,
 };
 use tokio::{net::UnixStream, sync::mpsc};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -25,10 +25,10 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use super::{Pod, PodUpdate, SourceKind, SourceMsg, now_unix_ns};
 
 /// Sockets `--pods-from auto` tries, in order.
-pub const DEFAULT_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/crio/crio.sock"];
+pub(crate) const DEFAULT_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/crio/crio.sock"];
 
 /// How often the runtime is asked for its sandboxes while tracing.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Bound on every call, so a wedged runtime cannot hang start-up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +37,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const KUBELET_LABEL_PREFIX: &str = "io.kubernetes.";
 
 #[derive(Debug, thiserror::Error)]
-pub enum CriError {
+pub(crate) enum CriError {
     #[error("CRI socket {path}: no such socket (is the container runtime running? --cri-socket PATH names another)")]
     Missing { path: PathBuf },
     #[error("CRI socket {path}: not a unix socket")]
@@ -50,7 +50,7 @@ pub enum CriError {
     Timeout { path: PathBuf, op: &'static str },
 }
 
-pub struct CriSource {
+pub(crate) struct CriSource {
     socket: PathBuf,
     client: RuntimeServiceClient<Channel>,
     /// The runtime's name and version, e.g. "containerd 1.6.20".
@@ -62,7 +62,7 @@ pub struct CriSource {
 impl CriSource {
     /// Connects and asks the runtime its version: a socket that is missing, refuses, or does not
     /// speak CRI fails here, before anything is attached.
-    pub async fn connect(socket: &Path) -> Result<Self, CriError> {
+    pub(crate) async fn connect(socket: &Path) -> Result<Self, CriError> {
         let path = socket.to_path_buf();
         let meta = std::fs::metadata(socket).map_err(|_| CriError::Missing { path: path.clone() })?;
         if !meta.file_type().is_socket() {
@@ -72,9 +72,9 @@ impl CriSource {
         // The URI is required by the API and ignored by the connector.
         let endpoint = Endpoint::from_static("http://[::]:50051").connect_timeout(CALL_TIMEOUT).timeout(CALL_TIMEOUT);
         let channel = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
-                let p = connect_path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
-            }));
+            let p = connect_path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
+        }));
         let channel = tokio::time::timeout(CALL_TIMEOUT, channel)
             .await
             .map_err(|_| CriError::Timeout { path: path.clone(), op: "connect" })?
@@ -85,20 +85,15 @@ impl CriSource {
             .map_err(|_| CriError::Timeout { path: path.clone(), op: "Version" })?
             .map_err(|source| CriError::Call { path: path.clone(), op: "Version", source })?
             .into_inner();
-        Ok(Self {
-            socket: path,
-            client,
-            runtime: format!("{} {}", version.runtime_name, version.runtime_version),
-            known: HashMap::new(),
-        })
+        Ok(Self { socket: path, client, runtime: format!("{} {}", version.runtime_name, version.runtime_version), known: HashMap::new() })
     }
 
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// The ready sandboxes now.
-    pub async fn list(&mut self) -> Result<Vec<Pod>, CriError> {
+    pub(crate) async fn list(&mut self) -> Result<Vec<Pod>, CriError> {
         let request = ListPodSandboxRequest {
             filter: Some(PodSandboxFilter {
                 state: Some(PodSandboxStateValue { state: PodSandboxState::SandboxReady as i32 }),
@@ -135,10 +130,10 @@ impl CriSource {
         if let Some(net) = &status.network {
             let extra = net.additional_ips.iter().map(|p| p.ip.as_str());
             for text in std::iter::once(net.ip.as_str()).chain(extra) {
-                if let Ok(ip) = text.parse::<IpAddr>() {
-                    if !ips.contains(&ip) {
-                        ips.push(ip);
-                    }
+                if let Ok(ip) = text.parse::<IpAddr>()
+                    && !ips.contains(&ip)
+                {
+                    ips.push(ip);
                 }
             }
         }
@@ -148,8 +143,7 @@ impl CriSource {
             .and_then(|l| l.namespaces.as_ref())
             .and_then(|n| n.options.as_ref())
             .is_some_and(|o| o.network == NamespaceMode::Node as i32);
-        let labels: BTreeMap<String, String> =
-            status.labels.into_iter().filter(|(k, _)| !k.starts_with(KUBELET_LABEL_PREFIX)).collect();
+        let labels: BTreeMap<String, String> = status.labels.into_iter().filter(|(k, _)| !k.starts_with(KUBELET_LABEL_PREFIX)).collect();
         Ok(Some(Pod {
             namespace: meta.namespace,
             name: meta.name,
@@ -178,7 +172,7 @@ impl CriSource {
     /// Polls the runtime until the receiver is gone, sending a full snapshot each time (the
     /// registry diffs). A failing poll is warned about once and retried; the registry keeps what
     /// it knew.
-    pub fn follow(mut self, tx: mpsc::Sender<SourceMsg>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn follow(mut self, tx: mpsc::Sender<SourceMsg>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut failing = false;
             loop {
@@ -220,11 +214,7 @@ fn netns_inode(info: &HashMap<String, String>) -> Option<u32> {
         .and_then(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok());
     let by_path = || {
         let namespaces = info.pointer("/runtimeSpec/linux/namespaces")?.as_array()?;
-        let path = namespaces
-            .iter()
-            .find(|ns| ns.get("type").and_then(serde_json::Value::as_str) == Some("network"))?
-            .get("path")?
-            .as_str()?;
+        let path = namespaces.iter().find(|ns| ns.get("type").and_then(serde_json::Value::as_str) == Some("network"))?.get("path")?.as_str()?;
         std::fs::metadata(path).ok()
     };
     // Namespace inodes are 32-bit in the kernel (ns_common.inum).

@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod as ApiPod, Service as ApiService};
 
-use super::{Pod, SourceKind, k8s, services::{self, Service}};
+use super::{
+    Pod, SourceKind, k8s,
+    services::{self, Service},
+};
 
 #[derive(Debug, thiserror::Error)]
-pub enum FileSourceError {
+pub(crate) enum FileSourceError {
     #[error("--pods-from file:{path}: cannot read it")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("--pods-from file:{path}: not the JSON of `kubectl get pods -A -o json`")]
@@ -24,12 +27,12 @@ struct List {
 
 /// What the file holds.
 #[derive(Debug, Default)]
-pub struct Objects {
+pub(crate) struct Objects {
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
 }
 
-pub fn load(path: &Path) -> Result<Objects, FileSourceError> {
+pub(crate) fn load(path: &Path) -> Result<Objects, FileSourceError> {
     let bytes = std::fs::read(path).map_err(|source| FileSourceError::Read { path: path.into(), source })?;
     parse(&bytes).map_err(|source| FileSourceError::Parse { path: path.into(), source })
 }

@@ -17,7 +17,7 @@ use tracer_common::{
 
 use super::{Pod, registry::Registry, selection::Selection};
 
-pub struct KernelPodFilter {
+pub(crate) struct KernelPodFilter {
     addrs: HashMap<MapData, PodAddrKey, u8>,
     netns: HashMap<MapData, u32, u8>,
     current_addrs: HashSet<PodAddrKey>,
@@ -25,7 +25,7 @@ pub struct KernelPodFilter {
     warned_full: bool,
 }
 
-pub fn addr_key(ip: IpAddr) -> PodAddrKey {
+pub(crate) fn addr_key(ip: IpAddr) -> PodAddrKey {
     let mut key = PodAddrKey::default();
     match ip {
         IpAddr::V4(v4) => {
@@ -42,7 +42,7 @@ pub fn addr_key(ip: IpAddr) -> PodAddrKey {
 
 /// What the maps should hold for `selection`: the live selected pods' addresses and (for pods
 /// with their own network namespace) namespace inodes.
-pub fn wanted<'a>(pods: impl Iterator<Item = &'a Pod>, selection: &Selection) -> (HashSet<PodAddrKey>, HashSet<u32>) {
+pub(crate) fn wanted<'a>(pods: impl Iterator<Item = &'a Pod>, selection: &Selection) -> (HashSet<PodAddrKey>, HashSet<u32>) {
     let mut addrs = HashSet::new();
     let mut netns = HashSet::new();
     for pod in pods.filter(|p| selection.matches(p)) {
@@ -55,7 +55,7 @@ pub fn wanted<'a>(pods: impl Iterator<Item = &'a Pod>, selection: &Selection) ->
 }
 
 impl KernelPodFilter {
-    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    pub(crate) fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let addrs = ebpf.take_map("POD_ADDRS").context("POD_ADDRS map missing")?;
         let netns = ebpf.take_map("POD_NETNS").context("POD_NETNS map missing")?;
         Ok(Self {
@@ -69,7 +69,7 @@ impl KernelPodFilter {
 
     /// Brings the maps to what `selection` wants of `registry`'s live pods: removals first, so a
     /// full map makes room.
-    pub fn sync(&mut self, registry: &Registry, selection: &Selection) -> anyhow::Result<()> {
+    pub(crate) fn sync(&mut self, registry: &Registry, selection: &Selection) -> anyhow::Result<()> {
         let (addrs, netns) = wanted(registry.live().into_iter(), selection);
         for key in self.current_addrs.difference(&addrs) {
             // Already absent is fine: the goal is absence.

@@ -10,7 +10,7 @@ use super::{Pod, SourceKind};
 /// Converts one API pod. Pods that no longer hold their addresses (phase Succeeded or Failed,
 /// whose IPs the node may already have given to another pod) and objects without a namespace,
 /// name or UID are left out.
-pub fn from_api(pod: &ApiPod, source: SourceKind) -> Option<Pod> {
+pub(crate) fn from_api(pod: &ApiPod, source: SourceKind) -> Option<Pod> {
     let meta = &pod.metadata;
     let status = pod.status.as_ref();
     if status.and_then(|s| s.phase.as_deref()).is_some_and(|phase| matches!(phase, "Succeeded" | "Failed")) {

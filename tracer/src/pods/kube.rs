@@ -29,10 +29,12 @@ use super::{
 const TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
-pub enum KubeError {
+pub(crate) enum KubeError {
     #[error("--kubeconfig {path}: not a usable kubeconfig: {detail}")]
     Kubeconfig { path: PathBuf, detail: String },
-    #[error("no Kubernetes API configuration: not in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config)")]
+    #[error(
+        "no Kubernetes API configuration: not in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config)"
+    )]
     NotConfigured,
     #[error("Kubernetes API configuration is unusable: {detail}")]
     Config { detail: String },
@@ -81,7 +83,7 @@ pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-pub struct KubeSource {
+pub(crate) struct KubeSource {
     api: Api<ApiPod>,
     pub node: String,
     /// The API server's address, for messages.
@@ -90,7 +92,7 @@ pub struct KubeSource {
 
 /// The node whose pods to watch: `--node-name`, else NODE_NAME (set by a Job's downward API),
 /// else this host's name (the kubelet's default).
-pub fn node_name(flag: Option<&str>) -> Result<String, KubeError> {
+pub(crate) fn node_name(flag: Option<&str>) -> Result<String, KubeError> {
     if let Some(name) = flag.filter(|n| !n.is_empty()) {
         return Ok(name.to_string());
     }
@@ -111,7 +113,7 @@ pub fn node_name(flag: Option<&str>) -> Result<String, KubeError> {
 }
 
 /// Whether there is any API configuration to try (for `--pods-from auto`).
-pub fn is_configured(kubeconfig: Option<&Path>) -> bool {
+pub(crate) fn is_configured(kubeconfig: Option<&Path>) -> bool {
     kubeconfig.is_some()
         || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
         || std::env::var_os("KUBECONFIG").is_some_and(|k| !k.is_empty())
@@ -130,9 +132,7 @@ pub(crate) async fn client(kubeconfig: Option<&Path>) -> Result<(Client, String)
         None if !is_configured(None) => return Err(KubeError::NotConfigured),
         None => match Config::incluster() {
             Ok(config) => config,
-            Err(_) => Config::from_kubeconfig(&KubeConfigOptions::default())
-                .await
-                .map_err(|e| KubeError::Config { detail: describe(&e) })?,
+            Err(_) => Config::from_kubeconfig(&KubeConfigOptions::default()).await.map_err(|e| KubeError::Config { detail: describe(&e) })?,
         },
     };
     let url = config.cluster_url.to_string();
@@ -141,7 +141,7 @@ pub(crate) async fn client(kubeconfig: Option<&Path>) -> Result<(Client, String)
 }
 
 impl KubeSource {
-    pub async fn connect(kubeconfig: Option<&Path>, node: String) -> Result<Self, KubeError> {
+    pub(crate) async fn connect(kubeconfig: Option<&Path>, node: String) -> Result<Self, KubeError> {
         let (client, url) = client(kubeconfig).await?;
         Ok(Self { api: Api::all(client), node, url })
     }
@@ -151,20 +151,17 @@ impl KubeSource {
     }
 
     /// The node's pods now (one list call): start-up needs them before attaching.
-    pub async fn list(&self) -> Result<Vec<Pod>, KubeError> {
+    pub(crate) async fn list(&self) -> Result<Vec<Pod>, KubeError> {
         let params = ListParams::default().fields(&self.field_selector());
-        let list = self.api.list(&params).await.map_err(|e| KubeError::List {
-            url: self.url.clone(),
-            node: self.node.clone(),
-            detail: describe(&e),
-        })?;
+        let list =
+            self.api.list(&params).await.map_err(|e| KubeError::List { url: self.url.clone(), node: self.node.clone(), detail: describe(&e) })?;
         Ok(list.items.iter().filter_map(|p| k8s::from_api(p, SourceKind::Kube)).collect())
     }
 
     /// Watches until the receiver is gone. A relist (after a lost watch) becomes one snapshot;
     /// changes become upserts and deletes; ticks say the registry is current while the watch is
     /// healthy. Errors are warned about once and retried with backoff by the watcher.
-    pub fn follow(self, tx: mpsc::Sender<SourceMsg>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn follow(self, tx: mpsc::Sender<SourceMsg>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let config = watcher::Config::default().fields(&self.field_selector());
             let stream = watcher(self.api.clone(), config).default_backoff();
@@ -280,20 +277,20 @@ impl<K, T> Fold<K, T> {
 }
 
 /// The Services of every namespace, for `tracer nat`: listed, then watched into the index.
-pub struct ServiceSource {
+pub(crate) struct ServiceSource {
     api: Api<ApiService>,
     /// The API server's address, for messages.
     pub url: String,
 }
 
 impl ServiceSource {
-    pub async fn connect(kubeconfig: Option<&Path>) -> Result<Self, KubeError> {
+    pub(crate) async fn connect(kubeconfig: Option<&Path>) -> Result<Self, KubeError> {
         let (client, url) = client(kubeconfig).await?;
         Ok(Self { api: Api::all(client), url })
     }
 
     /// The Services now (one list call), so the first events are named.
-    pub async fn list(&self) -> Result<Vec<Service>, KubeError> {
+    pub(crate) async fn list(&self) -> Result<Vec<Service>, KubeError> {
         let list = self.api.list(&ListParams::default()).await.map_err(|e| KubeError::ListServices {
             url: self.url.clone(),
             forbidden: matches!(&e, kube::Error::Api(status) if status.code == 403),
@@ -304,7 +301,7 @@ impl ServiceSource {
 
     /// Keeps `tx`'s index current until every reader is gone. `failing` says the start-up list
     /// failed and was warned about, so the watcher's retries do not warn again.
-    pub fn follow(self, tx: watch::Sender<ServiceIndex>, failing: bool) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn follow(self, tx: watch::Sender<ServiceIndex>, failing: bool) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let stream = watcher(self.api.clone(), watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);

@@ -22,11 +22,11 @@ use crate::{events::Event, usage::UsageError};
 
 /// An event newer than what the registry knows is held back at most this long for the source to
 /// catch up (a pod created just now), then shown with what is known.
-pub const MAX_HOLD: Duration = Duration::from_secs(2);
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(2);
 
 /// The validated pod options of a tracing command.
 #[derive(Debug, Clone)]
-pub struct PodsConfig {
+pub(crate) struct PodsConfig {
     pub from: PodsFrom,
     pub cri_socket: Option<PathBuf>,
     pub kubeconfig: Option<PathBuf>,
@@ -38,18 +38,11 @@ pub struct PodsConfig {
 
 impl Default for PodsConfig {
     fn default() -> Self {
-        Self {
-            from: PodsFrom::None,
-            cri_socket: None,
-            kubeconfig: None,
-            node_name: None,
-            selection: Selection::default(),
-            wait: false,
-        }
+        Self { from: PodsFrom::None, cri_socket: None, kubeconfig: None, node_name: None, selection: Selection::default(), wait: false }
     }
 }
 
-pub struct PodLayer {
+pub(crate) struct PodLayer {
     registry: Registry,
     selection: Selection,
     /// Updates from a live source; None for a file or no source.
@@ -65,7 +58,7 @@ pub struct PodLayer {
 impl PodLayer {
     /// Starts the configured source and reads the pods that exist now. Failures of a source the
     /// user named are bad input (exit 2, nothing attached); `auto` degrades with a warning.
-    pub async fn start(config: &PodsConfig) -> anyhow::Result<Self> {
+    pub(crate) async fn start(config: &PodsConfig) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel(64);
         let at = now_unix_ns();
         let (description, initial, rx) = match &config.from {
@@ -93,15 +86,7 @@ impl PodLayer {
             registry.apply(SourceMsg { at, source, update: PodUpdate::Snapshot(pods) });
         }
         let synced_until = if rx.is_some() { at } else { i128::MAX };
-        let layer = Self {
-            registry,
-            selection: config.selection.clone(),
-            rx,
-            synced_until,
-            kernel: None,
-            kernel_generation: 0,
-            description,
-        };
+        let layer = Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description };
         if !layer.selection.is_empty() && layer.description == "none" {
             return Err(UsageError(format!(
                 "{} needs pod names, but no pod source is available: give --pods-from cri|kube|file:PATH",
@@ -112,21 +97,21 @@ impl PodLayer {
         Ok(layer)
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    pub fn selection(&self) -> &Selection {
+    pub(crate) fn selection(&self) -> &Selection {
         &self.selection
     }
 
     /// A pod selection is active, so the kernel filter is wanted.
-    pub fn filters(&self) -> bool {
+    pub(crate) fn filters(&self) -> bool {
         !self.selection.is_empty()
     }
 
     /// What of the selection is not there: named pods missing, or nothing matching at all.
-    pub fn unmet(&self) -> Option<String> {
+    pub(crate) fn unmet(&self) -> Option<String> {
         if self.selection.is_empty() {
             return None;
         }
@@ -134,21 +119,17 @@ impl PodLayer {
         if !missing.is_empty() {
             return Some(format!("no pod {} on this node", missing.join(", ")));
         }
-        (!self.registry.live().into_iter().any(|p| self.selection.matches(p)))
-            .then(|| format!("no pod on this node matches {}", self.selection))
+        (!self.registry.live().into_iter().any(|p| self.selection.matches(p))).then(|| format!("no pod on this node matches {}", self.selection))
     }
 
     /// Fails (exit 2) when the selection names pods that do not exist, or waits for them with
     /// `--wait`, saying so on stderr.
-    pub async fn require_selection(&mut self, wait: bool) -> anyhow::Result<()> {
+    pub(crate) async fn require_selection(&mut self, wait: bool) -> anyhow::Result<()> {
         let Some(unmet) = self.unmet() else { return Ok(()) };
         if !wait {
-            return Err(UsageError(format!(
-                "{unmet} (pods from {}: {} known); --wait waits for it",
-                self.description,
-                self.registry.live().len()
-            ))
-            .into());
+            return Err(
+                UsageError(format!("{unmet} (pods from {}: {} known); --wait waits for it", self.description, self.registry.live().len())).into()
+            );
         }
         if self.rx.is_none() {
             return Err(UsageError(format!("{unmet}, and pods from {} do not change: --wait cannot help", self.description)).into());
@@ -171,7 +152,7 @@ impl PodLayer {
     }
 
     /// Takes the kernel's pod maps and fills them (only with a selection).
-    pub fn attach_kernel_filter(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    pub(crate) fn attach_kernel_filter(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
         if !self.filters() {
             return Ok(());
         }
@@ -183,7 +164,7 @@ impl PodLayer {
     }
 
     /// The next message of a live source; never resolves without one.
-    pub async fn recv(&mut self) -> Option<SourceMsg> {
+    pub(crate) async fn recv(&mut self) -> Option<SourceMsg> {
         match self.rx.as_mut() {
             Some(rx) => rx.recv().await,
             None => std::future::pending().await,
@@ -191,27 +172,27 @@ impl PodLayer {
     }
 
     /// Applies a source message and, when pods changed, updates the kernel filter.
-    pub fn apply(&mut self, msg: SourceMsg) -> anyhow::Result<()> {
+    pub(crate) fn apply(&mut self, msg: SourceMsg) -> anyhow::Result<()> {
         self.synced_until = self.synced_until.max(msg.at);
         self.registry.apply(msg);
-        if let Some(kernel) = self.kernel.as_mut() {
-            if self.registry.generation() != self.kernel_generation {
-                kernel.sync(&self.registry, &self.selection)?;
-                self.kernel_generation = self.registry.generation();
-            }
+        if let Some(kernel) = self.kernel.as_mut()
+            && self.registry.generation() != self.kernel_generation
+        {
+            kernel.sync(&self.registry, &self.selection)?;
+            self.kernel_generation = self.registry.generation();
         }
         Ok(())
     }
 
     /// Whether the registry already knows the pods as of `ts_unix_ns`, so the event can be named
     /// now; else the runner holds it back (up to [`MAX_HOLD`]).
-    pub fn is_current(&self, ts_unix_ns: i128) -> bool {
+    pub(crate) fn is_current(&self, ts_unix_ns: i128) -> bool {
         ts_unix_ns <= self.synced_until
     }
 
     /// Names the event's pods (by address and by network namespace, at the event's time) and
     /// says whether it passes the selection.
-    pub fn annotate(&self, event: &mut Event) -> bool {
+    pub(crate) fn annotate(&self, event: &mut Event) -> bool {
         let names = self.names(event.flow.src, event.flow.dst, event.netns, event.ts_unix_ns);
         if let crate::events::Detail::Nat(nat) = &mut event.detail {
             nat.backend_pod = nat.backend_ip.and_then(|ip| self.registry.by_ip(ip, event.ts_unix_ns)).map(Pod::full_name);
@@ -223,13 +204,12 @@ impl PodLayer {
     }
 
     /// The pods of a flow at `ts`, and whether it touches the selection.
-    pub fn names(&self, src: Option<IpAddr>, dst: Option<IpAddr>, netns: Option<u32>, ts: i128) -> PodNames {
+    pub(crate) fn names(&self, src: Option<IpAddr>, dst: Option<IpAddr>, netns: Option<u32>, ts: i128) -> PodNames {
         let src = src.and_then(|ip| self.registry.by_ip(ip, ts));
         let dst = dst.and_then(|ip| self.registry.by_ip(ip, ts));
         let seen_in = netns.and_then(|inode| self.registry.by_netns(inode, ts));
         PodNames {
-            selected: self.selection.is_empty()
-                || [src, dst, seen_in].into_iter().flatten().any(|p| self.selection.matches(p)),
+            selected: self.selection.is_empty() || [src, dst, seen_in].into_iter().flatten().any(|p| self.selection.matches(p)),
             src: src.map(Pod::full_name),
             dst: dst.map(Pod::full_name),
             netns: seen_in.map(Pod::full_name),
@@ -239,7 +219,7 @@ impl PodLayer {
 
 /// The pods of one flow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodNames {
+pub(crate) struct PodNames {
     pub src: Option<String>,
     pub dst: Option<String>,
     pub netns: Option<String>,
@@ -301,7 +281,7 @@ async fn auto(config: &PodsConfig, tx: mpsc::Sender<SourceMsg>) -> Option<(Strin
 /// with `none`. Never fails: without Services (no API, RBAC refuses them) events are just not
 /// named, said in one warning. Call after [`PodLayer::start`], which has already refused a
 /// source the user named that cannot start.
-pub async fn start_services(config: &PodsConfig) -> ServiceNames {
+pub(crate) async fn start_services(config: &PodsConfig) -> ServiceNames {
     let (tx, names) = ServiceNames::channel();
     let kubeconfig = config.kubeconfig.as_deref();
     let (description, count) = match &config.from {

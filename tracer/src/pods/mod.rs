@@ -12,21 +12,21 @@
 //!
 //! Only this module (and the rest of `tracer/`) knows about Kubernetes.
 
-pub mod cri;
-pub mod file;
-pub mod filter;
-pub mod k8s;
-pub mod kube;
-pub mod layer;
-pub mod registry;
-pub mod selection;
-pub mod services;
+pub(crate) mod cri;
+pub(crate) mod file;
+pub(crate) mod filter;
+pub(crate) mod k8s;
+pub(crate) mod kube;
+pub(crate) mod layer;
+pub(crate) mod registry;
+pub(crate) mod selection;
+pub(crate) mod services;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 /// Where pod names come from (`--pods-from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodsFrom {
+pub(crate) enum PodsFrom {
     /// CRI if its socket answers, else the Kubernetes API if configured, else nothing (warned).
     Auto,
     Cri,
@@ -37,7 +37,7 @@ pub enum PodsFrom {
 
 /// Where a pod's record came from (shown by `tracer pods`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SourceKind {
+pub(crate) enum SourceKind {
     Cri,
     Kube,
     File,
@@ -55,7 +55,7 @@ impl fmt::Display for SourceKind {
 
 /// One pod as a source reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pod {
+pub(crate) struct Pod {
     pub namespace: String,
     pub name: String,
     /// Kubernetes pod UID; a CRI sandbox without one (not made by a kubelet) uses its sandbox id.
@@ -74,14 +74,14 @@ pub struct Pod {
 
 impl Pod {
     /// `namespace/name`, as CONTRACT's `src_pod`/`dst_pod` print it.
-    pub fn full_name(&self) -> String {
+    pub(crate) fn full_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
 }
 
 /// What a source observed at one moment.
 #[derive(Debug, Clone)]
-pub enum PodUpdate {
+pub(crate) enum PodUpdate {
     /// The complete list of pods the source knows now: any pod of this source not in it is gone.
     Snapshot(Vec<Pod>),
     /// One pod added or changed.
@@ -96,16 +96,13 @@ pub enum PodUpdate {
 /// epoch). The registry is complete up to `at`, which lets the runner hold back events that are
 /// newer than what the registry knows (see [`layer::PodLayer`]).
 #[derive(Debug, Clone)]
-pub struct SourceMsg {
+pub(crate) struct SourceMsg {
     pub at: i128,
     pub source: SourceKind,
     pub update: PodUpdate,
 }
 
 /// Wall-clock now, in ns since the Unix epoch.
-pub fn now_unix_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
+pub(crate) fn now_unix_ns() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
 }

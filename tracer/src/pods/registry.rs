@@ -17,7 +17,7 @@ use super::{Pod, PodUpdate, SourceMsg};
 const RETENTION_NS: i128 = 5 * 60 * 1_000_000_000;
 
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub pod: Pod,
     /// Unix ns from which the pod holds its addresses.
     pub since: i128,
@@ -32,7 +32,7 @@ impl Entry {
 }
 
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     /// By UID; a UID seen again after deletion starts a new entry (kept in `gone`).
     live: BTreeMap<String, Entry>,
     gone: Vec<Entry>,
@@ -58,12 +58,12 @@ enum Slot {
 }
 
 impl Registry {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Applies one source message observed at `msg.at`. Returns whether anything changed.
-    pub fn apply(&mut self, msg: SourceMsg) -> bool {
+    pub(crate) fn apply(&mut self, msg: SourceMsg) -> bool {
         let (before, gone_before) = (self.generation, self.gone.len());
         match msg.update {
             PodUpdate::Snapshot(pods) => {
@@ -95,7 +95,8 @@ impl Registry {
 
     fn rebuild_index(&mut self) {
         let mut index = Index::default();
-        let slots = self.live.iter().map(|(uid, e)| (Slot::Live(uid.clone()), e)).chain(self.gone.iter().enumerate().map(|(i, e)| (Slot::Gone(i), e)));
+        let slots =
+            self.live.iter().map(|(uid, e)| (Slot::Live(uid.clone()), e)).chain(self.gone.iter().enumerate().map(|(i, e)| (Slot::Gone(i), e)));
         for (slot, entry) in slots {
             for ip in &entry.pod.ips {
                 index.by_ip.entry(*ip).or_default().push(slot.clone());
@@ -139,12 +140,12 @@ impl Registry {
         }
     }
 
-    pub const fn generation(&self) -> u64 {
+    pub(crate) const fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Pods that exist now, in namespace/name order.
-    pub fn live(&self) -> Vec<&Pod> {
+    pub(crate) fn live(&self) -> Vec<&Pod> {
         let mut pods: Vec<&Pod> = self.live.values().map(|e| &e.pod).collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         pods
@@ -152,24 +153,19 @@ impl Registry {
 
     /// The pod that held `ip` at `ts`. Host-network pods are skipped: their addresses are the
     /// node's, so naming one of them for the node's traffic would be wrong.
-    pub fn by_ip(&self, ip: IpAddr, ts: i128) -> Option<&Pod> {
+    pub(crate) fn by_ip(&self, ip: IpAddr, ts: i128) -> Option<&Pod> {
         self.newest_covering(self.index.by_ip.get(&ip), ts)
     }
 
     /// The pod whose network namespace was `netns` at `ts` (not host-network pods).
-    pub fn by_netns(&self, netns: u32, ts: i128) -> Option<&Pod> {
+    pub(crate) fn by_netns(&self, netns: u32, ts: i128) -> Option<&Pod> {
         self.newest_covering(self.index.by_netns.get(&netns), ts)
     }
 
     /// Of the entries indexed under one key (in `live`-then-`gone` order, so ties resolve as
     /// before), the newest that covers `ts`.
     fn newest_covering(&self, slots: Option<&Vec<Slot>>, ts: i128) -> Option<&Pod> {
-        slots?
-            .iter()
-            .filter_map(|slot| self.entry(slot))
-            .filter(|e| e.covers(ts) && !e.pod.host_network)
-            .max_by_key(|e| e.since)
-            .map(|e| &e.pod)
+        slots?.iter().filter_map(|slot| self.entry(slot)).filter(|e| e.covers(ts) && !e.pod.host_network).max_by_key(|e| e.since).map(|e| &e.pod)
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use super::Pod;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// (namespace, name) pairs from `--pod`.
     pub pods: Vec<(String, String)>,
     pub namespace: Option<String>,
@@ -16,7 +16,7 @@ pub struct Selection {
 
 /// Why a `--pod`, `--namespace` or `--selector` value is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SelectionError {
+pub(crate) enum SelectionError {
     #[error("--pod {0}: expected NAMESPACE/NAME, e.g. --pod shop/web-0")]
     Pod(String),
     #[error("--namespace {0}: not a valid namespace name (lower-case letters, digits and '-')")]
@@ -26,7 +26,7 @@ pub enum SelectionError {
 }
 
 impl Selection {
-    pub fn parse(pods: &[String], namespace: Option<&str>, selector: Option<&str>) -> Result<Self, SelectionError> {
+    pub(crate) fn parse(pods: &[String], namespace: Option<&str>, selector: Option<&str>) -> Result<Self, SelectionError> {
         let mut sel = Self::default();
         for text in pods {
             let (ns, name) = text.split_once('/').ok_or_else(|| SelectionError::Pod(text.clone()))?;
@@ -45,10 +45,7 @@ impl Selection {
         if let Some(text) = selector {
             for part in text.split(',') {
                 // `==` is the API's other spelling of equality.
-                let (k, v) = part
-                    .split_once("==")
-                    .or_else(|| part.split_once('='))
-                    .ok_or_else(|| SelectionError::Selector(text.to_string()))?;
+                let (k, v) = part.split_once("==").or_else(|| part.split_once('=')).ok_or_else(|| SelectionError::Selector(text.to_string()))?;
                 let (k, v) = (k.trim(), v.trim());
                 if k.is_empty() || k.contains('!') || v.contains('=') {
                     return Err(SelectionError::Selector(text.to_string()));
@@ -60,18 +57,18 @@ impl Selection {
     }
 
     /// No pod option was given: every event passes.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pods.is_empty() && self.namespace.is_none() && self.labels.is_empty()
     }
 
-    pub fn matches(&self, pod: &Pod) -> bool {
+    pub(crate) fn matches(&self, pod: &Pod) -> bool {
         (self.pods.is_empty() || self.pods.iter().any(|(ns, n)| *ns == pod.namespace && *n == pod.name))
             && self.namespace.as_ref().is_none_or(|ns| *ns == pod.namespace)
             && self.labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
     }
 
     /// `--pod` names no live pod matches (with the other parts applied).
-    pub fn missing(&self, live: &[&Pod]) -> Vec<String> {
+    pub(crate) fn missing(&self, live: &[&Pod]) -> Vec<String> {
         self.pods
             .iter()
             .filter(|(ns, n)| !live.iter().any(|p| p.namespace == *ns && p.name == *n && self.matches(p)))
@@ -84,19 +81,13 @@ impl fmt::Display for Selection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         if !self.pods.is_empty() {
-            parts.push(format!(
-                "pod {}",
-                self.pods.iter().map(|(ns, n)| format!("{ns}/{n}")).collect::<Vec<_>>().join(",")
-            ));
+            parts.push(format!("pod {}", self.pods.iter().map(|(ns, n)| format!("{ns}/{n}")).collect::<Vec<_>>().join(",")));
         }
         if let Some(ns) = &self.namespace {
             parts.push(format!("namespace {ns}"));
         }
         if !self.labels.is_empty() {
-            parts.push(format!(
-                "selector {}",
-                self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-            ));
+            parts.push(format!("selector {}", self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")));
         }
         f.write_str(&parts.join(", "))
     }

@@ -21,7 +21,7 @@ const IPPROTO_SCTP: u8 = 132;
 
 /// One address a Service answers on, as conntrack's original destination shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ServiceAddr {
+pub(crate) struct ServiceAddr {
     pub ip: IpAddr,
     pub port: u16,
     /// IP protocol number (6 TCP, 17 UDP, 132 SCTP).
@@ -30,7 +30,7 @@ pub struct ServiceAddr {
 
 /// A Service and every address it answers on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
+pub(crate) struct Service {
     /// `namespace/name`.
     pub name: String,
     pub addrs: Vec<ServiceAddr>,
@@ -38,7 +38,7 @@ pub struct Service {
 
 /// What a Service source observed.
 #[derive(Debug, Clone)]
-pub enum ServiceUpdate {
+pub(crate) enum ServiceUpdate {
     /// Every Service there is now: the others are gone.
     Snapshot(Vec<Service>),
     /// One Service added or changed (its addresses replace the ones it had).
@@ -49,7 +49,7 @@ pub enum ServiceUpdate {
 
 /// Service addresses -> names.
 #[derive(Debug, Default)]
-pub struct ServiceIndex {
+pub(crate) struct ServiceIndex {
     /// The Services claiming each address, the latest claim last. Two Services never share a
     /// ClusterIP, but a Service re-created under another name may be seen before the old one's
     /// deletion: the address then names the newer until the older is deleted, then still the newer.
@@ -58,7 +58,7 @@ pub struct ServiceIndex {
 }
 
 impl ServiceIndex {
-    pub fn apply(&mut self, update: ServiceUpdate) {
+    pub(crate) fn apply(&mut self, update: ServiceUpdate) {
         match update {
             ServiceUpdate::Snapshot(services) => {
                 self.by_addr.clear();
@@ -76,7 +76,7 @@ impl ServiceIndex {
     }
 
     /// The Service answering on `ip:port` for protocol `proto`, as `namespace/name`.
-    pub fn lookup(&self, ip: IpAddr, port: u16, proto: u8) -> Option<&str> {
+    pub(crate) fn lookup(&self, ip: IpAddr, port: u16, proto: u8) -> Option<&str> {
         self.by_addr.get(&ServiceAddr { ip, port, proto }).and_then(|names| names.last()).map(String::as_str)
     }
 
@@ -103,7 +103,7 @@ impl ServiceIndex {
 }
 
 /// `namespace/name` of an API Service; None without either.
-pub fn api_name(svc: &ApiService) -> Option<String> {
+pub(crate) fn api_name(svc: &ApiService) -> Option<String> {
     Some(format!("{}/{}", svc.metadata.namespace.as_deref()?, svc.metadata.name.as_deref()?))
 }
 
@@ -111,7 +111,7 @@ pub fn api_name(svc: &ApiService) -> Option<String> {
 /// left out), external IP and load-balancer ingress IP, times every port with its protocol.
 /// A Service without addresses (headless, ExternalName) is still a Service: as an upsert it
 /// removes the addresses it had. None without a namespace or name.
-pub fn from_api(svc: &ApiService) -> Option<Service> {
+pub(crate) fn from_api(svc: &ApiService) -> Option<Service> {
     let name = api_name(svc)?;
     let Some(spec) = svc.spec.as_ref() else { return Some(Service { name, addrs: Vec::new() }) };
     let cluster = match spec.cluster_ips.as_deref() {
@@ -154,29 +154,29 @@ pub fn from_api(svc: &ApiService) -> Option<Service> {
 
 /// The Service names a nat command reads, kept current by whatever source feeds the sender.
 #[derive(Debug, Clone)]
-pub struct ServiceNames {
+pub(crate) struct ServiceNames {
     rx: watch::Receiver<ServiceIndex>,
 }
 
 impl ServiceNames {
     /// A fresh index and the sender a source keeps it current with.
-    pub fn channel() -> (watch::Sender<ServiceIndex>, Self) {
+    pub(crate) fn channel() -> (watch::Sender<ServiceIndex>, Self) {
         let (tx, rx) = watch::channel(ServiceIndex::default());
         (tx, Self { rx })
     }
 
     /// No Service is known (no source, or none listed yet).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rx.borrow().by_name.is_empty()
     }
 
     /// The Service answering on `ip:port` for `proto` now (`namespace/name`).
-    pub fn lookup(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String> {
+    pub(crate) fn lookup(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String> {
         self.rx.borrow().lookup(ip, port, proto).map(str::to_string)
     }
 
     /// Sets `service` on a DNAT event whose original destination is a Service's address.
-    pub fn annotate(&self, event: &mut Event) {
+    pub(crate) fn annotate(&self, event: &mut Event) {
         let Detail::Nat(nat) = &mut event.detail else { return };
         if nat.nat == "snat" {
             return;
@@ -252,35 +252,30 @@ mod tests {
 
     #[test]
     fn dual_stack_service_with_several_ports() {
-        let s = api(
-            r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
+        let s = api(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
                 "spec":{"type":"ClusterIP","clusterIP":"10.96.0.10","clusterIPs":["10.96.0.10","fd00:96::a"],
                         "ipFamilies":["IPv4","IPv6"],
                         "ports":[{"name":"dns","port":53,"protocol":"UDP","targetPort":53},
                                  {"name":"dns-tcp","port":53,"protocol":"TCP","targetPort":53},
-                                 {"name":"metrics","port":9153,"targetPort":9153}]}}"#,
-        );
+                                 {"name":"metrics","port":9153,"targetPort":9153}]}}"#);
         let s = from_api(&s).unwrap();
         assert_eq!(s.name, "kube-system/kube-dns");
-        let want: Vec<ServiceAddr> = ["10.96.0.10", "fd00:96::a"]
-            .iter()
-            .flat_map(|ip| [addr(ip, 53, 17), addr(ip, 53, 6), addr(ip, 9153, 6)])
-            .collect();
+        let want: Vec<ServiceAddr> =
+            ["10.96.0.10", "fd00:96::a"].iter().flat_map(|ip| [addr(ip, 53, 17), addr(ip, 53, 6), addr(ip, 9153, 6)]).collect();
         assert_eq!(s.addrs, want, "every ClusterIP times every port; protocol defaults to TCP");
     }
 
     #[test]
     fn headless_external_name_and_load_balancer_services() {
-        let headless = api(r#"{"metadata":{"name":"db","namespace":"shop"},"spec":{"clusterIP":"None","clusterIPs":["None"],"ports":[{"port":5432}]}}"#);
+        let headless =
+            api(r#"{"metadata":{"name":"db","namespace":"shop"},"spec":{"clusterIP":"None","clusterIPs":["None"],"ports":[{"port":5432}]}}"#);
         assert_eq!(from_api(&headless).unwrap().addrs, [], "headless Services have no address to translate");
         let external = api(r#"{"metadata":{"name":"ext","namespace":"shop"},"spec":{"type":"ExternalName","externalName":"example.org"}}"#);
         assert_eq!(from_api(&external).unwrap(), svc("shop/ext", &[]));
-        let lb = api(
-            r#"{"metadata":{"name":"front","namespace":"shop"},
+        let lb = api(r#"{"metadata":{"name":"front","namespace":"shop"},
                 "spec":{"type":"LoadBalancer","clusterIP":"10.96.5.5","externalIPs":["192.0.2.50"],
                         "ports":[{"port":443,"protocol":"TCP","nodePort":30443},{"port":7,"protocol":"ICMP"}]},
-                "status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.9"},{"hostname":"lb.example.org"}]}}}"#,
-        );
+                "status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.9"},{"hostname":"lb.example.org"}]}}}"#);
         let want: Vec<ServiceAddr> = ["10.96.5.5", "192.0.2.50", "203.0.113.9"].iter().map(|ip| addr(ip, 443, 6)).collect();
         assert_eq!(from_api(&lb).unwrap().addrs, want, "an unknown protocol's port is left out");
         let nameless = api(r#"{"metadata":{"namespace":"shop"},"spec":{"clusterIP":"10.96.5.6"}}"#);

@@ -8,17 +8,17 @@
 //! configures, loads and attaches them, and dispatches records to them by kind. Commands pick
 //! families ([`CommandId::families`]) and never know another family's internals.
 
-pub mod drops;
-pub mod mtu;
-pub mod nat;
-pub mod tcp;
+pub(crate) mod drops;
+pub(crate) mod mtu;
+pub(crate) mod nat;
+pub(crate) mod tcp;
 
 use std::collections::BTreeMap;
 
 use aya::Ebpf;
 use serde::Serialize;
 use tracer_common::event::EventHeader;
-pub use tracer_common::family::FamilyId;
+pub(crate) use tracer_common::family::FamilyId;
 
 use crate::{
     events::Event,
@@ -34,14 +34,14 @@ use crate::{
 /// Why a probe cannot run on this kernel, said so the user can act on it.
 #[derive(Debug, thiserror::Error)]
 #[error("{probe}: {reason}")]
-pub struct CannotRun {
+pub(crate) struct CannotRun {
     pub probe: &'static str,
     pub reason: String,
 }
 
 /// What planning a family can end in besides a plan.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     /// This kernel cannot run the family (left out of `watch`, an error for its own command).
     #[error(transparent)]
     CannotRun(#[from] CannotRun),
@@ -52,14 +52,14 @@ pub enum PlanError {
 
 /// What a family gets when it plans: the kernel's BTF (parsed once per run), and whether it runs
 /// alone (its own command) or beside others (`watch`, `diagnose`, `serve`).
-pub struct PlanContext<'a> {
+pub(crate) struct PlanContext<'a> {
     pub btf: &'a mut KernelBtf,
     pub alone: bool,
 }
 
 /// What a family gets when it attaches: the kernel BTF aya loads BTF tracepoints against (parsed
 /// once for every family, from `--btf` when given), the Services known, and whether it runs alone.
-pub struct AttachContext<'a> {
+pub(crate) struct AttachContext<'a> {
     pub btf: &'a aya::Btf,
     pub services: &'a ServiceNames,
     pub alone: bool,
@@ -68,7 +68,7 @@ pub struct AttachContext<'a> {
 /// One probe family. The session calls these in order: `prepare`, `plan`, `configure`,
 /// `print_facts`, `attach`; then `decode`/`tick` while tracing; then `before_detach`, `detach`
 /// and `report` at stop.
-pub trait Family {
+pub(crate) trait Family {
     /// Which family this is.
     fn id(&self) -> FamilyId;
 
@@ -137,7 +137,7 @@ pub trait Family {
 
 /// One command's row in `tracer check`.
 #[derive(Debug, Clone, Serialize)]
-pub struct CheckRow {
+pub(crate) struct CheckRow {
     pub command: &'static str,
     pub runs: bool,
     /// The kind of hook it will use here (a key of `hooks`), null when it cannot run.
@@ -152,13 +152,13 @@ pub struct CheckRow {
 
 impl CheckRow {
     /// The row of a command that cannot run here, and why.
-    pub fn not_running(command: &'static str, detail: String) -> Self {
+    pub(crate) fn not_running(command: &'static str, detail: String) -> Self {
         CheckRow { command, runs: false, hook: None, attach: None, detail, also_uses: None }
     }
 
     /// The common shape of a family on one hook kind: planned (else why not), privileged (else
     /// "needs root"), and the kernel took a no-op program of that kind.
-    pub fn on_hook(
+    pub(crate) fn on_hook(
         command: &'static str,
         planned: &Result<(), String>,
         privileged: bool,
@@ -181,7 +181,7 @@ impl CheckRow {
 
 /// The commands that load programs. Each names its families; what it needs follows from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandId {
+pub(crate) enum CommandId {
     Drops,
     Retrans,
     Nat,
@@ -193,11 +193,11 @@ pub enum CommandId {
 
 impl CommandId {
     /// Every tracing command.
-    pub const ALL: [CommandId; 7] =
+    pub(crate) const ALL: [CommandId; 7] =
         [CommandId::Drops, CommandId::Retrans, CommandId::Nat, CommandId::Mtu, CommandId::Watch, CommandId::Diagnose, CommandId::Serve];
 
     /// As typed on the command line.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             CommandId::Drops => "drops",
             CommandId::Retrans => "retrans",
@@ -210,12 +210,12 @@ impl CommandId {
     }
 
     /// The command named `name`, if it is a tracing command.
-    pub fn parse(name: &str) -> Option<CommandId> {
+    pub(crate) fn parse(name: &str) -> Option<CommandId> {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
     /// The families it runs.
-    pub const fn families(self) -> &'static [FamilyId] {
+    pub(crate) const fn families(self) -> &'static [FamilyId] {
         match self {
             CommandId::Drops => &[FamilyId::Drops],
             CommandId::Retrans => &[FamilyId::Tcp],
@@ -226,7 +226,7 @@ impl CommandId {
     }
 
     /// Whether it runs one family alone (the family's own command).
-    pub const fn alone(self) -> bool {
+    pub(crate) const fn alone(self) -> bool {
         self.families().len() == 1
     }
 
@@ -234,7 +234,7 @@ impl CommandId {
     /// not charge RLIMIT_MEMLOCK (what a manifest can assume; `features::Kernel` adapts the
     /// rest). `other_namespace`: it was told to attach inside another network namespace (`--iface
     /// NETNS:DEV`), which takes setns(2).
-    pub fn needs(self, other_namespace: bool) -> Vec<Need> {
+    pub(crate) fn needs(self, other_namespace: bool) -> Vec<Need> {
         let mut needs: Vec<Need> = Vec::new();
         for family in self.families() {
             for need in family_needs(*family) {
@@ -254,7 +254,7 @@ impl CommandId {
 
 /// What each family's work needs, measured on 6.18 by running its command with one capability
 /// taken away at a time (README, "Capabilities").
-pub const fn family_needs(family: FamilyId) -> &'static [Need] {
+pub(crate) const fn family_needs(family: FamilyId) -> &'static [Need] {
     use features::{BPF, NET_ADMIN, PERFMON, SETNS, SYS_PTRACE, SYSLOG};
     match family {
         FamilyId::Drops => &[BPF, PERFMON, SYS_PTRACE, SYSLOG],
@@ -267,7 +267,7 @@ pub const fn family_needs(family: FamilyId) -> &'static [Need] {
 /// What the user chose for each family (`watch` and friends use the defaults but for the NAT
 /// reply timeout and the MTU devices).
 #[derive(Debug, Clone, Default)]
-pub struct FamilyOptions {
+pub(crate) struct FamilyOptions {
     pub drops: drops::Options,
     pub tcp: tcp::Options,
     pub nat: nat::Options,
@@ -275,7 +275,7 @@ pub struct FamilyOptions {
 }
 
 /// The registry: the family object for `id`, with the user's options.
-pub fn new_family(id: FamilyId, options: &FamilyOptions) -> Box<dyn Family> {
+pub(crate) fn new_family(id: FamilyId, options: &FamilyOptions) -> Box<dyn Family> {
     match id {
         FamilyId::Drops => Box::new(drops::Drops::new(options.drops.clone())),
         FamilyId::Tcp => Box::new(tcp::Tcp::new(options.tcp.clone())),
@@ -285,7 +285,7 @@ pub fn new_family(id: FamilyId, options: &FamilyOptions) -> Box<dyn Family> {
 }
 
 /// The families `command` runs, with the user's options.
-pub fn families_of(command: CommandId, options: &FamilyOptions) -> Vec<Box<dyn Family>> {
+pub(crate) fn families_of(command: CommandId, options: &FamilyOptions) -> Vec<Box<dyn Family>> {
     command.families().iter().map(|id| new_family(*id, options)).collect()
 }
 

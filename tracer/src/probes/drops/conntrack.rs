@@ -34,7 +34,7 @@ const MAX_FILE: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
 /// A namespace's conntrack counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CtStats {
+pub(crate) struct CtStats {
     /// Entries in the table now (the same on every CPU's row).
     pub entries: u64,
     pub drop: u64,
@@ -44,12 +44,11 @@ pub struct CtStats {
 
 /// Parses `/proc/net/stat/nf_conntrack`: a header naming the columns (they differ between
 /// kernels), then one row of hex counters per CPU. None when the header lacks a needed column.
-pub fn parse_stats(text: &str) -> Option<CtStats> {
+pub(crate) fn parse_stats(text: &str) -> Option<CtStats> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();
     let column = |name: &str| header.iter().position(|h| *h == name);
-    let (entries, drop, insert_failed, invalid) =
-        (column("entries")?, column("drop")?, column("insert_failed")?, column("invalid")?);
+    let (entries, drop, insert_failed, invalid) = (column("entries")?, column("drop")?, column("insert_failed")?, column("invalid")?);
     let mut stats = CtStats::default();
     for (row, line) in lines.enumerate() {
         let values: Vec<u64> = line.split_whitespace().map(|v| u64::from_str_radix(v, 16).unwrap_or(0)).collect();
@@ -114,7 +113,7 @@ struct Namespace {
 }
 
 /// Classifies netfilter drops as conntrack's (see the module doc). One per `tracer drops` run.
-pub struct Classifier {
+pub(crate) struct Classifier {
     namespaces: HashMap<u32, Namespace>,
     netns: Namespaces,
     max: Option<u64>,
@@ -123,7 +122,7 @@ pub struct Classifier {
 impl Classifier {
     /// Takes the counters of every namespace it can find now, so that only what happens from
     /// here on is attributed. A namespace created later starts from zero, as its counters do.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut c = Classifier { namespaces: HashMap::new(), netns: Namespaces::scan(), max: read_max() };
         for inode in c.netns.inodes() {
             if let Some(stats) = c.read(inode) {
@@ -134,16 +133,13 @@ impl Classifier {
     }
 
     /// Fills `drop.conntrack` when conntrack made this drop in namespace `netns`.
-    pub fn classify(&mut self, drop: &mut DropDetail, netns: Option<u32>) {
+    pub(crate) fn classify(&mut self, drop: &mut DropDetail, netns: Option<u32>) {
         let Some(inode) = netns else { return };
         if drop.packet_ct == PacketCt::Unread || drop.packet_ct == PacketCt::Confirmed {
             return;
         }
-        let ns = self.namespaces.entry(inode).or_insert_with(|| Namespace {
-            last: CtStats::default(),
-            read_at: None,
-            pending: Unexplained::default(),
-        });
+        let ns =
+            self.namespaces.entry(inode).or_insert_with(|| Namespace { last: CtStats::default(), read_at: None, pending: Unexplained::default() });
         let stale = ns.read_at.is_none_or(|t| t.elapsed() >= REFRESH);
         if could_be_conntrack(drop.packet_ct, &ns.pending)
             && stale

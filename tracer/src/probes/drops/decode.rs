@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// What decoding needs from the kernel layer, loaded once.
-pub struct Decoder {
+pub(crate) struct Decoder {
     pub reasons: Option<DropReasons>,
     pub kallsyms: Kallsyms,
     pub clock: Clock,
@@ -19,7 +19,7 @@ pub struct Decoder {
 
 impl Decoder {
     /// Decodes one record; None when the bytes are too short to be a [`DropEvent`].
-    pub fn decode(&self, bytes: &[u8]) -> Option<Event> {
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Option<Event> {
         if bytes.len() < size_of::<DropEvent>() {
             return None;
         }
@@ -29,7 +29,7 @@ impl Decoder {
         Some(self.decode_raw(&raw))
     }
 
-    pub fn decode_raw(&self, raw: &DropEvent) -> Event {
+    pub(crate) fn decode_raw(&self, raw: &DropEvent) -> Event {
         let reason = match &self.reasons {
             Some(r) => r.name(raw.reason),
             None => "NOT_SPECIFIED".to_string(),
@@ -92,16 +92,7 @@ mod tests {
         flow.daddr[..4].copy_from_slice(&[10, 1, 0, 2]);
         let mut ifname = [0u8; 16];
         ifname[..4].copy_from_slice(b"veth");
-        DropEvent {
-            location: 0xffffffff81a0009c,
-            reason: 12,
-            len: 42,
-            netns: 4026532000,
-            ifindex: 7,
-            ifname,
-            flow,
-            ..DropEvent::default()
-        }
+        DropEvent { location: 0xffffffff81a0009c, reason: 12, len: 42, netns: 4026532000, ifindex: 7, ifname, flow, ..DropEvent::default() }
     }
 
     #[test]

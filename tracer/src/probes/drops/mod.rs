@@ -1,9 +1,9 @@
 //! Packet drops (skb:kfree_skb). Plans which hook to use on this kernel, builds the program's
 //! configuration, attaches, and decodes records.
 
-pub mod conntrack;
-pub mod decode;
-pub mod storm;
+pub(crate) mod conntrack;
+pub(crate) mod decode;
+pub(crate) mod storm;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -36,7 +36,7 @@ const PROBE: &str = "drops";
 
 /// `--hook`: how `tracer drops` hooks kfree_skb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum HookChoice {
+pub(crate) enum HookChoice {
     Auto,
     /// BTF tracepoint tp_btf/kfree_skb
     #[value(name = "tp_btf")]
@@ -48,7 +48,7 @@ pub enum HookChoice {
 /// Which drop reasons to report. Names are checked against the kernel's BTF later, since only
 /// the running kernel knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReasonSelection {
+pub(crate) enum ReasonSelection {
     /// Everything but NOT_SPECIFIED (see `tracer drops --help`).
     Default,
     All,
@@ -59,11 +59,11 @@ pub enum ReasonSelection {
 const PROG_TP_BTF: &str = "drop_tp_btf";
 const PROG_TP: &str = "drop_tp";
 /// The program's global (tracer-ebpf/src/drops.rs); the MTU family's kfree_skb program reads it too.
-pub const DROP_CONFIG: &str = "DROP_CONFIG";
+pub(crate) const DROP_CONFIG: &str = "DROP_CONFIG";
 
 /// The hook the drops probe will use on this kernel, with its layout.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub hook: Hook,
     /// Hook layout filled in; reasons still empty.
     pub config: DropConfig,
@@ -72,13 +72,13 @@ pub struct Plan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     TpBtf,
     Tracepoint,
 }
 
 impl Hook {
-    pub const fn describe(self) -> &'static str {
+    pub(crate) const fn describe(self) -> &'static str {
         match self {
             Self::TpBtf => "tp_btf/kfree_skb",
             Self::Tracepoint => "tracepoint/skb/kfree_skb",
@@ -89,16 +89,13 @@ impl Hook {
 /// Works out how to hook kfree_skb here. `auto` prefers the BTF tracepoint (typed arguments, no
 /// record copy) and falls back to the classic tracepoint; an explicit choice that cannot work
 /// is an error that names why.
-pub fn plan(btf: &KernelBtf, choice: HookChoice) -> Result<Plan, CannotRun> {
-    let reasons = DropReasons::from_btf(btf)
-        .map_err(|e| CannotRun { probe: PROBE, reason: format!("reading enum skb_drop_reason: {e}") })?;
+pub(crate) fn plan(btf: &KernelBtf, choice: HookChoice) -> Result<Plan, CannotRun> {
+    let reasons = DropReasons::from_btf(btf).map_err(|e| CannotRun { probe: PROBE, reason: format!("reading enum skb_drop_reason: {e}") })?;
     let tp_btf = plan_tp_btf(btf);
     let result = match choice {
         HookChoice::TpBtf => tp_btf,
         HookChoice::Tracepoint => plan_tracepoint(),
-        HookChoice::Auto => tp_btf.or_else(|btf_err| {
-            plan_tracepoint().map_err(|tp_err| format!("{btf_err}; and {tp_err}"))
-        }),
+        HookChoice::Auto => tp_btf.or_else(|btf_err| plan_tracepoint().map_err(|tp_err| format!("{btf_err}; and {tp_err}"))),
     };
     let (hook, config) = result.map_err(|reason| CannotRun { probe: PROBE, reason })?;
     Ok(Plan { hook, config, reasons })
@@ -109,12 +106,9 @@ fn plan_tp_btf(btf: &KernelBtf) -> Result<(Hook, DropConfig), String> {
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(format!("tp_btf needs the kernel's own BTF ({VMLINUX_BTF} is missing)"));
     }
-    let params = btf
-        .tracepoint_params("kfree_skb")
-        .map_err(|e| format!("tp_btf/kfree_skb: {e}"))?;
-    let position = |want: &dyn Fn(&ParamType) -> bool| params.iter().position(|p| want(p));
-    let skb = position(&|p| *p == ParamType::StructPtr("sk_buff".into()))
-        .ok_or("tp_btf/kfree_skb has no struct sk_buff * argument")?;
+    let params = btf.tracepoint_params("kfree_skb").map_err(|e| format!("tp_btf/kfree_skb: {e}"))?;
+    let position = |want: &dyn Fn(&ParamType) -> bool| params.iter().position(want);
+    let skb = position(&|p| *p == ParamType::StructPtr("sk_buff".into())).ok_or("tp_btf/kfree_skb has no struct sk_buff * argument")?;
     let location = params
         .iter()
         .enumerate()
@@ -151,7 +145,7 @@ fn plan_tracepoint() -> Result<(Hook, DropConfig), String> {
 
 /// How to read a dropped packet's conntrack entry, when conntrack is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CtLayout {
+pub(crate) struct CtLayout {
     /// `IPS_CONFIRMED` of `enum ip_conntrack_status`: the entry is in the table.
     pub confirmed: u32,
 }
@@ -159,7 +153,7 @@ pub struct CtLayout {
 /// Lets the program read the conntrack entry of netfilter drops (see [`conntrack`]). None, and
 /// the drops are shown without conntrack's causes, when conntrack is not loaded (then it drops
 /// nothing) or its BTF lacks a field.
-pub fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtLayout> {
+pub(crate) fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtLayout> {
     match btf.with_module("nf_conntrack") {
         Ok(true) => {}
         Ok(false) if btf.offset_of("nf_conn", "status").is_ok() => {}
@@ -183,8 +177,7 @@ pub fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtLayout> 
         Ok((nfct, status, confirmed)) => {
             plan.config.skb_nfct = nfct;
             plan.config.ct_status = status;
-            plan.config.netfilter_reason =
-                plan.reasons.as_ref().and_then(|r| r.value("NETFILTER_DROP")).unwrap_or(DropConfig::ABSENT);
+            plan.config.netfilter_reason = plan.reasons.as_ref().and_then(|r| r.value("NETFILTER_DROP")).unwrap_or(DropConfig::ABSENT);
             Some(CtLayout { confirmed })
         }
         Err(e) => {
@@ -195,7 +188,7 @@ pub fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtLayout> 
 }
 
 /// The reasons to report. Unknown names are bad input (exit 2), named from this kernel's list.
-pub fn select_reasons(plan: &Plan, selection: &ReasonSelection) -> Result<ReasonFilter, UsageError> {
+pub(crate) fn select_reasons(plan: &Plan, selection: &ReasonSelection) -> Result<ReasonFilter, UsageError> {
     let Some(reasons) = &plan.reasons else {
         if let ReasonSelection::Named(names) = selection {
             return Err(UsageError(format!(
@@ -231,12 +224,12 @@ pub fn select_reasons(plan: &Plan, selection: &ReasonSelection) -> Result<Reason
 }
 
 /// The program's configuration: the planned layout plus the reason selection's high bit.
-pub fn program_config(plan: &Plan, reasons: &ReasonFilter) -> DropConfig {
+pub(crate) fn program_config(plan: &Plan, reasons: &ReasonFilter) -> DropConfig {
     DropConfig { high_reasons: u32::from(reasons.high), ..plan.config }
 }
 
 /// Writes the reason bitmap into the `DROP_REASONS` map (before attaching).
-pub fn write_reasons(ebpf: &mut Ebpf, reasons: &ReasonFilter) -> anyhow::Result<()> {
+pub(crate) fn write_reasons(ebpf: &mut Ebpf, reasons: &ReasonFilter) -> anyhow::Result<()> {
     let map = ebpf.map_mut("DROP_REASONS").context("DROP_REASONS map missing")?;
     let mut array: Array<_, u64> = Array::try_from(map)?;
     for (i, word) in reasons.words.iter().enumerate() {
@@ -246,21 +239,15 @@ pub fn write_reasons(ebpf: &mut Ebpf, reasons: &ReasonFilter) -> anyhow::Result<
 }
 
 /// Loads and attaches the planned program. Links live as long as `ebpf`; dropping it detaches.
-pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: &Btf) -> anyhow::Result<()> {
+pub(crate) fn attach(ebpf: &mut Ebpf, hook: Hook, btf: &Btf) -> anyhow::Result<()> {
     match hook {
         Hook::TpBtf => {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(PROG_TP_BTF)
-                .context("drop_tp_btf program missing from the object")?
-                .try_into()?;
+            let prog: &mut BtfTracePoint = ebpf.program_mut(PROG_TP_BTF).context("drop_tp_btf program missing from the object")?.try_into()?;
             prog.load("kfree_skb", btf).context("loading tp_btf/kfree_skb")?;
             prog.attach().context("attaching tp_btf/kfree_skb")?;
         }
         Hook::Tracepoint => {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(PROG_TP)
-                .context("drop_tp program missing from the object")?
-                .try_into()?;
+            let prog: &mut TracePoint = ebpf.program_mut(PROG_TP).context("drop_tp program missing from the object")?.try_into()?;
             prog.load().context("loading tracepoint skb/kfree_skb")?;
             prog.attach("skb", "kfree_skb").context("attaching tracepoint skb/kfree_skb")?;
         }
@@ -270,7 +257,7 @@ pub fn attach(ebpf: &mut Ebpf, hook: Hook, btf: &Btf) -> anyhow::Result<()> {
 
 /// What the user chose for the drops family.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub hook: HookChoice,
     pub reasons: ReasonSelection,
 }
@@ -283,7 +270,7 @@ impl Default for Options {
 
 /// The drops family: kfree_skb with the kernel's reason, conntrack's own drops told apart, and
 /// storm counts for what the ring buffer cannot take.
-pub struct Drops {
+pub(crate) struct Drops {
     options: Options,
     /// kallsyms (~200k lines) parses on a thread while BTF does: together most of start-up.
     kallsyms: Option<std::thread::JoinHandle<std::io::Result<Kallsyms>>>,
@@ -301,7 +288,7 @@ struct Planned {
 }
 
 impl Drops {
-    pub fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options) -> Self {
         Drops { options, kallsyms: None, planned: None, decoder: None, conntrack: None, storm_watch: None, storm: Vec::new() }
     }
 }

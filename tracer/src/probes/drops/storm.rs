@@ -22,13 +22,13 @@ const SHOWN: usize = 20;
 
 /// One (location, reason, netns) and the drops of it the kernel counted instead of delivering.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StormCount {
+pub(crate) struct StormCount {
     pub key: StormKey,
     pub count: u64,
 }
 
 /// The storm counts, summed over CPUs, largest first.
-pub fn read(ebpf: &Ebpf) -> anyhow::Result<Vec<StormCount>> {
+pub(crate) fn read(ebpf: &Ebpf) -> anyhow::Result<Vec<StormCount>> {
     let map = ebpf.map("DROP_STORM").context("DROP_STORM map missing")?;
     let map: PerCpuHashMap<&MapData, StormKey, u64> = PerCpuHashMap::try_from(map).context("DROP_STORM is not a per-CPU hash map")?;
     let mut counts = Vec::new();
@@ -41,7 +41,7 @@ pub fn read(ebpf: &Ebpf) -> anyhow::Result<Vec<StormCount>> {
 }
 
 /// Says once, on stderr, when the kernel starts losing drop events (and so counting them).
-pub fn watch(counters: CounterReader) -> tokio::task::JoinHandle<()> {
+pub(crate) fn watch(counters: CounterReader) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(WATCH_EVERY);
         loop {
@@ -65,14 +65,13 @@ pub fn watch(counters: CounterReader) -> tokio::task::JoinHandle<()> {
 
 /// The stop report: how many lost drops were counted, by reason, location and namespace, and
 /// any the map had no room for. Empty when nothing was lost.
-pub fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec<String> {
+pub(crate) fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec<String> {
     let counted: u64 = counts.iter().map(|c| c.count).sum();
     if lost == 0 && counted == 0 {
         return Vec::new();
     }
-    let mut lines = vec![format!(
-        "tracer: drops: storm: {counted} of the {lost} drops not delivered were counted in the kernel, by reason and location:"
-    )];
+    let mut lines =
+        vec![format!("tracer: drops: storm: {counted} of the {lost} drops not delivered were counted in the kernel, by reason and location:")];
     for c in counts.iter().take(SHOWN) {
         let reason = decoder.reasons.as_ref().map_or_else(|| "NOT_SPECIFIED".to_string(), |r| r.name(c.key.reason));
         let location = decoder.kallsyms.symbolize(c.key.location);
@@ -96,7 +95,10 @@ pub fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{events::Clock, kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms}};
+    use crate::{
+        events::Clock,
+        kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
+    };
 
     fn decoder() -> Decoder {
         Decoder {

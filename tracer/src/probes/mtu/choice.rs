@@ -15,7 +15,7 @@ use crate::{kernel::netns::Netns, usage::UsageError};
 const MAX_LISTED: usize = 16;
 
 /// The devices to attach to, and every device of their namespaces (for the MTU facts).
-pub fn choose_devices(ifaces: &[IfaceChoice]) -> anyhow::Result<(Vec<DeviceFacts>, Vec<DeviceFacts>)> {
+pub(crate) fn choose_devices(ifaces: &[IfaceChoice]) -> anyhow::Result<(Vec<DeviceFacts>, Vec<DeviceFacts>)> {
     if ifaces.is_empty() {
         let all = devices::list(&Netns::OWN).context("listing this namespace's devices")?;
         let traced = all.iter().filter(|d| d.traced_by_default()).cloned().collect();
@@ -25,8 +25,7 @@ pub fn choose_devices(ifaces: &[IfaceChoice]) -> anyhow::Result<(Vec<DeviceFacts
     let mut traced: Vec<DeviceFacts> = Vec::new();
     for choice in ifaces {
         if !by_netns.contains_key(&choice.netns) {
-            let listed = devices::list(&choice.netns)
-                .map_err(|e| UsageError(format!("--iface {}: {e}", choice.text)))?;
+            let listed = devices::list(&choice.netns).map_err(|e| UsageError(format!("--iface {}: {e}", choice.text)))?;
             by_netns.insert(choice.netns.clone(), listed);
         }
         let here = by_netns.get(&choice.netns).map(Vec::as_slice).unwrap_or_default();
@@ -46,14 +45,14 @@ pub fn choose_devices(ifaces: &[IfaceChoice]) -> anyhow::Result<(Vec<DeviceFacts
     Ok((traced, by_netns.into_values().flatten().collect()))
 }
 
-pub fn label(d: &DeviceFacts) -> String {
+pub(crate) fn label(d: &DeviceFacts) -> String {
     match d.netns.path {
         None => d.name.clone(),
         Some(_) => format!("{}:{}", d.netns.label(), d.name),
     }
 }
 
-pub fn shorten(names: &[String]) -> String {
+pub(crate) fn shorten(names: &[String]) -> String {
     if names.len() <= MAX_LISTED {
         return names.join(", ");
     }
@@ -62,7 +61,7 @@ pub fn shorten(names: &[String]) -> String {
 
 /// `tracer: mtu: devices in NETNS: NAME MTU (role, driver[, traced]), ...` per namespace, then
 /// one line per mismatch.
-pub fn print_facts(facts: &[DeviceFacts], traced: &[DeviceFacts]) {
+pub(crate) fn print_facts(facts: &[DeviceFacts], traced: &[DeviceFacts]) {
     let mut namespaces: Vec<&Netns> = facts.iter().map(|d| &d.netns).collect();
     namespaces.dedup();
     for netns in namespaces {

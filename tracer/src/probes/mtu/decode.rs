@@ -15,7 +15,7 @@ use crate::{
 
 /// A device tc programs run on: its ifindex, where it lives, and its MTU at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcDevice {
+pub(crate) struct TcDevice {
     pub ifindex: u32,
     pub name: String,
     pub netns: u32,
@@ -23,14 +23,14 @@ pub struct TcDevice {
     pub mtu: u32,
 }
 
-pub struct Decoder {
+pub(crate) struct Decoder {
     pub clock: Clock,
     pub reasons: Option<DropReasons>,
     pub tc_devices: Vec<TcDevice>,
 }
 
 /// The CONTRACT's `event` names.
-pub const fn event_name(event: u8) -> &'static str {
+pub(crate) const fn event_name(event: u8) -> &'static str {
     match event {
         event::FRAG_NEEDED_SENT => "frag_needed_sent",
         event::FRAG_NEEDED_RECEIVED => "frag_needed_received",
@@ -63,7 +63,7 @@ fn addr(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
 }
 
 impl Decoder {
-    pub fn decode(&self, bytes: &[u8]) -> Option<Event> {
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Option<Event> {
         if bytes.len() < size_of::<MtuEvent>() {
             return None;
         }
@@ -72,7 +72,7 @@ impl Decoder {
         Some(self.decode_raw(&raw))
     }
 
-    pub fn decode_raw(&self, raw: &MtuEvent) -> Event {
+    pub(crate) fn decode_raw(&self, raw: &MtuEvent) -> Event {
         let from_tc = matches!(raw.hook, hook::TC_INGRESS | hook::TC_EGRESS);
         // An ifindex is only unique within a namespace: name the device only when one attached
         // device has it.

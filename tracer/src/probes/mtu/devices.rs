@@ -9,7 +9,7 @@ use crate::kernel::netns::{Netns, NetnsError};
 
 /// One device as seen in its namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceFacts {
+pub(crate) struct DeviceFacts {
     pub netns: Netns,
     pub name: String,
     pub ifindex: u32,
@@ -23,31 +23,25 @@ pub struct DeviceFacts {
 
 /// What a device is on a node's path, for the mismatch rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// A veth: the host end of a pod's interface (or its peer).
     PodDevice,
     Bridge,
     /// An encapsulating device and the bytes its encapsulation adds over an IPv4 underlay.
-    Tunnel { overhead: u32 },
+    Tunnel {
+        overhead: u32,
+    },
     Uplink,
     Other,
 }
 
 /// Encapsulation overhead over an IPv4 underlay, by driver (outer IP + UDP/GRE + tunnel header
 /// + the inner Ethernet header where the tunnel carries one).
-const TUNNELS: &[(&str, u32)] = &[
-    ("vxlan", 50),
-    ("geneve", 50),
-    ("ipip", 20),
-    ("sit", 20),
-    ("ip_gre", 24),
-    ("ip6_gre", 48),
-    ("ip6_tunnel", 40),
-    ("wireguard", 60),
-];
+const TUNNELS: &[(&str, u32)] =
+    &[("vxlan", 50), ("geneve", 50), ("ipip", 20), ("sit", 20), ("ip_gre", 24), ("ip6_gre", 48), ("ip6_tunnel", 40), ("wireguard", 60)];
 
 impl DeviceFacts {
-    pub fn role(&self) -> Role {
+    pub(crate) fn role(&self) -> Role {
         if self.uplink {
             return Role::Uplink;
         }
@@ -62,14 +56,14 @@ impl DeviceFacts {
     }
 
     /// Where tc programs go by default: pod veths and tunnels.
-    pub fn traced_by_default(&self) -> bool {
+    pub(crate) fn traced_by_default(&self) -> bool {
         matches!(self.role(), Role::PodDevice | Role::Tunnel { .. })
     }
 }
 
 /// A configuration that loses or fragments large packets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
+pub(crate) struct Mismatch {
     /// `error` (packets of some sizes cannot pass) or `warning` (they pass only if frag-needed
     /// gets back to the sender: a black hole where ICMP is filtered).
     pub severity: &'static str,
@@ -78,7 +72,7 @@ pub struct Mismatch {
 }
 
 /// The mismatches among `devices`, namespace by namespace.
-pub fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
+pub(crate) fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
     let mut out = Vec::new();
     let mut namespaces: Vec<&Netns> = devices.iter().map(|d| &d.netns).collect();
     namespaces.sort();
@@ -114,10 +108,7 @@ pub fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
             different_mtus(&here, &mut out, flagged);
             continue;
         };
-        let larger: Vec<&&DeviceFacts> = here
-            .iter()
-            .filter(|d| matches!(d.role(), Role::PodDevice | Role::Bridge) && d.mtu > limit.mtu)
-            .collect();
+        let larger: Vec<&&DeviceFacts> = here.iter().filter(|d| matches!(d.role(), Role::PodDevice | Role::Bridge) && d.mtu > limit.mtu).collect();
         if let Some(max) = larger.iter().map(|d| d.mtu).max() {
             let mut names: Vec<String> = larger.iter().map(|d| d.name.clone()).collect();
             let shown = if names.len() > 4 { format!("{} and {} more", names[..4].join(", "), names.len() - 4) } else { names.join(", ") };
@@ -167,7 +158,7 @@ fn different_mtus(here: &[&DeviceFacts], out: &mut Vec<Mismatch>, flagged: usize
 }
 
 /// The devices of `netns` (not `lo`) with their MTU, driver and whether they are the uplink.
-pub fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
+pub(crate) fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
     let _inside = netns.enter()?;
     // Sockets belong to the namespace of the thread that creates them: this one is inside.
     // SAFETY: plain socket(2).
@@ -196,7 +187,7 @@ pub fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
+pub(crate) enum DeviceError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error("listing network devices: {0}")]

@@ -3,15 +3,16 @@
 //! packet-too-big), tc on chosen devices (errors received, ICMPv6 ones sent, oversize packets)
 //! — and attaches them. Without icmp_send, IPv4 frag-needed sent is seen at tc egress instead.
 
-pub mod choice;
-pub mod decode;
-pub mod devices;
-pub mod tc;
+pub(crate) mod choice;
+pub(crate) mod decode;
+pub(crate) mod devices;
+pub(crate) mod tc;
 
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
+use devices::DeviceFacts;
 use tracer_common::{
     drop::{DropConfig, hook},
     event::EventHeader,
@@ -29,13 +30,12 @@ use crate::{
     loader::Globals,
     probes::drops::{self, DROP_CONFIG, HookChoice},
 };
-use devices::DeviceFacts;
 
 const PROBE: &str = "mtu";
 
 /// `--sent-hook`: where IPv4 frag-needed this node sends is seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SentHook {
+pub(crate) enum SentHook {
     Auto,
     /// BTF tracepoint tp_btf/icmp_send (kernel >= 6.10, or a backport)
     #[value(name = "icmp_send")]
@@ -46,7 +46,7 @@ pub enum SentHook {
 
 /// One `--iface [NETNS:]DEV`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IfaceChoice {
+pub(crate) struct IfaceChoice {
     pub netns: crate::kernel::netns::Netns,
     pub name: String,
     /// As typed, for messages.
@@ -61,7 +61,7 @@ const MTU_CONFIG: &str = "MTU_CONFIG";
 
 /// How the MTU probe runs on this kernel.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub config: MtuConfig,
     /// kfree_skb's argument layout (the drops probe's plan, shared with its program).
     pub drop: DropConfig,
@@ -75,7 +75,7 @@ pub struct Plan {
 /// Works out the hooks. kfree_skb as a BTF tracepoint is required (it is what every other hook
 /// leans on: BTF and tp_btf); icmp_send and the PKT_TOO_BIG reason are optional, unless
 /// `sent` asks for icmp_send by name.
-pub fn plan(btf: &KernelBtf, sent: SentHook) -> Result<Plan, CannotRun> {
+pub(crate) fn plan(btf: &KernelBtf, sent: SentHook) -> Result<Plan, CannotRun> {
     let drop_plan = drops::plan(btf, HookChoice::TpBtf).map_err(|e| CannotRun { probe: PROBE, reason: e.reason })?;
     let mut config = MtuConfig::empty();
     let mut missing = Vec::new();
@@ -116,10 +116,7 @@ pub fn plan(btf: &KernelBtf, sent: SentHook) -> Result<Plan, CannotRun> {
 /// Positions of icmp_send's (skb, type, code) in BTF.
 fn icmp_send_layout(btf: &KernelBtf) -> Result<(u32, u32, u32), String> {
     let params = btf.tracepoint_params("icmp_send").map_err(|e| format!("no tp_btf/icmp_send (kernel < 6.10?): {e}"))?;
-    let skb = params
-        .iter()
-        .position(|p| *p == ParamType::StructPtr("sk_buff".into()))
-        .ok_or("tp_btf/icmp_send has no struct sk_buff * argument")?;
+    let skb = params.iter().position(|p| *p == ParamType::StructPtr("sk_buff".into())).ok_or("tp_btf/icmp_send has no struct sk_buff * argument")?;
     // (skb, int type, int code) since the tracepoint appeared; the two ints follow the skb.
     if params.len() < skb + 3 {
         return Err(format!("tp_btf/icmp_send has {} arguments, expected skb, type, code", params.len()));
@@ -128,7 +125,7 @@ fn icmp_send_layout(btf: &KernelBtf) -> Result<(u32, u32, u32), String> {
 }
 
 /// Loads and attaches the BTF tracepoints. Links live as long as `ebpf`.
-pub fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
+pub(crate) fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
     let mut hooks = vec![(PROG_DROP, "kfree_skb")];
     if plan.icmp_send {
         hooks.push((PROG_ICMP_SEND, "icmp_send"));
@@ -142,7 +139,7 @@ pub fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result
 }
 
 /// The tracing hooks as `check` and the start-up line name them.
-pub fn describe(plan: &Plan) -> String {
+pub(crate) fn describe(plan: &Plan) -> String {
     let mut parts = Vec::new();
     if plan.icmp_send {
         parts.push("tp_btf/icmp_send");
@@ -154,7 +151,7 @@ pub fn describe(plan: &Plan) -> String {
 
 /// What the user chose for the MTU family.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// `--iface`: devices for the tc programs; empty means every veth and tunnel of tracer's own
     /// namespace.
     pub ifaces: Vec<IfaceChoice>,
@@ -168,7 +165,7 @@ impl Default for Options {
 }
 
 /// The MTU family: the devices it watches, their MTU facts, its tracing and tc programs.
-pub struct Mtu {
+pub(crate) struct Mtu {
     options: Options,
     alone: bool,
     /// The devices tc goes on.
@@ -181,12 +178,12 @@ pub struct Mtu {
 }
 
 impl Mtu {
-    pub fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options) -> Self {
         Mtu { options, alone: false, traced: Vec::new(), facts: Vec::new(), plan: None, tc: None, decoder: None }
     }
 
     /// Every device of the namespaces it looked at (for `diagnose`'s MTU facts).
-    pub fn devices(&self) -> &[DeviceFacts] {
+    pub(crate) fn devices(&self) -> &[DeviceFacts] {
         &self.facts
     }
 }
@@ -248,7 +245,9 @@ impl Family for Mtu {
     fn print_facts(&self) {
         choice::print_facts(&self.facts, &self.traced);
         if self.alone && self.traced.is_empty() {
-            log::warn!("no veth or tunnel devices in tracer's network namespace: oversize and received errors are not seen (choose devices with --iface)");
+            log::warn!(
+                "no veth or tunnel devices in tracer's network namespace: oversize and received errors are not seen (choose devices with --iface)"
+            );
         }
     }
 

@@ -1,6 +1,6 @@
-//! tc attachments of the MTU programs, in the namespace of each device: TCX links on kernels
-//! >= 6.6 (nothing else to create or remove), else a clsact qdisc (added only where missing, and
-//! then removed again) with direct-action filters. Everything is undone when
+//! tc attachments of the MTU programs, in the namespace of each device: TCX links on
+//! kernels >= 6.6 (nothing else to create or remove), else a clsact qdisc (added only where
+//! missing, and then removed again) with direct-action filters. Everything is undone when
 //! [`TcAttachments`] drops — after Ctrl-C, --duration, an error half-way, or a panic — inside
 //! the device's namespace, where the netlink requests must go.
 
@@ -20,7 +20,7 @@ const PROG_INGRESS: &str = "mtu_tc_ingress";
 const PROG_EGRESS: &str = "mtu_tc_egress";
 
 /// One device with the programs attached.
-pub struct Attached {
+pub(crate) struct Attached {
     pub device: DeviceFacts,
     pub netns_inode: u32,
     links: Vec<SchedClassifierLink>,
@@ -29,7 +29,7 @@ pub struct Attached {
 }
 
 /// The attachments; dropping detaches them all.
-pub struct TcAttachments {
+pub(crate) struct TcAttachments {
     pub devices: Vec<Attached>,
     /// TCX links (kernel >= 6.6), else clsact + cls_bpf.
     pub tcx: bool,
@@ -37,12 +37,12 @@ pub struct TcAttachments {
 
 /// Whether aya attaches through TCX here: it does from 6.6 on (its own rule, repeated here
 /// because aya keeps it private).
-pub fn uses_tcx() -> bool {
+pub(crate) fn uses_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
 /// Loads both classifiers and attaches them at ingress and egress of every device.
-pub fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result<TcAttachments> {
+pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result<TcAttachments> {
     let mut out = TcAttachments { devices: Vec::new(), tcx: uses_tcx() };
     for name in [PROG_INGRESS, PROG_EGRESS] {
         let prog: &mut SchedClassifier = ebpf.program_mut(name).with_context(|| format!("{name} missing from the object"))?.try_into()?;

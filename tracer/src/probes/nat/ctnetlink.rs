@@ -51,19 +51,19 @@ const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 
 /// `enum tcp_conntrack` (uapi, stable).
 mod tcp_ct {
-    pub const FIN_WAIT: u8 = 4;
-    pub const CLOSE_WAIT: u8 = 5;
-    pub const LAST_ACK: u8 = 6;
-    pub const TIME_WAIT: u8 = 7;
-    pub const CLOSE: u8 = 8;
-    pub const SYN_SENT: u8 = 1;
-    pub const SYN_RECV: u8 = 2;
-    pub const SYN_SENT2: u8 = 9;
+    pub(super) const FIN_WAIT: u8 = 4;
+    pub(super) const CLOSE_WAIT: u8 = 5;
+    pub(super) const LAST_ACK: u8 = 6;
+    pub(super) const TIME_WAIT: u8 = 7;
+    pub(super) const CLOSE: u8 = 8;
+    pub(super) const SYN_SENT: u8 = 1;
+    pub(super) const SYN_RECV: u8 = 2;
+    pub(super) const SYN_SENT2: u8 = 9;
 }
 
 /// One destroyed conntrack entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destroyed {
+pub(crate) struct Destroyed {
     /// The original direction's tuple (as the client opened it).
     pub orig: Flow,
     pub reply: Flow,
@@ -75,7 +75,7 @@ impl Destroyed {
     /// How the connection ended, as a nat event `state`: `closed` (TCP, by FIN or RST),
     /// `timed_out` (never answered: a handshake that did not finish, or a UDP/ICMP entry that
     /// expired) or `destroyed` (an established entry removed otherwise: idle timeout, flush).
-    pub fn ending(&self, reply_seen: bool) -> &'static str {
+    pub(crate) fn ending(&self, reply_seen: bool) -> &'static str {
         match self.tcp_state {
             Some(tcp_ct::FIN_WAIT | tcp_ct::CLOSE_WAIT | tcp_ct::LAST_ACK | tcp_ct::TIME_WAIT | tcp_ct::CLOSE) => "closed",
             Some(tcp_ct::SYN_SENT | tcp_ct::SYN_RECV | tcp_ct::SYN_SENT2) => "timed_out",
@@ -88,11 +88,9 @@ impl Destroyed {
 
 /// A non-blocking netlink socket subscribed to destroy events of the calling thread's network
 /// namespace (call it inside the namespace: the socket stays bound to it).
-pub fn subscribe() -> io::Result<OwnedFd> {
+pub(crate) fn subscribe() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned at once.
-    let fd = unsafe {
-        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, NETLINK_NETFILTER)
-    };
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, NETLINK_NETFILTER) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -106,13 +104,7 @@ pub fn subscribe() -> io::Result<OwnedFd> {
     let size: libc::c_int = 4 << 20;
     // SAFETY: valid fd, pointers to live locals of the sizes given.
     unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const size).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw const size).cast(), size_of::<libc::c_int>() as libc::socklen_t);
         if libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), size_of::<libc::sockaddr_nl>() as libc::socklen_t) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -176,7 +168,7 @@ fn tuple(buf: &[u8]) -> Flow {
 }
 
 /// The destroy events in one datagram of netlink messages; anything else is skipped.
-pub fn parse(mut buf: &[u8]) -> Vec<Destroyed> {
+pub(crate) fn parse(mut buf: &[u8]) -> Vec<Destroyed> {
     let mut out = Vec::new();
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -210,7 +202,7 @@ pub fn parse(mut buf: &[u8]) -> Vec<Destroyed> {
 }
 
 /// Destroy events of every namespace it subscribed in, gathered by one reader task per socket.
-pub struct EndWatch {
+pub(crate) struct EndWatch {
     namespaces: Namespaces,
     subscribed: HashSet<u32>,
     tx: mpsc::UnboundedSender<(u32, Vec<Destroyed>)>,
@@ -222,16 +214,10 @@ pub struct EndWatch {
 
 impl EndWatch {
     /// Subscribes in every namespace found now (see the module doc for why not later).
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut w = EndWatch {
-            namespaces: Namespaces::scan(),
-            subscribed: HashSet::new(),
-            tx,
-            rx,
-            overruns: Arc::new(AtomicU64::new(0)),
-            tasks: Vec::new(),
-        };
+        let mut w =
+            EndWatch { namespaces: Namespaces::scan(), subscribed: HashSet::new(), tx, rx, overruns: Arc::new(AtomicU64::new(0)), tasks: Vec::new() };
         // `subscribed` also holds the namespaces that failed (tried once each), so count here.
         let (mut ok, mut first_error) = (0, None);
         for inode in w.namespaces.inodes() {
@@ -243,13 +229,15 @@ impl EndWatch {
             }
         }
         if let (0, Some(e)) = (ok, first_error) {
-            log::warn!("cannot subscribe to conntrack's destroy events ({e}; nf_conntrack_netlink? CAP_SYS_ADMIN for setns?): connection ends are not shown");
+            log::warn!(
+                "cannot subscribe to conntrack's destroy events ({e}; nf_conntrack_netlink? CAP_SYS_ADMIN for setns?): connection ends are not shown"
+            );
         }
         w
     }
 
     /// Subscribes in a namespace first seen in an event (its earlier entries may not report).
-    pub fn ensure(&mut self, inode: u32) {
+    pub(crate) fn ensure(&mut self, inode: u32) {
         if !self.subscribed.contains(&inode) {
             // Once per namespace, even if it fails.
             if let Err(e) = self.subscribe_in(inode) {
@@ -291,7 +279,7 @@ impl EndWatch {
     }
 
     /// Ends received since the last call, with their namespace.
-    pub fn drain(&mut self) -> Vec<(u32, Destroyed)> {
+    pub(crate) fn drain(&mut self) -> Vec<(u32, Destroyed)> {
         let mut out = Vec::new();
         while let Ok((inode, ended)) = self.rx.try_recv() {
             out.extend(ended.into_iter().map(|d| (inode, d)));
@@ -299,7 +287,7 @@ impl EndWatch {
         out
     }
 
-    pub fn overruns(&self) -> u64 {
+    pub(crate) fn overruns(&self) -> u64 {
         self.overruns.load(Ordering::Relaxed)
     }
 }
@@ -315,6 +303,9 @@ impl Drop for EndWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A conntrack NEW event's message type.
+    const IPCTNL_MSG_CT_NEW: u16 = 0;
 
     fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -332,14 +323,16 @@ mod tests {
     }
 
     fn v4_tuple(kind: u16, src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
-        nested(kind, &[
-            nested(CTA_TUPLE_IP, &[attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)]),
-            nested(CTA_TUPLE_PROTO, &[
-                attr(CTA_PROTO_NUM, &[proto]),
-                attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()),
-                attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes()),
-            ]),
-        ])
+        nested(
+            kind,
+            &[
+                nested(CTA_TUPLE_IP, &[attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)]),
+                nested(
+                    CTA_TUPLE_PROTO,
+                    &[attr(CTA_PROTO_NUM, &[proto]), attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()), attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes())],
+                ),
+            ],
+        )
     }
 
     fn message(kind: u16, body: &[u8]) -> Vec<u8> {
@@ -363,7 +356,7 @@ mod tests {
         .concat();
         let mut datagram = message((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, &body);
         // A NEW event in the same datagram is not an end.
-        datagram.extend(message((NFNL_SUBSYS_CTNETLINK << 8) | 0, &body));
+        datagram.extend(message((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW, &body));
         let got = parse(&datagram);
         assert_eq!(got.len(), 1);
         let d = &got[0];

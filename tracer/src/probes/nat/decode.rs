@@ -12,7 +12,7 @@ use crate::events::{Clock, Detail, Event, Flow, NatDetail, ifname};
 
 const AF_INET: u16 = 2;
 
-pub struct Decoder {
+pub(crate) struct Decoder {
     pub clock: Clock,
     pub bits: StatusBits,
 }
@@ -32,7 +32,7 @@ fn tuple_flow(t: &NatTuple) -> Flow {
 }
 
 impl Decoder {
-    pub fn decode(&self, bytes: &[u8]) -> Option<Event> {
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Option<Event> {
         if bytes.len() < size_of::<NatEvent>() {
             return None;
         }
@@ -41,7 +41,7 @@ impl Decoder {
         Some(self.decode_raw(&raw))
     }
 
-    pub fn decode_raw(&self, raw: &NatEvent) -> Event {
+    pub(crate) fn decode_raw(&self, raw: &NatEvent) -> Event {
         let (orig, reply) = (tuple_flow(&raw.orig), tuple_flow(&raw.reply));
         let (snat, dnat) = (raw.status & self.bits.src_nat != 0, raw.status & self.bits.dst_nat != 0);
         let reply_seen = raw.status & self.bits.seen_reply != 0;

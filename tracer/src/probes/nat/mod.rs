@@ -1,15 +1,16 @@
 //! Conntrack NAT: plans the net_dev_start_xmit BTF tracepoint and the `struct nf_conn` layout
 //! (from vmlinux, or nf_conntrack's module BTF when conntrack is a module), and attaches.
 
-pub mod ctnetlink;
-pub mod decode;
-pub mod tracking;
+pub(crate) mod ctnetlink;
+pub(crate) mod decode;
+pub(crate) mod tracking;
 
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 use tracer_common::{event::EventHeader, nat::NatConfig};
+use tracking::{Ends, NoReply};
 
 use super::{AttachContext, CannotRun, CheckRow, Family, FamilyId, PlanContext, PlanError};
 use crate::{
@@ -21,7 +22,6 @@ use crate::{
     loader::{Globals, KernelCounts},
     pods::services::ServiceNames,
 };
-use tracking::{Ends, NoReply};
 
 const PROBE: &str = "nat";
 const PROGRAM: &str = "nat_xmit";
@@ -31,7 +31,7 @@ const NAT_CONFIG: &str = "NAT_CONFIG";
 
 /// `enum ip_conntrack_status` masks userspace reads back from the events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatusBits {
+pub(crate) struct StatusBits {
     pub src_nat: u32,
     pub dst_nat: u32,
     pub seen_reply: u32,
@@ -40,13 +40,11 @@ pub struct StatusBits {
 
 /// The program's configuration for this kernel. Conntrack must be present (built in, or its
 /// module loaded: without it nothing is NATed and there is nothing to see).
-pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
+pub(crate) fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     let cannot = |reason: String| CannotRun { probe: PROBE, reason };
     let module = btf.with_module("nf_conntrack").map_err(|e| cannot(format!("reading nf_conntrack's BTF: {e}")))?;
     if !module && btf.offset_of("nf_conn", "status").is_err() {
-        return Err(cannot(
-            "conntrack is not loaded (no nf_conntrack module, not built in): nothing on this node is NATed yet".into(),
-        ));
+        return Err(cannot("conntrack is not loaded (no nf_conntrack module, not built in): nothing on this node is NATed yet".into()));
     }
     let params = btf.tracepoint_params(TRACEPOINT).map_err(|e| cannot(format!("tp_btf/{TRACEPOINT}: {e}")))?;
     let skb_arg = params
@@ -59,18 +57,10 @@ pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     let tuple_in_hash = off("nf_conntrack_tuple_hash", "tuple")?;
     let status = btf.enum_values("ip_conntrack_status").map_err(|e| cannot(format!("enum ip_conntrack_status: {e}")))?;
     let bit = |name: &str| -> Result<u32, CannotRun> {
-        status
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v as u32)
-            .ok_or_else(|| cannot(format!("enum ip_conntrack_status has no {name}")))
+        status.iter().find(|(n, _)| n == name).map(|(_, v)| *v as u32).ok_or_else(|| cannot(format!("enum ip_conntrack_status has no {name}")))
     };
-    let bits = StatusBits {
-        src_nat: bit("IPS_SRC_NAT")?,
-        dst_nat: bit("IPS_DST_NAT")?,
-        seen_reply: bit("IPS_SEEN_REPLY")?,
-        assured: bit("IPS_ASSURED")?,
-    };
+    let bits =
+        StatusBits { src_nat: bit("IPS_SRC_NAT")?, dst_nat: bit("IPS_DST_NAT")?, seen_reply: bit("IPS_SEEN_REPLY")?, assured: bit("IPS_ASSURED")? };
     let config = NatConfig {
         valid: 1,
         skb_arg: skb_arg as u32,
@@ -90,9 +80,8 @@ pub fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
     Ok((config, bits))
 }
 
-pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
-    let prog: &mut BtfTracePoint =
-        ebpf.program_mut(PROGRAM).context("nat_xmit program missing from the object")?.try_into()?;
+pub(crate) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
+    let prog: &mut BtfTracePoint = ebpf.program_mut(PROGRAM).context("nat_xmit program missing from the object")?.try_into()?;
     prog.load(TRACEPOINT, btf).with_context(|| format!("loading tp_btf/{TRACEPOINT}"))?;
     prog.attach().with_context(|| format!("attaching tp_btf/{TRACEPOINT}"))?;
     Ok(())
@@ -100,7 +89,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
 
 /// What the user chose for the NAT family.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// A connection with no reply after this long is reported `no_reply`.
     pub reply_timeout: Duration,
 }
@@ -112,7 +101,7 @@ impl Default for Options {
 }
 
 /// The NAT family: conntrack-rewritten connections, their replies (or none) and their ends.
-pub struct Nat {
+pub(crate) struct Nat {
     options: Options,
     planned: Option<(NatConfig, StatusBits)>,
     decoder: Option<decode::Decoder>,
@@ -124,7 +113,7 @@ pub struct Nat {
 }
 
 impl Nat {
-    pub fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options) -> Self {
         let no_reply = NoReply::new(options.reply_timeout.as_nanos() as i128);
         Nat { options, planned: None, decoder: None, services: None, no_reply, ends: None, marked: 0 }
     }

@@ -10,7 +10,7 @@ use crate::events::{Detail, Event};
 type ConnKey = (u32, Option<u8>, String, String);
 
 /// Connection ends from conntrack's destroy events, for the connections this run reported.
-pub struct Ends {
+pub(crate) struct Ends {
     watch: EndWatch,
     /// The last event of each reported connection, the template of its end.
     last: HashMap<ConnKey, Event>,
@@ -36,11 +36,11 @@ fn forget_older_half(last: &mut HashMap<ConnKey, Event>) -> usize {
 }
 
 impl Ends {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Ends { watch: EndWatch::start(), last: HashMap::new(), reported: 0, forgotten: 0 }
     }
 
-    pub fn saw(&mut self, event: &Event) {
+    pub(crate) fn saw(&mut self, event: &Event) {
         let (Detail::Nat(nat), Some(netns)) = (&event.detail, event.netns) else { return };
         let (Some(src), Some(dst)) = (&nat.orig_src, &nat.orig_dst) else { return };
         self.watch.ensure(netns);
@@ -51,7 +51,7 @@ impl Ends {
     }
 
     /// At stop, on stderr: how many ends were shown, and what could not be.
-    pub fn report(&self) {
+    pub(crate) fn report(&self) {
         if self.reported > 0 {
             eprintln!("tracer: nat: {} connections ended (closed, timed_out or destroyed)", self.reported);
         }
@@ -67,7 +67,7 @@ impl Ends {
     }
 
     /// Ends received since the last tick, as nat events stamped `now` (in time order).
-    pub fn ended(&mut self, now: i128) -> Vec<Event> {
+    pub(crate) fn ended(&mut self, now: i128) -> Vec<Event> {
         let mut out = Vec::new();
         for (netns, d) in self.watch.drain() {
             let (Some(src), Some(dst)) = (d.orig.src_endpoint(), d.orig.dst_endpoint()) else { continue };
@@ -84,17 +84,17 @@ impl Ends {
 }
 
 /// Connections waiting for their first reply, by conntrack entry.
-pub struct NoReply {
+pub(crate) struct NoReply {
     timeout_ns: i128,
     waiting: HashMap<u64, Event>,
 }
 
 impl NoReply {
-    pub fn new(timeout_ns: i128) -> Self {
+    pub(crate) fn new(timeout_ns: i128) -> Self {
         Self { timeout_ns, waiting: HashMap::new() }
     }
 
-    pub fn saw(&mut self, event: &Event) {
+    pub(crate) fn saw(&mut self, event: &Event) {
         let Detail::Nat(nat) = &event.detail else { return };
         if nat.reply_seen {
             self.waiting.remove(&nat.conn);
@@ -104,13 +104,8 @@ impl NoReply {
     }
 
     /// The connections whose reply is overdue at `now`, as `no_reply` events (once each).
-    pub fn expired(&mut self, now: i128) -> Vec<Event> {
-        let overdue: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns)
-            .map(|(conn, _)| *conn)
-            .collect();
+    pub(crate) fn expired(&mut self, now: i128) -> Vec<Event> {
+        let overdue: Vec<u64> = self.waiting.iter().filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns).map(|(conn, _)| *conn).collect();
         let mut out: Vec<Event> = overdue
             .into_iter()
             .filter_map(|conn| self.waiting.remove(&conn))

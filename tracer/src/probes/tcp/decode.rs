@@ -7,14 +7,14 @@ use tracer_common::{
 
 use crate::events::{Clock, Detail, Event, Flow, TcpDetail, tcp_state_name};
 
-pub struct Decoder {
+pub(crate) struct Decoder {
     pub clock: Clock,
 }
 
 impl Decoder {
     /// Decodes one record of kind RETRANSMIT, RESET or CONNECT_FAIL; None for other kinds or
     /// short records.
-    pub fn decode(&self, record_kind: u16, bytes: &[u8]) -> Option<Event> {
+    pub(crate) fn decode(&self, record_kind: u16, bytes: &[u8]) -> Option<Event> {
         if bytes.len() < size_of::<TcpEvent>() {
             return None;
         }
@@ -23,7 +23,7 @@ impl Decoder {
         self.decode_raw(record_kind, &raw)
     }
 
-    pub fn decode_raw(&self, record_kind: u16, raw: &TcpEvent) -> Option<Event> {
+    pub(crate) fn decode_raw(&self, record_kind: u16, raw: &TcpEvent) -> Option<Event> {
         let detail = TcpDetail {
             state: tcp_state_name(raw.state),
             count: raw.count,

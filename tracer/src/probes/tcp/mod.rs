@@ -1,7 +1,7 @@
 //! TCP retransmits, resets and failed connects. Plans the BTF tracepoints this kernel has (and
 //! where their socket arguments are), attaches them, and reads the kernel's per-flow map.
 
-pub mod decode;
+pub(crate) mod decode;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -32,14 +32,14 @@ const TCP_CONFIG: &str = "TCP_CONFIG";
 
 /// One BTF tracepoint of the family: its program in tracer-ebpf/src/main.rs and what it adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hook {
+pub(crate) struct Hook {
     pub program: &'static str,
     pub tracepoint: &'static str,
     /// Without it the command cannot do its job.
     pub required: bool,
 }
 
-pub const HOOKS: &[Hook] = &[
+pub(crate) const HOOKS: &[Hook] = &[
     Hook { program: "tcp_retransmit", tracepoint: "tcp_retransmit_skb", required: true },
     Hook { program: "tcp_retransmit_synack", tracepoint: "tcp_retransmit_synack", required: false },
     Hook { program: "tcp_send_reset", tracepoint: "tcp_send_reset", required: false },
@@ -48,7 +48,7 @@ pub const HOOKS: &[Hook] = &[
 ];
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub config: TcpConfig,
     /// Hooks that will be attached.
     pub hooks: Vec<Hook>,
@@ -58,7 +58,7 @@ pub struct Plan {
 
 /// Finds each tracepoint's socket (and skb, state) arguments in BTF. A kernel without the
 /// retransmit tracepoint cannot run this probe; any other missing hook is a warning.
-pub fn plan(btf: &KernelBtf) -> Result<Plan, CannotRun> {
+pub(crate) fn plan(btf: &KernelBtf) -> Result<Plan, CannotRun> {
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(CannotRun { probe: PROBE, reason: format!("BTF tracepoints need the kernel's own BTF ({VMLINUX_BTF} is missing)") });
     }
@@ -77,9 +77,7 @@ pub fn plan(btf: &KernelBtf) -> Result<Plan, CannotRun> {
 
 fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(), String> {
     let params = btf.tracepoint_params(tracepoint).map_err(|e| format!("tp_btf/{tracepoint}: {e}"))?;
-    let find = |name: &str| -> Option<u32> {
-        params.iter().position(|p| *p == ParamType::StructPtr(name.into())).map(|i| i as u32)
-    };
+    let find = |name: &str| -> Option<u32> { params.iter().position(|p| *p == ParamType::StructPtr(name.into())).map(|i| i as u32) };
     let need = |name: &str| find(name).ok_or_else(|| format!("tp_btf/{tracepoint} has no struct {name} * argument"));
     match tracepoint {
         "tcp_retransmit_skb" => config.retransmit_sk = need("sock")?,
@@ -95,12 +93,7 @@ fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(
         "inet_sock_set_state" => {
             config.set_state_sk = need("sock")?;
             // (sk, int oldstate, int newstate): the two plain integers after the socket.
-            let ints: Vec<u32> = params
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| **p == ParamType::Other)
-                .map(|(i, _)| i as u32)
-                .collect();
+            let ints: Vec<u32> = params.iter().enumerate().filter(|(_, p)| **p == ParamType::Other).map(|(i, _)| i as u32).collect();
             let [old, new, ..] = ints[..] else {
                 return Err(format!("tp_btf/{tracepoint}: no oldstate/newstate arguments"));
             };
@@ -113,12 +106,10 @@ fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(
 }
 
 /// Loads and attaches the planned programs; links live as long as `ebpf`.
-pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
+pub(crate) fn attach(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
     for hook in &plan.hooks {
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(hook.program)
-            .with_context(|| format!("{} program missing from the object", hook.program))?
-            .try_into()?;
+        let prog: &mut BtfTracePoint =
+            ebpf.program_mut(hook.program).with_context(|| format!("{} program missing from the object", hook.program))?.try_into()?;
         prog.load(hook.tracepoint, btf).with_context(|| format!("loading tp_btf/{}", hook.tracepoint))?;
         prog.attach().with_context(|| format!("attaching tp_btf/{}", hook.tracepoint))?;
     }
@@ -126,7 +117,7 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
 }
 
 /// Every flow in the kernel's per-flow map.
-pub fn read_flows(ebpf: &Ebpf) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
+pub(crate) fn read_flows(ebpf: &Ebpf) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
     let map = ebpf.map("TCP_FLOWS").context("TCP_FLOWS map missing")?;
     let flows: HashMap<&MapData, FlowKey, FlowStats> = HashMap::try_from(map)?;
     // An entry evicted or added while iterating may be skipped or seen twice: dedupe by key.
@@ -142,7 +133,7 @@ pub fn read_flows(ebpf: &Ebpf) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
 
 /// What the user chose for the TCP family.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Each retransmit is a ring-buffer record; false (`retrans --top`): only counted per flow.
     pub stream_retransmits: bool,
 }
@@ -154,14 +145,14 @@ impl Default for Options {
 }
 
 /// The TCP family: retransmits, resets, failed connects, and the per-flow map.
-pub struct Tcp {
+pub(crate) struct Tcp {
     options: Options,
     plan: Option<Plan>,
     decoder: Option<decode::Decoder>,
 }
 
 impl Tcp {
-    pub fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options) -> Self {
         Tcp { options, plan: None, decoder: None }
     }
 }
