@@ -26,7 +26,10 @@ use clap::error::ErrorKind;
 use crate::{
     cli::{
         Cli, Command, UsageError,
-        config::{DropsConfig, JobConfig, MtuConfig, NatConfig, PodsCommandConfig, RetransConfig, ServeConfig, WatchConfig},
+        config::{
+            DropsCommandConfig, JobConfig, MtuCommandConfig, NatCommandConfig, PodsCommandConfig, RetransCommandConfig, ServeCommandConfig,
+            WatchCommandConfig,
+        },
     },
     probes::CannotRun,
 };
@@ -34,10 +37,7 @@ use crate::{
 fn main() -> ExitCode {
     // kube-rs logs each failed request at ERROR on its own; the pod layer reports those failures
     // itself, once, as one line with their cause.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,kube_client=off,kube_runtime=off"))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,kube_client=off,kube_runtime=off")).format(write_message).init();
 
     let prog = program_name();
     let cli = match parse(prog) {
@@ -57,40 +57,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every message for the user on stderr, in one style: `tracer: warning: ...` (and `error`,
+/// `info`, `debug: MODULE: ...`). Warnings are `log::warn!` everywhere, so `RUST_LOG` governs them
+/// all and they read the same whichever layer says them.
+fn write_message(out: &mut env_logger::fmt::Formatter, record: &log::Record<'_>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match record.level() {
+        log::Level::Error => writeln!(out, "tracer: error: {}", record.args()),
+        log::Level::Warn => writeln!(out, "tracer: warning: {}", record.args()),
+        log::Level::Info => writeln!(out, "tracer: {}", record.args()),
+        level => writeln!(out, "tracer: {}: {}: {}", level.as_str().to_lowercase(), record.target(), record.args()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Drops(args) => {
-            let config = DropsConfig::from_args(args)?;
+            let config = DropsCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::drops::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Retrans(args) => {
-            let config = RetransConfig::from_args(args)?;
+            let config = RetransCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::retrans::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Nat(args) => {
-            let config = NatConfig::from_args(args)?;
+            let config = NatCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::nat::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Mtu(args) => {
-            let config = MtuConfig::from_args(args)?;
+            let config = MtuCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::mtu::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch(args) => {
-            let config = WatchConfig::from_args(args)?;
+            let config = WatchCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::watch::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Diagnose(args) => {
-            let config = WatchConfig::diagnose_from_args(args)?;
+            let config = WatchCommandConfig::diagnose_from_args(args)?;
             tokio_runtime()?.block_on(commands::diagnose::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            let config = ServeConfig::from_args(args)?;
+            let config = ServeCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::serve::run(config))?;
             Ok(ExitCode::SUCCESS)
         }

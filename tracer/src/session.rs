@@ -332,10 +332,7 @@ impl Pipeline for Decoders<'_> {
 pub(crate) fn print_summary(probe: &str, counts: KernelCounts, read: u64) {
     eprintln!("{}", summary(probe, counts, read));
     if counts.lost > 0 {
-        eprintln!(
-            "tracer: warning: {} {probe} events were lost because the ring buffer was full; use a larger --ring-buffer or narrower filters",
-            counts.lost
-        );
+        log::warn!("{} {probe} events were lost because the ring buffer was full; use a larger --ring-buffer or narrower filters", counts.lost);
     }
 }
 

@@ -16,13 +16,13 @@ pub(crate) use crate::session::TraceConfig;
 
 /// `tracer retrans`.
 #[derive(Debug, Clone)]
-pub(crate) struct RetransConfig {
+pub(crate) struct RetransCommandConfig {
     pub trace: TraceConfig,
     /// Some(refresh interval) for --top.
     pub top: Option<Duration>,
 }
 
-impl RetransConfig {
+impl RetransCommandConfig {
     pub(crate) fn from_args(args: RetransArgs) -> Result<Self, UsageError> {
         if args.top && args.trace.count.is_some() {
             return Err(UsageError("--count counts streamed events; --top streams none (use --duration)".into()));
@@ -40,12 +40,12 @@ impl RetransConfig {
 
 /// `tracer nat`.
 #[derive(Debug, Clone)]
-pub(crate) struct NatConfig {
+pub(crate) struct NatCommandConfig {
     pub trace: TraceConfig,
     pub reply_timeout: Duration,
 }
 
-impl NatConfig {
+impl NatCommandConfig {
     pub(crate) fn from_args(args: NatArgs) -> Result<Self, UsageError> {
         let reply_timeout = parse_reply_timeout(&args.reply_timeout)?;
         Ok(Self { trace: TraceConfig::from_args(args.trace)?, reply_timeout })
@@ -54,7 +54,7 @@ impl NatConfig {
 
 /// `tracer mtu`.
 #[derive(Debug, Clone)]
-pub(crate) struct MtuConfig {
+pub(crate) struct MtuCommandConfig {
     pub trace: TraceConfig,
     /// `--iface`: devices for the tc programs; empty means every veth and tunnel of tracer's
     /// own namespace.
@@ -64,7 +64,7 @@ pub(crate) struct MtuConfig {
 
 /// What `watch` and `diagnose` share: every probe, the NAT reply timeout and the MTU devices.
 #[derive(Debug, Clone)]
-pub(crate) struct WatchConfig {
+pub(crate) struct WatchCommandConfig {
     pub trace: TraceConfig,
     pub reply_timeout: Duration,
     pub ifaces: Vec<IfaceChoice>,
@@ -75,7 +75,7 @@ pub(crate) struct WatchConfig {
 /// How long `diagnose` runs without --duration.
 pub(crate) const DIAGNOSE_DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
-impl WatchConfig {
+impl WatchCommandConfig {
     pub(crate) fn from_args(args: WatchArgs) -> Result<Self, UsageError> {
         let mut config = Self::from_parts(args.trace, args.probes)?;
         config.by_flow = args.by_flow;
@@ -320,12 +320,12 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
     })?;
     // And its values must pass the same checks as on a node (CIDRs, ports, reasons' syntax).
     let checked = match cli.command {
-        super::Command::Drops(a) => DropsConfig::from_args(a).map(drop),
-        super::Command::Retrans(a) => RetransConfig::from_args(a).map(drop),
-        super::Command::Nat(a) => NatConfig::from_args(a).map(drop),
-        super::Command::Mtu(a) => MtuConfig::from_args(a).map(drop),
-        super::Command::Watch(a) => WatchConfig::from_args(a).map(drop),
-        super::Command::Diagnose(a) => WatchConfig::diagnose_from_args(a).map(drop),
+        super::Command::Drops(a) => DropsCommandConfig::from_args(a).map(drop),
+        super::Command::Retrans(a) => RetransCommandConfig::from_args(a).map(drop),
+        super::Command::Nat(a) => NatCommandConfig::from_args(a).map(drop),
+        super::Command::Mtu(a) => MtuCommandConfig::from_args(a).map(drop),
+        super::Command::Watch(a) => WatchCommandConfig::from_args(a).map(drop),
+        super::Command::Diagnose(a) => WatchCommandConfig::diagnose_from_args(a).map(drop),
         _ => Ok(()),
     };
     match checked {
@@ -365,14 +365,14 @@ fn is_dns_subdomain(s: &str) -> bool {
 
 /// `tracer serve`.
 #[derive(Debug, Clone)]
-pub(crate) struct ServeConfig {
-    pub watch: WatchConfig,
+pub(crate) struct ServeCommandConfig {
+    pub watch: WatchCommandConfig,
     pub metrics: std::net::SocketAddr,
     pub max_series: usize,
     pub quiet: bool,
 }
 
-impl ServeConfig {
+impl ServeCommandConfig {
     pub(crate) fn from_args(args: ServeArgs) -> Result<Self, UsageError> {
         let metrics = args
             .metrics
@@ -384,7 +384,7 @@ impl ServeConfig {
         if args.trace.count.is_some() {
             return Err(UsageError("--count: serve runs until stopped (or --duration)".into()));
         }
-        let watch = WatchConfig::from_parts(args.trace, args.probes)?;
+        let watch = WatchCommandConfig::from_parts(args.trace, args.probes)?;
         Ok(Self { watch, metrics, max_series: args.max_series, quiet: args.quiet })
     }
 }
@@ -395,7 +395,7 @@ fn parse_reply_timeout(text: &str) -> Result<Duration, UsageError> {
 
 pub(crate) use crate::probes::mtu::IfaceChoice;
 
-impl MtuConfig {
+impl MtuCommandConfig {
     pub(crate) fn from_args(args: MtuArgs) -> Result<Self, UsageError> {
         let ifaces = args.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { trace: TraceConfig::from_args(args.trace)?, ifaces, sent_hook: args.sent_hook })
@@ -486,13 +486,13 @@ pub(crate) fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
 pub(crate) use crate::probes::drops::ReasonSelection;
 
 #[derive(Debug, Clone)]
-pub(crate) struct DropsConfig {
+pub(crate) struct DropsCommandConfig {
     pub trace: TraceConfig,
     pub reasons: ReasonSelection,
     pub hook: HookChoice,
 }
 
-impl DropsConfig {
+impl DropsCommandConfig {
     pub(crate) fn from_args(args: DropsArgs) -> Result<Self, UsageError> {
         let reasons = if args.all_reasons {
             ReasonSelection::All

@@ -9,7 +9,7 @@ use std::{
 use tracer_common::event::EventHeader;
 
 use crate::{
-    cli::{OutputFormat, config::WatchConfig},
+    cli::{OutputFormat, config::WatchCommandConfig},
     diagnose::{
         Report,
         facts::MachineFacts,
@@ -30,7 +30,7 @@ use crate::{
 /// Events analysed (about 300 bytes each); beyond it they are counted and a finding says so.
 pub(crate) const MAX_ANALYSED: usize = 1_000_000;
 
-pub(crate) async fn run(config: WatchConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     let duration = config.trace.duration.unwrap_or(crate::cli::config::DIAGNOSE_DEFAULT_DURATION);
     let mut session = super::start_every_family(CommandId::Diagnose, &config).await?;
     let missing_probes: Vec<(String, String)> =

@@ -14,14 +14,14 @@ pub(crate) mod serve;
 pub(crate) mod watch;
 
 use crate::{
-    cli::config::WatchConfig,
+    cli::config::WatchCommandConfig,
     probes::{self, CommandId, FamilyOptions, families_of},
     session::Session,
 };
 
 /// A session of every family (`watch`, `diagnose`, `serve`), with the NAT reply timeout and the
 /// MTU devices the user chose.
-async fn start_every_family(command: CommandId, config: &WatchConfig) -> anyhow::Result<Session> {
+async fn start_every_family(command: CommandId, config: &WatchCommandConfig) -> anyhow::Result<Session> {
     let other_namespace = config.ifaces.iter().any(|i| i.netns.path.is_some());
     let options = FamilyOptions {
         nat: probes::nat::Options { reply_timeout: config.reply_timeout },

@@ -3,13 +3,13 @@
 //! their mismatches first, on stderr.
 
 use crate::{
-    cli::config::MtuConfig,
+    cli::config::MtuCommandConfig,
     output,
     probes::{CommandId, FamilyOptions, families_of, mtu},
     session::Session,
 };
 
-pub(crate) async fn run(config: MtuConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: MtuCommandConfig) -> anyhow::Result<()> {
     let other_namespace = config.ifaces.iter().any(|i| i.netns.path.is_some());
     let options = FamilyOptions { mtu: mtu::Options { ifaces: config.ifaces, sent_hook: config.sent_hook }, ..FamilyOptions::default() };
     let mut session = Session::start(CommandId::Mtu, families_of(CommandId::Mtu, &options), &config.trace, other_namespace).await?;

@@ -18,7 +18,7 @@ use tracer_common::{
 };
 
 use crate::{
-    cli::{OutputFormat, config::RetransConfig},
+    cli::{OutputFormat, config::RetransCommandConfig},
     events::{Clock, rfc3339, tcp_state_name},
     loader, output,
     pods::{layer::PodLayer, now_unix_ns},
@@ -27,7 +27,7 @@ use crate::{
     session::Session,
 };
 
-pub(crate) async fn run(config: RetransConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: RetransCommandConfig) -> anyhow::Result<()> {
     let options = FamilyOptions { tcp: tcp::Options { stream_retransmits: config.top.is_none() }, ..FamilyOptions::default() };
     let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans, &options), &config.trace, false).await?;
     let clock = Clock::new();
@@ -155,7 +155,7 @@ fn print_out(text: &str) -> std::io::Result<()> {
 /// The `--top` loop: a snapshot of the kernel's flow map every `every`, a last one at the end.
 /// Records in the ring buffer (resets, failed connects) are drained and counted, not printed:
 /// the map has them.
-async fn top(ring: &mut Ring, ebpf: &Ebpf, config: &RetransConfig, pods: &mut PodLayer, clock: Clock, every: Duration) -> anyhow::Result<u64> {
+async fn top(ring: &mut Ring, ebpf: &Ebpf, config: &RetransCommandConfig, pods: &mut PodLayer, clock: Clock, every: Duration) -> anyhow::Result<u64> {
     let runner::Waits { mut sigint, mut sigterm, deadline } = runner::waits(config.trace.duration)?;
     let mut tick = interval(every);
     tick.tick().await;

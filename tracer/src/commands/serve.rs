@@ -15,7 +15,7 @@ use tokio::{
 use tracer_common::event::EventHeader;
 
 use crate::{
-    cli::config::ServeConfig,
+    cli::config::ServeCommandConfig,
     events::Event,
     loader::CounterReader,
     output::{
@@ -34,7 +34,7 @@ const COUNTS_EVERY: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8192;
 
-pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: ServeCommandConfig) -> anyhow::Result<()> {
     // Bound before anything is attached: a taken port leaves nothing behind.
     let listener = TcpListener::bind(config.metrics).await.with_context(|| format!("listening on {} (--metrics)", config.metrics))?;
     let handle = metrics::install()?;

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use serde_json::{Value, json};
 
 use crate::{
-    cli::{OutputFormat, config::WatchConfig},
+    cli::{OutputFormat, config::WatchCommandConfig},
     diagnose::flows::stories,
     events::rfc3339,
     output::{
@@ -20,7 +20,7 @@ use crate::{
 /// Events kept for `--by-flow` (about 300 bytes each): beyond it they are counted and said.
 pub(crate) const MAX_COLLECTED: usize = 1_000_000;
 
-pub(crate) async fn run(config: WatchConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     let mut session = super::start_every_family(CommandId::Watch, &config).await?;
     let stop = config.trace.stop();
     let mut collect = Collect::new(MAX_COLLECTED);

@@ -177,8 +177,8 @@ pub(crate) fn check_capabilities(command: &str, needs: &[Need]) -> Result<(), Mi
         return Err(MissingCapabilities { command: command.to_string(), missing: essential });
     }
     for n in optional {
-        eprintln!(
-            "tracer: warning: {} is missing from this process's effective capabilities: cannot {}; add {} to the container's capabilities for that",
+        log::warn!(
+            "{} is missing from this process's effective capabilities: cannot {}; add {} to the container's capabilities for that",
             n.cap.cap_name(),
             n.why,
             n.cap.k8s_name()

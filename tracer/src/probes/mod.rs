@@ -135,6 +135,17 @@ pub(crate) trait Family {
     fn check_row(&self, planned: &Result<(), String>, privileged: bool, hooks: &BTreeMap<&'static str, HookSupport>) -> CheckRow;
 }
 
+/// Loads `program` as the BTF tracepoint `tracepoint`, against `btf` (parsed once per run by the
+/// session), and attaches it. The link lives as long as `ebpf`; dropping it detaches.
+pub(crate) fn attach_btf_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let prog: &mut aya::programs::BtfTracePoint =
+        ebpf.program_mut(program).with_context(|| format!("{program} program missing from the object"))?.try_into()?;
+    prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
+    prog.attach().with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
+    Ok(())
+}
+
 /// One command's row in `tracer check`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct CheckRow {

@@ -8,11 +8,7 @@ pub(crate) mod storm;
 use std::{collections::BTreeMap, path::Path};
 
 use anyhow::Context as _;
-use aya::{
-    Btf, Ebpf,
-    maps::Array,
-    programs::{BtfTracePoint, TracePoint},
-};
+use aya::{Btf, Ebpf, maps::Array, programs::TracePoint};
 use tracer_common::{
     drop::{DropConfig, ReasonFilter, hook},
     event::EventHeader,
@@ -64,7 +60,7 @@ pub(crate) const DROP_CONFIG: &str = "DROP_CONFIG";
 /// The hook the drops probe will use on this kernel, with its layout.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    pub hook: Hook,
+    pub hook: DropHook,
     /// Hook layout filled in; reasons still empty.
     pub config: DropConfig,
     /// None: the kernel has no `enum skb_drop_reason` (< 5.17).
@@ -72,12 +68,12 @@ pub(crate) struct Plan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hook {
+pub(crate) enum DropHook {
     TpBtf,
     Tracepoint,
 }
 
-impl Hook {
+impl DropHook {
     pub(crate) const fn describe(self) -> &'static str {
         match self {
             Self::TpBtf => "tp_btf/kfree_skb",
@@ -101,7 +97,7 @@ pub(crate) fn plan(btf: &KernelBtf, choice: HookChoice) -> Result<Plan, CannotRu
     Ok(Plan { hook, config, reasons })
 }
 
-fn plan_tp_btf(btf: &KernelBtf) -> Result<(Hook, DropConfig), String> {
+fn plan_tp_btf(btf: &KernelBtf) -> Result<(DropHook, DropConfig), String> {
     // The kernel resolves tp_btf targets in its own BTF: a --btf file cannot stand in for it.
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(format!("tp_btf needs the kernel's own BTF ({VMLINUX_BTF} is missing)"));
@@ -122,10 +118,10 @@ fn plan_tp_btf(btf: &KernelBtf) -> Result<(Hook, DropConfig), String> {
     config.skb_arg = skb as u32;
     config.location_arg = location as u32;
     config.reason_arg = reason.map_or(DropConfig::ABSENT, |r| r as u32);
-    Ok((Hook::TpBtf, config))
+    Ok((DropHook::TpBtf, config))
 }
 
-fn plan_tracepoint() -> Result<(Hook, DropConfig), String> {
+fn plan_tracepoint() -> Result<(DropHook, DropConfig), String> {
     let format = tracefs::Format::read("skb", "kfree_skb").map_err(|e| e.to_string())?;
     let skb = format.field("skbaddr").ok_or("skb:kfree_skb has no skbaddr field")?;
     let location = format.field("location").ok_or("skb:kfree_skb has no location field")?;
@@ -140,7 +136,7 @@ fn plan_tracepoint() -> Result<(Hook, DropConfig), String> {
         Some(reason) => return Err(format!("skb:kfree_skb reason field has size {}, expected 4", reason.size)),
         None => {}
     }
-    Ok((Hook::Tracepoint, config))
+    Ok((DropHook::Tracepoint, config))
 }
 
 /// How to read a dropped packet's conntrack entry, when conntrack is loaded.
@@ -239,14 +235,12 @@ pub(crate) fn write_reasons(ebpf: &mut Ebpf, reasons: &ReasonFilter) -> anyhow::
 }
 
 /// Loads and attaches the planned program. Links live as long as `ebpf`; dropping it detaches.
-pub(crate) fn attach(ebpf: &mut Ebpf, hook: Hook, btf: &Btf) -> anyhow::Result<()> {
+pub(crate) fn attach(ebpf: &mut Ebpf, hook: DropHook, btf: &Btf) -> anyhow::Result<()> {
     match hook {
-        Hook::TpBtf => {
-            let prog: &mut BtfTracePoint = ebpf.program_mut(PROG_TP_BTF).context("drop_tp_btf program missing from the object")?.try_into()?;
-            prog.load("kfree_skb", btf).context("loading tp_btf/kfree_skb")?;
-            prog.attach().context("attaching tp_btf/kfree_skb")?;
+        DropHook::TpBtf => {
+            super::attach_btf_tracepoint(ebpf, PROG_TP_BTF, "kfree_skb", btf)?;
         }
-        Hook::Tracepoint => {
+        DropHook::Tracepoint => {
             let prog: &mut TracePoint = ebpf.program_mut(PROG_TP).context("drop_tp program missing from the object")?.try_into()?;
             prog.load().context("loading tracepoint skb/kfree_skb")?;
             prog.attach("skb", "kfree_skb").context("attaching tracepoint skb/kfree_skb")?;
@@ -397,8 +391,8 @@ impl Family for Drops {
         };
         let attach = p.plan.hook.describe();
         let kind = match p.plan.hook {
-            Hook::TpBtf => hooks::TP_BTF,
-            Hook::Tracepoint => hooks::TRACEPOINT,
+            DropHook::TpBtf => hooks::TP_BTF,
+            DropHook::Tracepoint => hooks::TRACEPOINT,
         };
         if !privileged {
             return CheckRow::not_running(command, format!("would use {attach}, but needs root"));
@@ -416,7 +410,7 @@ mod tests {
 
     fn plan_with_reasons() -> Plan {
         Plan {
-            hook: Hook::TpBtf,
+            hook: DropHook::TpBtf,
             config: DropConfig::empty(),
             reasons: Some(DropReasons::from_pairs([
                 ("SKB_DROP_REASON_NOT_SPECIFIED".to_string(), 2),

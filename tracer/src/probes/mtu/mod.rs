@@ -11,7 +11,7 @@ pub(crate) mod tc;
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use aya::{Btf, Ebpf, programs::BtfTracePoint};
+use aya::{Btf, Ebpf};
 use devices::DeviceFacts;
 use tracer_common::{
     drop::{DropConfig, hook},
@@ -131,9 +131,7 @@ pub(crate) fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow:
         hooks.push((PROG_ICMP_SEND, "icmp_send"));
     }
     for (name, tracepoint) in hooks {
-        let prog: &mut BtfTracePoint = ebpf.program_mut(name).with_context(|| format!("{name} missing from the object"))?.try_into()?;
-        prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
-        prog.attach().with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
+        super::attach_btf_tracepoint(ebpf, name, tracepoint, btf)?;
     }
     Ok(())
 }

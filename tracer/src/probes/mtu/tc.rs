@@ -86,7 +86,7 @@ impl Drop for TcAttachments {
             let inside = match device.netns.enter() {
                 Ok(guard) => guard,
                 Err(err) => {
-                    eprintln!("tracer: warning: cannot detach from {}: {err}", describe(&device));
+                    log::warn!("cannot detach from {}: {err}", describe(&device));
                     continue;
                 }
             };
@@ -94,7 +94,7 @@ impl Drop for TcAttachments {
             // in the namespace we are now in.
             drop(links);
             if clsact_added && let Err(err) = remove_clsact(&device.name) {
-                eprintln!("tracer: warning: could not remove the clsact qdisc tracer added to {}: {err:#}", describe(&device));
+                log::warn!("could not remove the clsact qdisc tracer added to {}: {err:#}", describe(&device));
             }
             drop(inside);
         }

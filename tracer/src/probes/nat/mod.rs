@@ -8,7 +8,7 @@ pub(crate) mod tracking;
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context as _;
-use aya::{Btf, Ebpf, programs::BtfTracePoint};
+use aya::{Btf, Ebpf};
 use tracer_common::{event::EventHeader, nat::NatConfig};
 use tracking::{Ends, NoReply};
 
@@ -81,10 +81,7 @@ pub(crate) fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), Canno
 }
 
 pub(crate) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
-    let prog: &mut BtfTracePoint = ebpf.program_mut(PROGRAM).context("nat_xmit program missing from the object")?.try_into()?;
-    prog.load(TRACEPOINT, btf).with_context(|| format!("loading tp_btf/{TRACEPOINT}"))?;
-    prog.attach().with_context(|| format!("attaching tp_btf/{TRACEPOINT}"))?;
-    Ok(())
+    super::attach_btf_tracepoint(ebpf, PROGRAM, TRACEPOINT, btf)
 }
 
 /// What the user chose for the NAT family.

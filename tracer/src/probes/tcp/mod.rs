@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf,
     maps::{HashMap, MapData},
-    programs::BtfTracePoint,
 };
 use tracer_common::{
     event::EventHeader,
@@ -32,26 +31,26 @@ const TCP_CONFIG: &str = "TCP_CONFIG";
 
 /// One BTF tracepoint of the family: its program in tracer-ebpf/src/main.rs and what it adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hook {
+pub(crate) struct TcpTracepoint {
     pub program: &'static str,
     pub tracepoint: &'static str,
     /// Without it the command cannot do its job.
     pub required: bool,
 }
 
-pub(crate) const HOOKS: &[Hook] = &[
-    Hook { program: "tcp_retransmit", tracepoint: "tcp_retransmit_skb", required: true },
-    Hook { program: "tcp_retransmit_synack", tracepoint: "tcp_retransmit_synack", required: false },
-    Hook { program: "tcp_send_reset", tracepoint: "tcp_send_reset", required: false },
-    Hook { program: "tcp_receive_reset", tracepoint: "tcp_receive_reset", required: false },
-    Hook { program: "tcp_set_state", tracepoint: "inet_sock_set_state", required: false },
+pub(crate) const HOOKS: &[TcpTracepoint] = &[
+    TcpTracepoint { program: "tcp_retransmit", tracepoint: "tcp_retransmit_skb", required: true },
+    TcpTracepoint { program: "tcp_retransmit_synack", tracepoint: "tcp_retransmit_synack", required: false },
+    TcpTracepoint { program: "tcp_send_reset", tracepoint: "tcp_send_reset", required: false },
+    TcpTracepoint { program: "tcp_receive_reset", tracepoint: "tcp_receive_reset", required: false },
+    TcpTracepoint { program: "tcp_set_state", tracepoint: "inet_sock_set_state", required: false },
 ];
 
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub config: TcpConfig,
     /// Hooks that will be attached.
-    pub hooks: Vec<Hook>,
+    pub hooks: Vec<TcpTracepoint>,
     /// Optional hooks this kernel lacks, with why (warned about, Retis-style).
     pub missing: Vec<String>,
 }
@@ -108,10 +107,7 @@ fn layout(btf: &KernelBtf, tracepoint: &str, config: &mut TcpConfig) -> Result<(
 /// Loads and attaches the planned programs; links live as long as `ebpf`.
 pub(crate) fn attach(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
     for hook in &plan.hooks {
-        let prog: &mut BtfTracePoint =
-            ebpf.program_mut(hook.program).with_context(|| format!("{} program missing from the object", hook.program))?.try_into()?;
-        prog.load(hook.tracepoint, btf).with_context(|| format!("loading tp_btf/{}", hook.tracepoint))?;
-        prog.attach().with_context(|| format!("attaching tp_btf/{}", hook.tracepoint))?;
+        super::attach_btf_tracepoint(ebpf, hook.program, hook.tracepoint, btf)?;
     }
     Ok(())
 }
