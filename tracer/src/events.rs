@@ -37,8 +37,7 @@ pub(crate) enum Detail {
 /// A NATed connection, as conntrack holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NatDetail {
-    /// `dnat`, `snat` or `both`.
-    pub nat: &'static str,
+    pub nat: NatKind,
     pub orig_src: Option<String>,
     pub orig_dst: Option<String>,
     /// The original destination as an address, to find the Service it belongs to.
@@ -47,9 +46,7 @@ pub(crate) struct NatDetail {
     pub reply_dst: Option<String>,
     pub reply_seen: bool,
     pub assured: bool,
-    /// `new`, `reply`, `assured`, `no_reply` (no reply within --reply-timeout), or how it ended:
-    /// `closed`, `timed_out`, `destroyed` (from conntrack's destroy events).
-    pub state: &'static str,
+    pub state: NatState,
     /// Where DNAT sent the connection (the reply tuple's source), and its pod.
     pub backend: Option<String>,
     pub backend_ip: Option<IpAddr>,
@@ -64,9 +61,7 @@ pub(crate) struct NatDetail {
 /// ICMP error, the original packet quoted in it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct MtuDetail {
-    /// `frag_needed_sent`, `frag_needed_received`, `frag_needed_dropped`, `too_big_drop` or
-    /// `oversize` (CONTRACT).
-    pub event: &'static str,
+    pub event: MtuEventKind,
     /// The MTU that applies: the ICMP error's, or the route's / device's.
     pub mtu: Option<u32>,
     /// Packet length in bytes.
@@ -78,8 +73,119 @@ pub(crate) struct MtuDetail {
     pub icmp_dst: Option<IpAddr>,
     /// Drop reason name, for the two drop events.
     pub reason: Option<String>,
-    /// Where it was seen: icmp_send, tc_ingress, tc_egress, kfree_skb.
-    pub hook: &'static str,
+    pub hook: MtuHook,
+}
+
+/// Which addresses conntrack rewrote: the CONTRACT's nat event `nat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NatKind {
+    /// The destination only (a Service address sent to a backend).
+    Dnat,
+    /// The source only (masquerading on the way out).
+    Snat,
+    /// Source and destination.
+    Both,
+}
+
+impl NatKind {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Dnat => "dnat",
+            Self::Snat => "snat",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// Where a NATed connection stands: the nat event's `state`, from conntrack's status bits
+/// when it was seen, from the reply timeout, or from conntrack's destroy event when it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NatState {
+    /// No reply seen yet.
+    New,
+    /// A reply was seen.
+    Reply,
+    /// Conntrack marked the connection assured (traffic both ways, past the handshake).
+    Assured,
+    /// No reply within --reply-timeout.
+    NoReply,
+    /// Ended by TCP closing it (FIN or RST).
+    Closed,
+    /// Ended unanswered: a handshake that did not finish, or a UDP/ICMP entry that expired.
+    TimedOut,
+    /// An answered entry removed otherwise: idle timeout, flush.
+    Destroyed,
+}
+
+impl NatState {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Reply => "reply",
+            Self::Assured => "assured",
+            Self::NoReply => "no_reply",
+            Self::Closed => "closed",
+            Self::TimedOut => "timed_out",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// What an MTU event saw: the CONTRACT's mtu event `event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MtuEventKind {
+    /// This node sent a frag-needed / packet-too-big error.
+    FragNeededSent,
+    /// One arrived on a traced device.
+    FragNeededReceived,
+    /// One was dropped here, so its sender never learns the MTU.
+    FragNeededDropped,
+    /// A packet dropped with reason PKT_TOO_BIG.
+    TooBigDrop,
+    /// A packet larger than the MTU of the device it leaves by.
+    Oversize,
+    /// A value the BPF side sent that this build does not know (a newer BPF object).
+    Unknown,
+}
+
+impl MtuEventKind {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::FragNeededSent => "frag_needed_sent",
+            Self::FragNeededReceived => "frag_needed_received",
+            Self::FragNeededDropped => "frag_needed_dropped",
+            Self::TooBigDrop => "too_big_drop",
+            Self::Oversize => "oversize",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where an MTU event was seen: its JSON `hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MtuHook {
+    /// The tp_btf/icmp_send tracepoint.
+    IcmpSend,
+    /// tc ingress of a traced device.
+    TcIngress,
+    /// tc egress of a traced device.
+    TcEgress,
+    /// The kfree_skb tracepoint (drops).
+    KfreeSkb,
+    /// A value the BPF side sent that this build does not know (a newer BPF object).
+    Unknown,
+}
+
+impl MtuHook {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::IcmpSend => "icmp_send",
+            Self::TcIngress => "tc_ingress",
+            Self::TcEgress => "tc_egress",
+            Self::KfreeSkb => "kfree_skb",
+            Self::Unknown => "unknown",
+        }
+    }
 }
 
 /// A NUL-padded kernel device name, None when empty.
@@ -110,10 +216,28 @@ pub(crate) struct TcpDetail {
     pub state: Option<&'static str>,
     /// Retransmits of this flow so far in this run (retransmit).
     pub count: u32,
-    /// `sent` or `received` (reset).
-    pub direction: Option<&'static str>,
+    /// Which way the reset went (reset; None for the other kinds).
+    pub direction: Option<ResetDirection>,
     /// How long the connect tried, in ms (connect_fail; None when its start was not seen).
     pub duration_ms: Option<f64>,
+}
+
+/// Which way a TCP reset went: the CONTRACT's reset event `direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResetDirection {
+    /// This node's socket sent it.
+    Sent,
+    /// It arrived for one of this node's sockets.
+    Received,
+}
+
+impl ResetDirection {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Received => "received",
+        }
+    }
 }
 
 /// The kernel's TCP state names (include/net/tcp_states.h; the numbering is visible to userspace
@@ -345,7 +469,7 @@ pub(crate) fn test_dnat_event() -> Event {
         dst_pod: None,
         netns_pod: None,
         detail: Detail::Nat(NatDetail {
-            nat: "dnat",
+            nat: NatKind::Dnat,
             orig_src: Some("10.244.1.7:40000".into()),
             orig_dst: Some("10.96.0.10:53".into()),
             orig_dst_addr: Some(SocketAddr::from(([10, 96, 0, 10], 53))),
@@ -353,7 +477,7 @@ pub(crate) fn test_dnat_event() -> Event {
             reply_dst: Some("10.244.1.7:40000".into()),
             reply_seen: false,
             assured: false,
-            state: "new",
+            state: NatState::New,
             backend: Some("10.244.2.9:53".into()),
             backend_ip: ip("10.244.2.9"),
             backend_pod: None,

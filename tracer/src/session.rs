@@ -112,7 +112,7 @@ pub(crate) async fn start_pods(config: &PodsConfig) -> anyhow::Result<PodLayer> 
     if !config.wait {
         pods.require_selection(false).await?;
     }
-    if pods.description != "none" {
+    if pods.source.is_some() {
         eprintln!("tracer: pods from {}: {} pods", pods.description, pods.registry().live().len());
     }
     pods.require_selection(config.wait).await?;

@@ -73,7 +73,7 @@ fn write_table(out: &mut impl std::io::Write, pods: &[&Pod]) -> std::io::Result<
         let labels =
             if pod.labels.is_empty() { "-".to_string() } else { pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",") };
         let host = if pod.host_network { "yes" } else { "no" };
-        writeln!(out, "{name:<width$}  {ips:<31}  {netns:<10}  {host:<5}  {:<6}  {labels}", pod.source.to_string())?;
+        writeln!(out, "{name:<width$}  {ips:<31}  {netns:<10}  {host:<5}  {:<6}  {labels}", pod.source.as_str())?;
     }
     if pods.is_empty() {
         writeln!(out, "(no pods)")?;

@@ -11,7 +11,7 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::flows::{ConnKey, Connections, flow_label};
-use crate::events::{Detail, DropDetail, Event, NatDetail};
+use crate::events::{Detail, DropDetail, Event, MtuEventKind, NatDetail, NatKind, NatState, ResetDirection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Severity {
@@ -244,7 +244,7 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
     // Too-big errors the MTU probe saw dropped are told as part of mtu-blackhole, with the
     // flow they were about (the drop's own flow is router -> sender, ICMP).
     let mtu_told: HashSet<Option<u32>> =
-        events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == "frag_needed_dropped")).map(|e| e.netns).collect();
+        events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == MtuEventKind::FragNeededDropped)).map(|e| e.netns).collect();
     let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)));
     for ((netns, ..), group) in group_drops(kept, |d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
         let mut evidence = obj(json!({
@@ -494,7 +494,7 @@ fn no_listener(events: &[Event], out: &mut Vec<Finding>) {
                 }
             }
             // A reset received while connecting: the peer refused the port.
-            Detail::Reset(t) if t.direction == Some("received") && t.state == Some("SYN_SENT") => {
+            Detail::Reset(t) if t.direction == Some(ResetDirection::Received) && t.state == Some("SYN_SENT") => {
                 if let Some(dst) = e.flow.dst {
                     let g = groups.entry((dst, e.flow.l4_proto, e.flow.dport)).or_default();
                     g.0.push(e);
@@ -562,21 +562,21 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
         let Some((key, label)) = conns.of(e) else { continue };
         let s = stories.entry(key).or_insert_with(|| MtuStory { label, ..MtuStory::default() });
         s.events.push(e);
-        if m.event == "frag_needed_dropped" && s.dropped_at.is_none() {
+        if m.event == MtuEventKind::FragNeededDropped && s.dropped_at.is_none() {
             s.dropped_at = Some((e.netns, e.netns_pod.clone(), m.reason.clone().unwrap_or_default()));
         }
         match m.event {
-            "frag_needed_sent" => s.sent += 1,
-            "frag_needed_received" => s.received += 1,
-            "frag_needed_dropped" => s.dropped += 1,
-            "too_big_drop" => s.too_big += 1,
-            "oversize" => s.oversize += 1,
-            _ => {}
+            MtuEventKind::FragNeededSent => s.sent += 1,
+            MtuEventKind::FragNeededReceived => s.received += 1,
+            MtuEventKind::FragNeededDropped => s.dropped += 1,
+            MtuEventKind::TooBigDrop => s.too_big += 1,
+            MtuEventKind::Oversize => s.oversize += 1,
+            MtuEventKind::Unknown => {}
         }
         if m.mtu.is_some() {
             s.mtu = s.mtu.min(m.mtu).or(m.mtu);
         }
-        if m.event != "frag_needed_dropped" && m.event != "frag_needed_received" {
+        if !matches!(m.event, MtuEventKind::FragNeededDropped | MtuEventKind::FragNeededReceived) {
             s.len = s.len.max(m.len);
             if e.ifname.is_some() && s.device.is_none() {
                 s.device = e.ifname.clone();
@@ -636,7 +636,7 @@ fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
     for e in events {
         // DNS queries are dns-no-reply's, which names the backend too: one finding, not two.
         if let Some(n) = nat_of(e)
-            && n.state == "no_reply"
+            && n.state == NatState::NoReply
             && !replied.contains(&n.conn)
             && !is_dns(e)
         {
@@ -680,7 +680,8 @@ fn service_not_translated(events: &[Event], facts: &mut dyn Facts, out: &mut Vec
     if !facts.knows_services() {
         return;
     }
-    let translated: HashSet<String> = events.iter().filter_map(nat_of).filter(|n| n.nat != "snat").filter_map(|n| n.orig_dst.clone()).collect();
+    let translated: HashSet<String> =
+        events.iter().filter_map(nat_of).filter(|n| n.nat != NatKind::Snat).filter_map(|n| n.orig_dst.clone()).collect();
     #[derive(Default)]
     struct Seen<'a> {
         events: Vec<&'a Event>,
@@ -743,7 +744,7 @@ fn dns_no_reply(events: &[Event], reply_timeout: Duration, out: &mut Vec<Finding
     let mut servers: BTreeMap<String, Server<'_>> = BTreeMap::new();
     for e in events.iter().filter(|e| is_dns(e)) {
         let (server, counts) = match &e.detail {
-            Detail::Nat(n) if n.state == "no_reply" && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0)),
+            Detail::Nat(n) if n.state == NatState::NoReply && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0)),
             Detail::Drop(_) => (e.flow.dst_endpoint(), (0, 1, 0)),
             Detail::Retransmit(t) if t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1)),
             Detail::ConnectFail(_) => (e.flow.dst_endpoint(), (0, 0, 1)),
@@ -889,7 +890,7 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ConntrackCause, ConntrackDrop, Flow, MtuDetail, PacketCt, TcpDetail, test_dnat_event};
+    use crate::events::{ConntrackCause, ConntrackDrop, Flow, MtuDetail, MtuHook, PacketCt, TcpDetail, test_dnat_event};
 
     #[derive(Default)]
     struct FakeFacts {
@@ -989,7 +990,7 @@ mod tests {
         assert_eq!(f.len(), 2, "{f:#?}");
     }
 
-    fn nat_event(conn: u64, state: &'static str, reply_seen: bool, ts: i128) -> Event {
+    fn nat_event(conn: u64, state: NatState, reply_seen: bool, ts: i128) -> Event {
         let mut e = test_dnat_event();
         e.ts_unix_ns = ts;
         if let Detail::Nat(n) = &mut e.detail {
@@ -1004,7 +1005,7 @@ mod tests {
 
     #[test]
     fn a_backend_that_never_replies_is_named_and_a_late_reply_clears_it() {
-        let f = run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2)], &mut FakeFacts::default());
+        let f = run(&[nat_event(1, NatState::New, false, 1), nat_event(1, NatState::NoReply, false, 2)], &mut FakeFacts::default());
         assert_eq!(codes(&f), ["dns-no-reply"], "a DNS query is told once, as DNS: {f:#?}");
         let dns = &f[0];
         assert_eq!(dns.evidence["backend_pods"][0], "kube-system/coredns-1");
@@ -1013,7 +1014,7 @@ mod tests {
         assert_eq!(dns.flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:53".to_string()]));
         assert!(dns.summary.contains("sent to backend 10.244.2.9:53 (kube-system/coredns-1) got no reply within 3s"), "{}", dns.summary);
         // Not DNS: the backend is named by nat-no-reply.
-        let mut web: Vec<Event> = [nat_event(2, "new", false, 1), nat_event(2, "no_reply", false, 2)].into();
+        let mut web: Vec<Event> = [nat_event(2, NatState::New, false, 1), nat_event(2, NatState::NoReply, false, 2)].into();
         for e in &mut web {
             if let Detail::Nat(n) = &mut e.detail {
                 n.orig_dst = Some("10.96.0.10:80".into());
@@ -1023,8 +1024,10 @@ mod tests {
         assert_eq!(codes(&f), ["nat-no-reply"], "{f:#?}");
         assert_eq!(f[0].evidence["backend_pod"], "kube-system/coredns-1");
         assert_eq!(f[0].flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:80".to_string()]));
-        let late =
-            run(&[nat_event(1, "new", false, 1), nat_event(1, "no_reply", false, 2), nat_event(1, "reply", true, 3)], &mut FakeFacts::default());
+        let late = run(
+            &[nat_event(1, NatState::New, false, 1), nat_event(1, NatState::NoReply, false, 2), nat_event(1, NatState::Reply, true, 3)],
+            &mut FakeFacts::default(),
+        );
         assert!(late.is_empty(), "{late:#?}");
     }
 
@@ -1078,7 +1081,7 @@ mod tests {
     #[test]
     fn a_dropped_frag_needed_is_an_mtu_blackhole_not_a_netfilter_drop() {
         let data = flow("10.0.0.1", 4000, "10.0.1.1", 5001, 6);
-        let mtu = |event: &'static str, netns: u32, reason: Option<&str>| {
+        let mtu = |event: MtuEventKind, netns: u32, reason: Option<&str>| {
             let mut e = test_dnat_event();
             e.flow = data.clone();
             e.netns = Some(netns);
@@ -1093,7 +1096,7 @@ mod tests {
                 icmp_src: None,
                 icmp_dst: None,
                 reason: reason.map(str::to_string),
-                hook: "kfree_skb",
+                hook: MtuHook::KfreeSkb,
             });
             e
         };
@@ -1102,9 +1105,9 @@ mod tests {
         icmp.flow.dport = None;
         icmp.flow.icmp = Some((3, 4));
         let events = vec![
-            mtu("frag_needed_sent", 7, None),
-            mtu("too_big_drop", 7, Some("PKT_TOO_BIG")),
-            mtu("frag_needed_dropped", 1, Some("NETFILTER_DROP")),
+            mtu(MtuEventKind::FragNeededSent, 7, None),
+            mtu(MtuEventKind::TooBigDrop, 7, Some("PKT_TOO_BIG")),
+            mtu(MtuEventKind::FragNeededDropped, 1, Some("NETFILTER_DROP")),
             icmp,
             tcp(data.clone(), "ESTABLISHED", false, 6),
         ];

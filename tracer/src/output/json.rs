@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Sink;
-use crate::events::{Detail, Event, Flow, rfc3339};
+use crate::events::{Detail, Event, Flow, ResetDirection, rfc3339};
 
 /// A flow's protocol: `(l4_proto, ethertype)`.
 type ProtoId = (Option<u8>, u16);
@@ -68,7 +68,7 @@ impl Encoder {
                 self.field("count", &t.count)?;
             }
             Detail::Reset(t) => {
-                self.field("direction", &t.direction)?;
+                self.field("direction", &t.direction.map(ResetDirection::as_str))?;
                 self.field("state", &t.state)?;
             }
             Detail::ConnectFail(t) => {
@@ -76,20 +76,20 @@ impl Encoder {
                 self.field("duration_ms", &t.duration_ms)?;
             }
             Detail::Nat(n) => {
-                self.field("nat", n.nat)?;
+                self.field("nat", n.nat.as_str())?;
                 self.field("orig_src", &n.orig_src)?;
                 self.field("orig_dst", &n.orig_dst)?;
                 self.field("reply_src", &n.reply_src)?;
                 self.field("reply_dst", &n.reply_dst)?;
                 self.field("reply_seen", &n.reply_seen)?;
                 self.field("assured", &n.assured)?;
-                self.field("state", n.state)?;
+                self.field("state", n.state.as_str())?;
                 self.field("backend", &n.backend)?;
                 self.field("backend_pod", &n.backend_pod)?;
                 self.field("service", &n.service)?;
             }
             Detail::Mtu(m) => {
-                self.field("event", m.event)?;
+                self.field("event", m.event.as_str())?;
                 self.field("mtu", &m.mtu)?;
                 self.field("len", &m.len)?;
                 self.field("dev_mtu", &m.dev_mtu)?;
@@ -98,7 +98,7 @@ impl Encoder {
                 if let Some(reason) = &m.reason {
                     self.field("reason", reason)?;
                 }
-                self.field("hook", m.hook)?;
+                self.field("hook", m.hook.as_str())?;
             }
         }
         self.buf.extend_from_slice(b"}\n");
@@ -263,14 +263,14 @@ pub(crate) fn event_text(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ConntrackCause, ConntrackDrop, DropDetail, Flow, MtuDetail, PacketCt, TcpDetail};
+    use crate::events::{ConntrackCause, ConntrackDrop, DropDetail, Flow, MtuDetail, MtuEventKind, MtuHook, NatKind, NatState, PacketCt, TcpDetail};
 
     /// The serde-derived encoder the [`Encoder`] replaced, kept as the reference its output must
     /// equal byte for byte.
     mod reference {
         use serde::Serialize;
 
-        use crate::events::{Detail, Event, rfc3339};
+        use crate::events::{Detail, Event, ResetDirection, rfc3339};
 
         #[derive(Serialize)]
         struct JsonEvent<'a> {
@@ -359,30 +359,30 @@ mod tests {
                     conntrack: d.conntrack.as_ref().map(|c| JsonConntrack { cause: c.cause.name(), entries: c.entries, max: c.max }),
                 },
                 Detail::Retransmit(t) => JsonDetail::Retransmit { state: t.state, count: t.count },
-                Detail::Reset(t) => JsonDetail::Reset { direction: t.direction, state: t.state },
+                Detail::Reset(t) => JsonDetail::Reset { direction: t.direction.map(ResetDirection::as_str), state: t.state },
                 Detail::ConnectFail(t) => JsonDetail::ConnectFail { state: t.state, duration_ms: t.duration_ms },
                 Detail::Nat(n) => JsonDetail::Nat {
-                    nat: n.nat,
+                    nat: n.nat.as_str(),
                     orig_src: n.orig_src.as_deref(),
                     orig_dst: n.orig_dst.as_deref(),
                     reply_src: n.reply_src.as_deref(),
                     reply_dst: n.reply_dst.as_deref(),
                     reply_seen: n.reply_seen,
                     assured: n.assured,
-                    state: n.state,
+                    state: n.state.as_str(),
                     backend: n.backend.as_deref(),
                     backend_pod: n.backend_pod.as_deref(),
                     service: n.service.as_deref(),
                 },
                 Detail::Mtu(m) => JsonDetail::Mtu {
-                    event: m.event,
+                    event: m.event.as_str(),
                     mtu: m.mtu,
                     len: m.len,
                     dev_mtu: m.dev_mtu,
                     icmp_src: m.icmp_src.map(|a| a.to_string()),
                     icmp_dst: m.icmp_dst.map(|a| a.to_string()),
                     reason: m.reason.as_deref(),
-                    hook: m.hook,
+                    hook: m.hook.as_str(),
                 },
             };
             serde_json::to_vec(&JsonEvent {
@@ -458,7 +458,7 @@ mod tests {
         for (ts, detail) in [
             (1, Detail::Retransmit(tcp(Some("ESTABLISHED"), 3, None, None))),
             (2, Detail::Retransmit(tcp(None, u32::MAX, None, None))),
-            (3, Detail::Reset(tcp(Some("SYN_SENT"), 0, Some("received"), None))),
+            (3, Detail::Reset(tcp(Some("SYN_SENT"), 0, Some(ResetDirection::Received), None))),
             (4, Detail::Reset(tcp(None, 0, None, None))),
             (5, Detail::ConnectFail(tcp(Some("SYN_SENT"), 0, None, Some(1000.0)))),
             (6, Detail::ConnectFail(tcp(None, 0, None, Some(0.123_456_789)))),
@@ -475,19 +475,19 @@ mod tests {
         let mut e = nat_event(None);
         let Detail::Nat(n) = &mut e.detail else { unreachable!() };
         (n.orig_src, n.orig_dst, n.reply_src, n.reply_dst, n.backend) = (None, None, None, None, None);
-        (n.reply_seen, n.assured, n.nat, n.state) = (true, true, "both", "assured");
+        (n.reply_seen, n.assured, n.nat, n.state) = (true, true, NatKind::Both, NatState::Assured);
         n.backend_pod = Some("ns/\"backend\"".into());
         events.push(e);
 
         let mtu = |reason: Option<&str>, icmp_src, icmp_dst| MtuDetail {
-            event: "frag_needed_dropped",
+            event: MtuEventKind::FragNeededDropped,
             mtu: Some(1400),
             len: 1500,
             dev_mtu: None,
             icmp_src,
             icmp_dst,
             reason: reason.map(str::to_string),
-            hook: "kfree_skb",
+            hook: MtuHook::KfreeSkb,
         };
         let mut e = drop_event();
         for detail in [mtu(None, None, None), mtu(Some("PKT_TOO_BIG"), ip("2001:db8::1"), ip("10.0.0.1")), mtu(Some("a\"b"), ip("10.0.0.9"), None)] {
@@ -624,14 +624,14 @@ mod tests {
         let mut e = drop_event();
         e.flow.l4_proto = Some(6);
         e.detail = Detail::Mtu(crate::events::MtuDetail {
-            event: "frag_needed_sent",
+            event: MtuEventKind::FragNeededSent,
             mtu: Some(1400),
             len: 1500,
             dev_mtu: Some(1400),
             icmp_src: None,
             icmp_dst: Some("10.0.0.1".parse().unwrap()),
             reason: None,
-            hook: "icmp_send",
+            hook: MtuHook::IcmpSend,
         });
         let v: serde_json::Value = serde_json::from_slice(&to_json(&e).unwrap()).unwrap();
         assert_eq!((v["kind"].as_str(), v["event"].as_str(), v["proto"].as_str()), (Some("mtu"), Some("frag_needed_sent"), Some("tcp")));

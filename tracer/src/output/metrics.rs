@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::events::{Detail, Event};
+use crate::events::{Detail, Event, NatState, ResetDirection};
 
 /// The label value series over the limit are counted under.
 pub(crate) const OTHER: &str = "other";
@@ -96,12 +96,16 @@ pub(crate) fn observe(event: &Event, limits: &mut Cardinality) {
             counter!(metric, "namespace" => v[0].clone(), "pod" => v[1].clone()).increment(1);
         }
         Detail::Reset(t) => {
-            let pod = if t.direction == Some("received") { event.src_pod.as_ref() } else { event.src_pod.as_ref().or(event.dst_pod.as_ref()) };
+            let pod = if t.direction == Some(ResetDirection::Received) {
+                event.src_pod.as_ref()
+            } else {
+                event.src_pod.as_ref().or(event.dst_pod.as_ref())
+            };
             let (ns, name) = split_pod(pod);
-            let v = limits.admit("tracer_resets_total", vec![t.direction.unwrap_or("").to_string(), ns, name]);
+            let v = limits.admit("tracer_resets_total", vec![t.direction.map_or("", ResetDirection::as_str).to_string(), ns, name]);
             counter!("tracer_resets_total", "direction" => v[0].clone(), "namespace" => v[1].clone(), "pod" => v[2].clone()).increment(1);
         }
-        Detail::Nat(n) if n.state == "no_reply" => {
+        Detail::Nat(n) if n.state == NatState::NoReply => {
             let (ns, name) = split_pod(event.src_pod.as_ref());
             let v = limits
                 .admit("tracer_nat_no_reply_total", vec![ns, name, n.service.clone().unwrap_or_default(), n.backend_pod.clone().unwrap_or_default()]);
@@ -114,7 +118,7 @@ pub(crate) fn observe(event: &Event, limits: &mut Cardinality) {
         Detail::Nat(_) => {}
         Detail::Mtu(m) => {
             let (ns, name) = split_pod(event.src_pod.as_ref().or(event.dst_pod.as_ref()));
-            let v = limits.admit("tracer_mtu_events_total", vec![m.event.to_string(), ns, name]);
+            let v = limits.admit("tracer_mtu_events_total", vec![m.event.as_str().to_string(), ns, name]);
             counter!("tracer_mtu_events_total", "event" => v[0].clone(), "namespace" => v[1].clone(), "pod" => v[2].clone()).increment(1);
         }
     }

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Sink, write_line};
-use crate::events::{Detail, Event, rfc3339};
+use crate::events::{Detail, Event, ResetDirection, rfc3339};
 
 pub(crate) struct TableSink<W: Write> {
     out: W,
@@ -65,7 +65,7 @@ pub(crate) fn row(event: &Event) -> String {
             let orig =
                 format!("{} -> {}", with_pod(n.orig_src.clone(), event.src_pod.as_deref()), with_pod(n.orig_dst.clone(), n.service.as_deref()));
             let backend = with_pod(n.reply_src.clone(), n.backend_pod.as_deref());
-            format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat, n.state)
+            format!("{time:<13} {:<5} {:<9} {orig:<77} {backend:<39} {dev}", n.nat.as_str(), n.state.as_str())
         }
         Detail::Mtu(m) => {
             let mtu = m.mtu.map_or_else(|| "-".to_string(), |v| v.to_string());
@@ -80,13 +80,13 @@ pub(crate) fn row(event: &Event) -> String {
             if let Some(dev_mtu) = m.dev_mtu.filter(|d| Some(*d) != m.mtu) {
                 detail.push(format!("device mtu {dev_mtu}"));
             }
-            detail.push(format!("via {}", m.hook));
-            format!("{time:<13} {:<21} {proto:<7} {src:<39} {dst:<39} {dev:<16} {mtu:<5} {:>5}  {}", m.event, m.len, detail.join(", "))
+            detail.push(format!("via {}", m.hook.as_str()));
+            format!("{time:<13} {:<21} {proto:<7} {src:<39} {dst:<39} {dev:<16} {mtu:<5} {:>5}  {}", m.event.as_str(), m.len, detail.join(", "))
         }
         Detail::Retransmit(t) | Detail::Reset(t) | Detail::ConnectFail(t) => {
             let detail = match &event.detail {
                 Detail::Retransmit(_) => format!("#{} for this flow", t.count),
-                Detail::Reset(_) => t.direction.unwrap_or("-").to_string(),
+                Detail::Reset(_) => t.direction.map_or("-", ResetDirection::as_str).to_string(),
                 _ => t.duration_ms.map_or_else(|| "gave up".to_string(), |ms| format!("gave up after {:.1}s", ms / 1000.0)),
             };
             format!("{time:<13} {:<13} {:<13} {src:<39} {dst:<39} {netns:<17} {detail}", event.detail.kind(), t.state.unwrap_or("-"))
@@ -118,21 +118,21 @@ pub(crate) fn timeline_row(event: &Event) -> String {
             text
         }
         Detail::Retransmit(t) => format!("{} #{}", t.state.unwrap_or("-"), t.count),
-        Detail::Reset(t) => format!("{} in {}", t.direction.unwrap_or("-"), t.state.unwrap_or("no socket")),
+        Detail::Reset(t) => format!("{} in {}", t.direction.map_or("-", ResetDirection::as_str), t.state.unwrap_or("no socket")),
         Detail::ConnectFail(t) => match t.duration_ms {
             Some(ms) => format!("{} gave up after {:.1}s", t.state.unwrap_or("-"), ms / 1000.0),
             None => format!("{} gave up", t.state.unwrap_or("-")),
         },
         Detail::Nat(n) => format!(
             "{} {} {} -> {} => {}",
-            n.nat,
-            n.state,
+            n.nat.as_str(),
+            n.state.as_str(),
             n.orig_src.as_deref().unwrap_or("-"),
             with_pod(n.orig_dst.clone(), n.service.as_deref()),
             with_pod(n.reply_src.clone(), n.backend_pod.as_deref())
         ),
         Detail::Mtu(m) => {
-            let mut text = format!("{} len {}", m.event, m.len);
+            let mut text = format!("{} len {}", m.event.as_str(), m.len);
             if let Some(mtu) = m.mtu {
                 text.push_str(&format!(" mtu {mtu}"));
             }
@@ -196,7 +196,7 @@ impl<W: Write> Sink for TableSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{DropDetail, Flow, PacketCt};
+    use crate::events::{DropDetail, Flow, MtuEventKind, MtuHook, PacketCt};
 
     #[test]
     fn row_shows_reason_flow_device_location() {
@@ -230,14 +230,14 @@ mod tests {
         let mut m = e;
         m.ifname = Some("eth0".into());
         m.detail = Detail::Mtu(crate::events::MtuDetail {
-            event: "frag_needed_dropped",
+            event: MtuEventKind::FragNeededDropped,
             mtu: Some(1400),
             len: 1500,
             dev_mtu: Some(1500),
             icmp_src: Some("10.0.0.254".parse().unwrap()),
             icmp_dst: Some("10.0.0.1".parse().unwrap()),
             reason: Some("NETFILTER_DROP".into()),
-            hook: "kfree_skb",
+            hook: MtuHook::KfreeSkb,
         });
         let mtu_row = row(&m);
         for part in [

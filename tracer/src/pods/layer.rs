@@ -53,6 +53,8 @@ pub(crate) struct PodLayer {
     kernel_generation: u64,
     /// "cri (containerd 1.6.20 at /run/containerd/containerd.sock)", for messages.
     pub description: String,
+    /// None when no source runs (--pods-from none, or auto found none): no pod has a name.
+    pub source: Option<SourceKind>,
 }
 
 impl PodLayer {
@@ -82,12 +84,13 @@ impl PodLayer {
             },
         };
         let mut registry = Registry::new();
+        let source = initial.as_ref().map(|(source, _)| *source);
         if let Some((source, pods)) = initial {
             registry.apply(SourceMsg { at, source, update: PodUpdate::Snapshot(pods) });
         }
         let synced_until = if rx.is_some() { at } else { i128::MAX };
-        let layer = Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description };
-        if !layer.selection.is_empty() && layer.description == "none" {
+        let layer = Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description, source };
+        if !layer.selection.is_empty() && layer.source.is_none() {
             return Err(UsageError(format!(
                 "{} needs pod names, but no pod source is available: give --pods-from cri|kube|file:PATH",
                 pod_options_named(&layer.selection)

@@ -38,18 +38,27 @@ pub(crate) enum PodsFrom {
 /// Where a pod's record came from (shown by `tracer pods`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum SourceKind {
+    /// The container runtime's socket (knows network namespaces).
     Cri,
+    /// The Kubernetes API.
     Kube,
+    /// A `kubectl get pods -o json` file (--pods-from file:PATH).
     File,
+}
+
+impl SourceKind {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Cri => "cri",
+            Self::Kube => "kube",
+            Self::File => "file",
+        }
+    }
 }
 
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Cri => "cri",
-            Self::Kube => "kube",
-            Self::File => "file",
-        })
+        f.write_str(self.as_str())
     }
 }
 

@@ -12,7 +12,7 @@ use std::{collections::HashMap, net::IpAddr};
 use k8s_openapi::api::core::v1::Service as ApiService;
 use tokio::sync::watch;
 
-use crate::events::{Detail, Event};
+use crate::events::{Detail, Event, NatKind};
 
 /// IP protocol numbers of the protocols a Service port can have.
 const IPPROTO_TCP: u8 = 6;
@@ -178,7 +178,7 @@ impl ServiceNames {
     /// Sets `service` on a DNAT event whose original destination is a Service's address.
     pub(crate) fn annotate(&self, event: &mut Event) {
         let Detail::Nat(nat) = &mut event.detail else { return };
-        if nat.nat == "snat" {
+        if nat.nat == NatKind::Snat {
             return;
         }
         let (Some(dst), Some(proto)) = (nat.orig_dst_addr, event.flow.l4_proto) else { return };
@@ -301,7 +301,7 @@ mod tests {
 
         let mut snat = crate::events::test_dnat_event();
         if let Detail::Nat(n) = &mut snat.detail {
-            n.nat = "snat";
+            n.nat = NatKind::Snat;
         }
         names.annotate(&mut snat);
         assert_eq!(service(&snat), None, "without DNAT the original destination is where it went");

@@ -9,7 +9,7 @@ use tracer_common::{
 };
 
 use crate::{
-    events::{Clock, Detail, Event, Flow, MtuDetail, ifname},
+    events::{Clock, Detail, Event, Flow, MtuDetail, MtuEventKind, MtuHook, ifname},
     kernel::drop_reasons::DropReasons,
 };
 
@@ -29,25 +29,24 @@ pub(crate) struct Decoder {
     pub tc_devices: Vec<TcDevice>,
 }
 
-/// The CONTRACT's `event` names.
-pub(crate) const fn event_name(event: u8) -> &'static str {
+const fn event_kind(event: u8) -> MtuEventKind {
     match event {
-        event::FRAG_NEEDED_SENT => "frag_needed_sent",
-        event::FRAG_NEEDED_RECEIVED => "frag_needed_received",
-        event::FRAG_NEEDED_DROPPED => "frag_needed_dropped",
-        event::TOO_BIG_DROP => "too_big_drop",
-        event::OVERSIZE => "oversize",
-        _ => "unknown",
+        event::FRAG_NEEDED_SENT => MtuEventKind::FragNeededSent,
+        event::FRAG_NEEDED_RECEIVED => MtuEventKind::FragNeededReceived,
+        event::FRAG_NEEDED_DROPPED => MtuEventKind::FragNeededDropped,
+        event::TOO_BIG_DROP => MtuEventKind::TooBigDrop,
+        event::OVERSIZE => MtuEventKind::Oversize,
+        _ => MtuEventKind::Unknown,
     }
 }
 
-const fn hook_name(h: u8) -> &'static str {
+const fn mtu_hook(h: u8) -> MtuHook {
     match h {
-        hook::ICMP_SEND => "icmp_send",
-        hook::TC_INGRESS => "tc_ingress",
-        hook::TC_EGRESS => "tc_egress",
-        hook::KFREE_SKB => "kfree_skb",
-        _ => "unknown",
+        hook::ICMP_SEND => MtuHook::IcmpSend,
+        hook::TC_INGRESS => MtuHook::TcIngress,
+        hook::TC_EGRESS => MtuHook::TcEgress,
+        hook::KFREE_SKB => MtuHook::KfreeSkb,
+        _ => MtuHook::Unknown,
     }
 }
 
@@ -101,7 +100,7 @@ impl Decoder {
             dst_pod: None,
             netns_pod: None,
             detail: Detail::Mtu(MtuDetail {
-                event: event_name(raw.event),
+                event: event_kind(raw.event),
                 mtu: (raw.mtu != 0).then_some(raw.mtu),
                 len: raw.len,
                 dev_mtu: (raw.dev_mtu != 0).then_some(raw.dev_mtu),
@@ -111,7 +110,7 @@ impl Decoder {
                     Some(r) => r.name(raw.reason),
                     None => "NOT_SPECIFIED".to_string(),
                 }),
-                hook: hook_name(raw.hook),
+                hook: mtu_hook(raw.hook),
             }),
         }
     }
@@ -143,7 +142,7 @@ mod tests {
         let e = decoder(Vec::new()).decode_raw(&raw(event::FRAG_NEEDED_DROPPED, hook::KFREE_SKB));
         assert_eq!(e.flow.src_endpoint().as_deref(), Some("10.0.0.1:40000"));
         let Detail::Mtu(d) = e.detail else { panic!("kind") };
-        assert_eq!((d.event, d.mtu, d.len), ("frag_needed_dropped", Some(1400), 1500));
+        assert_eq!((d.event.as_str(), d.mtu, d.len), ("frag_needed_dropped", Some(1400), 1500));
         assert_eq!(d.icmp_src, Some("10.0.0.254".parse().unwrap()));
         assert_eq!(d.reason.as_deref(), Some("NETFILTER_DROP"));
     }

@@ -23,7 +23,10 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::{events::Flow, kernel::netns::Namespaces};
+use crate::{
+    events::{Flow, NatState},
+    kernel::netns::Namespaces,
+};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 /// Legacy group bitmask of NFNLGRP_CONNTRACK_DESTROY (group 3).
@@ -72,16 +75,15 @@ pub(crate) struct Destroyed {
 }
 
 impl Destroyed {
-    /// How the connection ended, as a nat event `state`: `closed` (TCP, by FIN or RST),
-    /// `timed_out` (never answered: a handshake that did not finish, or a UDP/ICMP entry that
-    /// expired) or `destroyed` (an established entry removed otherwise: idle timeout, flush).
-    pub(crate) fn ending(&self, reply_seen: bool) -> &'static str {
+    /// How the connection ended, as a nat event `state`. Without a TCP state (UDP, ICMP) only
+    /// whether a reply was ever seen tells an expired query from an idle connection.
+    pub(crate) const fn ending(&self, reply_seen: bool) -> NatState {
         match self.tcp_state {
-            Some(tcp_ct::FIN_WAIT | tcp_ct::CLOSE_WAIT | tcp_ct::LAST_ACK | tcp_ct::TIME_WAIT | tcp_ct::CLOSE) => "closed",
-            Some(tcp_ct::SYN_SENT | tcp_ct::SYN_RECV | tcp_ct::SYN_SENT2) => "timed_out",
-            Some(_) => "destroyed",
-            None if reply_seen => "destroyed",
-            None => "timed_out",
+            Some(tcp_ct::FIN_WAIT | tcp_ct::CLOSE_WAIT | tcp_ct::LAST_ACK | tcp_ct::TIME_WAIT | tcp_ct::CLOSE) => NatState::Closed,
+            Some(tcp_ct::SYN_SENT | tcp_ct::SYN_RECV | tcp_ct::SYN_SENT2) => NatState::TimedOut,
+            Some(_) => NatState::Destroyed,
+            None if reply_seen => NatState::Destroyed,
+            None => NatState::TimedOut,
         }
     }
 }
@@ -364,17 +366,17 @@ mod tests {
         assert_eq!(d.orig.dst_endpoint().as_deref(), Some("10.96.0.10:80"));
         assert_eq!(d.reply.src_endpoint().as_deref(), Some("10.244.1.7:8080"));
         assert_eq!(d.tcp_state, Some(tcp_ct::SYN_SENT));
-        assert_eq!(d.ending(false), "timed_out");
+        assert_eq!(d.ending(false).as_str(), "timed_out");
     }
 
     #[test]
     fn endings_follow_the_protocol_state() {
         let d = |tcp_state| Destroyed { orig: Flow::default(), reply: Flow::default(), tcp_state };
-        assert_eq!(d(Some(tcp_ct::TIME_WAIT)).ending(true), "closed");
-        assert_eq!(d(Some(tcp_ct::CLOSE)).ending(true), "closed");
-        assert_eq!(d(Some(3)).ending(true), "destroyed", "ESTABLISHED removed: idle timeout or flush");
-        assert_eq!(d(None).ending(false), "timed_out", "UDP never answered");
-        assert_eq!(d(None).ending(true), "destroyed");
+        assert_eq!(d(Some(tcp_ct::TIME_WAIT)).ending(true).as_str(), "closed");
+        assert_eq!(d(Some(tcp_ct::CLOSE)).ending(true).as_str(), "closed");
+        assert_eq!(d(Some(3)).ending(true).as_str(), "destroyed", "ESTABLISHED removed: idle timeout or flush");
+        assert_eq!(d(None).ending(false).as_str(), "timed_out", "UDP never answered");
+        assert_eq!(d(None).ending(true).as_str(), "destroyed");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tracer_common::{
 };
 
 use super::StatusBits;
-use crate::events::{Clock, Detail, Event, Flow, NatDetail, ifname};
+use crate::events::{Clock, Detail, Event, Flow, NatDetail, NatKind, NatState, ifname};
 
 const AF_INET: u16 = 2;
 
@@ -57,9 +57,9 @@ impl Decoder {
             netns_pod: None,
             detail: Detail::Nat(NatDetail {
                 nat: match (snat, dnat) {
-                    (true, true) => "both",
-                    (false, true) => "dnat",
-                    _ => "snat",
+                    (true, true) => NatKind::Both,
+                    (false, true) => NatKind::Dnat,
+                    _ => NatKind::Snat,
                 },
                 // The reply comes from where the connection really went: for DNAT, the backend.
                 backend: dnat.then(|| reply.src_endpoint()).flatten(),
@@ -74,11 +74,11 @@ impl Decoder {
                 reply_seen,
                 assured,
                 state: if assured {
-                    "assured"
+                    NatState::Assured
                 } else if reply_seen {
-                    "reply"
+                    NatState::Reply
                 } else {
-                    "new"
+                    NatState::New
                 },
                 conn: raw.ct,
             }),
@@ -108,11 +108,11 @@ mod tests {
             ..NatEvent::default()
         };
         let Detail::Nat(n) = d.decode_raw(&raw).detail else { panic!("kind") };
-        assert_eq!(n.nat, "dnat");
+        assert_eq!(n.nat.as_str(), "dnat");
         assert_eq!(n.orig_dst.as_deref(), Some("10.96.0.10:80"));
         assert_eq!(n.orig_dst_addr, Some(SocketAddr::from(([10, 96, 0, 10], 80))));
         assert_eq!(n.backend.as_deref(), Some("10.0.1.5:8080"));
         assert!(n.reply_seen && !n.assured);
-        assert_eq!(n.state, "reply");
+        assert_eq!(n.state.as_str(), "reply");
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::ctnetlink::EndWatch;
-use crate::events::{Detail, Event};
+use crate::events::{Detail, Event, NatState};
 
 /// A reported connection: its namespace, protocol and original tuple.
 type ConnKey = (u32, Option<u8>, String, String);
@@ -113,7 +113,7 @@ impl NoReply {
                 // Stamped when the timeout was noticed, so the stream stays in time order.
                 e.ts_unix_ns = now;
                 if let Detail::Nat(nat) = &mut e.detail {
-                    nat.state = "no_reply";
+                    nat.state = NatState::NoReply;
                 }
                 e
             })
@@ -126,7 +126,7 @@ impl NoReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Flow, NatDetail};
+    use crate::events::{Flow, NatDetail, NatKind};
 
     #[test]
     fn forgetting_keeps_the_newer_half() {
@@ -151,7 +151,7 @@ mod tests {
             dst_pod: None,
             netns_pod: None,
             detail: Detail::Nat(NatDetail {
-                nat: "dnat",
+                nat: NatKind::Dnat,
                 orig_src: None,
                 orig_dst: None,
                 orig_dst_addr: None,
@@ -159,7 +159,7 @@ mod tests {
                 reply_dst: None,
                 reply_seen,
                 assured: false,
-                state: if reply_seen { "reply" } else { "new" },
+                state: if reply_seen { NatState::Reply } else { NatState::New },
                 backend: None,
                 backend_ip: None,
                 backend_pod: None,
@@ -179,7 +179,7 @@ mod tests {
         let out = n.expired(1000);
         assert_eq!(out.len(), 1);
         let Detail::Nat(d) = &out[0].detail else { panic!("kind") };
-        assert_eq!((d.conn, d.state, out[0].ts_unix_ns), (1, "no_reply", 1000));
+        assert_eq!((d.conn, d.state.as_str(), out[0].ts_unix_ns), (1, "no_reply", 1000));
         n.saw(&nat(3, 0, false));
         assert_eq!(n.expired(2500)[0].ts_unix_ns, 2500, "stamped when noticed");
         assert!(n.expired(5000).is_empty());

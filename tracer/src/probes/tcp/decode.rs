@@ -5,7 +5,7 @@ use tracer_common::{
     tcp::{TcpEvent, direction},
 };
 
-use crate::events::{Clock, Detail, Event, Flow, TcpDetail, tcp_state_name};
+use crate::events::{Clock, Detail, Event, Flow, ResetDirection, TcpDetail, tcp_state_name};
 
 pub(crate) struct Decoder {
     pub clock: Clock,
@@ -28,8 +28,8 @@ impl Decoder {
             state: tcp_state_name(raw.state),
             count: raw.count,
             direction: match raw.direction {
-                direction::SENT => Some("sent"),
-                direction::RECEIVED => Some("received"),
+                direction::SENT => Some(ResetDirection::Sent),
+                direction::RECEIVED => Some(ResetDirection::Received),
                 _ => None,
             },
             duration_ms: (raw.duration_ns > 0).then(|| raw.duration_ns as f64 / 1e6),
@@ -86,7 +86,7 @@ mod tests {
         let mut r = raw(1);
         r.direction = direction::RECEIVED;
         let Detail::Reset(t) = d.decode_raw(kind::RESET, &r).unwrap().detail else { panic!("kind") };
-        assert_eq!(t.direction, Some("received"));
+        assert_eq!(t.direction.map(ResetDirection::as_str), Some("received"));
         let mut c = raw(2);
         c.duration_ns = 3_000_000_000;
         let Detail::ConnectFail(t) = d.decode_raw(kind::CONNECT_FAIL, &c).unwrap().detail else { panic!("kind") };
