@@ -43,11 +43,18 @@ impl Globals {
     }
 }
 
+/// A loader, made on a thread: `EbpfLoader::new()` parses the kernel's BTF (about 150 ms), which
+/// the session lets happen while it plans.
+pub(crate) fn new_loader_in_background() -> std::thread::JoinHandle<EbpfLoader<'static>> {
+    std::thread::spawn(EbpfLoader::new)
+}
+
 /// Creates the maps and parses the programs; nothing is loaded into the kernel until a probe
-/// loads its own programs, and nothing runs until it attaches.
-pub(crate) fn load(globals: &Globals, ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
+/// loads its own programs, and nothing runs until it attaches. `btf` is the kernel BTF the
+/// object is relocated against: the one every family attaches with (`--btf` when given).
+pub(crate) fn load<'a>(mut loader: EbpfLoader<'a>, globals: &'a Globals, ring_buffer_bytes: u32, btf: &'a aya::Btf) -> anyhow::Result<Ebpf> {
     raise_memlock();
-    let mut loader = EbpfLoader::new();
+    loader.btf(Some(btf));
     loader.override_global("OFFSETS", &globals.offsets, true).override_global("FLOW_FILTER", &globals.filter, true);
     for (name, bytes) in &globals.families {
         loader.override_global(name, bytes.as_slice(), true);

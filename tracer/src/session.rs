@@ -143,7 +143,13 @@ impl Session {
             family.prepare()?;
         }
 
-        // BTF is parsed once for every family's plan (btf-rs) and once for every attach (aya).
+        // BTF is parsed once for every family's plan (btf-rs, here) and once for loading and
+        // every attach (aya, on a thread meanwhile: each takes ~150 ms).
+        let aya_btf = {
+            let path = trace.btf.clone();
+            std::thread::spawn(move || aya_btf(path.as_deref()))
+        };
+        let loader = loader::new_loader_in_background();
         let mut btf = load_btf(trace.btf.as_deref())?;
         let mut probes = Vec::new();
         let mut planned = Vec::new();
@@ -194,9 +200,10 @@ impl Session {
             family.print_facts();
         }
 
-        let mut ebpf = loader::load(&globals, trace.ring_buffer_bytes)?;
+        let aya_btf = aya_btf.join().map_err(|_| anyhow::anyhow!("the BTF reader panicked"))??;
+        let loader = loader.join().map_err(|_| anyhow::anyhow!("the BTF reader panicked"))?;
+        let mut ebpf = loader::load(loader, &globals, trace.ring_buffer_bytes, &aya_btf)?;
         pods.attach_kernel_filter(&mut ebpf)?;
-        let aya_btf = aya_btf(trace.btf.as_deref())?;
         let no_services;
         let ctx = AttachContext {
             btf: &aya_btf,
