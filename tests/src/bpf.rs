@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, fs, path::PathBuf, thread, time::Duration};
 
-use crate::{Tracer, Value, cmd_ok, parse_summary};
+use crate::{Tracer, Value, cmd, parse_summary};
 
 /// A loaded BPF program.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,11 +22,36 @@ pub struct BpfLink {
     pub kind: String,
 }
 
+/// How often a listing that raced an object going away is tried again.
+const LISTING_TRIES: usize = 5;
+
 /// `bpftool -j ARGS` (a listing: a JSON array), each element read by `item`.
+///
+/// bpftool walks ids and then opens each: an object freed in between (a tracer that is exiting,
+/// which is what the clean-up checks wait for) fails the whole listing with "can't get ... by
+/// id ...: Resource temporarily unavailable" (or ENOENT). That is a race of the listing, not a
+/// leftover, so it is listed again, a bounded number of times; any other failure fails at once.
 fn bpftool_list<T>(args: &[&str], item: impl Fn(&Value) -> T) -> Vec<T> {
     let mut v = vec!["bpftool", "-j"];
     v.extend_from_slice(args);
-    let out = cmd_ok(&v);
+    let mut tries = 1;
+    let out = loop {
+        let out = cmd(&v);
+        let raced = String::from_utf8_lossy(&out.stdout).contains("by id");
+        if out.status.success() || !raced || tries == LISTING_TRIES {
+            break out;
+        }
+        tries += 1;
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        out.status.success(),
+        "command failed ({}, after {tries} tries): {}\nstdout: {}\nstderr: {}",
+        out.status,
+        v.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: bad JSON: {e}"));
     json.as_array().map(|a| a.iter().map(item).collect()).unwrap_or_default()
 }
