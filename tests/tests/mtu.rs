@@ -34,10 +34,12 @@ fn dump(events: &[Value]) -> String {
 }
 
 /// The IPv6 address of the lab host whose IPv4 address is `v4` (198.X.Y.H -> fd54:7200:X:Y::H):
-/// as private to the lab as its IPv4 block.
+/// as private to the lab as its IPv4 block. Written the way tracer prints addresses (RFC 5952): a lab in 198.18.0.x gives
+/// `fd54:7200:18::1`, not `fd54:7200:18:0::1`, which no event would ever match.
 fn v6(v4: &str) -> String {
     let o: Vec<&str> = v4.split('.').collect();
-    format!("fd54:7200:{}:{}::{}", o[1], o[2], o[3])
+    let text = format!("fd54:7200:{}:{}::{}", o[1], o[2], o[3]);
+    text.parse::<std::net::Ipv6Addr>().map_or(text, |a| a.to_string())
 }
 
 fn ep(ip: &str, port: u16) -> String {
