@@ -360,9 +360,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        events::{Detail, Flow, TcpDetail},
+        events::{Detail, Flow},
         kernel::hooks::HookSupport,
-        probes::{CannotRun, CheckRow},
+        probes::{CannotRun, CheckRow, tcp::detail::TcpDetail},
     };
 
     /// The smallest family: what a new one implements. It decodes every record into an event

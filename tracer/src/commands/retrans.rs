@@ -19,10 +19,10 @@ use tracer_common::{
 
 use crate::{
     cli::{OutputFormat, config::RetransCommandConfig},
-    events::{Clock, rfc3339, tcp_state_name},
+    events::{Clock, rfc3339},
     loader, output,
     pods::{layer::PodLayer, now_unix_ns},
-    probes::{CommandId, FamilyId, FamilyOptions, families_of, tcp},
+    probes::{CommandId, FamilyId, FamilyOptions, families_of, tcp, tcp::detail::tcp_state_name},
     runner::{self, Ring},
     session::Session,
 };

@@ -11,7 +11,15 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::flows::{ConnKey, Connections, flow_label};
-use crate::events::{Detail, DropDetail, Event, MtuEventKind, NatDetail, NatKind, NatState, ResetDirection};
+use crate::{
+    events::{Detail, Event},
+    probes::{
+        drops::detail::DropDetail,
+        mtu::detail::MtuEventKind,
+        nat::detail::{NatDetail, NatKind, NatState},
+        tcp::detail::ResetDirection,
+    },
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Severity {
@@ -890,7 +898,15 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ConntrackCause, ConntrackDrop, Flow, MtuDetail, MtuHook, PacketCt, TcpDetail, test_dnat_event};
+    use crate::{
+        events::Flow,
+        probes::{
+            drops::detail::{ConntrackCause, ConntrackDrop, PacketCt},
+            mtu::detail::{MtuDetail, MtuHook},
+            nat::detail::test_dnat_event,
+            tcp::detail::TcpDetail,
+        },
+    };
 
     #[derive(Default)]
     struct FakeFacts {

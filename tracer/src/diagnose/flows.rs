@@ -184,7 +184,10 @@ pub(crate) fn stories(events: &[Event]) -> Vec<Story<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Flow, TcpDetail, test_dnat_event};
+    use crate::{
+        events::Flow,
+        probes::{nat::detail::test_dnat_event, tcp::detail::TcpDetail},
+    };
 
     fn tcp_event(src: &str, sport: u16, dst: &str, dport: u16, ts: i128) -> Event {
         let mut e = test_dnat_event();

@@ -8,8 +8,8 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Sink;
-use crate::events::{Detail, Event, Flow, ResetDirection, rfc3339};
+use super::{JsonFields, Sink};
+use crate::events::{Event, Flow, rfc3339};
 
 /// A flow's protocol: `(l4_proto, ethertype)`.
 type ProtoId = (Option<u8>, u16);
@@ -26,6 +26,44 @@ pub(crate) struct Encoder {
     second: Option<(i128, String)>,
     /// The last flow's `(l4_proto, ethertype)`, and its `proto` as a JSON string.
     proto: Option<(ProtoId, Vec<u8>)>,
+    /// A nested object was just opened: its first key has no comma before it.
+    nested_first: bool,
+}
+
+impl JsonFields for Encoder {
+    fn str(&mut self, key: &str, value: Option<&str>) -> io::Result<()> {
+        self.field(key, &value)
+    }
+
+    fn uint(&mut self, key: &str, value: Option<u64>) -> io::Result<()> {
+        self.field(key, &value)
+    }
+
+    fn float(&mut self, key: &str, value: Option<f64>) -> io::Result<()> {
+        self.field(key, &value)
+    }
+
+    fn bool(&mut self, key: &str, value: bool) -> io::Result<()> {
+        self.field(key, &value)
+    }
+
+    fn addr(&mut self, key: &str, ip: Option<IpAddr>) -> io::Result<()> {
+        Encoder::addr(self, key, ip, None);
+        Ok(())
+    }
+
+    fn begin(&mut self, key: &str) -> io::Result<()> {
+        self.key(key);
+        self.buf.push(b'{');
+        self.nested_first = true;
+        Ok(())
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        self.nested_first = false;
+        self.buf.push(b'}');
+        Ok(())
+    }
 }
 
 impl Encoder {
@@ -48,66 +86,19 @@ impl Encoder {
             self.field("icmp_type", &icmp_type)?;
             self.field("icmp_code", &icmp_code)?;
         }
-        match &event.detail {
-            Detail::Drop(d) => {
-                self.field("reason", &d.reason)?;
-                self.field("reason_code", &d.reason_code)?;
-                self.field("location", &d.location)?;
-                self.field("len", &d.len)?;
-                if let Some(c) = &d.conntrack {
-                    self.key("conntrack");
-                    self.buf.extend_from_slice(b"{\"cause\":");
-                    serde_json::to_writer(&mut self.buf, c.cause.name())?;
-                    self.field("entries", &c.entries)?;
-                    self.field("max", &c.max)?;
-                    self.buf.push(b'}');
-                }
-            }
-            Detail::Retransmit(t) => {
-                self.field("state", &t.state)?;
-                self.field("count", &t.count)?;
-            }
-            Detail::Reset(t) => {
-                self.field("direction", &t.direction.map(ResetDirection::as_str))?;
-                self.field("state", &t.state)?;
-            }
-            Detail::ConnectFail(t) => {
-                self.field("state", &t.state)?;
-                self.field("duration_ms", &t.duration_ms)?;
-            }
-            Detail::Nat(n) => {
-                self.field("nat", n.nat.as_str())?;
-                self.field("orig_src", &n.orig_src)?;
-                self.field("orig_dst", &n.orig_dst)?;
-                self.field("reply_src", &n.reply_src)?;
-                self.field("reply_dst", &n.reply_dst)?;
-                self.field("reply_seen", &n.reply_seen)?;
-                self.field("assured", &n.assured)?;
-                self.field("state", n.state.as_str())?;
-                self.field("backend", &n.backend)?;
-                self.field("backend_pod", &n.backend_pod)?;
-                self.field("service", &n.service)?;
-            }
-            Detail::Mtu(m) => {
-                self.field("event", m.event.as_str())?;
-                self.field("mtu", &m.mtu)?;
-                self.field("len", &m.len)?;
-                self.field("dev_mtu", &m.dev_mtu)?;
-                self.addr("icmp_src", m.icmp_src, None);
-                self.addr("icmp_dst", m.icmp_dst, None);
-                if let Some(reason) = &m.reason {
-                    self.field("reason", reason)?;
-                }
-                self.field("hook", m.hook.as_str())?;
-            }
-        }
+        event.detail.write_json(self)?;
         self.buf.extend_from_slice(b"}\n");
         Ok(&self.buf)
     }
 
-    /// `,"key":` (every key but the first, `ts`). Keys are plain ASCII: nothing to escape.
+    /// `,"key":` (every key but the first, `ts`, and the first of a nested object). Keys are
+    /// plain ASCII: nothing to escape.
     fn key(&mut self, key: &str) {
-        self.buf.extend_from_slice(b",\"");
+        if std::mem::take(&mut self.nested_first) {
+            self.buf.push(b'"');
+        } else {
+            self.buf.extend_from_slice(b",\"");
+        }
         self.buf.extend_from_slice(key.as_bytes());
         self.buf.extend_from_slice(b"\":");
     }
@@ -263,14 +254,29 @@ pub(crate) fn event_text(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ConntrackCause, ConntrackDrop, DropDetail, Flow, MtuDetail, MtuEventKind, MtuHook, NatKind, NatState, PacketCt, TcpDetail};
+    use crate::{
+        events::Flow,
+        probes::{
+            Detail,
+            drops::detail::{ConntrackCause, ConntrackDrop, DropDetail, PacketCt},
+            mtu::detail::{MtuDetail, MtuEventKind, MtuHook},
+            nat::detail::{NatKind, NatState},
+            tcp::detail::TcpDetail,
+        },
+    };
 
     /// The serde-derived encoder the [`Encoder`] replaced, kept as the reference its output must
     /// equal byte for byte.
     mod reference {
-        use serde::Serialize;
+        use std::{io, net::IpAddr};
 
-        use crate::events::{Detail, Event, ResetDirection, rfc3339};
+        use serde::Serialize;
+        use serde_json::Value;
+
+        use crate::{
+            events::{Event, rfc3339},
+            output::JsonFields,
+        };
 
         #[derive(Serialize)]
         struct JsonEvent<'a> {
@@ -290,101 +296,90 @@ mod tests {
             #[serde(skip_serializing_if = "Option::is_none")]
             icmp_code: Option<u8>,
             #[serde(flatten)]
-            detail: JsonDetail<'a>,
+            detail: Ordered,
         }
 
-        #[derive(Serialize)]
-        #[serde(untagged)]
-        enum JsonDetail<'a> {
-            Drop {
-                reason: &'a str,
-                reason_code: u32,
-                location: &'a str,
-                len: u32,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                conntrack: Option<JsonConntrack>,
-            },
-            Retransmit {
-                state: Option<&'a str>,
-                count: u32,
-            },
-            Reset {
-                direction: Option<&'a str>,
-                state: Option<&'a str>,
-            },
-            ConnectFail {
-                state: Option<&'a str>,
-                duration_ms: Option<f64>,
-            },
-            Nat {
-                nat: &'a str,
-                orig_src: Option<&'a str>,
-                orig_dst: Option<&'a str>,
-                reply_src: Option<&'a str>,
-                reply_dst: Option<&'a str>,
-                reply_seen: bool,
-                assured: bool,
-                state: &'a str,
-                backend: Option<&'a str>,
-                backend_pod: Option<&'a str>,
-                service: Option<&'a str>,
-            },
-            Mtu {
-                event: &'a str,
-                mtu: Option<u32>,
-                len: u32,
-                dev_mtu: Option<u32>,
-                icmp_src: Option<String>,
-                icmp_dst: Option<String>,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                reason: Option<&'a str>,
-                hook: &'a str,
-            },
+        /// A detail's field as the reference writes it: serde_json values, objects kept in the
+        /// order their fields were written.
+        enum Field {
+            Value(Value),
+            Object(Ordered),
         }
 
-        #[derive(Serialize)]
-        struct JsonConntrack {
-            cause: &'static str,
-            entries: Option<u64>,
-            max: Option<u64>,
+        #[derive(Default)]
+        struct Ordered(Vec<(String, Field)>);
+
+        impl Serialize for Ordered {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap as _;
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (key, field) in &self.0 {
+                    match field {
+                        Field::Value(v) => map.serialize_entry(key, v)?,
+                        Field::Object(o) => map.serialize_entry(key, o)?,
+                    }
+                }
+                map.end()
+            }
+        }
+
+        /// The family's fields through [`JsonFields`], into serde_json values (addresses through
+        /// `Display`, not the encoder's digit writer).
+        #[derive(Default)]
+        struct Collect {
+            top: Ordered,
+            open: Option<(String, Ordered)>,
+        }
+
+        impl Collect {
+            fn push(&mut self, key: &str, value: Value) -> io::Result<()> {
+                let target = match &mut self.open {
+                    Some((_, o)) => o,
+                    None => &mut self.top,
+                };
+                target.0.push((key.to_string(), Field::Value(value)));
+                Ok(())
+            }
+        }
+
+        impl JsonFields for Collect {
+            fn str(&mut self, key: &str, value: Option<&str>) -> io::Result<()> {
+                self.push(key, serde_json::to_value(value)?)
+            }
+
+            fn uint(&mut self, key: &str, value: Option<u64>) -> io::Result<()> {
+                self.push(key, serde_json::to_value(value)?)
+            }
+
+            fn float(&mut self, key: &str, value: Option<f64>) -> io::Result<()> {
+                self.push(key, serde_json::to_value(value)?)
+            }
+
+            fn bool(&mut self, key: &str, value: bool) -> io::Result<()> {
+                self.push(key, Value::Bool(value))
+            }
+
+            fn addr(&mut self, key: &str, ip: Option<IpAddr>) -> io::Result<()> {
+                self.push(key, ip.map_or(Value::Null, |a| Value::String(a.to_string())))
+            }
+
+            fn begin(&mut self, key: &str) -> io::Result<()> {
+                self.open = Some((key.to_string(), Ordered::default()));
+                Ok(())
+            }
+
+            fn end(&mut self) -> io::Result<()> {
+                if let Some((key, object)) = self.open.take() {
+                    self.top.0.push((key, Field::Object(object)));
+                }
+                Ok(())
+            }
         }
 
         pub(super) fn to_json(event: &Event) -> Vec<u8> {
-            let detail = match &event.detail {
-                Detail::Drop(d) => JsonDetail::Drop {
-                    reason: &d.reason,
-                    reason_code: d.reason_code,
-                    location: &d.location,
-                    len: d.len,
-                    conntrack: d.conntrack.as_ref().map(|c| JsonConntrack { cause: c.cause.name(), entries: c.entries, max: c.max }),
-                },
-                Detail::Retransmit(t) => JsonDetail::Retransmit { state: t.state, count: t.count },
-                Detail::Reset(t) => JsonDetail::Reset { direction: t.direction.map(ResetDirection::as_str), state: t.state },
-                Detail::ConnectFail(t) => JsonDetail::ConnectFail { state: t.state, duration_ms: t.duration_ms },
-                Detail::Nat(n) => JsonDetail::Nat {
-                    nat: n.nat.as_str(),
-                    orig_src: n.orig_src.as_deref(),
-                    orig_dst: n.orig_dst.as_deref(),
-                    reply_src: n.reply_src.as_deref(),
-                    reply_dst: n.reply_dst.as_deref(),
-                    reply_seen: n.reply_seen,
-                    assured: n.assured,
-                    state: n.state.as_str(),
-                    backend: n.backend.as_deref(),
-                    backend_pod: n.backend_pod.as_deref(),
-                    service: n.service.as_deref(),
-                },
-                Detail::Mtu(m) => JsonDetail::Mtu {
-                    event: m.event.as_str(),
-                    mtu: m.mtu,
-                    len: m.len,
-                    dev_mtu: m.dev_mtu,
-                    icmp_src: m.icmp_src.map(|a| a.to_string()),
-                    icmp_dst: m.icmp_dst.map(|a| a.to_string()),
-                    reason: m.reason.as_deref(),
-                    hook: m.hook.as_str(),
-                },
-            };
+            let mut detail = Collect::default();
+            event.detail.write_json(&mut detail).expect("collecting fields");
+            let detail = detail.top;
             serde_json::to_vec(&JsonEvent {
                 ts: rfc3339(event.ts_unix_ns),
                 kind: event.detail.kind(),
@@ -458,7 +453,7 @@ mod tests {
         for (ts, detail) in [
             (1, Detail::Retransmit(tcp(Some("ESTABLISHED"), 3, None, None))),
             (2, Detail::Retransmit(tcp(None, u32::MAX, None, None))),
-            (3, Detail::Reset(tcp(Some("SYN_SENT"), 0, Some(ResetDirection::Received), None))),
+            (3, Detail::Reset(tcp(Some("SYN_SENT"), 0, Some(crate::probes::tcp::detail::ResetDirection::Received), None))),
             (4, Detail::Reset(tcp(None, 0, None, None))),
             (5, Detail::ConnectFail(tcp(Some("SYN_SENT"), 0, None, Some(1000.0)))),
             (6, Detail::ConnectFail(tcp(None, 0, None, Some(0.123_456_789)))),
@@ -602,7 +597,7 @@ mod tests {
     }
 
     fn nat_event(service: Option<&str>) -> Event {
-        let mut e = crate::events::test_dnat_event();
+        let mut e = crate::probes::nat::detail::test_dnat_event();
         if let Detail::Nat(n) = &mut e.detail {
             n.service = service.map(str::to_string);
         }
@@ -623,7 +618,7 @@ mod tests {
     fn mtu_event_has_contract_fields() {
         let mut e = drop_event();
         e.flow.l4_proto = Some(6);
-        e.detail = Detail::Mtu(crate::events::MtuDetail {
+        e.detail = Detail::Mtu(crate::probes::mtu::detail::MtuDetail {
             event: MtuEventKind::FragNeededSent,
             mtu: Some(1400),
             len: 1500,

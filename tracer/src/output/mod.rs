@@ -4,7 +4,10 @@ pub(crate) mod json;
 pub(crate) mod metrics;
 pub(crate) mod table;
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
 
 use crate::events::Event;
 
@@ -27,6 +30,24 @@ pub(crate) fn stdout_sink(format: OutputFormat) -> Box<dyn Sink> {
         OutputFormat::Json => Box::new(json::JsonSink::new(out)),
         OutputFormat::Table => Box::new(table::TableSink::new(out)),
     }
+}
+
+/// Where a family's detail writes its JSON fields, after the fields every event has: the
+/// encoder of `-o json`, and in tests the serde reference it is checked against. One method per
+/// JSON type keeps it object-safe and the field order the family's.
+pub(crate) trait JsonFields {
+    /// A string, or null.
+    fn str(&mut self, key: &str, value: Option<&str>) -> io::Result<()>;
+    /// An unsigned number, or null.
+    fn uint(&mut self, key: &str, value: Option<u64>) -> io::Result<()>;
+    /// A number, or null (NaN and infinities are null, as serde_json writes them).
+    fn float(&mut self, key: &str, value: Option<f64>) -> io::Result<()>;
+    fn bool(&mut self, key: &str, value: bool) -> io::Result<()>;
+    /// A bare address as a string, or null.
+    fn addr(&mut self, key: &str, ip: Option<IpAddr>) -> io::Result<()>;
+    /// Opens a nested object under `key`; the fields up to [`JsonFields::end`] go inside it.
+    fn begin(&mut self, key: &str) -> io::Result<()>;
+    fn end(&mut self) -> io::Result<()>;
 }
 
 /// Writes one line and flushes, so a reader sees each event when it happens.

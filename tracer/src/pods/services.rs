@@ -12,7 +12,10 @@ use std::{collections::HashMap, net::IpAddr};
 use k8s_openapi::api::core::v1::Service as ApiService;
 use tokio::sync::watch;
 
-use crate::events::{Detail, Event, NatKind};
+use crate::{
+    events::{Detail, Event},
+    probes::nat::detail::NatKind,
+};
 
 /// IP protocol numbers of the protocols a Service port can have.
 const IPPROTO_TCP: u8 = 6;
@@ -290,16 +293,16 @@ mod tests {
             Detail::Nat(n) => n.service.clone(),
             _ => None,
         };
-        let mut e = crate::events::test_dnat_event();
+        let mut e = crate::probes::nat::detail::test_dnat_event();
         names.annotate(&mut e);
         assert_eq!(service(&e).as_deref(), Some("kube-system/kube-dns"));
 
-        let mut tcp = crate::events::test_dnat_event();
+        let mut tcp = crate::probes::nat::detail::test_dnat_event();
         tcp.flow.l4_proto = Some(6);
         names.annotate(&mut tcp);
         assert_eq!(service(&tcp), None, "the Service has no TCP port 53");
 
-        let mut snat = crate::events::test_dnat_event();
+        let mut snat = crate::probes::nat::detail::test_dnat_event();
         if let Detail::Nat(n) = &mut snat.detail {
             n.nat = NatKind::Snat;
         }
@@ -307,7 +310,7 @@ mod tests {
         assert_eq!(service(&snat), None, "without DNAT the original destination is where it went");
 
         tx.send_modify(|idx| idx.apply(ServiceUpdate::Delete { name: "kube-system/kube-dns".into() }));
-        let mut later = crate::events::test_dnat_event();
+        let mut later = crate::probes::nat::detail::test_dnat_event();
         names.annotate(&mut later);
         assert_eq!(service(&later), None, "a deleted Service stops matching");
     }

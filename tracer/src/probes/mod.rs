@@ -13,10 +13,11 @@ pub(crate) mod mtu;
 pub(crate) mod nat;
 pub(crate) mod tcp;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io};
 
 use aya::Ebpf;
 use serde::Serialize;
+use tcp::detail::TcpKind;
 use tracer_common::event::EventHeader;
 pub(crate) use tracer_common::family::FamilyId;
 
@@ -28,6 +29,7 @@ use crate::{
         hooks::HookSupport,
     },
     loader::{Globals, KernelCounts},
+    output::{JsonFields, metrics::Cardinality, table::RowParts},
     pods::services::ServiceNames,
 };
 
@@ -292,6 +294,100 @@ pub(crate) fn new_family(id: FamilyId, options: &FamilyOptions) -> Box<dyn Famil
         FamilyId::Tcp => Box::new(tcp::Tcp::new(options.tcp.clone())),
         FamilyId::Nat => Box::new(nat::Nat::new(options.nat.clone())),
         FamilyId::Mtu => Box::new(mtu::Mtu::new(options.mtu.clone())),
+    }
+}
+
+/// Kind-specific part of an event: one variant per record kind, holding its family's detail
+/// (defined, with how it is written, in the family's `detail.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Detail {
+    Drop(drops::detail::DropDetail),
+    Retransmit(tcp::detail::TcpDetail),
+    Reset(tcp::detail::TcpDetail),
+    ConnectFail(tcp::detail::TcpDetail),
+    Nat(nat::detail::NatDetail),
+    Mtu(mtu::detail::MtuDetail),
+}
+
+impl Detail {
+    /// The CONTRACT's `kind` value.
+    pub(crate) const fn kind(&self) -> &'static str {
+        match self {
+            Self::Drop(_) => "drop",
+            Self::Retransmit(_) => TcpKind::Retransmit.as_str(),
+            Self::Reset(_) => TcpKind::Reset.as_str(),
+            Self::ConnectFail(_) => TcpKind::ConnectFail.as_str(),
+            Self::Nat(_) => "nat",
+            Self::Mtu(_) => "mtu",
+        }
+    }
+
+    /// Its JSON fields, after the ones every event has.
+    pub(crate) fn write_json(&self, w: &mut dyn JsonFields) -> io::Result<()> {
+        match self {
+            Self::Drop(d) => d.write_json(w),
+            Self::Retransmit(t) => t.write_json(TcpKind::Retransmit, w),
+            Self::Reset(t) => t.write_json(TcpKind::Reset, w),
+            Self::ConnectFail(t) => t.write_json(TcpKind::ConnectFail, w),
+            Self::Nat(n) => n.write_json(w),
+            Self::Mtu(m) => m.write_json(w),
+        }
+    }
+
+    /// The header of a table of its family's events (the first event's decides).
+    pub(crate) const fn table_header(&self) -> &'static str {
+        match self {
+            Self::Drop(_) => drops::detail::TABLE_HEADER,
+            Self::Retransmit(_) | Self::Reset(_) | Self::ConnectFail(_) => tcp::detail::TABLE_HEADER,
+            Self::Nat(_) => nat::detail::TABLE_HEADER,
+            Self::Mtu(_) => mtu::detail::TABLE_HEADER,
+        }
+    }
+
+    /// Its table row, from the columns every row has.
+    pub(crate) fn table_row(&self, event: &Event, row: &RowParts) -> String {
+        match self {
+            Self::Drop(d) => d.table_row(row),
+            Self::Retransmit(t) => t.table_row(TcpKind::Retransmit, row),
+            Self::Reset(t) => t.table_row(TcpKind::Reset, row),
+            Self::ConnectFail(t) => t.table_row(TcpKind::ConnectFail, row),
+            Self::Nat(n) => n.table_row(event, row),
+            Self::Mtu(m) => m.table_row(row),
+        }
+    }
+
+    /// What `watch`'s timeline says after the flow.
+    pub(crate) fn timeline(&self) -> String {
+        match self {
+            Self::Drop(d) => d.timeline(),
+            Self::Retransmit(t) => t.timeline(TcpKind::Retransmit),
+            Self::Reset(t) => t.timeline(TcpKind::Reset),
+            Self::ConnectFail(t) => t.timeline(TcpKind::ConnectFail),
+            Self::Nat(n) => n.timeline(),
+            Self::Mtu(m) => m.timeline(),
+        }
+    }
+
+    /// Counts the event in its family's metrics (`tracer serve`).
+    pub(crate) fn observe(&self, event: &Event, limits: &mut Cardinality) {
+        match self {
+            Self::Drop(d) => d.observe(event, limits),
+            Self::Retransmit(t) => t.observe(TcpKind::Retransmit, event, limits),
+            Self::Reset(t) => t.observe(TcpKind::Reset, event, limits),
+            Self::ConnectFail(t) => t.observe(TcpKind::ConnectFail, event, limits),
+            Self::Nat(n) => n.observe(event, limits),
+            Self::Mtu(m) => m.observe(event, limits),
+        }
+    }
+}
+
+/// The help text of every family's metrics.
+pub(crate) fn describe_metrics(family: FamilyId) {
+    match family {
+        FamilyId::Drops => drops::detail::DropDetail::describe_metrics(),
+        FamilyId::Tcp => tcp::detail::TcpDetail::describe_metrics(),
+        FamilyId::Nat => nat::detail::NatDetail::describe_metrics(),
+        FamilyId::Mtu => mtu::detail::MtuDetail::describe_metrics(),
     }
 }
 

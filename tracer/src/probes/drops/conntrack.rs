@@ -24,8 +24,8 @@ use std::{
 };
 
 use crate::{
-    events::{ConntrackCause, ConntrackDrop, DropDetail, PacketCt},
     kernel::netns::Namespaces,
+    probes::drops::detail::{ConntrackCause, ConntrackDrop, DropDetail, PacketCt},
 };
 
 /// How stale a namespace's counters may be before a drop they do not explain re-reads them.

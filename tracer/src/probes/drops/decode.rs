@@ -4,8 +4,9 @@ use tracer_common::drop::{CT_PRESENT, DropEvent};
 
 use super::CtLayout;
 use crate::{
-    events::{Clock, Detail, DropDetail, Event, Flow, PacketCt, ifname},
+    events::{Clock, Detail, Event, Flow, ifname},
     kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
+    probes::drops::detail::{DropDetail, PacketCt},
 };
 
 /// What decoding needs from the kernel layer, loaded once.

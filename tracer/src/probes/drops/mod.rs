@@ -3,6 +3,7 @@
 
 pub(crate) mod conntrack;
 pub(crate) mod decode;
+pub(crate) mod detail;
 pub(crate) mod storm;
 
 use std::{collections::BTreeMap, path::Path};

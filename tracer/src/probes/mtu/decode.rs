@@ -9,8 +9,9 @@ use tracer_common::{
 };
 
 use crate::{
-    events::{Clock, Detail, Event, Flow, MtuDetail, MtuEventKind, MtuHook, ifname},
+    events::{Clock, Detail, Event, Flow, ifname},
     kernel::drop_reasons::DropReasons,
+    probes::mtu::detail::{MtuDetail, MtuEventKind, MtuHook},
 };
 
 /// A device tc programs run on: its ifindex, where it lives, and its MTU at start.

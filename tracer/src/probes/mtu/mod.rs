@@ -5,6 +5,7 @@
 
 pub(crate) mod choice;
 pub(crate) mod decode;
+pub(crate) mod detail;
 pub(crate) mod devices;
 pub(crate) mod tc;
 

@@ -23,10 +23,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::{
-    events::{Flow, NatState},
-    kernel::netns::Namespaces,
-};
+use crate::{events::Flow, kernel::netns::Namespaces, probes::nat::detail::NatState};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 /// Legacy group bitmask of NFNLGRP_CONNTRACK_DESTROY (group 3).

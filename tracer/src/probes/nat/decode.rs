@@ -8,7 +8,10 @@ use tracer_common::{
 };
 
 use super::StatusBits;
-use crate::events::{Clock, Detail, Event, Flow, NatDetail, NatKind, NatState, ifname};
+use crate::{
+    events::{Clock, Detail, Event, Flow, ifname},
+    probes::nat::detail::{NatDetail, NatKind, NatState},
+};
 
 const AF_INET: u16 = 2;
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod ctnetlink;
 pub(crate) mod decode;
+pub(crate) mod detail;
 pub(crate) mod tracking;
 
 use std::{collections::BTreeMap, time::Duration};

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use super::ctnetlink::EndWatch;
-use crate::events::{Detail, Event, NatState};
+use crate::{
+    events::{Detail, Event},
+    probes::nat::detail::NatState,
+};
 
 /// A reported connection: its namespace, protocol and original tuple.
 type ConnKey = (u32, Option<u8>, String, String);
@@ -126,7 +129,10 @@ impl NoReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Flow, NatDetail, NatKind};
+    use crate::{
+        events::Flow,
+        probes::nat::detail::{NatDetail, NatKind},
+    };
 
     #[test]
     fn forgetting_keeps_the_newer_half() {

@@ -5,7 +5,10 @@ use tracer_common::{
     tcp::{TcpEvent, direction},
 };
 
-use crate::events::{Clock, Detail, Event, Flow, ResetDirection, TcpDetail, tcp_state_name};
+use crate::{
+    events::{Clock, Detail, Event, Flow},
+    probes::tcp::detail::{ResetDirection, TcpDetail, tcp_state_name},
+};
 
 pub(crate) struct Decoder {
     pub clock: Clock,

@@ -2,6 +2,7 @@
 //! where their socket arguments are), attaches them, and reads the kernel's per-flow map.
 
 pub(crate) mod decode;
+pub(crate) mod detail;
 
 use std::{collections::BTreeMap, path::Path};
 
