@@ -26,10 +26,7 @@ use clap::error::ErrorKind;
 use crate::{
     cli::{
         Cli, Command, UsageError,
-        config::{
-            DropsCommandConfig, JobConfig, MtuCommandConfig, NatCommandConfig, PodsCommandConfig, RetransCommandConfig, ServeCommandConfig,
-            WatchCommandConfig,
-        },
+        config::{JobConfig, PodsCommandConfig, RetransCommandConfig, ServeCommandConfig, WatchCommandConfig},
     },
     probes::CannotRun,
 };
@@ -72,24 +69,14 @@ fn write_message(out: &mut env_logger::fmt::Formatter, record: &log::Record<'_>)
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Drops(args) => {
-            let config = DropsCommandConfig::from_args(args)?;
-            tokio_runtime()?.block_on(commands::drops::run(config))?;
+        Command::Family(command) => {
+            let config = command.into_config()?;
+            tokio_runtime()?.block_on(commands::family::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Retrans(args) => {
             let config = RetransCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::retrans::run(config))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Nat(args) => {
-            let config = NatCommandConfig::from_args(args)?;
-            tokio_runtime()?.block_on(commands::nat::run(config))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Mtu(args) => {
-            let config = MtuCommandConfig::from_args(args)?;
-            tokio_runtime()?.block_on(commands::mtu::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch(args) => {

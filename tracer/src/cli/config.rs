@@ -8,11 +8,18 @@ use tracer_common::{
 };
 
 use super::{
-    AllProbesArgs, DiagnoseArgs, DropsArgs, HookChoice, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, OutputFormat, PodSelectArgs,
-    PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
+    AllProbesArgs, DiagnoseArgs, FamilyCommandArgs, JobAction, JobArgs, KubeApiArgs, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs,
+    RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
 };
-use crate::pods::{PodsFrom, layer::PodsConfig, selection::Selection};
-pub(crate) use crate::session::TraceConfig;
+use crate::{
+    pods::{PodsFrom, layer::PodsConfig, selection::Selection},
+    probes::{CommandId, FamilyArgs, FamilyOptions},
+};
+pub(crate) use crate::{
+    probes::{mtu::choice::parse_iface, nat::parse_reply_timeout},
+    session::TraceConfig,
+    usage::parse_duration,
+};
 
 /// `tracer retrans`.
 #[derive(Debug, Clone)]
@@ -38,28 +45,22 @@ impl RetransCommandConfig {
     }
 }
 
-/// `tracer nat`.
+/// A command that is a session of its families (`drops`, `nat`, `mtu`): the common options and
+/// each family's own, checked.
 #[derive(Debug, Clone)]
-pub(crate) struct NatCommandConfig {
+pub(crate) struct FamilyCommandConfig {
+    pub command: CommandId,
     pub trace: TraceConfig,
-    pub reply_timeout: Duration,
+    pub options: FamilyOptions,
 }
 
-impl NatCommandConfig {
-    pub(crate) fn from_args(args: NatArgs) -> Result<Self, UsageError> {
-        let reply_timeout = parse_reply_timeout(&args.reply_timeout)?;
-        Ok(Self { trace: TraceConfig::from_args(args.trace)?, reply_timeout })
+impl<F: FamilyArgs> FamilyCommandArgs<F> {
+    /// The config of `command`, whose families' flags these are.
+    pub(crate) fn into_config(self, command: CommandId) -> Result<FamilyCommandConfig, UsageError> {
+        let mut options = FamilyOptions::default();
+        self.family.into_options(&mut options)?;
+        Ok(FamilyCommandConfig { command, trace: TraceConfig::from_args(self.trace)?, options })
     }
-}
-
-/// `tracer mtu`.
-#[derive(Debug, Clone)]
-pub(crate) struct MtuCommandConfig {
-    pub trace: TraceConfig,
-    /// `--iface`: devices for the tc programs; empty means every veth and tunnel of tracer's
-    /// own namespace.
-    pub ifaces: Vec<IfaceChoice>,
-    pub sent_hook: super::SentHook,
 }
 
 /// What `watch` and `diagnose` share: every probe, the NAT reply timeout and the MTU devices.
@@ -320,10 +321,8 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
     })?;
     // And its values must pass the same checks as on a node (CIDRs, ports, reasons' syntax).
     let checked = match cli.command {
-        super::Command::Drops(a) => DropsCommandConfig::from_args(a).map(drop),
+        super::Command::Family(a) => a.into_config().map(drop),
         super::Command::Retrans(a) => RetransCommandConfig::from_args(a).map(drop),
-        super::Command::Nat(a) => NatCommandConfig::from_args(a).map(drop),
-        super::Command::Mtu(a) => MtuCommandConfig::from_args(a).map(drop),
         super::Command::Watch(a) => WatchCommandConfig::from_args(a).map(drop),
         super::Command::Diagnose(a) => WatchCommandConfig::diagnose_from_args(a).map(drop),
         _ => Ok(()),
@@ -389,33 +388,7 @@ impl ServeCommandConfig {
     }
 }
 
-fn parse_reply_timeout(text: &str) -> Result<Duration, UsageError> {
-    parse_duration(text).map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
-}
-
 pub(crate) use crate::probes::mtu::IfaceChoice;
-
-impl MtuCommandConfig {
-    pub(crate) fn from_args(args: MtuArgs) -> Result<Self, UsageError> {
-        let ifaces = args.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { trace: TraceConfig::from_args(args.trace)?, ifaces, sent_hook: args.sent_hook })
-    }
-}
-
-/// `DEV` or `NETNS:DEV`. Device names cannot contain `:` or `/` (the kernel's dev_valid_name),
-/// so the first `:` separates the namespace.
-pub(crate) fn parse_iface(text: &str) -> Result<IfaceChoice, UsageError> {
-    let bad = |why: &str| UsageError(format!("--iface {text}: {why} (expected DEV or NETNS:DEV, e.g. eth0 or node1:veth1)"));
-    let (netns, name) = match text.split_once(':') {
-        Some((ns, dev)) if ns.trim().is_empty() => return Err(bad(&format!("empty network namespace before `:{dev}`"))),
-        Some((ns, dev)) => (crate::kernel::netns::Netns::parse(ns.trim()), dev.trim()),
-        None => (crate::kernel::netns::Netns::OWN, text.trim()),
-    };
-    if name.is_empty() || name.len() > 15 || name.contains(['/', ':']) || name.contains(char::is_whitespace) {
-        return Err(bad("not a device name (1 to 15 characters, no `/`, `:` or spaces)"));
-    }
-    Ok(IfaceChoice { netns, name: name.to_string(), text: text.to_string() })
-}
 
 /// `tracer pods`.
 #[derive(Debug, Clone)]
@@ -481,32 +454,6 @@ pub(crate) fn parse_pods_from(text: &str) -> Result<PodsFrom, UsageError> {
             }
         },
     })
-}
-
-pub(crate) use crate::probes::drops::ReasonSelection;
-
-#[derive(Debug, Clone)]
-pub(crate) struct DropsCommandConfig {
-    pub trace: TraceConfig,
-    pub reasons: ReasonSelection,
-    pub hook: HookChoice,
-}
-
-impl DropsCommandConfig {
-    pub(crate) fn from_args(args: DropsArgs) -> Result<Self, UsageError> {
-        let reasons = if args.all_reasons {
-            ReasonSelection::All
-        } else if args.reasons.is_empty() {
-            ReasonSelection::Default
-        } else {
-            let names: Vec<String> = args.reasons.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
-            if names.is_empty() {
-                return Err(UsageError("--reason needs a reason name, e.g. --reason NETFILTER_DROP".into()));
-            }
-            ReasonSelection::Named(names)
-        };
-        Ok(Self { trace: TraceConfig::from_args(args.trace)?, reasons, hook: args.hook })
-    }
 }
 
 impl TraceConfig {
@@ -591,26 +538,6 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, UsageError> {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
         _ => Err(UsageError(format!("--port {text}: expected a port number from 1 to 65535"))),
     }
-}
-
-/// `500ms`, `10s`, `2m`, `1h`, or plain seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, UsageError> {
-    let bad = || UsageError(format!("--duration {text}: expected a duration such as 500ms, 10s, 2m or 1h"));
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(bad()),
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86400.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Ring buffer sizes must be a power of two and a multiple of the page size (the kernel's rule).

@@ -6,11 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub(crate) use crate::{
-    output::OutputFormat,
-    probes::{drops::HookChoice, mtu::SentHook},
-    usage::UsageError,
-};
+use crate::probes::{self, CommandId, FamilyArgs};
+pub(crate) use crate::{output::OutputFormat, probes::drops::HookChoice, usage::UsageError};
 
 const ABOUT: &str = "eBPF network troubleshooting for Kubernetes nodes: packet drops with the kernel's \
 reason, tied to flows, devices and network namespaces.";
@@ -39,19 +36,12 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Packet drops: kernel drop reason, kernel location, flow, device, network namespace
-    #[command(after_help = DROPS_HELP)]
-    Drops(DropsArgs),
+    /// A session of one family with its own flags (`drops`, `nat`, `mtu`)
+    #[command(flatten)]
+    Family(FamilyCommand),
     /// TCP retransmits, resets and failed connects, live; --top shows a refreshing per-flow table
     #[command(after_help = RETRANS_HELP)]
     Retrans(RetransArgs),
-    /// Conntrack NAT rewrites (original flow -> translated flow), and whether a reply ever came
-    #[command(after_help = NAT_HELP)]
-    Nat(NatArgs),
-    /// MTU failures: frag-needed / packet-too-big sent, received or dropped; PKT_TOO_BIG drops;
-    /// oversize packets; device MTU mismatches
-    #[command(after_help = MTU_HELP)]
-    Mtu(MtuArgs),
     /// Every probe at once (drops, retransmits/resets, NAT, MTU) in one timeline; --by-flow
     /// tells each connection's story
     #[command(after_help = WATCH_HELP)]
@@ -70,6 +60,43 @@ pub(crate) enum Command {
     Pods(PodsArgs),
     /// What this kernel supports and which commands will work (exit 1 if `drops` cannot run)
     Check(CheckArgs),
+}
+
+/// The commands that run one family with its own flags: the common tracing options, then the
+/// family's (`probes::FAMILY::Args`). A family with a command of its own adds its variant here and
+/// its arm in [`FamilyCommand::into_config`].
+#[derive(Debug, Subcommand)]
+pub(crate) enum FamilyCommand {
+    /// Packet drops: kernel drop reason, kernel location, flow, device, network namespace
+    #[command(after_help = DROPS_HELP)]
+    Drops(FamilyCommandArgs<probes::drops::Args>),
+    /// Conntrack NAT rewrites (original flow -> translated flow), and whether a reply ever came
+    #[command(after_help = NAT_HELP)]
+    Nat(FamilyCommandArgs<probes::nat::Args>),
+    /// MTU failures: frag-needed / packet-too-big sent, received or dropped; PKT_TOO_BIG drops;
+    /// oversize packets; device MTU mismatches
+    #[command(after_help = MTU_HELP)]
+    Mtu(FamilyCommandArgs<probes::mtu::Args>),
+}
+
+impl FamilyCommand {
+    /// The checked config: which command, the common options, the family's options.
+    pub(crate) fn into_config(self) -> Result<config::FamilyCommandConfig, UsageError> {
+        match self {
+            Self::Drops(args) => args.into_config(CommandId::Drops),
+            Self::Nat(args) => args.into_config(CommandId::Nat),
+            Self::Mtu(args) => args.into_config(CommandId::Mtu),
+        }
+    }
+}
+
+/// A family command's arguments: what every tracing command takes, then the family's own.
+#[derive(Debug, Args)]
+pub(crate) struct FamilyCommandArgs<F: FamilyArgs> {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    #[command(flatten)]
+    pub family: F,
 }
 
 const RETRANS_HELP: &str = "\
@@ -238,22 +265,6 @@ pub(crate) struct TraceArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct DropsArgs {
-    #[command(flatten)]
-    pub trace: TraceArgs,
-    /// Only these drop reasons (names as the kernel spells them, e.g. NETFILTER_DROP; repeatable
-    /// or comma-separated)
-    #[arg(long = "reason", value_name = "NAME", value_delimiter = ',', conflicts_with = "all_reasons")]
-    pub reasons: Vec<String>,
-    /// Show every reason, including NOT_SPECIFIED
-    #[arg(long)]
-    pub all_reasons: bool,
-    /// Kernel hook: auto picks the BTF tracepoint when the kernel has BTF, else the classic one
-    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
-    pub hook: HookChoice,
-}
-
-#[derive(Debug, Args)]
 pub(crate) struct RetransArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
@@ -263,29 +274,6 @@ pub(crate) struct RetransArgs {
     /// How often --top refreshes (e.g. 500ms, 2s)
     #[arg(long, value_name = "DUR", requires = "top")]
     pub interval: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct NatArgs {
-    #[command(flatten)]
-    pub trace: TraceArgs,
-    /// Mark connections with no reply after this long (e.g. 1s, 500ms)
-    #[arg(long, value_name = "DUR", default_value = "3s")]
-    pub reply_timeout: String,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct MtuArgs {
-    #[command(flatten)]
-    pub trace: TraceArgs,
-    /// Attach tc programs to this device ([NETNS:]DEV; repeatable) instead of every veth and
-    /// tunnel device of tracer's own network namespace
-    #[arg(long = "iface", value_name = "[NETNS:]DEV")]
-    pub ifaces: Vec<String>,
-    /// Where IPv4 frag-needed this node sends is seen: auto (the icmp_send tracepoint where the
-    /// kernel has it, else tc egress), icmp_send, or tc (egress of the traced devices only)
-    #[arg(long, value_enum, default_value_t = SentHook::Auto)]
-    pub sent_hook: SentHook,
 }
 
 /// What `watch` and `diagnose` add to the common options: the NAT and MTU probes' own.

@@ -4,10 +4,8 @@
 
 pub(crate) mod check;
 pub(crate) mod diagnose;
-pub(crate) mod drops;
+pub(crate) mod family;
 pub(crate) mod job;
-pub(crate) mod mtu;
-pub(crate) mod nat;
 pub(crate) mod pods;
 pub(crate) mod retrans;
 pub(crate) mod serve;
@@ -22,11 +20,10 @@ use crate::{
 /// A session of every family (`watch`, `diagnose`, `serve`), with the NAT reply timeout and the
 /// MTU devices the user chose.
 async fn start_every_family(command: CommandId, config: &WatchCommandConfig) -> anyhow::Result<Session> {
-    let other_namespace = config.ifaces.iter().any(|i| i.netns.path.is_some());
     let options = FamilyOptions {
         nat: probes::nat::Options { reply_timeout: config.reply_timeout },
         mtu: probes::mtu::Options { ifaces: config.ifaces.clone(), ..probes::mtu::Options::default() },
         ..FamilyOptions::default()
     };
-    Session::start(command, families_of(command, &options), &config.trace, other_namespace).await
+    Session::start(command, families_of(command, &options), &config.trace, options.other_namespace()).await
 }

@@ -277,6 +277,14 @@ pub(crate) const fn family_needs(family: FamilyId) -> &'static [Need] {
     }
 }
 
+/// A family's own flags on its command line (`tracer drops --reason`), parsed with the ones every
+/// tracing command has (`cli::FamilyCommandArgs`) and checked into its options before any
+/// syscall.
+pub(crate) trait FamilyArgs: clap::Args {
+    /// Checks the flags into the family's part of `options`.
+    fn into_options(self, options: &mut FamilyOptions) -> Result<(), crate::usage::UsageError>;
+}
+
 /// What the user chose for each family (`watch` and friends use the defaults but for the NAT
 /// reply timeout and the MTU devices).
 #[derive(Debug, Clone, Default)]
@@ -285,6 +293,14 @@ pub(crate) struct FamilyOptions {
     pub tcp: tcp::Options,
     pub nat: nat::Options,
     pub mtu: mtu::Options,
+}
+
+impl FamilyOptions {
+    /// Whether the options attach inside another network namespace (`--iface NETNS:DEV`), which
+    /// takes setns(2).
+    pub(crate) fn other_namespace(&self) -> bool {
+        self.mtu.ifaces.iter().any(|i| i.netns.path.is_some())
+    }
 }
 
 /// The registry: the family object for `id`, with the user's options.

@@ -250,6 +250,40 @@ pub(crate) fn attach(ebpf: &mut Ebpf, hook: DropHook, btf: &Btf) -> anyhow::Resu
     Ok(())
 }
 
+/// `tracer drops`' own flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Only these drop reasons (names as the kernel spells them, e.g. NETFILTER_DROP; repeatable
+    /// or comma-separated)
+    #[arg(long = "reason", value_name = "NAME", value_delimiter = ',', conflicts_with = "all_reasons")]
+    pub reasons: Vec<String>,
+    /// Show every reason, including NOT_SPECIFIED
+    #[arg(long)]
+    pub all_reasons: bool,
+    /// Kernel hook: auto picks the BTF tracepoint when the kernel has BTF, else the classic one
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+    pub hook: HookChoice,
+}
+
+impl super::FamilyArgs for Args {
+    fn into_options(self, options: &mut super::FamilyOptions) -> Result<(), UsageError> {
+        options.drops.reasons = if self.all_reasons {
+            ReasonSelection::All
+        } else if self.reasons.is_empty() {
+            ReasonSelection::Default
+        } else {
+            // The names themselves are checked against this kernel's BTF when the family plans.
+            let names: Vec<String> = self.reasons.iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+            if names.is_empty() {
+                return Err(UsageError("--reason needs a reason name, e.g. --reason NETFILTER_DROP".into()));
+            }
+            ReasonSelection::Named(names)
+        };
+        options.drops.hook = self.hook;
+        Ok(())
+    }
+}
+
 /// What the user chose for the drops family.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {

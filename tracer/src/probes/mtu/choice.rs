@@ -95,3 +95,18 @@ pub(crate) fn print_facts(facts: &[DeviceFacts], traced: &[DeviceFacts]) {
         eprintln!("tracer: mtu: mismatch ({}): {}", m.severity, m.summary);
     }
 }
+
+/// `DEV` or `NETNS:DEV`. Device names cannot contain `:` or `/` (the kernel's dev_valid_name),
+/// so the first `:` separates the namespace.
+pub(crate) fn parse_iface(text: &str) -> Result<super::IfaceChoice, crate::usage::UsageError> {
+    let bad = |why: &str| crate::usage::UsageError(format!("--iface {text}: {why} (expected DEV or NETNS:DEV, e.g. eth0 or node1:veth1)"));
+    let (netns, name) = match text.split_once(':') {
+        Some((ns, dev)) if ns.trim().is_empty() => return Err(bad(&format!("empty network namespace before `:{dev}`"))),
+        Some((ns, dev)) => (crate::kernel::netns::Netns::parse(ns.trim()), dev.trim()),
+        None => (crate::kernel::netns::Netns::OWN, text.trim()),
+    };
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ':']) || name.contains(char::is_whitespace) {
+        return Err(bad("not a device name (1 to 15 characters, no `/`, `:` or spaces)"));
+    }
+    Ok(super::IfaceChoice { netns, name: name.to_string(), text: text.to_string() })
+}

@@ -148,6 +148,27 @@ pub(crate) fn describe(plan: &Plan) -> String {
     parts.join(", ")
 }
 
+/// `tracer mtu`'s own flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Attach tc programs to this device ([NETNS:]DEV; repeatable) instead of every veth and
+    /// tunnel device of tracer's own network namespace
+    #[arg(long = "iface", value_name = "[NETNS:]DEV")]
+    pub ifaces: Vec<String>,
+    /// Where IPv4 frag-needed this node sends is seen: auto (the icmp_send tracepoint where the
+    /// kernel has it, else tc egress), icmp_send, or tc (egress of the traced devices only)
+    #[arg(long, value_enum, default_value_t = SentHook::Auto)]
+    pub sent_hook: SentHook,
+}
+
+impl super::FamilyArgs for Args {
+    fn into_options(self, options: &mut super::FamilyOptions) -> Result<(), crate::usage::UsageError> {
+        options.mtu.ifaces = self.ifaces.iter().map(|t| choice::parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
+        options.mtu.sent_hook = self.sent_hook;
+        Ok(())
+    }
+}
+
 /// What the user chose for the MTU family.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {

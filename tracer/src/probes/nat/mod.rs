@@ -22,11 +22,33 @@ use crate::{
     },
     loader::{Globals, KernelCounts},
     pods::services::ServiceNames,
+    usage::{UsageError, parse_duration},
 };
 
 const PROBE: &str = "nat";
 const PROGRAM: &str = "nat_xmit";
 const TRACEPOINT: &str = "net_dev_start_xmit";
+
+/// `tracer nat`'s own flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Mark connections with no reply after this long (e.g. 1s, 500ms)
+    #[arg(long, value_name = "DUR", default_value = "3s")]
+    pub reply_timeout: String,
+}
+
+impl super::FamilyArgs for Args {
+    fn into_options(self, options: &mut super::FamilyOptions) -> Result<(), UsageError> {
+        options.nat.reply_timeout = parse_reply_timeout(&self.reply_timeout)?;
+        Ok(())
+    }
+}
+
+/// `--reply-timeout`: how long a NATed connection may wait for its first reply.
+pub(crate) fn parse_reply_timeout(text: &str) -> Result<Duration, UsageError> {
+    parse_duration(text).map_err(|_| UsageError(format!("--reply-timeout {text}: expected a duration such as 500ms, 3s or 1m")))
+}
+
 /// The program's global (tracer-ebpf/src/nat.rs).
 const NAT_CONFIG: &str = "NAT_CONFIG";
 
