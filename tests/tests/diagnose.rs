@@ -944,30 +944,7 @@ time.sleep(30)
 fn lossy_transfer(test: &str, target: &[&str]) -> Option<(Diagnosis, String)> {
     let lab = PairLab::new();
     let (sport, port) = (42061u16, 5451u16);
-    let mut rule = strings(&[
-        "iptables-legacy",
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        &port.to_string(),
-        "-m",
-        "length",
-        "--length",
-        "1000:65535",
-        "-m",
-        "statistic",
-        "--mode",
-        "nth",
-        "--every",
-        "8",
-        "--packet",
-        "0",
-        "-j",
-    ]);
-    rule.extend(strings(target));
-    lab.b.exec_ok(&argv_refs(&rule));
+    lab.b.exec_ok(&argv_refs(&lossy_input_rule(port, 8, target)));
     let _sink = TcpSink::start(|x| lab.b.spawn(x), &lab.b_ip, &[port]);
     let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
     let d = diagnose(test, &args, || {
