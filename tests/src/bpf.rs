@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, fs, path::PathBuf, thread, time::Duration};
 
-use crate::{Tracer, Value, cmd, parse_summary};
+use crate::{Tracer, Value, cmd_ok_retrying, parse_summary};
 
 /// A loaded BPF program.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,24 +34,7 @@ const LISTING_TRIES: usize = 5;
 fn bpftool_list<T>(args: &[&str], item: impl Fn(&Value) -> T) -> Vec<T> {
     let mut v = vec!["bpftool", "-j"];
     v.extend_from_slice(args);
-    let mut tries = 1;
-    let out = loop {
-        let out = cmd(&v);
-        let raced = String::from_utf8_lossy(&out.stdout).contains("by id");
-        if out.status.success() || !raced || tries == LISTING_TRIES {
-            break out;
-        }
-        tries += 1;
-        thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        out.status.success(),
-        "command failed ({}, after {tries} tries): {}\nstdout: {}\nstderr: {}",
-        out.status,
-        v.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd_ok_retrying(&v, LISTING_TRIES, |out| String::from_utf8_lossy(&out.stdout).contains("by id"));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: bad JSON: {e}"));
     json.as_array().map(|a| a.iter().map(item).collect()).unwrap_or_default()
 }

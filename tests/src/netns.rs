@@ -155,6 +155,16 @@ impl Netns {
         self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
     }
 
+    /// The NUD states (`INCOMPLETE`, `FAILED`, ...) of this namespace's neighbour entry for `ip`
+    /// on `dev` (`ip neigh`); None when it holds no entry.
+    pub fn neigh_state(&self, dev: &str, ip: &str) -> Option<Vec<String>> {
+        let out = self.ip(&["-j", "neigh", "show", "to", ip, "dev", dev]);
+        let entries: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("ip -j neigh in {}: bad JSON ({e}): {}", self.name, String::from_utf8_lossy(&out.stdout)));
+        let entry = entries.as_array()?.iter().find(|e| e["dst"] == ip)?;
+        Some(entry["state"].as_array().map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default())
+    }
+
     /// Creates a bridge `name` in this namespace and sets it up.
     pub fn bridge(&self, name: &str) {
         self.ip(&["link", "add", name, "type", "bridge"]);

@@ -1,6 +1,7 @@
 //! Child processes the tests start: commands bounded by a timeout ([`run_timeout`], [`cmd`],
-//! [`cmd_ok`]), background children waited for with a bound ([`wait_child`]), and servers that
-//! announce with their first line that they serve ([`Announced`]).
+//! [`cmd_ok`], [`cmd_ok_retrying`]), background children waited for with a bound
+//! ([`wait_child`]), and servers that announce with their first line that they serve
+//! ([`Announced`]).
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -54,11 +55,27 @@ pub fn cmd(args: &[&str]) -> Output {
 
 /// Like [`cmd`] but panics with the command's stderr if it fails.
 pub fn cmd_ok(args: &[&str]) -> Output {
-    let out = cmd(args);
+    cmd_ok_retrying(args, 1, |_| false)
+}
+
+/// Like [`cmd_ok`], but a failure `transient` recognises (a race the command lost against
+/// something going away, say) runs the command again, 100 ms later, up to `tries` runs in all;
+/// any other failure panics at once.
+pub fn cmd_ok_retrying(args: &[&str], tries: usize, transient: impl Fn(&Output) -> bool) -> Output {
+    let mut runs = 1;
+    let out = loop {
+        let out = cmd(args);
+        if out.status.success() || runs >= tries || !transient(&out) {
+            break out;
+        }
+        runs += 1;
+        thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         out.status.success(),
-        "command failed ({}): {}\nstdout: {}\nstderr: {}",
+        "command failed ({}{}): {}\nstdout: {}\nstderr: {}",
         out.status,
+        if runs > 1 { format!(", after {runs} tries") } else { String::new() },
         args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

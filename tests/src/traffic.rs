@@ -428,19 +428,21 @@ impl TcpSink {
     }
 }
 
-/// Appends an iptables-legacy rule (`-A INPUT ...`) through `exec` (a `Netns::exec_ok` or
-/// `Pod::exec_ok`) that drops every `every`-th TCP segment of at least 1000 bytes to `dport`:
-/// data segments only, never a SYN, a pure ACK or a FIN, so only the sender's data is
-/// retransmitted, and deterministically (statistic `nth`, not random).
-pub fn lossy_input_rule(dport: u16, every: u32) -> Vec<String> {
-    [
+/// argv of an iptables-legacy rule (`-A INPUT ...`, for a `Netns::exec_ok` or `Pod::exec_ok`)
+/// that sends every `every`-th TCP segment of at least 1000 bytes to `dport` to `target`
+/// (`["DROP"]`, or `["NFQUEUE", "--queue-num", "7"]` for a loss no drop reason explains): data
+/// segments only, never a SYN, a pure ACK or a FIN, so only the sender's data is retransmitted,
+/// and deterministically (statistic `nth`, not random).
+pub fn lossy_input_rule(dport: u16, every: u32, target: &[&str]) -> Vec<String> {
+    let (dport, every) = (dport.to_string(), every.to_string());
+    let rule = [
         "iptables-legacy",
         "-A",
         "INPUT",
         "-p",
         "tcp",
         "--dport",
-        &dport.to_string(),
+        &dport,
         "-m",
         "length",
         "--length",
@@ -450,15 +452,12 @@ pub fn lossy_input_rule(dport: u16, every: u32) -> Vec<String> {
         "--mode",
         "nth",
         "--every",
-        &every.to_string(),
+        &every,
         "--packet",
         "0",
         "-j",
-        "DROP",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    rule.iter().chain(target).map(|s| s.to_string()).collect()
 }
 
 /// Answers every TCP connection on `ip:port` with an echo of what it receives, each connection

@@ -84,9 +84,9 @@ struct LossyLab {
 impl LossyLab {
     fn new(lossy: (u16, u16), other: (u16, u16), other_lossy: bool) -> LossyLab {
         let lab = PairLab::new();
-        lab.b.exec_ok(&argv_refs(&lossy_input_rule(lossy.1, EVERY)));
+        lab.b.exec_ok(&argv_refs(&lossy_input_rule(lossy.1, EVERY, &["DROP"])));
         if other_lossy {
-            lab.b.exec_ok(&argv_refs(&lossy_input_rule(other.1, EVERY)));
+            lab.b.exec_ok(&argv_refs(&lossy_input_rule(other.1, EVERY, &["DROP"])));
         }
         let sink = TcpSink::start(|x| lab.b.spawn(x), &lab.b_ip, &[lossy.1, other.1]);
         LossyLab { lab, sink: Some(sink), lossy, other }
@@ -722,7 +722,7 @@ fn pod_retransmits_are_named_and_pod_filters_select_them() {
     let client = node.run_pod("shop", "client", &[("app", "client")]);
     let server = node.run_pod("shop", "server", &[("app", "server")]);
     let other = node.run_pod("other", "x", &[("app", "server")]);
-    server.exec_ok(&argv_refs(&lossy_input_rule(PORT, EVERY)));
+    server.exec_ok(&argv_refs(&lossy_input_rule(PORT, EVERY, &["DROP"])));
     let sink = TcpSink::start(|x| server.spawn(x), &server.ip, &[PORT]);
     let klog = KernelTcpLog::new();
     let port = PORT.to_string();
