@@ -151,3 +151,6 @@ impl Default for DropConfig {
         Self::empty()
     }
 }
+
+#[cfg(feature = "user")]
+user_pod!(DropEvent, DropConfig, StormKey);

@@ -3,21 +3,8 @@
 //! All probe families write into one ring buffer so that userspace sees one stream, in the order
 //! the kernel produced it; the header's `kind` says which struct follows.
 
-/// Record kinds. The values are part of the kernel/user protocol.
-pub mod kind {
-    /// [`crate::drop::DropEvent`]: skb:kfree_skb (kernel >= 5.10; reasons from 5.17).
-    pub const DROP: u16 = 1;
-    /// [`crate::tcp::TcpEvent`]: a retransmitted segment or SYN-ACK.
-    pub const RETRANSMIT: u16 = 2;
-    /// [`crate::tcp::TcpEvent`]: a reset sent or received.
-    pub const RESET: u16 = 3;
-    /// [`crate::tcp::TcpEvent`]: a connect that gave up (SYN_SENT -> CLOSE).
-    pub const CONNECT_FAIL: u16 = 4;
-    /// [`crate::nat::NatEvent`]: a NATed connection first seen or changed state.
-    pub const NAT: u16 = 5;
-    /// [`crate::mtu::MtuEvent`]: a frag-needed / packet-too-big or an oversize packet.
-    pub const MTU: u16 = 6;
-}
+/// Record kinds: assigned with the families in [`crate::family`].
+pub use crate::family::kind;
 
 /// Counter slots in the per-CPU `COUNTERS` map: `kind * COUNTERS_PER_KIND + slot`.
 pub mod counter {
@@ -50,3 +37,6 @@ pub struct EventHeader {
     pub _pad: [u8; 4],
 }
 const _: () = assert!(size_of::<EventHeader>() == 16);
+
+#[cfg(feature = "user")]
+user_pod!(EventHeader);

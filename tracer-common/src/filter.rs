@@ -55,3 +55,6 @@ const _: () = assert!(size_of::<PodAddrKey>() == 20);
 pub const MAX_POD_ADDRS: u32 = 8192;
 /// Capacity of the pod network-namespace map (selected pods' netns inodes).
 pub const MAX_POD_NETNS: u32 = 4096;
+
+#[cfg(feature = "user")]
+user_pod!(Cidr, FlowFilter, PodAddrKey);

@@ -36,3 +36,6 @@ pub struct RawFlow {
     pub _pad: [u8; 6],
 }
 const _: () = assert!(size_of::<RawFlow>() == 48);
+
+#[cfg(feature = "user")]
+user_pod!(RawFlow);

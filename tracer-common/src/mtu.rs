@@ -108,3 +108,6 @@ impl Default for MtuConfig {
 pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_FRAG_NEEDED: u8 = 4;
 pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+
+#[cfg(feature = "user")]
+user_pod!(MtuEvent, MtuConfig);

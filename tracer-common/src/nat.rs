@@ -83,3 +83,6 @@ const _: () = assert!(size_of::<NatSeen>() == 16);
 
 /// Connections remembered for deduplication.
 pub const MAX_NAT_CONNS: u32 = 65536;
+
+#[cfg(feature = "user")]
+user_pod!(NatEvent, NatConfig, NatSeen, NatTuple);

@@ -54,3 +54,6 @@ impl KernelOffsets {
     /// An optional field this kernel does not have.
     pub const ABSENT: u32 = u32::MAX;
 }
+
+#[cfg(feature = "user")]
+user_pod!(KernelOffsets);

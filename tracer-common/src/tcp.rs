@@ -113,3 +113,6 @@ pub mod state {
     pub const SYN_RECV: u8 = 3;
     pub const NEW_SYN_RECV: u8 = 12;
 }
+
+#[cfg(feature = "user")]
+user_pod!(TcpEvent, TcpConfig, FlowKey, FlowStats);
