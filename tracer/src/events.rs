@@ -25,6 +25,14 @@ pub(crate) struct Event {
     pub detail: Detail,
 }
 
+impl Event {
+    /// An event with nothing but its time and detail, for tests.
+    #[cfg(test)]
+    pub(crate) fn bare(ts_unix_ns: i128, detail: Detail) -> Self {
+        Event { ts_unix_ns, flow: Flow::default(), netns: None, ifindex: None, ifname: None, src_pod: None, dst_pod: None, netns_pod: None, detail }
+    }
+}
+
 /// A NUL-padded kernel device name, None when empty.
 pub(crate) fn ifname(raw: &[u8; 16]) -> Option<String> {
     let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());

@@ -360,7 +360,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        events::{Detail, Flow},
+        events::Detail,
         kernel::hooks::HookSupport,
         probes::{CannotRun, CheckRow, tcp::detail::TcpDetail},
     };
@@ -410,17 +410,7 @@ mod tests {
     }
 
     fn event(ts: i128) -> Event {
-        Event {
-            ts_unix_ns: ts,
-            flow: Flow::default(),
-            netns: None,
-            ifindex: None,
-            ifname: None,
-            src_pod: None,
-            dst_pod: None,
-            netns_pod: None,
-            detail: Detail::Retransmit(TcpDetail { state: None, count: 0, direction: None, duration_ms: None }),
-        }
+        Event::bare(ts, Detail::Retransmit(TcpDetail { state: None, count: 0, direction: None, duration_ms: None }))
     }
 
     fn header(kind: u16) -> EventHeader {

@@ -129,10 +129,7 @@ impl NoReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        events::Flow,
-        probes::nat::detail::{NatDetail, NatKind},
-    };
+    use crate::probes::nat::detail::{NatDetail, NatKind};
 
     #[test]
     fn forgetting_keeps_the_newer_half() {
@@ -147,16 +144,9 @@ mod tests {
     }
 
     fn nat(conn: u64, ts: i128, reply_seen: bool) -> Event {
-        Event {
-            ts_unix_ns: ts,
-            flow: Flow::default(),
-            netns: None,
-            ifindex: None,
-            ifname: None,
-            src_pod: None,
-            dst_pod: None,
-            netns_pod: None,
-            detail: Detail::Nat(NatDetail {
+        Event::bare(
+            ts,
+            Detail::Nat(NatDetail {
                 nat: NatKind::Dnat,
                 orig_src: None,
                 orig_dst: None,
@@ -172,7 +162,7 @@ mod tests {
                 service: None,
                 conn,
             }),
-        }
+        )
     }
 
     #[test]
