@@ -134,6 +134,12 @@ impl Clock {
     pub(crate) const fn to_unix_ns(self, boot_ns: u64) -> i128 {
         boot_ns as i128 + self.offset_ns
     }
+
+    /// Now, as an event seen now would be stamped (CLOCK_BOOTTIME, as the kernel's
+    /// `bpf_ktime_get_boot_ns`, through this clock's offset).
+    pub(crate) fn now_unix_ns(self) -> i128 {
+        clock_ns(libc::CLOCK_BOOTTIME) + self.offset_ns
+    }
 }
 
 impl Default for Clock {

@@ -14,22 +14,18 @@
 //! | unconfirmed    | `insert_failed`      | insert failed (clash with another entry)   |
 //!
 //! A packet whose entry is confirmed was dropped by a rule, never by conntrack. Counters are
-//! read (a small /proc file) only for drops that could be conntrack's, and at most once per
-//! [`REFRESH`] per namespace while earlier reads still explain them.
+//! read (a small /proc file) only for drops that could be conntrack's and that the last read
+//! cannot have counted (the drop happened after it): drops decoded together, behind a read, share
+//! it, so the reads grow with how often the reader wakes, not with the drop rate.
 
-use std::{
-    collections::HashMap,
-    fs,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, fs};
 
 use crate::{
+    events::Clock,
     kernel::netns::Namespaces,
     probes::drops::detail::{ConntrackCause, ConntrackDrop, DropDetail, PacketCt},
 };
 
-/// How stale a namespace's counters may be before a drop they do not explain re-reads them.
-const REFRESH: Duration = Duration::from_millis(2);
 const MAX_FILE: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
 /// A namespace's conntrack counters, summed over CPUs.
@@ -108,7 +104,10 @@ fn could_be_conntrack(packet_ct: PacketCt, pending: &Unexplained) -> bool {
 
 struct Namespace {
     last: CtStats,
-    read_at: Option<Instant>,
+    /// When the counters were last read, on the events' wall clock: a drop stamped later cannot
+    /// be in them. (Any time-based throttle loses: two stray packets 0.4 ms apart were told
+    /// apart wrongly with a 2 ms one.)
+    read_at: Option<i128>,
     pending: Unexplained,
 }
 
@@ -117,30 +116,35 @@ pub(crate) struct Classifier {
     namespaces: HashMap<u32, Namespace>,
     netns: Namespaces,
     max: Option<u64>,
+    /// The decoder's clock, so read times and event times compare exactly.
+    clock: Clock,
 }
 
 impl Classifier {
     /// Takes the counters of every namespace it can find now, so that only what happens from
     /// here on is attributed. A namespace created later starts from zero, as its counters do.
-    pub(crate) fn start() -> Self {
-        let mut c = Classifier { namespaces: HashMap::new(), netns: Namespaces::scan(), max: read_max() };
+    pub(crate) fn start(clock: Clock) -> Self {
+        let mut c = Classifier { namespaces: HashMap::new(), netns: Namespaces::scan(), max: read_max(), clock };
         for inode in c.netns.inodes() {
             if let Some(stats) = c.read(inode) {
-                c.namespaces.insert(inode, Namespace { last: stats, read_at: Some(Instant::now()), pending: Unexplained::default() });
+                let read_at = Some(c.clock.now_unix_ns());
+                c.namespaces.insert(inode, Namespace { last: stats, read_at, pending: Unexplained::default() });
             }
         }
         c
     }
 
-    /// Fills `drop.conntrack` when conntrack made this drop in namespace `netns`.
-    pub(crate) fn classify(&mut self, drop: &mut DropDetail, netns: Option<u32>) {
+    /// Fills `drop.conntrack` when conntrack made this drop in namespace `netns`, at `at` (the
+    /// event's wall-clock time).
+    pub(crate) fn classify(&mut self, drop: &mut DropDetail, netns: Option<u32>, at: i128) {
         let Some(inode) = netns else { return };
         if drop.packet_ct == PacketCt::Unread || drop.packet_ct == PacketCt::Confirmed {
             return;
         }
         let ns =
             self.namespaces.entry(inode).or_insert_with(|| Namespace { last: CtStats::default(), read_at: None, pending: Unexplained::default() });
-        let stale = ns.read_at.is_none_or(|t| t.elapsed() >= REFRESH);
+        // Counters are bumped before the drop they explain, so a read made after the drop has them.
+        let stale = ns.read_at.is_none_or(|read_at| at > read_at);
         if could_be_conntrack(drop.packet_ct, &ns.pending)
             && stale
             && let Some(now) = self.read(inode)
@@ -152,7 +156,7 @@ impl Classifier {
             ns.pending.insert_failed += now.insert_failed.saturating_sub(base.insert_failed);
             ns.pending.invalid += now.invalid - base.invalid;
             ns.last = now;
-            ns.read_at = Some(Instant::now());
+            ns.read_at = Some(self.clock.now_unix_ns());
             self.max = read_max().or(self.max);
         }
         let ns = self.namespaces.get_mut(&inode).expect("inserted above");

@@ -390,15 +390,16 @@ impl Family for Drops {
         }
         // Baselines of every namespace's conntrack counters, taken before `attached` is
         // printed: a conntrack drop from there on is told apart from a rule's.
-        self.conntrack = p.ct.map(|_| conntrack::Classifier::start());
-        self.decoder = Some(decode::Decoder { reasons: p.plan.reasons.clone(), kallsyms, clock: Clock::new(), ct: p.ct });
+        let clock = Clock::new();
+        self.conntrack = p.ct.map(|_| conntrack::Classifier::start(clock));
+        self.decoder = Some(decode::Decoder { reasons: p.plan.reasons.clone(), kallsyms, clock, ct: p.ct });
         Ok(())
     }
 
     fn decode(&mut self, _header: &EventHeader, bytes: &[u8]) -> Option<Event> {
         let mut event = self.decoder.as_ref()?.decode(bytes)?;
         if let (Some(classifier), Detail::Drop(drop)) = (self.conntrack.as_mut(), &mut event.detail) {
-            classifier.classify(drop, event.netns);
+            classifier.classify(drop, event.netns, event.ts_unix_ns);
         }
         Some(event)
     }
