@@ -548,3 +548,49 @@ impl Proto {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        kernel::features,
+        probes::{FamilyId, FamilyOptions, describe_metrics, family_needs, new_family},
+    };
+
+    /// ARCHITECTURE.md's recipe, walked for every family of the registry: each place the recipe
+    /// names is filled in, so a family that skipped one fails here, not on a cluster.
+    #[test]
+    fn the_recipe_places_are_filled_for_every_family() {
+        use clap::Parser as _;
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tracer/ is in the workspace");
+        let options = FamilyOptions::default();
+        for id in FamilyId::ALL {
+            let name = id.name();
+            // tracer-common/src/lib.rs: its record kinds lead back to it.
+            assert!(!id.kinds().is_empty(), "{name}: no record kinds");
+            for kind in id.kinds() {
+                assert_eq!(FamilyId::of_kind(*kind), Some(id), "{name}: kind {kind}");
+            }
+            // probes/mod.rs: the registry builds it, and what it needs is declared (a Job of its
+            // command gets these capabilities, check_capabilities checks them).
+            let family = new_family(id, &options);
+            assert_eq!(family.id(), id);
+            assert!(family_needs(id).iter().any(|n| n.cap == features::BPF.cap), "{name}: needs no CAP_BPF?");
+            describe_metrics(id);
+            // Its check row names its command, even when it could not plan.
+            let row = family.check_row(&Err("not planned".into()), false, &BTreeMap::new());
+            assert_eq!(row.command, id.command(), "{name}: check row");
+            assert!(!row.runs);
+            // cli/mod.rs: its command parses (with every flag at its default).
+            let command = CommandId::parse(id.command()).unwrap_or_else(|| panic!("{name} has no CommandId"));
+            assert_eq!(command.families(), [id]);
+            let parsed = Cli::try_parse_from(["tracer", id.command()]);
+            assert!(parsed.is_ok(), "{name}: `tracer {}` does not parse: {:?}", id.command(), parsed.err());
+            // tests/: its integration test binary, which `cargo xtask vm-test` runs by this name.
+            let test = workspace.join("tests/tests").join(format!("{}.rs", id.command()));
+            assert!(test.is_file(), "{name}: no {}", test.display());
+        }
+    }
+}
