@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod diagnose;
 mod events;
+mod install;
 mod job;
 mod kernel;
 mod loader;
@@ -27,8 +28,8 @@ use crate::{
     cli::{
         Cli, Command, UsageError,
         config::{
-            DropsCommandConfig, JobConfig, MtuCommandConfig, NatCommandConfig, PodsCommandConfig, RetransCommandConfig, ServeCommandConfig,
-            WatchCommandConfig,
+            DropsCommandConfig, InstallConfig, JobConfig, MtuCommandConfig, NatCommandConfig, PodsCommandConfig, RetransCommandConfig,
+            ServeCommandConfig, WatchCommandConfig,
         },
     },
     probes::CannotRun,
@@ -114,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             JobConfig::List(config) => tokio_runtime()?.block_on(commands::job::list(config)),
             JobConfig::Delete(config) => tokio_runtime()?.block_on(commands::job::delete(config)),
         },
+        Command::Install(args) => commands::install::print(&InstallConfig::from_args(args)?),
         Command::Pods(args) => {
             let config = PodsCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::pods::run(config))?;

@@ -8,8 +8,8 @@ use tracer_common::{
 };
 
 use super::{
-    AllProbesArgs, DiagnoseArgs, DropsArgs, HookChoice, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, OutputFormat, PodSelectArgs,
-    PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
+    AllProbesArgs, DiagnoseArgs, DropsArgs, HookChoice, InstallAction, InstallArgs, JobAction, JobArgs, KubeApiArgs, MtuArgs, NatArgs, OutputFormat,
+    PodSelectArgs, PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
 };
 pub(crate) use crate::session::TraceConfig;
 use crate::{
@@ -291,6 +291,45 @@ impl JobConfig {
                 a.names.iter().try_for_each(|n| job_name_arg(n))?;
                 Self::Delete(JobDeleteConfig { api: KubeApiConfig::from_args(a.api)?, namespace: a.namespace, names: a.names })
             }
+        })
+    }
+}
+
+/// `tracer install print`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct InstallConfig {
+    /// The DaemonSet's image.
+    pub image: Image,
+    /// The nodes' CRI socket, an absolute path.
+    pub cri_socket: String,
+    /// Print the DaemonSet (not `--no-daemonset`).
+    pub daemonset: bool,
+    /// Print a PodMonitor for it.
+    pub podmonitor: bool,
+    /// Groups bound to tracer-job-user and tracer-cluster-reader.
+    pub job_user_groups: Vec<String>,
+    /// Print the `kubectl delete` line instead of the manifests.
+    pub uninstall: bool,
+}
+
+impl InstallConfig {
+    /// Checks `install print`'s options.
+    pub(crate) fn from_args(args: InstallArgs) -> Result<Self, UsageError> {
+        let InstallAction::Print(a) = args.action;
+        let cri_socket = a.cri_socket.unwrap_or_else(|| crate::job::DEFAULT_CRI_SOCKET.into());
+        host_path_arg("--cri-socket", &cri_socket)?;
+        for group in &a.job_user_groups {
+            if group.trim().is_empty() || group.chars().any(char::is_control) {
+                return Err(UsageError(format!("--job-user-group {group:?}: not a group name")));
+            }
+        }
+        Ok(Self {
+            image: image_arg(a.image.image.as_deref())?,
+            cri_socket,
+            daemonset: !a.no_daemonset,
+            podmonitor: a.podmonitor,
+            job_user_groups: a.job_user_groups,
+            uninstall: a.uninstall,
         })
     }
 }
@@ -858,6 +897,36 @@ mod tests {
         assert_eq!(parse_ring_size("8M").unwrap(), 8 << 20);
         for bad in ["1000", "12K", "2048", "2G", "big"] {
             assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod install_tests {
+    use super::*;
+
+    fn config(argv: &[&str]) -> Result<InstallConfig, UsageError> {
+        let cli = <super::super::Cli as clap::Parser>::try_parse_from(["tracer", "install", "print"].iter().chain(argv)).expect("parses");
+        match cli.command {
+            super::super::Command::Install(args) => InstallConfig::from_args(args),
+            other => panic!("not install: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn install_print_is_checked_into_a_config() {
+        let c = config(&["--image", "registry.example/tracer:1.2.3"]).expect("valid");
+        assert_eq!(
+            (c.image.as_str(), c.cri_socket.as_str(), c.daemonset, c.uninstall),
+            ("registry.example/tracer:1.2.3", crate::job::DEFAULT_CRI_SOCKET, true, false)
+        );
+        let c = config(&["--cri-socket", "/run/k3s/containerd/containerd.sock", "--job-user-group", "sre", "--no-daemonset"]).expect("valid");
+        assert_eq!(
+            (c.cri_socket.as_str(), c.job_user_groups.as_slice(), c.daemonset),
+            ("/run/k3s/containerd/containerd.sock", &["sre".to_string()][..], false)
+        );
+        for bad in [&["--cri-socket", "crio.sock"][..], &["--cri-socket", "/run/../x.sock"], &["--image", "UPPER/case"], &["--job-user-group", " "]] {
+            assert!(config(bad).is_err(), "{bad:?}");
         }
     }
 }

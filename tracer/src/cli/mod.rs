@@ -65,6 +65,8 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// kubectl-trace-style Jobs: a tracer command on one node, as a least-privilege Job
     Job(JobArgs),
+    /// The namespace, RBAC and DaemonSet that install tracer on a cluster, for this version
+    Install(InstallArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
@@ -554,6 +556,68 @@ pub(crate) struct JobDeleteArgs {
     pub namespace: String,
     #[command(flatten)]
     pub api: KubeApiArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    #[command(subcommand)]
+    pub action: InstallAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InstallAction {
+    /// Print the manifests (YAML) that install tracer: namespace, RBAC, DaemonSet; needs no cluster
+    #[command(after_help = INSTALL_PRINT_HELP)]
+    Print(InstallPrintArgs),
+}
+
+const INSTALL_PRINT_HELP: &str = "\
+Prints, for this tracer's version and image, what `kubectl apply -f -` needs to install it:
+  - the namespace `tracer`, PodSecurity level `privileged` (its pods need hostPID and
+    capabilities that `baseline` refuses);
+  - the ServiceAccount `tracer`, allowed to read pods and Services, nothing else;
+  - the Role `tracer-job-user` (run `tracer job` in namespace tracer) and the ClusterRole
+    `tracer-cluster-reader` (find the pod of `job run --pod NS/NAME` in any namespace, `job list
+    -A`), bound only to the groups given with --job-user-group;
+  - the DaemonSet running `tracer serve` on every Linux node (amd64, arm64): Prometheus metrics on
+    port 9464 of each node, liveness and readiness on /healthz;
+  - with --podmonitor, a prometheus-operator PodMonitor for those metrics.
+Nothing is sent to a cluster. The capabilities of the DaemonSet and of tracer's Jobs are
+node-root-equivalent, though less than `privileged`: whoever may create Jobs in namespace tracer
+owns the nodes, so bind tracer-job-user only to people you would give root on them.
+Uninstall: `tracer install print --uninstall` prints the `kubectl delete` line.
+
+Examples:
+  tracer install print | kubectl apply -f -
+  tracer install print --cri-socket /run/k3s/containerd/containerd.sock | kubectl apply -f -   # k3s, RKE2
+  tracer install print --cri-socket /var/run/crio/crio.sock | kubectl apply -f -               # CRI-O
+  tracer install print --podmonitor --job-user-group sre | kubectl apply -f -
+  tracer install print --no-daemonset --job-user-group sre | kubectl apply -f -                # Jobs only
+  tracer install print --image registry.example/tracer:1.2.3 > tracer.yaml
+  tracer install print --uninstall | sh";
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallPrintArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The nodes' CRI socket, which the DaemonSet mounts to name pods [default:
+    /// /run/containerd/containerd.sock; k3s and RKE2: /run/k3s/containerd/containerd.sock; CRI-O:
+    /// /var/run/crio/crio.sock]
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<String>,
+    /// Leave the DaemonSet out: only what `tracer job` needs
+    #[arg(long)]
+    pub no_daemonset: bool,
+    /// Add a PodMonitor (prometheus-operator's monitoring.coreos.com/v1) for the DaemonSet's metrics
+    #[arg(long, conflicts_with = "no_daemonset")]
+    pub podmonitor: bool,
+    /// Bind tracer-job-user (in namespace tracer) and tracer-cluster-reader to this group
+    /// (repeatable)
+    #[arg(long = "job-user-group", value_name = "GROUP")]
+    pub job_user_groups: Vec<String>,
+    /// Print the `kubectl delete` line that removes everything `install print` creates
+    #[arg(long)]
+    pub uninstall: bool,
 }
 
 #[derive(Debug, Args)]

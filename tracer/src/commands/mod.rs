@@ -5,6 +5,7 @@
 pub(crate) mod check;
 pub(crate) mod diagnose;
 pub(crate) mod drops;
+pub(crate) mod install;
 pub(crate) mod job;
 pub(crate) mod mtu;
 pub(crate) mod nat;
