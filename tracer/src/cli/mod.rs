@@ -352,7 +352,7 @@ JSON Lines unless --quiet.
 
 Examples:
   tracer serve                                   # metrics on 127.0.0.1:9464
-  tracer serve --metrics 0.0.0.0:9464 --quiet    # in a DaemonSet (deploy/daemonset.yaml)
+  tracer serve --metrics 0.0.0.0:9464 --quiet    # in a DaemonSet (tracer install print)
   curl -s localhost:9464/metrics | grep tracer_drops_total";
 
 #[derive(Debug, Args)]
