@@ -589,10 +589,10 @@ Uninstall: `tracer install print --uninstall` prints the `kubectl delete` line.
 
 Examples:
   tracer install print | kubectl apply -f -
-  tracer install print --cri-socket /run/k3s/containerd/containerd.sock | kubectl apply -f -   # k3s, RKE2
-  tracer install print --cri-socket /var/run/crio/crio.sock | kubectl apply -f -               # CRI-O
+  tracer install print --cri-socket /run/k3s/containerd/containerd.sock | kubectl apply -f -
+  tracer install print --cri-socket /var/run/crio/crio.sock | kubectl apply -f -
   tracer install print --podmonitor --job-user-group sre | kubectl apply -f -
-  tracer install print --no-daemonset --job-user-group sre | kubectl apply -f -                # Jobs only
+  tracer install print --no-daemonset --job-user-group sre | kubectl apply -f -
   tracer install print --image registry.example/tracer:1.2.3 > tracer.yaml
   tracer install print --uninstall | sh";
 
