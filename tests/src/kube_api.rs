@@ -25,7 +25,9 @@
 //! as they do in a real server's etcd.
 //!
 //! Jobs (`tracer job run/logs/list/delete`) are served by [`jobs`]: batch/v1 Jobs, a Job
-//! controller that makes each Job's pod, and the pods' logs, scripted by the test.
+//! controller that makes each Job's pod, and the pods' logs, scripted by the test; the Events
+//! they record about a pod that cannot start by [`events`]. With [`FakeApi::enforce_rbac`]
+//! ([`rbac`]) every request must be allowed by the given roles' rules.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -45,8 +47,11 @@ use serde_json::{Value, json};
 
 use crate::time::{rfc3339_s, unix_now_s};
 
+mod events;
 mod jobs;
-pub use jobs::JobScript;
+mod rbac;
+pub use jobs::{JobScript, Start};
+pub use rbac::{Attributes, Rule};
 
 /// The token the written kubeconfig carries and the server requires.
 pub const TOKEN: &str = "tracer-test-token-8d3f";
@@ -536,6 +541,10 @@ struct State {
     forbidden: BTreeSet<Resource>,
     /// Jobs, their controller's script and the pods' logs.
     jobs: jobs::Jobs,
+    /// What the Job controller, scheduler and kubelet said about objects.
+    events: events::Events,
+    /// The user and rules requests are checked against, if any.
+    rbac: rbac::Rbac,
 }
 
 impl State {
@@ -601,6 +610,8 @@ impl FakeApi {
             token: Some(TOKEN.to_string()),
             forbidden: BTreeSet::new(),
             jobs: jobs::Jobs::default(),
+            events: events::Events::default(),
+            rbac: rbac::Rbac::default(),
         };
         for p in pods {
             state.change(Resource::Pods, "ADDED", &p.uid, p.object());
@@ -922,7 +933,13 @@ fn handle(w: &mut TcpStream, req: &mut ApiRequest, shared: &Shared) -> std::io::
     {
         return fail(req, w, 401, "Unauthorized", "Unauthorized");
     }
+    if let Some(msg) = rbac::refusal(req, shared) {
+        return fail(req, w, 403, "Forbidden", &msg);
+    }
     if let Some(answered) = jobs::handle(w, req, shared) {
+        return answered;
+    }
+    if let Some(answered) = events::handle(w, req, shared) {
         return answered;
     }
     let Some(resource) = Resource::from_path(&req.path) else {

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod diagnose;
 mod events;
+mod install;
 mod job;
 mod kernel;
 mod loader;
@@ -26,7 +27,7 @@ use clap::error::ErrorKind;
 use crate::{
     cli::{
         Cli, Command, UsageError,
-        config::{JobConfig, PodsCommandConfig, RetransCommandConfig, ServeCommandConfig, WatchCommandConfig},
+        config::{InstallConfig, JobConfig, PodsCommandConfig, RetransCommandConfig, ServeCommandConfig, WatchCommandConfig},
     },
     probes::CannotRun,
 };
@@ -101,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             JobConfig::List(config) => tokio_runtime()?.block_on(commands::job::list(config)),
             JobConfig::Delete(config) => tokio_runtime()?.block_on(commands::job::delete(config)),
         },
+        Command::Install(args) => commands::install::print(&InstallConfig::from_args(args)?),
         Command::Pods(args) => {
             let config = PodsCommandConfig::from_args(args)?;
             tokio_runtime()?.block_on(commands::pods::run(config))?;

@@ -4,7 +4,10 @@
 //! - `POST /apis/batch/v1/namespaces/NS/jobs` stores the Job as sent (`409 AlreadyExists` for a
 //!   taken name) and, as the Job controller would, creates its pod `NAME-xxxxx` (labels
 //!   `job-name`, `batch.kubernetes.io/job-name`, `controller-uid`; the template's spec, so its
-//!   `nodeName`), running, or stuck in the waiting reason the [`JobScript`] says;
+//!   `nodeName`), running, or — as the [`Start`] of the [`JobScript`] says — never: refused by
+//!   admission (no pod, a `FailedCreate` Event on the Job), a volume that cannot be mounted, a
+//!   pod the scheduler cannot place, an image that cannot be pulled, a pod the kubelet rejects,
+//!   each with the status and the Events (events.rs) a cluster gives;
 //! - `GET .../jobs`, `GET /apis/batch/v1/jobs` (label selectors of `k=v` terms), `GET .../jobs/NAME`;
 //! - `DELETE .../jobs/NAME` removes the Job, and its pods only when the body asks for
 //!   `Background` or `Foreground` propagation: the API's default for Jobs orphans them, which is
@@ -21,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::*;
+use super::{events, *};
 
 /// How long a held log stream stays open at most, so a test that forgets cannot hang.
 const HOLD_LIMIT: Duration = Duration::from_secs(120);
@@ -36,8 +39,40 @@ pub struct JobScript {
     pub exit_code: i32,
     /// After its lines the log stays open until the Job is deleted: a tracer still tracing.
     pub hold: bool,
-    /// The container never starts: this waiting reason and message (`ImagePullBackOff`, ...).
-    pub stuck: Option<(String, String)>,
+    /// Whether and how the pod starts.
+    pub start: Start,
+    /// The Warning Events of a pod that does not start appear this long after the Job was
+    /// created (its status says so at once): until then it looks like a pod on its way.
+    pub events_after: Duration,
+    /// No Events at all (expired after their hour, or never written): only the pod's status
+    /// says what is wrong.
+    pub no_events: bool,
+}
+
+/// How the pod of a Job starts, or why it does not, as a cluster reports each case.
+#[derive(Clone, Debug, Default)]
+pub enum Start {
+    /// The container runs.
+    #[default]
+    Runs,
+    /// Admission refuses the pod (a missing ServiceAccount, PodSecurity): no pod; the Job
+    /// controller records `FailedCreate` with this message on the Job.
+    Refused(String),
+    /// A volume cannot be mounted (a hostPath that is not a socket): the container waits in
+    /// `ContainerCreating`; the kubelet records `FailedMount` with this message on the pod.
+    FailedMount(String),
+    /// The scheduler cannot place the pod: `PodScheduled` False, `Unschedulable`, and a
+    /// `FailedScheduling` Event with this message.
+    Unschedulable(String),
+    /// The image cannot be pulled: the container waits with `reason` (`ErrImagePull`,
+    /// `ImagePullBackOff`) and `message`; the kubelet records `Pulling`, then `Failed`.
+    ImagePull { reason: String, message: String },
+    /// The kubelet rejects the pod at admission (`NodeAffinity` on a node of another OS or
+    /// arch): phase `Failed` with this reason and message, a Warning Event of that reason, and
+    /// the Job fails.
+    Rejected { reason: String, message: String },
+    /// The container waits with this reason forever, and nobody says why.
+    Waiting(String),
 }
 
 /// The Jobs the server holds.
@@ -175,7 +210,7 @@ fn create(req: &ApiRequest, shared: &Shared, ns: &str) -> (u16, Value) {
     st.rv += 1;
     job["metadata"]["resourceVersion"] = json!(st.rv.to_string());
     let script = st.jobs.script.clone();
-    job["status"] = if script.stuck.is_some() { json!({"startTime": now}) } else { json!({"startTime": now, "active": 1}) };
+    job["status"] = json!({"startTime": now, "active": 1});
     // The Job controller's pod.
     let template = &job["spec"]["template"];
     let pod_name = format!("{name}-{}", &uid.replace('-', "")[..5]);
@@ -190,12 +225,15 @@ fn create(req: &ApiRequest, shared: &Shared, ns: &str) -> (u16, Value) {
     }
     let image = template["spec"]["containers"][0]["image"].clone();
     let container = template["spec"]["containers"][0]["name"].clone();
-    let (phase, state) = match &script.stuck {
-        Some((reason, message)) => ("Pending", json!({"waiting": {"reason": reason, "message": message}})),
-        None => ("Running", json!({"running": {"startedAt": now}})),
+    let (phase, state) = match &script.start {
+        Start::Runs => ("Running", json!({"running": {"startedAt": now}})),
+        Start::ImagePull { reason, message } => ("Pending", json!({"waiting": {"reason": reason, "message": message}})),
+        Start::Waiting(reason) => ("Pending", json!({"waiting": {"reason": reason}})),
+        Start::Rejected { .. } => ("Failed", Value::Null),
+        Start::Refused(_) | Start::FailedMount(_) | Start::Unschedulable(_) => ("Pending", json!({"waiting": {"reason": "ContainerCreating"}})),
     };
     let pod_uid = uid_for(ns, &pod_name);
-    let pod = json!({
+    let mut pod = json!({
         "kind": "Pod", "apiVersion": "v1",
         "metadata": {
             "name": pod_name, "namespace": ns, "uid": pod_uid, "labels": labels, "creationTimestamp": now,
@@ -207,8 +245,51 @@ fn create(req: &ApiRequest, shared: &Shared, ns: &str) -> (u16, Value) {
             "containerStatuses": [{"name": container, "image": image, "imageID": "", "ready": phase == "Running", "restartCount": 0, "state": state}],
         },
     });
-    st.change(Resource::Pods, "ADDED", &pod_uid, pod);
+    // The Events of a pod that does not start: (object, type, reason, message, component, after).
+    let warn = |object: &Value, reason: &str, message: String, component: &'static str| {
+        (object.clone(), "Warning", reason.to_string(), message, component, script.events_after)
+    };
+    let mut said = Vec::new();
+    match &script.start {
+        Start::Runs | Start::Waiting(_) => {}
+        Start::Refused(message) => {
+            // Admission refused it: there is no pod, and the Job controller keeps trying.
+            job["status"] = json!({"startTime": now});
+            said.push(warn(&job, "FailedCreate", message.clone(), "job-controller"));
+        }
+        Start::FailedMount(message) => said.push(warn(&pod, "FailedMount", message.clone(), "kubelet")),
+        Start::Unschedulable(message) => {
+            pod["status"] = json!({"phase": "Pending", "qosClass": "Burstable", "conditions": [{"type": "PodScheduled", "status": "False",
+                                   "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": now}]});
+            said.push(warn(&pod, "FailedScheduling", message.clone(), "default-scheduler"));
+        }
+        Start::ImagePull { reason, message } => {
+            let image = image.as_str().unwrap_or("");
+            said.push((pod.clone(), "Normal", "Pulling".into(), format!("Pulling image \"{image}\""), "kubelet", Duration::ZERO));
+            said.push(warn(&pod, "Failed", format!("Failed to pull image \"{image}\": {message}"), "kubelet"));
+            said.push(warn(&pod, "Failed", format!("Error: {reason}"), "kubelet"));
+        }
+        Start::Rejected { reason, message } => {
+            pod["status"] = json!({"phase": "Failed", "reason": reason, "message": format!("Pod was rejected: {message}"), "startTime": now});
+            said.push(warn(&pod, reason, message.clone(), "kubelet"));
+            job["status"] = json!({"startTime": now, "failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                   "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}]});
+        }
+    }
+    if !matches!(script.start, Start::Refused(_)) {
+        st.change(Resource::Pods, "ADDED", &pod_uid, pod);
+    }
     st.jobs.objects.insert(key, job.clone());
+    if !script.no_events {
+        for (object, kind, reason, message, component, after) in &said {
+            // An Event names the object as stored (its resourceVersion too).
+            let stored = match object["kind"].as_str() {
+                Some("Pod") => st.objects.get(&(Resource::Pods, pod_uid.clone())).cloned().unwrap_or_else(|| object.clone()),
+                _ => job.clone(),
+            };
+            events::Events::add(&mut st, events::NewEvent { object: &stored, kind, reason, message, component, after: *after });
+        }
+    }
     drop(st);
     shared.changed.notify_all();
     (201, job)

@@ -8,10 +8,11 @@ use tracer_common::{
 };
 
 use super::{
-    AllProbesArgs, DiagnoseArgs, FamilyCommandArgs, JobAction, JobArgs, KubeApiArgs, OutputFormat, PodSelectArgs, PodSourceArgs, PodsArgs,
-    RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
+    AllProbesArgs, DiagnoseArgs, FamilyCommandArgs, InstallAction, InstallArgs, JobAction, JobArgs, KubeApiArgs, OutputFormat, PodSelectArgs,
+    PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
 };
 use crate::{
+    job::{BUILD_IMAGE, IMAGE_ENV, Image},
     pods::{PodsFrom, layer::PodsConfig, selection::Selection},
     probes::{CommandId, FamilyArgs, FamilyOptions},
 };
@@ -104,8 +105,26 @@ impl WatchCommandConfig {
     }
 }
 
-/// The tracing commands a Job may run.
-const JOB_COMMANDS: &[&str] = &["drops", "retrans", "nat", "mtu", "watch", "diagnose"];
+/// The tracing commands a Job may run, to which it adds `-o json --duration`: every one of the
+/// registry but `serve`, which runs until stopped (the DaemonSet's).
+fn job_tracing_commands() -> Vec<&'static str> {
+    CommandId::ALL.into_iter().filter(|c| *c != CommandId::Serve).map(CommandId::name).collect()
+}
+/// The other commands a Job may run, as they are: one answer each, printed when they end.
+const JOB_REPORT_COMMANDS: &[&str] = &["check", "pods"];
+
+/// The image of a Job or the DaemonSet: `--image`, else `$TRACER_IMAGE`, else the built-in
+/// default; checked as a reference, whichever gave it.
+pub(crate) fn image_arg(flag: Option<&str>) -> Result<Image, UsageError> {
+    let (text, from) = match flag {
+        Some(image) => (image.to_string(), "--image".to_string()),
+        None => match std::env::var(IMAGE_ENV) {
+            Ok(image) if !image.is_empty() => (image, format!("${IMAGE_ENV}")),
+            _ => (BUILD_IMAGE.to_string(), format!("the built-in image (${IMAGE_ENV} when tracer was built)")),
+        },
+    };
+    Image::parse(&text).map_err(|e| UsageError(format!("{from} {text:?}: not an image reference: {e}")))
+}
 
 /// Where a Job is to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,8 +144,8 @@ pub(crate) struct JobRequest {
     /// `--name`, checked.
     pub name: Option<String>,
     pub namespace: String,
-    pub image: String,
-    /// The tracing command (`drops`, ...).
+    pub image: Image,
+    /// The command in the Job (`drops`, ..., `check`, `pods`).
     pub command: String,
     /// The tracer command line inside the container, `-o json --duration` included.
     pub args: Vec<String>,
@@ -182,15 +201,23 @@ fn job_name_arg(name: &str) -> Result<(), UsageError> {
 pub(crate) struct KubeApiConfig {
     /// `--kubeconfig`, a file that exists; None: in-cluster, KUBECONFIG, ~/.kube/config.
     pub kubeconfig: Option<PathBuf>,
+    /// `--context`: a context of that kubeconfig instead of its current one.
+    pub context: Option<String>,
 }
 
 impl KubeApiConfig {
-    /// A `--kubeconfig` that is not there is bad input, as for the pod source.
+    /// A `--kubeconfig` that is not there is bad input, as for the pod source; so is an empty
+    /// `--context` (whether the kubeconfig has it is known when it is read).
     pub(crate) fn from_args(args: KubeApiArgs) -> Result<Self, UsageError> {
-        match args.kubeconfig {
-            Some(path) if !path.is_file() => Err(UsageError(format!("--kubeconfig {}: no such file", path.display()))),
-            kubeconfig => Ok(Self { kubeconfig }),
+        if let Some(path) = &args.kubeconfig
+            && !path.is_file()
+        {
+            return Err(UsageError(format!("--kubeconfig {}: no such file", path.display())));
         }
+        if args.context.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(UsageError("--context needs the name of a kubeconfig context".into()));
+        }
+        Ok(Self { kubeconfig: args.kubeconfig, context: args.context })
     }
 }
 
@@ -270,6 +297,56 @@ impl JobConfig {
     }
 }
 
+/// `tracer install print`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct InstallConfig {
+    /// The DaemonSet's image.
+    pub image: Image,
+    /// The nodes' CRI socket, an absolute path.
+    pub cri_socket: String,
+    /// Print the DaemonSet (not `--no-daemonset`).
+    pub daemonset: bool,
+    /// Print a PodMonitor for it.
+    pub podmonitor: bool,
+    /// Groups bound to tracer-job-user and tracer-cluster-reader.
+    pub job_user_groups: Vec<String>,
+    /// Print the `kubectl delete` line instead of the manifests.
+    pub uninstall: bool,
+}
+
+impl InstallConfig {
+    /// Checks `install print`'s options.
+    pub(crate) fn from_args(args: InstallArgs) -> Result<Self, UsageError> {
+        let InstallAction::Print(a) = args.action;
+        let cri_socket = a.cri_socket.unwrap_or_else(|| crate::job::DEFAULT_CRI_SOCKET.into());
+        host_path_arg("--cri-socket", &cri_socket)?;
+        for group in &a.job_user_groups {
+            if group.trim().is_empty() || group.chars().any(char::is_control) {
+                return Err(UsageError(format!("--job-user-group {group:?}: not a group name")));
+            }
+        }
+        Ok(Self {
+            image: image_arg(a.image.image.as_deref())?,
+            cri_socket,
+            daemonset: !a.no_daemonset,
+            podmonitor: a.podmonitor,
+            job_user_groups: a.job_user_groups,
+            uninstall: a.uninstall,
+        })
+    }
+}
+
+/// A path on the node that a pod mounts: absolute and plain, as a hostPath must be.
+fn host_path_arg(flag: &str, path: &str) -> Result<(), UsageError> {
+    let plain =
+        path.starts_with('/') && !path.split('/').any(|c| c == ".." || c == ".") && !path.chars().any(|c| c.is_whitespace() || c.is_control());
+    if plain {
+        Ok(())
+    } else {
+        Err(UsageError(format!("{flag} {path:?}: expected an absolute path on the node, such as /run/k3s/containerd/containerd.sock")))
+    }
+}
+
 /// `--namespace`, checked.
 fn namespace_arg(namespace: &str) -> Result<(), UsageError> {
     if is_dns_label(namespace) {
@@ -295,23 +372,28 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
         (None, None) => return Err(UsageError("--node NAME or --pod NS/NAME: where the Job runs".into())),
     };
     namespace_arg(&args.namespace)?;
+    let image = image_arg(args.image.image.as_deref())?;
     let command = args.command.first().cloned().unwrap_or_default();
-    if !JOB_COMMANDS.contains(&command.as_str()) {
-        return Err(UsageError(format!("the command after --: {command:?} is not one of {}", JOB_COMMANDS.join(", "))));
-    }
-    if let Some(own) = args.command.iter().find(|a| ["-o", "--output", "--duration", "--count"].contains(&a.split('=').next().unwrap_or(a))) {
-        return Err(UsageError(format!("the command after --: {own} is set by the Job (-o json --duration from `job --duration`)")));
+    let tracing = job_tracing_commands().contains(&command.as_str());
+    if !tracing && !JOB_REPORT_COMMANDS.contains(&command.as_str()) {
+        let all: Vec<&str> = job_tracing_commands().into_iter().chain(JOB_REPORT_COMMANDS.iter().copied()).collect();
+        return Err(UsageError(format!("the command after --: {command:?} is not one of {}", all.join(", "))));
     }
     let mut inner = args.command.clone();
-    // `job run --pod P -- drops` traces P's traffic: the pod is the point of the Job, unless the
-    // command chooses its own pods.
-    let selects = |a: &String| ["--pod", "--namespace", "--selector"].contains(&a.split('=').next().unwrap_or(a));
-    if let JobTarget::Pod { namespace, name } = &target
-        && !args.command.iter().any(selects)
-    {
-        inner.splice(1..1, ["--pod".to_string(), format!("{namespace}/{name}")]);
+    if tracing {
+        if let Some(own) = args.command.iter().find(|a| ["-o", "--output", "--duration", "--count"].contains(&a.split('=').next().unwrap_or(a))) {
+            return Err(UsageError(format!("the command after --: {own} is set by the Job (-o json --duration from `job --duration`)")));
+        }
+        // `job run --pod P -- drops` traces P's traffic: the pod is the point of the Job, unless
+        // the command chooses its own pods.
+        let selects = |a: &String| ["--pod", "--namespace", "--selector"].contains(&a.split('=').next().unwrap_or(a));
+        if let JobTarget::Pod { namespace, name } = &target
+            && !args.command.iter().any(selects)
+        {
+            inner.splice(1..1, ["--pod".to_string(), format!("{namespace}/{name}")]);
+        }
+        inner.extend(["-o".into(), "json".into(), "--duration".into(), args.duration.clone()]);
     }
-    inner.extend(["-o".into(), "json".into(), "--duration".into(), args.duration.clone()]);
     // The whole command line must parse as the tracer in the Job will parse it.
     let argv = std::iter::once("tracer".to_string()).chain(inner.iter().cloned());
     let cli = <super::Cli as clap::Parser>::try_parse_from(argv).map_err(|err| {
@@ -325,6 +407,7 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
         super::Command::Retrans(a) => RetransCommandConfig::from_args(a).map(drop),
         super::Command::Watch(a) => WatchCommandConfig::from_args(a).map(drop),
         super::Command::Diagnose(a) => WatchCommandConfig::diagnose_from_args(a).map(drop),
+        super::Command::Pods(a) => PodsCommandConfig::from_args(a).map(drop),
         _ => Ok(()),
     };
     match checked {
@@ -332,12 +415,16 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
         Err(e) if e.0.contains("no such file") => {}
         other => other.map_err(|e| UsageError(format!("the command after --: {e}")))?,
     }
+    // The pod mounts the CRI socket the command names: a hostPath must be absolute.
+    if let Some(socket) = crate::job::cri_socket(&inner) {
+        host_path_arg("the command after --: --cri-socket", &socket)?;
+    }
     let name = match args.name {
         Some(n) if is_dns_label(&n) && n.len() <= JOB_NAME_MAX => Some(n),
         Some(n) => return Err(UsageError(format!("--name {n:?}: not a Job name (lower-case letters, digits and `-`, at most {JOB_NAME_MAX})"))),
         None => None,
     };
-    Ok(JobRequest { target, name, namespace: args.namespace, image: args.image, command, args: inner, duration })
+    Ok(JobRequest { target, name, namespace: args.namespace, image, command, args: inner, duration })
 }
 
 /// The Job controller names pods NAME-XXXXX, and a pod name must stay a DNS label (63).
@@ -652,8 +739,8 @@ mod tests {
         let args = |cmd: &[&str]| super::super::JobSpecArgs {
             node: Some("node-1".into()),
             pod: None,
-            namespace: "kube-system".into(),
-            image: "i".into(),
+            namespace: "tracer".into(),
+            image: super::super::ImageArgs { image: Some("i".into()) },
             duration: "30s".into(),
             name: None,
             command: cmd.iter().map(|s| s.to_string()).collect(),
@@ -662,7 +749,12 @@ mod tests {
         let spec = render(args(&["drops", "--pod", "shop/web-0"])).expect("valid");
         assert_eq!(spec.args, ["drops", "--pod", "shop/web-0", "-o", "json", "--duration", "30s"]);
         assert_eq!(spec.name, "tracer-drops-node-1");
-        assert!(render(args(&["pods"])).is_err(), "not a tracing command");
+        assert!(render(args(&["serve"])).is_err(), "not a command for a Job");
+        let check = render(args(&["check"])).expect("check runs as a Job");
+        assert_eq!(check.args, ["check"], "as it is: no -o json, no --duration");
+        let pods = render(args(&["pods", "-o", "json"])).expect("pods runs as a Job");
+        assert_eq!(pods.args, ["pods", "-o", "json"], "its own output");
+        assert!(render(args(&["drops", "--cri-socket", "run/k3s.sock"])).is_err(), "a hostPath is absolute");
         assert!(render(args(&["drops", "-o", "table"])).is_err(), "the Job sets the output");
         assert!(render(args(&["drops", "--ip", "nonsense"])).is_err(), "the inner command is parsed");
         let mut bad_node = args(&["drops"]);
@@ -680,8 +772,8 @@ mod tests {
         let mut a = super::super::JobSpecArgs {
             node: None,
             pod: Some("shop/web-0".into()),
-            namespace: "kube-system".into(),
-            image: "i".into(),
+            namespace: "tracer".into(),
+            image: super::super::ImageArgs { image: Some("i".into()) },
             duration: "30s".into(),
             name: None,
             command: vec!["drops".into()],
@@ -710,7 +802,7 @@ mod tests {
             }
         };
         assert!(matches!(config(&["list", "-A"]), Ok(JobConfig::List(JobListConfig { namespace: None, .. }))));
-        assert!(matches!(config(&["list"]), Ok(JobConfig::List(JobListConfig { namespace: Some(ns), .. })) if ns == "kube-system"));
+        assert!(matches!(config(&["list"]), Ok(JobConfig::List(JobListConfig { namespace: Some(ns), .. })) if ns == "tracer"));
         let Ok(JobConfig::Run(run)) = config(&["run", "--pod", "shop/web-0", "--detach", "--", "drops"]) else { panic!("a valid run") };
         assert_eq!(run.request.target, JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() });
         assert!(run.detach && run.api.kubeconfig.is_none());
@@ -719,6 +811,11 @@ mod tests {
         assert!(config(&["logs", "Not_A_Name"]).is_err());
         let missing = config(&["logs", "tracer-x", "--kubeconfig", "/nonexistent/kubeconfig"]).map(drop).expect_err("no such file");
         assert!(missing.0.contains("--kubeconfig /nonexistent/kubeconfig: no such file"), "{missing}");
+        assert!(
+            matches!(config(&["list", "--context", "prod"]), Ok(JobConfig::List(JobListConfig { api: KubeApiConfig { context: Some(c), .. }, .. })) if c == "prod")
+        );
+        assert!(config(&["list", "--context", ""]).is_err());
+        assert!(config(&["render", "--node", "n1", "--image", "Bad Image", "--", "drops"]).is_err());
     }
 
     #[test]
@@ -728,6 +825,36 @@ mod tests {
         assert_eq!(parse_ring_size("8M").unwrap(), 8 << 20);
         for bad in ["1000", "12K", "2048", "2G", "big"] {
             assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod install_tests {
+    use super::*;
+
+    fn config(argv: &[&str]) -> Result<InstallConfig, UsageError> {
+        let cli = <super::super::Cli as clap::Parser>::try_parse_from(["tracer", "install", "print"].iter().chain(argv)).expect("parses");
+        match cli.command {
+            super::super::Command::Install(args) => InstallConfig::from_args(args),
+            other => panic!("not install: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn install_print_is_checked_into_a_config() {
+        let c = config(&["--image", "registry.example/tracer:1.2.3"]).expect("valid");
+        assert_eq!(
+            (c.image.as_str(), c.cri_socket.as_str(), c.daemonset, c.uninstall),
+            ("registry.example/tracer:1.2.3", crate::job::DEFAULT_CRI_SOCKET, true, false)
+        );
+        let c = config(&["--cri-socket", "/run/k3s/containerd/containerd.sock", "--job-user-group", "sre", "--no-daemonset"]).expect("valid");
+        assert_eq!(
+            (c.cri_socket.as_str(), c.job_user_groups.as_slice(), c.daemonset),
+            ("/run/k3s/containerd/containerd.sock", &["sre".to_string()][..], false)
+        );
+        for bad in [&["--cri-socket", "crio.sock"][..], &["--cri-socket", "/run/../x.sock"], &["--image", "UPPER/case"], &["--job-user-group", " "]] {
+            assert!(config(bad).is_err(), "{bad:?}");
         }
     }
 }

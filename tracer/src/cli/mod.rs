@@ -55,6 +55,8 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// kubectl-trace-style Jobs: a tracer command on one node, as a least-privilege Job
     Job(JobArgs),
+    /// The namespace, RBAC and DaemonSet that install tracer on a cluster, for this version
+    Install(InstallArgs),
     /// The pods this node knows: namespace/name, IPs, network namespace, where the data came from
     #[command(after_help = PODS_HELP)]
     Pods(PodsArgs),
@@ -338,7 +340,7 @@ JSON Lines unless --quiet.
 
 Examples:
   tracer serve                                   # metrics on 127.0.0.1:9464
-  tracer serve --metrics 0.0.0.0:9464 --quiet    # in a DaemonSet (deploy/daemonset.yaml)
+  tracer serve --metrics 0.0.0.0:9464 --quiet    # in a DaemonSet (tracer install print)
   curl -s localhost:9464/metrics | grep tracer_drops_total";
 
 #[derive(Debug, Args)]
@@ -382,28 +384,49 @@ pub(crate) enum JobAction {
 }
 
 const JOB_RENDER_HELP: &str = "\
-The Job is pinned to --node, runs the command with `-o json --duration DUR`, ends by itself
-(activeDeadlineSeconds = DUR + 120 s), is deleted an hour after it finished, tolerates every
-taint, and runs without `privileged`: only the capabilities its command needs (why each, in the
-README), a read-only root filesystem, the kernel's BTF and the CRI socket mounted read-only,
-hostPID, and hostNetwork for mtu, watch, diagnose and serve (tc on the node's devices). The namespace needs the ServiceAccount `tracer` (deploy/rbac.yaml).
+The Job is pinned to --node (Linux, amd64 or arm64), runs the command with `-o json --duration
+DUR` (check and pods as they are), ends by itself (activeDeadlineSeconds = DUR + 120 s), is
+deleted an hour after it finished, tolerates every taint, and runs without `privileged`: only
+the capabilities its command needs (why each, in the README), a read-only root filesystem,
+hostPID, the CRI socket its command uses mounted read-only (--cri-socket: containerd's by
+default; k3s and RKE2 /run/k3s/containerd/containerd.sock, CRI-O /var/run/crio/crio.sock; none
+with --pods-from kube), and hostNetwork for mtu, watch, diagnose, serve and check (tc on the
+node's devices). Those capabilities are node-root-equivalent, though less than `privileged`:
+whoever may create such a Job owns the node. The namespace (default `tracer`, from `tracer install
+print`) needs the ServiceAccount `tracer` and PodSecurity level `privileged`.
+
+The image is --image, else $TRACER_IMAGE, else the one this tracer was built for; its tag should be
+this tracer's version (a warning says when it is not). It is pulled IfNotPresent.
 
 Examples:
   tracer job render --node node-1 -- drops --pod shop/web-0
+  tracer job render --node node-1 -- drops --cri-socket /run/k3s/containerd/containerd.sock
   tracer job render --node node-1 --duration 2m -- diagnose --namespace shop | kubectl apply -f -";
 
 const JOB_RUN_HELP: &str = "\
 The Job is the one `tracer job render` prints, created through the Kubernetes API (kubeconfig:
---kubeconfig, in-cluster, KUBECONFIG or ~/.kube/config). With --pod the Job runs on that pod's
-node and traces that pod (the command gets `--pod NS/NAME` unless it has its own --pod,
---namespace or --selector). The Job's output is printed as it comes (events as a timeline,
-diagnose as findings), the tracer's messages on stderr. The exit code is the tracer's in the
-Job. Ctrl-C deletes the Job. A Job that ran to its end stays an hour (its logs too):
+--kubeconfig, in-cluster, KUBECONFIG or ~/.kube/config; --context picks one of its contexts).
+With --pod the Job runs on that pod's node and traces that pod (the command gets `--pod NS/NAME`
+unless it has its own --pod, --namespace or --selector); finding a pod outside the Job's
+namespace needs `get pods` there (ClusterRole tracer-cluster-reader, docs/kubernetes.md).
+
+While the pod starts, its progress is printed. A pod that cannot start fails the run at once
+(exit 1, the Job deleted) with the reason Kubernetes gives: FailedCreate (no ServiceAccount
+`tracer`, PodSecurity refusing hostPID and capabilities), FailedMount (no CRI socket at that
+path: pass --cri-socket), FailedScheduling, an image that cannot be pulled, a node that refuses
+the pod (another OS or architecture).
+
+The Job's output is printed as it comes (events as a timeline, diagnose as findings, check and
+pods as they print), the tracer's messages on stderr. The exit code is the tracer's in the Job.
+Ctrl-C deletes the Job. A Job that ran to its end stays an hour (its logs too):
 `tracer job logs NAME`.
 
 Examples:
   tracer job run --pod shop/web-0 -- drops
   tracer job run --node node-1 --duration 30s -- diagnose
+  tracer job run --node node-1 -- check
+  tracer job run --node node-1 -- pods -o json
+  tracer job run --context prod --node node-1 -- drops --cri-socket /var/run/crio/crio.sock
   tracer job run --node node-1 --detach -- retrans && tracer job logs tracer-retrans-node-1-x7k2p";
 
 const JOB_LOGS_HELP: &str = "\
@@ -413,6 +436,15 @@ the Job's tracer exits.
 Examples:
   tracer job logs tracer-drops-node-1-x7k2p
   tracer job logs tracer-drops-node-1-x7k2p -o json | jq .reason";
+
+/// The image of tracer's pods: `job render/run`, `install print`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ImageArgs {
+    /// Container image with the tracer binary [default: $TRACER_IMAGE, else the image this
+    /// tracer was built for, tagged with its version]
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+}
 
 /// Where and what a Job runs: `job render` and `job run`.
 #[derive(Debug, Clone, Args)]
@@ -426,22 +458,21 @@ pub(crate) struct JobSpecArgs {
     /// Namespace of the Job (its ServiceAccount `tracer` must exist there)
     #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE)]
     pub namespace: String,
-    /// Container image with the tracer binary
-    #[arg(long, value_name = "IMAGE", default_value = "ghcr.io/tracer/tracer:latest")]
-    pub image: String,
+    #[command(flatten)]
+    pub image: ImageArgs,
     /// How long the trace runs
     #[arg(long, value_name = "DUR", default_value = "60s")]
     pub duration: String,
     /// Job name [default: tracer-COMMAND-NODE, plus a random suffix for `job run`]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// The tracer command, after `--` (e.g. `-- drops --pod shop/web-0`)
+    /// The tracer command, after `--` (e.g. `-- drops --pod shop/web-0`, `-- check`)
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
 /// The namespace tracer's Jobs and ServiceAccount live in unless told otherwise.
-pub(crate) const JOB_NAMESPACE: &str = "kube-system";
+pub(crate) const JOB_NAMESPACE: &str = crate::job::NAMESPACE;
 
 #[derive(Debug, Args)]
 pub(crate) struct JobRenderArgs {
@@ -455,6 +486,9 @@ pub(crate) struct KubeApiArgs {
     /// Kubeconfig [default: in-cluster, KUBECONFIG, ~/.kube/config]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use, as kubectl's --context [default: its current-context]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -510,6 +544,68 @@ pub(crate) struct JobDeleteArgs {
     pub namespace: String,
     #[command(flatten)]
     pub api: KubeApiArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    #[command(subcommand)]
+    pub action: InstallAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InstallAction {
+    /// Print the manifests (YAML) that install tracer: namespace, RBAC, DaemonSet; needs no cluster
+    #[command(after_help = INSTALL_PRINT_HELP)]
+    Print(InstallPrintArgs),
+}
+
+const INSTALL_PRINT_HELP: &str = "\
+Prints, for this tracer's version and image, what `kubectl apply -f -` needs to install it:
+  - the namespace `tracer`, PodSecurity level `privileged` (its pods need hostPID and
+    capabilities that `baseline` refuses);
+  - the ServiceAccount `tracer`, allowed to read pods and Services, nothing else;
+  - the Role `tracer-job-user` (run `tracer job` in namespace tracer) and the ClusterRole
+    `tracer-cluster-reader` (find the pod of `job run --pod NS/NAME` in any namespace, `job list
+    -A`), bound only to the groups given with --job-user-group;
+  - the DaemonSet running `tracer serve` on every Linux node (amd64, arm64): Prometheus metrics on
+    port 9464 of each node, liveness and readiness on /healthz;
+  - with --podmonitor, a prometheus-operator PodMonitor for those metrics.
+Nothing is sent to a cluster. The capabilities of the DaemonSet and of tracer's Jobs are
+node-root-equivalent, though less than `privileged`: whoever may create Jobs in namespace tracer
+owns the nodes, so bind tracer-job-user only to people you would give root on them.
+Uninstall: `tracer install print --uninstall` prints the `kubectl delete` line.
+
+Examples:
+  tracer install print | kubectl apply -f -
+  tracer install print --cri-socket /run/k3s/containerd/containerd.sock | kubectl apply -f -
+  tracer install print --cri-socket /var/run/crio/crio.sock | kubectl apply -f -
+  tracer install print --podmonitor --job-user-group sre | kubectl apply -f -
+  tracer install print --no-daemonset --job-user-group sre | kubectl apply -f -
+  tracer install print --image registry.example/tracer:1.2.3 > tracer.yaml
+  tracer install print --uninstall | sh";
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallPrintArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The nodes' CRI socket, which the DaemonSet mounts to name pods [default:
+    /// /run/containerd/containerd.sock; k3s and RKE2: /run/k3s/containerd/containerd.sock; CRI-O:
+    /// /var/run/crio/crio.sock]
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<String>,
+    /// Leave the DaemonSet out: only what `tracer job` needs
+    #[arg(long)]
+    pub no_daemonset: bool,
+    /// Add a PodMonitor (prometheus-operator's monitoring.coreos.com/v1) for the DaemonSet's metrics
+    #[arg(long, conflicts_with = "no_daemonset")]
+    pub podmonitor: bool,
+    /// Bind tracer-job-user (in namespace tracer) and tracer-cluster-reader to this group
+    /// (repeatable)
+    #[arg(long = "job-user-group", value_name = "GROUP")]
+    pub job_user_groups: Vec<String>,
+    /// Print the `kubectl delete` line that removes everything `install print` creates
+    #[arg(long)]
+    pub uninstall: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,9 +3,12 @@
 //!
 //! `run` creates the Job, waits for its pod, follows the pod's log until the tracer in it exits
 //! and returns its verdict; Ctrl-C (or SIGTERM) deletes the Job and its pod, so nothing keeps
-//! tracing on the node after the user gave up. The log carries the tracer's JSON lines (stdout)
-//! and its messages (stderr) in one stream: JSON objects are printed as a timeline or a report,
-//! anything else goes to stderr as the tracer's own words.
+//! tracing on the node after the user gave up. While the pod starts, the Job's and the pod's
+//! Events and the pod's status say how far it got, and a pod that will not start without someone
+//! changing something (refused, a volume or image missing, a node that rejects it) fails the run
+//! at once with Kubernetes' reason. The log carries the tracer's JSON lines (stdout) and its
+//! messages (stderr) in one stream: JSON objects are printed as a timeline or a report, anything
+//! else goes to stderr as the tracer's own words (`check` and `pods` print as they are).
 
 use std::{
     io::{self, Write as _},
@@ -15,17 +18,21 @@ use std::{
 
 use anyhow::Context as _;
 use futures::{AsyncBufReadExt as _, TryStreamExt as _};
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Event, Pod},
+};
 use kube::{
-    Api, Client,
+    Api, Client, Config,
     api::{DeleteParams, ListParams, LogParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig, KubeconfigError},
 };
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{
-        OutputFormat,
+        OutputFormat, UsageError,
         config::{JobDeleteConfig, JobListConfig, JobLogsConfig, JobRunConfig, JobTarget, KubeApiConfig},
     },
     diagnose::report_text,
@@ -36,12 +43,31 @@ use crate::{
 
 /// How often the pod is looked at while it starts.
 const POLL: Duration = Duration::from_secs(1);
+/// While the pod starts without news, a line says so this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// After the log ends, how long the kubelet has to report the container's exit.
 const EXIT_REPORT_WAIT: Duration = Duration::from_secs(15);
 /// Bound for deleting the Job after Ctrl-C: the user is waiting for the prompt.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waiting reasons of a container that will not start without someone changing something.
-const STUCK: &[&str] = &["ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"];
+const STUCK_WAITING: &[&str] =
+    &["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"];
+/// Reasons of Warning Events that say the same of the pod (or of the Job's pod before it
+/// exists): the Job controller could not create it (FailedCreate: no ServiceAccount, PodSecurity,
+/// quota), it cannot be placed (FailedScheduling), a volume cannot be mounted (FailedMount: a
+/// hostPath of the wrong type or missing), the node cannot give it a network
+/// (FailedCreatePodSandBox), the kubelet cannot pull the image or create the container (Failed,
+/// ErrImageNeverPull, InspectFailed).
+const STUCK_EVENTS: &[&str] = &[
+    "FailedCreate",
+    "FailedScheduling",
+    "FailedMount",
+    "FailedAttachVolume",
+    "FailedCreatePodSandBox",
+    "Failed",
+    "ErrImageNeverPull",
+    "InspectFailed",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum JobError {
@@ -49,14 +75,18 @@ pub(crate) enum JobError {
     Api { op: &'static str, namespace: String, name: String, detail: String },
     #[error("pod {namespace}/{name} not found (the Job runs on the node of --pod)")]
     PodNotFound { namespace: String, name: String },
+    #[error(
+        "reading pod {namespace}/{name}: {detail} (finding a pod outside the Job's namespace needs `get pods` in {namespace}: ClusterRole tracer-cluster-reader of `tracer install print`; or pass --node)"
+    )]
+    PodForbidden { namespace: String, name: String, detail: String },
     #[error("pod {namespace}/{name} is not scheduled on a node yet: there is no node to trace")]
     Unscheduled { namespace: String, name: String },
     #[error("job {namespace}/{name} not found")]
     NotFound { namespace: String, name: String },
     #[error("job {namespace}/{name} exists already: delete it (tracer job delete {name}) or pass another --name")]
     Exists { namespace: String, name: String },
-    #[error("job {namespace}/{name}: pod {pod} cannot start: {reason}{message}")]
-    CannotStart { namespace: String, name: String, pod: String, reason: String, message: String },
+    #[error("job {namespace}/{name}: {what} cannot start: {reason}{message}")]
+    CannotStart { namespace: String, name: String, what: String, reason: String, message: String },
     #[error("job {namespace}/{name} failed before its tracer ran: {reason}{message}")]
     Failed { namespace: String, name: String, reason: String, message: String },
     #[error("job {namespace}/{name} has no pod (removed with the Job's TTL, or deleted)")]
@@ -80,28 +110,50 @@ fn api_code(err: &kube::Error) -> Option<u16> {
     }
 }
 
+/// A client for the API the user chose: `--context` of `--kubeconfig` (else of KUBECONFIG or
+/// ~/.kube/config), else what the pod source would use. A context the kubeconfig does not have
+/// is bad input.
 async fn connect(api: &KubeApiConfig) -> anyhow::Result<Client> {
-    Ok(client(api.kubeconfig.as_deref()).await?.0)
-}
-
-/// Writes `out` to stdout; a reader that went away (`| head`) is not an error.
-fn print(out: &str) -> anyhow::Result<()> {
-    match io::stdout().lock().write_all(out.as_bytes()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
-        _ => Ok(()),
-    }
+    let Some(context) = &api.context else {
+        return Ok(client(api.kubeconfig.as_deref()).await?.0);
+    };
+    let options = KubeConfigOptions { context: Some(context.clone()), ..KubeConfigOptions::default() };
+    let config = match &api.kubeconfig {
+        Some(path) => match Kubeconfig::read_from(path) {
+            Ok(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options).await,
+            Err(e) => Err(e),
+        },
+        None => Config::from_kubeconfig(&options).await,
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(KubeconfigError::LoadContext(name)) => {
+            let file = api.kubeconfig.as_ref().map_or("the kubeconfig (KUBECONFIG or ~/.kube/config)".into(), |p| p.display().to_string());
+            return Err(UsageError(format!("--context {name}: {file} has no such context")).into());
+        }
+        Err(e) => anyhow::bail!("--context {context}: the kubeconfig is not usable: {}", describe(&e)),
+    };
+    let url = config.cluster_url.to_string();
+    Client::try_from(config).with_context(|| format!("Kubernetes API client for {url}"))
 }
 
 /// `tracer job render`: the Job's manifest on stdout, as YAML.
 pub(crate) fn render(spec: &JobSpec) -> anyhow::Result<ExitCode> {
+    job::warn_version(&spec.image);
     let yaml = job::to_yaml(&job::manifest(spec)).with_context(|| format!("job {}/{}", spec.namespace, spec.name))?;
-    print(&yaml)?;
+    super::print_stdout(&yaml)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a Job's command prints one answer as it is (`check`, `pods`) rather than JSON lines.
+fn prints_as_is(args: &[String]) -> bool {
+    args.first().is_some_and(|c| c == "check" || c == "pods")
 }
 
 /// `tracer job run`.
 pub(crate) async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
     let JobRunConfig { request, api, output, detach } = config;
+    job::warn_version(&request.image);
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let client = connect(&api).await?;
@@ -125,9 +177,9 @@ pub(crate) async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
     }
     eprintln!("tracer: job {namespace}/{name} created on node {node} (Ctrl-C deletes it)");
     let start_bound = spec.duration + Duration::from_secs(DEADLINE_SLACK_S);
-    let follow = follow(&client, &namespace, &name, output, start_bound, true);
+    let follow = Follow { client: &client, namespace: &namespace, name: &name, output, as_is: prints_as_is(&spec.args), created: true };
     tokio::select! {
-        result = follow => result.map(|()| ExitCode::SUCCESS),
+        result = follow.run(start_bound) => result.map(|()| ExitCode::SUCCESS),
         _ = sigint.recv() => interrupted(&jobs, &namespace, &name).await,
         _ = sigterm.recv() => interrupted(&jobs, &namespace, &name).await,
     }
@@ -155,6 +207,9 @@ async fn node_of_pod(client: &Client, namespace: &str, name: &str) -> Result<Str
     let pod = match pods.get(name).await {
         Ok(pod) => pod,
         Err(e) if api_code(&e) == Some(404) => return Err(JobError::PodNotFound { namespace: namespace.into(), name: name.into() }),
+        Err(e) if api_code(&e) == Some(403) => {
+            return Err(JobError::PodForbidden { namespace: namespace.into(), name: name.into(), detail: describe(&e) });
+        }
         Err(e) => return Err(api_error("reading pod", namespace, name, &e)),
     };
     pod.spec
@@ -192,7 +247,9 @@ pub(crate) async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(api_error("reading job", namespace, name, &e).into()),
     };
     let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or(3600);
-    follow(&client, namespace, name, output, Duration::from_secs(deadline.max(0) as u64), false).await?;
+    let as_is = prints_as_is(&job_args(&job));
+    let follow = Follow { client: &client, namespace, name, output, as_is, created: false };
+    follow.run(Duration::from_secs(deadline.max(0) as u64)).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -208,6 +265,7 @@ enum Container {
     Exited {
         code: i32,
         reason: String,
+        message: String,
     },
 }
 
@@ -222,12 +280,99 @@ fn container_state(pod: &Pod) -> Container {
     match state {
         Some(s) if s.terminated.is_some() => {
             let t = s.terminated.as_ref().expect("checked");
-            Container::Exited { code: t.exit_code, reason: t.reason.clone().unwrap_or_default() }
+            Container::Exited { code: t.exit_code, reason: t.reason.clone().unwrap_or_default(), message: t.message.clone().unwrap_or_default() }
         }
         Some(s) if s.running.is_some() => Container::Running,
         Some(s) => waiting(s.waiting.as_ref().and_then(|w| w.reason.as_ref()), s.waiting.as_ref().and_then(|w| w.message.as_ref())),
         None => waiting(status.and_then(|s| s.phase.as_ref()), status.and_then(|s| s.message.as_ref())),
     }
+}
+
+/// What Kubernetes says of a pod that is not running: a reason and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Why {
+    reason: String,
+    message: String,
+}
+
+impl Why {
+    fn new(reason: Option<&String>, message: Option<&String>) -> Self {
+        // Event messages may span lines (a kubelet error with its cause); the error is one line.
+        let message = message.map(|m| m.split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default();
+        Self { reason: reason.cloned().unwrap_or_default(), message }
+    }
+
+    /// What to do about it, where tracer knows.
+    fn hint(&self) -> Option<&'static str> {
+        let m = self.message.to_lowercase();
+        let image = "the node cannot pull the image: push it where the nodes can pull from, and name it with --image or $TRACER_IMAGE";
+        match self.reason.as_str() {
+            "FailedCreate" if m.contains("serviceaccount") => Some(
+                "the ServiceAccount `tracer` is missing in this namespace: `tracer install print | kubectl apply -f -` creates it in namespace tracer",
+            ),
+            "FailedCreate" if m.contains("podsecurity") => Some(
+                "this namespace's PodSecurity level refuses hostPID and capabilities: use namespace tracer of `tracer install print` (level privileged)",
+            ),
+            "FailedMount" | "FailedAttachVolume" if m.contains(".sock") => Some(
+                "no CRI socket at that path on the node: pass the node's with --cri-socket (k3s, RKE2: /run/k3s/containerd/containerd.sock; CRI-O: /var/run/crio/crio.sock), or --pods-from kube",
+            ),
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => Some(image),
+            "Failed" if m.contains("pull") || m.contains("errimage") || m.contains("imagepull") => Some(image),
+            "NodeAffinity" => Some("tracer's image runs on Linux nodes of amd64 or arm64, and this node is not one"),
+            "FailedCreatePodSandBox" => {
+                Some("the node cannot give the pod a network (its CNI): mtu, watch, diagnose and check run on the node's network")
+            }
+            _ => None,
+        }
+    }
+
+    /// `: message; the Job was deleted (hint)`, for [`JobError::CannotStart`].
+    fn tail(&self, deleted: bool) -> String {
+        let mut tail = with_message(&self.message);
+        if deleted {
+            tail.push_str("; the Job was deleted");
+        }
+        if let Some(hint) = self.hint() {
+            tail.push_str(&format!(" ({hint})"));
+        }
+        tail
+    }
+}
+
+/// Why the pod will not start by itself, from its status: a container that cannot be created
+/// or whose image cannot be pulled, a pod the scheduler cannot place, a pod the kubelet
+/// rejected at admission (`nodeName` skips the scheduler, not the kubelet's checks).
+fn pod_stuck(pod: &Pod) -> Option<Why> {
+    if let Container::Waiting { reason, message } = container_state(pod)
+        && STUCK_WAITING.contains(&reason.as_str())
+    {
+        return Some(Why::new(Some(&reason), Some(&message)));
+    }
+    let status = pod.status.as_ref()?;
+    let unschedulable = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unschedulable.filter(|c| c.reason.as_deref() == Some("Unschedulable")) {
+        return Some(Why::new(c.reason.as_ref(), c.message.as_ref()));
+    }
+    if status.phase.as_deref() == Some("Failed") && !matches!(container_state(pod), Container::Exited { .. }) {
+        let reason = status.reason.clone().unwrap_or_else(|| "Failed".into());
+        return Some(Why::new(Some(&reason), status.message.as_ref()));
+    }
+    None
+}
+
+/// When an Event last happened (ns since the epoch).
+fn event_time(e: &Event) -> Option<i128> {
+    let last = e.last_timestamp.as_ref().map(|t| t.0.as_nanosecond());
+    last.or_else(|| e.event_time.as_ref().map(|t| t.0.as_nanosecond())).or_else(|| e.first_timestamp.as_ref().map(|t| t.0.as_nanosecond()))
+}
+
+/// The newest Warning Event that says the pod will not start by itself.
+fn events_stuck(events: &[Event]) -> Option<Why> {
+    events
+        .iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref().is_some_and(|r| STUCK_EVENTS.contains(&r)))
+        .max_by_key(|e| event_time(e))
+        .map(|e| Why::new(e.reason.as_ref(), e.message.as_ref()))
 }
 
 /// The Job's newest pod (a Job with backoffLimit 0 has one), if it has one yet.
@@ -247,90 +392,176 @@ fn job_failed(job: &Job) -> Option<(String, String)> {
     Some((c.reason.clone().unwrap_or_else(|| "Failed".into()), c.message.clone().unwrap_or_default()))
 }
 
+/// The command line of a Job's tracer container.
+fn job_args(job: &Job) -> Vec<String> {
+    let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    pod.and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER)).and_then(|c| c.args.clone()).unwrap_or_default()
+}
+
 fn with_message(message: &str) -> String {
     if message.is_empty() { String::new() } else { format!(": {message}") }
 }
 
-/// Waits for the Job's pod to run, prints its log until it ends, and returns the tracer's
-/// verdict. `created` says this run made the Job, so a pod that cannot start takes it away.
-async fn follow(client: &Client, namespace: &str, name: &str, output: OutputFormat, start_bound: Duration, created: bool) -> anyhow::Result<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let started = Instant::now();
-    let mut said = String::new();
-    let pod = loop {
-        let pod = job_pod(&pods, namespace, name).await?;
-        let state = pod.as_ref().map(container_state);
-        match (&pod, &state) {
-            (Some(p), Some(Container::Running | Container::Exited { .. })) => break p.clone(),
-            (Some(p), Some(Container::Waiting { reason, message })) if STUCK.contains(&reason.as_str()) => {
-                let pod = p.metadata.name.clone().unwrap_or_default();
-                if created {
-                    let _ = jobs.delete(name, &DeleteParams::background()).await;
-                }
-                let message = format!("{}{}", with_message(message), if created { "; the Job was deleted" } else { "" });
-                return Err(JobError::CannotStart { namespace: namespace.into(), name: name.into(), pod, reason: reason.clone(), message }.into());
-            }
-            _ => {}
-        }
-        let job = match jobs.get(name).await {
-            Ok(job) => job,
-            Err(e) if api_code(&e) == Some(404) => return Err(JobError::NotFound { namespace: namespace.into(), name: name.into() }.into()),
-            Err(e) => return Err(api_error("reading job", namespace, name, &e).into()),
-        };
-        if pod.is_none() {
-            if let Some((reason, message)) = job_failed(&job) {
-                return Err(JobError::Failed { namespace: namespace.into(), name: name.into(), reason, message: with_message(&message) }.into());
-            }
-            if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0 {
-                return Err(JobError::NoPod { namespace: namespace.into(), name: name.into() }.into());
-            }
-        }
-        let now = match &state {
-            Some(Container::Waiting { reason, .. }) => reason.clone(),
-            _ => "no pod yet".into(),
-        };
-        if now != said {
+/// Following one Job: waiting for its pod, then its log.
+struct Follow<'a> {
+    client: &'a Client,
+    namespace: &'a str,
+    name: &'a str,
+    output: OutputFormat,
+    /// The command prints its answer as it is (`check`, `pods`), not JSON lines.
+    as_is: bool,
+    /// This run made the Job, so a pod that cannot start takes it away.
+    created: bool,
+}
+
+/// The progress lines printed while the pod starts: one when what it waits for changes, and
+/// one every [`PROGRESS_EVERY`] without news.
+struct Progress {
+    said: String,
+    at: Instant,
+}
+
+impl Progress {
+    fn say(&mut self, namespace: &str, name: &str, now: String, waited: Duration) {
+        if now != self.said {
             eprintln!("tracer: job {namespace}/{name}: waiting for its pod: {now}");
-            said = now;
+        } else if self.at.elapsed() >= PROGRESS_EVERY {
+            eprintln!("tracer: job {namespace}/{name}: still waiting for its pod after {} s: {now}", waited.as_secs());
+        } else {
+            return;
         }
-        if started.elapsed() > start_bound {
-            let waited_s = start_bound.as_secs();
-            return Err(JobError::StartTimeout { namespace: namespace.into(), name: name.into(), waited_s, state: said }.into());
-        }
-        tokio::time::sleep(POLL).await;
-    };
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "?".into());
-    let params = LogParams { container: Some(CONTAINER.into()), follow: true, ..LogParams::default() };
-    let stream = pods.log_stream(&pod_name, &params).await.map_err(|e| api_error("reading the log of pod", namespace, &pod_name, &e))?;
-    let mut printer = LogPrinter::new(output);
-    let mut lines = stream.lines();
-    while let Some(line) = lines.try_next().await.with_context(|| format!("reading the log of pod {namespace}/{pod_name}"))? {
-        match printer.line(&line) {
-            Ok(()) => {}
-            // The reader went away (`| head`): stop following, quietly.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(e).context("writing to stdout"),
+        self.said = now;
+        self.at = Instant::now();
+    }
+}
+
+impl Follow<'_> {
+    /// The Events about object `uid` (the Job or its pod). Events it may not read (RBAC) are
+    /// warned about once and done without: the wait still ends, only later and with less said.
+    async fn events(&self, api: &Api<Event>, uid: Option<&str>, warned: &mut bool) -> Vec<Event> {
+        let Some(uid) = uid else { return Vec::new() };
+        match api.list(&ListParams::default().fields(&format!("involvedObject.uid={uid}"))).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                if !*warned {
+                    log::warn!(
+                        "job {}/{}: cannot read its Events ({}): why its pod does not start will not be said (tracer-job-user allows it)",
+                        self.namespace,
+                        self.name,
+                        describe(&e)
+                    );
+                    *warned = true;
+                }
+                Vec::new()
+            }
         }
     }
-    // The kubelet reports the exit a moment after the log ends.
-    let waited = Instant::now();
-    loop {
-        let pod = pods.get(&pod_name).await.map_err(|e| api_error("reading pod", namespace, &pod_name, &e))?;
-        match container_state(&pod) {
-            Container::Exited { code: 0, .. } => {
-                eprintln!("tracer: job {namespace}/{name} on node {node} finished");
-                return Ok(());
+
+    async fn cannot_start(&self, jobs: &Api<Job>, what: String, why: Why) -> anyhow::Error {
+        if self.created {
+            let _ = jobs.delete(self.name, &DeleteParams::background()).await;
+        }
+        let (namespace, name) = (self.namespace.into(), self.name.into());
+        JobError::CannotStart { namespace, name, what, message: why.tail(self.created), reason: why.reason }.into()
+    }
+
+    /// Waits for the Job's pod to run, prints its log until it ends, and returns the tracer's
+    /// verdict.
+    async fn run(&self, start_bound: Duration) -> anyhow::Result<()> {
+        let (namespace, name) = (self.namespace, self.name);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+        let events: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let started = Instant::now();
+        let mut progress = Progress { said: String::new(), at: Instant::now() };
+        let mut warned = false;
+        let pod = loop {
+            let pod = job_pod(&pods, namespace, name).await?;
+            let state = pod.as_ref().map(container_state);
+            if let (Some(p), Some(Container::Running | Container::Exited { .. })) = (&pod, &state) {
+                break p.clone();
             }
-            Container::Exited { code, reason } => {
-                let reason = if reason.is_empty() { reason } else { format!(" ({reason})") };
-                return Err(JobError::TracerFailed { namespace: namespace.into(), name: name.into(), node, code, reason }.into());
+            let job = match jobs.get(name).await {
+                Ok(job) => job,
+                Err(e) if api_code(&e) == Some(404) => return Err(JobError::NotFound { namespace: namespace.into(), name: name.into() }.into()),
+                Err(e) => return Err(api_error("reading job", namespace, name, &e).into()),
+            };
+            let pod_name = pod.as_ref().and_then(|p| p.metadata.name.clone());
+            let mut said = self.events(&events, job.metadata.uid.as_deref(), &mut warned).await;
+            said.extend(self.events(&events, pod.as_ref().and_then(|p| p.metadata.uid.as_deref()), &mut warned).await);
+            let stuck = pod.as_ref().and_then(pod_stuck).or_else(|| events_stuck(&said));
+            if let Some(why) = stuck {
+                let what = pod_name.map_or_else(|| "its pod".to_string(), |p| format!("pod {p}"));
+                return Err(self.cannot_start(&jobs, what, why).await);
             }
-            _ if waited.elapsed() > EXIT_REPORT_WAIT => {
-                return Err(JobError::LogEnded { namespace: namespace.into(), name: name.into() }.into());
+            if pod.is_none() {
+                if let Some((reason, message)) = job_failed(&job) {
+                    return Err(JobError::Failed { namespace: namespace.into(), name: name.into(), reason, message: with_message(&message) }.into());
+                }
+                if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+                    return Err(JobError::NoPod { namespace: namespace.into(), name: name.into() }.into());
+                }
             }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            let mut now = match &state {
+                Some(Container::Waiting { reason, .. }) => reason.clone(),
+                _ => "no pod yet".into(),
+            };
+            // The newest Event says how far it got (Scheduled, Pulling, Pulled, ...).
+            if let Some(e) = said.iter().max_by_key(|e| event_time(e)) {
+                let why = Why::new(e.reason.as_ref(), e.message.as_ref());
+                now.push_str(&format!(" ({}{})", why.reason, with_message(&why.message)));
+            }
+            progress.say(namespace, name, now, started.elapsed());
+            if started.elapsed() > start_bound {
+                let waited_s = start_bound.as_secs();
+                return Err(JobError::StartTimeout { namespace: namespace.into(), name: name.into(), waited_s, state: progress.said }.into());
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        self.print_log(&pods, &pod).await
+    }
+
+    /// Prints the running (or finished) pod's log until it ends, then its tracer's verdict.
+    async fn print_log(&self, pods: &Api<Pod>, pod: &Pod) -> anyhow::Result<()> {
+        let (namespace, name) = (self.namespace, self.name);
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "?".into());
+        let params = LogParams { container: Some(CONTAINER.into()), follow: true, ..LogParams::default() };
+        let stream = pods.log_stream(&pod_name, &params).await.map_err(|e| api_error("reading the log of pod", namespace, &pod_name, &e))?;
+        let mut printer = LogPrinter::new(self.output, self.as_is);
+        let mut lines = stream.lines();
+        while let Some(line) = lines.try_next().await.with_context(|| format!("reading the log of pod {namespace}/{pod_name}"))? {
+            match printer.line(&line) {
+                Ok(()) => {}
+                // The reader went away (`| head`): stop following, quietly.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(e).context("writing to stdout"),
+            }
+        }
+        // The kubelet reports the exit a moment after the log ends.
+        let waited = Instant::now();
+        loop {
+            let pod = pods.get(&pod_name).await.map_err(|e| api_error("reading pod", namespace, &pod_name, &e))?;
+            match container_state(&pod) {
+                Container::Exited { code: 0, .. } => {
+                    eprintln!("tracer: job {namespace}/{name} on node {node} finished");
+                    return Ok(());
+                }
+                Container::Exited { code, reason, message } => {
+                    // A container that could not even start says why in its message
+                    // (`exec format error`: an image of another architecture).
+                    let reason = match (reason.is_empty(), message.trim()) {
+                        (true, "") => String::new(),
+                        (false, "") => format!(" ({reason})"),
+                        (_, m) => format!(" ({reason}: {})", m.split_whitespace().collect::<Vec<_>>().join(" ")),
+                    };
+                    return Err(JobError::TracerFailed { namespace: namespace.into(), name: name.into(), node, code, reason }.into());
+                }
+                _ if waited.elapsed() > EXIT_REPORT_WAIT => {
+                    return Err(JobError::LogEnded { namespace: namespace.into(), name: name.into() }.into());
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
         }
     }
 }
@@ -338,16 +569,26 @@ async fn follow(client: &Client, namespace: &str, name: &str, output: OutputForm
 /// Prints a Job's log lines: its JSON as people read it (or as it is), its messages on stderr.
 struct LogPrinter {
     output: OutputFormat,
+    /// `check` and `pods`: their answer as they print it (a table, or JSON over many lines).
+    as_is: bool,
     header: bool,
 }
 
 impl LogPrinter {
-    fn new(output: OutputFormat) -> Self {
-        Self { output, header: false }
+    fn new(output: OutputFormat, as_is: bool) -> Self {
+        Self { output, as_is, header: false }
     }
 
     fn line(&mut self, line: &str) -> io::Result<()> {
         let mut out = io::stdout().lock();
+        if self.as_is {
+            // Every message of tracer's starts so (`tracer: warning: ...`); the rest is stdout.
+            if line.starts_with("tracer: ") {
+                eprintln!("{line}");
+                return Ok(());
+            }
+            return write_line(&mut out, line.as_bytes());
+        }
         let value = serde_json::from_str::<Value>(line).ok().filter(Value::is_object);
         let Some(value) = value else {
             // The tracer's stderr: warnings, its closing counts.
@@ -393,7 +634,7 @@ pub(crate) async fn list(config: JobListConfig) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => serde_json::to_string_pretty(&rows).context("encoding the list")? + "\n",
         OutputFormat::Table => list_table(&rows, namespace.is_none()),
     };
-    print(&text)?;
+    super::print_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -405,7 +646,7 @@ fn job_labels() -> String {
 /// One Job as `job list` shows it.
 fn job_summary(job: &Job, now_s: i64) -> Value {
     let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    let args = pod.and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER)).and_then(|c| c.args.clone()).unwrap_or_default();
+    let args = job_args(job);
     let status = job.status.as_ref();
     let count = |v: Option<i32>| v.unwrap_or(0) > 0;
     let state = if let Some((reason, _)) = job_failed(job) {
@@ -509,9 +750,9 @@ mod tests {
     fn a_job_summary_names_node_command_and_state() {
         let spec = JobSpec {
             name: "tracer-drops-n1".into(),
-            namespace: "kube-system".into(),
+            namespace: job::NAMESPACE.into(),
             node: "n1".into(),
-            image: "i".into(),
+            image: job::Image::parse("i").expect("an image"),
             args: vec!["drops".into(), "-o".into(), "json".into()],
             duration: Duration::from_secs(30),
         };

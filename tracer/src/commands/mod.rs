@@ -5,11 +5,16 @@
 pub(crate) mod check;
 pub(crate) mod diagnose;
 pub(crate) mod family;
+pub(crate) mod install;
 pub(crate) mod job;
 pub(crate) mod pods;
 pub(crate) mod retrans;
 pub(crate) mod serve;
 pub(crate) mod watch;
+
+use std::io::{self, Write as _};
+
+use anyhow::Context as _;
 
 use crate::{
     cli::config::WatchCommandConfig,
@@ -26,4 +31,12 @@ async fn start_every_family(command: CommandId, config: &WatchCommandConfig) -> 
         ..FamilyOptions::default()
     };
     Session::start(command, families_of(command, &options), &config.trace, options.other_namespace()).await
+}
+
+/// Writes `out` to stdout; a reader that went away (`| head`) is not an error.
+fn print_stdout(out: &str) -> anyhow::Result<()> {
+    match io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }

@@ -112,7 +112,7 @@ impl Sink for ServeSink {
 }
 
 /// Answers every request on the listener with the metrics (any path, like the exporter's own
-/// listener), one connection at a time: scrapes are rare and small.
+/// listener) but `/healthz`, one connection at a time: scrapes are rare and small.
 async fn serve_scrapes(listener: TcpListener, handle: PrometheusHandle) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
@@ -139,10 +139,15 @@ async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> io::Result<
     if !matches!(read, Ok(Ok(()))) {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "no complete request"));
     }
-    let (status, body) = if request.starts_with(b"GET ") || request.starts_with(b"HEAD ") {
-        ("200 OK", handle.render())
-    } else {
+    // `/healthz` (the DaemonSet's probes): this loop answers, so the probes are attached and the
+    // runtime is not wedged; rendering the metrics is not needed for that.
+    let path = request.split(|b| *b == b' ').nth(1).unwrap_or_default();
+    let (status, body) = if !(request.starts_with(b"GET ") || request.starts_with(b"HEAD ")) {
         ("405 Method Not Allowed", "only GET\n".to_string())
+    } else if path == b"/healthz" {
+        ("200 OK", "ok\n".to_string())
+    } else {
+        ("200 OK", handle.render())
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
