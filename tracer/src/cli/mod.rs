@@ -230,7 +230,7 @@ Examples:
   tracer drops --pod shop/web-0 --pod shop/web-1
   tracer drops --namespace shop --selector app=web --wait";
 
-/// Options shared by every tracing command (../shared/CONTRACT.md).
+/// Options shared by every tracing command (docs/json.md, "Commands").
 #[derive(Debug, Args)]
 pub(crate) struct TraceArgs {
     #[command(flatten)]
