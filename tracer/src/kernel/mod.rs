@@ -8,6 +8,7 @@ pub(crate) mod features;
 pub(crate) mod hooks;
 pub(crate) mod kallsyms;
 pub(crate) mod netns;
+pub(crate) mod rtnetlink;
 pub(crate) mod tracefs;
 
 /// `uname -r` of the running kernel, for messages and skips.

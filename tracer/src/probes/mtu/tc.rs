@@ -4,8 +4,6 @@
 //! [`TcAttachments`] drops — after Ctrl-C, --duration, an error half-way, or a panic — inside
 //! the device's namespace, where the netlink requests must go.
 
-use std::process::Command;
-
 use anyhow::Context as _;
 use aya::{
     Ebpf,
@@ -101,10 +99,8 @@ impl Drop for TcAttachments {
     }
 }
 
-/// aya cannot delete a qdisc; iproute2's tc can (run in this thread's namespace: a child
-/// inherits the namespaces of the thread that forks it).
+/// aya cannot delete a qdisc: a netlink request does, in this thread's namespace (the image
+/// has no `tc`).
 fn remove_clsact(device: &str) -> anyhow::Result<()> {
-    let out = Command::new("tc").args(["qdisc", "del", "dev", device, "clsact"]).output().context("running tc")?;
-    anyhow::ensure!(out.status.success(), "tc qdisc del: {}", String::from_utf8_lossy(&out.stderr).trim());
-    Ok(())
+    crate::kernel::rtnetlink::delete_clsact(device).context("RTM_DELQDISC clsact")
 }

@@ -1,0 +1,151 @@
+//! The one rtnetlink request tracer makes itself: deleting the clsact qdisc it added to a device
+//! (aya adds one but cannot delete it). Done with a netlink socket of the calling thread's network
+//! namespace, so the image needs no `tc` and a namespace entered with `Netns::enter` is the one
+//! the request acts in.
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+/// `RTM_DELQDISC` (linux/rtnetlink.h).
+const RTM_DELQDISC: u16 = 37;
+/// `TCA_KIND` (linux/rtnetlink.h).
+const TCA_KIND: u16 = 1;
+/// `TC_H_CLSACT` (= `TC_H_INGRESS`): the clsact qdisc's parent.
+const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+/// `TC_H_MAKE(TC_H_CLSACT, 0)`: the clsact qdisc's handle.
+const CLSACT_HANDLE: u32 = 0xFFFF_0000;
+const NLMSG_HDRLEN: usize = 16;
+/// `struct tcmsg`: family, two pad bytes' worth, ifindex, handle, parent, info.
+const TCMSG_LEN: usize = 20;
+
+/// Deletes the clsact qdisc of `device` in this thread's network namespace (and with it every tc
+/// filter on it). An error says why, errno included.
+pub(crate) fn delete_clsact(device: &str) -> io::Result<()> {
+    let name = CString::new(device).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "device name with a NUL byte"))?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new, valid descriptor nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let request = del_clsact_request(ifindex, 1);
+    // SAFETY: the buffer is valid for its length; the kernel is the destination (no address).
+    let sent = unsafe { libc::send(socket.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut answer = [0u8; 1024];
+    // SAFETY: the buffer is valid for writes of its length.
+    let got = unsafe { libc::recv(socket.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    ack_result(&answer[..got as usize])
+}
+
+/// The `RTM_DELQDISC` request for the clsact qdisc of `ifindex`, asking for an ack.
+fn del_clsact_request(ifindex: u32, seq: u32) -> Vec<u8> {
+    let kind = b"clsact\0";
+    let attr_len = 4 + kind.len();
+    let total = NLMSG_HDRLEN + TCMSG_LEN + attr_len.next_multiple_of(4);
+    let mut msg = Vec::with_capacity(total);
+    msg.extend_from_slice(&(total as u32).to_ne_bytes());
+    msg.extend_from_slice(&RTM_DELQDISC.to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // struct tcmsg
+    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg.extend_from_slice(&CLSACT_HANDLE.to_ne_bytes());
+    msg.extend_from_slice(&TC_H_CLSACT.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // TCA_KIND "clsact"
+    msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    msg.extend_from_slice(&TCA_KIND.to_ne_bytes());
+    msg.extend_from_slice(kind);
+    msg.resize(total, 0);
+    msg
+}
+
+/// The kernel's answer to a request with NLM_F_ACK: an `NLMSG_ERROR` whose error is 0 for
+/// success, else a negative errno.
+fn ack_result(answer: &[u8]) -> io::Result<()> {
+    let short = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
+    let header = answer.get(..NLMSG_HDRLEN + 4).ok_or_else(short)?;
+    let kind = u16::from_ne_bytes([header[4], header[5]]);
+    if kind != libc::NLMSG_ERROR as u16 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("netlink answered message type {kind}, not an ack")));
+    }
+    match i32::from_ne_bytes([header[16], header[17], header[18], header[19]]) {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(-errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_is_an_acked_delqdisc_of_clsact() {
+        let msg = del_clsact_request(7, 1);
+        assert_eq!(msg.len() % 4, 0);
+        assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize, msg.len());
+        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), RTM_DELQDISC);
+        assert_eq!(i32::from_ne_bytes(msg[20..24].try_into().unwrap()), 7, "ifindex");
+        assert_eq!(u32::from_ne_bytes(msg[28..32].try_into().unwrap()), TC_H_CLSACT, "parent");
+        assert_eq!(&msg[40..46], b"clsact");
+    }
+
+    #[test]
+    fn an_ack_is_ok_and_an_error_names_its_errno() {
+        let mut ack = vec![0u8; 36];
+        ack[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        assert!(ack_result(&ack).is_ok());
+        ack[16..20].copy_from_slice(&(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(ack_result(&ack).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert!(ack_result(&ack[..10]).is_err(), "short");
+    }
+
+    /// Real kernel: adds a clsact qdisc to a veth of a namespace of its own, deletes it
+    /// through [`delete_clsact`], and checks with the kernel that it is gone.
+    #[test]
+    fn deletes_a_real_clsact_qdisc() {
+        use std::process::Command;
+        let ns = format!("trt-rtnl-{}", std::process::id());
+        let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        if !ip(&["netns", "add", &ns]) {
+            eprintln!("SKIPPED deletes_a_real_clsact_qdisc: cannot create a network namespace (not root?)");
+            assert!(std::env::var_os("TRACER_REQUIRE_PRIVILEGED").is_none(), "privileged test could not run");
+            return;
+        }
+        struct Cleanup(String);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let _cleanup = Cleanup(ns.clone());
+        assert!(ip(&["-n", &ns, "link", "add", "trt0", "type", "veth", "peer", "name", "trt1"]));
+        assert!(Command::new("ip").args(["netns", "exec", &ns, "tc", "qdisc", "add", "dev", "trt0", "clsact"]).status().unwrap().success());
+        let netns = crate::kernel::netns::Netns::parse(&ns);
+        let guard = netns.enter().expect("entering the test namespace");
+        delete_clsact("trt0").expect("deleting clsact");
+        let again = delete_clsact("trt0").expect_err("a second delete finds nothing");
+        assert!(matches!(again.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)), "{again}");
+        assert_eq!(delete_clsact("nosuchdev0").unwrap_err().raw_os_error(), Some(libc::ENODEV));
+        drop(guard);
+        let shown = Command::new("ip").args(["netns", "exec", &ns, "tc", "qdisc", "show", "dev", "trt0", "clsact"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&shown.stdout).trim().is_empty(), "clsact still there: {shown:?}");
+    }
+}
