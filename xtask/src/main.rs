@@ -1,7 +1,9 @@
 //! Developer tasks: `cargo xtask setup | drops | test | bench | vm-test`.
 //!
 //! Every task that builds first runs scripts/setup.sh, which installs what is missing and returns
-//! in seconds when nothing is, so each task works on a fresh machine as it is.
+//! in seconds when nothing is, so each task works on a fresh machine as it is: the build's
+//! packages always, and the test lab's (`--lab`: containerd, qemu, prometheus...) only for the
+//! tasks that run tests.
 
 use std::{
     env,
@@ -26,8 +28,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build and the tests need (idempotent)
-    Setup,
+    /// Install what the build needs, and with --lab what the tests need (idempotent)
+    Setup {
+        /// Also the test lab: containerd, runc, qemu, prometheus, bpftrace...
+        #[arg(long)]
+        lab: bool,
+    },
     /// Set up, build, and run `tracer drops` on this node (30 s unless you pass --duration)
     Drops {
         /// Arguments for `tracer drops`
@@ -105,9 +111,9 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup => setup(),
+        Task::Setup { lab } => setup(if lab { &[Setup::Lab] } else { &[] }),
         Task::Drops { args } => {
-            setup()?;
+            setup(&[])?;
             let bin = build_tracer()?;
             let mut cmd = Command::new(bin);
             cmd.arg("drops").args(&args);
@@ -117,7 +123,7 @@ fn main() -> anyhow::Result<()> {
             run(&mut cmd)
         }
         Task::Test { unit_only } => {
-            setup()?;
+            setup(if unit_only { &[] } else { &[Setup::Lab] })?;
             style()?;
             let bin = build_tracer()?;
             let mut totals = Totals::default();
@@ -145,7 +151,7 @@ fn main() -> anyhow::Result<()> {
             let tracer = if no_build {
                 workspace().join("target/release/tracer")
             } else {
-                setup()?;
+                setup(&[Setup::Lab])?;
                 build_tracer()?
             };
             bench::bench(&workspace(), &bench::Options { tracer, smoke, reps, secs, storm_secs, out })
@@ -154,7 +160,7 @@ fn main() -> anyhow::Result<()> {
             let bin = if no_build {
                 workspace().join("target/release/tracer")
             } else {
-                setup()?;
+                setup(&[])?;
                 build_tracer()?
             };
             build_image(&bin, &tag).map(drop)
@@ -163,7 +169,7 @@ fn main() -> anyhow::Result<()> {
             let bin = if no_build {
                 workspace().join("target/release/tracer")
             } else {
-                setup()?;
+                setup(&[Setup::Lab])?;
                 build_tracer()?
             };
             let tests = if with_tests { vm::test_binaries(&workspace(), no_build, &only)? } else { Vec::new() };
@@ -191,8 +197,23 @@ fn cargo() -> Command {
     cmd
 }
 
-fn setup() -> anyhow::Result<()> {
-    run(Command::new("bash").arg(workspace().join("scripts/setup.sh")))
+/// A group of scripts/setup.sh beyond the build's packages.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// `--lab`: what the tests, the VM matrix and the benchmark run.
+    Lab,
+}
+
+/// Runs scripts/setup.sh: the build's packages and toolchain, and `groups`.
+fn setup(groups: &[Setup]) -> anyhow::Result<()> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace().join("scripts/setup.sh"));
+    for group in groups {
+        cmd.arg(match group {
+            Setup::Lab => "--lab",
+        });
+    }
+    run(&mut cmd)
 }
 
 /// The style checks of `cargo xtask test`: rustfmt (nightly: rustfmt.toml's import options are
