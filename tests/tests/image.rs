@@ -6,7 +6,7 @@
 //! lab; with a capability it cannot work without removed, it must fail naming that capability.
 //!
 //! Run: `cargo xtask image && cargo test --release -p tracer-tests --test image` (as root;
-//! `cargo xtask test` builds the image and passes it as TRACER_IMAGE).
+//! `cargo xtask test` builds the image and passes the tarball as TRACER_IMAGE_ARCHIVE).
 #![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
@@ -30,12 +30,15 @@ const PORT: u16 = 5733;
 const TRACE_FOR: &str = "10s";
 /// Bound for the container from start to exit: start-up, the trace, the summary.
 const CONTAINER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The environment variable with the image tarball's path.
+const ARCHIVE_ENV: &str = "TRACER_IMAGE_ARCHIVE";
 
-/// The image tarball: `$TRACER_IMAGE` (set by `cargo xtask test`), else target/tracer-image.tar.
-/// It must hold the tracer under test (the one that renders the Job): another build is refused.
+/// The image tarball: `$TRACER_IMAGE_ARCHIVE` (set by `cargo xtask test`), else
+/// target/tracer-image.tar. It must hold the tracer under test (the one that renders the Job):
+/// another build is refused.
 fn image_tar() -> PathBuf {
-    let tar = std::env::var_os("TRACER_IMAGE").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/tracer-image.tar"));
-    assert!(tar.is_file(), "no image at {}: build it with `cargo xtask image` (or set TRACER_IMAGE)", tar.display());
+    let tar = std::env::var_os(ARCHIVE_ENV).map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/tracer-image.tar"));
+    assert!(tar.is_file(), "no image at {}: build it with `cargo xtask image` (or set {ARCHIVE_ENV})", tar.display());
     let inner = format!("tar -xOf '{}' layer.tar | tar -xO tracer", tar.display());
     let out = run_timeout(std::process::Command::new("sh").args(["-c", &inner]), CMD_TIMEOUT);
     assert!(out.status.success() && !out.stdout.is_empty(), "{inner}: {}", String::from_utf8_lossy(&out.stderr));

@@ -23,6 +23,39 @@ pub(crate) const ENTRYPOINT: &str = "/tracer";
 /// Read by the Kubernetes client (rustls with the platform's roots) even for in-cluster use.
 const CA_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// The repository tracer's image is published to; the tag is the crate version. The same rule
+/// as tracer's own `--image` default.
+pub(crate) const DEFAULT_REPOSITORY: &str = "ghcr.io/tracer-project/tracer";
+
+/// Overrides the whole image reference (`REGISTRY/PATH:TAG`), read at build time by tracer
+/// (`option_env!`, its `--image` default) and by `cargo xtask image`/`release` (the tag they
+/// write), so that a binary and its image always agree.
+pub(crate) const IMAGE_ENV: &str = "TRACER_IMAGE";
+
+/// The image reference: `$TRACER_IMAGE`, else `ghcr.io/tracer-project/tracer:<crate version>`.
+/// Refuses what tracer could not use as a pinned image: an empty value, no tag, or `latest`.
+pub(crate) fn reference() -> anyhow::Result<String> {
+    let Some(value) = std::env::var_os(IMAGE_ENV) else {
+        return Ok(format!("{DEFAULT_REPOSITORY}:{}", env!("CARGO_PKG_VERSION")));
+    };
+    let value = value.into_string().map_err(|v| anyhow::anyhow!("{IMAGE_ENV}={v:?} is not UTF-8"))?;
+    check_reference(&value).with_context(|| format!("{IMAGE_ENV}={value:?}"))?;
+    Ok(value)
+}
+
+/// Refuses a reference without a tag, or tagged `latest`.
+fn check_reference(reference: &str) -> anyhow::Result<()> {
+    let tag = tag_of(reference).context("no tag: give the full reference, e.g. registry.example/tracer:1.0")?;
+    ensure!(tag != "latest", "the tag must name a version, not `latest` (a node keeps whatever `latest` it pulled first)");
+    Ok(())
+}
+
+/// The tag of an image reference (`REPO:TAG`, `HOST:PORT/REPO:TAG`), None without one.
+pub(crate) fn tag_of(reference: &str) -> Option<&str> {
+    let name = reference.rsplit('/').next().unwrap_or(reference);
+    name.split_once(':').map(|(_, tag)| tag).filter(|t| !t.is_empty() && !t.contains('@'))
+}
+
 /// Writes the image of `tracer` to `out`, tagged `tag`; returns the image id (the config's
 /// digest, as `ctr images ls` shows it).
 pub(crate) fn build(tracer: &Path, tag: &str, out: &Path) -> anyhow::Result<String> {
@@ -176,6 +209,17 @@ mod tests {
         h[148..156].copy_from_slice(b"        ");
         assert_eq!(stored, h.iter().map(|&b| u32::from(b)).sum::<u32>());
         assert_eq!(&t[512..517], b"hello");
+    }
+
+    #[test]
+    fn references_need_a_version_tag() {
+        assert_eq!(tag_of("ghcr.io/tracer-project/tracer:0.1.0"), Some("0.1.0"));
+        assert_eq!(tag_of("127.0.0.1:5000/tracer"), None, "a registry port is no tag");
+        assert_eq!(tag_of("127.0.0.1:5000/team/tracer:1.2"), Some("1.2"));
+        assert!(check_reference("registry.example/team/tracer:0.1.0").is_ok());
+        assert!(check_reference("registry.example/team/tracer").is_err());
+        assert!(check_reference("registry.example/team/tracer:latest").is_err());
+        assert!(check_reference("").is_err());
     }
 
     #[test]

@@ -72,9 +72,10 @@ enum Task {
     /// Build target/tracer-image.tar: tracer's container image (docker-archive) from
     /// target/release/tracer and the libraries ldd names, without docker (xtask/src/image.rs)
     Image {
-        /// The image reference it is tagged with
-        #[arg(long, default_value = DEFAULT_IMAGE_TAG)]
-        tag: String,
+        /// The image reference it is tagged with [default: $TRACER_IMAGE, else
+        /// ghcr.io/tracer-project/tracer:<version>]
+        #[arg(long)]
+        tag: Option<String>,
         /// Use target/release/tracer as it is (no setup, no build)
         #[arg(long)]
         no_build: bool,
@@ -131,11 +132,13 @@ fn main() -> anyhow::Result<()> {
                 run_tests(cargo().args(["test", "--release", "--no-fail-fast", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
             if !unit_only && unit.is_ok() {
                 // After the unit tests: the image must hold the very binary the tests run.
-                let image = build_image(&bin, DEFAULT_IMAGE_TAG)?;
+                // TRACER_IMAGE is the image reference (tracer's --image default); the tests get
+                // the tarball as TRACER_IMAGE_ARCHIVE.
+                let image = build_image(&bin, &image::reference()?)?;
                 let mut cmd = cargo();
                 cmd.args(["test", "--release", "--no-fail-fast", "-p", "tracer-tests", "--tests"])
                     .env("TRACER_BIN", &bin)
-                    .env("TRACER_IMAGE", &image);
+                    .env("TRACER_IMAGE_ARCHIVE", &image);
                 // In CI a privileged test that cannot run is a failure, not a skip.
                 if env::var_os("CI").is_some() {
                     cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");
@@ -162,6 +165,10 @@ fn main() -> anyhow::Result<()> {
             } else {
                 setup(&[])?;
                 build_tracer()?
+            };
+            let tag = match tag {
+                Some(tag) => tag,
+                None => image::reference()?,
             };
             build_image(&bin, &tag).map(drop)
         }
@@ -256,9 +263,6 @@ fn build_tracer() -> anyhow::Result<PathBuf> {
     }
     Ok(bin)
 }
-
-/// What `cargo xtask image` tags the image with unless told otherwise.
-const DEFAULT_IMAGE_TAG: &str = concat!("localhost/tracer:", env!("CARGO_PKG_VERSION"));
 
 /// target/tracer-image.tar from `bin`; says where it went and its id.
 fn build_image(bin: &Path, tag: &str) -> anyhow::Result<PathBuf> {
