@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Debian 12 machine (as root) for building tracer, and on request for
-# testing it. A second run only checks and returns in a second or two.
+# testing it or building a release. A second run only checks and returns in a second or two.
 #
 #   scripts/setup.sh            what the build needs (cargo xtask drops | image): Debian's LLVM 22
 #                               and protoc, rust-src for the nightly (aya-build compiles the eBPF
@@ -10,6 +10,8 @@
 #   scripts/setup.sh --lab      also the test lab (cargo xtask test | vm-test | bench, .ci/run):
 #                               containerd, runc, CNI plugins, qemu, prometheus, bpftrace,
 #                               kubectl, kubernetes-validate
+#   scripts/setup.sh --release  also the release tools (cargo xtask release): static glibc for
+#                               amd64 and arm64, the arm64 cross compiler, qemu-user, skopeo
 #
 # --lab installs containerd and runc: on a Kubernetes node that would replace the node's
 # container runtime. Run it on a build or CI machine, never on a node.
@@ -18,10 +20,12 @@ set -euo pipefail
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 LAB=0
+RELEASE=0
 for arg in "$@"; do
   case "$arg" in
     --lab) LAB=1 ;;
-    *) log "error: unknown argument $arg (use --lab)"; exit 2 ;;
+    --release) RELEASE=1 ;;
+    *) log "error: unknown argument $arg (use --lab and/or --release)"; exit 2 ;;
   esac
 done
 
@@ -46,6 +50,11 @@ if ((LAB)); then
     # cargo xtask bench: the same drop storm through bpftrace, side by side with tracer.
     bpftrace
   )
+fi
+if ((RELEASE)); then
+  # arm64 cross-compiled against a static glibc; qemu-user runs it once; skopeo reads the OCI
+  # layout back; file describes the binaries.
+  PKGS+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user skopeo file)
 fi
 
 missing=()
@@ -108,6 +117,13 @@ done
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
   log "adding clippy to the default toolchain"
   rustup component add clippy
+fi
+if ((RELEASE)); then
+  # The arm64 standard library for the cross build (amd64's is the host's own).
+  if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    log "adding the Rust target aarch64-unknown-linux-gnu (the arm64 release binary)"
+    rustup target add aarch64-unknown-linux-gnu
+  fi
 fi
 
 have_linker() {

@@ -1,9 +1,10 @@
-//! Developer tasks: `cargo xtask setup | drops | test | bench | vm-test`.
+//! Developer tasks: `cargo xtask setup | drops | test | bench | image | release | vm-test`.
 //!
 //! Every task that builds first runs scripts/setup.sh, which installs what is missing and returns
 //! in seconds when nothing is, so each task works on a fresh machine as it is: the build's
-//! packages always, and the test lab's (`--lab`: containerd, qemu, prometheus...) only for the
-//! tasks that run tests.
+//! packages always, the test lab's (`--lab`: containerd, qemu, a registry...) only for the tasks
+//! that run tests, and the release tools (`--release`: static glibc, the arm64 cross toolchain)
+//! only for `release`.
 
 use std::{
     env,
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod image;
+mod release;
 mod vm;
 
 #[derive(Parser)]
@@ -30,9 +32,12 @@ struct Cli {
 enum Task {
     /// Install what the build needs, and with --lab what the tests need (idempotent)
     Setup {
-        /// Also the test lab: containerd, runc, qemu, prometheus, bpftrace...
+        /// Also the test lab: containerd, runc, qemu, prometheus, a registry, skopeo...
         #[arg(long)]
         lab: bool,
+        /// Also the release tools: static glibc, the arm64 cross toolchain and Rust target, qemu-user
+        #[arg(long)]
+        release: bool,
     },
     /// Set up, build, and run `tracer drops` on this node (30 s unless you pass --duration)
     Drops {
@@ -80,6 +85,18 @@ enum Task {
         #[arg(long)]
         no_build: bool,
     },
+    /// Build the release artefacts into target/release-artifacts: static binaries (glibc linked in,
+    /// amd64 and arm64), the kubectl plugin archives and their krew manifest, the image (OCI layout and
+    /// docker-archive) and SHA256SUMS (xtask/src/release.rs)
+    Release {
+        /// Architectures that must be built (repeatable: amd64, arm64) [default: this machine's,
+        /// and the others when their cross toolchain is installed]
+        #[arg(long = "arch", value_name = "ARCH")]
+        arches: Vec<String>,
+        /// Output directory, replaced [default: target/release-artifacts]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Boot other kernels in qemu (TCG) and run the same tracer binary in each (see xtask/src/vm.rs)
     VmTest {
         /// Kernel to test (repeatable): 6.1, 6.12, or a Debian linux-image-* package; default: all
@@ -112,7 +129,16 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup { lab } => setup(if lab { &[Setup::Lab] } else { &[] }),
+        Task::Setup { lab, release } => {
+            let mut groups = Vec::new();
+            if lab {
+                groups.push(Setup::Lab);
+            }
+            if release {
+                groups.push(Setup::Release);
+            }
+            setup(&groups)
+        }
         Task::Drops { args } => {
             setup(&[])?;
             let bin = build_tracer()?;
@@ -172,6 +198,11 @@ fn main() -> anyhow::Result<()> {
             };
             build_image(&bin, &tag).map(drop)
         }
+        Task::Release { arches, out } => {
+            setup(&[Setup::Release])?;
+            let out = out.unwrap_or_else(|| workspace().join("target/release-artifacts"));
+            release::release(&workspace(), &release::Options { arches, out })
+        }
         Task::VmTest { kernels, timeout, total_timeout, jobs, memory, no_build, with_tests, only } => {
             let bin = if no_build {
                 workspace().join("target/release/tracer")
@@ -209,6 +240,8 @@ fn cargo() -> Command {
 enum Setup {
     /// `--lab`: what the tests, the VM matrix and the benchmark run.
     Lab,
+    /// `--release`: what `cargo xtask release` builds and checks with.
+    Release,
 }
 
 /// Runs scripts/setup.sh: the build's packages and toolchain, and `groups`.
@@ -218,6 +251,7 @@ fn setup(groups: &[Setup]) -> anyhow::Result<()> {
     for group in groups {
         cmd.arg(match group {
             Setup::Lab => "--lab",
+            Setup::Release => "--release",
         });
     }
     run(&mut cmd)
