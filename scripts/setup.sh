@@ -8,8 +8,8 @@
 #                               (the crates.io binary would link a different LLVM), nightly
 #                               rustfmt and clippy (the style checks of cargo xtask test)
 #   scripts/setup.sh --lab      also the test lab (cargo xtask test | vm-test | bench, .ci/run):
-#                               containerd, runc, CNI plugins, qemu, prometheus, bpftrace,
-#                               kubectl, kubernetes-validate
+#                               containerd, runc, CNI plugins, qemu, prometheus, bpftrace, a
+#                               registry and skopeo, kubectl, kubernetes-validate
 #   scripts/setup.sh --release  also the release tools (cargo xtask release): static glibc for
 #                               amd64 and arm64, the arm64 cross compiler, qemu-user, skopeo
 #
@@ -41,8 +41,9 @@ if ((LAB)); then
     # cargo xtask vm-test: other kernels under qemu (TCG), a busybox initramfs, .ko.xz modules.
     qemu-system-x86 busybox-static xz-utils
     # The node lab: a real containerd with runc and the CNI bridge plugin inside a test network
-    # namespace.
-    containerd runc containernetworking-plugins
+    # namespace; the registry test pushes the image to a local registry with skopeo and has that
+    # containerd pull it.
+    containerd runc containernetworking-plugins docker-registry skopeo
     # tracer serve: promtool checks the metrics it serves (its daemon is not started here).
     prometheus
     # tracer job render: manifests are validated with kubernetes-validate, in a venv.
