@@ -14,6 +14,7 @@
 
 mod container;
 mod image;
+mod registry;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,12 +31,13 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail, ensure};
 pub use container::{Container, ContainerExit, ContainerSpec, HostMount, cri_log_lines};
 use hyper_util::rt::TokioIo;
-pub use image::{BUSYBOX, SANDBOX_IMAGE, image_reference, is_static_elf, sandbox_image_tar};
+pub use image::{BUSYBOX, SANDBOX_IMAGE, image_id, image_reference, is_static_elf, sandbox_image_tar};
 use k8s_cri::v1::{
     ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
     PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
     VersionRequest, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
+pub use registry::{PulledImage, Registry, require_registry};
 use tokio::runtime::Runtime;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -58,14 +60,21 @@ const CNI_RESULTS_DIR: &str = "/var/lib/cni/results";
 // Gate
 // ---------------------------------------------------------------------------------------------
 
+/// Set where tests that need containerd are known not to be able to run (the VM matrix).
+pub const NO_CONTAINER_RUNTIME: &str = "TRACER_NO_CONTAINER_RUNTIME";
+
 /// Like [`crate::require_privileged`], and also requires what a [`NodeLab`] runs: containerd,
 /// ctr, runc, the runc v2 shim, nsenter, the CNI bridge/host-local/loopback plugins and a static
 /// busybox for the sandbox image. A missing part is a loud skip (a failure under
 /// `TRACER_REQUIRE_PRIVILEGED=1`), never a silent pass.
-/// Set where tests that need containerd are known not to be able to run (the VM matrix).
-pub const NO_CONTAINER_RUNTIME: &str = "TRACER_NO_CONTAINER_RUNTIME";
-
 pub fn require_node(test: &str) -> bool {
+    let Some(reasons) = require_node_reasons(test) else { return false };
+    crate::privilege::skip_unless(test, reasons)
+}
+
+/// Why this machine cannot run a [`NodeLab`] (empty when it can), or None after printing the
+/// expected skip of an environment without a container runtime by design.
+fn require_node_reasons(test: &str) -> Option<Vec<String>> {
     // The kernel matrix VMs carry no container runtime by design (README: pod tests run on the
     // host kernel only); there the skip is expected, printed, and not a failure.
     if std::env::var_os(NO_CONTAINER_RUNTIME).is_some() {
@@ -75,12 +84,12 @@ pub fn require_node(test: &str) -> bool {
                 "needs a container runtime, which this environment has none of by design ({NO_CONTAINER_RUNTIME} is set); it runs on the host kernel"
             ),
         );
-        return false;
+        return None;
     }
     let mut reasons = crate::privilege::privileged_reasons();
     for tool in ["containerd", "ctr", "runc", "containerd-shim-runc-v2", "nsenter"] {
         if !crate::privilege::have_tool(tool) {
-            reasons.push(format!("`{tool}` not found in PATH (scripts/setup.sh installs it)"));
+            reasons.push(format!("`{tool}` not found in PATH (scripts/setup.sh --lab installs it)"));
         }
     }
     for plugin in ["bridge", "host-local", "loopback"] {
@@ -93,7 +102,7 @@ pub fn require_node(test: &str) -> bool {
         Ok(false) => reasons.push(format!("{BUSYBOX} is not static (install busybox-static)")),
         Err(e) => reasons.push(format!("{e:#} (install busybox-static)")),
     }
-    crate::privilege::skip_unless(test, reasons)
+    Some(reasons)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,7 +344,7 @@ impl NodeLab {
 
     fn write_config(&self) -> Result<PathBuf> {
         let d = toml_path(&self.dir)?;
-        for sub in ["root", "state", "cni", "ipam", "runc"] {
+        for sub in ["root", "state", "cni", "ipam", "runc", "certs.d"] {
             fs::create_dir_all(self.dir.join(sub)).with_context(|| format!("mkdir {d}/{sub}"))?;
         }
         // Plugins that cannot work here (aufs, btrfs, zfs, devmapper), or that touch shared
@@ -379,6 +388,8 @@ disabled_plugins = [
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{d}/cni"
     max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

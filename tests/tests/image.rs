@@ -5,8 +5,14 @@
 //! itself. It runs `tracer drops --duration ... -o json` and must report a drop caused in the
 //! lab; with a capability it cannot work without removed, it must fail naming that capability.
 //!
+//! The install path too: the same tarball pushed with skopeo to a registry (Debian's
+//! `docker-registry`, on 127.0.0.1 in the node's namespace), pulled by containerd through the
+//! CRI as kubelet pulls a Job's image, and run the same way.
+//!
 //! Run: `cargo xtask image && cargo test --release -p tracer-tests --test image` (as root;
-//! `cargo xtask test` builds the image and passes it as TRACER_IMAGE).
+//! `cargo xtask test` builds the image and passes the tarball as TRACER_IMAGE_ARCHIVE). The
+//! release image: `TRACER_BIN=target/release-artifacts/tracer-linux-amd64
+//! TRACER_IMAGE_ARCHIVE=target/release-artifacts/tracer-image-<version>-linux-amd64.tar`.
 #![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
@@ -16,7 +22,7 @@ use std::{
 };
 
 use tracer_tests::{
-    node::{Container, ContainerSpec, HostMount, NodeLab, Pod, cri_log_lines, image_reference, require_node},
+    node::{Container, ContainerSpec, HostMount, NodeLab, Pod, Registry, cri_log_lines, image_id, image_reference, require_node, require_registry},
     *,
 };
 
@@ -28,14 +34,19 @@ const NODE_CRI_SOCKET: &str = "/run/containerd/containerd.sock";
 const PORT: u16 = 5733;
 /// How long the traced command runs (`job render --duration`).
 const TRACE_FOR: &str = "10s";
+/// The same for the registry test, which only needs one drop seen to prove the pulled image runs.
+const TRACE_FOR_PULLED: &str = "4s";
+/// The environment variable with the image tarball's path.
+const ARCHIVE_ENV: &str = "TRACER_IMAGE_ARCHIVE";
 /// Bound for the container from start to exit: start-up, the trace, the summary.
 const CONTAINER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The image tarball: `$TRACER_IMAGE` (set by `cargo xtask test`), else target/tracer-image.tar.
-/// It must hold the tracer under test (the one that renders the Job): another build is refused.
+/// The image tarball: `$TRACER_IMAGE_ARCHIVE` (set by `cargo xtask test`), else
+/// target/tracer-image.tar. It must hold the tracer under test (the one that renders the Job):
+/// another build is refused.
 fn image_tar() -> PathBuf {
-    let tar = std::env::var_os("TRACER_IMAGE").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/tracer-image.tar"));
-    assert!(tar.is_file(), "no image at {}: build it with `cargo xtask image` (or set TRACER_IMAGE)", tar.display());
+    let tar = std::env::var_os(ARCHIVE_ENV).map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/tracer-image.tar"));
+    assert!(tar.is_file(), "no image at {}: build it with `cargo xtask image` (or set {ARCHIVE_ENV})", tar.display());
     let inner = format!("tar -xOf '{}' layer.tar | tar -xO tracer", tar.display());
     let out = run_timeout(std::process::Command::new("sh").args(["-c", &inner]), CMD_TIMEOUT);
     assert!(out.status.success() && !out.stdout.is_empty(), "{inner}: {}", String::from_utf8_lossy(&out.stderr));
@@ -52,6 +63,9 @@ fn image_tar() -> PathBuf {
 /// The rendered Job's container, as the CRI will get it from kubelet.
 struct Rendered {
     spec: ContainerSpec,
+    /// The container's `imagePullPolicy` (None: Kubernetes' default, IfNotPresent for a tag
+    /// other than `latest`).
+    pull_policy: Option<String>,
     /// `volumes[].hostPath.path` by the mount's path in the container.
     host_paths: BTreeMap<String, String>,
 }
@@ -59,8 +73,8 @@ struct Rendered {
 /// `tracer job render ... -- COMMAND...` parsed and turned into the CRI's terms. Every field of
 /// the pod and container that the CRI would see must be one this translation knows, so that a
 /// setting added to the manifest later cannot silently go untested.
-fn render(image: &str, command: &[&str]) -> Rendered {
-    let mut argv = vec!["job", "render", "--node", NODE, "--image", image, "--duration", TRACE_FOR, "--"];
+fn render(image: &str, duration: &str, command: &[&str]) -> Rendered {
+    let mut argv = vec!["job", "render", "--node", NODE, "--image", image, "--duration", duration, "--"];
     argv.extend(command);
     let run = run_tracer(&argv, Duration::from_secs(30));
     run.assert_code(0);
@@ -126,7 +140,7 @@ fn render(image: &str, command: &[&str]) -> Rendered {
         host_pid: pod["hostPID"] == true,
         mounts,
     };
-    Rendered { spec, host_paths }
+    Rendered { spec, pull_policy: c["imagePullPolicy"].as_str().map(str::to_string), host_paths }
 }
 
 /// What a tracer container did.
@@ -140,6 +154,8 @@ struct Outcome {
 
 /// A lab with a client and a server pod, the server dropping UDP to [`PORT`], and the image.
 struct DropLab {
+    /// The registry the image was pulled from, if it was: dropped (killed) before the lab.
+    registry: Option<Registry>,
     lab: NodeLab,
     client: Pod,
     server: Pod,
@@ -147,21 +163,27 @@ struct DropLab {
 }
 
 impl DropLab {
+    /// The lab with the image tarball imported (`ctr images import`).
     fn new() -> DropLab {
         let tar = image_tar();
         let image = image_reference(&tar).unwrap_or_else(|e| panic!("{e:#}"));
         let lab = NodeLab::new();
         lab.import_image(&tar, &image).unwrap_or_else(|e| panic!("importing {}: {e:#}", tar.display()));
+        DropLab::with_pods(lab, image, None)
+    }
+
+    /// Makes the pods and the dropping rule in `lab`, which has `image`.
+    fn with_pods(lab: NodeLab, image: String, registry: Option<Registry>) -> DropLab {
         let server = lab.run_pod("shop", "api-0", &[("app", "api")]);
         let client = lab.run_pod("shop", "web-0", &[("app", "web")]);
         server.exec_ok(&["iptables", "-A", "INPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]);
-        DropLab { lab, client, server, image }
+        DropLab { registry, lab, client, server, image }
     }
 
     /// The rendered `drops` Job for the server's address, its CRI socket mount pointed at the lab's.
-    fn drops_job(&self) -> Rendered {
+    fn drops_job(&self, duration: &str) -> Rendered {
         let ip = format!("{}/32", self.server.ip);
-        let mut r = render(&self.image, &["drops", "--ip", &ip, "--port", &PORT.to_string(), "--pods-from", "cri"]);
+        let mut r = render(&self.image, duration, &["drops", "--ip", &ip, "--port", &PORT.to_string(), "--pods-from", "cri"]);
         // The node's CRI socket is, in the lab, the lab's own containerd socket.
         for m in &mut r.spec.mounts {
             if m.host == Path::new(NODE_CRI_SOCKET) {
@@ -222,7 +244,7 @@ fn start(test: &str) -> Option<(DropLab, Rendered)> {
         return None;
     }
     let lab = DropLab::new();
-    let job = lab.drops_job();
+    let job = lab.drops_job(TRACE_FOR);
     Some((lab, job))
 }
 
@@ -243,6 +265,14 @@ fn cap_bits(names: &[String]) -> u64 {
         other => panic!("capability {other} is not in this test's table"),
     };
     names.iter().fold(0, |bits, n| bits | 1u64 << bit(n))
+}
+
+/// Drops the lab (its registry first) and checks nothing of it is left.
+fn assert_cleaned_up(lab: DropLab) {
+    let left = lab.lab.leftovers();
+    drop(lab);
+    let found = left.find();
+    assert!(found.is_empty(), "the lab (or its registry) left behind: {found:#?}");
 }
 
 /// The drops of our datagrams among `events`.
@@ -286,10 +316,7 @@ fn the_image_runs_drops_with_the_manifests_settings_and_reports_the_labs_drop() 
     eprintln!("{} drops reported from the container, e.g. {}", drops.len(), drops[0]);
     let summary = parse_summary(&stderr, "drops").unwrap_or_else(|| panic!("no drops summary:\n{stderr}"));
     assert!(summary.seen >= drops.len() as u64 && summary.lost == 0, "{summary:?}\n{stderr}");
-    let left = lab.lab.leftovers();
-    drop(lab);
-    let found = left.find();
-    assert!(found.is_empty(), "the lab left behind: {found:#?}");
+    assert_cleaned_up(lab);
 }
 
 #[test]
@@ -345,4 +372,84 @@ fn without_sys_ptrace_and_syslog_drops_lose_the_namespaces_pod_and_the_location(
             assert!(location.starts_with("0x"), "without SYSLOG kallsyms shows no addresses: {d}");
         }
     }
+}
+
+/// `REGISTRY/PATH:TAG` as (`PATH`, `TAG`): the repository the image keeps in another registry.
+/// The first component is a registry host when it has a dot or a port, or is `localhost`.
+fn repository_and_tag(reference: &str) -> (String, String) {
+    let (name, tag) = reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or_else(|| panic!("{reference} has no tag"));
+    let path = match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => name,
+    };
+    (path.to_string(), tag.to_string())
+}
+
+/// The install path with real parts: the image pushed with skopeo to a registry, containerd told
+/// it speaks plain HTTP, the image pulled through the CRI as kubelet pulls a Job's image (by the
+/// manifest's imagePullPolicy, on a node that does not have it), and run with the Job's settings:
+/// it must be the very image of the tarball and report the lab's drop.
+#[test]
+fn the_image_pushed_to_a_registry_is_pulled_through_the_cri_and_runs_with_the_jobs_settings() {
+    let test = "the_image_pushed_to_a_registry_is_pulled_through_the_cri_and_runs_with_the_jobs_settings";
+    if !require_registry(test) {
+        return;
+    }
+    let t0 = Instant::now();
+    let tar = image_tar();
+    let archived = image_reference(&tar).unwrap_or_else(|e| panic!("{e:#}"));
+    let id = image_id(&tar).unwrap_or_else(|e| panic!("{e:#}"));
+    let (repository, tag) = repository_and_tag(&archived);
+    let lab = NodeLab::new();
+    let registry = Registry::start(&lab).unwrap_or_else(|e| panic!("{e:#}"));
+    lab.trust_plain_http_registry(&registry.host).unwrap_or_else(|e| panic!("{e:#}"));
+    let push_started = Instant::now();
+    let reference = registry.push(&tar, &repository, &tag).unwrap_or_else(|e| panic!("{e:#}"));
+    let pushed_in = push_started.elapsed();
+    let host = registry.host.clone();
+    let lab = DropLab::with_pods(lab, reference.clone(), Some(registry));
+    let job = lab.drops_job(TRACE_FOR_PULLED);
+    assert_eq!(job.spec.image, reference, "the Job runs the image it was rendered with");
+
+    // What kubelet does before it creates the container.
+    let present = lab.lab.has_image(&reference).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!present, "a fresh node has no tracer image: the pull below must be real");
+    let policy = job.pull_policy.as_deref().unwrap_or("IfNotPresent");
+    assert_ne!(policy, "Never", "the Job must let the node pull an image it does not have");
+    let pull_started = Instant::now();
+    let pulled = lab.lab.pull_image(&reference).unwrap_or_else(|e| {
+        let registry_log = lab.registry.as_ref().map(Registry::log_text).unwrap_or_default();
+        panic!(
+            "{e:#}
+registry log:
+{registry_log}
+containerd log:
+{}",
+            lab.lab.containerd_log_tail()
+        )
+    });
+    let pulled_in = pull_started.elapsed();
+    assert_eq!(pulled.id, id, "containerd has the tarball's image (its config digest): {pulled:?}");
+    assert!(pulled.repo_digests.iter().any(|d| d.starts_with(&format!("{host}/{repository}@sha256:"))), "pulled from {host}: {pulled:?}");
+    assert!(pulled.repo_tags.contains(&reference), "{pulled:?}");
+
+    let out = lab.run(&job.spec, 5);
+    let stderr = out.stderr.join("\n");
+    assert_eq!(out.code, 0, "the pulled image failed:\n{stderr}");
+    let drops = our_drops(&out.events, &lab.server);
+    assert!(!drops.is_empty(), "no drop of {}:{PORT} reported by the pulled image; events: {:?}\n{stderr}", lab.server.ip, out.events);
+    assert_eq!(drops[0]["dst_pod"], lab.server.key().as_str(), "{}", drops[0]);
+    // Written to fd 2: libtest captures eprintln! of passing tests.
+    let timing = format!("registry test: push {pushed_in:.1?}, pull {pulled_in:.1?}, whole test {:.1?}", t0.elapsed());
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{timing}\n").as_bytes());
+    assert_cleaned_up(lab);
+}
+
+#[test]
+fn references_split_into_repository_and_tag() {
+    let split = |r: &str| repository_and_tag(r);
+    assert_eq!(split("ghcr.io/tracer-project/tracer:0.1.0"), ("tracer-project/tracer".into(), "0.1.0".into()));
+    assert_eq!(split("127.0.0.1:5000/a/b:1"), ("a/b".into(), "1".into()));
+    assert_eq!(split("localhost/tracer:0.1.0"), ("tracer".into(), "0.1.0".into()));
+    assert_eq!(split("team/tracer:2"), ("team/tracer".into(), "2".into()));
 }

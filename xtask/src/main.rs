@@ -1,7 +1,10 @@
-//! Developer tasks: `cargo xtask setup | drops | test | bench | vm-test`.
+//! Developer tasks: `cargo xtask setup | drops | test | bench | image | release | vm-test`.
 //!
 //! Every task that builds first runs scripts/setup.sh, which installs what is missing and returns
-//! in seconds when nothing is, so each task works on a fresh machine as it is.
+//! in seconds when nothing is, so each task works on a fresh machine as it is: the build's
+//! packages always, the test lab's (`--lab`: containerd, qemu, a registry...) only for the tasks
+//! that run tests, and the release tools (`--release`: static glibc, the arm64 cross toolchain)
+//! only for `release`.
 
 use std::{
     env,
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod image;
+mod release;
 mod vm;
 
 #[derive(Parser)]
@@ -26,8 +30,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build and the tests need (idempotent)
-    Setup,
+    /// Install what the build needs, and with --lab what the tests need (idempotent)
+    Setup {
+        /// Also the test lab: containerd, runc, qemu, prometheus, a registry, skopeo...
+        #[arg(long)]
+        lab: bool,
+        /// Also the release tools: static glibc, the arm64 cross toolchain and Rust target, qemu-user
+        #[arg(long)]
+        release: bool,
+    },
     /// Set up, build, and run `tracer drops` on this node (30 s unless you pass --duration)
     Drops {
         /// Arguments for `tracer drops`
@@ -66,12 +77,25 @@ enum Task {
     /// Build target/tracer-image.tar: tracer's container image (docker-archive) from
     /// target/release/tracer and the libraries ldd names, without docker (xtask/src/image.rs)
     Image {
-        /// The image reference it is tagged with
-        #[arg(long, default_value = DEFAULT_IMAGE_TAG)]
-        tag: String,
+        /// The image reference it is tagged with [default: $TRACER_IMAGE, else
+        /// ghcr.io/tracer-project/tracer:<version>]
+        #[arg(long)]
+        tag: Option<String>,
         /// Use target/release/tracer as it is (no setup, no build)
         #[arg(long)]
         no_build: bool,
+    },
+    /// Build the release artefacts into target/release-artifacts: static binaries (glibc linked in,
+    /// amd64 and arm64), the kubectl plugin archives and their krew manifest, the image (OCI layout and
+    /// docker-archive) and SHA256SUMS (xtask/src/release.rs)
+    Release {
+        /// Architectures that must be built (repeatable: amd64, arm64) [default: this machine's,
+        /// and the others when their cross toolchain is installed]
+        #[arg(long = "arch", value_name = "ARCH")]
+        arches: Vec<String>,
+        /// Output directory, replaced [default: target/release-artifacts]
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Boot other kernels in qemu (TCG) and run the same tracer binary in each (see xtask/src/vm.rs)
     VmTest {
@@ -105,9 +129,18 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup => setup(),
+        Task::Setup { lab, release } => {
+            let mut groups = Vec::new();
+            if lab {
+                groups.push(Setup::Lab);
+            }
+            if release {
+                groups.push(Setup::Release);
+            }
+            setup(&groups)
+        }
         Task::Drops { args } => {
-            setup()?;
+            setup(&[])?;
             let bin = build_tracer()?;
             let mut cmd = Command::new(bin);
             cmd.arg("drops").args(&args);
@@ -117,7 +150,7 @@ fn main() -> anyhow::Result<()> {
             run(&mut cmd)
         }
         Task::Test { unit_only } => {
-            setup()?;
+            setup(if unit_only { &[] } else { &[Setup::Lab] })?;
             style()?;
             let bin = build_tracer()?;
             let mut totals = Totals::default();
@@ -125,11 +158,13 @@ fn main() -> anyhow::Result<()> {
                 run_tests(cargo().args(["test", "--release", "--no-fail-fast", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
             if !unit_only && unit.is_ok() {
                 // After the unit tests: the image must hold the very binary the tests run.
-                let image = build_image(&bin, DEFAULT_IMAGE_TAG)?;
+                // TRACER_IMAGE is the image reference (tracer's --image default); the tests get
+                // the tarball as TRACER_IMAGE_ARCHIVE.
+                let image = build_image(&bin, &image::reference()?)?;
                 let mut cmd = cargo();
                 cmd.args(["test", "--release", "--no-fail-fast", "-p", "tracer-tests", "--tests"])
                     .env("TRACER_BIN", &bin)
-                    .env("TRACER_IMAGE", &image);
+                    .env("TRACER_IMAGE_ARCHIVE", &image);
                 // In CI a privileged test that cannot run is a failure, not a skip.
                 if env::var_os("CI").is_some() {
                     cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");
@@ -145,7 +180,7 @@ fn main() -> anyhow::Result<()> {
             let tracer = if no_build {
                 workspace().join("target/release/tracer")
             } else {
-                setup()?;
+                setup(&[Setup::Lab])?;
                 build_tracer()?
             };
             bench::bench(&workspace(), &bench::Options { tracer, smoke, reps, secs, storm_secs, out })
@@ -154,16 +189,25 @@ fn main() -> anyhow::Result<()> {
             let bin = if no_build {
                 workspace().join("target/release/tracer")
             } else {
-                setup()?;
+                setup(&[])?;
                 build_tracer()?
             };
+            let tag = match tag {
+                Some(tag) => tag,
+                None => image::reference()?,
+            };
             build_image(&bin, &tag).map(drop)
+        }
+        Task::Release { arches, out } => {
+            setup(&[Setup::Release])?;
+            let out = out.unwrap_or_else(|| workspace().join("target/release-artifacts"));
+            release::release(&workspace(), &release::Options { arches, out })
         }
         Task::VmTest { kernels, timeout, total_timeout, jobs, memory, no_build, with_tests, only } => {
             let bin = if no_build {
                 workspace().join("target/release/tracer")
             } else {
-                setup()?;
+                setup(&[Setup::Lab])?;
                 build_tracer()?
             };
             let tests = if with_tests { vm::test_binaries(&workspace(), no_build, &only)? } else { Vec::new() };
@@ -191,8 +235,26 @@ fn cargo() -> Command {
     cmd
 }
 
-fn setup() -> anyhow::Result<()> {
-    run(Command::new("bash").arg(workspace().join("scripts/setup.sh")))
+/// A group of scripts/setup.sh beyond the build's packages.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// `--lab`: what the tests, the VM matrix and the benchmark run.
+    Lab,
+    /// `--release`: what `cargo xtask release` builds and checks with.
+    Release,
+}
+
+/// Runs scripts/setup.sh: the build's packages and toolchain, and `groups`.
+fn setup(groups: &[Setup]) -> anyhow::Result<()> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace().join("scripts/setup.sh"));
+    for group in groups {
+        cmd.arg(match group {
+            Setup::Lab => "--lab",
+            Setup::Release => "--release",
+        });
+    }
+    run(&mut cmd)
 }
 
 /// The style checks of `cargo xtask test`: rustfmt (nightly: rustfmt.toml's import options are
@@ -235,9 +297,6 @@ fn build_tracer() -> anyhow::Result<PathBuf> {
     }
     Ok(bin)
 }
-
-/// What `cargo xtask image` tags the image with unless told otherwise.
-const DEFAULT_IMAGE_TAG: &str = concat!("localhost/tracer:", env!("CARGO_PKG_VERSION"));
 
 /// target/tracer-image.tar from `bin`; says where it went and its id.
 fn build_image(bin: &Path, tag: &str) -> anyhow::Result<PathBuf> {

@@ -98,9 +98,22 @@ pub fn sandbox_image_tar() -> Result<PathBuf> {
 /// The reference a docker-archive tarball tags its image with (`RepoTags` of its manifest.json),
 /// e.g. the one `cargo xtask image` wrote.
 pub fn image_reference(tar: &Path) -> Result<String> {
-    let out = run_timeout(Command::new("tar").arg("-xOf").arg(tar).arg("manifest.json"), Duration::from_secs(60));
-    ensure!(out.status.success(), "reading manifest.json of {}: {}", tar.display(), String::from_utf8_lossy(&out.stderr));
-    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("manifest.json of {}", tar.display()))?;
+    let manifest = archive_manifest(tar)?;
     let tag = manifest[0]["RepoTags"][0].as_str();
     tag.map(str::to_string).with_context(|| format!("{} names no image (RepoTags): {manifest}", tar.display()))
+}
+
+/// The image id of a docker-archive tarball: its config's digest (manifest.json's `Config` is
+/// `<hex>.json`), which is what the CRI reports as the id of the image wherever it came from.
+pub fn image_id(tar: &Path) -> Result<String> {
+    let manifest = archive_manifest(tar)?;
+    let config = manifest[0]["Config"].as_str().and_then(|c| c.strip_suffix(".json"));
+    config.map(|hex| format!("sha256:{hex}")).with_context(|| format!("{} has no config (Config): {manifest}", tar.display()))
+}
+
+/// manifest.json of a docker-archive tarball.
+fn archive_manifest(tar: &Path) -> Result<serde_json::Value> {
+    let out = run_timeout(Command::new("tar").arg("-xOf").arg(tar).arg("manifest.json"), Duration::from_secs(60));
+    ensure!(out.status.success(), "reading manifest.json of {}: {}", tar.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).with_context(|| format!("manifest.json of {}", tar.display()))
 }
