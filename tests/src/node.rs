@@ -796,7 +796,10 @@ fn lab_processes(dir: &Path, netns: &BTreeSet<u64>) -> Vec<i32> {
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let in_cmdline = cmdline.windows(needle.len()).any(|w| w == needle);
+            // The directory itself or a path inside it: not a prefix of another lab's directory
+            // (trnode-PID-1 is a prefix of trnode-PID-12, whose containerd this would kill).
+            let in_cmdline =
+                cmdline.windows(needle.len() + 1).any(|w| w.starts_with(needle) && matches!(w[needle.len()], b'/' | 0)) || cmdline.ends_with(needle);
             let in_netns = fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| netns.contains(&m.ino()));
             Some((pid, ppid, in_cmdline || in_netns))
         })

@@ -140,27 +140,13 @@ impl NodeLab {
     /// Waits (polling the CRI, bounded by `timeout`) until `container` has exited.
     pub fn wait_container(&self, container: &Container, timeout: Duration) -> Result<ContainerExit> {
         let deadline = Instant::now() + timeout;
-        let mut failed_in_a_row = 0;
         loop {
             let status = self.rt.block_on(async {
                 let mut c = self.runtime()?;
                 let r = c.container_status(ContainerStatusRequest { container_id: container.id.clone(), verbose: false });
                 let r = tokio::time::timeout(CRI_CALL_TIMEOUT, r).await.context("ContainerStatus timed out")??;
                 r.into_inner().status.ok_or_else(|| anyhow!("no status for container {}", container.id))
-            });
-            // A connection containerd closed under load ("broken pipe", seen once in CI) is asked
-            // again on a new one; an error that persists is the answer.
-            let status = match status {
-                Ok(status) => status,
-                Err(e) if failed_in_a_row < 3 && Instant::now() < deadline => {
-                    failed_in_a_row += 1;
-                    eprintln!("container {}: ContainerStatus failed ({e:#}); asking again", container.name);
-                    thread::sleep(Duration::from_millis(200));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            failed_in_a_row = 0;
+            })?;
             if status.state == ContainerState::ContainerExited as i32 {
                 return Ok(ContainerExit { code: status.exit_code, reason: status.reason, message: status.message });
             }
