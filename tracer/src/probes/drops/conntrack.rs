@@ -126,8 +126,8 @@ impl Classifier {
     pub(crate) fn start(clock: Clock) -> Self {
         let mut c = Classifier { namespaces: HashMap::new(), netns: Namespaces::scan(), max: read_max(), clock };
         for inode in c.netns.inodes() {
+            let read_at = Some(c.clock.now_unix_ns());
             if let Some(stats) = c.read(inode) {
-                let read_at = Some(c.clock.now_unix_ns());
                 c.namespaces.insert(inode, Namespace { last: stats, read_at, pending: Unexplained::default() });
             }
         }
@@ -145,6 +145,9 @@ impl Classifier {
             self.namespaces.entry(inode).or_insert_with(|| Namespace { last: CtStats::default(), read_at: None, pending: Unexplained::default() });
         // Counters are bumped before the drop they explain, so a read made after the drop has them.
         let stale = ns.read_at.is_none_or(|read_at| at > read_at);
+        // Stamped before reading: a drop stamped earlier had bumped its counter before the read
+        // began (one stamped later may be in it or not; then it is read again).
+        let reading_at = self.clock.now_unix_ns();
         if could_be_conntrack(drop.packet_ct, &ns.pending)
             && stale
             && let Some(now) = self.read(inode)
@@ -156,7 +159,7 @@ impl Classifier {
             ns.pending.insert_failed += now.insert_failed.saturating_sub(base.insert_failed);
             ns.pending.invalid += now.invalid - base.invalid;
             ns.last = now;
-            ns.read_at = Some(self.clock.now_unix_ns());
+            ns.read_at = Some(reading_at);
             self.max = read_max().or(self.max);
         }
         let ns = self.namespaces.get_mut(&inode).expect("inserted above");
