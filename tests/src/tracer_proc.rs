@@ -200,6 +200,12 @@ impl Tracer {
         Self::start_spawned(Self::spawn_in(Some(netns), args, false, &[]), args)
     }
 
+    /// [`Tracer::start_in`] with stdout unread until [`Tracer::resume_stdout`]
+    /// ([`Tracer::start_paused`] inside a namespace).
+    pub fn start_in_paused(netns: &Netns, args: &[&str]) -> Tracer {
+        Self::start_spawned(Self::spawn_in(Some(netns), args, true, &[]), args)
+    }
+
     fn start_with(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
         Self::start_spawned(Self::spawn(args, paused, env), args)
     }

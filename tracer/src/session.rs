@@ -26,7 +26,7 @@ use crate::{
         layer::{PodLayer, PodsConfig, start_services},
         services::ServiceNames,
     },
-    probes::{AttachContext, CommandId, Family, FamilyId, PlanContext, PlanError},
+    probes::{self, AttachContext, CommandId, Family, FamilyId, PlanContext, PlanError},
     runner::{self, Delivered, Pipeline, Ring, Stop},
     usage::UsageError,
 };
@@ -97,11 +97,11 @@ fn aya_btf(path: Option<&std::path::Path>) -> anyhow::Result<Btf> {
     }
 }
 
-/// Refuses to go on without a capability `command` cannot work without, naming each (exit 2,
+/// Refuses to go on without a capability `command` with `families` cannot work without, naming each (exit 2,
 /// nothing attached); warns once per missing capability that only costs part of the output.
 /// `other_namespace`: it will attach inside another network namespace (`--iface NETNS:DEV`).
-pub(crate) fn require_privileges(command: CommandId, other_namespace: bool) -> Result<(), UsageError> {
-    features::check_capabilities(command.name(), &command.needs(other_namespace)).map_err(|e| UsageError(e.to_string()))
+pub(crate) fn require_privileges(command: CommandId, families: &[FamilyId], other_namespace: bool) -> Result<(), UsageError> {
+    features::check_capabilities(command.name(), &probes::needs_of(families, other_namespace)).map_err(|e| UsageError(e.to_string()))
 }
 
 /// Starts the pod source, says on stderr which one is used, and checks the selection (exit 2
@@ -137,7 +137,8 @@ impl Session {
         other_namespace: bool,
     ) -> anyhow::Result<Session> {
         let alone = command.alone();
-        require_privileges(command, other_namespace)?;
+        let ids: Vec<FamilyId> = families.iter().map(|f| f.id()).collect();
+        require_privileges(command, &ids, other_namespace)?;
         let mut families = families;
         for family in &mut families {
             family.prepare()?;
@@ -195,7 +196,7 @@ impl Session {
         let mut pods = start_pods(&trace.pods).await?;
         // Only the NAT family names Services (and diagnose reads them), so only sessions with it
         // make Service requests and need RBAC for them.
-        let services = if command.families().contains(&FamilyId::Nat) { Some(start_services(&trace.pods).await) } else { None };
+        let services = if ids.contains(&FamilyId::Nat) { Some(start_services(&trace.pods).await) } else { None };
         for family in &families {
             family.print_facts();
         }
@@ -330,6 +331,15 @@ impl Pipeline for Decoders<'_> {
 
     fn tick(&mut self, now: i128) -> Vec<Event> {
         self.families.iter_mut().flat_map(|f| f.tick(now)).collect()
+    }
+}
+
+impl Decoders<'_> {
+    /// Has every running family set the metrics it keeps from its maps (`serve`).
+    pub(crate) fn publish_metrics(&mut self, ebpf: &Ebpf) {
+        for family in self.families.iter_mut() {
+            family.publish_metrics(ebpf);
+        }
     }
 }
 

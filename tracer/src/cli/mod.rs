@@ -278,9 +278,14 @@ pub(crate) struct RetransArgs {
     pub interval: Option<String>,
 }
 
-/// What `watch` and `diagnose` add to the common options: the NAT and MTU probes' own.
+/// What `watch`, `diagnose` and `serve` add to the common options: which families, and the NAT
+/// and MTU probes' own.
 #[derive(Debug, Args)]
 pub(crate) struct AllProbesArgs {
+    /// Only these probe families (comma-separated or repeated): drops, tcp, nat, mtu
+    /// [default: all]
+    #[arg(long = "probes", value_name = "NAME,...", value_delimiter = ',')]
+    pub probes: Vec<String>,
     /// Mark NATed connections with no reply after this long (e.g. 1s, 500ms)
     #[arg(long, value_name = "DUR", default_value = "3s")]
     pub reply_timeout: String,
@@ -302,7 +307,8 @@ Examples:
   tracer watch --pod shop/web-0
   tracer watch -o json --duration 30s > timeline.jsonl
   tracer watch --by-flow --duration 20s --namespace shop
-  tracer watch --iface eth0 --iface flannel.1 --proto tcp";
+  tracer watch --iface eth0 --iface flannel.1 --proto tcp
+  tracer watch --probes drops,nat --pod shop/web-0   # only these families";
 
 const DIAGNOSE_HELP: &str = "\
 Runs every probe for --duration, shows its progress on a terminal, then prints findings: a code,
@@ -316,6 +322,7 @@ Examples:
   tracer diagnose --pod shop/web-0
   tracer diagnose --duration 30s -o json
   tracer diagnose --namespace shop --reply-timeout 2s
+  tracer diagnose --probes drops,tcp --pod shop/web-0
   tracer diagnose --pods-from file:cluster.json   # `kubectl get pods,services -A -o json`";
 
 #[derive(Debug, Args)]
@@ -332,15 +339,23 @@ pub(crate) struct WatchArgs {
 const SERVE_HELP: &str = "\
 Runs every probe until stopped (Ctrl-C, SIGTERM) and serves Prometheus metrics (text format
 0.0.4) on --metrics, for a DaemonSet on every node: drops by reason, kernel function and pod,
-retransmits, resets and failed connects by pod, NAT connections without reply by pod and
-Service, MTU events, events seen and lost per probe, and whether each probe runs. Labels are
-bounded: each metric keeps at most --max-series label sets, later ones are counted under
-pod=\"other\" (tracer_metric_series_capped_total says how often). Events also go to stdout as
-JSON Lines unless --quiet.
+drops a storm kept from the ring buffer (tracer_drops_undelivered_total), retransmits, resets
+and failed connects by pod, NAT connections without reply by pod and Service, MTU events,
+events seen and lost per probe, whether each probe runs, and tracer_build_info. Every series
+has a `node` label (--node-name, else NODE_NAME, else the host name). Events also go to stdout
+as JSON Lines unless --quiet.
+
+Labels are bounded: a metric keeps at most --max-series label sets as they are; past that, new
+ones are counted with pod=\"other\" (and backend_pod), keeping reason, function, direction,
+event, namespace and Service; past --max-series of those, namespace and service are \"other\"
+too (tracer_metric_series_capped_total counts such events). A label set not counted for
+--series-idle is forgotten and its series leaves the output, so pod churn does not fill the
+bound for good.
 
 Examples:
   tracer serve                                   # metrics on 127.0.0.1:9464
   tracer serve --metrics 0.0.0.0:9464 --quiet    # in a DaemonSet (tracer install print)
+  tracer serve --probes drops,tcp                # only these families
   curl -s localhost:9464/metrics | grep tracer_drops_total";
 
 #[derive(Debug, Args)]
@@ -352,9 +367,13 @@ pub(crate) struct ServeArgs {
     /// Address to serve metrics on (IP:PORT)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub metrics: String,
-    /// Label sets kept per metric before new ones are counted as pod="other"
+    /// Label sets a metric keeps as they are; past that, new ones are counted with pod="other"
+    /// (then namespace="other"); reason, function, direction and event are always kept
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub max_series: usize,
+    /// Forget a label set (and drop its series) when no event counted it for this long
+    #[arg(long, value_name = "DUR", default_value = "10m")]
+    pub series_idle: String,
     /// Do not print events on stdout (metrics only)
     #[arg(long)]
     pub quiet: bool,

@@ -29,7 +29,7 @@ use crate::{
 
 pub(crate) async fn run(config: RetransCommandConfig) -> anyhow::Result<()> {
     let options = FamilyOptions { tcp: tcp::Options { stream_retransmits: config.top.is_none() }, ..FamilyOptions::default() };
-    let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans, &options), &config.trace, false).await?;
+    let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans.families(), &options), &config.trace, false).await?;
     let clock = Clock::new();
     match config.top {
         Some(every) => {
