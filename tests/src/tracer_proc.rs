@@ -273,6 +273,20 @@ impl Tracer {
         }
     }
 
+    /// Polls until stderr contains `text` or `timeout` passes; returns whether it did.
+    pub fn wait_for_stderr(&self, timeout: Duration, text: &str) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn finish(&mut self, status: ExitStatus) -> TracerRun {
         self.paused.store(false, Ordering::Relaxed);
         self.child = None;

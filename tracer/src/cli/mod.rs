@@ -150,8 +150,9 @@ Each names the flow whose packets are too big (for ICMP errors, the packet quote
 its pods, the device and the MTU. At start, stderr lists the MTUs of the devices and flags
 mismatches (a pod veth larger than the tunnel, a tunnel too large for the uplink).
 
-tc programs go on every veth and tunnel device of tracer's network namespace, or on the
-devices given with --iface (NETNS:DEV for another namespace: a name in /var/run/netns or a
+tc programs go on every veth and tunnel device of tracer's network namespace, including those
+created while it runs (a pod that starts; stderr says so, and forgets devices that go), or on
+the devices given with --iface (NETNS:DEV for another namespace: a name in /var/run/netns or a
 path such as /proc/PID/ns/net). They are removed on exit.
 
 Examples:
@@ -290,7 +291,7 @@ pub(crate) struct AllProbesArgs {
     #[arg(long, value_name = "DUR", default_value = "3s")]
     pub reply_timeout: String,
     /// Attach the MTU probe's tc programs to this device ([NETNS:]DEV; repeatable) instead of
-    /// every veth and tunnel device of tracer's own network namespace
+    /// every veth and tunnel device of tracer's own network namespace (also those created later)
     #[arg(long = "iface", value_name = "[NETNS:]DEV")]
     pub ifaces: Vec<String>,
 }

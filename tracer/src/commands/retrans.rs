@@ -36,7 +36,8 @@ pub(crate) async fn run(config: RetransCommandConfig) -> anyhow::Result<()> {
             // Retransmits were summarised in the kernel's flow map, not sent: all of them count
             // as delivered (the snapshots show them).
             let parts = session.parts();
-            let read = top(parts.ring, parts.ebpf, &config, parts.pods, clock, every).await?;
+            let ebpf = parts.decoders.ebpf().context("retrans --top: no loaded object")?;
+            let read = top(parts.ring, ebpf, &config, parts.pods, clock, every).await?;
             let retransmits = loader::read_counts(session.ebpf(), kind::RETRANSMIT)?.matched;
             session.add_read(FamilyId::Tcp, read + retransmits);
             session.stop()?;

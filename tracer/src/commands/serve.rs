@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::Ebpf;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -56,8 +55,8 @@ pub(crate) async fn run(config: ServeCommandConfig) -> anyhow::Result<()> {
     let mut sink = ServeSink { limits, json: (!config.quiet).then(|| JsonSink::new(io::stdout())) };
     let stop = Stop { duration: config.watch.trace.duration, count: None };
     let mut publisher = Publisher { counters, running, last: Instant::now() - COUNTS_EVERY };
-    let Parts { ring, pods, decoders, ebpf } = session.parts();
-    let mut pipeline = WithCounts { inner: decoders, ebpf, publisher: &mut publisher };
+    let Parts { ring, pods, decoders } = session.parts();
+    let mut pipeline = WithCounts { inner: decoders, publisher: &mut publisher };
     runner::run(ring, stop, &mut sink, pods, &mut pipeline).await?;
     pipeline.publish();
     session.stop()?;
@@ -86,14 +85,13 @@ impl Publisher {
 /// their maps) every [`COUNTS_EVERY`] on the way.
 struct WithCounts<'a> {
     inner: Decoders<'a>,
-    ebpf: &'a Ebpf,
     publisher: &'a mut Publisher,
 }
 
 impl WithCounts<'_> {
     fn publish(&mut self) {
         self.publisher.publish();
-        self.inner.publish_metrics(self.ebpf);
+        self.inner.publish_metrics();
     }
 }
 

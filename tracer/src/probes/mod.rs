@@ -120,6 +120,11 @@ pub(crate) trait Family {
         Vec::new()
     }
 
+    /// Keeps its attachments current while tracing, with the loaded object: the MTU family
+    /// attaches its tc programs to devices that appeared and forgets those that went. Called
+    /// every runner tick, before `tick`.
+    fn maintain(&mut self, _ebpf: &mut Ebpf) {}
+
     /// Sets the metrics it keeps from its own maps rather than from events (the drops family's
     /// storm counts); `serve` calls it every second and once at stop.
     fn publish_metrics(&mut self, _ebpf: &Ebpf) {}
