@@ -186,7 +186,8 @@ pub(crate) struct PodSourceArgs {
     /// Kubeconfig for the Kubernetes API source [default: in-cluster, KUBECONFIG, ~/.kube/config]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
-    /// This node's name in Kubernetes, for the API source [default: NODE_NAME, else the host name]
+    /// This node's name in Kubernetes: whose pods the API source lists, and serve's `node` label
+    /// [default: NODE_NAME, else the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 }
