@@ -200,6 +200,12 @@ impl Tracer {
         Self::start_spawned(Self::spawn_in(Some(netns), args, false, &[]), args)
     }
 
+    /// [`Tracer::start_in`] with stdout unread until [`Tracer::resume_stdout`]
+    /// ([`Tracer::start_paused`] inside a namespace).
+    pub fn start_in_paused(netns: &Netns, args: &[&str]) -> Tracer {
+        Self::start_spawned(Self::spawn_in(Some(netns), args, true, &[]), args)
+    }
+
     fn start_with(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
         Self::start_spawned(Self::spawn(args, paused, env), args)
     }
@@ -258,6 +264,20 @@ impl Tracer {
         let deadline = Instant::now() + timeout;
         loop {
             if pred(&self.events()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls until stderr contains `text` or `timeout` passes; returns whether it did.
+    pub fn wait_for_stderr(&self, timeout: Duration, text: &str) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(text) {
                 return true;
             }
             if Instant::now() >= deadline {

@@ -380,7 +380,14 @@ fn the_podmonitor_and_scrape_config_find_the_daemonset() {
         assert_eq!(&pod_labels[k], v, "the DaemonSet's pods carry {k}={v}");
     }
     let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
-    assert!(endpoint.as_object().expect("endpoint").keys().all(|k| ["port", "path", "interval", "relabelings"].contains(&k.as_str())), "{endpoint}");
+    assert!(
+        endpoint.as_object().expect("endpoint").keys().all(|k| ["port", "path", "interval", "honorLabels", "relabelings"].contains(&k.as_str())),
+        "{endpoint}"
+    );
+    // tracer's `node`, `namespace` and `pod` are kept, not renamed exported_* (docs/kubernetes.md).
+    assert_eq!(endpoint["honorLabels"], true, "{endpoint}");
+    let scrape = yaml_as_json(&deploy("prometheus-scrape.yaml"));
+    assert_eq!(scrape["scrape_configs"][0]["honor_labels"], true, "{scrape}");
     assert_eq!(endpoint["port"], ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"]);
     // Debian's promtool (2.42) is built without Kubernetes service discovery: it checks the
     // rest of the job with the discovery swapped for a static target, and the discovery is

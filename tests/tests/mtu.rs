@@ -424,3 +424,64 @@ fn nothing_left_attached_after_exit() {
     let after = (tc_state(&lab.a, &lab.a_if), tc_state(&lab.b, &lab.b_if));
     assert_eq!(after, before, "tc filters or qdiscs left on the lab's devices");
 }
+
+/// `serve --probes mtu` in a lab namespace without --iface follows its devices: a veth created
+/// after start gets the tc programs (an oversize packet on it is an event naming it), and when
+/// it is deleted its links go at once; the run ends cleanly with nothing left attached.
+#[test]
+fn devices_created_after_start_are_traced_and_removed_ones_forgotten() {
+    let test = "devices_created_after_start_are_traced_and_removed_ones_forgotten";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    lab.a.ip(&["link", "set", "lo", "up"]);
+    let (new_net, new_a, new_b) = (lab.addrs.net(1), lab.addrs.host(1, 1), lab.addrs.host(1, 2));
+    let args = ["serve", "--probes", "mtu", "--metrics", "127.0.0.1:19468", "--node-name", "lab-node-1", "--pods-from", "none", "--ip", &new_net];
+    let t = Tracer::start_in(&lab.a, &args);
+    let attached = t.attached_lines().join("\n");
+    assert!(attached.contains(&format!("tc on 1 devices: {}", lab.a_if)), "the lab's one veth at start: {attached}");
+    let ids = bpf_prog_ids_of_pid(t.pid());
+    let tcx = kernel_btf_has("tcx_link");
+    // The classifiers' links (Debian's bpftool names the TCX link type only by its number).
+    let classifiers: Vec<u64> = bpf_progs_named(&["mtu_tc_"]).into_iter().map(|p| p.id).filter(|id| ids.contains(id)).collect();
+    let tcx_links = || bpf_links().into_iter().filter(|l| classifiers.contains(&l.prog_id)).count();
+    if tcx {
+        assert_eq!(tcx_links(), 2, "ingress and egress of {}", lab.a_if);
+    } else {
+        skipped("mtu: TCX links counted", "no TCX on this kernel: clsact filters are not bpftool links");
+    }
+
+    // A new pod veth, at MTU 1400 behind a route at 1500: the stack hands it 1500-byte packets.
+    let (va, vb) = (unique_name("vfa"), unique_name("vfb"));
+    veth(&lab.a, &va, &lab.b, &vb);
+    lab.a.addr(&va, &format!("{new_a}/24"));
+    lab.b.addr(&vb, &format!("{new_b}/24"));
+    lab.a.ip(&["link", "set", &va, "mtu", &SMALL_MTU.to_string()]);
+    lab.a.ip(&["route", "replace", &new_net, "dev", &va, "mtu", "1500"]);
+    assert!(t.wait_for_stderr(Duration::from_secs(10), &format!("tracer: mtu: tc on new device {va} {SMALL_MTU} (veth)")), "{}", t.stderr());
+    if tcx {
+        assert_eq!(tcx_links(), 4, "the new veth's two links too");
+    }
+    let out = lab.a.exec_ok(&["python3", "-c", DF_SEND, &new_a, &new_b, "9", "1472"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sent");
+    let found = t.wait_for(Duration::from_secs(5), |e| e.iter().any(|e| e["event"] == "oversize" && e["ifname"] == va.as_str()));
+    assert!(found, "no oversize event on the new device:\n{}\n{}", dump(&t.events()), t.stderr());
+    let ev = t.events().into_iter().find(|e| e["event"] == "oversize").expect("oversize");
+    assert_eq!((ev["len"].as_u64(), ev["dev_mtu"].as_u64(), ev["netns"].as_u64()), (Some(1500), Some(1400), Some(lab.a.inode())), "{ev}");
+
+    lab.a.ip(&["link", "del", &va]);
+    assert!(t.wait_for_stderr(Duration::from_secs(10), &format!("tracer: mtu: device {va} is gone")), "{}", t.stderr());
+    if tcx {
+        assert_eq!(tcx_links(), 2, "the removed veth's links are closed at once");
+    }
+    let run = t.stop();
+    run.assert_code(0);
+    let complaints: Vec<&str> = run.stderr.lines().filter(|l| l.contains("warning") || l.contains("error")).collect();
+    assert!(complaints.is_empty(), "{complaints:?}\n{}", run.stderr);
+    if let Err(left) = wait_bpf_released(&ids) {
+        panic!("left behind after exit: {left}");
+    }
+    assert_eq!(tc_state(&lab.a, &lab.a_if), "", "no tc filter or qdisc left on {}", lab.a_if);
+}

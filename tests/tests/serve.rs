@@ -1,13 +1,17 @@
 //! Privileged integration tests for `tracer serve`: the tracer runs inside a lab namespace (so
 //! its metrics listener on 127.0.0.1 is the lab's), real drops are caused in the lab, the
 //! metrics are scraped over HTTP from inside the lab and checked with `promtool check metrics`
-//! (Debian's prometheus package) and against the JSON events of the same run.
+//! (Debian's prometheus package) and against the JSON events of the same run. Every tracer is
+//! given `--node-name` [`NODE`], the `node` label of every series.
 //! Run as root: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test serve`.
 #![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{collections::BTreeMap, time::Duration};
 
 use tracer_tests::*;
+
+/// The node name every tracer here is given.
+const NODE: &str = "lab-node-1";
 
 const SCRAPE: &str = r#"
 import sys, urllib.request
@@ -62,9 +66,27 @@ fn promtool_check(text: &str) -> std::process::Output {
     child.wait_with_output().expect("promtool")
 }
 
+/// Every sample of the exposition (`name{labels} value` lines) carries `node="NODE"`.
+fn assert_every_series_has_the_node(text: &str) {
+    let node = format!("node=\"{NODE}\"");
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert!(!samples.is_empty(), "no samples:\n{text}");
+    for line in samples {
+        assert!(line.contains(&format!("{{{node}")), "a series without {node} first: {line}\n{text}");
+    }
+}
+
+/// `serve` in `ns` with the lab's common flags (`--node-name`, no pod source, filtered to
+/// `block`) and `extra`.
+fn serve_args<'a>(addr: &'a str, block: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["serve", "--metrics", addr, "--node-name", NODE, "--pods-from", "none", "--ip", block];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Drops by a rule and to a closed port: the scrape passes promtool, and tracer_drops_total by
 /// reason and function equals the JSON events the same run printed; every probe reports up and
-/// its seen/lost counts.
+/// its seen/lost counts; every series has the node; tracer_build_info names version and kernel.
 #[test]
 fn metrics_pass_promtool_and_match_the_events() {
     let test = "metrics_pass_promtool_and_match_the_events";
@@ -75,13 +97,14 @@ fn metrics_pass_promtool_and_match_the_events() {
     let lab = lab_with_drop_rule(6100);
     let addr = "127.0.0.1:19464";
     let block = lab.addrs.net(0);
-    let t = Tracer::start_in(&lab.a, &["serve", "--metrics", addr, "--pods-from", "none", "--ip", &block]);
+    let t = Tracer::start_in(&lab.a, &serve_args(addr, &block, &[]));
     assert!(t.stderr().contains(&format!("metrics on http://{addr}/metrics")), "{}", t.stderr());
     Udp { count: 4, ..Udp::new(&lab.a_ip, 41000, &lab.b_ip, 6100) }.send(&lab.a);
     Udp { count: 3, ..Udp::new(&lab.a_ip, 41001, &lab.b_ip, 6101) }.send(&lab.a);
     assert!(t.wait_for(Duration::from_secs(10), |e| e.len() >= 7), "drops not seen: {}", t.stderr());
     // The kernel counts are copied every second: wait for them too (bounded).
-    let text = scrape_until(&lab.a, addr, |t| samples(t, "tracer_events_seen_total").get("{probe=\"drops\"}").copied().unwrap_or(0.0) >= 7.0);
+    let seen_key = format!("{{node=\"{NODE}\",probe=\"drops\"}}");
+    let text = scrape_until(&lab.a, addr, |t| samples(t, "tracer_events_seen_total").get(&seen_key).copied().unwrap_or(0.0) >= 7.0);
     let run = t.stop();
     run.assert_code(0);
 
@@ -97,21 +120,41 @@ fn metrics_pass_promtool_and_match_the_events() {
     let mut from_events: BTreeMap<String, f64> = BTreeMap::new();
     for e in run.events().iter().filter(|e| e["kind"] == "drop") {
         let function = e["location"].as_str().unwrap_or_default().split('+').next().unwrap_or_default().to_string();
-        let key = format!("{{reason=\"{}\",function=\"{function}\",namespace=\"\",pod=\"\"}}", e["reason"].as_str().unwrap_or_default());
+        let reason = e["reason"].as_str().unwrap_or_default();
+        let key = format!("{{node=\"{NODE}\",reason=\"{reason}\",function=\"{function}\",namespace=\"\",pod=\"\"}}");
         *from_events.entry(key).or_default() += 1.0;
     }
     assert_eq!(samples(&text, "tracer_drops_total"), from_events, "metrics vs events:\n{text}");
     assert_eq!(from_events.values().sum::<f64>(), 7.0, "4 rule drops and 3 closed-port drops: {from_events:?}");
     for probe in ["drops", "tcp", "nat", "mtu"] {
         let up = samples(&text, "tracer_probe_up");
-        assert!(up.contains_key(&format!("{{probe=\"{probe}\"}}")), "tracer_probe_up for {probe}:\n{text}");
+        assert!(up.contains_key(&format!("{{node=\"{NODE}\",probe=\"{probe}\"}}")), "tracer_probe_up for {probe}:\n{text}");
     }
     let seen = samples(&text, "tracer_events_seen_total");
-    assert_eq!(seen.get("{probe=\"drops\"}").copied(), Some(7.0), "seen as the kernel counted it:\n{text}");
-    assert_eq!(samples(&text, "tracer_events_lost_total").get("{probe=\"drops\"}").copied(), Some(0.0), "{text}");
+    assert_eq!(seen.get(&seen_key).copied(), Some(7.0), "seen as the kernel counted it:\n{text}");
+    assert_eq!(samples(&text, "tracer_events_lost_total").get(&seen_key).copied(), Some(0.0), "{text}");
+    assert_every_series_has_the_node(&text);
+    // Build info: this tracer's version and the kernel it runs on.
+    let info = samples(&text, "tracer_build_info");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease").trim().to_string();
+    let (labels, value) = info.iter().next().unwrap_or_else(|| panic!("no tracer_build_info:\n{text}"));
+    assert_eq!((info.len(), *value), (1, 1.0), "{text}");
+    let version = tracer_cli_version();
+    for want in [format!("node=\"{NODE}\""), format!("version=\"{version}\""), format!("kernel=\"{kernel}\""), "git=\"".to_string()] {
+        assert!(labels.contains(&want), "tracer_build_info{labels} lacks {want}");
+    }
+    assert!(text.contains("# TYPE tracer_build_info gauge"), "{text}");
 }
 
-/// Label sets past --max-series are counted under "other", and the cap is itself counted.
+/// The version `tracer --version` prints (`tracer 0.1.0`).
+fn tracer_cli_version() -> String {
+    let run = run_tracer(&["--version"], Duration::from_secs(10));
+    run.assert_code(0);
+    run.lines.first().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_else(|| panic!("tracer --version: {:?}", run.lines)).to_string()
+}
+
+/// Label sets past --max-series are counted with pod "other", their reason and function kept,
+/// and the cap is itself counted.
 #[test]
 fn label_sets_past_the_limit_are_counted_as_other() {
     let test = "label_sets_past_the_limit_are_counted_as_other";
@@ -122,7 +165,7 @@ fn label_sets_past_the_limit_are_counted_as_other() {
     let lab = lab_with_drop_rule(6200);
     let addr = "127.0.0.1:19465";
     let block = lab.addrs.net(0);
-    let t = Tracer::start_in(&lab.a, &["serve", "--metrics", addr, "--max-series", "1", "--quiet", "--pods-from", "none", "--ip", &block]);
+    let t = Tracer::start_in(&lab.a, &serve_args(addr, &block, &["--max-series", "1", "--quiet"]));
     // Two label sets: NETFILTER_DROP (first, kept) and NO_SOCKET (past the limit).
     Udp { count: 2, ..Udp::new(&lab.a_ip, 42000, &lab.b_ip, 6200) }.send(&lab.a);
     std::thread::sleep(Duration::from_millis(300));
@@ -132,20 +175,105 @@ fn label_sets_past_the_limit_are_counted_as_other() {
     run.assert_code(0);
     assert!(run.lines.is_empty(), "--quiet prints no events: {:?}", run.lines);
     let drops = samples(&text, "tracer_drops_total");
-    assert_eq!(drops.len(), 2, "one kept label set and `other`:\n{text}");
-    assert_eq!(drops.get("{reason=\"other\",function=\"other\",namespace=\"other\",pod=\"other\"}").copied(), Some(3.0), "{text}");
-    assert_eq!(samples(&text, "tracer_metric_series_capped_total").get("{metric=\"tracer_drops_total\"}").copied(), Some(3.0), "{text}");
-    assert!(run.stderr.contains("--max-series"), "the cap is said once on stderr: {}", run.stderr);
+    assert_eq!(drops.len(), 2, "one kept label set and one with pod `other`:\n{text}");
+    let kept = drops.keys().find(|k| k.contains("NETFILTER_DROP")).unwrap_or_else(|| panic!("NETFILTER_DROP kept:\n{text}"));
+    assert!(kept.ends_with(",namespace=\"\",pod=\"\"}") && drops[kept] == 2.0, "{text}");
+    let capped = drops.iter().find(|(k, _)| k.contains("NO_SOCKET")).unwrap_or_else(|| panic!("the reason survives the cap:\n{text}"));
+    assert!(capped.0.contains("function=\"") && !capped.0.contains("function=\"other\""), "the function survives the cap: {}", capped.0);
+    assert!(capped.0.ends_with(",namespace=\"\",pod=\"other\"}") && *capped.1 == 3.0, "only the pod is other: {capped:?}\n{text}");
+    let capped_key = format!("{{node=\"{NODE}\",metric=\"tracer_drops_total\"}}");
+    assert_eq!(samples(&text, "tracer_metric_series_capped_total").get(&capped_key).copied(), Some(3.0), "{text}");
+    assert_eq!(run.stderr.matches("--max-series").count(), 1, "the cap is said once on stderr: {}", run.stderr);
 }
 
+/// With --series-idle 2s, a label set no event counted for 2 s leaves the output (the gauges and
+/// the kernel counts, refreshed every second, stay), and its room under --max-series 1 goes to
+/// the next label set: NO_SOCKET is then counted as it is, not with pod "other".
 #[test]
-fn a_bad_metrics_address_is_bad_input() {
-    let test = "a_bad_metrics_address_is_bad_input";
+fn idle_series_leave_the_output_and_free_their_room() {
+    let test = "idle_series_leave_the_output_and_free_their_room";
     if !require_privileged(test) {
         return;
     }
-    let run = run_tracer(&["serve", "--metrics", "localhost"], Duration::from_secs(30));
-    run.assert_code(2);
-    assert_eq!(run.stderr_lines().len(), 1, "one line: {}", run.stderr);
-    assert!(run.stderr.contains("--metrics localhost: expected IP:PORT"), "{}", run.stderr);
+    let _lock = shared_lock();
+    let lab = lab_with_drop_rule(6300);
+    let addr = "127.0.0.1:19466";
+    let block = lab.addrs.net(0);
+    let t = Tracer::start_in(&lab.a, &serve_args(addr, &block, &["--max-series", "1", "--series-idle", "2s", "--quiet"]));
+    Udp { count: 2, ..Udp::new(&lab.a_ip, 43000, &lab.b_ip, 6300) }.send(&lab.a);
+    let first = scrape_until(&lab.a, addr, |t| samples(t, "tracer_drops_total").values().sum::<f64>() >= 2.0);
+    assert!(samples(&first, "tracer_drops_total").keys().any(|k| k.contains("NETFILTER_DROP")), "{first}");
+    // Idle for 2 s: gone (bounded by scrape_until's 10 s).
+    let idle = scrape_until(&lab.a, addr, |t| samples(t, "tracer_drops_total").is_empty());
+    assert!(samples(&idle, "tracer_drops_total").is_empty(), "an idle label set stays:\n{idle}");
+    assert!(!samples(&idle, "tracer_probe_up").is_empty() && !samples(&idle, "tracer_events_seen_total").is_empty(), "{idle}");
+    Udp { count: 3, ..Udp::new(&lab.a_ip, 43001, &lab.b_ip, 6301) }.send(&lab.a);
+    let next = scrape_until(&lab.a, addr, |t| samples(t, "tracer_drops_total").values().sum::<f64>() >= 3.0);
+    let run = t.stop();
+    run.assert_code(0);
+    let drops = samples(&next, "tracer_drops_total");
+    assert_eq!(drops.len(), 1, "{next}");
+    let (labels, count) = drops.iter().next().expect("one series");
+    assert!(labels.contains("NO_SOCKET") && labels.ends_with("pod=\"\"}") && *count == 3.0, "the freed room is reused: {labels} {count}\n{next}");
+    assert!(samples(&next, "tracer_metric_series_capped_total").is_empty(), "nothing was capped:\n{next}");
+}
+
+/// A drop storm (a 4 KiB ring buffer, stdout not read) under `serve --probes drops`: the drops
+/// the ring buffer could not take are exported as tracer_drops_undelivered_total by reason and
+/// function, adding up to the kernel's lost count; only the chosen family runs.
+#[test]
+fn storm_counts_are_exported_and_probes_can_be_chosen() {
+    let test = "storm_counts_are_exported_and_probes_can_be_chosen";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    lab.a.ip(&["link", "set", "lo", "up"]);
+    let addr = "127.0.0.1:19467";
+    let block = lab.addrs.net(0);
+    let t = Tracer::start_in_paused(&lab.a, &serve_args(addr, &block, &["--probes", "drops", "--ring-buffer", "4096"]));
+    let attached = t.attached_lines().join("\n");
+    assert!(attached.contains("drops:") && !attached.contains("tcp:") && !attached.contains("mtu:"), "only drops: {attached}");
+    // NO_SOCKET drops (nothing listens in b), faster than a stalled reader takes them.
+    let sent = Udp { count: 20_000, size: 1, gap: 0.0, ..Udp::new(&lab.a_ip, 44000, &lab.b_ip, 6400) }.send(&lab.a);
+    assert!(sent >= 10_000, "sent only {sent}");
+    t.resume_stdout();
+    let lost_key = format!("{{node=\"{NODE}\",probe=\"drops\"}}");
+    let undelivered = |text: &str| samples(text, "tracer_drops_undelivered_total").values().sum::<f64>();
+    let text = scrape_until(&lab.a, addr, |text| {
+        let lost = samples(text, "tracer_events_lost_total").get(&lost_key).copied().unwrap_or(0.0);
+        lost > 0.0 && undelivered(text) == lost
+    });
+    let run = t.stop();
+    run.assert_code(0);
+    let lost = samples(&text, "tracer_events_lost_total").get(&lost_key).copied().unwrap_or(0.0);
+    assert!(lost > 0.0, "a 4 KiB ring buffer and a stalled reader lose drops:\n{text}\n{}", run.stderr);
+    assert_eq!(undelivered(&text), lost, "every lost drop is in tracer_drops_undelivered_total:\n{text}");
+    let rows = samples(&text, "tracer_drops_undelivered_total");
+    assert!(rows.keys().all(|k| k.starts_with(&format!("{{node=\"{NODE}\",reason=\"")) && k.contains(",function=\"")), "{rows:?}");
+    assert!(rows.keys().any(|k| k.contains("reason=\"NO_SOCKET\"")), "{rows:?}");
+    let up: Vec<String> = samples(&text, "tracer_probe_up").into_keys().collect();
+    assert_eq!(up, [lost_key], "tracer_probe_up of the chosen family only");
+    assert!(text.contains("# HELP tracer_drops_undelivered_total"), "{text}");
+}
+
+#[test]
+fn bad_serve_input_is_one_line_and_exit_2() {
+    let test = "bad_serve_input_is_one_line_and_exit_2";
+    if !require_privileged(test) {
+        return;
+    }
+    for (args, want) in [
+        (&["serve", "--metrics", "localhost"][..], "--metrics localhost: expected IP:PORT"),
+        (&["serve", "--probes", "drops,arp"], "--probes \"arp\": not a probe family; valid: drops, tcp, nat, mtu"),
+        (&["watch", "--probes", "dns"], "valid: drops, tcp, nat, mtu"),
+        (&["diagnose", "--probes", ""], "valid: drops, tcp, nat, mtu"),
+        (&["serve", "--series-idle", "0s"], "--series-idle 0s: expected a duration of at least 1s"),
+    ] {
+        let run = run_tracer(args, Duration::from_secs(30));
+        run.assert_code(2);
+        assert_eq!(run.stderr_lines().len(), 1, "{args:?}: one line: {}", run.stderr);
+        assert!(run.stderr.contains(want), "{args:?}: want {want:?} in {}", run.stderr);
+    }
 }

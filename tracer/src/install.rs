@@ -111,11 +111,18 @@ Why each setting (see also `tracer check` on a node):
   node without it still runs tracer (on tracefs).
 - probes: /healthz answers once every probe is attached; the startup probe allows 5 minutes
   for that (BTF parsing on a slow node).
+- NODE_NAME (spec.nodeName): the `node` label of every metric.
+- resources: they bound tracer's own process (reading events, naming pods, metrics). The eBPF
+  programs run in the softirq or task that handles each packet: that CPU is charged to the
+  node and the pods whose packets they are, not to this limit (docs/cost.md).
 - image: this tracer's version, pulled IfNotPresent.";
 
 const PODMONITOR_COMMENT: &str = "\
 For prometheus-operator: scrape the DaemonSet's metrics (needs its CRDs; without the operator,
-deploy/prometheus-scrape.yaml is the same for a plain Prometheus).";
+deploy/prometheus-scrape.yaml is the same for a plain Prometheus). honorLabels: every series of
+tracer carries `node` itself, and `namespace`/`pod` name the pods of the events, not tracer's
+pod: kept as tracer wrote them, not renamed to exported_*. The relabelling gives `node` to the
+target's own series (`up`).";
 
 /// The namespace, labelled for PodSecurity `privileged`.
 fn namespace() -> Namespace {
@@ -240,6 +247,9 @@ fn podmonitor() -> serde_json::Value {
                 "port": "metrics",
                 "path": "/metrics",
                 "interval": "30s",
+                // tracer's own labels win over the target's: its `namespace` and `pod` (of the
+                // event's pod, not tracer's) and `node` (the same node as the relabelling's).
+                "honorLabels": true,
                 "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}],
             }],
         },

@@ -210,25 +210,32 @@ pub(crate) fn capabilities(args: &[String]) -> Vec<&'static str> {
     // `--iface NETNS:DEV` makes tracer attach inside another namespace: setns(2).
     let ifaces = args.windows(2).filter(|w| w[0] == "--iface").map(|w| w[1].as_str());
     let other_namespace = ifaces.chain(args.iter().filter_map(|a| a.strip_prefix("--iface="))).any(|i| i.contains(':'));
+    // `--probes` of watch, diagnose and serve narrows the families (checked before this).
+    let chosen: Vec<String> = flag_values(args, "--probes").flat_map(|v| v.split(',')).map(String::from).collect();
     let needs = match command {
         CHECK => CommandId::Serve.needs(false),
         PODS => vec![features::SYS_PTRACE],
-        _ => CommandId::parse(command).map(|c| c.needs(other_namespace)).unwrap_or_default(),
+        _ => match CommandId::parse(command) {
+            Some(c) if !chosen.is_empty() && !c.alone() => {
+                crate::probes::needs_of(&crate::probes::parse_families(&chosen).unwrap_or_else(|_| c.families().to_vec()), other_namespace)
+            }
+            Some(c) => c.needs(other_namespace),
+            None => Vec::new(),
+        },
     };
     needs.iter().map(|n| n.cap.k8s_name()).collect()
 }
 
 /// The last value of `--flag V` or `--flag=V` in `args`.
-fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    let mut value = None;
-    for (i, arg) in args.iter().enumerate() {
-        if arg == flag {
-            value = args.get(i + 1).map(String::as_str);
-        } else if let Some(v) = arg.strip_prefix(flag).and_then(|rest| rest.strip_prefix('=')) {
-            value = Some(v);
-        }
-    }
-    value
+fn flag_value<'a>(args: &'a [String], flag: &'a str) -> Option<&'a str> {
+    flag_values(args, flag).last()
+}
+
+/// Every value of `--flag V` and `--flag=V` in `args`, in order.
+fn flag_values<'a>(args: &'a [String], flag: &'a str) -> impl Iterator<Item = &'a str> {
+    args.iter().enumerate().filter_map(move |(i, arg)| {
+        if arg == flag { args.get(i + 1).map(String::as_str) } else { arg.strip_prefix(flag).and_then(|rest| rest.strip_prefix('=')) }
+    })
 }
 
 /// The CRI socket the command in `args` will open, which the pod must mount: `--cri-socket`,
@@ -458,6 +465,9 @@ mod tests {
         assert!(caps(&["mtu", "--iface=node1:veth1"]).contains(&"SYS_ADMIN"));
         assert!(!caps(&["mtu", "--iface", "eth0"]).contains(&"SYS_ADMIN"));
         assert_eq!(caps(&["serve"]), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYSLOG", "SYS_ADMIN"]);
+        // --probes narrows them to the families chosen; without mtu, no NET_ADMIN (so no hostNetwork).
+        assert_eq!(caps(&["watch", "--probes", "drops,tcp"]), ["BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"]);
+        assert_eq!(caps(&["diagnose", "--probes=tcp", "--probes", "mtu"]), ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE"]);
         assert_eq!(caps(&["check"]), caps(&["serve"]), "check tries every family's hooks");
         assert_eq!(caps(&["pods"]), ["SYS_PTRACE"]);
     }

@@ -26,7 +26,7 @@ use crate::{
         layer::{PodLayer, PodsConfig, start_services},
         services::ServiceNames,
     },
-    probes::{AttachContext, CommandId, Family, FamilyId, PlanContext, PlanError},
+    probes::{self, AttachContext, CommandId, Family, FamilyId, PlanContext, PlanError},
     runner::{self, Delivered, Pipeline, Ring, Stop},
     usage::UsageError,
 };
@@ -97,11 +97,11 @@ fn aya_btf(path: Option<&std::path::Path>) -> anyhow::Result<Btf> {
     }
 }
 
-/// Refuses to go on without a capability `command` cannot work without, naming each (exit 2,
+/// Refuses to go on without a capability `command` with `families` cannot work without, naming each (exit 2,
 /// nothing attached); warns once per missing capability that only costs part of the output.
 /// `other_namespace`: it will attach inside another network namespace (`--iface NETNS:DEV`).
-pub(crate) fn require_privileges(command: CommandId, other_namespace: bool) -> Result<(), UsageError> {
-    features::check_capabilities(command.name(), &command.needs(other_namespace)).map_err(|e| UsageError(e.to_string()))
+pub(crate) fn require_privileges(command: CommandId, families: &[FamilyId], other_namespace: bool) -> Result<(), UsageError> {
+    features::check_capabilities(command.name(), &probes::needs_of(families, other_namespace)).map_err(|e| UsageError(e.to_string()))
 }
 
 /// Starts the pod source, says on stderr which one is used, and checks the selection (exit 2
@@ -137,7 +137,8 @@ impl Session {
         other_namespace: bool,
     ) -> anyhow::Result<Session> {
         let alone = command.alone();
-        require_privileges(command, other_namespace)?;
+        let ids: Vec<FamilyId> = families.iter().map(|f| f.id()).collect();
+        require_privileges(command, &ids, other_namespace)?;
         let mut families = families;
         for family in &mut families {
             family.prepare()?;
@@ -195,7 +196,7 @@ impl Session {
         let mut pods = start_pods(&trace.pods).await?;
         // Only the NAT family names Services (and diagnose reads them), so only sessions with it
         // make Service requests and need RBAC for them.
-        let services = if command.families().contains(&FamilyId::Nat) { Some(start_services(&trace.pods).await) } else { None };
+        let services = if ids.contains(&FamilyId::Nat) { Some(start_services(&trace.pods).await) } else { None };
         for family in &families {
             family.print_facts();
         }
@@ -263,14 +264,13 @@ impl Session {
         }
     }
 
-    /// Splits the session into what an event loop borrows: the ring buffer, the pod layer, the
-    /// decoders of every family, and the object (for its maps).
+    /// Splits the session into what an event loop borrows: the ring buffer, the pod layer, and
+    /// the decoders of every family with the object (its maps; attaching while tracing).
     pub(crate) fn parts(&mut self) -> Parts<'_> {
         Parts {
             ring: &mut self.ring,
             pods: &mut self.pods,
-            decoders: Decoders { families: &mut self.families, read: &mut self.read },
-            ebpf: &self.ebpf,
+            decoders: Decoders { families: &mut self.families, read: &mut self.read, ebpf: Some(&mut self.ebpf) },
         }
     }
 
@@ -311,13 +311,15 @@ pub(crate) struct Parts<'a> {
     pub ring: &'a mut Ring,
     pub pods: &'a mut PodLayer,
     pub decoders: Decoders<'a>,
-    pub ebpf: &'a Ebpf,
 }
 
-/// The decoders of every running family: records go to the family of their kind.
+/// The decoders of every running family: records go to the family of their kind; each tick,
+/// every family keeps its attachments current and makes its own events.
 pub(crate) struct Decoders<'a> {
     families: &'a mut [Box<dyn Family>],
     read: &'a mut [u64],
+    /// The loaded object; None only in unit tests, which have none.
+    ebpf: Option<&'a mut Ebpf>,
 }
 
 impl Pipeline for Decoders<'_> {
@@ -329,7 +331,29 @@ impl Pipeline for Decoders<'_> {
     }
 
     fn tick(&mut self, now: i128) -> Vec<Event> {
-        self.families.iter_mut().flat_map(|f| f.tick(now)).collect()
+        let mut events = Vec::new();
+        for family in self.families.iter_mut() {
+            if let Some(ebpf) = self.ebpf.as_deref_mut() {
+                family.maintain(ebpf);
+            }
+            events.extend(family.tick(now));
+        }
+        events
+    }
+}
+
+impl Decoders<'_> {
+    /// The loaded object (its maps, read while tracing).
+    pub(crate) fn ebpf(&self) -> Option<&Ebpf> {
+        self.ebpf.as_deref()
+    }
+
+    /// Has every running family set the metrics it keeps from its maps (`serve`).
+    pub(crate) fn publish_metrics(&mut self) {
+        let Some(ebpf) = self.ebpf.as_deref() else { return };
+        for family in self.families.iter_mut() {
+            family.publish_metrics(ebpf);
+        }
     }
 }
 
@@ -421,7 +445,7 @@ mod tests {
     fn records_go_to_the_family_of_their_kind_and_are_counted_there() {
         let mut families: Vec<Box<dyn Family>> = vec![Box::new(Stub { id: FamilyId::Tcp }), Box::new(Stub { id: FamilyId::Nat })];
         let mut read = vec![0; families.len()];
-        let mut decoders = Decoders { families: &mut families, read: &mut read };
+        let mut decoders = Decoders { families: &mut families, read: &mut read, ebpf: None };
         for k in [kind::RETRANSMIT, kind::RESET, kind::NAT, kind::CONNECT_FAIL] {
             assert_eq!(decoders.decode(&header(k), &[]).map(|e| e.ts_unix_ns), Some(i128::from(k)));
         }

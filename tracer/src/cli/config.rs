@@ -14,7 +14,7 @@ use super::{
 use crate::{
     job::{BUILD_IMAGE, IMAGE_ENV, Image},
     pods::{PodsFrom, layer::PodsConfig, selection::Selection},
-    probes::{CommandId, FamilyArgs, FamilyOptions},
+    probes::{CommandId, FamilyArgs, FamilyId, FamilyOptions, parse_families},
 };
 pub(crate) use crate::{
     probes::{mtu::choice::parse_iface, nat::parse_reply_timeout},
@@ -64,10 +64,13 @@ impl<F: FamilyArgs> FamilyCommandArgs<F> {
     }
 }
 
-/// What `watch` and `diagnose` share: every probe, the NAT reply timeout and the MTU devices.
+/// What `watch`, `diagnose` and `serve` share: the families (`--probes`), the NAT reply timeout
+/// and the MTU devices.
 #[derive(Debug, Clone)]
 pub(crate) struct WatchCommandConfig {
     pub trace: TraceConfig,
+    /// `--probes`, in the registry's order; every family by default.
+    pub families: Vec<FamilyId>,
     pub reply_timeout: Duration,
     pub ifaces: Vec<IfaceChoice>,
     /// `--by-flow` (watch only).
@@ -101,7 +104,8 @@ impl WatchCommandConfig {
     fn from_parts(trace: TraceArgs, probes: AllProbesArgs) -> Result<Self, UsageError> {
         let reply_timeout = parse_reply_timeout(&probes.reply_timeout)?;
         let ifaces = probes.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { trace: TraceConfig::from_args(trace)?, reply_timeout, ifaces, by_flow: false })
+        let families = parse_families(&probes.probes)?;
+        Ok(Self { trace: TraceConfig::from_args(trace)?, families, reply_timeout, ifaces, by_flow: false })
     }
 }
 
@@ -455,6 +459,8 @@ pub(crate) struct ServeCommandConfig {
     pub watch: WatchCommandConfig,
     pub metrics: std::net::SocketAddr,
     pub max_series: usize,
+    /// `--series-idle`: a label set unused this long is forgotten.
+    pub series_idle: Duration,
     pub quiet: bool,
 }
 
@@ -470,8 +476,12 @@ impl ServeCommandConfig {
         if args.trace.count.is_some() {
             return Err(UsageError("--count: serve runs until stopped (or --duration)".into()));
         }
+        let series_idle = parse_duration(&args.series_idle)
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1))
+            .ok_or_else(|| UsageError(format!("--series-idle {}: expected a duration of at least 1s, such as 10m or 1h", args.series_idle)))?;
         let watch = WatchCommandConfig::from_parts(args.trace, args.probes)?;
-        Ok(Self { watch, metrics, max_series: args.max_series, quiet: args.quiet })
+        Ok(Self { watch, metrics, max_series: args.max_series, series_idle, quiet: args.quiet })
     }
 }
 

@@ -150,8 +150,9 @@ Each names the flow whose packets are too big (for ICMP errors, the packet quote
 its pods, the device and the MTU. At start, stderr lists the MTUs of the devices and flags
 mismatches (a pod veth larger than the tunnel, a tunnel too large for the uplink).
 
-tc programs go on every veth and tunnel device of tracer's network namespace, or on the
-devices given with --iface (NETNS:DEV for another namespace: a name in /var/run/netns or a
+tc programs go on every veth and tunnel device of tracer's network namespace, including those
+created while it runs (a pod that starts; stderr says so, and forgets devices that go), or on
+the devices given with --iface (NETNS:DEV for another namespace: a name in /var/run/netns or a
 path such as /proc/PID/ns/net). They are removed on exit.
 
 Examples:
@@ -185,7 +186,8 @@ pub(crate) struct PodSourceArgs {
     /// Kubeconfig for the Kubernetes API source [default: in-cluster, KUBECONFIG, ~/.kube/config]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
-    /// This node's name in Kubernetes, for the API source [default: NODE_NAME, else the host name]
+    /// This node's name in Kubernetes: whose pods the API source lists, and serve's `node` label
+    /// [default: NODE_NAME, else the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 }
@@ -278,14 +280,19 @@ pub(crate) struct RetransArgs {
     pub interval: Option<String>,
 }
 
-/// What `watch` and `diagnose` add to the common options: the NAT and MTU probes' own.
+/// What `watch`, `diagnose` and `serve` add to the common options: which families, and the NAT
+/// and MTU probes' own.
 #[derive(Debug, Args)]
 pub(crate) struct AllProbesArgs {
+    /// Only these probe families (comma-separated or repeated): drops, tcp, nat, mtu
+    /// [default: all]
+    #[arg(long = "probes", value_name = "NAME,...", value_delimiter = ',')]
+    pub probes: Vec<String>,
     /// Mark NATed connections with no reply after this long (e.g. 1s, 500ms)
     #[arg(long, value_name = "DUR", default_value = "3s")]
     pub reply_timeout: String,
     /// Attach the MTU probe's tc programs to this device ([NETNS:]DEV; repeatable) instead of
-    /// every veth and tunnel device of tracer's own network namespace
+    /// every veth and tunnel device of tracer's own network namespace (also those created later)
     #[arg(long = "iface", value_name = "[NETNS:]DEV")]
     pub ifaces: Vec<String>,
 }
@@ -302,7 +309,8 @@ Examples:
   tracer watch --pod shop/web-0
   tracer watch -o json --duration 30s > timeline.jsonl
   tracer watch --by-flow --duration 20s --namespace shop
-  tracer watch --iface eth0 --iface flannel.1 --proto tcp";
+  tracer watch --iface eth0 --iface flannel.1 --proto tcp
+  tracer watch --probes drops,nat --pod shop/web-0   # only these families";
 
 const DIAGNOSE_HELP: &str = "\
 Runs every probe for --duration, shows its progress on a terminal, then prints findings: a code,
@@ -316,6 +324,7 @@ Examples:
   tracer diagnose --pod shop/web-0
   tracer diagnose --duration 30s -o json
   tracer diagnose --namespace shop --reply-timeout 2s
+  tracer diagnose --probes drops,tcp --pod shop/web-0
   tracer diagnose --pods-from file:cluster.json   # `kubectl get pods,services -A -o json`";
 
 #[derive(Debug, Args)]
@@ -332,15 +341,23 @@ pub(crate) struct WatchArgs {
 const SERVE_HELP: &str = "\
 Runs every probe until stopped (Ctrl-C, SIGTERM) and serves Prometheus metrics (text format
 0.0.4) on --metrics, for a DaemonSet on every node: drops by reason, kernel function and pod,
-retransmits, resets and failed connects by pod, NAT connections without reply by pod and
-Service, MTU events, events seen and lost per probe, and whether each probe runs. Labels are
-bounded: each metric keeps at most --max-series label sets, later ones are counted under
-pod=\"other\" (tracer_metric_series_capped_total says how often). Events also go to stdout as
-JSON Lines unless --quiet.
+drops a storm kept from the ring buffer (tracer_drops_undelivered_total), retransmits, resets
+and failed connects by pod, NAT connections without reply by pod and Service, MTU events,
+events seen and lost per probe, whether each probe runs, and tracer_build_info. Every series
+has a `node` label (--node-name, else NODE_NAME, else the host name). Events also go to stdout
+as JSON Lines unless --quiet.
+
+Labels are bounded: a metric keeps at most --max-series label sets as they are; past that, new
+ones are counted with pod=\"other\" (and backend_pod), keeping reason, function, direction,
+event, namespace and Service; past --max-series of those, namespace and service are \"other\"
+too (tracer_metric_series_capped_total counts such events). A label set not counted for
+--series-idle is forgotten and its series leaves the output, so pod churn does not fill the
+bound for good.
 
 Examples:
   tracer serve                                   # metrics on 127.0.0.1:9464
   tracer serve --metrics 0.0.0.0:9464 --quiet    # in a DaemonSet (tracer install print)
+  tracer serve --probes drops,tcp                # only these families
   curl -s localhost:9464/metrics | grep tracer_drops_total";
 
 #[derive(Debug, Args)]
@@ -352,9 +369,13 @@ pub(crate) struct ServeArgs {
     /// Address to serve metrics on (IP:PORT)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub metrics: String,
-    /// Label sets kept per metric before new ones are counted as pod="other"
+    /// Label sets a metric keeps as they are; past that, new ones are counted with pod="other"
+    /// (then namespace="other"); reason, function, direction and event are always kept
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub max_series: usize,
+    /// Forget a label set (and drop its series) when no event counted it for this long
+    #[arg(long, value_name = "DUR", default_value = "10m")]
+    pub series_idle: String,
     /// Do not print events on stdout (metrics only)
     #[arg(long)]
     pub quiet: bool,

@@ -5,7 +5,7 @@ use crate::{cli::config::FamilyCommandConfig, output, probes::families_of, sessi
 
 pub(crate) async fn run(config: FamilyCommandConfig) -> anyhow::Result<()> {
     let FamilyCommandConfig { command, trace, options } = config;
-    let mut session = Session::start(command, families_of(command, &options), &trace, options.other_namespace()).await?;
+    let mut session = Session::start(command, families_of(command.families(), &options), &trace, options.other_namespace()).await?;
     let mut sink = output::stdout_sink(trace.output);
     let delivered = session.run(trace.stop(), sink.as_mut()).await?;
     let selection = session.pods.selection().to_string();

@@ -22,15 +22,15 @@ use crate::{
     session::Session,
 };
 
-/// A session of every family (`watch`, `diagnose`, `serve`), with the NAT reply timeout and the
-/// MTU devices the user chose.
+/// A session of the families chosen with `--probes` (every one by default) for `watch`,
+/// `diagnose` or `serve`, with the NAT reply timeout and the MTU devices the user chose.
 async fn start_every_family(command: CommandId, config: &WatchCommandConfig) -> anyhow::Result<Session> {
     let options = FamilyOptions {
         nat: probes::nat::Options { reply_timeout: config.reply_timeout },
         mtu: probes::mtu::Options { ifaces: config.ifaces.clone(), ..probes::mtu::Options::default() },
         ..FamilyOptions::default()
     };
-    Session::start(command, families_of(command, &options), &config.trace, options.other_namespace()).await
+    Session::start(command, families_of(&config.families, &options), &config.trace, options.other_namespace()).await
 }
 
 /// Writes `out` to stdout; a reader that went away (`| head`) is not an error.

@@ -29,14 +29,15 @@ use crate::{
 
 pub(crate) async fn run(config: RetransCommandConfig) -> anyhow::Result<()> {
     let options = FamilyOptions { tcp: tcp::Options { stream_retransmits: config.top.is_none() }, ..FamilyOptions::default() };
-    let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans, &options), &config.trace, false).await?;
+    let mut session = Session::start(CommandId::Retrans, families_of(CommandId::Retrans.families(), &options), &config.trace, false).await?;
     let clock = Clock::new();
     match config.top {
         Some(every) => {
             // Retransmits were summarised in the kernel's flow map, not sent: all of them count
             // as delivered (the snapshots show them).
             let parts = session.parts();
-            let read = top(parts.ring, parts.ebpf, &config, parts.pods, clock, every).await?;
+            let ebpf = parts.decoders.ebpf().context("retrans --top: no loaded object")?;
+            let read = top(parts.ring, ebpf, &config, parts.pods, clock, every).await?;
             let retransmits = loader::read_counts(session.ebpf(), kind::RETRANSMIT)?.matched;
             session.add_read(FamilyId::Tcp, read + retransmits);
             session.stop()?;

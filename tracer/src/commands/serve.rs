@@ -25,7 +25,7 @@ use crate::{
     },
     probes::{CommandId, FamilyId},
     runner::{self, Pipeline, Stop},
-    session::Parts,
+    session::{Decoders, Parts},
 };
 
 /// How often the kernel's seen/lost counters are copied into the metrics.
@@ -37,7 +37,10 @@ const MAX_REQUEST: usize = 8192;
 pub(crate) async fn run(config: ServeCommandConfig) -> anyhow::Result<()> {
     // Bound before anything is attached: a taken port leaves nothing behind.
     let listener = TcpListener::bind(config.metrics).await.with_context(|| format!("listening on {} (--metrics)", config.metrics))?;
-    let handle = metrics::install()?;
+    // The `node` label of every series: the name the API and the JSON events know it by.
+    let node = crate::pods::kube::node_name(config.watch.trace.pods.node_name.as_deref()).unwrap_or_default();
+    let handle = metrics::install(&node, config.series_idle)?;
+    metrics::set_build_info();
     let mut session = super::start_every_family(CommandId::Serve, &config.watch).await?;
     for p in &session.probes {
         metrics::set_probe_up(p.family.name(), p.result.is_ok());
@@ -48,12 +51,14 @@ pub(crate) async fn run(config: ServeCommandConfig) -> anyhow::Result<()> {
     tokio::spawn(serve_scrapes(listener, handle));
     eprintln!("tracer: serve: metrics on http://{addr}/metrics");
 
-    let mut sink = ServeSink { limits: Cardinality::new(config.max_series), json: (!config.quiet).then(|| JsonSink::new(io::stdout())) };
+    let limits = Cardinality::new(config.max_series, config.series_idle);
+    let mut sink = ServeSink { limits, json: (!config.quiet).then(|| JsonSink::new(io::stdout())) };
     let stop = Stop { duration: config.watch.trace.duration, count: None };
     let mut publisher = Publisher { counters, running, last: Instant::now() - COUNTS_EVERY };
-    let Parts { ring, pods, mut decoders, .. } = session.parts();
-    runner::run(ring, stop, &mut sink, pods, &mut WithCounts { inner: &mut decoders, publisher: &mut publisher }).await?;
-    publisher.publish();
+    let Parts { ring, pods, decoders } = session.parts();
+    let mut pipeline = WithCounts { inner: decoders, publisher: &mut publisher };
+    runner::run(ring, stop, &mut sink, pods, &mut pipeline).await?;
+    pipeline.publish();
     session.stop()?;
     Ok(())
 }
@@ -76,10 +81,18 @@ impl Publisher {
     }
 }
 
-/// The session's decoders, publishing the counters every [`COUNTS_EVERY`] on the way.
+/// The session's decoders, publishing the counters and the families' own metrics (read from
+/// their maps) every [`COUNTS_EVERY`] on the way.
 struct WithCounts<'a> {
-    inner: &'a mut dyn Pipeline,
+    inner: Decoders<'a>,
     publisher: &'a mut Publisher,
+}
+
+impl WithCounts<'_> {
+    fn publish(&mut self) {
+        self.publisher.publish();
+        self.inner.publish_metrics();
+    }
 }
 
 impl Pipeline for WithCounts<'_> {
@@ -89,7 +102,7 @@ impl Pipeline for WithCounts<'_> {
 
     fn tick(&mut self, now: i128) -> Vec<Event> {
         if self.publisher.last.elapsed() >= COUNTS_EVERY {
-            self.publisher.publish();
+            self.publish();
         }
         self.inner.tick(now)
     }

@@ -120,6 +120,15 @@ pub(crate) trait Family {
         Vec::new()
     }
 
+    /// Keeps its attachments current while tracing, with the loaded object: the MTU family
+    /// attaches its tc programs to devices that appeared and forgets those that went. Called
+    /// every runner tick, before `tick`.
+    fn maintain(&mut self, _ebpf: &mut Ebpf) {}
+
+    /// Sets the metrics it keeps from its own maps rather than from events (the drops family's
+    /// storm counts); `serve` calls it every second and once at stop.
+    fn publish_metrics(&mut self, _ebpf: &Ebpf) {}
+
     /// Reads what it reports at stop from the kernel, while the programs are still attached.
     fn before_detach(&mut self, _ebpf: &Ebpf) -> anyhow::Result<()> {
         Ok(())
@@ -248,21 +257,46 @@ impl CommandId {
     /// rest). `other_namespace`: it was told to attach inside another network namespace (`--iface
     /// NETNS:DEV`), which takes setns(2).
     pub(crate) fn needs(self, other_namespace: bool) -> Vec<Need> {
-        let mut needs: Vec<Need> = Vec::new();
-        for family in self.families() {
-            for need in family_needs(*family) {
-                if !needs.iter().any(|n| n.cap == need.cap) {
-                    needs.push(*need);
-                }
+        needs_of(self.families(), other_namespace)
+    }
+}
+
+/// The capabilities a session of `families` needs (see [`CommandId::needs`]): what `watch
+/// --probes drops,tcp` needs is what those two families need.
+pub(crate) fn needs_of(families: &[FamilyId], other_namespace: bool) -> Vec<Need> {
+    let mut needs: Vec<Need> = Vec::new();
+    for family in families {
+        for need in family_needs(*family) {
+            if !needs.iter().any(|n| n.cap == need.cap) {
+                needs.push(*need);
             }
         }
-        if other_namespace && needs.iter().any(|n| n.cap == features::NET_ADMIN.cap) {
-            needs.retain(|n| n.cap != features::SETNS_IFACE.cap);
-            needs.push(features::SETNS_IFACE);
-        }
-        needs.sort_by_key(|n| features::listing_rank(n.cap));
-        needs
     }
+    if other_namespace && needs.iter().any(|n| n.cap == features::NET_ADMIN.cap) {
+        needs.retain(|n| n.cap != features::SETNS_IFACE.cap);
+        needs.push(features::SETNS_IFACE);
+    }
+    needs.sort_by_key(|n| features::listing_rank(n.cap));
+    needs
+}
+
+/// `--probes NAME,...` of `watch`, `diagnose` and `serve`: the families named (by
+/// [`FamilyId::name`]), in the registry's order; none named means every one. An unknown name is
+/// bad input that lists the valid ones.
+pub(crate) fn parse_families(names: &[String]) -> Result<Vec<FamilyId>, crate::usage::UsageError> {
+    let valid = || FamilyId::ALL.map(FamilyId::name).join(", ");
+    let mut chosen = Vec::new();
+    for name in names.iter().map(|n| n.trim()) {
+        let id = FamilyId::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| crate::usage::UsageError(format!("--probes {name:?}: not a probe family; valid: {}", valid())))?;
+        chosen.push(id);
+    }
+    if names.is_empty() {
+        return Ok(FamilyId::ALL.to_vec());
+    }
+    Ok(FamilyId::ALL.into_iter().filter(|f| chosen.contains(f)).collect())
 }
 
 /// What each family's work needs, measured on 6.18 by running its command with one capability
@@ -407,9 +441,9 @@ pub(crate) fn describe_metrics(family: FamilyId) {
     }
 }
 
-/// The families `command` runs, with the user's options.
-pub(crate) fn families_of(command: CommandId, options: &FamilyOptions) -> Vec<Box<dyn Family>> {
-    command.families().iter().map(|id| new_family(*id, options)).collect()
+/// The families `ids`, with the user's options.
+pub(crate) fn families_of(ids: &[FamilyId], options: &FamilyOptions) -> Vec<Box<dyn Family>> {
+    ids.iter().map(|id| new_family(*id, options)).collect()
 }
 
 #[cfg(test)]
@@ -434,6 +468,16 @@ mod tests {
         assert!(CommandId::parse("pods").is_none(), "pods loads nothing");
         // Attaching in another namespace makes setns essential where the command attaches tc.
         assert!(CommandId::Serve.needs(true).iter().any(|n| n.cap == features::SETNS_IFACE.cap && n.essential));
+    }
+
+    #[test]
+    fn probes_are_chosen_by_family_name() {
+        let parse = |names: &[&str]| parse_families(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(parse(&[]).expect("every family"), FamilyId::ALL);
+        assert_eq!(parse(&["mtu", "drops", "mtu"]).expect("valid"), [FamilyId::Drops, FamilyId::Mtu], "the registry's order, once each");
+        let err = parse(&["drops", "arp"]).expect_err("arp is no family");
+        assert_eq!(err.0, "--probes \"arp\": not a probe family; valid: drops, tcp, nat, mtu");
+        assert_eq!(names(&needs_of(&[FamilyId::Drops, FamilyId::Tcp], false)), ["BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"]);
     }
 
     #[test]

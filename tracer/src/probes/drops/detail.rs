@@ -1,7 +1,7 @@
 //! What a drop event carries beyond the flow, and how it is written: its JSON fields, its table
 //! row, its timeline words and its metric.
 
-use std::io;
+use std::{collections::BTreeMap, io};
 
 use crate::{
     events::Event,
@@ -122,19 +122,33 @@ impl DropDetail {
         // The pod the drop concerns: where it happened, else either end.
         let pod = event.netns_pod.as_ref().or(event.dst_pod.as_ref()).or(event.src_pod.as_ref());
         let (ns, name) = split_pod(pod);
-        let v = limits.admit("tracer_drops_total", vec![self.reason.clone(), function(&self.location), ns, name]);
-        metrics::counter!("tracer_drops_total", "reason" => v[0].clone(), "function" => v[1].clone(), "namespace" => v[2].clone(), "pod" => v[3].clone())
-            .increment(1);
+        limits.increment(
+            "tracer_drops_total",
+            vec![("reason", self.reason.clone()), ("function", function(&self.location)), ("namespace", ns), ("pod", name)],
+        );
     }
 
-    /// The help of its metric.
+    /// The help of its metrics.
     pub(crate) fn describe_metrics() {
         metrics::describe_counter!("tracer_drops_total", "Packets the kernel dropped, by drop reason, kernel function and the pod it concerns");
+        metrics::describe_counter!(
+            "tracer_drops_undelivered_total",
+            "Drops the ring buffer had no room for (storm mode), counted in the kernel by drop reason and kernel function; not in tracer_drops_total"
+        );
+    }
+
+    /// Sets `tracer_drops_undelivered_total` to the kernel's storm counts, summed per (reason,
+    /// function). The reasons and functions of drops are few and fixed, and the kernel map holds
+    /// at most `STORM_ENTRIES` places, so these labels are bounded without a cap.
+    pub(crate) fn set_undelivered(totals: &BTreeMap<(String, String), u64>) {
+        for ((reason, function), count) in totals {
+            metrics::counter!("tracer_drops_undelivered_total", "reason" => reason.clone(), "function" => function.clone()).absolute(*count);
+        }
     }
 }
 
 /// The kernel function of `symbol+0xoff` (offsets would make a series per call site).
-fn function(location: &str) -> String {
+pub(crate) fn function(location: &str) -> String {
     location.split('+').next().unwrap_or(location).to_string()
 }
 

@@ -404,6 +404,14 @@ impl Family for Drops {
         Some(event)
     }
 
+    fn publish_metrics(&mut self, ebpf: &Ebpf) {
+        let Some(decoder) = &self.decoder else { return };
+        match storm::read(ebpf) {
+            Ok(counts) => detail::DropDetail::set_undelivered(&storm::by_reason_and_function(&counts, decoder)),
+            Err(err) => log::debug!("storm counts: {err:#}"),
+        }
+    }
+
     fn before_detach(&mut self, ebpf: &Ebpf) -> anyhow::Result<()> {
         if let Some(watch) = self.storm_watch.take() {
             watch.abort();

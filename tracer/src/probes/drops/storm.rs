@@ -3,7 +3,7 @@
 //! netns). A watcher says on stderr the moment that starts; at stop the counts are summed over
 //! CPUs and printed, so a storm still ends with exact numbers per reason and place.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
@@ -63,6 +63,23 @@ pub(crate) fn watch(counters: CounterReader) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The storm counts summed per (reason name, kernel function): the labels of
+/// `tracer_drops_undelivered_total`, as those of `tracer_drops_total` name them.
+pub(crate) fn by_reason_and_function(counts: &[StormCount], decoder: &Decoder) -> BTreeMap<(String, String), u64> {
+    let mut totals = BTreeMap::new();
+    for c in counts {
+        let reason = reason_name(c.key.reason, decoder);
+        let function = super::detail::function(&decoder.kallsyms.symbolize(c.key.location));
+        *totals.entry((reason, function)).or_default() += c.count;
+    }
+    totals
+}
+
+/// The name of drop reason `value`; NOT_SPECIFIED on kernels without reasons.
+fn reason_name(value: u32, decoder: &Decoder) -> String {
+    decoder.reasons.as_ref().map_or_else(|| "NOT_SPECIFIED".to_string(), |r| r.name(value))
+}
+
 /// The stop report: how many lost drops were counted, by reason, location and namespace, and
 /// any the map had no room for. Empty when nothing was lost.
 pub(crate) fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec<String> {
@@ -73,7 +90,7 @@ pub(crate) fn report(counts: &[StormCount], lost: u64, decoder: &Decoder) -> Vec
     let mut lines =
         vec![format!("tracer: drops: storm: {counted} of the {lost} drops not delivered were counted in the kernel, by reason and location:")];
     for c in counts.iter().take(SHOWN) {
-        let reason = decoder.reasons.as_ref().map_or_else(|| "NOT_SPECIFIED".to_string(), |r| r.name(c.key.reason));
+        let reason = reason_name(c.key.reason, decoder);
         let location = decoder.kallsyms.symbolize(c.key.location);
         let netns = if c.key.netns == 0 { String::new() } else { format!(" (netns {})", c.key.netns) };
         lines.push(format!("tracer: drops:   {:>10}  {reason} at {location}{netns}", c.count));
@@ -120,5 +137,19 @@ mod tests {
         let full = report(&counts, 130, &decoder());
         assert!(full.last().is_some_and(|l| l.contains("30  not counted by place")), "{full:?}");
         assert!(report(&[], 0, &decoder()).is_empty(), "no storm, no report");
+    }
+
+    #[test]
+    fn the_metric_sums_places_per_reason_and_function() {
+        let key = |location, netns| StormKey { location, reason: 3, netns };
+        let counts = vec![
+            StormCount { key: key(0xffff_ffff_8100_0010, 7), count: 90 },
+            StormCount { key: key(0xffff_ffff_8100_0020, 0), count: 10 },
+            StormCount { key: key(0xffff_ffff_8100_1004, 0), count: 5 },
+        ];
+        let totals = by_reason_and_function(&counts, &decoder());
+        let want: BTreeMap<(String, String), u64> =
+            [(("NO_SOCKET".into(), "__udp4_lib_rcv".into()), 100), (("NO_SOCKET".into(), "other".into()), 5)].into_iter().collect();
+        assert_eq!(totals, want, "two call sites and two namespaces of one function are one series");
     }
 }

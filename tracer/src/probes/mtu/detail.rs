@@ -140,8 +140,7 @@ impl MtuDetail {
     /// Counts it in `tracer_mtu_events_total`.
     pub(crate) fn observe(&self, event: &Event, limits: &mut Cardinality) {
         let (ns, name) = split_pod(event.src_pod.as_ref().or(event.dst_pod.as_ref()));
-        let v = limits.admit("tracer_mtu_events_total", vec![self.event.as_str().to_string(), ns, name]);
-        metrics::counter!("tracer_mtu_events_total", "event" => v[0].clone(), "namespace" => v[1].clone(), "pod" => v[2].clone()).increment(1);
+        limits.increment("tracer_mtu_events_total", vec![("event", self.event.as_str().to_string()), ("namespace", ns), ("pod", name)]);
     }
 
     /// The help of its metric.

@@ -7,6 +7,7 @@ pub(crate) mod choice;
 pub(crate) mod decode;
 pub(crate) mod detail;
 pub(crate) mod devices;
+pub(crate) mod follow;
 pub(crate) mod tc;
 
 use std::collections::BTreeMap;
@@ -152,7 +153,7 @@ pub(crate) fn describe(plan: &Plan) -> String {
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Attach tc programs to this device ([NETNS:]DEV; repeatable) instead of every veth and
-    /// tunnel device of tracer's own network namespace
+    /// tunnel device of tracer's own network namespace (also those created later)
     #[arg(long = "iface", value_name = "[NETNS:]DEV")]
     pub ifaces: Vec<String>,
     /// Where IPv4 frag-needed this node sends is seen: auto (the icmp_send tracepoint where the
@@ -195,11 +196,58 @@ pub(crate) struct Mtu {
     plan: Option<Plan>,
     tc: Option<tc::TcAttachments>,
     decoder: Option<decode::Decoder>,
+    /// Without --iface: the link events of tracer's namespace, whose new veths and tunnels get
+    /// the tc programs while tracing.
+    follow: Option<follow::LinkEvents>,
 }
 
 impl Mtu {
     pub(crate) fn new(options: Options) -> Self {
-        Mtu { options, alone: false, traced: Vec::new(), facts: Vec::new(), plan: None, tc: None, decoder: None }
+        Mtu { options, alone: false, traced: Vec::new(), facts: Vec::new(), plan: None, tc: None, decoder: None, follow: None }
+    }
+
+    /// Attaches to the veths and tunnels of tracer's namespace that appeared since the last
+    /// listing and forgets those that went (see [`follow`]); says each on stderr.
+    fn follow_devices(&mut self, ebpf: &mut Ebpf) {
+        let (Some(tc), Some(decoder)) = (self.tc.as_mut(), self.decoder.as_mut()) else { return };
+        let listed = match devices::list(&crate::kernel::netns::Netns::OWN) {
+            Ok(listed) => listed,
+            Err(err) => {
+                log::warn!("mtu: listing devices after a link event: {err}");
+                return;
+            }
+        };
+        let attached: Vec<u32> = tc.devices.iter().filter(|a| a.device.netns.path.is_none()).map(|a| a.device.ifindex).collect();
+        let (new, gone) = follow::changes(&attached, &listed);
+        for ifindex in gone {
+            if let Some(name) = tc.forget(ifindex) {
+                decoder.tc_devices.retain(|d| d.ifindex != ifindex);
+                eprintln!("tracer: mtu: device {name} is gone (tc programs with it)");
+            }
+        }
+        for device in &listed {
+            if let Some(d) = decoder.tc_devices.iter_mut().find(|d| d.ifindex == device.ifindex && d.name != device.name) {
+                d.name.clone_from(&device.name);
+                tc.rename(device.ifindex, &device.name);
+            }
+        }
+        for device in new {
+            match tc.add(ebpf, &device) {
+                Ok(a) => {
+                    decoder.tc_devices.push(decode::TcDevice {
+                        ifindex: device.ifindex,
+                        name: device.name.clone(),
+                        netns: a.netns_inode,
+                        mtu: device.mtu,
+                    });
+                    eprintln!("tracer: mtu: tc on new device {} {} ({})", device.name, device.mtu, device.driver);
+                }
+                // Gone again before it could be attached to (a CNI's short-lived device): nothing to say.
+                Err(_) if !listed_again(&device) => {}
+                Err(err) => log::warn!("mtu: tc on new device {}: {err:#}", device.name),
+            }
+        }
+        self.facts = listed;
     }
 
     /// Every device of the namespaces it looked at (for `diagnose`'s MTU facts).
@@ -218,6 +266,17 @@ impl Family for Mtu {
     }
 
     fn prepare(&mut self) -> anyhow::Result<()> {
+        // Subscribed before the devices are listed, so a device that appears in between is
+        // seen by the first listing or by an event.
+        if self.options.ifaces.is_empty() {
+            self.follow = match follow::LinkEvents::open() {
+                Ok(events) => Some(events),
+                Err(err) => {
+                    log::warn!("mtu: {err}; devices created after start are not traced");
+                    None
+                }
+            };
+        }
         // A few syscalls: a wrong --iface is bad input, refused before BTF is even read.
         (self.traced, self.facts) = choice::choose_devices(&self.options.ifaces)?;
         Ok(())
@@ -293,8 +352,15 @@ impl Family for Mtu {
         self.decoder.as_ref()?.decode(bytes)
     }
 
+    fn maintain(&mut self, ebpf: &mut Ebpf) {
+        if self.follow.as_mut().is_some_and(|f| f.due(std::time::Instant::now())) {
+            self.follow_devices(ebpf);
+        }
+    }
+
     fn detach(&mut self) {
         // tc first, inside each device's namespace; the tracepoints go with the object.
+        self.follow = None;
         self.tc = None;
     }
 
@@ -321,6 +387,13 @@ impl Family for Mtu {
         }
         row
     }
+}
+
+/// Whether `device` (of tracer's namespace) still exists under its name.
+fn listed_again(device: &DeviceFacts) -> bool {
+    let Ok(name) = std::ffi::CString::new(device.name.as_str()) else { return false };
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 #[cfg(test)]

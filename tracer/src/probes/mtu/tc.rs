@@ -47,10 +47,19 @@ pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result
         prog.load().with_context(|| format!("loading {name}"))?;
     }
     for device in devices {
+        out.add(ebpf, device)?;
+    }
+    Ok(out)
+}
+
+impl TcAttachments {
+    /// Attaches the classifiers (loaded by [`attach`]) at ingress and egress of `device`, inside
+    /// its namespace.
+    pub(crate) fn add(&mut self, ebpf: &mut Ebpf, device: &DeviceFacts) -> anyhow::Result<&Attached> {
         let netns_inode = device.netns.inode()?;
         let _inside = device.netns.enter()?;
         let mut attached = Attached { device: device.clone(), netns_inode, links: Vec::new(), clsact_added: false };
-        if !out.tcx {
+        if !self.tcx {
             match tc::qdisc_add_clsact(&device.name) {
                 Ok(()) => attached.clsact_added = true,
                 // EEXIST: someone's clsact is there already (Cilium's, say): share it, leave it.
@@ -59,15 +68,34 @@ pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result
             }
         }
         // Pushed before attaching, so a failure below still removes the qdisc.
-        out.devices.push(attached);
-        let Some(attached) = out.devices.last_mut() else { continue };
+        self.devices.push(attached);
+        let attached = self.devices.last_mut().context("just pushed")?;
         for (name, at) in [(PROG_INGRESS, TcAttachType::Ingress), (PROG_EGRESS, TcAttachType::Egress)] {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             let id = prog.attach(&device.name, at).with_context(|| format!("attaching {name} to {}", describe(device)))?;
             attached.links.push(prog.take_link(id)?);
         }
+        Ok(attached)
     }
-    Ok(out)
+
+    /// Renames the device of tracer's own namespace with `ifindex` (a rename keeps the links,
+    /// and its qdisc is removed by its new name).
+    pub(crate) fn rename(&mut self, ifindex: u32, name: &str) {
+        for a in self.devices.iter_mut().filter(|a| a.device.netns.path.is_none() && a.device.ifindex == ifindex) {
+            a.device.name = name.to_string();
+        }
+    }
+
+    /// Forgets the device of tracer's own namespace with `ifindex`, which is gone; its name.
+    /// The links go with the device (a TCX link's fd is closed, a netlink filter's delete fails
+    /// quietly), and so does a clsact qdisc tracer added. A device moved into another namespace
+    /// (a CNI's pod end) keeps a clsact qdisc and filter there on kernels without TCX.
+    pub(crate) fn forget(&mut self, ifindex: u32) -> Option<String> {
+        let i = self.devices.iter().position(|a| a.device.netns.path.is_none() && a.device.ifindex == ifindex)?;
+        let gone = self.devices.remove(i);
+        drop(gone.links);
+        Some(gone.device.name)
+    }
 }
 
 fn describe(device: &DeviceFacts) -> String {

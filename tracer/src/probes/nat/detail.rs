@@ -140,15 +140,15 @@ impl NatDetail {
             return;
         }
         let (ns, name) = split_pod(event.src_pod.as_ref());
-        let v = limits.admit(
+        limits.increment(
             "tracer_nat_no_reply_total",
-            vec![ns, name, self.service.clone().unwrap_or_default(), self.backend_pod.clone().unwrap_or_default()],
+            vec![
+                ("namespace", ns),
+                ("pod", name),
+                ("service", self.service.clone().unwrap_or_default()),
+                ("backend_pod", self.backend_pod.clone().unwrap_or_default()),
+            ],
         );
-        metrics::counter!(
-            "tracer_nat_no_reply_total",
-            "namespace" => v[0].clone(), "pod" => v[1].clone(), "service" => v[2].clone(), "backend_pod" => v[3].clone()
-        )
-        .increment(1);
     }
 
     /// The help of its metric.

@@ -141,16 +141,14 @@ impl TcpDetail {
                     event.src_pod.as_ref().or(event.dst_pod.as_ref())
                 };
                 let (ns, name) = split_pod(pod);
-                let v = limits.admit("tracer_resets_total", vec![self.direction.map_or("", ResetDirection::as_str).to_string(), ns, name]);
-                metrics::counter!("tracer_resets_total", "direction" => v[0].clone(), "namespace" => v[1].clone(), "pod" => v[2].clone())
-                    .increment(1);
+                let direction = self.direction.map_or("", ResetDirection::as_str).to_string();
+                limits.increment("tracer_resets_total", vec![("direction", direction), ("namespace", ns), ("pod", name)]);
                 return;
             }
         };
         // A socket's flow starts at its own end.
         let (ns, name) = split_pod(event.src_pod.as_ref());
-        let v = limits.admit(metric, vec![ns, name]);
-        metrics::counter!(metric, "namespace" => v[0].clone(), "pod" => v[1].clone()).increment(1);
+        limits.increment(metric, vec![("namespace", ns), ("pod", name)]);
     }
 
     /// The help of its metrics.
