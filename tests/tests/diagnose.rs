@@ -770,6 +770,23 @@ fn dns_queries_without_answers_are_dns_no_reply() {
     assert_eq!(ev_u64(g, "queries"), 2, "{g:#}");
     assert!(ev_u64(g, "drops") >= 2, "{g:#}");
     assert_eq!(g["evidence"]["server"], ep(&direct.ip, 53).as_str(), "{g:#}");
+    // One problem, one finding: the rule's drops of DNS queries are told here, with the rule
+    // and where it dropped them, not also as netfilter-drop.
+    d.assert_absent("netfilter-drop");
+    assert!(
+        g["evidence"]["rules"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r.as_str().is_some_and(|r| r.contains("--dport 53") && r.contains("DROP")))),
+        "the rule that dropped the queries: {g:#}"
+    );
+    assert!(g["evidence"]["dropped_in"].as_array().is_some_and(|a| a.len() == 1), "{g:#}");
+    // The evidence a person can check: the first and last event's times, and examples.
+    for finding in [f, g] {
+        assert!(finding["first"].as_str().is_some_and(|t| t <= finding["last"].as_str().unwrap_or("")), "{finding:#}");
+        let examples = finding["examples"].as_array().expect("examples");
+        assert!((1..=3).contains(&examples.len()), "{finding:#}");
+        assert!(examples.iter().all(|e| e["ts"].is_string() && e["kind"].is_string()), "examples are events: {finding:#}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1209,4 +1226,107 @@ fn watch_by_flow_joins_a_service_connection_across_nat() {
             assert!(!evs.iter().any(|e| e["src"] == ep(&c.ip, 42511).as_str() || e["dst"] == ep(&c.ip, 42511).as_str()), "split story: {s:#}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routine traffic is not a finding (issue 20)
+// ---------------------------------------------------------------------------------------------
+
+/// A server that streams to every client until the client goes away: data keeps arriving after
+/// a client's abort. Bounded by `life` seconds; prints `listening` first.
+const STREAM_SERVER: &str = r#"
+import socket, sys, threading, time
+ip, port, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((ip, port))
+l.listen(64)
+l.settimeout(0.5)
+end = time.time() + life
+def serve(c):
+    c.settimeout(2)
+    try:
+        while time.time() < end:
+            c.send(b"x" * 16384)
+    except OSError:
+        pass
+    c.close()
+print("listening", flush=True)
+while time.time() < end:
+    try:
+        c, _ = l.accept()
+    except socket.timeout:
+        continue
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// HTTP-client style aborts: connect from each source port, read a little of the stream, close
+/// with SO_LINGER 0 (a RST, while the server's data is still in flight). Prints `SPORT ok`.
+const ABORTING_CLIENT: &str = r#"
+import socket, struct, sys
+src, dst, dport = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for sport in [int(p) for p in sys.argv[4:]]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(2)
+    s.connect((dst, dport))
+    # Read while the server streams, so its window is open and segments are in flight at the
+    # abort.
+    got = 0
+    while got < 1048576:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += len(d)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    print("%d ok" % sport, flush=True)
+"#;
+
+/// Clients that abort with RST while the server still sends (what HTTP clients do): the
+/// server's segments in flight then find no socket at the client's port. That is routine, not a
+/// missing server: no no-listener (and no error at all); the late segments are at most an info.
+/// The server listens on 8080 and the client ports are below the ephemeral range, so only the
+/// events of the run (the client socket's own reset) can tell them from SYNs.
+#[test]
+fn clients_aborting_with_rst_are_not_no_listener() {
+    let test = "clients_aborting_with_rst_are_not_no_listener";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    let _server = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", STREAM_SERVER, &lab.b_ip, "8080", "30"], "listening", "stream server");
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    // How often a segment is still in flight at the abort is a race (4 of 8 aborts under
+    // `drops` alone on this machine, often none of 32 under `diagnose`): runs until one saw it.
+    let sports: Vec<String> = (21001..21033).map(|p: u16| p.to_string()).collect();
+    let mut late_seen = 0;
+    for round in 1..=4 {
+        let mut out = String::new();
+        let Some(d) = diagnose(test, &args, || {
+            let mut argv = vec!["python3", "-c", ABORTING_CLIENT, &lab.a_ip, &lab.b_ip, "8080"];
+            argv.extend(sports.iter().map(String::as_str));
+            out = String::from_utf8_lossy(&lab.a.exec_timeout(&argv, Duration::from_secs(4)).stdout).into_owned();
+            // Let the server's last segments arrive while the run still traces.
+            std::thread::sleep(Duration::from_millis(500));
+        }) else {
+            return;
+        };
+        assert_eq!(out.lines().filter(|l| l.ends_with(" ok")).count(), sports.len(), "lab: every client connected and aborted: {out}");
+        d.assert_absent("no-listener");
+        d.assert_no_severity("error");
+        let late = d.of("late-reply");
+        assert!(late.len() <= 1, "the server's late segments, told once:\n{}", d.dump());
+        if let Some(l) = late.first() {
+            assert_eq!(l["severity"], "info", "{l:#}");
+            assert!(ev_u64(l, "after_connection") >= 1, "told by the client's own reset: {l:#}");
+            late_seen += 1;
+            eprintln!("{test}: round {round}: late segments seen and told as info");
+            break;
+        }
+    }
+    assert!(late_seen > 0, "{test}: no run saw a segment arrive after an abort: the test proved nothing");
 }
