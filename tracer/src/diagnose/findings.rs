@@ -607,6 +607,12 @@ fn sockets_seen(events: &[Event], conns: &Connections) -> HashMap<(ConnKey, End)
     seen
 }
 
+/// How long after a late packet its socket's own reset may be traced: `tcp_disconnect` unhashes
+/// the socket (`tcp_set_state(CLOSE)`) before `tcp_send_active_reset`, and a segment handled on
+/// another CPU in between finds no socket first (without this the busy-node lab raised
+/// no-listener for such segments).
+const CLOSE_RACE_NS: i128 = 1_000_000_000;
+
 /// Why a packet that found no socket is routine, or None when it is a missing server.
 fn late_packet(e: &Event, conns: &Connections, sockets: &HashMap<(ConnKey, End), i128>, facts: &mut dyn Facts) -> Option<&'static str> {
     // The drop event carries no TCP flags (tracer-common's RawFlow has none), so a SYN is told
@@ -615,7 +621,7 @@ fn late_packet(e: &Event, conns: &Connections, sockets: &HashMap<(ConnKey, End),
     // finds no socket ever seen at its destination (the client's own events are at the other
     // end).
     if let (Some((key, _)), Some(dst)) = (conns.of(e), e.flow.dst)
-        && sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns)
+        && sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS)
     {
         return Some("connection");
     }
@@ -1416,6 +1422,20 @@ mod tests {
         assert_eq!(codes(&f), ["late-reply"], "{f:#?}");
         assert_eq!(f[0].severity, Severity::Info);
         assert_eq!(f[0].evidence["after_connection"], 2);
+    }
+
+    #[test]
+    fn a_segment_that_races_the_aborting_clients_own_reset_is_not_no_listener() {
+        // The socket is unhashed before its reset goes out: the late segment's drop (and its
+        // answer) can come first.
+        let client = flow("10.0.0.1", 40100, "10.0.0.2", 8080, 6);
+        let late = flow("10.0.0.2", 8080, "10.0.0.1", 40100, 6);
+        let events = vec![
+            reset(client.clone(), Some("CLOSE"), ResetDirection::Sent, 10),
+            drop_event(late, "NO_SOCKET", 9, 11),
+            reset(client, Some("CLOSE"), ResetDirection::Sent, 50_000),
+        ];
+        assert_eq!(codes(&run(&events, &mut FakeFacts::default())), ["late-reply"]);
     }
 
     #[test]
