@@ -1435,3 +1435,58 @@ fn busy_healthy_node_has_no_error_finding() {
     }
     eprintln!("{test}: error findings per run: {errors_per_run:?}");
 }
+
+/// A UDP server that answers each datagram `delay` seconds late (a DNS server under load),
+/// for at most `life` seconds; prints `listening` first.
+const SLOW_UDP_SERVER: &str = r#"
+import socket, sys, threading, time
+ip, port, delay, life = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((ip, port))
+s.settimeout(0.5)
+print("listening", flush=True)
+end = time.time() + life
+while time.time() < end:
+    try:
+        d, peer = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    threading.Timer(delay, s.sendto, args=(d, peer)).start()
+"#;
+
+/// DNS answers that come after the client gave up (its socket closed) find no socket at the
+/// client's port: late replies (info), not a missing server and no lost query. The client's
+/// ports are in the ephemeral range and the server's is not; nothing else of the client's
+/// socket is traced (no NAT, no TCP), so the port range is what tells.
+#[test]
+fn late_udp_answers_to_a_client_port_are_late_replies() {
+    let test = "late_udp_answers_to_a_client_port_are_late_replies";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    let _server =
+        Announced::start(|a| lab.b.spawn(a), &["python3", "-c", SLOW_UDP_SERVER, &lab.b_ip, "5353", "0.6", "30"], "listening", "slow UDP server");
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    let sports = [40101u16, 40102, 40103];
+    let mut results = Vec::new();
+    let Some(d) = diagnose(test, &args, || {
+        results = query_each(|a, t| lab.a.exec_timeout(a, t), &lab.a_ip, &lab.b_ip, 5353, 0.3, &sports);
+        // The last answer comes 0.3 s after the last query gave up.
+        std::thread::sleep(Duration::from_millis(800));
+    }) else {
+        return;
+    };
+    assert_eq!(results, vec!["timeout"; 3], "lab: every answer comes after the client gave up");
+    d.assert_absent("no-listener");
+    d.assert_no_severity("error");
+    let late = d.of("late-reply");
+    assert_eq!(late.len(), 1, "the late answers, told once:\n{}", d.dump());
+    assert_eq!(late[0]["severity"], "info", "{:#}", late[0]);
+    assert_eq!(ev_u64(late[0], "drops"), 3, "one per answer: {:#}", late[0]);
+    assert_eq!(ev_u64(late[0], "to_client_port"), 3, "told by the port range: {:#}", late[0]);
+    let flows: Vec<String> = sports.iter().map(|p| flow(&ep(&lab.b_ip, 5353), &ep(&lab.a_ip, *p))).collect();
+    assert_finding(late[0], "info", &[], &flows);
+}
