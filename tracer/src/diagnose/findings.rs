@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use super::flows::{ConnKey, Connections, flow_label};
+use super::flows::{ConnKey, Connections, End, flow_label};
 use crate::{
     events::{Detail, Event},
     probes::{
@@ -46,6 +46,52 @@ pub(crate) struct Finding {
     pub pods: BTreeSet<String>,
     pub flows: BTreeSet<String>,
     pub evidence: Map<String, Value>,
+    /// When its events happened and a few of them, for a person to check the finding against.
+    pub seen: Seen,
+}
+
+/// The time of a finding's first and last event and up to [`MAX_EXAMPLES`] of its events as
+/// the CONTRACT's JSON objects (`first`, `last`, `examples` of the report).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen {
+    pub first: Option<i128>,
+    pub last: Option<i128>,
+    pub examples: Vec<Value>,
+}
+
+/// Example events per finding.
+const MAX_EXAMPLES: usize = 3;
+
+impl Seen {
+    /// The span of `events` and examples of them: the first event of each kind and namespace
+    /// (a NAT `no_reply` and the backend's drop say more together than two drops), then the
+    /// earliest others, in time order.
+    fn of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut sorted: Vec<&Event> = events.into_iter().collect();
+        sorted.sort_by_key(|e| e.ts_unix_ns);
+        let mut picked: Vec<usize> = Vec::new();
+        let mut kinds = HashSet::new();
+        for (i, e) in sorted.iter().enumerate() {
+            if picked.len() < MAX_EXAMPLES && kinds.insert((e.detail.kind(), e.netns)) {
+                picked.push(i);
+            }
+        }
+        for i in 0..sorted.len() {
+            if picked.len() >= MAX_EXAMPLES {
+                break;
+            }
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        picked.sort_unstable();
+        let examples = picked
+            .into_iter()
+            .filter_map(|i| crate::output::json::to_json(sorted[i]).ok())
+            .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .collect();
+        Self { first: sorted.first().map(|e| e.ts_unix_ns), last: sorted.last().map(|e| e.ts_unix_ns), examples }
+    }
 }
 
 /// What the rules may ask of the machine, at the end of the run.
@@ -93,16 +139,16 @@ const SOCKET_BUFFER_REASONS: &[&str] = &["SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PR
 pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
     let conns = Connections::learn(events);
     let mut out = Vec::new();
-    netfilter_drops(events, facts, &mut out);
+    netfilter_drops(events, &conns, facts, &mut out);
     conntrack_drops(events, facts, &mut out);
     route_drops(events, facts, &mut out);
     rp_filter_drops(events, facts, &mut out);
     neighbor_drops(events, facts, &mut out);
-    no_listener(events, &mut out);
+    no_listener(events, &conns, facts, &mut out);
     mtu_blackholes(events, &conns, &mut out);
     nat_no_reply(events, info, &mut out);
     service_not_translated(events, facts, &mut out);
-    dns_no_reply(events, info.reply_timeout, &mut out);
+    dns_no_reply(events, &conns, info.reply_timeout, facts, &mut out);
     socket_buffer_drops(events, facts, &mut out);
     // Last: only flows that no finding above explains.
     retransmit_storms(events, &conns, &mut out);
@@ -117,6 +163,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
             pods: BTreeSet::new(),
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 0, "lost": info.lost, "beyond_limit": info.beyond_limit})),
+            seen: Seen::default(),
         });
     }
     for (devices, what) in &info.mtu_mismatches {
@@ -129,6 +176,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
             pods: BTreeSet::new(),
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 0, "devices": devices})),
+            seen: Seen::default(),
         });
     }
     for (probe, why) in &info.missing_probes {
@@ -139,6 +187,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
             pods: BTreeSet::new(),
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 0, "probe": probe, "reason": why})),
+            seen: Seen::default(),
         });
     }
     out.sort_by(|a, b| a.severity.cmp(&b.severity).then(events_of(b).cmp(&events_of(a))).then(a.code.cmp(b.code)));
@@ -158,9 +207,11 @@ fn obj(v: Value) -> Map<String, Value> {
 
 /// Pods and flows of a set of events, flows capped at [`MAX_FLOWS`] (the total goes into the
 /// evidence when it is larger).
-fn pods_and_flows<'a>(events: impl IntoIterator<Item = &'a Event>, evidence: &mut Map<String, Value>) -> (BTreeSet<String>, BTreeSet<String>) {
+fn pods_and_flows<'a>(events: impl IntoIterator<Item = &'a Event>, evidence: &mut Map<String, Value>) -> (BTreeSet<String>, BTreeSet<String>, Seen) {
     let mut pods = BTreeSet::new();
     let mut flows = BTreeSet::new();
+    let events: Vec<&Event> = events.into_iter().collect();
+    let seen = Seen::of(events.iter().copied());
     for e in events {
         pods.extend(e.src_pod.iter().cloned());
         pods.extend(e.dst_pod.iter().cloned());
@@ -177,7 +228,7 @@ fn pods_and_flows<'a>(events: impl IntoIterator<Item = &'a Event>, evidence: &mu
         evidence.insert("flows_total".into(), json!(flows.len()));
         flows = flows.into_iter().take(MAX_FLOWS).collect();
     }
-    (pods, flows)
+    (pods, flows, seen)
 }
 
 fn drop_of(e: &Event) -> Option<&DropDetail> {
@@ -248,12 +299,13 @@ fn is_too_big_error(e: &Event) -> bool {
     matches!((e.flow.l4_proto, e.flow.icmp), (Some(1), Some((3, 4))) | (Some(58), Some((2, _))))
 }
 
-fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn netfilter_drops(events: &[Event], conns: &Connections, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     // Too-big errors the MTU probe saw dropped are told as part of mtu-blackhole, with the
     // flow they were about (the drop's own flow is router -> sender, ICMP).
     let mtu_told: HashSet<Option<u32>> =
         events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == MtuEventKind::FragNeededDropped)).map(|e| e.netns).collect();
-    let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)));
+    // Dropped DNS queries are dns-no-reply's, which names the rule too: one problem, one finding.
+    let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)) && dns_query_drop(e, conns).is_none());
     for ((netns, ..), group) in group_drops(kept, |d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
         let mut evidence = obj(json!({
             "events": group.len(),
@@ -273,7 +325,7 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
             (Some(58), Some((t, _))) => (1..=4).contains(&t),
             _ => false,
         });
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let mut summary = format!(
             "a netfilter rule in {} dropped {}: look for a DROP or REJECT rule there (iptables-save -c / nft list ruleset in that namespace)",
             netns_words(netns, &group, facts),
@@ -288,7 +340,7 @@ fn netfilter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
         if icmp_error {
             summary.push_str("; these are ICMP errors, which path MTU discovery and connection errors depend on");
         }
-        out.push(Finding { code: "netfilter-drop", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "netfilter-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -329,7 +381,7 @@ fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
         let mut evidence = obj(json!({
             "events": group.len(), "drops": group.len(), "cause": cause, "entries": entries, "max": max, "netns": netns,
         }));
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let where_ = netns_words(netns, &group, facts);
         let summary = match cause {
             "table_full" => format!(
@@ -349,7 +401,7 @@ fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
                 group.len()
             ),
         };
-        out.push(Finding { code: "conntrack-drop", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "conntrack-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -381,13 +433,30 @@ fn forwarding(facts: &mut dyn Facts, netns: u32, dev: Option<&str>, v6: bool) ->
     (on, sysctls)
 }
 
+/// Packets every interface sends by itself, that no route or forwarding switch is meant to
+/// carry: multicast and broadcast destinations (IPv6 DAD to solicited-node `ff02::1:ffXX:XXXX`,
+/// router solicitations to `ff02::2`, MLD reports to `ff02::16`, IPv4 link-local multicast
+/// `224.0.0.0/24` such as IGMP), IPv6 link-local ends (`fe80::/10`: ND and RS come from them),
+/// and an unspecified source (`0.0.0.0`, `::`: DAD and DHCP before an address exists). A
+/// namespace that does not forward, has no default route or filters reverse paths frees them at
+/// each interface start; that is no broken route. IPv4 link-local unicast (169.254/16) stays:
+/// metadata services live there and a missing route to one is real.
+fn interface_chatter(e: &Event) -> bool {
+    let routine_dst = |a: IpAddr| match a {
+        IpAddr::V4(v) => v.is_multicast() || v.is_broadcast(),
+        IpAddr::V6(v) => v.is_multicast() || v.is_unicast_link_local(),
+    };
+    let routine_src = |a: IpAddr| a.is_unspecified() || matches!(a, IpAddr::V6(v) if v.is_unicast_link_local());
+    e.flow.dst.is_some_and(routine_dst) || e.flow.src.is_some_and(routine_src)
+}
+
 fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     // Per namespace, incoming device and family: forwarding is switched per device.
     type Key = (Option<u32>, Option<String>, bool);
     let mut groups: BTreeMap<Key, Vec<&Event>> = BTreeMap::new();
     for e in events {
         // Traffic to a Service address that nothing translated is service-not-translated's.
-        if drop_of(e).is_some_and(|d| ROUTE_REASONS.contains(&d.reason.as_str())) && service_address(e, facts).is_none() {
+        if drop_of(e).is_some_and(|d| ROUTE_REASONS.contains(&d.reason.as_str())) && service_address(e, facts).is_none() && !interface_chatter(e) {
             let v6 = matches!(e.flow.dst, Some(IpAddr::V6(_)));
             groups.entry((e.netns, e.ifname.clone(), v6)).or_default().push(e);
         }
@@ -402,7 +471,7 @@ fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) 
             "events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns,
             "device": dev, "sysctls": sysctls,
         }));
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let where_ = netns_words(netns, &group, facts);
         let traffic = traffic_words(&group);
         let finding = if forwards == Some(false) {
@@ -417,6 +486,7 @@ fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) 
                 pods,
                 flows,
                 evidence,
+                seen: seen.clone(),
             }
         } else {
             Finding {
@@ -429,6 +499,7 @@ fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) 
                 pods,
                 flows,
                 evidence,
+                seen: seen.clone(),
             }
         };
         out.push(finding);
@@ -438,7 +509,7 @@ fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) 
 fn rp_filter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
     for e in events {
-        if drop_of(e).is_some_and(|d| d.reason == "IP_RPFILTER") {
+        if drop_of(e).is_some_and(|d| d.reason == "IP_RPFILTER") && !interface_chatter(e) {
             groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
         }
     }
@@ -454,14 +525,14 @@ fn rp_filter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
             }
         }
         let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "netns": netns, "device": dev, "sysctls": sysctls}));
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let summary = format!(
             "reverse-path filtering in {} dropped {}{}: the route back to the source leaves by another device; fix the routing or set rp_filter to 2 (loose) on that device",
             netns_words(netns, &group, facts),
             traffic_words(&group),
             dev.as_deref().map(|d| format!(" arriving on {d}")).unwrap_or_default()
         );
-        out.push(Finding { code: "rp-filter-drop", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "rp-filter-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -475,7 +546,7 @@ fn neighbor_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding
     for ((netns, dev), group) in groups {
         let reasons = distinct(&group, |d| d.reason.clone());
         let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns, "device": dev}));
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let targets: BTreeSet<String> = group.iter().filter_map(|e| e.flow.dst.map(|a| a.to_string())).collect();
         let summary = format!(
             "{} could not resolve the link-layer address (ARP/ND got no answer) of {}{}: {} dropped; the host is down, not on that link, or an address overlaps another network",
@@ -484,22 +555,106 @@ fn neighbor_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding
             dev.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
             traffic_words(&group)
         );
-        out.push(Finding { code: "neighbor-failed", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "neighbor-failed", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
 
-fn no_listener(events: &[Event], out: &mut Vec<Finding>) {
+/// The ephemeral port range of `netns` (`net.ipv4.ip_local_port_range`, which IPv6 sockets use
+/// too): the ports the kernel gives clients.
+fn client_ports(facts: &mut dyn Facts, netns: Option<u32>) -> Option<(u16, u16)> {
+    let text = facts.sysctl(netns?, "net.ipv4.ip_local_port_range")?;
+    let mut words = text.split_whitespace().map(|w| w.parse::<u16>().ok());
+    Some((words.next()??, words.next()??))
+}
+
+/// A packet that found no socket.
+fn is_no_socket(e: &Event) -> bool {
+    drop_of(e).is_some_and(|d| d.reason == "NO_SOCKET")
+}
+
+/// Where each connection had a socket, and since when: (connection, end) -> the first event of
+/// the run showing a socket at that end. A socket's retransmit, failed connect or reset has
+/// the socket's end as its source; a NAT event shows the client end (`orig_src`) sent the first
+/// packet; a drop other than NO_SOCKET shows its source sent it. A reset sent for a segment to
+/// a closed port comes from no socket: the kernel sends it (`tcp_v4_send_reset`, the
+/// `tcp_send_reset` tracepoint with no socket) just before it frees that segment with
+/// NO_SOCKET (`tcp_v4_rcv`), so a reset whose next event of the connection is such a drop is
+/// that answer and shows nothing. A socket's own reset (`tcp_send_active_reset`: SO_LINGER 0,
+/// close with unread data; traced from 6.10) stands alone or is followed by the answer's.
+fn sockets_seen(events: &[Event], conns: &Connections) -> HashMap<(ConnKey, End), i128> {
+    let mut by_conn: HashMap<ConnKey, Vec<&Event>> = HashMap::new();
+    for e in events {
+        if let Some((key, _)) = conns.of(e) {
+            by_conn.entry(key).or_default().push(e);
+        }
+    }
+    let mut seen: HashMap<(ConnKey, End), i128> = HashMap::new();
+    for (key, mut list) in by_conn {
+        list.sort_by_key(|e| e.ts_unix_ns);
+        for (i, e) in list.iter().enumerate() {
+            let src = e.flow.src.map(|ip| (ip, e.flow.sport));
+            let end = match &e.detail {
+                Detail::Reset(t) if t.direction == Some(ResetDirection::Sent) && list.get(i + 1).is_some_and(|next| is_no_socket(next)) => None,
+                Detail::Drop(_) if is_no_socket(e) => None,
+                Detail::Nat(n) => n.orig_src.as_deref().and_then(super::flows::parse_end),
+                _ => src,
+            };
+            if let Some(end) = end {
+                seen.entry((key.clone(), end)).or_insert(e.ts_unix_ns);
+            }
+        }
+    }
+    seen
+}
+
+/// How long after a late packet its socket's own reset may be traced: `tcp_disconnect` unhashes
+/// the socket (`tcp_set_state(CLOSE)`) before `tcp_send_active_reset`, and a segment handled on
+/// another CPU in between finds no socket first (without this the busy-node lab raised
+/// no-listener for such segments).
+const CLOSE_RACE_NS: i128 = 1_000_000_000;
+
+/// Why a packet that found no socket is routine, or None when it is a missing server.
+fn late_packet(e: &Event, conns: &Connections, sockets: &HashMap<(ConnKey, End), i128>, facts: &mut dyn Facts) -> Option<&'static str> {
+    // The drop event carries no TCP flags (tracer-common's RawFlow has none), so a SYN is told
+    // from a late segment by what else the run saw of the connection: a socket at the very end
+    // the packet was sent to, before it came, has closed since. A SYN to a closed server port
+    // finds no socket ever seen at its destination (the client's own events are at the other
+    // end).
+    if let (Some((key, _)), Some(dst)) = (conns.of(e), e.flow.dst)
+        && sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS)
+    {
+        return Some("connection");
+    }
+    // A packet from a port outside the ephemeral range to one inside it is a server's reply to
+    // a client port (servers listen below it, the kernel picks client ports in it), even when
+    // the run did not see the client's socket (it gave up before the run, or the kernel does not
+    // trace its reset).
+    let (lo, hi) = client_ports(facts, e.netns)?;
+    let client = |p: Option<u16>| p.is_some_and(|p| (lo..=hi).contains(&p));
+    (client(e.flow.dport) && !client(e.flow.sport)).then_some("client_port")
+}
+
+fn no_listener(events: &[Event], conns: &Connections, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let sockets = sockets_seen(events, conns);
     // Per (destination address, protocol, port) nothing listens on.
     #[expect(clippy::type_complexity, reason = "a local tally: (events, drops, resets) per destination")]
     let mut groups: BTreeMap<(IpAddr, Option<u8>, Option<u16>), (Vec<&Event>, u64, u64)> = BTreeMap::new();
+    // Late packets per (client address, protocol): why each was judged late, counted.
+    #[expect(clippy::type_complexity, reason = "a local tally: (events, count per why) per client address")]
+    let mut late: BTreeMap<(IpAddr, Option<u8>), (Vec<&Event>, BTreeMap<&'static str, u64>)> = BTreeMap::new();
     for e in events {
         match &e.detail {
             Detail::Drop(d) if d.reason == "NO_SOCKET" => {
-                if let Some(dst) = e.flow.dst {
-                    let g = groups.entry((dst, e.flow.l4_proto, e.flow.dport)).or_default();
+                let Some(dst) = e.flow.dst else { continue };
+                if let Some(why) = late_packet(e, conns, &sockets, facts) {
+                    let g = late.entry((dst, e.flow.l4_proto)).or_default();
                     g.0.push(e);
-                    g.1 += 1;
+                    *g.1.entry(why).or_default() += 1;
+                    continue;
                 }
+                let g = groups.entry((dst, e.flow.l4_proto, e.flow.dport)).or_default();
+                g.0.push(e);
+                g.1 += 1;
             }
             // A reset received while connecting: the peer refused the port.
             Detail::Reset(t) if t.direction == Some(ResetDirection::Received) && t.state == Some("SYN_SENT") => {
@@ -514,7 +669,7 @@ fn no_listener(events: &[Event], out: &mut Vec<Finding>) {
     }
     for ((dst, _, port), (group, drops, resets)) in groups {
         let mut evidence = obj(json!({"events": group.len(), "drops": drops, "resets": resets}));
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let target = match port {
             Some(p) => crate::events::Flow { dst: Some(dst), dport: Some(p), ..Default::default() }.dst_endpoint().unwrap_or_default(),
             None => dst.to_string(),
@@ -524,7 +679,22 @@ fn no_listener(events: &[Event], out: &mut Vec<Finding>) {
         let summary = format!(
             "nothing listens on {proto} {target}{pod}: {drops} packets found no socket and {resets} connects were refused; check that the server runs and listens on that port and address",
         );
-        out.push(Finding { code: "no-listener", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "no-listener", severity: Severity::Error, summary, pods, flows, evidence, seen });
+    }
+    for ((dst, _), (group, why)) in late {
+        let mut evidence = obj(json!({
+            "events": group.len(), "drops": group.len(),
+            "after_connection": why.get("connection").copied().unwrap_or(0),
+            "to_client_port": why.get("client_port").copied().unwrap_or(0),
+        }));
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let proto = group.first().map(|e| e.flow.proto_name()).unwrap_or_default();
+        let pod = group.iter().find_map(|e| e.dst_pod.clone()).map(|p| format!(" ({p})")).unwrap_or_default();
+        let summary = format!(
+            "{} {proto} packets reached ports {dst}{pod} had already closed as a client (late replies or segments after the client gave up or reset the connection): routine, nothing to fix unless the clients time out",
+            group.len()
+        );
+        out.push(Finding { code: "late-reply", severity: Severity::Info, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -608,7 +778,7 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
             "icmp_dropped_netns": s.dropped_at.as_ref().and_then(|(netns, ..)| *netns),
             "icmp_dropped_pod": s.dropped_at.as_ref().and_then(|(_, pod, _)| pod.clone()),
         }));
-        let (pods, _) = pods_and_flows(s.events.iter().copied(), &mut evidence);
+        let (pods, _, seen) = pods_and_flows(s.events.iter().copied(), &mut evidence);
         let mtu = s.mtu.map(|m| format!("MTU {m}")).unwrap_or_else(|| "a smaller MTU".into());
         let why = if s.dropped > 0 {
             let at = match &s.dropped_at {
@@ -626,7 +796,7 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
             s.len,
             s.device.as_deref().map(|d| format!(" (device {d})")).unwrap_or_default()
         );
-        out.push(Finding { code: "mtu-blackhole", severity: Severity::Error, summary, pods, flows: BTreeSet::from([s.label]), evidence });
+        out.push(Finding { code: "mtu-blackhole", severity: Severity::Error, summary, pods, flows: BTreeSet::from([s.label]), evidence, seen });
     }
 }
 
@@ -660,7 +830,7 @@ fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
             "events": group.len(), "connections": group.len(), "backend": backend, "backend_pod": backend_pod,
             "service": service, "address": address, "reply_timeout_s": info.reply_timeout.as_secs_f64(),
         }));
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let target = match (&service, &address) {
             (Some(s), Some(a)) => format!("Service {s} ({a})"),
             (None, Some(a)) => a.clone(),
@@ -673,7 +843,7 @@ fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
             backend_pod.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
             info.reply_timeout
         );
-        out.push(Finding { code: "nat-no-reply", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "nat-no-reply", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -720,12 +890,12 @@ fn service_not_translated(events: &[Event], facts: &mut dyn Facts, out: &mut Vec
             "events": g.events.len(), "service": service, "address": address, "retransmits": g.retransmits,
             "connect_fails": g.connect_fails, "drops": g.drops, "dnat_seen": 0,
         }));
-        let (pods, flows) = pods_and_flows(g.events.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(g.events.iter().copied(), &mut evidence);
         let summary = format!(
             "traffic to Service {service} ({address}) was never translated to a backend ({} SYN retransmits, {} failed connects, {} drops, no DNAT seen): this node's Service rules are missing; check kube-proxy (or the CNI's service implementation) on this node",
             g.retransmits, g.connect_fails, g.drops
         );
-        out.push(Finding { code: "service-not-translated", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "service-not-translated", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -737,25 +907,46 @@ fn is_dns(e: &Event) -> bool {
     }
 }
 
-fn dns_no_reply(events: &[Event], reply_timeout: Duration, out: &mut Vec<Finding>) {
+/// The DNS server (`IP:53` the client asked, a Service address for a NATed query) a drop of a
+/// query was headed for. The connection's original direction says it, not the drop's own
+/// destination: after DNAT that is the backend, and the client's question was to the Service.
+/// A drop going back to the client (a reply, a late one to a closed port) is not a lost query.
+fn dns_query_drop(e: &Event, conns: &Connections) -> Option<String> {
+    if !matches!(e.flow.l4_proto, Some(6 | 17)) || drop_of(e).is_none() {
+        return None;
+    }
+    let (_, label) = conns.of(e)?;
+    let (client, server) = label.split_once(" -> ")?;
+    let to_client = e.flow.dst_endpoint().is_some_and(|d| d == client);
+    (super::flows::parse_end(server)?.1 == Some(53) && !to_client).then(|| server.to_string())
+}
+
+/// Drops of DNS queries in one namespace: their reasons, and the protocol and destination port
+/// the rules there are matched on.
+type DroppedAt = (BTreeSet<String>, String, Option<u16>);
+
+fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     #[derive(Default)]
     struct Server<'a> {
         events: Vec<&'a Event>,
+        queries: BTreeSet<ConnKey>,
         no_reply: u64,
         drops: u64,
         retransmits: u64,
         /// NAT backends the unanswered queries were sent to, with their pods.
         backends: BTreeMap<String, Option<String>>,
         service: Option<String>,
+        /// Where queries were dropped: (namespace, its pod) -> what was dropped there.
+        dropped_in: BTreeMap<(Option<u32>, Option<String>), DroppedAt>,
     }
     let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
     let mut servers: BTreeMap<String, Server<'_>> = BTreeMap::new();
-    for e in events.iter().filter(|e| is_dns(e)) {
+    for e in events {
         let (server, counts) = match &e.detail {
-            Detail::Nat(n) if n.state == NatState::NoReply && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0)),
-            Detail::Drop(_) => (e.flow.dst_endpoint(), (0, 1, 0)),
-            Detail::Retransmit(t) if t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1)),
-            Detail::ConnectFail(_) => (e.flow.dst_endpoint(), (0, 0, 1)),
+            Detail::Nat(n) if is_dns(e) && n.state == NatState::NoReply && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0)),
+            Detail::Drop(_) => (dns_query_drop(e, conns), (0, 1, 0)),
+            Detail::Retransmit(t) if is_dns(e) && t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1)),
+            Detail::ConnectFail(_) if is_dns(e) => (e.flow.dst_endpoint(), (0, 0, 1)),
             _ => continue,
         };
         let Some(server) = server else { continue };
@@ -766,22 +957,56 @@ fn dns_no_reply(events: &[Event], reply_timeout: Duration, out: &mut Vec<Finding
             }
             s.service = s.service.take().or_else(|| n.service.clone());
         }
+        if let Some(d) = drop_of(e) {
+            let at = s.dropped_in.entry((e.netns, e.netns_pod.clone())).or_insert_with(|| (BTreeSet::new(), e.flow.proto_name(), e.flow.dport));
+            at.0.insert(d.reason.clone());
+        }
+        s.queries.extend(conns.of(e).map(|(key, _)| key));
         s.events.push(e);
         s.no_reply += counts.0;
         s.drops += counts.1;
         s.retransmits += counts.2;
     }
     for (server, s) in servers {
+        // Where the queries were lost, and the rules there that may have dropped them (as
+        // netfilter-drop tells them: DNS drops are told here only, once).
+        let mut places = Vec::new();
+        let mut rules = Vec::new();
+        for ((netns, pod), (reasons, proto, dport)) in &s.dropped_in {
+            let mut place = match (pod, netns) {
+                (Some(pod), _) => format!("pod {pod}'s network namespace"),
+                (None, Some(inode)) => match facts.netns_name(*inode) {
+                    Some(name) => format!("network namespace {name} ({inode})"),
+                    None => format!("network namespace {inode}"),
+                },
+                (None, None) => "an unknown network namespace".into(),
+            };
+            place.push_str(&format!(" ({})", reasons.iter().cloned().collect::<Vec<_>>().join(", ")));
+            places.push(place);
+            if reasons.contains("NETFILTER_DROP")
+                && let Some(inode) = netns
+            {
+                rules.extend(facts.dropping_rules(*inode).into_iter().filter(|r| rule_may_match(r, proto, *dport)));
+            }
+        }
         let mut evidence = obj(json!({
-            "events": s.events.len(), "queries": s.events.len(), "server": server, "no_reply": s.no_reply,
+            "events": s.events.len(), "queries": s.queries.len(), "server": server, "no_reply": s.no_reply,
             "drops": s.drops, "retransmits": s.retransmits, "service": s.service,
             "backends": s.backends.keys().collect::<Vec<_>>(),
             "backend_pods": s.backends.values().flatten().collect::<Vec<_>>(),
+            "dropped_in": places, "rules": rules,
         }));
-        let (pods, flows) = pods_and_flows(s.events.iter().copied(), &mut evidence);
+        let (pods, _, seen) = pods_and_flows(s.events.iter().copied(), &mut evidence);
+        // The queries as the clients sent them (to the Service address), not as each
+        // namespace saw them after DNAT: one query is one flow.
+        let mut flows: BTreeSet<String> = s.events.iter().filter_map(|e| conns.of(e).map(|(_, label)| label)).collect();
+        if flows.len() > MAX_FLOWS {
+            evidence.insert("flows_total".into(), json!(flows.len()));
+            flows = flows.into_iter().take(MAX_FLOWS).collect();
+        }
         let mut causes = Vec::new();
+        let sent_to: Vec<String> = s.backends.iter().map(|(b, pod)| pod.as_ref().map_or_else(|| b.clone(), |p| format!("{b} ({p})"))).collect();
         if s.no_reply > 0 {
-            let sent_to: Vec<String> = s.backends.iter().map(|(b, pod)| pod.as_ref().map_or_else(|| b.clone(), |p| format!("{b} ({p})"))).collect();
             if sent_to.is_empty() {
                 causes.push(format!("{} got no reply", s.no_reply));
             } else {
@@ -789,7 +1014,11 @@ fn dns_no_reply(events: &[Event], reply_timeout: Duration, out: &mut Vec<Finding
             }
         }
         if s.drops > 0 {
-            causes.push(format!("{} were dropped on this node", s.drops));
+            let mut dropped = format!("{} were dropped in {}", s.drops, places.join(" and "));
+            if let Some(rule) = rules.first() {
+                dropped.push_str(&format!(" by the rule {rule}"));
+            }
+            causes.push(dropped);
         }
         if s.retransmits > 0 {
             causes.push(format!("{} TCP connects were retransmitted or failed", s.retransmits));
@@ -800,9 +1029,9 @@ fn dns_no_reply(events: &[Event], reply_timeout: Duration, out: &mut Vec<Finding
         };
         let summary = format!(
             "DNS queries to {server_words} are not answered ({}): name resolution in these pods times out; check the DNS server (kube-dns/CoreDNS pods) and the path to it",
-            causes.join(", ")
+            causes.join("; ")
         );
-        out.push(Finding { code: "dns-no-reply", severity: Severity::Error, summary, pods, flows, evidence });
+        out.push(Finding { code: "dns-no-reply", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -810,14 +1039,14 @@ fn socket_buffer_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Fi
     for ((netns, ..), group) in group_drops(events, |d| SOCKET_BUFFER_REASONS.contains(&d.reason.as_str())) {
         let reasons = distinct(&group, |d| d.reason.clone());
         let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns}));
-        let (pods, flows) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
         let summary = format!(
             "a receiving socket in {} could not keep up: {} dropped because its queue was full ({}); the application reads too slowly, or its receive buffer (SO_RCVBUF, net.core.rmem_*) is too small",
             netns_words(netns, &group, facts),
             traffic_words(&group),
             reasons.join(", ")
         );
-        out.push(Finding { code: "socket-buffer-drop", severity: Severity::Warning, summary, pods, flows, evidence });
+        out.push(Finding { code: "socket-buffer-drop", severity: Severity::Warning, summary, pods, flows, evidence, seen });
     }
 }
 
@@ -877,7 +1106,7 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
             "events": c.events.len(), "retransmits": c.retransmits, "connect_fails": c.connect_fails,
             "states": c.states,
         }));
-        let (pods, _) = pods_and_flows(c.events.iter().copied(), &mut evidence);
+        let (pods, _, seen) = pods_and_flows(c.events.iter().copied(), &mut evidence);
         let connecting = c.states.contains("SYN_SENT");
         let seen_drops = "; no drop on this node explains it, so packets (or the replies) are lost beyond it: check the path back to this node (tunnel source address, firewalls)";
         let summary = if connecting {
@@ -891,7 +1120,7 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
             format!("{} retransmitted {} times in this run{seen_drops}", c.label, c.retransmits)
         };
         let severity = if c.connect_fails > 0 { Severity::Error } else { Severity::Warning };
-        out.push(Finding { code: "retransmit-storm", severity, summary, pods, flows: BTreeSet::from([c.label]), evidence });
+        out.push(Finding { code: "retransmit-storm", severity, summary, pods, flows: BTreeSet::from([c.label]), evidence, seen });
     }
 }
 
@@ -1157,5 +1386,174 @@ mod tests {
         assert_eq!(codes(&f), ["conntrack-drop"], "not also a rule's drop: {f:#?}");
         assert_eq!((f[0].evidence["entries"].as_u64(), f[0].evidence["max"].as_u64()), (Some(6), Some(6)));
         assert!(f[0].summary.contains("(6 of 6 entries)"), "{}", f[0].summary);
+    }
+
+    fn reset(f: Flow, state: Option<&'static str>, direction: ResetDirection, ts: i128) -> Event {
+        let mut e = test_dnat_event();
+        e.ts_unix_ns = ts;
+        e.flow = f;
+        e.detail = Detail::Reset(TcpDetail { state, count: 0, direction: Some(direction), duration_ms: None });
+        e
+    }
+
+    /// FakeFacts whose namespace 9 gives clients the kernel's default ports.
+    fn with_client_ports() -> FakeFacts {
+        let mut facts = FakeFacts::default();
+        facts.sysctls.insert((9, "net.ipv4.ip_local_port_range".into()), "32768\t60999".into());
+        facts
+    }
+
+    #[test]
+    fn server_segments_after_the_client_aborted_with_rst_are_not_no_listener() {
+        // An HTTP client closes with SO_LINGER 0: its socket's reset (tcp_send_active_reset),
+        // then the server's data in flight finds no socket, each answered by a socketless reset
+        // just before its NO_SOCKET drop. The server's port (8080) is not a client port, so only
+        // the socket's reset can tell: run without the port range.
+        let client = flow("10.0.0.1", 40100, "10.0.0.2", 8080, 6);
+        let late = flow("10.0.0.2", 8080, "10.0.0.1", 40100, 6);
+        let events = vec![
+            reset(client.clone(), Some("CLOSE"), ResetDirection::Sent, 1),
+            reset(client.clone(), Some("CLOSE"), ResetDirection::Sent, 5),
+            drop_event(late.clone(), "NO_SOCKET", 9, 6),
+            reset(client, Some("CLOSE"), ResetDirection::Sent, 7),
+            drop_event(late, "NO_SOCKET", 9, 8),
+        ];
+        let f = run(&events, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["late-reply"], "{f:#?}");
+        assert_eq!(f[0].severity, Severity::Info);
+        assert_eq!(f[0].evidence["after_connection"], 2);
+    }
+
+    #[test]
+    fn a_segment_that_races_the_aborting_clients_own_reset_is_not_no_listener() {
+        // The socket is unhashed before its reset goes out: the late segment's drop (and its
+        // answer) can come first.
+        let client = flow("10.0.0.1", 40100, "10.0.0.2", 8080, 6);
+        let late = flow("10.0.0.2", 8080, "10.0.0.1", 40100, 6);
+        let events = vec![
+            reset(client.clone(), Some("CLOSE"), ResetDirection::Sent, 10),
+            drop_event(late, "NO_SOCKET", 9, 11),
+            reset(client, Some("CLOSE"), ResetDirection::Sent, 50_000),
+        ];
+        assert_eq!(codes(&run(&events, &mut FakeFacts::default())), ["late-reply"]);
+    }
+
+    #[test]
+    fn a_syn_to_a_closed_port_with_its_answering_reset_is_no_listener() {
+        // The kernel's answer (a socketless reset) comes before the SYN's NO_SOCKET drop and the
+        // client's reset received in SYN_SENT after: neither is a socket at the server's end.
+        let syn = flow("10.0.0.1", 40200, "10.0.0.2", 5304, 6);
+        let answer = flow("10.0.0.2", 5304, "10.0.0.1", 40200, 6);
+        let events = vec![
+            reset(answer, Some("CLOSE"), ResetDirection::Sent, 1),
+            drop_event(syn.clone(), "NO_SOCKET", 9, 2),
+            reset(syn, Some("SYN_SENT"), ResetDirection::Received, 3),
+        ];
+        let f = run(&events, &mut with_client_ports());
+        assert_eq!(codes(&f), ["no-listener"], "{f:#?}");
+        assert_eq!((f[0].evidence["drops"].as_u64(), f[0].evidence["resets"].as_u64()), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn a_late_dns_answer_through_a_service_is_a_late_reply_not_no_listener() {
+        // The query's NAT event shows the client's port; the answer, after the client gave up,
+        // comes back de-NATed from the Service address and finds no socket there.
+        let mut query = nat_event(1, NatState::New, false, 1);
+        query.netns = Some(8);
+        let mut answer = drop_event(flow("10.96.0.10", 53, "10.244.1.7", 40000, 17), "NO_SOCKET", 9, 2);
+        answer.netns_pod = Some("shop/web-0".into());
+        let f = run(&[query, answer], &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["late-reply"], "not no-listener and not a lost query: {f:#?}");
+    }
+
+    #[test]
+    fn a_late_udp_reply_to_an_ephemeral_port_is_a_late_reply() {
+        // No event of the client's socket in the run (it asked before it): the ports say it.
+        let answer = drop_event(flow("10.0.0.2", 53, "10.0.0.1", 45000, 17), "NO_SOCKET", 9, 2);
+        let f = run(&[answer], &mut with_client_ports());
+        assert_eq!(codes(&f), ["late-reply"], "{f:#?}");
+        assert_eq!(f[0].evidence["to_client_port"], 1);
+        // UDP to a port nothing listens on, from a client port, is a missing server.
+        let missing = drop_event(flow("10.0.0.1", 45000, "10.0.0.2", 5303, 17), "NO_SOCKET", 9, 2);
+        assert_eq!(codes(&run(&[missing], &mut with_client_ports())), ["no-listener"]);
+    }
+
+    #[test]
+    fn ipv6_duplicate_address_detection_is_not_ip_forward_disabled() {
+        let mut facts = FakeFacts::default();
+        facts.sysctls.insert((7, "net.ipv6.conf.all.forwarding".into()), "0".into());
+        let mut dad = drop_event(flow("::", 0, "ff02::1:ff88:248e", 0, 58), "IP_INADDRERRORS", 7, 1);
+        (dad.flow.sport, dad.flow.dport, dad.flow.icmp) = (None, None, Some((135, 0)));
+        assert!(run(&[dad], &mut facts).is_empty());
+    }
+
+    #[test]
+    fn router_solicitations_and_mld_reports_from_link_local_are_not_no_route() {
+        let icmp6 = |src: &str, dst: &str, t: u8| {
+            let mut e = drop_event(flow(src, 0, dst, 0, 58), "IP_INNOROUTES", 8, 1);
+            (e.flow.sport, e.flow.dport, e.flow.icmp) = (None, None, Some((t, 0)));
+            e
+        };
+        let events = [icmp6("fe80::1", "ff02::2", 133), icmp6("fe80::1", "ff02::16", 143), icmp6("fe80::1", "fe80::2", 135)];
+        assert!(run(&events, &mut FakeFacts::default()).is_empty());
+    }
+
+    #[test]
+    fn ipv4_link_local_multicast_is_not_rp_filter_drop_or_no_route() {
+        let igmp = |reason: &str| {
+            let mut e = drop_event(flow("10.0.0.1", 0, "224.0.0.22", 0, 2), reason, 9, 1);
+            (e.flow.sport, e.flow.dport) = (None, None);
+            e
+        };
+        assert!(run(&[igmp("IP_RPFILTER"), igmp("IP_INNOROUTES")], &mut FakeFacts::default()).is_empty());
+        let dhcp = drop_event(flow("0.0.0.0", 68, "255.255.255.255", 67, 17), "IP_RPFILTER", 9, 2);
+        assert!(run(&[dhcp], &mut FakeFacts::default()).is_empty());
+        // A unicast address is a route's business.
+        let unicast = drop_event(flow("10.0.0.1", 4000, "10.9.0.1", 80, 6), "IP_RPFILTER", 9, 3);
+        assert_eq!(codes(&run(&[unicast], &mut FakeFacts::default())), ["rp-filter-drop"]);
+    }
+
+    #[test]
+    fn vxlan_multicast_without_a_tunnel_target_is_no_finding() {
+        // flannel.1 has unicast FDB entries only: ND/MLD it is handed is freed by vxlan_xmit.
+        let mut mld = drop_event(flow("fe80::1", 0, "ff02::16", 0, 58), "NO_TX_TARGET", 8, 1);
+        mld.ifname = Some("flannel.1".into());
+        let mut arp = drop_event(Flow { ethertype: 0x0806, ..Flow::default() }, "NO_TX_TARGET", 8, 2);
+        arp.ifname = Some("flannel.1".into());
+        assert!(run(&[mld, arp], &mut FakeFacts::default()).is_empty());
+    }
+
+    #[test]
+    fn dns_through_a_service_whose_backend_drops_is_one_finding() {
+        // The node's NAT event (new, then no_reply for the Service address) and the drop of the
+        // DNATed query in the backend's namespace (namespace 9, whose rule drops udp/53).
+        let mut events = vec![nat_event(1, NatState::New, false, 1)];
+        let mut dropped = drop_event(flow("10.244.1.7", 40000, "10.244.2.9", 53, 17), "NETFILTER_DROP", 9, 2);
+        dropped.netns_pod = Some("kube-system/coredns-1".into());
+        events.push(dropped);
+        events.push(nat_event(1, NatState::NoReply, false, 3));
+        let mut facts = FakeFacts::default();
+        let f = diagnose(&events, &RunInfo { reply_timeout: Duration::from_secs(3), ..RunInfo::default() }, &mut facts);
+        assert_eq!(codes(&f), ["dns-no-reply"], "{f:#?}");
+        let dns = &f[0];
+        assert_eq!(dns.evidence["queries"], 1, "one query, seen twice");
+        assert_eq!(dns.evidence["service"], "kube-system/kube-dns");
+        assert_eq!(dns.evidence["backends"][0], "10.244.2.9:53");
+        assert_eq!(dns.evidence["dropped_in"][0], "pod kube-system/coredns-1's network namespace (NETFILTER_DROP)");
+        assert!(dns.summary.contains("Service kube-system/kube-dns (10.96.0.10:53)"), "{}", dns.summary);
+        assert!(dns.summary.contains("were dropped in pod kube-system/coredns-1's network namespace"), "{}", dns.summary);
+        assert_eq!(dns.flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:53".to_string()]));
+    }
+
+    #[test]
+    fn findings_carry_their_first_and_last_event_and_three_examples() {
+        let e = |ts| drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 9, ts);
+        let f = run(&[e(1_000_000_005), e(1_000_000_001), e(1_000_000_003), e(1_000_000_004)], &mut FakeFacts::default());
+        assert_eq!(f[0].seen.first, Some(1_000_000_001));
+        assert_eq!(f[0].seen.last, Some(1_000_000_005));
+        assert_eq!(f[0].seen.examples.len(), 3);
+        assert_eq!(f[0].seen.examples[0]["kind"], "drop");
+        assert_eq!(f[0].seen.examples[0]["ts"], "1970-01-01T00:00:01.000000001Z");
+        assert_eq!(f[0].seen.examples[0]["reason"], "NETFILTER_DROP");
     }
 }

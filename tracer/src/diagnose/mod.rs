@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use findings::{Finding, Severity};
 use serde_json::{Value, json};
 
+use crate::{events::rfc3339, output::json::event_text};
+
 /// What `diagnose` prints.
 #[derive(Debug)]
 pub(crate) struct Report {
@@ -28,10 +30,18 @@ impl Report {
             .findings
             .iter()
             .map(|f| {
-                json!({
+                let mut v = json!({
                     "code": f.code, "severity": f.severity.name(), "summary": f.summary,
                     "pods": f.pods, "flows": f.flows, "evidence": f.evidence,
-                })
+                });
+                // The contract's optional fields: only findings that rest on events have them
+                // (a configuration fact like mtu-mismatch has no time).
+                if let (Some(first), Some(last), Some(o)) = (f.seen.first, f.seen.last, v.as_object_mut()) {
+                    o.insert("first".into(), json!(rfc3339(first)));
+                    o.insert("last".into(), json!(rfc3339(last)));
+                    o.insert("examples".into(), json!(f.seen.examples));
+                }
+                v
             })
             .collect();
         json!({
@@ -86,6 +96,53 @@ pub(crate) fn report_text(v: &Value) -> Option<String> {
             })
             .collect();
         out.push_str(&format!("         evidence: {}\n", evidence.join(", ")));
+        if let (Some(first), Some(last)) = (f["first"].as_str(), f["last"].as_str()) {
+            out.push_str(&format!("         seen:     {first} .. {last}\n"));
+        }
+        // The example events as `watch` prints them, so a person can find them in a trace.
+        for example in f["examples"].as_array().into_iter().flatten().filter_map(event_text) {
+            out.push_str(&format!("         example:  {example}\n"));
+        }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        diagnose::findings::{Seen, Severity},
+        probes::nat::detail::test_dnat_event,
+    };
+
+    #[test]
+    fn first_last_and_examples_are_in_the_json_and_the_text() {
+        let example: Value = serde_json::from_slice(&crate::output::json::to_json(&test_dnat_event()).expect("json")).expect("an event");
+        let finding = |seen| Finding {
+            code: "dns-no-reply",
+            severity: Severity::Error,
+            summary: "DNS queries are not answered".into(),
+            pods: Default::default(),
+            flows: Default::default(),
+            evidence: serde_json::Map::new(),
+            seen,
+        };
+        let report = Report {
+            duration_s: 6.0,
+            events: 1,
+            lost: 0,
+            probes: BTreeMap::new(),
+            findings: vec![finding(Seen { first: Some(0), last: Some(1_000_000_000), examples: vec![example.clone()] }), finding(Seen::default())],
+        };
+        let json = report.to_json();
+        let f = &json["findings"][0];
+        assert_eq!((f["first"].as_str(), f["last"].as_str()), (Some("1970-01-01T00:00:00.000000000Z"), Some("1970-01-01T00:00:01.000000000Z")));
+        assert_eq!(f["examples"], json!([example]));
+        let bare = json["findings"][1].as_object().expect("an object");
+        assert!(!bare.contains_key("first") && !bare.contains_key("examples"), "no events, no times: {bare:?}");
+        let text = report.to_text();
+        assert!(text.contains("seen:     1970-01-01T00:00:00.000000000Z .. 1970-01-01T00:00:01.000000000Z"), "{text}");
+        let line = event_text(&example).expect("an event line");
+        assert!(text.contains(&format!("example:  {line}")), "{text}");
+    }
 }
