@@ -63,6 +63,21 @@ fn slowdown() -> u64 {
     std::env::var("TRACER_TEST_SLOWDOWN").ok().and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(1)
 }
 
+/// Whether traffic that must connect, abort and answer within seconds, as on a node, can run here;
+/// under the VMs' emulation (`TRACER_TEST_SLOWDOWN`) its clients time out, so a test of such
+/// traffic skips loudly there (the kernel paths it pins are the ones the per-finding labs run
+/// there) and runs on the host kernel.
+fn keeps_real_time(test: &str) -> bool {
+    if slowdown() > 1 {
+        tracer_tests::skipped(
+            test,
+            "needs real-time traffic (many short connections in seconds), which the emulated VMs cannot keep up with; it runs on the host kernel",
+        );
+        return false;
+    }
+    true
+}
+
 /// `--reply-timeout` of every run: a NATed connection without a reply after this is no_reply.
 const REPLY_TIMEOUT: &str = "1s";
 
@@ -1309,14 +1324,7 @@ fn clients_aborting_with_rst_are_not_no_listener() {
     if !require_privileged(test) {
         return;
     }
-    if slowdown() > 1 {
-        // Its clients must connect, abort and answer within seconds, as on a node; under the
-        // VMs' emulation (TRACER_TEST_SLOWDOWN) they time out. The kernel paths it pins are the
-        // ones the per-finding labs run there; this runs on the host kernel.
-        tracer_tests::skipped(
-            test,
-            "needs real-time traffic (many short connections in seconds), which the emulated VMs cannot keep up with; it runs on the host kernel",
-        );
+    if !keeps_real_time(test) {
         return;
     }
     let _serial = serial();
@@ -1367,14 +1375,7 @@ fn busy_healthy_node_has_no_error_finding() {
     if !require_privileged(test) {
         return;
     }
-    if slowdown() > 1 {
-        // Its clients must connect, abort and answer within seconds, as on a node; under the
-        // VMs' emulation (TRACER_TEST_SLOWDOWN) they time out. The kernel paths it pins are the
-        // ones the per-finding labs run there; this runs on the host kernel.
-        tracer_tests::skipped(
-            test,
-            "needs real-time traffic (many short connections in seconds), which the emulated VMs cannot keep up with; it runs on the host kernel",
-        );
+    if !keeps_real_time(test) {
         return;
     }
     let _serial = serial();
