@@ -59,8 +59,12 @@ impl KernelBtf {
         // One read, then parse from memory: btf-rs' file reader seeks once per type (~100k
         // lseek calls for a 6.x vmlinux), which made start-up several times slower.
         let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
-        let vmlinux = Btf::from_bytes(&bytes).map_err(|source| BtfError::Read { path: path.clone(), source })?;
-        Ok(Self { vmlinux, modules: Vec::new() })
+        Self::from_bytes(&bytes).map_err(|source| BtfError::Read { path, source })
+    }
+
+    /// Parses a whole BTF (a `--btf` file's or vmlinux's bytes).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, btf_rs::Error> {
+        Ok(Self { vmlinux: Btf::from_bytes(bytes)?, modules: Vec::new() })
     }
 
     /// Adds the split BTF of kernel module `name` (e.g. "nf_conntrack"), if the module is loaded.
@@ -74,9 +78,15 @@ impl KernelBtf {
             return Ok(false);
         }
         let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
-        let btf = Btf::from_split_bytes(&bytes, &self.vmlinux).map_err(|source| BtfError::Read { path, source })?;
-        self.modules.push((name.to_string(), btf));
+        self.add_module(name, &bytes).map_err(|source| BtfError::Read { path, source })?;
         Ok(true)
+    }
+
+    /// Parses `bytes` as module `name`'s split BTF over vmlinux's and adds it.
+    pub(crate) fn add_module(&mut self, name: &str, bytes: &[u8]) -> Result<(), btf_rs::Error> {
+        let btf = Btf::from_split_bytes(bytes, &self.vmlinux)?;
+        self.modules.push((name.to_string(), btf));
+        Ok(())
     }
 
     fn all(&self) -> impl Iterator<Item = &Btf> {

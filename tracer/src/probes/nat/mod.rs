@@ -69,6 +69,12 @@ pub(crate) fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), Canno
     if !module && btf.offset_of("nf_conn", "status").is_err() {
         return Err(cannot("conntrack is not loaded (no nf_conntrack module, not built in): nothing on this node is NATed yet".into()));
     }
+    layout(btf)
+}
+
+/// The program's layouts and the status bits, from BTF that describes conntrack.
+pub(crate) fn layout(btf: &KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
+    let cannot = |reason: String| CannotRun { probe: PROBE, reason };
     let params = btf.tracepoint_params(TRACEPOINT).map_err(|e| cannot(format!("tp_btf/{TRACEPOINT}: {e}")))?;
     let skb_arg = params
         .iter()
