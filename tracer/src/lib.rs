@@ -1,8 +1,9 @@
 //! tracer: eBPF network troubleshooting for Kubernetes nodes.
 //!
-//! The whole program is this library; `main.rs` only calls [`main`]. A library, so that another
-//! crate (the fuzz targets) can reach the parsers of outside bytes while every module stays
-//! `pub(crate)`: the crate's public surface is [`main`].
+//! The whole program is this library; `main.rs` only calls [`main`]. A library, so that the fuzz
+//! targets (the cargo-fuzz crate in `fuzz/`) can reach the parsers of outside bytes while every
+//! module stays `pub(crate)`: the crate's public surface is [`main`], plus `fuzzing` (one entry
+//! point per target) in test builds and with the `fuzzing` feature, never in a release build.
 //!
 //! [`main`] parses arguments into a validated config before any syscall, runs the command, and
 //! maps errors to exit codes: 2 for bad usage or input (nothing was attached), 1 for failures
@@ -23,6 +24,11 @@ mod probes;
 mod runner;
 mod session;
 mod usage;
+
+// Not in the shipped binary: unit tests (the short fuzz pass) and fuzz/ (feature `fuzzing`) have it.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::process::ExitCode;
 
