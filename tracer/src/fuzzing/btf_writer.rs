@@ -167,6 +167,12 @@ impl BtfWriter {
         out.extend_from_slice(&self.strings);
         out
     }
+
+    /// Bytes of strings so far (a split BTF over this one starts its offsets there).
+    #[cfg(test)]
+    pub(crate) const fn str_len(&self) -> u32 {
+        self.strings.len() as u32
+    }
 }
 
 /// A vmlinux in miniature: every struct, enum and tracepoint tracer's plans look up, with
@@ -276,6 +282,15 @@ pub(crate) fn vmlinux(with_conntrack: bool) -> BtfWriter {
         conntrack(&mut w, u8_t, u16_t, u32_t, int_t);
     }
     w
+}
+
+/// nf_conntrack's types: as a module's split BTF over [`vmlinux`]`(false)` (a seed).
+#[cfg(test)]
+pub(crate) fn nf_conntrack_split(base: &BtfWriter) -> Vec<u8> {
+    let mut w = BtfWriter::split(base.next_id(), base.str_len());
+    // The base's first ids are its integers, in the order vmlinux() adds them.
+    conntrack(&mut w, 1, 2, 3, 4);
+    w.finish()
 }
 
 fn conntrack(w: &mut BtfWriter, u8_t: u32, u16_t: u32, u32_t: u32, int_t: u32) {

@@ -34,6 +34,8 @@ use crate::{
 };
 
 pub(crate) mod btf_writer;
+#[cfg(test)]
+mod short_pass;
 
 /// One fuzz target: its name (the cargo-fuzz target and the `fuzz/corpus/` folder) and entry.
 #[derive(Clone, Copy)]
