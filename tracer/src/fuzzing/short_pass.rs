@@ -715,3 +715,27 @@ fn the_committed_seeds_are_the_generated_ones_plus_real_files() {
         }
     }
 }
+
+#[test]
+fn every_target_is_a_cargo_fuzz_binary_with_seeds() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    let mut files: Vec<String> = std::fs::read_dir(fuzz.join("fuzz_targets"))
+        .expect("fuzz/fuzz_targets")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = TARGETS.iter().map(|t| format!("{}.rs", t.name)).collect();
+    expected.sort();
+    assert_eq!(files, expected, "fuzz/fuzz_targets/ holds one file per target of TARGETS");
+    for target in TARGETS {
+        let source = std::fs::read_to_string(fuzz.join("fuzz_targets").join(format!("{}.rs", target.name))).expect("target source");
+        assert!(source.contains(&format!("tracer::fuzzing::{}(data)", target.name)), "{}.rs calls its entry point", target.name);
+        assert!(
+            manifest.contains(&format!("name = \"{0}\"\npath = \"fuzz_targets/{0}.rs\"", target.name)),
+            "fuzz/Cargo.toml has [[bin]] {}",
+            target.name
+        );
+        assert!(corpus_dir(target.name).is_dir(), "fuzz/corpus/{} holds its seeds", target.name);
+    }
+}
