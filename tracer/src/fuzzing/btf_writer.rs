@@ -89,6 +89,12 @@ impl BtfWriter {
         self.push("", KIND_CONST, 0, false, of, &[])
     }
 
+    /// `const T *`, as tracepoints take most of their arguments.
+    pub(crate) fn const_ptr(&mut self, to: u32) -> u32 {
+        let konst = self.konst(to);
+        self.ptr(konst)
+    }
+
     pub(crate) fn typedef(&mut self, name: &str, of: u32) -> u32 {
         self.push(name, KIND_TYPEDEF, 0, false, of, &[])
     }
@@ -212,19 +218,16 @@ pub(crate) fn vmlinux(with_conntrack: bool) -> BtfWriter {
     );
     let sock = w.strukt("sock", 760, &[("__sk_common", sock_common, 0, 0), ("sk_protocol", u16_t, 4192, 0)]);
     let sock_ptr = w.ptr(sock);
-    let const_sock = w.konst(sock);
-    let const_sock_ptr = w.ptr(const_sock);
+    let const_sock_ptr = w.const_ptr(sock);
     let request_sock = w.strukt("request_sock", 232, &[("__req_common", sock_common, 0, 0)]);
-    let const_req = w.konst(request_sock);
-    let const_req_ptr = w.ptr(const_req);
+    let const_req_ptr = w.const_ptr(request_sock);
     let net_device = w.strukt(
         "net_device",
         2560,
         &[("name", name16, 0, 0), ("ifindex", int_t, 1792, 0), ("mtu", u32_t, 1856, 0), ("nd_net", possible_net, 8192, 0)],
     );
     let dev_ptr = w.ptr(net_device);
-    let const_dev = w.konst(net_device);
-    let const_dev_ptr = w.ptr(const_dev);
+    let const_dev_ptr = w.const_ptr(net_device);
     w.strukt("dst_entry", 128, &[("dev", dev_ptr, 0, 0), ("_metrics", u64_t, 192, 0)]);
     // The skb: `next` inside an anonymous union first, the headers in an anonymous struct (the
     // kernel's struct_group), one bitfield.
@@ -250,8 +253,7 @@ pub(crate) fn vmlinux(with_conntrack: bool) -> BtfWriter {
         ],
     );
     assert_eq!(sk_buff, skb_fwd + 4, "the pointer above points at the skb");
-    let const_skb = w.konst(sk_buff);
-    let const_skb_ptr = w.ptr(const_skb);
+    let const_skb_ptr = w.const_ptr(sk_buff);
     let reasons = w.enumeration(
         "skb_drop_reason",
         &[
@@ -279,27 +281,42 @@ pub(crate) fn vmlinux(with_conntrack: bool) -> BtfWriter {
     w.func("kfree_skb_reason", proto);
     w.func("tcp_v4_connect", proto);
     if with_conntrack {
-        conntrack(&mut w, u8_t, u16_t, u32_t, int_t);
+        conntrack(&mut w, [u8_t, u16_t, u32_t, int_t], TUPLE_HASH_SIZE);
     }
     w
 }
+
+/// `sizeof(struct nf_conntrack_tuple_hash)` on 64-bit kernels.
+const TUPLE_HASH_SIZE: u32 = 56;
+
+/// [`vmlinux`] with conntrack, its `nf_conntrack_tuple_hash` `size` bytes long.
+#[cfg(test)]
+pub(crate) fn vmlinux_with_tuple_hash_size(size: u32) -> Vec<u8> {
+    let mut w = vmlinux(false);
+    conntrack(&mut w, BASE_INTS, size);
+    w.finish()
+}
+
+/// The ids of [`vmlinux`]'s first types, its integers: u8, u16, u32, int.
+#[cfg(test)]
+const BASE_INTS: [u32; 4] = [1, 2, 3, 4];
 
 /// nf_conntrack's types: as a module's split BTF over [`vmlinux`]`(false)` (a seed).
 #[cfg(test)]
 pub(crate) fn nf_conntrack_split(base: &BtfWriter) -> Vec<u8> {
     let mut w = BtfWriter::split(base.next_id(), base.str_len());
-    // The base's first ids are its integers, in the order vmlinux() adds them.
-    conntrack(&mut w, 1, 2, 3, 4);
+    conntrack(&mut w, BASE_INTS, TUPLE_HASH_SIZE);
     w.finish()
 }
 
-fn conntrack(w: &mut BtfWriter, u8_t: u32, u16_t: u32, u32_t: u32, int_t: u32) {
+/// nf_conntrack's types, given the ids of u8, u16, u32 and int.
+fn conntrack(w: &mut BtfWriter, [u8_t, u16_t, u32_t, int_t]: [u32; 4], hash_size: u32) {
     let addr = w.union("nf_inet_addr", 16, &[("all", u32_t, 0, 0), ("ip", u32_t, 0, 0)]);
     let port = w.union("nf_conntrack_man_proto", 2, &[("all", u16_t, 0, 0)]);
     let man = w.strukt("nf_conntrack_man", 20, &[("u3", addr, 0, 0), ("u", port, 128, 0), ("l3num", u16_t, 144, 0)]);
     let dst = w.strukt("", 20, &[("u3", addr, 0, 0), ("u", port, 128, 0), ("protonum", u8_t, 144, 0), ("dir", u8_t, 152, 0)]);
     let tuple = w.strukt("nf_conntrack_tuple", 40, &[("src", man, 0, 0), ("dst", dst, 160, 0)]);
-    let hash = w.strukt("nf_conntrack_tuple_hash", 56, &[("hnnode", u32_t, 0, 0), ("tuple", tuple, 128, 0)]);
+    let hash = w.strukt("nf_conntrack_tuple_hash", hash_size, &[("hnnode", u32_t, 0, 0), ("tuple", tuple, 128, 0)]);
     let hashes = w.array(hash, int_t, 2);
     w.strukt("nf_conn", 256, &[("ct_general", u32_t, 0, 0), ("tuplehash", hashes, 128, 0), ("status", u32_t, 1024, 0)]);
     w.enumeration(
