@@ -4,7 +4,7 @@
 //!
 //! The build is cargo-fuzz's: nightly, optimised, with debug assertions (overflow checks) and
 //! AddressSanitizer, in target/fuzz (a second, instrumented build of tracer and its
-//! dependencies: about 6 minutes cold on the 2-CPU machine, CONTRIBUTING.md "Fuzzing"). Each
+//! dependencies: 8 minutes cold on the 2-CPU machine, CONTRIBUTING.md "Fuzzing"). Each
 //! target's working corpus is target/fuzz-corpus/TARGET (kept between runs, so coverage
 //! accumulates), seeded read-only from the committed fuzz/corpus/TARGET; a crash, leak, timeout
 //! or out-of-memory input goes to target/fuzz-artifacts/TARGET/ and fails the task; each
@@ -146,7 +146,7 @@ pub(crate) fn fuzz(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     let failed: Vec<&str> = outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.target.as_str()).collect();
     if !failed.is_empty() {
         bail!(
-            "fuzzing found crashes in {} (inputs under target/fuzz-artifacts/; replay one with `cargo +nightly fuzz run TARGET FILE --fuzz-dir fuzz`)",
+            "fuzzing found crashes in {} (inputs under target/fuzz-artifacts/; replay one with `cargo +nightly fuzz run --fuzz-dir fuzz --target-dir target/fuzz TARGET FILE`)",
             failed.join(", ")
         );
     }
