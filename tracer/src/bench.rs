@@ -1,5 +1,5 @@
 //! The userspace half of an event's cost, per core: `cargo xtask bench` runs this ignored test
-//! (`cargo test --release -p tracer --bin tracer -- --ignored --exact bench::tests::decode_enrich_json
+//! (`cargo test --release -p tracer --lib -- --ignored --exact bench::tests::decode_enrich_json
 //! --nocapture`) and reads its `BENCH <stage> <events/s>` lines.
 //!
 //! It uses the running kernel's kallsyms and drop reasons and a registry of 1,000 pods, so a

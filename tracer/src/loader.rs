@@ -10,7 +10,7 @@ use aya::{
 use tracer_common::{event::counter, filter::FlowFilter, offsets::KernelOffsets};
 
 /// The kernel object built by build.rs from tracer-ebpf.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
 /// Everything the programs read from read-only globals: the shared offsets and filter, and each
 /// running family's own configuration under its global's name. A family that does not run

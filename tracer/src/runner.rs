@@ -245,7 +245,7 @@ impl Output<'_> {
     }
 }
 
-fn header(bytes: &[u8]) -> Option<EventHeader> {
+pub(crate) fn header(bytes: &[u8]) -> Option<EventHeader> {
     (bytes.len() >= size_of::<EventHeader>())
         // SAFETY: length checked; EventHeader is plain integers.
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })

@@ -486,19 +486,7 @@ struct Decode {
 fn decode_bench(workspace: &Path, smoke: bool) -> anyhow::Result<Decode> {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace)
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "tracer",
-            "--bin",
-            "tracer",
-            "--",
-            "--ignored",
-            "--exact",
-            "bench::tests::decode_enrich_json",
-            "--nocapture",
-        ])
+        .args(["test", "--release", "-p", "tracer", "--lib", "--", "--ignored", "--exact", "bench::tests::decode_enrich_json", "--nocapture"])
         .env("TRACER_BENCH_EVENTS", if smoke { "100000" } else { "2000000" })
         .stderr(Stdio::inherit());
     let out = cmd.output().context("running the decode benchmark")?;

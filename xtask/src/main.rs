@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | drops | test | bench | image | release | vm-test`.
+//! Developer tasks: `cargo xtask setup | drops | test | bench | image | release | vm-test | fuzz`.
 //!
 //! Every task that builds first runs scripts/setup.sh, which installs what is missing and returns
 //! in seconds when nothing is, so each task works on a fresh machine as it is: the build's
@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 mod image;
 mod release;
 mod vm;
@@ -125,6 +126,16 @@ enum Task {
         #[arg(long = "test", value_name = "NAME", requires = "with_tests")]
         only: Vec<String>,
     },
+    /// Run every fuzz target (fuzz/) under libFuzzer, one at a time, and report executions per
+    /// target (installs cargo-fuzz if missing; see xtask/src/fuzz.rs)
+    Fuzz {
+        /// Seconds per target
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Only this target (repeatable) [default: all]
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -221,6 +232,10 @@ fn main() -> anyhow::Result<()> {
             let jobs = jobs.unwrap_or(cpus.min(2));
             let opts = vm::Options { kernels, tests, timeout, total_timeout, jobs, memory_mb: memory };
             vm::vm_test(&workspace(), &bin, &opts)
+        }
+        Task::Fuzz { secs, targets } => {
+            setup(&[])?;
+            fuzz::fuzz(&workspace(), &fuzz::Options { secs, targets })
         }
     }
 }

@@ -32,6 +32,10 @@ pub(crate) enum BtfError {
     Bitfield { strukt: String, member: String },
     #[error("BTF: `{strukt}.{member}` is not a struct or union, cannot look inside it")]
     NotComposite { strukt: String, member: String },
+    #[error("BTF: anonymous members nest more than {MAX_ANONYMOUS_NESTING} deep looking for `{member}` (malformed BTF, or a cycle)")]
+    TooDeep { member: String },
+    #[error("BTF: the offset of `{member}` does not fit in 32 bits (malformed BTF)")]
+    OffsetOverflow { member: String },
     #[error("BTF lookup of `{name}` failed")]
     Lookup {
         name: String,
@@ -59,8 +63,12 @@ impl KernelBtf {
         // One read, then parse from memory: btf-rs' file reader seeks once per type (~100k
         // lseek calls for a 6.x vmlinux), which made start-up several times slower.
         let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
-        let vmlinux = Btf::from_bytes(&bytes).map_err(|source| BtfError::Read { path: path.clone(), source })?;
-        Ok(Self { vmlinux, modules: Vec::new() })
+        Self::from_bytes(&bytes).map_err(|source| BtfError::Read { path, source })
+    }
+
+    /// Parses a whole BTF (a `--btf` file's or vmlinux's bytes).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, btf_rs::Error> {
+        Ok(Self { vmlinux: Btf::from_bytes(bytes)?, modules: Vec::new() })
     }
 
     /// Adds the split BTF of kernel module `name` (e.g. "nf_conntrack"), if the module is loaded.
@@ -74,9 +82,15 @@ impl KernelBtf {
             return Ok(false);
         }
         let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
-        let btf = Btf::from_split_bytes(&bytes, &self.vmlinux).map_err(|source| BtfError::Read { path, source })?;
-        self.modules.push((name.to_string(), btf));
+        self.add_module(name, &bytes).map_err(|source| BtfError::Read { path, source })?;
         Ok(true)
+    }
+
+    /// Parses `bytes` as module `name`'s split BTF over vmlinux's and adds it.
+    pub(crate) fn add_module(&mut self, name: &str, bytes: &[u8]) -> Result<(), btf_rs::Error> {
+        let btf = Btf::from_split_bytes(bytes, &self.vmlinux)?;
+        self.modules.push((name.to_string(), btf));
+        Ok(())
     }
 
     fn all(&self) -> impl Iterator<Item = &Btf> {
@@ -113,7 +127,7 @@ impl KernelBtf {
                 return Err(BtfError::NotComposite { strukt: owner, member: member.to_string() });
             };
             let (bits, ty) = find_member(btf, s, member)?.ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
-            total_bits += bits;
+            total_bits = total_bits.checked_add(bits).ok_or_else(|| BtfError::OffsetOverflow { member: path.to_string() })?;
             current = skip_modifiers(btf, ty)?;
             owner = format!("{owner}.{member}");
         }
@@ -236,9 +250,20 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type, BtfError> {
     Err(BtfError::NoType { kind: "non-cyclic type", name: t.name().to_string() })
 }
 
+/// How deep anonymous members may nest: the kernel's go 3 or 4 deep (`sk_buff`'s headers group
+/// inside its anonymous union); BTF nesting deeper is malformed, or a cycle.
+const MAX_ANONYMOUS_NESTING: usize = 16;
+
 /// Finds `name` among `s`'s members, descending into anonymous members. Returns the bit offset
 /// and the member's type.
 fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>, BtfError> {
+    find_member_within(btf, s, name, MAX_ANONYMOUS_NESTING)
+}
+
+fn find_member_within(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) -> Result<Option<(u32, Type)>, BtfError> {
+    if depth == 0 {
+        return Err(BtfError::TooDeep { member: name.to_string() });
+    }
     for m in &s.members {
         let member_name = btf.resolve_name(m).unwrap_or_default();
         let ty = btf.resolve_chained_type(m).map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
@@ -250,9 +275,10 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32,
         }
         if member_name.is_empty()
             && let Type::Struct(inner) | Type::Union(inner) = skip_modifiers(btf, ty)?
-            && let Some((bits, found)) = find_member(btf, &inner, name)?
+            && let Some((bits, found)) = find_member_within(btf, &inner, name, depth - 1)?
         {
-            return Ok(Some((m.bit_offset() + bits, found)));
+            let bits = m.bit_offset().checked_add(bits).ok_or_else(|| BtfError::OffsetOverflow { member: name.to_string() })?;
+            return Ok(Some((bits, found)));
         }
     }
     Ok(None)
@@ -390,6 +416,31 @@ mod tests {
         assert!(btf.with_module(&module).expect("split BTF parses"));
         // vmlinux types stay visible through the module's split BTF.
         assert!(btf.offset_of("sk_buff", "len").is_ok());
+    }
+
+    /// Found by fuzzing (`cargo xtask fuzz`, target btf): a struct whose anonymous member is the
+    /// struct itself sent `find_member` into endless recursion, a stack overflow on a `--btf` file.
+    #[test]
+    fn an_anonymous_member_cycle_is_an_error_not_a_stack_overflow() {
+        let mut w = crate::fuzzing::btf_writer::BtfWriter::new();
+        let u32_t = w.int("unsigned int", 4, false);
+        let itself = w.next_id();
+        w.strukt("loop", 8, &[("", itself, 0, 0), ("x", u32_t, 32, 0)]);
+        let btf = KernelBtf::from_bytes(&w.finish()).expect("parses");
+        assert!(matches!(btf.offset_of("loop", "missing"), Err(BtfError::TooDeep { .. })));
+    }
+
+    /// Offsets past 4 Gbit (malformed BTF) are an error, not a wrapped (or, with overflow checks,
+    /// panicking) sum.
+    #[test]
+    fn an_offset_past_32_bits_is_an_error_not_a_wrapped_offset() {
+        let mut w = crate::fuzzing::btf_writer::BtfWriter::new();
+        let u32_t = w.int("unsigned int", 4, false);
+        let inner = w.strukt("inner", 8, &[("x", u32_t, 0x100, 0)]);
+        w.strukt("outer", 8, &[("", inner, 0xffff_ff00, 0), ("named", inner, 0xffff_ff00, 0)]);
+        let btf = KernelBtf::from_bytes(&w.finish()).expect("parses");
+        assert!(matches!(btf.offset_of("outer", "x"), Err(BtfError::OffsetOverflow { .. })), "through the anonymous member");
+        assert!(matches!(btf.offset_of("outer", "named.x"), Err(BtfError::OffsetOverflow { .. })), "through the path");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    ListPodSandboxRequest, NamespaceMode, PodSandboxFilter, PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, VersionRequest,
-    runtime_service_client::RuntimeServiceClient,
+    ListPodSandboxRequest, NamespaceMode, PodSandboxFilter, PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, PodSandboxStatusResponse,
+    VersionRequest, runtime_service_client::RuntimeServiceClient,
 };
 use tokio::{net::UnixStream, sync::mpsc};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -124,37 +124,7 @@ impl CriSource {
     async fn status(&mut self, id: &str) -> Result<Option<Pod>, CriError> {
         let request = PodSandboxStatusRequest { pod_sandbox_id: id.to_string(), verbose: true };
         let response = self.call("PodSandboxStatus", |mut c| async move { c.pod_sandbox_status(request).await }).await?;
-        let Some(status) = response.status else { return Ok(None) };
-        let Some(meta) = status.metadata else { return Ok(None) };
-        let mut ips: Vec<IpAddr> = Vec::new();
-        if let Some(net) = &status.network {
-            let extra = net.additional_ips.iter().map(|p| p.ip.as_str());
-            for text in std::iter::once(net.ip.as_str()).chain(extra) {
-                if let Ok(ip) = text.parse::<IpAddr>()
-                    && !ips.contains(&ip)
-                {
-                    ips.push(ip);
-                }
-            }
-        }
-        let host_network = status
-            .linux
-            .as_ref()
-            .and_then(|l| l.namespaces.as_ref())
-            .and_then(|n| n.options.as_ref())
-            .is_some_and(|o| o.network == NamespaceMode::Node as i32);
-        let labels: BTreeMap<String, String> = status.labels.into_iter().filter(|(k, _)| !k.starts_with(KUBELET_LABEL_PREFIX)).collect();
-        Ok(Some(Pod {
-            namespace: meta.namespace,
-            name: meta.name,
-            uid: if meta.uid.is_empty() { id.to_string() } else { meta.uid },
-            labels,
-            ips,
-            netns: netns_inode(&response.info),
-            host_network,
-            created_unix_ns: (status.created_at > 0).then_some(i128::from(status.created_at)),
-            source: SourceKind::Cri,
-        }))
+        Ok(pod_from_status(id, response))
     }
 
     async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CriError>
@@ -200,6 +170,42 @@ impl CriSource {
             }
         })
     }
+}
+
+/// The pod of sandbox `id` from the runtime's verbose `PodSandboxStatus` answer; None when it
+/// lacks the status or the pod's metadata.
+pub(crate) fn pod_from_status(id: &str, response: PodSandboxStatusResponse) -> Option<Pod> {
+    let status = response.status?;
+    let meta = status.metadata?;
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if let Some(net) = &status.network {
+        let extra = net.additional_ips.iter().map(|p| p.ip.as_str());
+        for text in std::iter::once(net.ip.as_str()).chain(extra) {
+            if let Ok(ip) = text.parse::<IpAddr>()
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
+            }
+        }
+    }
+    let host_network = status
+        .linux
+        .as_ref()
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.as_ref())
+        .is_some_and(|o| o.network == NamespaceMode::Node as i32);
+    let labels: BTreeMap<String, String> = status.labels.into_iter().filter(|(k, _)| !k.starts_with(KUBELET_LABEL_PREFIX)).collect();
+    Some(Pod {
+        namespace: meta.namespace,
+        name: meta.name,
+        uid: if meta.uid.is_empty() { id.to_string() } else { meta.uid },
+        labels,
+        ips,
+        netns: netns_inode(&response.info),
+        host_network,
+        created_unix_ns: (status.created_at > 0).then_some(i128::from(status.created_at)),
+        source: SourceKind::Cri,
+    })
 }
 
 /// The inode of the sandbox's network namespace, from the verbose status: through the sandbox

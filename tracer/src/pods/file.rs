@@ -37,7 +37,7 @@ pub(crate) fn load(path: &Path) -> Result<Objects, FileSourceError> {
     parse(&bytes).map_err(|source| FileSourceError::Parse { path: path.into(), source })
 }
 
-fn parse(bytes: &[u8]) -> Result<Objects, serde_json::Error> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Objects, serde_json::Error> {
     let value: serde_json::Value = serde_json::from_slice(bytes)?;
     let items = if value.get("items").is_some() { serde_json::from_value::<List>(value)?.items } else { vec![value] };
     let mut objects = Objects::default();

@@ -163,14 +163,7 @@ pub(crate) fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtL
             return None;
         }
     }
-    let layout = (|| -> Result<(u32, u32, u32), String> {
-        let nfct = btf.offset_of("sk_buff", "_nfct").map_err(|e| e.to_string())?;
-        let status = btf.offset_of("nf_conn", "status").map_err(|e| e.to_string())?;
-        let bits = btf.enum_values("ip_conntrack_status").map_err(|e| e.to_string())?;
-        let confirmed = bits.iter().find(|(n, _)| n == "IPS_CONFIRMED").ok_or("no IPS_CONFIRMED")?.1 as u32;
-        Ok((nfct, status, confirmed))
-    })();
-    match layout {
+    match conntrack_layout(btf) {
         Ok((nfct, status, confirmed)) => {
             plan.config.skb_nfct = nfct;
             plan.config.ct_status = status;
@@ -182,6 +175,16 @@ pub(crate) fn plan_conntrack(btf: &mut KernelBtf, plan: &mut Plan) -> Option<CtL
             None
         }
     }
+}
+
+/// Where the program finds a packet's conntrack entry and its status, and the value of
+/// `IPS_CONFIRMED`: `(skb->_nfct, nf_conn.status, confirmed)`.
+pub(crate) fn conntrack_layout(btf: &KernelBtf) -> Result<(u32, u32, u32), String> {
+    let nfct = btf.offset_of("sk_buff", "_nfct").map_err(|e| e.to_string())?;
+    let status = btf.offset_of("nf_conn", "status").map_err(|e| e.to_string())?;
+    let bits = btf.enum_values("ip_conntrack_status").map_err(|e| e.to_string())?;
+    let confirmed = bits.iter().find(|(n, _)| n == "IPS_CONFIRMED").ok_or("no IPS_CONFIRMED")?.1 as u32;
+    Ok((nfct, status, confirmed))
 }
 
 /// The reasons to report. Unknown names are bad input (exit 2), named from this kernel's list.

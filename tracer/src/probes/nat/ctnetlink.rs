@@ -299,14 +299,18 @@ impl Drop for EndWatch {
     }
 }
 
+/// Builders of conntrack netlink messages, for the tests and the fuzz seeds.
 #[cfg(test)]
-mod tests {
+pub(crate) mod wire {
     use super::*;
 
     /// A conntrack NEW event's message type.
-    const IPCTNL_MSG_CT_NEW: u16 = 0;
+    pub(crate) const IPCTNL_MSG_CT_NEW: u16 = 0;
+    /// The message types of a destroy and a new event.
+    pub(crate) const DELETE: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+    pub(crate) const NEW: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
 
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
         v.extend_from_slice(&kind.to_ne_bytes());
@@ -317,15 +321,20 @@ mod tests {
         v
     }
 
-    fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
+    pub(crate) fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
         attr(kind | 0x8000, &parts.concat())
     }
 
-    fn v4_tuple(kind: u16, src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    /// An address tuple (`CTA_TUPLE_ORIG` or `CTA_TUPLE_REPLY`) with IPv4 or IPv6 addresses.
+    pub(crate) fn tuple(kind: u16, src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let ip = |src_kind: u16, dst_kind: u16| match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => [attr(src_kind, &s.octets()), attr(dst_kind, &d.octets())],
+            (s, d) => [attr(src_kind + 2, &v6(s).octets()), attr(dst_kind + 2, &v6(d).octets())],
+        };
         nested(
             kind,
             &[
-                nested(CTA_TUPLE_IP, &[attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)]),
+                nested(CTA_TUPLE_IP, &ip(CTA_IP_V4_SRC, CTA_IP_V4_DST)),
                 nested(
                     CTA_TUPLE_PROTO,
                     &[attr(CTA_PROTO_NUM, &[proto]), attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()), attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes())],
@@ -334,7 +343,23 @@ mod tests {
         )
     }
 
-    fn message(kind: u16, body: &[u8]) -> Vec<u8> {
+    fn v6(ip: IpAddr) -> Ipv6Addr {
+        match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        }
+    }
+
+    pub(crate) fn v4_tuple(kind: u16, src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+        tuple(kind, src.into(), dst.into(), proto, sport, dport)
+    }
+
+    /// `CTA_PROTOINFO` with a TCP conntrack state.
+    pub(crate) fn tcp_state(state: u8) -> Vec<u8> {
+        nested(CTA_PROTOINFO, &[nested(CTA_PROTOINFO_TCP, &[attr(CTA_PROTOINFO_TCP_STATE, &[state])])])
+    }
+
+    pub(crate) fn message(kind: u16, body: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
         m.extend_from_slice(&((NLMSG_HDRLEN + NFGENMSG_LEN + body.len()) as u32).to_ne_bytes());
         m.extend_from_slice(&kind.to_ne_bytes());
@@ -343,6 +368,11 @@ mod tests {
         m.extend_from_slice(body);
         m
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{wire::*, *};
 
     #[test]
     fn destroy_messages_give_tuples_and_tcp_state() {
@@ -350,12 +380,12 @@ mod tests {
             v4_tuple(CTA_TUPLE_ORIG, [10, 0, 0, 5], [10, 96, 0, 10], 6, 40000, 80),
             v4_tuple(CTA_TUPLE_REPLY, [10, 244, 1, 7], [10, 0, 0, 5], 6, 8080, 40000),
             attr(3, &0x19eu32.to_be_bytes()),
-            nested(CTA_PROTOINFO, &[nested(CTA_PROTOINFO_TCP, &[attr(CTA_PROTOINFO_TCP_STATE, &[tcp_ct::SYN_SENT])])]),
+            tcp_state(tcp_ct::SYN_SENT),
         ]
         .concat();
-        let mut datagram = message((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, &body);
+        let mut datagram = message(DELETE, &body);
         // A NEW event in the same datagram is not an end.
-        datagram.extend(message((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW, &body));
+        datagram.extend(message(NEW, &body));
         let got = parse(&datagram);
         assert_eq!(got.len(), 1);
         let d = &got[0];
@@ -379,7 +409,7 @@ mod tests {
     #[test]
     fn truncated_input_is_not_a_panic() {
         let body = v4_tuple(CTA_TUPLE_ORIG, [1, 2, 3, 4], [5, 6, 7, 8], 17, 1, 2);
-        let m = message((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, &body);
+        let m = message(DELETE, &body);
         for cut in 0..m.len() {
             let _ = parse(&m[..cut]);
         }

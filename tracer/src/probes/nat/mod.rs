@@ -69,6 +69,12 @@ pub(crate) fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), Canno
     if !module && btf.offset_of("nf_conn", "status").is_err() {
         return Err(cannot("conntrack is not loaded (no nf_conntrack module, not built in): nothing on this node is NATed yet".into()));
     }
+    layout(btf)
+}
+
+/// The program's layouts and the status bits, from BTF that describes conntrack.
+pub(crate) fn layout(btf: &KernelBtf) -> Result<(NatConfig, StatusBits), CannotRun> {
+    let cannot = |reason: String| CannotRun { probe: PROBE, reason };
     let params = btf.tracepoint_params(TRACEPOINT).map_err(|e| cannot(format!("tp_btf/{TRACEPOINT}: {e}")))?;
     let skb_arg = params
         .iter()
@@ -82,6 +88,13 @@ pub(crate) fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), Canno
     let bit = |name: &str| -> Result<u32, CannotRun> {
         status.iter().find(|(n, _)| n == name).map(|(_, v)| *v as u32).ok_or_else(|| cannot(format!("enum ip_conntrack_status has no {name}")))
     };
+    // Offsets from a --btf file can be anything: past 4 GiB is malformed BTF, not a wrapped sum.
+    let sum = |parts: &[u32]| {
+        parts
+            .iter()
+            .try_fold(0u32, |total, part| total.checked_add(*part))
+            .ok_or_else(|| cannot("nf_conn's tuples lie past 4 GiB (malformed BTF)".into()))
+    };
     let bits =
         StatusBits { src_nat: bit("IPS_SRC_NAT")?, dst_nat: bit("IPS_DST_NAT")?, seen_reply: bit("IPS_SEEN_REPLY")?, assured: bit("IPS_ASSURED")? };
     let config = NatConfig {
@@ -89,8 +102,8 @@ pub(crate) fn plan(btf: &mut KernelBtf) -> Result<(NatConfig, StatusBits), Canno
         skb_arg: skb_arg as u32,
         skb_nfct: off("sk_buff", "_nfct")?,
         ct_status: off("nf_conn", "status")?,
-        ct_orig_tuple: tuplehash + tuple_in_hash,
-        ct_reply_tuple: tuplehash + hash_size + tuple_in_hash,
+        ct_orig_tuple: sum(&[tuplehash, tuple_in_hash])?,
+        ct_reply_tuple: sum(&[tuplehash, hash_size, tuple_in_hash])?,
         tuple_src_u3: off("nf_conntrack_tuple", "src.u3")?,
         tuple_src_port: off("nf_conntrack_tuple", "src.u.all")?,
         tuple_src_l3num: off("nf_conntrack_tuple", "src.l3num")?,
@@ -249,5 +262,27 @@ mod tests {
             }
             Err(e) => eprintln!("SKIPPED: {e} (kernel {})", crate::kernel::release()),
         }
+    }
+
+    #[test]
+    fn plans_from_btf_that_describes_conntrack() {
+        let btf = KernelBtf::from_bytes(&crate::fuzzing::btf_writer::vmlinux(true).finish()).expect("parses");
+        let (c, bits) = layout(&btf).expect("a layout");
+        assert_eq!(
+            (c.ct_orig_tuple, c.ct_reply_tuple),
+            (16 + 16, 16 + 56 + 16),
+            "two tuple hashes of 56 bytes from byte 16, the tuple at 16 in each"
+        );
+        assert_eq!((bits.dst_nat, bits.seen_reply), (32, 2));
+    }
+
+    /// Found reading the code the btf fuzz target runs (not by the fuzzer in 500,000 runs): a
+    /// --btf file whose `nf_conntrack_tuple_hash` claims a size near 4 GiB wrapped the reply
+    /// tuple's offset (a panic with overflow checks on).
+    #[test]
+    fn a_conntrack_layout_past_4_gib_is_an_error_not_a_wrapped_offset() {
+        let btf = KernelBtf::from_bytes(&crate::fuzzing::btf_writer::vmlinux_with_tuple_hash_size(u32::MAX - 8)).expect("parses");
+        let Err(err) = layout(&btf) else { panic!("a layout past 4 GiB") };
+        assert!(err.reason.contains("past 4 GiB"), "{}", err.reason);
     }
 }
