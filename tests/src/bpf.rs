@@ -95,13 +95,17 @@ pub fn wait_bpf_released(ids: &BTreeSet<u64>) -> Result<(), String> {
 /// checks that it attached `PROBE` with at least one program and one link, ends it, checks exit 0
 /// and the `tracer: PROBE: N seen, N delivered, N lost` line (except after SIGKILL), and that
 /// every program it held and every link to them is gone ([`wait_bpf_released`]).
+///
+/// Each run has an empty `PATH`, as in the shipped image (`/tracer` and nothing else): tracer
+/// must clean up without any tool (on kernels without TCX, mtu's clsact qdisc goes through
+/// netlink, never `tc`); the mtu test then checks that no qdisc is left.
 pub fn assert_nothing_left_after(probe: &str, base: &[&str], cases: &[(&[&str], &str)]) {
     for (extra, end) in cases {
         let what = format!("{probe} {extra:?}, ended by {end}");
         let mut args = vec![probe];
         args.extend_from_slice(base);
         args.extend_from_slice(extra);
-        let t = Tracer::start(&args);
+        let t = Tracer::start_env(&args, &[("PATH", "")]);
         let attached = format!("attached {probe}");
         assert!(t.attached_lines().join("\n").contains(&attached), "{what}: no `{attached}` line: {}", t.stderr());
         let ids = bpf_prog_ids_of_pid(t.pid());

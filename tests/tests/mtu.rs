@@ -420,6 +420,8 @@ fn nothing_left_attached_after_exit() {
     } else {
         skipped("mtu: nothing left after SIGKILL", "no TCX on this kernel: tc filters of a killed tracer stay until their qdisc or namespace goes");
     }
+    // Each run has an empty PATH (as in the image): on kernels without TCX this is the proof that
+    // the clsact qdisc goes without `tc`.
     assert_nothing_left_after("mtu", &base, &cases);
     let after = (tc_state(&lab.a, &lab.a_if), tc_state(&lab.b, &lab.b_if));
     assert_eq!(after, before, "tc filters or qdiscs left on the lab's devices");
