@@ -161,3 +161,8 @@ pub fn retransmits_by_flow(events: &[Value]) -> BTreeMap<(String, String), u64> 
     }
     m
 }
+
+/// Events one per line, for assertion messages.
+pub fn dump(events: &[Value]) -> String {
+    events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+}

@@ -14,7 +14,8 @@
 //! - [`privilege`]: the privilege gate, loud skips, what the kernel has, the cross-test lock;
 //! - [`process`]: commands with timeouts, background children, servers that announce readiness;
 //! - [`netns`]: unique names, address blocks, network namespaces, veth pairs;
-//! - [`lab`]: ready-made topologies of namespaces;
+//! - [`lab`]: ready-made topologies of namespaces; [`overlay`]: two nodes joined by VXLAN,
+//!   Geneve or IPIP;
 //! - [`traffic`]: the Python clients, servers and senders, and a lossy iptables rule;
 //! - [`conntrack`]: filling a namespace's conntrack table;
 //! - [`tracer_proc`]: running the tracer binary and reading what it wrote;
@@ -37,6 +38,7 @@ pub mod flow_table;
 pub mod kernel_log;
 pub mod lab;
 pub mod netns;
+pub mod overlay;
 pub mod privilege;
 pub mod process;
 pub mod time;

@@ -69,10 +69,6 @@ fn assert_drops<'a>(events: &'a [Value], window: (i128, i128), e: &Expect, n: us
     got
 }
 
-fn dump(events: &[Value]) -> String {
-    events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-}
-
 /// The summary must be present, consistent, lossless and match the number of JSON lines.
 fn assert_clean_summary(run: &TracerRun) {
     let s = parse_summary(&run.stderr, "drops")

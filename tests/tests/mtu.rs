@@ -29,10 +29,6 @@ const BYTES: u64 = 2_000_000;
 const SMALL_MTU: u32 = 1400;
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn dump(events: &[Value]) -> String {
-    events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-}
-
 /// The IPv6 address of the lab host whose IPv4 address is `v4` (198.X.Y.H -> fd54:7200:X:Y::H):
 /// as private to the lab as its IPv4 block. Written the way tracer prints addresses (RFC 5952): a lab in 198.18.0.x gives
 /// `fd54:7200:18::1`, not `fd54:7200:18:0::1`, which no event would ever match.

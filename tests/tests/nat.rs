@@ -50,10 +50,6 @@ const BACKEND_PORT: u16 = 8080;
 /// How long to wait for events that should come.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 
-fn dump(events: &[Value]) -> String {
-    events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-}
-
 fn ep(ip: &str, port: u16) -> String {
     format!("{ip}:{port}")
 }

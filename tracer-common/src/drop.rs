@@ -1,6 +1,6 @@
 //! Packet drops: skb:kfree_skb (tracepoint since 2.6; `reason` since 5.17, `rx_sk` since 6.11).
 
-use crate::{event::EventHeader, flow::RawFlow};
+use crate::{event::EventHeader, flow::{RawFlow, RawTunnel}};
 
 /// Size of `ifname`, the kernel's IFNAMSIZ.
 pub const IFNAMSIZ: usize = 16;
@@ -35,6 +35,8 @@ pub struct DropEvent {
     /// Device name, NUL-padded.
     pub ifname: [u8; IFNAMSIZ],
     pub flow: RawFlow,
+    /// The outer headers when the dropped packet was encapsulated.
+    pub tunnel: RawTunnel,
     /// The conntrack entry the packet carried, for netfilter drops: 0 when it had none (or the
     /// layout is unknown), else [`CT_PRESENT`] | the entry's `enum ip_conntrack_status` bits.
     /// A drop with no entry, or with one never confirmed, may be conntrack's own (table full,
@@ -42,7 +44,7 @@ pub struct DropEvent {
     pub ct: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<DropEvent>() == 16 + 8 + 16 + IFNAMSIZ + 48 + 8);
+const _: () = assert!(size_of::<DropEvent>() == 16 + 8 + 16 + IFNAMSIZ + 96 + 8);
 
 /// A drop the ring buffer had no room for, counted in the kernel instead (storm mode): the
 /// `DROP_STORM` per-CPU hash map's key. Userspace sums it per key at stop, so a storm still ends

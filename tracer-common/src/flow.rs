@@ -10,6 +10,11 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv4 in IP (IPIP: Calico's `tunl0`, `ipip` devices).
+pub const IPPROTO_IPIP: u8 = 4;
+/// IPv6 in IP (`sit` devices, 6in4).
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_GRE: u8 = 47;
 
 /// Ethertypes (host byte order).
 pub const ETH_P_IP: u16 = 0x0800;
@@ -17,7 +22,8 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 
 /// The flow of one packet. Addresses are in network byte order; an IPv4 address fills the first
 /// 4 bytes. Ports are in host byte order. For ICMP/ICMPv6 the ports are 0 and `icmp_type` /
-/// `icmp_code` are set.
+/// `icmp_code` are set. For an encapsulated packet the flow is the inner (pod) one, and the
+/// event's [`RawTunnel`] beside it holds the outer headers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawFlow {
@@ -37,5 +43,71 @@ pub struct RawFlow {
 }
 const _: () = assert!(size_of::<RawFlow>() == 48);
 
+/// Encapsulations the packet parser recognises (`RawTunnel::kind`).
+pub mod tunnel {
+    /// Not encapsulated (or not in a way the parser knows).
+    pub const NONE: u8 = 0;
+    /// VXLAN over UDP (4789, flannel's 8472, or a port the loader configured).
+    pub const VXLAN: u8 = 1;
+    /// Geneve over UDP (6081 or a configured port).
+    pub const GENEVE: u8 = 2;
+    /// IPv4 or IPv6 in IPv4/IPv6 (protocols 4 and 41: ipip, sit, ip6tnl).
+    pub const IPIP: u8 = 3;
+    /// GRE (protocol 47), Ethernet or IP inside.
+    pub const GRE: u8 = 4;
+
+    /// Most UDP ports per encapsulation the loader can configure.
+    pub const MAX_PORTS: usize = 4;
+    /// IANA's VXLAN port, and the one Linux and flannel (before they agreed on it) use.
+    pub const VXLAN_PORT: u16 = 4789;
+    pub const VXLAN_PORT_LINUX: u16 = 8472;
+    pub const GENEVE_PORT: u16 = 6081;
+}
+
+/// The outer headers of an encapsulated packet (kind [`tunnel::NONE`] for a packet that was not):
+/// addresses as in [`RawFlow`], the outer UDP ports
+/// for VXLAN and Geneve (0 otherwise), and the VNI (VXLAN, Geneve) or key (GRE) when it has one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawTunnel {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// VNI (24 bits) or GRE key; valid when `has_vni` is 1.
+    pub vni: u32,
+    /// One of [`tunnel`]'s kinds.
+    pub kind: u8,
+    /// The outer family ([`FAMILY_IPV4`] or [`FAMILY_IPV6`]).
+    pub family: u8,
+    /// The outer IP protocol (UDP, IPIP, IPv6, GRE).
+    pub l4_proto: u8,
+    pub has_vni: u8,
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(size_of::<RawTunnel>() == 48);
+
+/// The UDP ports the packet parser takes for VXLAN and Geneve (`TUNNEL_PORTS`, set by the
+/// loader from `--vxlan-port`/`--geneve-port`); 0 is an unused slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelPorts {
+    pub vxlan: [u16; tunnel::MAX_PORTS],
+    pub geneve: [u16; tunnel::MAX_PORTS],
+}
+const _: () = assert!(size_of::<TunnelPorts>() == 4 * tunnel::MAX_PORTS);
+
+impl TunnelPorts {
+    /// The standard ports: VXLAN 4789 and 8472, Geneve 6081.
+    pub const DEFAULT: Self =
+        Self { vxlan: [tunnel::VXLAN_PORT, tunnel::VXLAN_PORT_LINUX, 0, 0], geneve: [tunnel::GENEVE_PORT, 0, 0, 0] };
+}
+
+impl Default for TunnelPorts {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 #[cfg(feature = "user")]
-user_pod!(RawFlow);
+user_pod!(RawFlow, RawTunnel, TunnelPorts);

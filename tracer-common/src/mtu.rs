@@ -3,7 +3,7 @@
 //! packets dropped with `SKB_DROP_REASON_PKT_TOO_BIG` (kernel >= 6.3 names it), and packets
 //! longer than their device's MTU (tc, `bpf_check_mtu`, kernel >= 5.12).
 
-use crate::{drop::IFNAMSIZ, event::EventHeader, flow::RawFlow};
+use crate::{drop::IFNAMSIZ, event::EventHeader, flow::{RawFlow, RawTunnel}};
 
 /// `MtuEvent::event` values; userspace prints the CONTRACT's names.
 pub mod event {
@@ -35,6 +35,8 @@ pub struct MtuEvent {
     /// The flow the problem is about: for an ICMP error the original packet quoted in its
     /// payload (the sender that must shrink its packets is `saddr`), else the packet itself.
     pub flow: RawFlow,
+    /// The outer headers when `flow`'s packet was encapsulated (for an ICMP error: the quoted packet's).
+    pub tunnel: RawTunnel,
     /// The ICMP error's own source and destination (family as `flow`); zero when not an ICMP
     /// error or not known (an error being sent has no source address yet).
     pub icmp_src: [u8; 16],
@@ -57,7 +59,7 @@ pub struct MtuEvent {
     pub hook: u8,
     pub _pad: [u8; 6],
 }
-const _: () = assert!(size_of::<MtuEvent>() == 16 + 48 + 32 + 24 + IFNAMSIZ + 8);
+const _: () = assert!(size_of::<MtuEvent>() == 16 + 96 + 32 + 24 + IFNAMSIZ + 8);
 
 /// Read-only configuration of the MTU programs, set by the loader before load.
 #[repr(C)]

@@ -2,7 +2,7 @@
 //! tracepoint), reported once per connection and again when its state changes. Offsets of
 //! `struct nf_conn` come from vmlinux or nf_conntrack's module BTF. Kernel >= 5.10 with BTF.
 
-use crate::{event::EventHeader, flow::RawFlow};
+use crate::{event::EventHeader, flow::{RawFlow, RawTunnel}};
 
 /// One direction's tuple of a conntrack entry.
 #[repr(C)]
@@ -26,6 +26,8 @@ pub struct NatEvent {
     pub header: EventHeader,
     /// The transmitted packet (after NAT).
     pub flow: RawFlow,
+    /// The outer headers when the transmitted packet was encapsulated.
+    pub tunnel: RawTunnel,
     pub orig: NatTuple,
     pub reply: NatTuple,
     /// The entry's address: identifies the connection within a run.
@@ -37,7 +39,7 @@ pub struct NatEvent {
     pub _pad: u32,
     pub ifname: [u8; 16],
 }
-const _: () = assert!(size_of::<NatEvent>() == 184);
+const _: () = assert!(size_of::<NatEvent>() == 184 + 48);
 
 /// Where things are, from BTF; the status bits from `enum ip_conntrack_status`.
 #[repr(C)]

@@ -4,7 +4,7 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{Array, PerCpuHashMap},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
@@ -32,6 +32,11 @@ static DROP_REASONS: Array<u64> = Array::with_max_entries(REASON_BITMAP_WORDS, 0
 /// Storm mode: drops the ring buffer had no room for, counted per (location, reason, netns).
 #[map]
 static DROP_STORM: PerCpuHashMap<StormKey, u64> = PerCpuHashMap::with_max_entries(STORM_ENTRIES, 0);
+
+/// The event being built, per CPU and off the 512-byte stack: with a tunnel's outer headers it
+/// is 160 bytes, and the parser's and filter's temporaries come on top.
+#[map]
+static DROP_SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counts a drop that was not delivered. Per CPU, so no atomics; a key created meanwhile on
 /// another CPU is updated, not replaced (an update from a program touches this CPU's value).
@@ -108,35 +113,35 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
     if skb.is_null() || !kernel::offsets_valid() || !wants_reason(reason) {
         return Ok(());
     }
-    let flow = skb::flow(skb);
-    if !filter::matches(&flow) {
+    let Some(event) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    // SAFETY: the per-CPU scratch entry is ours for this program run.
+    let event = unsafe { &mut *event };
+    skb::fill_packet(skb, &mut event.flow, &mut event.tunnel);
+    if !filter::matches_packet(&event.flow, &event.tunnel) {
         return Ok(());
     }
     let device = skb::device(skb);
     let netns = if device.netns != 0 { device.netns } else { skb::socket_netns(skb) };
-    if !filter::matches_pods(&flow, netns) {
+    if !filter::matches_pods_packet(&event.flow, &event.tunnel, netns) {
         return Ok(());
     }
-    let event = DropEvent {
-        header: EventHeader {
-            // SAFETY: helpers without preconditions.
-            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-            kind: kind::DROP,
-            // SAFETY: as above.
-            cpu: unsafe { bpf_get_smp_processor_id() } as u16,
-            _pad: [0; 4],
-        },
-        location,
-        reason,
-        len: skb::len(skb),
-        netns,
-        ifindex: device.ifindex,
-        ifname: device.name,
-        flow,
-        ct: conntrack_of(skb, reason),
-        _pad: 0,
+    event.header = EventHeader {
+        // SAFETY: helpers without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        kind: kind::DROP,
+        // SAFETY: as above.
+        cpu: unsafe { bpf_get_smp_processor_id() } as u16,
+        _pad: [0; 4],
     };
-    if !emit::output(kind::DROP, &event) {
+    event.location = location;
+    event.reason = reason;
+    event.len = skb::len(skb);
+    event.netns = netns;
+    event.ifindex = device.ifindex;
+    event.ifname = device.name;
+    event.ct = conntrack_of(skb, reason);
+    event._pad = 0;
+    if !emit::output(kind::DROP, event) {
         storm_count(&StormKey { location, reason, netns });
     }
     Ok(())

@@ -3,7 +3,7 @@
 use aya_ebpf::{macros::map, maps::HashMap};
 use tracer_common::{
     filter::{Cidr, FlowFilter, MAX_CIDRS, MAX_POD_ADDRS, MAX_POD_NETNS, PodAddrKey},
-    flow::RawFlow,
+    flow::{RawFlow, RawTunnel},
 };
 
 /// Addresses of the selected pods; userspace adds and removes them as pods come and go.
@@ -68,28 +68,47 @@ pub(crate) fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
     flow.family != 0 && (pod_addr(flow.family, &flow.saddr) || pod_addr(flow.family, &flow.daddr))
 }
 
+/// [`matches_pods`] for a packet that may be encapsulated: the inner flow, or the outer headers'
+/// addresses (a node's, for a host-network pod).
+#[inline(always)]
+pub(crate) fn matches_pods_packet(flow: &RawFlow, tunnel: &RawTunnel, netns: u32) -> bool {
+    matches_pods(flow, netns) || (tunnel.kind != 0 && (pod_addr(tunnel.family, &tunnel.saddr) || pod_addr(tunnel.family, &tunnel.daddr)))
+}
+
 /// Whether `flow` passes the configured address, port and protocol filter.
 #[inline(always)]
 pub(crate) fn matches(flow: &RawFlow) -> bool {
+    matches_headers(flow.family, flow.l4_proto, flow.sport, flow.dport, &flow.saddr, &flow.daddr)
+}
+
+/// [`matches`] for a packet that may be encapsulated: the inner flow or the outer headers (a
+/// user may name the pods' addresses or the nodes', the pods' ports or the tunnel's).
+#[inline(always)]
+pub(crate) fn matches_packet(flow: &RawFlow, tunnel: &RawTunnel) -> bool {
+    matches(flow) || (tunnel.kind != 0 && matches_headers(tunnel.family, tunnel.l4_proto, tunnel.sport, tunnel.dport, &tunnel.saddr, &tunnel.daddr))
+}
+
+#[inline(always)]
+fn matches_headers(family: u8, l4_proto: u8, sport: u16, dport: u16, saddr: &[u8; 16], daddr: &[u8; 16]) -> bool {
     let proto = filter_field!(proto);
-    if proto != 0 && flow.l4_proto != proto {
+    if proto != 0 && l4_proto != proto {
         return false;
     }
     let port = filter_field!(port);
-    if port != 0 && flow.sport != port && flow.dport != port {
+    if port != 0 && sport != port && dport != port {
         return false;
     }
     let n = filter_field!(n_cidrs) as usize;
     if n == 0 {
         return true;
     }
-    let saddr = words(&flow.saddr);
-    let daddr = words(&flow.daddr);
+    let saddr = words(saddr);
+    let daddr = words(daddr);
     for i in 0..MAX_CIDRS {
         if i >= n {
             break;
         }
-        if in_cidr(i, flow.family, &saddr) || in_cidr(i, flow.family, &daddr) {
+        if in_cidr(i, family, &saddr) || in_cidr(i, family, &daddr) {
             return true;
         }
     }
@@ -101,4 +120,10 @@ pub(crate) fn matches(flow: &RawFlow) -> bool {
 #[inline(never)]
 pub(crate) fn passes(flow: &RawFlow, netns: u32) -> bool {
     matches(flow) && matches_pods(flow, netns)
+}
+
+/// [`passes`] for a packet that may be encapsulated ([`matches_packet`], [`matches_pods_packet`]).
+#[inline(never)]
+pub(crate) fn passes_packet(flow: &RawFlow, tunnel: &RawTunnel, netns: u32) -> bool {
+    matches_packet(flow, tunnel) && matches_pods_packet(flow, tunnel, netns)
 }

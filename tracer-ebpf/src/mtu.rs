@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     event::{EventHeader, kind},
-    flow::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, RawFlow},
+    flow::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, RawFlow, RawTunnel},
     mtu::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PKT_TOOBIG, MtuConfig, MtuEvent, event, hook},
 };
 
@@ -126,9 +126,10 @@ fn route_mtu(skb: *const u8) -> (*const u8, u32) {
 
 /// When `outer` is a frag-needed or packet-too-big at transport offset `l4` of `b`: the MTU it
 /// announces and the length of the packet it quotes (the one that was too big), with that
-/// packet's headers parsed into `inner`.
+/// packet's headers parsed into `inner` (and, when it was a tunnel's, its outer ones into
+/// `tunnel`: the pods' flow is what the user asks about).
 #[inline(always)]
-fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow) -> Option<(u32, u32)> {
+fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow, tunnel: &mut RawTunnel) -> Option<(u32, u32)> {
     let (mtu, version) = if outer.family == FAMILY_IPV4
         && outer.l4_proto == IPPROTO_ICMP
         && outer.icmp_type == ICMP_DEST_UNREACH
@@ -144,22 +145,23 @@ fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow) 
         return None;
     };
     // The quote may stop before the ports (or be a fragment): the addresses still name the flow.
-    let _ = skb::parse_ip(b, l4 + 8, version, inner);
+    let _ = skb::parse_ip(b, l4 + 8, version, inner, Some(tunnel));
     Some((mtu, ip_len(b, l4 + 8, inner.family).unwrap_or(0)))
 }
 
 /// Whether the event passes the user's filters: by the flow it is about, or (for an ICMP
 /// error) by the error's own addresses.
 #[inline(always)]
-fn wanted(flow: &RawFlow, icmp: Option<&RawFlow>, netns: u32) -> bool {
-    filter::passes(flow, netns) || icmp.is_some_and(|outer| filter::passes(outer, netns))
+fn wanted(flow: &RawFlow, tunnel: &RawTunnel, icmp: Option<&RawFlow>, netns: u32) -> bool {
+    filter::passes_packet(flow, tunnel, netns) || icmp.is_some_and(|outer| filter::passes(outer, netns))
 }
 
 /// Parses the packet at network offset 0 of `b` into `w.outer`, keeping the transport offset
 /// in `w.l4` (u32::MAX: none).
 #[inline(always)]
 fn parse_outer<B: Bytes>(b: &B, ethertype: u16, w: &mut Work) {
-    if let Some(l4) = skb::parse(b, ethertype, &mut w.outer) {
+    // The error itself as the device sees it: an error still inside a tunnel is not taken apart.
+    if let Some(l4) = skb::parse(b, ethertype, &mut w.outer, None) {
         w.l4 = l4 as u32;
     }
 }
@@ -174,7 +176,7 @@ fn quoted<B: Bytes>(b: &B, w: &mut Work) -> bool {
     if l4 == u32::MAX {
         return false;
     }
-    match icmp_error(b, l4 as usize, &w.outer, &mut w.event.flow) {
+    match icmp_error(b, l4 as usize, &w.outer, &mut w.event.flow, &mut w.event.tunnel) {
         Some((mtu, len)) => {
             w.event.mtu = mtu;
             w.event.len = len;
@@ -203,11 +205,11 @@ pub(crate) fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     let Some(w) = work(hook::ICMP_SEND) else { return Ok(()) };
     let Some((l3, ethertype)) = skb::network_header(skb) else { return Ok(()) };
-    let _ = skb::parse(&l3, ethertype, &mut w.event.flow);
+    let _ = skb::parse(&l3, ethertype, &mut w.event.flow, Some(&mut w.event.tunnel));
     let (route_dev, mtu) = route_mtu(skb);
     let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
     set_device(&mut w.event, &skb::net_device(dev));
-    if !wanted(&w.event.flow, None, w.event.netns) {
+    if !wanted(&w.event.flow, &w.event.tunnel, None, w.event.netns) {
         return Ok(());
     }
     w.event.len = skb::len(skb);
@@ -231,11 +233,11 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let Some(w) = work(hook::KFREE_SKB) else { return Ok(()) };
     w.event.reason = reason;
     if reason == config!(reason_pkt_too_big) {
-        let _ = skb::parse(&l3, ethertype, &mut w.event.flow);
+        let _ = skb::parse(&l3, ethertype, &mut w.event.flow, Some(&mut w.event.tunnel));
         let (route_dev, mtu) = route_mtu(skb);
         let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
         set_device(&mut w.event, &skb::net_device(dev));
-        if !wanted(&w.event.flow, None, w.event.netns) {
+        if !wanted(&w.event.flow, &w.event.tunnel, None, w.event.netns) {
             return Ok(());
         }
         w.event.dev_mtu = device_mtu(dev);
@@ -253,7 +255,7 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if w.event.netns == 0 {
         w.event.netns = skb::socket_netns(skb);
     }
-    if !wanted(&w.event.flow, Some(&w.outer), w.event.netns) {
+    if !wanted(&w.event.flow, &w.event.tunnel, Some(&w.outer), w.event.netns) {
         return Ok(());
     }
     w.event.dev_mtu = device_mtu(dev);
@@ -327,7 +329,7 @@ pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
         } else {
             return None;
         };
-        if !wanted(&w.event.flow, Some(&w.outer), 0) {
+        if !wanted(&w.event.flow, &w.event.tunnel, Some(&w.outer), 0) {
             return None;
         }
         w.event.dev_mtu = check_mtu(ctx, 0).1;
@@ -339,10 +341,14 @@ pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
     // aggregate's frame length.
     let len = if gso_size != 0 { 0 } else { ip_len(&b, 0, w.outer.family)? };
     let (too_big, dev_mtu) = check_mtu(ctx, len);
-    if !too_big || !wanted(&w.outer, None, 0) {
+    if !too_big {
         return None;
     }
-    w.event.flow = w.outer;
+    // Only an oversize packet is parsed again, inside its tunnel if it is one: the pods' flow.
+    let _ = skb::parse(&b, u16::from_be(ctx.skb.protocol() as u16), &mut w.event.flow, Some(&mut w.event.tunnel));
+    if !wanted(&w.event.flow, &w.event.tunnel, None, 0) {
+        return None;
+    }
     w.event.len = if len == 0 { ctx.len() } else { len };
     w.event.mtu = dev_mtu;
     w.event.dev_mtu = dev_mtu;

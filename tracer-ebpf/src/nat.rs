@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     event::{EventHeader, kind},
-    flow::{FAMILY_IPV4, FAMILY_IPV6, RawFlow},
+    flow::{FAMILY_IPV4, FAMILY_IPV6, RawFlow, RawTunnel},
     nat::{MAX_NAT_CONNS, NatConfig, NatEvent, NatSeen},
 };
 
@@ -53,6 +53,10 @@ static NAT_SEEN: LruHashMap<u64, NatSeen> = LruHashMap::with_max_entries(MAX_NAT
 /// [packet's flow, original-direction flow] for the filters; per CPU, off the 512-byte stack.
 #[map]
 static NAT_SCRATCH: PerCpuArray<RawFlow> = PerCpuArray::with_max_entries(2, 0);
+
+/// The packet's outer headers when it is encapsulated, beside [`NAT_SCRATCH`] for the same reason.
+#[map]
+static NAT_TUNNEL: PerCpuArray<RawTunnel> = PerCpuArray::with_max_entries(1, 0);
 
 const AF_INET: u16 = 2;
 
@@ -113,12 +117,14 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // Service address, the client pod) — either may be what the user named.
     // Both flows live in per-CPU scratch, not on the stack: with filter::passes' frame on top,
     // 6.1 and 6.12 refuse more than 512 bytes for the two together.
-    let (Some(flow), Some(original)) = (NAT_SCRATCH.get_ptr_mut(0), NAT_SCRATCH.get_ptr_mut(1)) else { return Ok(()) };
+    let (Some(flow), Some(original), Some(tunnel)) = (NAT_SCRATCH.get_ptr_mut(0), NAT_SCRATCH.get_ptr_mut(1), NAT_TUNNEL.get_ptr_mut(0)) else {
+        return Ok(());
+    };
     // SAFETY: the per-CPU scratch entries are ours for this program run.
-    let (flow, original) = unsafe { (&mut *flow, &mut *original) };
-    skb::fill_flow(skb, flow);
+    let (flow, original, tunnel) = unsafe { (&mut *flow, &mut *original, &mut *tunnel) };
+    skb::fill_packet(skb, flow, tunnel);
     let device = skb::device(skb);
-    if !filter::passes(flow, device.netns) {
+    if !filter::passes_packet(flow, tunnel, device.netns) {
         *original = RawFlow::default();
         tuple_flow(ct, config!(ct_orig_tuple), original);
         if !filter::passes(original, device.netns) {
@@ -137,6 +143,7 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             _pad: [0; 4],
         };
         (*ev).flow = *flow;
+        (*ev).tunnel = *tunnel;
         (*ev).ct = key;
         (*ev).status = status;
         (*ev).netns = device.netns;

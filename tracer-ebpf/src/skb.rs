@@ -1,7 +1,10 @@
 //! Parsing a `struct sk_buff *` seen from a tracing program: device, namespace and the flow from
 //! the packet's own headers. Offsets come from [`crate::kernel::OFFSETS`].
 
-use tracer_common::flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow};
+use tracer_common::flow::{
+    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+    RawFlow, RawTunnel, TunnelPorts, tunnel,
+};
 
 use crate::kernel::{netns_inum, offset, read, read_buf};
 
@@ -13,6 +16,19 @@ pub(crate) const NFCT_PTRMASK: u64 = !7;
 
 /// IPv6 extension headers we step over to find the transport header; bounded for the verifier.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+/// The UDP ports taken for VXLAN and Geneve; set by the loader (`--vxlan-port`, `--geneve-port`).
+#[unsafe(no_mangle)]
+static TUNNEL_PORTS: TunnelPorts = TunnelPorts::DEFAULT;
+
+/// Ethertype of Ethernet inside GRE or Geneve (transparent Ethernet bridging).
+const ETH_P_TEB: u16 = 0x6558;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_HLEN: usize = 14;
+const UDP_HLEN: usize = 8;
+/// VXLAN's header: flags (the I bit says the VNI is valid), reserved, VNI, reserved.
+const VXLAN_HLEN: usize = 8;
+const VXLAN_FLAG_VNI: u8 = 0x08;
 
 /// The device an skb is on: ifindex, name and the netns inode of the device.
 #[derive(Default)]
@@ -99,33 +115,50 @@ pub(crate) fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
     if head.is_null() || network == HEADER_UNSET {
         return None;
     }
-    let ethertype = u16::from_be(read::<u16>(skb, offset!(skb_protocol)).unwrap_or(0));
-    Some((KernelBytes(head.wrapping_add(network as usize)), ethertype))
+    let l3 = head.wrapping_add(network as usize);
+    let ethertype = match u16::from_be(read::<u16>(skb, offset!(skb_protocol)).unwrap_or(0)) {
+        // A tunnel's receive path sets skb->protocol to the inner frame's while the network
+        // header is still the outer one (vxlan_rcv, where VXLAN_ENTRY_EXISTS drops: IPv6 pods
+        // over an IPv4 underlay); the header's version nibble says which it is.
+        ip @ (ETH_P_IP | ETH_P_IPV6) => match read::<u8>(l3, 0).map(|v| v >> 4) {
+            Ok(4) => ETH_P_IP,
+            Ok(6) => ETH_P_IPV6,
+            _ => ip,
+        },
+        other => other,
+    };
+    Some((KernelBytes(l3), ethertype))
 }
 
 /// Parses IPv4/IPv6 and TCP/UDP/ICMP/ICMPv6 headers. Leaves `family` at 0 for anything else
-/// (ARP, a packet whose network header is not set yet, a read that faulted).
+/// (ARP, a packet whose network header is not set yet, a read that faulted). An encapsulated
+/// packet's outer flow: for hooks where the stack has already taken tunnels apart (TCP's).
 #[inline(always)]
 pub(crate) fn flow(skb: *const u8) -> RawFlow {
     let mut flow = RawFlow::default();
-    fill_flow(skb, &mut flow);
+    if let Some((l3, ethertype)) = network_header(skb) {
+        parse(&l3, ethertype, &mut flow, None);
+    }
     flow
 }
 
-/// [`flow`] into `flow` (zeroed first): lets a program keep the flow in a per-CPU map value
-/// rather than on its 512-byte stack.
+/// The packet's flow into `flow` and, when it is encapsulated, its outer headers into `tunnel`
+/// (both zeroed first; the flow is then the inner one). Out-parameters, so that a program can
+/// keep them in a per-CPU map value rather than on its 512-byte stack.
 #[inline(always)]
-pub(crate) fn fill_flow(skb: *const u8, flow: &mut RawFlow) {
+pub(crate) fn fill_packet(skb: *const u8, flow: &mut RawFlow, tunnel: &mut RawTunnel) {
     *flow = RawFlow::default();
+    *tunnel = RawTunnel::default();
     if let Some((l3, ethertype)) = network_header(skb) {
-        parse(&l3, ethertype, flow);
+        parse(&l3, ethertype, flow, Some(tunnel));
     }
 }
 
 /// Parses the packet at network offset 0 of `b` into `flow`; returns the transport header's
-/// offset when there is one (not for non-first fragments or non-IP).
+/// offset when there is one (not for non-first fragments or non-IP). With `tunnel`, an
+/// encapsulated packet is parsed inside too ([`parse_ip`]).
 #[inline(always)]
-pub(crate) fn parse<B: Bytes>(b: &B, ethertype: u16, flow: &mut RawFlow) -> Option<usize> {
+pub(crate) fn parse<B: Bytes>(b: &B, ethertype: u16, flow: &mut RawFlow, tunnel: Option<&mut RawTunnel>) -> Option<usize> {
     flow.ethertype = ethertype;
     // Locally built packets can reach a drop point before skb->protocol is set: trust the
     // version nibble then, but only then (ARP's first byte would look like version 0).
@@ -135,13 +168,54 @@ pub(crate) fn parse<B: Bytes>(b: &B, ethertype: u16, flow: &mut RawFlow) -> Opti
         0 => b.load::<u8>(0).map(|v| v >> 4).unwrap_or(0),
         _ => 0,
     };
-    parse_ip(b, 0, version, flow)
+    parse_ip(b, 0, version, flow, tunnel)
 }
 
 /// Parses an IP header of `version` at `at` and the transport header after it into `flow`;
-/// returns the transport header's offset.
+/// returns the transport header's offset. With `tunnel`, an encapsulated packet (VXLAN, Geneve,
+/// IPIP, GRE) is parsed once more, inside: `flow` then describes the inner packet and `tunnel`
+/// the outer one, and the offset returned is the inner transport header's. Only such packets
+/// pay for the second parse: the test is on fields already read (protocol, destination port).
 #[inline(always)]
-pub(crate) fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFlow) -> Option<usize> {
+pub(crate) fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFlow, tunnel: Option<&mut RawTunnel>) -> Option<usize> {
+    let l4 = parse_ip_once(b, at, version, flow)?;
+    let Some(t) = tunnel else { return Some(l4) };
+    let Some((kind, inner, ethertype)) = encapsulation(b, l4, flow, t) else { return Some(l4) };
+    t.kind = kind;
+    t.family = flow.family;
+    t.l4_proto = flow.l4_proto;
+    t.saddr = flow.saddr;
+    t.daddr = flow.daddr;
+    t.sport = flow.sport;
+    t.dport = flow.dport;
+    flow.saddr = [0; 16];
+    flow.daddr = [0; 16];
+    flow.sport = 0;
+    flow.dport = 0;
+    flow.family = 0;
+    flow.l4_proto = 0;
+    flow.ethertype = ethertype;
+    let version = match ethertype {
+        ETH_P_IP => 4,
+        ETH_P_IPV6 => 6,
+        _ => 0,
+    };
+    let l4 = parse_ip_once(b, inner, version, flow);
+    if flow.family == 0 {
+        // Not IP inside, or cut short (an ICMP error's quote): the outer flow is all there is.
+        flow.saddr = t.saddr;
+        flow.daddr = t.daddr;
+        flow.sport = t.sport;
+        flow.dport = t.dport;
+        flow.family = t.family;
+        flow.l4_proto = t.l4_proto;
+        *t = RawTunnel::default();
+    }
+    l4
+}
+
+#[inline(always)]
+fn parse_ip_once<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFlow) -> Option<usize> {
     let l4 = match version {
         4 => parse_ipv4(b, at, flow),
         6 => parse_ipv6(b, at, flow),
@@ -149,6 +223,98 @@ pub(crate) fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFl
     }?;
     parse_l4(b, l4, flow);
     Some(l4)
+}
+
+/// Whether `port` is one of `ports` (a loader-set global; unused slots are 0).
+#[inline(always)]
+fn one_of(port: u16, ports: &[u16; tunnel::MAX_PORTS]) -> bool {
+    let mut i = 0;
+    while i < tunnel::MAX_PORTS {
+        // SAFETY: a global of plain integers, read volatile so the compiled default is not folded.
+        let p = unsafe { core::ptr::read_volatile(&raw const ports[i]) };
+        if p != 0 && p == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// When the packet whose transport header is at `l4` carries another packet: the tunnel's kind,
+/// the offset of the inner network header and its ethertype; the tunnel's VNI is set here.
+#[inline(always)]
+fn encapsulation<B: Bytes>(b: &B, l4: usize, flow: &RawFlow, t: &mut RawTunnel) -> Option<(u8, usize, u16)> {
+    match flow.l4_proto {
+        IPPROTO_IPIP => Some((tunnel::IPIP, l4, ETH_P_IP)),
+        IPPROTO_IPV6 => Some((tunnel::IPIP, l4, ETH_P_IPV6)),
+        IPPROTO_UDP if one_of(flow.dport, &TUNNEL_PORTS.vxlan) => {
+            let hdr: [u8; VXLAN_HLEN] = b.load(l4 + UDP_HLEN)?;
+            if hdr[0] & VXLAN_FLAG_VNI == 0 {
+                return None;
+            }
+            t.vni = u32::from_be_bytes([0, hdr[4], hdr[5], hdr[6]]);
+            t.has_vni = 1;
+            ethernet(b, l4 + UDP_HLEN + VXLAN_HLEN).map(|(at, ethertype)| (tunnel::VXLAN, at, ethertype))
+        }
+        IPPROTO_UDP if one_of(flow.dport, &TUNNEL_PORTS.geneve) => {
+            // Version (2 bits) and options length (6 bits, in 4-byte words), flags, protocol, VNI.
+            let hdr: [u8; 8] = b.load(l4 + UDP_HLEN)?;
+            if hdr[0] >> 6 != 0 {
+                return None;
+            }
+            t.vni = u32::from_be_bytes([0, hdr[4], hdr[5], hdr[6]]);
+            t.has_vni = 1;
+            let at = l4 + UDP_HLEN + 8 + (hdr[0] & 0x3f) as usize * 4;
+            inner_of(b, at, u16::from_be_bytes([hdr[2], hdr[3]])).map(|(at, ethertype)| (tunnel::GENEVE, at, ethertype))
+        }
+        IPPROTO_GRE => {
+            // Flags (checksum, key, sequence present) and version 0, then the protocol; the
+            // optional words follow in that order.
+            let hdr: [u8; 4] = b.load(l4)?;
+            if hdr[1] & 0x07 != 0 {
+                return None;
+            }
+            let mut at = l4 + 4;
+            if hdr[0] & 0x80 != 0 {
+                at += 4;
+            }
+            if hdr[0] & 0x20 != 0 {
+                let key: [u8; 4] = b.load(at)?;
+                t.vni = u32::from_be_bytes(key);
+                t.has_vni = 1;
+                at += 4;
+            }
+            if hdr[0] & 0x10 != 0 {
+                at += 4;
+            }
+            inner_of(b, at, u16::from_be_bytes([hdr[2], hdr[3]])).map(|(at, ethertype)| (tunnel::GRE, at, ethertype))
+        }
+        _ => None,
+    }
+}
+
+/// The network header inside a tunnel whose header names the inner protocol: IP directly, or
+/// an Ethernet frame first.
+#[inline(always)]
+fn inner_of<B: Bytes>(b: &B, at: usize, protocol: u16) -> Option<(usize, u16)> {
+    match protocol {
+        ETH_P_IP | ETH_P_IPV6 => Some((at, protocol)),
+        ETH_P_TEB => ethernet(b, at),
+        _ => None,
+    }
+}
+
+/// The network header and ethertype of the Ethernet frame at `at`, past one VLAN tag.
+#[inline(always)]
+fn ethernet<B: Bytes>(b: &B, at: usize) -> Option<(usize, u16)> {
+    let ethertype: [u8; 2] = b.load(at + 12)?;
+    match u16::from_be_bytes(ethertype) {
+        ETH_P_8021Q => {
+            let inner: [u8; 2] = b.load(at + ETH_HLEN + 2)?;
+            Some((at + ETH_HLEN + 4, u16::from_be_bytes(inner)))
+        }
+        other => Some((at + ETH_HLEN, other)),
+    }
 }
 
 #[inline(always)]

@@ -71,6 +71,7 @@ mod tests {
             ifindex: 7,
             ifname,
             flow,
+            tunnel: Default::default(),
             ct: 0,
             _pad: 0,
         };

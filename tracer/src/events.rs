@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use tracer_common::flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow};
+use tracer_common::flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow, RawTunnel, tunnel};
 
 pub(crate) use crate::probes::Detail;
 
@@ -53,15 +53,97 @@ pub(crate) struct Flow {
     pub ethertype: u16,
     /// ICMP/ICMPv6 type and code.
     pub icmp: Option<(u8, u8)>,
+    /// The outer headers, when the packet was encapsulated (the fields above are the inner flow).
+    pub tunnel: Option<Tunnel>,
+}
+
+/// An encapsulated packet's outer headers (CONTRACT: the event's `tunnel` object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tunnel {
+    pub kind: TunnelKind,
+    /// VXLAN/Geneve VNI, GRE key.
+    pub vni: Option<u32>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The outer UDP ports (VXLAN, Geneve).
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+/// The encapsulations the kernel programs take apart, by their CONTRACT names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum TunnelKind {
+    Vxlan,
+    Geneve,
+    Ipip,
+    Gre,
+}
+
+impl TunnelKind {
+    /// The CONTRACT's `tunnel.type`.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Vxlan => "vxlan",
+            Self::Geneve => "geneve",
+            Self::Ipip => "ipip",
+            Self::Gre => "gre",
+        }
+    }
+}
+
+impl Tunnel {
+    /// None when the packet was not encapsulated (or in a way the programs do not know).
+    pub(crate) fn from_raw(raw: &RawTunnel) -> Option<Self> {
+        let kind = match raw.kind {
+            tunnel::VXLAN => TunnelKind::Vxlan,
+            tunnel::GENEVE => TunnelKind::Geneve,
+            tunnel::IPIP => TunnelKind::Ipip,
+            tunnel::GRE => TunnelKind::Gre,
+            _ => return None,
+        };
+        let udp = matches!(kind, TunnelKind::Vxlan | TunnelKind::Geneve);
+        Some(Self {
+            kind,
+            vni: (raw.has_vni != 0).then_some(raw.vni),
+            src: ip_of(raw.family, &raw.saddr)?,
+            dst: ip_of(raw.family, &raw.daddr)?,
+            sport: udp.then_some(raw.sport),
+            dport: udp.then_some(raw.dport),
+        })
+    }
+
+    /// The outer source as the CONTRACT writes it: `IP:PORT` for UDP tunnels, else the bare IP.
+    pub(crate) fn src_endpoint(&self) -> String {
+        endpoint(self.src, self.sport)
+    }
+
+    pub(crate) fn dst_endpoint(&self) -> String {
+        endpoint(self.dst, self.dport)
+    }
+
+    /// Compact, for tables: `vxlan:1 10.78.0.1->10.78.0.2`.
+    pub(crate) fn short(&self) -> String {
+        let vni = self.vni.map(|v| format!(":{v}")).unwrap_or_default();
+        format!("{}{vni} {}->{}", self.kind.name(), self.src, self.dst)
+    }
+}
+
+fn ip_of(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        _ => None,
+    }
 }
 
 impl Flow {
+    /// A packet's flow with its outer headers, when it was encapsulated.
+    pub(crate) fn from_packet(raw: &RawFlow, tunnel: &RawTunnel) -> Self {
+        Self { tunnel: Tunnel::from_raw(tunnel), ..Self::from_raw(raw) }
+    }
+
     pub(crate) fn from_raw(raw: &RawFlow) -> Self {
-        let addr = |bytes: &[u8; 16]| match raw.family {
-            FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
-            FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(*bytes))),
-            _ => None,
-        };
+        let addr = |bytes: &[u8; 16]| ip_of(raw.family, bytes);
         let is_ip = matches!(raw.family, FAMILY_IPV4 | FAMILY_IPV6);
         let has_ports = is_ip && matches!(raw.l4_proto, IPPROTO_TCP | IPPROTO_UDP);
         let is_icmp = is_ip && matches!(raw.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6);
@@ -73,6 +155,7 @@ impl Flow {
             l4_proto: is_ip.then_some(raw.l4_proto),
             ethertype: raw.ethertype,
             icmp: is_icmp.then_some((raw.icmp_type, raw.icmp_code)),
+            tunnel: None,
         }
     }
 

@@ -7,7 +7,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray},
 };
-use tracer_common::{event::counter, filter::FlowFilter, offsets::KernelOffsets};
+use tracer_common::{event::counter, filter::FlowFilter, flow::TunnelPorts, offsets::KernelOffsets};
 
 /// The kernel object built by build.rs from tracer-ebpf.
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -18,12 +18,13 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 pub(crate) struct Globals {
     pub offsets: KernelOffsets,
     pub filter: FlowFilter,
+    pub tunnel_ports: TunnelPorts,
     families: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Globals {
-    pub(crate) fn new(offsets: KernelOffsets, filter: FlowFilter) -> Self {
-        Self { offsets, filter, families: Vec::new() }
+    pub(crate) fn new(offsets: KernelOffsets, filter: FlowFilter, tunnel_ports: TunnelPorts) -> Self {
+        Self { offsets, filter, tunnel_ports, families: Vec::new() }
     }
 
     /// Sets the global `name` (a family's `*_CONFIG`) to `value`, replacing an earlier value.
@@ -55,7 +56,10 @@ pub(crate) fn new_loader_in_background() -> std::thread::JoinHandle<EbpfLoader<'
 pub(crate) fn load<'a>(mut loader: EbpfLoader<'a>, globals: &'a Globals, ring_buffer_bytes: u32, btf: &'a aya::Btf) -> anyhow::Result<Ebpf> {
     raise_memlock();
     loader.btf(Some(btf));
-    loader.override_global("OFFSETS", &globals.offsets, true).override_global("FLOW_FILTER", &globals.filter, true);
+    loader
+        .override_global("OFFSETS", &globals.offsets, true)
+        .override_global("FLOW_FILTER", &globals.filter, true)
+        .override_global("TUNNEL_PORTS", &globals.tunnel_ports, true);
     for (name, bytes) in &globals.families {
         loader.override_global(name, bytes.as_slice(), true);
     }

@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use aya::{Btf, Ebpf};
-use tracer_common::{event::EventHeader, filter::FlowFilter};
+use tracer_common::{event::EventHeader, filter::FlowFilter, flow::TunnelPorts};
 
 use crate::{
     events::Event,
@@ -35,6 +35,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(crate) struct TraceConfig {
     pub filter: FlowFilter,
+    /// The UDP ports the packet parser takes as VXLAN and Geneve.
+    pub tunnel_ports: TunnelPorts,
     pub duration: Option<Duration>,
     pub count: Option<u64>,
     pub output: OutputFormat,
@@ -171,7 +173,7 @@ impl Session {
         // Everything needed from BTF is resolved; the parsed types are tens of MB.
         drop(btf);
 
-        let mut globals = Globals::new(offsets, trace.filter);
+        let mut globals = Globals::new(offsets, trace.filter, trace.tunnel_ports);
         let mut families = Vec::new();
         for family in planned {
             match family.configure(&mut globals) {

@@ -69,6 +69,10 @@ const MODULES: &[&str] = &[
     "ip6table_filter",
     // diagnose: loss no drop reason names (an NFQUEUE verdict nobody listens to).
     "xt_NFQUEUE",
+    // overlay: the tunnels the CNIs use (6.18 on the host has VXLAN only).
+    "vxlan",
+    "geneve",
+    "ipip",
 ];
 
 /// The hooks `tracer drops` is run with inside the VM; each must report NO_SOCKET.
@@ -417,6 +421,8 @@ const TEST_TOOLS: &[&str] = &[
     "/usr/sbin/bpftool",
     // mtu: removing a clsact qdisc (aya cannot) and checking that none is left.
     "/usr/sbin/tc",
+    // overlay: flannel's forwarding-database entries.
+    "/usr/sbin/bridge",
     "/usr/bin/setpriv",
     "/usr/bin/stat",
     "/usr/bin/python3.11",
@@ -939,10 +945,11 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 }
 
 /// The integration-test binaries (tests/tests/*.rs) run inside each VM: `check` and `lab`, each
-/// probe family's own (named after its command, from the family registry), and `diagnose`.
+/// probe family's own (named after its command, from the family registry), `diagnose`, and
+/// `overlay` (IPIP and Geneve exist only there).
 fn test_binary_names() -> Vec<&'static str> {
     let families = tracer_common::family::FamilyId::ALL.map(|f| f.command());
-    ["check", "lab"].into_iter().chain(families).chain(["diagnose"]).collect()
+    ["check", "lab"].into_iter().chain(families).chain(["diagnose", "overlay"]).collect()
 }
 
 /// The newest executable of each of [`test_binary_names`] under target/release/deps, built first

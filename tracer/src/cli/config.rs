@@ -4,6 +4,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use tracer_common::{
     filter::{Cidr, FlowFilter, MAX_CIDRS},
+    flow::TunnelPorts,
     flow::{FAMILY_IPV4, FAMILY_IPV6},
 };
 
@@ -580,8 +581,10 @@ impl TraceConfig {
         {
             return Err(UsageError(format!("--btf {}: no such file", path.display())));
         }
+        let tunnel_ports = tunnel_ports(&args.vxlan_ports, &args.geneve_ports)?;
         Ok(Self {
             filter,
+            tunnel_ports,
             duration,
             count: args.count,
             output: args.output,
@@ -635,6 +638,29 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, UsageError> {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
         _ => Err(UsageError(format!("--port {text}: expected a port number from 1 to 65535"))),
     }
+}
+
+/// The UDP ports taken as VXLAN and Geneve: the standard ones and the user's, in the free slots.
+pub(crate) fn tunnel_ports(vxlan: &[String], geneve: &[String]) -> Result<TunnelPorts, UsageError> {
+    let mut ports = TunnelPorts::DEFAULT;
+    for (flag, given, slots) in [("--vxlan-port", vxlan, &mut ports.vxlan), ("--geneve-port", geneve, &mut ports.geneve)] {
+        for text in given {
+            let port = match text.trim().parse::<u32>() {
+                Ok(p) if (1..=65535).contains(&p) => p as u16,
+                _ => return Err(UsageError(format!("{flag} {text}: expected a port number from 1 to 65535"))),
+            };
+            if slots.contains(&port) {
+                continue;
+            }
+            let free = slots.iter_mut().find(|p| **p == 0);
+            let Some(free) = free else {
+                let standard = slots.iter().filter(|p| **p != 0).count() - given.len().min(slots.len());
+                return Err(UsageError(format!("{flag}: at most {} extra ports (the standard ones are always taken)", slots.len() - standard)));
+            };
+            *free = port;
+        }
+    }
+    Ok(ports)
 }
 
 /// Ring buffer sizes must be a power of two and a multiple of the page size (the kernel's rule).

@@ -266,6 +266,13 @@ pub(crate) struct TraceArgs {
     /// Size of the kernel->user ring buffer (power of two, at least 4K; e.g. 4096, 256K, 8M)
     #[arg(long, value_name = "SIZE", default_value = "4M")]
     pub ring_buffer: String,
+    /// Also take UDP to PORT as VXLAN, besides 4789 and 8472 (repeatable, up to 2): packets
+    /// inside are shown and filtered by their pod flow
+    #[arg(long = "vxlan-port", value_name = "PORT")]
+    pub vxlan_ports: Vec<String>,
+    /// Also take UDP to PORT as Geneve, besides 6081 (repeatable, up to 3)
+    #[arg(long = "geneve-port", value_name = "PORT")]
+    pub geneve_ports: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -24,7 +24,7 @@ use std::{
 use tracer_common::{
     drop::{CT_PRESENT, DropEvent},
     event::{EventHeader, kind},
-    flow::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, RawFlow},
+    flow::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, RawFlow, RawTunnel, tunnel},
     mtu::{MtuEvent, event, hook},
     nat::{NatEvent, NatTuple},
     tcp::{TcpEvent, direction},
@@ -342,11 +342,25 @@ fn drop_seeds() -> Seeds {
         flow: RawFlow { icmp_type: 3, icmp_code: 4, ..flow(false, IPPROTO_ICMP, [10, 0, 0, 1], 0, [10, 0, 0, 2], 0) },
         ..udp
     };
+    let mut vxlan = DropEvent { reason: 10, flow: flow(false, IPPROTO_TCP, [10, 244, 1, 7], 40000, [10, 244, 2, 9], 80), ..udp };
+    vxlan.tunnel = RawTunnel {
+        kind: tunnel::VXLAN,
+        family: FAMILY_IPV4,
+        l4_proto: IPPROTO_UDP,
+        sport: 59694,
+        dport: 8472,
+        vni: 1,
+        has_vni: 1,
+        ..RawTunnel::default()
+    };
+    vxlan.tunnel.saddr[..4].copy_from_slice(&[10, 78, 0, 1]);
+    vxlan.tunnel.daddr[..4].copy_from_slice(&[10, 78, 0, 2]);
     vec![
         ("udp-no-socket", bytes_of(&udp)),
         ("ipv6-netfilter-ct", bytes_of(&netfilter)),
         ("arp-no-device", bytes_of(&arp)),
         ("icmp-unknown-reason", bytes_of(&icmp)),
+        ("tcp-in-vxlan", bytes_of(&vxlan)),
     ]
 }
 

@@ -86,6 +86,9 @@ impl Encoder {
             self.field("icmp_type", &icmp_type)?;
             self.field("icmp_code", &icmp_code)?;
         }
+        if let Some(tunnel) = &event.flow.tunnel {
+            super::write_tunnel(tunnel, self)?;
+        }
         event.detail.write_json(self)?;
         self.buf.extend_from_slice(b"}\n");
         Ok(&self.buf)
@@ -239,6 +242,11 @@ pub(crate) fn event_text(v: &Value) -> Option<String> {
         .into_iter()
         .map(|(k, val)| match val {
             Value::String(s) => format!("{k}={s}"),
+            Value::Object(t) if k == "tunnel" => {
+                let text = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or("-");
+                let vni = t.get("vni").and_then(Value::as_u64).map(|v| format!(":{v}")).unwrap_or_default();
+                format!("tunnel={}{vni} {}->{}", text("type"), text("src"), text("dst"))
+            }
             other => format!("{k}={other}"),
         })
         .collect();
@@ -378,6 +386,9 @@ mod tests {
 
         pub(super) fn to_json(event: &Event) -> Vec<u8> {
             let mut detail = Collect::default();
+            if let Some(tunnel) = &event.flow.tunnel {
+                crate::output::write_tunnel(tunnel, &mut detail).expect("collecting fields");
+            }
             event.detail.write_json(&mut detail).expect("collecting fields");
             let detail = detail.top;
             serde_json::to_vec(&JsonEvent {
@@ -416,6 +427,25 @@ mod tests {
         e.netns_pod = Some("ns/a\u{2028}b".into());
         e.ifname = Some("eth\u{0}0".into());
         events.push(e.clone());
+        let mut tunnelled = drop_event();
+        tunnelled.flow.tunnel = Some(crate::events::Tunnel {
+            kind: crate::events::TunnelKind::Vxlan,
+            vni: Some(1),
+            src: "10.78.0.228".parse().expect("ip"),
+            dst: "10.78.0.20".parse().expect("ip"),
+            sport: Some(59694),
+            dport: Some(8472),
+        });
+        events.push(tunnelled.clone());
+        tunnelled.flow.tunnel = Some(crate::events::Tunnel {
+            kind: crate::events::TunnelKind::Ipip,
+            vni: None,
+            src: "fd00::1".parse().expect("ip"),
+            dst: "fd00::2".parse().expect("ip"),
+            sport: None,
+            dport: None,
+        });
+        events.push(tunnelled);
         for cause in [ConntrackCause::TableFull, ConntrackCause::InsertFailed] {
             let Detail::Drop(d) = &mut e.detail else { unreachable!() };
             d.conntrack = Some(ConntrackDrop { cause, entries: Some(u64::MAX), max: None });

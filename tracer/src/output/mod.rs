@@ -50,6 +50,17 @@ pub(crate) trait JsonFields {
     fn end(&mut self) -> io::Result<()>;
 }
 
+/// The CONTRACT's `tunnel` object of an encapsulated packet: `{"type", "vni", "src", "dst"}`,
+/// the outer ends as `IP:PORT` for UDP tunnels, else bare IPs.
+pub(crate) fn write_tunnel(tunnel: &crate::events::Tunnel, out: &mut dyn JsonFields) -> io::Result<()> {
+    out.begin("tunnel")?;
+    out.str("type", Some(tunnel.kind.name()))?;
+    out.uint("vni", tunnel.vni.map(u64::from))?;
+    out.str("src", Some(&tunnel.src_endpoint()))?;
+    out.str("dst", Some(&tunnel.dst_endpoint()))?;
+    out.end()
+}
+
 /// Writes one line and flushes, so a reader sees each event when it happens.
 pub(crate) fn write_line<W: Write>(out: &mut W, line: &[u8]) -> io::Result<()> {
     out.write_all(line)?;

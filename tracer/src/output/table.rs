@@ -36,7 +36,7 @@ pub(crate) fn row(event: &Event) -> String {
     // HH:MM:SS.mmm is enough on a live screen; JSON has the full stamp.
     let time = ts.get(11..23).unwrap_or(&ts);
     let src = with_pod(event.flow.src_endpoint(), event.src_pod.as_deref());
-    let dst = with_pod(event.flow.dst_endpoint(), event.dst_pod.as_deref());
+    let dst = with_tunnel(with_pod(event.flow.dst_endpoint(), event.dst_pod.as_deref()), event);
     let dev = event.ifname.clone().unwrap_or_else(|| "-".into());
     // A pod's namespace is easier to read by its pod's name; the inode is in the JSON.
     let netns = match (&event.netns_pod, event.netns) {
@@ -58,7 +58,7 @@ pub(crate) fn timeline_row(event: &Event) -> String {
     let ts = rfc3339(event.ts_unix_ns);
     let time = ts.get(11..23).unwrap_or(&ts);
     let src = with_pod(event.flow.src_endpoint(), event.src_pod.as_deref());
-    let dst = with_pod(event.flow.dst_endpoint(), event.dst_pod.as_deref());
+    let dst = with_tunnel(with_pod(event.flow.dst_endpoint(), event.dst_pod.as_deref()), event);
     let mut proto = event.flow.proto_name();
     if let Some((t, c)) = event.flow.icmp {
         proto = format!("{proto}/{t}/{c}");
@@ -94,6 +94,14 @@ impl<W: Write> Sink for TimelineSink<W> {
             self.header_written = true;
         }
         write_line(&mut self.out, timeline_row(event).as_bytes())
+    }
+}
+
+/// The flow's far end, then the tunnel it travelled in, compactly: `[vxlan:1 10.78.0.1->10.78.0.2]`.
+fn with_tunnel(dst: String, event: &Event) -> String {
+    match &event.flow.tunnel {
+        Some(tunnel) => format!("{dst} [{}]", tunnel.short()),
+        None => dst,
     }
 }
 

@@ -90,7 +90,7 @@ impl Decoder {
         let dropped = matches!(raw.event, event::FRAG_NEEDED_DROPPED | event::TOO_BIG_DROP);
         Event {
             ts_unix_ns: self.clock.to_unix_ns(raw.header.ts_ns),
-            flow: Flow::from_raw(&raw.flow),
+            flow: Flow::from_packet(&raw.flow, &raw.tunnel),
             netns: match tc_device {
                 Some(d) => Some(d.netns),
                 None => (raw.netns != 0).then_some(raw.netns),

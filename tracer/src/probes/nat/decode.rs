@@ -51,7 +51,7 @@ impl Decoder {
         let assured = raw.status & self.bits.assured != 0;
         Event {
             ts_unix_ns: self.clock.to_unix_ns(raw.header.ts_ns),
-            flow: Flow::from_raw(&raw.flow),
+            flow: Flow::from_packet(&raw.flow, &raw.tunnel),
             netns: (raw.netns != 0).then_some(raw.netns),
             ifindex: (raw.ifindex != 0).then_some(raw.ifindex),
             ifname: ifname(&raw.ifname),

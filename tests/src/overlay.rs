@@ -1,0 +1,170 @@
+//! Two nodes joined by an overlay, built the way the CNIs build theirs: node namespaces on an
+//! underlay veth, one pod namespace behind each node, and a tunnel device per node that carries
+//! the pods' traffic across.
+//!
+//! - VXLAN as flannel programs it: device `flannel.1`-like, VNI 1, port 8472, no learning; the
+//!   other node's device address (its pod subnet's `.0`) reached by an onlink route, a permanent
+//!   neighbour entry (that address -> the other device's MAC) and a forwarding-database entry
+//!   (that MAC -> the other node's underlay address).
+//! - Geneve (Cilium, Antrea, OVN): the same shape on port 6081, the remote fixed on the device.
+//! - IPIP as Calico's `tunl0`: a point-to-point ipip device per node, MTU 1440.
+//!
+//! Addresses: subnet 0 of the lab's block is the underlay (node A .1, node B .2), subnet 1 node
+//! A's pods, subnet 2 node B's pods (the pod at .10, its node's side at .1).
+
+use crate::{AddrBlock, Netns, unique_name, veth};
+
+/// The overlay a lab is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    /// VXLAN on this UDP port (flannel: 8472).
+    Vxlan { port: u16 },
+    Geneve,
+    Ipip,
+}
+
+/// The VNI of VXLAN and Geneve labs.
+pub const OVERLAY_VNI: u32 = 1;
+
+/// One node: its namespace, underlay device and address, tunnel device, pod namespace.
+pub struct OverlayNode {
+    pub ns: Netns,
+    pub uplink: String,
+    pub underlay_ip: String,
+    pub tunnel_dev: String,
+    /// The tunnel device's own address (VXLAN/Geneve: the pod subnet's `.0`, as flannel has it).
+    pub tunnel_ip: String,
+    pub pod: Netns,
+    pub pod_if: String,
+    pub pod_ip: String,
+    pub pod_net: String,
+}
+
+/// Nodes A and B with one pod each, joined by `overlay`.
+pub struct OverlayLab {
+    pub overlay: Overlay,
+    pub addrs: AddrBlock,
+    pub a: OverlayNode,
+    pub b: OverlayNode,
+}
+
+impl OverlayLab {
+    pub fn new(overlay: Overlay) -> OverlayLab {
+        let addrs = AddrBlock::new();
+        let (na, nb) = (Netns::new("na"), Netns::new("nb"));
+        let (ua, ub) = (unique_name("ua"), unique_name("ub"));
+        veth(&na, &ua, &nb, &ub);
+        let (uip_a, uip_b) = (addrs.host(0, 1), addrs.host(0, 2));
+        na.addr(&ua, &format!("{uip_a}/24"));
+        nb.addr(&ub, &format!("{uip_b}/24"));
+        let a = node(na, ua, uip_a, &addrs, 1);
+        let b = node(nb, ub, uip_b, &addrs, 2);
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            tunnel(overlay, from, to);
+        }
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            route(overlay, from, to);
+        }
+        OverlayLab { overlay, addrs, a, b }
+    }
+
+    /// The tunnel's UDP port (0 for IPIP).
+    pub fn port(&self) -> u16 {
+        match self.overlay {
+            Overlay::Vxlan { port } => port,
+            Overlay::Geneve => 6081,
+            Overlay::Ipip => 0,
+        }
+    }
+
+    /// The CONTRACT's `tunnel.type` of this overlay.
+    pub fn kind(&self) -> &'static str {
+        match self.overlay {
+            Overlay::Vxlan { .. } => "vxlan",
+            Overlay::Geneve => "geneve",
+            Overlay::Ipip => "ipip",
+        }
+    }
+}
+
+/// Node `n` (1 or 2) in `ns`: forwarding on, its pod namespace on a veth with subnet `n`.
+fn node(ns: Netns, uplink: String, underlay_ip: String, addrs: &AddrBlock, n: u32) -> OverlayNode {
+    ns.up("lo");
+    ns.sysctl("net.ipv4.ip_forward", "1");
+    let pod = Netns::new(&format!("p{n}"));
+    let (host_if, pod_if) = (unique_name(&format!("h{n}")), unique_name(&format!("c{n}")));
+    veth(&ns, &host_if, &pod, &pod_if);
+    let (gw, pod_ip) = (addrs.host(n, 1), addrs.host(n, 10));
+    ns.addr(&host_if, &format!("{gw}/32"));
+    ns.route(&[&format!("{pod_ip}/32"), "dev", &host_if]);
+    pod.addr(&pod_if, &format!("{pod_ip}/24"));
+    pod.up("lo");
+    pod.route(&[&format!("{gw}/32"), "dev", &pod_if]);
+    pod.route(&["default", "via", &gw, "dev", &pod_if]);
+    let pod_net = addrs.net(n);
+    let tunnel_ip = pod_net.trim_end_matches("/24").to_string();
+    OverlayNode { ns, uplink, underlay_ip, tunnel_dev: unique_name(&format!("t{n}")), tunnel_ip, pod, pod_if, pod_ip, pod_net }
+}
+
+/// `from`'s tunnel device toward `to`, up, with its address.
+fn tunnel(overlay: Overlay, from: &OverlayNode, to: &OverlayNode) {
+    let dev = from.tunnel_dev.as_str();
+    let vni = OVERLAY_VNI.to_string();
+    let (local, remote) = (from.underlay_ip.as_str(), to.underlay_ip.as_str());
+    match overlay {
+        Overlay::Vxlan { port } => {
+            let port = port.to_string();
+            from.ns.ip(&["link", "add", dev, "type", "vxlan", "id", &vni, "dstport", &port, "local", local, "dev", &from.uplink, "nolearning"]);
+            from.ns.ip(&["link", "set", dev, "mtu", "1450"]);
+        }
+        Overlay::Geneve => {
+            from.ns.ip(&["link", "add", dev, "type", "geneve", "id", &vni, "remote", remote]);
+            from.ns.ip(&["link", "set", dev, "mtu", "1450"]);
+        }
+        Overlay::Ipip => {
+            from.ns.ip(&["link", "add", dev, "type", "ipip", "local", local, "remote", remote, "dev", &from.uplink]);
+            from.ns.ip(&["link", "set", dev, "mtu", "1440"]);
+        }
+    }
+    from.ns.addr(dev, &format!("{}/32", from.tunnel_ip));
+    from.ns.up(dev);
+}
+
+/// `from`'s route to `to`'s pods through the tunnel, and for the Ethernet overlays the
+/// neighbour (and VXLAN forwarding) entries flannel would write.
+fn route(overlay: Overlay, from: &OverlayNode, to: &OverlayNode) {
+    let dev = from.tunnel_dev.as_str();
+    if overlay == Overlay::Ipip {
+        from.ns.route(&[&to.pod_net, "dev", dev]);
+        return;
+    }
+    let their_mac = mac_of(&to.ns, &to.tunnel_dev);
+    from.ns.route(&[&to.pod_net, "via", &to.tunnel_ip, "dev", dev, "onlink"]);
+    from.ns.ip(&["neigh", "replace", &to.tunnel_ip, "lladdr", &their_mac, "dev", dev, "nud", "permanent"]);
+    if let Overlay::Vxlan { .. } = overlay {
+        from.ns.exec_ok(&["bridge", "fdb", "append", &their_mac, "dev", dev, "dst", &to.underlay_ip, "self", "permanent"]);
+    }
+}
+
+/// A device's MAC address, from `ip -j link show`.
+pub fn mac_of(ns: &Netns, dev: &str) -> String {
+    let out = ns.exec_ok(&["ip", "-j", "link", "show", "dev", dev]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link show");
+    v[0]["address"].as_str().unwrap_or_else(|| panic!("no address for {dev}: {v}")).to_string()
+}
+
+/// Whether this kernel can make a device of `kind` (ipip and geneve are modules on Debian's
+/// kernels and not built on some): made and deleted in a throwaway namespace.
+pub fn kernel_has_link_kind(kind: &str) -> bool {
+    let ns = Netns::new("k");
+    let dev = unique_name("k");
+    let args: Vec<&str> = match kind {
+        "geneve" => vec!["link", "add", &dev, "type", "geneve", "id", "1", "remote", "198.18.0.1"],
+        "ipip" => vec!["link", "add", &dev, "type", "ipip", "remote", "198.18.0.1"],
+        "vxlan" => vec!["link", "add", &dev, "type", "vxlan", "id", "1", "dstport", "4789"],
+        other => vec!["link", "add", &dev, "type", other],
+    };
+    let mut argv = vec!["ip"];
+    argv.extend(args);
+    ns.exec(&argv).status.success()
+}

@@ -1,0 +1,192 @@
+//! Overlays: pod traffic carried between two node namespaces by VXLAN (flannel-style), Geneve
+//! and IPIP (Calico-style), built for real (tracer_tests::overlay). A drop of the tunnel packets
+//! on the receiving node must be told as the pods' flow, with both pods and the `tunnel` object
+//! holding the outer headers, and the filters must find it by the inner flow or the outer one.
+//!
+//! This kernel (6.18) has VXLAN only; IPIP and Geneve are modules on Debian's 6.1 and 6.12, so
+//! those labs run in the VM matrix (`cargo xtask vm-test --with-tests --test overlay`) and skip
+//! loudly here.
+#![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
+
+use std::time::Duration;
+
+use tracer_tests::{
+    overlay::{OVERLAY_VNI, Overlay, OverlayLab, kernel_has_link_kind},
+    traffic::tcp_connect,
+    *,
+};
+
+const SERVER_PORT: u16 = 8080;
+
+/// The lab with node B's firewall dropping every tunnel packet A sends, and a pods file naming
+/// the two pods `lab/client` (on A) and `lab/server` (on B).
+struct Dropping {
+    lab: OverlayLab,
+    pods: TempFile,
+}
+
+impl Dropping {
+    fn new(overlay: Overlay) -> Dropping {
+        let lab = OverlayLab::new(overlay);
+        // Before the rule: the overlay itself works (nothing listens, so the SYN gets a reset).
+        let reached = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 0, &lab.b.pod_ip, SERVER_PORT, 3.0);
+        assert!(reached.starts_with("error 111"), "lab: pod A must reach pod B through the {overlay:?} overlay (expected a reset): {reached}");
+        let (ua, ub) = (&lab.a.underlay_ip, &lab.b.underlay_ip);
+        let rule: Vec<String> = match overlay {
+            Overlay::Ipip => ["-A", "INPUT", "-s", ua, "-d", ub, "-p", "4", "-j", "DROP"].map(String::from).to_vec(),
+            _ => ["-A", "INPUT", "-s", ua, "-d", ub, "-p", "udp", "--dport", &lab.port().to_string(), "-j", "DROP"].map(String::from).to_vec(),
+        };
+        lab.b.ns.iptables("iptables-legacy", &rule.iter().map(String::as_str).collect::<Vec<_>>());
+        let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
+        std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
+        Dropping { lab, pods }
+    }
+
+    /// `tracer drops -o json` with the pods file and `extra`, while pod A tries to connect to pod
+    /// B twice; the events of that connection (the inner flow) it printed.
+    fn run(&self, extra: &[&str]) -> (Vec<Value>, String) {
+        let from = format!("file:{}", self.pods.0.display());
+        let mut args = vec!["drops", "-o", "json", "--pods-from", &from];
+        args.extend_from_slice(extra);
+        let t = Tracer::start(&args);
+        let lab = &self.lab;
+        for sport in [41001u16, 41002] {
+            let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, sport, &lab.b.pod_ip, SERVER_PORT, 1.0);
+            assert_eq!(got, "timeout", "the dropped tunnel must leave the connect unanswered");
+        }
+        let dst = format!("{}:{SERVER_PORT}", lab.b.pod_ip);
+        t.wait_for(Duration::from_secs(3), |e| e.iter().any(|e| e["dst"] == dst.as_str()));
+        let run = t.stop();
+        run.assert_code(0);
+        let events: Vec<Value> = run.events().into_iter().filter(|e| e["dst"] == dst.as_str()).collect();
+        (events, run.stderr)
+    }
+
+    /// Every event is the tunnel drop on node B, told as the pods' flow with the outer headers.
+    fn assert_tunnel_drops(&self, events: &[Value], stderr: &str) {
+        let lab = &self.lab;
+        assert!(!events.is_empty(), "no drop of the tunnelled connection; stderr:\n{stderr}");
+        for e in events {
+            assert_eq!(e["reason"], "NETFILTER_DROP", "{e}");
+            assert_eq!(e["proto"], "tcp", "the inner protocol: {e}");
+            assert!(e["src"].as_str().is_some_and(|s| s.starts_with(&format!("{}:4100", lab.a.pod_ip))), "the inner source, pod A: {e}");
+            assert_eq!((e["src_pod"].as_str(), e["dst_pod"].as_str()), (Some("lab/client"), Some("lab/server")), "both pods: {e}");
+            assert_eq!(e["netns"].as_u64(), Some(lab.b.ns.inode()), "dropped in node B: {e}");
+            let t = &e["tunnel"];
+            assert_eq!(t["type"], lab.kind(), "{e}");
+            let (src, dst) = (t["src"].as_str().unwrap_or_default(), t["dst"].as_str().unwrap_or_default());
+            match lab.overlay {
+                Overlay::Ipip => {
+                    assert!(t["vni"].is_null(), "IPIP has no VNI: {e}");
+                    assert_eq!((src, dst), (lab.a.underlay_ip.as_str(), lab.b.underlay_ip.as_str()), "the outer addresses: {e}");
+                }
+                _ => {
+                    assert_eq!(t["vni"].as_u64(), Some(u64::from(OVERLAY_VNI)), "{e}");
+                    assert!(src.starts_with(&format!("{}:", lab.a.underlay_ip)), "the outer source, node A's underlay: {e}");
+                    assert_eq!(dst, format!("{}:{}", lab.b.underlay_ip, lab.port()), "the outer destination: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Runs `check` on a lab of `overlay`, or skips loudly when this kernel cannot build it.
+fn with_overlay(test: &str, overlay: Overlay, kind: &str, check: impl FnOnce(&Dropping)) {
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    if !kernel_has_link_kind(kind) {
+        skipped(test, &format!("this kernel cannot make {kind} devices (not built); the VM matrix's 6.1 and 6.12 can"));
+        return;
+    }
+    check(&Dropping::new(overlay));
+}
+
+/// flannel's VXLAN (8472): node B's firewall drops A's tunnel packets. The drop is the pods' TCP
+/// flow with the tunnel's outer headers, and it is found by the inner address, by the client pod,
+/// by node B's underlay address and by the tunnel's port.
+#[test]
+fn vxlan_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel() {
+    let test = "vxlan_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel";
+    with_overlay(test, Overlay::Vxlan { port: 8472 }, "vxlan", |d| {
+        let lab = &d.lab;
+        let by_inner = format!("{}/32", lab.a.pod_ip);
+        let (events, stderr) = d.run(&["--ip", &by_inner]);
+        d.assert_tunnel_drops(&events, &stderr);
+
+        let (events, stderr) = d.run(&["--pod", "lab/client"]);
+        d.assert_tunnel_drops(&events, &stderr);
+
+        let by_outer = format!("{}/32", lab.b.underlay_ip);
+        let (events, stderr) = d.run(&["--ip", &by_outer, "--port", "8472"]);
+        d.assert_tunnel_drops(&events, &stderr);
+    });
+}
+
+/// VXLAN on a port the parser does not know: without `--vxlan-port` the drop is the outer UDP
+/// datagram; with it, the pods' flow.
+#[test]
+fn vxlan_on_another_port_is_taken_apart_with_vxlan_port() {
+    let test = "vxlan_on_another_port_is_taken_apart_with_vxlan_port";
+    with_overlay(test, Overlay::Vxlan { port: 4790 }, "vxlan", |d| {
+        let lab = &d.lab;
+        let block = lab.addrs.net(0);
+        let from = format!("file:{}", d.pods.0.display());
+        let t = Tracer::start(&["drops", "-o", "json", "--pods-from", &from, "--ip", &block]);
+        let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41003, &lab.b.pod_ip, SERVER_PORT, 1.0);
+        assert_eq!(got, "timeout");
+        let outer_dst = format!("{}:4790", lab.b.underlay_ip);
+        t.wait_for(Duration::from_secs(3), |e| e.iter().any(|e| e["dst"] == outer_dst.as_str()));
+        let run = t.stop();
+        let outer: Vec<Value> = run.events().into_iter().filter(|e| e["dst"] == outer_dst.as_str()).collect();
+        assert!(!outer.is_empty(), "the unknown port's datagram, as UDP: {}", dump(&run.events()));
+        assert!(outer.iter().all(|e| e["proto"] == "udp" && e["tunnel"].is_null()), "{}", dump(&outer));
+
+        let (events, stderr) = d.run(&["--vxlan-port", "4790", "--ip", &block]);
+        d.assert_tunnel_drops(&events, &stderr);
+    });
+}
+
+/// Geneve (6081), as Cilium, Antrea and OVN use it.
+#[test]
+fn geneve_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel() {
+    let test = "geneve_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel";
+    with_overlay(test, Overlay::Geneve, "geneve", |d| {
+        let (events, stderr) = d.run(&["--pod", "lab/server"]);
+        d.assert_tunnel_drops(&events, &stderr);
+    });
+}
+
+/// IPIP, as Calico's tunl0: the outer header is IP alone (no ports, no VNI).
+#[test]
+fn ipip_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel() {
+    let test = "ipip_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel";
+    with_overlay(test, Overlay::Ipip, "ipip", |d| {
+        let by_inner = format!("{}/32", d.lab.b.pod_ip);
+        let (events, stderr) = d.run(&["--ip", &by_inner]);
+        d.assert_tunnel_drops(&events, &stderr);
+    });
+}
+
+/// The table shows the tunnel after the flow, compactly.
+#[test]
+fn the_table_shows_the_tunnel_after_the_flow() {
+    let test = "the_table_shows_the_tunnel_after_the_flow";
+    with_overlay(test, Overlay::Vxlan { port: 8472 }, "vxlan", |d| {
+        let lab = &d.lab;
+        let from = format!("file:{}", d.pods.0.display());
+        let by_inner = format!("{}/32", lab.a.pod_ip);
+        let t = Tracer::start(&["drops", "--pods-from", &from, "--ip", &by_inner]);
+        let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41004, &lab.b.pod_ip, SERVER_PORT, 1.0);
+        assert_eq!(got, "timeout");
+        let want = format!("[vxlan:{OVERLAY_VNI} {}->{}]", lab.a.underlay_ip, lab.b.underlay_ip);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline && !t.stdout_lines().iter().any(|l| l.contains(&want)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let run = t.stop();
+        let line = run.lines.iter().find(|l| l.contains(&want));
+        assert!(line.is_some_and(|l| l.contains("(lab/client)") && l.contains("(lab/server)")), "a row with both pods and {want}:\n{}", run.lines.join("\n"));
+    });
+}
