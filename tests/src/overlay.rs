@@ -18,7 +18,9 @@ use crate::{AddrBlock, Netns, unique_name, veth};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overlay {
     /// VXLAN on this UDP port (flannel: 8472).
-    Vxlan { port: u16 },
+    Vxlan {
+        port: u16,
+    },
     Geneve,
     Ipip,
 }

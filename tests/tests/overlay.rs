@@ -187,6 +187,10 @@ fn the_table_shows_the_tunnel_after_the_flow() {
         }
         let run = t.stop();
         let line = run.lines.iter().find(|l| l.contains(&want));
-        assert!(line.is_some_and(|l| l.contains("(lab/client)") && l.contains("(lab/server)")), "a row with both pods and {want}:\n{}", run.lines.join("\n"));
+        assert!(
+            line.is_some_and(|l| l.contains("(lab/client)") && l.contains("(lab/server)")),
+            "a row with both pods and {want}:\n{}",
+            run.lines.join("\n")
+        );
     });
 }

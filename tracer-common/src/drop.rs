@@ -1,6 +1,9 @@
 //! Packet drops: skb:kfree_skb (tracepoint since 2.6; `reason` since 5.17, `rx_sk` since 6.11).
 
-use crate::{event::EventHeader, flow::{RawFlow, RawTunnel}};
+use crate::{
+    event::EventHeader,
+    flow::{RawFlow, RawTunnel},
+};
 
 /// Size of `ifname`, the kernel's IFNAMSIZ.
 pub const IFNAMSIZ: usize = 16;

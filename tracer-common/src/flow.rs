@@ -99,8 +99,7 @@ const _: () = assert!(size_of::<TunnelPorts>() == 4 * tunnel::MAX_PORTS);
 
 impl TunnelPorts {
     /// The standard ports: VXLAN 4789 and 8472, Geneve 6081.
-    pub const DEFAULT: Self =
-        Self { vxlan: [tunnel::VXLAN_PORT, tunnel::VXLAN_PORT_LINUX, 0, 0], geneve: [tunnel::GENEVE_PORT, 0, 0, 0] };
+    pub const DEFAULT: Self = Self { vxlan: [tunnel::VXLAN_PORT, tunnel::VXLAN_PORT_LINUX, 0, 0], geneve: [tunnel::GENEVE_PORT, 0, 0, 0] };
 }
 
 impl Default for TunnelPorts {

@@ -3,7 +3,11 @@
 //! packets dropped with `SKB_DROP_REASON_PKT_TOO_BIG` (kernel >= 6.3 names it), and packets
 //! longer than their device's MTU (tc, `bpf_check_mtu`, kernel >= 5.12).
 
-use crate::{drop::IFNAMSIZ, event::EventHeader, flow::{RawFlow, RawTunnel}};
+use crate::{
+    drop::IFNAMSIZ,
+    event::EventHeader,
+    flow::{RawFlow, RawTunnel},
+};
 
 /// `MtuEvent::event` values; userspace prints the CONTRACT's names.
 pub mod event {

@@ -2,7 +2,10 @@
 //! tracepoint), reported once per connection and again when its state changes. Offsets of
 //! `struct nf_conn` come from vmlinux or nf_conntrack's module BTF. Kernel >= 5.10 with BTF.
 
-use crate::{event::EventHeader, flow::{RawFlow, RawTunnel}};
+use crate::{
+    event::EventHeader,
+    flow::{RawFlow, RawTunnel},
+};
 
 /// One direction's tuple of a conntrack entry.
 #[repr(C)]

@@ -56,10 +56,11 @@ pub(crate) fn new_loader_in_background() -> std::thread::JoinHandle<EbpfLoader<'
 pub(crate) fn load<'a>(mut loader: EbpfLoader<'a>, globals: &'a Globals, ring_buffer_bytes: u32, btf: &'a aya::Btf) -> anyhow::Result<Ebpf> {
     raise_memlock();
     loader.btf(Some(btf));
-    loader
-        .override_global("OFFSETS", &globals.offsets, true)
-        .override_global("FLOW_FILTER", &globals.filter, true)
-        .override_global("TUNNEL_PORTS", &globals.tunnel_ports, true);
+    loader.override_global("OFFSETS", &globals.offsets, true).override_global("FLOW_FILTER", &globals.filter, true).override_global(
+        "TUNNEL_PORTS",
+        &globals.tunnel_ports,
+        true,
+    );
     for (name, bytes) in &globals.families {
         loader.override_global(name, bytes.as_slice(), true);
     }

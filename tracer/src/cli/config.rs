@@ -4,8 +4,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use tracer_common::{
     filter::{Cidr, FlowFilter, MAX_CIDRS},
-    flow::TunnelPorts,
-    flow::{FAMILY_IPV4, FAMILY_IPV6},
+    flow::{FAMILY_IPV4, FAMILY_IPV6, TunnelPorts},
 };
 
 use super::{
