@@ -39,6 +39,8 @@ pub fn check_common(ev: &Value, window: (i128, i128)) {
         }
     }
     assert!(ev["netns"].is_null() || ev["netns"].is_u64(), "{}: netns must be an integer or null", ctx());
+    // The lab's runs name no node: the host name stands in, as on a node without NODE_NAME.
+    assert!(ev["node"].as_str().is_some_and(|n| !n.is_empty()), "{}: node must be the node's name", ctx());
 }
 
 /// Checks a `kind: drop` event: common fields plus reason, location (`symbol+0xOFF`), len.

@@ -46,7 +46,7 @@ impl Dropping {
     /// B twice; the events of that connection (the inner flow) it printed.
     fn run(&self, extra: &[&str]) -> (Vec<Value>, String) {
         let from = format!("file:{}", self.pods.0.display());
-        let mut args = vec!["drops", "-o", "json", "--pods-from", &from];
+        let mut args = vec!["drops", "-o", "json", "--pods-from", &from, "--node-name", "lab-node-b"];
         args.extend_from_slice(extra);
         let t = Tracer::start(&args);
         let lab = &self.lab;
@@ -72,6 +72,7 @@ impl Dropping {
             assert!(e["src"].as_str().is_some_and(|s| s.starts_with(&format!("{}:4100", lab.a.pod_ip))), "the inner source, pod A: {e}");
             assert_eq!((e["src_pod"].as_str(), e["dst_pod"].as_str()), (Some("lab/client"), Some("lab/server")), "both pods: {e}");
             assert_eq!(e["netns"].as_u64(), Some(lab.b.ns.inode()), "dropped in node B: {e}");
+            assert_eq!(e["node"], "lab-node-b", "the node, from --node-name: {e}");
             let t = &e["tunnel"];
             assert_eq!(t["type"], lab.kind(), "{e}");
             let (src, dst) = (t["src"].as_str().unwrap_or_default(), t["dst"].as_str().unwrap_or_default());

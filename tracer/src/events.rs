@@ -1,7 +1,10 @@
 //! Typed events: what the probes decode raw kernel records into, and what outputs print.
 //! Only this side of the kernel/user boundary knows about names, pods and time zones.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use tracer_common::flow::{
     ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow, RawTunnel, tunnel,
@@ -24,6 +27,9 @@ pub(crate) struct Event {
     /// The pod whose network namespace the event was seen in (which may be neither end: traffic
     /// a pod sends to a Service address before NAT, say).
     pub netns_pod: Option<String>,
+    /// The node that saw it (CONTRACT `node`): `--node-name`, else `NODE_NAME`, else the host
+    /// name; set with the pods, by the pod layer.
+    pub node: Option<Arc<str>>,
     pub detail: Detail,
 }
 
@@ -31,7 +37,18 @@ impl Event {
     /// An event with nothing but its time and detail, for tests.
     #[cfg(test)]
     pub(crate) fn bare(ts_unix_ns: i128, detail: Detail) -> Self {
-        Event { ts_unix_ns, flow: Flow::default(), netns: None, ifindex: None, ifname: None, src_pod: None, dst_pod: None, netns_pod: None, detail }
+        Event {
+            ts_unix_ns,
+            flow: Flow::default(),
+            netns: None,
+            ifindex: None,
+            ifname: None,
+            src_pod: None,
+            dst_pod: None,
+            netns_pod: None,
+            node: None,
+            detail,
+        }
     }
 }
 

@@ -82,6 +82,7 @@ impl Encoder {
         self.field("netns_pod", &event.netns_pod)?;
         self.field("ifname", &event.ifname)?;
         self.field("ifindex", &event.ifindex)?;
+        self.field("node", &event.node.as_deref())?;
         if let Some((icmp_type, icmp_code)) = event.flow.icmp {
             self.field("icmp_type", &icmp_type)?;
             self.field("icmp_code", &icmp_code)?;
@@ -218,7 +219,7 @@ impl<W: Write> Sink for JsonSink<W> {
 }
 
 /// Fields every event has (CONTRACT), shown in the fixed columns of [`event_text`].
-const COMMON_FIELDS: &[&str] = &["ts", "kind", "proto", "src", "dst", "src_pod", "dst_pod", "netns", "netns_pod", "ifindex", "reason_code"];
+const COMMON_FIELDS: &[&str] = &["ts", "kind", "proto", "src", "dst", "src_pod", "dst_pod", "netns", "netns_pod", "ifindex", "reason_code", "node"];
 /// The kind's fields a reader looks for first; the rest follow by name.
 const FIRST_FIELDS: &[&str] = &["reason", "event", "nat", "state", "direction", "location"];
 
@@ -299,6 +300,7 @@ mod tests {
             netns_pod: Option<&'a str>,
             ifname: Option<&'a str>,
             ifindex: Option<u32>,
+            node: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             icmp_type: Option<u8>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -403,6 +405,7 @@ mod tests {
                 netns_pod: event.netns_pod.as_deref(),
                 ifname: event.ifname.as_deref(),
                 ifindex: event.ifindex,
+                node: event.node.as_deref(),
                 icmp_type: event.flow.icmp.map(|(t, _)| t),
                 icmp_code: event.flow.icmp.map(|(_, c)| c),
                 detail,
@@ -426,6 +429,7 @@ mod tests {
         e.src_pod = Some("ns/\"quoted\"\\pod".into());
         e.netns_pod = Some("ns/a\u{2028}b".into());
         e.ifname = Some("eth\u{0}0".into());
+        e.node = Some("node-\"a\"".into());
         events.push(e.clone());
         let mut tunnelled = drop_event();
         tunnelled.flow.tunnel = Some(crate::events::Tunnel {
@@ -577,6 +581,7 @@ mod tests {
             src_pod: None,
             dst_pod: Some("kube-system/coredns-1".into()),
             netns_pod: None,
+            node: None,
             detail: Detail::Drop(DropDetail {
                 reason: "NETFILTER_DROP".into(),
                 reason_code: 12,

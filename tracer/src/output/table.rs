@@ -154,6 +154,7 @@ mod tests {
             src_pod: Some("shop/web-0".into()),
             dst_pod: None,
             netns_pod: None,
+            node: None,
             detail: Detail::Drop(DropDetail {
                 reason: "NO_SOCKET".into(),
                 reason_code: 3,

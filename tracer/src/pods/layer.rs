@@ -2,7 +2,7 @@
 //! selection against what exists, keep the registry and the kernel filter current while tracing,
 //! and name the pods of each event.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use aya::Ebpf;
 use tokio::sync::mpsc;
@@ -55,6 +55,8 @@ pub(crate) struct PodLayer {
     pub description: String,
     /// None when no source runs (--pods-from none, or auto found none): no pod has a name.
     pub source: Option<SourceKind>,
+    /// This node's name, given to every event (None only when not even the host name is known).
+    node: Option<Arc<str>>,
 }
 
 impl PodLayer {
@@ -89,7 +91,9 @@ impl PodLayer {
             registry.apply(SourceMsg { at, source, update: PodUpdate::Snapshot(pods) });
         }
         let synced_until = if rx.is_some() { at } else { i128::MAX };
-        let layer = Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description, source };
+        let node = kube::node_name(config.node_name.as_deref()).ok().map(Arc::from);
+        let layer =
+            Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description, source, node };
         if !layer.selection.is_empty() && layer.source.is_none() {
             return Err(UsageError(format!(
                 "{} needs pod names, but no pod source is available: give --pods-from cri|kube|file:PATH",
@@ -203,6 +207,7 @@ impl PodLayer {
         event.src_pod = names.src;
         event.dst_pod = names.dst;
         event.netns_pod = names.netns;
+        event.node = self.node.clone();
         names.selected
     }
 

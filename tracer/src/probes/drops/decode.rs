@@ -44,6 +44,7 @@ impl Decoder {
             src_pod: None,
             dst_pod: None,
             netns_pod: None,
+            node: None,
             detail: Detail::Drop(DropDetail {
                 reason,
                 reason_code: raw.reason,

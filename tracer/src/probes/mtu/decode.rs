@@ -100,6 +100,7 @@ impl Decoder {
             src_pod: None,
             dst_pod: None,
             netns_pod: None,
+            node: None,
             detail: Detail::Mtu(MtuDetail {
                 event: event_kind(raw.event),
                 mtu: (raw.mtu != 0).then_some(raw.mtu),

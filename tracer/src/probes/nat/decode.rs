@@ -58,6 +58,7 @@ impl Decoder {
             src_pod: None,
             dst_pod: None,
             netns_pod: None,
+            node: None,
             detail: Detail::Nat(NatDetail {
                 nat: match (snat, dnat) {
                     (true, true) => NatKind::Both,

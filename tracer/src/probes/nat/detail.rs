@@ -180,6 +180,7 @@ pub(crate) fn test_dnat_event() -> Event {
         src_pod: None,
         dst_pod: None,
         netns_pod: None,
+        node: None,
         detail: crate::probes::Detail::Nat(NatDetail {
             nat: NatKind::Dnat,
             orig_src: Some("10.244.1.7:40000".into()),

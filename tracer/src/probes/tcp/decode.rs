@@ -52,6 +52,7 @@ impl Decoder {
             src_pod: None,
             dst_pod: None,
             netns_pod: None,
+            node: None,
             detail,
         })
     }
