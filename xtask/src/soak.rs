@@ -41,8 +41,8 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
 use crate::bench::{
-    CLIENT_IP, Lab, Markers, Proc, check_interrupted, enter_netns, install_signal_handlers, loadavg, machine, pods_list, remove_stale_labs, sh,
-    sleep, summaries, utc_now, write_between_markers,
+    CLIENT_IP, Lab, Markers, Proc, Summary, check_interrupted, enter_netns, install_signal_handlers, loadavg, machine, pods_list, remove_stale_labs,
+    sh, sleep, summaries, utc_now, write_between_markers,
 };
 
 /// Pods created (and deleted) over a run.
@@ -129,7 +129,7 @@ pub(crate) fn soak(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     let scrapes = scraper.finish()?;
     tracer.interrupt(Duration::from_secs(30))?;
     let stderr = tracer.stderr_text();
-    let summary = summaries(&stderr).into_iter().find(|(f, _)| f == "drops").map(|(_, s)| s);
+    let summaries = summaries(&stderr);
     // Warnings once serving (those of the start say what this kernel lacks).
     let warnings = stderr
         .split(" | ")
@@ -147,7 +147,7 @@ pub(crate) fn soak(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
         scrapes,
         events,
         final_scrape: settled,
-        summary,
+        summaries,
         warnings,
         load: (load_before, loadavg()),
     };
@@ -456,6 +456,8 @@ struct FinalScrape {
     lost: u64,
     /// The sum of tracer_drops_undelivered_total.
     undelivered_sum: f64,
+    /// tracer_events_seen_total of every probe.
+    seen_by_probe: BTreeMap<String, u64>,
     capped: f64,
     series: u64,
 }
@@ -548,6 +550,9 @@ impl ScrapeState {
             // fold, not sum: an empty f64 sum is -0.
             undelivered_sum: samples(text, "tracer_drops_undelivered_total").fold(0.0, |sum, (_, v)| sum + v),
             capped: samples(text, "tracer_metric_series_capped_total").fold(0.0, |sum, (_, v)| sum + v),
+            seen_by_probe: samples(text, "tracer_events_seen_total")
+                .filter_map(|(labels, v)| Some((labels.split("probe=\"").nth(1)?.split('"').next()?.to_string(), v as u64)))
+                .collect(),
             series: self.last_series,
         });
     }
@@ -589,7 +594,8 @@ struct Report {
     scrapes: ScrapeState,
     events: Counts,
     final_scrape: FinalScrape,
-    summary: Option<crate::bench::Summary>,
+    /// serve's `FAMILY: N seen, N delivered, N lost` lines at exit.
+    summaries: Vec<(String, Summary)>,
     /// What serve warned about while serving.
     warnings: Vec<String>,
     load: (String, String),
@@ -658,6 +664,16 @@ impl Report {
             .collect()
     }
 
+    /// serve's summary of `family` at exit.
+    fn summary(&self, family: &str) -> Option<Summary> {
+        self.summaries.iter().find(|(f, _)| f == family).map(|(_, s)| *s)
+    }
+
+    /// The events the families say they delivered, and the events serve printed.
+    fn delivered_and_printed(&self) -> (u64, u64) {
+        (self.summaries.iter().map(|(_, s)| s.delivered).sum(), self.events.by_kind.values().sum())
+    }
+
     fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
         let rss = self.trend(Self::rss_mib);
@@ -683,12 +699,22 @@ impl Report {
         if f.capped > 0.0 {
             failures.push(format!("{} events were counted with pod=\"other\" (--max-series reached)", f.capped));
         }
-        match self.summary {
-            Some(s) if s.delivered == printed && s.seen == s.delivered + s.lost => {}
-            Some(s) => {
-                failures.push(format!("serve's summary says {} seen, {} delivered, {} lost; it printed {printed} drops", s.seen, s.delivered, s.lost))
-            }
+        match self.summary("drops") {
+            Some(s) if s.delivered == printed => {}
+            Some(s) => failures.push(format!("serve's summary says it delivered {} drops; it printed {printed}", s.delivered)),
             None => failures.push("serve printed no drops summary".into()),
+        }
+        for (family, s) in &self.summaries {
+            if s.seen != s.delivered + s.lost {
+                failures.push(format!("{family}: {} seen, but {} delivered and {} lost", s.seen, s.delivered, s.lost));
+            }
+            if f.seen_by_probe.get(family) != Some(&s.seen) {
+                failures.push(format!("{family}: tracer_events_seen_total {:?} at the end, {} seen at exit", f.seen_by_probe.get(family), s.seen));
+            }
+        }
+        let (delivered, events) = self.delivered_and_printed();
+        if delivered != events {
+            failures.push(format!("the families delivered {delivered} events, serve printed {events}"));
         }
         if self.events.garbage > 0 {
             failures.push(format!("{} stdout lines were not JSON events", self.events.garbage));
@@ -736,16 +762,16 @@ impl Report {
         let _ = writeln!(s, "| quantity | at start | after warm-up | end | min–max after warm-up | slope per hour | limit | verdict |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         let rows: [(&str, Trend, &str, Option<f64>); 3] = [
-            ("VmRSS (MiB)", self.trend(Self::rss_mib), "MiB", Some(RSS_MAX_SLOPE_MIB_PER_H)),
+            ("VmRSS (MiB)", self.trend(Self::rss_mib), " MiB", Some(RSS_MAX_SLOPE_MIB_PER_H)),
             ("open fds", self.trend(|s| s.fds as f64), "", Some(FDS_MAX_SLOPE_PER_H)),
             ("series in a scrape", self.trend(|s| s.series as f64), "", None),
         ];
         for (name, t, unit, limit) in rows {
             let verdict = limit.map_or("—".to_string(), |l| (if t.flat(l) { "flat" } else { "grows" }).to_string());
-            let limit = limit.map_or("—".to_string(), |l| format!("≤ {l} {unit}/h"));
+            let limit = limit.map_or("—".to_string(), |l| format!("≤ {l}{unit}/h"));
             let _ = writeln!(
                 s,
-                "| {name} | {:.1} | {:.1} | {:.1} | {:.1}–{:.1} | {:+.2} {unit} | {limit} | {verdict} |",
+                "| {name} | {:.1} | {:.1} | {:.1} | {:.1}–{:.1} | {:+.2}{unit}/h | {limit} | {verdict} |",
                 t.first, t.at_warm_up, t.last, t.min, t.max, t.slope
             );
         }
@@ -777,16 +803,25 @@ impl Report {
             f.lost,
             if f.undelivered_sum == f.lost as f64 { "equal" } else { "differ" }
         );
-        if let Some(summary) = self.summary {
+        for (family, summary) in &self.summaries {
+            let seen_metric = f.seen_by_probe.get(family);
             let _ = writeln!(
                 s,
-                "| serve's summary on stderr: seen, delivered, lost | {} seen, {} delivered, {} lost | {printed} printed | {} |",
+                "| {family} at exit: seen = delivered + lost (stderr) = `tracer_events_seen_total` | {} = {} + {} = {} | {} | {} |",
                 summary.seen,
                 summary.delivered,
                 summary.lost,
-                if summary.delivered == printed && summary.seen == summary.delivered + summary.lost { "equal" } else { "differ" }
+                seen_metric.map_or("none".to_string(), u64::to_string),
+                if family == "drops" { format!("{printed} printed") } else { "—".to_string() },
+                if summary.seen == summary.delivered + summary.lost && seen_metric == Some(&summary.seen) { "equal" } else { "differ" }
             );
         }
+        let (delivered, events) = self.delivered_and_printed();
+        let _ = writeln!(
+            s,
+            "| every family's delivered = events printed | {delivered} | {events} | {} |",
+            if delivered == events { "equal" } else { "differ" }
+        );
         let kinds: Vec<String> = self.events.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let mut latencies = self.scrapes.latencies_ms.clone();
         latencies.sort_by(f64::total_cmp);
