@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    os::unix::fs::MetadataExt,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -182,6 +182,22 @@ impl Netns {
         let mut v = vec![front_end];
         v.extend_from_slice(rule);
         self.exec_ok(&v);
+    }
+
+    /// Runs `f` on a new thread of this process that entered the namespace (setns(2) moves only
+    /// the calling thread, so the test stays where it is); sockets `f` opens belong to the
+    /// namespace for their whole life, also once returned.
+    pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        thread::spawn(move || {
+            let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: a valid namespace fd, for this thread only.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns into {}: {}", path.display(), std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// Pids of processes running inside the namespace.

@@ -1,6 +1,7 @@
 //! Privileged integration tests of the pod layer against a real node: containerd with the CNI
 //! bridge in a node network namespace (tracer_tests::node), pod sandboxes made through the real
-//! CRI API, real drops inside the pods' namespaces, the real tracer binary.
+//! CRI API, real drops inside the pods' namespaces, the real tracer binary; and the file source
+//! followed while tracing, which needs no node.
 //!
 //! Each pod drop here is UDP from one pod to another pod's closed port: the kernel frees the
 //! datagram with NO_SOCKET in the receiving pod's namespace, so the event has both pods' addresses
@@ -278,6 +279,56 @@ fn the_file_source_names_the_same_pods_as_cri() {
     // The file knows no network namespaces; CRI does.
     assert_eq!(f[0]["netns_pod"], Value::Null);
     assert_eq!(c[0]["netns_pod"], "shop/db-0");
+}
+
+/// [`pods_file`] listing one pod, `name` with UID `uid` at `ip`, written as a pods file's writer
+/// should: elsewhere, then renamed over `file`.
+fn replace_pods_file(file: &std::path::Path, name: &str, uid: &str, ip: &str) {
+    let mut list: Value = serde_json::from_str(&pods_file(&[(name, ip)])).expect("pods_file is JSON");
+    list["items"][0]["metadata"]["uid"] = uid.into();
+    let new = file.with_extension("new");
+    std::fs::write(&new, list.to_string()).expect("write the pods file");
+    std::fs::rename(&new, file).expect("rename the pods file over");
+}
+
+/// `--pods-from file:` follows the file: when the pod holding an address is taken out of it and
+/// a new pod with the address written in (a rollout), drops to the address name the old pod
+/// until the rewrite is read (within a second) and the new one from then on, never the old again.
+/// No node needed: the pods are the lab's addresses.
+#[test]
+fn a_pods_file_rewritten_while_tracing_names_the_new_pod() {
+    let test = "a_pods_file_rewritten_while_tracing_names_the_new_pod";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("pf"))));
+    replace_pods_file(&file.0, "web-0", "uid-web-0", &lab.b_ip);
+    let from = format!("file:{}", file.0.display());
+    let block = lab.addrs.net(0);
+    let t = Tracer::start(&["drops", "-o", "json", "--pods-from", &from, "--ip", &block, "--reason", "NO_SOCKET", "--port", "40321"]);
+    let drop_to_b = |n: usize| {
+        Udp { count: 1, ..Udp::new(&lab.a_ip, 40320, &lab.b_ip, 40321) }.send(&lab.a);
+        assert!(t.wait_for(Duration::from_secs(10), |e| e.len() >= n), "drop {n} not seen: {}", t.stderr());
+    };
+    drop_to_b(1);
+    replace_pods_file(&file.0, "web-1", "uid-web-1", &lab.b_ip);
+    let rewritten = Instant::now();
+    let mut sent = 1;
+    while !t.events().last().is_some_and(|e| e["dst_pod"] == "lab/web-1") && sent < 50 {
+        std::thread::sleep(Duration::from_millis(100));
+        sent += 1;
+        drop_to_b(sent);
+    }
+    let read_after = rewritten.elapsed();
+    drop_to_b(sent + 1);
+    let events = t.stop().events();
+    let names: Vec<&str> = events.iter().map(|e| e["dst_pod"].as_str().unwrap_or("null")).collect();
+    let first_new = names.iter().position(|n| *n == "lab/web-1").unwrap_or_else(|| panic!("the new pod was never named: {names:?}"));
+    assert!(first_new > 0 && names[..first_new].iter().all(|n| *n == "lab/web-0"), "the old pod before the rewrite was read: {names:?}");
+    assert!(names[first_new..].iter().all(|n| *n == "lab/web-1"), "only the new pod after: {names:?}");
+    assert!(read_after < Duration::from_secs(3), "the rewrite was read after {read_after:?} (looked at every 0.5 s)");
 }
 
 /// One stderr line, exit 2, naming `what`.

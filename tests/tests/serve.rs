@@ -6,7 +6,12 @@
 //! Run as root: `cargo build --release -p tracer && cargo test --release -p tracer-tests --test serve`.
 #![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
 
 use tracer_tests::*;
 
@@ -256,6 +261,103 @@ fn storm_counts_are_exported_and_probes_can_be_chosen() {
     let up: Vec<String> = samples(&text, "tracer_probe_up").into_keys().collect();
     assert_eq!(up, [lost_key], "tracer_probe_up of the chosen family only");
     assert!(text.contains("# HELP tracer_drops_undelivered_total"), "{text}");
+}
+
+/// How long serve waits for a request (`REQUEST_TIMEOUT` in tracer/src/commands/serve.rs).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A scrape that no idle client delays answers well within this on the loaded 2-CPU machine
+/// (a few ms when quiet): less than half the time an idle client can hold a slot.
+const PROMPT: Duration = Duration::from_secs(2);
+
+/// The number of scrapes serve answers at once, as its `metrics on` line says ("up to N
+/// scrapes at a time").
+fn scrape_bound(stderr: &str) -> usize {
+    let line = stderr.lines().find(|l| l.contains("metrics on http://")).unwrap_or_else(|| panic!("no `metrics on` line: {stderr}"));
+    line.split("up to ").nth(1).and_then(|rest| rest.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no bound in: {line}"))
+}
+
+/// `n` connections to `addr` from inside `ns` that never send a byte; open until dropped.
+fn idle_connections(ns: &Netns, addr: &str, n: usize) -> Vec<TcpStream> {
+    let addr = addr.to_string();
+    ns.run_inside(move || (0..n).map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("idle connection {i} to {addr}: {e}"))).collect())
+}
+
+/// One `GET path` to `addr` from inside `ns` (reading at most 30 s): how long the answer took
+/// from connecting to the end of the body, and the answer.
+fn timed_get(ns: &Netns, addr: &str, path: &str) -> (Duration, String) {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    ns.run_inside(move || {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).expect("send the request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap_or_else(|e| panic!("GET {path} from {addr}: no answer within 30 s ({e}): {answer}"));
+        (started.elapsed(), answer)
+    })
+}
+
+/// serve on `addr` in a new lab's namespace `a`, only the drops family (the quickest to attach:
+/// these tests are about the listener), and its bound read from stderr.
+fn serve_for_scrapes(addr: &str) -> (PairLab, Tracer, usize) {
+    let lab = PairLab::new();
+    let block = lab.addrs.net(0);
+    let t = Tracer::start_in(&lab.a, &serve_args(addr, &block, &["--probes", "drops", "--quiet"]));
+    let bound = scrape_bound(&t.stderr());
+    assert!(bound >= 2, "a bound of {bound} leaves no room for an idle client beside a scrape");
+    (lab, t, bound)
+}
+
+/// Clients that connect and never send their request, as many as leave one slot free, do not
+/// delay a scrape (nor /healthz): each answers well within the request timeout an idle client
+/// can hold a slot for, while the idle clients are still connected.
+#[test]
+fn idle_clients_below_the_bound_do_not_delay_a_scrape() {
+    let test = "idle_clients_below_the_bound_do_not_delay_a_scrape";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    let addr = "127.0.0.1:19468";
+    let (lab, t, bound) = serve_for_scrapes(addr);
+    let idle = idle_connections(&lab.a, addr, bound - 1);
+    // serve accepts them in the order they came: give it a moment to take every one.
+    std::thread::sleep(Duration::from_millis(300));
+    let since_idle = Instant::now();
+    for path in ["/metrics", "/healthz", "/metrics"] {
+        let (took, answer) = timed_get(&lab.a, addr, path);
+        assert!(took < PROMPT, "GET {path} took {took:?} beside {} idle clients (bound {bound}): {answer}", idle.len());
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "GET {path}: {answer}");
+        let want = if path == "/healthz" { "\r\n\r\nok\n" } else { "tracer_build_info{" };
+        assert!(answer.contains(want), "GET {path}: {want:?} missing: {answer}");
+    }
+    assert!(since_idle.elapsed() < REQUEST_TIMEOUT, "the idle clients may have timed out before the scrapes: the check proved nothing");
+    drop(idle);
+    t.stop().assert_code(0);
+}
+
+/// With every slot held by a client that sends nothing, a scrape is not refused: it waits in
+/// the listen backlog for the first slot to free, which the request timeout bounds.
+#[test]
+fn a_scrape_past_the_bound_waits_at_most_one_request_timeout() {
+    let test = "a_scrape_past_the_bound_waits_at_most_one_request_timeout";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    let addr = "127.0.0.1:19469";
+    let (lab, t, bound) = serve_for_scrapes(addr);
+    let idle = idle_connections(&lab.a, addr, bound);
+    let opened = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let (took, answer) = timed_get(&lab.a, addr, "/metrics");
+    let since_opened = opened.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.contains("tracer_build_info{"), "{answer}");
+    // Less than the request timeout after the idle clients came would mean there is no bound.
+    assert!(since_opened >= REQUEST_TIMEOUT - Duration::from_millis(500), "answered after {since_opened:?} with {bound} idle clients: no bound");
+    assert!(took < REQUEST_TIMEOUT + PROMPT, "waited {took:?}: longer than one request timeout ({REQUEST_TIMEOUT:?})");
+    drop(idle);
+    t.stop().assert_code(0);
 }
 
 #[test]

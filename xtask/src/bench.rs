@@ -31,13 +31,14 @@ use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
 const PREFIX: &str = "trb-";
-const CLIENT_IP: &str = "10.213.0.1";
-const SERVER_IP: &str = "10.213.0.2";
+pub(crate) const CLIENT_IP: &str = "10.213.0.1";
+pub(crate) const SERVER_IP: &str = "10.213.0.2";
 /// The storm's destination: nothing listens there, so every packet is a NO_SOCKET drop.
 const STORM_PORT: u16 = 9999;
 const IPERF_PORT: u16 = 5201;
-const MARK_BEGIN: &str = "<!-- bench:begin (written by `cargo xtask bench`; edit outside the markers) -->";
-const MARK_END: &str = "<!-- bench:end -->";
+/// Where the table goes in BENCHMARKS.md.
+const MARKERS: Markers =
+    Markers { begin: "<!-- bench:begin (written by `cargo xtask bench`; edit outside the markers) -->", end: "<!-- bench:end -->" };
 
 /// Set by SIGINT/SIGTERM: every wait loop checks it, so cleanup runs in the normal unwinding path.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -95,7 +96,7 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
         eprintln!("bench: smoke passed; table in {}", out.display());
     } else {
         let out = opts.out.clone().unwrap_or_else(|| workspace.join("BENCHMARKS.md"));
-        write_between_markers(&out, &table)?;
+        write_between_markers(&out, &MARKERS, &table)?;
         eprintln!("bench: table written to {}", out.display());
     }
     Ok(())
@@ -116,16 +117,18 @@ fn ensure_tracefs() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The lab: two namespaces and a veth pair.
 
-struct Lab {
-    client: String,
-    server: String,
+/// Two namespaces, `client` ([`CLIENT_IP`]) and `server` ([`SERVER_IP`]), joined by one veth
+/// pair; `dir` holds the run's files. Deleted on drop.
+pub(crate) struct Lab {
+    pub(crate) client: String,
+    pub(crate) server: String,
     client_dev: String,
-    server_dev: String,
-    dir: PathBuf,
+    pub(crate) server_dev: String,
+    pub(crate) dir: PathBuf,
 }
 
 impl Lab {
-    fn create() -> anyhow::Result<Self> {
+    pub(crate) fn create() -> anyhow::Result<Self> {
         let pid = std::process::id();
         let lab = Lab {
             client: format!("{PREFIX}{pid}-c"),
@@ -170,7 +173,7 @@ impl Drop for Lab {
 }
 
 /// Namespaces of a bench that was SIGKILLed (its pid no longer runs).
-fn remove_stale_labs() {
+pub(crate) fn remove_stale_labs() {
     let Ok(entries) = fs::read_dir("/var/run/netns") else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -182,7 +185,7 @@ fn remove_stale_labs() {
     }
 }
 
-fn sh(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn sh(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
     ensure!(out.status.success(), "{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     Ok(())
@@ -192,21 +195,22 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn install_signal_handlers() {
+pub(crate) fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
 }
 
-fn check_interrupted() -> anyhow::Result<()> {
+pub(crate) fn check_interrupted() -> anyhow::Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
     Ok(())
 }
 
-fn sleep(d: Duration) -> anyhow::Result<()> {
+/// Sleeps `d`, or less when interrupted (then an error).
+pub(crate) fn sleep(d: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + d;
     while Instant::now() < end {
         check_interrupted()?;
@@ -215,15 +219,16 @@ fn sleep(d: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Child processes: killed on drop, so a failing step leaves none behind.
 
-struct Proc {
-    child: Child,
+/// A child process, killed on drop.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     started: Instant,
     stderr: Arc<Mutex<Vec<(Instant, String)>>>,
     stderr_thread: Option<thread::JoinHandle<()>>,
@@ -234,7 +239,19 @@ impl Proc {
     /// Spawns `cmd` with stderr collected line by line (timestamped) and stdout either counted
     /// (`count_stdout`) or discarded.
     fn spawn(cmd: &mut Command, count_stdout: bool) -> anyhow::Result<Self> {
-        cmd.stdin(Stdio::null()).stderr(Stdio::piped()).stdout(if count_stdout { Stdio::piped() } else { Stdio::null() });
+        let mut p = Self::start(cmd, if count_stdout { Stdio::piped() } else { Stdio::null() })?;
+        p.stdout = p.child.stdout.take().map(LineCounter::start);
+        Ok(p)
+    }
+
+    /// Spawns `cmd` with stderr collected as [`Proc::spawn`] does and stdout piped, for the
+    /// caller to take from `child`.
+    pub(crate) fn spawn_reading_stdout(cmd: &mut Command) -> anyhow::Result<Self> {
+        Self::start(cmd, Stdio::piped())
+    }
+
+    fn start(cmd: &mut Command, stdout: Stdio) -> anyhow::Result<Self> {
+        cmd.stdin(Stdio::null()).stderr(Stdio::piped()).stdout(stdout);
         // Its own process group: a terminal's Ctrl-C reaches the bench, which then stops the
         // child in order (tracer's summary is part of the measurement).
         std::os::unix::process::CommandExt::process_group(cmd, 0);
@@ -248,16 +265,15 @@ impl Proc {
                 lines.lock().expect("stderr lines").push((Instant::now(), line));
             }
         });
-        let stdout = child.stdout.take().map(LineCounter::start);
-        Ok(Self { child, started, stderr, stderr_thread: Some(stderr_thread), stdout })
+        Ok(Self { child, started, stderr, stderr_thread: Some(stderr_thread), stdout: None })
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Time from spawn to the first stderr line containing `needle`.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<Duration> {
+    pub(crate) fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<Duration> {
         let end = Instant::now() + timeout;
         loop {
             check_interrupted()?;
@@ -275,12 +291,12 @@ impl Proc {
         }
     }
 
-    fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         self.stderr.lock().expect("stderr lines").iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join(" | ")
     }
 
     /// SIGINT, then waits (at most `timeout`) for the exit; returns how long it took.
-    fn interrupt(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+    pub(crate) fn interrupt(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let sent = Instant::now();
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(self.pid(), libc::SIGINT) };
@@ -316,7 +332,7 @@ impl Proc {
     }
 
     /// A `/proc/PID/status` field in kB (VmRSS, VmHWM).
-    fn status_kb(&self, field: &str) -> anyhow::Result<u64> {
+    pub(crate) fn status_kb(&self, field: &str) -> anyhow::Result<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} missing"))?;
         Ok(line.split_whitespace().nth(1).context("kB")?.parse()?)
@@ -401,13 +417,14 @@ impl LineCounter {
 
 /// `tracer: FAMILY: N seen, N delivered, N lost` lines of a stopped tracer.
 #[derive(Debug, Default, Clone, Copy)]
-struct Summary {
-    seen: u64,
-    delivered: u64,
-    lost: u64,
+pub(crate) struct Summary {
+    pub(crate) seen: u64,
+    pub(crate) delivered: u64,
+    pub(crate) lost: u64,
 }
 
-fn summaries(stderr: &str) -> Vec<(String, Summary)> {
+/// The summaries in a tracer's stderr as [`Proc::stderr_text`] joins it.
+pub(crate) fn summaries(stderr: &str) -> Vec<(String, Summary)> {
     let mut out = Vec::new();
     for line in stderr.split(" | ") {
         let Some(rest) = line.strip_prefix("tracer: ") else { continue };
@@ -605,9 +622,14 @@ fn resident_memory(tracer: &Path, lab: &Lab) -> anyhow::Result<Rss> {
 
 /// `kubectl get pods -A -o json` with `n` pods, each with its own address and labels.
 fn pods_file(n: usize) -> String {
-    let items: Vec<Value> = (0..n)
-        .map(|i| {
-            let ip = format!("10.244.{}.{}", i / 250, i % 250 + 2);
+    pods_list((0..n).map(|i| (i, format!("10.244.{}.{}", i / 250, i % 250 + 2))))
+}
+
+/// `kubectl get pods -A -o json` of the pods numbered `i`, each at its address: `pod-I` in
+/// namespace `ns-(I mod 20)` with its own UID and labels.
+pub(crate) fn pods_list(pods: impl Iterator<Item = (usize, String)>) -> String {
+    let items: Vec<Value> = pods
+        .map(|(i, ip)| {
             serde_json::json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("pod-{i}"), "namespace": format!("ns-{}", i % 20), "uid": format!("00000000-0000-0000-0000-{i:012}"),
@@ -977,18 +999,25 @@ fn thread_cpu() -> Duration {
 
 /// Runs `f` on a new thread that has entered network namespace `ns` (setns affects only the
 /// calling thread, so the bench itself stays where it is).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-    let path = format!("/var/run/netns/{ns}");
+pub(crate) fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let ns = ns.to_string();
     thread::spawn(move || -> anyhow::Result<T> {
-        let file = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-        // SAFETY: a valid namespace fd; affects this thread only.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns into {path}: {}", std::io::Error::last_os_error());
-        }
+        enter_netns(&ns)?;
         Ok(f())
     })
     .join()
     .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+}
+
+/// Moves the calling thread (only it) into network namespace `ns`.
+pub(crate) fn enter_netns(ns: &str) -> anyhow::Result<()> {
+    let path = format!("/var/run/netns/{ns}");
+    let file = fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: a valid namespace fd; affects this thread only.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns into {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The bpftrace side: skb:kfree_skb, the same filter (UDP to the storm port) and the same fields
@@ -1023,22 +1052,12 @@ fn bpftrace_script(lab: &Lab) -> anyhow::Result<PathBuf> {
 impl Report {
     fn markdown(&self, smoke: bool) -> String {
         let mut s = String::new();
-        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let cpu = fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
-            .unwrap_or_default();
-        let cpus = thread::available_parallelism().map_or(0, usize::from);
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "Run: {date}{}; kernel {}; {cpus} CPUs ({cpu}); load average before {} / after {}.\n",
+            "Run: {}{}; {}; load average before {} / after {}.\n",
+            utc_now(),
             if smoke { " (smoke: 1 s runs, numbers not meaningful)" } else { "" },
-            kernel.trim(),
+            machine(),
             self.load.0,
             self.load.1
         );
@@ -1208,12 +1227,39 @@ impl Report {
     }
 }
 
+/// Now, as `2026-11-22 13:39 UTC`.
+pub(crate) fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// This machine, as `kernel 6.18.44; 2 CPUs (Intel(R) Xeon(R) ...)`.
+pub(crate) fn machine() -> String {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_default();
+    let cpus = thread::available_parallelism().map_or(0, usize::from);
+    format!("kernel {}; {cpus} CPUs ({cpu})", kernel.trim())
+}
+
+/// The two lines a generated block of a Markdown file sits between.
+pub(crate) struct Markers {
+    pub(crate) begin: &'static str,
+    pub(crate) end: &'static str,
+}
+
 /// Replaces the text between the markers (or appends the markers and the table).
-fn write_between_markers(path: &Path, table: &str) -> anyhow::Result<()> {
+pub(crate) fn write_between_markers(path: &Path, markers: &Markers, table: &str) -> anyhow::Result<()> {
+    let Markers { begin, end } = markers;
     let old = fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{MARK_BEGIN}\n{table}{MARK_END}");
-    let new = match (old.find(MARK_BEGIN), old.find(MARK_END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + MARK_END.len()..]),
+    let block = format!("{begin}\n{table}{end}");
+    let new = match (old.find(begin), old.find(end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + end.len()..]),
         _ => format!("{old}{}{block}\n", if old.is_empty() { "" } else { "\n" }),
     };
     fs::write(path, new).with_context(|| format!("writing {}", path.display()))
@@ -1247,9 +1293,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-bench-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("B.md");
-        fs::write(&path, format!("intro\n{MARK_BEGIN}\nold\n{MARK_END}\noutro\n")).unwrap();
-        write_between_markers(&path, "new\n").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("intro\n{MARK_BEGIN}\nnew\n{MARK_END}\noutro\n"));
+        let Markers { begin, end } = MARKERS;
+        fs::write(&path, format!("intro\n{begin}\nold\n{end}\noutro\n")).unwrap();
+        write_between_markers(&path, &MARKERS, "new\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("intro\n{begin}\nnew\n{end}\noutro\n"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

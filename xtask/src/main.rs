@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | drops | test | bench | image | release | vm-test | fuzz`.
+//! Developer tasks: `cargo xtask setup | drops | test | bench | soak | image | release | vm-test | fuzz`.
 //!
 //! Every task that builds first runs scripts/setup.sh, which installs what is missing and returns
 //! in seconds when nothing is, so each task works on a fresh machine as it is: the build's
@@ -20,6 +20,7 @@ mod bench;
 mod fuzz;
 mod image;
 mod release;
+mod soak;
 mod vm;
 
 #[derive(Parser)]
@@ -69,6 +70,20 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         storm_secs: u64,
         /// Where the table goes [default: BENCHMARKS.md, or target/bench-smoke.md with --smoke]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Use target/release/tracer as it is (no setup, no build)
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// `tracer serve` for minutes under a steady drop load, with 1,000 pods through its pods file
+    /// and 10 scrapes/s: slopes of RSS, fds and series, and every counter against the events it
+    /// counted; the report goes to BENCHMARKS.md (needs root; not in CI; see xtask/src/soak.rs)
+    Soak {
+        /// Length of the run, the warm-up of 5.5 minutes included (at least 7.5)
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Where the report goes [default: BENCHMARKS.md]
         #[arg(long)]
         out: Option<PathBuf>,
         /// Use target/release/tracer as it is (no setup, no build)
@@ -188,21 +203,15 @@ fn main() -> anyhow::Result<()> {
             unit
         }
         Task::Bench { smoke, reps, secs, storm_secs, out, no_build } => {
-            let tracer = if no_build {
-                workspace().join("target/release/tracer")
-            } else {
-                setup(&[Setup::Lab])?;
-                build_tracer()?
-            };
+            let tracer = tracer_binary(no_build, &[Setup::Lab])?;
             bench::bench(&workspace(), &bench::Options { tracer, smoke, reps, secs, storm_secs, out })
         }
+        Task::Soak { minutes, out, no_build } => {
+            let tracer = tracer_binary(no_build, &[Setup::Lab])?;
+            soak::soak(&workspace(), &soak::Options { tracer, minutes, out })
+        }
         Task::Image { tag, no_build } => {
-            let bin = if no_build {
-                workspace().join("target/release/tracer")
-            } else {
-                setup(&[])?;
-                build_tracer()?
-            };
+            let bin = tracer_binary(no_build, &[])?;
             let tag = match tag {
                 Some(tag) => tag,
                 None => image::reference()?,
@@ -215,12 +224,7 @@ fn main() -> anyhow::Result<()> {
             release::release(&workspace(), &release::Options { arches, out })
         }
         Task::VmTest { kernels, timeout, total_timeout, jobs, memory, no_build, with_tests, only } => {
-            let bin = if no_build {
-                workspace().join("target/release/tracer")
-            } else {
-                setup(&[Setup::Lab])?;
-                build_tracer()?
-            };
+            let bin = tracer_binary(no_build, &[Setup::Lab])?;
             let tests = if with_tests { vm::test_binaries(&workspace(), no_build, &only)? } else { Vec::new() };
             // Under TCG the integration tests take about 2 minutes per kernel; the limits leave
             // room for a loaded machine without letting a hung VM hold CI for long.
@@ -302,6 +306,16 @@ fn style() -> anyhow::Result<()> {
         .args(["--", "-D", "warnings"])
         .env("CARGO_ENCODED_RUSTFLAGS", bpf_arch))
     .context("style: clippy found warnings in tracer-ebpf (above); fix them, or #[expect] one with a reason where the lint is wrong")
+}
+
+/// target/release/tracer: as it is with `no_build`, else after the set-up (with `groups`) and a
+/// build.
+fn tracer_binary(no_build: bool, groups: &[Setup]) -> anyhow::Result<PathBuf> {
+    if no_build {
+        return Ok(workspace().join("target/release/tracer"));
+    }
+    setup(groups)?;
+    build_tracer()
 }
 
 fn build_tracer() -> anyhow::Result<PathBuf> {

@@ -45,9 +45,10 @@ impl Default for PodsConfig {
 pub(crate) struct PodLayer {
     registry: Registry,
     selection: Selection,
-    /// Updates from a live source; None for a file or no source.
+    /// Updates from a source that changes (a file too: it is followed); None without a source.
     rx: Option<mpsc::Receiver<SourceMsg>>,
-    /// The registry is complete up to this time (Unix ns); i128::MAX for a static source.
+    /// The registry is complete up to this time (Unix ns); i128::MAX when events are never held
+    /// for the source (a file, or none).
     synced_until: i128,
     kernel: Option<KernelPodFilter>,
     kernel_generation: u64,
@@ -68,8 +69,11 @@ impl PodLayer {
         let (description, initial, rx) = match &config.from {
             PodsFrom::None => ("none".to_string(), None, None),
             PodsFrom::File(path) => {
+                // The version before the read: a change while reading is read again.
+                let version = file::version(path);
                 let pods = file::load(path).map(|objects| objects.pods).map_err(|e| UsageError(format!("{:#}", anyhow::Error::from(e))))?;
-                (format!("file {}", path.display()), Some((SourceKind::File, pods)), None)
+                file::follow(path.clone(), version, tx);
+                (format!("file {}", path.display()), Some((SourceKind::File, pods)), Some(rx))
             }
             PodsFrom::Cri => {
                 let socket = config.cri_socket.clone().unwrap_or_else(|| cri::DEFAULT_SOCKETS[0].into());
@@ -90,7 +94,10 @@ impl PodLayer {
         if let Some((source, pods)) = initial {
             registry.apply(SourceMsg { at, source, update: PodUpdate::Snapshot(pods) });
         }
-        let synced_until = if rx.is_some() { at } else { i128::MAX };
+        // Events wait for a source that reports how far it is in sync (its polls, its watch).
+        // A file lags the cluster by however long its writer takes, which no wait here can
+        // know: its changes apply when they are read, and events are never held for it.
+        let synced_until = if rx.is_some() && source != Some(SourceKind::File) { at } else { i128::MAX };
         let node = kube::node_name(config.node_name.as_deref()).ok().map(Arc::from);
         let layer =
             Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description, source, node };
