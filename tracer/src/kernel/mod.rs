@@ -7,6 +7,7 @@ pub(crate) mod drop_reasons;
 pub(crate) mod features;
 pub(crate) mod hooks;
 pub(crate) mod kallsyms;
+pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod rtnetlink;
 pub(crate) mod tracefs;
