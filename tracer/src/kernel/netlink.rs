@@ -7,6 +7,7 @@
 use std::{
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::Duration,
 };
 
 /// `NETLINK_NETFILTER` (linux/netlink.h): conntrack, nftables and the other nfnetlink subsystems.
@@ -29,6 +30,26 @@ pub(crate) fn socket(protocol: libc::c_int, flags: libc::c_int) -> io::Result<Ow
     }
     // SAFETY: fd is a fresh, valid descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes blocking receives on `socket` give up (EAGAIN) after `timeout`: the kernel answers a
+/// request at once, and a read that waits longer would hang the command.
+pub(crate) fn set_receive_timeout(socket: &OwnedFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t };
+    // SAFETY: valid fd; a live timeval of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sends one request to the kernel.
