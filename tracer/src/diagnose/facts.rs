@@ -3,7 +3,7 @@
 //! namespace names, Services, and the firewall rules of a namespace (read by the kernel layer
 //! from the same kind of thread: netlink and x_tables answer for the caller's namespace).
 
-use std::{fs, net::IpAddr, path::Path};
+use std::{collections::HashMap, fs, net::IpAddr, path::Path, rc::Rc};
 
 use super::findings::{Facts, NamespaceRules};
 use crate::{
@@ -11,9 +11,19 @@ use crate::{
     pods::services::ServiceNames,
 };
 
+/// [`Facts`] read from this machine, at the end of a run.
 pub(crate) struct MachineFacts<'a> {
-    pub namespaces: Namespaces,
-    pub services: &'a ServiceNames,
+    namespaces: Namespaces,
+    services: &'a ServiceNames,
+    /// Each namespace's rules, read once (a node's ruleset can be large) for all its findings.
+    rules: HashMap<u32, Rc<NamespaceRules>>,
+}
+
+impl<'a> MachineFacts<'a> {
+    /// Facts of the namespaces found now, with the Services `services` names.
+    pub(crate) fn new(services: &'a ServiceNames) -> Self {
+        Self { namespaces: Namespaces::scan(), services, rules: HashMap::new() }
+    }
 }
 
 impl Facts for MachineFacts<'_> {
@@ -45,11 +55,15 @@ impl Facts for MachineFacts<'_> {
         !self.services.is_empty()
     }
 
-    fn dropping_rules(&mut self, netns: u32) -> NamespaceRules {
-        match self.namespaces.run_in(netns, || Ok(firewall::read_dropping())) {
+    fn dropping_rules(&mut self, netns: u32) -> Rc<NamespaceRules> {
+        if let Some(known) = self.rules.get(&netns) {
+            return known.clone();
+        }
+        let read = match self.namespaces.run_in(netns, || Ok(firewall::read_dropping())) {
             Ok(read) => NamespaceRules { rules: read.rules, unreadable: read.unreadable.into_iter().map(anyhow::Error::new).collect() },
             Err(e) => NamespaceRules { rules: Vec::new(), unreadable: vec![anyhow::Error::new(e).context("every source")] },
-        }
+        };
+        self.rules.entry(netns).or_insert(Rc::new(read)).clone()
     }
 }
 

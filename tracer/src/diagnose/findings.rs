@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
+    rc::Rc,
     time::Duration,
 };
 
@@ -106,13 +107,15 @@ pub(crate) trait Facts {
     /// Whether any Service is known at all (else service-not-translated cannot be told).
     fn knows_services(&self) -> bool;
     /// The firewall rules of namespace `netns` that drop or reject (nftables and legacy
-    /// iptables), and the sources that could not be read.
-    fn dropping_rules(&mut self, netns: u32) -> NamespaceRules;
+    /// iptables), and the sources that could not be read. Shared: several findings may ask
+    /// for one namespace's.
+    fn dropping_rules(&mut self, netns: u32) -> Rc<NamespaceRules>;
 }
 
 /// What [`Facts::dropping_rules`] found in one namespace.
 #[derive(Debug, Default)]
 pub(crate) struct NamespaceRules {
+    /// Every rule that drops or rejects, of every source that could be read.
     pub rules: Vec<Rule>,
     /// Each source whose rules could not be read, and why: the finding says so, since the rule
     /// that dropped may be among them.
@@ -137,10 +140,10 @@ impl NamedRules {
         out
     }
 
-    fn add(&mut self, found: NamespaceRules, ipv6: Option<bool>, proto: Option<u8>, dport: Option<u16>) {
-        for rule in found.rules {
-            if rule.packets != Some(0) && rule.may_match(ipv6, proto, dport) && !self.rules.contains(&rule) {
-                self.rules.push(rule);
+    fn add(&mut self, found: Rc<NamespaceRules>, ipv6: Option<bool>, proto: Option<u8>, dport: Option<u16>) {
+        for rule in &found.rules {
+            if rule.packets != Some(0) && rule.may_match(ipv6, proto, dport) && !self.rules.contains(rule) {
+                self.rules.push(rule.clone());
             }
         }
         self.rules.sort_by_key(|r| std::cmp::Reverse(r.packets.map_or(0, |p| p.saturating_add(1))));
@@ -1225,7 +1228,7 @@ mod tests {
         fn knows_services(&self) -> bool {
             !self.services.is_empty()
         }
-        fn dropping_rules(&mut self, netns: u32) -> NamespaceRules {
+        fn dropping_rules(&mut self, netns: u32) -> Rc<NamespaceRules> {
             let rule = |text: &str, packets, proto, dport| Rule {
                 family: Family::Ipv4,
                 table: "filter".into(),
@@ -1235,7 +1238,7 @@ mod tests {
                 proto,
                 dport,
             };
-            match netns {
+            Rc::new(match netns {
                 9 => NamespaceRules { rules: vec![rule(HTTP_RULE, Some(2), Some(6), Some((80, 80)))], unreadable: Vec::new() },
                 // Rules that do not fit the drops of the tests (other protocol, port, family,
                 // no packets), one that counted more and one without a counter, and a source
@@ -1258,7 +1261,7 @@ mod tests {
                 },
                 11 => NamespaceRules { rules: vec![rule("no counter", None, None, None)], unreadable: Vec::new() },
                 _ => NamespaceRules::default(),
-            }
+            })
         }
     }
 

@@ -81,6 +81,7 @@ impl Lab {
         Some(lab)
     }
 
+    /// The lab's namespace, to enter.
     pub(crate) fn netns(&self) -> Netns {
         Netns::parse(&self.name)
     }

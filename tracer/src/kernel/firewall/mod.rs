@@ -39,7 +39,9 @@ impl Family {
 /// One rule whose verdict drops or rejects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rule {
+    /// The IP versions it sees.
     pub family: Family,
+    /// Its table's name (`filter`), and its chain's (`INPUT`; a hook's name for legacy tables).
     pub table: String,
     pub chain: String,
     /// The rule as a person reads it, table and chain first: nft's syntax for nftables
@@ -99,7 +101,9 @@ pub(crate) enum Unreadable {
 /// What [`read_dropping`] found.
 #[derive(Debug, Default)]
 pub(crate) struct Rules {
+    /// Every dropping rule of every source that could be read.
     pub rules: Vec<Rule>,
+    /// The sources that could not be, with why.
     pub unreadable: Vec<Unreadable>,
 }
 

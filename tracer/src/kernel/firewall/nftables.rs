@@ -135,6 +135,7 @@ const ATTEMPTS: u32 = 3;
 /// Receive buffer: the kernel sends dump datagrams of up to 32 KiB.
 const DATAGRAM_MAX: usize = 1 << 16;
 
+/// Why the nftables rules could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum NftError {
     #[error("opening a netfilter netlink socket")]

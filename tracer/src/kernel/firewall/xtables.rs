@@ -159,6 +159,7 @@ const F_PROTO: u8 = 0x01;
 /// A table read while it changes is read again this many times.
 const ATTEMPTS: u32 = 3;
 
+/// Why a legacy table could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum XtError {
     #[error("opening a socket to ask x_tables")]
@@ -408,9 +409,12 @@ fn network(addr: &[u8], mask: &[u8]) -> Option<String> {
 /// rules made by older iptables-nft carry the same structs in their `match` expressions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PortMatch {
+    /// 6 for `tcp`, 17 for `udp`: the match implies the protocol.
     pub proto: u8,
+    /// Source ports (inclusive; `0..=65535` is any), and whether the match is `!`.
     pub sport: (u16, u16),
     pub sport_inverted: bool,
+    /// Destination ports, the same way.
     pub dport: (u16, u16),
     pub dport_inverted: bool,
 }
