@@ -113,3 +113,47 @@ fn capture_fixtures() {
     std::fs::write(fixture_dir().join("ipt-filter.bin"), xtables::capture(xtables::IpVersion::V4, "filter").expect("filter")).expect("write");
     std::fs::write(fixture_dir().join("ip6t-filter.bin"), xtables::capture(xtables::IpVersion::V6, "filter").expect("filter")).expect("write");
 }
+
+/// How long reading a node-sized ruleset takes: 10,000 dropping rules in legacy iptables and
+/// 10,000 in nftables, read from inside their namespace. By hand: `cargo test --release -p
+/// tracer --lib kernel::firewall::lab::measure_reading_a_large_ruleset -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement (about 10 s to load the rules), run by hand"]
+fn measure_reading_a_large_ruleset() {
+    use std::{io::Write as _, process::Stdio, time::Instant};
+    const RULES_PER_SOURCE: u16 = 10_000;
+    let test = "measure_reading_a_large_ruleset";
+    let name = format!("trt-fw-big-{}", std::process::id());
+    assert!(Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success()), "{test}: needs root");
+    let lab = Lab { name };
+    let load = |tool: &[&str], input: String| {
+        let mut child = Command::new("ip").args(["netns", "exec", &lab.name]).args(tool).stdin(Stdio::piped()).spawn().expect("spawn");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        assert!(child.wait().expect("wait").success(), "{tool:?}");
+    };
+    let mut legacy = String::from("*filter\n");
+    let mut nft = String::from("table inet big {\n chain in {\n  type filter hook input priority 0;\n");
+    for i in 0..RULES_PER_SOURCE {
+        legacy.push_str(&format!("-A INPUT -s 10.{}.{}.0/24 -p udp -m udp --dport {} -j DROP\n", i / 256, i % 256, 1024 + i));
+        nft.push_str(&format!("  ip saddr 10.{}.{}.0/24 udp dport {} counter drop\n", i / 256, i % 256, 1024 + i));
+    }
+    legacy.push_str("COMMIT\n");
+    nft.push_str(" }\n}\n");
+    load(&["iptables-legacy-restore"], legacy);
+    load(&["nft", "-f", "-"], nft);
+    let _inside = lab.netns().enter().expect("entering the lab");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let read = super::read_dropping();
+        let took = started.elapsed();
+        assert!(read.unreadable.is_empty(), "{:?}", read.unreadable);
+        assert_eq!(read.rules.len(), 2 * usize::from(RULES_PER_SOURCE));
+        eprintln!("{test}: {} rules read in {took:?}", read.rules.len());
+    }
+    let started = Instant::now();
+    let nft = nftables::dropping_rules().expect("nftables");
+    eprintln!("{test}: nftables alone: {} rules in {:?}", nft.len(), started.elapsed());
+    let started = Instant::now();
+    let legacy = xtables::dropping_rules(xtables::IpVersion::V4, "filter").expect("legacy");
+    eprintln!("{test}: iptables-legacy alone: {} rules in {:?}", legacy.len(), started.elapsed());
+}
