@@ -109,21 +109,22 @@ pub(crate) fn parse_json_lines(lines: &[String]) -> Vec<Value> {
 
 impl Tracer {
     fn spawn(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
-        Self::spawn_in(None, args, paused, env)
+        Self::spawn_in(None, &[], args, paused, env)
     }
 
     /// `netns`: run the tracer inside this namespace (`ip netns exec`, which execs it: the
-    /// child is the tracer itself, so signals reach it).
-    fn spawn_in(netns: Option<&Netns>, args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
+    /// child is the tracer itself, so signals reach it). `wrapper`: a program that execs the
+    /// tracer (`setpriv ...`), run first.
+    fn spawn_in(netns: Option<&Netns>, wrapper: &[&str], args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {
         let bin = tracer_bin();
-        let mut command = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", &ns.name]).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = netns {
+            argv.extend(["ip", "netns", "exec", ns.name.as_str()].map(Into::into));
+        }
+        argv.extend(wrapper.iter().map(Into::into));
+        argv.push(bin.clone().into_os_string());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         let mut child = command
             .args(args)
             .env("RUST_BACKTRACE", "0")
@@ -183,6 +184,12 @@ impl Tracer {
         Self::start_with(args, false, env)
     }
 
+    /// Like [`Tracer::start_env`], run through `wrapper`, a program that execs the tracer
+    /// (`setpriv --bounding-set=... --`), when it is not empty.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Tracer {
+        Self::start_spawned(Self::spawn_in(None, wrapper, args, false, env), args)
+    }
+
     /// Starts the tracer without waiting for `attached`: commands that attach nothing (`job run`).
     pub fn launch(args: &[&str]) -> Tracer {
         Self::spawn(args, false, &[])
@@ -197,13 +204,13 @@ impl Tracer {
     /// Like [`Tracer::start`], inside network namespace `netns` (its own addresses, such as a
     /// metrics listener on 127.0.0.1, stay in the lab).
     pub fn start_in(netns: &Netns, args: &[&str]) -> Tracer {
-        Self::start_spawned(Self::spawn_in(Some(netns), args, false, &[]), args)
+        Self::start_spawned(Self::spawn_in(Some(netns), &[], args, false, &[]), args)
     }
 
     /// [`Tracer::start_in`] with stdout unread until [`Tracer::resume_stdout`]
     /// ([`Tracer::start_paused`] inside a namespace).
     pub fn start_in_paused(netns: &Netns, args: &[&str]) -> Tracer {
-        Self::start_spawned(Self::spawn_in(Some(netns), args, true, &[]), args)
+        Self::start_spawned(Self::spawn_in(Some(netns), &[], args, true, &[]), args)
     }
 
     fn start_with(args: &[&str], paused: bool, env: &[(&str, &str)]) -> Tracer {

@@ -145,16 +145,31 @@ fn strings(v: &[&str]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 
 /// What a run needs besides the traffic: where pods come from, the lab's block, devices for
-/// the MTU probe's tc programs (`NETNS:DEV`).
+/// the MTU probe's tc programs (`NETNS:DEV`), and how the tracer is started (environment, a
+/// wrapper that execs it).
 struct RunArgs {
     pods_from: Vec<String>,
     ips: Vec<String>,
     ifaces: Vec<String>,
+    env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 impl RunArgs {
     fn new(pods_from: &[&str], ips: &[String]) -> RunArgs {
-        RunArgs { pods_from: strings(pods_from), ips: ips.to_vec(), ifaces: Vec::new() }
+        RunArgs { pods_from: strings(pods_from), ips: ips.to_vec(), ifaces: Vec::new(), env: Vec::new(), wrapper: Vec::new() }
+    }
+
+    /// The tracer runs with `key=value` in its environment.
+    fn env(mut self, key: &str, value: &str) -> RunArgs {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The tracer runs through `wrapper` (`setpriv ...`), which execs it.
+    fn wrapped(mut self, wrapper: &[&str]) -> RunArgs {
+        self.wrapper = strings(wrapper);
+        self
     }
 
     fn iface(mut self, ns: &Netns, dev: &str) -> RunArgs {
@@ -198,7 +213,8 @@ fn diagnose(what: &str, args: &RunArgs, traffic: impl FnOnce()) -> Option<Diagno
         return None;
     }
     let argv = args.diagnose();
-    let t = Tracer::start(&argv_refs(&argv));
+    let env: Vec<(&str, &str)> = args.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let t = Tracer::start_wrapped(&argv_refs(&args.wrapper), &argv_refs(&argv), &env);
     let t0 = Instant::now();
     traffic();
     let took = t0.elapsed();
@@ -510,8 +526,9 @@ fn netfilter_drop_between_two_pods() {
     let rules: Vec<&str> = f["evidence"]["rules"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     assert!(
         rules.iter().any(|r| r.contains(&format!("--dport {UDP_PORT}")) && r.contains("DROP")),
-        "evidence.rules must name the rule whose counter rose (iptables-save runs in a pod's namespace): {f:#}"
+        "evidence.rules must name the rule whose counter rose (read in the pod's namespace): {f:#}"
     );
+    assert!(f["evidence"].get("rules_unreadable").is_none(), "every source was read: {f:#}");
     let t = d.find("netfilter-drop", &tcp);
     assert_finding(t, "error", &pods, std::slice::from_ref(&tcp));
     assert!(ev_u64(t, "drops") >= 2, "the SYN and its retransmit: {t:#}");
@@ -519,6 +536,106 @@ fn netfilter_drop_between_two_pods() {
     for code in ["no-listener", "no-route", "nat-no-reply", "conntrack-drop", "neighbor-failed"] {
         d.assert_absent(code);
     }
+}
+
+/// One namespace, three firewalls: a rule added with `nft`, one with `iptables-nft` and one with
+/// `iptables-legacy` drop UDP to a port each. diagnose, started with an empty PATH (as in the
+/// image: no iptables-save, no nft to run), names each rule in its netfilter-drop finding, in
+/// the words of the tool that lists it, with the packets its counter counted. A source whose
+/// tool is missing here (the VMs carry no iptables-nft) skips loudly; the others still run.
+#[test]
+fn rules_added_with_nft_iptables_nft_and_iptables_legacy_are_named_with_an_empty_path() {
+    let test = "rules_added_with_nft_iptables_nft_and_iptables_legacy_are_named_with_an_empty_path";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    // (port, the rule's commands, the rule as the finding must name it, up to its counter)
+    let sources: [(u16, Vec<Vec<&str>>, &str); 3] = [
+        (
+            5311,
+            vec![
+                vec!["nft", "add", "table", "inet", "trt"],
+                vec!["nft", "add", "chain", "inet", "trt", "in", "{ type filter hook input priority 0; }"],
+                vec!["nft", "add", "rule", "inet", "trt", "in", "udp", "dport", "5311", "counter", "drop"],
+            ],
+            "inet trt/in: udp dport 5311 counter packets 3 bytes ",
+        ),
+        (
+            5312,
+            vec![vec!["iptables-nft", "-A", "INPUT", "-p", "udp", "--dport", "5312", "-j", "DROP"]],
+            "ip filter/INPUT: udp dport 5312 counter packets 3 bytes ",
+        ),
+        (
+            5313,
+            vec![vec!["iptables-legacy", "-A", "INPUT", "-p", "udp", "--dport", "5313", "-j", "DROP"]],
+            "filter/INPUT: -A INPUT -p udp -m udp --dport 5313 -j DROP (3 packets)",
+        ),
+    ];
+    let mut dropping = Vec::new();
+    for (port, commands, rule) in &sources {
+        let failed = commands.iter().map(|c| lab.b.exec(c)).find(|out| !out.status.success());
+        match failed {
+            None => dropping.push((*port, *rule)),
+            Some(out) => skipped(
+                &format!("{test}: the {} rule", commands[0][0]),
+                &format!("`{}` failed here: {}", commands[0][0], String::from_utf8_lossy(&out.stderr).trim()),
+            ),
+        }
+    }
+    assert!(dropping.iter().any(|(port, _)| *port == 5311), "nft must work here: it is in every lab");
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]).env("PATH", "");
+    let Some(d) = diagnose(test, &args, || {
+        for (i, (port, _)) in dropping.iter().enumerate() {
+            udp_from_ns(&lab.a, &lab.a_ip, 40031 + i as u16, &lab.b_ip, *port, 3);
+        }
+    }) else {
+        return;
+    };
+    for (i, (port, rule)) in dropping.iter().enumerate() {
+        let f = d.find("netfilter-drop", &flow(&ep(&lab.a_ip, 40031 + i as u16), &ep(&lab.b_ip, *port)));
+        assert_eq!(ev_u64(f, "drops"), 3, "{f:#}");
+        assert_eq!(f["evidence"]["netns"].as_u64(), Some(lab.b.inode()), "{f:#}");
+        let rules: Vec<&str> = f["evidence"]["rules"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert!(
+            rules.len() == 1 && rules[0].starts_with(rule),
+            "evidence.rules must be the one rule that dropped port {port} ({rule}...), the others' ports do not fit: {f:#}"
+        );
+        assert!(f["summary"].as_str().is_some_and(|s| s.contains(&format!("the rule counting drops there: {}", rules[0]))), "{f:#}");
+        assert!(f["evidence"].get("rules_unreadable").is_none(), "{f:#}");
+    }
+}
+
+/// Without CAP_SYS_ADMIN tracer cannot enter the dropping namespace (setns): the finding says
+/// the rules could not be read, and why, instead of naming none in silence.
+#[test]
+fn rules_that_cannot_be_read_are_said_in_the_finding() {
+    let test = "rules_that_cannot_be_read_are_said_in_the_finding";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", "5314", "-j", "DROP"]);
+    let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]).wrapped(&["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin"]);
+    let Some(d) = diagnose(test, &args, || udp_from_ns(&lab.a, &lab.a_ip, 40041, &lab.b_ip, 5314, 3)) else {
+        return;
+    };
+    let f = d.find("netfilter-drop", &flow(&ep(&lab.a_ip, 40041), &ep(&lab.b_ip, 5314)));
+    assert_eq!(f["evidence"]["rules"], serde_json::json!([]), "{f:#}");
+    let unreadable: Vec<&str> =
+        f["evidence"]["rules_unreadable"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    assert!(
+        unreadable.len() == 1
+            && unreadable[0].starts_with("every source: entering network namespace")
+            && unreadable[0].contains("Operation not permitted"),
+        "evidence.rules_unreadable says setns was refused: {f:#}"
+    );
+    assert!(f["summary"].as_str().is_some_and(|s| s.contains("some firewall rules there could not be read")), "{f:#}");
+    assert!(d.stderr.contains("CAP_SYS_ADMIN is missing"), "tracer warned that it lacks SYS_ADMIN:\n{}", d.stderr);
 }
 
 /// A router with no route for the destination: IP_INNOROUTES in its namespace, a no-route

@@ -196,7 +196,12 @@ impl DropLab {
     /// The rendered `drops` Job for the server's address, its CRI socket mount pointed at the lab's.
     fn drops_job(&self, duration: &str) -> Rendered {
         let ip = format!("{}/32", self.server.ip);
-        let mut r = render(&self.image, duration, &["drops", "--ip", &ip, "--port", &PORT.to_string(), "--pods-from", "cri"]);
+        self.job(duration, &["drops", "--ip", &ip, "--port", &PORT.to_string(), "--pods-from", "cri"])
+    }
+
+    /// The rendered Job of `command`, its CRI socket mount pointed at the lab's.
+    fn job(&self, duration: &str, command: &[&str]) -> Rendered {
+        let mut r = render(&self.image, duration, command);
         // The node's CRI socket is, in the lab, the lab's own containerd socket.
         for m in &mut r.spec.mounts {
             if m.host == Path::new(NODE_CRI_SOCKET) {
@@ -388,6 +393,39 @@ fn without_sys_ptrace_and_syslog_drops_lose_the_namespaces_pod_and_the_location(
             assert!(location.starts_with("0x"), "without SYSLOG kallsyms shows no addresses: {d}");
         }
     }
+}
+
+/// `diagnose` from inside the image, with the Job's settings, names the server pod's firewall
+/// rule (added with `iptables`, which is iptables-nft here) with its counter: the rules are
+/// read through netlink from the pod's namespace, though the image has no iptables-save or nft.
+#[test]
+fn the_image_runs_diagnose_and_names_the_firewall_rule_that_dropped() {
+    let test = "the_image_runs_diagnose_and_names_the_firewall_rule_that_dropped";
+    if !require_node(test) {
+        return;
+    }
+    let lab = DropLab::new();
+    let ip = format!("{}/32", lab.server.ip);
+    let job = lab.job(TRACE_FOR, &["diagnose", "--ip", &ip, "--pods-from", "cri"]);
+    assert!(job.spec.args.iter().any(|a| a == "json"), "the Job asks for JSON: {:?}", job.spec.args);
+    let out = lab.run(&job.spec, 5);
+    let stderr = out.stderr.join("\n");
+    assert_eq!(out.code, 0, "the container failed:\n{stderr}");
+    assert_eq!(out.events.len(), 1, "diagnose -o json prints one object: {:?}\n{stderr}", out.events);
+    let report = &out.events[0];
+    let findings: Vec<&Value> = report["findings"].as_array().into_iter().flatten().filter(|f| f["code"] == "netfilter-drop").collect();
+    assert_eq!(findings.len(), 1, "one netfilter-drop, for the lab's datagrams: {report:#}\n{stderr}");
+    let f = findings[0];
+    assert_eq!(f["evidence"]["netns"], lab.server.netns_inode, "dropped in the server pod's namespace: {f:#}");
+    assert_eq!(f["evidence"]["netns_pod"], lab.server.key().as_str(), "{f:#}");
+    let rules: Vec<&str> = f["evidence"]["rules"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let drops = f["evidence"]["drops"].as_u64().unwrap_or(0);
+    let named = format!("ip filter/INPUT: udp dport {PORT} counter packets {drops} bytes ");
+    assert!(drops >= 1 && rules.len() == 1 && rules[0].starts_with(&named), "evidence.rules names the pod's rule ({named}...): {f:#}\n{stderr}");
+    assert!(f["evidence"].get("rules_unreadable").is_none(), "every source was read: {f:#}");
+    assert!(f["summary"].as_str().is_some_and(|s| s.contains(rules[0])), "{f:#}");
+    eprintln!("diagnose from the image named: {}", rules[0]);
+    assert_cleaned_up(lab);
 }
 
 /// `REGISTRY/PATH:TAG` as (`PATH`, `TAG`): the repository the image keeps in another registry.

@@ -181,15 +181,7 @@ impl Flow {
     /// The CONTRACT's `proto`: tcp, udp, icmp, icmpv6, another lower-case name, or a number.
     pub(crate) fn proto_name(&self) -> String {
         match self.l4_proto {
-            Some(IPPROTO_TCP) => "tcp".into(),
-            Some(IPPROTO_UDP) => "udp".into(),
-            Some(IPPROTO_ICMP) => "icmp".into(),
-            Some(IPPROTO_ICMPV6) => "icmpv6".into(),
-            Some(2) => "igmp".into(),
-            Some(47) => "gre".into(),
-            Some(50) => "esp".into(),
-            Some(132) => "sctp".into(),
-            Some(n) => n.to_string(),
+            Some(n) => crate::kernel::ip_proto_name(n),
             None => match self.ethertype {
                 0x0806 => "arp".into(),
                 ETH_P_IP => "ip".into(),

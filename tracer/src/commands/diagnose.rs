@@ -16,7 +16,6 @@ use crate::{
         findings::{RunInfo, diagnose},
     },
     events::Event,
-    kernel::netns::Namespaces,
     output::Collect,
     pods::services::ServiceNames,
     probes::{
@@ -60,7 +59,7 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     // overlay node's eth0 1500 and vxlan 1450) are normal.
     let mtu_mismatches = find_mismatches(&devices).into_iter().filter(|m| m.severity != "info").map(|m| (m.devices, m.summary)).collect();
     let info = RunInfo { reply_timeout: config.reply_timeout, lost, beyond_limit: collect.beyond_limit, missing_probes, mtu_mismatches };
-    let mut facts = MachineFacts { namespaces: Namespaces::scan(), services: &services };
+    let mut facts = MachineFacts::new(&services);
     let findings = diagnose(&collect.events, &info, &mut facts);
     let report = Report {
         // How long it really ran: Ctrl-C ends it early, and the findings rest on that much.

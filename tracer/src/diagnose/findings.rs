@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
+    rc::Rc,
     time::Duration,
 };
 
@@ -13,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::flows::{ConnKey, Connections, End, flow_label};
 use crate::{
     events::{Detail, Event},
+    kernel::firewall::Rule,
     probes::{
         drops::detail::DropDetail,
         mtu::detail::MtuEventKind,
@@ -104,9 +106,101 @@ pub(crate) trait Facts {
     fn service(&self, ip: IpAddr, port: u16, proto: u8) -> Option<String>;
     /// Whether any Service is known at all (else service-not-translated cannot be told).
     fn knows_services(&self) -> bool;
-    /// iptables rules of namespace `netns` that drop or reject and have counted packets, as
-    /// `TABLE/CHAIN: RULE (N packets)`; empty when they cannot be read.
-    fn dropping_rules(&mut self, netns: u32) -> Vec<String>;
+    /// The firewall rules of namespace `netns` that drop or reject (nftables and legacy
+    /// iptables), and the sources that could not be read. Shared: several findings may ask
+    /// for one namespace's.
+    fn dropping_rules(&mut self, netns: u32) -> Rc<NamespaceRules>;
+}
+
+/// What [`Facts::dropping_rules`] found in one namespace.
+#[derive(Debug, Default)]
+pub(crate) struct NamespaceRules {
+    /// Every rule that drops or rejects, of every source that could be read.
+    pub rules: Vec<Rule>,
+    /// Each source whose rules could not be read, and why: the finding says so, since the rule
+    /// that dropped may be among them.
+    pub unreadable: Vec<anyhow::Error>,
+}
+
+/// Rules that may have dropped some packets, as a finding names them: the text of each rule
+/// that fits them and counted packets (most first) or cannot count (no counter: last), and
+/// the sources that could not be read.
+#[derive(Debug, Default)]
+struct NamedRules {
+    rules: Vec<Rule>,
+    unreadable: Vec<String>,
+}
+
+impl NamedRules {
+    /// The rules of `netns` that may have dropped packets of this IP version, protocol and
+    /// destination port.
+    fn of(facts: &mut dyn Facts, netns: u32, ipv6: Option<bool>, proto: Option<u8>, dport: Option<u16>) -> Self {
+        let mut out = Self::default();
+        out.add(facts.dropping_rules(netns), ipv6, proto, dport);
+        out
+    }
+
+    fn add(&mut self, found: Rc<NamespaceRules>, ipv6: Option<bool>, proto: Option<u8>, dport: Option<u16>) {
+        for rule in &found.rules {
+            if rule.packets != Some(0) && rule.may_match(ipv6, proto, dport) && !self.rules.contains(rule) {
+                self.rules.push(rule.clone());
+            }
+        }
+        self.rules.sort_by_key(|r| std::cmp::Reverse(r.packets.map_or(0, |p| p.saturating_add(1))));
+        for err in &found.unreadable {
+            let text = error_text(err);
+            if !self.unreadable.contains(&text) {
+                self.unreadable.push(text);
+            }
+        }
+    }
+
+    /// `rules` (their texts) and, when a source could not be read, `rules_unreadable`.
+    fn write(&self, evidence: &mut Map<String, Value>) {
+        evidence.insert("rules".into(), json!(self.rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>()));
+        if !self.unreadable.is_empty() {
+            evidence.insert("rules_unreadable".into(), json!(self.unreadable));
+        }
+    }
+
+    /// What the summary says about the rules: the first one, and the sources it could not read.
+    fn words(&self) -> String {
+        let mut words = String::new();
+        if let Some(rule) = self.rules.first() {
+            if rule.packets.is_some() {
+                words.push_str(&format!("; the rule counting drops there: {}", rule.text));
+            } else {
+                words.push_str(&format!("; a rule there that may drop them (it has no counter): {}", rule.text));
+            }
+            if self.rules.len() > 1 {
+                words.push_str(&format!(" (and {} more, see evidence)", self.rules.len() - 1));
+            }
+        }
+        if !self.unreadable.is_empty() {
+            words.push_str(&format!(
+                "; some firewall rules there could not be read, so the rule may be one tracer cannot name ({})",
+                self.unreadable.join("; ")
+            ));
+        }
+        words
+    }
+}
+
+/// An error and its causes as one line, each said once: some errors repeat their cause in their
+/// own message, and the chain would say it twice.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let said = cause.to_string();
+        if text.ends_with(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 /// What the run was, besides its events.
@@ -316,10 +410,9 @@ fn netfilter_drops(events: &[Event], conns: &Connections, facts: &mut dyn Facts,
             "netns_pod": group.iter().find_map(|e| e.netns_pod.clone()),
             "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
         }));
-        let (proto, dport) = group.first().map(|e| (e.flow.proto_name(), e.flow.dport)).unwrap_or_default();
-        let rules: Vec<String> =
-            netns.map(|n| facts.dropping_rules(n)).unwrap_or_default().into_iter().filter(|rule| rule_may_match(rule, &proto, dport)).collect();
-        evidence.insert("rules".into(), json!(rules));
+        let (ipv6, proto, dport) = group.first().map(|e| (e.flow.dst.map(|ip| ip.is_ipv6()), e.flow.l4_proto, e.flow.dport)).unwrap_or_default();
+        let rules = netns.map(|n| NamedRules::of(facts, n, ipv6, proto, dport)).unwrap_or_default();
+        rules.write(&mut evidence);
         let icmp_error = group.iter().any(|e| match (e.flow.l4_proto, e.flow.icmp) {
             (Some(1), Some((t, _))) => matches!(t, 3 | 11 | 12),
             (Some(58), Some((t, _))) => (1..=4).contains(&t),
@@ -331,41 +424,12 @@ fn netfilter_drops(events: &[Event], conns: &Connections, facts: &mut dyn Facts,
             netns_words(netns, &group, facts),
             traffic_words(&group)
         );
-        if let Some(rule) = rules.first() {
-            summary.push_str(&format!("; the rule counting drops there: {rule}"));
-            if rules.len() > 1 {
-                summary.push_str(&format!(" (and {} more, see evidence)", rules.len() - 1));
-            }
-        }
+        summary.push_str(&rules.words());
         if icmp_error {
             summary.push_str("; these are ICMP errors, which path MTU discovery and connection errors depend on");
         }
         out.push(Finding { code: "netfilter-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
-}
-
-/// Whether an iptables rule could have matched packets of `proto` to `dport`: its `-p` and
-/// `--dport` (when it has them) agree. Other matches are not judged: a rule that may match stays.
-fn rule_may_match(rule: &str, proto: &str, dport: Option<u16>) -> bool {
-    let words: Vec<&str> = rule.split_whitespace().collect();
-    let value_of = |flag: &str| words.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
-    if let Some(p) = value_of("-p")
-        && !p.starts_with('!')
-        && p != proto
-        && p != "all"
-    {
-        return false;
-    }
-    if let (Some(want), Some(port)) = (value_of("--dport"), dport) {
-        let fits = match want.split_once(':') {
-            Some((lo, hi)) => lo.parse::<u16>().is_ok_and(|lo| lo <= port) && hi.parse::<u16>().is_ok_and(|hi| port <= hi),
-            None => want.parse::<u16>().is_ok_and(|w| w == port),
-        };
-        if !fits {
-            return false;
-        }
-    }
-    true
 }
 
 fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
@@ -921,9 +985,9 @@ fn dns_query_drop(e: &Event, conns: &Connections) -> Option<String> {
     (super::flows::parse_end(server)?.1 == Some(53) && !to_client).then(|| server.to_string())
 }
 
-/// Drops of DNS queries in one namespace: their reasons, and the protocol and destination port
-/// the rules there are matched on.
-type DroppedAt = (BTreeSet<String>, String, Option<u16>);
+/// Drops of DNS queries in one namespace: their reasons, and the IP version, protocol and
+/// destination port the rules there are matched on.
+type DroppedAt = (BTreeSet<String>, Option<bool>, Option<u8>, Option<u16>);
 
 fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     #[derive(Default)]
@@ -958,7 +1022,10 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
             s.service = s.service.take().or_else(|| n.service.clone());
         }
         if let Some(d) = drop_of(e) {
-            let at = s.dropped_in.entry((e.netns, e.netns_pod.clone())).or_insert_with(|| (BTreeSet::new(), e.flow.proto_name(), e.flow.dport));
+            let at = s
+                .dropped_in
+                .entry((e.netns, e.netns_pod.clone()))
+                .or_insert_with(|| (BTreeSet::new(), e.flow.dst.map(|ip| ip.is_ipv6()), e.flow.l4_proto, e.flow.dport));
             at.0.insert(d.reason.clone());
         }
         s.queries.extend(conns.of(e).map(|(key, _)| key));
@@ -971,8 +1038,8 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
         // Where the queries were lost, and the rules there that may have dropped them (as
         // netfilter-drop tells them: DNS drops are told here only, once).
         let mut places = Vec::new();
-        let mut rules = Vec::new();
-        for ((netns, pod), (reasons, proto, dport)) in &s.dropped_in {
+        let mut rules = NamedRules::default();
+        for ((netns, pod), (reasons, ipv6, proto, dport)) in &s.dropped_in {
             let mut place = match (pod, netns) {
                 (Some(pod), _) => format!("pod {pod}'s network namespace"),
                 (None, Some(inode)) => match facts.netns_name(*inode) {
@@ -986,7 +1053,7 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
             if reasons.contains("NETFILTER_DROP")
                 && let Some(inode) = netns
             {
-                rules.extend(facts.dropping_rules(*inode).into_iter().filter(|r| rule_may_match(r, proto, *dport)));
+                rules.add(facts.dropping_rules(*inode), *ipv6, *proto, *dport);
             }
         }
         let mut evidence = obj(json!({
@@ -994,8 +1061,9 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
             "drops": s.drops, "retransmits": s.retransmits, "service": s.service,
             "backends": s.backends.keys().collect::<Vec<_>>(),
             "backend_pods": s.backends.values().flatten().collect::<Vec<_>>(),
-            "dropped_in": places, "rules": rules,
+            "dropped_in": places,
         }));
+        rules.write(&mut evidence);
         let (pods, _, seen) = pods_and_flows(s.events.iter().copied(), &mut evidence);
         // The queries as the clients sent them (to the Service address), not as each
         // namespace saw them after DNAT: one query is one flow.
@@ -1015,8 +1083,11 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
         }
         if s.drops > 0 {
             let mut dropped = format!("{} were dropped in {}", s.drops, places.join(" and "));
-            if let Some(rule) = rules.first() {
-                dropped.push_str(&format!(" by the rule {rule}"));
+            if let Some(rule) = rules.rules.first() {
+                dropped.push_str(&format!(" by the rule {}", rule.text));
+            }
+            if !rules.unreadable.is_empty() {
+                dropped.push_str(&format!(" (some firewall rules there could not be read: {})", rules.unreadable.join("; ")));
             }
             causes.push(dropped);
         }
@@ -1129,6 +1200,7 @@ mod tests {
     use super::*;
     use crate::{
         events::Flow,
+        kernel::firewall::Family,
         probes::{
             drops::detail::{ConntrackCause, ConntrackDrop, PacketCt},
             mtu::detail::{MtuDetail, MtuHook},
@@ -1156,10 +1228,44 @@ mod tests {
         fn knows_services(&self) -> bool {
             !self.services.is_empty()
         }
-        fn dropping_rules(&mut self, netns: u32) -> Vec<String> {
-            if netns == 9 { vec!["filter/INPUT: -A INPUT -p tcp --dport 80 -j DROP (2 packets)".into()] } else { Vec::new() }
+        fn dropping_rules(&mut self, netns: u32) -> Rc<NamespaceRules> {
+            let rule = |text: &str, packets, proto, dport| Rule {
+                family: Family::Ipv4,
+                table: "filter".into(),
+                chain: "INPUT".into(),
+                text: text.into(),
+                packets,
+                proto,
+                dport,
+            };
+            Rc::new(match netns {
+                9 => NamespaceRules { rules: vec![rule(HTTP_RULE, Some(2), Some(6), Some((80, 80)))], unreadable: Vec::new() },
+                // Rules that do not fit the drops of the tests (other protocol, port, family,
+                // no packets), one that counted more and one without a counter, and a source
+                // that could not be read.
+                10 => NamespaceRules {
+                    rules: vec![
+                        rule("udp 80", Some(50), Some(17), Some((80, 80))),
+                        rule("tcp 81", Some(50), Some(6), Some((81, 81))),
+                        Rule { family: Family::Ipv6, ..rule("ip6 tcp 80", Some(50), Some(6), Some((80, 80))) },
+                        rule("tcp 80, nothing counted", Some(0), Some(6), Some((80, 80))),
+                        rule("no counter", None, None, None),
+                        rule("policy", Some(3), None, None),
+                        rule("tcp 1-1024", Some(40), Some(6), Some((1, 1024))),
+                    ],
+                    unreadable: vec![
+                        anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EPERM))
+                            .context("the kernel refused the rule dump")
+                            .context("nftables"),
+                    ],
+                },
+                11 => NamespaceRules { rules: vec![rule("no counter", None, None, None)], unreadable: Vec::new() },
+                _ => NamespaceRules::default(),
+            })
         }
     }
+
+    const HTTP_RULE: &str = "filter/INPUT: -A INPUT -p tcp -m tcp --dport 80 -j DROP (2 packets)";
 
     fn flow(src: &str, sport: u16, dst: &str, dport: u16, proto: u8) -> Flow {
         Flow { src: src.parse().ok(), dst: dst.parse().ok(), sport: Some(sport), dport: Some(dport), l4_proto: Some(proto), ..Flow::default() }
@@ -1215,8 +1321,40 @@ mod tests {
         assert_eq!(f[0].flows, BTreeSet::from(["10.0.0.1:4000 -> 10.0.0.2:80".to_string()]));
         assert_eq!(f[0].evidence["drops"], 2);
         assert!(f[0].summary.contains("pod shop/db-0's network namespace"), "{}", f[0].summary);
-        assert!(f[0].summary.contains("the rule counting drops there: filter/INPUT: -A INPUT"), "{}", f[0].summary);
-        assert_eq!(f[0].evidence["rules"][0], "filter/INPUT: -A INPUT -p tcp --dport 80 -j DROP (2 packets)");
+        assert!(f[0].summary.contains(&format!("the rule counting drops there: {HTTP_RULE}")), "{}", f[0].summary);
+        assert_eq!(f[0].evidence["rules"], json!([HTTP_RULE]));
+        assert!(f[0].evidence.get("rules_unreadable").is_none(), "every source was read: {:?}", f[0].evidence);
+    }
+
+    #[test]
+    fn only_rules_that_fit_the_drops_are_named_most_packets_first_and_unreadable_sources_are_said() {
+        let e = drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 10, 1);
+        let f = run(&[e], &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["netfilter-drop"], "{f:#?}");
+        assert_eq!(f[0].evidence["rules"], json!(["tcp 1-1024", "policy", "no counter"]), "{:?}", f[0].evidence);
+        let unreadable = "nftables: the kernel refused the rule dump: Operation not permitted (os error 1)";
+        assert_eq!(f[0].evidence["rules_unreadable"], json!([unreadable]));
+        assert!(f[0].summary.contains("the rule counting drops there: tcp 1-1024 (and 2 more, see evidence)"), "{}", f[0].summary);
+        assert!(
+            f[0].summary.contains(&format!("some firewall rules there could not be read, so the rule may be one tracer cannot name ({unreadable})")),
+            "{}",
+            f[0].summary
+        );
+    }
+
+    #[test]
+    fn a_rule_without_a_counter_is_named_as_one_that_may_drop() {
+        let e = drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 11, 1);
+        let f = run(&[e], &mut FakeFacts::default());
+        assert!(f[0].summary.contains("a rule there that may drop them (it has no counter): no counter"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn an_error_that_repeats_its_cause_says_it_once() {
+        let inner = std::io::Error::from_raw_os_error(libc::EPERM);
+        let outer = std::io::Error::other(crate::kernel::netns::NetnsError::Enter { path: "/proc/1/ns/net".into(), source: inner });
+        let text = error_text(&anyhow::Error::new(outer).context("every source"));
+        assert_eq!(text, "every source: entering network namespace /proc/1/ns/net: Operation not permitted (os error 1)");
     }
 
     #[test]
@@ -1365,15 +1503,6 @@ mod tests {
         assert_eq!(f[0].evidence["icmp_dropped_pod"], "shop/client");
         assert!(f[0].summary.contains("dropped 1 times on the way back in pod shop/client's network namespace (NETFILTER_DROP)"), "{}", f[0].summary);
         assert!(f[0].pods.contains("shop/client"));
-    }
-
-    #[test]
-    fn rules_are_matched_on_protocol_and_port() {
-        assert!(rule_may_match("-A INPUT -p tcp -m tcp --dport 8080 -j DROP", "tcp", Some(8080)));
-        assert!(!rule_may_match("-A INPUT -p tcp -m tcp --dport 8080 -j DROP", "udp", Some(8080)));
-        assert!(!rule_may_match("-A INPUT -p udp -m udp --dport 5302 -j DROP", "udp", Some(5301)));
-        assert!(rule_may_match("-A INPUT -p udp -m udp --dport 5000:5400 -j DROP", "udp", Some(5301)));
-        assert!(rule_may_match("-A FORWARD -d 10.0.0.2/32 -j REJECT", "icmp", None));
     }
 
     #[test]
@@ -1543,6 +1672,23 @@ mod tests {
         assert!(dns.summary.contains("Service kube-system/kube-dns (10.96.0.10:53)"), "{}", dns.summary);
         assert!(dns.summary.contains("were dropped in pod kube-system/coredns-1's network namespace"), "{}", dns.summary);
         assert_eq!(dns.flows, BTreeSet::from(["10.244.1.7:40000 -> 10.96.0.10:53".to_string()]));
+    }
+
+    #[test]
+    fn dns_queries_dropped_where_rules_cannot_all_be_read_say_so() {
+        // Namespace 10: an unreadable source, and of its readable rules those a UDP query to
+        // port 53 may have met (the policy, and the rule without a counter).
+        let e = drop_event(flow("10.0.0.1", 40000, "10.0.0.53", 53, 17), "NETFILTER_DROP", 10, 1);
+        let f = run(&[e], &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["dns-no-reply"], "{f:#?}");
+        assert_eq!(f[0].evidence["rules"], json!(["policy", "no counter"]));
+        let unreadable = "nftables: the kernel refused the rule dump: Operation not permitted (os error 1)";
+        assert_eq!(f[0].evidence["rules_unreadable"], json!([unreadable]));
+        assert!(
+            f[0].summary.contains(&format!("by the rule policy (some firewall rules there could not be read: {unreadable})")),
+            "{}",
+            f[0].summary
+        );
     }
 
     #[test]

@@ -22,7 +22,14 @@ use prost::Message as _;
 
 use crate::{
     events::{Clock, Event},
-    kernel::{btf::KernelBtf, drop_reasons::DropReasons, hooks, kallsyms::Kallsyms, tracefs::Format},
+    kernel::{
+        btf::KernelBtf,
+        drop_reasons::DropReasons,
+        firewall::{Rule, nftables as nft, xtables as xt},
+        hooks,
+        kallsyms::Kallsyms,
+        tracefs::Format,
+    },
     output::{json, table},
     pods::{
         PodUpdate, SourceKind, SourceMsg, cri, file,
@@ -56,6 +63,8 @@ pub const TARGETS: &[Target] = &[
     Target { name: "btf", run: btf },
     Target { name: "pods_file", run: pods_file },
     Target { name: "ctnetlink", run: ctnetlink },
+    Target { name: "nftables", run: nftables },
+    Target { name: "xtables", run: xtables },
     Target { name: "cri", run: cri },
     Target { name: "job_log", run: job_log },
 ];
@@ -208,6 +217,31 @@ pub fn ctnetlink(data: &[u8]) {
     for ended in nat::ctnetlink::parse(data) {
         let _ = (ended.ending(true), ended.ending(false));
         let _ = (ended.orig.src_endpoint(), ended.orig.dst_endpoint(), ended.reply.src_endpoint(), ended.reply.dst_endpoint());
+    }
+}
+
+/// What `diagnose` does with a namespace's dropping rules: judges each against packets.
+fn judge(rules: &[Rule]) {
+    for rule in rules {
+        let _ = (rule.may_match(Some(false), Some(17), Some(53)), rule.may_match(Some(true), Some(6), None), rule.text.len());
+    }
+}
+
+/// An nftables rule dump as the kernel sends it (datagrams of `NFT_MSG_NEWRULE` messages, then
+/// `NLMSG_DONE`), and its dropping rules judged.
+pub fn nftables(data: &[u8]) {
+    if let Ok(rules) = nft::parse_dump(data) {
+        judge(&rules);
+    }
+}
+
+/// A legacy iptables table as getsockopt gives it (`ipt_getinfo`, then the entries), read as
+/// an IPv4 and as an IPv6 table, and its dropping rules judged.
+pub fn xtables(data: &[u8]) {
+    for version in [xt::IpVersion::V4, xt::IpVersion::V6] {
+        if let Ok(rules) = xt::parse_capture(version, data) {
+            judge(&rules);
+        }
     }
 }
 

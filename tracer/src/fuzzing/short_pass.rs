@@ -276,7 +276,7 @@ macro_rules! short_passes {
     };
 }
 
-short_passes!(drop_record, tcp_record, nat_record, mtu_record, tracefs_format, btf, pods_file, ctnetlink, cri, job_log);
+short_passes!(drop_record, tcp_record, nat_record, mtu_record, tracefs_format, btf, pods_file, ctnetlink, nftables, xtables, cri, job_log);
 
 // The seeds, as `write_seed_corpus` makes them and the test below checks they reach past the
 // parsers.
@@ -633,6 +633,15 @@ fn generated_seeds() -> Vec<(&'static str, Seeds)> {
         ),
         ("pods_file", pods_seeds()),
         ("ctnetlink", ctnetlink_seeds()),
+        // The lab's rules as this machine's kernel (6.18) dumped them (kernel/firewall/lab.rs).
+        ("nftables", vec![("lab-dump-6.18", include_bytes!("../kernel/firewall/testdata/nft-dump.bin").to_vec())]),
+        (
+            "xtables",
+            vec![
+                ("lab-filter-6.18", include_bytes!("../kernel/firewall/testdata/ipt-filter.bin").to_vec()),
+                ("lab-filter6-6.18", include_bytes!("../kernel/firewall/testdata/ip6t-filter.bin").to_vec()),
+            ],
+        ),
         ("cri", cri_seeds()),
         ("job_log", job_log_seeds()),
     ]
@@ -680,6 +689,12 @@ fn seeds_reach_past_the_parsers() {
                 }
                 "pods_file" => assert!(!crate::pods::file::parse(&bytes).expect("parses").pods.is_empty(), "{why}"),
                 "ctnetlink" => assert!(!crate::probes::nat::ctnetlink::parse(&bytes).is_empty(), "{why}"),
+                "nftables" => assert!(!crate::kernel::firewall::nftables::parse_dump(&bytes).expect("parses").is_empty(), "{why}"),
+                "xtables" => {
+                    use crate::kernel::firewall::xtables::{IpVersion, parse_capture};
+                    let version = if name.contains("filter6") { IpVersion::V6 } else { IpVersion::V4 };
+                    assert!(!parse_capture(version, &bytes).expect("parses").is_empty(), "{why}");
+                }
                 "tracefs_format" => {
                     assert!(crate::kernel::tracefs::Format::parse(&String::from_utf8_lossy(&bytes)).field("reason").is_some(), "{why}")
                 }

@@ -60,7 +60,11 @@ const fn need(cap: Capability, why: &'static str, essential: bool) -> Need {
 
 pub(crate) const BPF: Need = need(Capability::Bpf, "load eBPF programs and create maps", true);
 pub(crate) const PERFMON: Need = need(Capability::Perfmon, "load tracing programs (tracepoints, BTF tracepoints), which read kernel memory", true);
-pub(crate) const NET_ADMIN: Need = need(Capability::NetAdmin, "load and attach the MTU probe's tc/TCX programs; iptables rules of a namespace", true);
+pub(crate) const NET_ADMIN: Need = need(
+    Capability::NetAdmin,
+    "load and attach the MTU probe's tc/TCX programs; read the firewall rules of a namespace (nftables dump, iptables getsockopt)",
+    true,
+);
 pub(crate) const SYS_PTRACE: Need = need(
     Capability::SysPtrace,
     "find network namespaces through other processes' /proc/PID/ns/net (pods' namespaces, their conntrack counters)",
@@ -68,7 +72,7 @@ pub(crate) const SYS_PTRACE: Need = need(
 );
 pub(crate) const SYSLOG: Need = need(Capability::Syslog, "read kernel addresses in /proc/kallsyms to name drop locations", false);
 pub(crate) const SETNS: Need =
-    need(Capability::SysAdmin, "setns(2) into other network namespaces (conntrack end events, sysctls, iptables rules)", false);
+    need(Capability::SysAdmin, "setns(2) into other network namespaces (conntrack end events, sysctls, firewall rules)", false);
 pub(crate) const SETNS_IFACE: Need = need(Capability::SysAdmin, "setns(2) into the namespace of an --iface NETNS:DEV to attach there", true);
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
 const MEMLOCK: Need = need(Capability::SysResource, "raise RLIMIT_MEMLOCK, which this kernel (before 5.11) charges BPF maps to", true);

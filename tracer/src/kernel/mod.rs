@@ -5,8 +5,10 @@
 pub(crate) mod btf;
 pub(crate) mod drop_reasons;
 pub(crate) mod features;
+pub(crate) mod firewall;
 pub(crate) mod hooks;
 pub(crate) mod kallsyms;
+pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod rtnetlink;
 pub(crate) mod tracefs;
@@ -14,6 +16,22 @@ pub(crate) mod tracefs;
 /// `uname -r` of the running kernel, for messages and skips.
 pub(crate) fn release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// An IP protocol number (`IPPROTO_*`) as tools print it: tcp, udp, icmp, icmpv6, another
+/// lower-case name, or the number.
+pub(crate) fn ip_proto_name(proto: u8) -> String {
+    match proto {
+        1 => "icmp".into(),
+        2 => "igmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
 }
 
 /// (major, minor) of the running kernel, if it parses.

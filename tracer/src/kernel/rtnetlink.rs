@@ -3,11 +3,9 @@
 //! namespace, so the image needs no `tc` and a namespace entered with `Netns::enter` is the one
 //! the request acts in.
 
-use std::{
-    ffi::CString,
-    io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-};
+use std::{ffi::CString, io};
+
+use super::netlink::{self, NLMSG_HDRLEN};
 
 /// `RTM_DELQDISC` (linux/rtnetlink.h).
 const RTM_DELQDISC: u16 = 37;
@@ -17,7 +15,6 @@ const TCA_KIND: u16 = 1;
 const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 /// `TC_H_MAKE(TC_H_CLSACT, 0)`: the clsact qdisc's handle.
 const CLSACT_HANDLE: u32 = 0xFFFF_0000;
-const NLMSG_HDRLEN: usize = 16;
 /// `struct tcmsg`: family, two pad bytes' worth, ifindex, handle, parent, info.
 const TCMSG_LEN: usize = 20;
 
@@ -30,26 +27,11 @@ pub(crate) fn delete_clsact(device: &str) -> io::Result<()> {
     if ifindex == 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: plain socket(2); the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new, valid descriptor nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let request = del_clsact_request(ifindex, 1);
-    // SAFETY: the buffer is valid for its length; the kernel is the destination (no address).
-    let sent = unsafe { libc::send(socket.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let socket = netlink::socket(libc::NETLINK_ROUTE, 0)?;
+    netlink::send(&socket, &del_clsact_request(ifindex, 1))?;
     let mut answer = [0u8; 1024];
-    // SAFETY: the buffer is valid for writes of its length.
-    let got = unsafe { libc::recv(socket.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    ack_result(&answer[..got as usize])
+    let got = netlink::receive(&socket, &mut answer)?;
+    netlink::ack_result(&answer[..got])
 }
 
 /// The `RTM_DELQDISC` request for the clsact qdisc of `ifindex`, asking for an ack.
@@ -57,12 +39,7 @@ fn del_clsact_request(ifindex: u32, seq: u32) -> Vec<u8> {
     let kind = b"clsact\0";
     let attr_len = 4 + kind.len();
     let total = NLMSG_HDRLEN + TCMSG_LEN + attr_len.next_multiple_of(4);
-    let mut msg = Vec::with_capacity(total);
-    msg.extend_from_slice(&(total as u32).to_ne_bytes());
-    msg.extend_from_slice(&RTM_DELQDISC.to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
+    let mut msg = netlink::header(total, RTM_DELQDISC, (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16, seq);
     // struct tcmsg
     msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
     msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
@@ -75,21 +52,6 @@ fn del_clsact_request(ifindex: u32, seq: u32) -> Vec<u8> {
     msg.extend_from_slice(kind);
     msg.resize(total, 0);
     msg
-}
-
-/// The kernel's answer to a request with NLM_F_ACK: an `NLMSG_ERROR` whose error is 0 for
-/// success, else a negative errno.
-fn ack_result(answer: &[u8]) -> io::Result<()> {
-    let short = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
-    let header = answer.get(..NLMSG_HDRLEN + 4).ok_or_else(short)?;
-    let kind = u16::from_ne_bytes([header[4], header[5]]);
-    if kind != libc::NLMSG_ERROR as u16 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("netlink answered message type {kind}, not an ack")));
-    }
-    match i32::from_ne_bytes([header[16], header[17], header[18], header[19]]) {
-        0 => Ok(()),
-        errno => Err(io::Error::from_raw_os_error(-errno)),
-    }
 }
 
 #[cfg(test)]
@@ -105,16 +67,6 @@ mod tests {
         assert_eq!(i32::from_ne_bytes(msg[20..24].try_into().unwrap()), 7, "ifindex");
         assert_eq!(u32::from_ne_bytes(msg[28..32].try_into().unwrap()), TC_H_CLSACT, "parent");
         assert_eq!(&msg[40..46], b"clsact");
-    }
-
-    #[test]
-    fn an_ack_is_ok_and_an_error_names_its_errno() {
-        let mut ack = vec![0u8; 36];
-        ack[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
-        assert!(ack_result(&ack).is_ok());
-        ack[16..20].copy_from_slice(&(-libc::ENOENT).to_ne_bytes());
-        assert_eq!(ack_result(&ack).unwrap_err().raw_os_error(), Some(libc::ENOENT));
-        assert!(ack_result(&ack[..10]).is_err(), "short");
     }
 
     /// Real kernel: adds a clsact qdisc to a veth of a namespace of its own, deletes it

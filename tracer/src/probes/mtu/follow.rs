@@ -7,11 +7,12 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
 use super::devices::DeviceFacts;
+use crate::kernel::netlink;
 
 /// How long link events must have stopped before the devices are listed again: a CNI's steps
 /// for one pod take a few milliseconds, and a device moved into a pod's namespace right after it
@@ -40,13 +41,7 @@ pub(crate) enum FollowError {
 impl LinkEvents {
     /// Subscribes to the link events of the calling thread's network namespace.
     pub(crate) fn open() -> Result<Self, FollowError> {
-        // SAFETY: plain socket(2).
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-        if fd < 0 {
-            return Err(FollowError::Socket(io::Error::last_os_error()));
-        }
-        // SAFETY: fd was just created and is owned here.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = netlink::socket(libc::NETLINK_ROUTE, libc::SOCK_NONBLOCK).map_err(FollowError::Socket)?;
         // SAFETY: sockaddr_nl is plain data; all zero is a valid value.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;

@@ -11,7 +11,7 @@ use std::{
     collections::HashSet,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -23,16 +23,19 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::{events::Flow, kernel::netns::Namespaces, probes::nat::detail::NatState};
+use crate::{
+    events::Flow,
+    kernel::{
+        netlink::{self, NETLINK_NETFILTER, NFGENMSG_LEN, attrs},
+        netns::Namespaces,
+    },
+    probes::nat::detail::NatState,
+};
 
-const NETLINK_NETFILTER: libc::c_int = 12;
 /// Legacy group bitmask of NFNLGRP_CONNTRACK_DESTROY (group 3).
 const NF_NETLINK_CONNTRACK_DESTROY: u32 = 1 << 2;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -88,13 +91,7 @@ impl Destroyed {
 /// A non-blocking netlink socket subscribed to destroy events of the calling thread's network
 /// namespace (call it inside the namespace: the socket stays bound to it).
 pub(crate) fn subscribe() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, NETLINK_NETFILTER) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = netlink::socket(NETLINK_NETFILTER, libc::SOCK_NONBLOCK)?;
     // SAFETY: sockaddr_nl is plain data; zeroed is valid.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -109,23 +106,6 @@ pub(crate) fn subscribe() -> io::Result<OwnedFd> {
         }
     }
     Ok(fd)
-}
-
-/// Netlink attributes in `buf`: (type without flags, payload).
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let payload = &buf[4..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((kind, payload))
-    })
 }
 
 fn tuple(buf: &[u8]) -> Flow {
@@ -167,35 +147,31 @@ fn tuple(buf: &[u8]) -> Flow {
 }
 
 /// The destroy events in one datagram of netlink messages; anything else is skipped.
-pub(crate) fn parse(mut buf: &[u8]) -> Vec<Destroyed> {
+pub(crate) fn parse(buf: &[u8]) -> Vec<Destroyed> {
     let mut out = Vec::new();
-    while buf.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            break;
+    for message in netlink::messages(buf) {
+        let Some(body) = message.payload.get(NFGENMSG_LEN..) else { continue };
+        if message.kind != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE {
+            continue;
         }
-        if kind == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE && len >= NLMSG_HDRLEN + NFGENMSG_LEN {
-            let mut d = Destroyed { orig: Flow::default(), reply: Flow::default(), tcp_state: None };
-            for (k, payload) in attrs(&buf[NLMSG_HDRLEN + NFGENMSG_LEN..len]) {
-                match k {
-                    CTA_TUPLE_ORIG => d.orig = tuple(payload),
-                    CTA_TUPLE_REPLY => d.reply = tuple(payload),
-                    CTA_PROTOINFO => {
-                        d.tcp_state = attrs(payload)
-                            .filter(|(k, _)| *k == CTA_PROTOINFO_TCP)
-                            .flat_map(|(_, p)| attrs(p))
-                            .find(|(k, _)| *k == CTA_PROTOINFO_TCP_STATE)
-                            .and_then(|(_, p)| p.first().copied());
-                    }
-                    _ => {}
+        let mut d = Destroyed { orig: Flow::default(), reply: Flow::default(), tcp_state: None };
+        for (k, payload) in attrs(body) {
+            match k {
+                CTA_TUPLE_ORIG => d.orig = tuple(payload),
+                CTA_TUPLE_REPLY => d.reply = tuple(payload),
+                CTA_PROTOINFO => {
+                    d.tcp_state = attrs(payload)
+                        .filter(|(k, _)| *k == CTA_PROTOINFO_TCP)
+                        .flat_map(|(_, p)| attrs(p))
+                        .find(|(k, _)| *k == CTA_PROTOINFO_TCP_STATE)
+                        .and_then(|(_, p)| p.first().copied());
                 }
-            }
-            if d.orig.src.is_some() {
-                out.push(d);
+                _ => {}
             }
         }
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+        if d.orig.src.is_some() {
+            out.push(d);
+        }
     }
     out
 }
@@ -310,20 +286,7 @@ pub(crate) mod wire {
     pub(crate) const DELETE: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
     pub(crate) const NEW: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
 
-    pub(crate) fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
-    pub(crate) fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
-        attr(kind | 0x8000, &parts.concat())
-    }
+    pub(crate) use crate::kernel::netlink::wire::{attr, nested};
 
     /// An address tuple (`CTA_TUPLE_ORIG` or `CTA_TUPLE_REPLY`) with IPv4 or IPv6 addresses.
     pub(crate) fn tuple(kind: u16, src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
@@ -359,14 +322,9 @@ pub(crate) mod wire {
         nested(CTA_PROTOINFO, &[nested(CTA_PROTOINFO_TCP, &[attr(CTA_PROTOINFO_TCP_STATE, &[state])])])
     }
 
+    /// A conntrack event message of an IPv4 (`AF_INET`) entry.
     pub(crate) fn message(kind: u16, body: &[u8]) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&((NLMSG_HDRLEN + NFGENMSG_LEN + body.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(&[2, 0, 0, 0]);
-        m.extend_from_slice(body);
-        m
+        crate::kernel::netlink::wire::nfnl_message(kind, 0, 2, body)
     }
 }
 
