@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use tracer_common::flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow};
+use tracer_common::flow::{
+    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow, tcp_flag,
+};
 
 pub(crate) use crate::probes::Detail;
 
@@ -53,6 +55,33 @@ pub(crate) struct Flow {
     pub ethertype: u16,
     /// ICMP/ICMPv6 type and code.
     pub icmp: Option<(u8, u8)>,
+    /// The TCP segment's flags, when the flow was read from a TCP packet (not from a socket or
+    /// a conntrack tuple).
+    pub tcp_flags: Option<TcpFlags>,
+}
+
+/// A TCP header's flags byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// Names, most significant bit first, as `tcp_flags` prints them.
+    const NAMES: [(u8, &'static str); 8] = [
+        (tcp_flag::CWR, "CWR"),
+        (tcp_flag::ECE, "ECE"),
+        (tcp_flag::URG, "URG"),
+        (tcp_flag::ACK, "ACK"),
+        (tcp_flag::PSH, "PSH"),
+        (tcp_flag::RST, "RST"),
+        (tcp_flag::SYN, "SYN"),
+        (tcp_flag::FIN, "FIN"),
+    ];
+
+    /// The set flags joined by `|` (`SYN`, `ACK|FIN`, `ACK|PSH`), `NONE` when no flag is set.
+    pub(crate) fn name(self) -> String {
+        let names: Vec<&str> = Self::NAMES.iter().filter(|(bit, _)| self.0 & bit != 0).map(|(_, name)| *name).collect();
+        if names.is_empty() { "NONE".into() } else { names.join("|") }
+    }
 }
 
 impl Flow {
@@ -65,6 +94,7 @@ impl Flow {
         let is_ip = matches!(raw.family, FAMILY_IPV4 | FAMILY_IPV6);
         let has_ports = is_ip && matches!(raw.l4_proto, IPPROTO_TCP | IPPROTO_UDP);
         let is_icmp = is_ip && matches!(raw.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6);
+        let has_flags = is_ip && raw.l4_proto == IPPROTO_TCP && raw.has_tcp_flags == 1;
         Self {
             src: addr(&raw.saddr),
             dst: addr(&raw.daddr),
@@ -73,6 +103,7 @@ impl Flow {
             l4_proto: is_ip.then_some(raw.l4_proto),
             ethertype: raw.ethertype,
             icmp: is_icmp.then_some((raw.icmp_type, raw.icmp_code)),
+            tcp_flags: has_flags.then_some(TcpFlags(raw.tcp_flags)),
         }
     }
 
@@ -228,6 +259,31 @@ mod tests {
         let f = Flow::from_raw(&r);
         assert_eq!(f.src_endpoint().as_deref(), Some("[fd00::1]:80"));
         assert_eq!(f.proto_name(), "tcp");
+    }
+
+    #[test]
+    fn tcp_flags_are_read_only_when_the_packet_had_them() {
+        let mut r = raw(FAMILY_IPV4, IPPROTO_TCP);
+        assert_eq!(Flow::from_raw(&r).tcp_flags, None, "a socket's flow has no segment");
+        r.has_tcp_flags = 1;
+        r.tcp_flags = tcp_flag::SYN;
+        let f = Flow::from_raw(&r);
+        assert_eq!(f.tcp_flags.map(TcpFlags::name).as_deref(), Some("SYN"));
+        // UDP has none, whatever the bytes say.
+        let mut u = raw(FAMILY_IPV4, IPPROTO_UDP);
+        (u.has_tcp_flags, u.tcp_flags) = (1, tcp_flag::SYN);
+        assert_eq!(Flow::from_raw(&u).tcp_flags, None);
+    }
+
+    #[test]
+    fn tcp_flag_names() {
+        let name = |f| TcpFlags(f).name();
+        assert_eq!(name(tcp_flag::ACK | tcp_flag::FIN), "ACK|FIN");
+        assert_eq!(name(tcp_flag::SYN | tcp_flag::ACK), "ACK|SYN");
+        assert_eq!(name(tcp_flag::ACK | tcp_flag::PSH), "ACK|PSH");
+        assert_eq!(name(tcp_flag::SYN | tcp_flag::ECE | tcp_flag::CWR), "CWR|ECE|SYN");
+        assert_eq!(name(0), "NONE");
+        assert_eq!(name(0xff), "CWR|ECE|URG|ACK|PSH|RST|SYN|FIN");
     }
 
     #[test]
