@@ -77,6 +77,17 @@ impl TcpFlags {
         (tcp_flag::FIN, "FIN"),
     ];
 
+    /// A segment that opens a connection: SYN without ACK (nor RST). Every other segment
+    /// belongs to a connection that exists, or existed, at one of its ends.
+    pub(crate) const fn opens_connection(self) -> bool {
+        self.0 & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN
+    }
+
+    /// A SYN-ACK: the answer to a segment that opened a connection (its sender is the server).
+    pub(crate) const fn answers_opening(self) -> bool {
+        self.0 & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN | tcp_flag::ACK
+    }
+
     /// The set flags joined by `|` (`SYN`, `ACK|FIN`, `ACK|PSH`), `NONE` when no flag is set.
     pub(crate) fn name(self) -> String {
         let names: Vec<&str> = Self::NAMES.iter().filter(|(bit, _)| self.0 & bit != 0).map(|(_, name)| *name).collect();
@@ -284,6 +295,17 @@ mod tests {
         assert_eq!(name(tcp_flag::SYN | tcp_flag::ECE | tcp_flag::CWR), "CWR|ECE|SYN");
         assert_eq!(name(0), "NONE");
         assert_eq!(name(0xff), "CWR|ECE|URG|ACK|PSH|RST|SYN|FIN");
+    }
+
+    #[test]
+    fn only_a_syn_without_ack_opens_a_connection() {
+        assert!(TcpFlags(tcp_flag::SYN).opens_connection());
+        assert!(TcpFlags(tcp_flag::SYN | tcp_flag::ECE | tcp_flag::CWR).opens_connection(), "an ECN-setup SYN");
+        for late in [tcp_flag::SYN | tcp_flag::ACK, tcp_flag::ACK, tcp_flag::ACK | tcp_flag::FIN, tcp_flag::RST, tcp_flag::RST | tcp_flag::ACK, 0] {
+            assert!(!TcpFlags(late).opens_connection(), "{}", TcpFlags(late).name());
+        }
+        assert!(TcpFlags(tcp_flag::SYN | tcp_flag::ACK).answers_opening());
+        assert!(!TcpFlags(tcp_flag::SYN).answers_opening() && !TcpFlags(tcp_flag::ACK).answers_opening());
     }
 
     #[test]
