@@ -149,6 +149,10 @@ fn block(addrs: &AddrBlock) -> String {
     addrs.net(0).replace("/24", "/22")
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -549,6 +553,7 @@ fn netfilter_drop_between_two_pods() {
     for code in ["no-listener", "no-route", "nat-no-reply", "conntrack-drop", "neighbor-failed"] {
         d.assert_absent(code);
     }
+    d.assert_exactly(&[("netfilter-drop", &[&udp]), ("netfilter-drop", &[&tcp])]);
 }
 
 /// A router with no route for the destination: IP_INNOROUTES in its namespace, a no-route
@@ -862,6 +867,7 @@ fn dns_queries_without_answers_are_dns_no_reply() {
     assert!(h["evidence"]["dropped_in"].as_array().is_some_and(|a| a.len() == 1), "where they were dropped: {h:#}");
     assert!(h["evidence"]["rules"].as_array().is_some_and(|r| !r.is_empty()), "the backend's rule: {h:#}");
     assert_eq!(d.of("dns-no-reply").len(), 3, "one finding per server the clients asked:\n{}", d.dump());
+    d.assert_exactly(&[("dns-no-reply", &strs(&nat_flows)), ("dns-no-reply", &strs(&direct_flows)), ("dns-no-reply", &strs(&svc2_flows))]);
     // The evidence a person can check: the first and last event's times, and examples.
     for finding in [f, g, h] {
         assert!(finding["first"].as_str().is_some_and(|t| t <= finding["last"].as_str().unwrap_or("")), "{finding:#}");
@@ -1025,6 +1031,9 @@ fn closed_ports_are_no_listener() {
     assert!(ev_u64(t, "resets") >= 1, "the RST the server sent (and the client received): {t:#}");
     d.assert_absent_for("retransmit-storm", &tcp);
     d.assert_absent("netfilter-drop");
+    // Each closed port once, and nothing else (the SYN's flags say it opened a connection).
+    d.assert_exactly(&[("no-listener", &[&udp]), ("no-listener", &[&tcp])]);
+    assert_eq!(t["evidence"]["tcp_flags"], serde_json::json!({"SYN": ev_u64(t, "drops")}), "{t:#}");
 }
 
 /// Sends to an on-link address nobody has: ARP gets no answer, the kernel frees the queued
