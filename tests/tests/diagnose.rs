@@ -18,7 +18,10 @@
 //! - A DNATed connection whose backend never answers: nat `new` then `no_reply` in the node.
 //! - A DNS query to a Service whose backend reads but never answers: only the node's nat
 //!   `new`/`no_reply` (no drop, no retransmit): conntrack is the only witness.
-//! - NO_SOCKET (`__udp4_lib_rcv`, `tcp_v4_rcv`) and a sent/received reset for a closed port;
+//! - NO_SOCKET (`__udp4_lib_rcv`, `tcp_v4_rcv`) and a sent/received reset for a closed port
+//!   (the TCP drop's `tcp_flags`: `SYN`; the server's data that reaches a client after it
+//!   aborted with RST: `ACK|PSH`, and the client's RST itself freed as TCP_CLOSE at
+//!   `tcp_rcv_state_process` in no namespace);
 //!   NEIGH_FAILED (`neigh_invalidate`, when ARP gives up: `mcast_solicit` probes
 //!   `retrans_time_ms` apart after the first packet, 3 s by default) for an on-link address
 //!   nobody has; IP_RPFILTER (`ip_rcv_finish_core`); SOCKET_RCVBUFF (`udp_queue_rcv_one_skb`);
@@ -46,7 +49,7 @@ use std::{
 use tracer_tests::{
     kube_api::ServiceFixture,
     kube_proxy::{NatLab, kube_proxy_base, service},
-    node::{NodeLab, Pod, require_node},
+    node::{ContainerSpec, NodeLab, Pod, SANDBOX_IMAGE, require_node},
     traffic::{TcpClient, tcp_connect, udp_queries, udp_server},
     *,
 };
@@ -76,6 +79,16 @@ fn keeps_real_time(test: &str) -> bool {
         return false;
     }
     true
+}
+
+/// The start of a test of real-time traffic: what it needs (`require`: privileges, a node),
+/// [`keeps_real_time`], then this binary's serial lock and the shared lab lock; None when it
+/// skips (loudly).
+fn real_time_lab(test: &str, require: fn(&str) -> bool) -> Option<(std::sync::MutexGuard<'static, ()>, LabLock)> {
+    if !require(test) || !keeps_real_time(test) {
+        return None;
+    }
+    Some((serial(), shared_lock()))
 }
 
 /// `--reply-timeout` of every run: a NATed connection without a reply after this is no_reply.
@@ -134,6 +147,10 @@ fn flow(src: &str, dst: &str) -> String {
 /// The lab's four /24s as one CIDR, for `--ip`.
 fn block(addrs: &AddrBlock) -> String {
     addrs.net(0).replace("/24", "/22")
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -378,6 +395,23 @@ impl Diagnosis {
         );
     }
 
+    /// The report's findings are exactly these (code, flows), in any order.
+    fn assert_exactly(&self, want: &[(&str, &[&str])]) {
+        let mut got: Vec<(String, Vec<String>)> = self
+            .findings()
+            .iter()
+            .map(|f| {
+                let flows = f["flows"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
+                (f["code"].as_str().unwrap_or("").to_string(), flows)
+            })
+            .collect();
+        let mut want: Vec<(String, Vec<String>)> =
+            want.iter().map(|(code, flows)| (code.to_string(), flows.iter().map(|f| f.to_string()).collect())).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "exactly these findings (code, flows); the whole report:\n{}\nstderr:\n{}", self.dump(), self.stderr);
+    }
+
     /// No finding of severity `severity`.
     fn assert_no_severity(&self, severity: &str) {
         let found: Vec<&Value> = self.findings().iter().filter(|f| f["severity"] == severity).collect();
@@ -536,6 +570,7 @@ fn netfilter_drop_between_two_pods() {
     for code in ["no-listener", "no-route", "nat-no-reply", "conntrack-drop", "neighbor-failed"] {
         d.assert_absent(code);
     }
+    d.assert_exactly(&[("netfilter-drop", &[&udp]), ("netfilter-drop", &[&tcp])]);
 }
 
 /// One namespace, three firewalls: a rule added with `nft`, one with `iptables-nft` and one with
@@ -760,7 +795,11 @@ fn dropped_frag_needed_is_an_mtu_blackhole() {
 
 /// A Service (kube-proxy-like DNAT on a real containerd node) with two backend pods, one of
 /// which never answers: round robin sends the first connection to web-0 (answered), the
-/// second to web-1 (dropped in web-1): nat-no-reply names web-1 and the client, never web-0.
+/// second to web-1, whose packets are lost where no finding explains them (an NFQUEUE verdict
+/// nobody reads frees them as NOT_SPECIFIED): nat-no-reply names web-1 and the client, never
+/// web-0. Beside it, a Service whose only backend's firewall drops the connection (issue 20):
+/// one netfilter-drop naming the backend and where it was dropped, and not also nat-no-reply
+/// for the same connection. Those two are the whole report.
 #[test]
 fn service_backend_that_never_answers_is_nat_no_reply() {
     let test = "service_backend_that_never_answers_is_nat_no_reply";
@@ -776,22 +815,33 @@ fn service_backend_that_never_answers_is_nat_no_reply() {
     let client = node.run_pod("shop", "client", &[("app", "client")]);
     let web0 = node.run_pod("shop", "web-0", &[("app", "web")]);
     let web1 = node.run_pod("shop", "web-1", &[("app", "web")]);
+    let api0 = node.run_pod("shop", "api-0", &[("app", "api")]);
     let _echo0 = echo_server(|a| web0.spawn(a), &web0.ip, TARGET);
     let _echo1 = echo_server(|a| web1.spawn(a), &web1.ip, TARGET);
-    web1.exec_ok(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &TARGET.to_string(), "-j", "DROP"]);
+    let _echo2 = echo_server(|a| api0.spawn(a), &api0.ip, TARGET);
+    let target = TARGET.to_string();
+    web1.exec_ok(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &target, "-j", "NFQUEUE", "--queue-num", "7"]);
+    api0.exec_ok(&["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", &target, "-j", "DROP"]);
     kube_proxy_base(&node.netns);
-    let cip = node.addrs.host(3, 10);
+    let (cip, api_ip) = (node.addrs.host(3, 10), node.addrs.host(3, 11));
     service(&node.netns, "WEB", "tcp", &cip, (PORT, TARGET), &[&web0.ip, &web1.ip], false);
+    service(&node.netns, "API", "tcp", &api_ip, (PORT, TARGET), &[&api0.ip], false);
     let args = RunArgs::new(&["--pods-from", "cri", "--cri-socket", &socket], &[block(&node.addrs)]);
     let mut results = Vec::new();
     let Some(d) = diagnose(test, &args, || {
         results = connect_each(|a, t| client.exec_timeout(a, t), &client.ip, &cip, PORT, 1.5, &[42101, 42102]);
+        results.extend(connect_each(|a, t| client.exec_timeout(a, t), &client.ip, &api_ip, PORT, 1.5, &[42103]));
     }) else {
         return;
     };
-    assert_eq!(results, [(42101, "ok 1".to_string()), (42102, "timeout".to_string())], "lab: round robin, web-0 answers, web-1 does not");
+    assert_eq!(
+        results,
+        [(42101, "ok 1".to_string()), (42102, "timeout".to_string()), (42103, "timeout".to_string())],
+        "lab: round robin, web-0 answers, web-1 does not; api-0 drops"
+    );
     let silent = flow(&ep(&client.ip, 42102), &ep(&cip, PORT));
     let answered = flow(&ep(&client.ip, 42101), &ep(&cip, PORT));
+    let dropped = flow(&ep(&client.ip, 42103), &ep(&api_ip, PORT));
     let f = d.find("nat-no-reply", &silent);
     assert_finding(f, "error", &["shop/client", "shop/web-1"], std::slice::from_ref(&silent));
     assert_eq!(ev_u64(f, "connections"), 1, "{f:#}");
@@ -804,8 +854,16 @@ fn service_backend_that_never_answers_is_nat_no_reply() {
     for g in d.findings() {
         assert!(!g["pods"].as_array().is_some_and(|p| p.iter().any(|x| x == "shop/web-0")), "web-0 answered; no finding may name it: {g:#}");
     }
-    d.assert_absent_for("retransmit-storm", &silent);
-    d.assert_absent("service-not-translated");
+    // The connection the backend's rule dropped, told once, by the original tuple.
+    let g = d.find("netfilter-drop", &dropped);
+    assert_finding(g, "error", &["shop/api-0", "shop/client"], std::slice::from_ref(&dropped));
+    assert_eq!(g["evidence"]["backend"], ep(&api0.ip, TARGET).as_str(), "{g:#}");
+    assert_eq!(g["evidence"]["backend_pod"], "shop/api-0", "{g:#}");
+    assert_eq!(g["evidence"]["address"], ep(&api_ip, PORT).as_str(), "{g:#}");
+    assert_eq!(g["evidence"]["netns"].as_u64(), Some(api0.netns_inode), "dropped in api-0's namespace: {g:#}");
+    assert!(ev_u64(g, "drops") >= 2, "the SYN and its retransmit: {g:#}");
+    // Exactly these two findings: no nat-no-reply for the dropped connection, no storm.
+    d.assert_exactly(&[("nat-no-reply", &[&silent]), ("netfilter-drop", &[&dropped])]);
 }
 
 /// A Service known from a `kubectl get pods,services` file whose ClusterIP has no DNAT rule
@@ -926,6 +984,7 @@ fn dns_queries_without_answers_are_dns_no_reply() {
     assert!(h["evidence"]["dropped_in"].as_array().is_some_and(|a| a.len() == 1), "where they were dropped: {h:#}");
     assert!(h["evidence"]["rules"].as_array().is_some_and(|r| !r.is_empty()), "the backend's rule: {h:#}");
     assert_eq!(d.of("dns-no-reply").len(), 3, "one finding per server the clients asked:\n{}", d.dump());
+    d.assert_exactly(&[("dns-no-reply", &strs(&nat_flows)), ("dns-no-reply", &strs(&direct_flows)), ("dns-no-reply", &strs(&svc2_flows))]);
     // The evidence a person can check: the first and last event's times, and examples.
     for finding in [f, g, h] {
         assert!(finding["first"].as_str().is_some_and(|t| t <= finding["last"].as_str().unwrap_or("")), "{finding:#}");
@@ -933,6 +992,126 @@ fn dns_queries_without_answers_are_dns_no_reply() {
         assert!((1..=3).contains(&examples.len()), "{finding:#}");
         assert!(examples.iter().all(|e| e["ts"].is_string() && e["kind"].is_string()), "examples are events: {finding:#}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One problem, one finding: a connection through a Service (issue 20)
+// ---------------------------------------------------------------------------------------------
+
+/// `what`'s `seen_in`: network namespace inode -> (its events by kind).
+fn seen_in(f: &Value) -> std::collections::BTreeMap<u64, serde_json::Map<String, Value>> {
+    let places = f["evidence"]["seen_in"].as_array().unwrap_or_else(|| panic!("evidence.seen_in must be an array: {f:#}"));
+    places
+        .iter()
+        .map(|p| {
+            let mut kinds = p.as_object().cloned().unwrap_or_default();
+            kinds.retain(|k, _| !k.starts_with("netns"));
+            (p["netns"].as_u64().unwrap_or(0), kinds)
+        })
+        .collect()
+}
+
+/// A TCP connection to a Service whose only backend's firewall drops it: the client's socket
+/// retransmits its SYN to the Service address and gives up, the node's conntrack DNATs it and
+/// marks it no_reply, the backend's namespace drops the translated SYNs. One story in three
+/// namespaces, before and after NAT: one netfilter-drop naming the Service, the backend and
+/// where it was dropped, counting what each namespace saw; not also nat-no-reply or a
+/// retransmit-storm.
+#[test]
+fn a_connection_dropped_at_a_services_backend_is_one_netfilter_drop() {
+    let test = "a_connection_dropped_at_a_services_backend_is_one_netfilter_drop";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = service_lab(1);
+    let backend = &lab.backends[0];
+    let _echo = echo_server(|a| backend.ns.spawn(a), &backend.ip, 8080);
+    backend.ns.iptables("iptables-legacy", &["-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP"]);
+    let cip = lab.cluster_ip(31);
+    service(&lab.node, "SILENT", "tcp", &cip, (80, 8080), &[&backend.ip], false);
+    let c = &lab.clients[0];
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods-services.json", unique_name("dg"))));
+    let svc = ServiceFixture::new("lab", "silent", &[&cip], 80, 8080);
+    std::fs::write(&file.0, pods_and_services_file(&[("client", &c.ip), ("web-0", &backend.ip)], &[svc.object()])).expect("write pods,services file");
+    let from = format!("file:{}", file.0.display());
+    let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
+    let mut results = Vec::new();
+    let Some(d) = diagnose(test, &args, || {
+        results = connect_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &cip, 80, 2.5, &[42531]);
+    }) else {
+        return;
+    };
+    assert_eq!(results, [(42531, "timeout".to_string())], "lab: the backend drops the connection");
+    let conn = flow(&ep(&c.ip, 42531), &ep(&cip, 80));
+    d.assert_exactly(&[("netfilter-drop", &[&conn])]);
+    let f = d.find("netfilter-drop", &conn);
+    assert_finding(f, "error", &["lab/client", "lab/web-0"], std::slice::from_ref(&conn));
+    assert_eq!(f["evidence"]["service"], "lab/silent", "{f:#}");
+    assert_eq!(f["evidence"]["address"], ep(&cip, 80).as_str(), "{f:#}");
+    assert_eq!(f["evidence"]["backend"], ep(&backend.ip, 8080).as_str(), "{f:#}");
+    assert_eq!(f["evidence"]["backend_pod"], "lab/web-0", "{f:#}");
+    assert_eq!(f["evidence"]["netns"].as_u64(), Some(backend.ns.inode()), "dropped in the backend's namespace: {f:#}");
+    assert!(ev_u64(f, "drops") >= 2, "the SYN and its retransmits: {f:#}");
+    assert!(
+        f["evidence"]["rules"].as_array().is_some_and(|r| r.iter().any(|r| r.as_str().is_some_and(|r| r.contains("--dport 8080")))),
+        "the backend's rule, matched on the backend's port: {f:#}"
+    );
+    let summary = f["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains(&format!("Service lab/silent ({})", ep(&cip, 80))) && summary.contains("lab/web-0"), "{f:#}");
+    // What each namespace saw: the client's socket, the node's conntrack, the backend's rule.
+    let seen = seen_in(f);
+    let count = |netns: u64, kind: &str| seen.get(&netns).and_then(|k| k.get(kind)).and_then(Value::as_u64).unwrap_or(0);
+    assert!(count(c.ns.inode(), "retransmit") >= 1, "the client's SYN retransmits: {seen:?}");
+    assert!(count(lab.node.inode(), "nat") >= 1, "the node's DNAT: {seen:?}");
+    assert_eq!(count(backend.ns.inode(), "drop"), ev_u64(f, "drops"), "the backend's drops, each once: {seen:?}");
+    let kinds: BTreeSet<&str> = f["examples"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains("drop") && kinds.contains("nat"), "examples from the namespaces that saw it: {f:#}");
+}
+
+/// A UDP and a TCP Service whose backend listens on neither port: the backend's NO_SOCKET drops
+/// (and for TCP the client's reset in SYN_SENT, from the Service address) are one no-listener
+/// per backend port, naming the Service; conntrack's no_reply of the UDP connections (the ICMP
+/// port unreachable is no reply) is not also nat-no-reply.
+#[test]
+fn a_service_backend_without_a_listener_is_one_no_listener() {
+    let test = "a_service_backend_without_a_listener_is_one_no_listener";
+    if !require_privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let _lock = shared_lock();
+    let lab = service_lab(1);
+    let backend = &lab.backends[0];
+    let (udp_ip, tcp_ip) = (lab.cluster_ip(40), lab.cluster_ip(41));
+    service(&lab.node, "UDPX", "udp", &udp_ip, (5000, 5001), &[&backend.ip], false);
+    service(&lab.node, "TCPX", "tcp", &tcp_ip, (80, 8089), &[&backend.ip], false);
+    let c = &lab.clients[0];
+    let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dg"))));
+    std::fs::write(&file.0, pods_file(&[("client", &c.ip), ("web-0", &backend.ip)])).expect("write pods file");
+    let from = format!("file:{}", file.0.display());
+    let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
+    let mut tcp_result = String::new();
+    let Some(d) = diagnose(test, &args, || {
+        udp_from_ns(&c.ns, &c.ip, 40401, &udp_ip, 5000, 3);
+        tcp_result = tcp_connect(&c.ns, &c.ip, 40402, &tcp_ip, 80, 2.0);
+    }) else {
+        return;
+    };
+    assert_eq!(tcp_result, "error 111", "lab: the backend refuses");
+    let udp = flow(&ep(&c.ip, 40401), &ep(&udp_ip, 5000));
+    let tcp = flow(&ep(&c.ip, 40402), &ep(&tcp_ip, 80));
+    d.assert_exactly(&[("no-listener", &[&udp]), ("no-listener", &[&tcp])]);
+    let u = d.find("no-listener", &udp);
+    assert_finding(u, "error", &["lab/client", "lab/web-0"], std::slice::from_ref(&udp));
+    assert_eq!(ev_u64(u, "drops"), 3, "{u:#}");
+    assert_eq!(u["evidence"]["backend"], ep(&backend.ip, 5001).as_str(), "{u:#}");
+    assert!(u["summary"].as_str().is_some_and(|s| s.contains(&format!("nothing listens on udp {}", ep(&backend.ip, 5001)))), "{u:#}");
+    let t = d.find("no-listener", &tcp);
+    assert_finding(t, "error", &["lab/client", "lab/web-0"], std::slice::from_ref(&tcp));
+    assert!(ev_u64(t, "drops") >= 1 && ev_u64(t, "resets") >= 1, "the backend's drop of the SYN and the client's reset, one finding: {t:#}");
+    assert_eq!(t["evidence"]["tcp_flags"]["SYN"].as_u64(), Some(ev_u64(t, "drops")), "the SYNs that found no socket: {t:#}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -969,6 +1148,9 @@ fn closed_ports_are_no_listener() {
     assert!(ev_u64(t, "resets") >= 1, "the RST the server sent (and the client received): {t:#}");
     d.assert_absent_for("retransmit-storm", &tcp);
     d.assert_absent("netfilter-drop");
+    // Each closed port once, and nothing else (the SYN's flags say it opened a connection).
+    d.assert_exactly(&[("no-listener", &[&udp]), ("no-listener", &[&tcp])]);
+    assert_eq!(t["evidence"]["tcp_flags"], serde_json::json!({"SYN": ev_u64(t, "drops")}), "{t:#}");
 }
 
 /// Sends to an on-link address nobody has: ARP gets no answer, the kernel frees the queued
@@ -1438,14 +1620,9 @@ for sport in [int(p) for p in sys.argv[4:]]:
 #[test]
 fn clients_aborting_with_rst_are_not_no_listener() {
     let test = "clients_aborting_with_rst_are_not_no_listener";
-    if !require_privileged(test) {
+    let Some(_locks) = real_time_lab(test, require_privileged) else {
         return;
-    }
-    if !keeps_real_time(test) {
-        return;
-    }
-    let _serial = serial();
-    let _lock = shared_lock();
+    };
     let lab = PairLab::new();
     let _server = Announced::start(|a| lab.b.spawn(a), &["python3", "-c", STREAM_SERVER, &lab.b_ip, "8080", "30"], "listening", "stream server");
     let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
@@ -1472,6 +1649,10 @@ fn clients_aborting_with_rst_are_not_no_listener() {
         if let Some(l) = late.first() {
             assert_eq!(l["severity"], "info", "{l:#}");
             assert!(ev_u64(l, "after_connection") >= 1, "told by the client's own reset: {l:#}");
+            // Their flags say it too: segments of a connection, none a SYN.
+            assert_eq!(ev_u64(l, "by_tcp_flags"), ev_u64(l, "drops"), "every late segment carries flags that open nothing: {l:#}");
+            let flags = l["evidence"]["tcp_flags"].as_object().cloned().unwrap_or_default();
+            assert!(!flags.is_empty() && flags.keys().all(|k| k.contains("ACK") || k.contains("RST")), "no SYN among them: {l:#}");
             late_seen += 1;
             eprintln!("{test}: round {round}: late segments seen and told as info");
             break;
@@ -1482,96 +1663,354 @@ fn clients_aborting_with_rst_are_not_no_listener() {
 
 /// A node as it looks on a normal day (issue 20): a kube-proxy-style Service with two
 /// backends, keep-alive and short connections through it, DNS through a Service that
-/// answers, clients that abort with RST (SO_LINGER 0) while a server streams, IPv6 on in every
-/// namespace, a pod (a namespace on the bridge) created and deleted during the run, ARP/ND, and
-/// conntrack flushed in the node mid-run. Nothing is broken, so `diagnose` has no error
-/// finding, in each of five runs.
+/// answers, clients that abort with RST (SO_LINGER 0) while a server streams, directly and
+/// through a Service, IPv6 on in every namespace, a pod (a namespace on the bridge) created and
+/// deleted during the run, ARP/ND, and conntrack flushed in the node mid-run. Nothing is broken.
+struct BusyNode {
+    lab: NatLab,
+    web_ip: String,
+    dns_ip: String,
+    /// The Service in front of the stream server.
+    stream_ip: String,
+    _servers: Vec<Announced>,
+    _file: TempFile,
+    args: RunArgs,
+}
+
+/// The stream Service's port (its backend, backend 1, listens on 8081).
+const STREAM_SERVICE_PORT: u16 = 81;
+
+impl BusyNode {
+    fn new() -> BusyNode {
+        let lab = service_lab(2);
+        let c = &lab.clients[0];
+        for ns in std::iter::once(&lab.node).chain(lab.backends.iter().map(|b| &b.ns)).chain(std::iter::once(&c.ns)) {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "0");
+        }
+        let (web_ip, dns_ip, stream_ip) = (lab.cluster_ip(80), lab.cluster_ip(53), lab.cluster_ip(81));
+        let backends: Vec<&str> = lab.backends.iter().map(|b| b.ip.as_str()).collect();
+        service(&lab.node, "WEB", "tcp", &web_ip, (80, 8080), &backends, false);
+        service(&lab.node, "DNS", "udp", &dns_ip, (53, 5353), &[backends[0]], false);
+        service(&lab.node, "STREAM", "tcp", &stream_ip, (STREAM_SERVICE_PORT, 8081), &[backends[1]], false);
+        let mut servers: Vec<Announced> = lab.backends.iter().map(|b| echo_server(|a| b.ns.spawn(a), &b.ip, 8080)).collect();
+        servers.push(udp_server(|a| lab.backends[0].ns.spawn(a), &lab.backends[0].ip, 5353, 120, true));
+        let stream_host = &lab.backends[1];
+        servers.push(Announced::start(
+            |a| stream_host.ns.spawn(a),
+            &["python3", "-c", STREAM_SERVER, &stream_host.ip, "8081", "120"],
+            "listening",
+            "stream server",
+        ));
+        let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dg"))));
+        let pods = [("client", c.ip.as_str()), ("web-0", backends[0]), ("web-1", backends[1])];
+        std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
+        let from = format!("file:{}", file.0.display());
+        let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
+        BusyNode { lab, web_ip, dns_ip, stream_ip, _servers: servers, _file: file, args }
+    }
+
+    /// The client's source ports of round `round` (all of them, so a test can find each
+    /// connection): fresh each round, so TIME_WAIT of the last round's connections stays out of
+    /// the way except where a port is reused on purpose (the short connections' first port).
+    fn base(round: u16) -> u16 {
+        30000 + round * 100
+    }
+
+    /// One round of the traffic (see [`busy_round`]); the pod that comes and goes is a
+    /// namespace on the bridge.
+    fn traffic(&self, round: u16) -> Vec<String> {
+        let (lab, c) = (&self.lab, &self.lab.clients[0]);
+        let churn = |port: u16| {
+            // Its veth on the bridge, an address (ARP, IPv6 DAD/RS/MLD), one connection, then
+            // it is deleted.
+            let pod = Netns::new("p");
+            let (inner, outer) = (unique_name("e"), unique_name("p"));
+            veth(&pod, &inner, &lab.node, &outer);
+            lab.node.enslave(&outer, &lab.bridge);
+            lab.node.up(&outer);
+            pod.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
+            let ip = lab.addrs.host(0, 100 + u32::from(round));
+            pod.addr(&inner, &format!("{ip}/24"));
+            pod.route(&["default", "via", &lab.node_pod_ip]);
+            TcpClient::new(&ip, &self.web_ip, 80, 2.0).msgs(1).run_each(|a, t| pod.exec_timeout(a, t), &[port]).into_iter().map(|r| r.1).collect()
+        };
+        busy_round(
+            &BusyTraffic {
+                client: &|a, t| c.ns.exec_timeout(a, t),
+                client_ip: &c.ip,
+                web_ip: &self.web_ip,
+                dns_ip: &self.dns_ip,
+                stream_host: &lab.backends[1].ip,
+                stream_ip: &self.stream_ip,
+                node: &|a| lab.node.exec(a),
+                churn: &churn,
+            },
+            Self::base(round),
+        )
+    }
+}
+
+/// Where one round of the busy node's traffic goes, and how its lab does its parts.
+struct BusyTraffic<'a> {
+    /// Runs a command in the client's network namespace, bounded.
+    client: &'a dyn Fn(&[&str], Duration) -> std::process::Output,
+    client_ip: &'a str,
+    /// The web Service (two backends, echo on 8080), the DNS Service (answers).
+    web_ip: &'a str,
+    dns_ip: &'a str,
+    /// The stream server (on 8081) and its Service (port [`STREAM_SERVICE_PORT`]).
+    stream_host: &'a str,
+    stream_ip: &'a str,
+    /// Runs a command in the node's network namespace.
+    node: &'a dyn Fn(&[&str]) -> std::process::Output,
+    /// A pod that comes and goes during the run, with one connection to the web Service from
+    /// the port given; what that connection gave.
+    churn: &'a dyn Fn(u16) -> Vec<String>,
+}
+
+/// One round of a busy node's traffic from source ports `base + 1..base + 26`, bounded in
+/// count and time: keep-alive and short connections through the web Service (one port reused
+/// at once: TIME_WAIT reuse on the server side), a pod that comes and goes, DNS through its
+/// Service, conntrack flushed in the node, clients that abort with RST while the stream server
+/// sends (directly and through its Service: there the late segments come back de-NATed from
+/// the Service address, and the backend's socket gets the reset under the translated tuple).
+/// What each exchange gave (`ok...`).
+fn busy_round(t: &BusyTraffic<'_>, base: u16) -> Vec<String> {
+    let client = |a: &[&str], d: Duration| (t.client)(a, d);
+    let mut outcome = Vec::new();
+    let keepalive = TcpClient::new(t.client_ip, t.web_ip, 80, 2.0).msgs(5).run_each(client, &[base + 1, base + 2]);
+    outcome.extend(keepalive.into_iter().map(|r| r.1));
+    outcome.extend((t.churn)(base + 3));
+    let short = TcpClient::new(t.client_ip, t.web_ip, 80, 2.0).msgs(1).run_each(client, &[base + 4, base + 5, base + 4]);
+    outcome.extend(short.into_iter().map(|r| r.1));
+    outcome.extend(query_each(client, t.client_ip, t.dns_ip, 53, 1.0, &[base + 6, base + 7]));
+    // Conntrack forgets every connection mid-run, as `conntrack -F` or a restart does.
+    let flush = (t.node)(&["conntrack", "-F"]);
+    assert!(flush.status.success(), "lab: conntrack -F: {}", String::from_utf8_lossy(&flush.stderr));
+    let stream_port = STREAM_SERVICE_PORT.to_string();
+    for (dst, dport, ports) in [(t.stream_host, "8081", base + 10..base + 18), (t.stream_ip, stream_port.as_str(), base + 20..base + 26)] {
+        let ports: Vec<String> = ports.map(|p| p.to_string()).collect();
+        let mut argv = vec!["python3", "-c", ABORTING_CLIENT, t.client_ip, dst, dport];
+        argv.extend(ports.iter().map(String::as_str));
+        let aborts = client(&argv, Duration::from_secs(3));
+        let aborted = String::from_utf8_lossy(&aborts.stdout).lines().filter(|l| l.ends_with(" ok")).count();
+        outcome.push(if aborted == ports.len() { format!("ok aborts to {dst}") } else { format!("aborts to {dst}: {aborted}") });
+    }
+    outcome.extend(TcpClient::new(t.client_ip, t.web_ip, 80, 2.0).msgs(2).run_each(client, &[base + 8]).into_iter().map(|r| r.1));
+    std::thread::sleep(Duration::from_millis(300));
+    outcome
+}
+
+/// The busy node (see [`BusyNode`]): `diagnose` has no error finding, in each of five runs.
 #[test]
 fn busy_healthy_node_has_no_error_finding() {
     let test = "busy_healthy_node_has_no_error_finding";
-    if !require_privileged(test) {
+    let Some(_locks) = real_time_lab(test, require_privileged) else {
         return;
-    }
-    if !keeps_real_time(test) {
-        return;
-    }
-    let _serial = serial();
-    let _lock = shared_lock();
-    let lab = service_lab(2);
-    let c = &lab.clients[0];
-    for ns in std::iter::once(&lab.node).chain(lab.backends.iter().map(|b| &b.ns)).chain(std::iter::once(&c.ns)) {
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "0");
-    }
-    let (web_ip, dns_ip) = (lab.cluster_ip(80), lab.cluster_ip(53));
-    let backends: Vec<&str> = lab.backends.iter().map(|b| b.ip.as_str()).collect();
-    service(&lab.node, "WEB", "tcp", &web_ip, (80, 8080), &backends, false);
-    service(&lab.node, "DNS", "udp", &dns_ip, (53, 5353), &[backends[0]], false);
-    let _web: Vec<Announced> = lab.backends.iter().map(|b| echo_server(|a| b.ns.spawn(a), &b.ip, 8080)).collect();
-    let _dns = udp_server(|a| lab.backends[0].ns.spawn(a), &lab.backends[0].ip, 5353, 120, true);
-    let stream_host = &lab.backends[1];
-    let _stream = Announced::start(
-        |a| stream_host.ns.spawn(a),
-        &["python3", "-c", STREAM_SERVER, &stream_host.ip, "8081", "120"],
-        "listening",
-        "stream server",
-    );
-    let file = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("dg"))));
-    let pods = [("client", c.ip.as_str()), ("web-0", backends[0]), ("web-1", backends[1])];
-    std::fs::write(&file.0, pods_file(&pods)).expect("write pods file");
-    let from = format!("file:{}", file.0.display());
-    let args = RunArgs::new(&["--pods-from", &from], &[block(&lab.addrs)]);
+    };
+    let busy = BusyNode::new();
     let mut errors_per_run = Vec::new();
+    let mut late_per_run = Vec::new();
     for round in 0..5u16 {
-        // Fresh ports each round: TIME_WAIT of the last round's connections stays out of the way
-        // except where a port is reused on purpose (the short connections' first port).
-        let base = 30000 + round * 100;
         let mut outcome = Vec::new();
-        let Some(d) = diagnose(test, &args, || {
-            let keepalive = TcpClient::new(&c.ip, &web_ip, 80, 2.0).msgs(5).run_each(|a, t| c.ns.exec_timeout(a, t), &[base + 1, base + 2]);
-            outcome.extend(keepalive.into_iter().map(|r| r.1));
-            // A pod comes and goes: its veth on the bridge, an address (ARP, IPv6 DAD/RS/MLD),
-            // one connection, then it is deleted.
-            {
-                let pod = Netns::new("p");
-                let (inner, outer) = (unique_name("e"), unique_name("p"));
-                veth(&pod, &inner, &lab.node, &outer);
-                lab.node.enslave(&outer, &lab.bridge);
-                lab.node.up(&outer);
-                pod.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
-                let ip = lab.addrs.host(0, 100 + u32::from(round));
-                pod.addr(&inner, &format!("{ip}/24"));
-                pod.route(&["default", "via", &lab.node_pod_ip]);
-                outcome.extend(
-                    TcpClient::new(&ip, &web_ip, 80, 2.0).msgs(1).run_each(|a, t| pod.exec_timeout(a, t), &[base + 3]).into_iter().map(|r| r.1),
-                );
-            }
-            // Short connections, one port reused right away (TIME_WAIT reuse on the server side).
-            let short = TcpClient::new(&c.ip, &web_ip, 80, 2.0).msgs(1).run_each(|a, t| c.ns.exec_timeout(a, t), &[base + 4, base + 5, base + 4]);
-            outcome.extend(short.into_iter().map(|r| r.1));
-            outcome.extend(query_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &dns_ip, 53, 1.0, &[base + 6, base + 7]));
-            // Conntrack forgets every connection mid-run, as `conntrack -F` or a restart does.
-            let flush = lab.node.exec(&["conntrack", "-F"]);
-            assert!(flush.status.success(), "lab: conntrack -F: {}", String::from_utf8_lossy(&flush.stderr));
-            let ports: Vec<String> = (base + 10..base + 18).map(|p| p.to_string()).collect();
-            let mut argv = vec!["python3", "-c", ABORTING_CLIENT, &c.ip, &stream_host.ip, "8081"];
-            argv.extend(ports.iter().map(String::as_str));
-            let aborts = c.ns.exec_timeout(&argv, Duration::from_secs(3));
-            let aborted = String::from_utf8_lossy(&aborts.stdout).lines().filter(|l| l.ends_with(" ok")).count();
-            outcome.push(if aborted == ports.len() { "ok aborts".into() } else { format!("aborts {aborted}") });
-            outcome.extend(
-                TcpClient::new(&c.ip, &web_ip, 80, 2.0).msgs(2).run_each(|a, t| c.ns.exec_timeout(a, t), &[base + 8]).into_iter().map(|r| r.1),
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }) else {
+        let Some(d) = diagnose(test, &busy.args, || outcome = busy.traffic(round)) else {
             return;
         };
         assert!(outcome.iter().all(|o| o.starts_with("ok")), "lab: round {round}: all traffic must work: {outcome:?}");
         let errors = d.findings().iter().filter(|f| f["severity"] == "error").count();
         errors_per_run.push(errors);
+        late_per_run.push(d.of("late-reply").iter().map(|f| ev_u64(f, "drops")).sum::<u64>());
         d.assert_no_severity("error");
     }
-    eprintln!("{test}: error findings per run: {errors_per_run:?}");
+    eprintln!("{test}: error findings per run: {errors_per_run:?}; late packets told as info per run: {late_per_run:?}");
+}
+
+/// The busy node with real pods (issue 20): containerd creates the pod sandboxes through the
+/// CRI with CNI bridge networking, one backend is a real container (busybox `nc` echoing on
+/// 8080), and in every run a pod is created and deleted through the CRI (RunPodSandbox, one
+/// connection, StopPodSandbox + RemovePodSandbox: CNI ADD and DEL on the bridge) while the rest
+/// of [`busy_round`]'s traffic flows. Pods are named from the CRI. `diagnose` has no error
+/// finding, in each of five runs.
+#[test]
+fn busy_node_with_cri_pods_has_no_error_finding() {
+    let test = "busy_node_with_cri_pods_has_no_error_finding";
+    let Some(_locks) = real_time_lab(test, require_node) else {
+        return;
+    };
+    let node = NodeLab::new();
+    let socket = node.socket_path().display().to_string();
+    let client = node.run_pod("shop", "client", &[("app", "client")]);
+    let web0 = node.run_pod_for_containers("shop", "web-0", false, false);
+    let web1 = node.run_pod("shop", "web-1", &[("app", "web")]);
+    let dns = node.run_pod("kube-system", "coredns-0", &[("k8s-app", "kube-dns")]);
+    let ipv6_on = ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0"];
+    node.exec_ok(&ipv6_on);
+    for pod in [&client, &web0, &web1, &dns] {
+        pod.exec_ok(&ipv6_on);
+    }
+    let echo = ContainerSpec {
+        name: "echo".into(),
+        image: SANDBOX_IMAGE.into(),
+        command: ["/bin/busybox", "nc", "-ll", "-p", "8080", "-e", "/bin/busybox", "cat"].map(String::from).to_vec(),
+        cap_drop: vec!["ALL".into()],
+        read_only_root: true,
+        no_new_privs: true,
+        ..ContainerSpec::default()
+    };
+    let _echo0 = node.run_container(&web0, &echo).unwrap_or_else(|e| panic!("lab: the echo container: {e:#}\n{}", node.containerd_log_tail()));
+    let _echo1 = echo_server(|a| web1.spawn(a), &web1.ip, 8080);
+    let _stream = Announced::start(|a| web1.spawn(a), &["python3", "-c", STREAM_SERVER, &web1.ip, "8081", "120"], "listening", "stream server");
+    let _dns = udp_server(|a| dns.spawn(a), &dns.ip, 5353, 120, true);
+    kube_proxy_base(&node.netns);
+    let (web_ip, dns_ip, stream_ip) = (node.addrs.host(3, 80), node.addrs.host(3, 53), node.addrs.host(3, 81));
+    service(&node.netns, "WEB", "tcp", &web_ip, (80, 8080), &[&web0.ip, &web1.ip], false);
+    service(&node.netns, "DNS", "udp", &dns_ip, (53, 5353), &[&dns.ip], false);
+    service(&node.netns, "STREAM", "tcp", &stream_ip, (STREAM_SERVICE_PORT, 8081), &[&web1.ip], false);
+    // The container's nc listens a moment after StartContainer: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connect_each(|a, t| client.exec_timeout(a, t), &client.ip, &web0.ip, 8080, 1.0, &[29999])[0].1 != "ok 1" {
+        assert!(Instant::now() < deadline, "lab: the echo container in web-0 does not answer on 8080");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let args = RunArgs::new(&["--pods-from", "cri", "--cri-socket", &socket], &[block(&node.addrs)]);
+    let mut errors_per_run = Vec::new();
+    let mut late_per_run = Vec::new();
+    let churn_took = std::cell::RefCell::new(Vec::new());
+    for round in 0..5u16 {
+        let churn = |port: u16| {
+            let t0 = Instant::now();
+            let pod = node.run_pod("shop", &format!("churn-{round}"), &[("app", "churn")]);
+            pod.exec_ok(&ipv6_on);
+            let got: Vec<String> =
+                TcpClient::new(&pod.ip, &web_ip, 80, 2.0).msgs(1).run_each(|a, t| pod.exec_timeout(a, t), &[port]).into_iter().map(|r| r.1).collect();
+            node.remove_pod(&pod);
+            churn_took.borrow_mut().push(t0.elapsed());
+            got
+        };
+        let traffic = BusyTraffic {
+            client: &|a, t| client.exec_timeout(a, t),
+            client_ip: &client.ip,
+            web_ip: &web_ip,
+            dns_ip: &dns_ip,
+            stream_host: &web1.ip,
+            stream_ip: &stream_ip,
+            node: &|a| node.exec(a),
+            churn: &churn,
+        };
+        let mut outcome = Vec::new();
+        let Some(d) = diagnose(test, &args, || outcome = busy_round(&traffic, 31000 + round * 100)) else {
+            return;
+        };
+        assert!(outcome.iter().all(|o| o.starts_with("ok")), "lab: round {round}: all traffic must work: {outcome:?}");
+        errors_per_run.push(d.findings().iter().filter(|f| f["severity"] == "error").count());
+        late_per_run.push(d.of("late-reply").iter().map(|f| ev_u64(f, "drops")).sum::<u64>());
+        d.assert_no_severity("error");
+        // The pods came from the CRI: the backends are named.
+        let pods: BTreeSet<&str> = d.findings().iter().flat_map(|f| f["pods"].as_array().into_iter().flatten().filter_map(Value::as_str)).collect();
+        assert!(pods.iter().all(|p| p.starts_with("shop/") || p.starts_with("kube-system/")), "{pods:?}");
+    }
+    eprintln!(
+        "{test}: error findings per run: {errors_per_run:?}; late packets told as info per run: {late_per_run:?}; CRI pod churn took {:?}",
+        churn_took.borrow()
+    );
+}
+
+/// One connection's identity as the test reads it from a story's events, independent of how
+/// tracer joins them: its protocol and two ends, direction-free; NAT events tie the original
+/// tuple (client -> Service) to the translated one (client -> backend).
+fn conn_id(proto: &str, x: &str, y: &str) -> String {
+    if x <= y { format!("{proto} {x} {y}") } else { format!("{proto} {y} {x}") }
+}
+
+/// `find` of a union-find over connection ids.
+fn root(parent: &mut std::collections::HashMap<String, String>, id: &str) -> String {
+    let mut at = id.to_string();
+    for _ in 0..64 {
+        match parent.get(&at) {
+            Some(up) if *up != at => at = up.clone(),
+            _ => break,
+        }
+    }
+    at
+}
+
+/// `watch --by-flow` over the busy node's traffic tells each connection once: no connection's
+/// events are in two stories, also through NAT (the client's socket to the Service address, the
+/// node's conntrack, the backend's socket under the translated tuple, the late segments that
+/// come back de-NATed are one story).
+#[test]
+fn busy_node_watch_by_flow_tells_each_connection_once() {
+    let test = "busy_node_watch_by_flow_tells_each_connection_once";
+    let Some(_locks) = real_time_lab(test, require_privileged) else {
+        return;
+    };
+    let busy = BusyNode::new();
+    let mut argv = strings(&["watch", "--by-flow", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
+    argv.extend(busy.args.common());
+    let t = Tracer::start(&argv_refs(&argv));
+    let outcome = busy.traffic(0);
+    assert!(outcome.iter().all(|o| o.starts_with("ok")), "lab: all traffic must work: {outcome:?}");
+    let run = t.wait_exit(Duration::from_secs(duration_s() + 30));
+    assert_eq!(run.status.code(), Some(0), "{argv:?}: {}", run.stderr);
+    let stories = run.events();
+    assert!(stories.len() > 10, "the busy traffic's connections: {stories:#?}");
+    // Connections as the events say, NAT's tuples tied together.
+    let mut parent: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let own = |e: &Value| (e["src"].is_string() && e["dst"].is_string()).then(|| conn_id(&text(e, "proto"), &text(e, "src"), &text(e, "dst")));
+    for s in &stories {
+        for e in s["events"].as_array().into_iter().flatten().filter(|e| e["kind"] == "nat") {
+            let proto = text(e, "proto");
+            let (orig, reply) =
+                (conn_id(&proto, &text(e, "orig_src"), &text(e, "orig_dst")), conn_id(&proto, &text(e, "reply_src"), &text(e, "reply_dst")));
+            let (a, b) = (root(&mut parent, &orig), root(&mut parent, &reply));
+            if a != b {
+                parent.insert(a, b);
+            }
+        }
+    }
+    let mut story_of: std::collections::BTreeMap<String, BTreeSet<usize>> = std::collections::BTreeMap::new();
+    for (i, s) in stories.iter().enumerate() {
+        for e in s["events"].as_array().into_iter().flatten() {
+            let id = if e["kind"] == "nat" { Some(conn_id(&text(e, "proto"), &text(e, "orig_src"), &text(e, "orig_dst"))) } else { own(e) };
+            if let Some(id) = id {
+                let r = root(&mut parent, &id);
+                story_of.entry(r).or_default().insert(i);
+            }
+        }
+    }
+    for (conn, in_stories) in &story_of {
+        let labels: Vec<&Value> = in_stories.iter().map(|i| &stories[*i]["flow"]).collect();
+        assert_eq!(in_stories.len(), 1, "connection {conn} is told in {} stories: {labels:?}", in_stories.len());
+    }
+    // Through NAT, one story holds both sides: a stream Service connection's story has its NAT
+    // events, the backend socket's reset (under the translated tuple) and the client's own.
+    let c = &busy.lab.clients[0];
+    let backend = ep(&busy.lab.backends[1].ip, 8081);
+    let joined = stories.iter().filter(|s| {
+        let events = s["events"].as_array().cloned().unwrap_or_default();
+        let label_ok =
+            s["flow"].as_str().is_some_and(|f| f.starts_with(&format!("{}:", c.ip)) && f.ends_with(&ep(&busy.stream_ip, STREAM_SERVICE_PORT)));
+        label_ok
+            && events.iter().any(|e| e["kind"] == "nat")
+            && events.iter().any(|e| e["kind"] != "nat" && (e["src"] == backend.as_str() || e["dst"] == backend.as_str()))
+            && events.iter().any(|e| {
+                e["kind"] != "nat"
+                    && (e["src"] == ep(&busy.stream_ip, STREAM_SERVICE_PORT).as_str()
+                        || e["dst"] == ep(&busy.stream_ip, STREAM_SERVICE_PORT).as_str())
+            })
+    });
+    let joined = joined.count();
+    assert!(
+        joined >= 1,
+        "no story of a stream Service connection holds events of both sides of the NAT (the check above would prove nothing): {stories:#?}"
+    );
+    eprintln!(
+        "{test}: {} stories, {} connections, each in one story; {joined} stream Service stories hold both sides of the NAT",
+        stories.len(),
+        story_of.len()
+    );
 }
 
 /// A UDP server that answers each datagram `delay` seconds late (a DNS server under load),

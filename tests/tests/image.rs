@@ -142,6 +142,7 @@ fn render(image: &str, duration: &str, command: &[&str]) -> Rendered {
     let spec = ContainerSpec {
         name: c["name"].as_str().expect("container name").to_string(),
         image: c["image"].as_str().expect("image").to_string(),
+        command: strings(&c["command"]),
         args: strings(&c["args"]),
         env,
         cap_add: strings(&sc["capabilities"]["add"]),

@@ -20,10 +20,40 @@ pub const IPPROTO_GRE: u8 = 47;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 
+/// TCP header flags (the header's byte 13), as [`RawFlow::tcp_flags`] carries them.
+pub mod tcp_flag {
+    /// No more data from the sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronise sequence numbers: opens a connection (with ACK: answers an opening).
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Push the data to the application.
+    pub const PSH: u8 = 0x08;
+    /// The acknowledgement number is valid: every segment after the first SYN has it.
+    pub const ACK: u8 = 0x10;
+    /// The urgent pointer is valid.
+    pub const URG: u8 = 0x20;
+    /// ECN echo.
+    pub const ECE: u8 = 0x40;
+    /// Congestion window reduced.
+    pub const CWR: u8 = 0x80;
+}
+
+/// Byte offset of the flags in a TCP header: the ports (0..4), sequence and acknowledgement
+/// numbers (4..12) and the data offset (12) come first, so one load of
+/// [`TCP_HEADER_TO_FLAGS`] bytes has the ports and the flags.
+pub const TCP_FLAGS_OFFSET: usize = 13;
+/// Bytes of a TCP header up to and including its flags.
+pub const TCP_HEADER_TO_FLAGS: usize = TCP_FLAGS_OFFSET + 1;
+
 /// The flow of one packet. Addresses are in network byte order; an IPv4 address fills the first
 /// 4 bytes. Ports are in host byte order. For ICMP/ICMPv6 the ports are 0 and `icmp_type` /
-/// `icmp_code` are set. For an encapsulated packet the flow is the inner (pod) one, and the
-/// event's [`RawTunnel`] beside it holds the outer headers.
+/// `icmp_code` are set. For TCP parsed from a packet, `tcp_flags` holds the header's flags and
+/// `has_tcp_flags` is 1; a flow made from a socket or a conntrack tuple has no segment, so no
+/// flags (`has_tcp_flags` 0: all eight bits are flags, so 0 cannot mean "unknown"). For an
+/// encapsulated packet the flow is the inner (pod) one, and the event's [`RawTunnel`] beside it
+/// holds the outer headers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawFlow {
@@ -39,9 +69,18 @@ pub struct RawFlow {
     pub l4_proto: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
-    pub _pad: [u8; 6],
+    /// TCP flags ([`tcp_flag`]) of the segment, valid when `has_tcp_flags` is 1.
+    pub tcp_flags: u8,
+    /// 1 when `tcp_flags` was read from the packet's TCP header, else 0.
+    pub has_tcp_flags: u8,
+    pub _pad: [u8; 4],
 }
+// The layout is the kernel/user protocol: the two flag bytes took two of the six padding bytes
+// after `icmp_code`, so every other field kept its offset and the size is unchanged.
 const _: () = assert!(size_of::<RawFlow>() == 48);
+const _: () = assert!(core::mem::offset_of!(RawFlow, icmp_code) == 41);
+const _: () = assert!(core::mem::offset_of!(RawFlow, tcp_flags) == 42);
+const _: () = assert!(core::mem::offset_of!(RawFlow, has_tcp_flags) == 43);
 
 /// Encapsulations the packet parser recognises (`RawTunnel::kind`).
 pub mod tunnel {

@@ -146,6 +146,10 @@ fn icmp_error<B: Bytes>(b: &B, l4: usize, outer: &RawFlow, inner: &mut RawFlow, 
     };
     // The quote may stop before the ports (or be a fragment): the addresses still name the flow.
     let _ = skb::parse_ip(b, l4 + 8, version, inner, Some(tunnel));
+    // A quote in kernel memory may end before the quoted segment's flags, and a read past its
+    // end does not fail there: no flags are claimed for a quoted packet.
+    inner.tcp_flags = 0;
+    inner.has_tcp_flags = 0;
     Some((mtu, ip_len(b, l4 + 8, inner.family).unwrap_or(0)))
 }
 

@@ -3,7 +3,7 @@
 
 use tracer_common::flow::{
     ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
-    RawFlow, RawTunnel, TunnelPorts, tunnel,
+    RawFlow, RawTunnel, TCP_FLAGS_OFFSET, TCP_HEADER_TO_FLAGS, TunnelPorts, tunnel,
 };
 
 use crate::kernel::{netns_inum, offset, read, read_buf};
@@ -375,12 +375,21 @@ fn parse_ipv6<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
 #[inline(always)]
 fn parse_l4<B: Bytes>(b: &B, l4: usize, flow: &mut RawFlow) {
     match flow.l4_proto {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            if let Some(ports) = b.load::<[u8; 4]>(l4) {
-                flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
-                flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        // The flags sit 13 bytes into the header: one load of its first 14 bytes has them and
+        // the ports, in the same helper call the ports alone took. A header cut short before
+        // the flags (a tc program's short packet, an ICMP error quoting 8 bytes) fails that
+        // load: the ports alone then, and no flags.
+        IPPROTO_TCP => {
+            if let Some(h) = b.load::<[u8; TCP_HEADER_TO_FLAGS]>(l4) {
+                flow.sport = u16::from_be_bytes([h[0], h[1]]);
+                flow.dport = u16::from_be_bytes([h[2], h[3]]);
+                flow.tcp_flags = h[TCP_FLAGS_OFFSET];
+                flow.has_tcp_flags = 1;
+            } else {
+                ports(b, l4, flow);
             }
         }
+        IPPROTO_UDP => ports(b, l4, flow),
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             if let Some(tc) = b.load::<[u8; 2]>(l4) {
                 flow.icmp_type = tc[0];
@@ -388,5 +397,14 @@ fn parse_l4<B: Bytes>(b: &B, l4: usize, flow: &mut RawFlow) {
             }
         }
         _ => {}
+    }
+}
+
+/// The source and destination ports at transport offset `l4`.
+#[inline(always)]
+fn ports<B: Bytes>(b: &B, l4: usize, flow: &mut RawFlow) {
+    if let Some(p) = b.load::<[u8; 4]>(l4) {
+        flow.sport = u16::from_be_bytes([p[0], p[1]]);
+        flow.dport = u16::from_be_bytes([p[2], p[3]]);
     }
 }

@@ -210,7 +210,16 @@ pub(crate) fn try_send_reset(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let incoming = skb::flow(skb);
-    let flow = RawFlow { saddr: incoming.daddr, daddr: incoming.saddr, sport: incoming.dport, dport: incoming.sport, ..incoming };
+    // The reset's own flags are not the incoming segment's: the turned-around flow has none.
+    let flow = RawFlow {
+        saddr: incoming.daddr,
+        daddr: incoming.saddr,
+        sport: incoming.dport,
+        dport: incoming.sport,
+        tcp_flags: 0,
+        has_tcp_flags: 0,
+        ..incoming
+    };
     let device = skb::device(skb);
     reset(flow, device.netns, state::CLOSE, direction::SENT);
     Ok(())

@@ -7,7 +7,7 @@ use std::{
 };
 
 use tracer_common::flow::{
-    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow, RawTunnel, tunnel,
+    ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow, RawTunnel, tcp_flag, tunnel,
 };
 
 pub(crate) use crate::probes::Detail;
@@ -74,6 +74,44 @@ pub(crate) struct Flow {
     pub icmp: Option<(u8, u8)>,
     /// The outer headers, when the packet was encapsulated (the fields above are the inner flow).
     pub tunnel: Option<Tunnel>,
+    /// The TCP segment's flags, when the flow was read from a TCP packet (not from a socket or
+    /// a conntrack tuple).
+    pub tcp_flags: Option<TcpFlags>,
+}
+
+/// A TCP header's flags byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// Names, most significant bit first, as `tcp_flags` prints them.
+    const NAMES: [(u8, &'static str); 8] = [
+        (tcp_flag::CWR, "CWR"),
+        (tcp_flag::ECE, "ECE"),
+        (tcp_flag::URG, "URG"),
+        (tcp_flag::ACK, "ACK"),
+        (tcp_flag::PSH, "PSH"),
+        (tcp_flag::RST, "RST"),
+        (tcp_flag::SYN, "SYN"),
+        (tcp_flag::FIN, "FIN"),
+    ];
+
+    /// A segment that opens a connection: SYN without ACK (nor RST). Every other segment
+    /// belongs to a connection that exists, or existed, at one of its ends.
+    pub(crate) const fn opens_connection(self) -> bool {
+        self.0 & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN
+    }
+
+    /// A SYN-ACK: the answer to a segment that opened a connection (its sender is the server).
+    pub(crate) const fn answers_opening(self) -> bool {
+        self.0 & (tcp_flag::SYN | tcp_flag::ACK | tcp_flag::RST) == tcp_flag::SYN | tcp_flag::ACK
+    }
+
+    /// The set flags joined by `|` (`SYN`, `ACK|FIN`, `ACK|PSH`), `NONE` when no flag is set.
+    pub(crate) fn name(self) -> String {
+        let names: Vec<&str> = Self::NAMES.iter().filter(|(bit, _)| self.0 & bit != 0).map(|(_, name)| *name).collect();
+        if names.is_empty() { "NONE".into() } else { names.join("|") }
+    }
 }
 
 /// An encapsulated packet's outer headers (CONTRACT: the event's `tunnel` object).
@@ -166,6 +204,7 @@ impl Flow {
         let is_ip = matches!(raw.family, FAMILY_IPV4 | FAMILY_IPV6);
         let has_ports = is_ip && matches!(raw.l4_proto, IPPROTO_TCP | IPPROTO_UDP);
         let is_icmp = is_ip && matches!(raw.l4_proto, IPPROTO_ICMP | IPPROTO_ICMPV6);
+        let has_flags = is_ip && raw.l4_proto == IPPROTO_TCP && raw.has_tcp_flags == 1;
         Self {
             src: addr(&raw.saddr),
             dst: addr(&raw.daddr),
@@ -175,6 +214,7 @@ impl Flow {
             ethertype: raw.ethertype,
             icmp: is_icmp.then_some((raw.icmp_type, raw.icmp_code)),
             tunnel: None,
+            tcp_flags: has_flags.then_some(TcpFlags(raw.tcp_flags)),
         }
     }
 
@@ -322,6 +362,42 @@ mod tests {
         let f = Flow::from_raw(&r);
         assert_eq!(f.src_endpoint().as_deref(), Some("[fd00::1]:80"));
         assert_eq!(f.proto_name(), "tcp");
+    }
+
+    #[test]
+    fn tcp_flags_are_read_only_when_the_packet_had_them() {
+        let mut r = raw(FAMILY_IPV4, IPPROTO_TCP);
+        assert_eq!(Flow::from_raw(&r).tcp_flags, None, "a socket's flow has no segment");
+        r.has_tcp_flags = 1;
+        r.tcp_flags = tcp_flag::SYN;
+        let f = Flow::from_raw(&r);
+        assert_eq!(f.tcp_flags.map(TcpFlags::name).as_deref(), Some("SYN"));
+        // UDP has none, whatever the bytes say.
+        let mut u = raw(FAMILY_IPV4, IPPROTO_UDP);
+        (u.has_tcp_flags, u.tcp_flags) = (1, tcp_flag::SYN);
+        assert_eq!(Flow::from_raw(&u).tcp_flags, None);
+    }
+
+    #[test]
+    fn tcp_flag_names() {
+        let name = |f| TcpFlags(f).name();
+        assert_eq!(name(tcp_flag::ACK | tcp_flag::FIN), "ACK|FIN");
+        assert_eq!(name(tcp_flag::SYN | tcp_flag::ACK), "ACK|SYN");
+        assert_eq!(name(tcp_flag::ACK | tcp_flag::PSH), "ACK|PSH");
+        assert_eq!(name(tcp_flag::SYN | tcp_flag::ECE | tcp_flag::CWR), "CWR|ECE|SYN");
+        assert_eq!(name(0), "NONE");
+        assert_eq!(name(0xff), "CWR|ECE|URG|ACK|PSH|RST|SYN|FIN");
+    }
+
+    #[test]
+    fn only_a_syn_without_ack_opens_a_connection() {
+        assert!(TcpFlags(tcp_flag::SYN).opens_connection());
+        assert!(TcpFlags(tcp_flag::SYN | tcp_flag::ECE | tcp_flag::CWR).opens_connection(), "an ECN-setup SYN");
+        for late in [tcp_flag::SYN | tcp_flag::ACK, tcp_flag::ACK, tcp_flag::ACK | tcp_flag::FIN, tcp_flag::RST, tcp_flag::RST | tcp_flag::ACK, 0] {
+            assert!(!TcpFlags(late).opens_connection(), "{}", TcpFlags(late).name());
+        }
+        assert!(TcpFlags(tcp_flag::SYN | tcp_flag::ACK).answers_opening());
+        assert!(!TcpFlags(tcp_flag::SYN).answers_opening() && !TcpFlags(tcp_flag::ACK).answers_opening());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Containers in a [`NodeLab`] pod, created through the CRI the way kubelet turns a pod spec's
-//! container into a CreateContainer call: the image's entrypoint with `args`, capabilities
+//! container into a CreateContainer call: the image's entrypoint (or `command`) with `args`, capabilities
 //! added and dropped by their Kubernetes names, read-only root, no_new_privs, host paths mounted
 //! in; the output lands in the CRI's log file.
 //!
@@ -36,7 +36,9 @@ pub struct HostMount {
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
-    /// Arguments to the image's entrypoint (the pod spec's `args`, no `command`).
+    /// The pod spec's `command`: replaces the image's entrypoint when not empty.
+    pub command: Vec<String>,
+    /// Arguments to the entrypoint (the pod spec's `args`).
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Kubernetes names (`BPF`, `ALL`): the CRI takes them so and containerd adds `CAP_`.
@@ -87,6 +89,7 @@ impl NodeLab {
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata { name: spec.name.clone(), attempt: 0 }),
             image: Some(ImageSpec { image: spec.image.clone(), ..Default::default() }),
+            command: spec.command.clone(),
             args: spec.args.clone(),
             envs: spec.env.iter().map(|(k, v)| KeyValue { key: k.clone(), value: v.clone() }).collect(),
             mounts: spec

@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use super::flows::{ConnKey, Connections, End, flow_label};
+use super::flows::{ConnKey, Connections, End, NatView, parse_end};
 use crate::{
     events::{Detail, Event},
     kernel::firewall::Rule,
@@ -50,6 +50,9 @@ pub(crate) struct Finding {
     pub evidence: Map<String, Value>,
     /// When its events happened and a few of them, for a person to check the finding against.
     pub seen: Seen,
+    /// The connections its events belong to (not printed): a connection one finding told is
+    /// not told again by a rule that runs later.
+    pub conns: BTreeSet<ConnKey>,
 }
 
 /// The time of a finding's first and last event and up to [`MAX_EXAMPLES`] of its events as
@@ -132,14 +135,6 @@ struct NamedRules {
 }
 
 impl NamedRules {
-    /// The rules of `netns` that may have dropped packets of this IP version, protocol and
-    /// destination port.
-    fn of(facts: &mut dyn Facts, netns: u32, ipv6: Option<bool>, proto: Option<u8>, dport: Option<u16>) -> Self {
-        let mut out = Self::default();
-        out.add(facts.dropping_rules(netns), ipv6, proto, dport);
-        out
-    }
-
     fn add(&mut self, found: Rc<NamespaceRules>, ipv6: Option<bool>, proto: Option<u8>, dport: Option<u16>) {
         for rule in &found.rules {
             if rule.packets != Some(0) && rule.may_match(ipv6, proto, dport) && !self.rules.contains(rule) {
@@ -231,21 +226,23 @@ const SOCKET_BUFFER_REASONS: &[&str] = &["SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PR
 
 /// Runs every rule.
 pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
-    let conns = Connections::learn(events);
+    let run = Run::new(events);
     let mut out = Vec::new();
-    netfilter_drops(events, &conns, facts, &mut out);
-    conntrack_drops(events, facts, &mut out);
-    route_drops(events, facts, &mut out);
-    rp_filter_drops(events, facts, &mut out);
-    neighbor_drops(events, facts, &mut out);
-    no_listener(events, &conns, facts, &mut out);
-    mtu_blackholes(events, &conns, &mut out);
-    nat_no_reply(events, info, &mut out);
-    service_not_translated(events, facts, &mut out);
-    dns_no_reply(events, &conns, info.reply_timeout, facts, &mut out);
-    socket_buffer_drops(events, facts, &mut out);
+    // First the findings that name where a packet was dropped and why; the rules after them
+    // leave out the connections those told (one problem, one finding).
+    netfilter_drops(&run, facts, &mut out);
+    conntrack_drops(&run, facts, &mut out);
+    route_drops(&run, facts, &mut out);
+    rp_filter_drops(&run, facts, &mut out);
+    neighbor_drops(&run, facts, &mut out);
+    no_listener(&run, facts, &mut out);
+    mtu_blackholes(&run, &mut out);
+    nat_no_reply(&run, info, &mut out);
+    service_not_translated(&run, facts, &mut out);
+    dns_no_reply(&run, info.reply_timeout, facts, &mut out);
+    socket_buffer_drops(&run, facts, &mut out);
     // Last: only flows that no finding above explains.
-    retransmit_storms(events, &conns, &mut out);
+    retransmit_storms(&run, &mut out);
     if info.lost > 0 || info.beyond_limit > 0 {
         out.push(Finding {
             code: "events-lost",
@@ -258,6 +255,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 0, "lost": info.lost, "beyond_limit": info.beyond_limit})),
             seen: Seen::default(),
+            conns: BTreeSet::new(),
         });
     }
     for (devices, what) in &info.mtu_mismatches {
@@ -271,6 +269,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 0, "devices": devices})),
             seen: Seen::default(),
+            conns: BTreeSet::new(),
         });
     }
     for (probe, why) in &info.missing_probes {
@@ -282,6 +281,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 0, "probe": probe, "reason": why})),
             seen: Seen::default(),
+            conns: BTreeSet::new(),
         });
     }
     out.sort_by(|a, b| a.severity.cmp(&b.severity).then(events_of(b).cmp(&events_of(a))).then(a.code.cmp(b.code)));
@@ -299,30 +299,145 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
-/// Pods and flows of a set of events, flows capped at [`MAX_FLOWS`] (the total goes into the
-/// evidence when it is larger).
-fn pods_and_flows<'a>(events: impl IntoIterator<Item = &'a Event>, evidence: &mut Map<String, Value>) -> (BTreeSet<String>, BTreeSet<String>, Seen) {
+/// A run's events as the rules read them: each connection (through NAT: the client's side, the
+/// node's and the backend's are one) with all its events.
+struct Run<'a> {
+    events: &'a [Event],
+    conns: Connections,
+    /// Every event of each connection, in time order.
+    by_conn: HashMap<ConnKey, Vec<&'a Event>>,
+}
+
+impl<'a> Run<'a> {
+    fn new(events: &'a [Event]) -> Self {
+        let conns = Connections::learn(events);
+        let mut by_conn: HashMap<ConnKey, Vec<&Event>> = HashMap::new();
+        for e in events {
+            if let Some((key, _)) = conns.of(e) {
+                by_conn.entry(key).or_default().push(e);
+            }
+        }
+        for list in by_conn.values_mut() {
+            list.sort_by_key(|e| e.ts_unix_ns);
+        }
+        Self { events, conns, by_conn }
+    }
+
+    /// `primary` and every other event of the connections they belong to, each once, in time
+    /// order: the whole story of what a finding rests on, in every namespace that saw it.
+    fn joined(&self, primary: &[&'a Event]) -> Vec<&'a Event> {
+        let keys: BTreeSet<ConnKey> = primary.iter().filter_map(|e| self.conns.of(e).map(|(key, _)| key)).collect();
+        let mut seen: HashSet<*const Event> = HashSet::new();
+        let mut out = Vec::new();
+        let related = keys.iter().filter_map(|k| self.by_conn.get(k)).flatten().copied();
+        for e in primary.iter().copied().chain(related) {
+            if seen.insert(std::ptr::from_ref(e)) {
+                out.push(e);
+            }
+        }
+        out.sort_by_key(|e| e.ts_unix_ns);
+        out
+    }
+
+    /// The error findings in `out` so far: the connections they told.
+    fn told_by_errors(out: &[Finding]) -> HashSet<ConnKey> {
+        out.iter().filter(|f| f.severity == Severity::Error).flat_map(|f| f.conns.iter().cloned()).collect()
+    }
+
+    /// Where DNAT sent the connection of one of `events`, when one was NATed.
+    fn nat_of_any(&self, events: &[&Event]) -> Option<&NatView> {
+        events.iter().filter_map(|e| self.conns.of(e)).find_map(|(key, _)| self.conns.nat(&key))
+    }
+}
+
+/// What a finding shows of its events: pods, flows, when, examples and its connections.
+struct Told {
+    pods: BTreeSet<String>,
+    flows: BTreeSet<String>,
+    seen: Seen,
+    conns: BTreeSet<ConnKey>,
+}
+
+impl Told {
+    fn finding(self, code: &'static str, severity: Severity, summary: String, evidence: Map<String, Value>) -> Finding {
+        Finding { code, severity, summary, pods: self.pods, flows: self.flows, evidence, seen: self.seen, conns: self.conns }
+    }
+}
+
+/// The story of a finding's `primary` events: every event of their connections joins them
+/// (before and after NAT, in each namespace), for the pods, the time span and examples, the
+/// evidence's `events` and `seen_in` (what each namespace saw). The flows are the connections
+/// as their clients opened them (a NATed one by its original tuple), capped at [`MAX_FLOWS`]
+/// (the total goes into the evidence when it is larger).
+fn told<'a>(run: &Run<'a>, primary: &[&'a Event], evidence: &mut Map<String, Value>) -> Told {
+    let joined = run.joined(primary);
     let mut pods = BTreeSet::new();
-    let mut flows = BTreeSet::new();
-    let events: Vec<&Event> = events.into_iter().collect();
-    let seen = Seen::of(events.iter().copied());
-    for e in events {
+    for e in &joined {
         pods.extend(e.src_pod.iter().cloned());
         pods.extend(e.dst_pod.iter().cloned());
-        let label = match &e.detail {
-            Detail::Nat(n) => {
-                pods.extend(n.backend_pod.iter().cloned());
-                n.orig_src.as_ref().zip(n.orig_dst.as_ref()).map(|(s, d)| format!("{s} -> {d}"))
-            }
-            _ => flow_label(e),
-        };
-        flows.extend(label);
+        if let Detail::Nat(n) = &e.detail {
+            pods.extend(n.backend_pod.iter().cloned());
+        }
+    }
+    let mut flows = BTreeSet::new();
+    let mut conns = BTreeSet::new();
+    for e in primary {
+        if let Some((key, label)) = run.conns.of(e) {
+            flows.insert(label);
+            conns.insert(key);
+        }
     }
     if flows.len() > MAX_FLOWS {
         evidence.insert("flows_total".into(), json!(flows.len()));
         flows = flows.into_iter().take(MAX_FLOWS).collect();
     }
-    (pods, flows, seen)
+    evidence.insert("events".into(), json!(joined.len()));
+    evidence.insert("seen_in".into(), seen_in(&joined));
+    Told { pods, flows, seen: Seen::of(joined.iter().copied()), conns }
+}
+
+/// What each network namespace saw of a story: `[{"netns": N, "netns_pod": POD, KIND: COUNT,
+/// ...}]`, one object per namespace (by inode; null when the kernel could not tell), the
+/// events counted by their kind (`drop`, `retransmit`, `nat`, ...).
+fn seen_in(events: &[&Event]) -> Value {
+    // Per namespace: its pod, and the events by kind.
+    type Place = (Option<String>, BTreeMap<&'static str, u64>);
+    let mut places: BTreeMap<Option<u32>, Place> = BTreeMap::new();
+    for e in events {
+        let place = places.entry(e.netns).or_default();
+        if place.0.is_none() {
+            place.0.clone_from(&e.netns_pod);
+        }
+        *place.1.entry(e.detail.kind()).or_default() += 1;
+    }
+    let list: Vec<Value> = places
+        .into_iter()
+        .map(|(netns, (pod, kinds))| {
+            let mut o = obj(json!({"netns": netns, "netns_pod": pod}));
+            o.extend(kinds.into_iter().map(|(kind, n)| (kind.to_string(), json!(n))));
+            Value::Object(o)
+        })
+        .collect();
+    json!(list)
+}
+
+/// `Service NS/NAME (IP:PORT)`, or the address alone.
+fn service_words(view: &NatView) -> String {
+    match (&view.service, &view.address) {
+        (Some(s), Some(a)) => format!("Service {s} ({a})"),
+        (None, Some(a)) => a.clone(),
+        (Some(s), None) => format!("Service {s}"),
+        (None, None) => "a NATed address".into(),
+    }
+}
+
+/// The NAT part of a finding's evidence: the Service address the clients asked and the backend
+/// DNAT sent them to.
+fn nat_evidence(view: &NatView, evidence: &mut Map<String, Value>) {
+    evidence.insert("service".into(), json!(view.service));
+    evidence.insert("address".into(), json!(view.address));
+    evidence.insert("backend".into(), json!(view.backend));
+    evidence.insert("backend_pod".into(), json!(view.backend_pod));
 }
 
 fn drop_of(e: &Event) -> Option<&DropDetail> {
@@ -393,48 +508,102 @@ fn is_too_big_error(e: &Event) -> bool {
     matches!((e.flow.l4_proto, e.flow.icmp), (Some(1), Some((3, 4))) | (Some(58), Some((2, _))))
 }
 
-fn netfilter_drops(events: &[Event], conns: &Connections, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+/// Client address, server address and port as the client asked them, protocol.
+type ConnGroup = (Option<IpAddr>, Option<IpAddr>, Option<u8>, Option<u16>);
+
+/// The group a drop is told in: its connection's client and server as the client opened it (a
+/// NATed connection's original tuple: the Service address, not the backend), so its drops before
+/// and after NAT, in whichever namespace, are one problem; the drop's own flow when it has none.
+fn conn_group(run: &Run<'_>, e: &Event) -> ConnGroup {
+    match run.conns.conn(e) {
+        Some(c) => (Some(c.client.0), Some(c.server.0), e.flow.l4_proto, c.server.1),
+        None => (e.flow.src, e.flow.dst, e.flow.l4_proto, e.flow.dport),
+    }
+}
+
+/// A group's events per network namespace, the namespace with the most first.
+fn by_namespace<'a>(group: &[&'a Event]) -> Vec<(Option<u32>, Vec<&'a Event>)> {
+    let mut places: BTreeMap<Option<u32>, Vec<&Event>> = BTreeMap::new();
+    for e in group {
+        places.entry(e.netns).or_default().push(e);
+    }
+    let mut places: Vec<_> = places.into_iter().collect();
+    places.sort_by_key(|(_, at)| std::cmp::Reverse(at.len()));
+    places
+}
+
+fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let events = run.events;
     // Too-big errors the MTU probe saw dropped are told as part of mtu-blackhole, with the
     // flow they were about (the drop's own flow is router -> sender, ICMP).
     let mtu_told: HashSet<Option<u32>> =
         events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == MtuEventKind::FragNeededDropped)).map(|e| e.netns).collect();
     // Dropped DNS queries are dns-no-reply's, which names the rule too: one problem, one finding.
-    let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)) && dns_query_drop(e, conns).is_none());
-    for ((netns, ..), group) in group_drops(kept, |d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
+    let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)) && dns_query_drop(e, &run.conns).is_none());
+    let mut groups: BTreeMap<ConnGroup, Vec<&Event>> = BTreeMap::new();
+    for e in kept {
+        if drop_of(e).is_some_and(|d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
+            groups.entry(conn_group(run, e)).or_default().push(e);
+        }
+    }
+    for group in groups.into_values() {
+        // Each namespace's rules are matched on the packets as they were there (after DNAT,
+        // the backend's port).
+        let places = by_namespace(&group);
+        let mut rules = NamedRules::default();
+        let mut where_ = Vec::new();
+        for (netns, at) in &places {
+            let (ipv6, proto, dport) = at.first().map(|e| (e.flow.dst.map(|ip| ip.is_ipv6()), e.flow.l4_proto, e.flow.dport)).unwrap_or_default();
+            if let Some(n) = netns {
+                rules.add(facts.dropping_rules(*n), ipv6, proto, dport);
+            }
+            let words = netns_words(*netns, at, facts);
+            where_.push(if places.len() > 1 { format!("{words} ({} packets)", at.len()) } else { words });
+        }
+        let (netns, most) = (places[0].0, &places[0].1);
         let mut evidence = obj(json!({
-            "events": group.len(),
             "drops": group.len(),
             "reason": "NETFILTER_DROP",
             "locations": distinct(&group, |d| d.location.clone()),
             "netns": netns,
-            "netns_pod": group.iter().find_map(|e| e.netns_pod.clone()),
+            "netns_pod": most.iter().find_map(|e| e.netns_pod.clone()),
             "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
+            "dropped_in": where_,
         }));
-        let (ipv6, proto, dport) = group.first().map(|e| (e.flow.dst.map(|ip| ip.is_ipv6()), e.flow.l4_proto, e.flow.dport)).unwrap_or_default();
-        let rules = netns.map(|n| NamedRules::of(facts, n, ipv6, proto, dport)).unwrap_or_default();
         rules.write(&mut evidence);
+        let nat = run.nat_of_any(&group).cloned();
+        if let Some(view) = &nat {
+            nat_evidence(view, &mut evidence);
+        }
         let icmp_error = group.iter().any(|e| match (e.flow.l4_proto, e.flow.icmp) {
             (Some(1), Some((t, _))) => matches!(t, 3 | 11 | 12),
             (Some(58), Some((t, _))) => (1..=4).contains(&t),
             _ => false,
         });
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let told = told(run, &group, &mut evidence);
+        let via = nat
+            .map(|v| {
+                let pod = v.backend_pod.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
+                format!(" (connections to {} that DNAT sent to backend {}{pod})", service_words(&v), v.backend.as_deref().unwrap_or("-"))
+            })
+            .unwrap_or_default();
         let mut summary = format!(
-            "a netfilter rule in {} dropped {}: look for a DROP or REJECT rule there (iptables-save -c / nft list ruleset in that namespace)",
-            netns_words(netns, &group, facts),
+            "{} in {} dropped {}{via}: look for a DROP or REJECT rule there (iptables-save -c / nft list ruleset in that namespace)",
+            if places.len() > 1 { "netfilter rules" } else { "a netfilter rule" },
+            where_.join(" and "),
             traffic_words(&group)
         );
         summary.push_str(&rules.words());
         if icmp_error {
             summary.push_str("; these are ICMP errors, which path MTU discovery and connection errors depend on");
         }
-        out.push(Finding { code: "netfilter-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("netfilter-drop", Severity::Error, summary, evidence));
     }
 }
 
-fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn conntrack_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, &'static str), Vec<&Event>> = BTreeMap::new();
-    for e in events {
+    for e in run.events {
         if let Some(c) = drop_of(e).and_then(|d| d.conntrack.as_ref()) {
             groups.entry((e.netns, c.cause.name())).or_default().push(e);
         }
@@ -442,10 +611,8 @@ fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
     for ((netns, cause), group) in groups {
         let last = group.iter().rev().find_map(|e| drop_of(e).and_then(|d| d.conntrack.clone()));
         let (entries, max) = last.map_or((None, None), |c| (c.entries, c.max));
-        let mut evidence = obj(json!({
-            "events": group.len(), "drops": group.len(), "cause": cause, "entries": entries, "max": max, "netns": netns,
-        }));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let mut evidence = obj(json!({"drops": group.len(), "cause": cause, "entries": entries, "max": max, "netns": netns}));
+        let told = told(run, &group, &mut evidence);
         let where_ = netns_words(netns, &group, facts);
         let summary = match cause {
             "table_full" => format!(
@@ -465,7 +632,7 @@ fn conntrack_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
                 group.len()
             ),
         };
-        out.push(Finding { code: "conntrack-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("conntrack-drop", Severity::Error, summary, evidence));
     }
 }
 
@@ -514,11 +681,11 @@ fn interface_chatter(e: &Event) -> bool {
     e.flow.dst.is_some_and(routine_dst) || e.flow.src.is_some_and(routine_src)
 }
 
-fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn route_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     // Per namespace, incoming device and family: forwarding is switched per device.
     type Key = (Option<u32>, Option<String>, bool);
     let mut groups: BTreeMap<Key, Vec<&Event>> = BTreeMap::new();
-    for e in events {
+    for e in run.events {
         // Traffic to a Service address that nothing translated is service-not-translated's.
         if drop_of(e).is_some_and(|d| ROUTE_REASONS.contains(&d.reason.as_str())) && service_address(e, facts).is_none() && !interface_chatter(e) {
             let v6 = matches!(e.flow.dst, Some(IpAddr::V6(_)));
@@ -531,48 +698,31 @@ fn route_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) 
             None => (None, Map::new()),
         };
         let reasons = distinct(&group, |d| d.reason.clone());
-        let mut evidence = obj(json!({
-            "events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns,
-            "device": dev, "sysctls": sysctls,
-        }));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let mut evidence = obj(json!({"drops": group.len(), "reason": reasons.join(","), "netns": netns, "device": dev, "sysctls": sysctls}));
+        let told = told(run, &group, &mut evidence);
         let where_ = netns_words(netns, &group, facts);
         let traffic = traffic_words(&group);
         let finding = if forwards == Some(false) {
             let key = if v6 { "net.ipv6.conf.all.forwarding" } else { "net.ipv4.ip_forward" };
-            Finding {
-                code: "ip-forward-disabled",
-                severity: Severity::Error,
-                summary: format!(
-                    "IP forwarding is off in {where_} ({key} = 0{}): it dropped {traffic} that it should have routed; set {key}=1 there",
-                    dev.as_deref().map(|d| format!(", arriving on {d}")).unwrap_or_default()
-                ),
-                pods,
-                flows,
-                evidence,
-                seen: seen.clone(),
-            }
+            let summary = format!(
+                "IP forwarding is off in {where_} ({key} = 0{}): it dropped {traffic} that it should have routed; set {key}=1 there",
+                dev.as_deref().map(|d| format!(", arriving on {d}")).unwrap_or_default()
+            );
+            told.finding("ip-forward-disabled", Severity::Error, summary, evidence)
         } else {
-            Finding {
-                code: "no-route",
-                severity: Severity::Error,
-                summary: format!(
-                    "{where_} has no route for the destination: it dropped {traffic} ({}); add the route (ip route) or check that the pod CIDR does not overlap the host network",
-                    reasons.join(", ")
-                ),
-                pods,
-                flows,
-                evidence,
-                seen: seen.clone(),
-            }
+            let summary = format!(
+                "{where_} has no route for the destination: it dropped {traffic} ({}); add the route (ip route) or check that the pod CIDR does not overlap the host network",
+                reasons.join(", ")
+            );
+            told.finding("no-route", Severity::Error, summary, evidence)
         };
         out.push(finding);
     }
 }
 
-fn rp_filter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn rp_filter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
-    for e in events {
+    for e in run.events {
         if drop_of(e).is_some_and(|d| d.reason == "IP_RPFILTER") && !interface_chatter(e) {
             groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
         }
@@ -588,29 +738,29 @@ fn rp_filter_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Findin
                 }
             }
         }
-        let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "netns": netns, "device": dev, "sysctls": sysctls}));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let mut evidence = obj(json!({"drops": group.len(), "netns": netns, "device": dev, "sysctls": sysctls}));
+        let told = told(run, &group, &mut evidence);
         let summary = format!(
             "reverse-path filtering in {} dropped {}{}: the route back to the source leaves by another device; fix the routing or set rp_filter to 2 (loose) on that device",
             netns_words(netns, &group, facts),
             traffic_words(&group),
             dev.as_deref().map(|d| format!(" arriving on {d}")).unwrap_or_default()
         );
-        out.push(Finding { code: "rp-filter-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("rp-filter-drop", Severity::Error, summary, evidence));
     }
 }
 
-fn neighbor_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn neighbor_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
-    for e in events {
+    for e in run.events {
         if drop_of(e).is_some_and(|d| NEIGH_REASONS.contains(&d.reason.as_str())) {
             groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
         }
     }
     for ((netns, dev), group) in groups {
         let reasons = distinct(&group, |d| d.reason.clone());
-        let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns, "device": dev}));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let mut evidence = obj(json!({"drops": group.len(), "reason": reasons.join(","), "netns": netns, "device": dev}));
+        let told = told(run, &group, &mut evidence);
         let targets: BTreeSet<String> = group.iter().filter_map(|e| e.flow.dst.map(|a| a.to_string())).collect();
         let summary = format!(
             "{} could not resolve the link-layer address (ARP/ND got no answer) of {}{}: {} dropped; the host is down, not on that link, or an address overlaps another network",
@@ -619,7 +769,7 @@ fn neighbor_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding
             dev.as_deref().map(|d| format!(" on {d}")).unwrap_or_default(),
             traffic_words(&group)
         );
-        out.push(Finding { code: "neighbor-failed", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("neighbor-failed", Severity::Error, summary, evidence));
     }
 }
 
@@ -645,22 +795,15 @@ fn is_no_socket(e: &Event) -> bool {
 /// NO_SOCKET (`tcp_v4_rcv`), so a reset whose next event of the connection is such a drop is
 /// that answer and shows nothing. A socket's own reset (`tcp_send_active_reset`: SO_LINGER 0,
 /// close with unread data; traced from 6.10) stands alone or is followed by the answer's.
-fn sockets_seen(events: &[Event], conns: &Connections) -> HashMap<(ConnKey, End), i128> {
-    let mut by_conn: HashMap<ConnKey, Vec<&Event>> = HashMap::new();
-    for e in events {
-        if let Some((key, _)) = conns.of(e) {
-            by_conn.entry(key).or_default().push(e);
-        }
-    }
+fn sockets_seen(run: &Run<'_>) -> HashMap<(ConnKey, End), i128> {
     let mut seen: HashMap<(ConnKey, End), i128> = HashMap::new();
-    for (key, mut list) in by_conn {
-        list.sort_by_key(|e| e.ts_unix_ns);
+    for (key, list) in &run.by_conn {
         for (i, e) in list.iter().enumerate() {
             let src = e.flow.src.map(|ip| (ip, e.flow.sport));
             let end = match &e.detail {
                 Detail::Reset(t) if t.direction == Some(ResetDirection::Sent) && list.get(i + 1).is_some_and(|next| is_no_socket(next)) => None,
                 Detail::Drop(_) if is_no_socket(e) => None,
-                Detail::Nat(n) => n.orig_src.as_deref().and_then(super::flows::parse_end),
+                Detail::Nat(n) => n.orig_src.as_deref().and_then(parse_end),
                 _ => src,
             };
             if let Some(end) = end {
@@ -677,43 +820,88 @@ fn sockets_seen(events: &[Event], conns: &Connections) -> HashMap<(ConnKey, End)
 /// no-listener for such segments).
 const CLOSE_RACE_NS: i128 = 1_000_000_000;
 
-/// Why a packet that found no socket is routine, or None when it is a missing server.
-fn late_packet(e: &Event, conns: &Connections, sockets: &HashMap<(ConnKey, End), i128>, facts: &mut dyn Facts) -> Option<&'static str> {
-    // The drop event carries no TCP flags (tracer-common's RawFlow has none), so a SYN is told
-    // from a late segment by what else the run saw of the connection: a socket at the very end
-    // the packet was sent to, before it came, has closed since. A SYN to a closed server port
-    // finds no socket ever seen at its destination (the client's own events are at the other
-    // end).
-    if let (Some((key, _)), Some(dst)) = (conns.of(e), e.flow.dst)
-        && sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS)
-    {
-        return Some("connection");
-    }
-    // A packet from a port outside the ephemeral range to one inside it is a server's reply to
-    // a client port (servers listen below it, the kernel picks client ports in it), even when
-    // the run did not see the client's socket (it gave up before the run, or the kernel does not
-    // trace its reset).
-    let (lo, hi) = client_ports(facts, e.netns)?;
-    let client = |p: Option<u16>| p.is_some_and(|p| (lo..=hi).contains(&p));
-    (client(e.flow.dport) && !client(e.flow.sport)).then_some("client_port")
+/// Why a packet that found no socket is routine: each sign that it belongs to a connection
+/// that was, rather than one being opened (a packet may show several).
+#[derive(Debug, Clone, Copy, Default)]
+struct LateSigns {
+    /// A TCP segment whose flags are no opening (not a SYN without ACK: data, ACK, FIN, RST,
+    /// a SYN-ACK): it belongs to a connection that exists or existed at one of its ends.
+    by_tcp_flags: bool,
+    /// The run saw a socket at the very end the packet went to, before it came (or up to
+    /// [`CLOSE_RACE_NS`] after): that socket has closed since.
+    after_connection: bool,
+    /// From a port outside the namespace's ephemeral range to one inside it: a server's reply
+    /// to a client port.
+    to_client_port: bool,
 }
 
-fn no_listener(events: &[Event], conns: &Connections, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
-    let sockets = sockets_seen(events, conns);
-    // Per (destination address, protocol, port) nothing listens on.
+/// The signs that a packet that found no socket is late, and whether they make it late (None:
+/// a missing server). A TCP segment with its flags read is judged by them alone: a SYN without
+/// ACK opens a connection, so nothing listening there is a missing server even where a socket
+/// was before (a server that went away); any other segment is late. Without flags (UDP, or
+/// TCP from a recording or kernel path without them) the run's events and the port range tell.
+fn late_signs(e: &Event, run: &Run<'_>, sockets: &HashMap<(ConnKey, End), i128>, ports: &mut ClientPorts<'_>) -> Option<LateSigns> {
+    let after_connection = match (run.conns.of(e), e.flow.dst) {
+        (Some((key, _)), Some(dst)) => sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS),
+        _ => false,
+    };
+    // Servers listen below the ephemeral range and the kernel picks client ports in it, so a
+    // packet from outside it to inside it is a reply, even when the run did not see the
+    // client's socket (it gave up before the run, or the kernel does not trace its reset).
+    let to_client_port = ports.get(e.netns).is_some_and(|(lo, hi)| {
+        let client = |p: Option<u16>| p.is_some_and(|p| (lo..=hi).contains(&p));
+        client(e.flow.dport) && !client(e.flow.sport)
+    });
+    let signs = LateSigns { by_tcp_flags: e.flow.tcp_flags.is_some_and(|f| !f.opens_connection()), after_connection, to_client_port };
+    let late = match e.flow.tcp_flags {
+        Some(flags) => !flags.opens_connection(),
+        None => after_connection || to_client_port,
+    };
+    late.then_some(signs)
+}
+
+/// The ephemeral port range per namespace, read once each.
+struct ClientPorts<'f> {
+    facts: &'f mut dyn Facts,
+    read: HashMap<Option<u32>, Option<(u16, u16)>>,
+}
+
+impl ClientPorts<'_> {
+    fn get(&mut self, netns: Option<u32>) -> Option<(u16, u16)> {
+        let facts = &mut *self.facts;
+        *self.read.entry(netns).or_insert_with(|| client_ports(facts, netns))
+    }
+}
+
+/// The flags of a group's TCP segments, counted by name (`{"SYN": 2}`).
+fn flag_counts(events: &[&Event]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for flags in events.iter().filter_map(|e| e.flow.tcp_flags) {
+        *counts.entry(flags.name()).or_default() += 1;
+    }
+    counts
+}
+
+fn no_listener(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let sockets = sockets_seen(run);
+    let mut ports = ClientPorts { facts, read: HashMap::new() };
+    // Per (address, protocol, port) nothing listens on: the packet's own destination (after
+    // DNAT, the backend), and for a reset received while connecting to a Service address, the
+    // backend DNAT sent the SYN to.
     #[expect(clippy::type_complexity, reason = "a local tally: (events, drops, resets) per destination")]
     let mut groups: BTreeMap<(IpAddr, Option<u8>, Option<u16>), (Vec<&Event>, u64, u64)> = BTreeMap::new();
-    // Late packets per (client address, protocol): why each was judged late, counted.
-    #[expect(clippy::type_complexity, reason = "a local tally: (events, count per why) per client address")]
-    let mut late: BTreeMap<(IpAddr, Option<u8>), (Vec<&Event>, BTreeMap<&'static str, u64>)> = BTreeMap::new();
-    for e in events {
+    // Late packets per (client address, protocol), with their signs.
+    type LateGroup<'a> = (Vec<&'a Event>, Vec<LateSigns>);
+    let mut late: BTreeMap<(IpAddr, Option<u8>), LateGroup<'_>> = BTreeMap::new();
+    for e in run.events {
         match &e.detail {
-            Detail::Drop(d) if d.reason == "NO_SOCKET" => {
+            // A DNS query that found no socket is dns-no-reply's: one problem, one finding.
+            Detail::Drop(d) if d.reason == "NO_SOCKET" && dns_query_drop(e, &run.conns).is_none() => {
                 let Some(dst) = e.flow.dst else { continue };
-                if let Some(why) = late_packet(e, conns, &sockets, facts) {
+                if let Some(signs) = late_signs(e, run, &sockets, &mut ports) {
                     let g = late.entry((dst, e.flow.l4_proto)).or_default();
                     g.0.push(e);
-                    *g.1.entry(why).or_default() += 1;
+                    g.1.push(signs);
                     continue;
                 }
                 let g = groups.entry((dst, e.flow.l4_proto, e.flow.dport)).or_default();
@@ -721,44 +909,62 @@ fn no_listener(events: &[Event], conns: &Connections, facts: &mut dyn Facts, out
                 g.1 += 1;
             }
             // A reset received while connecting: the peer refused the port.
-            Detail::Reset(t) if t.direction == Some(ResetDirection::Received) && t.state == Some("SYN_SENT") => {
-                if let Some(dst) = e.flow.dst {
-                    let g = groups.entry((dst, e.flow.l4_proto, e.flow.dport)).or_default();
-                    g.0.push(e);
-                    g.2 += 1;
-                }
+            Detail::Reset(t) if t.direction == Some(ResetDirection::Received) && t.state == Some("SYN_SENT") && !is_dns(e) => {
+                let nat = run.conns.of(e).and_then(|(key, _)| run.conns.nat(&key)).and_then(|v| v.backend_end);
+                let Some((dst, dport)) = nat.or_else(|| e.flow.dst.map(|d| (d, e.flow.dport))) else { continue };
+                let g = groups.entry((dst, e.flow.l4_proto, dport)).or_default();
+                g.0.push(e);
+                g.2 += 1;
             }
             _ => {}
         }
     }
     for ((dst, _, port), (group, drops, resets)) in groups {
-        let mut evidence = obj(json!({"events": group.len(), "drops": drops, "resets": resets}));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
-        let target = match port {
-            Some(p) => crate::events::Flow { dst: Some(dst), dport: Some(p), ..Default::default() }.dst_endpoint().unwrap_or_default(),
-            None => dst.to_string(),
-        };
-        let pod = group.iter().find_map(|e| e.dst_pod.clone()).map(|p| format!(" ({p})")).unwrap_or_default();
+        let mut evidence = obj(json!({"drops": drops, "resets": resets}));
+        let flags = flag_counts(&group);
+        if !flags.is_empty() {
+            evidence.insert("tcp_flags".into(), json!(flags));
+        }
+        // Where the clients asked, when DNAT sent them here.
+        let nat = run.nat_of_any(&group).filter(|v| v.backend_end == Some((dst, port))).cloned();
+        if let Some(view) = &nat {
+            nat_evidence(view, &mut evidence);
+        }
+        let told = told(run, &group, &mut evidence);
+        let target = super::flows::end_text((dst, port));
+        let pod = group
+            .iter()
+            .find_map(|e| e.dst_pod.clone())
+            .or_else(|| nat.as_ref().and_then(|v| v.backend_pod.clone()))
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        let via = nat.as_ref().map(|v| format!(", the backend DNAT chose for {}", service_words(v))).unwrap_or_default();
         let proto = group.first().map(|e| e.flow.proto_name()).unwrap_or_default();
         let summary = format!(
-            "nothing listens on {proto} {target}{pod}: {drops} packets found no socket and {resets} connects were refused; check that the server runs and listens on that port and address",
+            "nothing listens on {proto} {target}{pod}{via}: {drops} packets found no socket and {resets} connects were refused; check that the server runs and listens on that port and address",
         );
-        out.push(Finding { code: "no-listener", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("no-listener", Severity::Error, summary, evidence));
     }
-    for ((dst, _), (group, why)) in late {
+    for ((dst, _), (group, signs)) in late {
+        let count = |f: fn(&LateSigns) -> bool| signs.iter().filter(|s| f(s)).count();
         let mut evidence = obj(json!({
-            "events": group.len(), "drops": group.len(),
-            "after_connection": why.get("connection").copied().unwrap_or(0),
-            "to_client_port": why.get("client_port").copied().unwrap_or(0),
+            "drops": group.len(),
+            "by_tcp_flags": count(|s| s.by_tcp_flags),
+            "after_connection": count(|s| s.after_connection),
+            "to_client_port": count(|s| s.to_client_port),
         }));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let flags = flag_counts(&group);
+        if !flags.is_empty() {
+            evidence.insert("tcp_flags".into(), json!(flags));
+        }
+        let told = told(run, &group, &mut evidence);
         let proto = group.first().map(|e| e.flow.proto_name()).unwrap_or_default();
         let pod = group.iter().find_map(|e| e.dst_pod.clone()).map(|p| format!(" ({p})")).unwrap_or_default();
         let summary = format!(
-            "{} {proto} packets reached ports {dst}{pod} had already closed as a client (late replies or segments after the client gave up or reset the connection): routine, nothing to fix unless the clients time out",
+            "{} {proto} packets reached {dst}{pod} after the socket they were for had closed (late replies, or segments of connections that end had already closed or reset): routine, nothing to fix unless its clients time out",
             group.len()
         );
-        out.push(Finding { code: "late-reply", severity: Severity::Info, summary, pods, flows, evidence, seen });
+        out.push(told.finding("late-reply", Severity::Info, summary, evidence));
     }
 }
 
@@ -781,11 +987,11 @@ struct MtuStory<'a> {
 }
 
 /// Retransmits per connection.
-fn retransmits_by_conn(events: &[Event], conns: &Connections) -> HashMap<ConnKey, u64> {
+fn retransmits_by_conn(run: &Run<'_>) -> HashMap<ConnKey, u64> {
     let mut out = HashMap::new();
-    for e in events {
+    for e in run.events {
         if matches!(e.detail, Detail::Retransmit(_))
-            && let Some((key, _)) = conns.of(e)
+            && let Some((key, _)) = run.conns.of(e)
         {
             *out.entry(key).or_default() += 1;
         }
@@ -797,11 +1003,11 @@ fn retransmits_by_conn(events: &[Event], conns: &Connections) -> HashMap<ConnKey
 /// the sender is not learning the path MTU.
 const BLACKHOLE_REPEATS: u64 = 3;
 
-fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>) {
+fn mtu_blackholes(run: &Run<'_>, out: &mut Vec<Finding>) {
     let mut stories: BTreeMap<ConnKey, MtuStory<'_>> = BTreeMap::new();
-    for e in events {
+    for e in run.events {
         let Detail::Mtu(m) = &e.detail else { continue };
-        let Some((key, label)) = conns.of(e) else { continue };
+        let Some((key, label)) = run.conns.of(e) else { continue };
         let s = stories.entry(key).or_insert_with(|| MtuStory { label, ..MtuStory::default() });
         s.events.push(e);
         if m.event == MtuEventKind::FragNeededDropped && s.dropped_at.is_none() {
@@ -826,7 +1032,7 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
             }
         }
     }
-    let retransmits = retransmits_by_conn(events, conns);
+    let retransmits = retransmits_by_conn(run);
     for (key, s) in stories {
         let retrans = retransmits.get(&key).copied().unwrap_or(0);
         let too_big = s.sent + s.too_big + s.oversize;
@@ -835,14 +1041,13 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
             continue;
         }
         let mut evidence = obj(json!({
-            "events": s.events.len() as u64 + retrans,
             "mtu": s.mtu, "len": s.len, "device": s.device, "dev_mtu": s.dev_mtu,
             "frag_needed_sent": s.sent, "frag_needed_received": s.received, "frag_needed_dropped": s.dropped,
             "too_big_drops": s.too_big, "oversize": s.oversize, "retransmits": retrans,
             "icmp_dropped_netns": s.dropped_at.as_ref().and_then(|(netns, ..)| *netns),
             "icmp_dropped_pod": s.dropped_at.as_ref().and_then(|(_, pod, _)| pod.clone()),
         }));
-        let (pods, _, seen) = pods_and_flows(s.events.iter().copied(), &mut evidence);
+        let mut told = told(run, &s.events, &mut evidence);
         let mtu = s.mtu.map(|m| format!("MTU {m}")).unwrap_or_else(|| "a smaller MTU".into());
         let why = if s.dropped > 0 {
             let at = match &s.dropped_at {
@@ -860,7 +1065,8 @@ fn mtu_blackholes(events: &[Event], conns: &Connections, out: &mut Vec<Finding>)
             s.len,
             s.device.as_deref().map(|d| format!(" (device {d})")).unwrap_or_default()
         );
-        out.push(Finding { code: "mtu-blackhole", severity: Severity::Error, summary, pods, flows: BTreeSet::from([s.label]), evidence, seen });
+        told.flows = BTreeSet::from([s.label]);
+        out.push(told.finding("mtu-blackhole", Severity::Error, summary, evidence));
     }
 }
 
@@ -871,16 +1077,20 @@ fn nat_of(e: &Event) -> Option<&NatDetail> {
     }
 }
 
-fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
+fn nat_no_reply(run: &Run<'_>, info: &RunInfo, out: &mut Vec<Finding>) {
     // A connection marked no_reply that got its reply later is fine after all.
-    let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
+    let replied: HashSet<u64> = run.events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
+    // A connection an error above told (a rule's drop at the backend, nothing listening there)
+    // is told there, with the Service and the backend: one problem, one finding.
+    let told_already = Run::told_by_errors(out);
     let mut groups: BTreeMap<Option<String>, Vec<&Event>> = BTreeMap::new();
-    for e in events {
+    for e in run.events {
         // DNS queries are dns-no-reply's, which names the backend too: one finding, not two.
         if let Some(n) = nat_of(e)
             && n.state == NatState::NoReply
             && !replied.contains(&n.conn)
             && !is_dns(e)
+            && !run.conns.of(e).is_some_and(|(key, _)| told_already.contains(&key))
         {
             groups.entry(n.backend.clone()).or_default().push(e);
         }
@@ -891,10 +1101,10 @@ fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
         let service = first.and_then(|n| n.service.clone());
         let address = first.and_then(|n| n.orig_dst.clone());
         let mut evidence = obj(json!({
-            "events": group.len(), "connections": group.len(), "backend": backend, "backend_pod": backend_pod,
+            "connections": group.len(), "backend": backend, "backend_pod": backend_pod,
             "service": service, "address": address, "reply_timeout_s": info.reply_timeout.as_secs_f64(),
         }));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let told = told(run, &group, &mut evidence);
         let target = match (&service, &address) {
             (Some(s), Some(a)) => format!("Service {s} ({a})"),
             (None, Some(a)) => a.clone(),
@@ -907,7 +1117,7 @@ fn nat_no_reply(events: &[Event], info: &RunInfo, out: &mut Vec<Finding>) {
             backend_pod.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
             info.reply_timeout
         );
-        out.push(Finding { code: "nat-no-reply", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("nat-no-reply", Severity::Error, summary, evidence));
     }
 }
 
@@ -918,7 +1128,8 @@ fn service_address(e: &Event, facts: &dyn Facts) -> Option<(String, String)> {
     Some((service, e.flow.dst_endpoint()?))
 }
 
-fn service_not_translated(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn service_not_translated(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let events = run.events;
     if !facts.knows_services() {
         return;
     }
@@ -951,15 +1162,15 @@ fn service_not_translated(events: &[Event], facts: &mut dyn Facts, out: &mut Vec
     }
     for ((service, address), g) in groups {
         let mut evidence = obj(json!({
-            "events": g.events.len(), "service": service, "address": address, "retransmits": g.retransmits,
+            "service": service, "address": address, "retransmits": g.retransmits,
             "connect_fails": g.connect_fails, "drops": g.drops, "dnat_seen": 0,
         }));
-        let (pods, flows, seen) = pods_and_flows(g.events.iter().copied(), &mut evidence);
+        let told = told(run, &g.events, &mut evidence);
         let summary = format!(
             "traffic to Service {service} ({address}) was never translated to a backend ({} SYN retransmits, {} failed connects, {} drops, no DNAT seen): this node's Service rules are missing; check kube-proxy (or the CNI's service implementation) on this node",
             g.retransmits, g.connect_fails, g.drops
         );
-        out.push(Finding { code: "service-not-translated", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("service-not-translated", Severity::Error, summary, evidence));
     }
 }
 
@@ -989,7 +1200,7 @@ fn dns_query_drop(e: &Event, conns: &Connections) -> Option<String> {
 /// destination port the rules there are matched on.
 type DroppedAt = (BTreeSet<String>, Option<bool>, Option<u8>, Option<u16>);
 
-fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     #[derive(Default)]
     struct Server<'a> {
         events: Vec<&'a Event>,
@@ -997,20 +1208,31 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
         no_reply: u64,
         drops: u64,
         retransmits: u64,
+        /// TCP connects the server's end refused (a reset in SYN_SENT).
+        refused: u64,
         /// NAT backends the unanswered queries were sent to, with their pods.
         backends: BTreeMap<String, Option<String>>,
         service: Option<String>,
         /// Where queries were dropped: (namespace, its pod) -> what was dropped there.
         dropped_in: BTreeMap<(Option<u32>, Option<String>), DroppedAt>,
     }
+    let (events, conns) = (run.events, &run.conns);
     let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
+    // Queries lost for a reason an error above told (no route, ARP, conntrack) are told there.
+    let told_already = Run::told_by_errors(out);
     let mut servers: BTreeMap<String, Server<'_>> = BTreeMap::new();
     for e in events {
+        if conns.of(e).is_some_and(|(key, _)| told_already.contains(&key)) {
+            continue;
+        }
         let (server, counts) = match &e.detail {
-            Detail::Nat(n) if is_dns(e) && n.state == NatState::NoReply && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0)),
-            Detail::Drop(_) => (dns_query_drop(e, conns), (0, 1, 0)),
-            Detail::Retransmit(t) if is_dns(e) && t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1)),
-            Detail::ConnectFail(_) if is_dns(e) => (e.flow.dst_endpoint(), (0, 0, 1)),
+            Detail::Nat(n) if is_dns(e) && n.state == NatState::NoReply && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0, 0)),
+            Detail::Drop(_) => (dns_query_drop(e, conns), (0, 1, 0, 0)),
+            Detail::Retransmit(t) if is_dns(e) && t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
+            Detail::ConnectFail(_) if is_dns(e) => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
+            Detail::Reset(t) if is_dns(e) && t.state == Some("SYN_SENT") && t.direction == Some(ResetDirection::Received) => {
+                (e.flow.dst_endpoint(), (0, 0, 0, 1))
+            }
             _ => continue,
         };
         let Some(server) = server else { continue };
@@ -1033,6 +1255,7 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
         s.no_reply += counts.0;
         s.drops += counts.1;
         s.retransmits += counts.2;
+        s.refused += counts.3;
     }
     for (server, s) in servers {
         // Where the queries were lost, and the rules there that may have dropped them (as
@@ -1048,7 +1271,15 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
                 },
                 (None, None) => "an unknown network namespace".into(),
             };
-            place.push_str(&format!(" ({})", reasons.iter().cloned().collect::<Vec<_>>().join(", ")));
+            let said: Vec<String> = reasons
+                .iter()
+                .map(|r| {
+                    // DNS is UDP or TCP.
+                    let proto = if *proto == Some(6) { "tcp" } else { "udp" };
+                    if r == "NO_SOCKET" { format!("{r}: nothing listens on {proto}/{} there", dport.unwrap_or(0)) } else { r.clone() }
+                })
+                .collect();
+            place.push_str(&format!(" ({})", said.join(", ")));
             places.push(place);
             if reasons.contains("NETFILTER_DROP")
                 && let Some(inode) = netns
@@ -1057,21 +1288,16 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
             }
         }
         let mut evidence = obj(json!({
-            "events": s.events.len(), "queries": s.queries.len(), "server": server, "no_reply": s.no_reply,
-            "drops": s.drops, "retransmits": s.retransmits, "service": s.service,
+            "queries": s.queries.len(), "server": server, "no_reply": s.no_reply,
+            "drops": s.drops, "retransmits": s.retransmits, "refused": s.refused, "service": s.service,
             "backends": s.backends.keys().collect::<Vec<_>>(),
             "backend_pods": s.backends.values().flatten().collect::<Vec<_>>(),
             "dropped_in": places,
         }));
         rules.write(&mut evidence);
-        let (pods, _, seen) = pods_and_flows(s.events.iter().copied(), &mut evidence);
         // The queries as the clients sent them (to the Service address), not as each
         // namespace saw them after DNAT: one query is one flow.
-        let mut flows: BTreeSet<String> = s.events.iter().filter_map(|e| conns.of(e).map(|(_, label)| label)).collect();
-        if flows.len() > MAX_FLOWS {
-            evidence.insert("flows_total".into(), json!(flows.len()));
-            flows = flows.into_iter().take(MAX_FLOWS).collect();
-        }
+        let told = told(run, &s.events, &mut evidence);
         let mut causes = Vec::new();
         let sent_to: Vec<String> = s.backends.iter().map(|(b, pod)| pod.as_ref().map_or_else(|| b.clone(), |p| format!("{b} ({p})"))).collect();
         if s.no_reply > 0 {
@@ -1094,6 +1320,9 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
         if s.retransmits > 0 {
             causes.push(format!("{} TCP connects were retransmitted or failed", s.retransmits));
         }
+        if s.refused > 0 {
+            causes.push(format!("{} TCP connects were refused", s.refused));
+        }
         let server_words = match &s.service {
             Some(svc) => format!("Service {svc} ({server})"),
             None => server.clone(),
@@ -1102,27 +1331,24 @@ fn dns_no_reply(events: &[Event], conns: &Connections, reply_timeout: Duration, 
             "DNS queries to {server_words} are not answered ({}): name resolution in these pods times out; check the DNS server (kube-dns/CoreDNS pods) and the path to it",
             causes.join("; ")
         );
-        out.push(Finding { code: "dns-no-reply", severity: Severity::Error, summary, pods, flows, evidence, seen });
+        out.push(told.finding("dns-no-reply", Severity::Error, summary, evidence));
     }
 }
 
-fn socket_buffer_drops(events: &[Event], facts: &mut dyn Facts, out: &mut Vec<Finding>) {
-    for ((netns, ..), group) in group_drops(events, |d| SOCKET_BUFFER_REASONS.contains(&d.reason.as_str())) {
+fn socket_buffer_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    for ((netns, ..), group) in group_drops(run.events, |d| SOCKET_BUFFER_REASONS.contains(&d.reason.as_str())) {
         let reasons = distinct(&group, |d| d.reason.clone());
-        let mut evidence = obj(json!({"events": group.len(), "drops": group.len(), "reason": reasons.join(","), "netns": netns}));
-        let (pods, flows, seen) = pods_and_flows(group.iter().copied(), &mut evidence);
+        let mut evidence = obj(json!({"drops": group.len(), "reason": reasons.join(","), "netns": netns}));
+        let told = told(run, &group, &mut evidence);
         let summary = format!(
             "a receiving socket in {} could not keep up: {} dropped because its queue was full ({}); the application reads too slowly, or its receive buffer (SO_RCVBUF, net.core.rmem_*) is too small",
             netns_words(netns, &group, facts),
             traffic_words(&group),
             reasons.join(", ")
         );
-        out.push(Finding { code: "socket-buffer-drop", severity: Severity::Warning, summary, pods, flows, evidence, seen });
+        out.push(told.finding("socket-buffer-drop", Severity::Warning, summary, evidence));
     }
 }
-
-/// Codes whose flows already explain their retransmits: no reply ever came, for a reason told.
-const NO_REPLY_CODES: &[&str] = &["mtu-blackhole", "nat-no-reply", "service-not-translated", "dns-no-reply", "no-listener"];
 
 /// Drops that have a finding of their own: a connection with one of them is explained by it.
 fn drop_has_finding(d: &DropDetail) -> bool {
@@ -1137,8 +1363,10 @@ fn drop_has_finding(d: &DropDetail) -> bool {
         || SOCKET_BUFFER_REASONS.contains(&r)
 }
 
-fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Finding>) {
-    let explained: HashSet<String> = out.iter().filter(|f| NO_REPLY_CODES.contains(&f.code)).flat_map(|f| f.flows.iter().cloned()).collect();
+fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
+    // Connections an error told already explain their retransmits: no reply came, for a reason
+    // told (nat-no-reply, no-listener, dns-no-reply, mtu-blackhole, a drop's finding, ...).
+    let explained = Run::told_by_errors(out);
     #[derive(Default)]
     struct Conn<'a> {
         label: String,
@@ -1150,8 +1378,8 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
         drops: BTreeMap<String, u64>,
     }
     let mut by_conn: BTreeMap<ConnKey, Conn<'_>> = BTreeMap::new();
-    for e in events {
-        let Some((key, label)) = conns.of(e) else { continue };
+    for e in run.events {
+        let Some((key, label)) = run.conns.of(e) else { continue };
         let c = by_conn.entry(key).or_insert_with(|| Conn { label, ..Conn::default() });
         match &e.detail {
             Detail::Retransmit(t) => {
@@ -1168,16 +1396,13 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
             _ => {}
         }
     }
-    for (_, c) in by_conn {
+    for (key, c) in by_conn {
         let quiet = c.retransmits < STORM_RETRANSMITS && c.connect_fails == 0;
-        if quiet || explained.contains(&c.label) || !c.drops.is_empty() {
+        if quiet || explained.contains(&key) || !c.drops.is_empty() {
             continue;
         }
-        let mut evidence = obj(json!({
-            "events": c.events.len(), "retransmits": c.retransmits, "connect_fails": c.connect_fails,
-            "states": c.states,
-        }));
-        let (pods, _, seen) = pods_and_flows(c.events.iter().copied(), &mut evidence);
+        let mut evidence = obj(json!({"retransmits": c.retransmits, "connect_fails": c.connect_fails, "states": c.states}));
+        let mut told = told(run, &c.events, &mut evidence);
         let connecting = c.states.contains("SYN_SENT");
         let seen_drops = "; no drop on this node explains it, so packets (or the replies) are lost beyond it: check the path back to this node (tunnel source address, firewalls)";
         let summary = if connecting {
@@ -1191,7 +1416,8 @@ fn retransmit_storms(events: &[Event], conns: &Connections, out: &mut Vec<Findin
             format!("{} retransmitted {} times in this run{seen_drops}", c.label, c.retransmits)
         };
         let severity = if c.connect_fails > 0 { Severity::Error } else { Severity::Warning };
-        out.push(Finding { code: "retransmit-storm", severity, summary, pods, flows: BTreeSet::from([c.label]), evidence, seen });
+        told.flows = BTreeSet::from([c.label]);
+        out.push(told.finding("retransmit-storm", severity, summary, evidence));
     }
 }
 
@@ -1701,5 +1927,243 @@ mod tests {
         assert_eq!(f[0].seen.examples[0]["kind"], "drop");
         assert_eq!(f[0].seen.examples[0]["ts"], "1970-01-01T00:00:01.000000001Z");
         assert_eq!(f[0].seen.examples[0]["reason"], "NETFILTER_DROP");
+    }
+
+    // --- TCP segments that find no socket, judged by their flags (issue 20) ---
+
+    /// A TCP segment read from a packet, with these flags.
+    fn segment(f: Flow, flags: u8) -> Flow {
+        Flow { tcp_flags: Some(crate::events::TcpFlags(flags)), ..f }
+    }
+
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+    const PSH: u8 = 0x08;
+
+    /// A socketless segment with `flags` and nothing else in the run: no socket event, no port
+    /// range read (the flags alone must tell).
+    fn lone_segment(flags: u8) -> Vec<Finding> {
+        let late = segment(flow("10.0.0.2", 8080, "10.0.0.1", 8081, 6), flags);
+        run(&[drop_event(late, "NO_SOCKET", 9, 1)], &mut FakeFacts::default())
+    }
+
+    #[test]
+    fn late_data_after_the_client_aborted_is_a_late_reply_by_its_flags() {
+        // The server's data in flight when the client reset: ACK|PSH, no client event traced
+        // (a kernel before 6.10 does not trace the client's own reset), ports that are no
+        // client's: only the flags tell.
+        let f = lone_segment(ACK | PSH);
+        assert_eq!(codes(&f), ["late-reply"], "{f:#?}");
+        assert_eq!((f[0].evidence["by_tcp_flags"].as_u64(), f[0].evidence["after_connection"].as_u64()), (Some(1), Some(0)));
+        assert_eq!(f[0].evidence["tcp_flags"], json!({"ACK|PSH": 1}));
+    }
+
+    #[test]
+    fn a_fin_or_ack_to_a_port_closed_since_is_a_late_reply() {
+        for flags in [ACK | FIN, ACK] {
+            assert_eq!(codes(&lone_segment(flags)), ["late-reply"], "flags {flags:#x}");
+        }
+    }
+
+    #[test]
+    fn a_reset_to_a_closed_port_is_a_late_reply() {
+        // The kernel answers nothing to a RST that finds no socket, and nothing is wrong.
+        for flags in [RST, RST | ACK] {
+            assert_eq!(codes(&lone_segment(flags)), ["late-reply"], "flags {flags:#x}");
+        }
+    }
+
+    #[test]
+    fn a_syn_ack_after_the_client_gave_up_is_a_late_reply() {
+        // The client's connect timed out and closed; the server's SYN-ACK comes late.
+        assert_eq!(codes(&lone_segment(SYN | ACK)), ["late-reply"]);
+    }
+
+    #[test]
+    fn a_syn_to_a_port_that_had_a_server_is_no_listener() {
+        // A socket at 10.0.0.2:8080 retransmitted earlier in the run, then the server went
+        // away: a SYN without ACK opens a connection, so it is a missing server, whatever the
+        // run's other events say; the same packet without flags would count as late.
+        let server = flow("10.0.0.2", 8080, "10.0.0.1", 40300, 6);
+        let syn = flow("10.0.0.1", 40300, "10.0.0.2", 8080, 6);
+        let before = tcp(server, "ESTABLISHED", false, 1);
+        let f = run(&[before.clone(), drop_event(segment(syn.clone(), SYN), "NO_SOCKET", 9, 2)], &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["no-listener"], "{f:#?}");
+        assert_eq!(f[0].evidence["tcp_flags"], json!({"SYN": 1}));
+        assert_eq!(codes(&run(&[before, drop_event(syn, "NO_SOCKET", 9, 2)], &mut FakeFacts::default())), ["late-reply"], "without flags");
+    }
+
+    #[test]
+    fn an_ecn_setup_syn_to_a_closed_port_is_no_listener() {
+        let syn = segment(flow("10.0.0.1", 40301, "10.0.0.2", 5304, 6), SYN | 0x40 | 0x80);
+        assert_eq!(codes(&run(&[drop_event(syn, "NO_SOCKET", 9, 1)], &mut with_client_ports())), ["no-listener"]);
+    }
+
+    // --- One problem, one finding: a connection through NAT and namespaces (issue 20) ---
+
+    const CLIENT: &str = "10.244.1.7";
+    const SVC: &str = "10.96.0.20";
+    const BACKEND: &str = "10.244.2.9";
+
+    /// A NAT event of a TCP connection CLIENT:40400 -> SVC:80 that DNAT sent to BACKEND:80, in
+    /// the node's namespace (2).
+    fn web_nat(state: NatState, reply_seen: bool, ts: i128) -> Event {
+        let mut e = nat_event(7, state, reply_seen, ts);
+        e.flow = flow(CLIENT, 40400, BACKEND, 80, 6);
+        e.netns = Some(2);
+        if let Detail::Nat(n) = &mut e.detail {
+            n.orig_dst = Some(format!("{SVC}:80"));
+            n.reply_src = Some(format!("{BACKEND}:80"));
+            n.reply_dst = Some(format!("{CLIENT}:40400"));
+            n.backend = Some(format!("{BACKEND}:80"));
+            n.backend_pod = Some("shop/web-1".into());
+            n.service = Some("shop/web".into());
+            n.orig_src = Some(format!("{CLIENT}:40400"));
+        }
+        e
+    }
+
+    /// The client's socket (namespace 1) retransmitting its SYN to the Service address.
+    fn client_syn_retransmit(ts: i128) -> Event {
+        let mut e = tcp(flow(CLIENT, 40400, SVC, 80, 6), "SYN_SENT", false, ts);
+        (e.netns, e.src_pod) = (Some(1), Some("shop/client".into()));
+        e
+    }
+
+    /// The backend (namespace 9) dropping the DNATed SYN.
+    fn backend_drop(reason: &str, ts: i128) -> Event {
+        let mut e = drop_event(segment(flow(CLIENT, 40400, BACKEND, 80, 6), SYN), reason, 9, ts);
+        (e.src_pod, e.dst_pod, e.netns_pod) = (Some("shop/client".into()), Some("shop/web-1".into()), Some("shop/web-1".into()));
+        e
+    }
+
+    /// `seen_in`'s counts: netns -> {kind: n}.
+    fn seen_in_counts(f: &Finding) -> BTreeMap<u64, BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for place in f.evidence["seen_in"].as_array().expect("seen_in") {
+            let kinds = place
+                .as_object()
+                .expect("an object")
+                .iter()
+                .filter(|(k, _)| !k.starts_with("netns"))
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)));
+            out.insert(place["netns"].as_u64().unwrap_or(0), kinds.collect());
+        }
+        out
+    }
+
+    #[test]
+    fn a_connection_through_a_service_whose_backend_drops_it_is_one_netfilter_drop() {
+        // The client's SYN retransmits to the Service address, the node's DNAT and its
+        // no_reply, the backend's drops of the translated SYNs: one story, told once, as the
+        // rule's drop (which says why there was no reply), not also as nat-no-reply.
+        let events = vec![
+            web_nat(NatState::New, false, 1),
+            backend_drop("NETFILTER_DROP", 2),
+            client_syn_retransmit(3),
+            backend_drop("NETFILTER_DROP", 4),
+            web_nat(NatState::NoReply, false, 5),
+        ];
+        let f = run(&events, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["netfilter-drop"], "{f:#?}");
+        let d = &f[0];
+        assert_eq!(d.flows, BTreeSet::from([format!("{CLIENT}:40400 -> {SVC}:80")]), "the connection as the client opened it");
+        assert_eq!(d.pods, BTreeSet::from(["shop/client".to_string(), "shop/web-1".to_string()]));
+        assert_eq!((d.evidence["drops"].as_u64(), d.evidence["events"].as_u64()), (Some(2), Some(5)));
+        assert_eq!(
+            (&d.evidence["service"], &d.evidence["backend"], &d.evidence["backend_pod"]),
+            (&json!("shop/web"), &json!(format!("{BACKEND}:80")), &json!("shop/web-1"))
+        );
+        assert_eq!(d.evidence["netns"], 9);
+        assert_eq!(d.evidence["dropped_in"], json!(["pod shop/web-1's network namespace"]));
+        assert_eq!(
+            d.evidence["rules"][0], HTTP_RULE,
+            "the backend's rule, on the backend's port"
+        );
+        let seen = seen_in_counts(d);
+        assert_eq!(seen[&1], BTreeMap::from([("retransmit".to_string(), 1)]), "{seen:?}");
+        assert_eq!(seen[&2], BTreeMap::from([("nat".to_string(), 2)]), "{seen:?}");
+        assert_eq!(seen[&9], BTreeMap::from([("drop".to_string(), 2)]), "{seen:?}");
+        assert!(d.summary.contains("Service shop/web (10.96.0.20:80) that DNAT sent to backend 10.244.2.9:80 (shop/web-1)"), "{}", d.summary);
+        let kinds: BTreeSet<&str> = d.seen.examples.iter().filter_map(|e| e["kind"].as_str()).collect();
+        assert_eq!(kinds, BTreeSet::from(["drop", "nat", "retransmit"]), "an example from each namespace");
+        // Without the drops, the backend's silence is nat-no-reply's.
+        let silent: Vec<Event> = events.into_iter().filter(|e| !matches!(e.detail, Detail::Drop(_))).collect();
+        assert_eq!(codes(&run(&silent, &mut FakeFacts::default())), ["nat-no-reply"]);
+    }
+
+    #[test]
+    fn drops_of_one_connection_in_two_namespaces_are_one_finding_counted_per_namespace() {
+        // The client's SYN dropped at the server (9), the server's SYN-ACK to a retransmit
+        // dropped in the client's namespace (8): one connection, one finding, both places.
+        let syn = segment(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), SYN);
+        let syn_ack = segment(flow("10.0.0.2", 80, "10.0.0.1", 4000, 6), SYN | ACK);
+        let events = vec![
+            drop_event(syn.clone(), "NETFILTER_DROP", 9, 1),
+            drop_event(syn_ack.clone(), "NETFILTER_DROP", 8, 2),
+            drop_event(syn, "NETFILTER_DROP", 9, 3),
+            drop_event(syn_ack, "NETFILTER_DROP", 8, 4),
+            drop_event(segment(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), SYN), "NETFILTER_DROP", 9, 5),
+        ];
+        let f = run(&events, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["netfilter-drop"], "{f:#?}");
+        assert_eq!(f[0].flows, BTreeSet::from(["10.0.0.1:4000 -> 10.0.0.2:80".to_string()]), "named the way the SYN went");
+        assert_eq!(f[0].evidence["drops"], 5, "each drop once");
+        assert_eq!(f[0].evidence["netns"], 9, "the namespace that dropped most");
+        assert_eq!(f[0].evidence["dropped_in"].as_array().map(Vec::len), Some(2), "{:#?}", f[0].evidence);
+        let seen = seen_in_counts(&f[0]);
+        assert_eq!((seen[&9]["drop"], seen[&8]["drop"]), (3, 2), "{seen:?}");
+        assert!(
+            f[0].summary.starts_with("netfilter rules in network namespace 9 (3 packets) and network namespace 8 (2 packets) dropped"),
+            "{}",
+            f[0].summary
+        );
+    }
+
+    #[test]
+    fn a_udp_service_whose_backend_has_no_listener_is_one_no_listener() {
+        // conntrack never sees a reply (the ICMP port unreachable is no reply), so the node's
+        // NAT says no_reply; the backend's drop says why: one finding, naming the Service.
+        let nat = |state, ts| {
+            let mut e = web_nat(state, false, ts);
+            e.flow.l4_proto = Some(17);
+            e
+        };
+        let mut dropped = drop_event(flow(CLIENT, 40400, BACKEND, 80, 17), "NO_SOCKET", 9, 2);
+        dropped.dst_pod = Some("shop/web-1".into());
+        let f = run(&[nat(NatState::New, 1), dropped, nat(NatState::NoReply, 3)], &mut with_client_ports());
+        assert_eq!(codes(&f), ["no-listener"], "{f:#?}");
+        assert_eq!(f[0].evidence["service"], "shop/web");
+        assert!(
+            f[0].summary.contains("nothing listens on udp 10.244.2.9:80 (shop/web-1), the backend DNAT chose for Service shop/web (10.96.0.20:80)"),
+            "{}",
+            f[0].summary
+        );
+        assert_eq!(f[0].flows, BTreeSet::from([format!("{CLIENT}:40400 -> {SVC}:80")]));
+    }
+
+    #[test]
+    fn a_tcp_service_whose_backend_refuses_is_one_no_listener() {
+        // The SYN finds no socket at the backend; the client's socket gets the reset in
+        // SYN_SENT from the Service address: both are the backend's missing listener.
+        let mut refused = reset(flow(CLIENT, 40400, SVC, 80, 6), Some("SYN_SENT"), ResetDirection::Received, 3);
+        refused.netns = Some(1);
+        let events = vec![web_nat(NatState::New, false, 1), backend_drop("NO_SOCKET", 2), refused, web_nat(NatState::Reply, true, 4)];
+        let f = run(&events, &mut with_client_ports());
+        assert_eq!(codes(&f), ["no-listener"], "{f:#?}");
+        assert_eq!((f[0].evidence["drops"].as_u64(), f[0].evidence["resets"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(f[0].evidence["backend_pod"], "shop/web-1");
+    }
+
+    #[test]
+    fn a_dns_query_to_a_backend_without_a_listener_is_one_dns_no_reply() {
+        let mut dropped = drop_event(flow("10.244.1.7", 40000, "10.244.2.9", 53, 17), "NO_SOCKET", 9, 2);
+        dropped.netns_pod = Some("kube-system/coredns-1".into());
+        let events = vec![nat_event(1, NatState::New, false, 1), dropped, nat_event(1, NatState::NoReply, false, 3)];
+        let f = run(&events, &mut with_client_ports());
+        assert_eq!(codes(&f), ["dns-no-reply"], "{f:#?}");
+        assert!(f[0].summary.contains("NO_SOCKET: nothing listens on udp/53 there"), "{}", f[0].summary);
     }
 }

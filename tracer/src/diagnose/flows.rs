@@ -7,7 +7,13 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use crate::events::{Detail, Event};
+use crate::{
+    events::{Detail, Event, Flow},
+    probes::{
+        nat::detail::NatKind,
+        tcp::detail::{ResetDirection, TcpDetail},
+    },
+};
 
 /// One end of a flow: an address and, for TCP/UDP, a port.
 pub(crate) type End = (IpAddr, Option<u16>);
@@ -30,6 +36,11 @@ impl ConnKey {
         let f = &event.flow;
         Some(Self::new(f.l4_proto, (f.src?, f.sport), (f.dst?, f.dport)))
     }
+
+    /// The end that is not `end` (`end` itself when both are the same).
+    fn other(&self, end: End) -> End {
+        if self.a == end { self.b } else { self.a }
+    }
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or a bare IP, as events print them, back to an end.
@@ -40,36 +51,107 @@ pub(crate) fn parse_end(text: &str) -> Option<End> {
     text.parse::<IpAddr>().ok().map(|ip| (ip, None))
 }
 
+/// An end as events print it.
+pub(crate) fn end_text((ip, port): End) -> String {
+    Flow { src: Some(ip), sport: port, ..Flow::default() }.src_endpoint().unwrap_or_default()
+}
+
 /// What is known of a NATed connection: its original direction.
 #[derive(Debug, Clone)]
 struct Original {
     key: ConnKey,
-    label: String,
+    client: End,
+    server: End,
+}
+
+/// Where DNAT sent a connection, from its NAT events: the Service address the client asked,
+/// the backend conntrack chose (the reply tuple's source), their names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct NatView {
+    /// The Service (`namespace/name`) whose address the client asked, when known.
+    pub service: Option<String>,
+    /// The address the client asked (`IP:PORT`).
+    pub address: Option<String>,
+    /// Where DNAT sent it (`IP:PORT`), and that end parsed.
+    pub backend: Option<String>,
+    pub backend_end: Option<End>,
+    pub backend_pod: Option<String>,
+}
+
+/// A connection as findings and stories name it: its key, and its ends in the direction it was
+/// opened when the run showed that (the original tuple of a NATed one; the side that sent a
+/// SYN), else in the direction of the event at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Conn {
+    pub key: ConnKey,
+    pub client: End,
+    pub server: End,
+}
+
+impl Conn {
+    /// `CLIENT -> SERVER`.
+    pub(crate) fn label(&self) -> String {
+        format!("{} -> {}", end_text(self.client), end_text(self.server))
+    }
 }
 
 /// Connections of a run: NAT's translated tuples mapped to the original ones.
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     alias: HashMap<ConnKey, Original>,
+    /// Where DNAT sent each NATed connection (by its original key).
+    nat: HashMap<ConnKey, NatView>,
+    /// The end that opened each connection that is not NATed, where an event of the run says
+    /// it: a segment's SYN (the sender) or SYN-ACK (the receiver), a socket's retransmit,
+    /// failed connect or received reset in SYN_SENT (its own end), a SYN-ACK retransmitted in
+    /// SYN_RECV (the other end).
+    opener: HashMap<ConnKey, End>,
     /// (protocol, source address, destination) -> the last connection seen with a source
     /// port: a connect that failed before its first retransmit is reported with port 0 (the
     /// kernel had not told its port yet), and belongs to that connection.
     by_client: HashMap<(Option<u8>, IpAddr, End), ConnKey>,
 }
 
+/// The end that opened the connection, when `event` shows it.
+fn opener_of(event: &Event) -> Option<End> {
+    let f = &event.flow;
+    let (src, dst) = ((f.src?, f.sport), (f.dst?, f.dport));
+    let syn_sent = |t: &TcpDetail| t.state == Some("SYN_SENT");
+    match &event.detail {
+        Detail::Retransmit(t) if t.state == Some("SYN_RECV") => Some(dst),
+        Detail::Retransmit(t) | Detail::ConnectFail(t) if syn_sent(t) => Some(src),
+        Detail::Reset(t) if syn_sent(t) && t.direction == Some(ResetDirection::Received) => Some(src),
+        _ => match f.tcp_flags {
+            Some(flags) if flags.opens_connection() => Some(src),
+            Some(flags) if flags.answers_opening() => Some(dst),
+            _ => None,
+        },
+    }
+}
+
 impl Connections {
-    /// Learns every NAT event's original and translated tuples.
+    /// Learns every NAT event's original and translated tuples, and who opened the others.
     pub(crate) fn learn(events: &[Event]) -> Self {
         let mut alias = HashMap::new();
+        let mut nat: HashMap<ConnKey, NatView> = HashMap::new();
         for event in events {
             let Detail::Nat(n) = &event.detail else { continue };
             let proto = event.flow.l4_proto;
             let ends = |a: &Option<String>, b: &Option<String>| Some((parse_end(a.as_deref()?)?, parse_end(b.as_deref()?)?));
             let Some((os, od)) = ends(&n.orig_src, &n.orig_dst) else { continue };
-            let original = Original {
-                key: ConnKey::new(proto, os, od),
-                label: format!("{} -> {}", n.orig_src.as_deref().unwrap_or("-"), n.orig_dst.as_deref().unwrap_or("-")),
-            };
+            let original = Original { key: ConnKey::new(proto, os, od), client: os, server: od };
+            if n.nat != NatKind::Snat && n.backend.is_some() {
+                let view = nat.entry(original.key.clone()).or_default();
+                if view.backend.is_none() {
+                    *view = NatView {
+                        service: n.service.clone(),
+                        address: n.orig_dst.clone(),
+                        backend: n.backend.clone(),
+                        backend_end: n.backend.as_deref().and_then(parse_end),
+                        backend_pod: n.backend_pod.clone(),
+                    };
+                }
+            }
             // The translated packets go reply_dst -> reply_src.
             if let Some((rs, rd)) = ends(&n.reply_src, &n.reply_dst) {
                 alias.insert(ConnKey::new(proto, rd, rs), original.clone());
@@ -77,6 +159,7 @@ impl Connections {
             alias.insert(original.key.clone(), original);
         }
         let mut by_client = HashMap::new();
+        let mut opener = HashMap::new();
         let mut sorted: Vec<&Event> = events.iter().collect();
         sorted.sort_by_key(|e| e.ts_unix_ns);
         for e in sorted {
@@ -87,41 +170,52 @@ impl Connections {
             {
                 by_client.insert((f.l4_proto, src, (dst, f.dport)), key);
             }
+            if let (Some(end), Some(key)) = (opener_of(e), ConnKey::of_flow(e)) {
+                opener.entry(key).or_insert(end);
+            }
         }
-        Self { alias, by_client }
+        Self { alias, nat, opener, by_client }
     }
 
-    /// The connection an event belongs to and its label (`SRC -> DST`, the original direction
-    /// for NATed ones, else the event's own).
-    pub(crate) fn of(&self, event: &Event) -> Option<(ConnKey, String)> {
+    /// The connection an event belongs to, with its ends.
+    pub(crate) fn conn(&self, event: &Event) -> Option<Conn> {
         if let Detail::Nat(n) = &event.detail {
-            let os = parse_end(n.orig_src.as_deref()?)?;
-            let od = parse_end(n.orig_dst.as_deref()?)?;
-            let key = ConnKey::new(event.flow.l4_proto, os, od);
-            return Some((key, format!("{} -> {}", n.orig_src.as_deref()?, n.orig_dst.as_deref()?)));
+            let client = parse_end(n.orig_src.as_deref()?)?;
+            let server = parse_end(n.orig_dst.as_deref()?)?;
+            return Some(Conn { key: ConnKey::new(event.flow.l4_proto, client, server), client, server });
         }
         let mut key = ConnKey::of_flow(event)?;
         let f = &event.flow;
+        let mut own = ((f.src?, f.sport), (f.dst?, f.dport));
         if f.sport == Some(0)
             && let Some(known) = self.by_client.get(&(f.l4_proto, f.src?, (f.dst?, f.dport)))
         {
             key = known.clone();
-            if !self.alias.contains_key(&key) {
-                let label = if key.a.0 == f.src? { (key.a, key.b) } else { (key.b, key.a) };
-                let end = |(ip, port): End| crate::events::Flow { src: Some(ip), sport: port, ..Default::default() }.src_endpoint();
-                return Some((key, format!("{} -> {}", end(label.0)?, end(label.1)?)));
-            }
+            let src = if key.a.0 == own.0.0 { key.a } else { key.b };
+            own = (src, key.other(src));
         }
-        match self.alias.get(&key) {
-            Some(original) => Some((original.key.clone(), original.label.clone())),
-            None => Some((key, flow_label(event)?)),
+        if let Some(original) = self.alias.get(&key) {
+            return Some(Conn { key: original.key.clone(), client: original.client, server: original.server });
         }
+        let (client, server) = match self.opener.get(&key) {
+            Some(&opener) => (opener, key.other(opener)),
+            None => own,
+        };
+        Some(Conn { key, client, server })
     }
-}
 
-/// `SRC -> DST` of an event's own flow.
-pub(crate) fn flow_label(event: &Event) -> Option<String> {
-    Some(format!("{} -> {}", event.flow.src_endpoint()?, event.flow.dst_endpoint()?))
+    /// The connection an event belongs to and its label (`CLIENT -> SERVER`, see [`Conn`]).
+    pub(crate) fn of(&self, event: &Event) -> Option<(ConnKey, String)> {
+        self.conn(event).map(|c| {
+            let label = c.label();
+            (c.key, label)
+        })
+    }
+
+    /// Where DNAT sent a connection (by its key, as [`Self::conn`] gives it), if it was NATed.
+    pub(crate) fn nat(&self, key: &ConnKey) -> Option<&NatView> {
+        self.nat.get(key)
+    }
 }
 
 /// One connection's events in time order.
@@ -223,6 +317,31 @@ mod tests {
         let s = stories(&events);
         assert_eq!(s.len(), 1, "{s:#?}");
         assert_eq!(s[0].label, "10.0.0.1:41000 -> 10.0.0.2:80");
+    }
+
+    #[test]
+    fn a_connection_is_named_the_way_its_syn_went_whichever_event_came_first() {
+        // A drop of the server's SYN-ACK comes before the client's SYN retransmit: the story is
+        // still client -> server, as the SYN-ACK's flags and the socket in SYN_SENT say.
+        let mut syn_ack = tcp_event("10.0.0.2", 80, "10.0.0.1", 41000, 1);
+        (syn_ack.flow.l4_proto, syn_ack.flow.tcp_flags) = (Some(6), Some(crate::events::TcpFlags(0x12)));
+        syn_ack.detail = Detail::Drop(crate::probes::drops::detail::DropDetail {
+            reason: "NETFILTER_DROP".into(),
+            reason_code: 0,
+            location: "nf_hook_slow+0x9c".into(),
+            len: 40,
+            packet_ct: crate::probes::drops::detail::PacketCt::Unread,
+            conntrack: None,
+        });
+        let s = stories(std::slice::from_ref(&syn_ack));
+        assert_eq!(s[0].label, "10.0.0.1:41000 -> 10.0.0.2:80", "told by the flags alone");
+        let mut retransmit = tcp_event("10.0.0.1", 41000, "10.0.0.2", 80, 2);
+        retransmit.flow.l4_proto = Some(6);
+        syn_ack.flow.tcp_flags = None;
+        let events = vec![syn_ack, retransmit];
+        let s = stories(&events);
+        assert_eq!(s.len(), 1, "{s:#?}");
+        assert_eq!(s[0].label, "10.0.0.1:41000 -> 10.0.0.2:80", "told by the socket in SYN_SENT");
     }
 
     #[test]

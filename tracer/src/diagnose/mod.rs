@@ -126,6 +126,7 @@ mod tests {
             flows: Default::default(),
             evidence: serde_json::Map::new(),
             seen,
+            conns: Default::default(),
         };
         let report = Report {
             duration_s: 6.0,

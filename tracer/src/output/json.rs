@@ -87,6 +87,9 @@ impl Encoder {
             self.field("icmp_type", &icmp_type)?;
             self.field("icmp_code", &icmp_code)?;
         }
+        if let Some(flags) = event.flow.tcp_flags {
+            self.field("tcp_flags", &flags.name())?;
+        }
         if let Some(tunnel) = &event.flow.tunnel {
             super::write_tunnel(tunnel, self)?;
         }
@@ -305,6 +308,8 @@ mod tests {
             icmp_type: Option<u8>,
             #[serde(skip_serializing_if = "Option::is_none")]
             icmp_code: Option<u8>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tcp_flags: Option<String>,
             #[serde(flatten)]
             detail: Ordered,
         }
@@ -408,6 +413,7 @@ mod tests {
                 node: event.node.as_deref(),
                 icmp_type: event.flow.icmp.map(|(t, _)| t),
                 icmp_code: event.flow.icmp.map(|(_, c)| c),
+                tcp_flags: event.flow.tcp_flags.map(|f| f.name()),
                 detail,
             })
             .expect("serializable")
@@ -463,6 +469,11 @@ mod tests {
             Flow { src: ip("fe80::1"), dst: ip("2001:db8::ffff:1.2.3.4"), sport: Some(0), dport: Some(65535), l4_proto: Some(6), ..Flow::default() };
         e.ts_unix_ns = 0;
         events.push(e.clone());
+        // TCP segments with their flags: one, several, none set.
+        for flags in [0x02, 0x11, 0x00, 0xff] {
+            e.flow.tcp_flags = Some(crate::events::TcpFlags(flags));
+            events.push(e.clone());
+        }
         e.flow =
             Flow { src: ip("255.255.255.255"), dst: ip("0.10.100.9"), sport: Some(65535), dport: Some(0), l4_proto: Some(17), ..Flow::default() };
         events.push(e.clone());
@@ -618,7 +629,20 @@ mod tests {
         assert_eq!(v["location"], "nf_hook_slow+0x9c");
         assert_eq!(v["len"], 60);
         assert!(v.get("icmp_type").is_none());
+        assert!(v.get("tcp_flags").is_none(), "UDP has no flags");
         assert!(v.get("conntrack").is_none(), "only conntrack's drops carry it");
+    }
+
+    #[test]
+    fn tcp_segments_carry_their_flags_by_name() {
+        let mut e = drop_event();
+        e.flow.l4_proto = Some(6);
+        e.flow.tcp_flags = Some(crate::events::TcpFlags(0x11));
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&e).unwrap()).unwrap();
+        assert_eq!(v["tcp_flags"], "ACK|FIN");
+        e.flow.tcp_flags = None;
+        let v: serde_json::Value = serde_json::from_slice(&to_json(&e).unwrap()).unwrap();
+        assert!(v.get("tcp_flags").is_none(), "a flow without a segment (a socket's) has no flags: {v}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ impl<W: Write> TableSink<W> {
 pub(crate) struct RowParts {
     /// HH:MM:SS.mmm (UTC).
     pub time: String,
-    /// The protocol, with ICMP's type and code.
+    /// The protocol, with ICMP's type and code or a TCP segment's flags.
     pub proto: String,
     /// The ends, with their pods.
     pub src: String,
@@ -44,12 +44,20 @@ pub(crate) fn row(event: &Event) -> String {
         (None, Some(inode)) => inode.to_string(),
         (None, None) => "-".into(),
     };
-    let mut proto = event.flow.proto_name();
-    if let Some((t, c)) = event.flow.icmp {
-        proto = format!("{proto}/{t}/{c}");
-    }
+    let proto = proto_words(event);
     let time = time.to_string();
     event.detail.table_row(event, &RowParts { time, proto, src, dst, dev, netns })
+}
+
+/// The protocol as a row shows it: `icmp/TYPE/CODE`, `tcp/FLAGS` for a TCP segment read from a
+/// packet (`tcp/ACK|FIN`), else its name.
+fn proto_words(event: &Event) -> String {
+    let proto = event.flow.proto_name();
+    match (event.flow.icmp, event.flow.tcp_flags) {
+        (Some((t, c)), _) => format!("{proto}/{t}/{c}"),
+        (None, Some(flags)) => format!("{proto}/{}", flags.name()),
+        (None, None) => proto,
+    }
 }
 
 /// One timeline line for an event of any kind (`tracer watch`): time, kind, flow with pods,
@@ -59,10 +67,7 @@ pub(crate) fn timeline_row(event: &Event) -> String {
     let time = ts.get(11..23).unwrap_or(&ts);
     let src = with_pod(event.flow.src_endpoint(), event.src_pod.as_deref());
     let dst = with_tunnel(with_pod(event.flow.dst_endpoint(), event.dst_pod.as_deref()), event);
-    let mut proto = event.flow.proto_name();
-    if let Some((t, c)) = event.flow.icmp {
-        proto = format!("{proto}/{t}/{c}");
-    }
+    let proto = proto_words(event);
     let mut detail = event.detail.timeline();
     if let Some(dev) = &event.ifname {
         detail.push_str(&format!(" on {dev}"));
@@ -195,6 +200,25 @@ mod tests {
         for part in ["NO_SOCKET", "tcp", "10.0.0.1:1 (shop/web-0)", "10.0.0.2:2", "x+0x1"] {
             assert!(r.contains(part), "{part} missing in {r}");
         }
+    }
+
+    #[test]
+    fn tcp_segments_show_their_flags_next_to_the_protocol() {
+        let mut e = crate::probes::nat::detail::test_dnat_event();
+        e.detail = Detail::Drop(DropDetail {
+            reason: "NO_SOCKET".into(),
+            reason_code: 3,
+            location: "tcp_v4_rcv+0x99".into(),
+            len: 40,
+            packet_ct: PacketCt::Unread,
+            conntrack: None,
+        });
+        e.flow.l4_proto = Some(6);
+        e.flow.tcp_flags = Some(crate::events::TcpFlags(0x02));
+        assert!(row(&e).contains(" tcp/SYN "), "{}", row(&e));
+        assert!(timeline_row(&e).contains(" tcp/SYN "), "{}", timeline_row(&e));
+        e.flow.tcp_flags = None;
+        assert!(!row(&e).contains("tcp/"), "{}", row(&e));
     }
 
     #[test]
