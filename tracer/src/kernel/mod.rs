@@ -10,6 +10,7 @@ pub(crate) mod kallsyms;
 pub(crate) mod netns;
 pub(crate) mod rtnetlink;
 pub(crate) mod tracefs;
+pub(crate) mod tunnels;
 
 /// `uname -r` of the running kernel, for messages and skips.
 pub(crate) fn release() -> String {

@@ -1,7 +1,8 @@
-//! The one rtnetlink request tracer makes itself: deleting the clsact qdisc it added to a device
-//! (aya adds one but cannot delete it). Done with a netlink socket of the calling thread's network
-//! namespace, so the image needs no `tc` and a namespace entered with `Netns::enter` is the one
-//! the request acts in.
+//! rtnetlink requests tracer makes itself: deleting the clsact qdisc it added to a device (aya
+//! adds one but cannot delete it), and the socket, message and attribute helpers the read-only
+//! dumps of `tunnels` use. Done with a netlink socket of the calling thread's network namespace,
+//! so the image needs no `tc`/`ip`/`bridge` and a namespace entered with `Netns::enter` (or
+//! `Namespaces::run_in`) is the one the request acts in.
 
 use std::{
     ffi::CString,
@@ -17,7 +18,7 @@ const TCA_KIND: u16 = 1;
 const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 /// `TC_H_MAKE(TC_H_CLSACT, 0)`: the clsact qdisc's handle.
 const CLSACT_HANDLE: u32 = 0xFFFF_0000;
-const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
 /// `struct tcmsg`: family, two pad bytes' worth, ifindex, handle, parent, info.
 const TCMSG_LEN: usize = 20;
 
@@ -90,6 +91,114 @@ fn ack_result(answer: &[u8]) -> io::Result<()> {
         0 => Ok(()),
         errno => Err(io::Error::from_raw_os_error(-errno)),
     }
+}
+
+/// A netlink socket of `NETLINK_ROUTE` in the calling thread's network namespace.
+fn route_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new, valid descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A request message: the netlink header (`kind`, `flags`, sequence 1), the fixed `body` and
+/// the attributes (`type`, value), each padded to 4 bytes.
+pub(crate) fn message(kind: u16, flags: u16, body: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(body);
+    msg.resize(msg.len().next_multiple_of(4), 0);
+    for (kind, value) in attrs {
+        msg.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(value);
+        msg.resize(msg.len().next_multiple_of(4), 0);
+    }
+    let len = msg.len() as u32;
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+    msg
+}
+
+/// The most answer messages one request reads: a bound on a kernel that never says done.
+const MAX_ANSWERS: usize = 100_000;
+
+/// Sends `request` (a dump when it has `NLM_F_DUMP`, else one request) and returns every answer
+/// message as (type, payload after the netlink header), up to `NLMSG_DONE`. An `NLMSG_ERROR`
+/// with an errno is the error.
+pub(crate) fn ask(request: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+    let socket = route_socket()?;
+    // SAFETY: the buffer is valid for its length; the kernel is the destination (no address).
+    let sent = unsafe { libc::send(socket.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let dump = u16::from_ne_bytes([request[6], request[7]]) & (libc::NLM_F_DUMP as u16) != 0;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while out.len() < MAX_ANSWERS {
+        // SAFETY: the buffer is valid for writes of its length.
+        let got = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if got == 0 {
+            break;
+        }
+        for (kind, payload) in messages(&buf[..got as usize]) {
+            match kind {
+                k if k == libc::NLMSG_DONE as u16 => return Ok(out),
+                k if k == libc::NLMSG_ERROR as u16 => {
+                    let errno = payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    if errno != 0 {
+                        return Err(io::Error::from_raw_os_error(-errno));
+                    }
+                    return Ok(out);
+                }
+                _ => out.push((kind, payload.to_vec())),
+            }
+        }
+        if !dump {
+            return Ok(out);
+        }
+    }
+    Ok(out)
+}
+
+/// The netlink messages of one datagram: (type, payload after the header). A truncated message
+/// ends the list.
+pub(crate) fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(header) = buf.get(at..at + NLMSG_HDRLEN) {
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = u16::from_ne_bytes([header[4], header[5]]);
+        let Some(payload) = (len >= NLMSG_HDRLEN).then(|| buf.get(at + NLMSG_HDRLEN..at + len)).flatten() else { break };
+        out.push((kind, payload));
+        at += len.next_multiple_of(4);
+    }
+    out
+}
+
+/// The attributes (`rtattr`/`nlattr`) packed in `buf`: (type without the nested/byte-order
+/// bits, value). A truncated attribute ends the list.
+pub(crate) fn attributes(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(header) = buf.get(at..at + 4) {
+        let len = u16::from_ne_bytes([header[0], header[1]]) as usize;
+        let kind = u16::from_ne_bytes([header[2], header[3]]) & 0x3FFF;
+        let Some(value) = (len >= 4).then(|| buf.get(at + 4..at + len)).flatten() else { break };
+        out.push((kind, value));
+        at += len.next_multiple_of(4);
+    }
+    out
 }
 
 #[cfg(test)]
