@@ -10,7 +10,13 @@ use std::{
 };
 
 use super::findings::Facts;
-use crate::{kernel::netns::Namespaces, pods::services::ServiceNames};
+use crate::{
+    kernel::{
+        netns::Namespaces,
+        tunnels::{RouteTo, TunnelFacts},
+    },
+    pods::services::ServiceNames,
+};
 
 pub(crate) struct MachineFacts<'a> {
     pub namespaces: Namespaces,
@@ -18,6 +24,14 @@ pub(crate) struct MachineFacts<'a> {
 }
 
 impl Facts for MachineFacts<'_> {
+    fn tunnels(&mut self, netns: u32) -> Option<TunnelFacts> {
+        self.read_tunnels(netns)
+    }
+
+    fn route_to(&mut self, netns: u32, dst: IpAddr) -> Option<RouteTo> {
+        self.read_route(netns, dst)
+    }
+
     fn sysctl(&mut self, netns: u32, key: &str) -> Option<String> {
         // `net.ipv4.conf.eth0.rp_filter` -> /proc/sys/net/ipv4/conf/eth0/rp_filter. Device names
         // cannot hold `/`; one with `.` (eth0.100) is spelled with `/` in sysctl(8) for that

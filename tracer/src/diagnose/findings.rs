@@ -11,6 +11,8 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::flows::{ConnKey, Connections, End, flow_label};
+
+mod tunnels;
 use crate::{
     events::{Detail, Event},
     probes::{
@@ -107,6 +109,15 @@ pub(crate) trait Facts {
     /// iptables rules of namespace `netns` that drop or reject and have counted packets, as
     /// `TABLE/CHAIN: RULE (N packets)`; empty when they cannot be read.
     fn dropping_rules(&mut self, netns: u32) -> Vec<String>;
+    /// The tunnels of namespace `netns`: tunnel devices, the VXLAN forwarding database, tunnel
+    /// neighbours, addresses (kernel::tunnels); None when they cannot be read.
+    fn tunnels(&mut self, _netns: u32) -> Option<crate::kernel::tunnels::TunnelFacts> {
+        None
+    }
+    /// What `ip route get DST` answers in namespace `netns` (device, gateway, preferred source).
+    fn route_to(&mut self, _netns: u32, _dst: IpAddr) -> Option<crate::kernel::tunnels::RouteTo> {
+        None
+    }
 }
 
 /// What the run was, besides its events.
@@ -140,6 +151,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
     let conns = Connections::learn(events);
     let mut out = Vec::new();
     netfilter_drops(events, &conns, facts, &mut out);
+    tunnels::tunnel_findings(events, &conns, facts, &mut out);
     conntrack_drops(events, facts, &mut out);
     route_drops(events, facts, &mut out);
     rp_filter_drops(events, facts, &mut out);
@@ -152,6 +164,8 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
     socket_buffer_drops(events, facts, &mut out);
     // Last: only flows that no finding above explains.
     retransmit_storms(events, &conns, &mut out);
+    // A tunnel's drop is the cause of its connections' no-reply and retransmits: one finding.
+    tunnels::fold_symptoms(&mut out);
     if info.lost > 0 || info.beyond_limit > 0 {
         out.push(Finding {
             code: "events-lost",
@@ -316,7 +330,13 @@ fn netfilter_drops(events: &[Event], conns: &Connections, facts: &mut dyn Facts,
             "netns_pod": group.iter().find_map(|e| e.netns_pod.clone()),
             "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
         }));
-        let (proto, dport) = group.first().map(|e| (e.flow.proto_name(), e.flow.dport)).unwrap_or_default();
+        // A tunnel packet was dropped by its outer header (udp/8472, ipip): the rules match that.
+        let tunnel = group.first().and_then(|e| e.flow.tunnel);
+        let (proto, dport) = match tunnel {
+            Some(t) if t.dport.is_some() => ("udp".to_string(), t.dport),
+            Some(t) if t.kind == crate::events::TunnelKind::Ipip => ("4".to_string(), None),
+            _ => group.first().map(|e| (e.flow.proto_name(), e.flow.dport)).unwrap_or_default(),
+        };
         let rules: Vec<String> =
             netns.map(|n| facts.dropping_rules(n)).unwrap_or_default().into_iter().filter(|rule| rule_may_match(rule, &proto, dport)).collect();
         evidence.insert("rules".into(), json!(rules));
@@ -329,7 +349,10 @@ fn netfilter_drops(events: &[Event], conns: &Connections, facts: &mut dyn Facts,
         let mut summary = format!(
             "a netfilter rule in {} dropped {}: look for a DROP or REJECT rule there (iptables-save -c / nft list ruleset in that namespace)",
             netns_words(netns, &group, facts),
-            traffic_words(&group)
+            match &tunnel {
+                Some(t) => format!("{} carrying {}", tunnels::tunnel_words(t), traffic_words(&group)),
+                None => traffic_words(&group),
+            }
         );
         if let Some(rule) = rules.first() {
             summary.push_str(&format!("; the rule counting drops there: {rule}"));

@@ -144,11 +144,6 @@ pub(crate) struct TunnelFacts {
 }
 
 impl TunnelFacts {
-    /// The name of device `ifindex`.
-    pub(crate) fn name_of(&self, ifindex: u32) -> Option<&str> {
-        self.names.iter().find(|(i, _)| *i == ifindex).map(|(_, n)| n.as_str())
-    }
-
     /// The addresses of device `ifindex`.
     pub(crate) fn addresses_of(&self, ifindex: u32) -> Vec<IpAddr> {
         self.addresses.iter().filter(|a| a.ifindex == ifindex).map(|a| a.ip).collect()
@@ -435,7 +430,7 @@ mod tests {
         assert_eq!(facts.fdb, [FdbEntry { ifindex: 5, mac: "4e:b1:c3:51:d4:eb".into(), dst: "198.18.0.2".parse().ok(), vni: None, permanent: true }]);
         assert_eq!(facts.neighbours, [Neighbour { ifindex: 5, ip: "198.18.2.0".parse().unwrap(), mac: "4e:b1:c3:51:d4:eb".into() }]);
         assert_eq!(facts.addresses_of(2), ["198.18.0.1".parse::<IpAddr>().unwrap(), "198.18.0.11".parse().unwrap()]);
-        assert_eq!(facts.name_of(2), Some("ua"));
+        assert!(facts.names.contains(&(2, "ua".to_string())));
     }
 
     #[test]
@@ -519,6 +514,7 @@ mod tests {
         let entry = facts.fdb.iter().find(|e| e.mac == "02:00:00:00:00:07").expect("the static entry");
         assert_eq!((entry.dst, entry.permanent), ("198.18.250.2".parse().ok(), true));
         assert_eq!(route.prefsrc, "198.18.250.1".parse().ok());
-        assert_eq!(route.oif.and_then(|i| facts.name_of(i)), Some("trt0"));
+        let uplink = facts.names.iter().find(|(_, n)| n == "trt0").map(|(i, _)| *i);
+        assert_eq!(route.oif, uplink);
     }
 }
