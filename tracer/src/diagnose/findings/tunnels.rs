@@ -181,7 +181,26 @@ pub(super) fn tunnel_findings(events: &[Event], conns: &Connections, facts: &mut
             _ => "the tunnel refused them",
         };
         evidence.insert("source_used".into(), json!(used.map(|u| u.to_string())));
-        let summary = format!("{where_} dropped {carrying}{dev_words} ({reason}): {why}");
+        let mut summary = format!("{where_} dropped {carrying}{dev_words} ({reason}): {why}");
+        // The devices that were there instead: the VNIs the receiving node has on that port.
+        if let (Some(tf), Some(t)) = (tf.as_ref(), tunnel)
+            && reason == "VXLAN_VNI_NOT_FOUND"
+        {
+            let there: Vec<String> = tf
+                .devices
+                .iter()
+                .filter(|d| d.kind == t.kind.name() && (d.dstport.is_none() || d.dstport == t.dport))
+                .map(|d| format!("{} (VNI {})", d.name, d.vni.map_or_else(|| "external".into(), |v| v.to_string())))
+                .collect();
+            if !there.is_empty() {
+                summary.push_str(&format!(
+                    "; the packets carry VNI {}, the node has {}",
+                    t.vni.map_or_else(|| "-".into(), |v| v.to_string()),
+                    there.join(", ")
+                ));
+            }
+            evidence.insert("devices_on_port".into(), json!(there));
+        }
         out.push(Finding { code: "tunnel-drop", severity: Severity::Error, summary, pods, flows, evidence, seen });
     }
 }
@@ -223,10 +242,242 @@ pub(super) fn fold_symptoms(out: &mut Vec<Finding>) {
             if let Some(list) = list.as_array_mut() {
                 list.push(json!({"code": symptom.code, "summary": symptom.summary, "flows": symptom.flows}));
             }
-            if !cause.summary.contains("this also explains") {
+            if !cause.summary.contains(&format!("the {} of", symptom.code)) {
                 cause.summary.push_str(&format!("; this also explains the {} of these connections (see evidence)", symptom.code));
             }
         }
     }
     *out = keep.into_iter().map(|(_, f)| f).collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, time::Duration};
+
+    use super::{super::diagnose, *};
+    use crate::{
+        diagnose::findings::RunInfo,
+        events::{Detail, Flow, TunnelKind},
+        kernel::tunnels::{Address, FdbEntry, Neighbour, RouteTo},
+        probes::{
+            drops::detail::{DropDetail, PacketCt},
+            nat::detail::{NatState, test_dnat_event},
+            tcp::detail::TcpDetail,
+        },
+    };
+
+    const MAC_A: &str = "4e:b1:c3:51:d4:eb";
+
+    /// Node B (namespace 9): vxlan `vx` (5) VNI 1 on 8472 over `ub` (2), learning, a static
+    /// FDB entry for A's VTEP MAC at 10.0.0.1 and the neighbour flannel writes for A's
+    /// device address 10.244.1.0; the route to A's pods goes through it.
+    struct NodeB {
+        tunnels: HashMap<u32, TunnelFacts>,
+        routes: bool,
+    }
+
+    impl NodeB {
+        fn new(routes: bool) -> Self {
+            let vx = TunnelDevice {
+                name: "vx".into(),
+                ifindex: 5,
+                kind: "vxlan".into(),
+                vni: Some(1),
+                local: "10.0.0.2".parse().ok(),
+                remote: None,
+                dstport: Some(8472),
+                link: Some(2),
+                link_name: Some("ub".into()),
+                learning: Some(true),
+                external: false,
+                mtu: Some(1450),
+            };
+            let tf = TunnelFacts {
+                devices: vec![vx],
+                fdb: vec![
+                    FdbEntry { ifindex: 5, mac: MAC_A.into(), dst: "10.0.0.1".parse().ok(), vni: None, permanent: true },
+                    FdbEntry { ifindex: 5, mac: "02:00:00:00:00:03".into(), dst: "10.0.0.3".parse().ok(), vni: None, permanent: true },
+                ],
+                neighbours: vec![Neighbour { ifindex: 5, ip: "10.244.1.0".parse().unwrap(), mac: MAC_A.into() }],
+                addresses: vec![Address { ifindex: 2, ip: "10.0.0.2".parse().unwrap(), prefix: 24 }],
+                names: vec![(2, "ub".into()), (5, "vx".into())],
+            };
+            Self { tunnels: HashMap::from([(9, tf)]), routes }
+        }
+    }
+
+    impl Facts for NodeB {
+        fn sysctl(&mut self, _: u32, _: &str) -> Option<String> {
+            None
+        }
+        fn netns_name(&mut self, netns: u32) -> Option<String> {
+            (netns == 9).then(|| "node-b".into())
+        }
+        fn service(&self, _: IpAddr, _: u16, _: u8) -> Option<String> {
+            None
+        }
+        fn knows_services(&self) -> bool {
+            false
+        }
+        fn dropping_rules(&mut self, _: u32) -> Vec<String> {
+            Vec::new()
+        }
+        fn tunnels(&mut self, netns: u32) -> Option<TunnelFacts> {
+            self.tunnels.get(&netns).cloned()
+        }
+        fn route_to(&mut self, netns: u32, dst: IpAddr) -> Option<RouteTo> {
+            (self.routes && netns == 9 && dst.to_string().starts_with("10.244.1.")).then(|| RouteTo {
+                oif: Some(5),
+                gateway: "10.244.1.0".parse().ok(),
+                prefsrc: None,
+            })
+        }
+    }
+
+    /// A drop on node B of pod A's SYN to pod B (DNATed from 10.96.0.20:80), in VXLAN from `src`.
+    fn tunnel_drop_event(reason: &str, src: &str, vni: u32, ts: i128) -> Event {
+        let mut e = test_dnat_event();
+        e.ts_unix_ns = ts;
+        e.flow = Flow {
+            src: "10.244.1.7".parse().ok(),
+            dst: "10.244.2.9".parse().ok(),
+            sport: Some(40000),
+            dport: Some(8080),
+            l4_proto: Some(6),
+            tunnel: Some(Tunnel {
+                kind: TunnelKind::Vxlan,
+                vni: Some(vni),
+                src: src.parse().unwrap(),
+                dst: "10.0.0.2".parse().unwrap(),
+                sport: Some(50000 + ts as u16),
+                dport: Some(8472),
+            }),
+            ..Flow::default()
+        };
+        e.netns = Some(9);
+        e.ifname = Some("vx".into());
+        e.src_pod = Some("lab/client".into());
+        e.dst_pod = Some("lab/server".into());
+        e.detail = Detail::Drop(DropDetail {
+            reason: reason.into(),
+            reason_code: 0,
+            location: "vxlan_rcv+0x8c".into(),
+            len: 60,
+            packet_ct: PacketCt::Unread,
+            conntrack: None,
+        });
+        e
+    }
+
+    /// Node A's NAT of the connection (10.96.0.20:80 -> 10.244.2.9:8080), `state`.
+    fn nat(state: NatState, ts: i128) -> Event {
+        let mut e = test_dnat_event();
+        e.ts_unix_ns = ts;
+        e.flow.dport = Some(8080);
+        e.flow.l4_proto = Some(6);
+        if let Detail::Nat(n) = &mut e.detail {
+            n.state = state;
+            n.orig_dst = Some("10.96.0.20:80".into());
+            n.reply_src = Some("10.244.2.9:8080".into());
+            n.backend = Some("10.244.2.9:8080".into());
+            n.backend_pod = Some("lab/server".into());
+        }
+        e
+    }
+
+    fn syn_retransmit(ts: i128, fail: bool) -> Event {
+        let mut e = test_dnat_event();
+        e.ts_unix_ns = ts;
+        e.flow = Flow {
+            src: "10.244.1.7".parse().ok(),
+            dst: "10.96.0.20".parse().ok(),
+            sport: Some(40000),
+            dport: Some(80),
+            l4_proto: Some(6),
+            ..Flow::default()
+        };
+        let d = TcpDetail { state: Some("SYN_SENT"), count: 1, direction: None, duration_ms: None };
+        e.detail = if fail { Detail::ConnectFail(d) } else { Detail::Retransmit(d) };
+        e
+    }
+
+    fn run(events: &[Event], facts: &mut NodeB) -> Vec<Finding> {
+        diagnose(events, &RunInfo { reply_timeout: Duration::from_secs(1), ..RunInfo::default() }, facts)
+    }
+
+    #[test]
+    fn a_static_entry_for_another_source_is_a_tunnel_source_mismatch_that_leads() {
+        let mut events = vec![nat(NatState::New, 1)];
+        events.extend((0..3).map(|i| tunnel_drop_event(ENTRY_EXISTS, "10.0.0.11", 1, 2 + i)));
+        events.extend((0..5).map(|i| syn_retransmit(10 + i, false)));
+        events.push(syn_retransmit(20, true));
+        events.push(nat(NatState::NoReply, 30));
+        let f = run(&events, &mut NodeB::new(true));
+        assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), ["tunnel-source-mismatch"], "the symptoms fold into the cause: {f:#?}");
+        let m = &f[0];
+        assert_eq!(m.severity, Severity::Error);
+        assert_eq!(m.pods, BTreeSet::from(["lab/client".to_string(), "lab/server".to_string()]));
+        assert_eq!(m.flows, BTreeSet::from(["10.244.1.7:40000 -> 10.244.2.9:8080".to_string()]));
+        assert_eq!((m.evidence["source_used"].as_str(), m.evidence["source_expected"].as_str()), (Some("10.0.0.11"), Some("10.0.0.1")));
+        assert_eq!((m.evidence["vtep_mac"].as_str(), m.evidence["expected_from"].as_str()), (Some(MAC_A), Some("route")));
+        assert_eq!((m.evidence["device"].as_str(), m.evidence["underlay"].as_str()), (Some("vx"), Some("ub")));
+        let explains: Vec<&str> = m.evidence["explains"].as_array().unwrap().iter().filter_map(|x| x["code"].as_str()).collect();
+        // nat-no-reply already tells the retransmits of its connection (no storm of its own).
+        assert_eq!(explains, ["nat-no-reply"]);
+        assert!(m.summary.contains("network namespace node-b (9) drops VXLAN packets (VNI 1, 10.0.0.11 -> 10.0.0.2:8472)"), "{}", m.summary);
+        assert!(m.summary.contains("outer source 10.0.0.11 is not 10.0.0.1"), "{}", m.summary);
+    }
+
+    #[test]
+    fn without_the_route_the_expected_source_needs_a_single_other_static_entry() {
+        // Two static entries with other addresses (10.0.0.1, 10.0.0.3): no choice without the
+        // route; the finding says what the kernel says and no address.
+        let events = [tunnel_drop_event(ENTRY_EXISTS, "10.0.0.11", 1, 1)];
+        let f = run(&events, &mut NodeB::new(false));
+        assert_eq!(f[0].code, "tunnel-source-mismatch");
+        assert!(f[0].evidence["source_expected"].is_null(), "{f:#?}");
+        // With one other entry only, it is that one.
+        let mut facts = NodeB::new(false);
+        facts.tunnels.get_mut(&9).unwrap().fdb.pop();
+        let f = run(&events, &mut facts);
+        assert_eq!(
+            (f[0].evidence["source_expected"].as_str(), f[0].evidence["expected_from"].as_str()),
+            (Some("10.0.0.1"), Some("only_static_entry"))
+        );
+    }
+
+    #[test]
+    fn an_unknown_vni_is_a_tunnel_drop_naming_the_vnis_there() {
+        let f = run(&[tunnel_drop_event("VXLAN_VNI_NOT_FOUND", "10.0.0.1", 7, 1)], &mut NodeB::new(true));
+        assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), ["tunnel-drop"]);
+        assert!(f[0].summary.contains("the packets carry VNI 7, the node has vx (VNI 1)"), "{}", f[0].summary);
+        assert_eq!(f[0].pods.len(), 2);
+    }
+
+    #[test]
+    fn no_tx_target_counts_on_tunnel_devices_for_unicast_only() {
+        // vxlan_xmit frees the inner frame: no outer header yet; the device is the tunnel.
+        let mut unicast = tunnel_drop_event("NO_TX_TARGET", "10.0.0.1", 1, 1);
+        unicast.flow.tunnel = None;
+        let f = run(std::slice::from_ref(&unicast), &mut NodeB::new(true));
+        assert_eq!(f.iter().map(|f| f.code).collect::<Vec<_>>(), ["tunnel-drop"], "{f:#?}");
+        assert!(f[0].summary.contains("no remote for the destination"), "{}", f[0].summary);
+        let mut multicast = unicast.clone();
+        multicast.flow.dst = "ff02::16".parse().ok();
+        let mut elsewhere = unicast;
+        elsewhere.ifname = Some("eth0".into());
+        assert!(run(&[multicast, elsewhere], &mut NodeB::new(true)).is_empty());
+    }
+
+    #[test]
+    fn a_netfilter_drop_of_tunnel_packets_names_the_tunnel() {
+        let e = tunnel_drop_event("NETFILTER_DROP", "10.0.0.1", 1, 1);
+        let f = run(&[e], &mut NodeB::new(true));
+        assert_eq!(f[0].code, "netfilter-drop");
+        assert!(
+            f[0].summary.contains("dropped VXLAN packets (VNI 1, 10.0.0.1 -> 10.0.0.2:8472) carrying 1 packet from 10.244.1.7:40000 (lab/client) to 10.244.2.9:8080 (lab/server)"),
+            "{}",
+            f[0].summary
+        );
+    }
 }
