@@ -311,8 +311,11 @@ fn parse_address(payload: &[u8]) -> Option<Address> {
     Some(Address { ifindex, ip: get(IFA_LOCAL).or_else(|| get(IFA_ADDRESS))?, prefix })
 }
 
+/// Attributes as (type, value).
+type Attrs<'a> = Vec<(u16, &'a [u8])>;
+
 /// `struct ndmsg` fields: (ifindex, state) and the attributes after it.
-fn parse_ndmsg(payload: &[u8]) -> Option<(u32, u16, Vec<(u16, &[u8])>)> {
+fn parse_ndmsg(payload: &[u8]) -> Option<(u32, u16, Attrs<'_>)> {
     let ifindex = u32_of(payload.get(4..8)?)?;
     let state = u16::from_ne_bytes(payload.get(8..10)?.try_into().ok()?);
     Some((ifindex, state, attributes(payload.get(12..)?)))
