@@ -166,6 +166,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
     retransmit_storms(events, &conns, &mut out);
     // A tunnel's drop is the cause of its connections' no-reply and retransmits: one finding.
     tunnels::fold_symptoms(&mut out);
+    tunnels::name_overlays(facts, &mut out);
     if info.lost > 0 || info.beyond_limit > 0 {
         out.push(Finding {
             code: "events-lost",

@@ -141,9 +141,16 @@ pub(crate) struct TunnelFacts {
     pub addresses: Vec<Address>,
     /// Every device: (ifindex, name).
     pub names: Vec<(u32, String)>,
+    /// Every device's MTU: (ifindex, MTU), for the underlay's.
+    pub mtus: Vec<(u32, u32)>,
 }
 
 impl TunnelFacts {
+    /// The MTU of device `ifindex`.
+    pub(crate) fn mtu_of(&self, ifindex: u32) -> Option<u32> {
+        self.mtus.iter().find(|(i, _)| *i == ifindex).map(|&(_, m)| m)
+    }
+
     /// The addresses of device `ifindex`.
     pub(crate) fn addresses_of(&self, ifindex: u32) -> Vec<IpAddr> {
         self.addresses.iter().filter(|a| a.ifindex == ifindex).map(|a| a.ip).collect()
@@ -201,6 +208,9 @@ pub(crate) fn facts_of(links: &[(u16, Vec<u8>)], addrs: &[(u16, Vec<u8>)], fdb: 
             continue;
         }
         let Some((ifindex, name, device)) = parse_link(payload) else { continue };
+        if let Some(mtu) = link_mtu(payload) {
+            facts.mtus.push((ifindex, mtu));
+        }
         facts.names.push((ifindex, name));
         facts.devices.extend(device);
     }
@@ -300,6 +310,11 @@ fn parse_link(payload: &[u8]) -> Option<(u32, String, Option<TunnelDevice>)> {
         _ => return Some((ifindex, name, None)),
     }
     Some((ifindex, name, Some(dev)))
+}
+
+/// IFLA_MTU of one RTM_NEWLINK.
+fn link_mtu(payload: &[u8]) -> Option<u32> {
+    attributes(payload.get(16..)?).iter().find(|(t, _)| *t == IFLA_MTU).and_then(|(_, v)| u32_of(v))
 }
 
 /// One RTM_NEWADDR: IFA_LOCAL (the address itself on point-to-point links) else IFA_ADDRESS.
@@ -434,6 +449,7 @@ mod tests {
         assert_eq!(facts.neighbours, [Neighbour { ifindex: 5, ip: "198.18.2.0".parse().unwrap(), mac: "4e:b1:c3:51:d4:eb".into() }]);
         assert_eq!(facts.addresses_of(2), ["198.18.0.1".parse::<IpAddr>().unwrap(), "198.18.0.11".parse().unwrap()]);
         assert!(facts.names.contains(&(2, "ua".to_string())));
+        assert_eq!((facts.mtu_of(2), facts.mtu_of(5)), (Some(1500), Some(1450)));
     }
 
     #[test]

@@ -205,6 +205,47 @@ pub(super) fn tunnel_findings(events: &[Event], conns: &Connections, facts: &mut
     }
 }
 
+/// The MTU family's findings name the overlay where the facts show one: for `mtu-blackhole`,
+/// the tunnel devices of the namespaces its events happened in (kind, MTU, underlay and its
+/// MTU), so "tunnel MTU vs pod MTU vs underlay" is in the report, not left to the reader.
+pub(super) fn name_overlays(facts: &mut dyn Facts, out: &mut [Finding]) {
+    for f in out.iter_mut().filter(|f| f.code == "mtu-blackhole") {
+        let namespaces: BTreeSet<u32> = f.seen.examples.iter().filter_map(|e| e["netns"].as_u64()).filter_map(|n| u32::try_from(n).ok()).collect();
+        let mut overlay = Vec::new();
+        let mut words = Vec::new();
+        for netns in namespaces {
+            let Some(tf) = facts.tunnels(netns) else { continue };
+            for d in &tf.devices {
+                let underlay_mtu = d.link.and_then(|l| tf.mtu_of(l));
+                overlay.push(json!({
+                    "netns": netns, "device": d.name, "type": d.kind, "vni": d.vni, "mtu": d.mtu,
+                    "underlay": d.link_name, "underlay_mtu": underlay_mtu,
+                }));
+                let over = match (&d.link_name, underlay_mtu) {
+                    (Some(u), Some(m)) => format!(" over {u} (MTU {m})"),
+                    _ => String::new(),
+                };
+                words.push(format!("{} device {} (MTU {}){over}", d.kind, d.name, d.mtu.map_or_else(|| "-".into(), |m| m.to_string())));
+            }
+        }
+        if overlay.is_empty() {
+            continue;
+        }
+        let pod_mtu = f.evidence.get("dev_mtu").and_then(Value::as_u64);
+        let narrowest = overlay.iter().filter_map(|o| o["mtu"].as_u64()).min();
+        f.summary.push_str(&format!("; the overlay here: {}", words.join(", ")));
+        if let (Some(pod), Some(tunnel)) = (pod_mtu, narrowest)
+            && pod > tunnel
+        {
+            f.summary.push_str(&format!(
+                ", narrower than the {pod} of device {}: give the pods an MTU of at most {tunnel}",
+                f.evidence.get("device").and_then(Value::as_str).unwrap_or("-")
+            ));
+        }
+        f.evidence.insert("overlay".into(), json!(overlay));
+    }
+}
+
 /// A symptom whose connections are all explained by a tunnel finding is folded into it: the
 /// report leads with the cause, and what the symptom said (the Service, the backend, the
 /// retransmits) stays in the cause's `explains` evidence.
@@ -301,6 +342,7 @@ mod tests {
                 neighbours: vec![Neighbour { ifindex: 5, ip: "10.244.1.0".parse().unwrap(), mac: MAC_A.into() }],
                 addresses: vec![Address { ifindex: 2, ip: "10.0.0.2".parse().unwrap(), prefix: 24 }],
                 names: vec![(2, "ub".into()), (5, "vx".into())],
+                mtus: vec![(2, 1500), (5, 1450)],
             };
             Self { tunnels: HashMap::from([(9, tf)]), routes }
         }
@@ -467,6 +509,28 @@ mod tests {
         let mut elsewhere = unicast;
         elsewhere.ifname = Some("eth0".into());
         assert!(run(&[multicast, elsewhere], &mut NodeB::new(true)).is_empty());
+    }
+
+    #[test]
+    fn an_mtu_blackhole_names_the_overlay_of_its_namespace() {
+        let blackhole = |netns: u32| Finding {
+            code: "mtu-blackhole",
+            severity: Severity::Error,
+            summary: "large packets do not fit".into(),
+            pods: BTreeSet::new(),
+            flows: BTreeSet::new(),
+            evidence: obj(json!({"events": 4, "device": "veth1", "dev_mtu": 1500})),
+            seen: super::super::Seen { first: Some(1), last: Some(2), examples: vec![json!({"netns": netns})] },
+        };
+        let mut out = vec![blackhole(9), blackhole(8)];
+        name_overlays(&mut NodeB::new(true), &mut out);
+        assert!(
+            out[0].summary.ends_with("; the overlay here: vxlan device vx (MTU 1450) over ub (MTU 1500), narrower than the 1500 of device veth1: give the pods an MTU of at most 1450"),
+            "{}",
+            out[0].summary
+        );
+        assert_eq!(out[0].evidence["overlay"][0]["underlay_mtu"], 1500);
+        assert_eq!(out[1].summary, "large packets do not fit", "no tunnel facts there, nothing named");
     }
 
     #[test]
