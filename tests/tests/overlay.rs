@@ -307,3 +307,29 @@ fn vxlan_vni_mismatch_is_a_tunnel_drop() {
     assert!(pods.contains(&"lab/client") && pods.contains(&"lab/server"), "both pods: {f:#}");
     assert_eq!(f["evidence"]["tunnel"]["vni"].as_u64(), Some(u64::from(OVERLAY_VNI)), "{f:#}");
 }
+
+/// A netfilter drop of tunnel packets is told in `diagnose` as the pods' flow inside the named
+/// tunnel, with the rule that counted them (matched on the outer header: udp/8472).
+#[test]
+fn diagnose_names_the_tunnel_of_a_netfilter_drop() {
+    let test = "diagnose_names_the_tunnel_of_a_netfilter_drop";
+    with_overlay(test, Overlay::Vxlan { port: 8472 }, "vxlan", |d| {
+        let lab = &d.lab;
+        let report = diagnose_run(lab, &d.pods, || {
+            let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41012, &lab.b.pod_ip, SERVER_PORT, 2.0);
+            assert_eq!(got, "timeout");
+        });
+        eprintln!("{test}: {report}");
+        let inner = format!("{}:41012 -> {}:{SERVER_PORT}", lab.a.pod_ip, lab.b.pod_ip);
+        let found = findings_for(&report, "netfilter-drop", &inner);
+        assert_eq!(found.len(), 1, "one netfilter-drop for {inner}: {report:#}");
+        let f = found[0].1;
+        let pods = pods_of(f);
+        assert!(pods.contains(&"lab/client") && pods.contains(&"lab/server"), "both pods: {f:#}");
+        let summary = f["summary"].as_str().unwrap_or_default();
+        let tunnel = format!("dropped VXLAN packets (VNI {OVERLAY_VNI}, {} -> {}:8472) carrying", lab.a.underlay_ip, lab.b.underlay_ip);
+        assert!(summary.contains(&tunnel), "the tunnel named: {summary}");
+        let rules = f["evidence"]["rules"].as_array().cloned().unwrap_or_default();
+        assert!(rules.iter().any(|r| r.as_str().is_some_and(|r| r.contains("--dport 8472"))), "the rule, matched on the outer header: {f:#}");
+    });
+}
