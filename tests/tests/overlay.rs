@@ -263,6 +263,11 @@ fn vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms() {
     assert_eq!(ev["device"], lab.b.tunnel_dev.as_str(), "{f:#}");
     assert_eq!(ev["netns"].as_u64(), Some(lab.b.ns.inode()), "dropped in node B: {f:#}");
     assert_eq!(ev["learning"], true, "{f:#}");
+    // The run saw the connection's NAT on node A: the sending side is named too.
+    let sender = &ev["sender"];
+    assert_eq!(sender["netns"].as_u64(), Some(lab.a.ns.inode()), "the sender, node A: {f:#}");
+    assert_eq!((sender["route_source"].as_str(), sender["local"].as_str()), (Some(second.as_str()), None), "{f:#}");
+    assert_eq!(sender["device"], lab.a.tunnel_dev.as_str(), "{f:#}");
     let summary = f["summary"].as_str().unwrap_or_default();
     assert!(summary.contains(&second) && summary.contains(&lab.a.underlay_ip), "{summary}");
     // The symptoms of that connection (by its original flow, to the Service) come after it, if

@@ -151,6 +151,30 @@ pub(super) fn tunnel_findings(events: &[Event], conns: &Connections, facts: &mut
             evidence.insert("learning".into(), json!(device.learning));
             evidence.insert("underlay".into(), json!(device.link_name));
             evidence.insert("underlay_addresses".into(), json!(underlay));
+            // The sending side, when the run saw the connection in the namespace that owns the
+            // source used (a node traced from the same host, or the NAT of the connection there).
+            let keys: HashSet<_> = group.iter().filter_map(|e| conns.of(e).map(|(key, _)| key)).collect();
+            let elsewhere: BTreeSet<u32> =
+                events.iter().filter(|e| e.netns != netns && conns.of(e).is_some_and(|(k, _)| keys.contains(&k))).filter_map(|e| e.netns).collect();
+            let sender = elsewhere.into_iter().find_map(|n| {
+                let tf = tunnels_of(n, facts)?;
+                let owner = tf.addresses.iter().find(|a| a.ip == used)?;
+                let dev = tf.devices.iter().find(|d| tunnel.is_some_and(|t| d.kind == t.kind.name() && d.vni == t.vni));
+                let route = tunnel.and_then(|t| facts.route_to(n, t.dst));
+                Some((n, tf.clone(), owner.ifindex, dev.cloned(), route))
+            });
+            if let Some((n, stf, uplink, dev, route)) = &sender {
+                let uplink_name = stf.names.iter().find(|(i, _)| i == uplink).map(|(_, name)| name.clone());
+                let addresses: Vec<String> = stf.addresses_of(*uplink).iter().map(IpAddr::to_string).collect();
+                evidence.insert(
+                    "sender".into(),
+                    json!({
+                        "netns": n, "device": dev.as_ref().map(|d| d.name.clone()), "local": dev.as_ref().and_then(|d| d.local.map(|l| l.to_string())),
+                        "route_source": route.as_ref().and_then(|r| r.prefsrc.map(|p| p.to_string())),
+                        "uplink": uplink_name, "uplink_addresses": addresses,
+                    }),
+                );
+            }
             let expect_words = match &expected {
                 Some((mac, ip, _)) => format!("{ip}, the address its forwarding database has for the sending VTEP (static entry {mac} dst {ip})"),
                 None => "the address of the static forwarding-database entry for the sending VTEP's MAC".into(),
@@ -162,7 +186,19 @@ pub(super) fn tunnel_findings(events: &[Event], conns: &Connections, facts: &mut
                 ),
                 None => "make the sending node's tunnel leave from the address its peers have, or correct the static entry".into(),
             };
-            let summary = format!("{where_} drops {carrying}{dev_words} ({ENTRY_EXISTS}): their outer source {used} is not {expect_words}; {fix}",);
+            let mut summary = format!("{where_} drops {carrying}{dev_words} ({ENTRY_EXISTS}): their outer source {used} is not {expect_words}");
+            if let Some((n, stf, uplink, dev, route)) = &sender {
+                let name = facts.netns_name(*n).map_or_else(|| format!("network namespace {n}"), |name| format!("network namespace {name} ({n})"));
+                let uplink_name = stf.names.iter().find(|(i, _)| i == uplink).map_or("its uplink", |(_, name)| name.as_str());
+                let why = match (dev.as_ref(), route.as_ref().and_then(|r| r.prefsrc)) {
+                    (Some(d), Some(src)) if d.local.is_none() && src == used => {
+                        format!(": its {} device {} has no fixed local address and its route to the peer prefers {used}", d.kind, d.name)
+                    }
+                    _ => String::new(),
+                };
+                summary.push_str(&format!("; the sender is {name}, whose {uplink_name} has {used}{why}"));
+            }
+            summary.push_str(&format!("; {fix}"));
             out.push(Finding { code: "tunnel-source-mismatch", severity: Severity::Error, summary, pods, flows, evidence, seen });
             continue;
         }
@@ -344,7 +380,19 @@ mod tests {
                 names: vec![(2, "ub".into()), (5, "vx".into())],
                 mtus: vec![(2, 1500), (5, 1450)],
             };
-            Self { tunnels: HashMap::from([(9, tf)]), routes }
+            // Node A (namespace 8): its vxlan `va` without a fixed local, its uplink `ua` with
+            // 10.0.0.1 and 10.0.0.11.
+            let va = TunnelDevice { name: "va".into(), ifindex: 4, local: None, link_name: Some("ua".into()), ..tf.devices[0].clone() };
+            let node_a = TunnelFacts {
+                devices: vec![va],
+                addresses: vec![
+                    Address { ifindex: 2, ip: "10.0.0.1".parse().unwrap(), prefix: 24 },
+                    Address { ifindex: 2, ip: "10.0.0.11".parse().unwrap(), prefix: 24 },
+                ],
+                names: vec![(2, "ua".into()), (4, "va".into())],
+                ..TunnelFacts::default()
+            };
+            Self { tunnels: HashMap::from([(9, tf), (8, node_a)]), routes }
         }
     }
 
@@ -368,6 +416,9 @@ mod tests {
             self.tunnels.get(&netns).cloned()
         }
         fn route_to(&mut self, netns: u32, dst: IpAddr) -> Option<RouteTo> {
+            if netns == 8 && dst.to_string() == "10.0.0.2" {
+                return Some(RouteTo { oif: Some(2), gateway: None, prefsrc: "10.0.0.11".parse().ok() });
+            }
             (self.routes && netns == 9 && dst.to_string().starts_with("10.244.1.")).then(|| RouteTo {
                 oif: Some(5),
                 gateway: "10.244.1.0".parse().ok(),
@@ -415,6 +466,7 @@ mod tests {
     fn nat(state: NatState, ts: i128) -> Event {
         let mut e = test_dnat_event();
         e.ts_unix_ns = ts;
+        e.netns = Some(8);
         e.flow.dport = Some(8080);
         e.flow.l4_proto = Some(6);
         if let Detail::Nat(n) = &mut e.detail {
@@ -468,6 +520,14 @@ mod tests {
         assert_eq!(explains, ["nat-no-reply"]);
         assert!(m.summary.contains("network namespace node-b (9) drops VXLAN packets (VNI 1, 10.0.0.11 -> 10.0.0.2:8472)"), "{}", m.summary);
         assert!(m.summary.contains("outer source 10.0.0.11 is not 10.0.0.1"), "{}", m.summary);
+        // Node A's NAT of the connection is in the run: the sender is named, and why it sends so.
+        assert_eq!(m.evidence["sender"]["netns"], 8);
+        assert_eq!(m.evidence["sender"]["uplink_addresses"], json!(["10.0.0.1", "10.0.0.11"]));
+        assert!(
+            m.summary.contains("whose ua has 10.0.0.11: its vxlan device va has no fixed local address and its route to the peer prefers 10.0.0.11"),
+            "{}",
+            m.summary
+        );
     }
 
     #[test]
@@ -522,7 +582,7 @@ mod tests {
             evidence: obj(json!({"events": 4, "device": "veth1", "dev_mtu": 1500})),
             seen: super::super::Seen { first: Some(1), last: Some(2), examples: vec![json!({"netns": netns})] },
         };
-        let mut out = vec![blackhole(9), blackhole(8)];
+        let mut out = vec![blackhole(9), blackhole(7)];
         name_overlays(&mut NodeB::new(true), &mut out);
         assert!(
             out[0].summary.ends_with("; the overlay here: vxlan device vx (MTU 1450) over ub (MTU 1500), narrower than the 1500 of device veth1: give the pods an MTU of at most 1450"),
