@@ -2,6 +2,10 @@
 //! and IPIP (Calico-style), built for real (tracer_tests::overlay). A drop of the tunnel packets
 //! on the receiving node must be told as the pods' flow, with both pods and the `tunnel` object
 //! holding the outer headers, and the filters must find it by the inner flow or the outer one.
+//! `diagnose` must name why a tunnel dropped pod traffic: seed 004 case 1 (a second uplink
+//! address, a learning VXLAN with a static FDB entry: `tunnel-source-mismatch` ahead of the
+//! `nat-no-reply` it causes), a VNI mismatch (`tunnel-drop`), a firewall on the tunnel port
+//! (`netfilter-drop` naming the tunnel).
 //!
 //! This kernel (6.18) has VXLAN only; IPIP and Geneve are modules on Debian's 6.1 and 6.12, so
 //! those labs run in the VM matrix (`cargo xtask vm-test --with-tests --test overlay`) and skip

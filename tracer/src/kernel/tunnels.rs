@@ -525,8 +525,11 @@ mod tests {
         );
         let netns = crate::kernel::netns::Netns::parse(&ns);
         let guard = netns.enter().expect("entering the test namespace");
+        let t0 = std::time::Instant::now();
         let facts = read().expect("reading tunnel facts");
         let route = route_get("198.18.250.2".parse().unwrap()).expect("route get");
+        // What the end of a diagnose run pays per namespace with tunnel drops.
+        eprintln!("tunnel facts and one route read in {:?}", t0.elapsed());
         drop(guard);
         let vx = facts.devices.iter().find(|d| d.name == "trtvx").expect("the vxlan device");
         assert_eq!((vx.vni, vx.dstport, vx.learning, vx.link_name.as_deref()), (Some(7), Some(8472), Some(true), Some("trt0")), "{vx:?}");
