@@ -25,6 +25,14 @@ pub enum Overlay {
     Ipip,
 }
 
+/// How a lab departs from the CNI's setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Plain,
+    SourceMismatch,
+    VniMismatch,
+}
+
 /// The VNI of VXLAN and Geneve labs.
 pub const OVERLAY_VNI: u32 = 1;
 
@@ -52,6 +60,35 @@ pub struct OverlayLab {
 
 impl OverlayLab {
     pub fn new(overlay: Overlay) -> OverlayLab {
+        Self::build(overlay, Variant::Plain)
+    }
+
+    /// A flannel-style VXLAN (8472) whose node B's device has VNI [`OVERLAY_VNI`] + 1: B's
+    /// `vxlan_rcv` finds no device for A's packets and drops them with VXLAN_VNI_NOT_FOUND.
+    pub fn vni_mismatch() -> OverlayLab {
+        Self::build(Overlay::Vxlan { port: 8472 }, Variant::VniMismatch)
+    }
+
+    /// Seed 004 case 1 at the kernel level: a flannel-style VXLAN (8472) where node A's vxlan
+    /// has no fixed `local` and its uplink a second address, [`Self::second_source`], that
+    /// A's route to B's underlay prefers: A's tunnel packets leave from it. Node B's vxlan
+    /// learns (`learning`) and its static FDB entry for A's VTEP MAC has A's first address, so
+    /// B's `vxlan_snoop` finds a static entry whose remote differs from the packets' source and
+    /// `vxlan_rcv` drops them with VXLAN_ENTRY_EXISTS (checked on 6.18).
+    pub fn source_mismatch() -> OverlayLab {
+        let lab = Self::build(Overlay::Vxlan { port: 8472 }, Variant::SourceMismatch);
+        let second = lab.second_source();
+        lab.a.ns.addr(&lab.a.uplink, &format!("{second}/24"));
+        lab.a.ns.ip(&["route", "replace", &format!("{}/32", lab.b.underlay_ip), "dev", &lab.a.uplink, "src", &second]);
+        lab
+    }
+
+    /// The second address of node A's uplink in [`Self::source_mismatch`].
+    pub fn second_source(&self) -> String {
+        self.addrs.host(0, 11)
+    }
+
+    fn build(overlay: Overlay, variant: Variant) -> OverlayLab {
         let addrs = AddrBlock::new();
         let (na, nb) = (Netns::new("na"), Netns::new("nb"));
         let (ua, ub) = (unique_name("ua"), unique_name("ub"));
@@ -61,9 +98,11 @@ impl OverlayLab {
         nb.addr(&ub, &format!("{uip_b}/24"));
         let a = node(na, ua, uip_a, &addrs, 1);
         let b = node(nb, ub, uip_b, &addrs, 2);
-        for (from, to) in [(&a, &b), (&b, &a)] {
-            tunnel(overlay, from, to);
-        }
+        // In the source mismatch lab A's device takes its source from the route, and B's learns.
+        let mismatch = variant == Variant::SourceMismatch;
+        let vni_b = if variant == Variant::VniMismatch { OVERLAY_VNI + 1 } else { OVERLAY_VNI };
+        tunnel(overlay, &a, &b, !mismatch, false, OVERLAY_VNI);
+        tunnel(overlay, &b, &a, true, mismatch, vni_b);
         for (from, to) in [(&a, &b), (&b, &a)] {
             route(overlay, from, to);
         }
@@ -108,15 +147,21 @@ fn node(ns: Netns, uplink: String, underlay_ip: String, addrs: &AddrBlock, n: u3
     OverlayNode { ns, uplink, underlay_ip, tunnel_dev: unique_name(&format!("t{n}")), tunnel_ip, pod, pod_if, pod_ip, pod_net }
 }
 
-/// `from`'s tunnel device toward `to`, up, with its address.
-fn tunnel(overlay: Overlay, from: &OverlayNode, to: &OverlayNode) {
+/// `from`'s tunnel device toward `to`, up, with its address; VXLAN with a fixed `local` when
+/// `fixed_local`, and learning when `learning` (flannel: neither learning nor without local).
+fn tunnel(overlay: Overlay, from: &OverlayNode, to: &OverlayNode, fixed_local: bool, learning: bool, vni: u32) {
     let dev = from.tunnel_dev.as_str();
-    let vni = OVERLAY_VNI.to_string();
+    let vni = vni.to_string();
     let (local, remote) = (from.underlay_ip.as_str(), to.underlay_ip.as_str());
     match overlay {
         Overlay::Vxlan { port } => {
             let port = port.to_string();
-            from.ns.ip(&["link", "add", dev, "type", "vxlan", "id", &vni, "dstport", &port, "local", local, "dev", &from.uplink, "nolearning"]);
+            let mut args = vec!["link", "add", dev, "type", "vxlan", "id", &vni, "dstport", &port];
+            if fixed_local {
+                args.extend(["local", local]);
+            }
+            args.extend(["dev", &from.uplink, if learning { "learning" } else { "nolearning" }]);
+            from.ns.ip(&args);
             from.ns.ip(&["link", "set", dev, "mtu", "1450"]);
         }
         Overlay::Geneve => {

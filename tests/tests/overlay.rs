@@ -2,6 +2,10 @@
 //! and IPIP (Calico-style), built for real (tracer_tests::overlay). A drop of the tunnel packets
 //! on the receiving node must be told as the pods' flow, with both pods and the `tunnel` object
 //! holding the outer headers, and the filters must find it by the inner flow or the outer one.
+//! `diagnose` must name why a tunnel dropped pod traffic: seed 004 case 1 (a second uplink
+//! address, a learning VXLAN with a static FDB entry: `tunnel-source-mismatch` ahead of the
+//! `nat-no-reply` it causes), a VNI mismatch (`tunnel-drop`), a firewall on the tunnel port
+//! (`netfilter-drop` naming the tunnel).
 //!
 //! This kernel (6.18) has VXLAN only; IPIP and Geneve are modules on Debian's 6.1 and 6.12, so
 //! those labs run in the VM matrix (`cargo xtask vm-test --with-tests --test overlay`) and skip
@@ -193,5 +197,149 @@ fn the_table_shows_the_tunnel_after_the_flow() {
             "a row with both pods and {want}:\n{}",
             run.lines.join("\n")
         );
+    });
+}
+
+/// `tracer diagnose -o json` over the lab's block while `traffic` runs; the report.
+fn diagnose_run(lab: &OverlayLab, pods: &TempFile, traffic: impl FnOnce()) -> Value {
+    let from = format!("file:{}", pods.0.display());
+    let block = lab.addrs.net(0).replace("/24", "/22");
+    let t = Tracer::start(&["diagnose", "--duration", "8s", "-o", "json", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block]);
+    traffic();
+    let run = t.wait_exit(Duration::from_secs(40));
+    assert_eq!(run.status.code(), Some(0), "diagnose must exit 0\nstdout:\n{}\nstderr:\n{}", run.lines.join("\n"), run.stderr);
+    let text = run.lines.join("\n");
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("one JSON object ({e}):\n{text}\nstderr:\n{}", run.stderr))
+}
+
+/// The findings of `code` in `report` that name `flow`.
+fn findings_for<'a>(report: &'a Value, code: &str, flow: &str) -> Vec<(usize, &'a Value)> {
+    let all = report["findings"].as_array().map(Vec::as_slice).unwrap_or_default();
+    all.iter().enumerate().filter(|(_, f)| f["code"] == code && f["flows"].as_array().is_some_and(|a| a.iter().any(|x| x == flow))).collect()
+}
+
+fn pods_of(f: &Value) -> Vec<&str> {
+    f["pods"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// Seed 004 case 1 rebuilt at the kernel level: node A's tunnel packets leave from the second
+/// address of its uplink, node B's learning vxlan has a static FDB entry for A's VTEP at A's
+/// first address and drops them (VXLAN_ENTRY_EXISTS). A Service address on A is DNATed to pod
+/// B, so the symptoms are a NAT connection that never gets a reply and SYN retransmits; the
+/// report must lead with `tunnel-source-mismatch`, naming both pods, the source used and the
+/// one expected, the device and node B's namespace.
+#[test]
+fn vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms() {
+    let test = "vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    if !kernel_has_link_kind("vxlan") {
+        skipped(test, "this kernel cannot make vxlan devices");
+        return;
+    }
+    let lab = OverlayLab::source_mismatch();
+    let second = lab.second_source();
+    let service = lab.addrs.host(3, 10);
+    let backend = format!("{}:{SERVER_PORT}", lab.b.pod_ip);
+    lab.a.ns.iptables(
+        "iptables-legacy",
+        &["-t", "nat", "-A", "PREROUTING", "-d", &format!("{service}/32"), "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", &backend],
+    );
+    let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
+    std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
+    let report = diagnose_run(&lab, &pods, || {
+        let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41010, &service, 80, 3.0);
+        assert_eq!(got, "timeout", "node B must drop A's tunnel packets (VXLAN_ENTRY_EXISTS)");
+    });
+    eprintln!("{test}: {report}");
+    let inner = format!("{}:41010 -> {backend}", lab.a.pod_ip);
+    let found = findings_for(&report, "tunnel-source-mismatch", &inner);
+    assert_eq!(found.len(), 1, "one tunnel-source-mismatch for {inner}: {report:#}");
+    let (at, f) = found[0];
+    assert_eq!(f["severity"], "error", "{f:#}");
+    let pods = pods_of(f);
+    assert!(pods.contains(&"lab/client") && pods.contains(&"lab/server"), "both pods: {f:#}");
+    let ev = &f["evidence"];
+    assert_eq!(ev["reason"], "VXLAN_ENTRY_EXISTS", "{f:#}");
+    assert_eq!(ev["source_used"], second.as_str(), "the wrong source, A's second address: {f:#}");
+    assert_eq!(ev["source_expected"], lab.a.underlay_ip.as_str(), "the expected source, A's first address: {f:#}");
+    assert_eq!(ev["device"], lab.b.tunnel_dev.as_str(), "{f:#}");
+    assert_eq!(ev["netns"].as_u64(), Some(lab.b.ns.inode()), "dropped in node B: {f:#}");
+    assert_eq!(ev["learning"], true, "{f:#}");
+    // The run saw the connection's NAT on node A: the sending side is named too.
+    let sender = &ev["sender"];
+    assert_eq!(sender["netns"].as_u64(), Some(lab.a.ns.inode()), "the sender, node A: {f:#}");
+    assert_eq!((sender["route_source"].as_str(), sender["local"].as_str()), (Some(second.as_str()), None), "{f:#}");
+    assert_eq!(sender["device"], lab.a.tunnel_dev.as_str(), "{f:#}");
+    let summary = f["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains(&second) && summary.contains(&lab.a.underlay_ip), "{summary}");
+    // The symptoms of that connection (by its original flow, to the Service) come after it, if
+    // they are told apart at all.
+    let original = format!("{}:41010 -> {service}:80", lab.a.pod_ip);
+    for code in ["nat-no-reply", "retransmit-storm"] {
+        for (i, s) in findings_for(&report, code, &original).into_iter().chain(findings_for(&report, code, &inner)) {
+            assert!(i > at, "{code} must follow the tunnel finding that explains it: {s:#}\n{report:#}");
+        }
+    }
+    let errors_first = report["findings"].as_array().into_iter().flatten().position(|f| f["severity"] == "error");
+    assert_eq!(errors_first, Some(at), "the report leads with the cause: {report:#}");
+}
+
+/// Node B's vxlan has another VNI: B drops A's packets with VXLAN_VNI_NOT_FOUND, a
+/// `tunnel-drop` error with both pods.
+#[test]
+fn vxlan_vni_mismatch_is_a_tunnel_drop() {
+    let test = "vxlan_vni_mismatch_is_a_tunnel_drop";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    if !kernel_has_link_kind("vxlan") {
+        skipped(test, "this kernel cannot make vxlan devices");
+        return;
+    }
+    let lab = OverlayLab::vni_mismatch();
+    let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
+    std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
+    let report = diagnose_run(&lab, &pods, || {
+        let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41011, &lab.b.pod_ip, SERVER_PORT, 2.0);
+        assert_eq!(got, "timeout", "node B has no device for A's VNI");
+    });
+    eprintln!("{test}: {report}");
+    let inner = format!("{}:41011 -> {}:{SERVER_PORT}", lab.a.pod_ip, lab.b.pod_ip);
+    let found = findings_for(&report, "tunnel-drop", &inner);
+    assert_eq!(found.len(), 1, "one tunnel-drop for {inner}: {report:#}");
+    let f = found[0].1;
+    assert_eq!((f["severity"].as_str(), f["evidence"]["reason"].as_str()), (Some("error"), Some("VXLAN_VNI_NOT_FOUND")), "{f:#}");
+    let pods = pods_of(f);
+    assert!(pods.contains(&"lab/client") && pods.contains(&"lab/server"), "both pods: {f:#}");
+    assert_eq!(f["evidence"]["tunnel"]["vni"].as_u64(), Some(u64::from(OVERLAY_VNI)), "{f:#}");
+}
+
+/// A netfilter drop of tunnel packets is told in `diagnose` as the pods' flow inside the named
+/// tunnel, with the rule that counted them (matched on the outer header: udp/8472).
+#[test]
+fn diagnose_names_the_tunnel_of_a_netfilter_drop() {
+    let test = "diagnose_names_the_tunnel_of_a_netfilter_drop";
+    with_overlay(test, Overlay::Vxlan { port: 8472 }, "vxlan", |d| {
+        let lab = &d.lab;
+        let report = diagnose_run(lab, &d.pods, || {
+            let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41012, &lab.b.pod_ip, SERVER_PORT, 2.0);
+            assert_eq!(got, "timeout");
+        });
+        eprintln!("{test}: {report}");
+        let inner = format!("{}:41012 -> {}:{SERVER_PORT}", lab.a.pod_ip, lab.b.pod_ip);
+        let found = findings_for(&report, "netfilter-drop", &inner);
+        assert_eq!(found.len(), 1, "one netfilter-drop for {inner}: {report:#}");
+        let f = found[0].1;
+        let pods = pods_of(f);
+        assert!(pods.contains(&"lab/client") && pods.contains(&"lab/server"), "both pods: {f:#}");
+        let summary = f["summary"].as_str().unwrap_or_default();
+        let tunnel = format!("dropped VXLAN packets (VNI {OVERLAY_VNI}, {} -> {}:8472) carrying", lab.a.underlay_ip, lab.b.underlay_ip);
+        assert!(summary.contains(&tunnel), "the tunnel named: {summary}");
+        let rules = f["evidence"]["rules"].as_array().cloned().unwrap_or_default();
+        assert!(rules.iter().any(|r| r.as_str().is_some_and(|r| r.contains("--dport 8472"))), "the rule, matched on the outer header: {f:#}");
     });
 }

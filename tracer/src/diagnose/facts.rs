@@ -7,13 +7,17 @@ use std::{collections::HashMap, fs, net::IpAddr, path::Path, rc::Rc};
 
 use super::findings::{Facts, NamespaceRules};
 use crate::{
-    kernel::{firewall, netns::Namespaces},
+    kernel::{
+        firewall,
+        netns::Namespaces,
+        tunnels::{RouteTo, TunnelFacts},
+    },
     pods::services::ServiceNames,
 };
 
 /// [`Facts`] read from this machine, at the end of a run.
 pub(crate) struct MachineFacts<'a> {
-    namespaces: Namespaces,
+    pub(super) namespaces: Namespaces,
     services: &'a ServiceNames,
     /// Each namespace's rules, read once (a node's ruleset can be large) for all its findings.
     rules: HashMap<u32, Rc<NamespaceRules>>,
@@ -27,6 +31,14 @@ impl<'a> MachineFacts<'a> {
 }
 
 impl Facts for MachineFacts<'_> {
+    fn tunnels(&mut self, netns: u32) -> Option<TunnelFacts> {
+        self.read_tunnels(netns)
+    }
+
+    fn route_to(&mut self, netns: u32, dst: IpAddr) -> Option<RouteTo> {
+        self.read_route(netns, dst)
+    }
+
     fn sysctl(&mut self, netns: u32, key: &str) -> Option<String> {
         // `net.ipv4.conf.eth0.rp_filter` -> /proc/sys/net/ipv4/conf/eth0/rp_filter. Device names
         // cannot hold `/`; one with `.` (eth0.100) is spelled with `/` in sysctl(8) for that

@@ -12,6 +12,8 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::flows::{ConnKey, Connections, End, NatView, parse_end};
+
+mod tunnels;
 use crate::{
     events::{Detail, Event},
     kernel::firewall::Rule,
@@ -113,6 +115,15 @@ pub(crate) trait Facts {
     /// iptables), and the sources that could not be read. Shared: several findings may ask
     /// for one namespace's.
     fn dropping_rules(&mut self, netns: u32) -> Rc<NamespaceRules>;
+    /// The tunnels of namespace `netns`: tunnel devices, the VXLAN forwarding database, tunnel
+    /// neighbours, addresses (kernel::tunnels); None when they cannot be read.
+    fn tunnels(&mut self, _netns: u32) -> Option<crate::kernel::tunnels::TunnelFacts> {
+        None
+    }
+    /// What `ip route get DST` answers in namespace `netns` (device, gateway, preferred source).
+    fn route_to(&mut self, _netns: u32, _dst: IpAddr) -> Option<crate::kernel::tunnels::RouteTo> {
+        None
+    }
 }
 
 /// What [`Facts::dropping_rules`] found in one namespace.
@@ -231,6 +242,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
     // First the findings that name where a packet was dropped and why; the rules after them
     // leave out the connections those told (one problem, one finding).
     netfilter_drops(&run, facts, &mut out);
+    tunnels::tunnel_findings(&run, facts, &mut out);
     conntrack_drops(&run, facts, &mut out);
     route_drops(&run, facts, &mut out);
     rp_filter_drops(&run, facts, &mut out);
@@ -243,6 +255,9 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
     socket_buffer_drops(&run, facts, &mut out);
     // Last: only flows that no finding above explains.
     retransmit_storms(&run, &mut out);
+    // A tunnel's drop is the cause of its connections' no-reply and retransmits: one finding.
+    tunnels::fold_symptoms(&mut out);
+    tunnels::name_overlays(facts, &mut out);
     if info.lost > 0 || info.beyond_limit > 0 {
         out.push(Finding {
             code: "events-lost",
@@ -552,8 +567,14 @@ fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
         let places = by_namespace(&group);
         let mut rules = NamedRules::default();
         let mut where_ = Vec::new();
+        // A tunnel packet was dropped by its outer header (udp/8472, ipip): the rules match that.
+        let tunnel = group.first().and_then(|e| e.flow.tunnel);
         for (netns, at) in &places {
-            let (ipv6, proto, dport) = at.first().map(|e| (e.flow.dst.map(|ip| ip.is_ipv6()), e.flow.l4_proto, e.flow.dport)).unwrap_or_default();
+            let (ipv6, proto, dport) = match tunnel {
+                Some(t) if t.dport.is_some() => (Some(t.dst.is_ipv6()), Some(17), t.dport),
+                Some(t) => (Some(t.dst.is_ipv6()), Some(if t.dst.is_ipv6() { 41 } else { 4 }), None),
+                None => at.first().map(|e| (e.flow.dst.map(|ip| ip.is_ipv6()), e.flow.l4_proto, e.flow.dport)).unwrap_or_default(),
+            };
             if let Some(n) = netns {
                 rules.add(facts.dropping_rules(*n), ipv6, proto, dport);
             }
@@ -591,7 +612,10 @@ fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
             "{} in {} dropped {}{via}: look for a DROP or REJECT rule there (iptables-save -c / nft list ruleset in that namespace)",
             if places.len() > 1 { "netfilter rules" } else { "a netfilter rule" },
             where_.join(" and "),
-            traffic_words(&group)
+            match &tunnel {
+                Some(t) => format!("{} carrying {}", tunnels::tunnel_words(t), traffic_words(&group)),
+                None => traffic_words(&group),
+            }
         );
         summary.push_str(&rules.words());
         if icmp_error {
@@ -2078,10 +2102,7 @@ mod tests {
         );
         assert_eq!(d.evidence["netns"], 9);
         assert_eq!(d.evidence["dropped_in"], json!(["pod shop/web-1's network namespace"]));
-        assert_eq!(
-            d.evidence["rules"][0], HTTP_RULE,
-            "the backend's rule, on the backend's port"
-        );
+        assert_eq!(d.evidence["rules"][0], HTTP_RULE, "the backend's rule, on the backend's port");
         let seen = seen_in_counts(d);
         assert_eq!(seen[&1], BTreeMap::from([("retransmit".to_string(), 1)]), "{seen:?}");
         assert_eq!(seen[&2], BTreeMap::from([("nat".to_string(), 2)]), "{seen:?}");

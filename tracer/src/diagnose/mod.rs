@@ -4,6 +4,7 @@
 pub(crate) mod facts;
 pub(crate) mod findings;
 pub(crate) mod flows;
+mod tunnel_facts;
 
 use std::collections::BTreeMap;
 

@@ -12,6 +12,7 @@ pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod rtnetlink;
 pub(crate) mod tracefs;
+pub(crate) mod tunnels;
 
 /// `uname -r` of the running kernel, for messages and skips.
 pub(crate) fn release() -> String {

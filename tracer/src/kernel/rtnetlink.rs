@@ -1,7 +1,8 @@
-//! The one rtnetlink request tracer makes itself: deleting the clsact qdisc it added to a device
-//! (aya adds one but cannot delete it). Done with a netlink socket of the calling thread's network
-//! namespace, so the image needs no `tc` and a namespace entered with `Netns::enter` is the one
-//! the request acts in.
+//! rtnetlink requests tracer makes itself: deleting the clsact qdisc it added to a device (aya
+//! adds one but cannot delete it), and the socket, message and attribute helpers the read-only
+//! dumps of `tunnels` use. Done with a netlink socket of the calling thread's network namespace,
+//! so the image needs no `tc`/`ip`/`bridge` and a namespace entered with `Netns::enter` (or
+//! `Namespaces::run_in`) is the one the request acts in.
 
 use std::{ffi::CString, io};
 
@@ -54,6 +55,67 @@ fn del_clsact_request(ifindex: u32, seq: u32) -> Vec<u8> {
     msg
 }
 
+/// A request message: the netlink header (`kind`, `flags`, sequence 1), the fixed `body` and
+/// the attributes (`type`, value), each padded to 4 bytes.
+pub(crate) fn message(kind: u16, flags: u16, body: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut msg = netlink::header(0, kind, flags, 1);
+    msg.extend_from_slice(body);
+    msg.resize(msg.len().next_multiple_of(4), 0);
+    for (kind, value) in attrs {
+        msg.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(value);
+        msg.resize(msg.len().next_multiple_of(4), 0);
+    }
+    let len = msg.len() as u32;
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+    msg
+}
+
+/// The most answer messages one request reads: a bound on a kernel that never says done.
+const MAX_ANSWERS: usize = 100_000;
+/// How long one answer may take: the kernel answers at once.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends `request` (a dump when it has `NLM_F_DUMP`, else one request) on a `NETLINK_ROUTE`
+/// socket of the calling thread's namespace and returns every answer message as (type, payload
+/// after the netlink header), up to `NLMSG_DONE`. An `NLMSG_ERROR` with an errno is the error.
+pub(crate) fn ask(request: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+    let socket = netlink::socket(libc::NETLINK_ROUTE, 0)?;
+    netlink::set_receive_timeout(&socket, ANSWER_TIMEOUT)?;
+    netlink::send(&socket, request)?;
+    let dump = u16::from_ne_bytes([request[6], request[7]]) & (libc::NLM_F_DUMP as u16) != 0;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while out.len() < MAX_ANSWERS {
+        let got = netlink::receive(&socket, &mut buf)?;
+        if got == 0 {
+            break;
+        }
+        for message in netlink::messages(&buf[..got]) {
+            match message.kind {
+                k if k == libc::NLMSG_DONE as u16 => return Ok(out),
+                k if k == libc::NLMSG_ERROR as u16 => {
+                    return match netlink::error_code(message.payload) {
+                        Some(0) | None => Ok(out),
+                        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+                    };
+                }
+                kind => out.push((kind, message.payload.to_vec())),
+            }
+        }
+        if !dump {
+            return Ok(out);
+        }
+    }
+    Ok(out)
+}
+
+/// The attributes (`rtattr`/`nlattr`) packed in `buf`: (type without the nested/byte-order
+/// bits, value). A truncated attribute ends the list.
+pub(crate) fn attributes(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    netlink::attrs(buf).collect()
+}
 #[cfg(test)]
 mod tests {
     use super::*;
