@@ -107,6 +107,10 @@ drops() {
 
 section uname uname -r
 section modules load_modules
+# ipip, ip_gre and sit add a fallback device (tunl0, gre0, sit0) to every new network namespace
+# unless told not to; on a node only pods of a Calico-like CNI have them. The labs' namespaces
+# stand for nodes and pods without them (the host kernel has no such modules).
+echo 2 > /proc/sys/net/core/fb_tunnels_only_for_init_net
 section btf sh -c 'ls /sys/kernel/btf | tr "\n" " "; echo'
 section check /tracer check -o json
 section check-table /tracer check

@@ -19,6 +19,9 @@ pub(crate) struct DeviceFacts {
     pub driver: String,
     /// The device of the IPv4 default route.
     pub uplink: bool,
+    /// Administratively up (IFF_UP). A device that is down carries nothing: the fallback
+    /// `tunl0` that loading ipip puts in every pod's namespace (Calico nodes) is no overlay.
+    pub up: bool,
 }
 
 /// What a device is on a node's path, for the mismatch rules.
@@ -79,7 +82,7 @@ pub(crate) fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
     namespaces.dedup();
     for netns in namespaces {
         let flagged = out.len();
-        let here: Vec<&DeviceFacts> = devices.iter().filter(|d| &d.netns == netns).collect();
+        let here: Vec<&DeviceFacts> = devices.iter().filter(|d| &d.netns == netns && d.up).collect();
         let uplink = here.iter().filter(|d| d.role() == Role::Uplink).min_by_key(|d| d.mtu);
         let tunnels: Vec<(&DeviceFacts, u32)> = here
             .iter()
@@ -180,6 +183,7 @@ pub(crate) fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
             mtu: mtu_of(sock.as_raw_fd(), &name).unwrap_or(0),
             driver: driver_of(sock.as_raw_fd(), &name).unwrap_or_default(),
             uplink: uplink.as_deref() == Some(name.as_str()),
+            up: is_up(sock.as_raw_fd(), &name),
             name,
         });
     }
@@ -238,6 +242,18 @@ fn mtu_of(sock: i32, name: &str) -> Option<u32> {
     u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
 }
 
+/// Whether the device is administratively up (SIOCGIFFLAGS, IFF_UP); true when the kernel
+/// does not say, so that a device is never left out of the rules by an unreadable flag.
+fn is_up(sock: i32, name: &str) -> bool {
+    let mut req = ifreq_for(name);
+    // SAFETY: SIOCGIFFLAGS fills ifr_flags of a valid ifreq.
+    if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) } != 0 {
+        return true;
+    }
+    // SAFETY: the kernel wrote ifr_flags.
+    (unsafe { req.ifr_ifru.ifru_flags } as libc::c_int) & libc::IFF_UP != 0
+}
+
 /// `struct ethtool_drvinfo` (uAPI linux/ethtool.h).
 #[repr(C)]
 struct DrvInfo {
@@ -288,7 +304,7 @@ mod tests {
     use super::*;
 
     fn dev(name: &str, driver: &str, mtu: u32, uplink: bool) -> DeviceFacts {
-        DeviceFacts { netns: Netns::OWN, name: name.into(), ifindex: 0, mtu, driver: driver.into(), uplink }
+        DeviceFacts { netns: Netns::OWN, name: name.into(), ifindex: 0, mtu, driver: driver.into(), uplink, up: true }
     }
 
     #[test]
@@ -304,6 +320,16 @@ mod tests {
         assert_eq!(m[0].severity, "warning");
         assert_eq!(m[0].devices, vec!["veth1".to_string(), "flannel.1".to_string()]);
         assert!(m[0].summary.contains("tunnel flannel.1 (mtu 1440)"), "{}", m[0].summary);
+    }
+
+    /// Loading ipip puts a `tunl0` (MTU 1480, down) in every new namespace: a Calico node's pods
+    /// all have one, and it carries nothing.
+    #[test]
+    fn a_fallback_tunnel_that_is_down_is_no_mismatch() {
+        let tunl0 = DeviceFacts { up: false, ..dev("tunl0", "ipip", 1480, false) };
+        assert_eq!(find_mismatches(&[dev("eth0", "veth", 1500, false), tunl0.clone()]), []);
+        let up = DeviceFacts { up: true, ..tunl0 };
+        assert_eq!(find_mismatches(&[dev("eth0", "veth", 1500, false), up]).len(), 1, "the same tunnel up is one");
     }
 
     #[test]
