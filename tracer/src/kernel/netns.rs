@@ -207,6 +207,38 @@ fn run_in<T: Send>(ns: &Path, f: impl FnOnce() -> io::Result<T> + Send) -> io::R
     })
 }
 
+/// A named network namespace for the unit tests that ask the real kernel (`ip netns add`),
+/// deleted on drop, also when the test panics.
+#[cfg(test)]
+pub(crate) struct ScratchNetns(pub String);
+
+#[cfg(test)]
+impl ScratchNetns {
+    /// `trt-PREFIX-PID`, or None after a loud skip when it cannot be made (not root), which
+    /// `TRACER_REQUIRE_PRIVILEGED` turns into a failure.
+    pub(crate) fn create(prefix: &str, test: &str) -> Option<Self> {
+        let name = format!("trt-{prefix}-{}", std::process::id());
+        if !Self::ip(&["netns", "add", &name]) {
+            eprintln!("SKIPPED {test}: cannot create a network namespace (not root?)");
+            assert!(std::env::var_os("TRACER_REQUIRE_PRIVILEGED").is_none(), "privileged test could not run");
+            return None;
+        }
+        Some(Self(name))
+    }
+
+    /// `ip ARGS...` succeeded.
+    pub(crate) fn ip(args: &[&str]) -> bool {
+        std::process::Command::new("ip").args(args).status().is_ok_and(|s| s.success())
+    }
+}
+
+#[cfg(test)]
+impl Drop for ScratchNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

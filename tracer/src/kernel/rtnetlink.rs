@@ -136,20 +136,9 @@ mod tests {
     #[test]
     fn deletes_a_real_clsact_qdisc() {
         use std::process::Command;
-        let ns = format!("trt-rtnl-{}", std::process::id());
-        let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
-        if !ip(&["netns", "add", &ns]) {
-            eprintln!("SKIPPED deletes_a_real_clsact_qdisc: cannot create a network namespace (not root?)");
-            assert!(std::env::var_os("TRACER_REQUIRE_PRIVILEGED").is_none(), "privileged test could not run");
-            return;
-        }
-        struct Cleanup(String);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-            }
-        }
-        let _cleanup = Cleanup(ns.clone());
+        let Some(scratch) = crate::kernel::netns::ScratchNetns::create("rtnl", "deletes_a_real_clsact_qdisc") else { return };
+        let ns = scratch.0.clone();
+        let ip = crate::kernel::netns::ScratchNetns::ip;
         assert!(ip(&["-n", &ns, "link", "add", "trt0", "type", "veth", "peer", "name", "trt1"]));
         assert!(Command::new("ip").args(["netns", "exec", &ns, "tc", "qdisc", "add", "dev", "trt0", "clsact"]).status().unwrap().success());
         let netns = crate::kernel::netns::Netns::parse(&ns);

@@ -496,20 +496,9 @@ mod tests {
     #[test]
     fn reads_a_real_vxlan_device_and_its_fdb() {
         use std::process::Command;
-        let ns = format!("trt-tun-{}", std::process::id());
-        let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
-        if !ip(&["netns", "add", &ns]) {
-            eprintln!("SKIPPED reads_a_real_vxlan_device_and_its_fdb: cannot create a network namespace (not root?)");
-            assert!(std::env::var_os("TRACER_REQUIRE_PRIVILEGED").is_none(), "privileged test could not run");
-            return;
-        }
-        struct Cleanup(String);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-            }
-        }
-        let _cleanup = Cleanup(ns.clone());
+        let Some(scratch) = crate::kernel::netns::ScratchNetns::create("tun", "reads_a_real_vxlan_device_and_its_fdb") else { return };
+        let ns = scratch.0.clone();
+        let ip = crate::kernel::netns::ScratchNetns::ip;
         assert!(ip(&["-n", &ns, "link", "add", "trt0", "type", "veth", "peer", "name", "trt1"]));
         assert!(ip(&["-n", &ns, "addr", "add", "198.18.250.1/24", "dev", "trt0"]));
         assert!(ip(&["-n", &ns, "link", "set", "trt0", "up"]));
