@@ -41,8 +41,7 @@ impl Dropping {
             _ => ["-A", "INPUT", "-s", ua, "-d", ub, "-p", "udp", "--dport", &lab.port().to_string(), "-j", "DROP"].map(String::from).to_vec(),
         };
         lab.b.ns.iptables("iptables-legacy", &rule.iter().map(String::as_str).collect::<Vec<_>>());
-        let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
-        std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
+        let pods = lab_pods(&lab);
         Dropping { lab, pods }
     }
 
@@ -95,16 +94,23 @@ impl Dropping {
     }
 }
 
-/// Runs `check` on a lab of `overlay`, or skips loudly when this kernel cannot build it.
-fn with_overlay(test: &str, overlay: Overlay, kind: &str, check: impl FnOnce(&Dropping)) {
+/// The lab lock when `test` can run here: privileged, and this kernel makes `kind` devices
+/// (else it skips loudly).
+fn can_build(test: &str, kind: &str) -> Option<LabLock> {
     if !require_privileged(test) {
-        return;
+        return None;
     }
-    let _lock = shared_lock();
+    let lock = shared_lock();
     if !kernel_has_link_kind(kind) {
         skipped(test, &format!("this kernel cannot make {kind} devices (not built); the VM matrix's 6.1 and 6.12 can"));
-        return;
+        return None;
     }
+    Some(lock)
+}
+
+/// Runs `check` on a lab of `overlay`, or skips loudly when this kernel cannot build it.
+fn with_overlay(test: &str, overlay: Overlay, kind: &str, check: impl FnOnce(&Dropping)) {
+    let Some(_lock) = can_build(test, kind) else { return };
     check(&Dropping::new(overlay));
 }
 
@@ -202,9 +208,16 @@ fn the_table_shows_the_tunnel_after_the_flow() {
 
 /// `tracer diagnose -o json` over the lab's block while `traffic` runs; the report.
 fn diagnose_run(lab: &OverlayLab, pods: &TempFile, traffic: impl FnOnce()) -> Value {
+    diagnose_run_with(lab, pods, &[], traffic)
+}
+
+/// [`diagnose_run`] with `extra` arguments.
+fn diagnose_run_with(lab: &OverlayLab, pods: &TempFile, extra: &[&str], traffic: impl FnOnce()) -> Value {
     let from = format!("file:{}", pods.0.display());
     let block = lab.addrs.net(0).replace("/24", "/22");
-    let t = Tracer::start(&["diagnose", "--duration", "8s", "-o", "json", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block]);
+    let mut args = vec!["diagnose", "--duration", "8s", "-o", "json", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block];
+    args.extend_from_slice(extra);
+    let t = Tracer::start(&args);
     traffic();
     let run = t.wait_exit(Duration::from_secs(40));
     assert_eq!(run.status.code(), Some(0), "diagnose must exit 0\nstdout:\n{}\nstderr:\n{}", run.lines.join("\n"), run.stderr);
@@ -216,6 +229,13 @@ fn diagnose_run(lab: &OverlayLab, pods: &TempFile, traffic: impl FnOnce()) -> Va
 fn findings_for<'a>(report: &'a Value, code: &str, flow: &str) -> Vec<(usize, &'a Value)> {
     let all = report["findings"].as_array().map(Vec::as_slice).unwrap_or_default();
     all.iter().enumerate().filter(|(_, f)| f["code"] == code && f["flows"].as_array().is_some_and(|a| a.iter().any(|x| x == flow))).collect()
+}
+
+/// A pods file naming the lab's two pods `lab/client` (on A) and `lab/server` (on B).
+fn lab_pods(lab: &OverlayLab) -> TempFile {
+    let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
+    std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
+    pods
 }
 
 fn pods_of(f: &Value) -> Vec<&str> {
@@ -253,8 +273,7 @@ fn vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms() {
         "iptables-legacy",
         &["-t", "nat", "-A", "PREROUTING", "-d", &format!("{service}/32"), "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", &backend],
     );
-    let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
-    std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
+    let pods = lab_pods(&lab);
     let report = diagnose_run(&lab, &pods, || {
         let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41010, &service, 80, 3.0);
         assert_eq!(got, "timeout", "node B must drop A's tunnel packets (VXLAN_ENTRY_EXISTS)");
@@ -313,8 +332,7 @@ fn vxlan_vni_mismatch_is_a_tunnel_drop() {
         return;
     }
     let lab = OverlayLab::vni_mismatch();
-    let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
-    std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
+    let pods = lab_pods(&lab);
     let report = diagnose_run(&lab, &pods, || {
         let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41011, &lab.b.pod_ip, SERVER_PORT, 2.0);
         assert_eq!(got, "timeout", "node B has no device for A's VNI");
@@ -353,5 +371,154 @@ fn diagnose_names_the_tunnel_of_a_netfilter_drop() {
         assert!(summary.contains(&tunnel), "the tunnel named: {summary}");
         let rules = f["evidence"]["rules"].as_array().cloned().unwrap_or_default();
         assert!(rules.iter().any(|r| r.as_str().is_some_and(|r| r.contains("--dport 8472"))), "the rule, matched on the outer header: {f:#}");
+    });
+}
+
+/// Seed 004 case 2 on each overlay: the pods' devices have the default MTU (1500), the tunnel
+/// less (Calico's `tunl0` 1440; VXLAN and Geneve 1450), and the frag-needed node A sends back to
+/// pod A is lost (pod A's firewall drops it, as where ICMP is filtered): a large transfer from
+/// pod A to pod B stalls. `diagnose` must say `mtu-blackhole` for that connection, with both
+/// pods, the tunnel's MTU, and the overlay named (type, device, its MTU, its underlay) with the
+/// MTU the pods need; and, given node A's tunnel to look at, `mtu-mismatch` names the tunnel.
+fn mtu_blackhole_names_the_overlay(test: &str, overlay: Overlay, kind: &str, tunnel_mtu: u64) {
+    let Some(_lock) = can_build(test, kind) else { return };
+    let lab = OverlayLab::new(overlay);
+    lab.a.pod.iptables("iptables-legacy", &["-A", "INPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP"]);
+    let pods = lab_pods(&lab);
+    let (sport, port) = (41020u16, 5202u16);
+    let _sink = TcpSink::start(|x| lab.b.pod.spawn(x), &lab.b.pod_ip, &[port]);
+    let iface = format!("{}:{}", lab.a.ns.name, lab.a.tunnel_dev);
+    let mut result = String::new();
+    let report = diagnose_run_with(&lab, &pods, &["--iface", &iface], || {
+        let out =
+            lab.a.pod.exec_timeout(&argv_refs(&tcp_send_argv(&lab.a.pod_ip, sport, &lab.b.pod_ip, port, 2_000_000, 3.0)), Duration::from_secs(20));
+        result = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    });
+    eprintln!("{test}: {report}");
+    assert!(!result.starts_with("ok"), "lab: the transfer must stall when frag-needed is lost: {result}");
+    let inner = format!("{}:{sport} -> {}:{port}", lab.a.pod_ip, lab.b.pod_ip);
+    let found = findings_for(&report, "mtu-blackhole", &inner);
+    assert_eq!(found.len(), 1, "one mtu-blackhole for {inner}: {report:#}");
+    let f = found[0].1;
+    assert_eq!(f["severity"], "error", "{f:#}");
+    let pods = pods_of(f);
+    assert!(pods.contains(&"lab/client") && pods.contains(&"lab/server"), "both pods: {f:#}");
+    let ev = &f["evidence"];
+    assert_eq!(ev["mtu"].as_u64(), Some(tunnel_mtu), "the MTU node A reported, the tunnel's: {f:#}");
+    assert!(ev["frag_needed_dropped"].as_u64() >= Some(1), "pod A's firewall dropped the frag-needed: {f:#}");
+    let named = ev["overlay"].as_array().cloned().unwrap_or_default();
+    let tunnel = named.iter().find(|o| o["device"] == lab.a.tunnel_dev.as_str());
+    let Some(tunnel) = tunnel else { panic!("the overlay names node A's tunnel {}: {f:#}", lab.a.tunnel_dev) };
+    assert_eq!(tunnel["type"], kind, "{f:#}");
+    assert_eq!(tunnel["mtu"].as_u64(), Some(tunnel_mtu), "{f:#}");
+    assert_eq!(tunnel["netns"].as_u64(), Some(lab.a.ns.inode()), "node A's namespace: {f:#}");
+    if overlay_has_underlay(overlay) {
+        assert_eq!((tunnel["underlay"].as_str(), tunnel["underlay_mtu"].as_u64()), (Some(lab.a.uplink.as_str()), Some(1500)), "its underlay: {f:#}");
+    }
+    let arrived = &ev["arrived_on"];
+    assert_eq!(
+        (arrived["netns"].as_u64(), arrived["mtu"].as_u64()),
+        (Some(lab.a.ns.inode()), Some(1500)),
+        "the pod-side device the packets arrived on, in node A, at the pods' MTU: {f:#}"
+    );
+    let summary = f["summary"].as_str().unwrap_or_default();
+    let advice = format!("give the pods an MTU of at most {tunnel_mtu}");
+    assert!(
+        summary.contains(&format!("{kind} device {}", lab.a.tunnel_dev)) && summary.contains(&advice),
+        "the overlay and the pods' MTU named: {summary}"
+    );
+    let mismatch = report["findings"].as_array().into_iter().flatten().find(|m| m["code"] == "mtu-mismatch");
+    let Some(mismatch) = mismatch else { panic!("an mtu-mismatch for node A's tunnel: {report:#}") };
+    let text = mismatch["summary"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("tunnel {} ({kind}, mtu {tunnel_mtu})", lab.a.tunnel_dev)),
+        "mtu-mismatch names the overlay's tunnel and its type: {mismatch:#}"
+    );
+    assert_eq!(mismatch["severity"], "warning", "a configuration fact: {mismatch:#}");
+}
+
+/// Whether the lab's tunnel of `o` names its underlay device (`dev` given when it was made:
+/// VXLAN and IPIP; the lab's Geneve has only a remote).
+fn overlay_has_underlay(o: Overlay) -> bool {
+    !matches!(o, Overlay::Geneve)
+}
+
+#[test]
+fn mtu_blackhole_over_vxlan_names_the_overlay() {
+    mtu_blackhole_names_the_overlay("mtu_blackhole_over_vxlan_names_the_overlay", Overlay::Vxlan { port: 8472 }, "vxlan", 1450);
+}
+
+#[test]
+fn mtu_blackhole_over_geneve_names_the_overlay() {
+    mtu_blackhole_names_the_overlay("mtu_blackhole_over_geneve_names_the_overlay", Overlay::Geneve, "geneve", 1450);
+}
+
+/// Seed 004 case 2 itself: Calico's IPIP `tunl0` at 1440 under pods at 1500.
+#[test]
+fn mtu_blackhole_over_ipip_names_the_overlay() {
+    mtu_blackhole_names_the_overlay("mtu_blackhole_over_ipip_names_the_overlay", Overlay::Ipip, "ipip", 1440);
+}
+
+/// `watch --by-flow` tells a connection through a Service and a tunnel as one story: pod A's
+/// connection to a Service address on node A is DNATed to pod B, carried by VXLAN, and dropped
+/// by node B's firewall on the tunnel port. The story is named as the client opened it and holds
+/// the DNAT on node A, the drops on node B (the pods' flow, with the `tunnel` object) and the
+/// client's retransmits.
+#[test]
+fn watch_by_flow_joins_a_connection_on_both_sides_of_the_tunnel() {
+    let test = "watch_by_flow_joins_a_connection_on_both_sides_of_the_tunnel";
+    with_overlay(test, Overlay::Vxlan { port: 8472 }, "vxlan", |d| {
+        let lab = &d.lab;
+        let service = lab.addrs.host(3, 10);
+        let backend = format!("{}:{SERVER_PORT}", lab.b.pod_ip);
+        lab.a.ns.iptables(
+            "iptables-legacy",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &format!("{service}/32"),
+                "-p",
+                "tcp",
+                "--dport",
+                "80",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &backend,
+            ],
+        );
+        let from = format!("file:{}", d.pods.0.display());
+        let block = lab.addrs.net(0).replace("/24", "/22");
+        let t =
+            Tracer::start(&["watch", "--by-flow", "-o", "json", "--duration", "6s", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block]);
+        let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41030, &service, 80, 3.0);
+        assert_eq!(got, "timeout", "node B's firewall drops the tunnel packets");
+        let run = t.wait_exit(Duration::from_secs(40));
+        assert_eq!(run.status.code(), Some(0), "watch must exit 0: {}", run.stderr);
+        let stories = run.events();
+        let label = format!("{}:41030 -> {service}:80", lab.a.pod_ip);
+        let mine: Vec<&Value> = stories.iter().filter(|s| s["flow"] == label.as_str()).collect();
+        assert_eq!(mine.len(), 1, "one story for {label}: {stories:#?}");
+        let story = mine[0];
+        assert_eq!(story["pods"], serde_json::json!(["lab/client", "lab/server"]), "{story:#}");
+        let events = story["events"].as_array().cloned().unwrap_or_default();
+        let nat_on_a = events.iter().any(|e| e["kind"] == "nat" && e["netns"].as_u64() == Some(lab.a.ns.inode()));
+        assert!(nat_on_a, "the DNAT on node A: {story:#}");
+        let drop_on_b = events.iter().find(|e| e["kind"] == "drop" && e["netns"].as_u64() == Some(lab.b.ns.inode()));
+        let Some(drop_on_b) = drop_on_b else { panic!("node B's drop of the tunnel packets: {story:#}") };
+        assert_eq!(drop_on_b["dst"], backend.as_str(), "the pods' flow after DNAT: {drop_on_b:#}");
+        assert_eq!(drop_on_b["tunnel"]["type"], "vxlan", "with the tunnel's outer headers: {drop_on_b:#}");
+        assert_eq!(drop_on_b["tunnel"]["dst"], format!("{}:8472", lab.b.underlay_ip).as_str(), "{drop_on_b:#}");
+        assert!(events.iter().any(|e| e["kind"] == "retransmit"), "the client's SYN retransmits: {story:#}");
+        for s in &stories {
+            if s["flow"] != label.as_str() {
+                let evs = s["events"].as_array().cloned().unwrap_or_default();
+                let src = format!("{}:41030", lab.a.pod_ip);
+                assert!(!evs.iter().any(|e| e["src"] == src.as_str()), "the connection split into another story: {s:#}");
+            }
+        }
     });
 }

@@ -279,7 +279,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
         out.push(Finding {
             code: "mtu-mismatch",
             severity: Severity::Warning,
-            summary: format!("{what}: packets of some sizes pass only if ICMP frag-needed / packet-too-big gets back to their sender"),
+            summary: what.clone(),
             pods: BTreeSet::new(),
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 0, "devices": devices})),
@@ -1006,6 +1006,10 @@ struct MtuStory<'a> {
     len: u32,
     device: Option<String>,
     dev_mtu: Option<u32>,
+    /// The device a packet too big to forward arrived on (its namespace, index, name), from the
+    /// PKT_TOO_BIG drop: the pod side, which an overlay's narrower tunnel is compared with
+    /// (`device` is the narrow hop itself).
+    arrived: Option<(Option<u32>, Option<u32>, String)>,
     /// Where the ICMP error was dropped (namespace inode, its pod) and why.
     dropped_at: Option<(Option<u32>, Option<String>, String)>,
 }
@@ -1057,7 +1061,11 @@ fn mtu_blackholes(run: &Run<'_>, out: &mut Vec<Finding>) {
         }
     }
     let retransmits = retransmits_by_conn(run);
-    for (key, s) in stories {
+    for (key, mut s) in stories {
+        s.arrived = run.by_conn.get(&key).into_iter().flatten().find_map(|e| match &e.detail {
+            Detail::Drop(d) if d.reason == "PKT_TOO_BIG" => e.ifname.clone().map(|dev| (e.netns, e.ifindex, dev)),
+            _ => None,
+        });
         let retrans = retransmits.get(&key).copied().unwrap_or(0);
         let too_big = s.sent + s.too_big + s.oversize;
         let unlearned = too_big >= BLACKHOLE_REPEATS && s.received == 0 && retrans > 0;
@@ -1070,6 +1078,7 @@ fn mtu_blackholes(run: &Run<'_>, out: &mut Vec<Finding>) {
             "too_big_drops": s.too_big, "oversize": s.oversize, "retransmits": retrans,
             "icmp_dropped_netns": s.dropped_at.as_ref().and_then(|(netns, ..)| *netns),
             "icmp_dropped_pod": s.dropped_at.as_ref().and_then(|(_, pod, _)| pod.clone()),
+            "arrived_on": s.arrived.as_ref().map(|(netns, ifindex, dev)| json!({"netns": netns, "ifindex": ifindex, "device": dev})),
         }));
         let mut told = told(run, &s.events, &mut evidence);
         let mtu = s.mtu.map(|m| format!("MTU {m}")).unwrap_or_else(|| "a smaller MTU".into());

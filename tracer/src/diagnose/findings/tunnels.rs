@@ -267,16 +267,24 @@ pub(super) fn name_overlays(facts: &mut dyn Facts, out: &mut [Finding]) {
         if overlay.is_empty() {
             continue;
         }
-        let pod_mtu = f.evidence.get("dev_mtu").and_then(Value::as_u64);
+        // The pod side's MTU: the device the too-big packets arrived on (the narrow hop,
+        // `device`, is the tunnel itself).
+        let arrived = f.evidence.get("arrived_on").cloned().unwrap_or(Value::Null);
+        let arrived_netns = arrived["netns"].as_u64().and_then(|n| u32::try_from(n).ok());
+        let arrived_ifindex = arrived["ifindex"].as_u64().and_then(|n| u32::try_from(n).ok());
+        let pod_mtu = arrived_netns.zip(arrived_ifindex).and_then(|(netns, ifindex)| facts.tunnels(netns)?.mtu_of(ifindex)).map(u64::from);
         let narrowest = overlay.iter().filter_map(|o| o["mtu"].as_u64()).min();
         f.summary.push_str(&format!("; the overlay here: {}", words.join(", ")));
         if let (Some(pod), Some(tunnel)) = (pod_mtu, narrowest)
             && pod > tunnel
         {
             f.summary.push_str(&format!(
-                ", narrower than the {pod} of device {}: give the pods an MTU of at most {tunnel}",
-                f.evidence.get("device").and_then(Value::as_str).unwrap_or("-")
+                ", narrower than the {pod} of device {} the packets arrive on: give the pods an MTU of at most {tunnel}",
+                arrived["device"].as_str().unwrap_or("-")
             ));
+        }
+        if let (Some(mtu), Some(Value::Object(on))) = (pod_mtu, f.evidence.get_mut("arrived_on")) {
+            on.insert("mtu".into(), json!(mtu));
         }
         f.evidence.insert("overlay".into(), json!(overlay));
     }
@@ -377,8 +385,8 @@ mod tests {
                 ],
                 neighbours: vec![Neighbour { ifindex: 5, ip: "10.244.1.0".parse().unwrap(), mac: MAC_A.into() }],
                 addresses: vec![Address { ifindex: 2, ip: "10.0.0.2".parse().unwrap(), prefix: 24 }],
-                names: vec![(2, "ub".into()), (5, "vx".into())],
-                mtus: vec![(2, 1500), (5, 1450)],
+                names: vec![(2, "ub".into()), (5, "vx".into()), (6, "veth1".into())],
+                mtus: vec![(2, 1500), (5, 1450), (6, 1500)],
             };
             // Node A (namespace 8): its vxlan `va` without a fixed local, its uplink `ua` with
             // 10.0.0.1 and 10.0.0.11.
@@ -579,18 +587,19 @@ mod tests {
             summary: "large packets do not fit".into(),
             pods: BTreeSet::new(),
             flows: BTreeSet::new(),
-            evidence: obj(json!({"events": 4, "device": "veth1", "dev_mtu": 1500})),
+            evidence: obj(json!({"events": 4, "device": "vx", "dev_mtu": 1450, "arrived_on": {"netns": netns, "ifindex": 6, "device": "veth1"}})),
             seen: super::super::Seen { first: Some(1), last: Some(2), examples: vec![json!({"netns": netns})] },
             conns: BTreeSet::new(),
         };
         let mut out = vec![blackhole(9), blackhole(7)];
         name_overlays(&mut NodeB::new(true), &mut out);
         assert!(
-            out[0].summary.ends_with("; the overlay here: vxlan device vx (MTU 1450) over ub (MTU 1500), narrower than the 1500 of device veth1: give the pods an MTU of at most 1450"),
+            out[0].summary.ends_with("; the overlay here: vxlan device vx (MTU 1450) over ub (MTU 1500), narrower than the 1500 of device veth1 the packets arrive on: give the pods an MTU of at most 1450"),
             "{}",
             out[0].summary
         );
         assert_eq!(out[0].evidence["overlay"][0]["underlay_mtu"], 1500);
+        assert_eq!(out[0].evidence["arrived_on"]["mtu"], 1500, "the pod side's MTU, read from its namespace");
         assert_eq!(out[1].summary, "large packets do not fit", "no tunnel facts there, nothing named");
     }
 

@@ -17,7 +17,7 @@ pub(crate) struct DeviceFacts {
     /// The ethtool driver name: veth, bridge, vxlan, geneve, ipip, wireguard, virtio_net, ...;
     /// empty when the device does not say.
     pub driver: String,
-    /// The device of the IPv4 default route.
+    /// The device of the IPv4 default route, or the underlay of a tunnel of its namespace.
     pub uplink: bool,
     /// Administratively up (IFF_UP). A device that is down carries nothing: the fallback
     /// `tunl0` that loading ipip puts in every pod's namespace (Calico nodes) is no overlay.
@@ -55,6 +55,15 @@ impl DeviceFacts {
             "veth" => Role::PodDevice,
             "bridge" => Role::Bridge,
             _ => Role::Other,
+        }
+    }
+
+    /// `uplink eth0 (mtu 1500)`, `tunnel tunl0 (ipip, mtu 1440)`: a tunnel with the overlay it is.
+    fn described(&self) -> String {
+        match self.role() {
+            Role::Uplink => format!("uplink {} (mtu {})", self.name, self.mtu),
+            Role::Tunnel { .. } => format!("tunnel {} ({}, mtu {})", self.name, self.driver, self.mtu),
+            _ => format!("{} (mtu {})", self.name, self.mtu),
         }
     }
 
@@ -120,10 +129,8 @@ pub(crate) fn find_mismatches(devices: &[DeviceFacts]) -> Vec<Mismatch> {
                 severity: "warning",
                 devices: names,
                 summary: format!(
-                    "pod-side devices {shown} (mtu up to {max}) are larger than {} {} (mtu {}): packets between {} and {max} bytes get through only if frag-needed/packet-too-big reaches their sender (a black hole where ICMP is filtered)",
-                    if matches!(limit.role(), Role::Uplink) { "uplink" } else { "tunnel" },
-                    limit.name,
-                    limit.mtu,
+                    "pod-side devices {shown} (mtu up to {max}) are larger than {}: packets between {} and {max} bytes get through only if frag-needed/packet-too-big reaches their sender (a black hole where ICMP is filtered)",
+                    limit.described(),
                     limit.mtu + 1
                 ),
             });
@@ -187,7 +194,24 @@ pub(crate) fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
             name,
         });
     }
+    mark_underlays(&mut out);
     Ok(out)
+}
+
+/// A device that carries a tunnel's packets is an uplink for the mismatch rules, default route
+/// or not (a node whose underlay is not its default route's, a lab's): the tunnel's `dev`, else
+/// the device of the route to its fixed remote. Read only where a tunnel is, in the current
+/// thread's namespace; unreadable, the default route's device stays the only uplink.
+fn mark_underlays(devices: &mut [DeviceFacts]) {
+    if !devices.iter().any(|d| d.up && matches!(d.role(), Role::Tunnel { .. })) {
+        return;
+    }
+    let Ok(facts) = crate::kernel::tunnels::read() else { return };
+    let underlays: Vec<u32> =
+        facts.devices.iter().filter_map(|t| t.link.or_else(|| t.remote.and_then(|r| crate::kernel::tunnels::route_get(r).ok()?.oif))).collect();
+    for d in devices.iter_mut().filter(|d| underlays.contains(&d.ifindex)) {
+        d.uplink = true;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -319,7 +343,7 @@ mod tests {
         assert_eq!(m.len(), 1, "{m:?}");
         assert_eq!(m[0].severity, "warning");
         assert_eq!(m[0].devices, vec!["veth1".to_string(), "flannel.1".to_string()]);
-        assert!(m[0].summary.contains("tunnel flannel.1 (mtu 1440)"), "{}", m[0].summary);
+        assert!(m[0].summary.contains("tunnel flannel.1 (vxlan, mtu 1440)"), "{}", m[0].summary);
     }
 
     /// Loading ipip puts a `tunl0` (MTU 1480, down) in every new namespace: a Calico node's pods
