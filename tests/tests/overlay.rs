@@ -159,23 +159,35 @@ fn vxlan_on_another_port_is_taken_apart_with_vxlan_port() {
     });
 }
 
-/// Geneve (6081), as Cilium, Antrea and OVN use it.
+/// Geneve (6081), as Cilium, Antrea and OVN use it: found by the server pod, and by node A's
+/// underlay address with the tunnel's port.
 #[test]
 fn geneve_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel() {
     let test = "geneve_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel";
     with_overlay(test, Overlay::Geneve, "geneve", |d| {
         let (events, stderr) = d.run(&["--pod", "lab/server"]);
         d.assert_tunnel_drops(&events, &stderr);
+
+        let by_outer = format!("{}/32", d.lab.a.underlay_ip);
+        let (events, stderr) = d.run(&["--ip", &by_outer, "--port", "6081"]);
+        d.assert_tunnel_drops(&events, &stderr);
     });
 }
 
-/// IPIP, as Calico's tunl0: the outer header is IP alone (no ports, no VNI).
+/// IPIP, as Calico's tunl0: the outer header is IP alone (no ports, no VNI). Found by the inner
+/// address, and by node B's underlay address.
 #[test]
 fn ipip_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel() {
     let test = "ipip_drop_on_the_receiving_node_is_the_pods_flow_with_the_tunnel";
     with_overlay(test, Overlay::Ipip, "ipip", |d| {
         let by_inner = format!("{}/32", d.lab.b.pod_ip);
         let (events, stderr) = d.run(&["--ip", &by_inner]);
+        d.assert_tunnel_drops(&events, &stderr);
+
+        // The outer header has no ports: the node's address alone (the filters match the inner
+        // flow or the outer header, each whole: not the outer address with the inner protocol).
+        let by_outer = format!("{}/32", d.lab.b.underlay_ip);
+        let (events, stderr) = d.run(&["--ip", &by_outer]);
         d.assert_tunnel_drops(&events, &stderr);
     });
 }
