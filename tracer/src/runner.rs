@@ -149,6 +149,10 @@ pub(crate) async fn run(
             _ = sigterm.recv() => break,
             _ = sleep_until(deadline) => break,
         }
+        // One write for whatever this turn printed (a whole ring-buffer read).
+        if let Flow::Stop = out.flush()? {
+            break;
+        }
     }
     // Events already in the buffer when a signal or the deadline came are part of the run:
     // print them, unless --count or a closed output already ended it.
@@ -156,6 +160,7 @@ pub(crate) async fn run(
         drain(ring.get_mut(), &mut out, pipeline, pods)?;
         out.release(pods, true)?;
     }
+    out.flush()?;
     Ok(out.delivered)
 }
 
@@ -237,6 +242,21 @@ impl Output<'_> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Hands the sink's batch to the reader; a closed output is a clean stop, as in `emit`.
+    fn flush(&mut self) -> anyhow::Result<Flow> {
+        if self.delivered.output_closed {
+            return Ok(Flow::Stop);
+        }
+        match self.sink.flush() {
+            Ok(()) => Ok(Flow::Continue),
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                self.delivered.output_closed = true;
+                Ok(Flow::Stop)
+            }
+            Err(err) => Err(err).context("writing output"),
+        }
     }
 
     fn emit(&mut self, mut event: Event, pods: &PodLayer) -> anyhow::Result<Flow> {
