@@ -5,7 +5,11 @@
 //! `BPF_OBJ_GET_INFO_BY_FD`. These figures are CPU time spent inside each program, so they hardly
 //! depend on how busy the machine is, unlike throughput.
 
-use std::{collections::BTreeMap, fs};
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
 
 use anyhow::Context as _;
 
@@ -109,7 +113,13 @@ fn prog_info(id: u32) -> anyhow::Result<(String, Counters)> {
     // SAFETY: bpf(2) reads size_of_val(&attr) bytes of attr.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_mut_ptr(), size_of_val(&attr)) };
     anyhow::ensure!(fd >= 0, "BPF_PROG_GET_FD_BY_ID {id}: {}", std::io::Error::last_os_error());
-    let fd = fd as i32;
+    // SAFETY: a new descriptor of our own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    prog_info_fd(fd.as_raw_fd())
+}
+
+/// Name and counters of the program behind `fd`.
+fn prog_info_fd(fd: i32) -> anyhow::Result<(String, Counters)> {
     let mut info = [0u8; INFO_LEN];
     // union bpf_attr for OBJ_GET_INFO_BY_FD: bpf_fd (u32), info_len (u32), info (u64 pointer).
     let mut attr = [0u64; 2];
@@ -117,14 +127,82 @@ fn prog_info(id: u32) -> anyhow::Result<(String, Counters)> {
     attr[1] = info.as_mut_ptr() as u64;
     // SAFETY: the kernel writes at most info_len bytes into `info`.
     let ret = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), size_of_val(&attr)) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: our own descriptor from GET_FD_BY_ID.
-    unsafe { libc::close(fd) };
-    anyhow::ensure!(ret == 0, "BPF_OBJ_GET_INFO_BY_FD {id}: {err}");
+    anyhow::ensure!(ret == 0, "BPF_OBJ_GET_INFO_BY_FD: {}", std::io::Error::last_os_error());
     let name = &info[INFO_NAME..INFO_NAME + 16];
     let name = String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap_or(16)]).into_owned();
     let u64_at = |o: usize| u64::from_ne_bytes(info[o..o + 8].try_into().expect("8 bytes"));
     Ok((name, Counters { run_cnt: u64_at(INFO_RUN_CNT), run_time_ns: u64_at(INFO_RUN_TIME_NS) }))
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+
+/// The measurement's own floor: a classifier that does nothing (`r0 = -1` (TCX_NEXT); `exit`),
+/// attached with TCX where tracer's classifiers are, so its ns per run, measured the same way in
+/// the same run, is what the statistics charge any program (mostly the two clock reads around
+/// it). Detached and unloaded on drop (its descriptors close).
+pub(crate) struct EmptyClassifier {
+    prog: OwnedFd,
+    _links: Vec<OwnedFd>,
+}
+
+impl EmptyClassifier {
+    /// Loads it and attaches it to ingress and egress of each (namespace, device).
+    pub(crate) fn attach(ends: &[(String, String)]) -> anyhow::Result<Self> {
+        // mov64 r0, -1; exit
+        let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+        let license = c"GPL";
+        // union bpf_attr for PROG_LOAD: prog_type, insn_cnt, insns, license, log_level,
+        // log_size, log_buf, kern_version, prog_flags, prog_name[16] (at byte 48).
+        let mut attr = [0u8; 72];
+        attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
+        attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        attr[48..59].copy_from_slice(b"bench_empty");
+        // SAFETY: bpf(2) reads the attr and the instructions and licence it points to.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), attr.len()) };
+        anyhow::ensure!(fd >= 0, "loading the empty classifier: {}", std::io::Error::last_os_error());
+        // SAFETY: a new descriptor of our own.
+        let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut links = Vec::new();
+        for (ns, dev) in ends {
+            for attach_type in [BPF_TCX_INGRESS, BPF_TCX_EGRESS] {
+                let (prog_fd, dev) = (prog.as_raw_fd(), dev.clone());
+                // The device's index is resolved in the calling thread's namespace.
+                let link = crate::bench::in_netns(ns, move || link_tcx(prog_fd, &dev, attach_type))??;
+                links.push(link);
+            }
+        }
+        Ok(Self { prog, _links: links })
+    }
+
+    /// Its counters so far.
+    pub(crate) fn counters(&self) -> anyhow::Result<Counters> {
+        Ok(prog_info_fd(self.prog.as_raw_fd())?.1)
+    }
+}
+
+/// A TCX link of `prog_fd` on `dev` of the calling thread's namespace.
+fn link_tcx(prog_fd: i32, dev: &str, attach_type: u32) -> anyhow::Result<OwnedFd> {
+    let name = std::ffi::CString::new(dev)?;
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    anyhow::ensure!(ifindex != 0, "no device {dev}");
+    // union bpf_attr for LINK_CREATE: prog_fd, target_ifindex, attach_type, flags, then tcx's
+    // relative_fd and expected_revision: all zero.
+    let mut attr = [0u32; 8];
+    attr[0] = prog_fd as u32;
+    attr[1] = ifindex;
+    attr[2] = attach_type;
+    // SAFETY: bpf(2) reads the attr.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), size_of_val(&attr)) };
+    anyhow::ensure!(fd >= 0, "TCX link on {dev}: {}", std::io::Error::last_os_error());
+    // SAFETY: a new descriptor of our own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Packets that crossed the lab's veth pair: what each end transmitted (every packet leaves
