@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     event::{EventHeader, kind},
-    flow::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, RawFlow, RawTunnel},
+    flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, RawFlow, RawTunnel},
     mtu::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PKT_TOOBIG, MtuConfig, MtuEvent, event, hook},
 };
 
@@ -234,6 +234,11 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let Some((l3, ethertype)) = skb::network_header(skb) else { return Ok(()) };
+    // Every other drop (a storm of them, say) leaves here, after one read of the IP header and
+    // before the work slot is cleared or anything parsed: only an ICMP error can be ours.
+    if reason != config!(reason_pkt_too_big) && !may_be_icmp(&l3, ethertype) {
+        return Ok(());
+    }
     let Some(w) = work(hook::KFREE_SKB) else { return Ok(()) };
     w.event.reason = reason;
     if reason == config!(reason_pkt_too_big) {
@@ -313,9 +318,13 @@ pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
         return None;
     }
     let b = TcBytes(ctx);
-    let w = work(at)?;
     // __sk_buff.protocol is skb->protocol, __be16 in a u32.
-    parse_outer(&b, u16::from_be(ctx.skb.protocol() as u16), w);
+    let ethertype = u16::from_be(ctx.skb.protocol() as u16);
+    if !worth_parsing(ctx, &b, ethertype)? {
+        return None;
+    }
+    let w = work(at)?;
+    parse_outer(&b, ethertype, w);
     if w.outer.family == 0 {
         return None;
     }
@@ -349,7 +358,7 @@ pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
         return None;
     }
     // Only an oversize packet is parsed again, inside its tunnel if it is one: the pods' flow.
-    let _ = skb::parse(&b, u16::from_be(ctx.skb.protocol() as u16), &mut w.event.flow, Some(&mut w.event.tunnel));
+    let _ = skb::parse(&b, ethertype, &mut w.event.flow, Some(&mut w.event.tunnel));
     if !wanted(&w.event.flow, &w.event.tunnel, None, 0) {
         return None;
     }
@@ -358,6 +367,51 @@ pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
     w.event.dev_mtu = dev_mtu;
     submit(&mut w.event, event::OVERSIZE, at);
     Some(())
+}
+
+/// IPv6 extension headers that may stand between the fixed header and an ICMPv6 error:
+/// hop-by-hop, routing, fragment, destination options.
+const IPV6_EXT_HEADERS: [u8; 4] = [0, 43, 44, 60];
+
+/// Whether the IP packet at offset 0 of `b` is ICMP/ICMPv6 (or IPv6 with an extension header
+/// first, which may hide one): the one read that keeps everything else off the slow path.
+#[inline(always)]
+fn may_be_icmp<B: Bytes>(b: &B, ethertype: u16) -> bool {
+    match ethertype {
+        ETH_P_IP => b.load::<u8>(9).is_some_and(|p| p == IPPROTO_ICMP),
+        ETH_P_IPV6 => b.load::<u8>(6).is_some_and(|p| p == IPPROTO_ICMPV6 || IPV6_EXT_HEADERS.contains(&p)),
+        _ => false,
+    }
+}
+
+/// The healthy packet's exit, taken before anything else is done (no work slot cleared, no
+/// header parsed, no tunnel taken apart): whether this packet may be an event at all, i.e. an
+/// ICMP/ICMPv6 packet (a frag-needed or packet-too-big, maybe) or an IP packet longer than the
+/// device's MTU. Decided from the context (protocol, GSO), one 10-byte load of the IP header
+/// (its length and protocol) and bpf_check_mtu (the device's MTU, no packet bytes). None: not an
+/// IP packet, or its header cannot be read.
+#[inline(always)]
+fn worth_parsing(ctx: &TcContext, b: &TcBytes<'_>, ethertype: u16) -> Option<bool> {
+    if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+        return None;
+    }
+    // SAFETY: the context is a valid __sk_buff for the program's run.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    // A GSO packet is TCP or UDP, never an ICMP error, and bpf_check_mtu passes it unless asked
+    // to check segment by segment, which the oversize rule does not do (below).
+    if gso_size != 0 {
+        return Some(false);
+    }
+    let hdr: [u8; 10] = b.load(0)?;
+    let (len, proto) = if ethertype == ETH_P_IP {
+        (u32::from(u16::from_be_bytes([hdr[2], hdr[3]])), hdr[9])
+    } else {
+        (u32::from(u16::from_be_bytes([hdr[4], hdr[5]])) + 40, hdr[6])
+    };
+    if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 || (ethertype == ETH_P_IPV6 && IPV6_EXT_HEADERS.contains(&proto)) {
+        return Some(true);
+    }
+    Some(check_mtu(ctx, len).0)
 }
 
 /// The length of the IP packet whose header is at `at`, from the header.

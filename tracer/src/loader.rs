@@ -19,12 +19,20 @@ pub(crate) struct Globals {
     pub offsets: KernelOffsets,
     pub filter: FlowFilter,
     pub tunnel_ports: TunnelPorts,
+    /// Unread ring-buffer data at which a record wakes the reader (tracer-ebpf's emit.rs): an
+    /// eighth of the ring; below it the reader's timer (`runner::POLL`) collects records.
+    ring_wake_bytes: u64,
     families: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Globals {
     pub(crate) fn new(offsets: KernelOffsets, filter: FlowFilter, tunnel_ports: TunnelPorts) -> Self {
-        Self { offsets, filter, tunnel_ports, families: Vec::new() }
+        Self { offsets, filter, tunnel_ports, ring_wake_bytes: 0, families: Vec::new() }
+    }
+
+    /// Sizes the reader's wake-up mark to a ring buffer of `bytes`.
+    pub(crate) fn set_ring_buffer(&mut self, bytes: u32) {
+        self.ring_wake_bytes = u64::from(bytes / 8);
     }
 
     /// Sets the global `name` (a family's `*_CONFIG`) to `value`, replacing an earlier value.
@@ -61,6 +69,7 @@ pub(crate) fn load<'a>(mut loader: EbpfLoader<'a>, globals: &'a Globals, ring_bu
         &globals.tunnel_ports,
         true,
     );
+    loader.override_global("RING_WAKE_BYTES", &globals.ring_wake_bytes, true);
     for (name, bytes) in &globals.families {
         loader.override_global(name, bytes.as_slice(), true);
     }

@@ -11,7 +11,7 @@ use aya::{
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{Signal, SignalKind, signal},
-    time::{Instant, interval, sleep_until},
+    time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 use tracer_common::event::EventHeader;
 
@@ -105,23 +105,25 @@ pub(crate) async fn run(
     let mut out = Output { stop, sink, delivered: Delivered::default(), held: VecDeque::new() };
     let mut hold_check = interval(MAX_HOLD / 4);
     let mut ticks = interval(TICK);
+    let mut polls = interval(POLL);
+    // A late tick is not made up for with a burst: one drain reads everything there is.
+    polls.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     'outer: loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
-                let inner = guard.get_inner_mut();
-                while let Some(item) = inner.next() {
-                    out.delivered.read += 1;
-                    let Some(event) = header(&item).and_then(|h| pipeline.decode(&h, &item)) else {
-                        out.delivered.undecodable += 1;
-                        continue;
-                    };
-                    if let Flow::Stop = out.offer(event, pods)? {
-                        break 'outer;
-                    }
+                if let Flow::Stop = drain(guard.get_inner_mut(), &mut out, pipeline, pods)? {
+                    break 'outer;
                 }
                 guard.clear_ready();
+            }
+            // Records that did not take the ring past its wake-up mark woke nobody: collected
+            // here, so none waits longer than POLL.
+            _ = polls.tick() => {
+                if let Flow::Stop = drain(ring.get_mut(), &mut out, pipeline, pods)? {
+                    break 'outer;
+                }
             }
             msg = pods.recv() => {
                 if let Some(msg) = msg {
@@ -147,25 +149,42 @@ pub(crate) async fn run(
             _ = sigterm.recv() => break,
             _ = sleep_until(deadline) => break,
         }
+        // One write for whatever this turn printed (a whole ring-buffer read).
+        if let Flow::Stop = out.flush()? {
+            break;
+        }
     }
     // Events already in the buffer when a signal or the deadline came are part of the run:
     // print them, unless --count or a closed output already ended it.
     if !out.done() {
-        let inner = ring.get_mut();
-        while let Some(item) = inner.next() {
-            out.delivered.read += 1;
-            let Some(event) = header(&item).and_then(|h| pipeline.decode(&h, &item)) else {
-                out.delivered.undecodable += 1;
-                continue;
-            };
-            if let Flow::Stop = out.offer(event, pods)? {
-                break;
-            }
-        }
+        drain(ring.get_mut(), &mut out, pipeline, pods)?;
         out.release(pods, true)?;
     }
+    out.flush()?;
     Ok(out.delivered)
 }
+
+/// Reads every record the ring buffer holds into events offered to the output; stops early when
+/// the output says stop (`--count` reached, output closed).
+fn drain(inner: &mut RingBuf<MapData>, out: &mut Output<'_>, pipeline: &mut dyn Pipeline, pods: &mut PodLayer) -> anyhow::Result<Flow> {
+    while let Some(item) = inner.next() {
+        out.delivered.read += 1;
+        let Some(event) = header(&item).and_then(|h| pipeline.decode(&h, &item)) else {
+            out.delivered.undecodable += 1;
+            continue;
+        };
+        if let Flow::Stop = out.offer(event, pods)? {
+            return Ok(Flow::Stop);
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// The longest a record waits in the ring buffer: the kernel wakes the reader only when a record
+/// takes the unread data past an eighth of the ring (tracer-ebpf's emit.rs: no wake-up per event,
+/// which under a storm cost the dropping CPU more than the event itself); `run` reads the ring
+/// this often anyway.
+pub(crate) const POLL: Duration = Duration::from_millis(10);
 
 /// How often `run` calls the pipeline's tick.
 pub(crate) const TICK: Duration = Duration::from_millis(250);
@@ -223,6 +242,21 @@ impl Output<'_> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Hands the sink's batch to the reader; a closed output is a clean stop, as in `emit`.
+    fn flush(&mut self) -> anyhow::Result<Flow> {
+        if self.delivered.output_closed {
+            return Ok(Flow::Stop);
+        }
+        match self.sink.flush() {
+            Ok(()) => Ok(Flow::Continue),
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                self.delivered.output_closed = true;
+                Ok(Flow::Stop)
+            }
+            Err(err) => Err(err).context("writing output"),
+        }
     }
 
     fn emit(&mut self, mut event: Event, pods: &PodLayer) -> anyhow::Result<Flow> {

@@ -205,6 +205,7 @@ impl Session {
 
         let aya_btf = aya_btf.join().map_err(|_| anyhow::anyhow!("the BTF reader panicked"))??;
         let loader = loader.join().map_err(|_| anyhow::anyhow!("the BTF reader panicked"))?;
+        globals.set_ring_buffer(trace.ring_buffer_bytes);
         let mut ebpf = loader::load(loader, &globals, trace.ring_buffer_bytes, &aya_btf)?;
         pods.attach_kernel_filter(&mut ebpf)?;
         let no_services;

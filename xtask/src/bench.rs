@@ -30,6 +30,8 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
+use crate::progstats;
+
 const PREFIX: &str = "trb-";
 pub(crate) const CLIENT_IP: &str = "10.213.0.1";
 pub(crate) const SERVER_IP: &str = "10.213.0.2";
@@ -73,6 +75,9 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     let load_before = loadavg();
     let lab = Lab::create()?;
     let mut report = Report::default();
+    // Per-program run counts and times for the whole run; the old setting comes back at the end
+    // (also on failure: the guard's drop).
+    let _stats = progstats::StatsEnabled::on()?;
 
     eprintln!("bench: decode + enrich + JSON (userspace, one core)");
     report.decode = decode_bench(workspace, opts.smoke)?;
@@ -662,6 +667,121 @@ struct Overhead {
     families: Vec<(String, Summary)>,
     /// TCP throughput, and per CPU-second, with one command attached at a time.
     per_command: Vec<(String, Samples, Samples)>,
+    /// The kernel's per-program statistics over the traced loads, added up over the
+    /// repetitions: (command, load) -> programs and the packets that crossed the veth pair.
+    progs: Vec<ProgLoad>,
+    /// An empty classifier's counters, attached beside tracer's during the serve runs.
+    floor: progstats::Counters,
+}
+
+/// tracer's programs during one kind of load: what each cost, and for how many packets.
+struct ProgLoad {
+    command: &'static str,
+    load: &'static str,
+    progs: progstats::Snapshot,
+    packets: u64,
+}
+
+impl Overhead {
+    /// Adds one measured load to its (command, load) row.
+    fn add_progs(&mut self, command: &'static str, load: &'static str, progs: &progstats::Snapshot, packets: u64) {
+        match self.progs.iter_mut().find(|p| p.command == command && p.load == load) {
+            Some(p) => {
+                progstats::add(&mut p.progs, progs);
+                p.packets += packets;
+            }
+            None => self.progs.push(ProgLoad { command, load, progs: progs.clone(), packets }),
+        }
+    }
+}
+
+/// The healthy packet's budget: ns of BPF per packet, summed over the programs on its path.
+const HEALTHY_NS_TARGET: f64 = 30.0;
+
+impl Overhead {
+    /// One table per command: each program's runs per packet, ns per run and ns per packet under
+    /// each load, and the sums. A program that runs for (nearly) every packet is on the healthy
+    /// packet's path; one that runs for a few (a drop, a retransmission) is an event's cost and
+    /// is summed apart.
+    fn progs_markdown(&self, s: &mut String) {
+        for command in ["watch", "serve"] {
+            let loads: Vec<&ProgLoad> = self.progs.iter().filter(|p| p.command == command).collect();
+            if loads.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "\n**Per program, `tracer {command}`** (kernel.bpf_stats_enabled: run_cnt and run_time_ns deltas of tracer's own programs; packets: both veths' tx_packets):\n"
+            );
+            let mut head = "| program |".to_string();
+            let mut rule = "|---|".to_string();
+            for l in &loads {
+                let _ = write!(head, " {0} runs/packet | {0} ns/run | {0} ns/packet |", l.load);
+                rule.push_str("---|---|---|");
+            }
+            let _ = writeln!(s, "{head}\n{rule}");
+            let mut names: Vec<&String> = loads.iter().flat_map(|l| l.progs.keys()).collect();
+            names.sort();
+            names.dedup();
+            let floor = if self.floor.run_cnt == 0 { 0.0 } else { self.floor.run_time_ns as f64 / self.floor.run_cnt as f64 };
+            let mut healthy = vec![0.0; loads.len()];
+            let mut above_floor = vec![0.0; loads.len()];
+            let mut other = vec![0.0; loads.len()];
+            for name in names {
+                let mut row = format!("| `{name}` |");
+                for (i, l) in loads.iter().enumerate() {
+                    let c = l.progs.get(name).copied().unwrap_or_default();
+                    let per_packet = c.run_cnt as f64 / l.packets.max(1) as f64;
+                    let ns_run = if c.run_cnt == 0 { 0.0 } else { c.run_time_ns as f64 / c.run_cnt as f64 };
+                    let ns_packet = c.run_time_ns as f64 / l.packets.max(1) as f64;
+                    if per_packet >= 0.5 {
+                        healthy[i] += ns_packet;
+                        above_floor[i] += (ns_run - floor).max(0.0) * per_packet;
+                    } else {
+                        other[i] += ns_packet;
+                    }
+                    let _ = write!(row, " {per_packet:.3} | {} | {ns_packet:.1} |", if c.run_cnt == 0 { "—".into() } else { format!("{ns_run:.0}") });
+                }
+                let _ = writeln!(s, "{row}");
+            }
+            let mut row = "| **healthy packet's path** (programs run for every packet) |".to_string();
+            for (i, l) in loads.iter().enumerate() {
+                let verdict = if healthy[i] <= HEALTHY_NS_TARGET { "met" } else { "missed" };
+                let _ = write!(row, " | | **{:.1}** (≤ {HEALTHY_NS_TARGET:.0}: {verdict}, {} packets) |", healthy[i], l.packets);
+            }
+            let _ = writeln!(s, "{row}");
+            let mut row = format!("| … above the floor (each such program's ns/run less {floor:.0} ns, times its runs/packet) |");
+            for a in &above_floor {
+                let verdict = if *a <= HEALTHY_NS_TARGET { "met" } else { "missed" };
+                let _ = write!(row, " | | **{a:.1}** (≤ {HEALTHY_NS_TARGET:.0}: {verdict}) |");
+            }
+            let _ = writeln!(s, "{row}");
+            let mut row = "| programs run for some packets (events: drops, retransmissions) |".to_string();
+            for o in &other {
+                let _ = write!(row, " | | {o:.1} |");
+            }
+            let _ = writeln!(s, "{row}");
+        }
+        if self.floor.run_cnt > 0 {
+            let _ = writeln!(
+                s,
+                "\nThe floor: an empty classifier (`r0 = -1; exit`, attached with TCX beside serve's on both veths, measured the same way in the same runs) costs {:.0} ns per run ({} runs): what the statistics charge any program, mostly the clock reads around it.",
+                self.floor.run_time_ns as f64 / self.floor.run_cnt as f64,
+                self.floor.run_cnt
+            );
+        }
+        let _ = writeln!(s);
+    }
+}
+
+/// Runs `load` while process `pid` is attached and returns what its programs cost meanwhile
+/// and how many packets crossed the lab's veth pair.
+fn measure_progs<T>(lab: &Lab, pid: i32, load: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, progstats::Snapshot, u64)> {
+    let ends = [(lab.client.as_str(), lab.client_dev.as_str()), (lab.server.as_str(), lab.server_dev.as_str())];
+    let (p0, s0) = (progstats::veth_packets(&ends)?, progstats::snapshot(pid)?);
+    let out = load()?;
+    let (s1, p1) = (progstats::snapshot(pid)?, progstats::veth_packets(&ends)?);
+    Ok((out, progstats::delta(&s0, &s1), p1 - p0))
 }
 
 /// Baseline and traced repetitions alternate, so drift of the machine's load hits both alike.
@@ -677,8 +797,16 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
                 p.wait_for("tracer: attached", Duration::from_secs(30))?;
                 watcher = Some(p);
             }
-            let tcp = iperf(lab, sizes.secs, false)?;
-            let udp = iperf(lab, sizes.secs, true)?;
+            let (tcp, udp) = match &watcher {
+                Some(p) => {
+                    let (tcp, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.secs, false))?;
+                    o.add_progs("watch", "TCP", &progs, packets);
+                    let (udp, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.secs, true))?;
+                    o.add_progs("watch", "UDP 64 B", &progs, packets);
+                    (tcp, udp)
+                }
+                None => (iperf(lab, sizes.secs, false)?, iperf(lab, sizes.secs, true)?),
+            };
             eprintln!(
                 "bench:   rep {} {}: tcp {:.2} Gbit/s, udp {:.0} packets/s",
                 rep + 1,
@@ -710,6 +838,28 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
                 o.udp_eff_base.0.push(udp.per_cpu);
                 o.udp_sent_base.0.push(udp.sent_rate);
             }
+        }
+        // `serve` (the DaemonSet's command: every family, metrics instead of lines): the
+        // programs' cost only, both loads. Its metrics listen on the client namespace's loopback.
+        {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &lab.client]).arg(tracer).args(["serve", "--metrics", "127.0.0.1:9464", "--pods-from", "none"]).args(&ifaces);
+            let mut p = Proc::spawn(&mut cmd, false)?;
+            p.wait_for("tracer: attached", Duration::from_secs(30)).context("tracer serve")?;
+            // The floor, measured beside serve's classifiers (not in the throughput runs, which
+            // it would slow down).
+            let empty =
+                progstats::EmptyClassifier::attach(&[(lab.client.clone(), lab.client_dev.clone()), (lab.server.clone(), lab.server_dev.clone())])?;
+            let before = empty.counters()?;
+            let (_, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.secs, false))?;
+            o.add_progs("serve", "TCP", &progs, packets);
+            let (_, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.secs, true))?;
+            o.add_progs("serve", "UDP 64 B", &progs, packets);
+            let after = empty.counters()?;
+            o.floor.run_cnt += after.run_cnt - before.run_cnt;
+            o.floor.run_time_ns += after.run_time_ns - before.run_time_ns;
+            drop(empty);
+            p.interrupt(Duration::from_secs(30))?;
         }
         // Which family's hooks the TCP cost comes from: each command alone, TCP only.
         for (name, cmd_args) in single_commands(&ifaces) {
@@ -1091,6 +1241,7 @@ impl Report {
             row(&mut s, &what, &o.tcp_base, rate, 1e9, "Gbit/s", Some(0.98));
             row(&mut s, "… per CPU-second", &o.tcp_eff_base, eff, 1e9, "Gbit", Some(0.98));
         }
+        o.progs_markdown(&mut s);
         let fams: Vec<String> = o.families.iter().map(|(f, c)| format!("{f} {}/{}/{}", c.seen, c.delivered, c.lost)).collect();
         let _ = writeln!(s, "\nEvents `tracer watch` reported during the traced repetitions (seen/delivered/lost): {}.\n", fams.join(", "));
 
@@ -1200,6 +1351,16 @@ impl Report {
             ensure!(v.measured(), "{name} was not measured: {:?}", v.0);
         }
         ensure!(!o.families.is_empty(), "tracer watch printed no summaries");
+        for command in ["watch", "serve"] {
+            for load in ["TCP", "UDP 64 B"] {
+                let p = o.progs.iter().find(|p| p.command == command && p.load == load);
+                ensure!(
+                    p.is_some_and(|p| p.packets > 0 && p.progs.values().any(|c| c.run_cnt > 0)),
+                    "no per-program statistics for {command} under {load}"
+                );
+            }
+        }
+        ensure!(o.floor.run_cnt > 0, "the empty classifier (the floor) never ran");
         ensure!(
             o.per_command.iter().any(|(n, v, e)| n == "tracer drops" && v.measured() && e.measured()),
             "TCP with tracer drops alone was not measured"

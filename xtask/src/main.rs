@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod fuzz;
 mod image;
+mod progstats;
 mod release;
 mod soak;
 mod vm;

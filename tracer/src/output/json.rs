@@ -201,15 +201,23 @@ fn decimal(buf: &mut Vec<u8>, n: u32, width: usize) {
     buf.extend_from_slice(&digits[start..]);
 }
 
-/// Writes each event's line with one write and flushes it, so a reader sees it when it happens.
+/// Writes each event's line with one write and flushes it, so a reader sees it when it happens;
+/// or, [`JsonSink::batched`], flushes only when the event loop says a batch ended.
 pub(crate) struct JsonSink<W: Write> {
     out: W,
     encoder: Encoder,
+    flush_each: bool,
 }
 
 impl<W: Write> JsonSink<W> {
     pub(crate) fn new(out: W) -> Self {
-        Self { out, encoder: Encoder::default() }
+        Self { out, encoder: Encoder::default(), flush_each: true }
+    }
+
+    /// A sink whose lines reach `out`'s reader at [`Sink::flush`] (a buffered `out` then makes
+    /// one write per batch).
+    pub(crate) fn batched(out: W) -> Self {
+        Self { out, encoder: Encoder::default(), flush_each: false }
     }
 }
 
@@ -217,6 +225,10 @@ impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, event: &Event) -> io::Result<()> {
         let line = self.encoder.line(event)?;
         self.out.write_all(line)?;
+        if self.flush_each { self.out.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

@@ -80,6 +80,11 @@ pub(crate) fn layout(btf: &KernelBtf) -> Result<(NatConfig, StatusBits), CannotR
         .iter()
         .position(|p| *p == ParamType::StructPtr("sk_buff".into()))
         .ok_or_else(|| cannot(format!("tp_btf/{TRACEPOINT} has no struct sk_buff * argument")))?;
+    // The program reads the skb from the context's first slot at a fixed offset (the verifier
+    // keeps a pointer's BTF type only for such a load: the cheap per-packet exit needs it).
+    if skb_arg != 0 {
+        return Err(cannot(format!("tp_btf/{TRACEPOINT}'s struct sk_buff * is argument {skb_arg}, tracer reads argument 0")));
+    }
     let off = |s: &str, m: &str| btf.offset_of(s, m).map_err(|e| cannot(format!("{s}.{m}: {e}")));
     let tuplehash = off("nf_conn", "tuplehash")?;
     let hash_size = btf.size_of("nf_conntrack_tuple_hash").map_err(|e| cannot(e.to_string()))?;
