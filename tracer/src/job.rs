@@ -338,8 +338,9 @@ pub(crate) fn tolerate_everything() -> Vec<Toleration> {
 pub(crate) fn manifest(spec: &JobSpec) -> Job {
     let capabilities = capabilities(&spec.args);
     // tc programs go on the node's veths and tunnels, which only the node's network namespace
-    // holds. Tracing hooks see every namespace from any, so the other commands keep a pod network.
-    let node_network = capabilities.contains(&"NET_ADMIN");
+    // holds. Tracing hooks see every namespace from any, so the other commands keep a pod network,
+    // unless `--this-node` scopes them to tracer's own namespace, which must then be the node's.
+    let node_network = capabilities.contains(&"NET_ADMIN") || spec.args.iter().any(|a| a == "--this-node");
     // The kernel's BTF (/sys/kernel/btf) needs no mount: the container's own read-only /sys
     // shows it, and a node without it still starts the pod (tracer then reads tracefs). A
     // hostPath there would stop such a pod (no type: the runtime's mkdir in sysfs fails).

@@ -1,6 +1,6 @@
 //! Validated configuration: everything the user typed, checked and typed, before any syscall.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use tracer_common::{
     filter::{Cidr, FlowFilter, MAX_CIDRS},
@@ -8,12 +8,13 @@ use tracer_common::{
 };
 
 use super::{
-    AllProbesArgs, DiagnoseArgs, FamilyCommandArgs, InstallAction, InstallArgs, JobAction, JobArgs, KubeApiArgs, OutputFormat, PodSelectArgs,
-    PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
+    AllProbesArgs, DiagnoseArgs, FamilyCommandArgs, InstallAction, InstallArgs, JobAction, JobArgs, KubeApiArgs, NodeScopeArgs, OutputFormat,
+    PodSelectArgs, PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
 };
 use crate::{
     job::{BUILD_IMAGE, IMAGE_ENV, Image},
-    pods::{PodsFrom, layer::PodsConfig, selection::Selection},
+    kernel::netns::Netns,
+    pods::{PodsFrom, layer::PodsConfig, scope::NodeScope, selection::Selection},
     probes::{CommandId, FamilyArgs, FamilyId, FamilyOptions, parse_families},
 };
 pub(crate) use crate::{
@@ -528,6 +529,7 @@ pub(crate) fn pods_config(source: PodSourceArgs, select: PodSelectArgs, wait: bo
         node_name: source.node_name.map(|n| n.trim().to_string()),
         selection,
         wait,
+        scope: NodeScope::default(),
     })
 }
 
@@ -563,8 +565,10 @@ impl TraceConfig {
             *slot = parse_cidr(text)?;
         }
         filter.n_cidrs = args.ip.len() as u32;
-        let pods = pods_config(args.source, args.select, args.wait)?;
+        let mut pods = pods_config(args.source, args.select, args.wait)?;
         filter.pods = u8::from(!pods.selection.is_empty());
+        pods.scope = node_scope(&args.scope)?;
+        filter.netns = u8::from(pods.scope.is_active());
         if let Some(port) = &args.port {
             filter.port = parse_port(port)?;
         }
@@ -592,6 +596,42 @@ impl TraceConfig {
             pods,
         })
     }
+}
+
+/// `--netns` (each a name in /var/run/netns, a path, or an inode number) and `--this-node`.
+/// A name or path must be a network namespace now (a file of the kernel's nsfs, as
+/// /proc/self/ns/net is): its inode is what the kernel reports for events seen in it.
+pub(crate) fn node_scope(args: &NodeScopeArgs) -> Result<NodeScope, UsageError> {
+    let mut scope = NodeScope { inodes: std::collections::BTreeSet::new(), this_node: args.this_node };
+    for text in &args.netns {
+        let text = text.trim();
+        if let Ok(inode) = text.parse::<u32>() {
+            if inode == 0 {
+                return Err(UsageError("--netns 0: not a namespace inode".into()));
+            }
+            scope.inodes.insert(inode);
+            continue;
+        }
+        if text.is_empty() || (!text.starts_with('/') && text.contains('/')) {
+            return Err(UsageError(format!("--netns {text:?}: expected a name in /var/run/netns, an absolute path or an inode number")));
+        }
+        let netns = Netns::parse(text);
+        let path = netns.path.clone().unwrap_or_default();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            // "no such file": a Job's command is checked on the client, where the node's
+            // namespaces are not (cli::config::job_request lets that pass).
+            return Err(UsageError(format!(
+                "--netns {text}: no such file {} (a name in /var/run/netns, a path such as /proc/PID/ns/net, or an inode number)",
+                path.display()
+            )));
+        };
+        let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| m.dev()).ok();
+        if Some(meta.dev()) != nsfs {
+            return Err(UsageError(format!("--netns {text}: {} is not a network namespace", path.display())));
+        }
+        scope.inodes.insert(meta.ino() as u32);
+    }
+    Ok(scope)
 }
 
 /// `10.0.0.0/8`, `fd00::/64`, or a bare address (a /32 or /128).

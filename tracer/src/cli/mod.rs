@@ -273,6 +273,21 @@ pub(crate) struct TraceArgs {
     /// Also take UDP to PORT as Geneve, besides 6081 (repeatable, up to 3)
     #[arg(long = "geneve-port", value_name = "PORT")]
     pub geneve_ports: Vec<String>,
+    #[command(flatten)]
+    pub scope: NodeScopeArgs,
+}
+
+/// The node scope of a tracing command: which network namespaces its events may come from.
+#[derive(Debug, Args)]
+pub(crate) struct NodeScopeArgs {
+    /// Only events seen in this network namespace: a name in /var/run/netns, a path such as
+    /// /proc/PID/ns/net, or an inode number (repeatable; filtered in the kernel)
+    #[arg(long = "netns", value_name = "NAME|PATH|INODE")]
+    pub netns: Vec<String>,
+    /// Only events of this node: tracer's own network namespace and its pods' (from the CRI,
+    /// followed as pods come and go). For nodes that share one kernel: kind, k3d, minikube
+    #[arg(long)]
+    pub this_node: bool,
 }
 
 #[derive(Debug, Args)]
