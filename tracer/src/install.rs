@@ -187,6 +187,10 @@ fn daemonset(config: &InstallConfig) -> DaemonSet {
     if config.cri_socket != DEFAULT_CRI_SOCKET {
         args.extend(["--cri-socket".into(), config.cri_socket.clone()]);
     }
+    if config.this_node {
+        // Nodes sharing one kernel (kind, k3d, minikube): each pod reports its own node only.
+        args.push("--this-node".into());
+    }
     let capabilities = job::capabilities(&args);
     let (volume, mount) = job::cri_volume(&config.cri_socket);
     let container = Container {
@@ -329,6 +333,7 @@ mod tests {
             podmonitor: false,
             job_user_groups: vec![],
             uninstall: false,
+            this_node: false,
         }
     }
 
@@ -358,6 +363,14 @@ mod tests {
         assert_eq!(pod["containers"][0]["volumeMounts"][0]["mountPath"], "/var/run/crio/crio.sock");
         let args = pod["containers"][0]["args"].as_array().expect("args");
         assert_eq!(args[args.len() - 2..], [json!("--cri-socket"), json!("/var/run/crio/crio.sock")]);
+    }
+
+    #[test]
+    fn this_node_scopes_the_daemonset() {
+        let docs = documents(&manifests(&InstallConfig { this_node: true, ..config() }).expect("YAML"));
+        let pod = &docs.last().expect("the DaemonSet")["spec"]["template"]["spec"];
+        assert_eq!(pod["containers"][0]["args"].as_array().and_then(|a| a.last()), Some(&json!("--this-node")));
+        assert_eq!(pod["hostNetwork"], true, "its own namespace is the node's");
     }
 
     #[test]

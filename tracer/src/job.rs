@@ -452,6 +452,8 @@ mod tests {
         assert_eq!(pod["hostNetwork"], Value::Null, "drops needs no node devices");
         assert_eq!(pod["hostPID"], true);
         assert_eq!(pod["volumes"], json!([{"name": "cri", "hostPath": {"path": DEFAULT_CRI_SOCKET, "type": "Socket"}}]), "no BTF mount");
+        let this_node = serde_json::to_value(manifest(&JobSpec { args: vec!["drops".into(), "--this-node".into()], ..spec.clone() })).expect("JSON");
+        assert_eq!(this_node["spec"]["template"]["spec"]["hostNetwork"], true, "--this-node scopes to tracer's own namespace: the node's");
         let mtu = serde_json::to_value(manifest(&JobSpec { args: vec!["mtu".into()], ..spec })).expect("JSON");
         assert_eq!(mtu["spec"]["template"]["spec"]["hostNetwork"], true, "tc goes on the node's devices");
         assert_eq!(mtu["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");

@@ -317,6 +317,8 @@ pub(crate) struct InstallConfig {
     pub job_user_groups: Vec<String>,
     /// Print the `kubectl delete` line instead of the manifests.
     pub uninstall: bool,
+    /// `--this-node`: the DaemonSet's tracer reports its own node only (nodes sharing a kernel).
+    pub this_node: bool,
 }
 
 impl InstallConfig {
@@ -337,6 +339,7 @@ impl InstallConfig {
             podmonitor: a.podmonitor,
             job_user_groups: a.job_user_groups,
             uninstall: a.uninstall,
+            this_node: a.this_node,
         })
     }
 }

@@ -625,6 +625,7 @@ Examples:
   tracer install print --podmonitor --job-user-group sre | kubectl apply -f -
   tracer install print --no-daemonset --job-user-group sre | kubectl apply -f -
   tracer install print --image registry.example/tracer:1.2.3 > tracer.yaml
+  tracer install print --this-node | kubectl apply -f -     # kind, k3d, minikube: nodes share a kernel
   tracer install print --uninstall | sh";
 
 #[derive(Debug, Args)]
@@ -649,6 +650,10 @@ pub(crate) struct InstallPrintArgs {
     /// Print the `kubectl delete` line that removes everything `install print` creates
     #[arg(long)]
     pub uninstall: bool,
+    /// The DaemonSet's tracers report their own node only (`serve --this-node`): for clusters
+    /// whose nodes share one kernel (kind, k3d, minikube with several nodes)
+    #[arg(long)]
+    pub this_node: bool,
 }
 
 #[derive(Debug, Args)]
