@@ -89,7 +89,9 @@ on any node, not only tracer's. Bind it only to people you would give root on th
 
 const CLUSTER_READER_COMMENT: &str = "\
 Read-only, cluster-wide: `tracer job run --pod NS/NAME` reads that pod (its node) in its own
-namespace, and `tracer job list -A` lists Jobs in all of them. Without it, pass --node.";
+namespace, `tracer job list -A` lists Jobs in all of them, and `tracer job run --all-nodes`
+lists the nodes (names and labels: which are Linux) to make one Job on each. Without it, pass
+--node.";
 
 const DAEMONSET_COMMENT: &str = "\
 tracer serve on every Linux node (amd64, arm64): Prometheus metrics on port 9464 of each node.
@@ -164,7 +166,7 @@ fn job_user() -> Role {
 fn cluster_reader() -> ClusterRole {
     ClusterRole {
         metadata: meta(CLUSTER_READER_ROLE, None, &[]),
-        rules: Some(vec![rule("", &["pods"], &["get", "list"]), rule("batch", &["jobs"], &["list"])]),
+        rules: Some(vec![rule("", &["pods"], &["get", "list"]), rule("batch", &["jobs"], &["list"]), rule("", &["nodes"], &["list"])]),
         ..ClusterRole::default()
     }
 }

@@ -492,12 +492,15 @@ pub(crate) struct ImageArgs {
 /// Where and what a Job runs: `job render` and `job run`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct JobSpecArgs {
-    /// The node to run on
-    #[arg(long, value_name = "NAME", required_unless_present = "pod", conflicts_with = "pod")]
-    pub node: Option<String>,
-    /// Run on the node of this pod, tracing it (`job run` only: it asks the API)
-    #[arg(long, value_name = "NS/NAME")]
-    pub pod: Option<String>,
+    /// The node to run on (repeatable: one Job per node)
+    #[arg(long = "node", value_name = "NAME", required_unless_present_any = ["pods", "all_nodes"])]
+    pub nodes: Vec<String>,
+    /// Run on the node of this pod, tracing it (repeatable; `job run` only: it asks the API)
+    #[arg(long = "pod", value_name = "NS/NAME")]
+    pub pods: Vec<String>,
+    /// One Job on every Linux node of the cluster (`job run` only: it lists the nodes)
+    #[arg(long, conflicts_with_all = ["nodes", "pods"])]
+    pub all_nodes: bool,
     /// Namespace of the Job (its ServiceAccount `tracer` must exist there)
     #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE)]
     pub namespace: String,
