@@ -461,7 +461,12 @@ the pod (another OS or architecture).
 
 The Job's output is printed as it comes (events as a timeline, diagnose as findings, check and
 pods as they print), the tracer's messages on stderr. The exit code is the tracer's in the Job.
-Ctrl-C deletes the Job. A Job that ran to its end stays an hour (its logs too):
+Ctrl-C deletes the Job.
+
+With several --node and --pod (a pod selects its node), or --all-nodes, there is one Job per
+node, and their events are one timeline, the node first (in time order within a second); each
+node's messages on stderr start with its name; Ctrl-C deletes every Job. On nodes that share a
+kernel (kind, k3d, minikube) give the command --this-node. diagnose runs on one node only. A Job that ran to its end stays an hour (its logs too):
 `tracer job logs NAME`.
 
 Examples:
@@ -470,7 +475,9 @@ Examples:
   tracer job run --node node-1 -- check
   tracer job run --node node-1 -- pods -o json
   tracer job run --context prod --node node-1 -- drops --cri-socket /var/run/crio/crio.sock
-  tracer job run --node node-1 --detach -- retrans && tracer job logs tracer-retrans-node-1-x7k2p";
+  tracer job run --node node-1 --detach -- retrans && tracer job logs tracer-retrans-node-1-x7k2p
+  tracer job run --pod shop/web-0 --pod shop/db-0 -- drops --this-node
+  tracer job run --all-nodes --duration 30s -- watch";
 
 const JOB_LOGS_HELP: &str = "\
 Prints the Job's JSON lines as a timeline (or as they are with -o json), following them until
