@@ -203,7 +203,7 @@ fn bad_netns_is_refused_before_anything_is_attached() {
         return;
     }
     assert_refused(&["drops", "--netns", "tracer-no-such-namespace"], &["--netns tracer-no-such-namespace"]);
-    assert_refused(&["watch", "--netns", "/etc/hostname"], &["not a network namespace"]);
+    assert_refused(&["watch", "--netns", "/proc/version"], &["not a network namespace"]);
     assert_refused(&["retrans", "--netns", "0"], &["--netns 0"]);
     assert_refused(&["diagnose", "--netns", "a/b"], &["--netns"]);
 }
