@@ -1,6 +1,6 @@
 //! Privileged integration tests of the node scope (`--netns`, `--this-node`): two "nodes" on
 //! this one kernel (as kind, k3d and minikube run them), the same fault caused in both, and a
-//! tracer scoped to one node must report that node's events only, for drops, TCP and MTU, alone
+//! tracer scoped to one node must report that node's events only, for drops, TCP, NAT and MTU, alone
 //! and combined with the other filters. An unscoped tracer run beside each scoped one proves
 //! that the other node's events happened and pass every other filter: only the scope left them
 //! out. Run as root: `cargo build --release -p tracer && cargo test -p tracer-tests --test scope`.
@@ -36,6 +36,22 @@ fn json_args(command: &str, hosts: &[&str], extra: &[String]) -> Vec<String> {
 /// `&str`s as owned arguments.
 fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Stops the scoped and the unscoped tracer once the unscoped one saw both `namespaces` (or
+/// after `wait`), checks that both exited 0 and that the unscoped one saw `second` do `what`
+/// (`is`: the event it looks for), and returns the scoped run's events, every one of which
+/// must have been seen in `first`.
+fn stop_both(scoped: Tracer, unscoped: Tracer, (first, second): (u64, u64), wait: Duration, is: impl Fn(&Value) -> bool, what: &str) -> Vec<Value> {
+    unscoped.wait_for(wait, |e| namespaces(e).contains(&first) && namespaces(e).contains(&second));
+    let (scoped, unscoped) = (scoped.stop(), unscoped.stop());
+    scoped.assert_code(0);
+    unscoped.assert_code(0);
+    let control = unscoped.events();
+    assert!(seen_in(&control, second).iter().any(|e| is(e)), "node 2: {what}:\n{}", dump(&control));
+    let events = scoped.events();
+    assert!(events.iter().all(|e| e["netns"].as_u64() == Some(first)), "--netns: node 1 only ({what}):\n{}", dump(&events));
+    events
 }
 
 /// The set of `netns` inodes of `events`.
@@ -131,16 +147,9 @@ fn tcp_retransmits_are_reported_only_for_the_namespace_given() {
         (r1.join().expect("client 1"), r2.join().expect("client 2"))
     });
     assert_eq!((r1.as_str(), r2.as_str()), ("timeout", "timeout"), "the SYNs are dropped on both nodes");
-    let (a1, a2) = (one.a.inode(), two.a.inode());
-    unscoped.wait_for(Duration::from_secs(5), |e| namespaces(e).len() >= 2);
-    let (scoped, unscoped) = (scoped.stop(), unscoped.stop());
-    scoped.assert_code(0);
-    unscoped.assert_code(0);
-    let control = unscoped.events();
-    assert!(!seen_in(&control, a2).is_empty(), "node 2's client retransmitted its SYN:\n{}", dump(&control));
-    let events = scoped.events();
-    assert!(!events.is_empty() && events.iter().all(|e| e["netns"].as_u64() == Some(a1)), "--netns: node 1's client only:\n{}", dump(&events));
-    assert!(events.iter().any(|e| e["kind"] == "retransmit" && e["state"] == "SYN_SENT"), "{}", dump(&events));
+    let syn = |e: &Value| e["kind"] == "retransmit" && e["state"] == "SYN_SENT";
+    let events = stop_both(scoped, unscoped, (one.a.inode(), two.a.inode()), Duration::from_secs(5), syn, "the client retransmitted its SYN");
+    assert!(events.iter().any(syn), "node 1's client's SYN retransmits:\n{}", dump(&events));
 }
 
 /// The router of a [`RoutedLab`] with a small MTU towards the server: a full-size datagram with
@@ -184,16 +193,49 @@ fn mtu_events_are_reported_only_for_the_namespace_given() {
         let out = lab.a.exec_timeout(&argv_refs(&df_datagrams(&lab.a_ip, &lab.b_ip, PORT)), Duration::from_secs(10));
         assert!(out.status.success(), "sender: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let (r1, r2) = (one.r.inode(), two.r.inode());
-    unscoped.wait_for(Duration::from_secs(5), |e| namespaces(e).contains(&r1) && namespaces(e).contains(&r2));
-    let (scoped, unscoped) = (scoped.stop(), unscoped.stop());
-    scoped.assert_code(0);
-    unscoped.assert_code(0);
-    let control = unscoped.events();
-    assert!(seen_in(&control, r2).iter().any(|e| e["event"] == "frag_needed_sent"), "node 2's router sent frag-needed:\n{}", dump(&control));
-    let events = scoped.events();
-    assert!(events.iter().any(|e| e["event"] == "frag_needed_sent"), "node 1's router's frag-needed:\n{}", dump(&events));
-    assert!(events.iter().all(|e| e["netns"].as_u64() == Some(r1)), "--netns {}: node 1's router only:\n{}", one.r.name, dump(&events));
+    let sent = |e: &Value| e["event"] == "frag_needed_sent";
+    let events = stop_both(scoped, unscoped, (one.r.inode(), two.r.inode()), Duration::from_secs(5), sent, "the router sent frag-needed");
+    assert!(events.iter().any(sent), "node 1's router's frag-needed:\n{}", dump(&events));
+}
+
+/// Each node's client sends to a virtual address that its own OUTPUT rule DNATs to its server:
+/// conntrack's NAT is per namespace, and the scope keeps node 1's.
+#[test]
+fn nat_rewrites_are_reported_only_for_the_namespace_given() {
+    let test = "nat_rewrites_are_reported_only_for_the_namespace_given";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    const VPORT: u16 = 5661;
+    const PORT: u16 = 5662;
+    let (one, two) = (PairLab::new(), PairLab::new());
+    let vip = |lab: &PairLab| lab.addrs.host(2, 1);
+    for lab in [&one, &two] {
+        lab.a.route(&[&format!("{}/32", vip(lab)), "dev", &lab.a_if]);
+        let to = format!("{}:{PORT}", lab.b_ip);
+        lab.a.iptables(
+            "iptables-legacy",
+            &["-t", "nat", "-A", "OUTPUT", "-p", "udp", "-d", &vip(lab), "--dport", &VPORT.to_string(), "-j", "DNAT", "--to-destination", &to],
+        );
+    }
+    let blocks = [one.addrs.net(0), one.addrs.net(2), two.addrs.net(0), two.addrs.net(2)];
+    let base = |extra: &[&str]| {
+        let mut v = owned(&["--pods-from", "none", "--reply-timeout", "1s"]);
+        for block in &blocks {
+            v.extend(["--ip".to_string(), block.clone()]);
+        }
+        v.extend(owned(extra));
+        json_args("nat", &[], &v)
+    };
+    let scoped = Tracer::start(&argv_refs(&base(&["--netns", &one.a.name])));
+    let unscoped = Tracer::start(&argv_refs(&base(&[])));
+    for lab in [&one, &two] {
+        assert_eq!(Udp::new(&lab.a_ip, 40661, &vip(lab), VPORT).send(&lab.a), 3);
+    }
+    let dnat = |e: &Value| e["nat"] == "dnat";
+    let events = stop_both(scoped, unscoped, (one.a.inode(), two.a.inode()), Duration::from_secs(10), dnat, "the client was DNATed");
+    assert!(events.iter().any(|e| dnat(e) && e["orig_dst"] == format!("{}:{VPORT}", vip(&one))), "node 1's DNAT:\n{}", dump(&events));
 }
 
 #[test]
