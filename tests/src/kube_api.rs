@@ -769,6 +769,8 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
+        // The kubelet's processes end with the server, also when a test panics.
+        self.shared.lock().jobs.kill_all();
         self.shared.shutdown.store(true, Ordering::Relaxed);
         self.shared.changed.notify_all();
         if let Some(t) = self.accept.take() {

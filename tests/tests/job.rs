@@ -8,6 +8,7 @@
 #![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -690,6 +691,171 @@ mod api {
         let body: Value = serde_json::from_str(&delete.body).expect("DeleteOptions");
         assert_eq!(body["propagationPolicy"], "Background", "the pod goes too (Jobs orphan it by default)");
         assert!(api.jobs().is_empty() && api.job_pods("tracer", "tracer-held").is_empty(), "nothing left tracing");
+    }
+
+    /// `--pod` and `--node` repeated, and `--all-nodes`: one Job per node (pods of one node
+    /// share its Job, which traces them), every log followed at once into one timeline whose
+    /// lines name their node; `job render` prints one Job per node.
+    #[test]
+    fn several_nodes_are_one_job_each_and_one_merged_timeline() {
+        let api = FakeApi::start(&[
+            PodFixture::new("shop", "web-0", "node-7", &["10.244.7.5"]),
+            PodFixture::new("shop", "web-1", "node-7", &["10.244.7.6"]),
+            PodFixture::new("shop", "db-0", "node-8", &["10.244.8.5"]),
+        ]);
+        api.script_jobs(script(&[&drop_line(), "tracer: drops: 1 seen, 1 delivered, 0 lost"], 0));
+        let run =
+            tracer(&api, &["job", "run", "--pod", "shop/web-0", "--pod", "shop/db-0", "--pod", "shop/web-1", "--node", "node-1", "--", "drops"]);
+        run.assert_code(0);
+        let jobs = api.jobs();
+        let mut placed: Vec<(String, Vec<String>)> = jobs
+            .iter()
+            .map(|j| {
+                let pod = &j["spec"]["template"]["spec"];
+                let args = strings(&pod["containers"][0]["args"]).iter().map(|s| s.to_string()).collect();
+                (pod["nodeName"].as_str().unwrap_or("").to_string(), args)
+            })
+            .collect();
+        placed.sort();
+        let args = |pods: &[&str]| -> Vec<String> {
+            let mut v = vec!["drops".to_string()];
+            for p in pods {
+                v.extend(["--pod".to_string(), p.to_string()]);
+            }
+            v.extend(["-o", "json", "--duration", "60s"].map(String::from));
+            v
+        };
+        assert_eq!(
+            placed,
+            [("node-1".into(), args(&[])), ("node-7".into(), args(&["shop/web-0", "shop/web-1"])), ("node-8".into(), args(&["shop/db-0"]))],
+            "one Job per node, tracing the pods given there"
+        );
+        let out = run.lines.join("\n");
+        assert!(run.lines.first().is_some_and(|l| l.starts_with("NODE") && l.contains("TIME(UTC)")), "one header, the node first:\n{out}");
+        let mut nodes: Vec<&str> = run.lines.iter().filter(|l| l.contains("NETFILTER_DROP")).filter_map(|l| l.split_whitespace().next()).collect();
+        nodes.sort_unstable();
+        assert_eq!(nodes, ["node-1", "node-7", "node-8"], "each Job's drop, named by its node:\n{out}");
+        assert!(run.stderr.contains("node-8: tracer: drops: 1 seen"), "each tracer's words, with its node: {}", run.stderr);
+        assert!(run.stderr.contains("3 jobs created in tracer on nodes node-1, node-7, node-8"), "{}", run.stderr);
+
+        // --all-nodes lists the nodes.
+        for node in ["node-a", "node-b"] {
+            api.add_node(node);
+        }
+        let before = api.jobs().len();
+        let all = tracer(&api, &["job", "run", "--all-nodes", "-o", "json", "--", "drops"]);
+        all.assert_code(0);
+        assert_eq!(all.lines, [drop_line(), drop_line()], "-o json: each Job's lines as they are");
+        assert_eq!(api.jobs().len(), before + 2);
+        let list = api.requests().into_iter().find(|r| r.path == "/api/v1/nodes").expect("the nodes were listed");
+        assert_eq!(list.param("labelSelector"), Some("kubernetes.io/os=linux"), "{list}");
+
+        // render: a YAML stream, one Job per node.
+        let (rendered, file) = render(&["--node", "node-a", "--node", "node-b", "--", "drops"]);
+        rendered.assert_code(0);
+        let docs = yaml_documents(&file.0);
+        let nodes: Vec<&str> = docs.iter().filter_map(|d| d["spec"]["template"]["spec"]["nodeName"].as_str()).collect();
+        assert_eq!(nodes, ["node-a", "node-b"]);
+        validate(&file.0);
+
+        // diagnose across nodes needs recordings merged: refused before any Job is made.
+        let before = api.jobs().len();
+        let diagnose = tracer(&api, &["job", "run", "--pod", "shop/web-0", "--pod", "shop/db-0", "--", "diagnose"]);
+        diagnose.assert_code(2);
+        assert_eq!(diagnose.stderr_lines().len(), 1, "{}", diagnose.stderr);
+        assert!(diagnose.stderr.contains("node-7, node-8") && diagnose.stderr.contains("one node"), "{}", diagnose.stderr);
+        assert_eq!(api.jobs().len(), before, "no Job for a refused run");
+        // Pods of one node are one node: diagnose runs there as before.
+        tracer(&api, &["job", "run", "--pod", "shop/web-0", "--pod", "shop/web-1", "--", "diagnose"]).assert_code(0);
+    }
+
+    /// Ctrl-C on a run with Jobs on several nodes deletes every one of them, and their pods.
+    #[test]
+    fn ctrl_c_deletes_every_job_of_several_nodes() {
+        let api = FakeApi::start(&[]);
+        api.script_jobs(JobScript { hold: true, ..script(&[&drop_line()], 0) });
+        let kc = api.kubeconfig();
+        let args =
+            ["job", "run", "--node", "node-1", "--node", "node-2", "--name", "tracer-many", "--kubeconfig", kc.to_str().unwrap(), "--", "drops"];
+        let t = Tracer::launch(&args);
+        let deadline = Instant::now() + WAIT;
+        while !(api.open_logs() == 2 && t.stdout_lines().iter().filter(|l| l.contains("NETFILTER_DROP")).count() == 2) {
+            assert!(Instant::now() < deadline, "the logs were never followed:\n{}\n{}", api.request_log(), t.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let run = t.stop();
+        run.assert_code(130);
+        for name in ["tracer-many-node-1", "tracer-many-node-2"] {
+            assert!(run.stderr.contains(&format!("deleted job tracer/{name}")), "{}", run.stderr);
+            assert!(api.job_pods("tracer", name).is_empty(), "{name}: its pod went too");
+        }
+        assert!(api.jobs().is_empty(), "nothing left tracing: {:?}", api.jobs());
+    }
+
+    /// The fake API's kubelet runs each Job's tracer for real inside its node's namespace: two
+    /// "nodes" on this one kernel, each dropping its own traffic, each Job scoped to its node
+    /// (`--this-node`); the merged output has both nodes' drops, each with its `node`. Then a
+    /// run stopped with Ctrl-C stops both tracers.
+    #[test]
+    fn several_nodes_run_real_tracers_and_merge_their_drops() {
+        let test = "several_nodes_run_real_tracers_and_merge_their_drops";
+        if !require_privileged(test) {
+            return;
+        }
+        let _lock = shared_lock();
+        const PORT: u16 = 5651;
+        let (one, two) = (PairLab::new(), PairLab::new());
+        let api = FakeApi::start(&[]);
+        for (node, lab) in [("node-a", &one), ("node-b", &two)] {
+            lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]);
+            // The node is the namespace that drops: its tracer runs there.
+            api.kubelet(node, &lab.b.path());
+        }
+        let port = PORT.to_string();
+        let kc = api.kubeconfig();
+        let kc = kc.to_str().unwrap();
+        let cmd = ["--", "drops", "--this-node", "--pods-from", "none", "--proto", "udp", "--port", &port];
+        let args = [&["job", "run", "--node", "node-a", "--node", "node-b", "--duration", "8s", "-o", "json", "--kubeconfig", kc][..], &cmd].concat();
+        let t = Tracer::launch(&args);
+        for node in ["node-a", "node-b"] {
+            assert!(t.wait_for_stderr(WAIT, &format!("{node}: tracer: attached drops")), "{node}'s tracer never attached:\n{}", t.stderr());
+        }
+        for lab in [&one, &two] {
+            assert_eq!(Udp::new(&lab.a_ip, 40651, &lab.b_ip, PORT).send(&lab.a), 3);
+        }
+        let run = t.wait_exit(WAIT);
+        run.assert_code(0);
+        let events = run.events();
+        let seen: BTreeSet<(String, u64)> =
+            events.iter().map(|e| (e["node"].as_str().unwrap_or("").to_string(), e["netns"].as_u64().unwrap_or(0))).collect();
+        assert_eq!(
+            seen,
+            BTreeSet::from([("node-a".to_string(), one.b.inode()), ("node-b".to_string(), two.b.inode())]),
+            "each node's drops, named by their node, none twice:\n{}",
+            dump(&events)
+        );
+        assert_eq!(events.len(), 6, "{}", dump(&events));
+        assert!(run.stderr.contains("node-a: tracer: drops: 3 seen") && run.stderr.contains("node-b: tracer: drops: 3 seen"), "{}", run.stderr);
+        assert_eq!(api.running_containers(), 0, "both tracers ended");
+
+        // Ctrl-C: both Jobs deleted, both real tracers stopped.
+        let args = [&["job", "run", "--node", "node-a", "--node", "node-b", "--duration", "60s", "--kubeconfig", kc][..], &cmd].concat();
+        let t = Tracer::launch(&args);
+        for node in ["node-a", "node-b"] {
+            assert!(t.wait_for_stderr(WAIT, &format!("{node}: tracer: attached drops")), "{node}'s tracer never attached:\n{}", t.stderr());
+        }
+        assert_eq!(api.running_containers(), 2);
+        let run = t.stop();
+        run.assert_code(130);
+        let left: Vec<&str> =
+            ["node-a", "node-b"].into_iter().filter(|node| run.stderr.contains(&format!("deleted job tracer/tracer-drops-{node}-"))).collect();
+        assert_eq!(left, ["node-a", "node-b"], "both Jobs deleted:\n{}", run.stderr);
+        assert!(api.jobs().iter().all(|j| j["status"]["succeeded"] == 1), "only the first run's finished Jobs remain: {:?}", api.jobs());
+        let deadline = Instant::now() + WAIT;
+        while api.running_containers() > 0 {
+            assert!(Instant::now() < deadline, "a tracer kept running after its Job was deleted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]

@@ -29,13 +29,18 @@ pub struct FlowFilter {
     pub proto: u8,
     /// 1 when a pod selection (`--pod`, `--namespace`, `--selector`) is active.
     pub pods: u8,
+    /// 1 when a node scope (`--netns`, `--this-node`) is active: only packets and sockets seen in
+    /// a network namespace of the netns scope map pass, whatever else matches (an AND with the
+    /// other parts).
+    pub netns: u8,
+    pub _pad: [u8; 3],
 }
-const _: () = assert!(size_of::<FlowFilter>() == 36 * MAX_CIDRS + 8);
+const _: () = assert!(size_of::<FlowFilter>() == 36 * MAX_CIDRS + 12);
 
 impl FlowFilter {
     /// True when nothing is filtered.
     pub const fn is_empty(&self) -> bool {
-        self.n_cidrs == 0 && self.port == 0 && self.proto == 0 && self.pods == 0
+        self.n_cidrs == 0 && self.port == 0 && self.proto == 0 && self.pods == 0 && self.netns == 0
     }
 }
 
@@ -55,6 +60,9 @@ const _: () = assert!(size_of::<PodAddrKey>() == 20);
 pub const MAX_POD_ADDRS: u32 = 8192;
 /// Capacity of the pod network-namespace map (selected pods' netns inodes).
 pub const MAX_POD_NETNS: u32 = 4096;
+/// Capacity of the node-scope map (`--netns` inodes, or with `--this-node` tracer's own
+/// namespace and every pod's of this node): a node runs at most a few hundred pods.
+pub const MAX_SCOPE_NETNS: u32 = 4096;
 
 #[cfg(feature = "user")]
 user_pod!(Cidr, FlowFilter, PodAddrKey);

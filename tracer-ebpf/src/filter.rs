@@ -1,8 +1,9 @@
-//! The flow filter (`--ip`, `--port`, `--proto`), applied before anything is copied.
+//! The flow filter (`--ip`, `--port`, `--proto`), the pod filter and the node scope (`--netns`,
+//! `--this-node`), applied before anything is copied.
 
 use aya_ebpf::{macros::map, maps::HashMap};
 use tracer_common::{
-    filter::{Cidr, FlowFilter, MAX_CIDRS, MAX_POD_ADDRS, MAX_POD_NETNS, PodAddrKey},
+    filter::{Cidr, FlowFilter, MAX_CIDRS, MAX_POD_ADDRS, MAX_POD_NETNS, MAX_SCOPE_NETNS, PodAddrKey},
     flow::{RawFlow, RawTunnel},
 };
 
@@ -14,10 +15,22 @@ static POD_ADDRS: HashMap<PodAddrKey, u8> = HashMap::with_max_entries(MAX_POD_AD
 #[map]
 static POD_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_POD_NETNS, 0);
 
+/// Network-namespace inodes of the node scope (`--netns`, `--this-node`); userspace keeps it
+/// current as pods come and go.
+#[map]
+static NETNS_SCOPE: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SCOPE_NETNS, 0);
+
 /// Set by the loader before load; all zero matches everything.
 #[unsafe(no_mangle)]
-static FLOW_FILTER: FlowFilter =
-    FlowFilter { cidrs: [Cidr { net: [0; 4], mask: [0; 4], family: 0, _pad: [0; 3] }; MAX_CIDRS], n_cidrs: 0, port: 0, proto: 0, pods: 0 };
+static FLOW_FILTER: FlowFilter = FlowFilter {
+    cidrs: [Cidr { net: [0; 4], mask: [0; 4], family: 0, _pad: [0; 3] }; MAX_CIDRS],
+    n_cidrs: 0,
+    port: 0,
+    proto: 0,
+    pods: 0,
+    netns: 0,
+    _pad: [0; 3],
+};
 
 macro_rules! filter_field {
     ($($path:tt)+) => {
@@ -54,10 +67,25 @@ fn pod_addr(family: u8, addr: &[u8; 16]) -> bool {
     unsafe { POD_ADDRS.get(&key) }.is_some()
 }
 
+/// Whether the network namespace an event was seen in is in the node scope (always, without
+/// one). An event with no namespace (0) is outside any scope.
+#[inline(always)]
+fn in_scope(netns: u32) -> bool {
+    // SAFETY: presence test only.
+    filter_field!(netns) == 0 || (netns != 0 && unsafe { NETNS_SCOPE.get(&netns) }.is_some())
+}
+
+/// Whether the packet touches a selected pod and was seen in the node scope (pods and scope
+/// are two filters: both must pass).
+#[inline(always)]
+pub(crate) fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
+    in_scope(netns) && touches_pods(flow, netns)
+}
+
 /// Whether the packet touches a selected pod: by either address, or by the network namespace it
 /// was seen in (which catches what a pod sends before NAT and traffic without pod addresses).
 #[inline(always)]
-pub(crate) fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
+fn touches_pods(flow: &RawFlow, netns: u32) -> bool {
     if filter_field!(pods) == 0 {
         return true;
     }
@@ -69,10 +97,11 @@ pub(crate) fn matches_pods(flow: &RawFlow, netns: u32) -> bool {
 }
 
 /// [`matches_pods`] for a packet that may be encapsulated: the inner flow, or the outer headers'
-/// addresses (a node's, for a host-network pod).
+/// addresses (a node's, for a host-network pod); the scope is the namespace's either way.
 #[inline(always)]
 pub(crate) fn matches_pods_packet(flow: &RawFlow, tunnel: &RawTunnel, netns: u32) -> bool {
-    matches_pods(flow, netns) || (tunnel.kind != 0 && (pod_addr(tunnel.family, &tunnel.saddr) || pod_addr(tunnel.family, &tunnel.daddr)))
+    in_scope(netns)
+        && (touches_pods(flow, netns) || (tunnel.kind != 0 && (pod_addr(tunnel.family, &tunnel.saddr) || pod_addr(tunnel.family, &tunnel.daddr))))
 }
 
 /// Whether `flow` passes the configured address, port and protocol filter.

@@ -89,7 +89,9 @@ on any node, not only tracer's. Bind it only to people you would give root on th
 
 const CLUSTER_READER_COMMENT: &str = "\
 Read-only, cluster-wide: `tracer job run --pod NS/NAME` reads that pod (its node) in its own
-namespace, and `tracer job list -A` lists Jobs in all of them. Without it, pass --node.";
+namespace, `tracer job list -A` lists Jobs in all of them, and `tracer job run --all-nodes`
+lists the nodes (names and labels: which are Linux) to make one Job on each. Without it, pass
+--node.";
 
 const DAEMONSET_COMMENT: &str = "\
 tracer serve on every Linux node (amd64, arm64): Prometheus metrics on port 9464 of each node.
@@ -164,7 +166,7 @@ fn job_user() -> Role {
 fn cluster_reader() -> ClusterRole {
     ClusterRole {
         metadata: meta(CLUSTER_READER_ROLE, None, &[]),
-        rules: Some(vec![rule("", &["pods"], &["get", "list"]), rule("batch", &["jobs"], &["list"])]),
+        rules: Some(vec![rule("", &["pods"], &["get", "list"]), rule("batch", &["jobs"], &["list"]), rule("", &["nodes"], &["list"])]),
         ..ClusterRole::default()
     }
 }
@@ -186,6 +188,10 @@ fn daemonset(config: &InstallConfig) -> DaemonSet {
         ["serve", "--metrics", &format!("0.0.0.0:{METRICS_PORT}"), "--quiet", "--pods-from", "cri"].iter().map(|a| a.to_string()).collect();
     if config.cri_socket != DEFAULT_CRI_SOCKET {
         args.extend(["--cri-socket".into(), config.cri_socket.clone()]);
+    }
+    if config.this_node {
+        // Nodes sharing one kernel (kind, k3d, minikube): each pod reports its own node only.
+        args.push("--this-node".into());
     }
     let capabilities = job::capabilities(&args);
     let (volume, mount) = job::cri_volume(&config.cri_socket);
@@ -329,6 +335,7 @@ mod tests {
             podmonitor: false,
             job_user_groups: vec![],
             uninstall: false,
+            this_node: false,
         }
     }
 
@@ -358,6 +365,14 @@ mod tests {
         assert_eq!(pod["containers"][0]["volumeMounts"][0]["mountPath"], "/var/run/crio/crio.sock");
         let args = pod["containers"][0]["args"].as_array().expect("args");
         assert_eq!(args[args.len() - 2..], [json!("--cri-socket"), json!("/var/run/crio/crio.sock")]);
+    }
+
+    #[test]
+    fn this_node_scopes_the_daemonset() {
+        let docs = documents(&manifests(&InstallConfig { this_node: true, ..config() }).expect("YAML"));
+        let pod = &docs.last().expect("the DaemonSet")["spec"]["template"]["spec"];
+        assert_eq!(pod["containers"][0]["args"].as_array().and_then(|a| a.last()), Some(&json!("--this-node")));
+        assert_eq!(pod["hostNetwork"], true, "its own namespace is the node's");
     }
 
     #[test]

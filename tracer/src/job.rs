@@ -338,8 +338,9 @@ pub(crate) fn tolerate_everything() -> Vec<Toleration> {
 pub(crate) fn manifest(spec: &JobSpec) -> Job {
     let capabilities = capabilities(&spec.args);
     // tc programs go on the node's veths and tunnels, which only the node's network namespace
-    // holds. Tracing hooks see every namespace from any, so the other commands keep a pod network.
-    let node_network = capabilities.contains(&"NET_ADMIN");
+    // holds. Tracing hooks see every namespace from any, so the other commands keep a pod network,
+    // unless `--this-node` scopes them to tracer's own namespace, which must then be the node's.
+    let node_network = capabilities.contains(&"NET_ADMIN") || spec.args.iter().any(|a| a == "--this-node");
     // The kernel's BTF (/sys/kernel/btf) needs no mount: the container's own read-only /sys
     // shows it, and a node without it still starts the pod (tracer then reads tracefs). A
     // hostPath there would stop such a pod (no type: the runtime's mkdir in sysfs fails).
@@ -451,6 +452,8 @@ mod tests {
         assert_eq!(pod["hostNetwork"], Value::Null, "drops needs no node devices");
         assert_eq!(pod["hostPID"], true);
         assert_eq!(pod["volumes"], json!([{"name": "cri", "hostPath": {"path": DEFAULT_CRI_SOCKET, "type": "Socket"}}]), "no BTF mount");
+        let this_node = serde_json::to_value(manifest(&JobSpec { args: vec!["drops".into(), "--this-node".into()], ..spec.clone() })).expect("JSON");
+        assert_eq!(this_node["spec"]["template"]["spec"]["hostNetwork"], true, "--this-node scopes to tracer's own namespace: the node's");
         let mtu = serde_json::to_value(manifest(&JobSpec { args: vec!["mtu".into()], ..spec })).expect("JSON");
         assert_eq!(mtu["spec"]["template"]["spec"]["hostNetwork"], true, "tc goes on the node's devices");
         assert_eq!(mtu["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");

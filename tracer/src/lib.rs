@@ -108,7 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Job(args) => match JobConfig::from_args(args)? {
-            JobConfig::Render(spec) => commands::job::render(&spec),
+            JobConfig::Render(specs) => commands::job::render(&specs),
             JobConfig::Run(config) => tokio_runtime()?.block_on(commands::job::run(config)),
             JobConfig::Logs(config) => tokio_runtime()?.block_on(commands::job::logs(config)),
             JobConfig::List(config) => tokio_runtime()?.block_on(commands::job::list(config)),

@@ -15,12 +15,20 @@
 //! - `GET /api/v1/namespaces/NS/pods[/NAME]` (label selectors) and `.../pods/NAME/log`
 //!   (`follow=true`: chunked, as the kubelet streams it): the script's lines, then the container
 //!   exits with the script's code (pod `Succeeded`/`Failed`, Job `Complete`/`Failed`), or with
-//!   `hold` the stream stays open until the Job is deleted (bounded).
+//!   `hold` the stream stays open until the Job is deleted (bounded);
+//! - a small kubelet ([`FakeApi::kubelet`]): on a node given a lab namespace, a Job's pod runs
+//!   its container's command for real: the tracer binary (`TRACER_BIN`) with the Job's
+//!   arguments and `NODE_NAME`, inside that namespace (`nsenter --net`), its stdout and stderr
+//!   as the pod's log (streamed with `follow=true` as the process writes it), its exit code as
+//!   the container's; deleting the Job stops it (SIGTERM, as the kubelet stops a container);
+//! - `GET /api/v1/nodes`: the nodes given to [`FakeApi::add_node`] and [`FakeApi::kubelet`],
+//!   labelled Linux amd64 (`labelSelector` honoured).
 //!
 //! The wire format follows the API reference for Job (batch/v1) and Pod's `log` subresource.
 
 use std::{
     io::Write,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -85,6 +93,100 @@ pub(super) struct Jobs {
     exited: BTreeSet<String>,
     /// Log streams open now.
     open_logs: usize,
+    /// The nodes, and for those with a kubelet, the lab namespace their Jobs run in.
+    nodes: BTreeMap<String, Option<PathBuf>>,
+    /// Containers the kubelet runs (by pod uid).
+    running: BTreeMap<String, Arc<Container>>,
+}
+
+/// A container the kubelet runs: the real process, what it wrote, how it ended.
+#[derive(Debug, Default)]
+struct Container {
+    state: Mutex<Output>,
+    changed: Condvar,
+    pid: u32,
+}
+
+#[derive(Debug, Default)]
+struct Output {
+    /// Lines of stdout and stderr, in the order they were read.
+    lines: Vec<String>,
+    /// Set once both streams ended and the process was reaped.
+    exit: Option<i32>,
+}
+
+impl Container {
+    /// Runs `argv` inside the network namespace at `netns` with `env`; threads collect its
+    /// output and its exit.
+    fn start(netns: &Path, argv: &[String], env: &[(&str, &str)]) -> std::io::Result<Arc<Container>> {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .arg("--")
+            .args(argv)
+            .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let container = Arc::new(Container { pid: child.id(), ..Container::default() });
+        let readers: Vec<JoinHandle<()>> =
+            [child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|e| Box::new(e) as _)]
+                .into_iter()
+                .flatten()
+                .map(|stream| {
+                    let container = container.clone();
+                    thread::spawn(move || {
+                        for line in BufReader::new(stream).lines() {
+                            let Ok(line) = line else { break };
+                            container.lock().lines.push(line);
+                            container.changed.notify_all();
+                        }
+                    })
+                })
+                .collect();
+        let waiter = container.clone();
+        thread::spawn(move || {
+            for reader in readers {
+                let _ = reader.join();
+            }
+            let code = wait_child_code(&mut child);
+            waiter.lock().exit = Some(code);
+            waiter.changed.notify_all();
+        });
+        Ok(container)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Output> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the process to stop, as the kubelet stops a container (its tracer then detaches and
+    /// prints its summary); `kill`: at once (the fake itself stops).
+    fn stop(&self, kill: bool) {
+        if self.lock().exit.is_none() {
+            // SAFETY: kill(2) on the pid of our own child, which is not reaped before `exit` is set.
+            unsafe { libc::kill(self.pid as i32, if kill { libc::SIGKILL } else { libc::SIGTERM }) };
+        }
+    }
+}
+
+/// The exit code of a child that ended (128 + signal when a signal ended it).
+fn wait_child_code(child: &mut Child) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    match child.wait() {
+        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        Err(_) => -1,
+    }
+}
+
+impl Jobs {
+    /// Stops every container the kubelet runs (the server stops).
+    pub(super) fn kill_all(&self) {
+        for container in self.running.values() {
+            container.stop(true);
+        }
+    }
 }
 
 impl FakeApi {
@@ -107,6 +209,23 @@ impl FakeApi {
     /// Log streams open now.
     pub fn open_logs(&self) -> usize {
         self.shared.lock().jobs.open_logs
+    }
+
+    /// A node of the cluster (listed by `GET /api/v1/nodes`).
+    pub fn add_node(&self, name: &str) {
+        self.shared.lock().jobs.nodes.entry(name.to_string()).or_insert(None);
+    }
+
+    /// A node whose kubelet runs Jobs for real: the container's command is the tracer binary
+    /// ([`crate::tracer_bin`]) with the Job's arguments, run inside the network namespace at
+    /// `netns` (the node's lab namespace) with `NODE_NAME=name`.
+    pub fn kubelet(&self, name: &str, netns: &Path) {
+        self.shared.lock().jobs.nodes.insert(name.to_string(), Some(netns.to_path_buf()));
+    }
+
+    /// Processes the kubelet runs that have not ended.
+    pub fn running_containers(&self) -> usize {
+        self.shared.lock().jobs.running.values().filter(|c| c.lock().exit.is_none()).count()
     }
 }
 
@@ -167,6 +286,21 @@ pub(super) fn handle(w: &mut TcpStream, req: &mut ApiRequest, shared: &Shared) -
             }
         }
         ("GET", ["api", "v1", "namespaces", ns, "pods", name, "log"]) => return Some(log(w, req, shared, ns, name)),
+        ("GET", ["api", "v1", "nodes"]) => {
+            let st = shared.lock();
+            let selector = req.param("labelSelector").unwrap_or("").to_string();
+            let mut items = Vec::new();
+            for name in st.jobs.nodes.keys() {
+                let node = json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": name, "uid": uid_for("node", name),
+                    "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name}}});
+                match labels_match(&node, &selector) {
+                    Ok(true) => items.push(node),
+                    Ok(false) => {}
+                    Err(msg) => return Some(fail(w, req, shared, 400, "BadRequest", &msg)),
+                }
+            }
+            (200, json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}))
+        }
         _ => return None,
     };
     let (code, body) = answer;
@@ -223,6 +357,16 @@ fn create(req: &ApiRequest, shared: &Shared, ns: &str) -> (u16, Value) {
     {
         labels[k] = json!(v);
     }
+    // A node with a kubelet runs the container's command as the kubelet would: the image's
+    // entrypoint is the tracer.
+    let kubelet = template["spec"]["nodeName"]
+        .as_str()
+        .and_then(|n| st.jobs.nodes.get(n).cloned().flatten().map(|netns| (n.to_string(), netns)))
+        .map(|(node, netns)| {
+            let mut argv = vec![crate::tracer_bin().display().to_string()];
+            argv.extend(template["spec"]["containers"][0]["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
+            (node, netns, argv)
+        });
     let image = template["spec"]["containers"][0]["image"].clone();
     let container = template["spec"]["containers"][0]["name"].clone();
     let (phase, state) = match &script.start {
@@ -276,6 +420,14 @@ fn create(req: &ApiRequest, shared: &Shared, ns: &str) -> (u16, Value) {
                                    "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}]});
         }
     }
+    if let (Start::Runs, Some((node, netns, argv))) = (&script.start, kubelet) {
+        match Container::start(&netns, &argv, &[("NODE_NAME", node.as_str())]) {
+            Ok(container) => {
+                st.jobs.running.insert(pod_uid.clone(), container);
+            }
+            Err(e) => return (500, status_object(500, "InternalError", &format!("the fake kubelet could not start {argv:?}: {e}"))),
+        }
+    }
     if !matches!(script.start, Start::Refused(_)) {
         st.change(Resource::Pods, "ADDED", &pod_uid, pod);
     }
@@ -324,6 +476,9 @@ fn delete(req: &ApiRequest, shared: &Shared, ns: &str, name: &str) -> (u16, Valu
         let pods: Vec<Value> = pods_in(&st, ns).filter(|p| p["metadata"]["labels"]["job-name"] == name).cloned().collect();
         for p in pods {
             let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            if let Some(container) = st.jobs.running.get(&uid) {
+                container.stop(false);
+            }
             st.change(Resource::Pods, "DELETED", &uid, p);
         }
     }
@@ -392,12 +547,16 @@ fn log(w: &mut TcpStream, req: &mut ApiRequest, shared: &Shared, ns: &str, name:
     shared.lock().jobs.open_logs += 1;
     let _guard = LogGuard(shared);
     write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+    let pod_uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let running = shared.lock().jobs.running.get(&pod_uid).cloned();
+    if let Some(container) = running {
+        return stream_container(w, shared, ns, &pod, &container, follow);
+    }
     for line in &script.log {
         let line = format!("{line}\n");
         write!(w, "{:x}\r\n{line}\r\n", line.len())?;
     }
     w.flush()?;
-    let pod_uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
     if follow && script.hold {
         // A tracer still tracing: the stream ends when its pod goes (the Job deleted).
         let deadline = Instant::now() + HOLD_LIMIT;
@@ -413,6 +572,56 @@ fn log(w: &mut TcpStream, req: &mut ApiRequest, shared: &Shared, ns: &str, name:
     }
     w.write_all(b"0\r\n\r\n")?;
     w.flush()
+}
+
+/// The log of a container the kubelet runs: what it wrote so far, then (`follow`) each line as
+/// it comes until the process ends, the pod is deleted or the server stops (bounded); an
+/// ended process's exit goes into the pod's and the Job's status.
+fn stream_container(w: &mut TcpStream, shared: &Shared, ns: &str, pod: &Value, container: &Container, follow: bool) -> std::io::Result<()> {
+    let pod_uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let deadline = Instant::now() + HOLD_LIMIT;
+    let mut sent = 0;
+    loop {
+        let (lines, exit) = {
+            let out = container.lock();
+            (out.lines[sent..].to_vec(), out.exit)
+        };
+        sent += lines.len();
+        for line in lines {
+            let line = format!("{line}\n");
+            write!(w, "{:x}\r\n{line}\r\n", line.len())?;
+        }
+        w.flush()?;
+        if let Some(code) = exit {
+            // Every line was read before the exit was set.
+            if sent == container.lock().lines.len() {
+                let mut st = shared.lock();
+                exit_of(&mut st, ns, pod, code);
+                drop(st);
+                shared.changed.notify_all();
+                break;
+            }
+            continue;
+        }
+        let gone = !shared.lock().objects.contains_key(&(Resource::Pods, pod_uid.clone()));
+        if !follow || gone || shared.shutdown.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            break;
+        }
+        let out = container.lock();
+        if out.lines.len() == sent && out.exit.is_none() {
+            let _ = container.changed.wait_timeout(out, Duration::from_millis(100));
+        }
+    }
+    w.write_all(b"0\r\n\r\n")?;
+    w.flush()
+}
+
+/// [`exit`] for a pod that may have been deleted meanwhile (then nothing is left to update).
+fn exit_of(st: &mut State, ns: &str, pod: &Value, code: i32) {
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    if let Some(current) = st.objects.get(&(Resource::Pods, uid)).cloned() {
+        exit(st, ns, &current, code);
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Validated configuration: everything the user typed, checked and typed, before any syscall.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use tracer_common::{
     filter::{Cidr, FlowFilter, MAX_CIDRS},
@@ -8,12 +8,13 @@ use tracer_common::{
 };
 
 use super::{
-    AllProbesArgs, DiagnoseArgs, FamilyCommandArgs, InstallAction, InstallArgs, JobAction, JobArgs, KubeApiArgs, OutputFormat, PodSelectArgs,
-    PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
+    AllProbesArgs, DiagnoseArgs, FamilyCommandArgs, InstallAction, InstallArgs, JobAction, JobArgs, KubeApiArgs, NodeScopeArgs, OutputFormat,
+    PodSelectArgs, PodSourceArgs, PodsArgs, RetransArgs, ServeArgs, TraceArgs, UsageError, WatchArgs,
 };
 use crate::{
     job::{BUILD_IMAGE, IMAGE_ENV, Image},
-    pods::{PodsFrom, layer::PodsConfig, selection::Selection},
+    kernel::netns::Netns,
+    pods::{PodsFrom, layer::PodsConfig, scope::NodeScope, selection::Selection},
     probes::{CommandId, FamilyArgs, FamilyId, FamilyOptions, parse_families},
 };
 pub(crate) use crate::{
@@ -141,50 +142,77 @@ pub(crate) enum JobTarget {
     },
 }
 
-/// A Job to render or create, checked; the node of a `--pod` target is filled in later.
+/// Jobs to render or create, checked; the nodes of `--pod` targets (and of `--all-nodes`) are
+/// found later, through the API.
 #[derive(Debug, Clone)]
 pub(crate) struct JobRequest {
-    pub target: JobTarget,
+    /// `--node` and `--pod`, in the order given (at least one unless `all_nodes`).
+    pub targets: Vec<JobTarget>,
+    /// `--all-nodes`: one Job on every Linux node.
+    pub all_nodes: bool,
     /// `--name`, checked.
     pub name: Option<String>,
     pub namespace: String,
     pub image: Image,
     /// The command in the Job (`drops`, ..., `check`, `pods`).
     pub command: String,
-    /// The tracer command line inside the container, `-o json --duration` included.
+    /// The tracer command line inside the container, `-o json --duration` included; the
+    /// `--pod` of each target pod on the Job's node go in after the command when
+    /// `adds_pods`.
     pub args: Vec<String>,
+    /// A tracing command that chooses no pods of its own: a Job for pods traces those pods.
+    pub adds_pods: bool,
     pub duration: Duration,
 }
 
 impl JobRequest {
-    /// The Job on `node`. Without `--name` it is `tracer-COMMAND-NODE`, then `-SUFFIX` if given
-    /// (so that a second `job run` does not collide with the first).
-    pub(crate) fn spec(&self, node: &str, suffix: Option<&str>) -> crate::job::JobSpec {
+    /// The Job on `node`, tracing `pods` (`namespace/name`: the target pods that run there).
+    /// Without `--name` it is `tracer-COMMAND-NODE`, then `-SUFFIX` if given (so that a second
+    /// `job run` does not collide with the first); `several`: other Jobs are made beside it,
+    /// so a `--name` gets the node too.
+    pub(crate) fn spec(&self, node: &str, pods: &[String], suffix: Option<&str>, several: bool) -> crate::job::JobSpec {
         let name = match (&self.name, suffix) {
+            (Some(name), _) if several => job_name_cleaned(&format!("{name}-{node}"), JOB_NAME_MAX),
             (Some(name), _) => name.clone(),
             (None, None) => job_name(&self.command, node, JOB_NAME_MAX),
             (None, Some(sfx)) => format!("{}-{sfx}", job_name(&self.command, node, JOB_NAME_MAX - 1 - sfx.len())),
         };
+        let mut args = self.args.clone();
+        if self.adds_pods {
+            let pods = pods.iter().flat_map(|p| ["--pod".to_string(), p.clone()]);
+            args.splice(1..1, pods);
+        }
         crate::job::JobSpec {
             name,
             namespace: self.namespace.clone(),
             node: node.to_string(),
             image: self.image.clone(),
-            args: self.args.clone(),
+            args,
             duration: self.duration,
         }
     }
 }
 
-/// `tracer job render`: the Job, checked; it needs no cluster, so no `--pod`.
-fn job_render_spec(args: super::JobRenderArgs) -> Result<crate::job::JobSpec, UsageError> {
-    let request = job_request(args.spec)?;
-    match &request.target {
-        JobTarget::Node(node) => Ok(request.spec(node, None)),
-        JobTarget::Pod { .. } => {
-            Err(UsageError("job render --pod: finding the pod's node needs the cluster; pass --node, or use `job run --pod`".into()))
-        }
+/// `tracer job render`: one Job per `--node`, checked; it needs no cluster, so no `--pod` nor
+/// `--all-nodes`.
+fn job_render_spec(args: super::JobSpecArgs) -> Result<Vec<crate::job::JobSpec>, UsageError> {
+    let request = job_request(args)?;
+    if request.all_nodes {
+        return Err(UsageError(
+            "job render --all-nodes: listing the nodes needs the cluster; name them with --node, or use `job run --all-nodes`".into(),
+        ));
     }
+    let several = request.targets.len() > 1;
+    request
+        .targets
+        .iter()
+        .map(|target| match target {
+            JobTarget::Node(node) => Ok(request.spec(node, &[], None, several)),
+            JobTarget::Pod { .. } => {
+                Err(UsageError("job render --pod: finding the pod's node needs the cluster; pass --node, or use `job run --pod`".into()))
+            }
+        })
+        .collect()
 }
 
 /// `ns/name` of `--pod`, checked as names.
@@ -228,8 +256,8 @@ impl KubeApiConfig {
 /// `tracer job ...`, checked: bad input stops here, before anything is asked of the API.
 #[derive(Debug, Clone)]
 pub(crate) enum JobConfig {
-    /// `job render`: the Job on a named node (no cluster to find a pod's node).
-    Render(crate::job::JobSpec),
+    /// `job render`: one Job per named node (no cluster to find a pod's node).
+    Render(Vec<crate::job::JobSpec>),
     Run(JobRunConfig),
     Logs(JobLogsConfig),
     List(JobListConfig),
@@ -277,7 +305,7 @@ impl JobConfig {
     /// Checks every `job` subcommand's input as far as it can be without a cluster.
     pub(crate) fn from_args(args: JobArgs) -> Result<Self, UsageError> {
         Ok(match args.action {
-            JobAction::Render(a) => Self::Render(job_render_spec(a)?),
+            JobAction::Render(a) => Self::Render(job_render_spec(a.spec)?),
             JobAction::Run(a) => {
                 let request = job_request(a.spec)?;
                 Self::Run(JobRunConfig { request, api: KubeApiConfig::from_args(a.api)?, output: a.output, detach: a.detach })
@@ -316,6 +344,8 @@ pub(crate) struct InstallConfig {
     pub job_user_groups: Vec<String>,
     /// Print the `kubectl delete` line instead of the manifests.
     pub uninstall: bool,
+    /// `--this-node`: the DaemonSet's tracer reports its own node only (nodes sharing a kernel).
+    pub this_node: bool,
 }
 
 impl InstallConfig {
@@ -336,6 +366,7 @@ impl InstallConfig {
             podmonitor: a.podmonitor,
             job_user_groups: a.job_user_groups,
             uninstall: a.uninstall,
+            this_node: a.this_node,
         })
     }
 }
@@ -367,14 +398,25 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
     if duration < Duration::from_secs(1) {
         return Err(UsageError("--duration: at least 1s".into()));
     }
-    let target = match (args.node, args.pod) {
-        (Some(node), _) if !is_dns_subdomain(&node) => {
+    let mut targets = Vec::new();
+    for node in &args.nodes {
+        if !is_dns_subdomain(node) {
             return Err(UsageError(format!("--node {node:?}: not a node name (lower-case letters, digits, `-` and `.`)")));
         }
-        (Some(node), _) => JobTarget::Node(node),
-        (None, Some(pod)) => parse_job_pod(&pod)?,
-        (None, None) => return Err(UsageError("--node NAME or --pod NS/NAME: where the Job runs".into())),
-    };
+        let target = JobTarget::Node(node.clone());
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    for pod in &args.pods {
+        let target = parse_job_pod(pod)?;
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    if targets.is_empty() && !args.all_nodes {
+        return Err(UsageError("--node NAME, --pod NS/NAME or --all-nodes: where the Job runs".into()));
+    }
     namespace_arg(&args.namespace)?;
     let image = image_arg(args.image.image.as_deref())?;
     let command = args.command.first().cloned().unwrap_or_default();
@@ -388,18 +430,23 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
         if let Some(own) = args.command.iter().find(|a| ["-o", "--output", "--duration", "--count"].contains(&a.split('=').next().unwrap_or(a))) {
             return Err(UsageError(format!("the command after --: {own} is set by the Job (-o json --duration from `job --duration`)")));
         }
-        // `job run --pod P -- drops` traces P's traffic: the pod is the point of the Job, unless
-        // the command chooses its own pods.
-        let selects = |a: &String| ["--pod", "--namespace", "--selector"].contains(&a.split('=').next().unwrap_or(a));
-        if let JobTarget::Pod { namespace, name } = &target
-            && !args.command.iter().any(selects)
-        {
-            inner.splice(1..1, ["--pod".to_string(), format!("{namespace}/{name}")]);
-        }
         inner.extend(["-o".into(), "json".into(), "--duration".into(), args.duration.clone()]);
     }
+    // `job run --pod P -- drops` traces P's traffic: the pod is the point of the Job, unless
+    // the command chooses its own pods.
+    let selects = |a: &String| ["--pod", "--namespace", "--selector"].contains(&a.split('=').next().unwrap_or(a));
+    let adds_pods = tracing && !args.command.iter().any(selects);
+    let mut checked_args = inner.clone();
+    if adds_pods {
+        // Checked with every target pod: a Job gets those of its node.
+        let pods = targets.iter().filter_map(|t| match t {
+            JobTarget::Pod { namespace, name } => Some(["--pod".to_string(), format!("{namespace}/{name}")]),
+            JobTarget::Node(_) => None,
+        });
+        checked_args.splice(1..1, pods.flatten());
+    }
     // The whole command line must parse as the tracer in the Job will parse it.
-    let argv = std::iter::once("tracer".to_string()).chain(inner.iter().cloned());
+    let argv = std::iter::once("tracer".to_string()).chain(checked_args.iter().cloned());
     let cli = <super::Cli as clap::Parser>::try_parse_from(argv).map_err(|err| {
         let rendered = err.render().to_string();
         let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid").trim_start_matches("error: ").to_string();
@@ -428,7 +475,7 @@ fn job_request(args: super::JobSpecArgs) -> Result<JobRequest, UsageError> {
         Some(n) => return Err(UsageError(format!("--name {n:?}: not a Job name (lower-case letters, digits and `-`, at most {JOB_NAME_MAX})"))),
         None => None,
     };
-    Ok(JobRequest { target, name, namespace: args.namespace, image, command, args: inner, duration })
+    Ok(JobRequest { targets, all_nodes: args.all_nodes, name, namespace: args.namespace, image, command, args: inner, adds_pods, duration })
 }
 
 /// The Job controller names pods NAME-XXXXX, and a pod name must stay a DNS label (63).
@@ -436,7 +483,12 @@ const JOB_NAME_MAX: usize = 52;
 
 /// `tracer-COMMAND-NODE`, made a DNS label of at most `max` characters.
 fn job_name(command: &str, node: &str, max: usize) -> String {
-    let raw = format!("tracer-{command}-{node}").to_lowercase();
+    job_name_cleaned(&format!("tracer-{command}-{node}"), max)
+}
+
+/// `raw` made a DNS label of at most `max` characters.
+fn job_name_cleaned(raw: &str, max: usize) -> String {
+    let raw = raw.to_lowercase();
     let cleaned: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
     cleaned.chars().take(max).collect::<String>().trim_end_matches('-').to_string()
 }
@@ -528,6 +580,7 @@ pub(crate) fn pods_config(source: PodSourceArgs, select: PodSelectArgs, wait: bo
         node_name: source.node_name.map(|n| n.trim().to_string()),
         selection,
         wait,
+        scope: NodeScope::default(),
     })
 }
 
@@ -563,8 +616,10 @@ impl TraceConfig {
             *slot = parse_cidr(text)?;
         }
         filter.n_cidrs = args.ip.len() as u32;
-        let pods = pods_config(args.source, args.select, args.wait)?;
+        let mut pods = pods_config(args.source, args.select, args.wait)?;
         filter.pods = u8::from(!pods.selection.is_empty());
+        pods.scope = node_scope(&args.scope)?;
+        filter.netns = u8::from(pods.scope.is_active());
         if let Some(port) = &args.port {
             filter.port = parse_port(port)?;
         }
@@ -592,6 +647,42 @@ impl TraceConfig {
             pods,
         })
     }
+}
+
+/// `--netns` (each a name in /var/run/netns, a path, or an inode number) and `--this-node`.
+/// A name or path must be a network namespace now (a file of the kernel's nsfs, as
+/// /proc/self/ns/net is): its inode is what the kernel reports for events seen in it.
+pub(crate) fn node_scope(args: &NodeScopeArgs) -> Result<NodeScope, UsageError> {
+    let mut scope = NodeScope { inodes: std::collections::BTreeSet::new(), this_node: args.this_node };
+    for text in &args.netns {
+        let text = text.trim();
+        if let Ok(inode) = text.parse::<u32>() {
+            if inode == 0 {
+                return Err(UsageError("--netns 0: not a namespace inode".into()));
+            }
+            scope.inodes.insert(inode);
+            continue;
+        }
+        if text.is_empty() || (!text.starts_with('/') && text.contains('/')) {
+            return Err(UsageError(format!("--netns {text:?}: expected a name in /var/run/netns, an absolute path or an inode number")));
+        }
+        let netns = Netns::parse(text);
+        let path = netns.path.clone().unwrap_or_default();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            // "no such file": a Job's command is checked on the client, where the node's
+            // namespaces are not (cli::config::job_request lets that pass).
+            return Err(UsageError(format!(
+                "--netns {text}: no such file {} (a name in /var/run/netns, a path such as /proc/PID/ns/net, or an inode number)",
+                path.display()
+            )));
+        };
+        let nsfs = std::fs::metadata("/proc/self/ns/net").map(|m| m.dev()).ok();
+        if Some(meta.dev()) != nsfs {
+            return Err(UsageError(format!("--netns {text}: {} is not a network namespace", path.display())));
+        }
+        scope.inodes.insert(meta.ino() as u32);
+    }
+    Ok(scope)
 }
 
 /// `10.0.0.0/8`, `fd00::/64`, or a bare address (a /32 or /128).
@@ -772,15 +863,16 @@ mod tests {
     #[test]
     fn job_specs_are_checked_before_anything() {
         let args = |cmd: &[&str]| super::super::JobSpecArgs {
-            node: Some("node-1".into()),
-            pod: None,
+            nodes: vec!["node-1".into()],
+            pods: vec![],
+            all_nodes: false,
             namespace: "tracer".into(),
             image: super::super::ImageArgs { image: Some("i".into()) },
             duration: "30s".into(),
             name: None,
             command: cmd.iter().map(|s| s.to_string()).collect(),
         };
-        let render = |a| job_render_spec(super::super::JobRenderArgs { spec: a });
+        let render = |a| job_render_spec(a).map(|mut specs: Vec<crate::job::JobSpec>| specs.remove(0));
         let spec = render(args(&["drops", "--pod", "shop/web-0"])).expect("valid");
         assert_eq!(spec.args, ["drops", "--pod", "shop/web-0", "-o", "json", "--duration", "30s"]);
         assert_eq!(spec.name, "tracer-drops-node-1");
@@ -793,7 +885,7 @@ mod tests {
         assert!(render(args(&["drops", "-o", "table"])).is_err(), "the Job sets the output");
         assert!(render(args(&["drops", "--ip", "nonsense"])).is_err(), "the inner command is parsed");
         let mut bad_node = args(&["drops"]);
-        bad_node.node = Some("Node_1".into());
+        bad_node.nodes = vec!["Node_1".into()];
         assert!(render(bad_node).is_err());
         // At most 52: the Job controller appends to it for the pod's name.
         assert_eq!(
@@ -805,8 +897,9 @@ mod tests {
     #[test]
     fn a_job_for_a_pod_is_named_after_the_node_it_lands_on() {
         let mut a = super::super::JobSpecArgs {
-            node: None,
-            pod: Some("shop/web-0".into()),
+            nodes: vec![],
+            pods: vec!["shop/web-0".into()],
+            all_nodes: false,
             namespace: "tracer".into(),
             image: super::super::ImageArgs { image: Some("i".into()) },
             duration: "30s".into(),
@@ -814,34 +907,63 @@ mod tests {
             command: vec!["drops".into()],
         };
         let request = job_request(a.clone()).expect("valid");
-        assert_eq!(request.target, JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() });
-        assert_eq!(request.args[..3], ["drops", "--pod", "shop/web-0"], "the pod's traffic, unless the command selects");
+        assert_eq!(request.targets, [JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() }]);
+        let pods = ["shop/web-0".to_string()];
+        let spec = request.spec("n1", &pods, None, false);
+        assert_eq!(spec.args[..3], ["drops", "--pod", "shop/web-0"], "the pod's traffic, unless the command selects");
         let own = job_request(super::super::JobSpecArgs { command: vec!["drops".into(), "--namespace=shop".into()], ..a.clone() }).expect("valid");
-        assert_eq!(own.args[..2], ["drops", "--namespace=shop"]);
+        assert_eq!(own.spec("n1", &pods, None, false).args[..2], ["drops", "--namespace=shop"]);
         let long = "ip-10-0-0-1.eu-west-1.compute.internal";
-        let spec = request.spec(long, Some("x7k2p"));
+        let spec = request.spec(long, &pods, Some("x7k2p"), false);
         assert_eq!(spec.node, long);
         assert!(spec.name.len() <= JOB_NAME_MAX && spec.name.ends_with("-x7k2p"), "{}", spec.name);
-        assert!(job_render_spec(super::super::JobRenderArgs { spec: a.clone() }).is_err(), "render needs no cluster, so no --pod");
-        a.pod = Some("web-0".into());
+        assert!(job_render_spec(a.clone()).is_err(), "render needs no cluster, so no --pod");
+        a.pods = vec!["web-0".into()];
         assert!(job_request(a).is_err(), "--pod without a namespace");
+    }
+
+    /// `tracer job ARGV...`, checked.
+    fn job_config(argv: &[&str]) -> Result<JobConfig, UsageError> {
+        let cli = <super::super::Cli as clap::Parser>::try_parse_from(["tracer", "job"].iter().chain(argv)).expect("parses");
+        match cli.command {
+            super::super::Command::Job(args) => JobConfig::from_args(args),
+            other => panic!("not a job command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn several_nodes_and_pods_are_one_job_per_node() {
+        let config = job_config;
+        let Ok(JobConfig::Render(specs)) = config(&["render", "--node", "a", "--node", "b", "--node", "a", "--", "drops"]) else {
+            panic!("a valid render")
+        };
+        let names: Vec<(&str, &str)> = specs.iter().map(|s| (s.node.as_str(), s.name.as_str())).collect();
+        assert_eq!(names, [("a", "tracer-drops-a"), ("b", "tracer-drops-b")], "one Job per node, a node named twice once");
+        let Ok(JobConfig::Render(specs)) = config(&["render", "--node", "a", "--node", "b", "--name", "mine", "--", "drops"]) else { panic!() };
+        assert_eq!((specs[0].name.as_str(), specs[1].name.as_str()), ("mine-a", "mine-b"), "--name stays apart per node");
+        assert!(config(&["render", "--all-nodes", "--", "drops"]).is_err(), "render lists no nodes");
+        assert!(config(&["render", "--node", "a", "--pod", "shop/web-0", "--", "drops"]).is_err(), "render finds no pod's node");
+        let Ok(JobConfig::Run(run)) = config(&["run", "--pod", "shop/web-0", "--pod", "shop/db-0", "--node", "c", "--", "drops"]) else { panic!() };
+        assert_eq!(run.request.targets.len(), 3);
+        let both = ["shop/web-0".to_string(), "shop/db-0".to_string()];
+        assert_eq!(run.request.spec("n1", &both, None, true).args[..5], ["drops", "--pod", "shop/web-0", "--pod", "shop/db-0"]);
+        assert_eq!(run.request.spec("c", &[], None, true).args[..3], ["drops", "-o", "json"], "a node of its own: no pod selection");
+        let Ok(JobConfig::Run(all)) = config(&["run", "--all-nodes", "--", "watch"]) else { panic!("a valid run") };
+        assert!(all.request.all_nodes && all.request.targets.is_empty());
+        assert!(<super::super::Cli as clap::Parser>::try_parse_from(["tracer", "job", "run", "--all-nodes", "--node", "a", "--", "drops"]).is_err());
     }
 
     #[test]
     fn job_subcommands_are_checked_into_a_config() {
-        let config = |argv: &[&str]| {
-            let cli = <super::super::Cli as clap::Parser>::try_parse_from(["tracer", "job"].iter().chain(argv)).expect("parses");
-            match cli.command {
-                super::super::Command::Job(args) => JobConfig::from_args(args),
-                other => panic!("not a job command: {other:?}"),
-            }
-        };
+        let config = job_config;
         assert!(matches!(config(&["list", "-A"]), Ok(JobConfig::List(JobListConfig { namespace: None, .. }))));
         assert!(matches!(config(&["list"]), Ok(JobConfig::List(JobListConfig { namespace: Some(ns), .. })) if ns == "tracer"));
         let Ok(JobConfig::Run(run)) = config(&["run", "--pod", "shop/web-0", "--detach", "--", "drops"]) else { panic!("a valid run") };
-        assert_eq!(run.request.target, JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() });
+        assert_eq!(run.request.targets, [JobTarget::Pod { namespace: "shop".into(), name: "web-0".into() }]);
         assert!(run.detach && run.api.kubeconfig.is_none());
-        assert!(matches!(config(&["render", "--node", "n1", "--", "drops"]), Ok(JobConfig::Render(spec)) if spec.node == "n1"));
+        assert!(
+            matches!(config(&["render", "--node", "n1", "--", "drops"]), Ok(JobConfig::Render(specs)) if specs.len() == 1 && specs[0].node == "n1")
+        );
         assert!(config(&["delete", "ok-name", "Bad_Name"]).is_err(), "one bad name refuses them all");
         assert!(config(&["logs", "Not_A_Name"]).is_err());
         let missing = config(&["logs", "tracer-x", "--kubeconfig", "/nonexistent/kubeconfig"]).map(drop).expect_err("no such file");

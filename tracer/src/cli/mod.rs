@@ -273,6 +273,21 @@ pub(crate) struct TraceArgs {
     /// Also take UDP to PORT as Geneve, besides 6081 (repeatable, up to 3)
     #[arg(long = "geneve-port", value_name = "PORT")]
     pub geneve_ports: Vec<String>,
+    #[command(flatten)]
+    pub scope: NodeScopeArgs,
+}
+
+/// The node scope of a tracing command: which network namespaces its events may come from.
+#[derive(Debug, Args)]
+pub(crate) struct NodeScopeArgs {
+    /// Only events seen in this network namespace: a name in /var/run/netns, a path such as
+    /// /proc/PID/ns/net, or an inode number (repeatable; filtered in the kernel)
+    #[arg(long = "netns", value_name = "NAME|PATH|INODE")]
+    pub netns: Vec<String>,
+    /// Only events of this node: tracer's own network namespace and its pods' (from the CRI,
+    /// followed as pods come and go). For nodes that share one kernel: kind, k3d, minikube
+    #[arg(long)]
+    pub this_node: bool,
 }
 
 #[derive(Debug, Args)]
@@ -446,7 +461,12 @@ the pod (another OS or architecture).
 
 The Job's output is printed as it comes (events as a timeline, diagnose as findings, check and
 pods as they print), the tracer's messages on stderr. The exit code is the tracer's in the Job.
-Ctrl-C deletes the Job. A Job that ran to its end stays an hour (its logs too):
+Ctrl-C deletes the Job.
+
+With several --node and --pod (a pod selects its node), or --all-nodes, there is one Job per
+node, and their events are one timeline, the node first (in time order within a second); each
+node's messages on stderr start with its name; Ctrl-C deletes every Job. On nodes that share a
+kernel (kind, k3d, minikube) give the command --this-node. diagnose runs on one node only. A Job that ran to its end stays an hour (its logs too):
 `tracer job logs NAME`.
 
 Examples:
@@ -455,7 +475,9 @@ Examples:
   tracer job run --node node-1 -- check
   tracer job run --node node-1 -- pods -o json
   tracer job run --context prod --node node-1 -- drops --cri-socket /var/run/crio/crio.sock
-  tracer job run --node node-1 --detach -- retrans && tracer job logs tracer-retrans-node-1-x7k2p";
+  tracer job run --node node-1 --detach -- retrans && tracer job logs tracer-retrans-node-1-x7k2p
+  tracer job run --pod shop/web-0 --pod shop/db-0 -- drops --this-node
+  tracer job run --all-nodes --duration 30s -- watch";
 
 const JOB_LOGS_HELP: &str = "\
 Prints the Job's JSON lines as a timeline (or as they are with -o json), following them until
@@ -477,12 +499,15 @@ pub(crate) struct ImageArgs {
 /// Where and what a Job runs: `job render` and `job run`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct JobSpecArgs {
-    /// The node to run on
-    #[arg(long, value_name = "NAME", required_unless_present = "pod", conflicts_with = "pod")]
-    pub node: Option<String>,
-    /// Run on the node of this pod, tracing it (`job run` only: it asks the API)
-    #[arg(long, value_name = "NS/NAME")]
-    pub pod: Option<String>,
+    /// The node to run on (repeatable: one Job per node)
+    #[arg(long = "node", value_name = "NAME", required_unless_present_any = ["pods", "all_nodes"])]
+    pub nodes: Vec<String>,
+    /// Run on the node of this pod, tracing it (repeatable; `job run` only: it asks the API)
+    #[arg(long = "pod", value_name = "NS/NAME")]
+    pub pods: Vec<String>,
+    /// One Job on every Linux node of the cluster (`job run` only: it lists the nodes)
+    #[arg(long, conflicts_with_all = ["nodes", "pods"])]
+    pub all_nodes: bool,
     /// Namespace of the Job (its ServiceAccount `tracer` must exist there)
     #[arg(long, value_name = "NS", default_value = JOB_NAMESPACE)]
     pub namespace: String,
@@ -610,6 +635,7 @@ Examples:
   tracer install print --podmonitor --job-user-group sre | kubectl apply -f -
   tracer install print --no-daemonset --job-user-group sre | kubectl apply -f -
   tracer install print --image registry.example/tracer:1.2.3 > tracer.yaml
+  tracer install print --this-node | kubectl apply -f -     # kind, k3d, minikube: nodes share a kernel
   tracer install print --uninstall | sh";
 
 #[derive(Debug, Args)]
@@ -634,6 +660,10 @@ pub(crate) struct InstallPrintArgs {
     /// Print the `kubectl delete` line that removes everything `install print` creates
     #[arg(long)]
     pub uninstall: bool,
+    /// The DaemonSet's tracers report their own node only (`serve --this-node`): for clusters
+    /// whose nodes share one kernel (kind, k3d, minikube with several nodes)
+    #[arg(long)]
+    pub this_node: bool,
 }
 
 #[derive(Debug, Args)]

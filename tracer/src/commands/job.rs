@@ -13,6 +13,7 @@
 use std::{
     io::{self, Write as _},
     process::ExitCode,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -20,7 +21,7 @@ use anyhow::Context as _;
 use futures::{AsyncBufReadExt as _, TryStreamExt as _};
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{Event, Pod},
+    core::v1::{Event, Node, Pod},
 };
 use kube::{
     Api, Client, Config,
@@ -28,18 +29,24 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig, KubeconfigError},
 };
 use serde_json::{Value, json};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 
 use crate::{
     cli::{
         OutputFormat, UsageError,
-        config::{JobDeleteConfig, JobListConfig, JobLogsConfig, JobRunConfig, JobTarget, KubeApiConfig},
+        config::{JobDeleteConfig, JobListConfig, JobLogsConfig, JobRequest, JobRunConfig, JobTarget, KubeApiConfig},
     },
     diagnose::report_text,
     job::{self, CONTAINER, DEADLINE_SLACK_S, JobSpec},
     output::{json::event_text, table::TIMELINE_HEADER, write_line},
     pods::kube::{client, describe},
 };
+
+mod several;
+use several::{NodeLine, Several};
 
 /// How often the pod is looked at while it starts.
 const POLL: Duration = Duration::from_secs(1);
@@ -137,10 +144,20 @@ async fn connect(api: &KubeApiConfig) -> anyhow::Result<Client> {
     Client::try_from(config).with_context(|| format!("Kubernetes API client for {url}"))
 }
 
-/// `tracer job render`: the Job's manifest on stdout, as YAML.
-pub(crate) fn render(spec: &JobSpec) -> anyhow::Result<ExitCode> {
-    job::warn_version(&spec.image);
-    let yaml = job::to_yaml(&job::manifest(spec)).with_context(|| format!("job {}/{}", spec.namespace, spec.name))?;
+/// `tracer job render`: the Jobs' manifests on stdout, as YAML: one document, or a stream of
+/// one per node (`---` between them, as `kubectl apply -f -` reads it).
+pub(crate) fn render(specs: &[JobSpec]) -> anyhow::Result<ExitCode> {
+    if let Some(first) = specs.first() {
+        // One image for every Job: warned about once.
+        job::warn_version(&first.image);
+    }
+    let mut yaml = String::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if i > 0 {
+            yaml.push_str("---\n");
+        }
+        yaml.push_str(&job::to_yaml(&job::manifest(spec)).with_context(|| format!("job {}/{}", spec.namespace, spec.name))?);
+    }
     super::print_stdout(&yaml)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -157,11 +174,13 @@ pub(crate) async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let client = connect(&api).await?;
-    let node = match &request.target {
-        JobTarget::Node(node) => node.clone(),
-        JobTarget::Pod { namespace, name } => node_of_pod(&client, namespace, name).await?,
-    };
-    let spec = request.spec(&node, request.name.is_none().then(random_suffix).as_deref());
+    let mut nodes = nodes_of(&client, &request).await?;
+    if nodes.len() > 1 {
+        let several = Several { client: &client, request: &request, output, detach };
+        return several.run(nodes, &mut sigint, &mut sigterm).await;
+    }
+    let (node, pods) = nodes.pop().context("no node to run on")?;
+    let spec = request.spec(&node, &pods, request.name.is_none().then(random_suffix).as_deref(), false);
     let (namespace, name) = (spec.namespace.clone(), spec.name.clone());
     let job = job::manifest(&spec);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
@@ -177,7 +196,7 @@ pub(crate) async fn run(config: JobRunConfig) -> anyhow::Result<ExitCode> {
     }
     eprintln!("tracer: job {namespace}/{name} created on node {node} (Ctrl-C deletes it)");
     let start_bound = spec.duration + Duration::from_secs(DEADLINE_SLACK_S);
-    let follow = Follow { client: &client, namespace: &namespace, name: &name, output, as_is: prints_as_is(&spec.args), created: true };
+    let follow = Follow { client: &client, namespace: &namespace, name: &name, output, as_is: prints_as_is(&spec.args), created: true, lines: None };
     tokio::select! {
         result = follow.run(start_bound) => result.map(|()| ExitCode::SUCCESS),
         _ = sigint.recv() => interrupted(&jobs, &namespace, &name).await,
@@ -199,6 +218,49 @@ async fn interrupted(jobs: &Api<Job>, namespace: &str, name: &str) -> anyhow::Re
     }
     // 128 + SIGINT, as a shell reports a command it interrupted.
     Ok(ExitCode::from(130))
+}
+
+/// The nodes the Jobs run on, in the order the targets were given, each with the target pods
+/// that run there (`namespace/name`): `--node`s, the nodes of `--pod`s, or every Linux node.
+async fn nodes_of(client: &Client, request: &JobRequest) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let mut nodes: Vec<(String, Vec<String>)> = Vec::new();
+    let mut add = |node: String, pod: Option<String>| {
+        let i = nodes.iter().position(|(n, _)| *n == node).unwrap_or_else(|| {
+            nodes.push((node, Vec::new()));
+            nodes.len() - 1
+        });
+        nodes[i].1.extend(pod);
+    };
+    if request.all_nodes {
+        for node in linux_nodes(client).await? {
+            add(node, None);
+        }
+    }
+    for target in &request.targets {
+        match target {
+            JobTarget::Node(node) => add(node.clone(), None),
+            JobTarget::Pod { namespace, name } => add(node_of_pod(client, namespace, name).await?, Some(format!("{namespace}/{name}"))),
+        }
+    }
+    Ok(nodes)
+}
+
+/// The cluster's Linux nodes (those a tracer image runs on; the kubelet rejects the pod on a
+/// node of another architecture, which its Job then says).
+async fn linux_nodes(client: &Client) -> anyhow::Result<Vec<String>> {
+    let api: Api<Node> = Api::all(client.clone());
+    let list = api.list(&ListParams::default().labels("kubernetes.io/os=linux")).await.map_err(|e| match api_code(&e) {
+        Some(403) => anyhow::anyhow!(
+            "listing the nodes: {} (--all-nodes needs `list nodes`: ClusterRole tracer-cluster-reader of `tracer install print`; or name them with --node)",
+            describe(&e)
+        ),
+        _ => anyhow::anyhow!("listing the nodes: {}", describe(&e)),
+    })?;
+    let nodes: Vec<String> = list.items.into_iter().filter_map(|n| n.metadata.name).collect();
+    if nodes.is_empty() {
+        anyhow::bail!("--all-nodes: the cluster has no Linux node");
+    }
+    Ok(nodes)
 }
 
 /// The node `namespace/name` runs on.
@@ -248,7 +310,7 @@ pub(crate) async fn logs(config: JobLogsConfig) -> anyhow::Result<ExitCode> {
     };
     let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or(3600);
     let as_is = prints_as_is(&job_args(&job));
-    let follow = Follow { client: &client, namespace, name, output, as_is, created: false };
+    let follow = Follow { client: &client, namespace, name, output, as_is, created: false, lines: None };
     follow.run(Duration::from_secs(deadline.max(0) as u64)).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -412,6 +474,8 @@ struct Follow<'a> {
     as_is: bool,
     /// This run made the Job, so a pod that cannot start takes it away.
     created: bool,
+    /// With several Jobs: where the log's lines go (to be merged), instead of stdout.
+    lines: Option<mpsc::UnboundedSender<NodeLine>>,
 }
 
 /// The progress lines printed while the pod starts: one when what it waits for changes, and
@@ -530,7 +594,13 @@ impl Follow<'_> {
         let stream = pods.log_stream(&pod_name, &params).await.map_err(|e| api_error("reading the log of pod", namespace, &pod_name, &e))?;
         let mut printer = LogPrinter::new(self.output, self.as_is);
         let mut lines = stream.lines();
+        let job_node: Arc<str> = Arc::from(node.as_str());
         while let Some(line) = lines.try_next().await.with_context(|| format!("reading the log of pod {namespace}/{pod_name}"))? {
+            if let Some(merged) = &self.lines {
+                // The merger outlives every follower: a send fails only when the run is over.
+                let _ = merged.send(NodeLine { node: job_node.clone(), line });
+                continue;
+            }
             match printer.line(&line) {
                 Ok(()) => {}
                 // The reader went away (`| head`): stop following, quietly.

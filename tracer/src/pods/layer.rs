@@ -15,6 +15,7 @@ use super::{
     kube::{self, KubeError, KubeSource, ServiceSource},
     now_unix_ns,
     registry::Registry,
+    scope::{ActiveScope, KernelScope, NodeScope},
     selection::Selection,
     services::{ServiceNames, ServiceUpdate},
 };
@@ -34,11 +35,21 @@ pub(crate) struct PodsConfig {
     pub selection: Selection,
     /// Wait for selected pods that do not exist yet instead of failing.
     pub wait: bool,
+    /// `--netns`, `--this-node`: only events seen in these network namespaces.
+    pub scope: NodeScope,
 }
 
 impl Default for PodsConfig {
     fn default() -> Self {
-        Self { from: PodsFrom::None, cri_socket: None, kubeconfig: None, node_name: None, selection: Selection::default(), wait: false }
+        Self {
+            from: PodsFrom::None,
+            cri_socket: None,
+            kubeconfig: None,
+            node_name: None,
+            selection: Selection::default(),
+            wait: false,
+            scope: NodeScope::default(),
+        }
     }
 }
 
@@ -58,6 +69,10 @@ pub(crate) struct PodLayer {
     pub source: Option<SourceKind>,
     /// This node's name, given to every event (None only when not even the host name is known).
     node: Option<Arc<str>>,
+    /// The node scope, when one is asked for.
+    scope: Option<ActiveScope>,
+    /// Its kernel map, once attached.
+    kernel_scope: Option<KernelScope>,
 }
 
 impl PodLayer {
@@ -99,8 +114,26 @@ impl PodLayer {
         // know: its changes apply when they are read, and events are never held for it.
         let synced_until = if rx.is_some() && source != Some(SourceKind::File) { at } else { i128::MAX };
         let node = kube::node_name(config.node_name.as_deref()).ok().map(Arc::from);
-        let layer =
-            Self { registry, selection: config.selection.clone(), rx, synced_until, kernel: None, kernel_generation: 0, description, source, node };
+        let scope = ActiveScope::new(&config.scope)?;
+        if scope.as_ref().is_some_and(ActiveScope::follows_pods) && source != Some(SourceKind::Cri) {
+            // Only the runtime knows the pods' namespaces (the API and a file do not).
+            log::warn!(
+                "--this-node: pods from {description} carry no network namespaces; the scope is tracer's own namespace only (--pods-from cri adds the pods')"
+            );
+        }
+        let layer = Self {
+            registry,
+            selection: config.selection.clone(),
+            rx,
+            synced_until,
+            kernel: None,
+            kernel_generation: 0,
+            description,
+            source,
+            node,
+            scope,
+            kernel_scope: None,
+        };
         if !layer.selection.is_empty() && layer.source.is_none() {
             return Err(UsageError(format!(
                 "{} needs pod names, but no pod source is available: give --pods-from cri|kube|file:PATH",
@@ -165,8 +198,15 @@ impl PodLayer {
         Ok(())
     }
 
-    /// Takes the kernel's pod maps and fills them (only with a selection).
+    /// Takes the kernel's pod maps and fills them (only with a selection), and the node scope's
+    /// (only with one).
     pub(crate) fn attach_kernel_filter(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        if let Some(scope) = &self.scope {
+            let mut kernel = KernelScope::take(ebpf)?;
+            kernel.sync(scope.wanted(&self.registry))?;
+            self.kernel_scope = Some(kernel);
+            self.kernel_generation = self.registry.generation();
+        }
         if !self.filters() {
             return Ok(());
         }
@@ -189,12 +229,16 @@ impl PodLayer {
     pub(crate) fn apply(&mut self, msg: SourceMsg) -> anyhow::Result<()> {
         self.synced_until = self.synced_until.max(msg.at);
         self.registry.apply(msg);
-        if let Some(kernel) = self.kernel.as_mut()
-            && self.registry.generation() != self.kernel_generation
-        {
-            kernel.sync(&self.registry, &self.selection)?;
-            self.kernel_generation = self.registry.generation();
+        if self.registry.generation() == self.kernel_generation {
+            return Ok(());
         }
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.sync(&self.registry, &self.selection)?;
+        }
+        if let (Some(kernel), Some(scope)) = (self.kernel_scope.as_mut(), &self.scope) {
+            kernel.sync(scope.wanted(&self.registry))?;
+        }
+        self.kernel_generation = self.registry.generation();
         Ok(())
     }
 
@@ -215,7 +259,7 @@ impl PodLayer {
         event.dst_pod = names.dst;
         event.netns_pod = names.netns;
         event.node = self.node.clone();
-        names.selected
+        names.selected && self.scope.as_ref().is_none_or(|s| s.admits(&self.registry, event.netns, event.ts_unix_ns))
     }
 
     /// The pods of a flow at `ts`, and whether it touches the selection.

@@ -6,7 +6,8 @@
 //! address or network namespace reused by a new pod is never attributed to the old one; the
 //! [`selection::Selection`] is what `--pod/--namespace/--selector` asked for; [`filter`] mirrors
 //! the selected pods' addresses and namespaces into the kernel maps that drop unrelated events
-//! before they are copied; [`layer::PodLayer`] ties these together for the runner.
+//! before they are copied; [`scope`] keeps the node scope (`--netns`, `--this-node`: this node's
+//! network namespaces, the pods' among them) in its kernel map; [`layer::PodLayer`] ties these together for the runner.
 //! [`services`] names the Services whose addresses `tracer nat` sees translated, from the same
 //! sources (the API or the file), apart from the pods: only that command needs them.
 //!
@@ -19,6 +20,7 @@ pub(crate) mod k8s;
 pub(crate) mod kube;
 pub(crate) mod layer;
 pub(crate) mod registry;
+pub(crate) mod scope;
 pub(crate) mod selection;
 pub(crate) mod services;
 
