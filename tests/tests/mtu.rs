@@ -452,11 +452,15 @@ fn devices_created_after_start_are_traced_and_removed_ones_forgotten() {
     }
 
     // A new pod veth, at MTU 1400 behind a route at 1500: the stack hands it 1500-byte packets.
+    // Made at its MTU: tracer may see the device the moment it exists (a later `mtu` change
+    // raced its announcement on 6.12).
     let (va, vb) = (unique_name("vfa"), unique_name("vfb"));
-    veth(&lab.a, &va, &lab.b, &vb);
+    let small = SMALL_MTU.to_string();
+    cmd_ok(&["ip", "link", "add", &va, "mtu", &small, "netns", &lab.a.name, "type", "veth", "peer", "name", &vb, "netns", &lab.b.name]);
+    lab.a.up(&va);
+    lab.b.up(&vb);
     lab.a.addr(&va, &format!("{new_a}/24"));
     lab.b.addr(&vb, &format!("{new_b}/24"));
-    lab.a.ip(&["link", "set", &va, "mtu", &SMALL_MTU.to_string()]);
     lab.a.ip(&["route", "replace", &new_net, "dev", &va, "mtu", "1500"]);
     assert!(t.wait_for_stderr(Duration::from_secs(10), &format!("tracer: mtu: tc on new device {va} {SMALL_MTU} (veth)")), "{}", t.stderr());
     if tcx {
