@@ -64,6 +64,8 @@ pub(crate) struct Seen {
     pub first: Option<i128>,
     pub last: Option<i128>,
     pub examples: Vec<Value>,
+    /// The nodes its events were seen on (CONTRACT `nodes`); empty for a configuration fact.
+    pub nodes: BTreeSet<String>,
 }
 
 /// Example events per finding.
@@ -97,7 +99,8 @@ impl Seen {
             .filter_map(|i| crate::output::json::to_json(sorted[i]).ok())
             .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .collect();
-        Self { first: sorted.first().map(|e| e.ts_unix_ns), last: sorted.last().map(|e| e.ts_unix_ns), examples }
+        let nodes = sorted.iter().filter_map(|e| e.node.as_deref().map(String::from)).collect();
+        Self { first: sorted.first().map(|e| e.ts_unix_ns), last: sorted.last().map(|e| e.ts_unix_ns), examples, nodes }
     }
 }
 
@@ -194,7 +197,7 @@ impl NamedRules {
 
 /// An error and its causes as one line, each said once: some errors repeat their cause in their
 /// own message, and the chain would say it twice.
-fn error_text(err: &anyhow::Error) -> String {
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
         let said = cause.to_string();

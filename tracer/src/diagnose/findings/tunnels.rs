@@ -580,7 +580,7 @@ mod tests {
             pods: BTreeSet::new(),
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 4, "device": "veth1", "dev_mtu": 1500})),
-            seen: super::super::Seen { first: Some(1), last: Some(2), examples: vec![json!({"netns": netns})] },
+            seen: super::super::Seen { first: Some(1), last: Some(2), examples: vec![json!({"netns": netns})], ..Default::default() },
             conns: BTreeSet::new(),
         };
         let mut out = vec![blackhole(9), blackhole(7)];
