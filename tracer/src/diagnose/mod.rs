@@ -39,9 +39,10 @@ impl Report {
             .map(|f| {
                 // The node of its evidence: the one node its events were seen on, else the run's
                 // (a configuration fact of this node); `nodes` when they were seen on several.
+                // A finding across nodes names the node where its cause is (`drop_node`).
                 let node = match f.seen.nodes.len() {
                     1 => f.seen.nodes.first().cloned(),
-                    _ => self.node.clone(),
+                    _ => f.evidence.get("drop_node").and_then(Value::as_str).map(String::from).or_else(|| self.node.clone()),
                 };
                 let mut v = json!({
                     "code": f.code, "severity": f.severity.name(), "summary": f.summary,

@@ -9,6 +9,7 @@
 //! diagnosed with its own facts (namespace inodes of two nodes may collide); the findings of
 //! all nodes are then merged.
 
+mod cross;
 mod event;
 
 use std::{
@@ -420,6 +421,7 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
     let (mut events, mut lost, mut duration_s) = (0u64, 0u64, 0f64);
     let mut probes = BTreeMap::new();
     let several = recordings.nodes.len() > 1;
+    let mut per_node: Vec<(usize, usize)> = Vec::new();
     for (node, rec) in &mut recordings.nodes {
         let run = rec.run.clone().unwrap_or_else(|| RunRecord { node: Some(node.clone()), events: rec.events.len() as u64, ..RunRecord::default() });
         let mut found = super::findings::diagnose(&rec.events, &run.info(), &mut rec.facts);
@@ -429,6 +431,7 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
                 f.seen.nodes.insert(node.clone());
             }
         }
+        per_node.push((findings.len(), findings.len() + found.len()));
         findings.extend(found);
         events += run.events.max(rec.events.len() as u64);
         lost += run.lost;
@@ -436,6 +439,18 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
         for (family, how) in run.probes {
             probes.insert(if several { format!("{node}: {family}") } else { family }, how);
         }
+    }
+    if several {
+        // Cross-node findings first: they say what the per-node findings they link cannot.
+        let parts: Vec<(&str, &[Event], &[crate::diagnose::findings::Finding])> = recordings
+            .nodes
+            .iter()
+            .zip(&per_node)
+            .map(|((node, rec), &(from, to))| (node.as_str(), rec.events.as_slice(), &findings[from..to]))
+            .collect();
+        let mut crossing = cross::findings(&parts);
+        crossing.append(&mut findings);
+        findings = crossing;
     }
     let nodes: Vec<String> = recordings.nodes.keys().cloned().collect();
     Report {
