@@ -493,6 +493,8 @@ pub(crate) fn wall(unix_ns: i128) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -511,5 +513,59 @@ mod tests {
             let back: FactRecord = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_eq!(back.fact, fact, "{line}");
         }
+    }
+
+    fn two_nodes(b_start: &str, b_end: &str) -> Recordings {
+        let run = |node: &str, start: &str, end: &str| {
+            format!(
+                r#"{{"kind":"recording","version":1,"node":"{node}","start":"{start}","end":"{end}","start_boot_ns":5,"duration_s":10.0,"events":1,"lost":0,"beyond_limit":0,"reply_timeout_ms":1000,"probes":{{}},"missing_probes":[],"mtu_mismatches":[]}}"#
+            )
+        };
+        let a = format!(
+            "{}\n{}\n",
+            r#"{"ts":"2026-11-22T02:30:01.000000000Z","kind":"nat","proto":"tcp","src":"10.1.0.5:41020","dst":"10.96.0.10:80","src_pod":"lab/client","netns":100,"node":"node-a","nat":"dnat","orig_src":"10.1.0.5:41020","orig_dst":"10.96.0.10:80","reply_src":"10.2.0.9:8080","reply_dst":"10.1.0.5:41020","reply_seen":false,"assured":false,"state":"new","backend":"10.2.0.9:8080","backend_pod":"lab/server","service":"lab/web","conn":1}"#,
+            run("node-a", "2026-11-22T02:30:00Z", "2026-11-22T02:30:10Z")
+        );
+        let b = format!(
+            "{}\n{}\n{}\n",
+            r#"{"ts":"2026-11-22T02:30:01.000100000Z","kind":"drop","proto":"tcp","src":"10.1.0.5:41020","dst":"10.2.0.9:8080","src_pod":"lab/client","dst_pod":"lab/server","netns":200,"node":"node-b","tcp_flags":"SYN","reason":"NETFILTER_DROP","reason_code":8,"location":"nf_hook_slow+0x9c","len":60}"#,
+            run("node-b", b_start, b_end),
+            r#"{"kind":"fact","node":"node-b","fact":"rules","netns":200,"rules":[],"unreadable":[]}"#
+        );
+        let mut read = Recordings::default();
+        read.read("a.jsonl", a.as_bytes()).expect("reads");
+        read.read("b.jsonl", b.as_bytes()).expect("reads");
+        read
+    }
+
+    #[test]
+    fn a_drop_on_one_node_of_a_connection_natted_on_another_is_one_cross_node_finding() {
+        let mut read = two_nodes("2026-11-22T02:30:00Z", "2026-11-22T02:30:10Z");
+        assert_eq!(read.skipped, 0);
+        let order: Vec<Option<&str>> = timeline(&read).iter().map(|e| e.node.as_deref()).collect();
+        assert_eq!(order, [Some("node-a"), Some("node-b")], "one timeline, by time");
+        assert!(read.warnings().iter().all(|w| !w.contains("overlap")), "{:?}", read.warnings());
+        let report = diagnose(&mut read);
+        let json = report.to_json();
+        assert_eq!(json["nodes"], json!(["node-a", "node-b"]), "{json:#}");
+        let first = &json["findings"][0];
+        assert_eq!((first["code"].as_str(), first["node"].as_str()), (Some("cross-node"), Some("node-b")), "{json:#}");
+        let summary = first["summary"].as_str().unwrap_or_default();
+        assert!(
+            summary.contains("lab/client on node node-a") && summary.contains("DNATed to 10.2.0.9:8080 (lab/server) on node node-b"),
+            "{summary}"
+        );
+        assert!(summary.contains("node node-b dropped its packets at nf_hook_slow+0x9c (NETFILTER_DROP)"), "{summary}");
+        let per_node: Vec<(&str, &str)> =
+            json["findings"].as_array().into_iter().flatten().filter_map(|f| Some((f["code"].as_str()?, f["node"].as_str()?))).collect();
+        assert!(per_node.contains(&("netfilter-drop", "node-b")), "the linked finding stays: {per_node:?}");
+        assert!(report.to_text().contains("node:     node-a, node-b"), "{}", report.to_text());
+    }
+
+    #[test]
+    fn recordings_that_do_not_overlap_in_time_are_said() {
+        let read = two_nodes("2026-11-22T03:30:00Z", "2026-11-22T03:30:10Z");
+        let warnings = read.warnings();
+        assert!(warnings.iter().any(|w| w.contains("node-a and node-b do not overlap in time (3590.000s apart)")), "{warnings:?}");
     }
 }
