@@ -78,9 +78,15 @@ fn read_recordings(files: &[std::path::PathBuf]) -> anyhow::Result<crate::diagno
             recordings.read(&name, io::BufReader::with_capacity(1 << 20, f)).with_context(|| format!("reading {name}"))?;
         }
     }
+    // Each node's clock pair is stated when several are merged (their order rests on them).
+    let several = recordings.nodes.len() > 1;
     for line in recordings.warnings() {
         if line.starts_with("node ") {
-            log::info!("{line}");
+            if several {
+                eprintln!("tracer: {line}");
+            } else {
+                log::info!("{line}");
+            }
         } else {
             log::warn!("{line}");
         }
