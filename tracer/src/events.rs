@@ -85,7 +85,7 @@ pub(crate) struct TcpFlags(pub u8);
 
 impl TcpFlags {
     /// Names, most significant bit first, as `tcp_flags` prints them.
-    const NAMES: [(u8, &'static str); 8] = [
+    pub(crate) const NAMES: [(u8, &'static str); 8] = [
         (tcp_flag::CWR, "CWR"),
         (tcp_flag::ECE, "ECE"),
         (tcp_flag::URG, "URG"),
@@ -280,6 +280,11 @@ impl Default for Clock {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// CLOCK_BOOTTIME now, in ns: a recording states it beside its wall clock.
+pub(crate) fn boot_ns() -> i128 {
+    clock_ns(libc::CLOCK_BOOTTIME)
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {

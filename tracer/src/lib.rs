@@ -94,11 +94,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Watch(args) => {
             let config = WatchCommandConfig::from_args(args)?;
+            if !config.from.is_empty() {
+                commands::watch::run_from(&config)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             tokio_runtime()?.block_on(commands::watch::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Diagnose(args) => {
             let config = WatchCommandConfig::diagnose_from_args(args)?;
+            if !config.from.is_empty() {
+                commands::diagnose::run_from(&config)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             tokio_runtime()?.block_on(commands::diagnose::run(config))?;
             Ok(ExitCode::SUCCESS)
         }

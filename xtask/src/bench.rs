@@ -63,6 +63,12 @@ struct Sizes {
 }
 
 pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
+    // One section alone, to measure it without the rest (TRACER_BENCH_ONLY=recordings).
+    if std::env::var("TRACER_BENCH_ONLY").as_deref() == Ok("recordings") {
+        let recordings = crate::bench_recordings::run(workspace, &opts.tracer, opts.smoke)?;
+        println!("{}", recordings.markdown());
+        return recordings.check();
+    }
     install_signal_handlers();
     remove_stale_labs();
     // bpftrace finds its tracepoints through tracefs, and a fresh machine has none mounted.
@@ -91,11 +97,14 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     report.storm = storm(&opts.tracer, &lab, &sizes)?;
     report.load = (load_before, loadavg());
     drop(lab);
+    eprintln!("bench: diagnose --from over recordings (one core)");
+    let recordings = crate::bench_recordings::run(workspace, &opts.tracer, opts.smoke)?;
 
-    let table = report.markdown(opts.smoke);
+    let table = report.markdown(opts.smoke) + &recordings.markdown();
     println!("{table}");
     if opts.smoke {
         report.check_smoke()?;
+        recordings.check()?;
         let out = opts.out.clone().unwrap_or_else(|| workspace.join("target/bench-smoke.md"));
         fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("bench: smoke passed; table in {}", out.display());

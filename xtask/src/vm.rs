@@ -946,11 +946,11 @@ fn evaluate(release: &str, console: &str, timed_out: bool, config: Option<&str>)
 
 /// The integration-test binaries (tests/tests/*.rs) run inside each VM: `check` and `lab`, each
 /// probe family's own (named after its command, from the family registry), `diagnose`,
-/// `overlay` (IPIP and Geneve exist only there) and `scope` (the node scope's kernel filter, in
-/// every family's programs).
+/// `overlay` (IPIP and Geneve exist only there), `scope` (the node scope's kernel filter, in
+/// every family's programs) and `recording` (a recording replays the live run on every kernel).
 fn test_binary_names() -> Vec<&'static str> {
     let families = tracer_common::family::FamilyId::ALL.map(|f| f.command());
-    ["check", "lab"].into_iter().chain(families).chain(["diagnose", "overlay", "scope"]).collect()
+    ["check", "lab"].into_iter().chain(families).chain(["diagnose", "overlay", "scope", "recording"]).collect()
 }
 
 /// The newest executable of each of [`test_binary_names`] under target/release/deps, built first

@@ -76,6 +76,8 @@ pub(crate) struct WatchCommandConfig {
     pub ifaces: Vec<IfaceChoice>,
     /// `--by-flow` (watch only).
     pub by_flow: bool,
+    /// `--from`: recordings to read instead of tracing (`-` = stdin), each checked readable.
+    pub from: Vec<PathBuf>,
 }
 
 /// How long `diagnose` runs without --duration.
@@ -85,12 +87,19 @@ impl WatchCommandConfig {
     pub(crate) fn from_args(args: WatchArgs) -> Result<Self, UsageError> {
         let mut config = Self::from_parts(args.trace, args.probes)?;
         config.by_flow = args.by_flow;
+        config.from = check_from(args.from)?;
         Ok(config)
     }
 
     /// `diagnose`: the same probes for --duration (default 10s); --count would cut the evidence
     /// short, so it is refused.
     pub(crate) fn diagnose_from_args(args: DiagnoseArgs) -> Result<Self, UsageError> {
+        let from = check_from(args.from)?;
+        if !from.is_empty() {
+            let mut config = Self::from_parts(args.trace, args.probes)?;
+            config.from = from;
+            return Ok(config);
+        }
         if args.trace.count.is_some() {
             return Err(UsageError("--count: diagnose runs for --duration and reads every event (use tracer watch --count)".into()));
         }
@@ -106,8 +115,22 @@ impl WatchCommandConfig {
         let reply_timeout = parse_reply_timeout(&probes.reply_timeout)?;
         let ifaces = probes.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
         let families = parse_families(&probes.probes)?;
-        Ok(Self { trace: TraceConfig::from_args(trace)?, families, reply_timeout, ifaces, by_flow: false })
+        Ok(Self { trace: TraceConfig::from_args(trace)?, families, reply_timeout, ifaces, by_flow: false, from: Vec::new() })
     }
+}
+
+/// `--from` files: each an existing file (or `-`, stdin, once), before anything is read.
+fn check_from(args: super::FromArgs) -> Result<Vec<PathBuf>, UsageError> {
+    let stdin = args.files.iter().filter(|f| f.as_os_str() == "-").count();
+    if stdin > 1 {
+        return Err(UsageError("--from -: stdin can be read once".into()));
+    }
+    for file in args.files.iter().filter(|f| f.as_os_str() != "-") {
+        if let Err(e) = std::fs::File::open(file) {
+            return Err(UsageError(format!("--from {}: {e} (a recording: the output of `tracer watch -o json`)", file.display())));
+        }
+    }
+    Ok(args.files)
 }
 
 /// The tracing commands a Job may run, to which it adds `-o json --duration`: every one of the

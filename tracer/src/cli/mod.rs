@@ -358,6 +358,17 @@ pub(crate) struct WatchArgs {
     /// Group events per connection (printed when tracing stops) instead of one stream
     #[arg(long)]
     pub by_flow: bool,
+    #[command(flatten)]
+    pub from: FromArgs,
+}
+
+/// `--from`: read recordings (`watch -o json` output) instead of tracing.
+#[derive(Debug, Args, Default)]
+pub(crate) struct FromArgs {
+    /// Read this recording (the output of `tracer watch -o json`; `-` = stdin) instead of
+    /// tracing: no BPF, no root. Repeat for several nodes: one merged story
+    #[arg(long = "from", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 const SERVE_HELP: &str = "\
@@ -672,6 +683,8 @@ pub(crate) struct DiagnoseArgs {
     pub trace: TraceArgs,
     #[command(flatten)]
     pub probes: AllProbesArgs,
+    #[command(flatten)]
+    pub from: FromArgs,
 }
 
 #[derive(Debug, Args)]

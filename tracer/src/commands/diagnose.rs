@@ -1,7 +1,6 @@
 //! `tracer diagnose`: every probe for --duration, then findings (diagnose/findings.rs).
 
 use std::{
-    collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
     time::{Duration, Instant},
 };
@@ -17,11 +16,7 @@ use crate::{
     },
     events::Event,
     output::Collect,
-    pods::services::ServiceNames,
-    probes::{
-        CommandId, FamilyId,
-        mtu::{Mtu, devices::find_mismatches},
-    },
+    probes::CommandId,
     runner::{self, Pipeline, Stop},
     session::Parts,
 };
@@ -32,10 +27,6 @@ pub(crate) const MAX_ANALYSED: usize = 1_000_000;
 pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     let duration = config.trace.duration.unwrap_or(crate::cli::config::DIAGNOSE_DEFAULT_DURATION);
     let mut session = super::start_every_family(CommandId::Diagnose, &config).await?;
-    let missing_probes: Vec<(String, String)> =
-        session.probes.iter().filter_map(|p| p.result.as_ref().err().map(|why| (p.family.name().to_string(), why.clone()))).collect();
-    let probes: BTreeMap<String, String> =
-        session.probes.iter().map(|p| (p.family.name().to_string(), p.result.clone().unwrap_or_else(|why| format!("not running: {why}")))).collect();
     let stop = Stop { duration: Some(duration), count: None };
     let mut collect = Collect::new(MAX_ANALYSED);
     let progress = std::io::stderr().is_terminal();
@@ -50,18 +41,18 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     if ran + std::time::Duration::from_millis(500) < duration {
         eprintln!("tracer: diagnose: stopped after {:.1}s of {duration:?}: the findings rest on that much", ran.as_secs_f64());
     }
-    let services = session.services().cloned().unwrap_or_else(|| ServiceNames::channel().1);
-    let devices = session.family(FamilyId::Mtu).and_then(|f| f.as_any().downcast_ref::<Mtu>()).map(|mtu| mtu.devices().to_vec()).unwrap_or_default();
-    let (counts, _pods) = session.stop()?;
+    // After the run: the MTU family follows devices as they come and go.
+    let known = super::SessionFacts::of(&session);
+    let (counts, pods) = session.stop()?;
     let lost = counts.iter().map(|(_, c)| c.lost).sum();
 
-    // Only mismatches that lose packets of some sizes: different MTUs in one namespace (an
-    // overlay node's eth0 1500 and vxlan 1450) are normal.
-    let mtu_mismatches = find_mismatches(&devices).into_iter().filter(|m| m.severity != "info").map(|m| (m.devices, m.summary)).collect();
+    let super::SessionFacts { probes, missing_probes, mtu_mismatches, services } = known;
     let info = RunInfo { reply_timeout: config.reply_timeout, lost, beyond_limit: collect.beyond_limit, missing_probes, mtu_mismatches };
     let mut facts = MachineFacts::new(&services);
     let findings = diagnose(&collect.events, &info, &mut facts);
     let report = Report {
+        node: pods.node().map(String::from),
+        nodes: Vec::new(),
         // How long it really ran: Ctrl-C ends it early, and the findings rest on that much.
         duration_s: (ran.min(duration).as_secs_f64() * 10.0).round() / 10.0,
         events: collect.events.len() as u64 + collect.beyond_limit,
@@ -69,7 +60,18 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
         probes,
         findings,
     };
-    let text = match config.trace.output {
+    print_report(&report, config.trace.output)
+}
+
+/// `diagnose --from`: the findings of recordings of one or many nodes; no BPF, no root.
+pub(crate) fn run_from(config: &WatchCommandConfig) -> anyhow::Result<()> {
+    let mut recordings = super::read_recordings(&config.from)?;
+    let report = crate::diagnose::recordings::diagnose(&mut recordings);
+    print_report(&report, config.trace.output)
+}
+
+fn print_report(report: &Report, format: OutputFormat) -> anyhow::Result<()> {
+    let text = match format {
         OutputFormat::Json => format!("{}\n", report.to_json()),
         OutputFormat::Table => report.to_text(),
     };

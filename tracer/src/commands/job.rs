@@ -668,6 +668,10 @@ impl LogPrinter {
         if self.output == OutputFormat::Json {
             return write_line(&mut out, line.as_bytes());
         }
+        // A recording's own records (`watch -o json` ends with them) are for `--from`, not people.
+        if matches!(value["kind"].as_str(), Some("recording" | "fact")) {
+            return Ok(());
+        }
         if let Some(report) = report_text(&value) {
             out.write_all(report.as_bytes())?;
             return out.flush();

@@ -142,6 +142,8 @@ fn text_snapshot(title: &str, rows: &[FlowRow]) -> String {
 #[derive(Serialize)]
 struct JsonSnapshot<'a> {
     snapshot: String,
+    /// CONTRACT `node`: the node whose flows these are.
+    node: Option<&'a str>,
     #[serde(rename = "final")]
     is_final: bool,
     flows: &'a [FlowRow],
@@ -167,7 +169,7 @@ async fn top(ring: &mut Ring, ebpf: &Ebpf, config: &RetransCommandConfig, pods: 
         let now = rfc3339(now_unix_ns());
         let text = match config.trace.output {
             OutputFormat::Json => {
-                let mut line = serde_json::to_string(&JsonSnapshot { snapshot: now, is_final, flows: &rows })?;
+                let mut line = serde_json::to_string(&JsonSnapshot { snapshot: now, node: pods.node(), is_final, flows: &rows })?;
                 line.push('\n');
                 line
             }

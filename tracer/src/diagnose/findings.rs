@@ -64,6 +64,8 @@ pub(crate) struct Seen {
     pub first: Option<i128>,
     pub last: Option<i128>,
     pub examples: Vec<Value>,
+    /// The nodes its events were seen on (CONTRACT `nodes`); empty for a configuration fact.
+    pub nodes: BTreeSet<String>,
 }
 
 /// Example events per finding.
@@ -97,7 +99,8 @@ impl Seen {
             .filter_map(|i| crate::output::json::to_json(sorted[i]).ok())
             .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .collect();
-        Self { first: sorted.first().map(|e| e.ts_unix_ns), last: sorted.last().map(|e| e.ts_unix_ns), examples }
+        let nodes = sorted.iter().filter_map(|e| e.node.as_deref().map(String::from)).collect();
+        Self { first: sorted.first().map(|e| e.ts_unix_ns), last: sorted.last().map(|e| e.ts_unix_ns), examples, nodes }
     }
 }
 
@@ -194,7 +197,7 @@ impl NamedRules {
 
 /// An error and its causes as one line, each said once: some errors repeat their cause in their
 /// own message, and the chain would say it twice.
-fn error_text(err: &anyhow::Error) -> String {
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
         let said = cause.to_string();
@@ -328,7 +331,7 @@ impl<'a> Run<'a> {
         let conns = Connections::learn(events);
         let mut by_conn: HashMap<ConnKey, Vec<&Event>> = HashMap::new();
         for e in events {
-            if let Some((key, _)) = conns.of(e) {
+            if let Some(key) = conns.key_of(e) {
                 by_conn.entry(key).or_default().push(e);
             }
         }
@@ -341,7 +344,7 @@ impl<'a> Run<'a> {
     /// `primary` and every other event of the connections they belong to, each once, in time
     /// order: the whole story of what a finding rests on, in every namespace that saw it.
     fn joined(&self, primary: &[&'a Event]) -> Vec<&'a Event> {
-        let keys: BTreeSet<ConnKey> = primary.iter().filter_map(|e| self.conns.of(e).map(|(key, _)| key)).collect();
+        let keys: BTreeSet<ConnKey> = primary.iter().filter_map(|e| self.conns.key_of(e)).collect();
         let mut seen: HashSet<*const Event> = HashSet::new();
         let mut out = Vec::new();
         let related = keys.iter().filter_map(|k| self.by_conn.get(k)).flatten().copied();
@@ -361,7 +364,7 @@ impl<'a> Run<'a> {
 
     /// Where DNAT sent the connection of one of `events`, when one was NATed.
     fn nat_of_any(&self, events: &[&Event]) -> Option<&NatView> {
-        events.iter().filter_map(|e| self.conns.of(e)).find_map(|(key, _)| self.conns.nat(&key))
+        events.iter().filter_map(|e| self.conns.key_of(e)).find_map(|key| self.conns.nat(&key))
     }
 }
 
@@ -397,9 +400,12 @@ fn told<'a>(run: &Run<'a>, primary: &[&'a Event], evidence: &mut Map<String, Val
     let mut flows = BTreeSet::new();
     let mut conns = BTreeSet::new();
     for e in primary {
-        if let Some((key, label)) = run.conns.of(e) {
+        // A connection's label once: formatting it costs more than finding the connection.
+        if let Some(key) = run.conns.key_of(e)
+            && conns.insert(key)
+            && let Some((_, label)) = run.conns.of(e)
+        {
             flows.insert(label);
-            conns.insert(key);
         }
     }
     if flows.len() > MAX_FLOWS {
@@ -865,8 +871,8 @@ struct LateSigns {
 /// was before (a server that went away); any other segment is late. Without flags (UDP, or
 /// TCP from a recording or kernel path without them) the run's events and the port range tell.
 fn late_signs(e: &Event, run: &Run<'_>, sockets: &HashMap<(ConnKey, End), i128>, ports: &mut ClientPorts<'_>) -> Option<LateSigns> {
-    let after_connection = match (run.conns.of(e), e.flow.dst) {
-        (Some((key, _)), Some(dst)) => sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS),
+    let after_connection = match (run.conns.key_of(e), e.flow.dst) {
+        (Some(key), Some(dst)) => sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS),
         _ => false,
     };
     // Servers listen below the ephemeral range and the kernel picks client ports in it, so a
@@ -934,7 +940,7 @@ fn no_listener(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
             }
             // A reset received while connecting: the peer refused the port.
             Detail::Reset(t) if t.direction == Some(ResetDirection::Received) && t.state == Some("SYN_SENT") && !is_dns(e) => {
-                let nat = run.conns.of(e).and_then(|(key, _)| run.conns.nat(&key)).and_then(|v| v.backend_end);
+                let nat = run.conns.key_of(e).and_then(|key| run.conns.nat(&key)).and_then(|v| v.backend_end);
                 let Some((dst, dport)) = nat.or_else(|| e.flow.dst.map(|d| (d, e.flow.dport))) else { continue };
                 let g = groups.entry((dst, e.flow.l4_proto, dport)).or_default();
                 g.0.push(e);
@@ -1019,7 +1025,7 @@ fn retransmits_by_conn(run: &Run<'_>) -> HashMap<ConnKey, u64> {
     let mut out = HashMap::new();
     for e in run.events {
         if matches!(e.detail, Detail::Retransmit(_))
-            && let Some((key, _)) = run.conns.of(e)
+            && let Some(key) = run.conns.key_of(e)
         {
             *out.entry(key).or_default() += 1;
         }
@@ -1031,12 +1037,17 @@ fn retransmits_by_conn(run: &Run<'_>) -> HashMap<ConnKey, u64> {
 /// the sender is not learning the path MTU.
 const BLACKHOLE_REPEATS: u64 = 3;
 
+/// The label of `e`'s connection (made only when a connection is first met).
+fn label_of(run: &Run<'_>, e: &Event) -> String {
+    run.conns.of(e).map(|(_, label)| label).unwrap_or_default()
+}
+
 fn mtu_blackholes(run: &Run<'_>, out: &mut Vec<Finding>) {
     let mut stories: BTreeMap<ConnKey, MtuStory<'_>> = BTreeMap::new();
     for e in run.events {
         let Detail::Mtu(m) = &e.detail else { continue };
-        let Some((key, label)) = run.conns.of(e) else { continue };
-        let s = stories.entry(key).or_insert_with(|| MtuStory { label, ..MtuStory::default() });
+        let Some(key) = run.conns.key_of(e) else { continue };
+        let s = stories.entry(key).or_insert_with(|| MtuStory { label: label_of(run, e), ..MtuStory::default() });
         s.events.push(e);
         if m.event == MtuEventKind::FragNeededDropped && s.dropped_at.is_none() {
             s.dropped_at = Some((e.netns, e.netns_pod.clone(), m.reason.clone().unwrap_or_default()));
@@ -1123,7 +1134,7 @@ fn nat_no_reply(run: &Run<'_>, info: &RunInfo, out: &mut Vec<Finding>) {
             && n.state == NatState::NoReply
             && !replied.contains(&n.conn)
             && !is_dns(e)
-            && !run.conns.of(e).is_some_and(|(key, _)| told_already.contains(&key))
+            && !run.conns.key_of(e).is_some_and(|key| told_already.contains(&key))
         {
             groups.entry(n.backend.clone()).or_default().push(e);
         }
@@ -1255,7 +1266,7 @@ fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, o
     let told_already = Run::told_by_errors(out);
     let mut servers: BTreeMap<String, Server<'_>> = BTreeMap::new();
     for e in events {
-        if conns.of(e).is_some_and(|(key, _)| told_already.contains(&key)) {
+        if conns.key_of(e).is_some_and(|key| told_already.contains(&key)) {
             continue;
         }
         let (server, counts) = match &e.detail {
@@ -1283,7 +1294,7 @@ fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, o
                 .or_insert_with(|| (BTreeSet::new(), e.flow.dst.map(|ip| ip.is_ipv6()), e.flow.l4_proto, e.flow.dport));
             at.0.insert(d.reason.clone());
         }
-        s.queries.extend(conns.of(e).map(|(key, _)| key));
+        s.queries.extend(conns.key_of(e));
         s.events.push(e);
         s.no_reply += counts.0;
         s.drops += counts.1;
@@ -1412,8 +1423,8 @@ fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
     }
     let mut by_conn: BTreeMap<ConnKey, Conn<'_>> = BTreeMap::new();
     for e in run.events {
-        let Some((key, label)) = run.conns.of(e) else { continue };
-        let c = by_conn.entry(key).or_insert_with(|| Conn { label, ..Conn::default() });
+        let Some(key) = run.conns.key_of(e) else { continue };
+        let c = by_conn.entry(key).or_insert_with(|| Conn { label: label_of(run, e), ..Conn::default() });
         match &e.detail {
             Detail::Retransmit(t) => {
                 c.retransmits += 1;

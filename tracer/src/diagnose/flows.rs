@@ -212,6 +212,11 @@ impl Connections {
         })
     }
 
+    /// The connection of `event`, without its label (formatting it costs more than finding it).
+    pub(crate) fn key_of(&self, event: &Event) -> Option<ConnKey> {
+        self.conn(event).map(|c| c.key)
+    }
+
     /// Where DNAT sent a connection (by its key, as [`Self::conn`] gives it), if it was NATed.
     pub(crate) fn nat(&self, key: &ConnKey) -> Option<&NatView> {
         self.nat.get(key)

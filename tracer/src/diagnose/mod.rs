@@ -4,6 +4,7 @@
 pub(crate) mod facts;
 pub(crate) mod findings;
 pub(crate) mod flows;
+pub(crate) mod recordings;
 mod tunnel_facts;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,11 @@ use crate::{events::rfc3339, output::json::event_text};
 /// What `diagnose` prints.
 #[derive(Debug)]
 pub(crate) struct Report {
+    /// The node it ran on (CONTRACT `node`); for recordings of several nodes, None, and
+    /// `nodes` lists them.
+    pub node: Option<String>,
+    /// The nodes of merged recordings (empty for one node's run): each finding then says its own.
+    pub nodes: Vec<String>,
     pub duration_s: f64,
     pub events: u64,
     pub lost: u64,
@@ -31,10 +37,22 @@ impl Report {
             .findings
             .iter()
             .map(|f| {
+                // The node of its evidence: the one node its events were seen on, else the run's
+                // (a configuration fact of this node); `nodes` when they were seen on several.
+                // A finding across nodes names the node where its cause is (`drop_node`).
+                let node = match f.seen.nodes.len() {
+                    1 => f.seen.nodes.first().cloned(),
+                    _ => f.evidence.get("drop_node").and_then(Value::as_str).map(String::from).or_else(|| self.node.clone()),
+                };
                 let mut v = json!({
                     "code": f.code, "severity": f.severity.name(), "summary": f.summary,
-                    "pods": f.pods, "flows": f.flows, "evidence": f.evidence,
+                    "pods": f.pods, "flows": f.flows, "evidence": f.evidence, "node": node,
                 });
+                if f.seen.nodes.len() > 1
+                    && let Some(o) = v.as_object_mut()
+                {
+                    o.insert("nodes".into(), json!(f.seen.nodes));
+                }
                 // The contract's optional fields: only findings that rest on events have them
                 // (a configuration fact like mtu-mismatch has no time).
                 if let (Some(first), Some(last), Some(o)) = (f.seen.first, f.seen.last, v.as_object_mut()) {
@@ -45,10 +63,16 @@ impl Report {
                 v
             })
             .collect();
-        json!({
-            "duration_s": self.duration_s, "events": self.events, "lost": self.lost,
+        let mut report = json!({
+            "node": self.node, "duration_s": self.duration_s, "events": self.events, "lost": self.lost,
             "probes": self.probes, "findings": findings,
-        })
+        });
+        if !self.nodes.is_empty()
+            && let Some(o) = report.as_object_mut()
+        {
+            o.insert("nodes".into(), json!(self.nodes));
+        }
+        report
     }
 
     /// For people: one block per finding, errors first; a clean run says so.
@@ -61,8 +85,17 @@ impl Report {
 /// is not a report.
 pub(crate) fn report_text(v: &Value) -> Option<String> {
     let findings = v.get("findings")?.as_array()?;
+    let strings =
+        |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
+    // The node shows when the report is one node's; merged recordings name each finding's.
+    let merged = v["nodes"].as_array().is_some_and(|n| n.len() > 1);
+    let on = match (v["node"].as_str(), merged) {
+        (_, true) => format!(" nodes {},", strings(&v["nodes"]).join(", ")),
+        (Some(node), false) => format!(" node {node},"),
+        (None, false) => String::new(),
+    };
     let mut out = format!(
-        "tracer diagnose: {:.0}s, {} events, {} lost\n",
+        "tracer diagnose:{on} {:.0}s, {} events, {} lost\n",
         v["duration_s"].as_f64().unwrap_or(0.0),
         v["events"].as_u64().unwrap_or(0),
         v["lost"].as_u64().unwrap_or(0)
@@ -71,13 +104,16 @@ pub(crate) fn report_text(v: &Value) -> Option<String> {
         out.push_str("no problems found");
         out.push_str(if findings.is_empty() { "\n" } else { " (notes below)\n" });
     }
-    let strings =
-        |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
     for f in findings {
         let text = |k: &str| f[k].as_str().unwrap_or("").to_string();
         out.push('\n');
         out.push_str(&format!("{:<8} {}\n", text("severity").to_uppercase(), text("code")));
         out.push_str(&format!("         {}\n", text("summary")));
+        if merged {
+            let nodes = strings(&f["nodes"]);
+            let nodes = if nodes.is_empty() { f["node"].as_str().map(String::from).into_iter().collect() } else { nodes };
+            out.push_str(&format!("         node:     {}\n", if nodes.is_empty() { "-".to_string() } else { nodes.join(", ") }));
+        }
         let pods = strings(&f["pods"]);
         if !pods.is_empty() {
             out.push_str(&format!("         pods:     {}\n", pods.join(", ")));
@@ -130,11 +166,16 @@ mod tests {
             conns: Default::default(),
         };
         let report = Report {
+            node: Some("node-a".into()),
+            nodes: Vec::new(),
             duration_s: 6.0,
             events: 1,
             lost: 0,
             probes: BTreeMap::new(),
-            findings: vec![finding(Seen { first: Some(0), last: Some(1_000_000_000), examples: vec![example.clone()] }), finding(Seen::default())],
+            findings: vec![
+                finding(Seen { first: Some(0), last: Some(1_000_000_000), examples: vec![example.clone()], ..Seen::default() }),
+                finding(Seen::default()),
+            ],
         };
         let json = report.to_json();
         let f = &json["findings"][0];

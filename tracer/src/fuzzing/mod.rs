@@ -67,6 +67,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "xtables", run: xtables },
     Target { name: "cri", run: cri },
     Target { name: "job_log", run: job_log },
+    Target { name: "recording", run: recording },
 ];
 
 /// Drop reasons as a kernel names them, with the values [`btf_writer::vmlinux`] gives them.
@@ -262,6 +263,21 @@ pub fn cri(data: &[u8]) {
     if let Some(netns) = pod.netns {
         let _ = registry.by_netns(netns, now);
     }
+}
+
+/// A recording (`watch -o json` output) as `diagnose --from` and `watch --from` read it: every
+/// node's events and facts, the findings (report JSON and text) and the merged timeline.
+pub fn recording(data: &[u8]) {
+    let mut recordings = crate::diagnose::recordings::Recordings::default();
+    if recordings.read("fuzz", data).is_err() {
+        return;
+    }
+    let _ = recordings.warnings();
+    for event in crate::diagnose::recordings::timeline(&recordings) {
+        render(event);
+    }
+    let report = crate::diagnose::recordings::diagnose(&mut recordings);
+    let _ = report.to_text();
 }
 
 /// A Job's log as `tracer job run/logs` reads it back: JSON lines made into a diagnose report or

@@ -276,7 +276,7 @@ macro_rules! short_passes {
     };
 }
 
-short_passes!(drop_record, tcp_record, nat_record, mtu_record, tracefs_format, btf, pods_file, ctnetlink, nftables, xtables, cri, job_log);
+short_passes!(drop_record, tcp_record, nat_record, mtu_record, tracefs_format, btf, pods_file, ctnetlink, nftables, xtables, cri, job_log, recording);
 
 // The seeds, as `write_seed_corpus` makes them and the test below checks they reach past the
 // parsers.
@@ -589,6 +589,52 @@ fn job_log_seeds() -> Seeds {
     vec![("drop-and-nat-events", run.into_bytes()), ("diagnose-report", format!("{report}\n").into_bytes())]
 }
 
+/// Two nodes' recordings in one file: events (a drop at a rule, a NAT no_reply), the
+/// `recording` records and facts of each kind; and one cut short.
+fn recording_seeds() -> Seeds {
+    let drop = serde_json::json!({
+        "ts": "2026-11-22T02:30:01.123456789Z", "kind": "drop", "proto": "udp", "src": "10.244.1.7:40000", "dst": "10.244.2.9:53",
+        "src_pod": "lab/client", "dst_pod": "lab/server", "netns": 4026532316_u32, "netns_pod": "lab/server", "ifname": "veth12ab", "ifindex": 7,
+        "node": "node-b", "reason": "NETFILTER_DROP", "reason_code": 8, "location": "nf_hook_slow+0x9c", "len": 128, "packet_ct": "confirmed",
+        "tunnel": {"type": "vxlan", "vni": 1, "src": "192.168.0.1:40000", "dst": "192.168.0.2:8472"}
+    });
+    let nat = serde_json::json!({
+        "ts": "2026-11-22T02:30:02.000000001Z", "kind": "nat", "proto": "tcp", "src": "10.244.1.7:40001", "dst": "10.96.0.10:80",
+        "node": "node-a", "netns": 4026531840_u32, "nat": "dnat", "orig_src": "10.244.1.7:40001", "orig_dst": "10.96.0.10:80",
+        "reply_src": "10.244.2.9:8080", "reply_dst": "10.244.1.7:40001", "backend": "10.244.2.9:8080", "service": "lab/web",
+        "state": "no_reply", "reply_seen": false, "assured": false, "conn": 7, "tcp_flags": "SYN"
+    });
+    let retrans = serde_json::json!({
+        "ts": "2026-11-22T02:30:03Z", "kind": "retransmit", "proto": "tcp", "src": "10.244.1.7:40001", "dst": "10.96.0.10:80",
+        "node": "node-a", "netns": 4026532300_u32, "state": "SYN_SENT", "count": 1
+    });
+    let run = |node: &str| {
+        serde_json::json!({"kind": "recording", "version": 1, "node": node, "start": "2026-11-22T02:30:00Z", "end": "2026-11-22T02:30:10Z",
+            "start_boot_ns": 1000, "duration_s": 10.0, "events": 2, "lost": 0, "beyond_limit": 0, "reply_timeout_ms": 3000,
+            "probes": {"drops": "tp_btf/kfree_skb"}, "missing_probes": [["mtu", "no tc"]], "mtu_mismatches": [[["eth0", "vxlan0"], "vxlan0 is wider"]]})
+    };
+    let facts = [
+        serde_json::json!({"kind": "fact", "node": "node-b", "fact": "rules", "netns": 4026532316_u32, "rules": [{"family": "ipv4", "table": "filter",
+            "chain": "INPUT", "text": "filter/INPUT: -A INPUT -p udp --dport 53 -j DROP (1 packets)", "packets": 1, "proto": 17, "dport": [53, 53]}], "unreadable": ["nftables: EPERM"]}),
+        serde_json::json!({"kind": "fact", "node": "node-b", "fact": "sysctl", "netns": 4026532316_u32, "key": "net.ipv4.ip_forward", "value": "1"}),
+        serde_json::json!({"kind": "fact", "node": "node-b", "fact": "netns_name", "netns": 4026532316_u32, "value": "server"}),
+        serde_json::json!({"kind": "fact", "node": "node-a", "fact": "service", "ip": "10.96.0.10", "port": 80, "proto": 6, "value": "lab/web"}),
+        serde_json::json!({"kind": "fact", "node": "node-a", "fact": "services_known", "value": true}),
+        serde_json::json!({"kind": "fact", "node": "node-b", "fact": "tunnels", "netns": 4026532316_u32, "value": {"devices": [{"name": "vxlan0",
+            "ifindex": 5, "kind": "vxlan", "vni": 1, "local": null, "remote": null, "dstport": 8472, "link": 2, "link_name": "eth0", "learning": true,
+            "external": false, "mtu": 1450}], "fdb": [], "neighbours": [], "addresses": [{"ifindex": 2, "ip": "192.168.0.2", "prefix": 24}],
+            "names": [[2, "eth0"], [5, "vxlan0"]], "mtus": [[2, 1500], [5, 1450]]}}),
+        serde_json::json!({"kind": "fact", "node": "node-b", "fact": "route", "netns": 4026532316_u32, "dst": "192.168.0.1",
+            "value": {"oif": 2, "gateway": null, "prefsrc": "192.168.0.2"}}),
+    ];
+    let mut two = format!("{drop}\n{nat}\n{retrans}\n{}\n{}\n", run("node-a"), run("node-b"));
+    for fact in facts {
+        two.push_str(&format!("{fact}\n"));
+    }
+    let cut = format!("{nat}\n{}", &drop.to_string()[..60]);
+    vec![("two-nodes", two.into_bytes()), ("cut-short", cut.into_bytes())]
+}
+
 /// The smallest module BTF of this machine, when it has any (6.18 here has none: everything is
 /// built in): the kernel's encoder's output, split BTF.
 fn smallest_module_btf() -> Option<Vec<u8>> {
@@ -644,6 +690,7 @@ fn generated_seeds() -> Vec<(&'static str, Seeds)> {
         ),
         ("cri", cri_seeds()),
         ("job_log", job_log_seeds()),
+        ("recording", recording_seeds()),
     ]
 }
 
@@ -688,6 +735,15 @@ fn seeds_reach_past_the_parsers() {
                     assert!(super::TCP.decode(header.kind, &bytes).is_some(), "{why}");
                 }
                 "pods_file" => assert!(!crate::pods::file::parse(&bytes).expect("parses").pods.is_empty(), "{why}"),
+                "recording" => {
+                    let mut read = crate::diagnose::recordings::Recordings::default();
+                    read.read("seed", bytes.as_slice()).expect("reads");
+                    assert!(read.nodes.values().all(|n| !n.events.is_empty()), "{why}: every node's events parse");
+                    if name == "two-nodes" {
+                        assert_eq!(read.skipped, 0, "{why}");
+                        assert!(read.nodes.values().all(|n| n.run.is_some()), "{why}");
+                    }
+                }
                 "ctnetlink" => assert!(!crate::probes::nat::ctnetlink::parse(&bytes).is_empty(), "{why}"),
                 "nftables" => assert!(!crate::kernel::firewall::nftables::parse_dump(&bytes).expect("parses").is_empty(), "{why}"),
                 "xtables" => {

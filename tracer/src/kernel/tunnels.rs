@@ -68,7 +68,7 @@ const RTA_GATEWAY: u16 = 5;
 const RTA_PREFSRC: u16 = 7;
 
 /// A tunnel device of a namespace.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TunnelDevice {
     pub name: String,
     pub ifindex: u32,
@@ -93,7 +93,7 @@ pub(crate) struct TunnelDevice {
 }
 
 /// One entry of a VXLAN device's forwarding database: inner MAC -> remote VTEP address.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FdbEntry {
     pub ifindex: u32,
     pub mac: String,
@@ -106,7 +106,7 @@ pub(crate) struct FdbEntry {
 }
 
 /// A neighbour entry (IP -> MAC on a device): flannel's route to the next node's VTEP address.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Neighbour {
     pub ifindex: u32,
     pub ip: IpAddr,
@@ -114,7 +114,7 @@ pub(crate) struct Neighbour {
 }
 
 /// An address of the namespace, on device `ifindex`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Address {
     pub ifindex: u32,
     pub ip: IpAddr,
@@ -122,7 +122,7 @@ pub(crate) struct Address {
 }
 
 /// What `ip route get DST` answers: the device, gateway and preferred source (RTA_PREFSRC).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RouteTo {
     pub oif: Option<u32>,
     pub gateway: Option<IpAddr>,
@@ -130,7 +130,7 @@ pub(crate) struct RouteTo {
 }
 
 /// A namespace's tunnels and what they rest on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TunnelFacts {
     pub devices: Vec<TunnelDevice>,
     /// Entries of VXLAN devices only.

@@ -242,6 +242,11 @@ impl PodLayer {
         Ok(())
     }
 
+    /// This node's name (CONTRACT `node`), for what a command prints beside its events.
+    pub(crate) fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
     /// Whether the registry already knows the pods as of `ts_unix_ns`, so the event can be named
     /// now; else the runner holds it back (up to [`MAX_HOLD`]).
     pub(crate) fn is_current(&self, ts_unix_ns: i128) -> bool {

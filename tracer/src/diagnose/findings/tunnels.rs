@@ -153,9 +153,9 @@ pub(super) fn tunnel_findings(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Ve
             evidence.insert("underlay_addresses".into(), json!(underlay));
             // The sending side, when the run saw the connection in the namespace that owns the
             // source used (a node traced from the same host, or the NAT of the connection there).
-            let keys: HashSet<_> = group.iter().filter_map(|e| conns.of(e).map(|(key, _)| key)).collect();
+            let keys: HashSet<_> = group.iter().filter_map(|e| conns.key_of(e)).collect();
             let elsewhere: BTreeSet<u32> =
-                events.iter().filter(|e| e.netns != netns && conns.of(e).is_some_and(|(k, _)| keys.contains(&k))).filter_map(|e| e.netns).collect();
+                events.iter().filter(|e| e.netns != netns && conns.key_of(e).is_some_and(|k| keys.contains(&k))).filter_map(|e| e.netns).collect();
             let sender = elsewhere.into_iter().find_map(|n| {
                 let tf = tunnels_of(n, facts)?;
                 let owner = tf.addresses.iter().find(|a| a.ip == used)?;
@@ -588,7 +588,7 @@ mod tests {
             pods: BTreeSet::new(),
             flows: BTreeSet::new(),
             evidence: obj(json!({"events": 4, "device": "vx", "dev_mtu": 1450, "arrived_on": {"netns": netns, "ifindex": 6, "device": "veth1"}})),
-            seen: super::super::Seen { first: Some(1), last: Some(2), examples: vec![json!({"netns": netns})] },
+            seen: super::super::Seen { first: Some(1), last: Some(2), examples: vec![json!({"netns": netns})], ..Default::default() },
             conns: BTreeSet::new(),
         };
         let mut out = vec![blackhole(9), blackhole(7)];

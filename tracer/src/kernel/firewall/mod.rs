@@ -14,7 +14,8 @@ pub(crate) mod xtables;
 
 /// The packets a rule can see, by IP version: its table's family, narrowed by what it matches
 /// (`meta nfproto ipv4` in an `inet` table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Family {
     Ipv4,
     Ipv6,
@@ -37,7 +38,7 @@ impl Family {
 }
 
 /// One rule whose verdict drops or rejects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Rule {
     /// The IP versions it sees.
     pub family: Family,

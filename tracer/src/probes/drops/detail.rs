@@ -41,6 +41,18 @@ pub(crate) enum PacketCt {
     Confirmed,
 }
 
+impl PacketCt {
+    /// The JSON `packet_ct`; None for [`PacketCt::Unread`] (not written).
+    pub(crate) const fn name(self) -> Option<&'static str> {
+        match self {
+            Self::Unread => None,
+            Self::Absent => Some("absent"),
+            Self::Unconfirmed => Some("unconfirmed"),
+            Self::Confirmed => Some("confirmed"),
+        }
+    }
+}
+
 /// A drop that conntrack caused, told apart by the namespace's own conntrack counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConntrackDrop {
@@ -81,6 +93,10 @@ impl DropDetail {
         w.uint("reason_code", Some(self.reason_code.into()))?;
         w.str("location", Some(&self.location))?;
         w.uint("len", Some(self.len.into()))?;
+        // What diagnose's conntrack rule reads, so a recording replays it (absent when unread).
+        if let Some(ct) = self.packet_ct.name() {
+            w.str("packet_ct", Some(ct))?;
+        }
         if let Some(c) = &self.conntrack {
             w.begin("conntrack")?;
             w.str("cause", Some(c.cause.name()))?;

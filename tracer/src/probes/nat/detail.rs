@@ -109,7 +109,9 @@ impl NatDetail {
         w.str("state", Some(self.state.as_str()))?;
         w.str("backend", self.backend.as_deref())?;
         w.str("backend_pod", self.backend_pod.as_deref())?;
-        w.str("service", self.service.as_deref())
+        w.str("service", self.service.as_deref())?;
+        // One connection's events share it (diagnose joins them by it; recordings keep it).
+        w.uint("conn", Some(self.conn))
     }
 
     /// One row under [`TABLE_HEADER`]: the client is the event's source pod.

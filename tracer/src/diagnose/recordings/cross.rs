@@ -1,0 +1,114 @@
+//! What no single node can say: a connection one node opened (or DNATed) and another node
+//! dropped. Each node's findings are made from its own events and facts; here every node's
+//! events are joined per connection (across NAT: a NAT event's original and reply tuples join
+//! the client's view and the backend's), and an error finding of one node whose connections
+//! other nodes also saw gets a `cross-node` finding naming both ends, linked to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::{
+    diagnose::{
+        findings::{Finding, Seen, Severity},
+        flows::{ConnKey, Connections},
+    },
+    events::{Detail, Event},
+};
+
+/// Codes whose finding names where packets were dropped: the cause a cross-node finding points at.
+const CAUSES: &[&str] = &[
+    "netfilter-drop",
+    "no-listener",
+    "tunnel-source-mismatch",
+    "tunnel-drop",
+    "no-route",
+    "ip-forward-disabled",
+    "rp-filter-drop",
+    "neighbor-failed",
+    "conntrack-drop",
+];
+
+/// The cross-node findings of `findings` (each node's, by node), from every node's `events`.
+pub(super) fn findings(nodes: &[(&str, &[Event], &[Finding])]) -> Vec<Finding> {
+    let all: Vec<Event> = nodes.iter().flat_map(|(_, events, _)| events.iter().cloned()).collect();
+    let merged = Connections::learn(&all);
+    // Each merged connection: the nodes that saw it, and its NAT events.
+    let mut seen_on: BTreeMap<ConnKey, BTreeSet<&str>> = BTreeMap::new();
+    let mut nat_on: BTreeMap<ConnKey, (&str, &Event)> = BTreeMap::new();
+    for &(node, events, _) in nodes {
+        for e in events {
+            let Some(key) = merged.key_of(e) else { continue };
+            seen_on.entry(key.clone()).or_default().insert(node);
+            if matches!(e.detail, Detail::Nat(_)) {
+                nat_on.entry(key).or_insert((node, e));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for &(node, events, found) in nodes {
+        let local = Connections::learn(events);
+        for f in found.iter().filter(|f| f.severity == Severity::Error && CAUSES.contains(&f.code)) {
+            // The finding's connections as every node names them.
+            let keys: BTreeSet<ConnKey> =
+                events.iter().filter(|e| local.key_of(e).is_some_and(|k| f.conns.contains(&k))).filter_map(|e| merged.key_of(e)).collect();
+            let others: BTreeSet<&str> = keys.iter().filter_map(|k| seen_on.get(k)).flatten().copied().filter(|n| *n != node).collect();
+            let Some(client_node) = others.first() else { continue };
+            let nat = keys.iter().find_map(|k| nat_on.get(k)).filter(|(n, _)| *n != node).map(|(_, e)| *e);
+            out.push(cross(node, client_node, f, nat, keys.len(), &others));
+        }
+    }
+    out
+}
+
+fn cross(node: &str, client_node: &str, f: &Finding, nat: Option<&Event>, connections: usize, others: &BTreeSet<&str>) -> Finding {
+    let text = |k: &str| f.evidence.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), String::from));
+    let location = f.evidence.get("locations").and_then(Value::as_array).and_then(|l| l.first()).and_then(Value::as_str).map(String::from);
+    let reason = text("reason").unwrap_or_else(|| f.code.to_string());
+    let at = location.map_or_else(String::new, |l| format!(" at {l}"));
+    let nat = nat.and_then(|e| match &e.detail {
+        Detail::Nat(n) => Some((e, n)),
+        _ => None,
+    });
+    let client = |e: &Event| e.src_pod.clone().or_else(|| e.flow.src_endpoint()).unwrap_or_else(|| "?".into());
+    let summary = match nat {
+        Some((e, n)) => format!(
+            "connection from {} on node {client_node} to {} was DNATed to {}{} on node {node}; node {node} dropped its packets{at} ({reason}): see the {} finding of node {node}",
+            client(e),
+            n.service.clone().or_else(|| n.orig_dst.clone()).unwrap_or_else(|| "?".into()),
+            n.backend.clone().unwrap_or_else(|| "?".into()),
+            n.backend_pod.as_ref().map_or_else(String::new, |p| format!(" ({p})")),
+            f.code
+        ),
+        None => format!(
+            "{} connection(s) seen on node {client_node} were dropped on node {node}{at} ({reason}): {}; see the {} finding of node {node}",
+            connections,
+            f.flows.iter().next().cloned().unwrap_or_default(),
+            f.code
+        ),
+    };
+    let mut nodes: BTreeSet<String> = others.iter().map(|n| n.to_string()).collect();
+    nodes.insert(node.to_string());
+    let mut evidence = serde_json::Map::new();
+    evidence.insert("events".into(), f.evidence.get("events").cloned().unwrap_or(json!(0)));
+    evidence.insert("cause".into(), json!({"code": f.code, "node": node, "summary": f.summary}));
+    evidence.insert("client_node".into(), json!(client_node));
+    evidence.insert("drop_node".into(), json!(node));
+    evidence.insert("reason".into(), json!(reason));
+    evidence.insert("connections".into(), json!(connections));
+    if let Some((_, n)) = nat {
+        evidence.insert("service".into(), json!(n.service));
+        evidence.insert("backend".into(), json!(n.backend));
+        evidence.insert("backend_pod".into(), json!(n.backend_pod));
+    }
+    Finding {
+        code: "cross-node",
+        severity: Severity::Error,
+        summary,
+        pods: f.pods.clone(),
+        flows: f.flows.clone(),
+        evidence,
+        seen: Seen { first: f.seen.first, last: f.seen.last, examples: Vec::new(), nodes },
+        conns: BTreeSet::new(),
+    }
+}
