@@ -168,26 +168,9 @@ fn a_missing_recording_is_bad_input() {
     }
 }
 
-/// The lines of a recording that belong to the node whose namespaces are `inodes`: events and
-/// facts by their `netns` (the others' are the other node's), the `recording` record and the
-/// facts of no namespace to both; `node` renamed. Until tracers can be scoped to a node's
-/// namespaces on one kernel, one recording of both nodes split this way stands for two.
-fn split(records: &[Value], inodes: &[u64], mine: bool, node: &str) -> String {
-    let mut out = String::new();
-    for r in records {
-        let in_mine = r["netns"].as_u64().is_some_and(|n| inodes.contains(&n));
-        let shared = matches!(r["kind"].as_str(), Some("recording")) || (r["kind"] == "fact" && r["netns"].is_null());
-        if shared || in_mine == mine {
-            let mut r = r.clone();
-            r["node"] = Value::from(node);
-            out.push_str(&format!("{r}\n"));
-        }
-    }
-    out
-}
-
 /// Two overlay nodes: a Service address on node A is DNATed to the pod on node B, and node B's
-/// firewall drops the VXLAN packets that carry it. Recorded as node A and node B, `diagnose
+/// firewall drops the VXLAN packets that carry it. Recorded as node A and node B by two tracers
+/// each scoped with `--netns` to its node (issue 22's "done means"), `diagnose
 /// --from A --from B` says what neither says alone: the connection from the client on node A
 /// was DNATed to the backend on node B, and node B dropped its packets (NETFILTER_DROP), linked
 /// to node B's own netfilter-drop finding.
@@ -217,29 +200,32 @@ fn two_nodes_recorded_name_the_cause_on_the_right_node() {
     std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
     let from = format!("file:{}", pods.0.display());
     let block = lab.addrs.net(0).replace("/24", "/22");
-    let t = Tracer::start(&[
-        "watch",
-        "-o",
-        "json",
-        "--duration",
-        "8s",
-        "--reply-timeout",
-        "1s",
-        "--pods-from",
-        &from,
-        "--ip",
-        &block,
-        "--node-name",
-        "lab",
-    ]);
+    // One tracer per node, each scoped to its node's namespaces (the node's and its pod's), as
+    // on a cluster whose nodes share one kernel.
+    let record = |node: &str, scope: [&Netns; 2]| {
+        let mut args =
+            vec!["watch", "-o", "json", "--duration", "8s", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block, "--node-name", node];
+        for ns in scope {
+            args.extend(["--netns", ns.name.as_str()]);
+        }
+        Tracer::start(&args)
+    };
+    let (ta, tb) = (record("node-a", [&lab.a.ns, &lab.a.pod]), record("node-b", [&lab.b.ns, &lab.b.pod]));
     let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41020, &service, 80, 3.0);
     assert_eq!(got, "timeout", "lab: node B must drop the tunnel packets");
-    let run = t.wait_exit(Duration::from_secs(duration_s() + 60));
-    run.assert_code(0);
-    let records = run.events();
-    let b_inodes = [lab.b.ns.inode(), lab.b.pod.inode()];
-    let a = temp_file("node-a.jsonl", &split(&records, &b_inodes, false, "node-a"));
-    let b = temp_file("node-b.jsonl", &split(&records, &b_inodes, true, "node-b"));
+    let mut files = Vec::new();
+    for (node, t, mine, theirs) in [("node-a", ta, &lab.a, &lab.b), ("node-b", tb, &lab.b, &lab.a)] {
+        let run = t.wait_exit(Duration::from_secs(duration_s() + 60));
+        run.assert_code(0);
+        let records = run.events();
+        let seen: Vec<u64> = records.iter().filter(|r| r["kind"] != "fact").filter_map(|r| r["netns"].as_u64()).collect();
+        assert!(!seen.is_empty(), "{node} recorded nothing: {}", run.stderr);
+        let own = [mine.ns.inode(), mine.pod.inode()];
+        assert!(seen.iter().all(|n| own.contains(n)), "{node}'s tracer is scoped to its namespaces {own:?}: {seen:?}");
+        assert!(!seen.contains(&theirs.ns.inode()), "{node} saw the other node");
+        files.push(temp_file(&format!("{node}.jsonl"), &(run.lines.join("\n") + "\n")));
+    }
+    let (a, b) = (&files[0], &files[1]);
     let merged =
         run_tracer(&["diagnose", "--from", &a.0.display().to_string(), "--from", &b.0.display().to_string(), "-o", "json"], Duration::from_secs(60));
     let report = one_object(&merged, "diagnose --from A --from B");

@@ -8,7 +8,7 @@ use std::{
 use tracer_common::event::EventHeader;
 
 use crate::{
-    cli::{OutputFormat, config::WatchCommandConfig},
+    cli::config::WatchCommandConfig,
     diagnose::{
         Report,
         facts::MachineFacts,
@@ -60,26 +60,14 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
         probes,
         findings,
     };
-    print_report(&report, config.trace.output)
+    super::print_report(&report, config.trace.output)
 }
 
 /// `diagnose --from`: the findings of recordings of one or many nodes; no BPF, no root.
 pub(crate) fn run_from(config: &WatchCommandConfig) -> anyhow::Result<()> {
     let mut recordings = super::read_recordings(&config.from)?;
     let report = crate::diagnose::recordings::diagnose(&mut recordings);
-    print_report(&report, config.trace.output)
-}
-
-fn print_report(report: &Report, format: OutputFormat) -> anyhow::Result<()> {
-    let text = match format {
-        OutputFormat::Json => format!("{}\n", report.to_json()),
-        OutputFormat::Table => report.to_text(),
-    };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
+    super::print_report(&report, config.trace.output)
 }
 
 /// The session's decoders, counting events and, on a terminal, saying how long is left.

@@ -78,7 +78,13 @@ fn read_recordings(files: &[std::path::PathBuf]) -> anyhow::Result<crate::diagno
             recordings.read(&name, io::BufReader::with_capacity(1 << 20, f)).with_context(|| format!("reading {name}"))?;
         }
     }
-    // Each node's clock pair is stated when several are merged (their order rests on them).
+    warn_about(&recordings);
+    Ok(recordings)
+}
+
+/// What reading `recordings` skipped, and each node's clock pair when several are merged (their
+/// order rests on them).
+fn warn_about(recordings: &crate::diagnose::recordings::Recordings) {
     let several = recordings.nodes.len() > 1;
     for line in recordings.warnings() {
         if line.starts_with("node ") {
@@ -91,7 +97,15 @@ fn read_recordings(files: &[std::path::PathBuf]) -> anyhow::Result<crate::diagno
             log::warn!("{line}");
         }
     }
-    Ok(recordings)
+}
+
+/// A `diagnose` report on stdout, as JSON or text; a reader that went away is not an error.
+fn print_report(report: &crate::diagnose::Report, format: crate::cli::OutputFormat) -> anyhow::Result<()> {
+    let text = match format {
+        crate::cli::OutputFormat::Json => format!("{}\n", report.to_json()),
+        crate::cli::OutputFormat::Table => report.to_text(),
+    };
+    print_stdout(&text)
 }
 
 /// Writes `out` to stdout; a reader that went away (`| head`) is not an error.

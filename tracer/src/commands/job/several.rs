@@ -2,12 +2,11 @@
 //! node, every log followed at once, and one merged live timeline in which each line names its
 //! node. Ctrl-C deletes every Job the run made. With `-- diagnose`, each node's Job records
 //! (`watch -o json`) for the duration and the client keeps each node's recording, to be
-//! diagnosed across nodes by one call, [`diagnose_recordings`].
+//! diagnosed across nodes by one call, [`diagnose_recordings`], as `diagnose --from` does.
 
 use std::{
     collections::BTreeMap,
     io::{self, Write as _},
-    path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
     time::{Duration, Instant},
@@ -24,8 +23,8 @@ use tokio::{signal::unix::Signal, sync::mpsc};
 
 use super::{DELETE_TIMEOUT, Follow, JobError, api_code, api_error, interrupted, prints_as_is, random_suffix};
 use crate::{
-    cli::{OutputFormat, UsageError, config::JobRequest},
-    diagnose::report_text,
+    cli::{OutputFormat, config::JobRequest},
+    diagnose::{recordings::Recordings, report_text},
     job::{self, DEADLINE_SLACK_S, JobSpec},
     output::{json::event_text, table::TIMELINE_HEADER, write_line},
 };
@@ -34,10 +33,6 @@ use crate::{
 /// logs of different nodes arrive with different delays, and within this window the timeline is
 /// in time order (beyond it, in the order the lines arrived).
 const MERGE_WINDOW: Duration = Duration::from_millis(1000);
-
-/// Whether this tracer can diagnose the recordings of several nodes ([`diagnose_recordings`]).
-/// Until it can, `job run -- diagnose` on several nodes is refused before any Job is made.
-const DIAGNOSES_RECORDINGS: bool = false;
 
 /// One line of one node's Job log.
 #[derive(Debug)]
@@ -67,14 +62,6 @@ impl Several<'_> {
     ) -> anyhow::Result<ExitCode> {
         let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
         let diagnose = self.request.command == "diagnose";
-        if diagnose && !DIAGNOSES_RECORDINGS {
-            return Err(UsageError(format!(
-                "job run -- diagnose: the targets are on {} nodes ({}): diagnosing across nodes needs their recordings merged, which this tracer cannot do yet; run diagnose on one node (one --node, or pods of one node), or `-- watch` on several",
-                names.len(),
-                names.join(", ")
-            ))
-            .into());
-        }
         let suffix = self.request.name.is_none().then(random_suffix);
         let specs: Vec<JobSpec> = nodes
             .iter()
@@ -151,38 +138,32 @@ impl Several<'_> {
             anyhow::bail!("{failed} of {} jobs failed (above); the others ran to their end", results.len());
         }
         if diagnose {
-            let dir = std::env::temp_dir().join(format!("tracer-{}", specs[0].name));
-            let paths = write_recordings(&dir, &merger.recordings)?;
-            let verdict = diagnose_recordings(&paths, self.output);
-            let _ = std::fs::remove_dir_all(&dir);
-            return verdict;
+            return diagnose_recordings(&merger.recordings, self.output);
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-/// Diagnoses the recordings of several nodes, one file each (`watch -o json` of each node's
-/// Job), as `tracer diagnose --from FILE...` does: the one place the cross-node diagnosis
-/// plugs into `job run`. Until recordings can be diagnosed ([`DIAGNOSES_RECORDINGS`]) it is not
-/// reached: `run` refuses several nodes for `diagnose` first.
-fn diagnose_recordings(paths: &[PathBuf], output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let _ = output;
-    Err(UsageError(format!("diagnosing the recordings of {} nodes is not supported by this tracer", paths.len())).into())
+/// Diagnoses the recordings of several nodes (each node's Job log: `watch -o json`) as `tracer
+/// diagnose --from FILE...` does, from memory: the one place the cross-node diagnosis plugs into
+/// `job run`.
+fn diagnose_recordings(recordings: &BTreeMap<Arc<str>, Vec<String>>, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let mut read = read_logs(recordings)?;
+    super::super::warn_about(&read);
+    let report = crate::diagnose::recordings::diagnose(&mut read);
+    super::super::print_report(&report, output)?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Each node's recording in `dir`, `NODE.jsonl`.
-fn write_recordings(dir: &Path, recordings: &BTreeMap<Arc<str>, Vec<String>>) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    recordings
-        .iter()
-        .map(|(node, lines)| {
-            let path = dir.join(format!("{node}.jsonl"));
-            let mut text = lines.join("\n");
-            text.push('\n');
-            std::fs::write(&path, text).with_context(|| format!("writing the recording of node {node} to {}", path.display()))?;
-            Ok(path)
-        })
-        .collect()
+/// Each node's Job log read as that node's recording.
+fn read_logs(logs: &BTreeMap<Arc<str>, Vec<String>>) -> anyhow::Result<Recordings> {
+    let mut read = Recordings::default();
+    for (node, lines) in logs {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        read.read(node, text.as_bytes()).with_context(|| format!("reading the recording of node {node}"))?;
+    }
+    Ok(read)
 }
 
 /// Ctrl-C or SIGTERM: every Job of the run is deleted (each tried, whatever the others did).
@@ -397,13 +378,13 @@ mod tests {
     }
 
     #[test]
-    fn recordings_are_one_file_per_node() {
-        let dir = std::env::temp_dir().join(format!("tracer-recordings-test-{}", std::process::id()));
-        let recordings =
-            BTreeMap::from([(Arc::from("a"), vec!["{\"x\":1}".to_string()]), (Arc::from("b"), vec!["{}".to_string(), "{}".to_string()])]);
-        let paths = write_recordings(&dir, &recordings).expect("written");
-        assert_eq!(paths, [dir.join("a.jsonl"), dir.join("b.jsonl")]);
-        assert_eq!(std::fs::read_to_string(&paths[1]).expect("read"), "{}\n{}\n");
-        std::fs::remove_dir_all(&dir).expect("removed");
+    fn each_jobs_log_is_its_nodes_recording() {
+        let drop = r#"{"dst":"10.244.2.9:53","kind":"drop","len":128,"location":"nf_hook_slow+0x9c","netns":4026532316,"proto":"udp","reason":"NETFILTER_DROP","reason_code":8,"src":"10.244.1.7:40000","ts":"2026-11-22T02:30:01.123456789Z"}"#;
+        let logs =
+            BTreeMap::from([(Arc::from("node-a"), vec![drop.to_string()]), (Arc::from("node-b"), vec![drop.to_string(), "not json".to_string()])]);
+        let read = read_logs(&logs).expect("read");
+        let nodes: Vec<(&str, usize)> = read.nodes.iter().map(|(n, r)| (n.as_str(), r.events.len())).collect();
+        assert_eq!(nodes, [("node-a", 1), ("node-b", 1)], "a line without `node` is the node of the Job that printed it");
+        assert_eq!(read.skipped, 1);
     }
 }
