@@ -12,7 +12,7 @@
 //! Addresses: subnet 0 of the lab's block is the underlay (node A .1, node B .2), subnet 1 node
 //! A's pods, subnet 2 node B's pods (the pod at .10, its node's side at .1).
 
-use crate::{AddrBlock, Netns, unique_name, veth};
+use crate::{AddrBlock, LabLock, Netns, TempFile, pods_file, require_privileged, shared_lock, skipped, unique_name, veth};
 
 /// The overlay a lab is built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,38 @@ impl OverlayLab {
         OverlayLab { overlay, addrs, a, b }
     }
 
+    /// Node B's firewall (iptables-legacy INPUT) drops every tunnel packet node A sends, matched
+    /// on the outer header: IPIP by its protocol, the others by the tunnel's UDP port.
+    pub fn drop_tunnel_on_b(&self) {
+        let (ua, ub) = (self.a.underlay_ip.as_str(), self.b.underlay_ip.as_str());
+        let port = self.port().to_string();
+        let rule: Vec<&str> = match self.overlay {
+            Overlay::Ipip => vec!["-A", "INPUT", "-s", ua, "-d", ub, "-p", "4", "-j", "DROP"],
+            _ => vec!["-A", "INPUT", "-s", ua, "-d", ub, "-p", "udp", "--dport", &port, "-j", "DROP"],
+        };
+        self.b.ns.iptables("iptables-legacy", &rule);
+    }
+
+    /// A Service address on node A whose TCP port 80 node A DNATs (as kube-proxy does) to pod B's
+    /// `target` port: (the Service address, the backend `ip:port`).
+    pub fn service_on_a(&self, target: u16) -> (String, String) {
+        let service = self.addrs.host(3, 10);
+        let backend = format!("{}:{target}", self.b.pod_ip);
+        let dst = format!("{service}/32");
+        self.a.ns.iptables(
+            "iptables-legacy",
+            &["-t", "nat", "-A", "PREROUTING", "-d", &dst, "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", &backend],
+        );
+        (service, backend)
+    }
+
+    /// A pods file naming the lab's two pods `lab/client` (on A) and `lab/server` (on B).
+    pub fn pods_file(&self) -> TempFile {
+        let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
+        std::fs::write(&pods.0, pods_file(&[("client", &self.a.pod_ip), ("server", &self.b.pod_ip)])).expect("write pods file");
+        pods
+    }
+
     /// The tunnel's UDP port (0 for IPIP).
     pub fn port(&self) -> u16 {
         match self.overlay {
@@ -198,6 +230,46 @@ pub fn mac_of(ns: &Netns, dev: &str) -> String {
     let out = ns.exec_ok(&["ip", "-j", "link", "show", "dev", dev]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link show");
     v[0]["address"].as_str().unwrap_or_else(|| panic!("no address for {dev}: {v}")).to_string()
+}
+
+/// Issue 22's cross-node fault: a flannel-style VXLAN lab whose node A DNATs a Service address
+/// (port 80) to pod B's port 8080 and whose node B's firewall drops A's tunnel packets.
+pub struct CrossNodeFault {
+    pub lab: OverlayLab,
+    /// The Service address on node A.
+    pub service: String,
+    /// Pod B's `ip:8080`, the Service's backend.
+    pub backend: String,
+    /// `file:PATH` of [`Self::pods`].
+    pub pods_from: String,
+    /// A pods file naming `lab/client` (on A) and `lab/server` (on B); removed on drop, so keep
+    /// it bound while tracers read it.
+    pub pods: TempFile,
+}
+
+impl CrossNodeFault {
+    pub fn build() -> CrossNodeFault {
+        let lab = OverlayLab::new(Overlay::Vxlan { port: 8472 });
+        lab.drop_tunnel_on_b();
+        let (service, backend) = lab.service_on_a(8080);
+        let pods = lab.pods_file();
+        let pods_from = format!("file:{}", pods.0.display());
+        CrossNodeFault { lab, service, backend, pods_from, pods }
+    }
+}
+
+/// The shared lab lock when `test` can run here: privileged, and this kernel makes `kind`
+/// devices (else it skips loudly, naming the kernels that can).
+pub fn can_build(test: &str, kind: &str) -> Option<LabLock> {
+    if !require_privileged(test) {
+        return None;
+    }
+    let lock = shared_lock();
+    if !kernel_has_link_kind(kind) {
+        skipped(test, &format!("this kernel cannot make {kind} devices (not built); the VM matrix's 6.1 and 6.12 can"));
+        return None;
+    }
+    Some(lock)
 }
 
 /// Whether this kernel can make a device of `kind` (ipip and geneve are modules on Debian's

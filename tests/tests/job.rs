@@ -758,13 +758,18 @@ mod api {
         assert_eq!(nodes, ["node-a", "node-b"]);
         validate(&file.0);
 
-        // diagnose across nodes needs recordings merged: refused before any Job is made.
-        let before = api.jobs().len();
-        let diagnose = tracer(&api, &["job", "run", "--pod", "shop/web-0", "--pod", "shop/db-0", "--", "diagnose"]);
-        diagnose.assert_code(2);
-        assert_eq!(diagnose.stderr_lines().len(), 1, "{}", diagnose.stderr);
-        assert!(diagnose.stderr.contains("node-7, node-8") && diagnose.stderr.contains("one node"), "{}", diagnose.stderr);
-        assert_eq!(api.jobs().len(), before, "no Job for a refused run");
+        // diagnose across nodes: each node's Job records (`watch`), the report is made here from
+        // both recordings (the real processes: job_diagnose_on_two_nodes_names_the_cause_...).
+        let diagnose = tracer(&api, &["job", "run", "--pod", "shop/web-0", "--pod", "shop/db-0", "-o", "json", "--", "diagnose"]);
+        diagnose.assert_code(0);
+        let jobs: Vec<Value> =
+            api.jobs().into_iter().filter(|j| j["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("tracer-diagnose-"))).collect();
+        let args: Vec<&str> = jobs.iter().filter_map(|j| j["spec"]["template"]["spec"]["containers"][0]["args"][0].as_str()).collect();
+        assert_eq!(args, ["watch", "watch"], "each node records");
+        let report: Value =
+            serde_json::from_str(diagnose.lines.join("\n").trim()).unwrap_or_else(|e| panic!("one report ({e}): {:?}", diagnose.lines));
+        assert_eq!(report["nodes"], serde_json::json!(["node-7", "node-8"]), "{report:#}");
+        assert!(diagnose.stderr.contains("the recording of node node-7 has no `recording` record"), "a cut recording is said: {}", diagnose.stderr);
         // Pods of one node are one node: diagnose runs there as before.
         tracer(&api, &["job", "run", "--pod", "shop/web-0", "--pod", "shop/web-1", "--", "diagnose"]).assert_code(0);
     }
@@ -856,6 +861,77 @@ mod api {
             assert!(Instant::now() < deadline, "a tracer kept running after its Job was deleted");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Issue 22's "done means" through Jobs: two overlay nodes on this one kernel, each a node of
+    /// the fake API whose kubelet runs the Job's real tracer in that node's namespace. A Service
+    /// address on node A is DNATed to the pod on node B, whose firewall drops the VXLAN packets.
+    /// `job run --node node-a --node node-b -- diagnose` records on both nodes (each tracer
+    /// scoped with `--this-node`) and diagnoses across them: the cross-node finding names node B,
+    /// the client on node A and the backend.
+    #[test]
+    fn job_diagnose_on_two_nodes_names_the_cause_on_the_right_node() {
+        use tracer_tests::{
+            overlay::{CrossNodeFault, can_build},
+            traffic::tcp_connect,
+        };
+        let test = "job_diagnose_on_two_nodes_names_the_cause_on_the_right_node";
+        let Some(_lock) = can_build(test, "vxlan") else { return };
+        let CrossNodeFault { lab, service, backend, pods_from: from, pods: _pods } = CrossNodeFault::build();
+        let api = FakeApi::start(&[]);
+        api.kubelet("node-a", &lab.a.ns.path());
+        api.kubelet("node-b", &lab.b.ns.path());
+        let kc = api.kubeconfig();
+        let kc = kc.to_str().unwrap();
+        let block = lab.addrs.net(0).replace("/24", "/22");
+        let args = [
+            "job",
+            "run",
+            "--node",
+            "node-a",
+            "--node",
+            "node-b",
+            "--duration",
+            "8s",
+            "-o",
+            "json",
+            "--kubeconfig",
+            kc,
+            "--",
+            "diagnose",
+            "--this-node",
+            "--pods-from",
+            &from,
+            "--ip",
+            &block,
+            "--reply-timeout",
+            "1s",
+        ];
+        let t = Tracer::launch(&args);
+        for node in ["node-a", "node-b"] {
+            assert!(t.wait_for_stderr(WAIT, &format!("{node}: tracer: attached")), "{node}'s tracer never attached:\n{}", t.stderr());
+        }
+        let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41040, &service, 80, 3.0);
+        assert_eq!(got, "timeout", "lab: node B must drop the tunnel packets");
+        let run = t.wait_exit(Duration::from_secs(90));
+        run.assert_code(0);
+        let text = run.lines.join("\n");
+        let report: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("one report ({e}):\n{text}\nstderr:\n{}", run.stderr));
+        eprintln!("{test}: {report}");
+        assert_eq!(report["nodes"], serde_json::json!(["node-a", "node-b"]), "{report:#}");
+        let all = report["findings"].as_array().cloned().unwrap_or_default();
+        let cross: Vec<&Value> = all.iter().filter(|f| f["code"] == "cross-node").collect();
+        assert_eq!(cross.len(), 1, "one cross-node finding: {report:#}");
+        let c = cross[0];
+        assert_eq!((c["node"].as_str(), c["severity"].as_str()), (Some("node-b"), Some("error")), "the cause is on node B: {c:#}");
+        assert_eq!(c["evidence"]["client_node"], "node-a", "{c:#}");
+        assert_eq!(c["evidence"]["backend"], backend.as_str(), "{c:#}");
+        let summary = c["summary"].as_str().unwrap_or_default();
+        for words in ["lab/client on node node-a", &format!("DNATed to {backend}"), "node node-b dropped", "NETFILTER_DROP"] {
+            assert!(summary.contains(words), "the summary says {words:?}: {summary}");
+        }
+        assert!(all.iter().any(|f| f["code"] == "netfilter-drop" && f["node"] == "node-b"), "node B's own finding: {report:#}");
+        assert_eq!(api.running_containers(), 0, "both tracers ended");
     }
 
     #[test]

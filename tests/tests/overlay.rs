@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use tracer_tests::{
-    overlay::{OVERLAY_VNI, Overlay, OverlayLab, kernel_has_link_kind},
+    overlay::{OVERLAY_VNI, Overlay, OverlayLab, can_build, kernel_has_link_kind},
     traffic::tcp_connect,
     *,
 };
@@ -35,13 +35,8 @@ impl Dropping {
         // Before the rule: the overlay itself works (nothing listens, so the SYN gets a reset).
         let reached = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 0, &lab.b.pod_ip, SERVER_PORT, 3.0);
         assert!(reached.starts_with("error 111"), "lab: pod A must reach pod B through the {overlay:?} overlay (expected a reset): {reached}");
-        let (ua, ub) = (&lab.a.underlay_ip, &lab.b.underlay_ip);
-        let rule: Vec<String> = match overlay {
-            Overlay::Ipip => ["-A", "INPUT", "-s", ua, "-d", ub, "-p", "4", "-j", "DROP"].map(String::from).to_vec(),
-            _ => ["-A", "INPUT", "-s", ua, "-d", ub, "-p", "udp", "--dport", &lab.port().to_string(), "-j", "DROP"].map(String::from).to_vec(),
-        };
-        lab.b.ns.iptables("iptables-legacy", &rule.iter().map(String::as_str).collect::<Vec<_>>());
-        let pods = lab_pods(&lab);
+        lab.drop_tunnel_on_b();
+        let pods = lab.pods_file();
         Dropping { lab, pods }
     }
 
@@ -92,20 +87,6 @@ impl Dropping {
             }
         }
     }
-}
-
-/// The lab lock when `test` can run here: privileged, and this kernel makes `kind` devices
-/// (else it skips loudly).
-fn can_build(test: &str, kind: &str) -> Option<LabLock> {
-    if !require_privileged(test) {
-        return None;
-    }
-    let lock = shared_lock();
-    if !kernel_has_link_kind(kind) {
-        skipped(test, &format!("this kernel cannot make {kind} devices (not built); the VM matrix's 6.1 and 6.12 can"));
-        return None;
-    }
-    Some(lock)
 }
 
 /// Runs `check` on a lab of `overlay`, or skips loudly when this kernel cannot build it.
@@ -243,13 +224,6 @@ fn findings_for<'a>(report: &'a Value, code: &str, flow: &str) -> Vec<(usize, &'
     all.iter().enumerate().filter(|(_, f)| f["code"] == code && f["flows"].as_array().is_some_and(|a| a.iter().any(|x| x == flow))).collect()
 }
 
-/// A pods file naming the lab's two pods `lab/client` (on A) and `lab/server` (on B).
-fn lab_pods(lab: &OverlayLab) -> TempFile {
-    let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("ov"))));
-    std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
-    pods
-}
-
 fn pods_of(f: &Value) -> Vec<&str> {
     f["pods"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
 }
@@ -279,13 +253,8 @@ fn vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms() {
     }
     let lab = OverlayLab::source_mismatch();
     let second = lab.second_source();
-    let service = lab.addrs.host(3, 10);
-    let backend = format!("{}:{SERVER_PORT}", lab.b.pod_ip);
-    lab.a.ns.iptables(
-        "iptables-legacy",
-        &["-t", "nat", "-A", "PREROUTING", "-d", &format!("{service}/32"), "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", &backend],
-    );
-    let pods = lab_pods(&lab);
+    let (service, _) = lab.service_on_a(SERVER_PORT);
+    let pods = lab.pods_file();
     let report = diagnose_run(&lab, &pods, || {
         let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41010, &service, 80, 3.0);
         assert_eq!(got, "timeout", "node B must drop A's tunnel packets (VXLAN_ENTRY_EXISTS)");
@@ -344,7 +313,7 @@ fn vxlan_vni_mismatch_is_a_tunnel_drop() {
         return;
     }
     let lab = OverlayLab::vni_mismatch();
-    let pods = lab_pods(&lab);
+    let pods = lab.pods_file();
     let report = diagnose_run(&lab, &pods, || {
         let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41011, &lab.b.pod_ip, SERVER_PORT, 2.0);
         assert_eq!(got, "timeout", "node B has no device for A's VNI");
@@ -396,7 +365,7 @@ fn mtu_blackhole_names_the_overlay(test: &str, overlay: Overlay, kind: &str, tun
     let Some(_lock) = can_build(test, kind) else { return };
     let lab = OverlayLab::new(overlay);
     lab.a.pod.iptables("iptables-legacy", &["-A", "INPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP"]);
-    let pods = lab_pods(&lab);
+    let pods = lab.pods_file();
     let (sport, port) = (41020u16, 5202u16);
     let _sink = TcpSink::start(|x| lab.b.pod.spawn(x), &lab.b.pod_ip, &[port]);
     let iface = format!("{}:{}", lab.a.ns.name, lab.a.tunnel_dev);
@@ -481,27 +450,7 @@ fn watch_by_flow_joins_a_connection_on_both_sides_of_the_tunnel() {
     let test = "watch_by_flow_joins_a_connection_on_both_sides_of_the_tunnel";
     with_overlay(test, Overlay::Vxlan { port: 8472 }, "vxlan", |d| {
         let lab = &d.lab;
-        let service = lab.addrs.host(3, 10);
-        let backend = format!("{}:{SERVER_PORT}", lab.b.pod_ip);
-        lab.a.ns.iptables(
-            "iptables-legacy",
-            &[
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-d",
-                &format!("{service}/32"),
-                "-p",
-                "tcp",
-                "--dport",
-                "80",
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &backend,
-            ],
-        );
+        let (service, backend) = lab.service_on_a(SERVER_PORT);
         let from = format!("file:{}", d.pods.0.display());
         let block = lab.addrs.net(0).replace("/24", "/22");
         let t =

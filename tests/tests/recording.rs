@@ -176,29 +176,11 @@ fn a_missing_recording_is_bad_input() {
 /// to node B's own netfilter-drop finding.
 #[test]
 fn two_nodes_recorded_name_the_cause_on_the_right_node() {
-    use tracer_tests::overlay::{Overlay, OverlayLab, kernel_has_link_kind};
+    use tracer_tests::overlay::{CrossNodeFault, can_build};
     let test = "two_nodes_recorded_name_the_cause_on_the_right_node";
-    if !require_privileged(test) {
-        return;
-    }
     let _serial = serial();
-    let _lock = shared_lock();
-    if !kernel_has_link_kind("vxlan") {
-        skipped(test, "this kernel cannot make vxlan devices");
-        return;
-    }
-    let lab = OverlayLab::new(Overlay::Vxlan { port: 8472 });
-    let (ua, ub) = (lab.a.underlay_ip.clone(), lab.b.underlay_ip.clone());
-    lab.b.ns.iptables("iptables-legacy", &["-A", "INPUT", "-s", &ua, "-d", &ub, "-p", "udp", "--dport", "8472", "-j", "DROP"]);
-    let service = lab.addrs.host(3, 10);
-    let backend = format!("{}:8080", lab.b.pod_ip);
-    lab.a.ns.iptables(
-        "iptables-legacy",
-        &["-t", "nat", "-A", "PREROUTING", "-d", &format!("{service}/32"), "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", &backend],
-    );
-    let pods = TempFile(std::env::temp_dir().join(format!("{}-pods.json", unique_name("rec"))));
-    std::fs::write(&pods.0, pods_file(&[("client", &lab.a.pod_ip), ("server", &lab.b.pod_ip)])).expect("write pods file");
-    let from = format!("file:{}", pods.0.display());
+    let Some(_lock) = can_build(test, "vxlan") else { return };
+    let CrossNodeFault { lab, service, backend, pods_from: from, pods: _pods } = CrossNodeFault::build();
     let block = lab.addrs.net(0).replace("/24", "/22");
     // One tracer per node, each scoped to its node's namespaces (the node's and its pod's), as
     // on a cluster whose nodes share one kernel.

@@ -477,7 +477,9 @@ Ctrl-C deletes the Job.
 With several --node and --pod (a pod selects its node), or --all-nodes, there is one Job per
 node, and their events are one timeline, the node first (in time order within a second); each
 node's messages on stderr start with its name; Ctrl-C deletes every Job. On nodes that share a
-kernel (kind, k3d, minikube) give the command --this-node. diagnose runs on one node only. A Job that ran to its end stays an hour (its logs too):
+kernel (kind, k3d, minikube) give the command --this-node. With -- diagnose each node's Job
+records, and the findings are made here across the nodes (a cross-node finding where one node's
+connection is dropped on another). A Job that ran to its end stays an hour (its logs too):
 `tracer job logs NAME`.
 
 Examples:
@@ -488,7 +490,8 @@ Examples:
   tracer job run --context prod --node node-1 -- drops --cri-socket /var/run/crio/crio.sock
   tracer job run --node node-1 --detach -- retrans && tracer job logs tracer-retrans-node-1-x7k2p
   tracer job run --pod shop/web-0 --pod shop/db-0 -- drops --this-node
-  tracer job run --all-nodes --duration 30s -- watch";
+  tracer job run --all-nodes --duration 30s -- watch
+  tracer job run --pod shop/client --pod shop/web-0 --duration 30s -- diagnose --this-node";
 
 const JOB_LOGS_HELP: &str = "\
 Prints the Job's JSON lines as a timeline (or as they are with -o json), following them until
