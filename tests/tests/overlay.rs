@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use tracer_tests::{
-    overlay::{OVERLAY_VNI, Overlay, OverlayLab, can_build, kernel_has_link_kind},
+    overlay::{OVERLAY_VNI, Overlay, OverlayLab, can_build},
     traffic::tcp_connect,
     *,
 };
@@ -87,6 +87,18 @@ impl Dropping {
             }
         }
     }
+}
+
+/// The lab lock when `test` can build a VXLAN lab here and this kernel's vxlan drops carry
+/// `reason`: the findings rest on the drop's reason, which vxlan gives only on kernels with its
+/// drop reasons (6.18 here; Debian's 6.1 drops the same packets as NOT_SPECIFIED).
+fn can_build_with_reason(test: &str, reason: &str) -> Option<LabLock> {
+    let lock = can_build(test, "vxlan")?;
+    if !kernel_btf_has(&format!("SKB_DROP_REASON_{reason}")) {
+        skipped(test, &format!("this kernel's vxlan drops carry no {reason} reason"));
+        return None;
+    }
+    Some(lock)
 }
 
 /// Runs `check` on a lab of `overlay`, or skips loudly when this kernel cannot build it.
@@ -237,20 +249,7 @@ fn pods_of(f: &Value) -> Vec<&str> {
 #[test]
 fn vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms() {
     let test = "vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms";
-    if !require_privileged(test) {
-        return;
-    }
-    let _lock = shared_lock();
-    if !kernel_has_link_kind("vxlan") {
-        skipped(test, "this kernel cannot make vxlan devices");
-        return;
-    }
-    // The finding rests on the drop's reason, which vxlan gives only on kernels with its drop
-    // reasons (6.18 here; Debian's 6.1 drops the same packets as NOT_SPECIFIED).
-    if !kernel_btf_has("SKB_DROP_REASON_VXLAN_ENTRY_EXISTS") {
-        skipped(test, "this kernel's vxlan drops carry no VXLAN_ENTRY_EXISTS reason");
-        return;
-    }
+    let Some(_lock) = can_build_with_reason(test, "VXLAN_ENTRY_EXISTS") else { return };
     let lab = OverlayLab::source_mismatch();
     let second = lab.second_source();
     let (service, _) = lab.service_on_a(SERVER_PORT);
@@ -298,20 +297,7 @@ fn vxlan_source_mismatch_is_diagnosed_ahead_of_its_symptoms() {
 #[test]
 fn vxlan_vni_mismatch_is_a_tunnel_drop() {
     let test = "vxlan_vni_mismatch_is_a_tunnel_drop";
-    if !require_privileged(test) {
-        return;
-    }
-    let _lock = shared_lock();
-    if !kernel_has_link_kind("vxlan") {
-        skipped(test, "this kernel cannot make vxlan devices");
-        return;
-    }
-    // The finding rests on the drop's reason, which vxlan gives only on kernels with its drop
-    // reasons (6.18 here; Debian's 6.1 drops the same packets as NOT_SPECIFIED).
-    if !kernel_btf_has("SKB_DROP_REASON_VXLAN_VNI_NOT_FOUND") {
-        skipped(test, "this kernel's vxlan drops carry no VXLAN_VNI_NOT_FOUND reason");
-        return;
-    }
+    let Some(_lock) = can_build_with_reason(test, "VXLAN_VNI_NOT_FOUND") else { return };
     let lab = OverlayLab::vni_mismatch();
     let pods = lab.pods_file();
     let report = diagnose_run(&lab, &pods, || {
