@@ -487,3 +487,53 @@ fn devices_created_after_start_are_traced_and_removed_ones_forgotten() {
     }
     assert_eq!(tc_state(&lab.a, &lab.a_if), "", "no tc filter or qdisc left on {}", lab.a_if);
 }
+
+/// The classifiers let an IP packet no longer than the narrowest traced MTU (at most 1280) pass
+/// without asking for the device's MTU. That floor follows the devices: after a traced veth's
+/// MTU is lowered to 1000 while tracing, a 1228-byte packet (below the 1280 the floor started
+/// at) is still an oversize event. With a stale floor it would never be one.
+#[test]
+fn oversize_below_the_old_floor_is_seen_after_a_device_mtu_is_lowered_while_tracing() {
+    let test = "oversize_below_the_old_floor_is_seen_after_a_device_mtu_is_lowered_while_tracing";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    let lab = PairLab::new();
+    lab.a.ip(&["link", "set", "lo", "up"]);
+    let args = [
+        "serve",
+        "--probes",
+        "mtu",
+        "--metrics",
+        "127.0.0.1:19469",
+        "--node-name",
+        "lab-node-1",
+        "--pods-from",
+        "none",
+        "--ip",
+        &format!("{}/32", lab.b_ip),
+    ];
+    let t = Tracer::start_in(&lab.a, &args);
+    let attached = t.attached_lines().join("\n");
+    assert!(attached.contains(&format!("tc on 1 devices: {}", lab.a_if)), "the lab's one veth: {attached}");
+    lab.a.ip(&["link", "set", &lab.a_if, "mtu", "1000"]);
+    lab.a.ip(&["route", "replace", &lab.addrs.net(0), "dev", &lab.a_if, "mtu", "1500"]);
+    // The floor follows link events once they settle (follow::SETTLE, 200 ms): send again until
+    // the packet is seen, for at most 5 s.
+    let mut found = false;
+    for _ in 0..25 {
+        let out = lab.a.exec_ok(&["python3", "-c", DF_SEND, &lab.a_ip, &lab.b_ip, "9", "1200"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sent");
+        if t.wait_for(Duration::from_millis(200), |e| e.iter().any(|e| e["event"] == "oversize")) {
+            found = true;
+            break;
+        }
+    }
+    let run = t.stop();
+    run.assert_code(0);
+    let events = run.events();
+    assert!(found, "no oversize event after the MTU went down to 1000:\n{}\n{}", dump(&events), run.stderr);
+    let ev = events.iter().find(|e| e["event"] == "oversize").expect("oversize");
+    assert_eq!((ev["len"].as_u64(), ev["dev_mtu"].as_u64(), ev["ifname"].as_str()), (Some(1228), Some(1000), Some(lab.a_if.as_str())), "{ev}");
+}

@@ -100,14 +100,29 @@ pub(crate) fn mtu_drop(ctx: BtfTracePointContext) -> i32 {
 /// looks, and the next program or the default action decides the packet's fate.
 #[classifier]
 pub(crate) fn mtu_tc_ingress(ctx: TcContext) -> i32 {
-    let _ = mtu::try_tc(&ctx, tracer_common::mtu::hook::TC_INGRESS);
+    let _ = mtu::try_tc::<{ mtu::UNKNOWN_LINK }>(&ctx, tracer_common::mtu::hook::TC_INGRESS);
     TC_ACT_UNSPEC
 }
 
 /// tc egress on a traced device; as [`mtu_tc_ingress`].
 #[classifier]
 pub(crate) fn mtu_tc_egress(ctx: TcContext) -> i32 {
-    let _ = mtu::try_tc(&ctx, tracer_common::mtu::hook::TC_EGRESS);
+    let _ = mtu::try_tc::<{ mtu::UNKNOWN_LINK }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// [`mtu_tc_ingress`] for Ethernet devices (the loader knows the device's type): the healthy
+/// packet is judged from the packet itself, without a helper call.
+#[classifier]
+pub(crate) fn mtu_tc_ingress_eth(ctx: TcContext) -> i32 {
+    let _ = mtu::try_tc::<{ mtu::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// [`mtu_tc_egress`] for Ethernet devices; as [`mtu_tc_ingress_eth`].
+#[classifier]
+pub(crate) fn mtu_tc_egress_eth(ctx: TcContext) -> i32 {
+    let _ = mtu::try_tc::<{ mtu::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
     TC_ACT_UNSPEC
 }
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::{bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED, bpf_hdr_start_off::BPF_HDR_START_NET},
     helpers::{bpf_check_mtu, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_skb_load_bytes_relative},
     macros::map,
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
@@ -55,6 +55,13 @@ struct Work {
 
 #[map]
 static MTU_WORK: PerCpuArray<Work> = PerCpuArray::with_max_entries(4, 0);
+
+/// The narrowest MTU among the devices the classifiers are attached to, at most 1280, kept by
+/// the loader (0 until then: every packet is checked). An IP packet no longer than it fits every
+/// traced device, so the healthy small packet is judged without bpf_check_mtu. A single-entry
+/// array: the verifier inlines its lookup.
+#[map]
+static MTU_FLOOR: Array<u32> = Array::with_max_entries(1, 0);
 
 /// The work slot of `hook`, cleared.
 #[inline(always)]
@@ -313,14 +320,20 @@ fn check_mtu(ctx: &TcContext, l3_len: u32) -> (bool, u32) {
 /// this node or forwarded through it). Egress: those this node generated (the skb carries the
 /// ICMP socket; forwarded ones were seen arriving), for ICMPv6 always, for IPv4 only where
 /// icmp:icmp_send is missing. Both: IP packets longer than the device's MTU.
-pub(crate) fn try_tc(ctx: &TcContext, at: u8) -> Option<()> {
+///
+/// `LINK_HEADER`: the length of the link-layer header in front of the IP header as the
+/// classifier sees the packet, when the loader knows it for the device ([`ETHERNET`]: the
+/// healthy packet's header is then read straight from the packet, no helper call), or
+/// [`UNKNOWN_LINK`] (read through bpf_skb_load_bytes_relative, which knows where the network
+/// header is on any device).
+pub(crate) fn try_tc<const LINK_HEADER: usize>(ctx: &TcContext, at: u8) -> Option<()> {
     if config!(valid) != 1 {
         return None;
     }
     let b = TcBytes(ctx);
     // __sk_buff.protocol is skb->protocol, __be16 in a u32.
     let ethertype = u16::from_be(ctx.skb.protocol() as u16);
-    if !worth_parsing(ctx, &b, ethertype)? {
+    if !worth_parsing::<LINK_HEADER>(ctx, &b, ethertype)? {
         return None;
     }
     let w = work(at)?;
@@ -388,10 +401,11 @@ fn may_be_icmp<B: Bytes>(b: &B, ethertype: u16) -> bool {
 /// header parsed, no tunnel taken apart): whether this packet may be an event at all, i.e. an
 /// ICMP/ICMPv6 packet (a frag-needed or packet-too-big, maybe) or an IP packet longer than the
 /// device's MTU. Decided from the context (protocol, GSO), one 10-byte load of the IP header
-/// (its length and protocol) and bpf_check_mtu (the device's MTU, no packet bytes). None: not an
-/// IP packet, or its header cannot be read.
+/// (its length and protocol: straight from the packet on Ethernet devices) and, only for a
+/// packet longer than [`MTU_FLOOR`], bpf_check_mtu (the device's MTU). None: not an IP packet,
+/// or its header cannot be read.
 #[inline(always)]
-fn worth_parsing(ctx: &TcContext, b: &TcBytes<'_>, ethertype: u16) -> Option<bool> {
+fn worth_parsing<const LINK_HEADER: usize>(ctx: &TcContext, b: &TcBytes<'_>, ethertype: u16) -> Option<bool> {
     if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
         return None;
     }
@@ -402,7 +416,10 @@ fn worth_parsing(ctx: &TcContext, b: &TcBytes<'_>, ethertype: u16) -> Option<boo
     if gso_size != 0 {
         return Some(false);
     }
-    let hdr: [u8; 10] = b.load(0)?;
+    let hdr: [u8; 10] = match first_bytes::<LINK_HEADER>(ctx) {
+        Some(hdr) => hdr,
+        None => b.load(0)?,
+    };
     let (len, proto) = if ethertype == ETH_P_IP {
         (u32::from(u16::from_be_bytes([hdr[2], hdr[3]])), hdr[9])
     } else {
@@ -410,6 +427,9 @@ fn worth_parsing(ctx: &TcContext, b: &TcBytes<'_>, ethertype: u16) -> Option<boo
     };
     if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 || (ethertype == ETH_P_IPV6 && IPV6_EXT_HEADERS.contains(&proto)) {
         return Some(true);
+    }
+    if MTU_FLOOR.get(0).is_some_and(|floor| len <= *floor) {
+        return Some(false);
     }
     Some(check_mtu(ctx, len).0)
 }
@@ -422,4 +442,28 @@ fn ip_len<B: Bytes>(b: &B, at: usize, family: u8) -> Option<u32> {
         FAMILY_IPV6 => b.load::<[u8; 2]>(at + 4).map(|l| u32::from(u16::from_be_bytes(l)) + 40),
         _ => None,
     }
+}
+
+/// [`try_tc`]'s `LINK_HEADER` on Ethernet devices (veth, vxlan, geneve, bridges, NICs): the
+/// classifier sees the packet from its MAC header (egress after the header is built; ingress
+/// with the header pushed back), and an in-band VLAN tag shows as skb->protocol 0x8100, which
+/// is not IP and leaves before any read.
+pub(crate) const ETHERNET: usize = 14;
+/// [`try_tc`]'s `LINK_HEADER` where the loader does not know the device's header.
+pub(crate) const UNKNOWN_LINK: usize = usize::MAX;
+
+/// The IP header's first ten bytes straight from the packet (direct packet access: two context
+/// loads and a bounds check), where the link-layer header's length is known and the bytes are
+/// in the linear part; None otherwise (the caller then asks the helper).
+#[inline(always)]
+fn first_bytes<const LINK_HEADER: usize>(ctx: &TcContext) -> Option<[u8; 10]> {
+    if LINK_HEADER == UNKNOWN_LINK {
+        return None;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + LINK_HEADER + 10 > end {
+        return None;
+    }
+    // SAFETY: within [data, data_end), checked just above (the verifier checks it too).
+    Some(unsafe { core::ptr::read_unaligned((start + LINK_HEADER) as *const [u8; 10]) })
 }

@@ -22,6 +22,10 @@ pub(crate) struct DeviceFacts {
     /// Administratively up (IFF_UP). A device that is down carries nothing: the fallback
     /// `tunl0` that loading ipip puts in every pod's namespace (Calico nodes) is no overlay.
     pub up: bool,
+    /// An Ethernet device (ARPHRD_ETHER: veth, vxlan, geneve, bridges, NICs): its packets carry
+    /// a 14-byte MAC header in front of the IP header, so the tc programs read the healthy
+    /// packet's header straight from the packet.
+    pub ethernet: bool,
 }
 
 /// What a device is on a node's path, for the mismatch rules.
@@ -191,6 +195,7 @@ pub(crate) fn list(netns: &Netns) -> Result<Vec<DeviceFacts>, DeviceError> {
             driver: driver_of(sock.as_raw_fd(), &name).unwrap_or_default(),
             uplink: uplink.as_deref() == Some(name.as_str()),
             up: is_up(sock.as_raw_fd(), &name),
+            ethernet: is_ethernet(sock.as_raw_fd(), &name),
             name,
         });
     }
@@ -278,6 +283,19 @@ fn is_up(sock: i32, name: &str) -> bool {
     (unsafe { req.ifr_ifru.ifru_flags } as libc::c_int) & libc::IFF_UP != 0
 }
 
+/// Whether the device's hardware type is Ethernet (SIOCGIFHWADDR's sa_family, ARPHRD_ETHER);
+/// false when the kernel does not say, which keeps the tc programs on their helper path.
+fn is_ethernet(sock: i32, name: &str) -> bool {
+    let mut req = ifreq_for(name);
+    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
+    if unsafe { libc::ioctl(sock, libc::SIOCGIFHWADDR, &mut req) } != 0 {
+        return false;
+    }
+    // SAFETY: the kernel wrote ifr_hwaddr.
+    let family = unsafe { req.ifr_ifru.ifru_hwaddr.sa_family };
+    family == libc::ARPHRD_ETHER
+}
+
 /// `struct ethtool_drvinfo` (uAPI linux/ethtool.h).
 #[repr(C)]
 struct DrvInfo {
@@ -328,7 +346,7 @@ mod tests {
     use super::*;
 
     fn dev(name: &str, driver: &str, mtu: u32, uplink: bool) -> DeviceFacts {
-        DeviceFacts { netns: Netns::OWN, name: name.into(), ifindex: 0, mtu, driver: driver.into(), uplink, up: true }
+        DeviceFacts { netns: Netns::OWN, name: name.into(), ifindex: 0, mtu, driver: driver.into(), uplink, up: true, ethernet: true }
     }
 
     #[test]

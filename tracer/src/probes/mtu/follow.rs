@@ -106,7 +106,7 @@ mod tests {
     use crate::kernel::netns::Netns;
 
     fn dev(name: &str, ifindex: u32, driver: &str) -> DeviceFacts {
-        DeviceFacts { netns: Netns::OWN, name: name.into(), ifindex, mtu: 1500, driver: driver.into(), uplink: false, up: true }
+        DeviceFacts { netns: Netns::OWN, name: name.into(), ifindex, mtu: 1500, driver: driver.into(), uplink: false, up: true, ethernet: true }
     }
 
     #[test]

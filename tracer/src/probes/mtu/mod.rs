@@ -231,6 +231,18 @@ impl Mtu {
                 tc.rename(device.ifindex, &device.name);
             }
         }
+        // The MTU floor before a new device is attached to: the devices' MTUs as listed now (a
+        // link event also follows an MTU change, within follow::SETTLE), the new ones included,
+        // and those of other namespaces (--iface) as they were at start.
+        let mtus: Vec<u32> = tc
+            .devices
+            .iter()
+            .map(|a| listed.iter().find(|d| a.device.netns.path.is_none() && d.ifindex == a.device.ifindex).map_or(a.device.mtu, |d| d.mtu))
+            .chain(new.iter().map(|d| d.mtu))
+            .collect();
+        if let Err(err) = tc::set_floor(ebpf, mtus) {
+            log::warn!("mtu: updating the classifiers' MTU floor: {err:#}");
+        }
         for device in new {
             match tc.add(ebpf, &device) {
                 Ok(a) => {

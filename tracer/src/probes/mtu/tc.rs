@@ -7,15 +7,44 @@
 use anyhow::Context as _;
 use aya::{
     Ebpf,
+    maps::Array,
     programs::{SchedClassifier, TcAttachType, tc, tc::SchedClassifierLink},
     util::KernelVersion,
 };
 
 use super::devices::DeviceFacts;
 
-/// Program names in tracer-ebpf/src/main.rs.
+/// Program names in tracer-ebpf/src/main.rs: for any device, and for Ethernet devices, where
+/// the healthy packet is judged from the packet itself.
 const PROG_INGRESS: &str = "mtu_tc_ingress";
 const PROG_EGRESS: &str = "mtu_tc_egress";
+const PROG_INGRESS_ETH: &str = "mtu_tc_ingress_eth";
+const PROG_EGRESS_ETH: &str = "mtu_tc_egress_eth";
+
+/// The programs' MTU_FLOOR map (tracer-ebpf/src/mtu.rs).
+const FLOOR_MAP: &str = "MTU_FLOOR";
+/// The floor's cap: packets up to this length are the healthy small ones (and every ICMP error
+/// is at most this long), so a higher floor would save nothing worth a stale value's risk.
+const FLOOR_CAP: u32 = 1280;
+
+/// Tells the classifiers the narrowest MTU among `mtus` (the traced devices' MTUs now), capped
+/// at [`FLOOR_CAP`]: an IP packet no longer than that is not oversize on any traced device, so
+/// the classifiers let it pass without asking the kernel for the device's MTU. With no device
+/// (or an MTU of 0, unread) the floor is 0 and every packet is checked.
+pub(crate) fn set_floor(ebpf: &mut Ebpf, mtus: impl IntoIterator<Item = u32>) -> anyhow::Result<()> {
+    let floor = mtus.into_iter().map(|m| m.min(FLOOR_CAP)).min().unwrap_or(0);
+    let mut map: Array<_, u32> = Array::try_from(ebpf.map_mut(FLOOR_MAP).with_context(|| format!("{FLOOR_MAP} missing from the object"))?)?;
+    map.set(0, floor, 0).with_context(|| format!("setting {FLOOR_MAP}"))
+}
+
+/// The (ingress, egress) programs for `device`.
+fn programs_for(device: &DeviceFacts) -> [(&'static str, TcAttachType); 2] {
+    if device.ethernet {
+        [(PROG_INGRESS_ETH, TcAttachType::Ingress), (PROG_EGRESS_ETH, TcAttachType::Egress)]
+    } else {
+        [(PROG_INGRESS, TcAttachType::Ingress), (PROG_EGRESS, TcAttachType::Egress)]
+    }
+}
 
 /// One device with the programs attached.
 pub(crate) struct Attached {
@@ -39,13 +68,11 @@ pub(crate) fn uses_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
-/// Loads both classifiers and attaches them at ingress and egress of every device.
+/// Attaches the classifiers at ingress and egress of every device.
 pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result<TcAttachments> {
     let mut out = TcAttachments { devices: Vec::new(), tcx: uses_tcx() };
-    for name in [PROG_INGRESS, PROG_EGRESS] {
-        let prog: &mut SchedClassifier = ebpf.program_mut(name).with_context(|| format!("{name} missing from the object"))?.try_into()?;
-        prog.load().with_context(|| format!("loading {name}"))?;
-    }
+    // Before any classifier is attached: until then the floor is 0 and everything is checked.
+    set_floor(ebpf, devices.iter().map(|d| d.mtu))?;
     for device in devices {
         out.add(ebpf, device)?;
     }
@@ -53,8 +80,9 @@ pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result
 }
 
 impl TcAttachments {
-    /// Attaches the classifiers (loaded by [`attach`]) at ingress and egress of `device`, inside
-    /// its namespace.
+    /// Attaches the classifiers at ingress and egress of `device`, inside its namespace. Each
+    /// program is loaded the first time a device needs it: the verifier's time is spent only on
+    /// the variants in use.
     pub(crate) fn add(&mut self, ebpf: &mut Ebpf, device: &DeviceFacts) -> anyhow::Result<&Attached> {
         let netns_inode = device.netns.inode()?;
         let _inside = device.netns.enter()?;
@@ -70,8 +98,11 @@ impl TcAttachments {
         // Pushed before attaching, so a failure below still removes the qdisc.
         self.devices.push(attached);
         let attached = self.devices.last_mut().context("just pushed")?;
-        for (name, at) in [(PROG_INGRESS, TcAttachType::Ingress), (PROG_EGRESS, TcAttachType::Egress)] {
-            let prog: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
+        for (name, at) in programs_for(device) {
+            let prog: &mut SchedClassifier = ebpf.program_mut(name).with_context(|| format!("{name} missing from the object"))?.try_into()?;
+            if prog.fd().is_err() {
+                prog.load().with_context(|| format!("loading {name}"))?;
+            }
             let id = prog.attach(&device.name, at).with_context(|| format!("attaching {name} to {}", describe(device)))?;
             attached.links.push(prog.take_link(id)?);
         }
