@@ -443,7 +443,7 @@ fn devices_created_after_start_are_traced_and_removed_ones_forgotten() {
     let ids = bpf_prog_ids_of_pid(t.pid());
     let tcx = kernel_btf_has("tcx_link");
     // The classifiers' links (Debian's bpftool names the TCX link type only by its number).
-    let classifiers: Vec<u64> = bpf_progs_named(&["mtu_tc_"]).into_iter().map(|p| p.id).filter(|id| ids.contains(id)).collect();
+    let classifiers: Vec<u64> = bpf_progs_named(&["mtu_tc_", "mtu_eth_"]).into_iter().map(|p| p.id).filter(|id| ids.contains(id)).collect();
     let tcx_links = || bpf_links().into_iter().filter(|l| classifiers.contains(&l.prog_id)).count();
     if tcx {
         assert_eq!(tcx_links(), 2, "ingress and egress of {}", lab.a_if);

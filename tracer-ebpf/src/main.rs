@@ -114,14 +114,14 @@ pub(crate) fn mtu_tc_egress(ctx: TcContext) -> i32 {
 /// [`mtu_tc_ingress`] for Ethernet devices (the loader knows the device's type): the healthy
 /// packet is judged from the packet itself, without a helper call.
 #[classifier]
-pub(crate) fn mtu_tc_ingress_eth(ctx: TcContext) -> i32 {
+pub(crate) fn mtu_eth_ingress(ctx: TcContext) -> i32 {
     let _ = mtu::try_tc::<{ mtu::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_INGRESS);
     TC_ACT_UNSPEC
 }
 
-/// [`mtu_tc_egress`] for Ethernet devices; as [`mtu_tc_ingress_eth`].
+/// [`mtu_tc_egress`] for Ethernet devices; as [`mtu_eth_ingress`].
 #[classifier]
-pub(crate) fn mtu_tc_egress_eth(ctx: TcContext) -> i32 {
+pub(crate) fn mtu_eth_egress(ctx: TcContext) -> i32 {
     let _ = mtu::try_tc::<{ mtu::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
     TC_ACT_UNSPEC
 }

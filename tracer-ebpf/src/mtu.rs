@@ -400,21 +400,16 @@ fn may_be_icmp<B: Bytes>(b: &B, ethertype: u16) -> bool {
 /// The healthy packet's exit, taken before anything else is done (no work slot cleared, no
 /// header parsed, no tunnel taken apart): whether this packet may be an event at all, i.e. an
 /// ICMP/ICMPv6 packet (a frag-needed or packet-too-big, maybe) or an IP packet longer than the
-/// device's MTU. Decided from the context (protocol, GSO), one 10-byte load of the IP header
-/// (its length and protocol: straight from the packet on Ethernet devices) and, only for a
-/// packet longer than [`MTU_FLOOR`], bpf_check_mtu (the device's MTU). None: not an IP packet,
-/// or its header cannot be read.
+/// device's MTU. Decided from one 10-byte load of the IP header (its length and protocol:
+/// straight from the packet on Ethernet devices), then, for a packet longer than
+/// [`MTU_FLOOR`], the GSO size and bpf_check_mtu (the device's MTU). The packet's own bytes come
+/// first because they are in the cache already; the GSO size lives in the skb's shared info,
+/// another cache line, which a small packet never needs. None: not an IP packet, or its header
+/// cannot be read.
 #[inline(always)]
 fn worth_parsing<const LINK_HEADER: usize>(ctx: &TcContext, b: &TcBytes<'_>, ethertype: u16) -> Option<bool> {
     if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
         return None;
-    }
-    // SAFETY: the context is a valid __sk_buff for the program's run.
-    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
-    // A GSO packet is TCP or UDP, never an ICMP error, and bpf_check_mtu passes it unless asked
-    // to check segment by segment, which the oversize rule does not do (below).
-    if gso_size != 0 {
-        return Some(false);
     }
     let hdr: [u8; 10] = match first_bytes::<LINK_HEADER>(ctx) {
         Some(hdr) => hdr,
@@ -428,7 +423,16 @@ fn worth_parsing<const LINK_HEADER: usize>(ctx: &TcContext, b: &TcBytes<'_>, eth
     if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 || (ethertype == ETH_P_IPV6 && IPV6_EXT_HEADERS.contains(&proto)) {
         return Some(true);
     }
+    // A GSO packet's header length may be anything (a segment's, the total, 0): whichever way
+    // this or the next test goes, it is let pass, as below.
     if MTU_FLOOR.get(0).is_some_and(|floor| len <= *floor) {
+        return Some(false);
+    }
+    // SAFETY: the context is a valid __sk_buff for the program's run.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    // A GSO packet is TCP or UDP, never an ICMP error, and bpf_check_mtu passes it unless asked
+    // to check segment by segment, which the oversize rule does not do.
+    if gso_size != 0 {
         return Some(false);
     }
     Some(check_mtu(ctx, len).0)

@@ -14,24 +14,45 @@ use std::{
 use anyhow::Context as _;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+/// bpf(2) command and stats type (uAPI linux/bpf.h, 5.8+).
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
 
-/// Turns `kernel.bpf_stats_enabled` on while alive; its drop writes the old value back.
-pub(crate) struct StatsEnabled {
-    old: String,
+/// Keeps the kernel's per-program statistics on while alive: a `BPF_ENABLE_STATS` descriptor,
+/// which the kernel counts like the sysctl's own setting, so another user of
+/// `kernel.bpf_stats_enabled` (a hand measurement beside the bench, which sets it and puts its
+/// old value back) cannot turn them off under the bench. Closing it undoes exactly this; where
+/// the command is missing, the sysctl is set and restored instead.
+pub(crate) enum StatsEnabled {
+    #[expect(dead_code, reason = "held only to be closed on drop")]
+    Held(OwnedFd),
+    Sysctl {
+        old: String,
+    },
 }
 
 impl StatsEnabled {
     pub(crate) fn on() -> anyhow::Result<Self> {
+        // union bpf_attr for ENABLE_STATS: type (u32).
+        let mut attr = [BPF_STATS_RUN_TIME, 0];
+        // SAFETY: bpf(2) reads size_of_val(&attr) bytes of attr.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_ENABLE_STATS, attr.as_mut_ptr(), size_of_val(&attr)) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor of our own.
+            return Ok(Self::Held(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+        }
         let old = fs::read_to_string(STATS_SYSCTL).with_context(|| format!("reading {STATS_SYSCTL}"))?;
         fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing {STATS_SYSCTL}"))?;
-        Ok(Self { old: old.trim().to_string() })
+        Ok(Self::Sysctl { old: old.trim().to_string() })
     }
 }
 
 impl Drop for StatsEnabled {
     fn drop(&mut self) {
-        if let Err(err) = fs::write(STATS_SYSCTL, &self.old) {
-            eprintln!("bench: could not restore {STATS_SYSCTL} to {}: {err}", self.old);
+        if let Self::Sysctl { old } = self
+            && let Err(err) = fs::write(STATS_SYSCTL, &*old)
+        {
+            eprintln!("bench: could not restore {STATS_SYSCTL} to {old}: {err}");
         }
     }
 }
@@ -89,10 +110,14 @@ pub(crate) fn delta(a: &Snapshot, b: &Snapshot) -> Snapshot {
 /// Adds `d` into `total`.
 pub(crate) fn add(total: &mut Snapshot, d: &Snapshot) {
     for (name, c) in d {
-        let e = total.entry(name.clone()).or_default();
-        e.run_cnt += c.run_cnt;
-        e.run_time_ns += c.run_time_ns;
+        add_counters(total.entry(name.clone()).or_default(), c);
     }
+}
+
+/// Adds `d` to `total`.
+pub(crate) fn add_counters(total: &mut Counters, d: &Counters) {
+    total.run_cnt += d.run_cnt;
+    total.run_time_ns += d.run_time_ns;
 }
 
 // The uAPI (linux/bpf.h): command numbers and the offsets in `struct bpf_prog_info` of the fields

@@ -18,8 +18,8 @@ use super::devices::DeviceFacts;
 /// the healthy packet is judged from the packet itself.
 const PROG_INGRESS: &str = "mtu_tc_ingress";
 const PROG_EGRESS: &str = "mtu_tc_egress";
-const PROG_INGRESS_ETH: &str = "mtu_tc_ingress_eth";
-const PROG_EGRESS_ETH: &str = "mtu_tc_egress_eth";
+const PROG_INGRESS_ETH: &str = "mtu_eth_ingress";
+const PROG_EGRESS_ETH: &str = "mtu_eth_egress";
 
 /// The programs' MTU_FLOOR map (tracer-ebpf/src/mtu.rs).
 const FLOOR_MAP: &str = "MTU_FLOOR";
