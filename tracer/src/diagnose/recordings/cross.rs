@@ -4,7 +4,7 @@
 //! the client's view and the backend's), and an error finding of one node whose connections
 //! other nodes also saw gets a `cross-node` finding naming both ends, linked to it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
@@ -47,11 +47,22 @@ pub(super) fn findings(nodes: &[(&str, &[Event], &[Finding])]) -> Vec<Finding> {
     }
     let mut out = Vec::new();
     for &(node, events, found) in nodes {
+        let mut causes = found.iter().filter(|f| f.severity == Severity::Error && CAUSES.contains(&f.code)).peekable();
+        if causes.peek().is_none() {
+            continue;
+        }
+        // Each connection as this node names it -> the same connection as every node names it,
+        // made once per node (not once per finding: a storm's findings times its events).
         let local = Connections::learn(events);
-        for f in found.iter().filter(|f| f.severity == Severity::Error && CAUSES.contains(&f.code)) {
+        let mut named: HashMap<ConnKey, BTreeSet<ConnKey>> = HashMap::new();
+        for e in events {
+            if let (Some(own), Some(all)) = (local.key_of(e), merged.key_of(e)) {
+                named.entry(own).or_default().insert(all);
+            }
+        }
+        for f in causes {
             // The finding's connections as every node names them.
-            let keys: BTreeSet<ConnKey> =
-                events.iter().filter(|e| local.key_of(e).is_some_and(|k| f.conns.contains(&k))).filter_map(|e| merged.key_of(e)).collect();
+            let keys: BTreeSet<ConnKey> = f.conns.iter().filter_map(|k| named.get(k)).flatten().cloned().collect();
             let others: BTreeSet<&str> = keys.iter().filter_map(|k| seen_on.get(k)).flatten().copied().filter(|n| *n != node).collect();
             let Some(client_node) = others.first() else { continue };
             let nat = keys.iter().find_map(|k| nat_on.get(k)).filter(|(n, _)| *n != node).map(|(_, e)| *e);
