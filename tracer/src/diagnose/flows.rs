@@ -95,21 +95,26 @@ impl Conn {
     }
 }
 
+/// The maps every event is looked up in, several times per rule: foldhash, not SipHash (which
+/// was a fifth of `diagnose --from`'s time). Seeded per process; the keys are the node's own
+/// flows, read from its kernel or its recording.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Connections of a run: NAT's translated tuples mapped to the original ones.
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
-    alias: HashMap<ConnKey, Original>,
+    alias: FastMap<ConnKey, Original>,
     /// Where DNAT sent each NATed connection (by its original key).
-    nat: HashMap<ConnKey, NatView>,
+    nat: FastMap<ConnKey, NatView>,
     /// The end that opened each connection that is not NATed, where an event of the run says
     /// it: a segment's SYN (the sender) or SYN-ACK (the receiver), a socket's retransmit,
     /// failed connect or received reset in SYN_SENT (its own end), a SYN-ACK retransmitted in
     /// SYN_RECV (the other end).
-    opener: HashMap<ConnKey, End>,
+    opener: FastMap<ConnKey, End>,
     /// (protocol, source address, destination) -> the last connection seen with a source
     /// port: a connect that failed before its first retransmit is reported with port 0 (the
     /// kernel had not told its port yet), and belongs to that connection.
-    by_client: HashMap<(Option<u8>, IpAddr, End), ConnKey>,
+    by_client: FastMap<(Option<u8>, IpAddr, End), ConnKey>,
 }
 
 /// The end that opened the connection, when `event` shows it.
@@ -132,8 +137,8 @@ fn opener_of(event: &Event) -> Option<End> {
 impl Connections {
     /// Learns every NAT event's original and translated tuples, and who opened the others.
     pub(crate) fn learn(events: &[Event]) -> Self {
-        let mut alias = HashMap::new();
-        let mut nat: HashMap<ConnKey, NatView> = HashMap::new();
+        let mut alias = FastMap::default();
+        let mut nat: FastMap<ConnKey, NatView> = FastMap::default();
         for event in events {
             let Detail::Nat(n) = &event.detail else { continue };
             let proto = event.flow.l4_proto;
@@ -158,8 +163,8 @@ impl Connections {
             }
             alias.insert(original.key.clone(), original);
         }
-        let mut by_client = HashMap::new();
-        let mut opener = HashMap::new();
+        let mut by_client = FastMap::default();
+        let mut opener = FastMap::default();
         let mut sorted: Vec<&Event> = events.iter().collect();
         sorted.sort_by_key(|e| e.ts_unix_ns);
         for e in sorted {
