@@ -68,6 +68,31 @@ const _: () = assert!(size_of::<StormKey>() == 16);
 /// is counted as lost only (the summary says how many).
 pub const STORM_ENTRIES: u32 = 4096;
 
+/// The drop rate budget (`--max-rate`): drops per second the program delivers per CPU and per
+/// (location, reason, netns) before it counts the rest in `DROP_COUNTED` instead. 0: no budget.
+/// Chosen so that a storm costs at most this many events per second per CPU and place (~10 ms
+/// of CPU per second on each side), far above the bounded bursts a person reads one by one.
+pub const DEFAULT_MAX_RATE: u64 = 5_000;
+
+/// The budget's window: a place may deliver `max_rate` drops per CPU in each window, counted
+/// from its first drop in it (a fixed window, restarted by the first drop after it ends).
+pub const BUDGET_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Places the budget tracks per CPU (an LRU map keyed by [`StormKey`]): a place evicted by
+/// newer ones starts a fresh window when it comes back, so eviction can only deliver more.
+pub const BUDGET_ENTRIES: u32 = 4096;
+
+/// One place's budget window on one CPU: the `DROP_BUDGET` per-CPU LRU map's value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetWindow {
+    /// bpf_ktime_get_ns of the window's first drop.
+    pub start_ns: u64,
+    /// Drops delivered in the window so far.
+    pub delivered: u64,
+}
+const _: () = assert!(size_of::<BudgetWindow>() == 16);
+
 /// Set in [`DropEvent::ct`] when the packet carried a conntrack entry (status bits below it).
 pub const CT_PRESENT: u32 = 1 << 31;
 
@@ -158,4 +183,4 @@ impl Default for DropConfig {
 }
 
 #[cfg(feature = "user")]
-user_pod!(DropEvent, DropConfig, StormKey);
+user_pod!(DropEvent, DropConfig, StormKey, BudgetWindow);

@@ -18,7 +18,7 @@ use crate::{
     events::{Detail, Event},
     kernel::firewall::Rule,
     probes::{
-        drops::detail::DropDetail,
+        drops::{CountedPlace, detail::DropDetail},
         mtu::detail::MtuEventKind,
         nat::detail::{NatDetail, NatKind, NatState},
         tcp::detail::ResetDirection,
@@ -224,6 +224,38 @@ pub(crate) struct RunInfo {
     pub missing_probes: Vec<(String, String)>,
     /// Device MTU mismatches found at start (devices.rs): devices and what is wrong.
     pub mtu_mismatches: Vec<(Vec<String>, String)>,
+    /// Drops over the rate budget (`--max-rate`), counted in the kernel by place, not delivered.
+    pub counted: Vec<CountedPlace>,
+}
+
+/// Adds the drops the rate budget counted (without their flows) to the finding of their reason,
+/// namespace and location: `drops` counts them too, `counted` says how many of those were
+/// counted rather than seen one by one, and the summary says so. A place goes to the first such
+/// finding only, so the findings' counts still add up to what the kernel dropped; a place no
+/// finding names stays in the report's `counted` total only.
+fn add_counted(counted: &[CountedPlace], out: &mut [Finding]) {
+    let mut extra = vec![0u64; out.len()];
+    for place in counted {
+        let names = |f: &Finding| {
+            let e = &f.evidence;
+            let reason = e.get("reason").and_then(Value::as_str).is_some_and(|r| r.split(',').any(|r| r == place.reason));
+            let netns = e.get("netns").and_then(Value::as_u64) == place.netns.map(u64::from);
+            let location = match e.get("locations").and_then(Value::as_array) {
+                Some(at) => at.iter().any(|l| l.as_str() == Some(place.location.as_str())),
+                None => true,
+            };
+            reason && netns && location
+        };
+        if let Some(i) = out.iter().position(names) {
+            extra[i] += place.count;
+        }
+    }
+    for (f, n) in out.iter_mut().zip(extra).filter(|(_, n)| *n > 0) {
+        let drops = f.evidence.get("drops").and_then(Value::as_u64).unwrap_or(0);
+        f.evidence.insert("drops".into(), json!(drops + n));
+        f.evidence.insert("counted".into(), json!(n));
+        f.summary.push_str(&format!(" ({n} more such drops over --max-rate were counted in the kernel, without their flows)"));
+    }
 }
 
 /// Retransmits of one connection that make a storm when nothing else explains them.
@@ -261,6 +293,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
     // A tunnel's drop is the cause of its connections' no-reply and retransmits: one finding.
     tunnels::fold_symptoms(&mut out);
     tunnels::name_overlays(facts, &mut out);
+    add_counted(&info.counted, &mut out);
     if info.lost > 0 || info.beyond_limit > 0 {
         out.push(Finding {
             code: "events-lost",
