@@ -15,16 +15,33 @@ use anyhow::Context as _;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// Turns `kernel.bpf_stats_enabled` on while alive; its drop writes the old value back.
+/// Turns `kernel.bpf_stats_enabled` on while alive; its drop writes the old value back. It also
+/// holds a `BPF_ENABLE_STATS` descriptor (5.8+), the kernel's own reference on the statistics:
+/// another run on a shared machine that writes the sysctl back to 0 while this one measures
+/// (seen: a whole smoke run with every counter at 0) cannot turn them off under it.
 pub(crate) struct StatsEnabled {
     old: String,
+    _held: Option<OwnedFd>,
 }
+
+/// `BPF_ENABLE_STATS` and its one type, `BPF_STATS_RUN_TIME` (uapi linux/bpf.h).
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
 
 impl StatsEnabled {
     pub(crate) fn on() -> anyhow::Result<Self> {
         let old = fs::read_to_string(STATS_SYSCTL).with_context(|| format!("reading {STATS_SYSCTL}"))?;
         fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing {STATS_SYSCTL}"))?;
-        Ok(Self { old: old.trim().to_string() })
+        // union bpf_attr for ENABLE_STATS: type (u32).
+        let mut attr = [BPF_STATS_RUN_TIME, 0];
+        // SAFETY: bpf(2) reads size_of_val(&attr) bytes of attr.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_ENABLE_STATS, attr.as_mut_ptr(), size_of_val(&attr)) };
+        // SAFETY: on success, a new descriptor of our own.
+        let held = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        if held.is_none() {
+            eprintln!("bench: BPF_ENABLE_STATS: {} (only the sysctl keeps the statistics on)", std::io::Error::last_os_error());
+        }
+        Ok(Self { old: old.trim().to_string(), _held: held })
     }
 }
 

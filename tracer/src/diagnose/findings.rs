@@ -1630,6 +1630,28 @@ mod tests {
     }
 
     #[test]
+    fn drops_over_the_rate_budget_count_in_the_finding_of_their_place_once() {
+        let e = drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 9, 1);
+        let other = drop_event(flow("10.0.0.3", 4000, "10.0.0.2", 81, 6), "NETFILTER_DROP", 9, 2);
+        let place = |reason: &str, location: &str, netns, count| CountedPlace { reason: reason.into(), location: location.into(), netns, count };
+        let counted = vec![
+            place("NETFILTER_DROP", "ip_error+0x94", Some(9), 500),
+            place("NETFILTER_DROP", "ip_error+0x94", Some(10), 7),
+            place("NETFILTER_DROP", "nft_do_chain+0x10", Some(9), 3),
+            place("NO_SOCKET", "ip_error+0x94", Some(9), 11),
+        ];
+        let info = RunInfo { reply_timeout: Duration::from_secs(3), counted, ..RunInfo::default() };
+        let f = diagnose(&[e.clone(), e, other], &info, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["netfilter-drop", "netfilter-drop"], "{f:#?}");
+        // The first finding of that reason, namespace and location takes the place's count;
+        // other namespaces, locations and reasons are not its.
+        assert_eq!((f[0].evidence["drops"].clone(), f[0].evidence["counted"].clone()), (json!(502), json!(500)), "{:?}", f[0].evidence);
+        assert!(f[0].summary.ends_with("(500 more such drops over --max-rate were counted in the kernel, without their flows)"), "{}", f[0].summary);
+        assert_eq!(f[1].evidence["drops"], json!(1), "one place, one finding: {:?}", f[1].evidence);
+        assert!(f[1].evidence.get("counted").is_none());
+    }
+
+    #[test]
     fn only_rules_that_fit_the_drops_are_named_most_packets_first_and_unreadable_sources_are_said() {
         let e = drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 10, 1);
         let f = run(&[e], &mut FakeFacts::default());

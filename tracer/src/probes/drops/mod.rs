@@ -574,6 +574,20 @@ mod tests {
     }
 
     #[test]
+    fn max_rate_is_a_whole_number_or_off() {
+        let rate = |text: Option<&str>| BudgetArgs { max_rate: text.map(String::from) }.max_rate();
+        assert_eq!(rate(None).unwrap(), DEFAULT_MAX_RATE);
+        assert_eq!(rate(Some("off")).unwrap(), 0);
+        assert_eq!(rate(Some("OFF")).unwrap(), 0);
+        assert_eq!(rate(Some("0")).unwrap(), 0);
+        assert_eq!(rate(Some("250")).unwrap(), 250);
+        for bad in ["-1", "lots", "1e3", "", "5000000000", "2.5"] {
+            let err = rate(Some(bad)).unwrap_err();
+            assert!(err.0.starts_with("--max-rate ") && err.0.contains("off"), "{bad}: {}", err.0);
+        }
+    }
+
+    #[test]
     fn running_kernel_plans_tp_btf_and_tracepoint() {
         if !Path::new(VMLINUX_BTF).exists() {
             eprintln!("SKIPPED: no kernel BTF on {}", crate::kernel::release());
