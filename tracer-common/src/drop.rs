@@ -78,20 +78,20 @@ pub const DEFAULT_MAX_RATE: u64 = 5_000;
 /// from its first drop in it (a fixed window, restarted by the first drop after it ends).
 pub const BUDGET_WINDOW_NS: u64 = 1_000_000_000;
 
-/// Places the budget tracks per CPU (an LRU map keyed by [`StormKey`]): a place evicted by
-/// newer ones starts a fresh window when it comes back, so eviction can only deliver more.
-pub const BUDGET_ENTRIES: u32 = 4096;
-
-/// One place's budget window on one CPU: the `DROP_BUDGET` per-CPU LRU map's value.
+/// One place's budget on one CPU: the `DROP_BUDGET` per-CPU hash map's value, keyed by
+/// [`StormKey`] (at most [`STORM_ENTRIES`] places; a place that finds the map full has no
+/// budget: its drops are delivered, never dropped from the books).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BudgetWindow {
-    /// bpf_ktime_get_ns of the window's first drop.
+pub struct BudgetPlace {
+    /// Boot-time ns of the current window's first drop.
     pub start_ns: u64,
-    /// Drops delivered in the window so far.
+    /// Drops delivered in the current window.
     pub delivered: u64,
+    /// Drops over the budget, counted instead of delivered, over the whole run.
+    pub counted: u64,
 }
-const _: () = assert!(size_of::<BudgetWindow>() == 16);
+const _: () = assert!(size_of::<BudgetPlace>() == 24);
 
 /// Set in [`DropEvent::ct`] when the packet carried a conntrack entry (status bits below it).
 pub const CT_PRESENT: u32 = 1 << 31;
@@ -183,4 +183,4 @@ impl Default for DropConfig {
 }
 
 #[cfg(feature = "user")]
-user_pod!(DropEvent, DropConfig, StormKey, BudgetWindow);
+user_pod!(DropEvent, DropConfig, StormKey, BudgetPlace);

@@ -134,7 +134,7 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
     event.ct = conntrack_of(skb, reason);
     event._pad = 0;
     let place = StormKey { location, reason, netns };
-    if budget::counted_instead(&place) {
+    if budget::counted_instead(&place, event.header.ts_ns) {
         return Ok(());
     }
     if !emit::output(kind::DROP, event) {

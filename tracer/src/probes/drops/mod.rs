@@ -380,7 +380,7 @@ impl Drops {
     /// adds to its findings' counts.
     pub(crate) fn counted_places(&self, ebpf: &Ebpf) -> Vec<CountedPlace> {
         let Some(decoder) = &self.decoder else { return Vec::new() };
-        let counts = storm::read(ebpf, storm::OVER_BUDGET).unwrap_or_else(|err| {
+        let counts = storm::read_over_budget(ebpf).unwrap_or_else(|err| {
             log::warn!("reading the rate budget's counts: {err:#}");
             Vec::new()
         });
@@ -480,11 +480,11 @@ impl Family for Drops {
 
     fn publish_metrics(&mut self, ebpf: &Ebpf) {
         let Some(decoder) = &self.decoder else { return };
-        match storm::read(ebpf, storm::RING_FULL) {
+        match storm::read_ring_full(ebpf) {
             Ok(counts) => detail::DropDetail::set_undelivered(&storm::by_reason_and_function(&counts, decoder)),
             Err(err) => log::debug!("storm counts: {err:#}"),
         }
-        match storm::read(ebpf, storm::OVER_BUDGET) {
+        match storm::read_over_budget(ebpf) {
             Ok(counts) => detail::DropDetail::add_counted(&storm::by_reason_and_function(&counts, decoder), &mut self.counted_published),
             Err(err) => log::debug!("rate budget counts: {err:#}"),
         }
@@ -494,8 +494,8 @@ impl Family for Drops {
         if let Some(watch) = self.storm_watch.take() {
             watch.abort();
         }
-        self.storm = storm::read(ebpf, storm::RING_FULL)?;
-        self.counted = storm::read(ebpf, storm::OVER_BUDGET)?;
+        self.storm = storm::read_ring_full(ebpf)?;
+        self.counted = storm::read_over_budget(ebpf)?;
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Storm mode: when drops come faster than they can be printed, the ring buffer fills and the
 //! kernel program counts each drop it could not deliver in `DROP_STORM`, per (location, reason,
 //! netns). Before that, the rate budget (`--max-rate`, tracer-ebpf's budget.rs) counts the drops
-//! of a place beyond its rate per CPU in `DROP_COUNTED`, keyed the same way. A watcher says on
+//! of a place beyond its rate per CPU in `DROP_BUDGET` (keyed the same way, beside the place's
+//! window). A watcher says on
 //! stderr the moment either starts; at stop the counts are summed over CPUs and printed, so a
 //! storm still ends with exact numbers per reason and place.
 
@@ -12,7 +13,10 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuHashMap},
 };
-use tracer_common::{drop::StormKey, event::kind};
+use tracer_common::{
+    drop::{BudgetPlace, StormKey},
+    event::kind,
+};
 
 use super::decode::Decoder;
 use crate::loader::CounterReader;
@@ -52,19 +56,28 @@ pub(crate) fn place(c: &StormCount, decoder: &Decoder) -> CountedPlace {
     }
 }
 
-/// The kernel's map of drops the ring buffer had no room for.
-pub(crate) const RING_FULL: &str = "DROP_STORM";
-/// The kernel's map of drops over the rate budget.
-pub(crate) const OVER_BUDGET: &str = "DROP_COUNTED";
+/// The ring-full counts (`DROP_STORM`), summed over CPUs, largest first.
+pub(crate) fn read_ring_full(ebpf: &Ebpf) -> anyhow::Result<Vec<StormCount>> {
+    read("DROP_STORM", ebpf, |count: &u64| *count)
+}
 
-/// The counts of map `name` ([`RING_FULL`] or [`OVER_BUDGET`]), summed over CPUs, largest first.
-pub(crate) fn read(ebpf: &Ebpf, name: &str) -> anyhow::Result<Vec<StormCount>> {
+/// The counts of drops over the rate budget (`DROP_BUDGET`'s `counted`), summed over CPUs,
+/// largest first; places that never went over are left out.
+pub(crate) fn read_over_budget(ebpf: &Ebpf) -> anyhow::Result<Vec<StormCount>> {
+    read("DROP_BUDGET", ebpf, |place: &BudgetPlace| place.counted)
+}
+
+/// The per-CPU hash map `name` keyed by place, `count` of each value summed over CPUs.
+fn read<V: aya::Pod>(name: &str, ebpf: &Ebpf, count: impl Fn(&V) -> u64) -> anyhow::Result<Vec<StormCount>> {
     let map = ebpf.map(name).with_context(|| format!("{name} map missing"))?;
-    let map: PerCpuHashMap<&MapData, StormKey, u64> = PerCpuHashMap::try_from(map).with_context(|| format!("{name} is not a per-CPU hash map"))?;
+    let map: PerCpuHashMap<&MapData, StormKey, V> = PerCpuHashMap::try_from(map).with_context(|| format!("{name} is not a per-CPU hash map"))?;
     let mut counts = Vec::new();
     for entry in map.iter() {
         let (key, values) = entry.with_context(|| format!("reading {name}"))?;
-        counts.push(StormCount { key, count: values.iter().sum() });
+        let total = values.iter().map(&count).sum();
+        if total > 0 {
+            counts.push(StormCount { key, count: total });
+        }
     }
     counts.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.location.cmp(&b.key.location)));
     Ok(counts)
