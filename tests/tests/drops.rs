@@ -964,3 +964,55 @@ fn rate_budget_bad_values_exit_2_with_one_line() {
     assert_refused(&["diagnose", "--max-rate=-5", "--duration", "3s"], &["--max-rate"]);
     assert_refused(&["serve", "--max-rate", "x", "--duration", "3s"], &["--max-rate"]);
 }
+
+/// `serve`: the drops the budget counted still count in `tracer_drops_total` (under their reason
+/// and function, with no pod), so the metric's total is every drop the rule made; and
+/// `tracer_events_counted_total` is the kernel's own count of them.
+#[test]
+fn rate_budget_counted_drops_are_in_serve_metrics() {
+    let test = "rate_budget_counted_drops_are_in_serve_metrics";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = exclusive_lock();
+    const PORT: u16 = 5315;
+    let lab = PairLab::new();
+    lab.a.ip(&["link", "set", "lo", "up"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]);
+    let ip = format!("{}/32", lab.b_ip);
+    let port = PORT.to_string();
+    let addr = "127.0.0.1:19481";
+    let args = ["serve", "--metrics", addr, "--pods-from", "none", "--quiet", "--probes", "drops", "--max-rate", "50", "--ip", &ip, "--port", &port];
+    let t = Tracer::start_in(&lab.a, &args);
+    let (sent, _) = flood(&lab, PORT, 30_000, [41031, 41032]);
+    let dropped = rule_packets(&lab.b, PORT);
+    let total = |text: &str, metric: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(&format!("{metric}{{"))).filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok()).sum()
+    };
+    // The metrics are copied from the kernel every second: scrape until they have caught up.
+    let mut text = String::new();
+    for _ in 0..40 {
+        let out = lab.a.exec_ok(&[
+            "python3",
+            "-c",
+            "import sys, urllib.request; print(urllib.request.urlopen('http://' + sys.argv[1] + '/metrics', timeout=5).read().decode())",
+            addr,
+        ]);
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if total(&text, "tracer_drops_total") >= dropped as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let run = t.stop();
+    run.assert_code(0);
+    let counted = summary_counted(&run.stderr);
+    eprintln!("{test}: sent {sent}, rule dropped {dropped}, counted {counted}");
+    assert!(counted > 0, "the storm was over the budget:\n{}", run.stderr);
+    assert_eq!(total(&text, "tracer_drops_total"), dropped as f64, "tracer_drops_total is every drop the rule made:\n{text}");
+    assert_eq!(total(&text, "tracer_events_counted_total"), counted as f64, "tracer_events_counted_total is the kernel's count:\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\"") && l.contains("pod=\"\"")),
+        "the counted drops are under their reason with no pod:\n{text}"
+    );
+}
