@@ -214,11 +214,11 @@ pub(crate) fn observe(event: &Event, limits: &mut Cardinality) {
 
 /// Sets the kernel's own counts of one probe (absolute values, read from its counters).
 /// seen = delivered + lost + counted; counted (drops over `--max-rate`) only where there are any.
-pub(crate) fn set_kernel_counts(probe: &'static str, counts: crate::loader::KernelCounts) {
-    counter!("tracer_events_seen_total", "probe" => probe).absolute(counts.matched);
-    counter!("tracer_events_lost_total", "probe" => probe).absolute(counts.lost);
-    if counts.counted > 0 {
-        counter!("tracer_events_counted_total", "probe" => probe).absolute(counts.counted);
+pub(crate) fn set_kernel_counts(probe: &'static str, seen: u64, lost: u64, counted: u64) {
+    counter!("tracer_events_seen_total", "probe" => probe).absolute(seen);
+    counter!("tracer_events_lost_total", "probe" => probe).absolute(lost);
+    if counted > 0 {
+        counter!("tracer_events_counted_total", "probe" => probe).absolute(counted);
     }
 }
 
