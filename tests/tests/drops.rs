@@ -386,7 +386,8 @@ fn lost_events_are_counted_with_smallest_ring_buffer() {
     let start = now_nanos();
     // A slow consumer: stdout is not read during the burst, so the tracer's stdout pipe fills,
     // it stops draining the 4 KiB ring buffer, and the kernel side must count what it loses.
-    let t = Tracer::start_paused(&args(&["--all-reasons", "--ring-buffer", "4096", "--ip", &ip, "--port", &port]));
+    // No rate budget: this is the ring-full path (rate_budget_* below test the budget).
+    let t = Tracer::start_paused(&args(&["--all-reasons", "--ring-buffer", "4096", "--max-rate", "off", "--ip", &ip, "--port", &port]));
     let senders: Vec<_> = [41011u16, 41012]
         .iter()
         .map(|sport| {
@@ -710,4 +711,308 @@ fn invalid_packets_dropped_by_a_ctstate_rule_are_marked_invalid() {
     for ev in &rule {
         assert!(ev.get("conntrack").is_none(), "a rule's drop of a new connection is not conntrack's: {ev}");
     }
+}
+
+/// `N counted` of the summary line (0 when the line has none: nothing was over the budget).
+fn summary_counted(stderr: &str) -> u64 {
+    let line = stderr.lines().rev().find(|l| l.starts_with("tracer: drops:") && l.contains(" seen, ")).unwrap_or_default();
+    line.split(',').filter_map(|part| part.trim().strip_suffix(" counted (over --max-rate)")?.parse::<u64>().ok()).sum()
+}
+
+/// Packets the rule of `ns`'s INPUT chain that drops UDP to `port` has matched: the kernel's own
+/// count of the drops a storm made.
+fn rule_packets(ns: &Netns, port: u16) -> u64 {
+    let out = ns.exec_ok(&["iptables-legacy", "-L", "INPUT", "-v", "-x", "-n"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = text.lines().find(|l| l.contains(&format!("dpt:{port}"))).unwrap_or_else(|| panic!("no rule for port {port}:\n{text}"));
+    row.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("rule counter not a number: {row}"))
+}
+
+/// A bounded flood of 1-byte datagrams from `a` to `b_ip:port`, two senders at once; returns
+/// how many were sent and how long it took.
+fn flood(lab: &PairLab, port: u16, per_sender: u32, sports: [u16; 2]) -> (u64, Duration) {
+    let t0 = std::time::Instant::now();
+    let senders: Vec<_> = sports
+        .iter()
+        .map(|sport| {
+            let mut u = Udp::new(&lab.a_ip, *sport, &lab.b_ip, port);
+            u.count = per_sender;
+            u.size = 1;
+            u.gap = 0.0;
+            u.spawn(&lab.a)
+        })
+        .collect();
+    let mut sent = 0u64;
+    for s in senders {
+        let out = wait_child(s, Duration::from_secs(60));
+        sent += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0);
+    }
+    (sent, t0.elapsed())
+}
+
+/// CPUs that can drop packets (each has its own budget).
+fn cpus() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+/// A storm of NETFILTER_DROPs with a small --max-rate: the kernel delivers about the budget per
+/// CPU and second, counts the rest by place, and delivered + counted is exactly what the
+/// firewall rule dropped (its own counter); stderr says when counting starts and lists the
+/// counts at stop.
+#[test]
+fn rate_budget_counts_a_storm_and_accounts_for_every_drop() {
+    let test = "rate_budget_counts_a_storm_and_accounts_for_every_drop";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = exclusive_lock();
+    const PORT: u16 = 5310;
+    const RATE: u64 = 200;
+    let lab = PairLab::new();
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]);
+    let ip = format!("{}/32", lab.b_ip);
+    let port = PORT.to_string();
+    let rate = RATE.to_string();
+    let t = Tracer::start(&args(&["--max-rate", &rate, "--ip", &ip, "--port", &port]));
+    let (sent, took) = flood(&lab, PORT, 50_000, [41021, 41022]);
+    assert!(sent >= 50_000, "senders sent only {sent} datagrams");
+    // The watcher looks every second; the budget's report comes at stop.
+    std::thread::sleep(Duration::from_millis(1500));
+    let run = t.stop();
+    run.assert_code(0);
+    let dropped = rule_packets(&lab.b, PORT);
+    let s = parse_summary(&run.stderr, "drops").unwrap_or_else(|| panic!("no drops summary:\n{}", run.stderr));
+    let counted = summary_counted(&run.stderr);
+    let events = run.events();
+    eprintln!("{test}: sent {sent} in {took:?}, rule dropped {dropped}, summary {s:?}, counted {counted}, {} JSON lines", events.len());
+    assert!(dropped * 10 >= sent * 9, "the rule dropped {dropped} of {sent}: the lab did not make the storm");
+    assert_eq!(s.lost, 0, "the budget keeps the default ring from filling: {s:?}");
+    assert_eq!(s.unread, None, "{s:?}");
+    assert_eq!(s.seen, s.delivered + counted, "seen = delivered + counted: {s:?}, counted {counted}");
+    assert_eq!(s.seen, dropped, "every drop the rule made is seen (delivered or counted): {s:?}");
+    assert_eq!(s.delivered as usize, events.len(), "delivered = JSON lines: {s:?}");
+    assert!(counted > 0, "a storm over the budget is counted: {s:?}\n{}", run.stderr);
+    // Each CPU delivers at most RATE per window of one second, and a window starts with the
+    // first drop after the last one ended.
+    let windows = took.as_secs() + 2;
+    assert!(s.delivered <= RATE * cpus() * windows, "delivered {} > {RATE}/s x {} CPUs x {windows} windows", s.delivered, cpus());
+    assert!(s.delivered >= RATE, "at least one full window is delivered: {s:?}");
+    for ev in &events {
+        assert_eq!(ev["reason"], "NETFILTER_DROP", "{ev}");
+        assert_eq!(ev["dst"], format!("{}:{PORT}", lab.b_ip), "{ev}");
+    }
+    assert!(
+        run.stderr.contains(&format!("tracer: drops: rate budget: more than {RATE} drops/s of one reason at one place on one CPU")),
+        "the switch to counting is said once:\n{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.matches("drops/s of one reason at one place").count(), 1, "said once:\n{}", run.stderr);
+    let header = format!("tracer: drops: rate budget: {counted} drops over --max-rate {RATE} ");
+    assert!(run.stderr.contains(&header), "the stop report ({header}):\n{}", run.stderr);
+    let rows: Vec<&str> = run.stderr.lines().filter_map(|l| l.strip_prefix("tracer: drops:   ")).collect();
+    let by_place: u64 = rows.iter().filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).sum();
+    assert_eq!(by_place, counted, "the rows add up to the counted drops:\n{}", run.stderr);
+    let netns = lab.b.inode().to_string();
+    assert!(
+        rows.iter().all(|l| l.contains("NETFILTER_DROP at nf_hook_slow+0x") && l.ends_with(&format!("(netns {netns})"))),
+        "each row names the reason, the location and the namespace:\n{}",
+        run.stderr
+    );
+}
+
+/// `--max-rate off`: no budget, every drop delivered (or, if the ring fills, lost and counted
+/// as before); nothing is counted by the budget.
+#[test]
+fn rate_budget_off_delivers_every_drop() {
+    let test = "rate_budget_off_delivers_every_drop";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = exclusive_lock();
+    const PORT: u16 = 5311;
+    let lab = PairLab::new();
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]);
+    let ip = format!("{}/32", lab.b_ip);
+    let port = PORT.to_string();
+    let t = Tracer::start(&args(&["--max-rate", "off", "--ip", &ip, "--port", &port]));
+    let (sent, _) = flood(&lab, PORT, 10_000, [41023, 41024]);
+    let mut last = usize::MAX;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        let n = t.events().len();
+        if n == last {
+            break;
+        }
+        last = n;
+    }
+    let run = t.stop();
+    run.assert_code(0);
+    let dropped = rule_packets(&lab.b, PORT);
+    let s = parse_summary(&run.stderr, "drops").unwrap_or_else(|| panic!("no drops summary:\n{}", run.stderr));
+    eprintln!("{test}: sent {sent}, rule dropped {dropped}, summary {s:?}");
+    assert!(dropped * 10 >= sent * 9, "the rule dropped {dropped} of {sent}");
+    assert_eq!(summary_counted(&run.stderr), 0, "no budget, nothing counted by it:\n{}", run.stderr);
+    assert!(!run.stderr.contains("tracer: drops: rate budget"), "{}", run.stderr);
+    assert_eq!(s.seen, dropped, "{s:?}");
+    assert_eq!(s.seen, s.delivered + s.lost + s.unread.unwrap_or(0), "{s:?}");
+    assert_eq!(s.delivered as usize, run.events().len(), "{s:?}");
+    assert!(s.delivered * 2 >= dropped, "with no budget the drops are delivered (the 4M ring holds ~25,000): {s:?}");
+}
+
+/// The budget applies after the filters: a storm of another flow (same reason, same location,
+/// same namespace) does not use the budget of the flow the user asked about, whose every drop
+/// is delivered while the storm runs.
+#[test]
+fn rate_budget_of_a_filtered_flow_is_not_used_by_another_flows_storm() {
+    let test = "rate_budget_of_a_filtered_flow_is_not_used_by_another_flows_storm";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = exclusive_lock();
+    const STORM: u16 = 5312;
+    const ASKED: u16 = 5313;
+    const ASKED_COUNT: u32 = 40;
+    let lab = PairLab::new();
+    for port in [STORM, ASKED] {
+        lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"]);
+    }
+    let ip = format!("{}/32", lab.b_ip);
+    let port = ASKED.to_string();
+    // A budget the asked-for flow (about 40/s) stays within, and the storm is far over.
+    let t = Tracer::start(&args(&["--max-rate", "100", "--ip", &ip, "--port", &port]));
+    // The asked-for flow: 40 datagrams over about a second, while the storm runs.
+    let mut asked = Udp::new(&lab.a_ip, 41026, &lab.b_ip, ASKED);
+    asked.count = ASKED_COUNT;
+    asked.gap = 0.025;
+    let asked = asked.spawn(&lab.a);
+    let (sent, _) = flood(&lab, STORM, 50_000, [41027, 41028]);
+    let out = wait_child(asked, Duration::from_secs(30));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ASKED_COUNT.to_string(), "asked-for sender: {out:?}");
+    let (src, dst) = (format!("{}:41026", lab.a_ip), format!("{}:{ASKED}", lab.b_ip));
+    t.wait_for(Duration::from_secs(5), |evs| with_flow(evs, &src, &dst).len() >= ASKED_COUNT as usize);
+    let run = t.stop();
+    run.assert_code(0);
+    let storm_dropped = rule_packets(&lab.b, STORM);
+    let s = parse_summary(&run.stderr, "drops").unwrap_or_else(|| panic!("no drops summary:\n{}", run.stderr));
+    let counted = summary_counted(&run.stderr);
+    let events = run.events();
+    eprintln!("{test}: storm {sent} sent, {storm_dropped} dropped; asked-for summary {s:?}, counted {counted}");
+    assert!(storm_dropped * 10 >= sent * 9, "the storm happened: {storm_dropped} of {sent}");
+    assert!(events.iter().all(|e| e["src"] == src.as_str() && e["dst"] == dst.as_str()), "filter leak:\n{}", dump(&events));
+    // Had the storm's drops (same reason, location and namespace) reached the budget first,
+    // the asked-for flow's would have been counted instead of delivered.
+    assert_eq!(counted, 0, "the storm used the asked-for flow's budget: {s:?}\n{}", run.stderr);
+    assert_eq!((s.seen, s.delivered, s.lost), (u64::from(ASKED_COUNT), u64::from(ASKED_COUNT), 0), "every asked-for drop delivered: {s:?}");
+}
+
+/// `diagnose` counts the drops the budget kept from it: the netfilter-drop finding's `drops` is
+/// what the rule dropped, `counted` how many of those came as counts.
+#[test]
+fn rate_budget_counted_drops_are_in_the_diagnose_finding() {
+    let test = "rate_budget_counted_drops_are_in_the_diagnose_finding";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = exclusive_lock();
+    const PORT: u16 = 5314;
+    let lab = PairLab::new();
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]);
+    let ip = format!("{}/32", lab.b_ip);
+    let port = PORT.to_string();
+    let t = Tracer::start(&[
+        "diagnose",
+        "-o",
+        "json",
+        "--probes",
+        "drops",
+        "--pods-from",
+        "none",
+        "--duration",
+        "6s",
+        "--max-rate",
+        "50",
+        "--ip",
+        &ip,
+        "--port",
+        &port,
+    ]);
+    let (sent, _) = flood(&lab, PORT, 30_000, [41029, 41030]);
+    let run = t.wait_exit(Duration::from_secs(30));
+    run.assert_code(0);
+    let dropped = rule_packets(&lab.b, PORT);
+    let report: Value = serde_json::from_str(run.lines.iter().find(|l| l.starts_with('{')).map_or("", String::as_str))
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{:?}\n{}", run.lines, run.stderr));
+    eprintln!("{test}: sent {sent}, rule dropped {dropped}, report {report}");
+    let finding = report["findings"].as_array().and_then(|f| f.iter().find(|f| f["code"] == "netfilter-drop")).unwrap_or_else(|| panic!("{report}"));
+    let counted = finding["evidence"]["counted"].as_u64().unwrap_or(0);
+    assert!(counted > 0, "the finding says how many drops were counted: {finding}");
+    assert_eq!(finding["evidence"]["drops"].as_u64(), Some(dropped), "the finding's count is every drop the rule made: {finding}");
+    assert_eq!(report["counted"].as_u64(), Some(counted), "{report}");
+    assert_eq!(report["lost"].as_u64(), Some(0), "{report}");
+}
+
+#[test]
+fn rate_budget_bad_values_exit_2_with_one_line() {
+    if !require_privileged("rate_budget_bad_values_exit_2_with_one_line") {
+        return;
+    }
+    let _lock = shared_lock();
+    for bad in ["--max-rate=-1", "--max-rate=lots", "--max-rate=1e3", "--max-rate=5000000000", "--max-rate="] {
+        assert_refused(&["drops", bad, "--duration", "3s"], &["--max-rate"]);
+    }
+    assert_refused(&["watch", "--max-rate", "fast", "--duration", "3s"], &["--max-rate"]);
+    assert_refused(&["diagnose", "--max-rate=-5", "--duration", "3s"], &["--max-rate"]);
+    assert_refused(&["serve", "--max-rate", "x", "--duration", "3s"], &["--max-rate"]);
+}
+
+/// `serve`: the drops the budget counted still count in `tracer_drops_total` (under their reason
+/// and function, with no pod), so the metric's total is every drop the rule made; and
+/// `tracer_events_counted_total` is the kernel's own count of them.
+#[test]
+fn rate_budget_counted_drops_are_in_serve_metrics() {
+    let test = "rate_budget_counted_drops_are_in_serve_metrics";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = exclusive_lock();
+    const PORT: u16 = 5315;
+    let lab = PairLab::new();
+    lab.a.ip(&["link", "set", "lo", "up"]);
+    lab.b.iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]);
+    let ip = format!("{}/32", lab.b_ip);
+    let port = PORT.to_string();
+    let addr = "127.0.0.1:19481";
+    let args = ["serve", "--metrics", addr, "--pods-from", "none", "--quiet", "--probes", "drops", "--max-rate", "50", "--ip", &ip, "--port", &port];
+    let t = Tracer::start_in(&lab.a, &args);
+    let (sent, _) = flood(&lab, PORT, 30_000, [41031, 41032]);
+    let dropped = rule_packets(&lab.b, PORT);
+    let total = |text: &str, metric: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(&format!("{metric}{{"))).filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok()).sum()
+    };
+    // The metrics are copied from the kernel every second: scrape until they have caught up.
+    let mut text = String::new();
+    for _ in 0..40 {
+        let out = lab.a.exec_ok(&[
+            "python3",
+            "-c",
+            "import sys, urllib.request; print(urllib.request.urlopen('http://' + sys.argv[1] + '/metrics', timeout=5).read().decode())",
+            addr,
+        ]);
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if total(&text, "tracer_drops_total") >= dropped as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let run = t.stop();
+    run.assert_code(0);
+    let counted = summary_counted(&run.stderr);
+    eprintln!("{test}: sent {sent}, rule dropped {dropped}, counted {counted}");
+    assert!(counted > 0, "the storm was over the budget:\n{}", run.stderr);
+    assert_eq!(total(&text, "tracer_drops_total"), dropped as f64, "tracer_drops_total is every drop the rule made:\n{text}");
+    assert_eq!(total(&text, "tracer_events_counted_total"), counted as f64, "tracer_events_counted_total is the kernel's count:\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\"") && l.contains("pod=\"\"")),
+        "the counted drops are under their reason with no pod:\n{text}"
+    );
 }

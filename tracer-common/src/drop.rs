@@ -68,6 +68,31 @@ const _: () = assert!(size_of::<StormKey>() == 16);
 /// is counted as lost only (the summary says how many).
 pub const STORM_ENTRIES: u32 = 4096;
 
+/// The drop rate budget (`--max-rate`): drops per second the program delivers per CPU and per
+/// (location, reason, netns) before it counts the rest in `DROP_COUNTED` instead. 0: no budget.
+/// Chosen so that a storm costs at most this many events per second per CPU and place (~10 ms
+/// of CPU per second on each side), far above the bounded bursts a person reads one by one.
+pub const DEFAULT_MAX_RATE: u64 = 5_000;
+
+/// The budget's window: a place may deliver `max_rate` drops per CPU in each window, counted
+/// from its first drop in it (a fixed window, restarted by the first drop after it ends).
+pub const BUDGET_WINDOW_NS: u64 = 1_000_000_000;
+
+/// One place's budget on one CPU: the `DROP_BUDGET` per-CPU hash map's value, keyed by
+/// [`StormKey`] (at most [`STORM_ENTRIES`] places; a place that finds the map full has no
+/// budget: its drops are delivered, never dropped from the books).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetPlace {
+    /// Boot-time ns of the current window's first drop.
+    pub start_ns: u64,
+    /// Drops delivered in the current window.
+    pub delivered: u64,
+    /// Drops over the budget, counted instead of delivered, over the whole run.
+    pub counted: u64,
+}
+const _: () = assert!(size_of::<BudgetPlace>() == 24);
+
 /// Set in [`DropEvent::ct`] when the packet carried a conntrack entry (status bits below it).
 pub const CT_PRESENT: u32 = 1 << 31;
 
@@ -158,4 +183,4 @@ impl Default for DropConfig {
 }
 
 #[cfg(feature = "user")]
-user_pod!(DropEvent, DropConfig, StormKey);
+user_pod!(DropEvent, DropConfig, StormKey, BudgetPlace);

@@ -8,10 +8,13 @@ pub use crate::family::kind;
 
 /// Counter slots in the per-CPU `COUNTERS` map: `kind * COUNTERS_PER_KIND + slot`.
 pub mod counter {
-    /// Events that passed the kernel-side filters (delivered + lost).
+    /// Events that passed the kernel-side filters (delivered + lost + counted).
     pub const MATCHED: u32 = 0;
     /// Events that matched but found the ring buffer full.
     pub const LOST: u32 = 1;
+    /// Events that matched but were over the drop rate budget (`--max-rate`): counted in the
+    /// kernel by place instead of delivered. seen = delivered + lost + counted.
+    pub const COUNTED: u32 = 2;
     /// Slots reserved per kind.
     pub const PER_KIND: u32 = 4;
     /// Number of entries in the `COUNTERS` map (kinds 0..16).

@@ -12,7 +12,7 @@ use tracer_common::{
     event::{EventHeader, kind},
 };
 
-use crate::{emit, filter, kernel, skb};
+use crate::{budget, emit, filter, kernel, skb};
 
 /// Set by the loader: hook layout (argument positions or record offsets) and the reason filter.
 #[unsafe(no_mangle)]
@@ -38,18 +38,10 @@ static DROP_STORM: PerCpuHashMap<StormKey, u64> = PerCpuHashMap::with_max_entrie
 #[map]
 static DROP_SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// Counts a drop that was not delivered. Per CPU, so no atomics; a key created meanwhile on
-/// another CPU is updated, not replaced (an update from a program touches this CPU's value).
+/// Counts a drop that was not delivered because the ring buffer was full.
 #[inline(always)]
 fn storm_count(key: &StormKey) {
-    match DROP_STORM.get_ptr_mut(key) {
-        // SAFETY: this CPU's value of the key; programs do not nest on one CPU for this hook.
-        Some(count) => unsafe { *count += 1 },
-        // When the map is full the drop stays counted as lost only; the summary says so.
-        None => {
-            let _ = DROP_STORM.insert(key, &1, 0);
-        }
-    }
+    budget::count_at(&DROP_STORM, key);
 }
 
 #[inline(always)]
@@ -141,8 +133,12 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
     event.ifname = device.name;
     event.ct = conntrack_of(skb, reason);
     event._pad = 0;
+    let place = StormKey { location, reason, netns };
+    if budget::counted_instead(&place, event.header.ts_ns) {
+        return Ok(());
+    }
     if !emit::output(kind::DROP, event) {
-        storm_count(&StormKey { location, reason, netns });
+        storm_count(&place);
     }
     Ok(())
 }

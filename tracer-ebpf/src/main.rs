@@ -7,6 +7,7 @@
     reason = "map keys and values are passed by reference: by value (the maps take `impl Borrow`), LLVM emits larger tcp programs"
 )]
 
+mod budget;
 mod drops;
 mod emit;
 mod filter;

@@ -96,6 +96,8 @@ fn raise_memlock() {
 pub(crate) struct KernelCounts {
     pub matched: u64,
     pub lost: u64,
+    /// Matched but over the drop rate budget: counted in the kernel by place, not delivered.
+    pub counted: u64,
 }
 
 /// Kernel-side counts summed over several record kinds (one probe family).
@@ -105,6 +107,7 @@ pub(crate) fn read_counts_of(ebpf: &Ebpf, kinds: &[u16]) -> anyhow::Result<Kerne
         let c = read_counts(ebpf, *kind)?;
         total.matched += c.matched;
         total.lost += c.lost;
+        total.counted += c.counted;
     }
     Ok(total)
 }
@@ -113,7 +116,7 @@ pub(crate) fn read_counts(ebpf: &Ebpf, kind: u16) -> anyhow::Result<KernelCounts
     let map = ebpf.map("COUNTERS").context("COUNTERS map missing")?;
     let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
     let sum = |slot| -> anyhow::Result<u64> { Ok(counters.get(&counter::index(kind, slot), 0)?.iter().sum()) };
-    Ok(KernelCounts { matched: sum(counter::MATCHED)?, lost: sum(counter::LOST)? })
+    Ok(KernelCounts { matched: sum(counter::MATCHED)?, lost: sum(counter::LOST)?, counted: sum(counter::COUNTED)? })
 }
 
 /// A second handle on the kernel counters, for reading them while the event loop holds the
@@ -140,6 +143,7 @@ impl CounterReader {
             let sum = |slot| -> anyhow::Result<u64> { Ok(self.counters.get(&counter::index(*kind, slot), 0)?.iter().sum()) };
             total.matched += sum(counter::MATCHED)?;
             total.lost += sum(counter::LOST)?;
+            total.counted += sum(counter::COUNTED)?;
         }
         Ok(total)
     }

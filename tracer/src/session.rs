@@ -360,9 +360,11 @@ impl Decoders<'_> {
     }
 }
 
-/// `tracer: PROBE: N seen, N delivered, N lost[, N unread]` on stderr, and a warning naming the
-/// count when the ring buffer overflowed. Seen counts what matched in the kernel; unread is what
-/// was still in the ring buffer when --count stopped the run.
+/// `tracer: PROBE: N seen, N delivered, N lost[, N counted][, N unread]` on stderr, and a warning
+/// naming the count when the ring buffer overflowed. Seen counts what matched in the kernel;
+/// counted, the drops over the rate budget (`--max-rate`) counted by place instead of delivered;
+/// unread is what was still in the ring buffer when --count stopped the run. seen = delivered +
+/// lost + counted + unread.
 pub(crate) fn print_summary(probe: &str, counts: KernelCounts, read: u64) {
     eprintln!("{}", summary(probe, counts, read));
     if counts.lost > 0 {
@@ -372,7 +374,10 @@ pub(crate) fn print_summary(probe: &str, counts: KernelCounts, read: u64) {
 
 fn summary(probe: &str, counts: KernelCounts, read: u64) -> String {
     let mut line = format!("tracer: {probe}: {} seen, {} delivered, {} lost", counts.matched, read, counts.lost);
-    let unread = counts.matched.saturating_sub(read + counts.lost);
+    if counts.counted > 0 {
+        line.push_str(&format!(", {} counted (over --max-rate)", counts.counted));
+    }
+    let unread = counts.matched.saturating_sub(read + counts.lost + counts.counted);
     if unread > 0 {
         line.push_str(&format!(", {unread} unread"));
     }
@@ -461,8 +466,10 @@ mod tests {
 
     #[test]
     fn summary_accounts_for_every_event() {
-        let c = KernelCounts { matched: 10, lost: 3 };
+        let c = KernelCounts { matched: 10, lost: 3, counted: 0 };
         assert_eq!(summary("drops", c, 7), "tracer: drops: 10 seen, 7 delivered, 3 lost");
         assert_eq!(summary("retrans", c, 5), "tracer: retrans: 10 seen, 5 delivered, 3 lost, 2 unread");
+        let c = KernelCounts { matched: 100, lost: 3, counted: 80 };
+        assert_eq!(summary("drops", c, 15), "tracer: drops: 100 seen, 15 delivered, 3 lost, 80 counted (over --max-rate), 2 unread");
     }
 }

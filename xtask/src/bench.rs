@@ -429,12 +429,15 @@ impl LineCounter {
     }
 }
 
-/// `tracer: FAMILY: N seen, N delivered, N lost` lines of a stopped tracer.
+/// `tracer: FAMILY: N seen, N delivered, N lost[, N counted (over --max-rate)]` lines of a
+/// stopped tracer.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Summary {
     pub(crate) seen: u64,
     pub(crate) delivered: u64,
     pub(crate) lost: u64,
+    /// Drops over the rate budget, counted in the kernel instead of delivered (0 when absent).
+    pub(crate) counted: u64,
 }
 
 /// The summaries in a tracer's stderr as [`Proc::stderr_text`] joins it.
@@ -452,6 +455,10 @@ pub(crate) fn summaries(stderr: &str) -> Vec<(String, Summary)> {
                 "seen" => s.seen = n,
                 "delivered" => s.delivered = n,
                 "lost" => s.lost = n,
+                "counted" => {
+                    s.counted = n;
+                    continue;
+                }
                 _ => continue,
             }
             found += 1;
@@ -840,6 +847,7 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
                             t.seen += s.seen;
                             t.delivered += s.delivered;
                             t.lost += s.lost;
+                            t.counted += s.counted;
                         }
                         None => o.families.push((family, s)),
                     }
@@ -1014,6 +1022,11 @@ struct StormRun {
     delivered: u64,
     /// Events the consumer says it lost.
     lost: u64,
+    /// Drops over tracer's rate budget, counted in the kernel instead of delivered.
+    counted: u64,
+    /// tracer's `drop_tp_btf` during the storm (kernel.bpf_stats_enabled): the producer's own
+    /// cost per drop, independent of how the sender was scheduled.
+    drop_prog: Option<progstats::Counters>,
     /// tracer's own `delivered` (records read), to cross-check with the lines counted.
     reported_delivered: Option<u64>,
     /// Seconds from the storm's start to the consumer's last line.
@@ -1043,7 +1056,9 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
     let mut runs = Vec::new();
     let filter = ["--pods-from", "none", "-o", "json", "--proto", "udp", "--port", &STORM_PORT.to_string(), "--ip", &format!("{SERVER_IP}/32")]
         .map(str::to_string);
-    for consumer in ["none", "tracer drops", "bpftrace", "tracer drops --ring-buffer 64M"] {
+    // tracer as it runs by default (the rate budget on), then with every drop an event: what one
+    // delivered event costs on each side, beside bpftrace.
+    for consumer in ["none", "tracer drops", "tracer drops --max-rate off", "bpftrace", "tracer drops --max-rate off --ring-buffer 64M"] {
         check_interrupted()?;
         let proc = match consumer {
             "none" => None,
@@ -1056,6 +1071,9 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
             _ => {
                 let mut args: Vec<String> = vec!["drops".into()];
                 args.extend(filter.iter().cloned());
+                if consumer.contains("off") {
+                    args.extend(["--max-rate".into(), "off".into()]);
+                }
                 if consumer.contains("64M") {
                     args.extend(["--ring-buffer".into(), "64M".into()]);
                 }
@@ -1066,14 +1084,21 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
         };
         let before = proc.as_ref().and_then(|p| p.stdout.as_ref()).map_or(0, LineCounter::count);
         let before_cpu = proc.as_ref().map(Proc::cpu).transpose()?.unwrap_or_default();
+        let traced = proc.as_ref().filter(|_| consumer.starts_with("tracer")).map(Proc::pid);
+        let progs_before = traced.map(progstats::snapshot).transpose()?;
         let start = Instant::now();
         let blast = blast(lab, sizes.storm_max_packets, duration)?;
+        let drop_prog = match (traced, &progs_before) {
+            (Some(pid), Some(s0)) => progstats::delta(s0, &progstats::snapshot(pid)?).get("drop_tp_btf").copied(),
+            _ => None,
+        };
         let mut run = StormRun {
             consumer: match consumer {
                 "none" => "no tracer (baseline)",
-                "tracer drops" => "tracer drops -o json (4M ring)",
+                "tracer drops" => "tracer drops -o json (4M ring, default --max-rate)",
+                "tracer drops --max-rate off" => "tracer drops -o json --max-rate off (4M ring)",
                 "bpftrace" => "bpftrace 0.17 (same fields)",
-                _ => "tracer drops -o json --ring-buffer 64M",
+                _ => "tracer drops -o json --max-rate off --ring-buffer 64M",
             },
             sent: blast.sent,
             send_secs: blast.secs,
@@ -1081,6 +1106,8 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
             seen: None,
             delivered: 0,
             lost: 0,
+            counted: 0,
+            drop_prog,
             reported_delivered: None,
             deliver_secs: blast.secs,
             consumer_cpu: 0.0,
@@ -1101,6 +1128,7 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
                 let (_, s) = summaries(&p.stderr_text()).into_iter().find(|(f, _)| f == "drops").context("tracer printed no drops summary")?;
                 run.seen = Some(s.seen);
                 run.lost = s.lost;
+                run.counted = s.counted;
                 run.reported_delivered = Some(s.delivered);
             } else {
                 // bpftrace prints its losses on stdout or stderr depending on the version.
@@ -1113,7 +1141,7 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
             }
         }
         eprintln!(
-            "bench:   {}: sent {} in {:.2} s ({:.0}/s), delivered {} ({:.0}/s), lost {}{}",
+            "bench:   {}: sent {} in {:.2} s ({:.0}/s), delivered {} ({:.0}/s), lost {}, counted {}{}",
             run.consumer,
             run.sent,
             run.send_secs,
@@ -1121,6 +1149,7 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
             run.delivered,
             run.delivered_per_sec(),
             run.lost,
+            run.counted,
             run.seen.map(|s| format!(", seen {s}")).unwrap_or_default()
         );
         runs.push(run);
@@ -1263,48 +1292,57 @@ impl Report {
             row(&mut s, "… per CPU-second", &o.tcp_eff_base, eff, 1e9, "Gbit", Some(0.98));
         }
         o.progs_markdown(&mut s);
-        let fams: Vec<String> = o.families.iter().map(|(f, c)| format!("{f} {}/{}/{}", c.seen, c.delivered, c.lost)).collect();
-        let _ = writeln!(s, "\nEvents `tracer watch` reported during the traced repetitions (seen/delivered/lost): {}.\n", fams.join(", "));
+        let fams: Vec<String> = o.families.iter().map(|(f, c)| format!("{f} {}/{}/{}/{}", c.seen, c.delivered, c.lost, c.counted)).collect();
+        let _ = writeln!(
+            s,
+            "\nEvents `tracer watch` reported during the traced repetitions (seen/delivered/lost/counted over the default --max-rate): {}.\n",
+            fams.join(", ")
+        );
 
         let _ = writeln!(s, "**Drop storm** (UDP to a closed port, NO_SOCKET drops; one sender thread; consumers' stdout counted line by line):\n");
         let _ = writeln!(
             s,
-            "| consumer | drops caused | caused/s (ratio) | sender CPU per drop (ratio) | kernel saw | delivered | delivered/s | lost (reported) | consumer CPU | consumer CPU per event | events/s one core would take |"
+            "| consumer | drops caused | caused/s (ratio) | sender CPU per drop (ratio) | `drop_tp_btf` ns per drop | kernel saw | delivered | delivered/s | lost (reported) | counted (over --max-rate) | consumer CPU | consumer CPU per event | events/s one core would take |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let base = self.storm.first();
         let base_rate = base.map_or(f64::NAN, StormRun::sent_per_sec);
         let base_cost = base.map_or(f64::NAN, StormRun::sender_us_per_drop);
+        let prog_ns = |r: &StormRun| -> String {
+            r.drop_prog.filter(|c| c.run_cnt > 0).map_or("—".into(), |c| format!("{:.0}", c.run_time_ns as f64 / c.run_cnt as f64))
+        };
         for r in &self.storm {
             let consumer = !r.consumer.starts_with("no tracer");
             let per_event_us = r.consumer_cpu / r.delivered as f64 * 1e6;
             let or_dash = |v: String| if consumer { v } else { "—".into() };
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} ({:.2}) | {:.2} µs ({:.2}) | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} ({:.2}) | {:.2} µs ({:.2}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.consumer,
                 r.sent,
                 r.sent_per_sec(),
                 r.sent_per_sec() / base_rate,
                 r.sender_us_per_drop(),
                 r.sender_us_per_drop() / base_cost,
+                prog_ns(r),
                 r.seen.map_or("—".into(), |v| v.to_string()),
                 or_dash(r.delivered.to_string()),
                 or_dash(format!("{:.0}", r.delivered_per_sec())),
                 or_dash(r.lost.to_string()),
+                if r.seen.is_some() { r.counted.to_string() } else { "—".into() },
                 or_dash(format!("{:.0}% of a core", r.consumer_cpu / r.deliver_secs * 100.0)),
                 or_dash(format!("{per_event_us:.2} µs")),
                 or_dash(format!("{:.0}", 1e6 / per_event_us)),
             );
         }
         if let (Some(t), Some(b)) = (
-            self.storm.iter().find(|r| r.consumer.starts_with("tracer drops -o json (4M")),
+            self.storm.iter().find(|r| r.consumer.starts_with("tracer drops -o json --max-rate off (4M")),
             self.storm.iter().find(|r| r.consumer.starts_with("bpftrace")),
         ) {
             let per_event = |r: &StormRun| r.consumer_cpu / r.delivered as f64;
             let _ = writeln!(
                 s,
-                "\nIn this run tracer delivered {:.2}x bpftrace's events per second ({:.0} vs {:.0}), lost {:.1}% of them against bpftrace's {:.1}%, and spent {:.2}x less CPU per delivered event in userspace; per drop, the sender (whose CPU runs the kernel programs) paid {:.2} µs more with tracer's program and {:.2} µs more with bpftrace's than without either.",
+                "\nIn this run tracer (`--max-rate off`, every drop an event) delivered {:.2}x bpftrace's events per second ({:.0} vs {:.0}), lost {:.1}% of them against bpftrace's {:.1}%, and spent {:.2}x less CPU per delivered event in userspace; per drop, the sender (whose CPU runs the kernel programs) paid {:.2} µs more with tracer's program and {:.2} µs more with bpftrace's than without either.",
                 t.delivered_per_sec() / b.delivered_per_sec(),
                 t.delivered_per_sec(),
                 b.delivered_per_sec(),
@@ -1313,6 +1351,24 @@ impl Report {
                 per_event(b) / per_event(t),
                 t.sender_us_per_drop() - base_cost,
                 b.sender_us_per_drop() - base_cost,
+            );
+        }
+
+        if let (Some(budget), Some(off)) = (
+            self.storm.iter().find(|r| r.consumer.contains("default --max-rate")),
+            self.storm.iter().find(|r| r.consumer.starts_with("tracer drops -o json --max-rate off (4M")),
+        ) {
+            let _ = writeln!(
+                s,
+                "\nWith the default rate budget (`--max-rate` 5000/s per CPU and place) the kernel saw {} drops: {} delivered + {} counted + {} lost; per drop the sender paid {:.2} µs more than without tracer ({:.2} µs more with `--max-rate off`, every drop an event), of which `drop_tp_btf` itself {} ns ({} ns with `--max-rate off`).",
+                budget.seen.unwrap_or(0),
+                budget.reported_delivered.unwrap_or(0),
+                budget.counted,
+                budget.lost,
+                budget.sender_us_per_drop() - base_cost,
+                off.sender_us_per_drop() - base_cost,
+                prog_ns(budget),
+                prog_ns(off),
             );
         }
 
@@ -1392,12 +1448,23 @@ impl Report {
         ensure!(self.start.bpftrace.measured(), "bpftrace start not measured");
         ensure!(self.rss.runs.len() == 2 && self.rss.runs.iter().all(|r| r.1 > 0), "resident memory not measured");
         ensure!(self.decode.decode > 0.0 && self.decode.enrich > 0.0 && self.decode.json > 0.0, "decode benchmark printed no rates");
-        ensure!(self.storm.len() == 4, "storm runs missing");
+        ensure!(self.storm.len() == 5, "storm runs missing");
         for r in &self.storm {
             ensure!(r.sent > 0, "{}: the storm sent nothing", r.consumer);
             if let Some(seen) = r.seen {
                 let reported = r.reported_delivered.unwrap_or(0);
-                ensure!(reported + r.lost == seen, "{}: delivered {reported} + lost {} != seen {seen}", r.consumer, r.lost);
+                ensure!(
+                    reported + r.lost + r.counted == seen,
+                    "{}: delivered {reported} + lost {} + counted {} != seen {seen}",
+                    r.consumer,
+                    r.lost,
+                    r.counted
+                );
+                if r.consumer.contains("off") {
+                    ensure!(r.counted == 0, "{}: counted {} with no budget", r.consumer, r.counted);
+                } else {
+                    ensure!(r.lost == 0, "{}: the default budget lost {} drops with the default ring", r.consumer, r.lost);
+                }
                 ensure!(reported == r.delivered, "{}: tracer says it delivered {reported}, its stdout had {} lines", r.consumer, r.delivered);
                 // Every packet to the closed port is one drop: the kernel must have seen each.
                 ensure!(seen == r.sent, "{}: {} packets sent to a closed port, tracer's kernel side saw {seen} drops", r.consumer, r.sent);
@@ -1453,10 +1520,10 @@ mod tests {
 
     #[test]
     fn summaries_are_parsed_per_family() {
-        let text = "tracer: attached watch (...) | tracer: drops: 10 seen, 7 delivered, 3 lost | tracer: nat: 0 seen, 0 delivered, 0 lost | tracer: retrans: 5 seen, 4 delivered, 0 lost, 1 unread";
+        let text = "tracer: attached watch (...) | tracer: drops: 100 seen, 7 delivered, 3 lost, 90 counted (over --max-rate) | tracer: nat: 0 seen, 0 delivered, 0 lost | tracer: retrans: 5 seen, 4 delivered, 0 lost, 1 unread";
         let s = summaries(text);
         assert_eq!(s.len(), 3);
-        assert_eq!((s[0].0.as_str(), s[0].1.seen, s[0].1.delivered, s[0].1.lost), ("drops", 10, 7, 3));
+        assert_eq!((s[0].0.as_str(), s[0].1.seen, s[0].1.delivered, s[0].1.lost, s[0].1.counted), ("drops", 100, 7, 3, 90));
         assert_eq!((s[2].0.as_str(), s[2].1.seen, s[2].1.delivered), ("retrans", 5, 4));
     }
 

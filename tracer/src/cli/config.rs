@@ -78,6 +78,8 @@ pub(crate) struct WatchCommandConfig {
     pub by_flow: bool,
     /// `--from`: recordings to read instead of tracing (`-` = stdin), each checked readable.
     pub from: Vec<PathBuf>,
+    /// `--max-rate`: the drops family's rate budget (drops/s per CPU and place; 0 = none).
+    pub max_rate: u64,
 }
 
 /// How long `diagnose` runs without --duration.
@@ -115,7 +117,8 @@ impl WatchCommandConfig {
         let reply_timeout = parse_reply_timeout(&probes.reply_timeout)?;
         let ifaces = probes.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
         let families = parse_families(&probes.probes)?;
-        Ok(Self { trace: TraceConfig::from_args(trace)?, families, reply_timeout, ifaces, by_flow: false, from: Vec::new() })
+        let max_rate = probes.budget.max_rate()?;
+        Ok(Self { trace: TraceConfig::from_args(trace)?, families, reply_timeout, ifaces, by_flow: false, from: Vec::new(), max_rate })
     }
 }
 

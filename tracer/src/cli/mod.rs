@@ -317,6 +317,8 @@ pub(crate) struct AllProbesArgs {
     /// every veth and tunnel device of tracer's own network namespace (also those created later)
     #[arg(long = "iface", value_name = "[NETNS:]DEV")]
     pub ifaces: Vec<String>,
+    #[command(flatten)]
+    pub budget: crate::probes::drops::BudgetArgs,
 }
 
 const WATCH_HELP: &str = "\

@@ -46,8 +46,9 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     let (counts, pods) = session.stop()?;
     let lost = counts.iter().map(|(_, c)| c.lost).sum();
 
-    let super::SessionFacts { probes, missing_probes, mtu_mismatches, services } = known;
-    let info = RunInfo { reply_timeout: config.reply_timeout, lost, beyond_limit: collect.beyond_limit, missing_probes, mtu_mismatches };
+    let super::SessionFacts { probes, missing_probes, mtu_mismatches, services, counted } = known;
+    let counted_total = counts.iter().map(|(_, c)| c.counted).sum();
+    let info = RunInfo { reply_timeout: config.reply_timeout, lost, beyond_limit: collect.beyond_limit, missing_probes, mtu_mismatches, counted };
     let mut facts = MachineFacts::new(&services);
     let findings = diagnose(&collect.events, &info, &mut facts);
     let report = Report {
@@ -57,6 +58,7 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
         duration_s: (ran.min(duration).as_secs_f64() * 10.0).round() / 10.0,
         events: collect.events.len() as u64 + collect.beyond_limit,
         lost,
+        counted: counted_total,
         probes,
         findings,
     };

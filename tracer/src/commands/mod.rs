@@ -28,6 +28,7 @@ async fn start_every_family(command: CommandId, config: &WatchCommandConfig) -> 
     let options = FamilyOptions {
         nat: probes::nat::Options { reply_timeout: config.reply_timeout },
         mtu: probes::mtu::Options { ifaces: config.ifaces.clone(), ..probes::mtu::Options::default() },
+        drops: probes::drops::Options { max_rate: config.max_rate, ..probes::drops::Options::default() },
         ..FamilyOptions::default()
     };
     Session::start(command, families_of(&config.families, &options), &config.trace, options.other_namespace()).await
@@ -41,6 +42,8 @@ struct SessionFacts {
     missing_probes: Vec<(String, String)>,
     mtu_mismatches: Vec<(Vec<String>, String)>,
     services: crate::pods::services::ServiceNames,
+    /// The drops the rate budget counted by place (read before the session stops).
+    counted: Vec<probes::drops::CountedPlace>,
 }
 
 impl SessionFacts {
@@ -62,7 +65,12 @@ impl SessionFacts {
         // overlay node's eth0 1500 and vxlan 1450) are normal.
         let mtu_mismatches = find_mismatches(&devices).into_iter().filter(|m| m.severity != "info").map(|m| (m.devices, m.summary)).collect();
         let services = session.services().cloned().unwrap_or_else(|| crate::pods::services::ServiceNames::channel().1);
-        Self { probes, missing_probes, mtu_mismatches, services }
+        let counted = session
+            .family(FamilyId::Drops)
+            .and_then(|f| f.as_any().downcast_ref::<crate::probes::drops::Drops>())
+            .map(|drops| drops.counted_places(session.ebpf()))
+            .unwrap_or_default();
+        Self { probes, missing_probes, mtu_mismatches, services, counted }
     }
 }
 

@@ -86,7 +86,7 @@ impl Publisher {
     fn publish(&mut self) {
         for family in &self.running {
             if let Ok(c) = self.counters.read(family.kinds()) {
-                metrics::set_kernel_counts(family.name(), c.matched, c.lost);
+                metrics::set_kernel_counts(family.name(), c.matched, c.lost, c.counted);
             }
         }
         self.last = Instant::now();

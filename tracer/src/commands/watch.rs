@@ -55,7 +55,7 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     }
     if recording && !delivered.output_closed {
         let ended = crate::pods::now_unix_ns();
-        let super::SessionFacts { probes, missing_probes, mtu_mismatches, services } = known;
+        let super::SessionFacts { probes, missing_probes, mtu_mismatches, services, counted } = known;
         let run = RunRecord {
             node: pods.node().map(String::from),
             start: recordings::wall(started.0),
@@ -69,6 +69,7 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
             probes,
             missing_probes,
             mtu_mismatches,
+            counted,
             ..RunRecord::default()
         };
         let mut facts = MachineFacts::new(&services);

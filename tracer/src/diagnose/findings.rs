@@ -18,7 +18,7 @@ use crate::{
     events::{Detail, Event},
     kernel::firewall::Rule,
     probes::{
-        drops::detail::DropDetail,
+        drops::{CountedPlace, detail::DropDetail},
         mtu::detail::MtuEventKind,
         nat::detail::{NatDetail, NatKind, NatState},
         tcp::detail::ResetDirection,
@@ -224,6 +224,38 @@ pub(crate) struct RunInfo {
     pub missing_probes: Vec<(String, String)>,
     /// Device MTU mismatches found at start (devices.rs): devices and what is wrong.
     pub mtu_mismatches: Vec<(Vec<String>, String)>,
+    /// Drops over the rate budget (`--max-rate`), counted in the kernel by place, not delivered.
+    pub counted: Vec<CountedPlace>,
+}
+
+/// Adds the drops the rate budget counted (without their flows) to the finding of their reason,
+/// namespace and location: `drops` counts them too, `counted` says how many of those were
+/// counted rather than seen one by one, and the summary says so. A place goes to the first such
+/// finding only, so the findings' counts still add up to what the kernel dropped; a place no
+/// finding names stays in the report's `counted` total only.
+fn add_counted(counted: &[CountedPlace], out: &mut [Finding]) {
+    let mut extra = vec![0u64; out.len()];
+    for place in counted {
+        let names = |f: &Finding| {
+            let e = &f.evidence;
+            let reason = e.get("reason").and_then(Value::as_str).is_some_and(|r| r.split(',').any(|r| r == place.reason));
+            let netns = e.get("netns").and_then(Value::as_u64) == place.netns.map(u64::from);
+            let location = match e.get("locations").and_then(Value::as_array) {
+                Some(at) => at.iter().any(|l| l.as_str() == Some(place.location.as_str())),
+                None => true,
+            };
+            reason && netns && location
+        };
+        if let Some(i) = out.iter().position(names) {
+            extra[i] += place.count;
+        }
+    }
+    for (f, n) in out.iter_mut().zip(extra).filter(|(_, n)| *n > 0) {
+        let drops = f.evidence.get("drops").and_then(Value::as_u64).unwrap_or(0);
+        f.evidence.insert("drops".into(), json!(drops + n));
+        f.evidence.insert("counted".into(), json!(n));
+        f.summary.push_str(&format!(" ({n} more such drops over --max-rate were counted in the kernel, without their flows)"));
+    }
 }
 
 /// Retransmits of one connection that make a storm when nothing else explains them.
@@ -261,6 +293,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
     // A tunnel's drop is the cause of its connections' no-reply and retransmits: one finding.
     tunnels::fold_symptoms(&mut out);
     tunnels::name_overlays(facts, &mut out);
+    add_counted(&info.counted, &mut out);
     if info.lost > 0 || info.beyond_limit > 0 {
         out.push(Finding {
             code: "events-lost",
@@ -1594,6 +1627,28 @@ mod tests {
         assert!(f[0].summary.contains(&format!("the rule counting drops there: {HTTP_RULE}")), "{}", f[0].summary);
         assert_eq!(f[0].evidence["rules"], json!([HTTP_RULE]));
         assert!(f[0].evidence.get("rules_unreadable").is_none(), "every source was read: {:?}", f[0].evidence);
+    }
+
+    #[test]
+    fn drops_over_the_rate_budget_count_in_the_finding_of_their_place_once() {
+        let e = drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "NETFILTER_DROP", 9, 1);
+        let other = drop_event(flow("10.0.0.3", 4000, "10.0.0.2", 81, 6), "NETFILTER_DROP", 9, 2);
+        let place = |reason: &str, location: &str, netns, count| CountedPlace { reason: reason.into(), location: location.into(), netns, count };
+        let counted = vec![
+            place("NETFILTER_DROP", "ip_error+0x94", Some(9), 500),
+            place("NETFILTER_DROP", "ip_error+0x94", Some(10), 7),
+            place("NETFILTER_DROP", "nft_do_chain+0x10", Some(9), 3),
+            place("NO_SOCKET", "ip_error+0x94", Some(9), 11),
+        ];
+        let info = RunInfo { reply_timeout: Duration::from_secs(3), counted, ..RunInfo::default() };
+        let f = diagnose(&[e.clone(), e, other], &info, &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["netfilter-drop", "netfilter-drop"], "{f:#?}");
+        // The first finding of that reason, namespace and location takes the place's count;
+        // other namespaces, locations and reasons are not its.
+        assert_eq!((f[0].evidence["drops"].clone(), f[0].evidence["counted"].clone()), (json!(502), json!(500)), "{:?}", f[0].evidence);
+        assert!(f[0].summary.ends_with("(500 more such drops over --max-rate were counted in the kernel, without their flows)"), "{}", f[0].summary);
+        assert_eq!(f[1].evidence["drops"], json!(1), "one place, one finding: {:?}", f[1].evidence);
+        assert!(f[1].evidence.get("counted").is_none());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct Report {
     pub duration_s: f64,
     pub events: u64,
     pub lost: u64,
+    /// Drops over the rate budget (`--max-rate`), counted in the kernel, not in `events`.
+    pub counted: u64,
     /// Each family's hook, or why it did not run.
     pub probes: BTreeMap<String, String>,
     pub findings: Vec<Finding>,
@@ -72,6 +74,11 @@ impl Report {
         {
             o.insert("nodes".into(), json!(self.nodes));
         }
+        if self.counted > 0
+            && let Some(o) = report.as_object_mut()
+        {
+            o.insert("counted".into(), json!(self.counted));
+        }
         report
     }
 
@@ -94,8 +101,12 @@ pub(crate) fn report_text(v: &Value) -> Option<String> {
         (Some(node), false) => format!(" node {node},"),
         (None, false) => String::new(),
     };
+    let counted = match v["counted"].as_u64() {
+        Some(n) if n > 0 => format!(", {n} drops counted over --max-rate"),
+        _ => String::new(),
+    };
     let mut out = format!(
-        "tracer diagnose:{on} {:.0}s, {} events, {} lost\n",
+        "tracer diagnose:{on} {:.0}s, {} events, {} lost{counted}\n",
         v["duration_s"].as_f64().unwrap_or(0.0),
         v["events"].as_u64().unwrap_or(0),
         v["lost"].as_u64().unwrap_or(0)
@@ -171,6 +182,7 @@ mod tests {
             duration_s: 6.0,
             events: 1,
             lost: 0,
+            counted: 0,
             probes: BTreeMap::new(),
             findings: vec![
                 finding(Seen { first: Some(0), last: Some(1_000_000_000), examples: vec![example.clone()], ..Seen::default() }),

@@ -182,6 +182,10 @@ fn describe() {
     describe_counter!("tracer_events_seen_total", "Events the kernel programs matched, by probe");
     describe_counter!("tracer_events_lost_total", "Events lost because the ring buffer was full, by probe");
     describe_counter!(
+        "tracer_events_counted_total",
+        "Events over the drop rate budget (--max-rate), counted in the kernel by place instead of delivered, by probe (seen = delivered + lost + counted)"
+    );
+    describe_counter!(
         "tracer_metric_series_capped_total",
         "Events counted with pod (or namespace) \"other\" because their metric had --max-series label sets"
     );
@@ -209,9 +213,13 @@ pub(crate) fn observe(event: &Event, limits: &mut Cardinality) {
 }
 
 /// Sets the kernel's own counts of one probe (absolute values, read from its counters).
-pub(crate) fn set_kernel_counts(probe: &'static str, seen: u64, lost: u64) {
+/// seen = delivered + lost + counted; counted (drops over `--max-rate`) only where there are any.
+pub(crate) fn set_kernel_counts(probe: &'static str, seen: u64, lost: u64, counted: u64) {
     counter!("tracer_events_seen_total", "probe" => probe).absolute(seen);
     counter!("tracer_events_lost_total", "probe" => probe).absolute(lost);
+    if counted > 0 {
+        counter!("tracer_events_counted_total", "probe" => probe).absolute(counted);
+    }
 }
 
 /// `tracer_probe_up{probe}`: whether the family runs on this node.

@@ -62,6 +62,9 @@ pub(crate) struct RunRecord {
     pub probes: BTreeMap<String, String>,
     pub missing_probes: Vec<(String, String)>,
     pub mtu_mismatches: Vec<(Vec<String>, String)>,
+    /// Drops over the rate budget, by place (absent when there were none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counted: Vec<crate::probes::drops::CountedPlace>,
 }
 
 impl RunRecord {
@@ -73,6 +76,7 @@ impl RunRecord {
             beyond_limit: self.beyond_limit,
             missing_probes: self.missing_probes.clone(),
             mtu_mismatches: self.mtu_mismatches.clone(),
+            counted: self.counted.clone(),
         }
     }
 }
@@ -418,7 +422,7 @@ fn clock_skew(recordings: &Recordings) -> Vec<String> {
 /// recordings (`diagnose --from`, a multi-node `job run -- diagnose`).
 pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
     let mut findings = Vec::new();
-    let (mut events, mut lost, mut duration_s) = (0u64, 0u64, 0f64);
+    let (mut events, mut lost, mut counted, mut duration_s) = (0u64, 0u64, 0u64, 0f64);
     let mut probes = BTreeMap::new();
     let several = recordings.nodes.len() > 1;
     let mut per_node: Vec<(usize, usize)> = Vec::new();
@@ -435,6 +439,7 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
         findings.extend(found);
         events += run.events.max(rec.events.len() as u64);
         lost += run.lost;
+        counted += run.counted.iter().map(|c| c.count).sum::<u64>();
         duration_s = f64::max(duration_s, run.duration_s);
         for (family, how) in run.probes {
             probes.insert(if several { format!("{node}: {family}") } else { family }, how);
@@ -459,6 +464,7 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
         duration_s,
         events,
         lost,
+        counted,
         probes,
         findings,
     }

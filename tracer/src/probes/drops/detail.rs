@@ -146,11 +146,28 @@ impl DropDetail {
 
     /// The help of its metrics.
     pub(crate) fn describe_metrics() {
-        metrics::describe_counter!("tracer_drops_total", "Packets the kernel dropped, by drop reason, kernel function and the pod it concerns");
+        metrics::describe_counter!(
+            "tracer_drops_total",
+            "Packets the kernel dropped, by drop reason, kernel function and the pod it concerns (drops over --max-rate: pod \"\")"
+        );
         metrics::describe_counter!(
             "tracer_drops_undelivered_total",
             "Drops the ring buffer had no room for (storm mode), counted in the kernel by drop reason and kernel function; not in tracer_drops_total"
         );
+    }
+
+    /// Adds the drops the rate budget (`--max-rate`) counted since `published` to
+    /// `tracer_drops_total` under their reason and function, with no pod (the kernel counts them
+    /// per namespace, not per flow), so a storm does not hide in a reason's rate.
+    pub(crate) fn add_counted(totals: &BTreeMap<(String, String), u64>, published: &mut BTreeMap<(String, String), u64>) {
+        for (key, count) in totals {
+            let before = published.insert(key.clone(), *count).unwrap_or(0);
+            let (reason, function) = key;
+            if *count > before {
+                metrics::counter!("tracer_drops_total", "reason" => reason.clone(), "function" => function.clone(), "namespace" => "", "pod" => "")
+                    .increment(*count - before);
+            }
+        }
     }
 
     /// Sets `tracer_drops_undelivered_total` to the kernel's storm counts, summed per (reason,

@@ -10,8 +10,9 @@ use std::{collections::BTreeMap, path::Path};
 
 use anyhow::Context as _;
 use aya::{Btf, Ebpf, maps::Array, programs::TracePoint};
+pub(crate) use storm::CountedPlace;
 use tracer_common::{
-    drop::{DropConfig, ReasonFilter, hook},
+    drop::{DEFAULT_MAX_RATE, DropConfig, ReasonFilter, hook},
     event::EventHeader,
 };
 
@@ -57,6 +58,8 @@ const PROG_TP_BTF: &str = "drop_tp_btf";
 const PROG_TP: &str = "drop_tp";
 /// The program's global (tracer-ebpf/src/drops.rs); the MTU family's kfree_skb program reads it too.
 pub(crate) const DROP_CONFIG: &str = "DROP_CONFIG";
+/// The rate budget's global (tracer-ebpf/src/budget.rs): drops/s per CPU and place, 0 = none.
+const DROP_MAX_RATE: &str = "DROP_MAX_RATE";
 
 /// The hook the drops probe will use on this kernel, with its layout.
 #[derive(Debug, Clone)]
@@ -266,7 +269,39 @@ pub(crate) struct Args {
     /// Kernel hook: auto picks the BTF tracepoint when the kernel has BTF, else the classic one
     #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
     pub hook: HookChoice,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
 }
+
+/// `--max-rate`, on every command that traces drops (`drops`, `watch`, `diagnose`, `serve`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct BudgetArgs {
+    /// Drops per second printed per CPU and per place (reason, kernel location, network
+    /// namespace); beyond it the kernel counts them by place instead, reported at the end
+    /// (`off` or 0: print every drop) [default: 5000]
+    #[arg(long = "max-rate", value_name = "N|off")]
+    pub max_rate: Option<String>,
+}
+
+impl BudgetArgs {
+    /// The rate checked: a whole number of drops per second, or `off`/0 for no budget.
+    pub(crate) fn max_rate(&self) -> Result<u64, UsageError> {
+        let Some(text) = self.max_rate.as_deref() else { return Ok(DEFAULT_MAX_RATE) };
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(0);
+        }
+        match text.parse::<u64>() {
+            Ok(n) if n <= MAX_RATE_LIMIT => Ok(n),
+            _ => Err(UsageError(format!(
+                "--max-rate {text}: expected drops per second per CPU and place, a whole number from 0 to {MAX_RATE_LIMIT} (e.g. 5000), or off"
+            ))),
+        }
+    }
+}
+
+/// The largest `--max-rate`: far above what one CPU can drop, so it means "no budget" anyway.
+const MAX_RATE_LIMIT: u64 = 1_000_000_000;
 
 impl super::FamilyArgs for Args {
     fn into_options(self, options: &mut super::FamilyOptions) -> Result<(), UsageError> {
@@ -283,6 +318,7 @@ impl super::FamilyArgs for Args {
             ReasonSelection::Named(names)
         };
         options.drops.hook = self.hook;
+        options.drops.max_rate = self.budget.max_rate()?;
         Ok(())
     }
 }
@@ -292,11 +328,13 @@ impl super::FamilyArgs for Args {
 pub(crate) struct Options {
     pub hook: HookChoice,
     pub reasons: ReasonSelection,
+    /// `--max-rate`: drops/s delivered per CPU and place; 0: no budget.
+    pub max_rate: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { hook: HookChoice::Auto, reasons: ReasonSelection::Default }
+        Options { hook: HookChoice::Auto, reasons: ReasonSelection::Default, max_rate: DEFAULT_MAX_RATE }
     }
 }
 
@@ -310,7 +348,11 @@ pub(crate) struct Drops {
     decoder: Option<decode::Decoder>,
     conntrack: Option<conntrack::Classifier>,
     storm_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Read at stop: the ring-full counts (`storm`) and the over-budget ones (`counted`).
     storm: Vec<storm::StormCount>,
+    counted: Vec<storm::StormCount>,
+    /// The over-budget counts already added to `tracer_drops_total` (`serve`).
+    counted_published: BTreeMap<(String, String), u64>,
 }
 
 struct Planned {
@@ -321,7 +363,28 @@ struct Planned {
 
 impl Drops {
     pub(crate) fn new(options: Options) -> Self {
-        Drops { options, kallsyms: None, planned: None, decoder: None, conntrack: None, storm_watch: None, storm: Vec::new() }
+        Drops {
+            options,
+            kallsyms: None,
+            planned: None,
+            decoder: None,
+            conntrack: None,
+            storm_watch: None,
+            storm: Vec::new(),
+            counted: Vec::new(),
+            counted_published: BTreeMap::new(),
+        }
+    }
+
+    /// The drops the rate budget counted so far, by place, with their names: what `diagnose`
+    /// adds to its findings' counts.
+    pub(crate) fn counted_places(&self, ebpf: &Ebpf) -> Vec<CountedPlace> {
+        let Some(decoder) = &self.decoder else { return Vec::new() };
+        let counts = storm::read_over_budget(ebpf).unwrap_or_else(|err| {
+            log::warn!("reading the rate budget's counts: {err:#}");
+            Vec::new()
+        });
+        counts.iter().map(|c| storm::place(c, decoder)).collect()
     }
 }
 
@@ -360,12 +423,17 @@ impl Family for Drops {
     }
 
     fn describe_alone(&self) -> String {
-        format!("{}; reasons: {}", self.describe(), describe_reasons(&self.options.reasons))
+        let budget = match self.options.max_rate {
+            0 => "no rate budget".to_string(),
+            n => format!("at most {n}/s per CPU and place, the rest counted"),
+        };
+        format!("{}; reasons: {}; {budget}", self.describe(), describe_reasons(&self.options.reasons))
     }
 
     fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
         let p = self.planned.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
         globals.set(DROP_CONFIG, &program_config(&p.plan, &p.reasons));
+        globals.set(DROP_MAX_RATE, &self.options.max_rate);
         Ok(())
     }
 
@@ -388,8 +456,11 @@ impl Family for Drops {
             if p.plan.reasons.is_none() {
                 log::warn!("kernel {} has no drop reasons (added in 5.17): every drop is shown as NOT_SPECIFIED", crate::kernel::release());
             }
-            // Said the moment the kernel starts counting instead of delivering.
-            self.storm_watch = Some(storm::watch(CounterReader::open(ebpf)?));
+        }
+        // Said the moment the kernel starts counting instead of delivering (the ring-full
+        // storm only alone, as before: watch's own summary says it).
+        if ctx.alone || self.options.max_rate > 0 {
+            self.storm_watch = Some(storm::watch(CounterReader::open(ebpf)?, self.options.max_rate, ctx.alone));
         }
         // Baselines of every namespace's conntrack counters, taken before `attached` is
         // printed: a conntrack drop from there on is told apart from a rule's.
@@ -409,9 +480,13 @@ impl Family for Drops {
 
     fn publish_metrics(&mut self, ebpf: &Ebpf) {
         let Some(decoder) = &self.decoder else { return };
-        match storm::read(ebpf) {
+        match storm::read_ring_full(ebpf) {
             Ok(counts) => detail::DropDetail::set_undelivered(&storm::by_reason_and_function(&counts, decoder)),
             Err(err) => log::debug!("storm counts: {err:#}"),
+        }
+        match storm::read_over_budget(ebpf) {
+            Ok(counts) => detail::DropDetail::add_counted(&storm::by_reason_and_function(&counts, decoder), &mut self.counted_published),
+            Err(err) => log::debug!("rate budget counts: {err:#}"),
         }
     }
 
@@ -419,13 +494,15 @@ impl Family for Drops {
         if let Some(watch) = self.storm_watch.take() {
             watch.abort();
         }
-        self.storm = storm::read(ebpf)?;
+        self.storm = storm::read_ring_full(ebpf)?;
+        self.counted = storm::read_over_budget(ebpf)?;
         Ok(())
     }
 
     fn report(&self, counts: KernelCounts) {
         if let Some(decoder) = &self.decoder {
-            for line in storm::report(&self.storm, counts.lost, decoder) {
+            let budget = storm::budget_report(&self.counted, counts.counted, self.options.max_rate, decoder);
+            for line in budget.iter().chain(&storm::report(&self.storm, counts.lost, decoder)) {
                 eprintln!("{line}");
             }
         }
@@ -494,6 +571,20 @@ mod tests {
         let c = select_reasons(&p, &ReasonSelection::Default).unwrap();
         assert!(c.wants(0) && c.wants(2));
         assert!(select_reasons(&p, &ReasonSelection::Named(vec!["NO_SOCKET".into()])).is_err());
+    }
+
+    #[test]
+    fn max_rate_is_a_whole_number_or_off() {
+        let rate = |text: Option<&str>| BudgetArgs { max_rate: text.map(String::from) }.max_rate();
+        assert_eq!(rate(None).unwrap(), DEFAULT_MAX_RATE);
+        assert_eq!(rate(Some("off")).unwrap(), 0);
+        assert_eq!(rate(Some("OFF")).unwrap(), 0);
+        assert_eq!(rate(Some("0")).unwrap(), 0);
+        assert_eq!(rate(Some("250")).unwrap(), 250);
+        for bad in ["-1", "lots", "1e3", "", "5000000000", "2.5"] {
+            let err = rate(Some(bad)).unwrap_err();
+            assert!(err.0.starts_with("--max-rate ") && err.0.contains("off"), "{bad}: {}", err.0);
+        }
     }
 
     #[test]
