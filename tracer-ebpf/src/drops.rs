@@ -113,16 +113,18 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
     if skb.is_null() || !kernel::offsets_valid() || !wants_reason(reason) {
         return Ok(());
     }
+    // The node scope (--netns, --this-node) needs only the packet's namespace: a drop out of
+    // scope leaves before any header is read.
+    let dev = skb::dev_ptr(skb);
+    let netns = skb::packet_netns(skb, dev);
+    if !filter::in_scope(netns) {
+        return Ok(());
+    }
     let Some(event) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
     // SAFETY: the per-CPU scratch entry is ours for this program run.
     let event = unsafe { &mut *event };
     skb::fill_packet(skb, &mut event.flow, &mut event.tunnel);
-    if !filter::matches_packet(&event.flow, &event.tunnel) {
-        return Ok(());
-    }
-    let device = skb::device(skb);
-    let netns = if device.netns != 0 { device.netns } else { skb::socket_netns(skb) };
-    if !filter::matches_pods_packet(&event.flow, &event.tunnel, netns) {
+    if !filter::matches_packet(&event.flow, &event.tunnel) || !filter::touches_pods_packet(&event.flow, &event.tunnel, netns) {
         return Ok(());
     }
     event.header = EventHeader {
@@ -137,8 +139,12 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
     event.reason = reason;
     event.len = skb::len(skb);
     event.netns = netns;
-    event.ifindex = device.ifindex;
-    event.ifname = device.name;
+    if dev.is_null() {
+        event.ifindex = 0;
+        event.ifname = [0; 16];
+    } else {
+        skb::dev_identity(dev, &mut event.ifindex, &mut event.ifname);
+    }
     event.ct = conntrack_of(skb, reason);
     event._pad = 0;
     if !emit::output(kind::DROP, event) {

@@ -239,6 +239,10 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if reason != config!(reason_pkt_too_big) && !may_be_icmp(&l3, ethertype) {
         return Ok(());
     }
+    // Out of the node scope: decided by the namespace alone, before anything is parsed.
+    if !filter::in_scope(skb::packet_netns(skb, skb::dev_ptr(skb))) {
+        return Ok(());
+    }
     let Some(w) = work(hook::KFREE_SKB) else { return Ok(()) };
     w.event.reason = reason;
     if reason == config!(reason_pkt_too_big) {

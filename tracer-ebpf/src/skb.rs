@@ -57,12 +57,36 @@ pub(crate) fn net_device(dev: *const u8) -> Device {
     if dev.is_null() {
         return device;
     }
-    device.ifindex = read::<u32>(dev, offset!(net_device_ifindex)).unwrap_or(0);
-    let _ = read_buf(dev, offset!(net_device_name), &mut device.name);
-    if let Ok(net) = read::<*const u8>(dev, offset!(net_device_netns_ptr)) {
-        device.netns = netns_inum(net);
-    }
+    dev_identity(dev, &mut device.ifindex, &mut device.name);
+    device.netns = dev_netns(dev);
     device
+}
+
+/// Ifindex and name of a non-null `struct net_device *`, into the event being built (zero
+/// when a read faults).
+#[inline(always)]
+pub(crate) fn dev_identity(dev: *const u8, ifindex: &mut u32, name: &mut [u8; 16]) {
+    *ifindex = read::<u32>(dev, offset!(net_device_ifindex)).unwrap_or(0);
+    if read_buf(dev, offset!(net_device_name), name).is_err() {
+        *name = [0; 16];
+    }
+}
+
+/// The netns inode of a non-null `struct net_device *` (0 when the read faults).
+#[inline(always)]
+pub(crate) fn dev_netns(dev: *const u8) -> u32 {
+    match read::<*const u8>(dev, offset!(net_device_netns_ptr)) {
+        Ok(net) => netns_inum(net),
+        Err(_) => 0,
+    }
+}
+
+/// The namespace a packet was seen in: its device's (`dev`, skb->dev), else, before it has one
+/// (a local send), its socket's; 0 when it has neither.
+#[inline(always)]
+pub(crate) fn packet_netns(skb: *const u8, dev: *const u8) -> u32 {
+    let netns = if dev.is_null() { 0 } else { dev_netns(dev) };
+    if netns != 0 { netns } else { socket_netns(skb) }
 }
 
 /// The netns inode of skb->sk (0 when the skb has no socket).
