@@ -12,7 +12,11 @@ use tracer_common::{
     event::{EventHeader, kind},
 };
 
-use crate::{emit, filter, kernel, skb};
+use crate::{
+    emit, filter,
+    kernel::{self, Kmem, Probe, Typed},
+    skb::{self, Bytes},
+};
 
 /// Set by the loader: hook layout (argument positions or record offsets) and the reason filter.
 #[unsafe(no_mangle)]
@@ -63,7 +67,7 @@ fn wants_reason(reason: u32) -> bool {
     }
 }
 
-/// Reads the u64 at `base + off`: a tp_btf argument slot or a tracepoint record field.
+/// Reads the u64 at `base + off` of a classic tracepoint's record.
 #[inline(always)]
 fn read_slot(base: *const u8, off: u32) -> Result<u64, i64> {
     if off == DropConfig::ABSENT {
@@ -73,27 +77,26 @@ fn read_slot(base: *const u8, off: u32) -> Result<u64, i64> {
 }
 
 pub(crate) fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let Some((skb, location, reason)) = tp_btf_args(ctx)? else { return Ok(()) };
-    record(skb, location, reason)
+    let Some((skb, location, reason)) = tp_btf_args(ctx) else { return Ok(()) };
+    // The packet's headers through the window: one helper call for the parse.
+    record(Typed, skb, location, reason, |skb| skb::network_window(Typed, skb, skb::window::DROPS, skb::WINDOW))
 }
 
-/// skb, location and reason of tp_btf/kfree_skb, at the positions the loader put in
-/// DROP_CONFIG; None when DROP_CONFIG is not laid out for the BTF tracepoint. Also used by the
-/// MTU family's own kfree_skb program.
+/// skb, location and reason of tp_btf/kfree_skb; None when DROP_CONFIG is not laid out for the
+/// BTF tracepoint. Also used by the MTU family's own kfree_skb program. The skb is a BTF-typed
+/// pointer ([`Typed`] reads through it).
 #[inline(always)]
-pub(crate) fn tp_btf_args(ctx: &BtfTracePointContext) -> Result<Option<(*const u8, u64, u32)>, i64> {
+pub(crate) fn tp_btf_args(ctx: &BtfTracePointContext) -> Option<(*const u8, u64, u32)> {
     if config!(hook) != hook::TP_BTF {
-        return Ok(None);
+        return None;
     }
-    // tp_btf arguments are u64 slots; positions are turned into byte offsets here.
-    let base = ctx.as_ptr() as *const u8;
-    let slot = |arg: u32| {
-        if arg == DropConfig::ABSENT { arg } else { arg * 8 }
-    };
-    let skb = read_slot(base, slot(config!(skb_arg)))?;
-    let location = read_slot(base, slot(config!(location_arg)))?;
-    let reason = read_slot(base, slot(config!(reason_arg)))? as u32;
-    Ok(Some((skb as *const u8, location, reason)))
+    // Loads from the context at constant offsets: the only context access the verifier allows,
+    // and the one that types the skb. kfree_skb has always been (skb, location[, reason[, rx_sk]]):
+    // the plan refuses a kernel whose BTF says otherwise, and the classic tracepoint serves it.
+    let skb = ctx.arg::<*const u8>(0);
+    let location = ctx.arg::<u64>(1);
+    let reason = if config!(reason_arg) == DropConfig::ABSENT { 0 } else { ctx.arg::<u64>(2) as u32 };
+    Some((skb, location, reason))
 }
 
 pub(crate) fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
@@ -105,25 +108,34 @@ pub(crate) fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
     let location = read_slot(base, config!(location_arg))?;
     let reason_off = config!(reason_arg);
     let reason = if reason_off == DropConfig::ABSENT { 0 } else { kernel::read::<u32>(base, reason_off as usize)? };
-    record(skb as *const u8, location, reason)
+    // The skb is an address in the record, not a typed pointer. This hook is for kernels
+    // without BTF, where tp_btf cannot run: it parses one header at a time (the window's bounds
+    // checks would take this program past LLVM's 512-byte stack).
+    record(Probe, skb as *const u8, location, reason, |skb| skb::network_header(Probe, skb))
 }
 
 #[inline(always)]
-fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
+fn record<M: Kmem, B: Bytes>(
+    m: M,
+    skb: *const u8,
+    location: u64,
+    reason: u32,
+    headers: impl FnOnce(*const u8) -> Option<(B, u16)>,
+) -> Result<(), i64> {
     if skb.is_null() || !kernel::offsets_valid() || !wants_reason(reason) {
         return Ok(());
     }
     // The node scope (--netns, --this-node) needs only the packet's namespace: a drop out of
     // scope leaves before any header is read.
-    let dev = skb::dev_ptr(skb);
-    let netns = skb::packet_netns(skb, dev);
+    let dev = skb::dev_ptr(m, skb);
+    let netns = skb::packet_netns(m, skb, dev);
     if !filter::in_scope(netns) {
         return Ok(());
     }
     let Some(event) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
     // SAFETY: the per-CPU scratch entry is ours for this program run.
     let event = unsafe { &mut *event };
-    skb::fill_packet(skb, &mut event.flow, &mut event.tunnel);
+    skb::fill_from(headers(skb), &mut event.flow, &mut event.tunnel);
     if !filter::matches_packet(&event.flow, &event.tunnel) || !filter::touches_pods_packet(&event.flow, &event.tunnel, netns) {
         return Ok(());
     }
@@ -137,15 +149,15 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
     };
     event.location = location;
     event.reason = reason;
-    event.len = skb::len(skb);
+    event.len = skb::len(m, skb);
     event.netns = netns;
     if dev.is_null() {
         event.ifindex = 0;
         event.ifname = [0; 16];
     } else {
-        skb::dev_identity(dev, &mut event.ifindex, &mut event.ifname);
+        skb::dev_identity(m, dev, &mut event.ifindex, &mut event.ifname);
     }
-    event.ct = conntrack_of(skb, reason);
+    event.ct = conntrack_of(m, skb, reason);
     event._pad = 0;
     if !emit::output(kind::DROP, event) {
         storm_count(&StormKey { location, reason, netns });
@@ -156,13 +168,13 @@ fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
 /// [`DropEvent::ct`]: the conntrack entry of a netfilter drop. Two loads, only for the drops
 /// netfilter made (or every drop on kernels without reasons).
 #[inline(always)]
-fn conntrack_of(skb: *const u8, reason: u32) -> u32 {
+fn conntrack_of<M: Kmem>(m: M, skb: *const u8, reason: u32) -> u32 {
     let (nfct_off, status_off) = (config!(skb_nfct), config!(ct_status));
     let netfilter = config!(netfilter_reason);
     if nfct_off == DropConfig::ABSENT || status_off == DropConfig::ABSENT || (netfilter != DropConfig::ABSENT && reason != netfilter) {
         return 0;
     }
-    let Ok(nfct) = kernel::read::<u64>(skb, nfct_off as usize) else { return 0 };
+    let Some(nfct) = m.get::<u64>(skb, nfct_off as usize) else { return 0 };
     // A value below a page is ctinfo alone (untracked), not an entry.
     let ct = (nfct & skb::NFCT_PTRMASK) as *const u8;
     if (ct as u64) < 4096 {
