@@ -208,7 +208,7 @@ impl Bytes for WindowBytes {
     fn load<T>(&self, off: usize) -> Option<T> {
         if !self.win.is_null() && size_of::<T>() <= self.len && off <= self.len - size_of::<T>() {
             // SAFETY: in bounds of this CPU's window, which the program owns for its run.
-            return Some(unsafe { core::ptr::read_unaligned(self.win.add(bounded(off)).cast::<T>()) });
+            return Some(unsafe { core::ptr::read_unaligned(window_at(self.win, off).cast::<T>()) });
         }
         read::<T>(self.l3, off).ok()
     }
@@ -217,26 +217,38 @@ impl Bytes for WindowBytes {
     fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()> {
         if !self.win.is_null() && dst.len() <= self.len && off <= self.len - dst.len() {
             // SAFETY: as in `load`.
-            unsafe { core::ptr::copy_nonoverlapping(self.win.add(bounded(off)), dst.as_mut_ptr(), dst.len()) };
+            unsafe { core::ptr::copy_nonoverlapping(window_at(self.win, off), dst.as_mut_ptr(), dst.len()) };
             return Some(());
         }
         read_buf(self.l3, off, dst).ok()
     }
 }
 
-/// `off` bounded for the verifier: masked with `WINDOW - 1` read from a read-only global.
-/// LLVM cannot fold that mask away (it tests a related value instead, `at` for `at + 40`, which
-/// the verifier cannot follow), the verifier knows its value; callers have checked `off` against
-/// [`WINDOW`] already, so the mask changes nothing. Map slots are twice [`WINDOW`] so that any
-/// masked offset plus the longest load (an IPv6 header) stays inside.
+/// `win + off`, with `off` masked to the window (`WINDOW - 1`) in the very instructions the
+/// verifier checks the access by. The callers have tested `off` against the bytes copied, so
+/// the mask changes nothing at run time; it is there for the verifier, which cannot follow
+/// LLVM's own test when LLVM tests a related value (`at` for `at + 40`), spills the value
+/// between the test and the use (6.1 forgets the bounds of a spilled unbounded scalar), or
+/// reuses a register whose earlier bounds contradict the test on a path that cannot happen (6.1
+/// walks such a path). In asm, so that LLVM can neither drop the mask (it knows it is a no-op)
+/// nor move it away from the addition. Slots are twice [`WINDOW`] long, so that a masked offset
+/// plus the longest load (an IPv6 header) stays inside.
 #[inline(always)]
-fn bounded(off: usize) -> usize {
-    // SAFETY: a read of a plain static; volatile so that it is not folded (above).
-    off & unsafe { core::ptr::read_volatile(&raw const WINDOW_MASK) }
+fn window_at(win: *const u8, off: usize) -> *const u8 {
+    let mut at = win;
+    // SAFETY: masks `off` and adds it to `at`; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "{off} &= {mask}",
+            "{at} += {off}",
+            at = inout(reg) at,
+            off = inout(reg) off => _,
+            mask = const WINDOW - 1,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    at
 }
-
-#[unsafe(no_mangle)]
-static WINDOW_MASK: usize = WINDOW - 1;
 
 /// [`network_header`] through this CPU's window `slot` ([`window`]), `len` bytes of it (at
 /// most [`WINDOW`]) copied.
@@ -271,14 +283,15 @@ pub(crate) fn flow(skb: *const u8) -> RawFlow {
 /// keep them in a per-CPU map value rather than on its 512-byte stack.
 #[inline(always)]
 pub(crate) fn fill_packet(skb: *const u8, flow: &mut RawFlow, tunnel: &mut RawTunnel) {
+    *flow = RawFlow::default();
+    *tunnel = RawTunnel::default();
     fill_from(network_header(Probe, skb), flow, tunnel);
 }
 
-/// [`fill_packet`] from a network header the caller found ([`network_header`]).
+/// [`fill_packet`] from a network header the caller found ([`network_window`],
+/// [`network_header`]), into a flow and tunnel the caller has zeroed.
 #[inline(always)]
 pub(crate) fn fill_from<B: Bytes>(header: Option<(B, u16)>, flow: &mut RawFlow, tunnel: &mut RawTunnel) {
-    *flow = RawFlow::default();
-    *tunnel = RawTunnel::default();
     if let Some((l3, ethertype)) = header {
         parse(&l3, ethertype, flow, Some(tunnel));
     }
@@ -447,10 +460,17 @@ fn ethernet<B: Bytes>(b: &B, at: usize) -> Option<(usize, u16)> {
     }
 }
 
+/// Header bytes on the stack, 8-aligned so that zeroing them is a few 8-byte stores: LLVM
+/// zeroes a plain byte array with a call to a byte-by-byte memset loop (four BPF instructions a
+/// byte).
+#[repr(C, align(8))]
+struct Aligned<const N: usize>([u8; N]);
+
 #[inline(always)]
 fn parse_ipv4<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
-    let mut hdr = [0u8; 20];
-    b.load_buf(at, &mut hdr)?;
+    let mut hdr = Aligned([0u8; 24]);
+    b.load_buf(at, &mut hdr.0[..20])?;
+    let hdr = &hdr.0;
     let ihl = (hdr[0] & 0x0f) as usize * 4;
     if ihl < 20 {
         return None;
@@ -469,8 +489,9 @@ fn parse_ipv4<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
 
 #[inline(always)]
 fn parse_ipv6<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
-    let mut hdr = [0u8; 40];
-    b.load_buf(at, &mut hdr)?;
+    let mut hdr = Aligned([0u8; 40]);
+    b.load_buf(at, &mut hdr.0)?;
+    let hdr = &hdr.0;
     flow.family = FAMILY_IPV6;
     flow.saddr.copy_from_slice(&hdr[8..24]);
     flow.daddr.copy_from_slice(&hdr[24..40]);
