@@ -176,7 +176,7 @@ fn record<M: Kmem, B: Bytes>(
 fn clear_packet(event: &mut DropEvent) {
     const FROM: usize = offset_of!(DropEvent, flow);
     const LEN: usize = size_of::<RawFlow>() + size_of::<RawTunnel>();
-    const _: () = assert!(FROM % 8 == 0 && LEN % 8 == 0 && offset_of!(DropEvent, tunnel) == FROM + size_of::<RawFlow>());
+    const _: () = assert!(FROM.is_multiple_of(8) && LEN.is_multiple_of(8) && offset_of!(DropEvent, tunnel) == FROM + size_of::<RawFlow>());
     // SAFETY: DropEvent is 8-aligned (it holds u64s) and so is FROM; the words are the flow's
     // and the tunnel's bytes, for which all zero is a valid value.
     let words = unsafe { core::ptr::from_mut(event).cast::<u8>().add(FROM).cast::<u64>() };

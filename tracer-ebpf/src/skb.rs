@@ -234,6 +234,7 @@ impl Bytes for WindowBytes {
 /// nor move it away from the addition. Slots are twice [`WINDOW`] long, so that a masked offset
 /// plus the longest load (an IPv6 header) stays inside.
 #[inline(always)]
+#[expect(clippy::pointers_in_nomem_asm_block, reason = "the asm adds to the pointer; it reads and writes no memory")]
 fn window_at(win: *const u8, off: usize) -> *const u8 {
     let mut at = win;
     // SAFETY: masks `off` and adds it to `at`; no memory is touched.
@@ -470,7 +471,7 @@ impl<const N: usize> Aligned<N> {
     /// aligned one. Volatile, so that the stores are not merged back into that call.
     #[inline(always)]
     fn zeroed() -> Self {
-        const { assert!(N % 8 == 0) };
+        const { assert!(N.is_multiple_of(8)) };
         let mut h = core::mem::MaybeUninit::<Self>::uninit();
         let words = h.as_mut_ptr().cast::<u64>();
         for i in 0..N / 8 {
