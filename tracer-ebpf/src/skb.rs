@@ -461,33 +461,10 @@ fn ethernet<B: Bytes>(b: &B, at: usize) -> Option<(usize, u16)> {
     }
 }
 
-/// Header bytes on the stack, 8-aligned so that they can be zeroed with 8-byte stores.
-#[repr(C, align(8))]
-struct Aligned<const N: usize>([u8; N]);
-
-impl<const N: usize> Aligned<N> {
-    /// All zero, written as N / 8 word stores: LLVM's BPF backend zeroes any array of more than
-    /// a few bytes with a call to a byte-by-byte memset loop (four instructions a byte), even an
-    /// aligned one. Volatile, so that the stores are not merged back into that call.
-    #[inline(always)]
-    fn zeroed() -> Self {
-        const { assert!(N.is_multiple_of(8)) };
-        let mut h = core::mem::MaybeUninit::<Self>::uninit();
-        let words = h.as_mut_ptr().cast::<u64>();
-        for i in 0..N / 8 {
-            // SAFETY: within `h`, which is 8-aligned and N bytes long.
-            unsafe { words.add(i).write_volatile(0) };
-        }
-        // SAFETY: every byte was written above.
-        unsafe { h.assume_init() }
-    }
-}
-
 #[inline(always)]
 fn parse_ipv4<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
-    let mut hdr = Aligned::<24>::zeroed();
-    b.load_buf(at, &mut hdr.0[..20])?;
-    let hdr = &hdr.0;
+    let mut hdr = [0u8; 20];
+    b.load_buf(at, &mut hdr)?;
     let ihl = (hdr[0] & 0x0f) as usize * 4;
     if ihl < 20 {
         return None;
@@ -506,9 +483,8 @@ fn parse_ipv4<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
 
 #[inline(always)]
 fn parse_ipv6<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
-    let mut hdr = Aligned::<40>::zeroed();
-    b.load_buf(at, &mut hdr.0)?;
-    let hdr = &hdr.0;
+    let mut hdr = [0u8; 40];
+    b.load_buf(at, &mut hdr)?;
     flow.family = FAMILY_IPV6;
     flow.saddr.copy_from_slice(&hdr[8..24]);
     flow.daddr.copy_from_slice(&hdr[24..40]);
