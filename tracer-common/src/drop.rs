@@ -142,7 +142,9 @@ pub struct DropConfig {
     /// One of [`hook`].
     pub hook: u32,
     /// tp_btf: argument positions of skb, location and reason (`ABSENT`: the kernel's
-    /// tracepoint has no such argument). Classic tracepoint: byte offsets in the record.
+    /// tracepoint has no such argument); the program loads them from the context at the
+    /// positions every kernel has had, 0, 1 and 2, and the plan refuses a kernel with others.
+    /// Classic tracepoint: byte offsets in the record.
     pub skb_arg: u32,
     pub location_arg: u32,
     pub reason_arg: u32,

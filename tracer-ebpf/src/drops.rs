@@ -1,5 +1,7 @@
 //! Packet drops from skb:kfree_skb: the reason, where in the kernel, and the packet's flow.
 
+use core::mem::offset_of;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
@@ -10,9 +12,14 @@ use aya_ebpf::{
 use tracer_common::{
     drop::{CT_PRESENT, DropConfig, DropEvent, REASON_BITMAP_BITS, REASON_BITMAP_WORDS, STORM_ENTRIES, StormKey, hook},
     event::{EventHeader, kind},
+    flow::{RawFlow, RawTunnel},
 };
 
-use crate::{budget, emit, filter, kernel, skb};
+use crate::{
+    budget, emit, filter,
+    kernel::{self, Kmem, Probe, Typed},
+    skb::{self, Bytes},
+};
 
 /// Set by the loader: hook layout (argument positions or record offsets) and the reason filter.
 #[unsafe(no_mangle)]
@@ -55,7 +62,7 @@ fn wants_reason(reason: u32) -> bool {
     }
 }
 
-/// Reads the u64 at `base + off`: a tp_btf argument slot or a tracepoint record field.
+/// Reads the u64 at `base + off` of a classic tracepoint's record.
 #[inline(always)]
 fn read_slot(base: *const u8, off: u32) -> Result<u64, i64> {
     if off == DropConfig::ABSENT {
@@ -65,27 +72,26 @@ fn read_slot(base: *const u8, off: u32) -> Result<u64, i64> {
 }
 
 pub(crate) fn try_drop_tp_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let Some((skb, location, reason)) = tp_btf_args(ctx)? else { return Ok(()) };
-    record(skb, location, reason)
+    let Some((skb, location, reason)) = tp_btf_args(ctx) else { return Ok(()) };
+    // The packet's headers through the window: one helper call for the parse.
+    record(Typed, skb, location, reason, |skb| skb::network_window(Typed, skb, skb::window::DROPS, skb::WINDOW))
 }
 
-/// skb, location and reason of tp_btf/kfree_skb, at the positions the loader put in
-/// DROP_CONFIG; None when DROP_CONFIG is not laid out for the BTF tracepoint. Also used by the
-/// MTU family's own kfree_skb program.
+/// skb, location and reason of tp_btf/kfree_skb; None when DROP_CONFIG is not laid out for the
+/// BTF tracepoint. Also used by the MTU family's own kfree_skb program. The skb is a BTF-typed
+/// pointer ([`Typed`] reads through it).
 #[inline(always)]
-pub(crate) fn tp_btf_args(ctx: &BtfTracePointContext) -> Result<Option<(*const u8, u64, u32)>, i64> {
+pub(crate) fn tp_btf_args(ctx: &BtfTracePointContext) -> Option<(*const u8, u64, u32)> {
     if config!(hook) != hook::TP_BTF {
-        return Ok(None);
+        return None;
     }
-    // tp_btf arguments are u64 slots; positions are turned into byte offsets here.
-    let base = ctx.as_ptr() as *const u8;
-    let slot = |arg: u32| {
-        if arg == DropConfig::ABSENT { arg } else { arg * 8 }
-    };
-    let skb = read_slot(base, slot(config!(skb_arg)))?;
-    let location = read_slot(base, slot(config!(location_arg)))?;
-    let reason = read_slot(base, slot(config!(reason_arg)))? as u32;
-    Ok(Some((skb as *const u8, location, reason)))
+    // Loads from the context at constant offsets: the only context access the verifier allows,
+    // and the one that types the skb. kfree_skb has always been (skb, location[, reason[, rx_sk]]):
+    // the plan refuses a kernel whose BTF says otherwise, and the classic tracepoint serves it.
+    let skb = ctx.arg::<*const u8>(0);
+    let location = ctx.arg::<u64>(1);
+    let reason = if config!(reason_arg) == DropConfig::ABSENT { 0 } else { ctx.arg::<u64>(2) as u32 };
+    Some((skb, location, reason))
 }
 
 pub(crate) fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
@@ -97,62 +103,103 @@ pub(crate) fn try_drop_tp(ctx: &TracePointContext) -> Result<(), i64> {
     let location = read_slot(base, config!(location_arg))?;
     let reason_off = config!(reason_arg);
     let reason = if reason_off == DropConfig::ABSENT { 0 } else { kernel::read::<u32>(base, reason_off as usize)? };
-    record(skb as *const u8, location, reason)
+    // The skb is an address in the record, not a typed pointer. This hook is for kernels
+    // without BTF, where tp_btf cannot run: it parses one header at a time (the window's bounds
+    // checks would take this program past LLVM's 512-byte stack).
+    record(Probe, skb as *const u8, location, reason, |skb| skb::network_header(Probe, skb))
 }
 
 #[inline(always)]
-fn record(skb: *const u8, location: u64, reason: u32) -> Result<(), i64> {
+fn record<M: Kmem, B: Bytes>(
+    m: M,
+    skb: *const u8,
+    location: u64,
+    reason: u32,
+    headers: impl FnOnce(*const u8) -> Option<(B, u16)>,
+) -> Result<(), i64> {
     if skb.is_null() || !kernel::offsets_valid() || !wants_reason(reason) {
+        return Ok(());
+    }
+    // The node scope (--netns, --this-node) needs only the packet's namespace: a drop out of
+    // scope leaves before any header is read.
+    let dev = skb::dev_ptr(m, skb);
+    let netns = skb::packet_netns(m, skb, dev);
+    if !filter::in_scope(netns) {
+        return Ok(());
+    }
+    // SAFETY: helper without preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let place = StormKey { location, reason, netns };
+    // The rate budget counts only drops the user asked for. Without a flow or pod filter that is
+    // every drop in scope, so it is decided here and a counted drop costs no parse; with one, it
+    // is decided once the filters passed. Either way before the event is built.
+    let budget_first = !filter::needs_headers();
+    if budget_first && budget::counted_instead(&place, ts_ns) {
         return Ok(());
     }
     let Some(event) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
     // SAFETY: the per-CPU scratch entry is ours for this program run.
     let event = unsafe { &mut *event };
-    skb::fill_packet(skb, &mut event.flow, &mut event.tunnel);
-    if !filter::matches_packet(&event.flow, &event.tunnel) {
+    clear_packet(event);
+    skb::fill_from(headers(skb), &mut event.flow, &mut event.tunnel);
+    if !filter::matches_packet(&event.flow, &event.tunnel) || !filter::touches_pods_packet(&event.flow, &event.tunnel, netns) {
         return Ok(());
     }
-    let device = skb::device(skb);
-    let netns = if device.netns != 0 { device.netns } else { skb::socket_netns(skb) };
-    if !filter::matches_pods_packet(&event.flow, &event.tunnel, netns) {
+    if !budget_first && budget::counted_instead(&place, ts_ns) {
         return Ok(());
     }
     event.header = EventHeader {
-        // SAFETY: helpers without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_ns,
         kind: kind::DROP,
-        // SAFETY: as above.
+        // SAFETY: helper without preconditions.
         cpu: unsafe { bpf_get_smp_processor_id() } as u16,
         _pad: [0; 4],
     };
     event.location = location;
     event.reason = reason;
-    event.len = skb::len(skb);
+    event.len = skb::len(m, skb);
     event.netns = netns;
-    event.ifindex = device.ifindex;
-    event.ifname = device.name;
-    event.ct = conntrack_of(skb, reason);
-    event._pad = 0;
-    let place = StormKey { location, reason, netns };
-    if budget::counted_instead(&place, event.header.ts_ns) {
-        return Ok(());
+    if dev.is_null() {
+        event.ifindex = 0;
+        event.ifname = [0; 16];
+    } else {
+        skb::dev_identity(m, dev, &mut event.ifindex, &mut event.ifname);
     }
+    event.ct = conntrack_of(m, skb, reason);
+    event._pad = 0;
     if !emit::output(kind::DROP, event) {
         storm_count(&place);
     }
     Ok(())
 }
 
+/// Zeroes the event's flow and tunnel with 8-byte stores. Both are 8-aligned inside the event
+/// (checked below), but a `RawFlow` alone is align 2, and LLVM zeroes one with a call to a
+/// byte-by-byte memset loop (four BPF instructions a byte: ~400 for the two).
+#[inline(always)]
+fn clear_packet(event: &mut DropEvent) {
+    const FROM: usize = offset_of!(DropEvent, flow);
+    const LEN: usize = size_of::<RawFlow>() + size_of::<RawTunnel>();
+    const _: () = assert!(FROM.is_multiple_of(8) && LEN.is_multiple_of(8) && offset_of!(DropEvent, tunnel) == FROM + size_of::<RawFlow>());
+    // SAFETY: DropEvent is 8-aligned (it holds u64s) and so is FROM; the words are the flow's
+    // and the tunnel's bytes, for which all zero is a valid value.
+    let words = unsafe { core::ptr::from_mut(event).cast::<u8>().add(FROM).cast::<u64>() };
+    for i in 0..LEN / 8 {
+        // SAFETY: as above; volatile so that LLVM does not merge them back into a memset call.
+        unsafe { words.add(i).write_volatile(0) };
+    }
+}
+
 /// [`DropEvent::ct`]: the conntrack entry of a netfilter drop. Two loads, only for the drops
 /// netfilter made (or every drop on kernels without reasons).
 #[inline(always)]
-fn conntrack_of(skb: *const u8, reason: u32) -> u32 {
+fn conntrack_of<M: Kmem>(m: M, skb: *const u8, reason: u32) -> u32 {
     let (nfct_off, status_off) = (config!(skb_nfct), config!(ct_status));
     let netfilter = config!(netfilter_reason);
     if nfct_off == DropConfig::ABSENT || status_off == DropConfig::ABSENT || (netfilter != DropConfig::ABSENT && reason != netfilter) {
         return 0;
     }
-    let Ok(nfct) = kernel::read::<u64>(skb, nfct_off as usize) else { return 0 };
+    let Some(nfct) = m.get::<u64>(skb, nfct_off as usize) else { return 0 };
     // A value below a page is ctinfo alone (untracked), not an entry.
     let ct = (nfct & skb::NFCT_PTRMASK) as *const u8;
     if (ct as u64) < 4096 {

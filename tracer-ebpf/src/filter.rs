@@ -68,9 +68,11 @@ fn pod_addr(family: u8, addr: &[u8; 16]) -> bool {
 }
 
 /// Whether the network namespace an event was seen in is in the node scope (always, without
-/// one). An event with no namespace (0) is outside any scope.
+/// one). An event with no namespace (0) is outside any scope. A packet's namespace is known
+/// before any of its headers is read: programs ask this first, so that a node's drops of other
+/// nodes' namespaces (kind, k3d: one kernel) cost no parse.
 #[inline(always)]
-fn in_scope(netns: u32) -> bool {
+pub(crate) fn in_scope(netns: u32) -> bool {
     // SAFETY: presence test only.
     filter_field!(netns) == 0 || (netns != 0 && unsafe { NETNS_SCOPE.get(&netns) }.is_some())
 }
@@ -100,8 +102,20 @@ fn touches_pods(flow: &RawFlow, netns: u32) -> bool {
 /// addresses (a node's, for a host-network pod); the scope is the namespace's either way.
 #[inline(always)]
 pub(crate) fn matches_pods_packet(flow: &RawFlow, tunnel: &RawTunnel, netns: u32) -> bool {
-    in_scope(netns)
-        && (touches_pods(flow, netns) || (tunnel.kind != 0 && (pod_addr(tunnel.family, &tunnel.saddr) || pod_addr(tunnel.family, &tunnel.daddr))))
+    in_scope(netns) && touches_pods_packet(flow, tunnel, netns)
+}
+
+/// The pod half of [`matches_pods_packet`], for a program that checked [`in_scope`] already.
+#[inline(always)]
+pub(crate) fn touches_pods_packet(flow: &RawFlow, tunnel: &RawTunnel, netns: u32) -> bool {
+    touches_pods(flow, netns) || (tunnel.kind != 0 && (pod_addr(tunnel.family, &tunnel.saddr) || pod_addr(tunnel.family, &tunnel.daddr)))
+}
+
+/// Whether any filter needs the packet's headers (addresses, port, protocol, pods). Without one,
+/// every drop in scope is one the user asked for, so the rate budget can decide before the parse.
+#[inline(always)]
+pub(crate) fn needs_headers() -> bool {
+    filter_field!(n_cidrs) != 0 || filter_field!(port) != 0 || filter_field!(proto) != 0 || filter_field!(pods) != 0
 }
 
 /// Whether `flow` passes the configured address, port and protocol filter.

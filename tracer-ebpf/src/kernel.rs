@@ -65,13 +65,57 @@ pub(crate) fn read_buf(base: *const u8, off: usize, dst: &mut [u8]) -> Result<()
     unsafe { bpf_probe_read_kernel_buf(base.wrapping_add(off), dst) }.map_err(i64::from)
 }
 
+/// How a program reads the kernel structs it holds pointers to: [`Probe`] or [`Typed`]. The
+/// struct readers in `skb` are generic over it, so the programs that may load through typed
+/// pointers do, and the others share the same code.
+pub(crate) trait Kmem: Copy {
+    /// The `T` at `base + off`; None when the read faulted.
+    fn get<T>(self, base: *const u8, off: usize) -> Option<T>;
+}
+
+/// `bpf_probe_read_kernel`: any address, one helper call per read. For pointers the verifier
+/// has no type for: a classic tracepoint's record, addresses kept in integers (`_nfct`,
+/// `_skb_refdst`), `unsigned char *` (packet bytes).
+#[derive(Clone, Copy)]
+pub(crate) struct Probe;
+
+impl Kmem for Probe {
+    #[inline(always)]
+    fn get<T>(self, base: *const u8, off: usize) -> Option<T> {
+        read::<T>(base, off).ok()
+    }
+}
+
+/// A plain load through a BTF-typed pointer: a tp_btf argument loaded straight from the
+/// context, or a struct pointer loaded from such a pointer this way. `off` is a field of
+/// [`OFFSETS`] (read-only once loaded), so the verifier sees a constant, checks the access against
+/// the struct's BTF, and types the pointers it loads; the JIT emits one fault-safe load (a fault
+/// reads as zero) instead of a helper call. A pointer of any other origin here is refused at load.
+#[derive(Clone, Copy)]
+pub(crate) struct Typed;
+
+impl Kmem for Typed {
+    #[inline(always)]
+    fn get<T>(self, base: *const u8, off: usize) -> Option<T> {
+        // SAFETY: a verifier-checked load through a BTF-typed pointer (above); volatile so that
+        // it stays one load of the field's size at the field's offset.
+        Some(unsafe { core::ptr::read_volatile(base.wrapping_add(off).cast::<T>()) })
+    }
+}
+
 /// The inode number of the network namespace a `struct net *` points to (0 when null).
 #[inline(always)]
 pub(crate) fn netns_inum(net: *const u8) -> u32 {
+    inum(Probe, net)
+}
+
+/// [`netns_inum`] read through `m`.
+#[inline(always)]
+pub(crate) fn inum<M: Kmem>(m: M, net: *const u8) -> u32 {
     if net.is_null() {
         return 0;
     }
-    read::<u32>(net, offset!(net_ns_inum)).unwrap_or(0)
+    m.get::<u32>(net, offset!(net_ns_inum)).unwrap_or(0)
 }
 
 /// Argument `position` of a BTF tracepoint (each argument is one u64 slot of the context), or

@@ -2,6 +2,9 @@
 //! module and ignores the error: a tracing program cannot fail the kernel path it observes.
 #![no_std]
 #![no_main]
+// Two instructions of asm bound an offset where the verifier must see it bounded
+// (skb::window_at); BPF asm is nightly-only, and this crate is built with nightly.
+#![feature(asm_experimental_arch)]
 #![expect(
     clippy::needless_borrows_for_generic_args,
     reason = "map keys and values are passed by reference: by value (the maps take `impl Borrow`), LLVM emits larger tcp programs"

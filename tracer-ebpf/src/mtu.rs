@@ -19,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     drops, emit, filter,
-    kernel::{offset, offsets_valid, read, tp_btf_arg},
+    kernel::{Probe, Typed, offset, offsets_valid, read, tp_btf_arg},
     skb::{self, Bytes, Device},
 };
 
@@ -215,15 +215,15 @@ pub(crate) fn try_icmp_send(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let Some(w) = work(hook::ICMP_SEND) else { return Ok(()) };
-    let Some((l3, ethertype)) = skb::network_header(skb) else { return Ok(()) };
+    let Some((l3, ethertype)) = skb::network_header(Probe, skb) else { return Ok(()) };
     let _ = skb::parse(&l3, ethertype, &mut w.event.flow, Some(&mut w.event.tunnel));
     let (route_dev, mtu) = route_mtu(skb);
-    let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
+    let dev = if route_dev.is_null() { skb::dev_ptr(Probe, skb) } else { route_dev };
     set_device(&mut w.event, &skb::net_device(dev));
     if !wanted(&w.event.flow, &w.event.tunnel, None, w.event.netns) {
         return Ok(());
     }
-    w.event.len = skb::len(skb);
+    w.event.len = skb::len(Probe, skb);
     w.event.mtu = mtu;
     w.event.dev_mtu = device_mtu(dev);
     submit(&mut w.event, event::FRAG_NEEDED_SENT, hook::ICMP_SEND);
@@ -236,14 +236,22 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !offsets_valid() {
         return Ok(());
     }
-    let Some((skb, _location, reason)) = drops::tp_btf_args(ctx)? else { return Ok(()) };
+    let Some((skb, _location, reason)) = drops::tp_btf_args(ctx) else { return Ok(()) };
     if skb.is_null() || reason == config!(reason_not_specified) || reason == config!(reason_consumed) {
         return Ok(());
     }
-    let Some((l3, ethertype)) = skb::network_header(skb) else { return Ok(()) };
+    // The skb is BTF-typed: its fields are plain loads (Typed); the IP header's version and
+    // protocol are one helper call of 16 bytes (the parse of the rare packet that is ours reads
+    // the rest one header at a time).
+    let Some((l3, ethertype)) = skb::network_window(Typed, skb, skb::window::MTU_DROP, skb::WINDOW_PROTOCOL) else { return Ok(()) };
     // Every other drop (a storm of them, say) leaves here, after one read of the IP header and
     // before the work slot is cleared or anything parsed: only an ICMP error can be ours.
     if reason != config!(reason_pkt_too_big) && !may_be_icmp(&l3, ethertype) {
+        return Ok(());
+    }
+    // Out of the node scope: decided by the namespace alone, before anything is parsed.
+    let skb_dev = skb::dev_ptr(Typed, skb);
+    if !filter::in_scope(skb::packet_netns(Typed, skb, skb_dev)) {
         return Ok(());
     }
     let Some(w) = work(hook::KFREE_SKB) else { return Ok(()) };
@@ -251,14 +259,14 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if reason == config!(reason_pkt_too_big) {
         let _ = skb::parse(&l3, ethertype, &mut w.event.flow, Some(&mut w.event.tunnel));
         let (route_dev, mtu) = route_mtu(skb);
-        let dev = if route_dev.is_null() { skb::dev_ptr(skb) } else { route_dev };
+        let dev = if route_dev.is_null() { skb_dev } else { route_dev };
         set_device(&mut w.event, &skb::net_device(dev));
         if !wanted(&w.event.flow, &w.event.tunnel, None, w.event.netns) {
             return Ok(());
         }
         w.event.dev_mtu = device_mtu(dev);
         w.event.mtu = if mtu != 0 { mtu } else { w.event.dev_mtu };
-        w.event.len = skb::len(skb);
+        w.event.len = skb::len(Typed, skb);
         submit(&mut w.event, event::TOO_BIG_DROP, hook::KFREE_SKB);
         return Ok(());
     }
@@ -266,15 +274,14 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if !quoted(&l3, w) {
         return Ok(());
     }
-    let dev = skb::dev_ptr(skb);
-    set_device(&mut w.event, &skb::net_device(dev));
+    set_device(&mut w.event, &skb::net_device(skb_dev));
     if w.event.netns == 0 {
-        w.event.netns = skb::socket_netns(skb);
+        w.event.netns = skb::socket_netns(Typed, skb);
     }
     if !wanted(&w.event.flow, &w.event.tunnel, Some(&w.outer), w.event.netns) {
         return Ok(());
     }
-    w.event.dev_mtu = device_mtu(dev);
+    w.event.dev_mtu = device_mtu(skb_dev);
     set_icmp(&mut w.event, &w.outer);
     submit(&mut w.event, event::FRAG_NEEDED_DROPPED, hook::KFREE_SKB);
     Ok(())

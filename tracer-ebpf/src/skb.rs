@@ -1,12 +1,13 @@
 //! Parsing a `struct sk_buff *` seen from a tracing program: device, namespace and the flow from
 //! the packet's own headers. Offsets come from [`crate::kernel::OFFSETS`].
 
+use aya_ebpf::{helpers::bpf_probe_read_kernel_buf, macros::map, maps::PerCpuArray};
 use tracer_common::flow::{
     ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
     RawFlow, RawTunnel, TCP_FLAGS_OFFSET, TCP_HEADER_TO_FLAGS, TunnelPorts, tunnel,
 };
 
-use crate::kernel::{netns_inum, offset, read, read_buf};
+use crate::kernel::{Kmem, Probe, inum, offset, read, read_buf};
 
 /// skb->network_header when the kernel has not set it (`(u16)~0U`).
 const HEADER_UNSET: u16 = 0xffff;
@@ -41,13 +42,13 @@ pub(crate) struct Device {
 /// Reads skb->dev. Zeroes when the skb has no device.
 #[inline(always)]
 pub(crate) fn device(skb: *const u8) -> Device {
-    net_device(dev_ptr(skb))
+    net_device(dev_ptr(Probe, skb))
 }
 
 /// skb->dev (null when the skb has none or the read faulted).
 #[inline(always)]
-pub(crate) fn dev_ptr(skb: *const u8) -> *const u8 {
-    read::<*const u8>(skb, offset!(skb_dev)).unwrap_or(core::ptr::null())
+pub(crate) fn dev_ptr<M: Kmem>(m: M, skb: *const u8) -> *const u8 {
+    m.get::<*const u8>(skb, offset!(skb_dev)).unwrap_or(core::ptr::null())
 }
 
 /// Ifindex, name and netns inode of a `struct net_device *`; zeroes for null.
@@ -57,29 +58,51 @@ pub(crate) fn net_device(dev: *const u8) -> Device {
     if dev.is_null() {
         return device;
     }
-    device.ifindex = read::<u32>(dev, offset!(net_device_ifindex)).unwrap_or(0);
-    let _ = read_buf(dev, offset!(net_device_name), &mut device.name);
-    if let Ok(net) = read::<*const u8>(dev, offset!(net_device_netns_ptr)) {
-        device.netns = netns_inum(net);
-    }
+    dev_identity(Probe, dev, &mut device.ifindex, &mut device.name);
+    device.netns = dev_netns(Probe, dev);
     device
+}
+
+/// Ifindex and name of a non-null `struct net_device *`, into the event being built (zero
+/// when a read faults).
+#[inline(always)]
+pub(crate) fn dev_identity<M: Kmem>(m: M, dev: *const u8, ifindex: &mut u32, name: &mut [u8; 16]) {
+    *ifindex = m.get::<u32>(dev, offset!(net_device_ifindex)).unwrap_or(0);
+    *name = m.get::<[u8; 16]>(dev, offset!(net_device_name)).unwrap_or([0; 16]);
+}
+
+/// The netns inode of a non-null `struct net_device *` (0 when the read faults).
+#[inline(always)]
+pub(crate) fn dev_netns<M: Kmem>(m: M, dev: *const u8) -> u32 {
+    match m.get::<*const u8>(dev, offset!(net_device_netns_ptr)) {
+        Some(net) => inum(m, net),
+        None => 0,
+    }
+}
+
+/// The namespace a packet was seen in: its device's (`dev`, skb->dev), else, before it has one
+/// (a local send), its socket's; 0 when it has neither.
+#[inline(always)]
+pub(crate) fn packet_netns<M: Kmem>(m: M, skb: *const u8, dev: *const u8) -> u32 {
+    let netns = if dev.is_null() { 0 } else { dev_netns(m, dev) };
+    if netns != 0 { netns } else { socket_netns(m, skb) }
 }
 
 /// The netns inode of skb->sk (0 when the skb has no socket).
 #[inline(always)]
-pub(crate) fn socket_netns(skb: *const u8) -> u32 {
-    match read::<*const u8>(skb, offset!(skb_sk)) {
-        Ok(sk) if !sk.is_null() => match read::<*const u8>(sk, offset!(sock_netns_ptr)) {
-            Ok(net) => netns_inum(net),
-            Err(_) => 0,
+pub(crate) fn socket_netns<M: Kmem>(m: M, skb: *const u8) -> u32 {
+    match m.get::<*const u8>(skb, offset!(skb_sk)) {
+        Some(sk) if !sk.is_null() => match m.get::<*const u8>(sk, offset!(sock_netns_ptr)) {
+            Some(net) => inum(m, net),
+            None => 0,
         },
         _ => 0,
     }
 }
 
 #[inline(always)]
-pub(crate) fn len(skb: *const u8) -> u32 {
-    read::<u32>(skb, offset!(skb_len)).unwrap_or(0)
+pub(crate) fn len<M: Kmem>(m: M, skb: *const u8) -> u32 {
+    m.get::<u32>(skb, offset!(skb_len)).unwrap_or(0)
 }
 
 /// Where packet bytes come from: kernel memory (tracing programs, `bpf_probe_read_kernel`) or
@@ -106,28 +129,142 @@ impl Bytes for KernelBytes {
     }
 }
 
-/// The skb's network header in kernel memory, and the packet's ethertype; None when the header
-/// is not set (or the reads faulted).
+/// Where the skb's network header is in kernel memory, and skb->protocol (host order); None
+/// when the header is not set (or the reads faulted).
 #[inline(always)]
-pub(crate) fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
-    let head = read::<*const u8>(skb, offset!(skb_head)).ok()?;
-    let network = read::<u16>(skb, offset!(skb_network_header)).ok()?;
+fn l3_of<M: Kmem>(m: M, skb: *const u8) -> Option<(*const u8, u16)> {
+    // `head` is an `unsigned char *`: the packet bytes behind it are read with Probe whatever `m`.
+    let head = m.get::<*const u8>(skb, offset!(skb_head))?;
+    let network = m.get::<u16>(skb, offset!(skb_network_header))?;
     if head.is_null() || network == HEADER_UNSET {
         return None;
     }
-    let l3 = head.wrapping_add(network as usize);
-    let ethertype = match u16::from_be(read::<u16>(skb, offset!(skb_protocol)).unwrap_or(0)) {
+    Some((head.wrapping_add(network as usize), u16::from_be(m.get::<u16>(skb, offset!(skb_protocol)).unwrap_or(0))))
+}
+
+/// The packet's ethertype: skb->protocol, checked against the network header `b`.
+#[inline(always)]
+fn ethertype_of<B: Bytes>(protocol: u16, b: &B) -> u16 {
+    match protocol {
         // A tunnel's receive path sets skb->protocol to the inner frame's while the network
         // header is still the outer one (vxlan_rcv, where VXLAN_ENTRY_EXISTS drops: IPv6 pods
         // over an IPv4 underlay); the header's version nibble says which it is.
-        ip @ (ETH_P_IP | ETH_P_IPV6) => match read::<u8>(l3, 0).map(|v| v >> 4) {
-            Ok(4) => ETH_P_IP,
-            Ok(6) => ETH_P_IPV6,
+        ip @ (ETH_P_IP | ETH_P_IPV6) => match b.load::<u8>(0).map(|v| v >> 4) {
+            Some(4) => ETH_P_IP,
+            Some(6) => ETH_P_IPV6,
             _ => ip,
         },
         other => other,
+    }
+}
+
+/// The skb's network header in kernel memory, and the packet's ethertype; None when the header
+/// is not set (or the reads faulted).
+#[inline(always)]
+pub(crate) fn network_header<M: Kmem>(m: M, skb: *const u8) -> Option<(KernelBytes, u16)> {
+    let (l3, protocol) = l3_of(m, skb)?;
+    let b = KernelBytes(l3);
+    let ethertype = ethertype_of(protocol, &b);
+    Some((b, ethertype))
+}
+
+/// Bytes of a packet from its network header, copied with one helper call: enough for the
+/// headers of a packet in VXLAN or Geneve over IPv6 with an IPv6 packet inside and its ports.
+/// Each helper call costs tens of ns (more than the copy), and a parse made three to six.
+pub(crate) const WINDOW: usize = 128;
+
+/// Enough of the window to tell the IP version and the protocol (byte 9 of IPv4, 6 of IPv6),
+/// for a program that leaves on them most of the time.
+pub(crate) const WINDOW_PROTOCOL: usize = 16;
+
+/// The per-CPU window of each program that parses through one ([`network_window`]): one slot per
+/// program, since programs of different hooks may interrupt one another on a CPU.
+pub(crate) mod window {
+    /// drop_tp_btf and drop_tp (only one of them is attached).
+    pub(crate) const DROPS: u32 = 0;
+    /// mtu_drop.
+    pub(crate) const MTU_DROP: u32 = 1;
+    pub(crate) const SLOTS: u32 = 2;
+}
+
+#[map]
+static HEADER_WINDOW: PerCpuArray<[u8; 2 * WINDOW]> = PerCpuArray::with_max_entries(window::SLOTS, 0);
+
+/// A network header in kernel memory, its first bytes (up to [`WINDOW`]) read at once. Reading past
+/// the packet's end is harmless: the skb's linear buffer is followed by its `skb_shared_info`
+/// (over 300 bytes) in the same allocation, and the parser reads no further than the headers'
+/// own lengths say. Loads beyond the window (or all of them, if the copy failed) are read from
+/// kernel memory one by one.
+pub(crate) struct WindowBytes {
+    l3: *const u8,
+    /// Null when the copy failed.
+    win: *const u8,
+    /// Bytes copied.
+    len: usize,
+}
+
+impl Bytes for WindowBytes {
+    #[inline(always)]
+    fn load<T>(&self, off: usize) -> Option<T> {
+        if !self.win.is_null() && size_of::<T>() <= self.len && off <= self.len - size_of::<T>() {
+            // SAFETY: in bounds of this CPU's window, which the program owns for its run.
+            return Some(unsafe { core::ptr::read_unaligned(window_at(self.win, off).cast::<T>()) });
+        }
+        read::<T>(self.l3, off).ok()
+    }
+
+    #[inline(always)]
+    fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        if !self.win.is_null() && dst.len() <= self.len && off <= self.len - dst.len() {
+            // SAFETY: as in `load`.
+            unsafe { core::ptr::copy_nonoverlapping(window_at(self.win, off), dst.as_mut_ptr(), dst.len()) };
+            return Some(());
+        }
+        read_buf(self.l3, off, dst).ok()
+    }
+}
+
+/// `win + off`, with `off` masked to the window (`WINDOW - 1`) in the very instructions the
+/// verifier checks the access by. The callers have tested `off` against the bytes copied, so
+/// the mask changes nothing at run time; it is there for the verifier, which cannot follow
+/// LLVM's own test when LLVM tests a related value (`at` for `at + 40`), spills the value
+/// between the test and the use (6.1 forgets the bounds of a spilled unbounded scalar), or
+/// reuses a register whose earlier bounds contradict the test on a path that cannot happen (6.1
+/// walks such a path). In asm, so that LLVM can neither drop the mask (it knows it is a no-op)
+/// nor move it away from the addition. Slots are twice [`WINDOW`] long, so that a masked offset
+/// plus the longest load (an IPv6 header) stays inside.
+#[inline(always)]
+#[expect(clippy::pointers_in_nomem_asm_block, reason = "the asm adds to the pointer; it reads and writes no memory")]
+fn window_at(win: *const u8, off: usize) -> *const u8 {
+    let mut at = win;
+    // SAFETY: masks `off` and adds it to `at`; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "{off} &= {mask}",
+            "{at} += {off}",
+            at = inout(reg) at,
+            off = inout(reg) off => _,
+            mask = const WINDOW - 1,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    at
+}
+
+/// [`network_header`] through this CPU's window `slot` ([`window`]), `len` bytes of it (at
+/// most [`WINDOW`]) copied.
+#[inline(always)]
+pub(crate) fn network_window<M: Kmem>(m: M, skb: *const u8, slot: u32, len: usize) -> Option<(WindowBytes, u16)> {
+    let (l3, protocol) = l3_of(m, skb)?;
+    let len = if len < WINDOW { len } else { WINDOW };
+    let win = match HEADER_WINDOW.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot; the helper writes at most `len` bytes into it.
+        Some(w) if unsafe { bpf_probe_read_kernel_buf(l3, &mut (&mut *w)[..len]) }.is_ok() => w.cast::<u8>().cast_const(),
+        _ => core::ptr::null(),
     };
-    Some((KernelBytes(l3), ethertype))
+    let b = WindowBytes { l3, win, len };
+    let ethertype = ethertype_of(protocol, &b);
+    Some((b, ethertype))
 }
 
 /// Parses IPv4/IPv6 and TCP/UDP/ICMP/ICMPv6 headers. Leaves `family` at 0 for anything else
@@ -136,7 +273,7 @@ pub(crate) fn network_header(skb: *const u8) -> Option<(KernelBytes, u16)> {
 #[inline(always)]
 pub(crate) fn flow(skb: *const u8) -> RawFlow {
     let mut flow = RawFlow::default();
-    if let Some((l3, ethertype)) = network_header(skb) {
+    if let Some((l3, ethertype)) = network_header(Probe, skb) {
         parse(&l3, ethertype, &mut flow, None);
     }
     flow
@@ -149,7 +286,14 @@ pub(crate) fn flow(skb: *const u8) -> RawFlow {
 pub(crate) fn fill_packet(skb: *const u8, flow: &mut RawFlow, tunnel: &mut RawTunnel) {
     *flow = RawFlow::default();
     *tunnel = RawTunnel::default();
-    if let Some((l3, ethertype)) = network_header(skb) {
+    fill_from(network_header(Probe, skb), flow, tunnel);
+}
+
+/// [`fill_packet`] from a network header the caller found ([`network_window`],
+/// [`network_header`]), into a flow and tunnel the caller has zeroed.
+#[inline(always)]
+pub(crate) fn fill_from<B: Bytes>(header: Option<(B, u16)>, flow: &mut RawFlow, tunnel: &mut RawTunnel) {
+    if let Some((l3, ethertype)) = header {
         parse(&l3, ethertype, flow, Some(tunnel));
     }
 }

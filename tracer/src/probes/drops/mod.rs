@@ -117,6 +117,16 @@ fn plan_tp_btf(btf: &KernelBtf) -> Result<(DropHook, DropConfig), String> {
         .map(|(i, _)| i)
         .ok_or("tp_btf/kfree_skb has no location argument")?;
     let reason = position(&|p| *p == ParamType::Enum("skb_drop_reason".into()));
+    // The program loads its arguments from the context at these fixed positions (the verifier
+    // allows context loads at constant offsets only, and types the skb only when it is loaded
+    // so); every kernel so far has them there.
+    let expected = (0, 1, Some(2));
+    if (skb, location, reason) != expected && (skb, location, reason) != (0, 1, None) {
+        return Err(format!(
+            "tp_btf/kfree_skb has its sk_buff, location and reason at arguments {skb}, {location}, {reason:?}; tracer reads them at {}, {} and {:?}",
+            expected.0, expected.1, expected.2
+        ));
+    }
     let mut config = DropConfig::empty();
     config.hook = hook::TP_BTF;
     config.skb_arg = skb as u32;
