@@ -388,21 +388,7 @@ fn lost_events_are_counted_with_smallest_ring_buffer() {
     // it stops draining the 4 KiB ring buffer, and the kernel side must count what it loses.
     // No rate budget: this is the ring-full path (rate_budget_* below test the budget).
     let t = Tracer::start_paused(&args(&["--all-reasons", "--ring-buffer", "4096", "--max-rate", "off", "--ip", &ip, "--port", &port]));
-    let senders: Vec<_> = [41011u16, 41012]
-        .iter()
-        .map(|sport| {
-            let mut u = Udp::new(&lab.a_ip, *sport, &lab.b_ip, PORT);
-            u.count = PER_SENDER;
-            u.size = 1;
-            u.gap = 0.0;
-            u.spawn(&lab.a)
-        })
-        .collect();
-    let mut sent = 0u64;
-    for s in senders {
-        let out = wait_child(s, Duration::from_secs(60));
-        sent += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0);
-    }
+    let (sent, _) = flood(&lab, PORT, PER_SENDER, [41011, 41012]);
     assert!(sent >= u64::from(PER_SENDER), "senders sent only {sent} datagrams");
     std::thread::sleep(Duration::from_millis(300));
     t.resume_stdout();
