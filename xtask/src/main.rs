@@ -120,11 +120,11 @@ enum Task {
         /// Kernel to test (repeatable): 6.1, 6.12, or a Debian linux-image-* package; default: all
         #[arg(long = "kernel", value_name = "KVER")]
         kernels: Vec<String>,
-        /// Seconds before a VM is killed [default: 180, or 1500 with --with-tests]
+        /// Seconds before a VM is killed [default: 180, or 1800 with --with-tests]
         #[arg(long)]
         timeout: Option<u64>,
         /// Seconds for the whole matrix: VMs still running then are killed, kernels not started
-        /// fail [default: 900, or 2400 with --with-tests]
+        /// fail [default: 900, or 2700 with --with-tests]
         #[arg(long)]
         total_timeout: Option<u64>,
         /// VMs at a time [default: one per host CPU, at most 2]
@@ -231,8 +231,8 @@ fn main() -> anyhow::Result<()> {
             // Under TCG the integration tests take about 2 minutes per kernel; the limits leave
             // room for a loaded machine without letting a hung VM hold CI for long.
             let secs = std::time::Duration::from_secs;
-            let timeout = secs(timeout.unwrap_or(if with_tests { 1500 } else { 180 }));
-            let total_timeout = secs(total_timeout.unwrap_or(if with_tests { 2400 } else { 900 }));
+            let timeout = secs(timeout.unwrap_or(if with_tests { 1800 } else { 180 }));
+            let total_timeout = secs(total_timeout.unwrap_or(if with_tests { 2700 } else { 900 }));
             // A TCG VM keeps one host CPU busy: more VMs than CPUs would only slow each down.
             let cpus = std::thread::available_parallelism().map_or(1, usize::from);
             let jobs = jobs.unwrap_or(cpus.min(2));
