@@ -75,6 +75,28 @@ impl DeviceFacts {
     pub(crate) fn traced_by_default(&self) -> bool {
         matches!(self.role(), Role::PodDevice | Role::Tunnel { .. })
     }
+
+    /// The directions the classifiers watch on this device: `chosen` when the user named it
+    /// (`--iface`), else it was picked by [`Self::traced_by_default`].
+    ///
+    /// A pod veth picked by default is the node's end of a pod's interface, and its ingress is
+    /// what the pod sends. Nothing there can be an event of ours but an ICMP error the pod
+    /// itself originates (a pod that routes): the veth refuses a packet longer than this end's
+    /// MTU before this end sees it (`is_skb_forwardable`, counted as a drop by the kernel), and
+    /// an error the node forwards on is seen where it arrived (a tunnel's or a named device's
+    /// ingress). A classifier there would run for every packet every pod sends, for nothing:
+    /// the same-node path's largest cost after the egress one. A device the user named keeps both
+    /// directions (a pod's own `eth0` receiving its errors, say).
+    pub(crate) fn classified(&self, chosen: bool) -> Directions {
+        if !chosen && self.role() == Role::PodDevice { Directions::EgressOnly } else { Directions::Both }
+    }
+}
+
+/// Which of a device's directions the MTU classifiers watch ([`DeviceFacts::classified`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Directions {
+    Both,
+    EgressOnly,
 }
 
 /// A configuration that loses or fragments large packets.
@@ -347,6 +369,14 @@ mod tests {
 
     fn dev(name: &str, driver: &str, mtu: u32, uplink: bool) -> DeviceFacts {
         DeviceFacts { netns: Netns::OWN, name: name.into(), ifindex: 0, mtu, driver: driver.into(), uplink, up: true, ethernet: true }
+    }
+
+    #[test]
+    fn a_pod_veth_found_by_itself_is_classified_at_egress_only_and_a_named_one_both_ways() {
+        let (veth, tunnel) = (dev("veth1", "veth", 1500, false), dev("flannel.1", "vxlan", 1440, false));
+        assert_eq!(veth.classified(false), Directions::EgressOnly);
+        assert_eq!(veth.classified(true), Directions::Both);
+        assert_eq!(tunnel.classified(false), Directions::Both, "a tunnel's ingress receives the errors of the network");
     }
 
     #[test]

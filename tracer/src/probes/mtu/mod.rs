@@ -345,7 +345,7 @@ impl Family for Mtu {
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
         let plan = self.plan.as_ref().context("mtu: attach before plan")?;
         attach_tracing(ebpf, plan, ctx.btf)?;
-        let attached = tc::attach(ebpf, &self.traced)?;
+        let attached = tc::attach(ebpf, &self.traced, !self.options.ifaces.is_empty())?;
         let tc_devices = attached
             .devices
             .iter()

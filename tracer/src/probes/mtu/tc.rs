@@ -12,7 +12,7 @@ use aya::{
     util::KernelVersion,
 };
 
-use super::devices::DeviceFacts;
+use super::devices::{DeviceFacts, Directions};
 
 /// Program names in tracer-ebpf/src/main.rs: for any device, and for Ethernet devices, where
 /// the healthy packet is judged from the packet itself.
@@ -37,12 +37,13 @@ pub(crate) fn set_floor(ebpf: &mut Ebpf, mtus: impl IntoIterator<Item = u32>) ->
     map.set(0, floor, 0).with_context(|| format!("setting {FLOOR_MAP}"))
 }
 
-/// The (ingress, egress) programs for `device`.
-fn programs_for(device: &DeviceFacts) -> [(&'static str, TcAttachType); 2] {
-    if device.ethernet {
-        [(PROG_INGRESS_ETH, TcAttachType::Ingress), (PROG_EGRESS_ETH, TcAttachType::Egress)]
-    } else {
-        [(PROG_INGRESS, TcAttachType::Ingress), (PROG_EGRESS, TcAttachType::Egress)]
+/// The programs for `device`, in the directions it is watched in.
+fn programs_for(device: &DeviceFacts, directions: Directions) -> &'static [(&'static str, TcAttachType)] {
+    match (device.ethernet, directions) {
+        (true, Directions::Both) => &[(PROG_INGRESS_ETH, TcAttachType::Ingress), (PROG_EGRESS_ETH, TcAttachType::Egress)],
+        (true, Directions::EgressOnly) => &[(PROG_EGRESS_ETH, TcAttachType::Egress)],
+        (false, Directions::Both) => &[(PROG_INGRESS, TcAttachType::Ingress), (PROG_EGRESS, TcAttachType::Egress)],
+        (false, Directions::EgressOnly) => &[(PROG_EGRESS, TcAttachType::Egress)],
     }
 }
 
@@ -60,6 +61,9 @@ pub(crate) struct TcAttachments {
     pub devices: Vec<Attached>,
     /// TCX links (kernel >= 6.6), else clsact + cls_bpf.
     pub tcx: bool,
+    /// The devices were named by the user (`--iface`): every one is watched both ways
+    /// ([`DeviceFacts::classified`]).
+    chosen: bool,
 }
 
 /// Whether aya attaches through TCX here: it does from 6.6 on (its own rule, repeated here
@@ -68,9 +72,10 @@ pub(crate) fn uses_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
-/// Attaches the classifiers at ingress and egress of every device.
-pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result<TcAttachments> {
-    let mut out = TcAttachments { devices: Vec::new(), tcx: uses_tcx() };
+/// Attaches the classifiers to every device, in the directions [`DeviceFacts::classified`]
+/// says; `chosen`: the user named the devices.
+pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts], chosen: bool) -> anyhow::Result<TcAttachments> {
+    let mut out = TcAttachments { devices: Vec::new(), tcx: uses_tcx(), chosen };
     // Before any classifier is attached: until then the floor is 0 and everything is checked.
     set_floor(ebpf, devices.iter().map(|d| d.mtu))?;
     for device in devices {
@@ -80,7 +85,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts]) -> anyhow::Result
 }
 
 impl TcAttachments {
-    /// Attaches the classifiers at ingress and egress of `device`, inside its namespace. Each
+    /// Attaches the classifiers to `device`, inside its namespace. Each
     /// program is loaded the first time a device needs it: the verifier's time is spent only on
     /// the variants in use.
     pub(crate) fn add(&mut self, ebpf: &mut Ebpf, device: &DeviceFacts) -> anyhow::Result<&Attached> {
@@ -98,7 +103,7 @@ impl TcAttachments {
         // Pushed before attaching, so a failure below still removes the qdisc.
         self.devices.push(attached);
         let attached = self.devices.last_mut().context("just pushed")?;
-        for (name, at) in programs_for(device) {
+        for &(name, at) in programs_for(device, device.classified(self.chosen)) {
             let prog: &mut SchedClassifier = ebpf.program_mut(name).with_context(|| format!("{name} missing from the object"))?.try_into()?;
             if prog.fd().is_err() {
                 prog.load().with_context(|| format!("loading {name}"))?;
