@@ -69,8 +69,17 @@ pub struct NatConfig {
     pub nat_mask: u32,
     /// The bits whose change is reported: IPS_SEEN_REPLY | IPS_ASSURED.
     pub report_mask: u32,
+    /// Whether the original tuple and `status` lie within [`NAT_SPAN`] bytes from the original
+    /// tuple's start (1), so the per-packet check copies them in one read; 0: they are read one
+    /// by one.
+    pub span_fits: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 56);
+const _: () = assert!(size_of::<NatConfig>() == 60);
+
+/// Bytes of `nf_conn` copied from the original tuple on for the per-packet check: the tuple
+/// (40 bytes), the reply's hash entry (56) and the low word of `status` (the `unsigned long`
+/// right after) on 64-bit kernels.
+pub const NAT_SPAN: usize = 104;
 
 /// Last reported state of a connection (the LRU map's value).
 #[repr(C)]

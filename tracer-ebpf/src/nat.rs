@@ -11,7 +11,7 @@ use aya_ebpf::{
 use tracer_common::{
     event::{EventHeader, kind},
     flow::{FAMILY_IPV4, FAMILY_IPV6, RawFlow, RawTunnel},
-    nat::{MAX_NAT_CONNS, NatConfig, NatEvent, NatSeen},
+    nat::{MAX_NAT_CONNS, NAT_SPAN, NatConfig, NatEvent, NatSeen},
 };
 
 use crate::{
@@ -36,6 +36,7 @@ static NAT_CONFIG: NatConfig = NatConfig {
     tuple_dst_protonum: 0,
     nat_mask: 0,
     report_mask: 0,
+    span_fits: 0,
 };
 
 macro_rules! config {
@@ -48,6 +49,29 @@ macro_rules! config {
 /// Connection (nf_conn address) -> what was last reported about it.
 #[map]
 static NAT_SEEN: LruHashMap<u64, NatSeen> = LruHashMap::with_max_entries(MAX_NAT_CONNS, 0);
+
+/// This CPU's copy of a connection's [`NAT_SPAN`] bytes from the original tuple on (through the
+/// status): the per-packet check's one read of the entry.
+#[map]
+static NAT_SPAN_COPY: PerCpuArray<[u8; NAT_SPAN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// What [`NAT_SEEN`] said last about a connection, cached per CPU in a small direct-mapped
+/// table: a connection whose every packet is conntracked and NATed (a Service's) is checked with
+/// an array lookup the verifier inlines instead of the LRU hash's lookup. A hint only: a miss
+/// asks [`NAT_SEEN`], which decides; a hit is exactly the state [`NAT_SEEN`] last held for
+/// that entry, so it says nothing new.
+#[map]
+static NAT_RECENT: PerCpuArray<Recent> = PerCpuArray::with_max_entries(RECENT_SLOTS, 0);
+
+const RECENT_SLOTS: u32 = 256;
+
+/// One slot of [`NAT_RECENT`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+struct Recent {
+    ct: u64,
+    seen: NatSeen,
+}
 
 /// [packet's flow, original-direction flow] for the filters; per CPU, off the 512-byte stack.
 #[map]
@@ -81,7 +105,8 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !crate::kernel::offsets_valid() {
         return Ok(());
     }
-    // The healthy packet's path is these two loads, and nothing else: no helper call.
+    // The healthy packet's path is these two loads, and nothing else: no helper call. (A
+    // conntracked packet adds one read of its entry; a NATed one, one array lookup more.)
     // Argument 0, read straight from the context (a load at a fixed offset: what keeps the
     // verifier's BTF type on the pointer); the plan refuses a kernel whose BTF puts the skb
     // elsewhere. `_nfct` read straight through that typed pointer: the offset is a constant of
@@ -98,26 +123,25 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if ct.is_null() {
         return Ok(());
     }
-    // `status` is an unsigned long; the bits used are in its low word (little-endian).
-    let status = read::<u32>(ct, config!(ct_status) as usize)?;
-    let nat_mask = config!(nat_mask);
-    if status & nat_mask == 0 {
+    let Some((status, now_seen)) = connection_state(ct) else { return Ok(()) };
+    let key = ct as u64;
+    let slot = NAT_RECENT.get_ptr_mut(recent_slot(key));
+    // SAFETY: this CPU's slot, read and written only by this program on this CPU.
+    if slot.is_some_and(|r| unsafe { (*r).ct == key && (*r).seen == now_seen }) {
         return Ok(());
     }
-    let orig = ct.wrapping_add(config!(ct_orig_tuple) as usize);
-    let sport = read::<u16>(orig, config!(tuple_src_port) as usize).unwrap_or(0);
-    let dport = read::<u16>(orig, config!(tuple_dst_port) as usize).unwrap_or(0);
-    let now_seen = NatSeen {
-        orig_ports: (u32::from(sport) << 16) | u32::from(dport),
-        orig_src_word: read::<u32>(orig, config!(tuple_src_u3) as usize).unwrap_or(0),
-        orig_dst_word: read::<u32>(orig, config!(tuple_dst_u3) as usize).unwrap_or(0),
-        reported: status & (nat_mask | config!(report_mask)),
+    let remember = || {
+        if let Some(r) = slot {
+            // SAFETY: as above.
+            unsafe { *r = Recent { ct: key, seen: now_seen } };
+        }
     };
-    let key = ct as u64;
     // SAFETY: the value is compared at once, not held.
     if unsafe { NAT_SEEN.get(&key) }.is_some_and(|seen| *seen == now_seen) {
+        remember();
         return Ok(());
     }
+    remember();
     let _ = NAT_SEEN.insert(&key, &now_seen, 0);
 
     // Filters: the packet as sent, or the connection as the client opened it (before DNAT the
@@ -166,6 +190,84 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     entry.submit(emit::commit_flags::<NatEvent>());
     Ok(())
+}
+
+/// The slot of [`NAT_RECENT`] for the entry at `ct`: nf_conn entries come from their own slab,
+/// a few hundred bytes apart, so the bits above the object size spread them.
+#[inline(always)]
+fn recent_slot(ct: u64) -> u32 {
+    ((ct >> 8) ^ (ct >> 16)) as u32 & (RECENT_SLOTS - 1)
+}
+
+/// The status of the conntrack entry at `ct` and, when it is NATed, what [`NAT_SEEN`] keeps of
+/// it; None when it is not NATed or cannot be read. Where the layout allows
+/// ([`NatConfig::span_fits`]) one read copies the original tuple and the status together (the
+/// status comes after both tuples): a NATed packet then costs one read, and a conntracked one
+/// that is not NATed (pod to pod) a little more than a read of the status alone would
+/// (measured per run: 85 and 76 ns; 95 and 70 with the status read first and the tuple after;
+/// 140 and 70 with a read per field and the LRU lookup for every NATed packet).
+#[inline(always)]
+fn connection_state(ct: *const u8) -> Option<(u32, NatSeen)> {
+    let nat_mask = config!(nat_mask);
+    let orig_off = config!(ct_orig_tuple) as usize;
+    let orig = ct.wrapping_add(orig_off);
+    let copy = if config!(span_fits) == 1 { NAT_SPAN_COPY.get_ptr_mut(0) } else { None };
+    let Some(copy) = copy else {
+        // `status` is an unsigned long; the bits used are in its low word (little-endian).
+        let status = read::<u32>(ct, config!(ct_status) as usize).ok()?;
+        return (status & nat_mask != 0).then(|| (status, seen_of(&Fields(orig), status)));
+    };
+    // SAFETY: this CPU's buffer; bpf_probe_read_kernel copes with any address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(orig, &mut *copy) }.ok()?;
+    // SAFETY: as above; the loader checked that every offset read here ends inside the span.
+    let span = Span(unsafe { &*copy });
+    let status = span.get::<u32>((config!(ct_status) as usize).wrapping_sub(orig_off))?;
+    (status & nat_mask != 0).then(|| (status, seen_of(&span, status)))
+}
+
+/// Where [`seen_of`] reads the original tuple: the entry itself, a read per field ([`Fields`]),
+/// or this CPU's copy of it ([`Span`]).
+trait Tuple {
+    /// The `T` at `off` of the tuple; None when it cannot be read.
+    fn get<T: Copy>(&self, off: usize) -> Option<T>;
+}
+
+/// The original tuple in the kernel, at this address.
+struct Fields(*const u8);
+
+impl Tuple for Fields {
+    #[inline(always)]
+    fn get<T: Copy>(&self, off: usize) -> Option<T> {
+        read::<T>(self.0, off).ok()
+    }
+}
+
+/// The copy of [`NAT_SPAN`] bytes from the original tuple on.
+struct Span<'a>(&'a [u8; NAT_SPAN]);
+
+impl Tuple for Span<'_> {
+    /// None past the copy's end (which the loader rules out: the check is for the verifier).
+    #[inline(always)]
+    fn get<T: Copy>(&self, off: usize) -> Option<T> {
+        if off > NAT_SPAN - size_of::<T>() {
+            return None;
+        }
+        // SAFETY: in bounds, checked just above.
+        Some(unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(off).cast::<T>()) })
+    }
+}
+
+/// What [`NAT_SEEN`] keeps of a NATed connection with this status and original tuple.
+#[inline(always)]
+fn seen_of(tuple: &impl Tuple, status: u32) -> NatSeen {
+    let sport = tuple.get::<u16>(config!(tuple_src_port) as usize).unwrap_or(0);
+    let dport = tuple.get::<u16>(config!(tuple_dst_port) as usize).unwrap_or(0);
+    NatSeen {
+        orig_ports: (u32::from(sport) << 16) | u32::from(dport),
+        orig_src_word: tuple.get::<u32>(config!(tuple_src_u3) as usize).unwrap_or(0),
+        orig_dst_word: tuple.get::<u32>(config!(tuple_dst_u3) as usize).unwrap_or(0),
+        reported: status & (config!(nat_mask) | config!(report_mask)),
+    }
 }
 
 #[inline(always)]

@@ -10,7 +10,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context as _;
 use aya::{Btf, Ebpf};
-use tracer_common::{event::EventHeader, nat::NatConfig};
+use tracer_common::{
+    event::EventHeader,
+    nat::{NAT_SPAN, NatConfig},
+};
 use tracking::{Ends, NoReply};
 
 use super::{AttachContext, CannotRun, CheckRow, Family, FamilyId, PlanContext, PlanError};
@@ -100,14 +103,21 @@ pub(crate) fn layout(btf: &KernelBtf) -> Result<(NatConfig, StatusBits), CannotR
             .try_fold(0u32, |total, part| total.checked_add(*part))
             .ok_or_else(|| cannot("nf_conn's tuples lie past 4 GiB (malformed BTF)".into()))
     };
+    let (ct_status, ct_orig_tuple) = (off("nf_conn", "status")?, sum(&[tuplehash, tuple_in_hash])?);
+    let tuple_fields = [
+        off("nf_conntrack_tuple", "src.u3")?,
+        off("nf_conntrack_tuple", "src.u.all")?,
+        off("nf_conntrack_tuple", "dst.u3")?,
+        off("nf_conntrack_tuple", "dst.u.all")?,
+    ];
     let bits =
         StatusBits { src_nat: bit("IPS_SRC_NAT")?, dst_nat: bit("IPS_DST_NAT")?, seen_reply: bit("IPS_SEEN_REPLY")?, assured: bit("IPS_ASSURED")? };
     let config = NatConfig {
         valid: 1,
         skb_arg: skb_arg as u32,
         skb_nfct: off("sk_buff", "_nfct")?,
-        ct_status: off("nf_conn", "status")?,
-        ct_orig_tuple: sum(&[tuplehash, tuple_in_hash])?,
+        ct_status,
+        ct_orig_tuple,
         ct_reply_tuple: sum(&[tuplehash, hash_size, tuple_in_hash])?,
         tuple_src_u3: off("nf_conntrack_tuple", "src.u3")?,
         tuple_src_port: off("nf_conntrack_tuple", "src.u.all")?,
@@ -117,8 +127,18 @@ pub(crate) fn layout(btf: &KernelBtf) -> Result<(NatConfig, StatusBits), CannotR
         tuple_dst_protonum: off("nf_conntrack_tuple", "dst.protonum")?,
         nat_mask: bits.src_nat | bits.dst_nat,
         report_mask: bits.seen_reply | bits.assured,
+        span_fits: u32::from(span_fits(ct_orig_tuple, ct_status, &tuple_fields)),
     };
     Ok((config, bits))
+}
+
+/// Whether `status` (its low word: the bits tracer reads) and the original tuple's addresses and
+/// ports (`tuple_fields`, offsets inside the tuple; 4 bytes read at each) all lie inside the
+/// [`NAT_SPAN`] bytes that start at the original tuple. Any BTF may say anything: what does not
+/// fit is read field by field.
+fn span_fits(orig_tuple: u32, status: u32, tuple_fields: &[u32]) -> bool {
+    let inside = |at: Option<u32>| at.is_some_and(|at| at.checked_add(4).is_some_and(|end| end as usize <= NAT_SPAN));
+    inside(status.checked_sub(orig_tuple)) && tuple_fields.iter().all(|f| inside(Some(*f)))
 }
 
 pub(crate) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
@@ -264,6 +284,7 @@ mod tests {
                 assert_eq!(c.tuple_src_u3, 0, "a tuple starts with the source address");
                 assert_ne!(c.nat_mask, 0);
                 assert_eq!(c.skb_arg, 0);
+                assert_eq!(c.span_fits, 1, "the tuple and status within {NAT_SPAN} bytes: {c:?}");
             }
             Err(e) => eprintln!("SKIPPED: {e} (kernel {})", crate::kernel::release()),
         }
