@@ -32,12 +32,12 @@ use serde_json::Value;
 
 use crate::progstats;
 
-const PREFIX: &str = "trb-";
+pub(crate) const PREFIX: &str = "trb-";
 pub(crate) const CLIENT_IP: &str = "10.213.0.1";
 pub(crate) const SERVER_IP: &str = "10.213.0.2";
 /// The storm's destination: nothing listens there, so every packet is a NO_SOCKET drop.
 const STORM_PORT: u16 = 9999;
-const IPERF_PORT: u16 = 5201;
+pub(crate) const IPERF_PORT: u16 = 5201;
 /// Where the table goes in BENCHMARKS.md.
 const MARKERS: Markers =
     Markers { begin: "<!-- bench:begin (written by `cargo xtask bench`; edit outside the markers) -->", end: "<!-- bench:end -->" };
@@ -71,6 +71,12 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     }
     install_signal_handlers();
     remove_stale_labs();
+    // The node lab alone (TRACER_BENCH_ONLY=node), to iterate on the healthy path.
+    if std::env::var("TRACER_BENCH_ONLY").as_deref() == Ok("node") {
+        let node = crate::bench_node::run(&opts.tracer, if opts.smoke { 1 } else { opts.secs }, if opts.smoke { 1 } else { opts.reps.min(2) })?;
+        println!("{}", node.markdown());
+        return node.check();
+    }
     // bpftrace finds its tracepoints through tracefs, and a fresh machine has none mounted.
     ensure_tracefs()?;
     let sizes = if opts.smoke {
@@ -93,6 +99,8 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     report.rss = resident_memory(&opts.tracer, &lab)?;
     eprintln!("bench: always-on overhead (iperf3), {} repetitions of {} s", sizes.reps, sizes.secs);
     report.overhead = overhead(&opts.tracer, &lab, &sizes)?;
+    eprintln!("bench: the healthy packet on a node (serve in the node, pod -> Service -> pod)");
+    report.node = crate::bench_node::run(&opts.tracer, sizes.secs, sizes.reps.min(2))?;
     eprintln!("bench: drop storm, {} s per consumer", sizes.storm_secs);
     report.storm = storm(&opts.tracer, &lab, &sizes)?;
     report.load = (load_before, loadavg());
@@ -104,6 +112,7 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     println!("{table}");
     if opts.smoke {
         report.check_smoke()?;
+        report.node.check()?;
         recordings.check()?;
         let out = opts.out.clone().unwrap_or_else(|| workspace.join("target/bench-smoke.md"));
         fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
@@ -163,12 +172,6 @@ impl Lab {
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
         Ok(lab)
-    }
-
-    fn in_ns(&self, ns: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(args);
-        cmd
     }
 
     fn ifaces(&self) -> [String; 4] {
@@ -252,7 +255,7 @@ pub(crate) struct Proc {
 impl Proc {
     /// Spawns `cmd` with stderr collected line by line (timestamped) and stdout either counted
     /// (`count_stdout`) or discarded.
-    fn spawn(cmd: &mut Command, count_stdout: bool) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(cmd: &mut Command, count_stdout: bool) -> anyhow::Result<Self> {
         let mut p = Self::start(cmd, if count_stdout { Stdio::piped() } else { Stdio::null() })?;
         p.stdout = p.child.stdout.take().map(LineCounter::start);
         Ok(p)
@@ -508,6 +511,7 @@ struct Report {
     start: StartTimes,
     rss: Rss,
     overhead: Overhead,
+    node: crate::bench_node::NodeCost,
     storm: Vec<StormRun>,
     load: (String, String),
 }
@@ -929,7 +933,7 @@ fn single_commands(ifaces: &[String]) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-struct Iperf {
+pub(crate) struct Iperf {
     /// TCP bits/s received, or UDP packets/s that reached the server.
     rate: f64,
     /// `rate` per CPU-second of client + server.
@@ -938,12 +942,26 @@ struct Iperf {
     sent_rate: f64,
 }
 
-/// One iperf3 run: TCP, or UDP with 64-byte payloads at an unlimited rate.
+/// One iperf3 run across the lab's veth pair: TCP, or UDP with 64-byte payloads at an unlimited
+/// rate.
 fn iperf(lab: &Lab, secs: u64, udp: bool) -> anyhow::Result<Iperf> {
+    iperf_between((&lab.client, &lab.server), (SERVER_IP, SERVER_IP), secs, udp)
+}
+
+/// `args` run inside namespace `ns`.
+fn in_ns(ns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).args(args);
+    cmd
+}
+
+/// One iperf3 run from namespace `ns.0` to a server in `ns.1` listening on `ips.0`, the client
+/// connecting to `ips.1` (the same address, or a Service address NATed to it).
+pub(crate) fn iperf_between(ns: (&str, &str), ips: (&str, &str), secs: u64, udp: bool) -> anyhow::Result<Iperf> {
     let port = IPERF_PORT.to_string();
-    let mut server = Proc::spawn(&mut lab.in_ns(&lab.server, &["iperf3", "-s", "-1", "-B", SERVER_IP, "-p", &port]), false)?;
+    let mut server = Proc::spawn(&mut in_ns(ns.1, &["iperf3", "-s", "-1", "-B", ips.0, "-p", &port]), false)?;
     let secs_s = secs.to_string();
-    let mut args = vec!["iperf3", "-c", SERVER_IP, "-p", &port, "-t", &secs_s, "-J"];
+    let mut args = vec!["iperf3", "-c", ips.1, "-p", &port, "-t", &secs_s, "-J"];
     if udp {
         args.extend(["-u", "-b", "0", "-l", "64"]);
     }
@@ -951,7 +969,7 @@ fn iperf(lab: &Lab, secs: u64, udp: bool) -> anyhow::Result<Iperf> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let json = loop {
         check_interrupted()?;
-        let mut client = lab.in_ns(&lab.client, &args);
+        let mut client = in_ns(ns.0, &args);
         client.stdin(Stdio::null()).stderr(Stdio::null());
         let child = client.stdout(Stdio::piped()).spawn()?;
         let out = wait_output(child, Duration::from_secs(secs + 30))?;
@@ -1292,6 +1310,7 @@ impl Report {
             row(&mut s, "… per CPU-second", &o.tcp_eff_base, eff, 1e9, "Gbit", Some(0.98));
         }
         o.progs_markdown(&mut s);
+        s.push_str(&self.node.markdown());
         let fams: Vec<String> = o.families.iter().map(|(f, c)| format!("{f} {}/{}/{}/{}", c.seen, c.delivered, c.lost, c.counted)).collect();
         let _ = writeln!(
             s,

@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_node;
 mod bench_recordings;
 mod fuzz;
 mod image;
