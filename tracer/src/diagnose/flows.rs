@@ -136,10 +136,12 @@ fn opener_of(event: &Event) -> Option<End> {
 
 impl Connections {
     /// Learns every NAT event's original and translated tuples, and who opened the others.
-    pub(crate) fn learn(events: &[Event]) -> Self {
+    pub(crate) fn learn<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        // Borrowed once: NAT events in the order given, then the openers in time order.
+        let mut events: Vec<&Event> = events.into_iter().collect();
         let mut alias = FastMap::default();
         let mut nat: FastMap<ConnKey, NatView> = FastMap::default();
-        for event in events {
+        for event in &events {
             let Detail::Nat(n) = &event.detail else { continue };
             let proto = event.flow.l4_proto;
             let ends = |a: &Option<String>, b: &Option<String>| Some((parse_end(a.as_deref()?)?, parse_end(b.as_deref()?)?));
@@ -165,9 +167,8 @@ impl Connections {
         }
         let mut by_client = FastMap::default();
         let mut opener = FastMap::default();
-        let mut sorted: Vec<&Event> = events.iter().collect();
-        sorted.sort_by_key(|e| e.ts_unix_ns);
-        for e in sorted {
+        events.sort_by_key(|e| e.ts_unix_ns);
+        for e in events {
             let f = &e.flow;
             if let (Some(src), Some(dst), Some(sport)) = (f.src, f.dst, f.sport)
                 && sport != 0
