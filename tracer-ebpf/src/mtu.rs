@@ -333,16 +333,27 @@ fn check_mtu(ctx: &TcContext, l3_len: u32) -> (bool, u32) {
 /// healthy packet's header is then read straight from the packet, no helper call), or
 /// [`UNKNOWN_LINK`] (read through bpf_skb_load_bytes_relative, which knows where the network
 /// header is on any device).
+///
+/// The healthy packet's exit is inlined into the classifier itself; the rest is a function of
+/// its own ([`tc_event`]), so a packet that is no event makes no BPF-to-BPF call.
+#[inline(always)]
 pub(crate) fn try_tc<const LINK_HEADER: usize>(ctx: &TcContext, at: u8) -> Option<()> {
     if config!(valid) != 1 {
         return None;
     }
-    let b = TcBytes(ctx);
     // __sk_buff.protocol is skb->protocol, __be16 in a u32.
     let ethertype = u16::from_be(ctx.skb.protocol() as u16);
-    if !worth_parsing::<LINK_HEADER>(ctx, &b, ethertype)? {
+    if !worth_parsing::<LINK_HEADER>(ctx, &TcBytes(ctx), ethertype)? {
         return None;
     }
+    tc_event(ctx, ethertype, at)
+}
+
+/// [`try_tc`] for a packet that may be an event: an ICMP error or a packet longer than the
+/// floor.
+#[inline(never)]
+fn tc_event(ctx: &TcContext, ethertype: u16, at: u8) -> Option<()> {
+    let b = TcBytes(ctx);
     let w = work(at)?;
     parse_outer(&b, ethertype, w);
     if w.outer.family == 0 {
