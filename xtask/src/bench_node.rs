@@ -115,8 +115,8 @@ pub(crate) struct NodeCost {
     loads: Vec<NodeLoad>,
 }
 
-/// Runs the node lab: `serve` in the node, then TCP and 64-byte UDP from pod A to the Service,
-/// `reps` times each for `secs` seconds.
+/// Runs the node lab: `serve` in the node, then TCP and 64-byte UDP from pod A to the Service
+/// and 64-byte UDP from pod A to pod B, `reps` times each for `secs` seconds.
 pub(crate) fn run(tracer: &std::path::Path, secs: u64, reps: usize) -> anyhow::Result<NodeCost> {
     let lab = NodeLab::create()?;
     let _stats = progstats::StatsEnabled::on()?;
@@ -128,10 +128,12 @@ pub(crate) fn run(tracer: &std::path::Path, secs: u64, reps: usize) -> anyhow::R
     let empty = progstats::EmptyClassifier::attach(&ends)?;
     let mut cost = NodeCost::default();
     for _ in 0..reps {
-        for (load, udp) in [("TCP", false), ("UDP 64 B", true)] {
+        // To the Service (conntrack and NAT on every packet), and once straight to pod B
+        // (conntrack only: pod-to-pod traffic on a node with kube-proxy's rules).
+        for (load, udp, to) in [("TCP", false, SERVICE_IP), ("UDP 64 B", true, SERVICE_IP), ("UDP 64 B, pod to pod", true, POD_B_IP)] {
             crate::bench::check_interrupted()?;
             let (e0, p0, s0) = (empty.counters()?, progstats::veth_packets(&lab.pod_ends())?, progstats::snapshot(serve.pid())?);
-            iperf_between((&lab.pod_a, &lab.pod_b), (POD_B_IP, SERVICE_IP), secs, udp)?;
+            iperf_between((&lab.pod_a, &lab.pod_b), (POD_B_IP, to), secs, udp)?;
             let (s1, p1, e1) = (progstats::snapshot(serve.pid())?, progstats::veth_packets(&lab.pod_ends())?, empty.counters()?);
             let progs = progstats::delta(&s0, &s1);
             let floor = progstats::Counters { run_cnt: e1.run_cnt - e0.run_cnt, run_time_ns: e1.run_time_ns - e0.run_time_ns };
@@ -202,7 +204,7 @@ impl NodeCost {
         }
         let _ = writeln!(
             s,
-            "\n**Per program on a node** (`tracer serve` in the node's namespace with the devices it finds: pod A → Service ({SERVICE_IP}, DNATed by an iptables rule in the node) → pod B, both pods behind veths into the node; kernel.bpf_stats_enabled; packets: what both pods transmitted, each crossing the node once):\n"
+            "\n**Per program on a node** (`tracer serve` in the node's namespace with the devices it finds: pod A → Service ({SERVICE_IP}, DNATed by an iptables rule in the node) → pod B, and pod A → pod B straight (conntracked, not NATed), both pods behind veths into the node; kernel.bpf_stats_enabled; packets: what both pods transmitted, each crossing the node once):\n"
         );
         let _ = writeln!(
             s,
