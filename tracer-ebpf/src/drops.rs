@@ -200,7 +200,7 @@ fn record<M: Kmem, B: Bytes>(
     }
     event.ct = conntrack_of(m, skb, reason);
     event._pad = 0;
-    entry.submit(emit::commit_flags::<DropEvent>());
+    entry.submit();
     Ok(())
 }
 
