@@ -134,53 +134,52 @@ fn record<M: Kmem, B: Bytes>(
     // every drop in scope, so it is decided here and a counted drop costs no parse; with one, it
     // is decided once the filters passed. Either way before the event is built.
     let budget_first = !filter::needs_headers();
-    if budget_first && budget::counted_instead(&place, ts_ns) {
+    if budget_first {
+        if budget::counted_instead(&place, ts_ns) {
+            return Ok(());
+        }
+        // No filter reads the headers (the always-on case): every drop here is delivered, so its
+        // record is reserved now and the packet parsed straight into it, nothing copied after.
+        deliver(m, &place, skb, dev, ts_ns, |event| {
+            clear_packet(event);
+            skb::fill_from(headers(skb), &mut event.flow, &mut event.tunnel);
+        });
         return Ok(());
     }
-    // Where the packet is parsed. Without a filter that reads the headers (the always-on case)
-    // every drop here is delivered: its record is reserved now and the packet parsed straight
-    // into it, nothing copied after. With one, into the per-CPU scratch, and only a drop the
-    // filters keep is reserved: a record reserved and discarded for each refused drop would hold
-    // ring space until the reader passed it, and be counted as lost when the ring is full.
-    let mut reserved = None;
-    let packet = if budget_first {
-        let Some(mut entry) = emit::reserve::<DropEvent>(kind::DROP) else {
-            storm_count(&place);
-            return Ok(());
-        };
-        let record = entry.as_mut_ptr();
-        reserved = Some(entry);
-        record
-    } else {
-        let Some(scratch) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
-        scratch
+    // A filter reads the headers: the packet is parsed into the per-CPU scratch, and only a drop
+    // the filters keep is reserved (a record reserved and discarded for each refused drop would
+    // hold ring space until the reader passed it, and be counted as lost when the ring is full).
+    // Two parse sites rather than one with an optional record: a branch on whether the record
+    // pointer is null is not pruned by 6.1's verifier, which then sees a second reservation
+    // with the first one still held.
+    let Some(scratch) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    // SAFETY: the per-CPU scratch entry is ours for this program run.
+    let scratch = unsafe { &mut *scratch };
+    clear_packet(scratch);
+    skb::fill_from(headers(skb), &mut scratch.flow, &mut scratch.tunnel);
+    if !filter::matches_packet(&scratch.flow, &scratch.tunnel) || !filter::touches_pods_packet(&scratch.flow, &scratch.tunnel, netns) {
+        return Ok(());
+    }
+    if budget::counted_instead(&place, ts_ns) {
+        return Ok(());
+    }
+    deliver(m, &place, skb, dev, ts_ns, |event| copy_packet(scratch, event));
+    Ok(())
+}
+
+/// Reserves the drop's record in the ring, has `packet` write its flow and tunnel, writes every
+/// other field (the ring's memory holds older records' bytes) and submits it; when the ring is
+/// full, counts the drop by `place` instead.
+#[inline(always)]
+fn deliver<M: Kmem>(m: M, place: &StormKey, skb: *const u8, dev: *const u8, ts_ns: u64, packet: impl FnOnce(&mut DropEvent)) {
+    let Some(mut record) = emit::reserve::<DropEvent>(kind::DROP) else {
+        storm_count(place);
+        return;
     };
-    // SAFETY: a reserved record of the right size, or the per-CPU scratch entry, which is ours
-    // for this program run.
-    let packet = unsafe { &mut *packet };
-    clear_packet(packet);
-    skb::fill_from(headers(skb), &mut packet.flow, &mut packet.tunnel);
-    let mut entry = match reserved {
-        Some(entry) => entry,
-        None => {
-            if !filter::matches_packet(&packet.flow, &packet.tunnel) || !filter::touches_pods_packet(&packet.flow, &packet.tunnel, netns) {
-                return Ok(());
-            }
-            if budget::counted_instead(&place, ts_ns) {
-                return Ok(());
-            }
-            let Some(mut entry) = emit::reserve::<DropEvent>(kind::DROP) else {
-                storm_count(&place);
-                return Ok(());
-            };
-            // SAFETY: a reserved record of the right size.
-            copy_packet(packet, unsafe { &mut *entry.as_mut_ptr() });
-            entry
-        }
-    };
-    // SAFETY: a reserved record of the right size; the flow and tunnel are written, every other
-    // field is written below before submit (the ring's memory holds older records' bytes).
-    let event = unsafe { &mut *entry.as_mut_ptr() };
+    // SAFETY: a reserved record of the right size, written whole below before submit.
+    let event = unsafe { &mut *record.as_mut_ptr() };
+    packet(event);
+    let StormKey { location, reason, netns } = *place;
     event.header = EventHeader {
         ts_ns,
         kind: kind::DROP,
@@ -200,8 +199,7 @@ fn record<M: Kmem, B: Bytes>(
     }
     event.ct = conntrack_of(m, skb, reason);
     event._pad = 0;
-    entry.submit();
-    Ok(())
+    record.submit();
 }
 
 /// The event's flow and tunnel, as 8-byte words: where they start and how many (both are
