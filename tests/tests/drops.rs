@@ -282,6 +282,69 @@ fn closed_port_reports_no_socket_for_udp_and_tcp() {
     assert_clean_summary(&run);
 }
 
+/// Without a filter that reads the headers (here only the node scope, `--netns`), the kernel
+/// side reserves the ring's record first and parses the packet straight into it (no scratch
+/// copy): every field must still be right, also once the ring has wrapped and each record is
+/// written over an older one (a 4 KiB ring: about 24 records).
+#[test]
+fn unfiltered_drops_are_written_into_the_ring_in_place() {
+    let test = "unfiltered_drops_are_written_into_the_ring_in_place";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    const UDP_PORT: u16 = 5309;
+    const TCP_PORT: u16 = 5310;
+    const SPORT: u16 = 40031;
+    const ROUNDS: u16 = 12;
+    let lab = PairLab::new();
+    let start = now_nanos();
+    let t = Tracer::start(&args(&["--netns", &lab.b.name, "--ring-buffer", "4096", "--max-rate", "off"]));
+    // Rounds of three datagrams, each round from its own port and delivered before the next, so
+    // the small ring wraps without filling: 36 records over ~24 slots.
+    for round in 0..ROUNDS {
+        assert_eq!(Udp::new(&lab.a_ip, SPORT + round, &lab.b_ip, UDP_PORT).send(&lab.a), 3);
+        let src = format!("{}:{}", lab.a_ip, SPORT + round);
+        assert!(wait_flow(&t, &src, &format!("{}:{UDP_PORT}", lab.b_ip), 3), "round {round}'s drops were not delivered:\n{}", dump(&t.events()));
+    }
+    let r = tcp_connect(&lab.a, &lab.a_ip, SPORT, &lab.b_ip, TCP_PORT, 3.0);
+    assert_eq!(r, "error 111", "connect to a closed TCP port should be refused");
+    let tcp = (format!("{}:{SPORT}", lab.a_ip), format!("{}:{TCP_PORT}", lab.b_ip));
+    assert!(wait_flow(&t, &tcp.0, &tcp.1, 1), "the SYN's drop was not delivered:\n{}", dump(&t.events()));
+    let run = t.stop();
+    run.assert_code(0);
+    let events = run.events();
+    let window = (start, now_nanos());
+    for round in 0..ROUNDS {
+        let e = Expect {
+            proto: "udp",
+            src: format!("{}:{}", lab.a_ip, SPORT + round),
+            dst: format!("{}:{UDP_PORT}", lab.b_ip),
+            reason: "NO_SOCKET",
+            functions: &["__udp4_lib_rcv"],
+            netns: lab.b.inode(),
+            ifname: &lab.b_if,
+            len: (100, 200),
+        };
+        for ev in assert_drops(&events, window, &e, 3) {
+            assert!(ev["tunnel"].is_null(), "no tunnel: {ev}");
+        }
+    }
+    let e = Expect {
+        proto: "tcp",
+        src: tcp.0,
+        dst: tcp.1,
+        reason: "NO_SOCKET",
+        functions: &["tcp_v4_rcv"],
+        netns: lab.b.inode(),
+        ifname: &lab.b_if,
+        len: (20, 120),
+    };
+    assert_drops(&events, window, &e, 1);
+    assert!(events.iter().all(|ev| ev["netns"].as_u64() == Some(lab.b.inode())), "--netns: B's drops only:\n{}", dump(&events));
+    assert_clean_summary(&run);
+}
+
 #[test]
 fn forwarded_packet_without_route_reports_ip_innoroutes() {
     let test = "forwarded_packet_without_route_reports_ip_innoroutes";

@@ -134,20 +134,52 @@ fn record<M: Kmem, B: Bytes>(
     // every drop in scope, so it is decided here and a counted drop costs no parse; with one, it
     // is decided once the filters passed. Either way before the event is built.
     let budget_first = !filter::needs_headers();
-    if budget_first && budget::counted_instead(&place, ts_ns) {
+    if budget_first {
+        if budget::counted_instead(&place, ts_ns) {
+            return Ok(());
+        }
+        // No filter reads the headers (the always-on case): every drop here is delivered, so its
+        // record is reserved now and the packet parsed straight into it, nothing copied after.
+        deliver(m, &place, skb, dev, ts_ns, |event| {
+            clear_packet(event);
+            skb::fill_from(headers(skb), &mut event.flow, &mut event.tunnel);
+        });
         return Ok(());
     }
-    let Some(event) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    // A filter reads the headers: the packet is parsed into the per-CPU scratch, and only a drop
+    // the filters keep is reserved (a record reserved and discarded for each refused drop would
+    // hold ring space until the reader passed it, and be counted as lost when the ring is full).
+    // Two parse sites rather than one with an optional record: a branch on whether the record
+    // pointer is null is not pruned by 6.1's verifier, which then sees a second reservation
+    // with the first one still held.
+    let Some(scratch) = DROP_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
     // SAFETY: the per-CPU scratch entry is ours for this program run.
-    let event = unsafe { &mut *event };
-    clear_packet(event);
-    skb::fill_from(headers(skb), &mut event.flow, &mut event.tunnel);
-    if !filter::matches_packet(&event.flow, &event.tunnel) || !filter::touches_pods_packet(&event.flow, &event.tunnel, netns) {
+    let scratch = unsafe { &mut *scratch };
+    clear_packet(scratch);
+    skb::fill_from(headers(skb), &mut scratch.flow, &mut scratch.tunnel);
+    if !filter::matches_packet(&scratch.flow, &scratch.tunnel) || !filter::touches_pods_packet(&scratch.flow, &scratch.tunnel, netns) {
         return Ok(());
     }
-    if !budget_first && budget::counted_instead(&place, ts_ns) {
+    if budget::counted_instead(&place, ts_ns) {
         return Ok(());
     }
+    deliver(m, &place, skb, dev, ts_ns, |event| copy_packet(scratch, event));
+    Ok(())
+}
+
+/// Reserves the drop's record in the ring, has `packet` write its flow and tunnel, writes every
+/// other field (the ring's memory holds older records' bytes) and submits it; when the ring is
+/// full, counts the drop by `place` instead.
+#[inline(always)]
+fn deliver<M: Kmem>(m: M, place: &StormKey, skb: *const u8, dev: *const u8, ts_ns: u64, packet: impl FnOnce(&mut DropEvent)) {
+    let Some(mut record) = emit::reserve::<DropEvent>(kind::DROP) else {
+        storm_count(place);
+        return;
+    };
+    // SAFETY: a reserved record of the right size, written whole below before submit.
+    let event = unsafe { &mut *record.as_mut_ptr() };
+    packet(event);
+    let StormKey { location, reason, netns } = *place;
     event.header = EventHeader {
         ts_ns,
         kind: kind::DROP,
@@ -167,25 +199,47 @@ fn record<M: Kmem, B: Bytes>(
     }
     event.ct = conntrack_of(m, skb, reason);
     event._pad = 0;
-    if !emit::output(kind::DROP, event) {
-        storm_count(&place);
-    }
-    Ok(())
+    record.submit();
 }
 
-/// Zeroes the event's flow and tunnel with 8-byte stores. Both are 8-aligned inside the event
-/// (checked below), but a `RawFlow` alone is align 2, and LLVM zeroes one with a call to a
-/// byte-by-byte memset loop (four BPF instructions a byte: ~400 for the two).
+/// The event's flow and tunnel, as 8-byte words: where they start and how many (both are
+/// 8-aligned inside the event and adjacent, checked here).
+const PACKET_FROM: usize = offset_of!(DropEvent, flow);
+const PACKET_WORDS: usize = (size_of::<RawFlow>() + size_of::<RawTunnel>()) / 8;
+const _: () = assert!(
+    PACKET_FROM.is_multiple_of(8)
+        && (size_of::<RawFlow>() + size_of::<RawTunnel>()).is_multiple_of(8)
+        && offset_of!(DropEvent, tunnel) == PACKET_FROM + size_of::<RawFlow>()
+);
+
+/// The words of `event`'s flow and tunnel.
+#[inline(always)]
+fn packet_words(event: *mut DropEvent) -> *mut u64 {
+    // SAFETY: DropEvent is 8-aligned (it holds u64s) and so is PACKET_FROM (checked above).
+    unsafe { event.cast::<u8>().add(PACKET_FROM).cast::<u64>() }
+}
+
+/// Copies the flow and tunnel of the scratch event into the reserved record, with 8-byte loads
+/// and stores (a `RawFlow` alone is align 2: LLVM would copy it two bytes at a time).
+#[inline(always)]
+fn copy_packet(from: &mut DropEvent, to: &mut DropEvent) {
+    let (from, to) = (packet_words(from), packet_words(to));
+    for i in 0..PACKET_WORDS {
+        // SAFETY: both point at the words of a whole event; volatile so that LLVM does not
+        // merge them into a memcpy call.
+        unsafe { to.add(i).write_volatile(from.add(i).read_volatile()) };
+    }
+}
+
+/// Zeroes the event's flow and tunnel with 8-byte stores: a `RawFlow` alone is align 2, and
+/// LLVM zeroes one with a call to a byte-by-byte memset loop (four BPF instructions a byte: ~400
+/// for the two).
 #[inline(always)]
 fn clear_packet(event: &mut DropEvent) {
-    const FROM: usize = offset_of!(DropEvent, flow);
-    const LEN: usize = size_of::<RawFlow>() + size_of::<RawTunnel>();
-    const _: () = assert!(FROM.is_multiple_of(8) && LEN.is_multiple_of(8) && offset_of!(DropEvent, tunnel) == FROM + size_of::<RawFlow>());
-    // SAFETY: DropEvent is 8-aligned (it holds u64s) and so is FROM; the words are the flow's
-    // and the tunnel's bytes, for which all zero is a valid value.
-    let words = unsafe { core::ptr::from_mut(event).cast::<u8>().add(FROM).cast::<u64>() };
-    for i in 0..LEN / 8 {
-        // SAFETY: as above; volatile so that LLVM does not merge them back into a memset call.
+    let words = packet_words(event);
+    for i in 0..PACKET_WORDS {
+        // SAFETY: the words of a whole event, for which all zero is a valid value; volatile so
+        // that LLVM does not merge them back into a memset call.
         unsafe { words.add(i).write_volatile(0) };
     }
 }

@@ -26,28 +26,68 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::MAP_E
 #[unsafe(no_mangle)]
 static RING_WAKE_BYTES: u64 = 0;
 
-/// The flags a record of `T` is committed with (see [`RING_WAKE_BYTES`]).
+/// Records of one kind a CPU writes between two reads of the ring's fill level (a power of two).
+/// The read is a helper call that loads the positions the reader moves; one in sixteen records
+/// pays for it, and the wake-up comes at most sixteen records after the mark.
+const FILL_EVERY: u64 = 16;
+
+/// A record reserved in [`EVENTS`], to be filled in place and submitted.
+pub(crate) struct Record<T: 'static> {
+    entry: RingBufEntry<T>,
+    /// This CPU's count of matched events of the record's kind, this one included: which
+    /// records read the fill level.
+    nth: u64,
+}
+
+impl<T: 'static> Record<T> {
+    /// The record's memory. The caller must write every byte before [`Record::submit`]: the
+    /// ring's memory holds older records.
+    #[inline(always)]
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut T {
+        self.entry.as_mut_ptr()
+    }
+
+    /// Hands the record to the reader, waking it if this record took the ring past the mark.
+    #[inline(always)]
+    pub(crate) fn submit(self) {
+        self.entry.submit(commit_flags::<T>(self.nth));
+    }
+}
+
+/// The flags a record of `T`, the `nth` of its kind on this CPU, is committed with (see
+/// [`RING_WAKE_BYTES`]).
 #[inline(always)]
-pub(crate) fn commit_flags<T>() -> u64 {
+fn commit_flags<T>(nth: u64) -> u64 {
     // SAFETY: a read of a plain u64 static; volatile so the zero initialiser is not folded.
     let wake_at = unsafe { core::ptr::read_volatile(&raw const RING_WAKE_BYTES) };
     if wake_at == 0 {
         return 0;
     }
-    // The record is reserved already, so it is counted in the unread data: this one crossed
-    // the mark when the data before it was below. (Records of other CPUs reserved at the same
-    // moment may jump over the mark together; the reader's timer then picks them up.)
+    if nth & (FILL_EVERY - 1) != 0 {
+        return u64::from(BPF_RB_NO_WAKEUP);
+    }
+    // The record is reserved already, so it is counted in the unread data. Since this CPU last
+    // looked, its own FILL_EVERY records added FILL_EVERY * record bytes: if the reader read
+    // nothing and no other CPU wrote, the unread data cannot have jumped over a window that wide
+    // above the mark, and this look wakes the reader once. (With other CPUs writing meanwhile it
+    // may jump over; the reader's timer then picks the records up.)
     let record = (size_of::<T>() as u64 + 8 + 7) & !7;
     let avail = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    if avail >= wake_at && avail < wake_at + record { u64::from(BPF_RB_FORCE_WAKEUP) } else { u64::from(BPF_RB_NO_WAKEUP) }
+    if avail >= wake_at && avail < wake_at + FILL_EVERY * record { u64::from(BPF_RB_FORCE_WAKEUP) } else { u64::from(BPF_RB_NO_WAKEUP) }
 }
 
+/// Adds one to this CPU's `counter::index(kind, slot)` and returns the new count (0 when the
+/// slot is missing).
 #[inline(always)]
-pub(crate) fn count(kind: u16, slot: u32) {
-    if let Some(value) = COUNTERS.get_ptr_mut(counter::index(kind, slot)) {
+pub(crate) fn count(kind: u16, slot: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(counter::index(kind, slot)) {
         // SAFETY: a per-CPU slot is only touched by this CPU, and programs do not nest on one
         // CPU for the same hook.
-        unsafe { *value += 1 };
+        Some(value) => unsafe {
+            *value += 1;
+            *value
+        },
+        None => 0,
     }
 }
 
@@ -55,30 +95,28 @@ pub(crate) fn count(kind: u16, slot: u32) {
 /// buffer is full. Never blocks. Returns whether the event went into the buffer.
 #[inline(always)]
 pub(crate) fn output<T: 'static>(kind: u16, event: &T) -> bool {
-    count(kind, counter::MATCHED);
-    match EVENTS.reserve::<T>(0) {
-        Some(mut entry) => {
+    match reserve::<T>(kind) {
+        Some(mut record) => {
             // SAFETY: T is a plain #[repr(C)] struct from tracer-common; copying it is a memcpy.
-            unsafe { core::ptr::copy_nonoverlapping(event, entry.as_mut_ptr(), 1) };
-            entry.submit(commit_flags::<T>());
+            unsafe { core::ptr::copy_nonoverlapping(event, record.as_mut_ptr(), 1) };
+            record.submit();
             true
         }
-        None => {
-            count(kind, counter::LOST);
-            false
-        }
+        None => false,
     }
 }
 
 /// Counts a matched event and reserves its record in the ring buffer, for programs that fill
 /// the record in place (saves the stack copy); counts it as lost when the buffer is full. The
-/// caller must write every field and submit it with [`commit_flags`].
+/// caller must write every field and [`Record::submit`] it.
 #[inline(always)]
-pub(crate) fn reserve<T: 'static>(kind: u16) -> Option<RingBufEntry<T>> {
-    count(kind, counter::MATCHED);
-    let entry = EVENTS.reserve::<T>(0);
-    if entry.is_none() {
-        count(kind, counter::LOST);
+pub(crate) fn reserve<T: 'static>(kind: u16) -> Option<Record<T>> {
+    let nth = count(kind, counter::MATCHED);
+    match EVENTS.reserve::<T>(0) {
+        Some(entry) => Some(Record { entry, nth }),
+        None => {
+            count(kind, counter::LOST);
+            None
+        }
     }
-    entry
 }

@@ -188,7 +188,7 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         write_tuple(ct, orig_off, &mut (*ev).orig);
         write_tuple(ct, reply_off, &mut (*ev).reply);
     }
-    entry.submit(emit::commit_flags::<NatEvent>());
+    entry.submit();
     Ok(())
 }
 

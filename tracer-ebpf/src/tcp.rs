@@ -131,7 +131,7 @@ fn emit(kind: u16, ts: u64, flow: &RawFlow, netns: u32, tcp_state: u8, count: u3
         (*ev).direction = dir;
         (*ev)._pad = [0; 6];
     }
-    entry.submit(emit::commit_flags::<TcpEvent>());
+    entry.submit();
 }
 
 #[inline(always)]

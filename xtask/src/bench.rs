@@ -60,6 +60,18 @@ struct Sizes {
     storm_secs: u64,
     storm_max_packets: u64,
     start_reps: usize,
+    /// Seconds of each load measured with the kernel's statistics on (per-program figures
+    /// only): shorter than the throughput runs, since time inside a program hardly depends on
+    /// the machine's load, so the bench takes about as long as when one run gave both.
+    stats_secs: u64,
+    storm_stats_secs: u64,
+}
+
+impl Sizes {
+    /// A run with the statistics on: two fifths of the throughput run, at least 1 s.
+    fn stats_secs(secs: u64) -> u64 {
+        (secs * 2 / 5).max(1)
+    }
 }
 
 pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
@@ -80,16 +92,25 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     // bpftrace finds its tracepoints through tracefs, and a fresh machine has none mounted.
     ensure_tracefs()?;
     let sizes = if opts.smoke {
-        Sizes { reps: 1, secs: 1, storm_secs: 1, storm_max_packets: 200_000, start_reps: 1 }
+        Sizes { reps: 1, secs: 1, storm_secs: 1, storm_max_packets: 200_000, start_reps: 1, stats_secs: 1, storm_stats_secs: 1 }
     } else {
-        Sizes { reps: opts.reps, secs: opts.secs, storm_secs: opts.storm_secs, storm_max_packets: 50_000_000, start_reps: 5 }
+        Sizes {
+            reps: opts.reps,
+            secs: opts.secs,
+            storm_secs: opts.storm_secs,
+            storm_max_packets: 50_000_000,
+            start_reps: 5,
+            stats_secs: Sizes::stats_secs(opts.secs),
+            storm_stats_secs: Sizes::stats_secs(opts.storm_secs),
+        }
     };
     let load_before = loadavg();
     let lab = Lab::create()?;
     let mut report = Report::default();
-    // Per-program run counts and times for the whole run; the old setting comes back at the end
-    // (also on failure: the guard's drop).
-    let _stats = progstats::StatsEnabled::on()?;
+    // The kernel's per-program statistics are on only while a per-program figure is taken
+    // (`progstats::StatsEnabled`, held around those runs): they add two clock reads and a
+    // counter update to every run of every program, which users do not pay, so throughput and
+    // the storm's producer figure are measured with them off.
 
     eprintln!("bench: decode + enrich + JSON (userspace, one core)");
     report.decode = decode_bench(workspace, opts.smoke)?;
@@ -693,6 +714,9 @@ struct Overhead {
     /// An empty classifier's counters, attached beside tracer's during the serve runs, per load
     /// (what the statistics charge a run depends on the load: caches, TLB).
     floor: Vec<(&'static str, progstats::Counters)>,
+    /// Throughput runs during which the statistics were on although the bench had them off
+    /// (another process held them on): said under the table, since those runs paid for them.
+    stats_were_on: Vec<String>,
 }
 
 /// tracer's programs during one kind of load: what each cost, and for how many packets.
@@ -737,7 +761,7 @@ impl Overhead {
             }
             let _ = writeln!(
                 s,
-                "\n**Per program, `tracer {command}`** (kernel.bpf_stats_enabled: run_cnt and run_time_ns deltas of tracer's own programs; packets: both veths' tx_packets):\n"
+                "\n**Per program, `tracer {command}`** (kernel.bpf_stats_enabled, on only for these shorter runs under the same attachment, after the throughput runs above, which had it off: run_cnt and run_time_ns deltas of tracer's own programs; packets: both veths' tx_packets):\n"
             );
             let mut head = "| program |".to_string();
             let mut rule = "|---|".to_string();
@@ -813,7 +837,19 @@ fn measure_progs<T>(lab: &Lab, pid: i32, load: impl FnOnce() -> anyhow::Result<T
     Ok((out, progstats::delta(&s0, &s1), p1 - p0))
 }
 
+/// Runs `load`, meant to be measured with the statistics off, and says whether they were on
+/// meanwhile anyway: another process can hold them on (the sysctl, or its own
+/// `BPF_ENABLE_STATS`), and then the run counts of tracer's programs (process `pid`) move.
+fn statistics_were_on<T>(pid: i32, load: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, bool)> {
+    let before = progstats::snapshot(pid)?;
+    let out = load()?;
+    let ran = progstats::delta(&before, &progstats::snapshot(pid)?);
+    Ok((out, ran.values().any(|c| c.run_cnt > 0)))
+}
+
 /// Baseline and traced repetitions alternate, so drift of the machine's load hits both alike.
+/// Throughput is measured with the statistics off (what users pay); the per-program figures
+/// come from shorter runs right after, with them on, under the same attachment.
 fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead> {
     let mut o = Overhead::default();
     let ifaces = lab.ifaces();
@@ -828,11 +864,16 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
             }
             let (tcp, udp) = match &watcher {
                 Some(p) => {
-                    let (tcp, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.secs, false))?;
+                    let (tcp_udp, on) = statistics_were_on(p.pid(), || Ok((iperf(lab, sizes.secs, false)?, iperf(lab, sizes.secs, true)?)))?;
+                    if on {
+                        o.stats_were_on.push(format!("rep {} `tracer watch`", rep + 1));
+                    }
+                    let _stats = progstats::StatsEnabled::on()?;
+                    let (_, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.stats_secs, false))?;
                     o.add_progs("watch", "TCP", &progs, packets);
-                    let (udp, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.secs, true))?;
+                    let (_, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.stats_secs, true))?;
                     o.add_progs("watch", "UDP 64 B", &progs, packets);
-                    (tcp, udp)
+                    tcp_udp
                 }
                 None => (iperf(lab, sizes.secs, false)?, iperf(lab, sizes.secs, true)?),
             };
@@ -870,8 +911,10 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
             }
         }
         // `serve` (the DaemonSet's command: every family, metrics instead of lines): the
-        // programs' cost only, both loads. Its metrics listen on the client namespace's loopback.
+        // programs' cost only, both loads, statistics on. Its metrics listen on the client
+        // namespace's loopback.
         {
+            let _stats = progstats::StatsEnabled::on()?;
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "exec", &lab.client]).arg(tracer).args(["serve", "--metrics", "127.0.0.1:9464", "--pods-from", "none"]).args(&ifaces);
             let mut p = Proc::spawn(&mut cmd, false)?;
@@ -882,7 +925,7 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
                 progstats::EmptyClassifier::attach(&[(lab.client.clone(), lab.client_dev.clone()), (lab.server.clone(), lab.server_dev.clone())])?;
             for (load, udp) in [("TCP", false), ("UDP 64 B", true)] {
                 let before = empty.counters()?;
-                let (_, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.secs, udp))?;
+                let (_, progs, packets) = measure_progs(lab, p.pid(), || iperf(lab, sizes.stats_secs, udp))?;
                 o.add_progs("serve", load, &progs, packets);
                 let after = empty.counters()?;
                 let delta = progstats::Counters { run_cnt: after.run_cnt - before.run_cnt, run_time_ns: after.run_time_ns - before.run_time_ns };
@@ -902,7 +945,10 @@ fn overhead(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Overhead>
                 eprintln!("bench:   {name} cannot run here, left out: {err:#}");
                 continue;
             }
-            let tcp = iperf(lab, sizes.secs, false)?;
+            let (tcp, on) = statistics_were_on(p.pid(), || iperf(lab, sizes.secs, false))?;
+            if on {
+                o.stats_were_on.push(format!("rep {} `{name}`", rep + 1));
+            }
             p.interrupt(Duration::from_secs(30))?;
             eprintln!("bench:   rep {} {name}: tcp {:.2} Gbit/s", rep + 1, tcp.rate / 1e9);
             match o.per_command.iter_mut().find(|(n, _, _)| *n == name) {
@@ -1042,9 +1088,12 @@ struct StormRun {
     lost: u64,
     /// Drops over tracer's rate budget, counted in the kernel instead of delivered.
     counted: u64,
-    /// tracer's `drop_tp_btf` during the storm (kernel.bpf_stats_enabled): the producer's own
-    /// cost per drop, independent of how the sender was scheduled.
-    drop_prog: Option<progstats::Counters>,
+    /// The same consumer again, in a shorter storm with the kernel's statistics on (tracer
+    /// only): `drop_tp_btf`'s own cost per drop, which the measured storm (statistics off)
+    /// does not pay for.
+    with_stats: Option<StatsStorm>,
+    /// The statistics were on during the measured storm anyway (another process held them).
+    stats_were_on: bool,
     /// tracer's own `delivered` (records read), to cross-check with the lines counted.
     reported_delivered: Option<u64>,
     /// Seconds from the storm's start to the consumer's last line.
@@ -1068,6 +1117,39 @@ impl StormRun {
     }
 }
 
+/// A storm under a second tracer with the same arguments and the kernel's statistics on.
+struct StatsStorm {
+    sent: u64,
+    sender_cpu: f64,
+    /// `drop_tp_btf`'s run count and time meanwhile.
+    drop_prog: Option<progstats::Counters>,
+    /// tracer's kernel count of matching drops, and its summary's delivered + lost + counted.
+    seen: u64,
+    accounted: u64,
+}
+
+impl StatsStorm {
+    fn sender_us_per_drop(&self) -> f64 {
+        self.sender_cpu / self.sent as f64 * 1e6
+    }
+}
+
+/// `tracer ARGS` through a storm of `sizes.storm_stats_secs` with the statistics on: what
+/// `drop_tp_btf` costs per drop, and the sender's CPU per drop with the statistics' own cost in.
+fn storm_with_stats(tracer: &Path, lab: &Lab, args: &[String], sizes: &Sizes) -> anyhow::Result<StatsStorm> {
+    let mut p = Proc::spawn(Command::new(tracer).args(args), true)?;
+    p.wait_for("tracer: attached", Duration::from_secs(30))?;
+    let stats = progstats::StatsEnabled::on()?;
+    let s0 = progstats::snapshot(p.pid())?;
+    let blast = blast(lab, sizes.storm_max_packets, Duration::from_secs(sizes.storm_stats_secs))?;
+    let drop_prog = progstats::delta(&s0, &progstats::snapshot(p.pid())?).get("drop_tp_btf").copied();
+    drop(stats);
+    p.stdout.as_ref().context("consumer stdout")?.settle(Duration::from_millis(500), Duration::from_secs(120))?;
+    p.interrupt(Duration::from_secs(60))?;
+    let (_, s) = summaries(&p.stderr_text()).into_iter().find(|(f, _)| f == "drops").context("tracer printed no drops summary")?;
+    Ok(StatsStorm { sent: blast.sent, sender_cpu: blast.cpu, drop_prog, seen: s.seen, accounted: s.delivered + s.lost + s.counted })
+}
+
 fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun>> {
     let script = bpftrace_script(lab)?;
     let duration = Duration::from_secs(sizes.storm_secs);
@@ -1078,6 +1160,14 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
     // delivered event costs on each side, beside bpftrace.
     for consumer in ["none", "tracer drops", "tracer drops --max-rate off", "bpftrace", "tracer drops --max-rate off --ring-buffer 64M"] {
         check_interrupted()?;
+        let mut args: Vec<String> = vec!["drops".into()];
+        args.extend(filter.iter().cloned());
+        if consumer.contains("off") {
+            args.extend(["--max-rate".into(), "off".into()]);
+        }
+        if consumer.contains("64M") {
+            args.extend(["--ring-buffer".into(), "64M".into()]);
+        }
         let proc = match consumer {
             "none" => None,
             "bpftrace" => {
@@ -1087,14 +1177,6 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
                 Some(p)
             }
             _ => {
-                let mut args: Vec<String> = vec!["drops".into()];
-                args.extend(filter.iter().cloned());
-                if consumer.contains("off") {
-                    args.extend(["--max-rate".into(), "off".into()]);
-                }
-                if consumer.contains("64M") {
-                    args.extend(["--ring-buffer".into(), "64M".into()]);
-                }
                 let mut p = Proc::spawn(Command::new(tracer).args(&args), true)?;
                 p.wait_for("tracer: attached", Duration::from_secs(30))?;
                 Some(p)
@@ -1106,9 +1188,11 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
         let progs_before = traced.map(progstats::snapshot).transpose()?;
         let start = Instant::now();
         let blast = blast(lab, sizes.storm_max_packets, duration)?;
-        let drop_prog = match (traced, &progs_before) {
-            (Some(pid), Some(s0)) => progstats::delta(s0, &progstats::snapshot(pid)?).get("drop_tp_btf").copied(),
-            _ => None,
+        // With the statistics off the programs' run counts stay still; if they moved, another
+        // process held the statistics on and this storm paid for them.
+        let stats_were_on = match (traced, &progs_before) {
+            (Some(pid), Some(s0)) => progstats::delta(s0, &progstats::snapshot(pid)?).values().any(|c| c.run_cnt > 0),
+            _ => false,
         };
         let mut run = StormRun {
             consumer: match consumer {
@@ -1125,7 +1209,8 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
             delivered: 0,
             lost: 0,
             counted: 0,
-            drop_prog,
+            with_stats: None,
+            stats_were_on,
             reported_delivered: None,
             deliver_secs: blast.secs,
             consumer_cpu: 0.0,
@@ -1170,6 +1255,16 @@ fn storm(tracer: &Path, lab: &Lab, sizes: &Sizes) -> anyhow::Result<Vec<StormRun
             run.counted,
             run.seen.map(|s| format!(", seen {s}")).unwrap_or_default()
         );
+        if consumer.starts_with("tracer") {
+            let w = storm_with_stats(tracer, lab, &args, sizes)?;
+            eprintln!(
+                "bench:   … again with the statistics on: sent {}, sender {:.2} µs per drop, drop_tp_btf {} runs",
+                w.sent,
+                w.sender_us_per_drop(),
+                w.drop_prog.map_or(0, |c| c.run_cnt)
+            );
+            run.with_stats = Some(w);
+        }
         runs.push(run);
     }
     Ok(runs)
@@ -1309,6 +1404,13 @@ impl Report {
             row(&mut s, &what, &o.tcp_base, rate, 1e9, "Gbit/s", Some(0.98));
             row(&mut s, "… per CPU-second", &o.tcp_eff_base, eff, 1e9, "Gbit", Some(0.98));
         }
+        if !o.stats_were_on.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n**Warning**: the per-program statistics were on during these throughput runs although the bench had them off (another process held them on), so they include the statistics' cost: {}.",
+                o.stats_were_on.join(", ")
+            );
+        }
         o.progs_markdown(&mut s);
         s.push_str(&self.node.markdown());
         let fams: Vec<String> = o.families.iter().map(|(f, c)| format!("{f} {}/{}/{}/{}", c.seen, c.delivered, c.lost, c.counted)).collect();
@@ -1328,7 +1430,11 @@ impl Report {
         let base_rate = base.map_or(f64::NAN, StormRun::sent_per_sec);
         let base_cost = base.map_or(f64::NAN, StormRun::sender_us_per_drop);
         let prog_ns = |r: &StormRun| -> String {
-            r.drop_prog.filter(|c| c.run_cnt > 0).map_or("—".into(), |c| format!("{:.0}", c.run_time_ns as f64 / c.run_cnt as f64))
+            r.with_stats
+                .as_ref()
+                .and_then(|w| w.drop_prog)
+                .filter(|c| c.run_cnt > 0)
+                .map_or("—".into(), |c| format!("{:.0}", c.run_time_ns as f64 / c.run_cnt as f64))
         };
         for r in &self.storm {
             let consumer = !r.consumer.starts_with("no tracer");
@@ -1388,6 +1494,28 @@ impl Report {
                 off.sender_us_per_drop() - base_cost,
                 prog_ns(budget),
                 prog_ns(off),
+            );
+        }
+        if let Some(w) = self
+            .storm
+            .iter()
+            .find(|r| r.consumer.starts_with("tracer drops -o json --max-rate off (4M"))
+            .and_then(|r| r.with_stats.as_ref().map(|w| (r, w)))
+        {
+            let (off, w) = w;
+            let _ = writeln!(
+                s,
+                "\nThe storms above ran with the kernel's per-program statistics off (what a user pays); `drop_tp_btf` ns per drop comes from a second, shorter storm per tracer row with them on, in which the sender paid {:.2} µs more per drop than the baseline with `--max-rate off` ({:.2} µs with them off): the statistics' clock reads are not part of the producer figure.",
+                w.sender_us_per_drop() - base_cost,
+                off.sender_us_per_drop() - base_cost,
+            );
+        }
+        let on: Vec<&str> = self.storm.iter().filter(|r| r.stats_were_on).map(|r| r.consumer).collect();
+        if !on.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n**Warning**: the per-program statistics were on during these storms although the bench had them off (another process held them on), so their producer figures include the statistics' cost: {}.",
+                on.join("; ")
             );
         }
 
@@ -1487,6 +1615,16 @@ impl Report {
                 ensure!(reported == r.delivered, "{}: tracer says it delivered {reported}, its stdout had {} lines", r.consumer, r.delivered);
                 // Every packet to the closed port is one drop: the kernel must have seen each.
                 ensure!(seen == r.sent, "{}: {} packets sent to a closed port, tracer's kernel side saw {seen} drops", r.consumer, r.sent);
+                let w = r.with_stats.as_ref().with_context(|| format!("{}: no storm with the statistics on", r.consumer))?;
+                ensure!(
+                    w.seen == w.sent && w.accounted == w.seen,
+                    "{} (statistics on): {} sent, {} seen, {} delivered + lost + counted",
+                    r.consumer,
+                    w.sent,
+                    w.seen,
+                    w.accounted
+                );
+                ensure!(w.drop_prog.is_some_and(|c| c.run_cnt > 0), "{}: drop_tp_btf has no statistics", r.consumer);
             } else if r.consumer.starts_with("bpftrace") {
                 ensure!(r.delivered > 0, "bpftrace delivered nothing");
             }
