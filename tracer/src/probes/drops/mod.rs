@@ -440,6 +440,13 @@ impl Family for Drops {
         format!("{}; reasons: {}; {budget}", self.describe(), describe_reasons(&self.options.reasons))
     }
 
+    fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
+        match self.planned.as_ref().map(|p| p.plan.hook) {
+            Some(DropHook::TpBtf) => vec![(PROG_TP_BTF, "kfree_skb")],
+            _ => Vec::new(),
+        }
+    }
+
     fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
         let p = self.planned.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
         globals.set(DROP_CONFIG, &program_config(&p.plan, &p.reasons));
