@@ -177,9 +177,16 @@ pub(crate) fn network_header<M: Kmem>(m: M, skb: *const u8) -> Option<(KernelByt
 }
 
 /// Bytes of a packet from its network header, copied with one helper call: enough for the
-/// headers of a packet in VXLAN or Geneve over IPv6 with an IPv6 packet inside and its ports.
-/// Each helper call costs tens of ns (more than the copy), and a parse made three to six.
+/// headers of a packet in VXLAN or Geneve over IPv6 with an IPv6 packet inside and its TCP
+/// flags (124). Each helper call costs tens of ns (more than the copy), and a parse made three
+/// to six. Headers past the bytes copied are not read.
 pub(crate) const WINDOW: usize = 128;
+
+/// The most a window holds ([`WindowBytes::widen`]): an ICMP error quoting such a packet (an
+/// ICMPv6 packet-too-big about VXLAN over IPv6 with IPv6 inside: 162 bytes to the inner ports).
+/// The skb's linear buffer is followed by its `skb_shared_info` (320 bytes), so a copy this long
+/// from the network header stays inside the allocation.
+pub(crate) const WINDOW_MAX: usize = 256;
 
 /// Enough of the window to tell the IP version and the protocol (byte 9 of IPv4, 6 of IPv6),
 /// for a program that leaves on them most of the time.
@@ -199,15 +206,15 @@ pub(crate) mod window {
 /// on its way to a load ([`WindowBytes::at`]).
 #[repr(C)]
 pub(crate) struct Window {
-    /// Twice [`WINDOW`], so that a masked offset plus the longest load stays inside.
-    bytes: [u8; 2 * WINDOW],
+    /// Twice [`WINDOW_MAX`], so that a masked offset plus the longest load stays inside.
+    bytes: [u8; 2 * WINDOW_MAX],
     offset: u64,
 }
 
 #[map]
 static HEADER_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(window::SLOTS, 0);
 
-/// A network header in kernel memory, its first bytes (up to [`WINDOW`]) read at once. Reading past
+/// A network header in kernel memory, its first bytes (up to [`WINDOW_MAX`]) read at once. Reading past
 /// the packet's end is harmless: the skb's linear buffer is followed by its `skb_shared_info`
 /// (over 300 bytes) in the same allocation, and the parser reads no further than the headers'
 /// own lengths say. A header that does not fit in the bytes copied is not read: there is no
@@ -224,13 +231,14 @@ pub(crate) struct WindowBytes {
 }
 
 impl WindowBytes {
-    /// Copies the whole window ([`WINDOW`] bytes), for a program that copied only the first few
-    /// to decide whether to go on ([`WINDOW_PROTOCOL`]) and now parses; None when the copy failed.
+    /// Copies the largest window ([`WINDOW_MAX`] bytes), for a program that copied only the
+    /// first few to decide whether to go on ([`WINDOW_PROTOCOL`]) and now parses an ICMP error's
+    /// quote; None when the copy failed.
     #[inline(always)]
     pub(crate) fn widen(self) -> Option<Self> {
         // SAFETY: as in `network_window`.
-        unsafe { bpf_probe_read_kernel_buf(self.l3, &mut (&mut *self.win).bytes[..WINDOW]) }.ok()?;
-        Some(Self { len: WINDOW, ..self })
+        unsafe { bpf_probe_read_kernel_buf(self.l3, &mut (&mut *self.win).bytes[..WINDOW_MAX]) }.ok()?;
+        Some(Self { len: WINDOW_MAX, ..self })
     }
 
     /// `off` as the verifier will see it: stored to the window's map memory and loaded back, an
@@ -284,15 +292,15 @@ impl Bytes for WindowBytes {
     }
 }
 
-/// `win + off`, with `off` masked to the window (`WINDOW - 1`) in the very instructions the
+/// `win + off`, with `off` masked to the window (`WINDOW_MAX - 1`) in the very instructions the
 /// verifier checks the access by. The callers have tested `off` against the bytes copied, so
 /// the mask changes nothing at run time; it is there for the verifier, which cannot follow
 /// LLVM's own test when LLVM tests a related value (`at` for `at + 40`), spills the value
 /// between the test and the use (6.1 forgets the bounds of a spilled unbounded scalar), or
 /// reuses a register whose earlier bounds contradict the test on a path that cannot happen (6.1
 /// walks such a path). In asm, so that LLVM can neither drop the mask (it knows it is a no-op)
-/// nor move it away from the addition. Slots are twice [`WINDOW`] long, so that a masked offset
-/// plus the longest load (an IPv6 header) stays inside.
+/// nor move it away from the addition. Slots are twice [`WINDOW_MAX`] long, so that a masked
+/// offset plus the longest load (an IPv6 header) stays inside.
 #[inline(always)]
 #[expect(clippy::pointers_in_nomem_asm_block, reason = "the asm adds to the pointer; it reads and writes no memory")]
 fn window_at(win: *mut Window, off: usize) -> *const u8 {
@@ -304,7 +312,7 @@ fn window_at(win: *mut Window, off: usize) -> *const u8 {
             "{at} += {off}",
             at = inout(reg) at,
             off = inout(reg) off => _,
-            mask = const WINDOW - 1,
+            mask = const WINDOW_MAX - 1,
             options(pure, nomem, nostack, preserves_flags),
         );
     }
@@ -312,11 +320,11 @@ fn window_at(win: *mut Window, off: usize) -> *const u8 {
 }
 
 /// [`network_header`] through this CPU's window `slot` ([`window`]), `len` bytes of it (at
-/// most [`WINDOW`]) copied; None also when the copy failed.
+/// most [`WINDOW_MAX`]) copied; None also when the copy failed.
 #[inline(always)]
 pub(crate) fn network_window<M: Kmem>(m: M, skb: *const u8, slot: u32, len: usize) -> Option<(WindowBytes, u16)> {
     let (l3, protocol) = l3_of(m, skb)?;
-    let len = if len < WINDOW { len } else { WINDOW };
+    let len = if len < WINDOW_MAX { len } else { WINDOW_MAX };
     let win = HEADER_WINDOW.get_ptr_mut(slot)?;
     // SAFETY: this CPU's slot; the helper writes at most `len` bytes into it.
     unsafe { bpf_probe_read_kernel_buf(l3, &mut (&mut *win).bytes[..len]) }.ok()?;
