@@ -241,8 +241,8 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // The skb is BTF-typed: its fields are plain loads (Typed); the IP header's version and
-    // protocol are one helper call of 16 bytes (the parse of the rare packet that is ours reads
-    // the rest one header at a time).
+    // protocol are one helper call of 16 bytes (the rare packet that is ours is then copied
+    // whole into the window for its parse).
     let Some((l3, ethertype)) = skb::network_window(Typed, skb, skb::window::MTU_DROP, skb::WINDOW_PROTOCOL) else { return Ok(()) };
     // Every other drop (a storm of them, say) leaves here, after one read of the IP header and
     // before the work slot is cleared or anything parsed: only an ICMP error can be ours.
@@ -254,6 +254,7 @@ pub(crate) fn try_drop(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if !filter::in_scope(skb::packet_netns(Typed, skb, skb_dev)) {
         return Ok(());
     }
+    let Some(l3) = l3.widen() else { return Ok(()) };
     let Some(w) = work(hook::KFREE_SKB) else { return Ok(()) };
     w.event.reason = reason;
     if reason == config!(reason_pkt_too_big) {

@@ -112,6 +112,14 @@ pub(crate) fn len<M: Kmem>(m: M, skb: *const u8) -> u32 {
 pub(crate) trait Bytes {
     fn load<T>(&self, off: usize) -> Option<T>;
     fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()>;
+
+    /// `f` of the `N` bytes of a header at `off` (None when they cannot be read).
+    #[inline(always)]
+    fn with_header<const N: usize, R>(&self, off: usize, f: impl FnOnce(&[u8; N]) -> R) -> Option<R> {
+        let mut hdr = [0u8; N];
+        self.load_buf(off, &mut hdr)?;
+        Some(f(&hdr))
+    }
 }
 
 /// A network header in kernel memory.
@@ -169,9 +177,16 @@ pub(crate) fn network_header<M: Kmem>(m: M, skb: *const u8) -> Option<(KernelByt
 }
 
 /// Bytes of a packet from its network header, copied with one helper call: enough for the
-/// headers of a packet in VXLAN or Geneve over IPv6 with an IPv6 packet inside and its ports.
-/// Each helper call costs tens of ns (more than the copy), and a parse made three to six.
+/// headers of a packet in VXLAN or Geneve over IPv6 with an IPv6 packet inside and its TCP
+/// flags (124). Each helper call costs tens of ns (more than the copy), and a parse made three
+/// to six. Headers past the bytes copied are not read.
 pub(crate) const WINDOW: usize = 128;
+
+/// The most a window holds ([`WindowBytes::widen`]): an ICMP error quoting such a packet (an
+/// ICMPv6 packet-too-big about VXLAN over IPv6 with IPv6 inside: 162 bytes to the inner ports).
+/// The skb's linear buffer is followed by its `skb_shared_info` (320 bytes), so a copy this long
+/// from the network header stays inside the allocation.
+pub(crate) const WINDOW_MAX: usize = 256;
 
 /// Enough of the window to tell the IP version and the protocol (byte 9 of IPv4, 6 of IPv6),
 /// for a program that leaves on them most of the time.
@@ -187,56 +202,109 @@ pub(crate) mod window {
     pub(crate) const SLOTS: u32 = 2;
 }
 
-#[map]
-static HEADER_WINDOW: PerCpuArray<[u8; 2 * WINDOW]> = PerCpuArray::with_max_entries(window::SLOTS, 0);
+/// One program's window: the bytes copied, and a word of map memory every offset passes through
+/// on its way to a load ([`WindowBytes::at`]).
+#[repr(C)]
+pub(crate) struct Window {
+    /// Twice [`WINDOW_MAX`], so that a masked offset plus the longest load stays inside.
+    bytes: [u8; 2 * WINDOW_MAX],
+    offset: u64,
+}
 
-/// A network header in kernel memory, its first bytes (up to [`WINDOW`]) read at once. Reading past
+#[map]
+static HEADER_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(window::SLOTS, 0);
+
+/// A network header in kernel memory, its first bytes (up to [`WINDOW_MAX`]) read at once. Reading past
 /// the packet's end is harmless: the skb's linear buffer is followed by its `skb_shared_info`
 /// (over 300 bytes) in the same allocation, and the parser reads no further than the headers'
-/// own lengths say. Loads beyond the window (or all of them, if the copy failed) are read from
-/// kernel memory one by one.
+/// own lengths say. A header that does not fit in the bytes copied is not read: there is no
+/// second source to fall back on, so that every read is one path for the verifier, not two
+/// that go on side by side through the rest of the parse (before, a read past the window was
+/// a helper call, and the two paths of every read multiplied the verifier's states).
 pub(crate) struct WindowBytes {
+    /// The network header in kernel memory.
     l3: *const u8,
-    /// Null when the copy failed.
-    win: *const u8,
+    /// This CPU's window, filled.
+    win: *mut Window,
     /// Bytes copied.
     len: usize,
+}
+
+impl WindowBytes {
+    /// Copies the largest window ([`WINDOW_MAX`] bytes), for a program that copied only the
+    /// first few to decide whether to go on ([`WINDOW_PROTOCOL`]) and now parses an ICMP error's
+    /// quote; None when the copy failed.
+    #[inline(always)]
+    pub(crate) fn widen(self) -> Option<Self> {
+        // SAFETY: as in `network_window`.
+        unsafe { bpf_probe_read_kernel_buf(self.l3, &mut (&mut *self.win).bytes[..WINDOW_MAX]) }.ok()?;
+        Some(Self { len: WINDOW_MAX, ..self })
+    }
+
+    /// `off` as the verifier will see it: stored to the window's map memory and loaded back, an
+    /// unknown scalar. The offsets a parse computes depend on the headers (IHL, extension
+    /// headers, a tunnel's options), and the verifier tracks each path's range of them: used
+    /// as they are, in the bounds test and the window's address, they must stay exact, and
+    /// every header layout is a state of its own that cannot be pruned against another.
+    /// Through map memory, whose contents the verifier does not track, every path reaches the
+    /// load with the same unknown offset, and the paths' own offsets never need to be exact. A
+    /// store and a load in L1 at run time.
+    #[inline(always)]
+    fn launder(&self, off: usize) -> usize {
+        // SAFETY: this CPU's slot, which the program owns for its run. Volatile, so that LLVM
+        // keeps the round trip it could otherwise fold.
+        unsafe {
+            let slot = &raw mut (*self.win).offset;
+            core::ptr::write_volatile(slot, off as u64);
+            core::ptr::read_volatile(slot) as usize
+        }
+    }
 }
 
 impl Bytes for WindowBytes {
     #[inline(always)]
     fn load<T>(&self, off: usize) -> Option<T> {
-        if !self.win.is_null() && size_of::<T>() <= self.len && off <= self.len - size_of::<T>() {
-            // SAFETY: in bounds of this CPU's window, which the program owns for its run.
-            return Some(unsafe { core::ptr::read_unaligned(window_at(self.win, off).cast::<T>()) });
+        let off = self.launder(off);
+        if size_of::<T>() > self.len || off > self.len - size_of::<T>() {
+            return None;
         }
-        read::<T>(self.l3, off).ok()
+        // SAFETY: in bounds of this CPU's window, which the program owns for its run.
+        Some(unsafe { core::ptr::read_unaligned(window_at(self.win, off).cast::<T>()) })
     }
 
     #[inline(always)]
     fn load_buf(&self, off: usize, dst: &mut [u8]) -> Option<()> {
-        if !self.win.is_null() && dst.len() <= self.len && off <= self.len - dst.len() {
-            // SAFETY: as in `load`.
-            unsafe { core::ptr::copy_nonoverlapping(window_at(self.win, off), dst.as_mut_ptr(), dst.len()) };
-            return Some(());
+        let off = self.launder(off);
+        if dst.len() > self.len || off > self.len - dst.len() {
+            return None;
         }
-        read_buf(self.l3, off, dst).ok()
+        // SAFETY: as in `load`.
+        unsafe { core::ptr::copy_nonoverlapping(window_at(self.win, off), dst.as_mut_ptr(), dst.len()) };
+        Some(())
+    }
+
+    /// Without the default's zeroed buffer: zeroing it is a call to a byte-by-byte memset
+    /// loop, which the verifier walks byte by byte for every state that reaches it.
+    #[inline(always)]
+    fn with_header<const N: usize, R>(&self, off: usize, f: impl FnOnce(&[u8; N]) -> R) -> Option<R> {
+        let hdr: [u8; N] = self.load(off)?;
+        Some(f(&hdr))
     }
 }
 
-/// `win + off`, with `off` masked to the window (`WINDOW - 1`) in the very instructions the
+/// `win + off`, with `off` masked to the window (`WINDOW_MAX - 1`) in the very instructions the
 /// verifier checks the access by. The callers have tested `off` against the bytes copied, so
 /// the mask changes nothing at run time; it is there for the verifier, which cannot follow
 /// LLVM's own test when LLVM tests a related value (`at` for `at + 40`), spills the value
 /// between the test and the use (6.1 forgets the bounds of a spilled unbounded scalar), or
 /// reuses a register whose earlier bounds contradict the test on a path that cannot happen (6.1
 /// walks such a path). In asm, so that LLVM can neither drop the mask (it knows it is a no-op)
-/// nor move it away from the addition. Slots are twice [`WINDOW`] long, so that a masked offset
-/// plus the longest load (an IPv6 header) stays inside.
+/// nor move it away from the addition. Slots are twice [`WINDOW_MAX`] long, so that a masked
+/// offset plus the longest load (an IPv6 header) stays inside.
 #[inline(always)]
 #[expect(clippy::pointers_in_nomem_asm_block, reason = "the asm adds to the pointer; it reads and writes no memory")]
-fn window_at(win: *const u8, off: usize) -> *const u8 {
-    let mut at = win;
+fn window_at(win: *mut Window, off: usize) -> *const u8 {
+    let mut at = win.cast::<u8>().cast_const();
     // SAFETY: masks `off` and adds it to `at`; no memory is touched.
     unsafe {
         core::arch::asm!(
@@ -244,7 +312,7 @@ fn window_at(win: *const u8, off: usize) -> *const u8 {
             "{at} += {off}",
             at = inout(reg) at,
             off = inout(reg) off => _,
-            mask = const WINDOW - 1,
+            mask = const WINDOW_MAX - 1,
             options(pure, nomem, nostack, preserves_flags),
         );
     }
@@ -252,16 +320,14 @@ fn window_at(win: *const u8, off: usize) -> *const u8 {
 }
 
 /// [`network_header`] through this CPU's window `slot` ([`window`]), `len` bytes of it (at
-/// most [`WINDOW`]) copied.
+/// most [`WINDOW_MAX`]) copied; None also when the copy failed.
 #[inline(always)]
 pub(crate) fn network_window<M: Kmem>(m: M, skb: *const u8, slot: u32, len: usize) -> Option<(WindowBytes, u16)> {
     let (l3, protocol) = l3_of(m, skb)?;
-    let len = if len < WINDOW { len } else { WINDOW };
-    let win = match HEADER_WINDOW.get_ptr_mut(slot) {
-        // SAFETY: this CPU's slot; the helper writes at most `len` bytes into it.
-        Some(w) if unsafe { bpf_probe_read_kernel_buf(l3, &mut (&mut *w)[..len]) }.is_ok() => w.cast::<u8>().cast_const(),
-        _ => core::ptr::null(),
-    };
+    let len = if len < WINDOW_MAX { len } else { WINDOW_MAX };
+    let win = HEADER_WINDOW.get_ptr_mut(slot)?;
+    // SAFETY: this CPU's slot; the helper writes at most `len` bytes into it.
+    unsafe { bpf_probe_read_kernel_buf(l3, &mut (&mut *win).bytes[..len]) }.ok()?;
     let b = WindowBytes { l3, win, len };
     let ethertype = ethertype_of(protocol, &b);
     Some((b, ethertype))
@@ -332,10 +398,8 @@ pub(crate) fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFl
     t.daddr = flow.daddr;
     t.sport = flow.sport;
     t.dport = flow.dport;
-    flow.saddr = [0; 16];
-    flow.daddr = [0; 16];
-    flow.sport = 0;
-    flow.dport = 0;
+    // Addresses and ports (the first 36 bytes) zeroed for the inner parse.
+    zero_halfwords(flow, 36);
     flow.family = 0;
     flow.l4_proto = 0;
     flow.ethertype = ethertype;
@@ -353,9 +417,27 @@ pub(crate) fn parse_ip<B: Bytes>(b: &B, at: usize, version: u8, flow: &mut RawFl
         flow.dport = t.dport;
         flow.family = t.family;
         flow.l4_proto = t.l4_proto;
-        *t = RawTunnel::default();
+        zero_halfwords(t, size_of::<RawTunnel>());
     }
     l4
+}
+
+/// Zeroes the first `len` bytes of `value` with 2-byte stores. A plain `= [0; 16]` or
+/// `= Default::default()` is a call to a byte-by-byte memset loop, which runs four BPF
+/// instructions a byte and which the verifier walks byte by byte for every state that calls it
+/// (over a third of `drop_tp_btf`'s verification).
+#[inline(always)]
+fn zero_halfwords<T>(value: &mut T, len: usize) {
+    const { assert!(align_of::<T>() >= 2) };
+    let words = core::ptr::from_mut(value).cast::<u16>();
+    let mut i = 0;
+    while i < len / 2 && i < size_of::<T>() / 2 {
+        // SAFETY: inside `value` (bounded by its size), 2-aligned (asserted), and every field
+        // of the flow and tunnel structs is a plain integer, for which zero is valid. Volatile,
+        // so that LLVM does not merge the stores back into a memset call.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
 }
 
 #[inline(always)]
@@ -463,32 +545,32 @@ fn ethernet<B: Bytes>(b: &B, at: usize) -> Option<(usize, u16)> {
 
 #[inline(always)]
 fn parse_ipv4<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
-    let mut hdr = [0u8; 20];
-    b.load_buf(at, &mut hdr)?;
-    let ihl = (hdr[0] & 0x0f) as usize * 4;
-    if ihl < 20 {
-        return None;
-    }
-    flow.family = FAMILY_IPV4;
-    flow.l4_proto = hdr[9];
-    flow.saddr[..4].copy_from_slice(&hdr[12..16]);
-    flow.daddr[..4].copy_from_slice(&hdr[16..20]);
-    // A non-first fragment carries no transport header.
-    let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
-    if frag_offset != 0 {
-        return None;
-    }
-    Some(at + ihl)
+    b.with_header(at, |hdr: &[u8; 20]| {
+        let ihl = (hdr[0] & 0x0f) as usize * 4;
+        if ihl < 20 {
+            return None;
+        }
+        flow.family = FAMILY_IPV4;
+        flow.l4_proto = hdr[9];
+        flow.saddr[..4].copy_from_slice(&hdr[12..16]);
+        flow.daddr[..4].copy_from_slice(&hdr[16..20]);
+        // A non-first fragment carries no transport header.
+        let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+        if frag_offset != 0 {
+            return None;
+        }
+        Some(at + ihl)
+    })?
 }
 
 #[inline(always)]
 fn parse_ipv6<B: Bytes>(b: &B, at: usize, flow: &mut RawFlow) -> Option<usize> {
-    let mut hdr = [0u8; 40];
-    b.load_buf(at, &mut hdr)?;
-    flow.family = FAMILY_IPV6;
-    flow.saddr.copy_from_slice(&hdr[8..24]);
-    flow.daddr.copy_from_slice(&hdr[24..40]);
-    let mut next = hdr[6];
+    let mut next = b.with_header(at, |hdr: &[u8; 40]| {
+        flow.family = FAMILY_IPV6;
+        flow.saddr.copy_from_slice(&hdr[8..24]);
+        flow.daddr.copy_from_slice(&hdr[24..40]);
+        hdr[6]
+    })?;
     let mut at = at + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {

@@ -111,7 +111,7 @@ mod tests {
         let reasons = DropReasons::from_btf(&btf).expect("drop reasons");
         let reason = reasons.as_ref().and_then(|r| r.value("NO_SOCKET")).unwrap_or(0);
         drop(btf);
-        let decoder = Decoder { reasons, kallsyms, clock: Clock::new(), ct: None };
+        let decoder = Decoder { reasons, kallsyms: kallsyms.into(), clock: Clock::new(), ct: None };
 
         let dir = std::env::temp_dir().join(format!("tracer-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");

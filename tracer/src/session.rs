@@ -220,6 +220,10 @@ impl Session {
             },
             alone,
         };
+        // The verifier's share of start-up, on every CPU at once rather than one program after
+        // another, before anything is attached.
+        let wanted: Vec<_> = families.iter().flat_map(|f| f.btf_tracepoints()).collect();
+        crate::probes::load_btf_tracepoints(&mut ebpf, &wanted, &aya_btf)?;
         for family in &mut families {
             family.attach(&mut ebpf, &ctx)?;
         }

@@ -87,7 +87,7 @@ fn render(event: &Event) {
 
 static DROP: LazyLock<drops::decode::Decoder> = LazyLock::new(|| drops::decode::Decoder {
     reasons: Some(reasons()),
-    kallsyms: Kallsyms::parse("ffffffff81a00000 T nf_hook_slow\nffffffff81b00000 t __udp4_lib_rcv\n"),
+    kallsyms: Kallsyms::parse("ffffffff81a00000 T nf_hook_slow\nffffffff81b00000 t __udp4_lib_rcv\n").into(),
     clock: Clock::new(),
     ct: Some(drops::CtLayout { confirmed: 8 }),
 });

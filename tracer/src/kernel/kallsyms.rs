@@ -1,6 +1,11 @@
 //! Kernel addresses to `symbol+0xoff`, from /proc/kallsyms.
 
-use std::{io, path::Path};
+use std::{
+    io,
+    path::Path,
+    sync::{Mutex, OnceLock, PoisonError},
+    thread::JoinHandle,
+};
 
 /// Sorted text symbols of the running kernel and its modules.
 #[derive(Debug, Default)]
@@ -55,6 +60,58 @@ impl Kallsyms {
     }
 }
 
+/// A [`Kallsyms`] read on a thread and taken when first needed: reading and parsing
+/// /proc/kallsyms (~120,000 lines, ~60 ms of CPU) is not on the way to `attached`, which only
+/// needs the programs attached; a drop recorded meanwhile waits in the ring buffer.
+pub(crate) struct LazyKallsyms {
+    table: OnceLock<Kallsyms>,
+    reader: Mutex<Option<JoinHandle<io::Result<Kallsyms>>>>,
+    /// Warn when the table is empty (kptr_restrict): the command is `drops` itself.
+    alone: bool,
+}
+
+impl LazyKallsyms {
+    /// Starts reading /proc/kallsyms on a thread.
+    pub(crate) fn spawn(alone: bool) -> Self {
+        Self { table: OnceLock::new(), reader: Mutex::new(Some(std::thread::spawn(Kallsyms::load))), alone }
+    }
+
+    /// The table, waiting for the reader the first time; warns (once) when it could not be read
+    /// or shows no addresses.
+    pub(crate) fn get(&self) -> &Kallsyms {
+        self.table.get_or_init(|| {
+            let reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let table = match reader.map(JoinHandle::join) {
+                Some(Ok(Ok(table))) => table,
+                Some(Ok(Err(err))) => {
+                    log::warn!("cannot read /proc/kallsyms ({err}); drop locations will be raw addresses");
+                    return Kallsyms::default();
+                }
+                Some(Err(_)) => {
+                    log::warn!("the /proc/kallsyms reader panicked; drop locations will be raw addresses");
+                    return Kallsyms::default();
+                }
+                None => Kallsyms::default(),
+            };
+            if self.alone && table.is_empty() {
+                log::warn!("/proc/kallsyms shows no addresses (kptr_restrict?); locations will be raw addresses");
+            }
+            table
+        })
+    }
+
+    /// [`Kallsyms::symbolize`] with the table.
+    pub(crate) fn symbolize(&self, addr: u64) -> String {
+        self.get().symbolize(addr)
+    }
+}
+
+impl From<Kallsyms> for LazyKallsyms {
+    fn from(table: Kallsyms) -> Self {
+        Self { table: OnceLock::from(table), reader: Mutex::new(None), alone: false }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +145,14 @@ ffffffffc0000000 t nf_ct_thing\t[nf_conntrack]
         assert_eq!(k.symbolize(0x1000), "0x1000");
         assert_eq!(k.symbolize(0), "0x0");
         assert!(Kallsyms::parse("").is_empty());
+    }
+
+    #[test]
+    fn lazy_table_is_the_table() {
+        let lazy = LazyKallsyms::from(Kallsyms::parse(SAMPLE));
+        assert_eq!(lazy.symbolize(0xffffffff81a0009c), "nf_hook_slow+0x9c");
+        let running = LazyKallsyms::spawn(false);
+        assert_eq!(running.get().is_empty(), Kallsyms::load().expect("/proc/kallsyms").is_empty());
     }
 
     #[test]

@@ -103,6 +103,13 @@ pub(crate) trait Family {
     /// Facts printed before anything is loaded (the MTU family's device MTUs).
     fn print_facts(&self) {}
 
+    /// The BTF tracepoints its `attach` will load, as (program, tracepoint), once planned: the
+    /// session loads every family's at once, in parallel ([`load_btf_tracepoints`]), before any
+    /// family attaches. One not listed is loaded by `attach` itself.
+    fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+
     /// Loads and attaches its programs and fills its maps; starts its userspace state.
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()>;
 
@@ -147,14 +154,52 @@ pub(crate) trait Family {
 }
 
 /// Loads `program` as the BTF tracepoint `tracepoint`, against `btf` (parsed once per run by the
-/// session), and attaches it. The link lives as long as `ebpf`; dropping it detaches.
+/// session), unless [`load_btf_tracepoints`] did, and attaches it. The link lives as long as
+/// `ebpf`; dropping it detaches.
 pub(crate) fn attach_btf_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let prog: &mut aya::programs::BtfTracePoint =
         ebpf.program_mut(program).with_context(|| format!("{program} program missing from the object"))?.try_into()?;
-    prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
+    if prog.fd().is_err() {
+        prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
+    }
     prog.attach().with_context(|| format!("attaching tp_btf/{tracepoint}"))?;
     Ok(())
+}
+
+/// Loads the BTF tracepoint programs `wanted` (program, tracepoint), on as many threads as there
+/// are CPUs: the verifier runs in the loading thread, and the programs of `watch` took it
+/// 120-180 ms one after another. Nothing is attached here; on an error the programs loaded are
+/// unloaded with `ebpf`, as before.
+pub(crate) fn load_btf_tracepoints(ebpf: &mut Ebpf, wanted: &[(&'static str, &'static str)], btf: &aya::Btf) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut jobs = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        if let Some((_, tracepoint)) = wanted.iter().find(|(p, _)| *p == name) {
+            let prog: &mut aya::programs::BtfTracePoint = program.try_into().with_context(|| format!("{name} is not a BTF tracepoint program"))?;
+            if prog.fd().is_err() {
+                jobs.push((prog, *tracepoint));
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(jobs.len());
+    let queue = std::sync::Mutex::new(jobs.into_iter());
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        // A worker that panicked holding the lock took its job with it; the
+                        // others' jobs are still good.
+                        let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                        let Some((prog, tracepoint)) = next else { return Ok(()) };
+                        prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a program-loading thread panicked"))?)
+    })
 }
 
 /// One command's row in `tracer check`.

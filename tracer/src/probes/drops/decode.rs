@@ -5,14 +5,14 @@ use tracer_common::drop::{CT_PRESENT, DropEvent};
 use super::CtLayout;
 use crate::{
     events::{Clock, Detail, Event, Flow, ifname},
-    kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
+    kernel::{drop_reasons::DropReasons, kallsyms::LazyKallsyms},
     probes::drops::detail::{DropDetail, PacketCt},
 };
 
 /// What decoding needs from the kernel layer, loaded once.
 pub(crate) struct Decoder {
     pub reasons: Option<DropReasons>,
-    pub kallsyms: Kallsyms,
+    pub kallsyms: LazyKallsyms,
     pub clock: Clock,
     /// None: the program did not read conntrack entries.
     pub ct: Option<CtLayout>,
@@ -78,11 +78,12 @@ mod tests {
     use tracer_common::flow::{FAMILY_IPV4, IPPROTO_UDP, RawFlow};
 
     use super::*;
+    use crate::kernel::kallsyms::Kallsyms;
 
     fn decoder() -> Decoder {
         Decoder {
             reasons: Some(DropReasons::from_pairs([("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 12)])),
-            kallsyms: Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n"),
+            kallsyms: Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n").into(),
             clock: Clock::new(),
             ct: Some(CtLayout { confirmed: 1 << 3 }),
         }

@@ -23,7 +23,7 @@ use crate::{
         btf::{KernelBtf, ParamType, VMLINUX_BTF},
         drop_reasons::DropReasons,
         hooks::{self, HookSupport},
-        kallsyms::Kallsyms,
+        kallsyms::LazyKallsyms,
         tracefs,
     },
     loader::{CounterReader, Globals, KernelCounts},
@@ -352,8 +352,6 @@ impl Default for Options {
 /// storm counts for what the ring buffer cannot take.
 pub(crate) struct Drops {
     options: Options,
-    /// kallsyms (~200k lines) parses on a thread while BTF does: together most of start-up.
-    kallsyms: Option<std::thread::JoinHandle<std::io::Result<Kallsyms>>>,
     planned: Option<Planned>,
     decoder: Option<decode::Decoder>,
     conntrack: Option<conntrack::Classifier>,
@@ -375,7 +373,6 @@ impl Drops {
     pub(crate) fn new(options: Options) -> Self {
         Drops {
             options,
-            kallsyms: None,
             planned: None,
             decoder: None,
             conntrack: None,
@@ -415,11 +412,6 @@ impl Family for Drops {
         self
     }
 
-    fn prepare(&mut self) -> anyhow::Result<()> {
-        self.kallsyms = Some(std::thread::spawn(Kallsyms::load));
-        Ok(())
-    }
-
     fn plan(&mut self, ctx: &mut PlanContext<'_>) -> Result<(), PlanError> {
         let mut plan = plan(ctx.btf, self.options.hook)?;
         let ct = plan_conntrack(ctx.btf, &mut plan);
@@ -440,6 +432,13 @@ impl Family for Drops {
         format!("{}; reasons: {}; {budget}", self.describe(), describe_reasons(&self.options.reasons))
     }
 
+    fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
+        match self.planned.as_ref().map(|p| p.plan.hook) {
+            Some(DropHook::TpBtf) => vec![(PROG_TP_BTF, "kfree_skb")],
+            _ => Vec::new(),
+        }
+    }
+
     fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
         let p = self.planned.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
         globals.set(DROP_CONFIG, &program_config(&p.plan, &p.reasons));
@@ -451,21 +450,11 @@ impl Family for Drops {
         let p = self.planned.as_ref().context("drops: attach before plan")?;
         write_reasons(ebpf, &p.reasons)?;
         attach(ebpf, p.plan.hook, ctx.btf)?;
-        let kallsyms = match self.kallsyms.take() {
-            Some(thread) => thread.join().map_err(|_| anyhow::anyhow!("kallsyms reader panicked"))?,
-            None => Kallsyms::load(),
-        };
-        let kallsyms = kallsyms.unwrap_or_else(|err| {
-            log::warn!("cannot read /proc/kallsyms ({err}); drop locations will be raw addresses");
-            Kallsyms::default()
-        });
-        if ctx.alone {
-            if kallsyms.is_empty() {
-                log::warn!("/proc/kallsyms shows no addresses (kptr_restrict?); locations will be raw addresses");
-            }
-            if p.plan.reasons.is_none() {
-                log::warn!("kernel {} has no drop reasons (added in 5.17): every drop is shown as NOT_SPECIFIED", crate::kernel::release());
-            }
+        // Read once the program is attached, off the way to `attached` (the first tick or event
+        // takes it): BTF's parses had the CPUs before.
+        let kallsyms = LazyKallsyms::spawn(ctx.alone);
+        if ctx.alone && p.plan.reasons.is_none() {
+            log::warn!("kernel {} has no drop reasons (added in 5.17): every drop is shown as NOT_SPECIFIED", crate::kernel::release());
         }
         // Said the moment the kernel starts counting instead of delivering (the ring-full
         // storm only alone, as before: watch's own summary says it).
@@ -478,6 +467,15 @@ impl Family for Drops {
         self.conntrack = p.ct.map(|_| conntrack::Classifier::start(clock));
         self.decoder = Some(decode::Decoder { reasons: p.plan.reasons.clone(), kallsyms, clock, ct: p.ct });
         Ok(())
+    }
+
+    fn tick(&mut self, _now: i128) -> Vec<Event> {
+        // The kallsyms table is taken at the first tick if no drop needed it before, so that
+        // its warnings come soon after `attached` rather than with the first drop.
+        if let Some(decoder) = &self.decoder {
+            decoder.kallsyms.get();
+        }
+        Vec::new()
     }
 
     fn decode(&mut self, _header: &EventHeader, bytes: &[u8]) -> Option<Event> {

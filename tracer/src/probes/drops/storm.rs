@@ -190,7 +190,7 @@ mod tests {
     fn decoder() -> Decoder {
         Decoder {
             reasons: Some(DropReasons::from_pairs([("SKB_DROP_REASON_NO_SOCKET".to_string(), 3)])),
-            kallsyms: Kallsyms::parse("ffffffff81000000 T __udp4_lib_rcv\nffffffff81001000 T other\n"),
+            kallsyms: Kallsyms::parse("ffffffff81000000 T __udp4_lib_rcv\nffffffff81001000 T other\n").into(),
             clock: Clock::new(),
             ct: None,
         }

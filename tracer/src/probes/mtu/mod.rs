@@ -126,13 +126,18 @@ fn icmp_send_layout(btf: &KernelBtf) -> Result<(u32, u32, u32), String> {
     Ok((skb as u32, skb as u32 + 1, skb as u32 + 2))
 }
 
-/// Loads and attaches the BTF tracepoints. Links live as long as `ebpf`.
-pub(crate) fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
+/// The BTF tracepoints of `plan`, as (program, tracepoint).
+fn tracing_hooks(plan: &Plan) -> Vec<(&'static str, &'static str)> {
     let mut hooks = vec![(PROG_DROP, "kfree_skb")];
     if plan.icmp_send {
         hooks.push((PROG_ICMP_SEND, "icmp_send"));
     }
-    for (name, tracepoint) in hooks {
+    hooks
+}
+
+/// Loads and attaches the BTF tracepoints. Links live as long as `ebpf`.
+pub(crate) fn attach_tracing(ebpf: &mut Ebpf, plan: &Plan, btf: &Btf) -> anyhow::Result<()> {
+    for (name, tracepoint) in tracing_hooks(plan) {
         super::attach_btf_tracepoint(ebpf, name, tracepoint, btf)?;
     }
     Ok(())
@@ -340,6 +345,10 @@ impl Family for Mtu {
                 "no veth or tunnel devices in tracer's network namespace: oversize and received errors are not seen (choose devices with --iface)"
             );
         }
+    }
+
+    fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
+        self.plan.as_ref().map(tracing_hooks).unwrap_or_default()
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {

@@ -205,6 +205,10 @@ impl Family for Nat {
         Ok(())
     }
 
+    fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
+        if self.planned.is_some() { vec![(PROGRAM, TRACEPOINT)] } else { Vec::new() }
+    }
+
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
         let (_, bits) = self.planned.context("nat: attach before plan")?;
         attach(ebpf, ctx.btf)?;

@@ -187,6 +187,10 @@ impl Family for Tcp {
         Ok(())
     }
 
+    fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
+        self.plan.as_ref().map(|p| p.hooks.iter().map(|h| (h.program, h.tracepoint)).collect()).unwrap_or_default()
+    }
+
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
         attach(ebpf, self.plan.as_ref().context("tcp: attach before plan")?, ctx.btf)?;
         self.decoder = Some(decode::Decoder { clock: Clock::new() });
