@@ -73,8 +73,22 @@ pub struct NatConfig {
     /// tuple's start (1), so the per-packet check copies them in one read; 0: they are read one
     /// by one.
     pub span_fits: u32,
+    /// `enum ip_conntrack_info`'s IP_CT_ESTABLISHED and IP_CT_ESTABLISHED_REPLY: the ctinfo in
+    /// `_nfct`'s low bits of a packet sent after its connection's first reply, which alone may
+    /// take the settled exit (see tracer-ebpf's nat.rs). [`NatConfig::NO_CTINFO`] when the
+    /// kernel's BTF does not say: every packet is then checked.
+    pub ctinfo_established: u32,
+    pub ctinfo_established_reply: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 60);
+const _: () = assert!(size_of::<NatConfig>() == 68);
+
+impl NatConfig {
+    /// A ctinfo no packet carries (it is three bits).
+    pub const NO_CTINFO: u32 = u32::MAX;
+}
+
+/// Slots of the direct-mapped table of settled connections (a power of two).
+pub const SETTLED_SLOTS: u32 = 8192;
 
 /// Bytes of `nf_conn` copied from the original tuple on for the per-packet check: the tuple
 /// (40 bytes), the reply's hash entry (56) and the low word of `status` (the `unsigned long`

@@ -1,22 +1,23 @@
 //! The NAT family: every transmitted packet's conntrack entry, reported once per NATed
-//! connection and again when its reply/assured state changes. The per-packet cost for a
-//! connection already reported is a few loads and one LRU lookup.
+//! connection and again when its reply/assured state changes. A packet without an entry costs
+//! two loads; a forwarded packet of a settled connection (see [`NAT_SETTLED`]) a few more and
+//! an inlined array lookup; any other conntracked packet one read of its entry.
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use tracer_common::{
     event::{EventHeader, kind},
     flow::{FAMILY_IPV4, FAMILY_IPV6, RawFlow, RawTunnel},
-    nat::{MAX_NAT_CONNS, NAT_SPAN, NatConfig, NatEvent, NatSeen},
+    nat::{MAX_NAT_CONNS, NAT_SPAN, NatConfig, NatEvent, NatSeen, SETTLED_SLOTS},
 };
 
 use crate::{
     emit, filter,
-    kernel::{read, read_buf},
+    kernel::{Kmem as _, Typed, offset, read, read_buf},
     skb,
 };
 
@@ -37,6 +38,8 @@ static NAT_CONFIG: NatConfig = NatConfig {
     nat_mask: 0,
     report_mask: 0,
     span_fits: 0,
+    ctinfo_established: NatConfig::NO_CTINFO,
+    ctinfo_established_reply: NatConfig::NO_CTINFO,
 };
 
 macro_rules! config {
@@ -64,6 +67,27 @@ static NAT_SPAN_COPY: PerCpuArray<[u8; NAT_SPAN]> = PerCpuArray::with_max_entrie
 static NAT_RECENT: PerCpuArray<Recent> = PerCpuArray::with_max_entries(RECENT_SLOTS, 0);
 
 const RECENT_SLOTS: u32 = 256;
+
+/// Connections about which nothing more can be reported, by entry address, direct-mapped
+/// ([`settled_slot`]): the entry's address with [`SETTLED`] set, written when a packet's read of
+/// the entry found it settled (not NATed, or NATed with its reply and assured state both
+/// reported), and overwritten by any other read of an entry that maps to the slot.
+///
+/// A packet of a connection that is settled needs no read of its entry. Only its address is
+/// known without a read, and a freed entry's address is soon reused for another connection, so
+/// the slot may describe the entry's previous occupant. It is trusted only for a packet that
+/// cannot be a new entry's first sight here: one sent after its connection's first reply
+/// (ctinfo ESTABLISHED or ESTABLISHED_REPLY) and forwarded (no socket). Such a connection's
+/// first packet went through this namespace's stack and out of one of its devices before any
+/// reply existed, with a NEW ctinfo, so its read rewrote the slot; a locally delivered
+/// connection's replies come from a local socket and are always read. Global, not per CPU: the
+/// first packet and the later ones may run on different CPUs. Written only when its value
+/// changes, so a settled connection's packets share the cache line without writing it.
+#[map]
+static NAT_SETTLED: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
+
+/// The mark of a settled entry in [`NAT_SETTLED`] (entries are 8-byte aligned at least).
+const SETTLED: u64 = 1;
 
 /// One slot of [`NAT_RECENT`].
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -105,9 +129,8 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !crate::kernel::offsets_valid() {
         return Ok(());
     }
-    // The healthy packet's path is these two loads, and nothing else: no helper call. (A
-    // conntracked packet adds one read of its entry; a NATed one, one array lookup more.)
-    // Argument 0, read straight from the context (a load at a fixed offset: what keeps the
+    // The healthy packet's path makes no helper call: two loads without conntrack; with it, the
+    // ctinfo, the socket and the settled table (NAT_SETTLED). Argument 0, read straight from the context (a load at a fixed offset: what keeps the
     // verifier's BTF type on the pointer); the plan refuses a kernel whose BTF puts the skb
     // elsewhere. `_nfct` read straight through that typed pointer: the offset is a constant of
     // the read-only NAT_CONFIG, so the verifier checks it against sk_buff's BTF and the JIT emits
@@ -123,8 +146,29 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if ct.is_null() {
         return Ok(());
     }
-    let Some((status, now_seen)) = connection_state(ct) else { return Ok(()) };
     let key = ct as u64;
+    let ctinfo = (nfct & !skb::NFCT_PTRMASK) as u32;
+    let established = ctinfo == config!(ctinfo_established) || ctinfo == config!(ctinfo_established_reply);
+    // Forwarded, not sent by a local socket (see NAT_SETTLED).
+    let forwarded = established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0);
+    let settled = NAT_SETTLED.get_ptr_mut(settled_slot(key));
+    // SAFETY: an 8-byte aligned slot of a global array; one load.
+    if forwarded && settled.is_some_and(|s| unsafe { core::ptr::read_volatile(s) } == key | SETTLED) {
+        return Ok(());
+    }
+    let Some((status, nat)) = connection_state(ct) else { return Ok(()) };
+    if let Some(slot) = settled {
+        let done = nat.is_none() || status & config!(report_mask) == config!(report_mask);
+        let value = if established && done { key | SETTLED } else { key };
+        // SAFETY: as above; one 8-byte store (atomic on 64-bit architectures), made only when the
+        // value changes.
+        unsafe {
+            if core::ptr::read_volatile(slot) != value {
+                core::ptr::write_volatile(slot, value);
+            }
+        }
+    }
+    let Some(now_seen) = nat else { return Ok(()) };
     let slot = NAT_RECENT.get_ptr_mut(recent_slot(key));
     // SAFETY: this CPU's slot, read and written only by this program on this CPU.
     if slot.is_some_and(|r| unsafe { (*r).ct == key && (*r).seen == now_seen }) {
@@ -192,6 +236,12 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// The slot of [`NAT_SETTLED`] for the entry at `ct`, spread as [`recent_slot`]'s.
+#[inline(always)]
+fn settled_slot(ct: u64) -> u32 {
+    ((ct >> 8) ^ (ct >> 20)) as u32 & (SETTLED_SLOTS - 1)
+}
+
 /// The slot of [`NAT_RECENT`] for the entry at `ct`: nf_conn entries come from their own slab,
 /// a few hundred bytes apart, so the bits above the object size spread them.
 #[inline(always)]
@@ -200,14 +250,14 @@ fn recent_slot(ct: u64) -> u32 {
 }
 
 /// The status of the conntrack entry at `ct` and, when it is NATed, what [`NAT_SEEN`] keeps of
-/// it; None when it is not NATed or cannot be read. Where the layout allows
-/// ([`NatConfig::span_fits`]) one read copies the original tuple and the status together (the
-/// status comes after both tuples): a NATed packet then costs one read, and a conntracked one
-/// that is not NATed (pod to pod) a little more than a read of the status alone would
-/// (measured per run: 85 and 76 ns; 95 and 70 with the status read first and the tuple after;
-/// 140 and 70 with a read per field and the LRU lookup for every NATed packet).
+/// it; None when it cannot be read. Where the layout allows ([`NatConfig::span_fits`]) one read
+/// copies the original tuple and the status together (the status comes after both tuples): a
+/// NATed packet then costs one read, and a conntracked one that is not NATed (pod to pod) a
+/// little more than a read of the status alone would (measured per run: 85 and 76 ns; 95 and 70
+/// with the status read first and the tuple after; 140 and 70 with a read per field and the LRU
+/// lookup for every NATed packet).
 #[inline(always)]
-fn connection_state(ct: *const u8) -> Option<(u32, NatSeen)> {
+fn connection_state(ct: *const u8) -> Option<(u32, Option<NatSeen>)> {
     let nat_mask = config!(nat_mask);
     let orig_off = config!(ct_orig_tuple) as usize;
     let orig = ct.wrapping_add(orig_off);
@@ -215,14 +265,14 @@ fn connection_state(ct: *const u8) -> Option<(u32, NatSeen)> {
     let Some(copy) = copy else {
         // `status` is an unsigned long; the bits used are in its low word (little-endian).
         let status = read::<u32>(ct, config!(ct_status) as usize).ok()?;
-        return (status & nat_mask != 0).then(|| (status, seen_of(&Fields(orig), status)));
+        return Some((status, (status & nat_mask != 0).then(|| seen_of(&Fields(orig), status))));
     };
     // SAFETY: this CPU's buffer; bpf_probe_read_kernel copes with any address.
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(orig, &mut *copy) }.ok()?;
     // SAFETY: as above; the loader checked that every offset read here ends inside the span.
     let span = Span(unsafe { &*copy });
     let status = span.get::<u32>((config!(ct_status) as usize).wrapping_sub(orig_off))?;
-    (status & nat_mask != 0).then(|| (status, seen_of(&span, status)))
+    Some((status, (status & nat_mask != 0).then(|| seen_of(&span, status))))
 }
 
 /// Where [`seen_of`] reads the original tuple: the entry itself, a read per field ([`Fields`]),

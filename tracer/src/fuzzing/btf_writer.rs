@@ -282,6 +282,7 @@ pub(crate) fn vmlinux(with_conntrack: bool) -> BtfWriter {
     w.func("tcp_v4_connect", proto);
     if with_conntrack {
         conntrack(&mut w, [u8_t, u16_t, u32_t, int_t], TUPLE_HASH_SIZE);
+        conntrack_info(&mut w);
     }
     w
 }
@@ -294,6 +295,15 @@ const TUPLE_HASH_SIZE: u32 = 56;
 pub(crate) fn vmlinux_with_tuple_hash_size(size: u32) -> Vec<u8> {
     let mut w = vmlinux(false);
     conntrack(&mut w, BASE_INTS, size);
+    conntrack_info(&mut w);
+    w.finish()
+}
+
+/// [`vmlinux`] with conntrack's structs but not `enum ip_conntrack_info`.
+#[cfg(test)]
+pub(crate) fn vmlinux_without_conntrack_info() -> Vec<u8> {
+    let mut w = vmlinux(false);
+    conntrack(&mut w, BASE_INTS, TUPLE_HASH_SIZE);
     w.finish()
 }
 
@@ -306,7 +316,23 @@ const BASE_INTS: [u32; 4] = [1, 2, 3, 4];
 pub(crate) fn nf_conntrack_split(base: &BtfWriter) -> Vec<u8> {
     let mut w = BtfWriter::split(base.next_id(), base.str_len());
     conntrack(&mut w, BASE_INTS, TUPLE_HASH_SIZE);
+    conntrack_info(&mut w);
     w.finish()
+}
+
+/// `enum ip_conntrack_info`, as the kernel's uAPI header has it.
+fn conntrack_info(w: &mut BtfWriter) {
+    w.enumeration(
+        "ip_conntrack_info",
+        &[
+            ("IP_CT_ESTABLISHED", 0),
+            ("IP_CT_RELATED", 1),
+            ("IP_CT_NEW", 2),
+            ("IP_CT_IS_REPLY", 3),
+            ("IP_CT_ESTABLISHED_REPLY", 3),
+            ("IP_CT_RELATED_REPLY", 4),
+        ],
+    );
 }
 
 /// nf_conntrack's types, given the ids of u8, u16, u32 and int.

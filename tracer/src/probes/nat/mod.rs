@@ -128,8 +128,27 @@ pub(crate) fn layout(btf: &KernelBtf) -> Result<(NatConfig, StatusBits), CannotR
         nat_mask: bits.src_nat | bits.dst_nat,
         report_mask: bits.seen_reply | bits.assured,
         span_fits: u32::from(span_fits(ct_orig_tuple, ct_status, &tuple_fields)),
+        ctinfo_established: NatConfig::NO_CTINFO,
+        ctinfo_established_reply: NatConfig::NO_CTINFO,
+    };
+    // Without these the program still works, checking every packet's entry: not a reason to
+    // refuse the family.
+    let config = match established_ctinfo(btf) {
+        Some((established, reply)) => NatConfig { ctinfo_established: established, ctinfo_established_reply: reply, ..config },
+        None => {
+            log::debug!("nat: enum ip_conntrack_info not in BTF: every conntracked packet's entry is read");
+            config
+        }
     };
     Ok((config, bits))
+}
+
+/// `enum ip_conntrack_info`'s IP_CT_ESTABLISHED and IP_CT_ESTABLISHED_REPLY, when the BTF has
+/// them and they fit `_nfct`'s three low bits.
+fn established_ctinfo(btf: &KernelBtf) -> Option<(u32, u32)> {
+    let values = btf.enum_values("ip_conntrack_info").ok()?;
+    let value = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| *v).filter(|v| *v < 8).map(|v| v as u32);
+    Some((value("IP_CT_ESTABLISHED")?, value("IP_CT_ESTABLISHED_REPLY")?))
 }
 
 /// Whether `status` (its low word: the bits tracer reads) and the original tuple's addresses and
@@ -289,6 +308,7 @@ mod tests {
                 assert_ne!(c.nat_mask, 0);
                 assert_eq!(c.skb_arg, 0);
                 assert_eq!(c.span_fits, 1, "the tuple and status within {NAT_SPAN} bytes: {c:?}");
+                assert_eq!((c.ctinfo_established, c.ctinfo_established_reply), (0, 3), "enum ip_conntrack_info is uAPI");
             }
             Err(e) => eprintln!("SKIPPED: {e} (kernel {})", crate::kernel::release()),
         }
@@ -304,6 +324,14 @@ mod tests {
             "two tuple hashes of 56 bytes from byte 16, the tuple at 16 in each"
         );
         assert_eq!((bits.dst_nat, bits.seen_reply), (32, 2));
+        assert_eq!((c.ctinfo_established, c.ctinfo_established_reply), (0, 3));
+    }
+
+    #[test]
+    fn btf_without_ip_conntrack_info_plans_a_program_that_checks_every_packet() {
+        let btf = KernelBtf::from_bytes(&crate::fuzzing::btf_writer::vmlinux_without_conntrack_info()).expect("parses");
+        let (c, _) = layout(&btf).expect("a layout");
+        assert_eq!((c.ctinfo_established, c.ctinfo_established_reply), (NatConfig::NO_CTINFO, NatConfig::NO_CTINFO));
     }
 
     /// Found reading the code the btf fuzz target runs (not by the fuzzer in 500,000 runs): a
