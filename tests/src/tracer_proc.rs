@@ -280,6 +280,21 @@ impl Tracer {
         }
     }
 
+    /// Waits until its JSON lines stop growing for one 250 ms step (what is still in flight has
+    /// been drained), for at most 10 s; returns whether they stopped.
+    pub fn wait_until_quiet(&self) -> bool {
+        let mut last = usize::MAX;
+        for _ in 0..40 {
+            thread::sleep(Duration::from_millis(250));
+            let n = self.events().len();
+            if n == last {
+                return true;
+            }
+            last = n;
+        }
+        false
+    }
+
     /// Polls until stderr contains `text` or `timeout` passes; returns whether it did.
     pub fn wait_for_stderr(&self, timeout: Duration, text: &str) -> bool {
         let deadline = Instant::now() + timeout;

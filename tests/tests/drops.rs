@@ -456,15 +456,7 @@ fn lost_events_are_counted_with_smallest_ring_buffer() {
     std::thread::sleep(Duration::from_millis(300));
     t.resume_stdout();
     // Let the tracer drain what it still has, bounded.
-    let mut last = usize::MAX;
-    for _ in 0..40 {
-        std::thread::sleep(Duration::from_millis(250));
-        let n = t.events().len();
-        if n == last {
-            break;
-        }
-        last = n;
-    }
+    t.wait_until_quiet();
     let run = t.stop();
     run.assert_code(0);
     let s = parse_summary(&run.stderr, "drops").unwrap_or_else(|| panic!("no drops summary line on stderr:\n{}", run.stderr));
@@ -885,15 +877,7 @@ fn rate_budget_off_delivers_every_drop() {
     let port = PORT.to_string();
     let t = Tracer::start(&args(&["--max-rate", "off", "--ip", &ip, "--port", &port]));
     let (sent, _) = flood(&lab, PORT, 10_000, [41023, 41024]);
-    let mut last = usize::MAX;
-    for _ in 0..40 {
-        std::thread::sleep(Duration::from_millis(250));
-        let n = t.events().len();
-        if n == last {
-            break;
-        }
-        last = n;
-    }
+    t.wait_until_quiet();
     let run = t.stop();
     run.assert_code(0);
     let dropped = rule_packets(&lab.b, PORT);
