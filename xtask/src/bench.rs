@@ -498,10 +498,10 @@ pub(crate) fn summaries(stderr: &str) -> Vec<(String, Summary)> {
 // Statistics.
 
 #[derive(Debug, Default, Clone)]
-struct Samples(Vec<f64>);
+pub(crate) struct Samples(pub(crate) Vec<f64>);
 
 impl Samples {
-    fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let mut v = self.0.clone();
         v.sort_by(f64::total_cmp);
         match v.len() {
@@ -512,7 +512,7 @@ impl Samples {
     }
 
     /// (max - min) / median, in percent: how far apart the repetitions were.
-    fn spread_pct(&self) -> f64 {
+    pub(crate) fn spread_pct(&self) -> f64 {
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (max - min) / self.median() * 100.0
@@ -981,7 +981,7 @@ fn single_commands(ifaces: &[String]) -> Vec<(String, Vec<String>)> {
 
 pub(crate) struct Iperf {
     /// TCP bits/s received, or UDP packets/s that reached the server.
-    rate: f64,
+    pub(crate) rate: f64,
     /// `rate` per CPU-second of client + server.
     per_cpu: f64,
     /// UDP packets/s sent (0 for TCP).

@@ -7,13 +7,16 @@
 //! veth into the node, a Service address DNATed to pod B in the node (as kube-proxy's iptables
 //! mode does), `tracer serve` in the node. iperf3 from pod A to the Service, TCP and 64-byte UDP;
 //! tracer's programs measured with kernel.bpf_stats_enabled, per packet that crossed the node.
+//! Before that, with the statistics off, throughput through the node with `tracer watch` in it
+//! (the devices it finds) against none, alternating: what a node pays, beside the main lab's
+//! worst case (`--iface` on both ends of one veth pair).
 
 use std::{fmt::Write as _, process::Command, time::Duration};
 
 use anyhow::Context as _;
 
 use crate::{
-    bench::{IPERF_PORT, Proc, iperf_between, sh},
+    bench::{IPERF_PORT, Proc, Samples, iperf_between, sh},
     progstats,
 };
 
@@ -109,16 +112,60 @@ pub(crate) struct NodeLoad {
     floor: progstats::Counters,
 }
 
+/// One load's throughput through the node, without tracer and with `watch` in the node.
+pub(crate) struct NodeThroughput {
+    load: &'static str,
+    /// TCP bits/s or UDP packets/s received, per repetition.
+    base: Samples,
+    traced: Samples,
+}
+
 /// The node section's result.
 #[derive(Default)]
 pub(crate) struct NodeCost {
+    throughput: Vec<NodeThroughput>,
     loads: Vec<NodeLoad>,
+}
+
+/// The loads: (name, UDP, destination). To the Service (conntrack and NAT on every packet), and
+/// straight to pod B (conntrack only: pod-to-pod traffic on a node with kube-proxy's rules).
+const LOADS: [(&str, bool, &str); 3] = [("TCP", false, SERVICE_IP), ("UDP 64 B", true, SERVICE_IP), ("UDP 64 B, pod to pod", true, POD_B_IP)];
+
+/// Throughput of each load with and without `tracer watch` in the node (statistics off: what a
+/// node pays), `reps` alternating repetitions of `secs` seconds.
+fn throughput(tracer: &std::path::Path, lab: &NodeLab, secs: u64, reps: usize) -> anyhow::Result<Vec<NodeThroughput>> {
+    let mut out: Vec<NodeThroughput> =
+        LOADS.iter().map(|(load, _, _)| NodeThroughput { load, base: Samples::default(), traced: Samples::default() }).collect();
+    for rep in 0..reps {
+        for traced in [false, true] {
+            let mut watch = None;
+            if traced {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(["watch", "--pods-from", "none", "-o", "json"]);
+                let mut p = Proc::spawn(&mut cmd, false)?;
+                p.wait_for("tracer: attached", Duration::from_secs(30)).context("tracer watch in the node lab")?;
+                watch = Some(p);
+            }
+            for ((_, udp, to), t) in LOADS.iter().zip(out.iter_mut()) {
+                crate::bench::check_interrupted()?;
+                let rate = iperf_between((&lab.pod_a, &lab.pod_b), (POD_B_IP, to), secs, *udp)?.rate;
+                let samples = if traced { &mut t.traced } else { &mut t.base };
+                samples.0.push(rate);
+                eprintln!("bench:   node lab rep {} {}: {} {rate:.0}", rep + 1, if traced { "watch" } else { "baseline" }, t.load);
+            }
+            if let Some(mut p) = watch {
+                p.interrupt(Duration::from_secs(30))?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the node lab: `serve` in the node, then TCP and 64-byte UDP from pod A to the Service
 /// and 64-byte UDP from pod A to pod B, `reps` times each for `secs` seconds.
 pub(crate) fn run(tracer: &std::path::Path, secs: u64, reps: usize) -> anyhow::Result<NodeCost> {
     let lab = NodeLab::create()?;
+    let mut cost = NodeCost { throughput: throughput(tracer, &lab, secs, reps)?, loads: Vec::new() };
     let _stats = progstats::StatsEnabled::on()?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(["serve", "--metrics", METRICS, "--pods-from", "none"]);
@@ -126,11 +173,8 @@ pub(crate) fn run(tracer: &std::path::Path, secs: u64, reps: usize) -> anyhow::R
     serve.wait_for("tracer: attached", Duration::from_secs(30)).context("tracer serve in the node lab")?;
     let ends: Vec<(String, String)> = NODE_DEVS.iter().map(|d| (lab.node.clone(), (*d).to_string())).collect();
     let empty = progstats::EmptyClassifier::attach(&ends)?;
-    let mut cost = NodeCost::default();
     for _ in 0..reps {
-        // To the Service (conntrack and NAT on every packet), and once straight to pod B
-        // (conntrack only: pod-to-pod traffic on a node with kube-proxy's rules).
-        for (load, udp, to) in [("TCP", false, SERVICE_IP), ("UDP 64 B", true, SERVICE_IP), ("UDP 64 B, pod to pod", true, POD_B_IP)] {
+        for (load, udp, to) in LOADS {
             crate::bench::check_interrupted()?;
             let (e0, p0, s0) = (empty.counters()?, progstats::veth_packets(&lab.pod_ends())?, progstats::snapshot(serve.pid())?);
             iperf_between((&lab.pod_a, &lab.pod_b), (POD_B_IP, to), secs, udp)?;
@@ -185,6 +229,9 @@ impl NodeCost {
     /// Whether every load moved packets and ran tracer's programs (the smoke check).
     pub(crate) fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.loads.is_empty(), "node lab: no load measured");
+        for t in &self.throughput {
+            anyhow::ensure!(t.base.median() > 0.0 && t.traced.median() > 0.0, "node lab, {}: no throughput measured", t.load);
+        }
         for l in &self.loads {
             anyhow::ensure!(l.packets > 0, "node lab, {}: no packet crossed the node", l.load);
             anyhow::ensure!(
@@ -201,6 +248,26 @@ impl NodeCost {
         let mut s = String::new();
         if self.loads.is_empty() {
             return s;
+        }
+        let _ = writeln!(
+            s,
+            "\n**Throughput through a node** (the same lab, statistics off: no tracer, then `tracer watch` in the node's namespace with the devices it finds, alternating; medians of the repetitions; TCP in Gbit/s, UDP in packets/s received by pod B):\n"
+        );
+        let _ = writeln!(s, "| load | baseline | with `watch` | ratio | spread (baseline / watch) |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for t in &self.throughput {
+            let unit = if t.load.starts_with("TCP") { 1e9 } else { 1.0 };
+            let (base, traced) = (t.base.median(), t.traced.median());
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.2} | **{:.3}** | ±{:.0}% / ±{:.0}% |",
+                t.load,
+                base / unit,
+                traced / unit,
+                traced / base,
+                t.base.spread_pct() / 2.0,
+                t.traced.spread_pct() / 2.0
+            );
         }
         let _ = writeln!(
             s,
