@@ -1,7 +1,8 @@
 //! The NAT family: every transmitted packet's conntrack entry, reported once per NATed
 //! connection and again when its reply/assured state changes. A packet without an entry costs
 //! two loads; a forwarded packet of a settled connection (see [`NAT_SETTLED`]) a few more and
-//! an inlined array lookup; any other conntracked packet one read of its entry.
+//! an inlined array lookup, of one awaiting assured a read of its status word too; any other
+//! conntracked packet one read of its entry.
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
@@ -68,26 +69,30 @@ static NAT_RECENT: PerCpuArray<Recent> = PerCpuArray::with_max_entries(RECENT_SL
 
 const RECENT_SLOTS: u32 = 256;
 
-/// Connections about which nothing more can be reported, by entry address, direct-mapped
-/// ([`settled_slot`]): the entry's address with [`SETTLED`] set, written when a packet's read of
-/// the entry found it settled (not NATed, or NATed with its reply and assured state both
-/// reported), and overwritten by any other read of an entry that maps to the slot.
+/// What a packet's read of its entry last found, by entry address, direct-mapped
+/// ([`settled_slot`]): the address with [`SETTLED`] (not NATed, or NATed with its reply and
+/// assured state both reported: nothing more to report) or [`AWAITING_ASSURED`] (NATed, new
+/// and reply reported: only the assured bit can still change) set, or the bare address
+/// (anything else). Any read of an entry that maps to the slot overwrites it.
 ///
-/// A packet of a connection that is settled needs no read of its entry. Only its address is
-/// known without a read, and a freed entry's address is soon reused for another connection, so
-/// the slot may describe the entry's previous occupant. It is trusted only for a packet that
-/// cannot be a new entry's first sight here: one sent after its connection's first reply
-/// (ctinfo ESTABLISHED or ESTABLISHED_REPLY) and forwarded (no socket). Such a connection's
-/// first packet went through this namespace's stack and out of one of its devices before any
-/// reply existed, with a NEW ctinfo, so its read rewrote the slot; a locally delivered
-/// connection's replies come from a local socket and are always read. Global, not per CPU: the
-/// first packet and the later ones may run on different CPUs. Written only when its value
-/// changes, so a settled connection's packets share the cache line without writing it.
+/// A packet of a settled connection needs no read of its entry, and one awaiting assured only a
+/// read of its status word. Only the entry's address is known without a read, and a freed
+/// entry's address is soon reused for another connection, so the slot may describe the entry's
+/// previous occupant. It is trusted only for a packet that cannot be a new entry's first sight
+/// here: one sent after its connection's first reply (ctinfo ESTABLISHED or
+/// ESTABLISHED_REPLY) and forwarded (no socket). Such a connection's first packet went through
+/// this namespace's stack and out of one of its devices before any reply existed, with a NEW
+/// ctinfo, so its read rewrote the slot; a locally delivered connection's replies come from a
+/// local socket and are always read. Global, not per CPU: the first packet and the later ones
+/// may run on different CPUs. Written only when its value changes, so a settled connection's
+/// packets share the cache line without writing it.
 #[map]
 static NAT_SETTLED: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
 
-/// The mark of a settled entry in [`NAT_SETTLED`] (entries are 8-byte aligned at least).
+/// The marks of [`NAT_SETTLED`], in the low bits of an entry's address (entries are 8-byte
+/// aligned at least: `_nfct` keeps ctinfo there too).
 const SETTLED: u64 = 1;
+const AWAITING_ASSURED: u64 = 2;
 
 /// One slot of [`NAT_RECENT`].
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,9 +135,9 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // The healthy packet's path makes no helper call: two loads without conntrack; with it, the
-    // ctinfo, the socket and the settled table (NAT_SETTLED). Argument 0, read straight from the context (a load at a fixed offset: what keeps the
-    // verifier's BTF type on the pointer); the plan refuses a kernel whose BTF puts the skb
-    // elsewhere. `_nfct` read straight through that typed pointer: the offset is a constant of
+    // ctinfo, the socket and the settled table (NAT_SETTLED). Argument 0, read straight from the
+    // context (a load at a fixed offset: what keeps the verifier's BTF type on the pointer); the
+    // plan refuses a kernel whose BTF puts the skb elsewhere. `_nfct` read straight through that typed pointer: the offset is a constant of
     // the read-only NAT_CONFIG, so the verifier checks it against sk_buff's BTF and the JIT emits
     // one fault-safe load instead of a bpf_probe_read_kernel call.
     let skb = ctx.arg::<*const u8>(0);
@@ -152,14 +157,27 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // Forwarded, not sent by a local socket (see NAT_SETTLED).
     let forwarded = established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0);
     let settled = NAT_SETTLED.get_ptr_mut(settled_slot(key));
-    // SAFETY: an 8-byte aligned slot of a global array; one load.
-    if forwarded && settled.is_some_and(|s| unsafe { core::ptr::read_volatile(s) } == key | SETTLED) {
-        return Ok(());
+    if forwarded && let Some(slot) = settled {
+        // SAFETY: an 8-byte aligned slot of a global array; one load.
+        let known = unsafe { core::ptr::read_volatile(slot) };
+        if known == key | SETTLED {
+            return Ok(());
+        }
+        // Reply reported, assured not yet: the status word says whether that is still so.
+        let report_mask = config!(report_mask);
+        if known == key | AWAITING_ASSURED && read::<u32>(ct, config!(ct_status) as usize).is_ok_and(|st| st & report_mask != report_mask) {
+            return Ok(());
+        }
     }
     let Some((status, nat)) = connection_state(ct) else { return Ok(()) };
     if let Some(slot) = settled {
-        let done = nat.is_none() || status & config!(report_mask) == config!(report_mask);
-        let value = if established && done { key | SETTLED } else { key };
+        let reported = status & config!(report_mask);
+        let value = match (established, nat.is_some()) {
+            (true, false) => key | SETTLED,
+            (true, true) if reported == config!(report_mask) => key | SETTLED,
+            (true, true) if reported != 0 => key | AWAITING_ASSURED,
+            _ => key,
+        };
         // SAFETY: as above; one 8-byte store (atomic on 64-bit architectures), made only when the
         // value changes.
         unsafe {
