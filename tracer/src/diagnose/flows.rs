@@ -3,6 +3,7 @@
 //! client's SYN retransmits to a Service address and the drops at its backend are one story.
 
 use std::{
+    cell::OnceCell,
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
 };
@@ -81,7 +82,7 @@ pub(crate) struct NatView {
 /// A connection as findings and stories name it: its key, and its ends in the direction it was
 /// opened when the run showed that (the original tuple of a NATed one; the side that sent a
 /// SYN), else in the direction of the event at hand.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Conn {
     pub key: ConnKey,
     pub client: End,
@@ -226,6 +227,145 @@ impl Connections {
     /// Where DNAT sent a connection (by its key, as [`Self::conn`] gives it), if it was NATed.
     pub(crate) fn nat(&self, key: &ConnKey) -> Option<&NatView> {
         self.nat.get(key)
+    }
+}
+
+/// A connection id of [`EventConns`] for "no connection" (an event without addresses).
+const NO_CONN: u32 = u32::MAX;
+
+/// Every event of a run joined to its connection once: the rules ask for each event's
+/// connection many times (each rule, each finding's story), and finding it through
+/// [`Connections::conn`] (several map lookups) and naming it (formatting addresses) each time
+/// was most of `diagnose --from`'s time. Connections and their keys get small ids; an event of
+/// the run is found by its place in the run's slice, so a lookup is an index.
+#[derive(Debug)]
+pub(crate) struct EventConns<'a> {
+    events: &'a [Event],
+    conns: Connections,
+    /// Per event of `events`: its connection's id in `table`, or [`NO_CONN`].
+    of_event: Vec<u32>,
+    /// The distinct connections (key and direction) and, per connection, its key's id.
+    table: Vec<(Conn, u32)>,
+    table_ids: FastMap<Conn, u32>,
+    /// `CLIENT -> SERVER` per connection, made when first asked.
+    labels: Vec<OnceCell<String>>,
+    /// The distinct keys, by id.
+    keys: Vec<ConnKey>,
+    key_ids: FastMap<ConnKey, u32>,
+}
+
+impl<'a> EventConns<'a> {
+    /// Learns the run's connections ([`Connections::learn`]) and joins each event to one.
+    pub(crate) fn new(events: &'a [Event]) -> Self {
+        let conns = Connections::learn(events);
+        let mut this = Self {
+            events,
+            conns,
+            of_event: Vec::with_capacity(events.len()),
+            table: Vec::new(),
+            table_ids: FastMap::default(),
+            labels: Vec::new(),
+            keys: Vec::new(),
+            key_ids: FastMap::default(),
+        };
+        for e in events {
+            let id = match this.conns.conn(e) {
+                Some(c) => this.intern(c),
+                None => NO_CONN,
+            };
+            this.of_event.push(id);
+        }
+        this
+    }
+
+    fn intern(&mut self, c: Conn) -> u32 {
+        if let Some(&id) = self.table_ids.get(&c) {
+            return id;
+        }
+        let key_id = match self.key_ids.get(&c.key) {
+            Some(&k) => k,
+            None => {
+                let k = self.keys.len() as u32;
+                self.keys.push(c.key.clone());
+                self.key_ids.insert(c.key.clone(), k);
+                k
+            }
+        };
+        let id = self.table.len() as u32;
+        self.table_ids.insert(c.clone(), id);
+        self.table.push((c, key_id));
+        self.labels.push(OnceCell::new());
+        id
+    }
+
+    /// The place of `event` in the run's slice, when it is one of the run's events.
+    fn index(&self, event: &Event) -> Option<usize> {
+        let size = size_of::<Event>();
+        let offset = std::ptr::from_ref(event).addr().wrapping_sub(self.events.as_ptr().addr());
+        (offset % size == 0 && offset / size < self.events.len()).then_some(offset / size)
+    }
+
+    /// The id of `event`'s connection (key and direction). An event that is not the run's is
+    /// joined to the run's connection of the same key and direction, if the run has one.
+    fn conn_id(&self, event: &Event) -> Option<u32> {
+        match self.index(event) {
+            Some(i) => Some(self.of_event[i]).filter(|&id| id != NO_CONN),
+            None => self.table_ids.get(&self.conns.conn(event)?).copied(),
+        }
+    }
+
+    /// The connection an event belongs to, with its ends ([`Connections::conn`]).
+    pub(crate) fn conn(&self, event: &Event) -> Option<Conn> {
+        match self.index(event) {
+            Some(_) => self.conn_id(event).map(|id| self.table[id as usize].0.clone()),
+            None => self.conns.conn(event),
+        }
+    }
+
+    /// The connection of `event`, without its label.
+    pub(crate) fn key_of(&self, event: &Event) -> Option<ConnKey> {
+        self.conn(event).map(|c| c.key)
+    }
+
+    /// The id of `event`'s connection key (ids run from 0 to [`Self::key_count`]).
+    pub(crate) fn key_id(&self, event: &Event) -> Option<u32> {
+        match self.index(event) {
+            Some(_) => self.conn_id(event).map(|id| self.table[id as usize].1),
+            None => self.key_ids.get(&self.conns.conn(event)?.key).copied(),
+        }
+    }
+
+    /// The id of a key one of the run's events has.
+    pub(crate) fn id_of_key(&self, key: &ConnKey) -> Option<u32> {
+        self.key_ids.get(key).copied()
+    }
+
+    /// The key of an id [`Self::key_id`] gave.
+    pub(crate) fn key(&self, id: u32) -> &ConnKey {
+        &self.keys[id as usize]
+    }
+
+    /// How many distinct keys the run's events have.
+    pub(crate) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// `CLIENT -> SERVER` of `event`'s connection ([`Conn::label`]), made once per connection.
+    pub(crate) fn label(&self, event: &Event) -> Option<String> {
+        match self.conn_id(event) {
+            Some(id) if self.index(event).is_some() => Some(self.labels[id as usize].get_or_init(|| self.table[id as usize].0.label()).clone()),
+            _ => self.conns.conn(event).map(|c| c.label()),
+        }
+    }
+
+    /// The connection an event belongs to and its label.
+    pub(crate) fn of(&self, event: &Event) -> Option<(ConnKey, String)> {
+        Some((self.key_of(event)?, self.label(event)?))
+    }
+
+    /// Where DNAT sent a connection (by its key), if it was NATed ([`Connections::nat`]).
+    pub(crate) fn nat(&self, key: &ConnKey) -> Option<&NatView> {
+        self.conns.nat(key)
     }
 }
 
