@@ -273,7 +273,13 @@ const SOCKET_BUFFER_REASONS: &[&str] = &["SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PR
 
 /// Runs every rule.
 pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
-    let run = Run::new(events);
+    diagnose_joined(EventConns::new(events), info, facts).0
+}
+
+/// [`diagnose`] over events already joined to their connections; gives the join back, for
+/// what runs after the rules over the same events (the cross-node findings of recordings).
+pub(crate) fn diagnose_joined<'a>(conns: EventConns<'a>, info: &RunInfo, facts: &mut dyn Facts) -> (Vec<Finding>, EventConns<'a>) {
+    let run = Run::new(conns);
     let mut out = Vec::new();
     // First the findings that name where a packet was dropped and why; the rules after them
     // leave out the connections those told (one problem, one finding).
@@ -337,7 +343,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
         });
     }
     out.sort_by(|a, b| a.severity.cmp(&b.severity).then(events_of(b).cmp(&events_of(a))).then(a.code.cmp(b.code)));
-    out
+    (out, run.conns)
 }
 
 fn events_of(f: &Finding) -> u64 {
@@ -365,8 +371,8 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(events: &'a [Event]) -> Self {
-        let conns = EventConns::new(events);
+    fn new(conns: EventConns<'a>) -> Self {
+        let events = conns.events();
         let mut by_conn: Vec<Vec<&Event>> = vec![Vec::new(); conns.key_count()];
         for e in events {
             if let Some(id) = conns.key_id(e) {

@@ -298,6 +298,11 @@ impl<'a> EventConns<'a> {
         id
     }
 
+    /// The events joined.
+    pub(crate) fn events(&self) -> &'a [Event] {
+        self.events
+    }
+
     /// The place of `event` in the run's slice, when it is one of the run's events.
     fn index(&self, event: &Event) -> Option<usize> {
         let size = size_of::<Event>();

@@ -33,9 +33,9 @@ const CAUSES: &[&str] = &[
 const NONE: u32 = u32::MAX;
 
 /// The cross-node findings of `findings` (each node's, by node), from every node's `events`.
-pub(super) fn findings(nodes: &[(&str, &[Event], &[Finding])]) -> Vec<Finding> {
+pub(super) fn findings(nodes: &[(&str, &EventConns<'_>, &[Finding])]) -> Vec<Finding> {
     // Every node's events at once, borrowed: a copy of them doubled the peak memory.
-    let merged = Connections::learn(nodes.iter().flat_map(|(_, events, _)| events.iter()));
+    let merged = Connections::learn(nodes.iter().flat_map(|(_, conns, _)| conns.events().iter()));
     // Each event's merged connection found once, as a small id: the joins below are by id.
     let mut ids: HashMap<ConnKey, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut keys: Vec<ConnKey> = Vec::new();
@@ -43,7 +43,8 @@ pub(super) fn findings(nodes: &[(&str, &[Event], &[Finding])]) -> Vec<Finding> {
     let mut seen_on: Vec<BTreeSet<&str>> = Vec::new();
     let mut nat_on: Vec<Option<(&str, &Event)>> = Vec::new();
     let mut of_event: Vec<Vec<u32>> = Vec::with_capacity(nodes.len());
-    for &(node, events, _) in nodes {
+    for &(node, conns, _) in nodes {
+        let events = conns.events();
         let mut mine = Vec::with_capacity(events.len());
         for e in events {
             let Some(key) = merged.key_of(e) else {
@@ -68,14 +69,14 @@ pub(super) fn findings(nodes: &[(&str, &[Event], &[Finding])]) -> Vec<Finding> {
         of_event.push(mine);
     }
     let mut out = Vec::new();
-    for (&(node, events, found), merged_ids) in nodes.iter().zip(&of_event) {
+    for (&(node, local, found), merged_ids) in nodes.iter().zip(&of_event) {
+        let events = local.events();
         let mut causes = found.iter().filter(|f| f.severity == Severity::Error && CAUSES.contains(&f.code)).peekable();
         if causes.peek().is_none() {
             continue;
         }
-        // Each connection as this node names it -> the same connection as every node names it,
-        // made once per node (not once per finding: a storm's findings times its events).
-        let local = EventConns::new(events);
+        // Each connection as this node names it (as its rules did) -> the same connection as
+        // every node names it, made once per node (not once per finding).
         let mut named: Vec<Vec<u32>> = vec![Vec::new(); local.key_count()];
         for (e, &all) in events.iter().zip(merged_ids) {
             if all != NONE

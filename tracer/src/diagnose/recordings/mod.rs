@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Report,
     findings::{Facts, NamespaceRules, RunInfo, error_text},
+    flows::EventConns,
 };
 use crate::{
     events::{Event, rfc3339},
@@ -110,7 +111,8 @@ struct FactRecord {
 pub(crate) struct FactLog {
     sysctls: HashMap<(u32, String), Option<String>>,
     names: HashMap<u32, Option<String>>,
-    services: RefCell<HashMap<(IpAddr, u16, u8), Option<String>>>,
+    /// Asked for every packet to a Service port: foldhash, not SipHash.
+    services: RefCell<HashMap<(IpAddr, u16, u8), Option<String>, foldhash::fast::RandomState>>,
     knows_services: Option<bool>,
     rules: HashMap<u32, Rc<NamespaceRules>>,
     tunnels: HashMap<u32, Option<TunnelFacts>>,
@@ -426,9 +428,14 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
     let mut probes = BTreeMap::new();
     let several = recordings.nodes.len() > 1;
     let mut per_node: Vec<(usize, usize)> = Vec::new();
+    // Each node's events joined to their connections by its rules, kept for the cross-node
+    // findings (which join them again across nodes).
+    let mut joined = Vec::new();
+    let nodes: Vec<String> = recordings.nodes.keys().cloned().collect();
     for (node, rec) in &mut recordings.nodes {
         let run = rec.run.clone().unwrap_or_else(|| RunRecord { node: Some(node.clone()), events: rec.events.len() as u64, ..RunRecord::default() });
-        let mut found = super::findings::diagnose(&rec.events, &run.info(), &mut rec.facts);
+        let (mut found, conns) = super::findings::diagnose_joined(EventConns::new(&rec.events), &run.info(), &mut rec.facts);
+        joined.push(conns);
         for f in &mut found {
             // A configuration fact (no events) is its node's too.
             if f.seen.nodes.is_empty() {
@@ -447,17 +454,12 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
     }
     if several {
         // Cross-node findings first: they say what the per-node findings they link cannot.
-        let parts: Vec<(&str, &[Event], &[crate::diagnose::findings::Finding])> = recordings
-            .nodes
-            .iter()
-            .zip(&per_node)
-            .map(|((node, rec), &(from, to))| (node.as_str(), rec.events.as_slice(), &findings[from..to]))
-            .collect();
+        let parts: Vec<(&str, &EventConns<'_>, &[crate::diagnose::findings::Finding])> =
+            nodes.iter().zip(&joined).zip(&per_node).map(|((node, conns), &(from, to))| (node.as_str(), conns, &findings[from..to])).collect();
         let mut crossing = cross::findings(&parts);
         crossing.append(&mut findings);
         findings = crossing;
     }
-    let nodes: Vec<String> = recordings.nodes.keys().cloned().collect();
     Report {
         node: if several { None } else { nodes.first().cloned() },
         nodes: if several { nodes } else { Vec::new() },
