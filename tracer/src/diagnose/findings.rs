@@ -457,7 +457,7 @@ impl Told {
 fn told<'a>(run: &Run<'a>, primary: &[&'a Event], evidence: &mut Map<String, Value>) -> Told {
     let joined = run.joined(primary);
     // Borrowed while collecting, copied once each.
-    let mut pods: BTreeSet<&str> = BTreeSet::new();
+    let mut pods: FastSet<&str> = FastSet::default();
     for e in &joined {
         pods.extend(e.src_pod.as_deref());
         pods.extend(e.dst_pod.as_deref());
@@ -901,10 +901,10 @@ fn is_no_socket(e: &Event) -> bool {
 /// NO_SOCKET (`tcp_v4_rcv`), so a reset whose next event of the connection is such a drop is
 /// that answer and shows nothing. A socket's own reset (`tcp_send_active_reset`: SO_LINGER 0,
 /// close with unread data; traced from 6.10) stands alone or is followed by the answer's.
-fn sockets_seen(run: &Run<'_>) -> HashMap<(ConnKey, End), i128> {
-    let mut seen: HashMap<(ConnKey, End), i128> = HashMap::new();
-    for (id, list) in run.by_conn.iter().enumerate() {
-        let key = run.conns.key(id as u32);
+fn sockets_seen(run: &Run<'_>) -> Sockets {
+    let mut seen = Sockets::default();
+    for (key, list) in run.by_conn.iter().enumerate() {
+        let key = key as u32;
         for (i, e) in list.iter().enumerate() {
             let src = e.flow.src.map(|ip| (ip, e.flow.sport));
             let end = match &e.detail {
@@ -914,12 +914,15 @@ fn sockets_seen(run: &Run<'_>) -> HashMap<(ConnKey, End), i128> {
                 _ => src,
             };
             if let Some(end) = end {
-                seen.entry((key.clone(), end)).or_insert(e.ts_unix_ns);
+                seen.entry((key, end)).or_insert(e.ts_unix_ns);
             }
         }
     }
     seen
 }
+
+/// [`sockets_seen`]: (connection key id, end) -> since when.
+type Sockets = FastMap<(u32, End), i128>;
 
 /// How long after a late packet its socket's own reset may be traced: `tcp_disconnect` unhashes
 /// the socket (`tcp_set_state(CLOSE)`) before `tcp_send_active_reset`, and a segment handled on
@@ -947,8 +950,8 @@ struct LateSigns {
 /// ACK opens a connection, so nothing listening there is a missing server even where a socket
 /// was before (a server that went away); any other segment is late. Without flags (UDP, or
 /// TCP from a recording or kernel path without them) the run's events and the port range tell.
-fn late_signs(e: &Event, run: &Run<'_>, sockets: &HashMap<(ConnKey, End), i128>, ports: &mut ClientPorts<'_>) -> Option<LateSigns> {
-    let after_connection = match (run.conns.key_of(e), e.flow.dst) {
+fn late_signs(e: &Event, run: &Run<'_>, sockets: &Sockets, ports: &mut ClientPorts<'_>) -> Option<LateSigns> {
+    let after_connection = match (run.conns.key_id(e), e.flow.dst) {
         (Some(key), Some(dst)) => sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS),
         _ => false,
     };

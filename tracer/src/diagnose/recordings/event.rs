@@ -127,8 +127,9 @@ struct LineConntrack<'a> {
 }
 
 /// What a line is, by its `kind`.
+#[expect(clippy::large_enum_variant, reason = "one per line, moved straight into its node's events: a box was a malloc and a copy more per event")]
 pub(super) enum Parsed {
-    Event(Box<Event>),
+    Event(Event),
     /// Not an event kind: a recording's own record (or unknown), for the caller to read.
     Other,
     /// An event kind whose fields do not make an event (truncated, wrong types).
@@ -170,7 +171,7 @@ pub(super) fn parse(line: &str, nodes: &mut Nodes) -> Parsed {
     if !is_event_kind(kind) {
         return Parsed::Other;
     }
-    event(&l, kind, nodes).map_or(Parsed::Bad, |e| Parsed::Event(Box::new(e)))
+    event(&l, kind, nodes).map_or(Parsed::Bad, Parsed::Event)
 }
 
 /// A field of the line, as the event's own string.

@@ -322,8 +322,12 @@ impl Recordings {
             }
             match event::parse(text, &mut nodes) {
                 event::Parsed::Event(mut e) => {
-                    let node = e.node.get_or_insert_with(|| fallback.clone()).to_string();
-                    self.node(node).events.push(*e);
+                    let node = e.node.get_or_insert_with(|| fallback.clone()).clone();
+                    // The node's name is copied only when the node is new.
+                    match self.nodes.get_mut(&*node) {
+                        Some(rec) => rec.events.push(e),
+                        None => self.node(node.to_string()).events.push(e),
+                    }
                 }
                 event::Parsed::Bad => self.skip(source, text),
                 event::Parsed::Other => {
