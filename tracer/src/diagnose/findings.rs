@@ -636,14 +636,19 @@ fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
     let mtu_told: HashSet<Option<u32>> =
         events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == MtuEventKind::FragNeededDropped)).map(|e| e.netns).collect();
     // Dropped DNS queries are dns-no-reply's, which names the rule too: one problem, one finding.
-    let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)) && dns_query_drop(e, &run.conns).is_none());
-    let mut groups: BTreeMap<ConnGroup, Vec<&Event>> = BTreeMap::new();
+    let kept = events.iter().filter(|e| {
+        drop_of(e).is_some_and(|d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none())
+            && !(is_too_big_error(e) && mtu_told.contains(&e.netns))
+            && dns_query_drop(e, &run.conns).is_none()
+    });
+    // Hashed per drop, told in the groups' order.
+    let mut groups: FastMap<ConnGroup, Vec<&Event>> = FastMap::default();
     for e in kept {
-        if drop_of(e).is_some_and(|d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
-            groups.entry(conn_group(run, e)).or_default().push(e);
-        }
+        groups.entry(conn_group(run, e)).or_default().push(e);
     }
-    for group in groups.into_values() {
+    let mut groups: Vec<(ConnGroup, Vec<&Event>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (_, group) in groups {
         // Each namespace's rules are matched on the packets as they were there (after DNAT,
         // the backend's port).
         let places = by_namespace(&group);

@@ -170,6 +170,16 @@ fn opener_of(event: &Event) -> Option<End> {
 impl Connections {
     /// Learns every NAT event's original and translated tuples, and who opened the others.
     pub(crate) fn learn<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        Self::learn_with(events, true)
+    }
+
+    /// [`Self::learn`] for [`Self::key_of`] alone: who opened each connection only names its
+    /// ends, and learning it was a hash insert per event.
+    pub(crate) fn learn_keys<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        Self::learn_with(events, false)
+    }
+
+    fn learn_with<'a>(events: impl IntoIterator<Item = &'a Event>, openers: bool) -> Self {
         // Borrowed once: NAT events in the order given, then the openers in time order.
         let mut events: Vec<&Event> = events.into_iter().collect();
         let mut alias = FastMap::default();
@@ -200,16 +210,22 @@ impl Connections {
         }
         let mut by_client = FastMap::default();
         let mut opener = FastMap::default();
+        // Only an event without its source port is looked up by client: without one, no map.
+        let portless = events.iter().any(|e| e.flow.sport == Some(0));
+        if !portless && !openers {
+            return Self { alias, nat, opener, by_client };
+        }
         events.sort_by_key(|e| e.ts_unix_ns);
         for e in events {
             let f = &e.flow;
-            if let (Some(src), Some(dst), Some(sport)) = (f.src, f.dst, f.sport)
+            if portless
+                && let (Some(src), Some(dst), Some(sport)) = (f.src, f.dst, f.sport)
                 && sport != 0
                 && let Some(key) = ConnKey::of_flow(e)
             {
                 by_client.insert((f.l4_proto, src, (dst, f.dport)), key);
             }
-            if let (Some(end), Some(key)) = (opener_of(e), ConnKey::of_flow(e)) {
+            if openers && let (Some(end), Some(key)) = (opener_of(e), ConnKey::of_flow(e)) {
                 opener.entry(key).or_insert(end);
             }
         }
@@ -223,6 +239,20 @@ impl Connections {
             let server = parse_end(n.orig_dst.as_deref()?)?;
             return Some(Conn { key: ConnKey::new(event.flow.l4_proto, client, server), client, server });
         }
+        let (key, own) = self.flow_key(event)?;
+        if let Some(original) = self.alias.get(&key) {
+            return Some(Conn { key: original.key.clone(), client: original.client, server: original.server });
+        }
+        let (client, server) = match self.opener.get(&key) {
+            Some(&opener) => (opener, key.other(opener)),
+            None => own,
+        };
+        Some(Conn { key, client, server })
+    }
+
+    /// The key of an event's own flow (that of its connection when it was reported without its
+    /// source port), and its ends in the event's direction. Not for NAT events.
+    fn flow_key(&self, event: &Event) -> Option<(ConnKey, (End, End))> {
         let mut key = ConnKey::of_flow(event)?;
         let f = &event.flow;
         let mut own = ((f.src?, f.sport), (f.dst?, f.dport));
@@ -233,14 +263,7 @@ impl Connections {
             let src = if key.a.0 == own.0.0 { key.a } else { key.b };
             own = (src, key.other(src));
         }
-        if let Some(original) = self.alias.get(&key) {
-            return Some(Conn { key: original.key.clone(), client: original.client, server: original.server });
-        }
-        let (client, server) = match self.opener.get(&key) {
-            Some(&opener) => (opener, key.other(opener)),
-            None => own,
-        };
-        Some(Conn { key, client, server })
+        Some((key, own))
     }
 
     /// The connection an event belongs to and its label (`CLIENT -> SERVER`, see [`Conn`]).
@@ -253,7 +276,12 @@ impl Connections {
 
     /// The connection of `event`, without its label (formatting it costs more than finding it).
     pub(crate) fn key_of(&self, event: &Event) -> Option<ConnKey> {
-        self.conn(event).map(|c| c.key)
+        if matches!(event.detail, Detail::Nat(_)) {
+            return self.conn(event).map(|c| c.key);
+        }
+        // As conn's, without the ends: no lookup of who opened it.
+        let (key, _) = self.flow_key(event)?;
+        Some(self.alias.get(&key).map_or(key, |original| original.key.clone()))
     }
 
     /// Where DNAT sent a connection (by its key, as [`Self::conn`] gives it), if it was NATed.

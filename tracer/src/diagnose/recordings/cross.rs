@@ -35,7 +35,7 @@ const NONE: u32 = u32::MAX;
 /// The cross-node findings of `findings` (each node's, by node), from every node's `events`.
 pub(super) fn findings(nodes: &[(&str, &EventConns<'_>, &[Finding])]) -> Vec<Finding> {
     // Every node's events at once, borrowed: a copy of them doubled the peak memory.
-    let merged = Connections::learn(nodes.iter().flat_map(|(_, conns, _)| conns.events().iter()));
+    let merged = Connections::learn_keys(nodes.iter().flat_map(|(_, conns, _)| conns.events().iter()));
     // Each event's merged connection found once, as a small id: the joins below are by id.
     let mut ids: HashMap<ConnKey, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut keys: Vec<ConnKey> = Vec::new();
