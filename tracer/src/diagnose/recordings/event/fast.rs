@@ -220,6 +220,18 @@ impl Fields {
     }
 }
 
+/// Whether any byte of `word` may be a quote, a backslash or below 0x20 (never false when one is).
+fn special(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A zero byte in x, as in "Bit Twiddling Hacks" (haszero, hasless).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = zero(word ^ (ONES * b'"' as u64));
+    let backslash = zero(word ^ (ONES * b'\\' as u64));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    quote | backslash | control != 0
+}
+
 /// A position in the line. Each method reads one JSON value (after any whitespace) and
 /// returns None when it is not of the form the fast path takes; `Some(None)` is a `null`.
 struct Scan<'a> {
@@ -257,6 +269,15 @@ impl<'a> Scan<'a> {
         self.eat(b'"')?;
         let start = self.at;
         let bytes = self.text.as_bytes();
+        // Eight bytes at a time while none of them is a quote, a backslash or a control
+        // character (the word tests have no false negatives; a flagged word is read bytewise).
+        while let Some(chunk) = bytes.get(self.at..self.at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().ok()?);
+            if special(word) {
+                break;
+            }
+            self.at += 8;
+        }
         loop {
             match *bytes.get(self.at)? {
                 b'"' => break,
@@ -425,6 +446,19 @@ mod tests {
     }
 
     #[test]
+    fn a_word_with_a_quote_backslash_or_control_character_is_flagged() {
+        let word = |b: &[u8; 8]| u64::from_le_bytes(*b);
+        assert!(!special(word(b"abcdefgh")) && !special(word(b"lab/clie")) && !special(word(b"\x7f~ \xff\x80!#")));
+        for at in 0..8 {
+            for byte in [b'"', b'\\', 0, 0x1f, b'\n'] {
+                let mut b = *b"abcdefgh";
+                b[at] = byte;
+                assert!(special(word(&b)), "{byte:#x} at {at}");
+            }
+        }
+    }
+
+    #[test]
     fn the_fast_path_reads_what_serde_reads_or_leaves_the_line_to_serde() {
         let taken = [
             r#"{"ts":"2026-11-22T02:30:01.000100000Z","kind":"drop","proto":"tcp","src":"10.1.0.5:41020","dst":"10.2.0.9:8080","src_pod":"lab/client","dst_pod":null,"netns":200,"node":"node-b","tcp_flags":"SYN","reason":"NETFILTER_DROP","reason_code":8,"location":"nf_hook_slow+0x9c","len":60}"#,
@@ -441,6 +475,7 @@ mod tests {
         let left = [
             // serde reads these (or refuses them): the fast path does not.
             r#"{"kind":"drop","src_pod":"a\"b"}"#,
+            r#"{"kind":"drop","src_pod":"namespace/a-long-pod-name\u00e9"}"#,
             r#"{"kind":"drop","duration_ms":1.5}"#,
             r#"{"kind":"drop","unknown":1}"#,
             r#"{"kind":"drop","kind":"nat"}"#,
