@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use super::flows::{ConnKey, EventConns, End, NatView, parse_end};
+use super::flows::{ConnKey, End, EventConns, NatView, parse_end};
 
 mod tunnels;
 use crate::{
@@ -647,7 +647,7 @@ fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
         groups.entry(conn_group(run, e)).or_default().push(e);
     }
     let mut groups: Vec<(ConnGroup, Vec<&Event>)> = groups.into_iter().collect();
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    groups.sort_unstable_by_key(|g| g.0);
     for (_, group) in groups {
         // Each namespace's rules are matched on the packets as they were there (after DNAT,
         // the backend's port).

@@ -367,7 +367,7 @@ impl<'a> EventConns<'a> {
     fn index(&self, event: &Event) -> Option<usize> {
         let size = size_of::<Event>();
         let offset = std::ptr::from_ref(event).addr().wrapping_sub(self.events.as_ptr().addr());
-        (offset % size == 0 && offset / size < self.events.len()).then_some(offset / size)
+        (offset.is_multiple_of(size) && offset / size < self.events.len()).then_some(offset / size)
     }
 
     /// The id of `event`'s connection (key and direction). An event that is not the run's is
@@ -567,7 +567,19 @@ mod tests {
             assert!(v4_end(text).is_some(), "{text}");
         }
         // Left to the standard parser (which takes some of them: the same end either way).
-        for text in ["10.0.0.1", "10.0.0.01:80", "10.0.0.1:080", "256.0.0.1:80", "1.2.3.4:65536", "1.2.3:4", "1.2.3.4:", "1.2.3.4:5x", "1.2.3.1000:5", "[::1]:80", ""] {
+        for text in [
+            "10.0.0.1",
+            "10.0.0.01:80",
+            "10.0.0.1:080",
+            "256.0.0.1:80",
+            "1.2.3.4:65536",
+            "1.2.3:4",
+            "1.2.3.4:",
+            "1.2.3.4:5x",
+            "1.2.3.1000:5",
+            "[::1]:80",
+            "",
+        ] {
             assert_eq!(v4_end(text), None, "{text}");
         }
     }

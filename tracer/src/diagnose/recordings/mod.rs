@@ -104,6 +104,9 @@ struct FactRecord {
     fact: Fact,
 }
 
+/// The Service at (address, port, protocol), by the rules' questions.
+type ServiceAnswers = HashMap<(IpAddr, u16, u8), Option<String>, foldhash::fast::RandomState>;
+
 /// Every answer the rules got: written as `fact` records, and answering as [`Facts`] on replay
 /// (a question not in it has no answer: the rules then say less, as on a machine that cannot
 /// tell).
@@ -112,7 +115,7 @@ pub(crate) struct FactLog {
     sysctls: HashMap<(u32, String), Option<String>>,
     names: HashMap<u32, Option<String>>,
     /// Asked for every packet to a Service port: foldhash, not SipHash.
-    services: RefCell<HashMap<(IpAddr, u16, u8), Option<String>, foldhash::fast::RandomState>>,
+    services: RefCell<ServiceAnswers>,
     knows_services: Option<bool>,
     rules: HashMap<u32, Rc<NamespaceRules>>,
     tunnels: HashMap<u32, Option<TunnelFacts>>,
