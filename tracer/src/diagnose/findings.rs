@@ -368,6 +368,12 @@ struct Run<'a> {
     conns: EventConns<'a>,
     /// Every event of each connection (by key id), in time order.
     by_conn: Vec<Vec<&'a Event>>,
+    /// The reasons that have findings of their own ([`drop_has_finding`]), and per event the
+    /// place of its drop's reason among them plus one (0: none of them, or no drop): a drop's
+    /// reason is text on the heap, and reading it again in each rule's pass over the run was a
+    /// cache miss per drop per rule.
+    named: Vec<&'static str>,
+    reasons: Vec<u8>,
 }
 
 impl<'a> Run<'a> {
@@ -382,7 +388,18 @@ impl<'a> Run<'a> {
         for list in &mut by_conn {
             list.sort_by_key(|e| e.ts_unix_ns);
         }
-        Self { events, conns, by_conn }
+        let named = [&["NETFILTER_DROP", "IP_RPFILTER", "NO_SOCKET", "PKT_TOO_BIG"], ROUTE_REASONS, NEIGH_REASONS, SOCKET_BUFFER_REASONS].concat();
+        let place = |d: &DropDetail| named.iter().position(|n| *n == d.reason).map_or(0, |p| p as u8 + 1);
+        let reasons = events.iter().map(|e| drop_of(e).map_or(0, place)).collect();
+        Self { events, conns, by_conn, named, reasons }
+    }
+
+    /// `e`'s drop reason when it is one that has a finding of its own ([`drop_has_finding`]).
+    fn reason(&self, e: &Event) -> Option<&'static str> {
+        match self.conns.index(e) {
+            Some(i) => self.reasons[i].checked_sub(1).map(|p| self.named[p as usize]),
+            None => drop_of(e).and_then(|d| self.named.iter().find(|n| **n == d.reason).copied()),
+        }
     }
 
     /// The events of the connection with key id `id`.
@@ -584,10 +601,10 @@ fn traffic_label(e: &Event) -> Option<String> {
 type DropGroup = (Option<u32>, Option<IpAddr>, Option<IpAddr>, Option<u8>, Option<u16>);
 
 /// Drops grouped by [`DropGroup`].
-fn group_drops<'a>(events: impl IntoIterator<Item = &'a Event>, keep: impl Fn(&DropDetail) -> bool) -> BTreeMap<DropGroup, Vec<&'a Event>> {
+fn group_drops<'a>(events: impl IntoIterator<Item = &'a Event>, keep: impl Fn(&Event) -> bool) -> BTreeMap<DropGroup, Vec<&'a Event>> {
     let mut groups: BTreeMap<_, Vec<&Event>> = BTreeMap::new();
     for e in events {
-        if drop_of(e).is_some_and(&keep) {
+        if drop_of(e).is_some() && keep(e) {
             groups.entry((e.netns, e.flow.src, e.flow.dst, e.flow.l4_proto, e.flow.dport)).or_default().push(e);
         }
     }
@@ -637,7 +654,8 @@ fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
         events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == MtuEventKind::FragNeededDropped)).map(|e| e.netns).collect();
     // Dropped DNS queries are dns-no-reply's, which names the rule too: one problem, one finding.
     let kept = events.iter().filter(|e| {
-        drop_of(e).is_some_and(|d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none())
+        run.reason(e) == Some("NETFILTER_DROP")
+            && drop_of(e).is_some_and(|d| d.conntrack.is_none())
             && !(is_too_big_error(e) && mtu_told.contains(&e.netns))
             && dns_query_drop(e, &run.conns).is_none()
     });
@@ -798,7 +816,7 @@ fn route_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<Key, Vec<&Event>> = BTreeMap::new();
     for e in run.events {
         // Traffic to a Service address that nothing translated is service-not-translated's.
-        if drop_of(e).is_some_and(|d| ROUTE_REASONS.contains(&d.reason.as_str())) && service_address(e, facts).is_none() && !interface_chatter(e) {
+        if run.reason(e).is_some_and(|r| ROUTE_REASONS.contains(&r)) && service_address(e, facts).is_none() && !interface_chatter(e) {
             let v6 = matches!(e.flow.dst, Some(IpAddr::V6(_)));
             groups.entry((e.netns, e.ifname.clone(), v6)).or_default().push(e);
         }
@@ -834,7 +852,7 @@ fn route_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
 fn rp_filter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
     for e in run.events {
-        if drop_of(e).is_some_and(|d| d.reason == "IP_RPFILTER") && !interface_chatter(e) {
+        if run.reason(e) == Some("IP_RPFILTER") && !interface_chatter(e) {
             groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
         }
     }
@@ -864,7 +882,7 @@ fn rp_filter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
 fn neighbor_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
     for e in run.events {
-        if drop_of(e).is_some_and(|d| NEIGH_REASONS.contains(&d.reason.as_str())) {
+        if run.reason(e).is_some_and(|r| NEIGH_REASONS.contains(&r)) {
             groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
         }
     }
@@ -1466,7 +1484,7 @@ fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, o
 }
 
 fn socket_buffer_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
-    for ((netns, ..), group) in group_drops(run.events, |d| SOCKET_BUFFER_REASONS.contains(&d.reason.as_str())) {
+    for ((netns, ..), group) in group_drops(run.events, |e| run.reason(e).is_some_and(|r| SOCKET_BUFFER_REASONS.contains(&r))) {
         let reasons = distinct(&group, |d| d.reason.as_str());
         let mut evidence = obj(json!({"drops": group.len(), "reason": reasons.join(","), "netns": netns}));
         let told = told(run, &group, &mut evidence);
@@ -1481,16 +1499,10 @@ fn socket_buffer_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Findi
 }
 
 /// Drops that have a finding of their own: a connection with one of them is explained by it.
-fn drop_has_finding(d: &DropDetail) -> bool {
-    let r = d.reason.as_str();
-    d.conntrack.is_some()
-        || r == "NETFILTER_DROP"
-        || r == "IP_RPFILTER"
-        || r == "NO_SOCKET"
-        || r == "PKT_TOO_BIG"
-        || ROUTE_REASONS.contains(&r)
-        || NEIGH_REASONS.contains(&r)
-        || SOCKET_BUFFER_REASONS.contains(&r)
+/// Their reasons are [`Run`]'s `named` (NETFILTER_DROP, IP_RPFILTER, NO_SOCKET, PKT_TOO_BIG,
+/// and the route, neighbour and socket buffer reasons).
+fn drop_has_finding(run: &Run<'_>, e: &Event, d: &DropDetail) -> bool {
+    d.conntrack.is_some() || run.reason(e).is_some()
 }
 
 fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
@@ -1531,7 +1543,7 @@ fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
                 c.states.extend(t.state);
                 c.events.push(e);
             }
-            Detail::Drop(d) if drop_has_finding(d) => c.drops += 1,
+            Detail::Drop(d) if drop_has_finding(run, e, d) => c.drops += 1,
             _ => {}
         }
     }

@@ -364,7 +364,7 @@ impl<'a> EventConns<'a> {
     }
 
     /// The place of `event` in the run's slice, when it is one of the run's events.
-    fn index(&self, event: &Event) -> Option<usize> {
+    pub(crate) fn index(&self, event: &Event) -> Option<usize> {
         let size = size_of::<Event>();
         let offset = std::ptr::from_ref(event).addr().wrapping_sub(self.events.as_ptr().addr());
         (offset.is_multiple_of(size) && offset / size < self.events.len()).then_some(offset / size)
