@@ -170,21 +170,27 @@ fn opener_of(event: &Event) -> Option<End> {
 impl Connections {
     /// Learns every NAT event's original and translated tuples, and who opened the others.
     pub(crate) fn learn<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
-        Self::learn_with(events, true)
+        // Collected once here: any iterator will do.
+        let events: Vec<&Event> = events.into_iter().collect();
+        Self::learn_with(events.iter().copied(), true)
     }
 
     /// [`Self::learn`] for [`Self::key_of`] alone: who opened each connection only names its
     /// ends, and learning it was a hash insert per event.
-    pub(crate) fn learn_keys<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
-        Self::learn_with(events, false)
+    pub(crate) fn learn_keys<'a, I>(events: I) -> Self
+    where
+        I: IntoIterator<Item = &'a Event>,
+        I::IntoIter: Clone,
+    {
+        Self::learn_with(events.into_iter(), false)
     }
 
-    fn learn_with<'a>(events: impl IntoIterator<Item = &'a Event>, openers: bool) -> Self {
-        // Borrowed once: NAT events in the order given, then the openers in time order.
-        let mut events: Vec<&Event> = events.into_iter().collect();
+    fn learn_with<'a>(events: impl Iterator<Item = &'a Event> + Clone, openers: bool) -> Self {
+        // NAT events in the order given, then the openers in time order (borrowed into one
+        // list only when that order is needed).
         let mut alias = FastMap::default();
         let mut nat: FastMap<ConnKey, NatView> = FastMap::default();
-        for event in &events {
+        for event in events.clone() {
             let Detail::Nat(n) = &event.detail else { continue };
             let proto = event.flow.l4_proto;
             let ends = |a: &Option<String>, b: &Option<String>| Some((parse_end(a.as_deref()?)?, parse_end(b.as_deref()?)?));
@@ -211,10 +217,11 @@ impl Connections {
         let mut by_client = FastMap::default();
         let mut opener = FastMap::default();
         // Only an event without its source port is looked up by client: without one, no map.
-        let portless = events.iter().any(|e| e.flow.sport == Some(0));
+        let portless = events.clone().any(|e| e.flow.sport == Some(0));
         if !portless && !openers {
             return Self { alias, nat, opener, by_client };
         }
+        let mut events: Vec<&Event> = events.collect();
         events.sort_by_key(|e| e.ts_unix_ns);
         for e in events {
             let f = &e.flow;
@@ -317,7 +324,7 @@ pub(crate) struct EventConns<'a> {
 impl<'a> EventConns<'a> {
     /// Learns the run's connections ([`Connections::learn`]) and joins each event to one.
     pub(crate) fn new(events: &'a [Event]) -> Self {
-        let conns = Connections::learn(events);
+        let conns = Connections::learn_with(events.iter(), true);
         let mut this = Self {
             events,
             conns,
