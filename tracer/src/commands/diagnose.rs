@@ -69,7 +69,11 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
 pub(crate) fn run_from(config: &WatchCommandConfig) -> anyhow::Result<()> {
     let mut recordings = super::read_recordings(&config.from)?;
     let report = crate::diagnose::recordings::diagnose(&mut recordings);
-    super::print_report(&report, config.trace.output)
+    let printed = super::print_report(&report, config.trace.output);
+    // The process ends after this: freeing every event's strings one by one cost more (a
+    // twentieth of the run at 1,000,000 events) than the kernel takes to drop the memory.
+    std::mem::forget(recordings);
+    printed
 }
 
 /// The session's decoders, counting events and, on a terminal, saying how long is left.

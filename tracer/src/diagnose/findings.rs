@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use super::flows::{ConnKey, Connections, End, NatView, parse_end};
+use super::flows::{ConnKey, End, EventConns, NatView, parse_end};
 
 mod tunnels;
 use crate::{
@@ -99,7 +99,8 @@ impl Seen {
             .filter_map(|i| crate::output::json::to_json(sorted[i]).ok())
             .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .collect();
-        let nodes = sorted.iter().filter_map(|e| e.node.as_deref().map(String::from)).collect();
+        let nodes: BTreeSet<&str> = sorted.iter().filter_map(|e| e.node.as_deref()).collect();
+        let nodes = nodes.into_iter().map(String::from).collect();
         Self { first: sorted.first().map(|e| e.ts_unix_ns), last: sorted.last().map(|e| e.ts_unix_ns), examples, nodes }
     }
 }
@@ -272,7 +273,13 @@ const SOCKET_BUFFER_REASONS: &[&str] = &["SOCKET_RCVBUFF", "SOCKET_BACKLOG", "PR
 
 /// Runs every rule.
 pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) -> Vec<Finding> {
-    let run = Run::new(events);
+    diagnose_joined(EventConns::new(events), info, facts).0
+}
+
+/// [`diagnose`] over events already joined to their connections; gives the join back, for
+/// what runs after the rules over the same events (the cross-node findings of recordings).
+pub(crate) fn diagnose_joined<'a>(conns: EventConns<'a>, info: &RunInfo, facts: &mut dyn Facts) -> (Vec<Finding>, EventConns<'a>) {
+    let run = Run::new(conns);
     let mut out = Vec::new();
     // First the findings that name where a packet was dropped and why; the rules after them
     // leave out the connections those told (one problem, one finding).
@@ -336,7 +343,7 @@ pub(crate) fn diagnose(events: &[Event], info: &RunInfo, facts: &mut dyn Facts) 
         });
     }
     out.sort_by(|a, b| a.severity.cmp(&b.severity).then(events_of(b).cmp(&events_of(a))).then(a.code.cmp(b.code)));
-    out
+    (out, run.conns)
 }
 
 fn events_of(f: &Finding) -> u64 {
@@ -350,37 +357,67 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
+/// A set looked up once per event: foldhash, not SipHash.
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A run's events as the rules read them: each connection (through NAT: the client's side, the
 /// node's and the backend's are one) with all its events.
 struct Run<'a> {
     events: &'a [Event],
-    conns: Connections,
-    /// Every event of each connection, in time order.
-    by_conn: HashMap<ConnKey, Vec<&'a Event>>,
+    conns: EventConns<'a>,
+    /// Every event of each connection (by key id), in time order.
+    by_conn: Vec<Vec<&'a Event>>,
+    /// The reasons that have findings of their own ([`drop_has_finding`]), and per event the
+    /// place of its drop's reason among them plus one (0: none of them, or no drop): a drop's
+    /// reason is text on the heap, and reading it again in each rule's pass over the run was a
+    /// cache miss per drop per rule.
+    named: Vec<&'static str>,
+    reasons: Vec<u8>,
 }
 
 impl<'a> Run<'a> {
-    fn new(events: &'a [Event]) -> Self {
-        let conns = Connections::learn(events);
-        let mut by_conn: HashMap<ConnKey, Vec<&Event>> = HashMap::new();
+    fn new(conns: EventConns<'a>) -> Self {
+        let events = conns.events();
+        let mut by_conn: Vec<Vec<&Event>> = vec![Vec::new(); conns.key_count()];
         for e in events {
-            if let Some(key) = conns.key_of(e) {
-                by_conn.entry(key).or_default().push(e);
+            if let Some(id) = conns.key_id(e) {
+                by_conn[id as usize].push(e);
             }
         }
-        for list in by_conn.values_mut() {
+        for list in &mut by_conn {
             list.sort_by_key(|e| e.ts_unix_ns);
         }
-        Self { events, conns, by_conn }
+        let named = [&["NETFILTER_DROP", "IP_RPFILTER", "NO_SOCKET", "PKT_TOO_BIG"], ROUTE_REASONS, NEIGH_REASONS, SOCKET_BUFFER_REASONS].concat();
+        let place = |d: &DropDetail| named.iter().position(|n| *n == d.reason).map_or(0, |p| p as u8 + 1);
+        let reasons = events.iter().map(|e| drop_of(e).map_or(0, place)).collect();
+        Self { events, conns, by_conn, named, reasons }
+    }
+
+    /// `e`'s drop reason when it is one that has a finding of its own ([`drop_has_finding`]).
+    fn reason(&self, e: &Event) -> Option<&'static str> {
+        match self.conns.index(e) {
+            Some(i) => self.reasons[i].checked_sub(1).map(|p| self.named[p as usize]),
+            None => drop_of(e).and_then(|d| self.named.iter().find(|n| **n == d.reason).copied()),
+        }
+    }
+
+    /// The events of the connection with key id `id`.
+    fn conn_events(&self, id: u32) -> &[&'a Event] {
+        self.by_conn.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
     /// `primary` and every other event of the connections they belong to, each once, in time
     /// order: the whole story of what a finding rests on, in every namespace that saw it.
     fn joined(&self, primary: &[&'a Event]) -> Vec<&'a Event> {
-        let keys: BTreeSet<ConnKey> = primary.iter().filter_map(|e| self.conns.key_of(e)).collect();
-        let mut seen: HashSet<*const Event> = HashSet::new();
+        // The connections in key order (as a set of keys would give them).
+        let mut keys: Vec<u32> = primary.iter().filter_map(|e| self.conns.key_id(e)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.sort_by(|a, b| self.conns.key(*a).cmp(self.conns.key(*b)));
+        let mut seen: FastSet<*const Event> = FastSet::default();
         let mut out = Vec::new();
-        let related = keys.iter().filter_map(|k| self.by_conn.get(k)).flatten().copied();
+        let related = keys.iter().flat_map(|&k| self.conn_events(k)).copied();
         for e in primary.iter().copied().chain(related) {
             if seen.insert(std::ptr::from_ref(e)) {
                 out.push(e);
@@ -390,16 +427,30 @@ impl<'a> Run<'a> {
         out
     }
 
-    /// The error findings in `out` so far: the connections they told.
-    fn told_by_errors(out: &[Finding]) -> HashSet<ConnKey> {
-        out.iter().filter(|f| f.severity == Severity::Error).flat_map(|f| f.conns.iter().cloned()).collect()
+    /// The error findings in `out` so far: the connections they told, by key id.
+    fn told_by_errors(&self, out: &[Finding]) -> ToldConns {
+        let mut told = vec![false; self.conns.key_count()];
+        for key in out.iter().filter(|f| f.severity == Severity::Error).flat_map(|f| &f.conns) {
+            if let Some(id) = self.conns.id_of_key(key) {
+                told[id as usize] = true;
+            }
+        }
+        ToldConns(told)
+    }
+
+    /// Whether `e`'s connection is one of `told`'s.
+    fn is_told(&self, told: &ToldConns, e: &Event) -> bool {
+        self.conns.key_id(e).is_some_and(|id| told.0[id as usize])
     }
 
     /// Where DNAT sent the connection of one of `events`, when one was NATed.
     fn nat_of_any(&self, events: &[&Event]) -> Option<&NatView> {
-        events.iter().filter_map(|e| self.conns.key_of(e)).find_map(|key| self.conns.nat(&key))
+        events.iter().filter_map(|e| self.conns.key_id(e)).find_map(|id| self.conns.nat(self.conns.key(id)))
     }
 }
+
+/// The connections error findings told, by key id ([`Run::told_by_errors`]).
+struct ToldConns(Vec<bool>);
 
 /// What a finding shows of its events: pods, flows, when, examples and its connections.
 struct Told {
@@ -422,22 +473,26 @@ impl Told {
 /// (the total goes into the evidence when it is larger).
 fn told<'a>(run: &Run<'a>, primary: &[&'a Event], evidence: &mut Map<String, Value>) -> Told {
     let joined = run.joined(primary);
-    let mut pods = BTreeSet::new();
+    // Borrowed while collecting, copied once each.
+    let mut pods: FastSet<&str> = FastSet::default();
     for e in &joined {
-        pods.extend(e.src_pod.iter().cloned());
-        pods.extend(e.dst_pod.iter().cloned());
+        pods.extend(e.src_pod.as_deref());
+        pods.extend(e.dst_pod.as_deref());
         if let Detail::Nat(n) = &e.detail {
-            pods.extend(n.backend_pod.iter().cloned());
+            pods.extend(n.backend_pod.as_deref());
         }
     }
+    let pods: BTreeSet<String> = pods.into_iter().map(String::from).collect();
     let mut flows = BTreeSet::new();
     let mut conns = BTreeSet::new();
+    let mut met: FastSet<u32> = FastSet::default();
     for e in primary {
         // A connection's label once: formatting it costs more than finding the connection.
-        if let Some(key) = run.conns.key_of(e)
-            && conns.insert(key)
-            && let Some((_, label)) = run.conns.of(e)
+        if let Some(id) = run.conns.key_id(e)
+            && met.insert(id)
+            && let Some(label) = run.conns.label(e)
         {
+            conns.insert(run.conns.key(id).clone());
             flows.insert(label);
         }
     }
@@ -516,7 +571,12 @@ fn netns_words(netns: Option<u32>, events: &[&Event], facts: &mut dyn Facts) -> 
 
 /// `N packets from SRC to DST` for a group with one source and destination, or a count of flows.
 fn traffic_words(events: &[&Event]) -> String {
-    let labels: BTreeSet<String> = events.iter().filter_map(|e| traffic_label(e)).collect();
+    // Each distinct flow and its pods once: formatting per packet was a third of the rule's time.
+    let mut distinct: FastMap<_, &Event> = FastMap::default();
+    for e in events {
+        distinct.entry((e.flow.src, e.flow.sport, e.flow.dst, e.flow.dport, &e.src_pod, &e.dst_pod)).or_insert(e);
+    }
+    let labels: BTreeSet<String> = distinct.values().filter_map(|e| traffic_label(e)).collect();
     let n = events.len();
     let packets = if n == 1 { "1 packet".to_string() } else { format!("{n} packets") };
     match labels.len() {
@@ -541,10 +601,10 @@ fn traffic_label(e: &Event) -> Option<String> {
 type DropGroup = (Option<u32>, Option<IpAddr>, Option<IpAddr>, Option<u8>, Option<u16>);
 
 /// Drops grouped by [`DropGroup`].
-fn group_drops<'a>(events: impl IntoIterator<Item = &'a Event>, keep: impl Fn(&DropDetail) -> bool) -> BTreeMap<DropGroup, Vec<&'a Event>> {
+fn group_drops<'a>(events: impl IntoIterator<Item = &'a Event>, keep: impl Fn(&Event) -> bool) -> BTreeMap<DropGroup, Vec<&'a Event>> {
     let mut groups: BTreeMap<_, Vec<&Event>> = BTreeMap::new();
     for e in events {
-        if drop_of(e).is_some_and(&keep) {
+        if drop_of(e).is_some() && keep(e) {
             groups.entry((e.netns, e.flow.src, e.flow.dst, e.flow.l4_proto, e.flow.dport)).or_default().push(e);
         }
     }
@@ -552,9 +612,9 @@ fn group_drops<'a>(events: impl IntoIterator<Item = &'a Event>, keep: impl Fn(&D
 }
 
 /// Distinct values of `f` over the group's drops, sorted.
-fn distinct(events: &[&Event], f: impl Fn(&DropDetail) -> String) -> Vec<String> {
-    let set: BTreeSet<String> = events.iter().filter_map(|e| drop_of(e)).map(f).collect();
-    set.into_iter().collect()
+fn distinct(events: &[&Event], f: impl Fn(&DropDetail) -> &str) -> Vec<String> {
+    let set: BTreeSet<&str> = events.iter().filter_map(|e| drop_of(e)).map(f).collect();
+    set.into_iter().map(String::from).collect()
 }
 
 /// An ICMP frag-needed (3/4) or ICMPv6 packet-too-big (2).
@@ -593,14 +653,20 @@ fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
     let mtu_told: HashSet<Option<u32>> =
         events.iter().filter(|e| matches!(&e.detail, Detail::Mtu(m) if m.event == MtuEventKind::FragNeededDropped)).map(|e| e.netns).collect();
     // Dropped DNS queries are dns-no-reply's, which names the rule too: one problem, one finding.
-    let kept = events.iter().filter(|e| !(is_too_big_error(e) && mtu_told.contains(&e.netns)) && dns_query_drop(e, &run.conns).is_none());
-    let mut groups: BTreeMap<ConnGroup, Vec<&Event>> = BTreeMap::new();
+    let kept = events.iter().filter(|e| {
+        run.reason(e) == Some("NETFILTER_DROP")
+            && drop_of(e).is_some_and(|d| d.conntrack.is_none())
+            && !(is_too_big_error(e) && mtu_told.contains(&e.netns))
+            && dns_query_drop(e, &run.conns).is_none()
+    });
+    // Hashed per drop, told in the groups' order.
+    let mut groups: FastMap<ConnGroup, Vec<&Event>> = FastMap::default();
     for e in kept {
-        if drop_of(e).is_some_and(|d| d.reason == "NETFILTER_DROP" && d.conntrack.is_none()) {
-            groups.entry(conn_group(run, e)).or_default().push(e);
-        }
+        groups.entry(conn_group(run, e)).or_default().push(e);
     }
-    for group in groups.into_values() {
+    let mut groups: Vec<(ConnGroup, Vec<&Event>)> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|g| g.0);
+    for (_, group) in groups {
         // Each namespace's rules are matched on the packets as they were there (after DNAT,
         // the backend's port).
         let places = by_namespace(&group);
@@ -624,10 +690,10 @@ fn netfilter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
         let mut evidence = obj(json!({
             "drops": group.len(),
             "reason": "NETFILTER_DROP",
-            "locations": distinct(&group, |d| d.location.clone()),
+            "locations": distinct(&group, |d| d.location.as_str()),
             "netns": netns,
             "netns_pod": most.iter().find_map(|e| e.netns_pod.clone()),
-            "devices": group.iter().filter_map(|e| e.ifname.clone()).collect::<BTreeSet<_>>(),
+            "devices": group.iter().filter_map(|e| e.ifname.as_deref()).collect::<BTreeSet<_>>(),
             "dropped_in": where_,
         }));
         rules.write(&mut evidence);
@@ -750,7 +816,7 @@ fn route_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<Key, Vec<&Event>> = BTreeMap::new();
     for e in run.events {
         // Traffic to a Service address that nothing translated is service-not-translated's.
-        if drop_of(e).is_some_and(|d| ROUTE_REASONS.contains(&d.reason.as_str())) && service_address(e, facts).is_none() && !interface_chatter(e) {
+        if run.reason(e).is_some_and(|r| ROUTE_REASONS.contains(&r)) && service_address(e, facts).is_none() && !interface_chatter(e) {
             let v6 = matches!(e.flow.dst, Some(IpAddr::V6(_)));
             groups.entry((e.netns, e.ifname.clone(), v6)).or_default().push(e);
         }
@@ -760,7 +826,7 @@ fn route_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
             Some(inode) => forwarding(facts, inode, dev.as_deref(), v6),
             None => (None, Map::new()),
         };
-        let reasons = distinct(&group, |d| d.reason.clone());
+        let reasons = distinct(&group, |d| d.reason.as_str());
         let mut evidence = obj(json!({"drops": group.len(), "reason": reasons.join(","), "netns": netns, "device": dev, "sysctls": sysctls}));
         let told = told(run, &group, &mut evidence);
         let where_ = netns_words(netns, &group, facts);
@@ -786,7 +852,7 @@ fn route_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
 fn rp_filter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
     for e in run.events {
-        if drop_of(e).is_some_and(|d| d.reason == "IP_RPFILTER") && !interface_chatter(e) {
+        if run.reason(e) == Some("IP_RPFILTER") && !interface_chatter(e) {
             groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
         }
     }
@@ -816,12 +882,12 @@ fn rp_filter_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>)
 fn neighbor_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<(Option<u32>, Option<String>), Vec<&Event>> = BTreeMap::new();
     for e in run.events {
-        if drop_of(e).is_some_and(|d| NEIGH_REASONS.contains(&d.reason.as_str())) {
+        if run.reason(e).is_some_and(|r| NEIGH_REASONS.contains(&r)) {
             groups.entry((e.netns, e.ifname.clone())).or_default().push(e);
         }
     }
     for ((netns, dev), group) in groups {
-        let reasons = distinct(&group, |d| d.reason.clone());
+        let reasons = distinct(&group, |d| d.reason.as_str());
         let mut evidence = obj(json!({"drops": group.len(), "reason": reasons.join(","), "netns": netns, "device": dev}));
         let told = told(run, &group, &mut evidence);
         let targets: BTreeSet<String> = group.iter().filter_map(|e| e.flow.dst.map(|a| a.to_string())).collect();
@@ -858,9 +924,10 @@ fn is_no_socket(e: &Event) -> bool {
 /// NO_SOCKET (`tcp_v4_rcv`), so a reset whose next event of the connection is such a drop is
 /// that answer and shows nothing. A socket's own reset (`tcp_send_active_reset`: SO_LINGER 0,
 /// close with unread data; traced from 6.10) stands alone or is followed by the answer's.
-fn sockets_seen(run: &Run<'_>) -> HashMap<(ConnKey, End), i128> {
-    let mut seen: HashMap<(ConnKey, End), i128> = HashMap::new();
-    for (key, list) in &run.by_conn {
+fn sockets_seen(run: &Run<'_>) -> Sockets {
+    let mut seen = Sockets::default();
+    for (key, list) in run.by_conn.iter().enumerate() {
+        let key = key as u32;
         for (i, e) in list.iter().enumerate() {
             let src = e.flow.src.map(|ip| (ip, e.flow.sport));
             let end = match &e.detail {
@@ -870,12 +937,15 @@ fn sockets_seen(run: &Run<'_>) -> HashMap<(ConnKey, End), i128> {
                 _ => src,
             };
             if let Some(end) = end {
-                seen.entry((key.clone(), end)).or_insert(e.ts_unix_ns);
+                seen.entry((key, end)).or_insert(e.ts_unix_ns);
             }
         }
     }
     seen
 }
+
+/// [`sockets_seen`]: (connection key id, end) -> since when.
+type Sockets = FastMap<(u32, End), i128>;
 
 /// How long after a late packet its socket's own reset may be traced: `tcp_disconnect` unhashes
 /// the socket (`tcp_set_state(CLOSE)`) before `tcp_send_active_reset`, and a segment handled on
@@ -903,8 +973,8 @@ struct LateSigns {
 /// ACK opens a connection, so nothing listening there is a missing server even where a socket
 /// was before (a server that went away); any other segment is late. Without flags (UDP, or
 /// TCP from a recording or kernel path without them) the run's events and the port range tell.
-fn late_signs(e: &Event, run: &Run<'_>, sockets: &HashMap<(ConnKey, End), i128>, ports: &mut ClientPorts<'_>) -> Option<LateSigns> {
-    let after_connection = match (run.conns.key_of(e), e.flow.dst) {
+fn late_signs(e: &Event, run: &Run<'_>, sockets: &Sockets, ports: &mut ClientPorts<'_>) -> Option<LateSigns> {
+    let after_connection = match (run.conns.key_id(e), e.flow.dst) {
         (Some(key), Some(dst)) => sockets.get(&(key, (dst, e.flow.dport))).is_some_and(|&t| t < e.ts_unix_ns + CLOSE_RACE_NS),
         _ => false,
     };
@@ -1054,13 +1124,13 @@ struct MtuStory<'a> {
 }
 
 /// Retransmits per connection.
-fn retransmits_by_conn(run: &Run<'_>) -> HashMap<ConnKey, u64> {
-    let mut out = HashMap::new();
+fn retransmits_by_conn(run: &Run<'_>) -> Vec<u64> {
+    let mut out = vec![0; run.conns.key_count()];
     for e in run.events {
         if matches!(e.detail, Detail::Retransmit(_))
-            && let Some(key) = run.conns.key_of(e)
+            && let Some(id) = run.conns.key_id(e)
         {
-            *out.entry(key).or_default() += 1;
+            out[id as usize] += 1;
         }
     }
     out
@@ -1072,7 +1142,7 @@ const BLACKHOLE_REPEATS: u64 = 3;
 
 /// The label of `e`'s connection (made only when a connection is first met).
 fn label_of(run: &Run<'_>, e: &Event) -> String {
-    run.conns.of(e).map(|(_, label)| label).unwrap_or_default()
+    run.conns.label(e).unwrap_or_default()
 }
 
 fn mtu_blackholes(run: &Run<'_>, out: &mut Vec<Finding>) {
@@ -1106,11 +1176,12 @@ fn mtu_blackholes(run: &Run<'_>, out: &mut Vec<Finding>) {
     }
     let retransmits = retransmits_by_conn(run);
     for (key, mut s) in stories {
-        s.arrived = run.by_conn.get(&key).into_iter().flatten().find_map(|e| match &e.detail {
+        let id = run.conns.id_of_key(&key);
+        s.arrived = id.map(|id| run.conn_events(id)).into_iter().flatten().find_map(|e| match &e.detail {
             Detail::Drop(d) if d.reason == "PKT_TOO_BIG" => e.ifname.clone().map(|dev| (e.netns, e.ifindex, dev)),
             _ => None,
         });
-        let retrans = retransmits.get(&key).copied().unwrap_or(0);
+        let retrans = id.map_or(0, |id| retransmits[id as usize]);
         let too_big = s.sent + s.too_big + s.oversize;
         let unlearned = too_big >= BLACKHOLE_REPEATS && s.received == 0 && retrans > 0;
         if s.dropped == 0 && !unlearned {
@@ -1159,7 +1230,7 @@ fn nat_no_reply(run: &Run<'_>, info: &RunInfo, out: &mut Vec<Finding>) {
     let replied: HashSet<u64> = run.events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
     // A connection an error above told (a rule's drop at the backend, nothing listening there)
     // is told there, with the Service and the backend: one problem, one finding.
-    let told_already = Run::told_by_errors(out);
+    let told_already = run.told_by_errors(out);
     let mut groups: BTreeMap<Option<String>, Vec<&Event>> = BTreeMap::new();
     for e in run.events {
         // DNS queries are dns-no-reply's, which names the backend too: one finding, not two.
@@ -1167,7 +1238,7 @@ fn nat_no_reply(run: &Run<'_>, info: &RunInfo, out: &mut Vec<Finding>) {
             && n.state == NatState::NoReply
             && !replied.contains(&n.conn)
             && !is_dns(e)
-            && !run.conns.key_of(e).is_some_and(|key| told_already.contains(&key))
+            && !run.is_told(&told_already, e)
         {
             groups.entry(n.backend.clone()).or_default().push(e);
         }
@@ -1263,14 +1334,14 @@ fn is_dns(e: &Event) -> bool {
 /// query was headed for. The connection's original direction says it, not the drop's own
 /// destination: after DNAT that is the backend, and the client's question was to the Service.
 /// A drop going back to the client (a reply, a late one to a closed port) is not a lost query.
-fn dns_query_drop(e: &Event, conns: &Connections) -> Option<String> {
+fn dns_query_drop(e: &Event, conns: &EventConns<'_>) -> Option<String> {
     if !matches!(e.flow.l4_proto, Some(6 | 17)) || drop_of(e).is_none() {
         return None;
     }
-    let (_, label) = conns.of(e)?;
-    let (client, server) = label.split_once(" -> ")?;
-    let to_client = e.flow.dst_endpoint().is_some_and(|d| d == client);
-    (super::flows::parse_end(server)?.1 == Some(53) && !to_client).then(|| server.to_string())
+    // The label's ends compared as ends (the text of an end is one-to-one with it).
+    let c = conns.conn(e)?;
+    let to_client = e.flow.dst.is_some_and(|d| (d, e.flow.dport) == c.client);
+    (c.server.1 == Some(53) && !to_client).then(|| super::flows::end_text(c.server))
 }
 
 /// Drops of DNS queries in one namespace: their reasons, and the IP version, protocol and
@@ -1296,10 +1367,10 @@ fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, o
     let (events, conns) = (run.events, &run.conns);
     let replied: HashSet<u64> = events.iter().filter_map(nat_of).filter(|n| n.reply_seen).map(|n| n.conn).collect();
     // Queries lost for a reason an error above told (no route, ARP, conntrack) are told there.
-    let told_already = Run::told_by_errors(out);
+    let told_already = run.told_by_errors(out);
     let mut servers: BTreeMap<String, Server<'_>> = BTreeMap::new();
     for e in events {
-        if conns.key_of(e).is_some_and(|key| told_already.contains(&key)) {
+        if run.is_told(&told_already, e) {
             continue;
         }
         let (server, counts) = match &e.detail {
@@ -1413,8 +1484,8 @@ fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, o
 }
 
 fn socket_buffer_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
-    for ((netns, ..), group) in group_drops(run.events, |d| SOCKET_BUFFER_REASONS.contains(&d.reason.as_str())) {
-        let reasons = distinct(&group, |d| d.reason.clone());
+    for ((netns, ..), group) in group_drops(run.events, |e| run.reason(e).is_some_and(|r| SOCKET_BUFFER_REASONS.contains(&r))) {
+        let reasons = distinct(&group, |d| d.reason.as_str());
         let mut evidence = obj(json!({"drops": group.len(), "reason": reasons.join(","), "netns": netns}));
         let told = told(run, &group, &mut evidence);
         let summary = format!(
@@ -1428,36 +1499,39 @@ fn socket_buffer_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Findi
 }
 
 /// Drops that have a finding of their own: a connection with one of them is explained by it.
-fn drop_has_finding(d: &DropDetail) -> bool {
-    let r = d.reason.as_str();
-    d.conntrack.is_some()
-        || r == "NETFILTER_DROP"
-        || r == "IP_RPFILTER"
-        || r == "NO_SOCKET"
-        || r == "PKT_TOO_BIG"
-        || ROUTE_REASONS.contains(&r)
-        || NEIGH_REASONS.contains(&r)
-        || SOCKET_BUFFER_REASONS.contains(&r)
+/// Their reasons are [`Run`]'s `named` (NETFILTER_DROP, IP_RPFILTER, NO_SOCKET, PKT_TOO_BIG,
+/// and the route, neighbour and socket buffer reasons).
+fn drop_has_finding(run: &Run<'_>, e: &Event, d: &DropDetail) -> bool {
+    d.conntrack.is_some() || run.reason(e).is_some()
 }
 
 fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
     // Connections an error told already explain their retransmits: no reply came, for a reason
     // told (nat-no-reply, no-listener, dns-no-reply, mtu-blackhole, a drop's finding, ...).
-    let explained = Run::told_by_errors(out);
-    #[derive(Default)]
+    let explained = run.told_by_errors(out);
     struct Conn<'a> {
-        label: String,
+        /// Its first event: the connection is named as that event's (when it has a finding).
+        first: &'a Event,
         events: Vec<&'a Event>,
         retransmits: u64,
         connect_fails: u64,
         states: BTreeSet<&'static str>,
-        /// Drops of this connection that have findings of their own, by reason.
-        drops: BTreeMap<String, u64>,
+        /// Drops of this connection that have findings of their own.
+        drops: u64,
     }
-    let mut by_conn: BTreeMap<ConnKey, Conn<'_>> = BTreeMap::new();
+    // By key id; told in key order.
+    let mut by_conn: Vec<Option<Conn<'_>>> = Vec::new();
+    by_conn.resize_with(run.conns.key_count(), || None);
     for e in run.events {
-        let Some(key) = run.conns.key_of(e) else { continue };
-        let c = by_conn.entry(key).or_insert_with(|| Conn { label: label_of(run, e), ..Conn::default() });
+        let Some(id) = run.conns.key_id(e) else { continue };
+        let c = by_conn[id as usize].get_or_insert_with(|| Conn {
+            first: e,
+            events: Vec::new(),
+            retransmits: 0,
+            connect_fails: 0,
+            states: BTreeSet::new(),
+            drops: 0,
+        });
         match &e.detail {
             Detail::Retransmit(t) => {
                 c.retransmits += 1;
@@ -1469,15 +1543,19 @@ fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
                 c.states.extend(t.state);
                 c.events.push(e);
             }
-            Detail::Drop(d) if drop_has_finding(d) => *c.drops.entry(d.reason.clone()).or_default() += 1,
+            Detail::Drop(d) if drop_has_finding(run, e, d) => c.drops += 1,
             _ => {}
         }
     }
-    for (key, c) in by_conn {
+    let mut ids: Vec<u32> = (0..by_conn.len() as u32).collect();
+    ids.sort_by(|a, b| run.conns.key(*a).cmp(run.conns.key(*b)));
+    for id in ids {
+        let Some(c) = by_conn[id as usize].take() else { continue };
         let quiet = c.retransmits < STORM_RETRANSMITS && c.connect_fails == 0;
-        if quiet || explained.contains(&key) || !c.drops.is_empty() {
+        if quiet || explained.0[id as usize] || c.drops > 0 {
             continue;
         }
+        let label = label_of(run, c.first);
         let mut evidence = obj(json!({"retransmits": c.retransmits, "connect_fails": c.connect_fails, "states": c.states}));
         let mut told = told(run, &c.events, &mut evidence);
         let connecting = c.states.contains("SYN_SENT");
@@ -1485,15 +1563,15 @@ fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
         let summary = if connecting {
             format!(
                 "connects {} got no answer: SYN retransmitted {} times{}{seen_drops}",
-                c.label,
+                label,
                 c.retransmits,
                 if c.connect_fails > 0 { format!(", {} gave up", c.connect_fails) } else { String::new() }
             )
         } else {
-            format!("{} retransmitted {} times in this run{seen_drops}", c.label, c.retransmits)
+            format!("{label} retransmitted {} times in this run{seen_drops}", c.retransmits)
         };
         let severity = if c.connect_fails > 0 { Severity::Error } else { Severity::Warning };
-        told.flows = BTreeSet::from([c.label]);
+        told.flows = BTreeSet::from([label]);
         out.push(told.finding("retransmit-storm", severity, summary, evidence));
     }
 }

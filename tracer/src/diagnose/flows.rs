@@ -3,6 +3,7 @@
 //! client's SYN retransmits to a Service address and the drops at its backend are one story.
 
 use std::{
+    cell::OnceCell,
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
 };
@@ -45,10 +46,42 @@ impl ConnKey {
 
 /// `IP:PORT`, `[IPv6]:PORT` or a bare IP, as events print them, back to an end.
 pub(crate) fn parse_end(text: &str) -> Option<End> {
+    if let Some(end) = v4_end(text) {
+        return Some(end);
+    }
     if let Ok(sa) = text.parse::<SocketAddr>() {
         return Some((sa.ip(), Some(sa.port())));
     }
     text.parse::<IpAddr>().ok().map(|ip| (ip, None))
+}
+
+/// `A.B.C.D:PORT` exactly as events print it (no leading zeros), parsed in one pass: most ends
+/// of a recording are, and the general parser was a tenth of reading one. None for any other
+/// text, which [`parse_end`] then reads with the standard parsers (to the same end, for these).
+fn v4_end(text: &str) -> Option<End> {
+    let b = text.as_bytes();
+    let mut at = 0;
+    // A decimal number of at most `digits` digits, without a leading zero, then `then`.
+    let mut number = |digits: usize, then: Option<u8>| -> Option<u32> {
+        let start = at;
+        let mut value = 0u32;
+        while at < b.len() && at - start < digits && b[at].is_ascii_digit() {
+            value = value * 10 + u32::from(b[at] - b'0');
+            at += 1;
+        }
+        let len = at - start;
+        if len == 0 || (len > 1 && b[start] == b'0') || b.get(at).copied() != then {
+            return None;
+        }
+        at += usize::from(then.is_some());
+        Some(value)
+    };
+    let mut octets = [0u8; 4];
+    for (i, octet) in octets.iter_mut().enumerate() {
+        *octet = u8::try_from(number(3, Some(if i < 3 { b'.' } else { b':' }))?).ok()?;
+    }
+    let port = u16::try_from(number(5, None)?).ok()?;
+    Some((IpAddr::from(octets), Some(port)))
 }
 
 /// An end as events print it.
@@ -81,7 +114,7 @@ pub(crate) struct NatView {
 /// A connection as findings and stories name it: its key, and its ends in the direction it was
 /// opened when the run showed that (the original tuple of a NATed one; the side that sent a
 /// SYN), else in the direction of the event at hand.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Conn {
     pub key: ConnKey,
     pub client: End,
@@ -137,11 +170,27 @@ fn opener_of(event: &Event) -> Option<End> {
 impl Connections {
     /// Learns every NAT event's original and translated tuples, and who opened the others.
     pub(crate) fn learn<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
-        // Borrowed once: NAT events in the order given, then the openers in time order.
-        let mut events: Vec<&Event> = events.into_iter().collect();
+        // Collected once here: any iterator will do.
+        let events: Vec<&Event> = events.into_iter().collect();
+        Self::learn_with(events.iter().copied(), true)
+    }
+
+    /// [`Self::learn`] for [`Self::key_of`] alone: who opened each connection only names its
+    /// ends, and learning it was a hash insert per event.
+    pub(crate) fn learn_keys<'a, I>(events: I) -> Self
+    where
+        I: IntoIterator<Item = &'a Event>,
+        I::IntoIter: Clone,
+    {
+        Self::learn_with(events.into_iter(), false)
+    }
+
+    fn learn_with<'a>(events: impl Iterator<Item = &'a Event> + Clone, openers: bool) -> Self {
+        // NAT events in the order given, then the openers in time order (borrowed into one
+        // list only when that order is needed).
         let mut alias = FastMap::default();
         let mut nat: FastMap<ConnKey, NatView> = FastMap::default();
-        for event in &events {
+        for event in events.clone() {
             let Detail::Nat(n) = &event.detail else { continue };
             let proto = event.flow.l4_proto;
             let ends = |a: &Option<String>, b: &Option<String>| Some((parse_end(a.as_deref()?)?, parse_end(b.as_deref()?)?));
@@ -167,16 +216,23 @@ impl Connections {
         }
         let mut by_client = FastMap::default();
         let mut opener = FastMap::default();
+        // Only an event without its source port is looked up by client: without one, no map.
+        let portless = events.clone().any(|e| e.flow.sport == Some(0));
+        if !portless && !openers {
+            return Self { alias, nat, opener, by_client };
+        }
+        let mut events: Vec<&Event> = events.collect();
         events.sort_by_key(|e| e.ts_unix_ns);
         for e in events {
             let f = &e.flow;
-            if let (Some(src), Some(dst), Some(sport)) = (f.src, f.dst, f.sport)
+            if portless
+                && let (Some(src), Some(dst), Some(sport)) = (f.src, f.dst, f.sport)
                 && sport != 0
                 && let Some(key) = ConnKey::of_flow(e)
             {
                 by_client.insert((f.l4_proto, src, (dst, f.dport)), key);
             }
-            if let (Some(end), Some(key)) = (opener_of(e), ConnKey::of_flow(e)) {
+            if openers && let (Some(end), Some(key)) = (opener_of(e), ConnKey::of_flow(e)) {
                 opener.entry(key).or_insert(end);
             }
         }
@@ -190,6 +246,20 @@ impl Connections {
             let server = parse_end(n.orig_dst.as_deref()?)?;
             return Some(Conn { key: ConnKey::new(event.flow.l4_proto, client, server), client, server });
         }
+        let (key, own) = self.flow_key(event)?;
+        if let Some(original) = self.alias.get(&key) {
+            return Some(Conn { key: original.key.clone(), client: original.client, server: original.server });
+        }
+        let (client, server) = match self.opener.get(&key) {
+            Some(&opener) => (opener, key.other(opener)),
+            None => own,
+        };
+        Some(Conn { key, client, server })
+    }
+
+    /// The key of an event's own flow (that of its connection when it was reported without its
+    /// source port), and its ends in the event's direction. Not for NAT events.
+    fn flow_key(&self, event: &Event) -> Option<(ConnKey, (End, End))> {
         let mut key = ConnKey::of_flow(event)?;
         let f = &event.flow;
         let mut own = ((f.src?, f.sport), (f.dst?, f.dport));
@@ -200,14 +270,7 @@ impl Connections {
             let src = if key.a.0 == own.0.0 { key.a } else { key.b };
             own = (src, key.other(src));
         }
-        if let Some(original) = self.alias.get(&key) {
-            return Some(Conn { key: original.key.clone(), client: original.client, server: original.server });
-        }
-        let (client, server) = match self.opener.get(&key) {
-            Some(&opener) => (opener, key.other(opener)),
-            None => own,
-        };
-        Some(Conn { key, client, server })
+        Some((key, own))
     }
 
     /// The connection an event belongs to and its label (`CLIENT -> SERVER`, see [`Conn`]).
@@ -220,12 +283,161 @@ impl Connections {
 
     /// The connection of `event`, without its label (formatting it costs more than finding it).
     pub(crate) fn key_of(&self, event: &Event) -> Option<ConnKey> {
-        self.conn(event).map(|c| c.key)
+        if matches!(event.detail, Detail::Nat(_)) {
+            return self.conn(event).map(|c| c.key);
+        }
+        // As conn's, without the ends: no lookup of who opened it.
+        let (key, _) = self.flow_key(event)?;
+        Some(self.alias.get(&key).map_or(key, |original| original.key.clone()))
     }
 
     /// Where DNAT sent a connection (by its key, as [`Self::conn`] gives it), if it was NATed.
     pub(crate) fn nat(&self, key: &ConnKey) -> Option<&NatView> {
         self.nat.get(key)
+    }
+}
+
+/// A connection id of [`EventConns`] for "no connection" (an event without addresses).
+const NO_CONN: u32 = u32::MAX;
+
+/// Every event of a run joined to its connection once: the rules ask for each event's
+/// connection many times (each rule, each finding's story), and finding it through
+/// [`Connections::conn`] (several map lookups) and naming it (formatting addresses) each time
+/// was most of `diagnose --from`'s time. Connections and their keys get small ids; an event of
+/// the run is found by its place in the run's slice, so a lookup is an index.
+#[derive(Debug)]
+pub(crate) struct EventConns<'a> {
+    events: &'a [Event],
+    conns: Connections,
+    /// Per event of `events`: its connection's id in `table`, or [`NO_CONN`].
+    of_event: Vec<u32>,
+    /// The distinct connections (key and direction) and, per connection, its key's id.
+    table: Vec<(Conn, u32)>,
+    table_ids: FastMap<Conn, u32>,
+    /// `CLIENT -> SERVER` per connection, made when first asked.
+    labels: Vec<OnceCell<String>>,
+    /// The distinct keys, by id.
+    keys: Vec<ConnKey>,
+    key_ids: FastMap<ConnKey, u32>,
+}
+
+impl<'a> EventConns<'a> {
+    /// Learns the run's connections ([`Connections::learn`]) and joins each event to one.
+    pub(crate) fn new(events: &'a [Event]) -> Self {
+        let conns = Connections::learn_with(events.iter(), true);
+        let mut this = Self {
+            events,
+            conns,
+            of_event: Vec::with_capacity(events.len()),
+            table: Vec::new(),
+            table_ids: FastMap::default(),
+            labels: Vec::new(),
+            keys: Vec::new(),
+            key_ids: FastMap::default(),
+        };
+        for e in events {
+            let id = match this.conns.conn(e) {
+                Some(c) => this.intern(c),
+                None => NO_CONN,
+            };
+            this.of_event.push(id);
+        }
+        this
+    }
+
+    fn intern(&mut self, c: Conn) -> u32 {
+        if let Some(&id) = self.table_ids.get(&c) {
+            return id;
+        }
+        let key_id = match self.key_ids.get(&c.key) {
+            Some(&k) => k,
+            None => {
+                let k = self.keys.len() as u32;
+                self.keys.push(c.key.clone());
+                self.key_ids.insert(c.key.clone(), k);
+                k
+            }
+        };
+        let id = self.table.len() as u32;
+        self.table_ids.insert(c.clone(), id);
+        self.table.push((c, key_id));
+        self.labels.push(OnceCell::new());
+        id
+    }
+
+    /// The events joined.
+    pub(crate) fn events(&self) -> &'a [Event] {
+        self.events
+    }
+
+    /// The place of `event` in the run's slice, when it is one of the run's events.
+    pub(crate) fn index(&self, event: &Event) -> Option<usize> {
+        let size = size_of::<Event>();
+        let offset = std::ptr::from_ref(event).addr().wrapping_sub(self.events.as_ptr().addr());
+        (offset.is_multiple_of(size) && offset / size < self.events.len()).then_some(offset / size)
+    }
+
+    /// The id of `event`'s connection (key and direction). An event that is not the run's is
+    /// joined to the run's connection of the same key and direction, if the run has one.
+    fn conn_id(&self, event: &Event) -> Option<u32> {
+        match self.index(event) {
+            Some(i) => Some(self.of_event[i]).filter(|&id| id != NO_CONN),
+            None => self.table_ids.get(&self.conns.conn(event)?).copied(),
+        }
+    }
+
+    /// The connection an event belongs to, with its ends ([`Connections::conn`]).
+    pub(crate) fn conn(&self, event: &Event) -> Option<Conn> {
+        match self.index(event) {
+            Some(_) => self.conn_id(event).map(|id| self.table[id as usize].0.clone()),
+            None => self.conns.conn(event),
+        }
+    }
+
+    /// The connection of `event`, without its label.
+    pub(crate) fn key_of(&self, event: &Event) -> Option<ConnKey> {
+        self.conn(event).map(|c| c.key)
+    }
+
+    /// The id of `event`'s connection key (ids run from 0 to [`Self::key_count`]).
+    pub(crate) fn key_id(&self, event: &Event) -> Option<u32> {
+        match self.index(event) {
+            Some(_) => self.conn_id(event).map(|id| self.table[id as usize].1),
+            None => self.key_ids.get(&self.conns.conn(event)?.key).copied(),
+        }
+    }
+
+    /// The id of a key one of the run's events has.
+    pub(crate) fn id_of_key(&self, key: &ConnKey) -> Option<u32> {
+        self.key_ids.get(key).copied()
+    }
+
+    /// The key of an id [`Self::key_id`] gave.
+    pub(crate) fn key(&self, id: u32) -> &ConnKey {
+        &self.keys[id as usize]
+    }
+
+    /// How many distinct keys the run's events have.
+    pub(crate) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// `CLIENT -> SERVER` of `event`'s connection ([`Conn::label`]), made once per connection.
+    pub(crate) fn label(&self, event: &Event) -> Option<String> {
+        match self.conn_id(event) {
+            Some(id) if self.index(event).is_some() => Some(self.labels[id as usize].get_or_init(|| self.table[id as usize].0.label()).clone()),
+            _ => self.conns.conn(event).map(|c| c.label()),
+        }
+    }
+
+    /// The connection an event belongs to and its label.
+    pub(crate) fn of(&self, event: &Event) -> Option<(ConnKey, String)> {
+        Some((self.key_of(event)?, self.label(event)?))
+    }
+
+    /// Where DNAT sent a connection (by its key), if it was NATed ([`Connections::nat`]).
+    pub(crate) fn nat(&self, key: &ConnKey) -> Option<&NatView> {
+        self.conns.nat(key)
     }
 }
 
@@ -353,6 +565,30 @@ mod tests {
         let s = stories(&events);
         assert_eq!(s.len(), 1, "{s:#?}");
         assert_eq!(s[0].label, "10.0.0.1:41000 -> 10.0.0.2:80", "told by the socket in SYN_SENT");
+    }
+
+    #[test]
+    fn the_ipv4_fast_path_parses_as_the_standard_parser_or_not_at_all() {
+        for text in ["10.0.0.1:80", "0.0.0.0:0", "255.255.255.255:65535", "10.244.0.12:30010", "1.2.3.4:5"] {
+            assert_eq!(v4_end(text), text.parse::<SocketAddr>().ok().map(|sa| (sa.ip(), Some(sa.port()))), "{text}");
+            assert!(v4_end(text).is_some(), "{text}");
+        }
+        // Left to the standard parser (which takes some of them: the same end either way).
+        for text in [
+            "10.0.0.1",
+            "10.0.0.01:80",
+            "10.0.0.1:080",
+            "256.0.0.1:80",
+            "1.2.3.4:65536",
+            "1.2.3:4",
+            "1.2.3.4:",
+            "1.2.3.4:5x",
+            "1.2.3.1000:5",
+            "[::1]:80",
+            "",
+        ] {
+            assert_eq!(v4_end(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -4,14 +4,14 @@
 //! the client's view and the backend's), and an error finding of one node whose connections
 //! other nodes also saw gets a `cross-node` finding naming both ends, linked to it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
 use crate::{
     diagnose::{
         findings::{Finding, Seen, Severity},
-        flows::{ConnKey, Connections},
+        flows::{ConnKey, Connections, EventConns},
     },
     events::{Detail, Event},
 };
@@ -29,44 +29,79 @@ const CAUSES: &[&str] = &[
     "conntrack-drop",
 ];
 
+/// An event without a connection (no addresses), in the per-event ids below.
+const NONE: u32 = u32::MAX;
+
 /// The cross-node findings of `findings` (each node's, by node), from every node's `events`.
-pub(super) fn findings(nodes: &[(&str, &[Event], &[Finding])]) -> Vec<Finding> {
+pub(super) fn findings(nodes: &[(&str, &EventConns<'_>, &[Finding])]) -> Vec<Finding> {
     // Every node's events at once, borrowed: a copy of them doubled the peak memory.
-    let merged = Connections::learn(nodes.iter().flat_map(|(_, events, _)| events.iter()));
-    // Each merged connection: the nodes that saw it, and its NAT events.
-    let mut seen_on: BTreeMap<ConnKey, BTreeSet<&str>> = BTreeMap::new();
-    let mut nat_on: BTreeMap<ConnKey, (&str, &Event)> = BTreeMap::new();
-    for &(node, events, _) in nodes {
+    let merged = Connections::learn_keys(nodes.iter().flat_map(|(_, conns, _)| conns.events().iter()));
+    // Each event's merged connection found once, as a small id: the joins below are by id.
+    let mut ids: HashMap<ConnKey, u32, foldhash::fast::RandomState> = HashMap::default();
+    let mut keys: Vec<ConnKey> = Vec::new();
+    // Per merged connection: the nodes that saw it, and its first NAT event.
+    let mut seen_on: Vec<BTreeSet<&str>> = Vec::new();
+    let mut nat_on: Vec<Option<(&str, &Event)>> = Vec::new();
+    let mut of_event: Vec<Vec<u32>> = Vec::with_capacity(nodes.len());
+    for &(node, conns, _) in nodes {
+        let events = conns.events();
+        let mut mine = Vec::with_capacity(events.len());
         for e in events {
-            let Some(key) = merged.key_of(e) else { continue };
-            seen_on.entry(key.clone()).or_default().insert(node);
-            if matches!(e.detail, Detail::Nat(_)) {
-                nat_on.entry(key).or_insert((node, e));
+            let Some(key) = merged.key_of(e) else {
+                mine.push(NONE);
+                continue;
+            };
+            let id = *ids.entry(key).or_insert_with_key(|key| {
+                keys.push(key.clone());
+                seen_on.push(BTreeSet::new());
+                nat_on.push(None);
+                keys.len() as u32 - 1
+            });
+            let at = id as usize;
+            if !seen_on[at].contains(node) {
+                seen_on[at].insert(node);
             }
+            if matches!(e.detail, Detail::Nat(_)) && nat_on[at].is_none() {
+                nat_on[at] = Some((node, e));
+            }
+            mine.push(id);
         }
+        of_event.push(mine);
     }
     let mut out = Vec::new();
-    for &(node, events, found) in nodes {
+    for (&(node, local, found), merged_ids) in nodes.iter().zip(&of_event) {
+        let events = local.events();
         let mut causes = found.iter().filter(|f| f.severity == Severity::Error && CAUSES.contains(&f.code)).peekable();
         if causes.peek().is_none() {
             continue;
         }
-        // Each connection as this node names it -> the same connection as every node names it,
-        // made once per node (not once per finding: a storm's findings times its events).
-        let local = Connections::learn(events);
-        let mut named: HashMap<ConnKey, BTreeSet<ConnKey>> = HashMap::new();
-        for e in events {
-            if let (Some(own), Some(all)) = (local.key_of(e), merged.key_of(e)) {
-                named.entry(own).or_default().insert(all);
+        // Each connection as this node names it (as its rules did) -> the same connection as
+        // every node names it, made once per node (not once per finding).
+        let mut named: Vec<Vec<u32>> = vec![Vec::new(); local.key_count()];
+        for (e, &all) in events.iter().zip(merged_ids) {
+            if all != NONE
+                && let Some(own) = local.key_id(e)
+            {
+                let list = &mut named[own as usize];
+                if list.last() != Some(&all) {
+                    list.push(all);
+                }
             }
         }
+        for list in &mut named {
+            list.sort_unstable();
+            list.dedup();
+        }
         for f in causes {
-            // The finding's connections as every node names them.
-            let keys: BTreeSet<ConnKey> = f.conns.iter().filter_map(|k| named.get(k)).flatten().cloned().collect();
-            let others: BTreeSet<&str> = keys.iter().filter_map(|k| seen_on.get(k)).flatten().copied().filter(|n| *n != node).collect();
+            // The finding's connections as every node names them, in key order.
+            let mut all: Vec<u32> = f.conns.iter().filter_map(|k| local.id_of_key(k)).flat_map(|own| &named[own as usize]).copied().collect();
+            all.sort_unstable();
+            all.dedup();
+            all.sort_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
+            let others: BTreeSet<&str> = all.iter().flat_map(|&id| &seen_on[id as usize]).copied().filter(|n| *n != node).collect();
             let Some(client_node) = others.first() else { continue };
-            let nat = keys.iter().find_map(|k| nat_on.get(k)).filter(|(n, _)| *n != node).map(|(_, e)| *e);
-            out.push(cross(node, client_node, f, nat, keys.len(), &others));
+            let nat = all.iter().find_map(|&id| nat_on[id as usize]).filter(|(n, _)| *n != node).map(|(_, e)| e);
+            out.push(cross(node, client_node, f, nat, all.len(), &others));
         }
     }
     out

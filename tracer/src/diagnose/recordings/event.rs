@@ -22,6 +22,8 @@ use crate::{
     },
 };
 
+mod fast;
+
 /// Every field any event kind writes (output/json.rs and each family's `write_json`).
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -36,11 +38,15 @@ struct Line<'a> {
     src: Option<Cow<'a, str>>,
     #[serde(borrow)]
     dst: Option<Cow<'a, str>>,
-    src_pod: Option<String>,
-    dst_pod: Option<String>,
+    #[serde(borrow)]
+    src_pod: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    dst_pod: Option<Cow<'a, str>>,
     netns: Option<u32>,
-    netns_pod: Option<String>,
-    ifname: Option<String>,
+    #[serde(borrow)]
+    netns_pod: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ifname: Option<Cow<'a, str>>,
     ifindex: Option<u32>,
     #[serde(borrow)]
     node: Option<Cow<'a, str>>,
@@ -51,9 +57,11 @@ struct Line<'a> {
     #[serde(borrow)]
     tunnel: Option<LineTunnel<'a>>,
     // drop (and mtu: reason, len)
-    reason: Option<String>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
     reason_code: Option<u32>,
-    location: Option<String>,
+    #[serde(borrow)]
+    location: Option<Cow<'a, str>>,
     len: Option<u32>,
     #[serde(borrow)]
     packet_ct: Option<Cow<'a, str>>,
@@ -69,15 +77,22 @@ struct Line<'a> {
     // nat
     #[serde(borrow)]
     nat: Option<Cow<'a, str>>,
-    orig_src: Option<String>,
-    orig_dst: Option<String>,
-    reply_src: Option<String>,
-    reply_dst: Option<String>,
+    #[serde(borrow)]
+    orig_src: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    orig_dst: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reply_src: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reply_dst: Option<Cow<'a, str>>,
     reply_seen: Option<bool>,
     assured: Option<bool>,
-    backend: Option<String>,
-    backend_pod: Option<String>,
-    service: Option<String>,
+    #[serde(borrow)]
+    backend: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    backend_pod: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    service: Option<Cow<'a, str>>,
     conn: Option<u64>,
     // mtu
     #[serde(borrow)]
@@ -112,8 +127,9 @@ struct LineConntrack<'a> {
 }
 
 /// What a line is, by its `kind`.
+#[expect(clippy::large_enum_variant, reason = "one per line, moved straight into its node's events: a box was a malloc and a copy more per event")]
 pub(super) enum Parsed {
-    Event(Box<Event>),
+    Event(Event),
     /// Not an event kind: a recording's own record (or unknown), for the caller to read.
     Other,
     /// An event kind whose fields do not make an event (truncated, wrong types).
@@ -137,7 +153,8 @@ impl Nodes {
 
 /// One line: an event, another record, or bad.
 pub(super) fn parse(line: &str, nodes: &mut Nodes) -> Parsed {
-    let Ok(l) = serde_json::from_str::<Line<'_>>(line) else {
+    // The lines `watch` writes take the fast path; any other spelling of JSON, serde.
+    let Some(l) = fast::line(line).or_else(|| serde_json::from_str::<Line<'_>>(line).ok()) else {
         // Another record's fields may share a name with an event's and not its type (a `fact`'s
         // `proto` is a number): what the line is, is its kind's to say.
         #[derive(Deserialize)]
@@ -154,7 +171,12 @@ pub(super) fn parse(line: &str, nodes: &mut Nodes) -> Parsed {
     if !is_event_kind(kind) {
         return Parsed::Other;
     }
-    event(&l, kind, nodes).map_or(Parsed::Bad, |e| Parsed::Event(Box::new(e)))
+    event(&l, kind, nodes).map_or(Parsed::Bad, Parsed::Event)
+}
+
+/// A field of the line, as the event's own string.
+fn own(field: &Option<Cow<'_, str>>) -> Option<String> {
+    field.as_deref().map(String::from)
 }
 
 fn is_event_kind(kind: &str) -> bool {
@@ -179,9 +201,9 @@ fn event(l: &Line<'_>, kind: &str, nodes: &mut Nodes) -> Option<Event> {
     };
     let detail = match kind {
         "drop" => Detail::Drop(DropDetail {
-            reason: l.reason.clone()?,
+            reason: own(&l.reason)?,
             reason_code: l.reason_code.unwrap_or(0),
-            location: l.location.clone().unwrap_or_default(),
+            location: own(&l.location).unwrap_or_default(),
             len: l.len.unwrap_or(0),
             packet_ct: match l.packet_ct.as_deref() {
                 Some("absent") => PacketCt::Absent,
@@ -226,10 +248,10 @@ fn event(l: &Line<'_>, kind: &str, nodes: &mut Nodes) -> Option<Event> {
             Detail::Nat(NatDetail {
                 nat,
                 orig_dst_addr: l.orig_dst.as_deref().and_then(|d| d.parse::<SocketAddr>().ok()),
-                orig_src: l.orig_src.clone(),
-                orig_dst: l.orig_dst.clone(),
-                reply_src: l.reply_src.clone(),
-                reply_dst: l.reply_dst.clone(),
+                orig_src: own(&l.orig_src),
+                orig_dst: own(&l.orig_dst),
+                reply_src: own(&l.reply_src),
+                reply_dst: own(&l.reply_dst),
                 reply_seen: l.reply_seen.unwrap_or(false),
                 assured: l.assured.unwrap_or(false),
                 state: match l.state.as_deref()? {
@@ -243,9 +265,9 @@ fn event(l: &Line<'_>, kind: &str, nodes: &mut Nodes) -> Option<Event> {
                     _ => return None,
                 },
                 backend_ip: l.backend.as_deref().and_then(parse_end).map(|e| e.0),
-                backend: l.backend.clone(),
-                backend_pod: l.backend_pod.clone(),
-                service: l.service.clone(),
+                backend: own(&l.backend),
+                backend_pod: own(&l.backend_pod),
+                service: own(&l.service),
                 conn: l.conn.unwrap_or(0),
             })
         }
@@ -263,7 +285,7 @@ fn event(l: &Line<'_>, kind: &str, nodes: &mut Nodes) -> Option<Event> {
             dev_mtu: l.dev_mtu,
             icmp_src: l.icmp_src,
             icmp_dst: l.icmp_dst,
-            reason: l.reason.clone(),
+            reason: own(&l.reason),
             hook: match l.hook.as_deref() {
                 Some("icmp_send") => MtuHook::IcmpSend,
                 Some("tc_ingress") => MtuHook::TcIngress,
@@ -278,10 +300,10 @@ fn event(l: &Line<'_>, kind: &str, nodes: &mut Nodes) -> Option<Event> {
         flow,
         netns: l.netns,
         ifindex: l.ifindex,
-        ifname: l.ifname.clone(),
-        src_pod: l.src_pod.clone(),
-        dst_pod: l.dst_pod.clone(),
-        netns_pod: l.netns_pod.clone(),
+        ifname: own(&l.ifname),
+        src_pod: own(&l.src_pod),
+        dst_pod: own(&l.dst_pod),
+        netns_pod: own(&l.netns_pod),
         node: l.node.as_deref().map(|n| nodes.get(n)),
         detail,
     })

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Report,
     findings::{Facts, NamespaceRules, RunInfo, error_text},
+    flows::EventConns,
 };
 use crate::{
     events::{Event, rfc3339},
@@ -103,6 +104,9 @@ struct FactRecord {
     fact: Fact,
 }
 
+/// The Service at (address, port, protocol), by the rules' questions.
+type ServiceAnswers = HashMap<(IpAddr, u16, u8), Option<String>, foldhash::fast::RandomState>;
+
 /// Every answer the rules got: written as `fact` records, and answering as [`Facts`] on replay
 /// (a question not in it has no answer: the rules then say less, as on a machine that cannot
 /// tell).
@@ -110,7 +114,8 @@ struct FactRecord {
 pub(crate) struct FactLog {
     sysctls: HashMap<(u32, String), Option<String>>,
     names: HashMap<u32, Option<String>>,
-    services: RefCell<HashMap<(IpAddr, u16, u8), Option<String>>>,
+    /// Asked for every packet to a Service port: foldhash, not SipHash.
+    services: RefCell<ServiceAnswers>,
     knows_services: Option<bool>,
     rules: HashMap<u32, Rc<NamespaceRules>>,
     tunnels: HashMap<u32, Option<TunnelFacts>>,
@@ -320,8 +325,12 @@ impl Recordings {
             }
             match event::parse(text, &mut nodes) {
                 event::Parsed::Event(mut e) => {
-                    let node = e.node.get_or_insert_with(|| fallback.clone()).to_string();
-                    self.node(node).events.push(*e);
+                    let node = e.node.get_or_insert_with(|| fallback.clone()).clone();
+                    // The node's name is copied only when the node is new.
+                    match self.nodes.get_mut(&*node) {
+                        Some(rec) => rec.events.push(e),
+                        None => self.node(node.to_string()).events.push(e),
+                    }
                 }
                 event::Parsed::Bad => self.skip(source, text),
                 event::Parsed::Other => {
@@ -426,9 +435,14 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
     let mut probes = BTreeMap::new();
     let several = recordings.nodes.len() > 1;
     let mut per_node: Vec<(usize, usize)> = Vec::new();
+    // Each node's events joined to their connections by its rules, kept for the cross-node
+    // findings (which join them again across nodes).
+    let mut joined = Vec::new();
+    let nodes: Vec<String> = recordings.nodes.keys().cloned().collect();
     for (node, rec) in &mut recordings.nodes {
         let run = rec.run.clone().unwrap_or_else(|| RunRecord { node: Some(node.clone()), events: rec.events.len() as u64, ..RunRecord::default() });
-        let mut found = super::findings::diagnose(&rec.events, &run.info(), &mut rec.facts);
+        let (mut found, conns) = super::findings::diagnose_joined(EventConns::new(&rec.events), &run.info(), &mut rec.facts);
+        joined.push(conns);
         for f in &mut found {
             // A configuration fact (no events) is its node's too.
             if f.seen.nodes.is_empty() {
@@ -447,17 +461,12 @@ pub(crate) fn diagnose(recordings: &mut Recordings) -> Report {
     }
     if several {
         // Cross-node findings first: they say what the per-node findings they link cannot.
-        let parts: Vec<(&str, &[Event], &[crate::diagnose::findings::Finding])> = recordings
-            .nodes
-            .iter()
-            .zip(&per_node)
-            .map(|((node, rec), &(from, to))| (node.as_str(), rec.events.as_slice(), &findings[from..to]))
-            .collect();
+        let parts: Vec<(&str, &EventConns<'_>, &[crate::diagnose::findings::Finding])> =
+            nodes.iter().zip(&joined).zip(&per_node).map(|((node, conns), &(from, to))| (node.as_str(), conns, &findings[from..to])).collect();
         let mut crossing = cross::findings(&parts);
         crossing.append(&mut findings);
         findings = crossing;
     }
-    let nodes: Vec<String> = recordings.nodes.keys().cloned().collect();
     Report {
         node: if several { None } else { nodes.first().cloned() },
         nodes: if several { nodes } else { Vec::new() },
