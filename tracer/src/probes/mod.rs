@@ -167,10 +167,17 @@ pub(crate) fn attach_btf_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: 
     Ok(())
 }
 
-/// Loads the BTF tracepoint programs `wanted` (program, tracepoint), on as many threads as there
-/// are CPUs: the verifier runs in the loading thread, and the programs of `watch` took it
-/// 120-180 ms one after another. Nothing is attached here; on an error the programs loaded are
-/// unloaded with `ebpf`, as before.
+/// Most programs verified at once ([`load_btf_tracepoints`]): each verifier run holds its own
+/// state in the kernel; `watch` has nine such programs today.
+const MAX_LOADERS: usize = 16;
+
+/// Loads the BTF tracepoint programs `wanted` (program, tracepoint), each on its own thread (up
+/// to [`MAX_LOADERS`]): the verifier runs in the loading thread, and the programs of `watch` took
+/// it 120-180 ms one after another. One thread per program rather than per CPU: the programs
+/// come in no fixed order (aya keeps them in a hash map) and differ sevenfold in verifier time,
+/// so a queue on two threads sometimes started the longest last and ended up to its whole time
+/// after the other thread; run all at once, the CPUs share them and finish together. Nothing is
+/// attached here; on an error the programs loaded are unloaded with `ebpf`, as before.
 pub(crate) fn load_btf_tracepoints(ebpf: &mut Ebpf, wanted: &[(&'static str, &'static str)], btf: &aya::Btf) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let mut jobs = Vec::new();
@@ -182,7 +189,7 @@ pub(crate) fn load_btf_tracepoints(ebpf: &mut Ebpf, wanted: &[(&'static str, &'s
             }
         }
     }
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(jobs.len());
+    let threads = jobs.len().min(MAX_LOADERS);
     let queue = std::sync::Mutex::new(jobs.into_iter());
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
