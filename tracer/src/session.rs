@@ -231,7 +231,8 @@ impl Session {
         // another, before anything is attached.
         let wanted: Vec<_> = families.iter().flat_map(|f| f.btf_tracepoints()).collect();
         phase("maps created");
-        crate::probes::load_btf_tracepoints(&mut ebpf, &wanted, &aya_btf)?;
+        let classifiers: Vec<_> = families.iter().flat_map(|f| f.classifiers()).collect();
+        crate::probes::load_programs(&mut ebpf, &wanted, &classifiers, &aya_btf)?;
         phase("programs verified");
         for family in &mut families {
             family.attach(&mut ebpf, &ctx)?;
