@@ -52,7 +52,7 @@ impl Globals {
     }
 }
 
-/// A loader, made on a thread: `EbpfLoader::new()` parses the kernel's BTF (about 150 ms), which
+/// A loader, made on a thread: `EbpfLoader::new()` parses the kernel's BTF (~20 ms of CPU), which
 /// the session lets happen while it plans.
 pub(crate) fn new_loader_in_background() -> std::thread::JoinHandle<EbpfLoader<'static>> {
     std::thread::spawn(EbpfLoader::new)

@@ -139,6 +139,9 @@ impl Session {
         other_namespace: bool,
     ) -> anyhow::Result<Session> {
         let alone = command.alone();
+        let started = std::time::Instant::now();
+        // Where start-up's time goes (`RUST_LOG=tracer::session=debug`), phase by phase.
+        let phase = |what: &str| log::debug!("start-up: {what} at {} ms", started.elapsed().as_millis());
         let ids: Vec<FamilyId> = families.iter().map(|f| f.id()).collect();
         require_privileges(command, &ids, other_namespace)?;
         let mut families = families;
@@ -146,8 +149,8 @@ impl Session {
             family.prepare()?;
         }
 
-        // BTF is parsed once for every family's plan (btf-rs, here) and once for loading and
-        // every attach (aya, on a thread meanwhile: each takes ~150 ms).
+        // BTF is read once for every family's plan (kernel::btf, here: an index, ~10 ms) and
+        // parsed once for loading and every attach (aya, on a thread meanwhile, ~20 ms).
         let aya_btf = {
             let path = trace.btf.clone();
             std::thread::spawn(move || aya_btf(path.as_deref()))
@@ -170,6 +173,7 @@ impl Session {
             }
         }
         let offsets = btf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
+        phase("planned");
         // Everything needed from BTF is resolved; the parsed types are tens of MB.
         drop(btf);
 
@@ -203,8 +207,11 @@ impl Session {
             family.print_facts();
         }
 
+        phase("pods started");
         let aya_btf = aya_btf.join().map_err(|_| anyhow::anyhow!("the BTF reader panicked"))??;
+        phase("aya's BTF parsed");
         let loader = loader.join().map_err(|_| anyhow::anyhow!("the BTF reader panicked"))?;
+        phase("the loader's BTF parsed");
         globals.set_ring_buffer(trace.ring_buffer_bytes);
         let mut ebpf = loader::load(loader, &globals, trace.ring_buffer_bytes, &aya_btf)?;
         pods.attach_kernel_filter(&mut ebpf)?;
@@ -223,13 +230,17 @@ impl Session {
         // The verifier's share of start-up, on every CPU at once rather than one program after
         // another, before anything is attached.
         let wanted: Vec<_> = families.iter().flat_map(|f| f.btf_tracepoints()).collect();
-        crate::probes::load_btf_tracepoints(&mut ebpf, &wanted, &aya_btf)?;
+        phase("maps created");
+        let classifiers: Vec<_> = families.iter().flat_map(|f| f.classifiers()).collect();
+        crate::probes::load_programs(&mut ebpf, &wanted, &classifiers, &aya_btf)?;
+        phase("programs verified");
         for family in &mut families {
             family.attach(&mut ebpf, &ctx)?;
         }
         drop(aya_btf);
         let ring = runner::ring(&mut ebpf)?;
         release_startup_memory();
+        phase("attached");
 
         let ctrl_c = if trace.duration.is_some() { "" } else { "; stop with Ctrl-C" };
         if alone {

@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, BtfType, Type};
 use tracer_common::offsets::KernelOffsets;
+
+use super::btf_format::{BtfData, FormatError, RawType, View, kind};
 
 /// Where the kernel publishes its own BTF (CONFIG_DEBUG_INFO_BTF, kernel >= 5.4).
 pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -20,7 +21,7 @@ pub(crate) enum BtfError {
     Read {
         path: PathBuf,
         #[source]
-        source: btf_rs::Error,
+        source: FormatError,
     },
     #[error("BTF file {path} does not exist")]
     Missing { path: PathBuf },
@@ -40,18 +41,18 @@ pub(crate) enum BtfError {
     Lookup {
         name: String,
         #[source]
-        source: btf_rs::Error,
+        source: FormatError,
     },
 }
 
 /// The kernel's BTF plus any module BTF loaded on demand.
 pub(crate) struct KernelBtf {
-    vmlinux: Btf,
-    modules: Vec<(String, Btf)>,
+    vmlinux: BtfData,
+    modules: Vec<(String, BtfData)>,
 }
 
 /// Where a BTF type came from, so lookups resolve ids in the right (split) BTF.
-type Found<'a> = (&'a Btf, Type);
+type Found<'a> = (View<'a>, RawType<'a>);
 
 impl KernelBtf {
     /// Loads `path` (a `--btf` override) or the running kernel's BTF.
@@ -60,15 +61,18 @@ impl KernelBtf {
         if !path.exists() {
             return Err(BtfError::Missing { path });
         }
-        // One read, then parse from memory: btf-rs' file reader seeks once per type (~100k
-        // lseek calls for a 6.x vmlinux), which made start-up several times slower.
         let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
-        Self::from_bytes(&bytes).map_err(|source| BtfError::Read { path, source })
+        Self::from_owned_bytes(bytes).map_err(|source| BtfError::Read { path, source })
     }
 
-    /// Parses a whole BTF (a `--btf` file's or vmlinux's bytes).
-    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, btf_rs::Error> {
-        Ok(Self { vmlinux: Btf::from_bytes(bytes)?, modules: Vec::new() })
+    /// Parses a whole BTF (a `--btf` file's or vmlinux's bytes), copying them.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, FormatError> {
+        Self::from_owned_bytes(bytes.to_vec())
+    }
+
+    fn from_owned_bytes(bytes: Vec<u8>) -> Result<Self, FormatError> {
+        Ok(Self { vmlinux: BtfData::parse(bytes)?, modules: Vec::new() })
     }
 
     /// Adds the split BTF of kernel module `name` (e.g. "nf_conntrack"), if the module is loaded.
@@ -87,48 +91,49 @@ impl KernelBtf {
     }
 
     /// Parses `bytes` as module `name`'s split BTF over vmlinux's and adds it.
-    pub(crate) fn add_module(&mut self, name: &str, bytes: &[u8]) -> Result<(), btf_rs::Error> {
-        let btf = Btf::from_split_bytes(bytes, &self.vmlinux)?;
+    pub(crate) fn add_module(&mut self, name: &str, bytes: &[u8]) -> Result<(), FormatError> {
+        let btf = BtfData::parse_split(bytes.to_vec(), &self.vmlinux)?;
         self.modules.push((name.to_string(), btf));
         Ok(())
     }
 
-    fn all(&self) -> impl Iterator<Item = &Btf> {
-        std::iter::once(&self.vmlinux).chain(self.modules.iter().map(|(_, b)| b))
+    fn all(&self) -> impl Iterator<Item = View<'_>> {
+        std::iter::once(View { own: &self.vmlinux, base: None }).chain(self.modules.iter().map(|(_, b)| View { own: b, base: Some(&self.vmlinux) }))
     }
 
-    /// Finds a named type accepted by `pick`, searching vmlinux then modules.
-    fn find(&self, name: &str, kind: &'static str, pick: fn(&Type) -> bool) -> Result<Found<'_>, BtfError> {
-        for btf in self.all() {
-            let types = match btf.resolve_types_by_name(name) {
-                Ok(types) => types,
-                // btf-rs reports "not found" as an error; try the next BTF.
-                Err(_) => continue,
-            };
-            if let Some(t) = types.into_iter().find(pick) {
-                return Ok((btf, t));
+    /// Finds a named type accepted by `pick`, searching vmlinux then modules (each module's own
+    /// types: vmlinux's were searched first).
+    fn find(&self, name: &str, what: &'static str, pick: fn(u8) -> bool) -> Result<Found<'_>, BtfError> {
+        for view in self.all() {
+            for id in view.own.ids_named(name) {
+                if let Ok(t) = view.ty(id)
+                    && pick(t.kind)
+                {
+                    return Ok((view, t));
+                }
             }
         }
-        Err(BtfError::NoType { kind, name: name.to_string() })
+        Err(BtfError::NoType { kind: what, name: name.to_string() })
     }
 
     fn find_struct(&self, name: &str) -> Result<Found<'_>, BtfError> {
-        self.find(name, "struct", |t| matches!(t, Type::Struct(_) | Type::Union(_)))
+        self.find(name, "struct", is_composite)
     }
 
     /// Byte offset of `path` (dot-separated, e.g. "nd_net.net") inside `struct strukt`.
     /// Members of anonymous structs and unions are found as the C compiler finds them.
     pub(crate) fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
-        let (btf, mut current) = self.find_struct(strukt)?;
+        let (view, mut current) = self.find_struct(strukt)?;
         let mut total_bits = 0u32;
         let mut owner = strukt.to_string();
         for member in path.split('.') {
-            let (Type::Struct(s) | Type::Union(s)) = &current else {
+            if !is_composite(current.kind) {
                 return Err(BtfError::NotComposite { strukt: owner, member: member.to_string() });
-            };
-            let (bits, ty) = find_member(btf, s, member)?.ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
+            }
+            let (bits, ty) =
+                find_member(view, current, member)?.ok_or_else(|| BtfError::NoMember { strukt: owner.clone(), member: member.to_string() })?;
             total_bits = total_bits.checked_add(bits).ok_or_else(|| BtfError::OffsetOverflow { member: path.to_string() })?;
-            current = skip_modifiers(btf, ty)?;
+            current = skip_modifiers(view, ty)?;
             owner = format!("{owner}.{member}");
         }
         if !total_bits.is_multiple_of(8) {
@@ -139,51 +144,52 @@ impl KernelBtf {
 
     /// Size in bytes of `struct name` (or union).
     pub(crate) fn size_of(&self, name: &str) -> Result<u32, BtfError> {
-        match self.find_struct(name)? {
-            (_, Type::Struct(s) | Type::Union(s)) => Ok(s.size() as u32),
-            _ => Err(BtfError::NoType { kind: "struct", name: name.to_string() }),
-        }
+        Ok(self.find_struct(name)?.1.size_or_type)
     }
 
     /// The (name, value) pairs of `enum name` (plain or 64-bit enum).
     pub(crate) fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
-        let (btf, t) = self.find(name, "enum", |t| matches!(t, Type::Enum(_) | Type::Enum64(_)))?;
+        let (view, t) = self.find(name, "enum", |k| k == kind::ENUM || k == kind::ENUM64)?;
         let lookup = |source| BtfError::Lookup { name: name.to_string(), source };
-        match t {
-            Type::Enum(e) => e.members.iter().map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, u64::from(m.val())))).collect(),
-            Type::Enum64(e) => e.members.iter().map(|m| Ok((btf.resolve_name(m).map_err(lookup)?, m.val()))).collect(),
-            _ => Err(BtfError::NoType { kind: "enum", name: name.to_string() }),
-        }
+        // ENUM: (name, value) per enumerator; ENUM64: (name, low 32 bits, high 32 bits).
+        let words = if t.kind == kind::ENUM { 2 } else { 3 };
+        (0..usize::from(t.vlen))
+            .map(|i| {
+                let w = |j| t.word(i * words + j);
+                let value = if t.kind == kind::ENUM { u64::from(w(1)) } else { u64::from(w(1)) | (u64::from(w(2)) << 32) };
+                Ok((view.name(w(0)).map_err(lookup)?.to_string(), value))
+            })
+            .collect()
     }
 
     /// The parameter types of BTF tracepoint `name` (from the `btf_trace_NAME` typedef), without
     /// the leading `void *__data`: index i is the program's argument i.
     pub(crate) fn tracepoint_params(&self, name: &str) -> Result<Vec<ParamType>, BtfError> {
         let typedef = format!("btf_trace_{name}");
-        let (btf, t) = self.find(&typedef, "typedef", |t| matches!(t, Type::Typedef(_)))?;
+        let (view, t) = self.find(&typedef, "typedef", |k| k == kind::TYPEDEF)?;
         let lookup = |source| BtfError::Lookup { name: typedef.clone(), source };
-        let mut ty = btf.resolve_chained_type(as_btf(&t)?).map_err(lookup)?;
-        if let Type::Ptr(p) = &ty {
-            ty = btf.resolve_chained_type(p).map_err(lookup)?;
+        let mut ty = view.ty(t.size_or_type).map_err(lookup)?;
+        if ty.kind == kind::PTR {
+            ty = view.ty(ty.size_or_type).map_err(lookup)?;
         }
-        let Type::FuncProto(proto) = ty else {
+        if ty.kind != kind::FUNC_PROTO {
             return Err(BtfError::NoType { kind: "function prototype", name: typedef });
-        };
-        proto.parameters.iter().skip(1).map(|param| describe(btf, skip_modifiers(btf, btf.resolve_chained_type(param).map_err(lookup)?)?)).collect()
+        }
+        // Each parameter is (name, type).
+        (1..usize::from(ty.vlen)).map(|i| describe(view, skip_modifiers(view, view.ty(ty.word(i * 2 + 1)).map_err(lookup)?)?)).collect()
     }
 
     /// The id of a function (`want_func`) or typedef named `name` in vmlinux BTF: what the kernel
     /// takes as `attach_btf_id` when loading fentry and tp_btf programs.
     pub(crate) fn vmlinux_id(&self, name: &str, want_func: bool) -> Result<u32, BtfError> {
-        let kind = if want_func { "function" } else { "typedef" };
-        let ids = self.vmlinux.resolve_ids_by_name(name).unwrap_or_default();
-        ids.into_iter()
-            .find(|id| match self.vmlinux.resolve_type_by_id(*id) {
-                Ok(Type::Func(_)) => want_func,
-                Ok(Type::Typedef(_)) => !want_func,
-                _ => false,
-            })
-            .ok_or_else(|| BtfError::NoType { kind, name: name.to_string() })
+        let what = if want_func { "function" } else { "typedef" };
+        let want = if want_func { kind::FUNC } else { kind::TYPEDEF };
+        let view = View { own: &self.vmlinux, base: None };
+        view.own
+            .ids_named(name)
+            .into_iter()
+            .find(|id| view.ty(*id).is_ok_and(|t| t.kind == want))
+            .ok_or_else(|| BtfError::NoType { kind: what, name: name.to_string() })
     }
 
     /// The offsets every packet probe needs, resolved for this kernel.
@@ -232,68 +238,76 @@ pub(crate) enum ParamType {
     Other,
 }
 
-fn as_btf(t: &Type) -> Result<&dyn BtfType, BtfError> {
-    t.as_btf_type().ok_or_else(|| BtfError::NoType { kind: "named type", name: t.name().to_string() })
+const fn is_composite(k: u8) -> bool {
+    k == kind::STRUCT || k == kind::UNION
 }
 
 /// Follows typedefs, const, volatile, restrict and type tags to the underlying type.
-fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type, BtfError> {
+fn skip_modifiers<'a>(view: View<'a>, mut t: RawType<'a>) -> Result<RawType<'a>, BtfError> {
     // Bounded: BTF chains of modifiers are short; a cycle would be malformed BTF.
     for _ in 0..32 {
-        match &t {
-            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
-                t = btf.resolve_chained_type(as_btf(&t)?).map_err(|source| BtfError::Lookup { name: "modifier".into(), source })?;
+        match t.kind {
+            kind::TYPEDEF | kind::CONST | kind::VOLATILE | kind::RESTRICT | kind::TYPE_TAG => {
+                t = view.ty(t.size_or_type).map_err(|source| BtfError::Lookup { name: "modifier".into(), source })?;
             }
             _ => return Ok(t),
         }
     }
-    Err(BtfError::NoType { kind: "non-cyclic type", name: t.name().to_string() })
+    Err(BtfError::NoType { kind: "non-cyclic type", name: view.name(t.name_off).unwrap_or_default().to_string() })
 }
 
 /// How deep anonymous members may nest: the kernel's go 3 or 4 deep (`sk_buff`'s headers group
 /// inside its anonymous union); BTF nesting deeper is malformed, or a cycle.
 const MAX_ANONYMOUS_NESTING: usize = 16;
 
-/// Finds `name` among `s`'s members, descending into anonymous members. Returns the bit offset
-/// and the member's type.
-fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>, BtfError> {
-    find_member_within(btf, s, name, MAX_ANONYMOUS_NESTING)
+/// Finds `name` among `s`'s members (`s` a struct or union), descending into anonymous members.
+/// Returns the bit offset and the member's type.
+fn find_member<'a>(view: View<'a>, s: RawType<'a>, name: &str) -> Result<Option<(u32, RawType<'a>)>, BtfError> {
+    find_member_within(view, s, name, MAX_ANONYMOUS_NESTING)
 }
 
-fn find_member_within(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) -> Result<Option<(u32, Type)>, BtfError> {
+fn find_member_within<'a>(view: View<'a>, s: RawType<'a>, name: &str, depth: usize) -> Result<Option<(u32, RawType<'a>)>, BtfError> {
     if depth == 0 {
         return Err(BtfError::TooDeep { member: name.to_string() });
     }
-    for m in &s.members {
-        let member_name = btf.resolve_name(m).unwrap_or_default();
-        let ty = btf.resolve_chained_type(m).map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
+    // Each member is (name, type, offset); with the kind flag, the offset word holds the
+    // bitfield size in its top 8 bits and the bit offset in the low 24.
+    for i in 0..usize::from(s.vlen) {
+        let (name_off, type_id, offset) = (s.word(i * 3), s.word(i * 3 + 1), s.word(i * 3 + 2));
+        let (bit_offset, bitfield_size) = if s.kind_flag { (offset & 0xff_ffff, offset >> 24) } else { (offset, 0) };
+        let member_name = view.name(name_off).unwrap_or_default();
+        let ty = view.ty(type_id).map_err(|source| BtfError::Lookup { name: name.to_string(), source })?;
         if member_name == name {
-            if m.bitfield_size().is_some_and(|size| size != 0) {
+            if bitfield_size != 0 {
                 return Err(BtfError::Bitfield { strukt: "(struct)".into(), member: name.to_string() });
             }
-            return Ok(Some((m.bit_offset(), ty)));
+            return Ok(Some((bit_offset, ty)));
         }
-        if member_name.is_empty()
-            && let Type::Struct(inner) | Type::Union(inner) = skip_modifiers(btf, ty)?
-            && let Some((bits, found)) = find_member_within(btf, &inner, name, depth - 1)?
-        {
-            let bits = m.bit_offset().checked_add(bits).ok_or_else(|| BtfError::OffsetOverflow { member: name.to_string() })?;
-            return Ok(Some((bits, found)));
+        if member_name.is_empty() {
+            let inner = skip_modifiers(view, ty)?;
+            if is_composite(inner.kind)
+                && let Some((bits, found)) = find_member_within(view, inner, name, depth - 1)?
+            {
+                let bits = bit_offset.checked_add(bits).ok_or_else(|| BtfError::OffsetOverflow { member: name.to_string() })?;
+                return Ok(Some((bits, found)));
+            }
         }
     }
     Ok(None)
 }
 
-fn describe(btf: &Btf, t: Type) -> Result<ParamType, BtfError> {
-    Ok(match &t {
-        Type::Ptr(p) => {
-            let target = btf.resolve_chained_type(p).map(|t| skip_modifiers(btf, t)).unwrap_or(Ok(Type::Void))?;
-            match &target {
-                Type::Struct(_) | Type::Union(_) | Type::Fwd(_) => ParamType::StructPtr(btf.resolve_name(as_btf(&target)?).unwrap_or_default()),
+fn describe(view: View<'_>, t: RawType<'_>) -> Result<ParamType, BtfError> {
+    let name = |t: RawType<'_>| view.name(t.name_off).unwrap_or_default().to_string();
+    Ok(match t.kind {
+        kind::PTR => {
+            // A target that cannot be read is taken as `void`, as a `void *` is.
+            let target = view.ty(t.size_or_type).map(|t| skip_modifiers(view, t)).unwrap_or(Ok(super::btf_format::VOID))?;
+            match target.kind {
+                kind::STRUCT | kind::UNION | kind::FWD => ParamType::StructPtr(name(target)),
                 _ => ParamType::OtherPtr,
             }
         }
-        Type::Enum(_) | Type::Enum64(_) => ParamType::Enum(btf.resolve_name(as_btf(&t)?).unwrap_or_default()),
+        kind::ENUM | kind::ENUM64 => ParamType::Enum(name(t)),
         _ => ParamType::Other,
     })
 }
@@ -441,6 +455,50 @@ mod tests {
         let btf = KernelBtf::from_bytes(&w.finish()).expect("parses");
         assert!(matches!(btf.offset_of("outer", "x"), Err(BtfError::OffsetOverflow { .. })), "through the anonymous member");
         assert!(matches!(btf.offset_of("outer", "named.x"), Err(BtfError::OffsetOverflow { .. })), "through the path");
+    }
+
+    /// A module's split BTF continues vmlinux's ids and strings: its types are found through
+    /// it, their members' types and names resolved in either half, as from one whole BTF.
+    #[test]
+    fn split_btf_resolves_like_the_whole() {
+        use crate::fuzzing::btf_writer;
+        let whole = KernelBtf::from_bytes(&btf_writer::vmlinux(true).finish()).expect("parses");
+        let base = btf_writer::vmlinux(false);
+        let mut split = KernelBtf::from_bytes(&base.finish()).expect("the base parses");
+        assert!(matches!(split.offset_of("nf_conn", "status"), Err(BtfError::NoType { .. })), "not in vmlinux");
+        split.add_module("nf_conntrack", &btf_writer::nf_conntrack_split(&base)).expect("the split parses");
+        for (strukt, path) in
+            [("nf_conn", "status"), ("nf_conn", "tuplehash"), ("nf_conntrack_tuple", "dst.protonum"), ("nf_conntrack_tuple", "src.l3num")]
+        {
+            let (a, b) = (whole.offset_of(strukt, path).expect("whole"), split.offset_of(strukt, path).expect("split"));
+            assert_eq!(a, b, "{strukt}.{path}");
+        }
+        assert_eq!(split.offset_of("nf_conntrack_tuple", "dst.dir").unwrap(), 20 + 19);
+        assert_eq!(split.enum_values("ip_conntrack_status").unwrap(), whole.enum_values("ip_conntrack_status").unwrap());
+        assert_eq!(split.size_of("nf_conn").unwrap(), 256);
+        // A 64-bit enumerator keeps its high half.
+        assert!(whole.enum_values("sk_rst_reason").unwrap().contains(&("SK_RST_REASON_MAX".to_string(), 1 << 40)));
+    }
+
+    /// Malformed BTF is an error, never a panic or a read outside the data.
+    #[test]
+    fn malformed_btf_is_an_error() {
+        use crate::{fuzzing::btf_writer, kernel::btf_format::FormatError};
+        let good = btf_writer::vmlinux(true).finish();
+        assert!(matches!(KernelBtf::from_bytes(&[]), Err(FormatError::Magic)));
+        assert!(matches!(KernelBtf::from_bytes(&good[..20]), Err(FormatError::Header)));
+        let mut big_strings = good.clone();
+        big_strings[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(KernelBtf::from_bytes(&big_strings), Err(FormatError::Header)));
+        // The type section cut in the middle of a type: its length no longer ends on a type.
+        let mut cut = good.clone();
+        let type_len = u32::from_le_bytes(cut[12..16].try_into().unwrap());
+        cut[12..16].copy_from_slice(&(type_len - 2).to_le_bytes());
+        assert!(matches!(KernelBtf::from_bytes(&cut), Err(FormatError::Type { .. })));
+        // An unknown kind in the first type.
+        let mut unknown = good;
+        unknown[24 + 7] = 0x1f;
+        assert!(matches!(KernelBtf::from_bytes(&unknown), Err(FormatError::Type { id: 1, kind: 0x1f })));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! they never assume.
 
 pub(crate) mod btf;
+pub(crate) mod btf_format;
 pub(crate) mod drop_reasons;
 pub(crate) mod features;
 pub(crate) mod firewall;

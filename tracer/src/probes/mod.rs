@@ -104,9 +104,16 @@ pub(crate) trait Family {
     fn print_facts(&self) {}
 
     /// The BTF tracepoints its `attach` will load, as (program, tracepoint), once planned: the
-    /// session loads every family's at once, in parallel ([`load_btf_tracepoints`]), before any
+    /// session loads every family's at once, in parallel ([`load_programs`]), before any
     /// family attaches. One not listed is loaded by `attach` itself.
     fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+
+    /// The tc classifier programs its `attach` will load for the devices known once planned:
+    /// loaded with the BTF tracepoints, in parallel ([`load_programs`]). One not listed (a
+    /// device that appears later) is loaded by `attach` or `maintain` itself.
+    fn classifiers(&self) -> Vec<&'static str> {
         Vec::new()
     }
 
@@ -154,7 +161,7 @@ pub(crate) trait Family {
 }
 
 /// Loads `program` as the BTF tracepoint `tracepoint`, against `btf` (parsed once per run by the
-/// session), unless [`load_btf_tracepoints`] did, and attaches it. The link lives as long as
+/// session), unless [`load_programs`] did, and attaches it. The link lives as long as
 /// `ebpf`; dropping it detaches.
 pub(crate) fn attach_btf_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -167,22 +174,39 @@ pub(crate) fn attach_btf_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: 
     Ok(())
 }
 
-/// Loads the BTF tracepoint programs `wanted` (program, tracepoint), on as many threads as there
-/// are CPUs: the verifier runs in the loading thread, and the programs of `watch` took it
-/// 120-180 ms one after another. Nothing is attached here; on an error the programs loaded are
-/// unloaded with `ebpf`, as before.
-pub(crate) fn load_btf_tracepoints(ebpf: &mut Ebpf, wanted: &[(&'static str, &'static str)], btf: &aya::Btf) -> anyhow::Result<()> {
+/// Most programs verified at once ([`load_programs`]): each verifier run holds its own
+/// state in the kernel; `watch` has nine such programs today.
+const MAX_LOADERS: usize = 16;
+
+/// Loads the BTF tracepoint programs `wanted` (program, tracepoint) and the tc classifiers
+/// `classifiers`, each on its own thread (up to [`MAX_LOADERS`]): the verifier runs in the loading thread, and the programs of `watch` took
+/// it 120-180 ms one after another. One thread per program rather than per CPU: the programs
+/// come in no fixed order (aya keeps them in a hash map) and differ sevenfold in verifier time,
+/// so a queue on two threads sometimes started the longest last and ended up to its whole time
+/// after the other thread; run all at once, the CPUs share them and finish together. Nothing is
+/// attached here; on an error the programs loaded are unloaded with `ebpf`, as before.
+pub(crate) fn load_programs(
+    ebpf: &mut Ebpf,
+    wanted: &[(&'static str, &'static str)],
+    classifiers: &[&'static str],
+    btf: &aya::Btf,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let mut jobs = Vec::new();
     for (name, program) in ebpf.programs_mut() {
         if let Some((_, tracepoint)) = wanted.iter().find(|(p, _)| *p == name) {
             let prog: &mut aya::programs::BtfTracePoint = program.try_into().with_context(|| format!("{name} is not a BTF tracepoint program"))?;
             if prog.fd().is_err() {
-                jobs.push((prog, *tracepoint));
+                jobs.push(LoadJob::Traced(prog, tracepoint));
+            }
+        } else if let Some(name) = classifiers.iter().find(|c| **c == name) {
+            let prog: &mut aya::programs::SchedClassifier = program.try_into().with_context(|| format!("{name} is not a tc classifier program"))?;
+            if prog.fd().is_err() {
+                jobs.push(LoadJob::Classifier(prog, name));
             }
         }
     }
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(jobs.len());
+    let threads = jobs.len().min(MAX_LOADERS);
     let queue = std::sync::Mutex::new(jobs.into_iter());
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
@@ -192,14 +216,26 @@ pub(crate) fn load_btf_tracepoints(ebpf: &mut Ebpf, wanted: &[(&'static str, &'s
                         // A worker that panicked holding the lock took its job with it; the
                         // others' jobs are still good.
                         let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
-                        let Some((prog, tracepoint)) = next else { return Ok(()) };
-                        prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
+                        match next {
+                            None => return Ok(()),
+                            Some(LoadJob::Traced(prog, tracepoint)) => {
+                                prog.load(tracepoint, btf).with_context(|| format!("loading tp_btf/{tracepoint}"))?;
+                            }
+                            Some(LoadJob::Classifier(prog, name)) => prog.load().with_context(|| format!("loading {name}"))?,
+                        }
                     }
                 })
             })
             .collect();
         workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a program-loading thread panicked"))?)
     })
+}
+
+/// A program [`load_programs`] loads: a BTF tracepoint program with its tracepoint, or a tc
+/// classifier with its name.
+enum LoadJob<'p> {
+    Traced(&'p mut aya::programs::BtfTracePoint, &'static str),
+    Classifier(&'p mut aya::programs::SchedClassifier, &'static str),
 }
 
 /// One command's row in `tracer check`.

@@ -351,6 +351,10 @@ impl Family for Mtu {
         self.plan.as_ref().map(tracing_hooks).unwrap_or_default()
     }
 
+    fn classifiers(&self) -> Vec<&'static str> {
+        tc::programs_needed(&self.traced, !self.options.ifaces.is_empty())
+    }
+
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
         let plan = self.plan.as_ref().context("mtu: attach before plan")?;
         attach_tracing(ebpf, plan, ctx.btf)?;

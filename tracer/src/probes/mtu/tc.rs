@@ -47,6 +47,21 @@ fn programs_for(device: &DeviceFacts, directions: Directions) -> &'static [(&'st
     }
 }
 
+/// The classifier programs `devices` need, each once (`chosen`: named with `--iface`), so that
+/// the session verifies them beside the BTF tracepoint programs rather than one after another
+/// while attaching.
+pub(crate) fn programs_needed(devices: &[DeviceFacts], chosen: bool) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for device in devices {
+        for (name, _) in programs_for(device, device.classified(chosen)) {
+            if !names.contains(name) {
+                names.push(*name);
+            }
+        }
+    }
+    names
+}
+
 /// One device with the programs attached.
 pub(crate) struct Attached {
     pub device: DeviceFacts,
