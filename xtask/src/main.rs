@@ -183,9 +183,9 @@ fn main() -> anyhow::Result<()> {
             style()?;
             let bin = build_tracer()?;
             let mut totals = Totals::default();
-            let unit =
+            let mut result =
                 run_tests(cargo().args(["test", "--release", "--no-fail-fast", "-p", "tracer", "-p", "tracer-common", "-p", "xtask"]), &mut totals);
-            if !unit_only && unit.is_ok() {
+            if !unit_only && result.is_ok() {
                 // After the unit tests: the image must hold the very binary the tests run.
                 // TRACER_IMAGE is the image reference (tracer's --image default); the tests get
                 // the tarball as TRACER_IMAGE_ARCHIVE.
@@ -198,12 +198,18 @@ fn main() -> anyhow::Result<()> {
                 if env::var_os("CI").is_some() {
                     cmd.env("TRACER_REQUIRE_PRIVILEGED", "1");
                 }
-                run_tests(&mut cmd, &mut totals)?;
+                result = run_tests(&mut cmd, &mut totals);
             }
             // One closing line for the whole suite (the last `test result:` of cargo is often a
             // crate with no tests, which says nothing about the run).
             println!("tests: {} passed, {} failed", totals.passed, totals.failed);
-            unit
+            if !totals.panics.is_empty() {
+                println!("the failures' panics (their first {PANIC_LINES} lines):");
+                for line in &totals.panics {
+                    println!("  {line}");
+                }
+            }
+            result
         }
         Task::Bench { smoke, reps, secs, storm_secs, out, no_build } => {
             let tracer = tracer_binary(no_build, &[Setup::Lab])?;
@@ -342,15 +348,31 @@ fn build_image(bin: &Path, tag: &str) -> anyhow::Result<PathBuf> {
 struct Totals {
     passed: u64,
     failed: u64,
+    /// The first lines of each panic, said again after the closing line: CI shows a long run's
+    /// head and tail, and a failing test's own output (a report per round) can push its panic
+    /// message out of both.
+    panics: Vec<String>,
 }
+
+/// How many lines of a panic's message are said again at the end, and how long each may be.
+const PANIC_LINES: usize = 6;
+const PANIC_LINE_CHARS: usize = 300;
 
 /// Runs a `cargo test`, passing its output through and adding up its `test result:` lines.
 fn run_tests(cmd: &mut Command, totals: &mut Totals) -> anyhow::Result<()> {
     let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}"))?;
     let stdout = child.stdout.take().context("test stdout")?;
+    let mut panic_lines_left = 0;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading test output")?;
         println!("{line}");
+        if line.starts_with("thread '") && line.contains("panicked at") {
+            panic_lines_left = PANIC_LINES;
+        }
+        if panic_lines_left > 0 {
+            panic_lines_left -= 1;
+            totals.panics.push(line.chars().take(PANIC_LINE_CHARS).collect());
+        }
         if let Some(rest) = line.strip_prefix("test result: ") {
             totals.passed += count_before(rest, " passed");
             totals.failed += count_before(rest, " failed");
