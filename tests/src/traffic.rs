@@ -21,17 +21,31 @@ use crate::{Announced, Netns};
 pub const TCP_CLIENT: &str = r#"
 import socket, sys, time
 src, dst, dport, timeout, msgs, syncnt, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
-for sport in [int(p) for p in sys.argv[8:]]:
+def bound(sport):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if syncnt > 0:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, syncnt)
     s.bind((src, sport))
     s.settimeout(timeout)
+    return s
+for sport in [int(p) for p in sys.argv[8:]]:
+    s = bound(sport)
     t = time.monotonic()
     ms = None
     try:
-        s.connect((dst, dport))
+        # A port used again at once: its last connection may still wait for the ACK of its FIN
+        # (FIN_WAIT1, a peer slow to be scheduled), and connect says EADDRNOTAVAIL until then.
+        while True:
+            try:
+                s.connect((dst, dport))
+                break
+            except OSError as e:
+                if e.errno != 99 or time.monotonic() - t > timeout:
+                    raise
+                s.close()
+                time.sleep(0.02)
+                s = bound(sport)
         ms = round((time.monotonic() - t) * 1000)
         n = 0
         for i in range(msgs):

@@ -1171,17 +1171,31 @@ fn on_link_address_nobody_has_is_neighbor_failed() {
     lab.a.sysctl(&format!("net.ipv4.neigh.{}.mcast_solicit", lab.a_if), "3");
     lab.a.sysctl(&format!("net.ipv4.neigh.{}.retrans_time_ms", lab.a_if), "200");
     let args = RunArgs::new(&["--pods-from", "none"], &[block(&lab.addrs)]);
+    // What the lab saw, said if the finding is missing: this test once failed in CI with one
+    // drop and no connect failure in the run, and it did not say whether the kernel dropped the
+    // others at all.
+    let mut lab_saw = String::new();
     let Some(d) = diagnose(test, &args, || {
+        let t0 = Instant::now();
         udp_from_ns(&lab.a, &lab.a_ip, 40041, &ghost, 5305, 3);
+        let udp_sent = t0.elapsed();
         // Its SYN waits behind the datagrams (or starts the next round of probes): a connect
         // that failed, which only the neighbour's failure explains.
-        let _ = tcp_connect(&lab.a, &lab.a_ip, 40042, &ghost, 5306, 3.0);
-        wait_neigh_failed(&lab.a, &lab.a_if, &ghost);
+        let connect = tcp_connect(&lab.a, &lab.a_ip, 40042, &ghost, 5306, 3.0);
+        let connected = t0.elapsed();
+        let states = wait_neigh_failed(&lab.a, &lab.a_if, &ghost);
+        lab_saw = format!("UDP sent after {udp_sent:?}; connect said {connect:?} after {connected:?}; ARP entry's states: {states}");
     }) else {
         return;
     };
     let udp = flow(&ep(&lab.a_ip, 40041), &ep(&ghost, 5305));
     let tcp = flow(&ep(&lab.a_ip, 40042), &ep(&ghost, 5306));
+    assert!(
+        d.of("neighbor-failed").iter().any(|f| has_flow(f, &udp)),
+        "no neighbor-failed finding for {udp}; the lab saw: {lab_saw}\n{}\nstderr:\n{}",
+        d.dump(),
+        d.stderr
+    );
     let f = d.find("neighbor-failed", &udp);
     assert_finding(f, "error", &[], &[udp, tcp.clone()]);
     assert_eq!(f["evidence"]["reason"], "NEIGH_FAILED", "{f:#}");
@@ -1194,15 +1208,22 @@ fn on_link_address_nobody_has_is_neighbor_failed() {
 
 /// Waits (bounded by the traffic budget) until ARP in `ns` gave up on `ip`: the kernel drops
 /// the packets that waited for it as the entry turns FAILED, so they are in the run from then
-/// on. An entry that is gone failed too: nothing else removes one that still probes.
-fn wait_neigh_failed(ns: &Netns, dev: &str, ip: &str) {
-    let deadline = Instant::now() + traffic_budget();
+/// on. An entry that is gone failed too: nothing else removes one that still probes. Returns
+/// the entry's states as they changed, with when, for a failing test to say.
+fn wait_neigh_failed(ns: &Netns, dev: &str, ip: &str) -> String {
+    let t0 = Instant::now();
+    let deadline = t0 + traffic_budget();
+    let mut seen: Vec<String> = Vec::new();
     loop {
         let state = ns.neigh_state(dev, ip);
-        if state.as_ref().is_none_or(|s| s.iter().any(|x| x == "FAILED")) {
-            return;
+        let said = format!("{state:?}");
+        if !seen.last().is_some_and(|last| last.ends_with(&said)) {
+            seen.push(format!("+{:?} {said}", t0.elapsed()));
         }
-        assert!(Instant::now() < deadline, "lab: ARP for {ip} on {dev} in {} did not give up within {:?}: {state:?}", ns.name, traffic_budget());
+        if state.as_ref().is_none_or(|s| s.iter().any(|x| x == "FAILED")) {
+            return seen.join(", ");
+        }
+        assert!(Instant::now() < deadline, "lab: ARP for {ip} on {dev} in {} did not give up within {:?}: {seen:?}", ns.name, traffic_budget());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
