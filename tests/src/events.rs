@@ -108,7 +108,8 @@ pub fn is_ip_port(s: &str) -> bool {
 /// [`check_common`]), `proto` "tcp", both ends `IP:PORT`, `netns` and `netns_pod` present,
 /// `ifname` null, and the kind's own fields: retransmit `state` and `count` >= 1; reset
 /// `direction` sent|received and `state` (a name, or null where the kernel had no socket);
-/// connect_fail `state` and `duration_ms` >= 0.
+/// connect_fail `state`, `duration_ms` >= 0 and `syns_sent` an integer (every kernel this runs
+/// on has `tcp_sock.segs_out`).
 pub fn check_tcp_event(ev: &Value, window: (i128, i128)) {
     check_common(ev, window);
     let kind = ev["kind"].as_str().unwrap_or_default();
@@ -144,6 +145,7 @@ pub fn check_tcp_event(ev: &Value, window: (i128, i128)) {
         _ => {
             assert!(state_ok(&ev["state"]), "event {ev}: state must be one of {TCP_STATE_NAMES:?}");
             assert!(ev["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "event {ev}: duration_ms must be a number >= 0");
+            assert!(ev["syns_sent"].is_u64(), "event {ev}: syns_sent must be an integer");
             assert!(ev["netns"].is_u64(), "event {ev}: netns must be the socket's namespace inode");
         }
     }

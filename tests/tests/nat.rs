@@ -469,10 +469,11 @@ fn service_connections_name_their_backend_once_per_state() {
 
 /// A freed conntrack entry's memory soon holds another connection (the slab hands it out
 /// again), and tracer's per-packet exit trusts what it remembers of an entry's address for a
-/// connection it found settled (tracer-ebpf's `NAT_SETTLED`). Connections one after another,
-/// each entry deleted once the connection closed (instead of after TIME_WAIT's two minutes):
-/// each one is still reported new, reply, assured, with the entries' addresses (`conn`) shared
-/// between connections, which is what this test is for.
+/// connection it found settled (tracer-ebpf's `NAT_SETTLED`). Connections one after another
+/// from a client pod, forwarded by the node, each entry deleted once the connection closed
+/// (instead of after TIME_WAIT's two minutes): each one is still reported new, reply, assured,
+/// with the entries' addresses (`conn`) shared between connections, which is what this test is
+/// for.
 #[test]
 fn a_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one() {
     if !require_privileged("a_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one") {
@@ -480,36 +481,61 @@ fn a_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one() {
     }
     let _lock = shared_lock();
     let (lab, _echo) = tcp_lab(1, 1);
-    let cip = lab.cluster_ip(10);
-    tcp_service(&lab, "REUSE", &cip, &[0], false);
     let client = &lab.clients[0];
-    let sports: Vec<u16> = (42601..=42616).collect();
-    let origs = origs_of(client, &sports);
+    connections_in_reused_entries(&lab, &client.ns, &client.ip, 42601, &["new", "reply", "assured"]);
+}
+
+/// The same from a socket of the node itself (kubelet's, a hostNetwork pod's): its packets
+/// leave with the socket attached, and the settled exit trusts those of the original direction
+/// too. Each connection is reported new, then assured with its reply seen.
+#[test]
+fn a_node_local_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one() {
+    if !require_privileged("a_node_local_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(1, 1);
+    // A node routes the Service range somewhere (its default route); the lab's node has no
+    // default route, so the Service address goes to the bridge, where DNAT sends it anyway.
+    lab.node.exec_ok(&["ip", "route", "add", &lab.cluster_ip(10), "dev", &lab.bridge]);
+    // The reply is delivered here, not sent: the client's ACK is the first packet to show it,
+    // with the assured state it sets, so "reply" comes within "assured".
+    connections_in_reused_entries(&lab, &lab.node, &lab.node_pod_ip, 42701, &["new", "assured"]);
+}
+
+/// [`a_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one`] from `ip` in `ns`,
+/// source ports from `first_port` on; `want`: the states each connection is reported in.
+fn connections_in_reused_entries(lab: &NatLab, ns: &Netns, ip: &str, first_port: u16, want: &[&str]) {
+    let cip = lab.cluster_ip(10);
+    tcp_service(lab, "REUSE", &cip, &[0], false);
+    let sports: Vec<u16> = (first_port..first_port + 16).collect();
+    let origs: Vec<String> = sports.iter().map(|p| ep(ip, *p)).collect();
     let traffic = || {
         for p in &sports {
             // One CPU for every connection's packets: the slab reuses memory per CPU.
-            let run = TcpClient::new(&client.ip, &cip, SVC_PORT, 3.0).msgs(5).run_each(
+            let run = TcpClient::new(ip, &cip, SVC_PORT, 3.0).msgs(5).run_each(
                 |a, t| {
                     let pinned: Vec<&str> = ["taskset", "-c", "0"].iter().copied().chain(a.iter().copied()).collect();
-                    client.ns.exec_timeout(&pinned, t)
+                    ns.exec_timeout(&pinned, t)
                 },
                 &[*p],
             );
-            assert_eq!(run, [(*p, "ok 5".to_string())], "connection from port {p} through the Service");
-            lab.node.exec_ok(&["conntrack", "-D", "-p", "tcp", "--orig-src", &client.ip, "--sport", &p.to_string()]);
+            assert_eq!(run, [(*p, "ok 5".to_string())], "connection from {ip} port {p} through the Service");
+            lab.node.exec_ok(&["conntrack", "-D", "-p", "tcp", "--orig-src", ip, "--sport", &p.to_string()]);
         }
     };
-    let ((), _run, events) = traced(&lab, &[], traffic, |_, evs| all_assured(evs, &origs));
+    let ((), _run, events) = traced(lab, &[], traffic, |_, evs| all_assured(evs, &origs));
     let mut entries = BTreeSet::new();
     for orig in &origs {
         let evs = conn_events(&events, orig);
         let live: Vec<&Value> = evs.iter().copied().filter(|e| ["new", "reply", "assured"].contains(&e["state"].as_str().unwrap_or(""))).collect();
-        assert_eq!(states(&live), ["new", "reply", "assured"], "{orig}: want each state once, in order:\n{}", dump(&events));
+        assert_eq!(states(&live), want, "{orig}: want each state once, in order:\n{}", dump(&events));
+        assert!(live.last().is_some_and(|e| e["reply_seen"] == true), "{orig}: the last state has the reply:\n{}", dump(&events));
         let conns: BTreeSet<u64> = live.iter().filter_map(|e| e["conn"].as_u64()).collect();
         assert_eq!(conns.len(), 1, "{orig}: one entry per connection: {conns:?}");
         entries.extend(conns);
     }
-    eprintln!("{} connections in {} distinct conntrack entries", origs.len(), entries.len());
+    eprintln!("{} connections from {ip} in {} distinct conntrack entries", origs.len(), entries.len());
     assert!(
         entries.len() < origs.len(),
         "{} connections had {} distinct conntrack entries: no entry was reused, so this run did not test what it is for",

@@ -31,7 +31,7 @@ use std::{
 
 use tracer_tests::{
     node::{NodeLab, require_node},
-    traffic::{TcpClient, tcp_results},
+    traffic::{TcpClient, tcp_echo_server, tcp_results},
     *,
 };
 
@@ -381,15 +381,7 @@ fn dropped_syns_are_retransmitted_in_syn_sent_then_the_connect_fails() {
     let kernel = klog.of("tcp_retransmit_skb", &src, &dst);
     assert!(!kernel.is_empty() && kernel.iter().all(|r| r.state() == "SYN_SENT"), "lab: kernel SYN retransmits {kernel:#?}");
     let kernel_ms = kernel_syn_sent_ms(&klog, &src, &dst);
-    t.wait_for(Duration::from_secs(10), |evs| !tcp_events(evs, "connect_fail", &src, &dst).is_empty());
-    std::thread::sleep(Duration::from_millis(300));
-    let run = t.stop();
-    run.assert_code(0);
-    let events = run.events();
-    let window = (start, now_nanos());
-    for ev in &events {
-        check_tcp_event(ev, window);
-    }
+    let (run, events) = stop_when(t, start, |evs| !tcp_events(evs, "connect_fail", &src, &dst).is_empty());
     let rtx = tcp_events(&events, "retransmit", &src, &dst);
     assert_eq!(rtx.len(), kernel.len(), "SYN retransmits: kernel {}, tracer:\n{}", kernel.len(), dump(&events));
     assert_running_counts(&rtx);
@@ -402,6 +394,7 @@ fn dropped_syns_are_retransmitted_in_syn_sent_then_the_connect_fails() {
     let fail = fails[0];
     assert_eq!(fail["state"], "SYN_SENT", "{fail}");
     assert_eq!(fail["netns"].as_u64(), Some(lab.a.inode()), "{fail}");
+    assert_eq!(fail["syns_sent"].as_u64(), Some(1 + kernel.len() as u64), "{fail}: the SYN and its retransmits");
     let d = fail["duration_ms"].as_f64().unwrap_or(-1.0);
     assert!(
         (d - kernel_ms).abs() <= 100.0 && (d - connect_ms).abs() <= 500.0,
@@ -453,6 +446,70 @@ fn dropped_syns_are_retransmitted_in_syn_sent_then_the_connect_fails() {
     assert_last_state("--top summary", row, "SYN_SENT");
 }
 
+/// Waits (bounded) until the events say `done`, then stops `t`: the run, which must have exited
+/// 0, and its events, each checked against the run's window from `start`.
+fn stop_when(t: Tracer, start: i128, done: impl Fn(&[Value]) -> bool) -> (TracerRun, Vec<Value>) {
+    t.wait_for(Duration::from_secs(10), done);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = t.stop();
+    run.assert_code(0);
+    let events = run.events();
+    let window = (start, now_nanos());
+    for ev in &events {
+        check_tcp_event(ev, window);
+    }
+    (run, events)
+}
+
+/// A connect whose address and port are still used by an established connection to the same
+/// destination fails on this node (EADDRNOTAVAIL) before any SYN leaves: its connect_fail says
+/// `syns_sent` 0, so nobody reads it as a SYN that got no answer.
+#[test]
+fn a_connect_whose_address_and_port_are_in_use_sent_no_syn() {
+    let test = "a_connect_whose_address_and_port_are_in_use_sent_no_syn";
+    if !require_privileged(test) {
+        return;
+    }
+    let _lock = shared_lock();
+    const PORT: u16 = 5461;
+    const SPORT: u16 = 42071;
+    const SECOND_CONNECT: &str = r#"
+import socket, sys
+src, dst, port, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def bound():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(5)
+    return s
+first = bound()
+first.connect((dst, port))
+second = bound()
+try:
+    second.connect((dst, port))
+    print("connected")
+except OSError as e:
+    print("error %d" % e.errno)
+second.close()
+first.close()
+"#;
+    let lab = PairLab::new();
+    let _server = tcp_echo_server(|a| lab.b.spawn(a), &lab.b_ip, PORT, 60);
+    let ip = format!("{}/32", lab.b_ip);
+    let start = now_nanos();
+    let t = Tracer::start(&json_args(&["--ip", &ip]));
+    let out = lab.a.exec_timeout(&["python3", "-c", SECOND_CONNECT, &lab.a_ip, &lab.b_ip, &PORT.to_string(), &SPORT.to_string()], RUN_TIMEOUT);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "error 99", "lab: the second connect must find the 4-tuple in use: {out:?}");
+    let (src, dst) = (ep(&lab.a_ip, SPORT), ep(&lab.b_ip, PORT));
+    let (run, events) = stop_when(t, start, |evs| !tcp_events(evs, "connect_fail", &src, &dst).is_empty());
+    let fails = tcp_events(&events, "connect_fail", &src, &dst);
+    assert_eq!(fails.len(), 1, "one connect_fail, the second connect's:\n{}", dump(&events));
+    assert_eq!(fails[0]["syns_sent"].as_u64(), Some(0), "{}: it failed before sending anything", fails[0]);
+    assert_eq!(fails[0]["state"], "SYN_SENT", "{}", fails[0]);
+    assert_eq!(fails[0]["netns"].as_u64(), Some(lab.a.inode()), "{}", fails[0]);
+    assert_clean_summary(&run);
+}
+
 #[test]
 fn closed_port_gives_reset_received_and_connect_fail() {
     let test = "closed_port_gives_reset_received_and_connect_fail";
@@ -478,15 +535,7 @@ fn closed_port_gives_reset_received_and_connect_fail() {
             && tcp_events(evs, "reset", &client, &server).len() == 1
             && tcp_events(evs, "reset", &server, &client).len() == ksent.len()
     };
-    t.wait_for(Duration::from_secs(10), expect);
-    std::thread::sleep(Duration::from_millis(300));
-    let run = t.stop();
-    run.assert_code(0);
-    let events = run.events();
-    let window = (start, now_nanos());
-    for ev in &events {
-        check_tcp_event(ev, window);
-    }
+    let (run, events) = stop_when(t, start, expect);
 
     let received = tcp_events(&events, "reset", &client, &server);
     assert_eq!(received.len(), 1, "one reset of the client's flow:\n{}", dump(&events));
@@ -500,6 +549,7 @@ fn closed_port_gives_reset_received_and_connect_fail() {
     let f = fails[0];
     assert_eq!(f["state"], "SYN_SENT", "{f}");
     assert_eq!(f["netns"].as_u64(), Some(lab.a.inode()), "{f}");
+    assert_eq!(f["syns_sent"].as_u64(), Some(1), "{f}: one SYN, answered by the reset");
     let kernel_ms = kernel_syn_sent_ms(&klog, &client, &server);
     let d = f["duration_ms"].as_f64().unwrap_or(-1.0);
     assert!(d < 1000.0 && (d - kernel_ms).abs() <= 100.0, "{f}: duration_ms vs the kernel's {kernel_ms:.1} ms");

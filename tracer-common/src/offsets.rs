@@ -47,8 +47,11 @@ pub struct KernelOffsets {
     /// flags in the low 2 bits).
     pub dst_dev: u32,
     pub dst_metrics: u32,
+    /// `tcp_sock.segs_out` (u32: segments the socket sent, its SYNs while connecting);
+    /// [`Self::ABSENT`] where the kernel has no such field.
+    pub tcp_sock_segs_out: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4);
 
 impl KernelOffsets {
     /// An optional field this kernel does not have.

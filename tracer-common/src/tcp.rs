@@ -19,7 +19,9 @@ pub struct TcpEvent {
     pub flow: RawFlow,
     /// Inode of the socket's network namespace.
     pub netns: u32,
-    /// Retransmits of this flow so far (from the per-flow map), for RETRANSMIT.
+    /// RETRANSMIT: retransmits of this flow so far (from the per-flow map). CONNECT_FAIL: the
+    /// segments the socket sent (its SYNs; 0: the connect failed on this node before sending
+    /// anything, e.g. no source port), [`SYNS_UNKNOWN`] where the kernel does not say.
     pub count: u32,
     /// CONNECT_FAIL: how long the socket was in SYN_SENT (0 when the start was not seen).
     pub duration_ns: u64,
@@ -31,6 +33,9 @@ pub struct TcpEvent {
     pub _pad: [u8; 6],
 }
 const _: () = assert!(size_of::<TcpEvent>() == 88);
+
+/// [`TcpEvent::count`] of a CONNECT_FAIL when the kernel has no `tcp_sock.segs_out`.
+pub const SYNS_UNKNOWN: u32 = u32::MAX;
 
 /// Argument positions (tp_btf context slots) of each hook, from BTF; [`TcpConfig::ABSENT`]
 /// where the kernel's tracepoint has no such argument or does not exist.

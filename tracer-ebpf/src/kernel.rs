@@ -33,6 +33,7 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     skb_refdst: 0,
     dst_dev: 0,
     dst_metrics: 0,
+    tcp_sock_segs_out: 0,
 };
 
 /// Reads one field of [`OFFSETS`]; volatile so the compiler cannot fold the zero initialiser.

@@ -1,6 +1,6 @@
 //! The NAT family: every transmitted packet's conntrack entry, reported once per NATed
 //! connection and again when its reply/assured state changes. A packet without an entry costs
-//! two loads; a forwarded packet of a settled connection (see [`NAT_SETTLED`]) a few more and
+//! two loads; a later packet of a settled connection (see [`NAT_SETTLED`]) a few more and
 //! an inlined array lookup, of one awaiting assured a read of its status word too; any other
 //! conntracked packet one read of its entry.
 
@@ -79,12 +79,15 @@ const RECENT_SLOTS: u32 = 256;
 /// read of its status word. Only the entry's address is known without a read, and a freed
 /// entry's address is soon reused for another connection, so the slot may describe the entry's
 /// previous occupant. It is trusted only for a packet that cannot be a new entry's first sight
-/// here: one sent after its connection's first reply (ctinfo ESTABLISHED or
-/// ESTABLISHED_REPLY) and forwarded (no socket). Such a connection's first packet went through
-/// this namespace's stack and out of one of its devices before any reply existed, with a NEW
-/// ctinfo, so its read rewrote the slot; a locally delivered connection's replies come from a
-/// local socket and are always read. Global, not per CPU: the first packet and the later ones
-/// may run on different CPUs. Written only when its value changes, so a settled connection's
+/// here, one sent after its connection's first reply:
+/// - ctinfo ESTABLISHED (the original direction), from a local socket or forwarded: the
+///   connection's first packet went out of a device the same way, before any reply existed,
+///   with a NEW ctinfo, so its read rewrote the slot;
+/// - ctinfo ESTABLISHED_REPLY and forwarded (no socket): the original direction was forwarded
+///   out, the same argument. A locally delivered connection's first packet never leaves a
+///   device, so its replies (from a local socket) are always read.
+///
+/// Global, not per CPU: the first packet and the later ones may run on different CPUs. Written only when its value changes, so a settled connection's
 /// packets share the cache line without writing it.
 #[map]
 static NAT_SETTLED: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
@@ -153,11 +156,12 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     let key = ct as u64;
     let ctinfo = (nfct & !skb::NFCT_PTRMASK) as u32;
-    let established = ctinfo == config!(ctinfo_established) || ctinfo == config!(ctinfo_established_reply);
-    // Forwarded, not sent by a local socket (see NAT_SETTLED).
-    let forwarded = established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0);
+    let original = ctinfo == config!(ctinfo_established);
+    let established = original || ctinfo == config!(ctinfo_established_reply);
+    // See NAT_SETTLED: a reply is trusted only forwarded, not sent by a local socket.
+    let trusted = original || (established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0));
     let settled = NAT_SETTLED.get_ptr_mut(settled_slot(key));
-    if forwarded && let Some(slot) = settled {
+    if trusted && let Some(slot) = settled {
         // SAFETY: an 8-byte aligned slot of a global array; one load.
         let known = unsafe { core::ptr::read_volatile(slot) };
         if known == key | SETTLED {

@@ -12,10 +12,15 @@ use aya_ebpf::{
 use tracer_common::{
     event::{EventHeader, counter, kind},
     flow::RawFlow,
-    tcp::{FlowKey, FlowStats, MAX_CONNECTING, MAX_FLOWS, TcpConfig, TcpEvent, direction, state},
+    offsets::KernelOffsets,
+    tcp::{FlowKey, FlowStats, MAX_CONNECTING, MAX_FLOWS, SYNS_UNKNOWN, TcpConfig, TcpEvent, direction, state},
 };
 
-use crate::{emit, filter, kernel::tp_btf_arg, skb, sock};
+use crate::{
+    emit, filter,
+    kernel::{offset, read, tp_btf_arg},
+    skb, sock,
+};
 
 /// Set by the loader: argument positions from BTF, and whether retransmits are streamed.
 #[unsafe(no_mangle)]
@@ -269,7 +274,11 @@ pub(crate) fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // The flow's last state stays the one the connect gave up in: SYN_SENT says "no answer".
     bump(&flow, netns, ts, state::SYN_SENT, Counter::ConnectFails);
     let tried = if started != 0 && started <= ts { ts - started } else { 0 };
-    emit(kind::CONNECT_FAIL, ts, &flow, netns, state::SYN_SENT, 0, tried, 0);
+    // Whether a SYN left at all: a connect that fails on this node (no free source port, the
+    // 4-tuple still in use) never sent one, and no answer was missing.
+    let segs_out = offset!(tcp_sock_segs_out);
+    let syns = if segs_out == KernelOffsets::ABSENT as usize { SYNS_UNKNOWN } else { read::<u32>(sk, segs_out).unwrap_or(SYNS_UNKNOWN) };
+    emit(kind::CONNECT_FAIL, ts, &flow, netns, state::SYN_SENT, syns, tried, 0);
     Ok(())
 }
 

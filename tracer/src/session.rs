@@ -457,7 +457,7 @@ mod tests {
     }
 
     fn event(ts: i128) -> Event {
-        Event::bare(ts, Detail::Retransmit(TcpDetail { state: None, count: 0, direction: None, duration_ms: None }))
+        Event::bare(ts, Detail::Retransmit(TcpDetail { state: None, count: 0, direction: None, duration_ms: None, syns_sent: None }))
     }
 
     fn header(kind: u16) -> EventHeader {

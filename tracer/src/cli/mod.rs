@@ -104,8 +104,9 @@ pub(crate) struct FamilyCommandArgs<F: FamilyArgs> {
 const RETRANS_HELP: &str = "\
 Each retransmitted segment (or SYN-ACK) is one `retransmit` event with the socket's state and
 the flow's running count; resets sent and received are `reset` events; a connect that gives up
-(SYN_SENT -> CLOSE: no answer, or refused) is a `connect_fail` with how long it tried. SYNs
-retransmitted with no reply look like this:
+(SYN_SENT -> CLOSE: no answer, or refused) is a `connect_fail` with how long it tried and how
+many SYNs it sent (0: it failed on this node, e.g. no free source port). SYNs retransmitted with
+no reply look like this:
 
   retransmit  SYN_SENT  10.244.1.7:51234 (shop/web-0) -> 10.96.0.10:53  #1, #2, #3 ...
   connect_fail  SYN_SENT  ... gave up after 7.0s

@@ -295,6 +295,7 @@ pub(crate) fn diagnose_joined<'a>(conns: EventConns<'a>, info: &RunInfo, facts: 
     service_not_translated(&run, facts, &mut out);
     dns_no_reply(&run, info.reply_timeout, facts, &mut out);
     socket_buffer_drops(&run, facts, &mut out);
+    connects_not_sent(&run, facts, &mut out);
     // Last: only flows that no finding above explains.
     retransmit_storms(&run, &mut out);
     // A tunnel's drop is the cause of its connections' no-reply and retransmits: one finding.
@@ -1294,7 +1295,7 @@ fn service_not_translated(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Fi
     for e in events {
         let counts = match &e.detail {
             Detail::Retransmit(t) if t.state == Some("SYN_SENT") => (1, 0, 0),
-            Detail::ConnectFail(_) => (0, 1, 0),
+            Detail::ConnectFail(t) if !t.never_sent() => (0, 1, 0),
             Detail::Drop(_) => (0, 0, 1),
             _ => continue,
         };
@@ -1377,7 +1378,7 @@ fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, o
             Detail::Nat(n) if is_dns(e) && n.state == NatState::NoReply && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0, 0)),
             Detail::Drop(_) => (dns_query_drop(e, conns), (0, 1, 0, 0)),
             Detail::Retransmit(t) if is_dns(e) && t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
-            Detail::ConnectFail(_) if is_dns(e) => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
+            Detail::ConnectFail(t) if is_dns(e) && !t.never_sent() => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
             Detail::Reset(t) if is_dns(e) && t.state == Some("SYN_SENT") && t.direction == Some(ResetDirection::Received) => {
                 (e.flow.dst_endpoint(), (0, 0, 0, 1))
             }
@@ -1498,6 +1499,33 @@ fn socket_buffer_drops(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Findi
     }
 }
 
+/// Connects that failed on this node before their SYN left (the kernel counted no segment
+/// sent): no answer was missing, so they are no retransmit storm or no-reply; they are told by
+/// the socket's namespace, for what it says about the node (no source port to be had).
+fn connects_not_sent(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+    let mut by_netns: BTreeMap<Option<u32>, Vec<&Event>> = BTreeMap::new();
+    for e in run.events {
+        if let Detail::ConnectFail(t) = &e.detail
+            && t.never_sent()
+        {
+            by_netns.entry(e.netns).or_default().push(e);
+        }
+    }
+    for (netns, group) in by_netns {
+        let destinations: BTreeSet<String> = group.iter().filter_map(|e| e.flow.dst_endpoint()).collect();
+        let mut evidence = obj(json!({"connect_fails": group.len(), "destinations": destinations, "netns": netns}));
+        let told = told(run, &group, &mut evidence);
+        let summary = format!(
+            "{} connect{} from {} failed on this node before a SYN was sent: the kernel had no source port (or route) for {} (EADDRNOTAVAIL: the address and port still in use by an earlier connection to the same destination, or the ephemeral port range used up); nothing was lost on the network",
+            group.len(),
+            if group.len() == 1 { "" } else { "s" },
+            netns_words(netns, &group, facts),
+            if destinations.len() == 1 { "it" } else { "them" },
+        );
+        out.push(told.finding("connect-not-sent", Severity::Warning, summary, evidence));
+    }
+}
+
 /// Drops that have a finding of their own: a connection with one of them is explained by it.
 /// Their reasons are [`Run`]'s `named` (NETFILTER_DROP, IP_RPFILTER, NO_SOCKET, PKT_TOO_BIG,
 /// and the route, neighbour and socket buffer reasons).
@@ -1538,7 +1566,7 @@ fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
                 c.states.extend(t.state);
                 c.events.push(e);
             }
-            Detail::ConnectFail(t) => {
+            Detail::ConnectFail(t) if !t.never_sent() => {
                 c.connect_fails += 1;
                 c.states.extend(t.state);
                 c.events.push(e);
@@ -1673,7 +1701,7 @@ mod tests {
         let mut e = test_dnat_event();
         e.ts_unix_ns = ts;
         e.flow = f;
-        let d = TcpDetail { state: Some(state), count: 1, direction: None, duration_ms: None };
+        let d = TcpDetail { state: Some(state), count: 1, direction: None, duration_ms: None, syns_sent: None };
         e.detail = if fail { Detail::ConnectFail(d) } else { Detail::Retransmit(d) };
         e
     }
@@ -1855,6 +1883,27 @@ mod tests {
     }
 
     #[test]
+    fn a_connect_that_sent_no_syn_is_connect_not_sent_not_a_storm() {
+        let syn = flow("10.0.0.1", 4001, "10.0.0.3", 80, 6);
+        let mut failed = tcp(syn, "SYN_SENT", true, 1);
+        if let Detail::ConnectFail(t) = &mut failed.detail {
+            t.syns_sent = Some(0);
+        }
+        let f = run(std::slice::from_ref(&failed), &mut FakeFacts::default());
+        assert_eq!(codes(&f), ["connect-not-sent"], "{f:#?}");
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(f[0].evidence["connect_fails"], 1);
+        assert_eq!(f[0].evidence["destinations"], json!(["10.0.0.3:80"]));
+        assert!(f[0].summary.contains("before a SYN was sent"), "{}", f[0].summary);
+        // One SYN sent and no answer: the storm's error, as before.
+        if let Detail::ConnectFail(t) = &mut failed.detail {
+            t.syns_sent = Some(1);
+        }
+        let f = run(&[failed], &mut FakeFacts::default());
+        assert_eq!((f[0].code, f[0].severity), ("retransmit-storm", Severity::Error));
+    }
+
+    #[test]
     fn routine_frees_and_unnamed_reasons_make_no_finding() {
         let events = vec![
             drop_event(flow("10.0.0.1", 4000, "10.0.0.2", 80, 6), "QUEUE_PURGE", 9, 1),
@@ -1924,7 +1973,7 @@ mod tests {
         let mut e = test_dnat_event();
         e.ts_unix_ns = ts;
         e.flow = f;
-        e.detail = Detail::Reset(TcpDetail { state, count: 0, direction: Some(direction), duration_ms: None });
+        e.detail = Detail::Reset(TcpDetail { state, count: 0, direction: Some(direction), duration_ms: None, syns_sent: None });
         e
     }
 

@@ -510,7 +510,7 @@ mod tests {
         let mut e = test_dnat_event();
         e.ts_unix_ns = ts;
         e.flow = Flow { src: src.parse().ok(), dst: dst.parse().ok(), sport: Some(sport), dport: Some(dport), l4_proto: Some(17), ..Flow::default() };
-        e.detail = Detail::Retransmit(TcpDetail { state: Some("SYN_SENT"), count: 1, direction: None, duration_ms: None });
+        e.detail = Detail::Retransmit(TcpDetail { state: Some("SYN_SENT"), count: 1, direction: None, duration_ms: None, syns_sent: None });
         e
     }
 
@@ -535,7 +535,7 @@ mod tests {
     #[test]
     fn a_connect_that_failed_before_its_port_was_known_joins_its_connection() {
         let mut failed = tcp_event("10.0.0.1", 0, "10.0.0.2", 80, 2);
-        failed.detail = Detail::ConnectFail(TcpDetail { state: Some("SYN_SENT"), count: 0, direction: None, duration_ms: None });
+        failed.detail = Detail::ConnectFail(TcpDetail { state: Some("SYN_SENT"), count: 0, direction: None, duration_ms: None, syns_sent: None });
         let events = vec![tcp_event("10.0.0.1", 41000, "10.0.0.2", 80, 1), failed];
         let s = stories(&events);
         assert_eq!(s.len(), 1, "{s:#?}");

@@ -221,6 +221,7 @@ impl KernelBtf {
             skb_refdst: self.offset_of("sk_buff", "_skb_refdst")?,
             dst_dev: self.offset_of("dst_entry", "dev")?,
             dst_metrics: self.offset_of("dst_entry", "_metrics")?,
+            tcp_sock_segs_out: self.offset_of("tcp_sock", "segs_out").unwrap_or(KernelOffsets::ABSENT),
         })
     }
 }

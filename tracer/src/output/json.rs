@@ -436,7 +436,7 @@ mod tests {
     /// IPv6, no ports, no addresses, nulls, ICMP type and code, timestamps in other seconds.
     fn every_kind() -> Vec<Event> {
         let ip = |s: &str| s.parse::<IpAddr>().ok();
-        let tcp = |state, count, direction, duration_ms| TcpDetail { state, count, direction, duration_ms };
+        let tcp = |state, count, direction, duration_ms| TcpDetail { state, count, direction, duration_ms, syns_sent: None };
         let mut events = vec![drop_event()];
 
         let mut e = drop_event();

@@ -498,7 +498,7 @@ mod tests {
             l4_proto: Some(6),
             ..Flow::default()
         };
-        let d = TcpDetail { state: Some("SYN_SENT"), count: 1, direction: None, duration_ms: None };
+        let d = TcpDetail { state: Some("SYN_SENT"), count: 1, direction: None, duration_ms: None, syns_sent: None };
         e.detail = if fail { Detail::ConnectFail(d) } else { Detail::Retransmit(d) };
         e
     }

@@ -74,6 +74,7 @@ struct Line<'a> {
     #[serde(borrow)]
     direction: Option<Cow<'a, str>>,
     duration_ms: Option<f64>,
+    syns_sent: Option<u32>,
     // nat
     #[serde(borrow)]
     nat: Option<Cow<'a, str>>,
@@ -231,6 +232,7 @@ fn event(l: &Line<'_>, kind: &str, nodes: &mut Nodes) -> Option<Event> {
                     _ => None,
                 },
                 duration_ms: l.duration_ms,
+                syns_sent: l.syns_sent,
             };
             match kind {
                 "retransmit" => Detail::Retransmit(tcp),

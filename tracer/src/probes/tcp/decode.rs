@@ -2,7 +2,7 @@
 
 use tracer_common::{
     event::kind,
-    tcp::{TcpEvent, direction},
+    tcp::{SYNS_UNKNOWN, TcpEvent, direction},
 };
 
 use crate::{
@@ -36,6 +36,7 @@ impl Decoder {
                 _ => None,
             },
             duration_ms: (raw.duration_ns > 0).then(|| raw.duration_ns as f64 / 1e6),
+            syns_sent: (record_kind == kind::CONNECT_FAIL && raw.count != SYNS_UNKNOWN).then_some(raw.count),
         };
         let detail = match record_kind {
             kind::RETRANSMIT => Detail::Retransmit(detail),

@@ -43,6 +43,9 @@ pub(crate) struct TcpDetail {
     pub direction: Option<ResetDirection>,
     /// How long the connect tried, in ms (connect_fail; None when its start was not seen).
     pub duration_ms: Option<f64>,
+    /// The SYNs the connect sent (connect_fail; None where the kernel does not say). 0: it
+    /// failed on this node before sending anything, so no answer was missing.
+    pub syns_sent: Option<u32>,
 }
 
 /// Which way a TCP reset went: the CONTRACT's reset event `direction`.
@@ -101,7 +104,8 @@ impl TcpDetail {
             }
             TcpKind::ConnectFail => {
                 w.str("state", self.state)?;
-                w.float("duration_ms", self.duration_ms)
+                w.float("duration_ms", self.duration_ms)?;
+                w.uint("syns_sent", self.syns_sent.map(u64::from))
             }
         }
     }
@@ -111,7 +115,7 @@ impl TcpDetail {
         let detail = match kind {
             TcpKind::Retransmit => format!("#{} for this flow", self.count),
             TcpKind::Reset => self.direction.map_or("-", ResetDirection::as_str).to_string(),
-            TcpKind::ConnectFail => self.duration_ms.map_or_else(|| "gave up".to_string(), |ms| format!("gave up after {:.1}s", ms / 1000.0)),
+            TcpKind::ConnectFail => self.gave_up(),
         };
         let RowParts { time, src, dst, netns, .. } = row;
         format!("{time:<13} {:<13} {:<13} {src:<39} {dst:<39} {netns:<17} {detail}", kind.as_str(), self.state.unwrap_or("-"))
@@ -122,11 +126,23 @@ impl TcpDetail {
         match kind {
             TcpKind::Retransmit => format!("{} #{}", self.state.unwrap_or("-"), self.count),
             TcpKind::Reset => format!("{} in {}", self.direction.map_or("-", ResetDirection::as_str), self.state.unwrap_or("no socket")),
-            TcpKind::ConnectFail => match self.duration_ms {
-                Some(ms) => format!("{} gave up after {:.1}s", self.state.unwrap_or("-"), ms / 1000.0),
-                None => format!("{} gave up", self.state.unwrap_or("-")),
-            },
+            TcpKind::ConnectFail => format!("{} {}", self.state.unwrap_or("-"), self.gave_up()),
         }
+    }
+
+    /// How a connect_fail ended, in words.
+    fn gave_up(&self) -> String {
+        match (self.syns_sent, self.duration_ms) {
+            (Some(0), _) => "failed before sending a SYN".to_string(),
+            (_, Some(ms)) => format!("gave up after {:.1}s", ms / 1000.0),
+            (_, None) => "gave up".to_string(),
+        }
+    }
+
+    /// Whether this connect_fail never reached the network: it failed on this node before its
+    /// SYN left (the kernel said it sent none).
+    pub(crate) fn never_sent(&self) -> bool {
+        self.syns_sent == Some(0)
     }
 
     /// Counts it in the metric of `kind`.

@@ -191,6 +191,10 @@ pub(super) fn line(text: &str) -> Option<Line<'_>> {
                 set(&mut l.hook, s.string()?);
                 42
             }
+            "syns_sent" => {
+                l.syns_sent = s.uint_as()?;
+                43
+            }
             _ => return None,
         };
         // serde refuses a field given twice.
@@ -420,7 +424,7 @@ mod tests {
     /// What serde reads, for comparing: the fields the rules use, as text.
     fn fields(l: &Line<'_>) -> String {
         format!(
-            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
             l.ts,
             l.kind,
             l.proto,
@@ -442,6 +446,7 @@ mod tests {
             l.icmp_type,
             l.icmp_src,
             l.duration_ms,
+            l.syns_sent,
         )
     }
 
@@ -463,6 +468,7 @@ mod tests {
         let taken = [
             r#"{"ts":"2026-11-22T02:30:01.000100000Z","kind":"drop","proto":"tcp","src":"10.1.0.5:41020","dst":"10.2.0.9:8080","src_pod":"lab/client","dst_pod":null,"netns":200,"node":"node-b","tcp_flags":"SYN","reason":"NETFILTER_DROP","reason_code":8,"location":"nf_hook_slow+0x9c","len":60}"#,
             r#" { "kind" : "drop" , "tunnel" : {"type":"vxlan","vni":1,"src":"10.78.0.1:4789","dst":"10.78.0.2:4789"}, "conntrack":{"cause":"table_full","entries":5,"max":null}, "len": 0 } "#,
+            r#"{"kind":"connect_fail","proto":"tcp","src":"10.1.0.5:41020","dst":"10.96.0.1:443","state":"SYN_SENT","duration_ms":null,"syns_sent":0}"#,
             r#"{"kind":"nat","reply_seen":false,"assured":true,"conn":18446744073709551615,"orig_dst":"[fd00::1]:53","icmp_src":"fd00::2","duration_ms":null}"#,
             r#"{"kind":"mtu","icmp_type":255,"tunnel":null,"conntrack":null}"#,
             "{}",
