@@ -16,7 +16,6 @@ use crate::{
     events::rfc3339,
     output::{
         self, Collect, Sink,
-        json::JsonSink,
         table::{TimelineSink, timeline_row},
     },
     probes::CommandId,
@@ -30,7 +29,10 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
     let stop = config.trace.stop();
     let mut collect = Collect::new(MAX_COLLECTED);
     let mut stream: Box<dyn Sink> = match config.trace.output {
-        OutputFormat::Json => Box::new(JsonSink::new(std::io::stdout())),
+        // One write(2) per read of the ring buffer, as the family commands do: written through per
+        // event, a UDP flood's receive-buffer drops (thousands of events a second) cost a system
+        // call each on the CPUs the traffic also needs.
+        OutputFormat::Json => output::stdout_sink(OutputFormat::Json),
         OutputFormat::Table => Box::new(TimelineSink::new(std::io::stdout())),
     };
     if config.by_flow {
@@ -136,6 +138,12 @@ impl Sink for Tee<'_> {
     fn event(&mut self, event: &crate::events::Event) -> std::io::Result<()> {
         self.first.event(event)?;
         self.second.event(event)
+    }
+
+    // A batching sink's lines reach the reader only here.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.first.flush()?;
+        self.second.flush()
     }
 }
 
