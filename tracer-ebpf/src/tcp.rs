@@ -4,7 +4,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, generated},
     macros::map,
     maps::LruHashMap,
     programs::BtfTracePointContext,
@@ -18,7 +18,7 @@ use tracer_common::{
 
 use crate::{
     emit, filter,
-    kernel::{offset, read, tp_btf_arg},
+    kernel::{offset, tp_btf_arg},
     skb, sock,
 };
 
@@ -129,6 +129,7 @@ fn emit(kind: u16, ts: u64, flow: &RawFlow, netns: u32, tcp_state: u8, count: u3
     unsafe {
         (*ev).header = EventHeader { ts_ns: ts, kind, cpu: bpf_get_smp_processor_id() as u16, _pad: [0; 4] };
         (*ev).flow = *flow;
+        (*ev).flow._pad = [0; 4];
         (*ev).netns = netns;
         (*ev).count = count;
         (*ev).duration_ns = duration_ns;
@@ -257,16 +258,25 @@ pub(crate) fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if old != state::SYN_SENT {
         return update_state(sk, new, ts);
     }
-    // SAFETY: the value is copied out at once.
-    let [started, sport] = unsafe { CONNECTING.get(&id) }.copied().unwrap_or([0, 0]);
+    // [when it entered SYN_SENT, its source port | the SYNs it sent << 32].
+    let [started, port_and_syns] = match CONNECTING.get_ptr_mut(&id) {
+        Some(value) if new == state::CLOSE => syns_sent_into(sk, value),
+        // SAFETY: a pointer into the map's value, copied out at once.
+        Some(value) => unsafe { *value },
+        None => [0, u64::from(SYNS_UNKNOWN) << 32],
+    };
     let _ = CONNECTING.remove(&id);
     if new != state::CLOSE {
         return update_state(sk, new, ts);
     }
     let mut flow = sock::flow(sk);
     if flow.sport == 0 {
-        flow.sport = sport as u16;
+        flow.sport = port_and_syns as u16;
     }
+    // The SYN count waits in the flow's padding (on the stack already) until the event is
+    // written: one more value kept in a register across the filter's call took 6.1's verifier
+    // past its 512-byte stack.
+    flow._pad = ((port_and_syns >> 32) as u32).to_ne_bytes();
     let netns = sock::netns(sk);
     if !wanted(&flow, netns) {
         return Ok(());
@@ -274,12 +284,29 @@ pub(crate) fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // The flow's last state stays the one the connect gave up in: SYN_SENT says "no answer".
     bump(&flow, netns, ts, state::SYN_SENT, Counter::ConnectFails);
     let tried = if started != 0 && started <= ts { ts - started } else { 0 };
-    // Whether a SYN left at all: a connect that fails on this node (no free source port, the
-    // 4-tuple still in use) never sent one, and no answer was missing.
-    let segs_out = offset!(tcp_sock_segs_out);
-    let syns = if segs_out == KernelOffsets::ABSENT as usize { SYNS_UNKNOWN } else { read::<u32>(sk, segs_out).unwrap_or(SYNS_UNKNOWN) };
-    emit(kind::CONNECT_FAIL, ts, &flow, netns, state::SYN_SENT, syns, tried, 0);
+    emit(kind::CONNECT_FAIL, ts, &flow, netns, state::SYN_SENT, u32::from_ne_bytes(flow._pad), tried, 0);
     Ok(())
+}
+
+/// Reads how many segments the connecting socket `sk` sent (`tcp_sock.segs_out`: its SYNs) into
+/// the high half of its [`CONNECTING`] value's second word, [`SYNS_UNKNOWN`] where the kernel
+/// does not say, and returns the value. Whether a SYN left at all tells a connect that failed on
+/// this node (no free source port, the 4-tuple still in use: none sent, no answer missing) from
+/// one that got no answer. The map value is the helper's destination, not a stack temporary.
+#[inline(always)]
+fn syns_sent_into(sk: *const u8, value: *mut [u64; 2]) -> [u64; 2] {
+    let at = offset!(tcp_sock_segs_out);
+    // SAFETY: `value` points at this socket's map value for the program's run; the helper copes
+    // with any source address. Little-endian (bpfel): the word's high half is its bytes 4..8.
+    unsafe {
+        let port = (*value)[1] & 0xffff;
+        (*value)[1] = port;
+        let high = (&raw mut (*value)[1]).cast::<u32>().add(1);
+        if at == KernelOffsets::ABSENT as usize || generated::bpf_probe_read_kernel(high.cast(), 4, sk.wrapping_add(at).cast()) != 0 {
+            (*value)[1] = port | (u64::from(SYNS_UNKNOWN) << 32);
+        }
+        *value
+    }
 }
 
 /// Records `new` as the flow's last state, only for flows already in the map: a state change
