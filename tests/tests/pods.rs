@@ -190,13 +190,15 @@ fn an_address_reused_by_a_new_pod_is_named_after_the_new_pod() {
     client.exec_ok(&["ip", "neigh", "flush", "all"]);
     // The label tracer learns of the new pod at its next CRI poll; its kernel filter passes the
     // new namespace only from then on (a CI flake at 4c026f9: traffic sent before that poll was
-    // filtered out in the kernel).
-    let followed = format!("+netns {}", new.netns_inode);
+    // filtered out in the kernel). Waited for by the pod's name: the new pod's namespace may
+    // have the inode the old one had (the kernel reuses freed inodes; CI at 23bf209 saw it), and
+    // "+netns" of that inode was already logged for the old pod.
+    let followed = "+pod shop/new";
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !by_label.stderr().contains(&followed) && Instant::now() < deadline {
+    while !by_label.stderr().contains(followed) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(by_label.stderr().contains(&followed), "the label tracer never selected the new pod: {}", by_label.stderr());
+    assert!(by_label.stderr().contains(followed), "the label tracer never selected the new pod: {}", by_label.stderr());
     udp_to_closed_port(&client, 40002, &new, 40124, 3);
     assert!(all.wait_for(Duration::from_secs(10), |e| e.len() >= 6), "{}", all.stderr());
     assert!(by_label.wait_for(Duration::from_secs(10), |e| e.len() >= 6), "{}", by_label.stderr());

@@ -22,6 +22,8 @@ pub(crate) struct KernelPodFilter {
     netns: HashMap<MapData, u32, u8>,
     current_addrs: HashSet<PodAddrKey>,
     current_netns: HashSet<u32>,
+    /// UIDs of the pods the maps were last brought to.
+    current_pods: HashSet<String>,
     warned_full: bool,
 }
 
@@ -45,13 +47,17 @@ pub(crate) fn addr_key(ip: IpAddr) -> PodAddrKey {
 pub(crate) fn wanted<'a>(pods: impl Iterator<Item = &'a Pod>, selection: &Selection) -> (HashSet<PodAddrKey>, HashSet<u32>) {
     let mut addrs = HashSet::new();
     let mut netns = HashSet::new();
-    for pod in pods.filter(|p| selection.matches(p)) {
+    for pod in selected(pods, selection) {
         addrs.extend(pod.ips.iter().copied().map(addr_key));
         if let (Some(inode), false) = (pod.netns, pod.host_network) {
             netns.insert(inode);
         }
     }
     (addrs, netns)
+}
+
+fn selected<'a>(pods: impl Iterator<Item = &'a Pod>, selection: &Selection) -> impl Iterator<Item = &'a Pod> {
+    pods.filter(|p| selection.matches(p))
 }
 
 impl KernelPodFilter {
@@ -63,6 +69,7 @@ impl KernelPodFilter {
             netns: HashMap::try_from(netns)?,
             current_addrs: HashSet::new(),
             current_netns: HashSet::new(),
+            current_pods: HashSet::new(),
             warned_full: false,
         })
     }
@@ -70,7 +77,8 @@ impl KernelPodFilter {
     /// Brings the maps to what `selection` wants of `registry`'s live pods: removals first, so a
     /// full map makes room.
     pub(crate) fn sync(&mut self, registry: &Registry, selection: &Selection) -> anyhow::Result<()> {
-        let (addrs, netns) = wanted(registry.live().into_iter(), selection);
+        let live = registry.live();
+        let (addrs, netns) = wanted(live.iter().copied(), selection);
         for key in self.current_addrs.difference(&addrs) {
             // Already absent is fine: the goal is absence.
             let _ = self.addrs.remove(key);
@@ -102,12 +110,19 @@ impl KernelPodFilter {
             self.warned_full = true;
         }
         // Pods selected after start are traced from this sync on (one CRI poll after they
-        // appear); the debug line lets a user (and the tests) see when that happened.
+        // appear); the debug lines let a user (and the tests) see when that happened. A pod is
+        // named as well as its namespace's inode: the kernel reuses a freed inode, so a new pod
+        // can get the inode its predecessor had, and "+netns" alone cannot tell the two apart.
         for inode in netns.difference(&self.current_netns) {
             log::debug!("kernel pod filter: +netns {inode}");
         }
+        let pods: Vec<&Pod> = selected(live.into_iter(), selection).collect();
+        for pod in pods.iter().filter(|p| !self.current_pods.contains(&p.uid)) {
+            log::debug!("kernel pod filter: +pod {}", pod.full_name());
+        }
         self.current_addrs = addrs;
         self.current_netns = netns;
+        self.current_pods = pods.into_iter().map(|p| p.uid.clone()).collect();
         Ok(())
     }
 }
