@@ -87,8 +87,9 @@ const RECENT_SLOTS: u32 = 256;
 ///   out, the same argument. A locally delivered connection's first packet never leaves a
 ///   device, so its replies (from a local socket) are always read.
 ///
-/// Global, not per CPU: the first packet and the later ones may run on different CPUs. Written only when its value changes, so a settled connection's
-/// packets share the cache line without writing it.
+/// Global, not per CPU: the first packet and the later ones may run on different CPUs. Written
+/// only when its value changes, so a settled connection's packets share the cache line without
+/// writing it.
 #[map]
 static NAT_SETTLED: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
 
@@ -140,9 +141,10 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // The healthy packet's path makes no helper call: two loads without conntrack; with it, the
     // ctinfo, the socket and the settled table (NAT_SETTLED). Argument 0, read straight from the
     // context (a load at a fixed offset: what keeps the verifier's BTF type on the pointer); the
-    // plan refuses a kernel whose BTF puts the skb elsewhere. `_nfct` read straight through that typed pointer: the offset is a constant of
-    // the read-only NAT_CONFIG, so the verifier checks it against sk_buff's BTF and the JIT emits
-    // one fault-safe load instead of a bpf_probe_read_kernel call.
+    // plan refuses a kernel whose BTF puts the skb elsewhere. `_nfct` read straight through that
+    // typed pointer: the offset is a constant of the read-only NAT_CONFIG, so the verifier checks
+    // it against sk_buff's BTF and the JIT emits one fault-safe load instead of a
+    // bpf_probe_read_kernel call.
     let skb = ctx.arg::<*const u8>(0);
     if skb.is_null() {
         return Ok(());

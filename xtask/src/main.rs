@@ -78,6 +78,11 @@ enum Task {
         /// Use target/release/tracer as it is (no setup, no build)
         #[arg(long)]
         no_build: bool,
+        /// Measure this tracer binary as it is instead (no setup, no build): an older build, to
+        /// compare two versions in alternating runs (give --out too, or TRACER_BENCH_ONLY=node,
+        /// which prints its table)
+        #[arg(long, value_name = "PATH")]
+        tracer: Option<PathBuf>,
     },
     /// `tracer serve` for minutes under a steady drop load, with 1,000 pods through its pods file
     /// and 10 scrapes/s: slopes of RSS, fds and series, and every counter against the events it
@@ -211,8 +216,11 @@ fn main() -> anyhow::Result<()> {
             }
             result
         }
-        Task::Bench { smoke, reps, secs, storm_secs, out, no_build } => {
-            let tracer = tracer_binary(no_build, &[Setup::Lab])?;
+        Task::Bench { smoke, reps, secs, storm_secs, out, no_build, tracer } => {
+            let tracer = match tracer {
+                Some(path) => path.canonicalize().with_context(|| format!("--tracer {}", path.display()))?,
+                None => tracer_binary(no_build, &[Setup::Lab])?,
+            };
             bench::bench(&workspace(), &bench::Options { tracer, smoke, reps, secs, storm_secs, out })
         }
         Task::Soak { minutes, out, no_build } => {
