@@ -21,7 +21,7 @@ use crate::{
         drops::{CountedPlace, detail::DropDetail},
         mtu::detail::MtuEventKind,
         nat::detail::{NatDetail, NatKind, NatState},
-        tcp::detail::ResetDirection,
+        tcp::detail::{ResetDirection, TcpDetail},
     },
 };
 
@@ -1295,7 +1295,7 @@ fn service_not_translated(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Fi
     for e in events {
         let counts = match &e.detail {
             Detail::Retransmit(t) if t.state == Some("SYN_SENT") => (1, 0, 0),
-            Detail::ConnectFail(t) if !t.never_sent() => (0, 1, 0),
+            Detail::ConnectFail(t) if unanswered(t) => (0, 1, 0),
             Detail::Drop(_) => (0, 0, 1),
             _ => continue,
         };
@@ -1378,7 +1378,7 @@ fn dns_no_reply(run: &Run<'_>, reply_timeout: Duration, facts: &mut dyn Facts, o
             Detail::Nat(n) if is_dns(e) && n.state == NatState::NoReply && !replied.contains(&n.conn) => (n.orig_dst.clone(), (1, 0, 0, 0)),
             Detail::Drop(_) => (dns_query_drop(e, conns), (0, 1, 0, 0)),
             Detail::Retransmit(t) if is_dns(e) && t.state == Some("SYN_SENT") => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
-            Detail::ConnectFail(t) if is_dns(e) && !t.never_sent() => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
+            Detail::ConnectFail(t) if is_dns(e) && unanswered(t) => (e.flow.dst_endpoint(), (0, 0, 1, 0)),
             Detail::Reset(t) if is_dns(e) && t.state == Some("SYN_SENT") && t.direction == Some(ResetDirection::Received) => {
                 (e.flow.dst_endpoint(), (0, 0, 0, 1))
             }
@@ -1526,6 +1526,13 @@ fn connects_not_sent(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding
     }
 }
 
+/// Whether a connect_fail is evidence of a SYN that got no answer: every rule that counts failed
+/// connects as loss asks this. One that failed before its SYN left (the kernel counted none) is
+/// evidence of nothing lost on the network; [`connects_not_sent`] tells those.
+fn unanswered(t: &TcpDetail) -> bool {
+    !t.never_sent()
+}
+
 /// Drops that have a finding of their own: a connection with one of them is explained by it.
 /// Their reasons are [`Run`]'s `named` (NETFILTER_DROP, IP_RPFILTER, NO_SOCKET, PKT_TOO_BIG,
 /// and the route, neighbour and socket buffer reasons).
@@ -1566,7 +1573,7 @@ fn retransmit_storms(run: &Run<'_>, out: &mut Vec<Finding>) {
                 c.states.extend(t.state);
                 c.events.push(e);
             }
-            Detail::ConnectFail(t) if !t.never_sent() => {
+            Detail::ConnectFail(t) if unanswered(t) => {
                 c.connect_fails += 1;
                 c.states.extend(t.state);
                 c.events.push(e);
