@@ -106,6 +106,8 @@ pub struct NatLab {
     pub node_pod_ip: String,
     /// Backends: subnet 0, `.1`, `.2`, ...
     pub backends: Vec<Host>,
+    /// The node's end of backend `i`'s veth: the bridge port its packets leave the node by.
+    pub backend_ifs: Vec<String>,
     /// Clients: client `i` is `.1` of subnet `1 + i`.
     pub clients: Vec<Host>,
     /// The node's veth towards client `i`.
@@ -116,9 +118,9 @@ impl NatLab {
     pub fn new(backends: u32, clients: u32) -> NatLab {
         assert!((1..=2).contains(&clients) && (1..=20).contains(&backends));
         // The node, its bridge (`.254` of subnet 0) and the backends on it, as BridgeLab builds them.
-        let BridgeLab { node, bridge, node_ip: node_pod_ip, hosts, addrs } = BridgeLab::new(backends);
+        let BridgeLab { node, bridge, node_ip: node_pod_ip, hosts, ports: backend_ifs, addrs } = BridgeLab::new(backends);
         let backends = hosts.into_iter().map(|(ns, _, ip)| Host { ns, ip }).collect();
-        let mut lab = NatLab { addrs, node, bridge, node_pod_ip, backends, clients: Vec::new(), client_ifs: Vec::new() };
+        let mut lab = NatLab { addrs, node, bridge, node_pod_ip, backends, backend_ifs, clients: Vec::new(), client_ifs: Vec::new() };
         for b in &lab.backends {
             b.ns.route(&["default", "via", &lab.node_pod_ip]);
         }
@@ -140,6 +142,13 @@ impl NatLab {
     /// The whole block (four /24s, aligned) as one CIDR, for `--ip`.
     pub fn block(&self) -> String {
         self.addrs.net(0).replace("/24", "/22")
+    }
+
+    /// The node's end of the veth of the backend with address `ip` (`IP` or `IP:PORT`).
+    pub fn backend_if(&self, ip: &str) -> &str {
+        let ip = ip.rsplit_once(':').map_or(ip, |(ip, _)| ip);
+        let i = self.backends.iter().position(|b| b.ip == ip).unwrap_or_else(|| panic!("{ip} is no backend of the lab"));
+        &self.backend_ifs[i]
     }
 
     /// A Service address: host `n` of subnet 3, which no namespace has.

@@ -44,6 +44,8 @@ pub struct BridgeLab {
     pub node_ip: String,
     /// (namespace, its interface, its address)
     pub hosts: Vec<(Netns, String, String)>,
+    /// The node's end of host `i`'s veth (a port of the bridge).
+    pub ports: Vec<String>,
     pub addrs: AddrBlock,
 }
 
@@ -55,7 +57,7 @@ impl BridgeLab {
         node.bridge(&bridge);
         let node_ip = addrs.host(0, 254);
         node.addr(&bridge, &format!("{node_ip}/24"));
-        let mut hosts = Vec::new();
+        let (mut hosts, mut ports) = (Vec::new(), Vec::new());
         for i in 0..n {
             let ns = Netns::new("h");
             let inner = unique_name("e");
@@ -65,8 +67,9 @@ impl BridgeLab {
             let ip = addrs.host(0, i + 1);
             ns.addr(&inner, &format!("{ip}/24"));
             hosts.push((ns, inner, ip));
+            ports.push(outer);
         }
-        BridgeLab { node, bridge, node_ip, hosts, addrs }
+        BridgeLab { node, bridge, node_ip, hosts, ports, addrs }
     }
 }
 

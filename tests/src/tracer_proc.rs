@@ -420,8 +420,18 @@ pub fn parse_summary(stderr: &str, probe: &str) -> Option<Summary> {
 /// Runs `tracer ARGS` and checks that it refuses them as bad input: exit 2 within 3 s, exactly
 /// one stderr line naming at least one of `words` (and not `attached`), nothing on stdout.
 pub fn assert_refused(args: &[&str], words: &[&str]) {
+    refused(args, words, || run_tracer(args, Duration::from_secs(30)));
+}
+
+/// [`assert_refused`] with the tracer run inside network namespace `netns` (`ip netns exec`):
+/// refusals that depend on the namespace's devices. Returns the one stderr line.
+pub fn assert_refused_in(netns: &Netns, args: &[&str], words: &[&str]) -> String {
+    refused(args, words, || run_tracer_wrapped(&["ip", "netns", "exec", netns.name.as_str()], args, Duration::from_secs(30)))
+}
+
+fn refused(args: &[&str], words: &[&str], run: impl FnOnce() -> TracerRun) -> String {
     let t0 = Instant::now();
-    let run = run_tracer(args, Duration::from_secs(30));
+    let run = run();
     run.assert_code(2);
     let lines = run.stderr_lines();
     assert_eq!(lines.len(), 1, "{args:?}: want exactly one stderr line, got:\n{}", run.stderr);
@@ -429,4 +439,5 @@ pub fn assert_refused(args: &[&str], words: &[&str]) {
     assert!(!lines[0].contains("attached"), "{args:?}: attached before failing: {}", lines[0]);
     assert!(run.lines.iter().all(|l| l.trim().is_empty()), "{args:?}: stdout not empty: {:?}", run.lines);
     assert!(t0.elapsed() < Duration::from_secs(3), "{args:?}: took {:?}: it ran instead of refusing", t0.elapsed());
+    lines[0].to_string()
 }

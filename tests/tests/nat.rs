@@ -27,6 +27,11 @@
 //! - Crossing a veth into another namespace scrubs the packet's conntrack reference, and the
 //!   client and backend namespaces have no conntrack of their own, so only the node reports.
 //!
+//! Most tests run `tracer nat` (the transmit tracepoint, every namespace). The `watch` tests run
+//! tracer inside the node's namespace with the NAT check in the egress classifiers of the
+//! node's veths (`--nat-hook tc`, or auto): a packet the node sends to a backend is seen leaving
+//! by the backend's bridge port there, not by the bridge (its first transmit).
+//!
 //! Every lab is private (namespaces, 198.18.0.0/15 block), every tracer is filtered to the lab's
 //! block, every wait is bounded, and everything is removed on drop, also on panic.
 #![expect(unused_crate_dependencies, reason = "each test binary links all of tracer-tests' dependencies and uses a few")]
@@ -283,13 +288,19 @@ fn assert_clean_summary(run: &TracerRun, synthesized: usize) {
         .unwrap_or_else(|| panic!("{:?}: no `tracer: nat: N seen, N delivered, N lost` line on stderr:\n{}", run.args, run.stderr));
     assert_eq!(s.lost, 0, "{:?}: unexpected lost events: {s:?}", run.args);
     assert_eq!(s.seen, s.delivered + s.lost + s.unread.unwrap_or(0), "{:?}: seen != delivered + lost: {s:?}", run.args);
-    let lines = run.events().len() as u64;
+    let lines = traced_events(run).len() as u64;
     assert!(
         s.delivered <= lines && s.delivered + synthesized as u64 >= lines,
         "{:?}: delivered {} vs {lines} JSON lines ({synthesized} no_reply): {s:?}",
         run.args,
         s.delivered
     );
+}
+
+/// A run's events: its JSON lines without the records `watch` adds (its facts, and the
+/// `recording` record at the end).
+fn traced_events(run: &TracerRun) -> Vec<Value> {
+    run.events().into_iter().filter(|e| !matches!(e["kind"].as_str(), Some("recording" | "fact"))).collect()
 }
 
 /// Starts `tracer nat -o json ARGS` and checks its `attached` line.
@@ -314,7 +325,7 @@ fn finish(t: Tracer, complete: bool, start: i128) -> (TracerRun, Vec<Value>) {
     let run = t.stop();
     let end = now_nanos();
     run.assert_code(0);
-    let events = run.events();
+    let events = traced_events(&run);
     assert!(complete, "{:?}: events incomplete within {EVENT_WAIT:?}:\n{}\nstderr:\n{}", run.args, dump(&events), run.stderr);
     for ev in &events {
         check_nat(ev, (start, end));
@@ -322,15 +333,109 @@ fn finish(t: Tracer, complete: bool, start: i128) -> (TracerRun, Vec<Value>) {
     (run, events)
 }
 
+/// Which tracer traces a scenario, and so by which device it sees a packet leave the node.
+#[derive(Clone, Copy, Debug)]
+enum Tracing<'a> {
+    /// `tracer nat` in the test's own namespace: the transmit tracepoint, in every namespace. A
+    /// packet the node sends to a backend is seen on its first transmit, by the node's bridge.
+    Nat,
+    /// `tracer watch --probes nat,mtu` inside the node's namespace, with `--nat-hook HOOK` (None:
+    /// without the flag, auto), which must put the NAT check into the egress classifiers of the
+    /// node's veths ([`start_watch_in_node`]). A packet to a backend is seen leaving by the
+    /// backend's bridge port (the bridge itself is no classified device).
+    Watch(Option<&'a str>),
+}
+
+impl Tracing<'_> {
+    /// The device the node's packets towards `backend` (IP:PORT) are reported leaving by.
+    fn to_server_if<'l>(self, lab: &'l NatLab, backend: &str) -> &'l str {
+        match self {
+            Tracing::Nat => &lab.bridge,
+            Tracing::Watch(_) => lab.backend_if(backend),
+        }
+    }
+
+    /// Starts this tracer with `args` and checks its `attached` line.
+    fn start(self, lab: &NatLab, args: &[&str]) -> Tracer {
+        match self {
+            Tracing::Nat => start_nat(args),
+            Tracing::Watch(hook) => start_watch_in_node(lab, hook, args),
+        }
+    }
+}
+
+/// The NAT family's part of a `tracer: attached watch (drops: ...; nat: ...; mtu: ...; tc on N
+/// devices: ...)` line: from `nat: ` to the next family's part, or the end of the list.
+fn nat_part(attached: &str) -> Option<&str> {
+    let (_, rest) = attached.split_once("nat: ")?;
+    let end = ["; drops: ", "; tcp: ", "; mtu: ", "; tc on "].iter().filter_map(|sep| rest.find(sep)).min();
+    Some(end.map_or(rest.trim_end_matches(')'), |e| &rest[..e]))
+}
+
+/// The names of the BPF programs process `pid` holds (its program and link descriptors).
+fn prog_names_of(pid: i32) -> BTreeSet<String> {
+    let ids = bpf_prog_ids_of_pid(pid);
+    bpf_progs().into_iter().filter(|p| ids.contains(&p.id)).map(|p| p.name).collect()
+}
+
+/// Where `t` (a `watch` with the NAT family) runs the NAT check, from its `attached` line and
+/// the programs it holds: "tc" (the egress classifiers, no `nat_xmit` program loaded) or
+/// "xmit" (`tp_btf/net_dev_start_xmit`, `nat_xmit` loaded); panics if they disagree.
+fn nat_hook_of(t: &Tracer) -> &'static str {
+    let attached = t.attached_lines().join("\n");
+    let progs = prog_names_of(t.pid());
+    let what = format!("attached line: {attached}\nprograms held: {progs:?}");
+    let part = nat_part(&attached).unwrap_or_else(|| panic!("no `nat: ...` part in the attached line\n{what}"));
+    let (tc, xmit) = (part.contains("tc egress"), part.contains("tp_btf/net_dev_start_xmit"));
+    assert!(tc != xmit, "the NAT part `{part}` must name exactly one hook, `tc egress` or `tp_btf/net_dev_start_xmit`\n{what}");
+    assert_eq!(progs.contains("nat_xmit"), xmit, "`nat_xmit` must be loaded exactly when the NAT part names the tracepoint\n{what}");
+    if tc {
+        assert!(
+            progs.iter().any(|p| p.starts_with("mtu_") && p.ends_with("_egress")),
+            "the NAT check runs in the egress classifiers, yet none is held\n{what}"
+        );
+        "tc"
+    } else {
+        "xmit"
+    }
+}
+
+/// Starts `tracer watch --probes nat,mtu -o json [--nat-hook HOOK] ARGS` inside the lab's node
+/// namespace and checks that it attached, with the NAT check in the egress classifiers (auto
+/// must choose them there: the mtu family runs, no `--iface`, the node has veths).
+fn start_watch_in_node(lab: &NatLab, hook: Option<&str>, args: &[&str]) -> Tracer {
+    let mut v = vec!["watch", "--probes", "nat,mtu", "-o", "json"];
+    if let Some(hook) = hook {
+        v.extend(["--nat-hook", hook]);
+    }
+    v.extend_from_slice(args);
+    let t = Tracer::start_in(&lab.node, &v);
+    let attached = t.attached_lines().join("\n");
+    assert!(attached.contains("attached watch"), "want `tracer: attached watch (...)` on stderr, got: {attached}");
+    assert_eq!(nat_hook_of(&t), "tc", "{v:?} in the node's namespace");
+    t
+}
+
 /// One traced scenario: `tracer nat -o json --pods-from none --ip BLOCK --reply-timeout 1s`
 /// (plus `extra`) runs while `traffic` does, until `done(traffic's result, events)` holds
 /// (bounded by [`EVENT_WAIT`]), then as [`finish`].
 fn traced<R>(lab: &NatLab, extra: &[&str], traffic: impl FnOnce() -> R, done: impl Fn(&R, &[Value]) -> bool) -> (R, TracerRun, Vec<Value>) {
+    traced_by(lab, Tracing::Nat, extra, traffic, done)
+}
+
+/// [`traced`] by `tracing`'s tracer (the same arguments after its own).
+fn traced_by<R>(
+    lab: &NatLab,
+    tracing: Tracing,
+    extra: &[&str],
+    traffic: impl FnOnce() -> R,
+    done: impl Fn(&R, &[Value]) -> bool,
+) -> (R, TracerRun, Vec<Value>) {
     let block = lab.block();
     let mut args = vec!["--pods-from", "none", "--ip", &block, "--reply-timeout", "1s"];
     args.extend_from_slice(extra);
     let start = now_nanos();
-    let t = start_nat(&args);
+    let t = tracing.start(lab, &args);
     let result = traffic();
     let complete = t.wait_for(EVENT_WAIT, |evs| done(&result, evs));
     let (run, events) = finish(t, complete, start);
@@ -363,12 +468,17 @@ fn silence(host: &Host, proto: &str, port: u16) {
 /// Each connection from `origs` to `orig_dst` was answered: per [`assert_answered`], against
 /// the kernel's entry; returns each connection's backend (the kernel's reply source).
 fn assert_all_answered(lab: &NatLab, events: &[Value], origs: &[String], orig_dst: &str, nat: &str) -> Vec<String> {
+    assert_all_answered_by(lab, Tracing::Nat, events, origs, orig_dst, nat)
+}
+
+/// [`assert_all_answered`] for events of `tracing`'s tracer (the devices it sees).
+fn assert_all_answered_by(lab: &NatLab, tracing: Tracing, events: &[Value], origs: &[String], orig_dst: &str, nat: &str) -> Vec<String> {
     let table = conntrack(&lab.node);
-    let legs = Legs { netns: lab.node.inode(), to_server_if: &lab.bridge, to_client_if: &lab.client_ifs[0] };
     origs
         .iter()
         .map(|orig| {
             let ct = ct_entry(&table, orig, orig_dst);
+            let legs = Legs { netns: lab.node.inode(), to_server_if: tracing.to_server_if(lab, &ct.reply_src), to_client_if: &lab.client_ifs[0] };
             assert_answered(&format!("connection {orig} -> {orig_dst}"), &conn_events(events, orig), &ct, nat, &legs);
             ct.reply_src
         })
@@ -427,6 +537,30 @@ fn service_connections_name_their_backend_once_per_state() {
         return;
     }
     let _lock = shared_lock();
+    service_connections_once_per_state(Tracing::Nat);
+}
+
+/// `watch` inside the node's namespace with the NAT check in the egress classifiers of the
+/// node's veths, by `--nat-hook tc` and by auto (which must choose them there, as the attached
+/// line and the programs held say: no `nat_xmit`): the same events as the transmit tracepoint
+/// gives ([`service_connections_name_their_backend_once_per_state`]: one per state, the
+/// kernel's tuples, round robin, nothing for connections not rewritten), except the device: a
+/// packet to a backend is reported leaving by the backend's bridge port, not the bridge.
+#[test]
+fn service_connections_are_seen_by_the_egress_classifiers() {
+    if !require_privileged("service_connections_are_seen_by_the_egress_classifiers") {
+        return;
+    }
+    let _lock = shared_lock();
+    for hook in [Some("tc"), None] {
+        service_connections_once_per_state(Tracing::Watch(hook));
+    }
+}
+
+/// Ten connections through a two-backend Service (and two straight to a backend) traced by
+/// `tracing`: each Service connection is reported new, reply, assured with the kernel's tuples
+/// and backend (per [`assert_all_answered_by`]), split 5/5; the others not at all.
+fn service_connections_once_per_state(tracing: Tracing) {
     let (lab, _echo) = tcp_lab(2, 1);
     let cip = lab.cluster_ip(10);
     tcp_service(&lab, "TEST", &cip, &[0, 1], false);
@@ -444,9 +578,9 @@ fn service_connections_name_their_backend_once_per_state() {
             assert_eq!(r, "ok 3", "direct connection from port {p} failed");
         }
     };
-    let ((), run, events) = traced(&lab, &[], traffic, |_, evs| all_assured(evs, &origs));
+    let ((), run, events) = traced_by(&lab, tracing, &[], traffic, |_, evs| all_assured(evs, &origs));
 
-    let chosen = assert_all_answered(&lab, &events, &origs, &ep(&cip, SVC_PORT), "dnat");
+    let chosen = assert_all_answered_by(&lab, tracing, &events, &origs, &ep(&cip, SVC_PORT), "dnat");
     let backends: Vec<String> = lab.backends.iter().map(|b| ep(&b.ip, BACKEND_PORT)).collect();
     for (orig, backend) in origs.iter().zip(&chosen) {
         assert!(backends.contains(backend), "{orig}: the kernel sent it to {backend} (not a backend?)");
@@ -482,7 +616,23 @@ fn a_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one() {
     let _lock = shared_lock();
     let (lab, _echo) = tcp_lab(1, 1);
     let client = &lab.clients[0];
-    connections_in_reused_entries(&lab, &client.ns, &client.ip, 42601, &["new", "reply", "assured"]);
+    connections_in_reused_entries(&lab, Tracing::Nat, &client.ns, &client.ip, 42601, &["new", "reply", "assured"]);
+}
+
+/// [`a_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one`] with the NAT check in
+/// the node's egress classifiers (`watch --nat-hook tc` in the node's namespace), which check
+/// every reply-direction packet and let an original-direction packet of a settled connection
+/// exit early: a connection in an entry an earlier, finished connection had is not taken for
+/// that one, and is reported new, reply, assured.
+#[test]
+fn a_reused_conntrack_entry_is_reported_like_a_new_one_by_the_egress_classifiers() {
+    if !require_privileged("a_reused_conntrack_entry_is_reported_like_a_new_one_by_the_egress_classifiers") {
+        return;
+    }
+    let _lock = shared_lock();
+    let (lab, _echo) = tcp_lab(1, 1);
+    let client = &lab.clients[0];
+    connections_in_reused_entries(&lab, Tracing::Watch(Some("tc")), &client.ns, &client.ip, 42601, &["new", "reply", "assured"]);
 }
 
 /// The same from a socket of the node itself (kubelet's, a hostNetwork pod's): its packets
@@ -500,12 +650,13 @@ fn a_node_local_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_on
     lab.node.exec_ok(&["ip", "route", "add", &lab.cluster_ip(10), "dev", &lab.bridge]);
     // The reply is delivered here, not sent: the client's ACK is the first packet to show it,
     // with the assured state it sets, so "reply" comes within "assured".
-    connections_in_reused_entries(&lab, &lab.node, &lab.node_pod_ip, 42701, &["new", "assured"]);
+    connections_in_reused_entries(&lab, Tracing::Nat, &lab.node, &lab.node_pod_ip, 42701, &["new", "assured"]);
 }
 
 /// [`a_connection_in_a_reused_conntrack_entry_is_reported_like_a_new_one`] from `ip` in `ns`,
-/// source ports from `first_port` on; `want`: the states each connection is reported in.
-fn connections_in_reused_entries(lab: &NatLab, ns: &Netns, ip: &str, first_port: u16, want: &[&str]) {
+/// source ports from `first_port` on, traced by `tracing`; `want`: the states each connection is
+/// reported in.
+fn connections_in_reused_entries(lab: &NatLab, tracing: Tracing, ns: &Netns, ip: &str, first_port: u16, want: &[&str]) {
     let cip = lab.cluster_ip(10);
     tcp_service(lab, "REUSE", &cip, &[0], false);
     let sports: Vec<u16> = (first_port..first_port + 16).collect();
@@ -524,13 +675,19 @@ fn connections_in_reused_entries(lab: &NatLab, ns: &Netns, ip: &str, first_port:
             lab.node.exec_ok(&["conntrack", "-D", "-p", "tcp", "--orig-src", ip, "--sport", &p.to_string()]);
         }
     };
-    let ((), _run, events) = traced(lab, &[], traffic, |_, evs| all_assured(evs, &origs));
+    let ((), _run, events) = traced_by(lab, tracing, &[], traffic, |_, evs| all_assured(evs, &origs));
     let mut entries = BTreeSet::new();
     for orig in &origs {
         let evs = conn_events(&events, orig);
         let live: Vec<&Value> = evs.iter().copied().filter(|e| ["new", "reply", "assured"].contains(&e["state"].as_str().unwrap_or(""))).collect();
         assert_eq!(states(&live), want, "{orig}: want each state once, in order:\n{}", dump(&events));
         assert!(live.last().is_some_and(|e| e["reply_seen"] == true), "{orig}: the last state has the reply:\n{}", dump(&events));
+        // Towards the backend (new, assured) by the device `tracing` sees; the reply by the client's veth.
+        for ev in &live {
+            let backend = ev["backend"].as_str().unwrap_or_default();
+            let want_if = if ev["state"] == "reply" { lab.client_ifs[0].as_str() } else { tracing.to_server_if(lab, backend) };
+            assert_eq!(ev["ifname"].as_str(), Some(want_if), "{orig}: {ev}: ifname");
+        }
         let conns: BTreeSet<u64> = live.iter().filter_map(|e| e["conn"].as_u64()).collect();
         assert_eq!(conns.len(), 1, "{orig}: one entry per connection: {conns:?}");
         entries.extend(conns);
@@ -550,6 +707,26 @@ fn connections_to_a_silent_backend_are_marked_no_reply() {
         return;
     }
     let _lock = shared_lock();
+    silent_backend_marked_no_reply(Tracing::Nat);
+}
+
+/// [`connections_to_a_silent_backend_are_marked_no_reply`] with the NAT check in the node's
+/// egress classifiers (`watch --nat-hook tc` in the node's namespace): the same events, the
+/// silent backend's connections seen leaving by its bridge port, then marked `no_reply` after
+/// `--reply-timeout`.
+#[test]
+fn connections_to_a_silent_backend_are_marked_no_reply_by_the_egress_classifiers() {
+    if !require_privileged("connections_to_a_silent_backend_are_marked_no_reply_by_the_egress_classifiers") {
+        return;
+    }
+    let _lock = shared_lock();
+    silent_backend_marked_no_reply(Tracing::Watch(Some("tc")));
+}
+
+/// Four connections through a Service whose second backend never answers, traced by `tracing`:
+/// two answered (new, reply, assured), two `new` then `no_reply` about `--reply-timeout` later,
+/// each against the kernel's entry.
+fn silent_backend_marked_no_reply(tracing: Tracing) {
     // Backend 0 answers; backend 1 is a pod whose namespace drops everything to the port.
     let (lab, _echo) = tcp_lab(2, 1);
     let silent = &lab.backends[1];
@@ -567,13 +744,13 @@ fn connections_to_a_silent_backend_are_marked_no_reply() {
         timed_out.iter().all(|o| conn_events(evs, o).iter().any(|e| e["state"] == "no_reply"))
             && all_assured(evs, &with_result(client, results, "ok 3").into_iter().collect::<Vec<_>>())
     };
-    let (results, run, events) = traced(&lab, &[], traffic, done);
+    let (results, run, events) = traced_by(&lab, tracing, &[], traffic, done);
     let timed_out = with_result(client, &results, "timeout");
     let answered: Vec<String> = with_result(client, &results, "ok 3").into_iter().collect();
     assert_eq!((timed_out.len(), answered.len()), (2, 2), "nth every 2: two connections must time out, two be answered: {results:?}");
 
     let orig_dst = ep(&cip, SVC_PORT);
-    let chosen = assert_all_answered(&lab, &events, &answered, &orig_dst, "dnat");
+    let chosen = assert_all_answered_by(&lab, tracing, &events, &answered, &orig_dst, "dnat");
     let answering = ep(&lab.backends[0].ip, BACKEND_PORT);
     assert!(chosen.iter().all(|b| *b == answering), "the kernel sent answered connections elsewhere: {chosen:?}");
     let table = conntrack(&lab.node);
@@ -602,7 +779,7 @@ fn connections_to_a_silent_backend_are_marked_no_reply() {
                 "{what}: event {ev}: src/dst must be the translated SYN's"
             );
         }
-        assert_eq!(evs[0]["ifname"].as_str(), Some(lab.bridge.as_str()), "{what}: {}: ifname", evs[0]);
+        assert_eq!(evs[0]["ifname"].as_str(), Some(tracing.to_server_if(&lab, &silent_ep)), "{what}: {}: ifname", evs[0]);
         let waited = (ts(evs[1]) - ts(evs[0])) as f64 / 1e9;
         assert!(
             (REPLY_TIMEOUT_S - 0.1..=REPLY_TIMEOUT_S + 3.0).contains(&waited),
@@ -1026,4 +1203,68 @@ fn connection_ends_are_reported_closed_or_timed_out() {
     assert_eq!(events.len(), 4 * answered.len() + 3 * timed_out.len(), "unexpected events:\n{}", dump(&events));
     assert_clean_summary(&run, 2 * timed_out.len() + answered.len());
     assert!(run.stderr.contains("4 connections ended"), "the stop summary counts the ends:\n{}", run.stderr);
+}
+
+/// `--nat-hook tc` where the egress classifiers cannot see the node's NAT is refused before
+/// anything is attached (exit 2, one line starting `tracer: --nat-hook tc`): in a namespace with
+/// no veth or tunnel device (watch, diagnose, serve), without the mtu family, with `--iface`.
+/// An unknown hook is exit 2 naming it; `tracer nat` has no `--nat-hook`.
+#[test]
+fn nat_hook_tc_is_refused_where_the_classifiers_cannot_see_nat() {
+    if !require_privileged("nat_hook_tc_is_refused_where_the_classifiers_cannot_see_nat") {
+        return;
+    }
+    let _lock = shared_lock();
+    // Only `lo`.
+    let empty = Netns::new("e");
+    let lab = NatLab::new(1, 1);
+    let block = lab.block();
+    // Were the input accepted, the run would end by itself.
+    let common = ["--nat-hook", "tc", "--pods-from", "none", "--ip", block.as_str(), "--duration", "3s"];
+    let iface = lab.client_ifs[0].as_str();
+    let cases: [(&Netns, &[&str]); 6] = [
+        (&empty, &["watch", "--probes", "nat,mtu"]),
+        (&empty, &["diagnose"]),
+        (&empty, &["serve", "--quiet"]),
+        (&lab.node, &["watch", "--probes", "nat"]),
+        (&lab.node, &["watch", "--probes", "nat,mtu", "--iface", iface]),
+        (&lab.node, &["diagnose", "--iface", iface]),
+    ];
+    for (ns, args) in cases {
+        let args = [args, &common[..]].concat();
+        let line = assert_refused_in(ns, &args, &["--nat-hook tc"]);
+        assert!(line.starts_with("tracer: --nat-hook tc"), "{args:?} in {}: the line must start `tracer: --nat-hook tc`: {line}", ns.name);
+    }
+    for command in ["watch", "diagnose", "serve"] {
+        assert_refused(&[command, "--nat-hook", "bogus", "--pods-from", "none", "--duration", "3s"], &["bogus"]);
+    }
+    assert_refused(&["nat", "--nat-hook", "tc", "--pods-from", "none", "--duration", "3s"], &["--nat-hook"]);
+}
+
+/// Auto puts the NAT check on the transmit tracepoint (`nat_xmit`, every namespace) where the
+/// egress classifiers cannot see the node's NAT: in a namespace with no veth or tunnel device,
+/// without the mtu family, with `--iface`; `--nat-hook xmit` chooses it where auto would choose
+/// the classifiers. Told by the attached line and the programs the tracer holds.
+#[test]
+fn nat_hook_auto_falls_back_to_the_transmit_tracepoint() {
+    if !require_privileged("nat_hook_auto_falls_back_to_the_transmit_tracepoint") {
+        return;
+    }
+    let _lock = shared_lock();
+    let empty = Netns::new("e");
+    let lab = NatLab::new(1, 1);
+    let block = lab.block();
+    let iface = lab.client_ifs[0].as_str();
+    let cases: [(&Netns, &[&str]); 4] = [
+        (&empty, &["--probes", "nat,mtu"]),
+        (&lab.node, &["--probes", "nat"]),
+        (&lab.node, &["--probes", "nat,mtu", "--iface", iface]),
+        (&lab.node, &["--probes", "nat,mtu", "--nat-hook", "xmit"]),
+    ];
+    for (ns, extra) in cases {
+        let args = [&["watch", "-o", "json", "--pods-from", "none", "--ip", block.as_str()][..], extra].concat();
+        let t = Tracer::start_in(ns, &args);
+        assert_eq!(nat_hook_of(&t), "xmit", "{args:?} in {}", ns.name);
+        t.stop().assert_code(0);
+    }
 }
