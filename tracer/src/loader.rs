@@ -28,17 +28,20 @@ pub(crate) struct Globals {
     /// (marker, BTF id) of each kfunc a family resolved: what the marker calls are rewritten to
     /// (`kernel::kfunc`). A marker not listed is rewritten to `r0 = 0`.
     kfuncs: Vec<(u32, Option<u32>)>,
+    /// A family of the run carries egress checks (see
+    /// [`crate::probes::Family::carries_egress_checks`]): its classifiers will be attached to the
+    /// node's devices. Set by the session, read by the families that can ride in them.
+    pub egress_checks: bool,
 }
 
 impl Globals {
     pub(crate) fn new(offsets: KernelOffsets, filter: FlowFilter, tunnel_ports: TunnelPorts) -> Self {
-        Self { offsets, filter, tunnel_ports, ring_wake_bytes: 0, families: Vec::new(), kfuncs: Vec::new() }
+        Self { offsets, filter, tunnel_ports, ring_wake_bytes: 0, families: Vec::new(), kfuncs: Vec::new(), egress_checks: false }
     }
 
     /// Has the programs' calls of `marker` (a `tracer_common::kfunc` marker) call kernel function
     /// `id` (from `kernel::kfunc::vmlinux_id`), or, with None, become `r0 = 0` on a kernel without
     /// it. Replaces an earlier setting of the same marker.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the first family to call a kfunc comes with the marker in tracer-ebpf"))]
     pub(crate) fn set_kfunc(&mut self, marker: u32, id: Option<u32>) {
         self.kfuncs.retain(|(m, _)| *m != marker);
         self.kfuncs.push((marker, id));

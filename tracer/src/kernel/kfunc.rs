@@ -3,7 +3,8 @@
 //! aya 0.14 cannot resolve `.ksyms` kfunc externs, so tracer-ebpf emits, where it wants a kfunc,
 //! an ordinary helper call whose immediate is a marker id ([`tracer_common::kfunc`]). Before aya
 //! parses the object, [`patch`] rewrites each such call: into a kfunc call to the function's BTF
-//! id in the running kernel ([`vmlinux_id`]) when the kernel has the function, otherwise into
+//! id in the running kernel (the family that calls it resolves the id from the running kernel's
+//! BTF, never a `--btf` file's: `KernelBtf::is_running_kernels`) when the kernel has the function, otherwise into
 //! `r0 = 0`. The program only reaches a kfunc call when configured to use it, so on a kernel
 //! without the function the replacement is dead code the verifier prunes; it only has to be a
 //! valid instruction.
@@ -12,8 +13,6 @@
 //! crate: all this needs is the section table, and the bytes must be rewritten in place.
 
 use tracer_common::kfunc::KFUNC_MARK_CAST_TO_KERN_CTX;
-
-use super::btf::KernelBtf;
 
 /// Every marker the programs may call, with the kfunc it stands for (for lookups and logs).
 pub(crate) const MARKERS: &[(u32, &str)] = &[(KFUNC_MARK_CAST_TO_KERN_CTX, "bpf_cast_to_kern_ctx")];
@@ -178,17 +177,6 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 /// The little-endian u64 at `at`, if the bytes are there.
 fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// The BTF id of function (FUNC) `name` in the running kernel's BTF (/sys/kernel/btf/vmlinux),
-/// or None when the kernel lacks the function or publishes no BTF. A `--btf` file is never used
-/// here: a kfunc call names a function of the kernel the program is loaded into, by that
-/// kernel's own id. Parses the whole vmlinux BTF (a few milliseconds; btf_format.rs has no
-/// cheaper lookup), so callers resolve each kfunc once.
-#[cfg_attr(not(test), expect(dead_code, reason = "the first family to call a kfunc comes with the marker in tracer-ebpf"))]
-pub(crate) fn vmlinux_id(name: &str) -> Option<u32> {
-    let btf = KernelBtf::load(None).map_err(|err| log::debug!("kfunc {name}: no kernel BTF to find it in: {err}")).ok()?;
-    btf.vmlinux_id(name, true).map_err(|err| log::debug!("kfunc {name}: {err}")).ok()
 }
 
 /// The name of the kfunc `marker` stands for, for logs ("marker 0x..." for one not in [`MARKERS`]).
@@ -361,17 +349,15 @@ mod tests {
         assert!(!code_sections(crate::loader::OBJECT).unwrap().is_empty(), "the object has code");
     }
 
+    /// The egress classifiers (for any device and for Ethernet ones) carry the NAT check's kfunc
+    /// call, and no marker call is left in the object after the rewrite, whatever the kernel has.
     #[test]
-    fn vmlinux_id_finds_functions_of_the_running_kernel() {
-        if !std::path::Path::new(crate::kernel::btf::VMLINUX_BTF).exists() {
-            eprintln!("skipped: no kernel BTF");
-            return;
-        }
-        let id = vmlinux_id(crate::kernel::hooks::PROBE_TARGET).expect("bpf_fentry_test1 in vmlinux BTF");
-        assert!(id > 0);
-        assert_eq!(vmlinux_id("no_such_function_in_any_kernel"), None);
-        // A typedef is not a function.
-        assert_eq!(vmlinux_id("btf_trace_kfree_skb"), None);
+    fn the_egress_classifiers_call_the_kfunc_and_none_is_left_after_the_rewrite() {
+        let calls: Vec<(u32, Option<u32>)> = MARKERS.iter().map(|(m, _)| (*m, None)).collect();
+        let (patched, counts) = patch(crate::loader::OBJECT, &calls).unwrap();
+        assert!(counts[0] >= 2, "mtu_tc_egress and mtu_eth_egress each call bpf_cast_to_kern_ctx: {counts:?}");
+        let (_, again) = patch(patched.bytes(), &calls).unwrap();
+        assert_eq!(again, vec![0; calls.len()], "every marker call was rewritten");
     }
 
     #[test]
