@@ -103,7 +103,8 @@ fn metrics_pass_promtool_and_match_the_events() {
     let addr = "127.0.0.1:19464";
     let block = lab.addrs.net(0);
     let t = Tracer::start_in(&lab.a, &serve_args(addr, &block, &[]));
-    assert!(t.stderr().contains(&format!("metrics on http://{addr}/metrics")), "{}", t.stderr());
+    // Printed just after `attached`, which is what start_in waited for.
+    assert!(t.wait_for_stderr(Duration::from_secs(10), &format!("metrics on http://{addr}/metrics")), "{}", t.stderr());
     Udp { count: 4, ..Udp::new(&lab.a_ip, 41000, &lab.b_ip, 6100) }.send(&lab.a);
     Udp { count: 3, ..Udp::new(&lab.a_ip, 41001, &lab.b_ip, 6101) }.send(&lab.a);
     assert!(t.wait_for(Duration::from_secs(10), |e| e.len() >= 7), "drops not seen: {}", t.stderr());
@@ -303,6 +304,8 @@ fn serve_for_scrapes(addr: &str) -> (PairLab, Tracer, usize) {
     let lab = PairLab::new();
     let block = lab.addrs.net(0);
     let t = Tracer::start_in(&lab.a, &serve_args(addr, &block, &["--probes", "drops", "--quiet"]));
+    // Printed just after `attached`, which is what start_in waited for.
+    assert!(t.wait_for_stderr(Duration::from_secs(10), "metrics on http://"), "{}", t.stderr());
     let bound = scrape_bound(&t.stderr());
     assert!(bound >= 2, "a bound of {bound} leaves no room for an idle client beside a scrape");
     (lab, t, bound)

@@ -6,7 +6,8 @@
 //!
 //! One module per probe family; [`event`] holds the header every ring-buffer record starts with,
 //! [`flow`] the parsed packet addresses, [`filter`] the kernel-side flow filter and [`offsets`] the
-//! kernel struct offsets that the loader reads from BTF and hands to the programs.
+//! kernel struct offsets that the loader reads from BTF and hands to the programs. [`kfunc`] holds
+//! the marker ids the programs call in place of kernel functions, which the loader rewrites.
 #![no_std]
 
 /// Implements `aya::Pod` for the loader side, so these structs can be copied into globals and maps.
@@ -25,6 +26,7 @@ pub mod drop;
 pub mod event;
 pub mod filter;
 pub mod flow;
+pub mod kfunc;
 pub mod mtu;
 pub mod nat;
 pub mod offsets;

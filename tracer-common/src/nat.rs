@@ -1,5 +1,6 @@
 //! NAT family: conntrack entries of transmitted packets (net:net_dev_start_xmit as a BTF
-//! tracepoint), reported once per connection and again when its state changes. Offsets of
+//! tracepoint, or inside the tc egress classifiers), reported once per connection and again when
+//! its state changes. Offsets of
 //! `struct nf_conn` come from vmlinux or nf_conntrack's module BTF. Kernel >= 5.10 with BTF.
 
 use crate::{
@@ -79,12 +80,23 @@ pub struct NatConfig {
     /// kernel's BTF does not say: every packet is then checked.
     pub ctinfo_established: u32,
     pub ctinfo_established_reply: u32,
+    /// Whether the tc egress classifiers check each packet's entry (the NAT check riding in
+    /// the classifiers instead of net_dev_start_xmit), and how they read `sk_buff._nfct`:
+    /// [`NatConfig::TC_OFF`], [`NatConfig::TC_KFUNC`] or [`NatConfig::TC_PROBE_READ`].
+    pub tc_read: u32,
 }
-const _: () = assert!(size_of::<NatConfig>() == 68);
+const _: () = assert!(size_of::<NatConfig>() == 72);
 
 impl NatConfig {
     /// A ctinfo no packet carries (it is three bits).
     pub const NO_CTINFO: u32 = u32::MAX;
+    /// The classifiers do not check NAT (the tracepoint does, or the family is off).
+    pub const TC_OFF: u32 = 0;
+    /// `_nfct` through `bpf_cast_to_kern_ctx` (kernel >= 6.2): one BTF-checked load.
+    pub const TC_KFUNC: u32 = 1;
+    /// `_nfct` through `bpf_probe_read_kernel` at the context's address, which is the kernel's
+    /// `struct sk_buff *` (kernels without the kfunc).
+    pub const TC_PROBE_READ: u32 = 2;
 }
 
 /// Slots of the direct-mapped table of settled connections (a power of two).

@@ -108,9 +108,12 @@ pub(crate) fn mtu_tc_ingress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// tc egress on a traced device; as [`mtu_tc_ingress`].
+/// tc egress on a traced device; as [`mtu_tc_ingress`]. Carries the NAT family's per-packet
+/// check too when the loader says so (NAT_CONFIG's tc_read): one classifier a packet instead of
+/// a tracepoint for every transmit.
 #[classifier]
 pub(crate) fn mtu_tc_egress(ctx: TcContext) -> i32 {
+    nat::try_tc(&ctx);
     let _ = mtu::try_tc::<{ mtu::UNKNOWN_LINK }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
     TC_ACT_UNSPEC
 }
@@ -123,9 +126,10 @@ pub(crate) fn mtu_eth_ingress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// [`mtu_tc_egress`] for Ethernet devices; as [`mtu_eth_ingress`].
+/// [`mtu_tc_egress`] for Ethernet devices; as [`mtu_eth_ingress`], with the NAT check.
 #[classifier]
 pub(crate) fn mtu_eth_egress(ctx: TcContext) -> i32 {
+    nat::try_tc(&ctx);
     let _ = mtu::try_tc::<{ mtu::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
     TC_ACT_UNSPEC
 }

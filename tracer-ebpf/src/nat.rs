@@ -1,14 +1,16 @@
 //! The NAT family: every transmitted packet's conntrack entry, reported once per NATed
-//! connection and again when its reply/assured state changes. A packet without an entry costs
-//! two loads; a later packet of a settled connection (see [`NAT_SETTLED`]) a few more and
-//! an inlined array lookup, of one awaiting assured a read of its status word too; any other
-//! conntracked packet one read of its entry.
+//! connection and again when its reply/assured state changes. Checked where a packet is
+//! transmitted (net:net_dev_start_xmit, [`try_xmit`]) or, where the classifiers ride, where it
+//! leaves a classified device ([`try_tc`]). A packet without an entry costs two loads; a later
+//! packet of a settled connection (see [`NAT_SETTLED`]) a few more and an inlined array lookup,
+//! of one awaiting assured a read of its status word too; any other conntracked packet one read
+//! of its entry.
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
     event::{EventHeader, kind},
@@ -41,6 +43,7 @@ static NAT_CONFIG: NatConfig = NatConfig {
     span_fits: 0,
     ctinfo_established: NatConfig::NO_CTINFO,
     ctinfo_established_reply: NatConfig::NO_CTINFO,
+    tc_read: NatConfig::TC_OFF,
 };
 
 macro_rules! config {
@@ -86,6 +89,14 @@ const RECENT_SLOTS: u32 = 256;
 /// - ctinfo ESTABLISHED_REPLY and forwarded (no socket): the original direction was forwarded
 ///   out, the same argument. A locally delivered connection's first packet never leaves a
 ///   device, so its replies (from a local socket) are always read.
+///
+/// Inside the tc classifiers ([`try_tc`]) only the first argument holds, and only for the
+/// devices they are on: a connection's packets of one direction leave by one route, so the
+/// first packet went out of the same classified device as the later ones. Its replies may
+/// come back out of a classified device (a pod's veth) while its original direction left by
+/// one without a classifier (the uplink, for a pod's masqueraded traffic): a slot written by
+/// the entry's previous occupant would then pass for this connection's. So the classifiers read
+/// the entry of every reply.
 ///
 /// Global, not per CPU: the first packet and the later ones may run on different CPUs. Written
 /// only when its value changes, so a settled connection's packets share the cache line without
@@ -133,7 +144,7 @@ fn tuple_flow(ct: *const u8, tuple: u32, flow: &mut RawFlow) {
     flow.dport = u16::from_be(read::<u16>(base, config!(tuple_dst_port) as usize).unwrap_or(0));
 }
 
-/// net:net_dev_start_xmit (skb, dev).
+/// net:net_dev_start_xmit (skb, dev): every packet a device transmits, in every namespace.
 pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if config!(valid) != 1 || !crate::kernel::offsets_valid() {
         return Ok(());
@@ -152,31 +163,98 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let nfct_at = skb.wrapping_add(config!(skb_nfct) as usize).cast::<u64>();
     // SAFETY: a verifier-checked load of sk_buff::_nfct (see above); a fault reads as zero.
     let nfct = unsafe { core::ptr::read_volatile(nfct_at) };
-    let ct = (nfct & skb::NFCT_PTRMASK) as *const u8;
-    if ct.is_null() {
-        return Ok(());
+    // See NAT_SETTLED: a reply is trusted only forwarded, not sent by a local socket.
+    check(skb, nfct, |original, established| original || (established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0)));
+    Ok(())
+}
+
+/// The check of [`try_xmit`] inside a tc egress classifier (tracer-ebpf's main.rs calls it
+/// before the MTU family's): the packet leaving a device the classifiers are attached to, when
+/// the loader set [`NatConfig::tc_read`]. The healthy packet's path is one load of `_nfct` (the
+/// kfunc's, on kernels >= 6.2) or one helper call (before), then the settled table; only a
+/// packet of the original direction may take the settled exit (see [`NAT_SETTLED`]).
+#[inline(always)]
+pub(crate) fn try_tc(ctx: &TcContext) {
+    let how = config!(tc_read);
+    if how == NatConfig::TC_OFF || config!(valid) != 1 || !crate::kernel::offsets_valid() {
+        return;
     }
-    let key = ct as u64;
+    let off = config!(skb_nfct) as usize;
+    let (skb, nfct) = if how == NatConfig::TC_KFUNC {
+        let skb = kernel_skb(ctx);
+        // SAFETY: a verifier-checked load through the trusted `struct sk_buff *` the kfunc
+        // returns; the offset is a constant of the read-only NAT_CONFIG.
+        (skb, unsafe { core::ptr::read_volatile(skb.wrapping_add(off).cast::<u64>()) })
+    } else {
+        // The context register holds the kernel's `struct sk_buff *` (the verifier rewrites
+        // `__sk_buff` loads into `sk_buff` ones), which bpf_probe_read_kernel may read at any
+        // offset.
+        let skb = ctx.skb.skb as *const u8;
+        (skb, read::<u64>(skb, off).unwrap_or(0))
+    };
+    check(skb, nfct, |original, _| original);
+}
+
+/// The kernel's `struct sk_buff *` behind a tc context, typed for the verifier
+/// (`bpf_cast_to_kern_ctx`, kernel >= 6.2, inlined by the verifier into a register move). aya
+/// cannot link a kfunc (it does not resolve `.ksyms` externs): the call is a helper call to a
+/// marker id the loader rewrites (tracer-common's `kfunc`); on a kernel without the kfunc it
+/// becomes `r0 = 0`, and NAT_CONFIG's tc_read keeps this code unreached.
+#[inline(always)]
+fn kernel_skb(ctx: &TcContext) -> *const u8 {
+    let skb: *const u8;
+    // SAFETY: the loader rewrites the marker into bpf_cast_to_kern_ctx(ctx), which returns its
+    // argument typed; r1-r5 are clobbered as by any call.
+    unsafe {
+        core::arch::asm!(
+            "call {mark}",
+            mark = const tracer_common::kfunc::KFUNC_MARK_CAST_TO_KERN_CTX,
+            inlateout("r1") ctx.skb.skb => _,
+            lateout("r0") skb,
+            lateout("r2") _, lateout("r3") _, lateout("r4") _, lateout("r5") _,
+        );
+    }
+    skb
+}
+
+/// The per-packet check of a packet whose `_nfct` is `nfct`: the settled exits when `trusted`
+/// (given whether the packet is of the original direction, and of an established connection)
+/// says the settled table may answer, else [`read_entry`].
+#[inline(always)]
+fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool) {
+    let ct = nfct & skb::NFCT_PTRMASK;
+    if ct == 0 {
+        return;
+    }
     let ctinfo = (nfct & !skb::NFCT_PTRMASK) as u32;
     let original = ctinfo == config!(ctinfo_established);
     let established = original || ctinfo == config!(ctinfo_established_reply);
-    // See NAT_SETTLED: a reply is trusted only forwarded, not sent by a local socket.
-    let trusted = original || (established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0));
-    let settled = NAT_SETTLED.get_ptr_mut(settled_slot(key));
-    if trusted && let Some(slot) = settled {
+    if trusted(original, established)
+        && let Some(slot) = NAT_SETTLED.get_ptr_mut(settled_slot(ct))
+    {
         // SAFETY: an 8-byte aligned slot of a global array; one load.
         let known = unsafe { core::ptr::read_volatile(slot) };
-        if known == key | SETTLED {
-            return Ok(());
+        if known == ct | SETTLED {
+            return;
         }
         // Reply reported, assured not yet: the status word says whether that is still so.
         let report_mask = config!(report_mask);
-        if known == key | AWAITING_ASSURED && read::<u32>(ct, config!(ct_status) as usize).is_ok_and(|st| st & report_mask != report_mask) {
-            return Ok(());
+        if known == ct | AWAITING_ASSURED && read::<u32>(ct as *const u8, config!(ct_status) as usize).is_ok_and(|st| st & report_mask != report_mask)
+        {
+            return;
         }
     }
-    let Some((status, nat)) = connection_state(ct) else { return Ok(()) };
-    if let Some(slot) = settled {
+    let _ = read_entry(skb, ct, established);
+}
+
+/// The part of the check that reads the entry at `ct` (the packet's `_nfct` without ctinfo):
+/// records what it found in the settled table and reports a NATed connection whose state is new
+/// to [`NAT_SEEN`]. A function of its own, so the classifier's healthy path makes no call.
+#[inline(never)]
+fn read_entry(skb: *const u8, key: u64, established: bool) -> Option<()> {
+    let ct = key as *const u8;
+    let (status, nat) = connection_state(ct)?;
+    if let Some(slot) = NAT_SETTLED.get_ptr_mut(settled_slot(key)) {
         let reported = status & config!(report_mask);
         let value = match (established, nat.is_some()) {
             (true, false) => key | SETTLED,
@@ -184,19 +262,19 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             (true, true) if reported != 0 => key | AWAITING_ASSURED,
             _ => key,
         };
-        // SAFETY: as above; one 8-byte store (atomic on 64-bit architectures), made only when the
-        // value changes.
+        // SAFETY: an 8-byte aligned slot of a global array; one 8-byte store (atomic on 64-bit
+        // architectures), made only when the value changes.
         unsafe {
             if core::ptr::read_volatile(slot) != value {
                 core::ptr::write_volatile(slot, value);
             }
         }
     }
-    let Some(now_seen) = nat else { return Ok(()) };
+    let now_seen = nat?;
     let slot = NAT_RECENT.get_ptr_mut(recent_slot(key));
     // SAFETY: this CPU's slot, read and written only by this program on this CPU.
     if slot.is_some_and(|r| unsafe { (*r).ct == key && (*r).seen == now_seen }) {
-        return Ok(());
+        return None;
     }
     let remember = || {
         if let Some(r) = slot {
@@ -207,7 +285,7 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // SAFETY: the value is compared at once, not held.
     if unsafe { NAT_SEEN.get(&key) }.is_some_and(|seen| *seen == now_seen) {
         remember();
-        return Ok(());
+        return None;
     }
     remember();
     let _ = NAT_SEEN.insert(&key, &now_seen, 0);
@@ -217,7 +295,7 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // Both flows live in per-CPU scratch, not on the stack: with filter::passes' frame on top,
     // 6.1 and 6.12 refuse more than 512 bytes for the two together.
     let (Some(flow), Some(original), Some(tunnel)) = (NAT_SCRATCH.get_ptr_mut(0), NAT_SCRATCH.get_ptr_mut(1), NAT_TUNNEL.get_ptr_mut(0)) else {
-        return Ok(());
+        return None;
     };
     // SAFETY: the per-CPU scratch entries are ours for this program run.
     let (flow, original, tunnel) = unsafe { (&mut *flow, &mut *original, &mut *tunnel) };
@@ -227,10 +305,10 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         *original = RawFlow::default();
         tuple_flow(ct, config!(ct_orig_tuple), original);
         if !filter::passes(original, device.netns) {
-            return Ok(());
+            return None;
         }
     }
-    let Some(mut entry) = emit::reserve::<NatEvent>(kind::NAT) else { return Ok(()) };
+    let mut entry = emit::reserve::<NatEvent>(kind::NAT)?;
     let ev = entry.as_mut_ptr();
     // SAFETY: a reserved record of the right size; every field is written before submit.
     unsafe {
@@ -257,7 +335,7 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         write_tuple(ct, reply_off, &mut (*ev).reply);
     }
     entry.submit();
-    Ok(())
+    Some(())
 }
 
 /// The slot of [`NAT_SETTLED`] for the entry at `ct`, spread as [`recent_slot`]'s.

@@ -9,6 +9,8 @@ use aya::{
 };
 use tracer_common::{event::counter, filter::FlowFilter, flow::TunnelPorts, offsets::KernelOffsets};
 
+use crate::kernel::kfunc;
+
 /// The kernel object built by build.rs from tracer-ebpf.
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
@@ -23,11 +25,32 @@ pub(crate) struct Globals {
     /// eighth of the ring; below it the reader's timer (`runner::POLL`) collects records.
     ring_wake_bytes: u64,
     families: Vec<(&'static str, Vec<u8>)>,
+    /// (marker, BTF id) of each kfunc a family resolved: what the marker calls are rewritten to
+    /// (`kernel::kfunc`). A marker not listed is rewritten to `r0 = 0`.
+    kfuncs: Vec<(u32, Option<u32>)>,
+    /// A family of the run carries egress checks (see
+    /// [`crate::probes::Family::carries_egress_checks`]): its classifiers will be attached to the
+    /// node's devices. Set by the session, read by the families that can ride in them.
+    pub egress_checks: bool,
 }
 
 impl Globals {
     pub(crate) fn new(offsets: KernelOffsets, filter: FlowFilter, tunnel_ports: TunnelPorts) -> Self {
-        Self { offsets, filter, tunnel_ports, ring_wake_bytes: 0, families: Vec::new() }
+        Self { offsets, filter, tunnel_ports, ring_wake_bytes: 0, families: Vec::new(), kfuncs: Vec::new(), egress_checks: false }
+    }
+
+    /// Has the programs' calls of `marker` (a `tracer_common::kfunc` marker) call kernel function
+    /// `id` (from `kernel::kfunc::vmlinux_id`), or, with None, become `r0 = 0` on a kernel without
+    /// it. Replaces an earlier setting of the same marker.
+    pub(crate) fn set_kfunc(&mut self, marker: u32, id: Option<u32>) {
+        self.kfuncs.retain(|(m, _)| *m != marker);
+        self.kfuncs.push((marker, id));
+    }
+
+    /// What each marker call is rewritten to: the ids set, and None for every other known marker.
+    fn kfunc_calls(&self) -> Vec<(u32, Option<u32>)> {
+        let unset = kfunc::MARKERS.iter().filter(|(m, _)| !self.kfuncs.iter().any(|(k, _)| k == m)).map(|(m, _)| (*m, None));
+        self.kfuncs.iter().copied().chain(unset).collect()
     }
 
     /// Sizes the reader's wake-up mark to a ring buffer of `bytes`.
@@ -73,7 +96,15 @@ pub(crate) fn load<'a>(mut loader: EbpfLoader<'a>, globals: &'a Globals, ring_bu
     for (name, bytes) in &globals.families {
         loader.override_global(name, bytes.as_slice(), true);
     }
-    loader.map_max_entries("EVENTS", ring_buffer_bytes).load(OBJECT).context("creating the BPF maps of tracer's kernel object")
+    // aya copies what it needs while parsing (`Ebpf` borrows nothing), so the patched copy only
+    // has to live through this call.
+    let calls = globals.kfunc_calls();
+    let (object, counts) = kfunc::patch(OBJECT, &calls).context("rewriting the kfunc calls of tracer's kernel object")?;
+    for ((marker, id), count) in calls.iter().zip(counts) {
+        let to = id.map_or_else(|| "r0 = 0 (no kfunc used)".to_string(), |id| format!("a kfunc call to BTF id {id}"));
+        log::debug!("kfunc {}: {count} call(s) rewritten into {to}", kfunc::name_of(*marker));
+    }
+    loader.map_max_entries("EVENTS", ring_buffer_bytes).load(object.bytes()).context("creating the BPF maps of tracer's kernel object")
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memcg and ignore it.
@@ -146,5 +177,31 @@ impl CounterReader {
             total.counted += sum(counter::COUNTED)?;
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::kfunc::KFUNC_MARK_CAST_TO_KERN_CTX;
+
+    use super::*;
+
+    /// Globals as a session starts them, before any family sets its own.
+    fn globals() -> Globals {
+        Globals::new(KernelOffsets::default(), FlowFilter::default(), TunnelPorts::default())
+    }
+
+    #[test]
+    fn an_unset_marker_is_rewritten_to_r0_eq_0() {
+        assert_eq!(globals().kfunc_calls(), [(KFUNC_MARK_CAST_TO_KERN_CTX, None)]);
+    }
+
+    #[test]
+    fn a_set_kfunc_replaces_the_earlier_setting() {
+        let mut globals = globals();
+        globals.set_kfunc(KFUNC_MARK_CAST_TO_KERN_CTX, Some(5));
+        globals.set_kfunc(KFUNC_MARK_CAST_TO_KERN_CTX, Some(7));
+        globals.set_kfunc(0x7fff_0001, None);
+        assert_eq!(globals.kfunc_calls(), [(KFUNC_MARK_CAST_TO_KERN_CTX, Some(7)), (0x7fff_0001, None)]);
     }
 }

@@ -26,7 +26,7 @@ use crate::{
         layer::{PodLayer, PodsConfig, start_services},
         services::ServiceNames,
     },
-    probes::{self, AttachContext, CommandId, Family, FamilyId, PlanContext, PlanError},
+    probes::{self, AttachContext, CannotRun, CommandId, Family, FamilyId, PlanContext, PlanError},
     runner::{self, Delivered, Pipeline, Ring, Stop},
     usage::UsageError,
 };
@@ -129,6 +129,29 @@ fn release_startup_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// Configures each family ([`Family::configure`]) in order: those that can run go on; one that
+/// cannot is an error when it runs alone, else its probe status says why.
+fn configure(
+    planned: Vec<Box<dyn Family>>,
+    globals: &mut Globals,
+    alone: bool,
+    probes: &mut [ProbeStatus],
+) -> Result<Vec<Box<dyn Family>>, CannotRun> {
+    let mut families = Vec::new();
+    for mut family in planned {
+        match family.configure(globals) {
+            Ok(()) => families.push(family),
+            Err(e) if alone => return Err(e),
+            Err(e) => {
+                if let Some(p) = probes.iter_mut().find(|p| p.family == family.id()) {
+                    p.result = Err(e.reason);
+                }
+            }
+        }
+    }
+    Ok(families)
+}
+
 impl Session {
     /// Plans, loads and attaches `families` for `command`; prints the `attached` line.
     /// `other_namespace`: some family attaches inside another network namespace.
@@ -159,8 +182,9 @@ impl Session {
         let mut btf = load_btf(trace.btf.as_deref())?;
         let mut probes = Vec::new();
         let mut planned = Vec::new();
+        let egress_checks = families.iter().any(|f| f.carries_egress_checks());
         for mut family in families {
-            let result = family.plan(&mut PlanContext { btf: &mut btf, alone });
+            let result = family.plan(&mut PlanContext { btf: &mut btf, alone, egress_checks });
             match result {
                 Ok(()) => {
                     probes.push(ProbeStatus { family: family.id(), result: Ok(family.describe()) });
@@ -178,16 +202,19 @@ impl Session {
         drop(btf);
 
         let mut globals = Globals::new(offsets, trace.filter, trace.tunnel_ports);
-        let mut families = Vec::new();
-        for family in planned {
-            match family.configure(&mut globals) {
-                Ok(()) => families.push(family),
-                Err(e) if alone => return Err(e.into()),
-                Err(e) => {
-                    if let Some(p) = probes.iter_mut().find(|p| p.family == family.id()) {
-                        p.result = Err(e.reason);
-                    }
-                }
+        // Whether the NAT check rides in the classifiers is settled before any family is
+        // configured, from the families planned; should the one that carries them then fail to
+        // configure, the others are configured again without.
+        globals.egress_checks = planned.iter().any(|f| f.carries_egress_checks());
+        let mut families = configure(planned, &mut globals, alone, &mut probes)?;
+        if globals.egress_checks && !families.iter().any(|f| f.carries_egress_checks()) {
+            globals.egress_checks = false;
+            families = configure(families, &mut globals, alone, &mut probes)?;
+        }
+        // What each family runs is settled now (NAT's hook): the status says it as attached.
+        for family in &families {
+            if let Some(p) = probes.iter_mut().find(|p| p.family == family.id()) {
+                p.result = Ok(family.describe());
             }
         }
         for p in &probes {
@@ -435,7 +462,7 @@ mod tests {
             format!("stub {}", self.id.name())
         }
 
-        fn configure(&self, _globals: &mut Globals) -> Result<(), CannotRun> {
+        fn configure(&mut self, _globals: &mut Globals) -> Result<(), CannotRun> {
             Ok(())
         }
 

@@ -125,6 +125,8 @@ pub(crate) struct NodeThroughput {
 pub(crate) struct NodeCost {
     throughput: Vec<NodeThroughput>,
     loads: Vec<NodeLoad>,
+    /// `serve`'s attached line (which hook each family took).
+    attached: String,
 }
 
 /// The loads: (name, UDP, destination). To the Service (conntrack and NAT on every packet), and
@@ -165,12 +167,13 @@ fn throughput(tracer: &std::path::Path, lab: &NodeLab, secs: u64, reps: usize) -
 /// and 64-byte UDP from pod A to pod B, `reps` times each for `secs` seconds.
 pub(crate) fn run(tracer: &std::path::Path, secs: u64, reps: usize) -> anyhow::Result<NodeCost> {
     let lab = NodeLab::create()?;
-    let mut cost = NodeCost { throughput: throughput(tracer, &lab, secs, reps)?, loads: Vec::new() };
+    let mut cost = NodeCost { throughput: throughput(tracer, &lab, secs, reps)?, loads: Vec::new(), attached: String::new() };
     let _stats = progstats::StatsEnabled::on()?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(["serve", "--metrics", METRICS, "--pods-from", "none"]);
     let mut serve = Proc::spawn(&mut cmd, false)?;
     serve.wait_for("tracer: attached", Duration::from_secs(30)).context("tracer serve in the node lab")?;
+    cost.attached = serve.stderr_text().lines().find(|l| l.starts_with("tracer: attached")).unwrap_or_default().to_string();
     let ends: Vec<(String, String)> = NODE_DEVS.iter().map(|d| (lab.node.clone(), (*d).to_string())).collect();
     let empty = progstats::EmptyClassifier::attach(&ends)?;
     for _ in 0..reps {
@@ -232,13 +235,14 @@ impl NodeCost {
         for t in &self.throughput {
             anyhow::ensure!(t.base.median() > 0.0 && t.traced.median() > 0.0, "node lab, {}: no throughput measured", t.load);
         }
+        // On a node (pod veths in tracer's namespace) the NAT check rides in the egress
+        // classifiers: no program on every transmit.
+        anyhow::ensure!(self.attached.contains("nat: tc egress"), "node lab: serve did not put the NAT check in the classifiers: {}", self.attached);
         for l in &self.loads {
             anyhow::ensure!(l.packets > 0, "node lab, {}: no packet crossed the node", l.load);
-            anyhow::ensure!(
-                l.per_program().iter().any(|(n, runs, _)| *n == "nat_xmit" && *runs >= ON_THE_PATH),
-                "node lab, {}: nat_xmit did not run per packet",
-                l.load
-            );
+            let runs = |name: &str| l.per_program().iter().find(|(n, _, _)| *n == name).map_or(0.0, |(_, runs, _)| *runs);
+            anyhow::ensure!(runs("mtu_eth_egress") >= ON_THE_PATH, "node lab, {}: the egress classifier did not run per packet", l.load);
+            anyhow::ensure!(runs("nat_xmit") == 0.0, "node lab, {}: nat_xmit ran beside the classifiers", l.load);
             anyhow::ensure!(l.floor.run_cnt > 0, "node lab, {}: the empty classifier did not run (no statistics?)", l.load);
         }
         Ok(())

@@ -74,6 +74,8 @@ pub(crate) struct WatchCommandConfig {
     pub families: Vec<FamilyId>,
     pub reply_timeout: Duration,
     pub ifaces: Vec<IfaceChoice>,
+    /// `--nat-hook`.
+    pub nat_hook: crate::probes::nat::Hook,
     /// `--by-flow` (watch only).
     pub by_flow: bool,
     /// `--from`: recordings to read instead of tracing (`-` = stdin), each checked readable.
@@ -118,7 +120,21 @@ impl WatchCommandConfig {
         let ifaces = probes.ifaces.iter().map(|t| parse_iface(t)).collect::<Result<Vec<_>, _>>()?;
         let families = parse_families(&probes.probes)?;
         let max_rate = probes.budget.max_rate()?;
-        Ok(Self { trace: TraceConfig::from_args(trace)?, families, reply_timeout, ifaces, by_flow: false, from: Vec::new(), max_rate })
+        let nat_hook = probes.nat_hook;
+        if nat_hook == crate::probes::nat::Hook::Tc {
+            if !families.contains(&FamilyId::Nat) || !families.contains(&FamilyId::Mtu) {
+                return Err(UsageError(
+                    "--nat-hook tc: the NAT check rides in the mtu probe's classifiers; --probes must name both nat and mtu".into(),
+                ));
+            }
+            if !ifaces.is_empty() {
+                return Err(UsageError(
+                    "--nat-hook tc: not with --iface (the classifiers then watch only the devices named, not the node's every pod veth and tunnel)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(Self { trace: TraceConfig::from_args(trace)?, families, reply_timeout, ifaces, nat_hook, by_flow: false, from: Vec::new(), max_rate })
     }
 }
 
@@ -870,6 +886,25 @@ mod tests {
         for bad in ["file:", "file:/nonexistent/pods.json", "crio", ""] {
             assert!(parse_pods_from(bad).is_err(), "{bad}");
         }
+    }
+
+    /// `watch`'s config from a command line (after `tracer watch`).
+    fn watch_config(argv: &[&str]) -> Result<WatchCommandConfig, UsageError> {
+        let cli = <super::super::Cli as clap::Parser>::try_parse_from(["tracer", "watch"].iter().chain(argv)).expect("parses");
+        let super::super::Command::Watch(args) = cli.command else { panic!("not watch") };
+        WatchCommandConfig::from_args(args)
+    }
+
+    #[test]
+    fn nat_hook_tc_needs_the_mtu_classifiers_on_the_node() {
+        use crate::probes::nat::Hook;
+        assert_eq!(watch_config(&[]).unwrap().nat_hook, Hook::Auto);
+        assert_eq!(watch_config(&["--nat-hook", "xmit", "--iface", "eth0"]).unwrap().nat_hook, Hook::Xmit);
+        assert_eq!(watch_config(&["--nat-hook", "tc", "--probes", "nat,mtu"]).unwrap().nat_hook, Hook::Tc);
+        let refused = |argv: &[&str]| watch_config(argv).expect_err("refused").0;
+        assert!(refused(&["--nat-hook", "tc", "--probes", "nat,drops"]).starts_with("--nat-hook tc: "));
+        assert!(refused(&["--nat-hook", "tc", "--iface", "eth0"]).contains("--iface"));
+        assert!(<super::super::Cli as clap::Parser>::try_parse_from(["tracer", "watch", "--nat-hook", "kprobe"]).is_err());
     }
 
     #[test]

@@ -318,6 +318,12 @@ pub(crate) struct AllProbesArgs {
     /// every veth and tunnel device of tracer's own network namespace (also those created later)
     #[arg(long = "iface", value_name = "[NETNS:]DEV")]
     pub ifaces: Vec<String>,
+    /// Where the NAT probe checks each packet's conntrack entry: auto (tc where the MTU probe's
+    /// classifiers cover this node: no --iface, a pod veth or tunnel in tracer's namespace; else
+    /// xmit), tc (inside those classifiers: once a packet, on the pod veths and tunnels of tracer's
+    /// namespace), or xmit (every transmit of every namespace: costs every packet)
+    #[arg(long, value_enum, value_name = "HOOK", default_value_t = crate::probes::nat::Hook::Auto)]
+    pub nat_hook: crate::probes::nat::Hook,
     #[command(flatten)]
     pub budget: crate::probes::drops::BudgetArgs,
 }
@@ -335,7 +341,8 @@ Examples:
   tracer watch -o json --duration 30s > timeline.jsonl
   tracer watch --by-flow --duration 20s --namespace shop
   tracer watch --iface eth0 --iface flannel.1 --proto tcp
-  tracer watch --probes drops,nat --pod shop/web-0   # only these families";
+  tracer watch --probes drops,nat --pod shop/web-0   # only these families
+  tracer watch --nat-hook xmit   # NAT in every namespace, not only where the node's pods leave";
 
 const DIAGNOSE_HELP: &str = "\
 Runs every probe for --duration, shows its progress on a terminal, then prints findings: a code,

@@ -135,7 +135,7 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         let row = match &mut btf {
             Err(e) => CheckRow::not_running(id.command(), format!("no BTF: {e:#}")),
             Ok(btf) => {
-                let planned = match family.plan(&mut PlanContext { btf, alone: true }) {
+                let planned = match family.plan(&mut PlanContext { btf, alone: true, egress_checks: false }) {
                     Ok(()) => offsets_failed.clone().map_or(Ok(()), Err),
                     Err(PlanError::CannotRun(e)) => Err(e.reason),
                     Err(PlanError::Usage(e)) => Err(e.0),

@@ -49,6 +49,9 @@ pub(crate) enum BtfError {
 pub(crate) struct KernelBtf {
     vmlinux: BtfData,
     modules: Vec<(String, BtfData)>,
+    /// Read from the running kernel's /sys/kernel/btf/vmlinux (not a `--btf` file): its ids are
+    /// the ones the kernel takes for kfunc calls.
+    running: bool,
 }
 
 /// Where a BTF type came from, so lookups resolve ids in the right (split) BTF.
@@ -62,7 +65,14 @@ impl KernelBtf {
             return Err(BtfError::Missing { path });
         }
         let bytes = std::fs::read(&path).map_err(|source| BtfError::Read { path: path.clone(), source: source.into() })?;
-        Self::from_owned_bytes(bytes).map_err(|source| BtfError::Read { path, source })
+        let running = path == Path::new(VMLINUX_BTF);
+        let btf = Self::from_owned_bytes(bytes).map_err(|source| BtfError::Read { path, source })?;
+        Ok(Self { running, ..btf })
+    }
+
+    /// Whether this is the running kernel's own BTF (see [`KernelBtf::vmlinux_id`]).
+    pub(crate) fn is_running_kernels(&self) -> bool {
+        self.running
     }
 
     /// Parses a whole BTF (a `--btf` file's or vmlinux's bytes), copying them.
@@ -72,7 +82,7 @@ impl KernelBtf {
     }
 
     fn from_owned_bytes(bytes: Vec<u8>) -> Result<Self, FormatError> {
-        Ok(Self { vmlinux: BtfData::parse(bytes)?, modules: Vec::new() })
+        Ok(Self { vmlinux: BtfData::parse(bytes)?, modules: Vec::new(), running: false })
     }
 
     /// Adds the split BTF of kernel module `name` (e.g. "nf_conntrack"), if the module is loaded.

@@ -9,6 +9,7 @@ pub(crate) mod features;
 pub(crate) mod firewall;
 pub(crate) mod hooks;
 pub(crate) mod kallsyms;
+pub(crate) mod kfunc;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod rtnetlink;

@@ -57,6 +57,9 @@ pub(crate) enum PlanError {
 pub(crate) struct PlanContext<'a> {
     pub btf: &'a mut KernelBtf,
     pub alone: bool,
+    /// A family of this run attaches egress classifiers to the node's devices that can carry
+    /// another family's per-packet check ([`Family::carries_egress_checks`]).
+    pub egress_checks: bool,
 }
 
 /// What a family gets when it attaches: the kernel BTF aya loads BTF tracepoints against (parsed
@@ -96,9 +99,20 @@ pub(crate) trait Family {
         self.describe()
     }
 
-    /// Writes its kernel-side configuration into the globals. A family whose programs share a
-    /// global with one configured before it, in a way that cannot work, says so as `CannotRun`.
-    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun>;
+    /// Writes its kernel-side configuration into the globals, and settles what depends on the
+    /// other families configured (the NAT check rides in the classifiers when a family that
+    /// carries egress checks was configured: those are configured first). A family whose
+    /// programs share a global with one configured before it, in a way that cannot work, says so
+    /// as `CannotRun`.
+    fn configure(&mut self, globals: &mut Globals) -> Result<(), CannotRun>;
+
+    /// Whether its egress classifiers cover the node's own devices (the pod veths and tunnels of
+    /// tracer's namespace, followed as they come and go), so another family's per-packet check
+    /// can ride in them instead of running a program of its own for every packet. Known after
+    /// `prepare`.
+    fn carries_egress_checks(&self) -> bool {
+        false
+    }
 
     /// Facts printed before anything is loaded (the MTU family's device MTUs).
     fn print_facts(&self) {}

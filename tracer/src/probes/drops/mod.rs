@@ -439,7 +439,7 @@ impl Family for Drops {
         }
     }
 
-    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+    fn configure(&mut self, globals: &mut Globals) -> Result<(), CannotRun> {
         let p = self.planned.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
         globals.set(DROP_CONFIG, &program_config(&p.plan, &p.reasons));
         globals.set(DROP_MAX_RATE, &self.options.max_rate);

@@ -323,7 +323,7 @@ impl Family for Mtu {
         )
     }
 
-    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+    fn configure(&mut self, globals: &mut Globals) -> Result<(), CannotRun> {
         let plan = self.plan.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
         // The kfree_skb program reads the drops family's layout: with the drops family on the
         // classic tracepoint, that layout is a record's, not tp_btf's arguments.
@@ -336,6 +336,11 @@ impl Family for Mtu {
         }
         globals.set(MTU_CONFIG, &plan.config);
         Ok(())
+    }
+
+    fn carries_egress_checks(&self) -> bool {
+        // Devices the user named are what they chose to watch, not the node's every path.
+        self.options.ifaces.is_empty() && !self.traced.is_empty()
     }
 
     fn print_facts(&self) {

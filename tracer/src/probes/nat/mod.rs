@@ -1,5 +1,7 @@
-//! Conntrack NAT: plans the net_dev_start_xmit BTF tracepoint and the `struct nf_conn` layout
-//! (from vmlinux, or nf_conntrack's module BTF when conntrack is a module), and attaches.
+//! Conntrack NAT: plans the `struct nf_conn` layout (from vmlinux, or nf_conntrack's module BTF
+//! when conntrack is a module) and where each packet's entry is checked: in the tc egress
+//! classifiers when a family of the run attaches them to the node's devices ([`Hook`]), else on
+//! the net_dev_start_xmit BTF tracepoint, which sees every transmit of every namespace.
 
 pub(crate) mod ctnetlink;
 pub(crate) mod decode;
@@ -12,6 +14,7 @@ use anyhow::Context as _;
 use aya::{Btf, Ebpf};
 use tracer_common::{
     event::EventHeader,
+    kfunc::KFUNC_MARK_CAST_TO_KERN_CTX,
     nat::{NAT_SPAN, NatConfig},
 };
 use tracking::{Ends, NoReply};
@@ -31,6 +34,23 @@ use crate::{
 const PROBE: &str = "nat";
 const PROGRAM: &str = "nat_xmit";
 const TRACEPOINT: &str = "net_dev_start_xmit";
+/// The kfunc the classifiers read `_nfct` through (kernel >= 6.2).
+const CAST_TO_KERN_CTX: &str = "bpf_cast_to_kern_ctx";
+
+/// `--nat-hook`: where each packet's conntrack entry is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Hook {
+    /// tc where the run's egress classifiers cover the node's devices (the MTU family on the pod
+    /// veths and tunnels of tracer's own namespace), else xmit
+    #[default]
+    Auto,
+    /// Inside the egress classifiers: one check a packet, where it leaves a pod veth or tunnel
+    /// of tracer's namespace
+    Tc,
+    /// BTF tracepoint net_dev_start_xmit: every transmit of every namespace (each hop of a
+    /// forwarded packet)
+    Xmit,
+}
 
 /// `tracer nat`'s own flags.
 #[derive(Debug, clap::Args)]
@@ -130,6 +150,7 @@ pub(crate) fn layout(btf: &KernelBtf) -> Result<(NatConfig, StatusBits), CannotR
         span_fits: u32::from(span_fits(ct_orig_tuple, ct_status, &tuple_fields)),
         ctinfo_established: NatConfig::NO_CTINFO,
         ctinfo_established_reply: NatConfig::NO_CTINFO,
+        tc_read: NatConfig::TC_OFF,
     };
     // Without these the program still works, checking every packet's entry: not a reason to
     // refuse the family.
@@ -160,6 +181,33 @@ fn span_fits(orig_tuple: u32, status: u32, tuple_fields: &[u32]) -> bool {
     inside(status.checked_sub(orig_tuple)) && tuple_fields.iter().all(|f| inside(Some(*f)))
 }
 
+/// How the classifiers read `sk_buff._nfct` on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TcRead {
+    /// Through `bpf_cast_to_kern_ctx`, whose vmlinux BTF id this is: one load.
+    Kfunc(u32),
+    /// bpf_probe_read_kernel at the context's address (the kernel's `struct sk_buff *`).
+    ProbeRead,
+}
+
+impl TcRead {
+    fn describe(self) -> &'static str {
+        match self {
+            TcRead::Kfunc(_) => "via bpf_cast_to_kern_ctx",
+            TcRead::ProbeRead => "via bpf_probe_read_kernel",
+        }
+    }
+}
+
+/// The kfunc when the running kernel has it (6.2 on) and `btf` is that kernel's own: a kfunc
+/// call names its function by the running kernel's BTF id, so a `--btf` file cannot say it.
+fn tc_read(btf: &KernelBtf) -> TcRead {
+    match btf.is_running_kernels().then(|| btf.vmlinux_id(CAST_TO_KERN_CTX, true)) {
+        Some(Ok(id)) => TcRead::Kfunc(id),
+        _ => TcRead::ProbeRead,
+    }
+}
+
 pub(crate) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
     super::attach_btf_tracepoint(ebpf, PROGRAM, TRACEPOINT, btf)
 }
@@ -169,11 +217,13 @@ pub(crate) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
 pub(crate) struct Options {
     /// A connection with no reply after this long is reported `no_reply`.
     pub reply_timeout: Duration,
+    /// `--nat-hook` (watch, diagnose, serve; the family's own command takes the tracepoint).
+    pub hook: Hook,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { reply_timeout: Duration::from_secs(3) }
+        Options { reply_timeout: Duration::from_secs(3), hook: Hook::Auto }
     }
 }
 
@@ -181,6 +231,11 @@ impl Default for Options {
 pub(crate) struct Nat {
     options: Options,
     planned: Option<(NatConfig, StatusBits)>,
+    /// How the classifiers read `_nfct` when they carry the check (the kfunc's id on this
+    /// kernel, or a probe read); set by `plan`.
+    tc_read: TcRead,
+    /// The check rides in the egress classifiers (settled by `configure`); else the tracepoint.
+    in_classifiers: bool,
     decoder: Option<decode::Decoder>,
     services: Option<ServiceNames>,
     no_reply: NoReply,
@@ -192,7 +247,17 @@ pub(crate) struct Nat {
 impl Nat {
     pub(crate) fn new(options: Options) -> Self {
         let no_reply = NoReply::new(options.reply_timeout.as_nanos() as i128);
-        Nat { options, planned: None, decoder: None, services: None, no_reply, ends: None, marked: 0 }
+        Nat {
+            options,
+            planned: None,
+            tc_read: TcRead::ProbeRead,
+            in_classifiers: false,
+            decoder: None,
+            services: None,
+            no_reply,
+            ends: None,
+            marked: 0,
+        }
     }
 }
 
@@ -206,31 +271,62 @@ impl Family for Nat {
     }
 
     fn plan(&mut self, ctx: &mut PlanContext<'_>) -> Result<(), PlanError> {
+        if self.options.hook == Hook::Tc && !ctx.egress_checks {
+            return Err(UsageError(
+                "--nat-hook tc: no egress classifiers in this run to carry the check (they need the mtu probe, no --iface, and a veth or tunnel in tracer's network namespace)"
+                    .into(),
+            )
+            .into());
+        }
         self.planned = Some(plan(ctx.btf)?);
+        self.tc_read = tc_read(ctx.btf);
         Ok(())
     }
 
     fn describe(&self) -> String {
-        format!("tp_btf/{TRACEPOINT}")
+        if self.in_classifiers {
+            format!("tc egress (in mtu's classifiers, _nfct {})", self.tc_read.describe())
+        } else {
+            format!("tp_btf/{TRACEPOINT}")
+        }
     }
 
     fn describe_alone(&self) -> String {
-        format!("tp_btf/{TRACEPOINT}; no reply after {:?} is marked", self.options.reply_timeout)
+        format!("{}; no reply after {:?} is marked", self.describe(), self.options.reply_timeout)
     }
 
-    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+    fn configure(&mut self, globals: &mut Globals) -> Result<(), CannotRun> {
         let (config, _) = self.planned.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
-        globals.set(NAT_CONFIG, config);
+        self.in_classifiers = match self.options.hook {
+            Hook::Xmit => false,
+            Hook::Auto => globals.egress_checks,
+            Hook::Tc if globals.egress_checks => true,
+            // Planned with classifiers that then could not start (their family failed to configure).
+            Hook::Tc => return Err(CannotRun { probe: PROBE, reason: "--nat-hook tc: the egress classifiers cannot start".into() }),
+        };
+        let tc_read = match (self.in_classifiers, self.tc_read) {
+            (false, _) => NatConfig::TC_OFF,
+            (true, TcRead::Kfunc(_)) => NatConfig::TC_KFUNC,
+            (true, TcRead::ProbeRead) => NatConfig::TC_PROBE_READ,
+        };
+        globals.set(NAT_CONFIG, &NatConfig { tc_read, ..*config });
+        if let TcRead::Kfunc(id) = self.tc_read {
+            globals.set_kfunc(KFUNC_MARK_CAST_TO_KERN_CTX, Some(id));
+        }
         Ok(())
     }
 
     fn btf_tracepoints(&self) -> Vec<(&'static str, &'static str)> {
-        if self.planned.is_some() { vec![(PROGRAM, TRACEPOINT)] } else { Vec::new() }
+        if self.planned.is_some() && !self.in_classifiers { vec![(PROGRAM, TRACEPOINT)] } else { Vec::new() }
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<()> {
         let (_, bits) = self.planned.context("nat: attach before plan")?;
-        attach(ebpf, ctx.btf)?;
+        // In the classifiers, the check is attached with them (the MTU family's attach, which
+        // the session's configure order put ahead of this family's).
+        if !self.in_classifiers {
+            attach(ebpf, ctx.btf)?;
+        }
         // Before `attached`: a connection opened after that line must have its end reported.
         self.ends = Some(Ends::start());
         self.services = Some(ctx.services.clone());
@@ -278,12 +374,20 @@ impl Family for Nat {
         if !privileged {
             return CheckRow::not_running(command, "would use tp_btf/net_dev_start_xmit, but needs root".into());
         }
+        let classifiers = match self.tc_read {
+            TcRead::Kfunc(_) => {
+                "watch, diagnose and serve check inside the mtu classifiers (_nfct via bpf_cast_to_kern_ctx) where those cover the node"
+            }
+            TcRead::ProbeRead => {
+                "watch, diagnose and serve check inside the mtu classifiers (_nfct via bpf_probe_read_kernel) where those cover the node"
+            }
+        };
         CheckRow {
             command,
             runs: hooks.get(hooks::TP_BTF).is_none_or(|h| h.available != Some(false)),
             hook: Some(hooks::TP_BTF),
             attach: Some("tp_btf/net_dev_start_xmit"),
-            detail: "via tp_btf/net_dev_start_xmit (nf_conn layout from BTF)".into(),
+            detail: format!("via tp_btf/net_dev_start_xmit (nf_conn layout from BTF); {classifiers}"),
             also_uses: None,
         }
     }

@@ -181,7 +181,7 @@ impl Family for Tcp {
         format!("tp_btf: {}", hooks.join(", "))
     }
 
-    fn configure(&self, globals: &mut Globals) -> Result<(), CannotRun> {
+    fn configure(&mut self, globals: &mut Globals) -> Result<(), CannotRun> {
         let plan = self.plan.as_ref().ok_or(CannotRun { probe: PROBE, reason: "not planned".into() })?;
         globals.set(TCP_CONFIG, &TcpConfig { stream_retransmits: u32::from(self.options.stream_retransmits), ..plan.config });
         Ok(())
