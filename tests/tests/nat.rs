@@ -1206,9 +1206,10 @@ fn connection_ends_are_reported_closed_or_timed_out() {
 }
 
 /// `--nat-hook tc` where the egress classifiers cannot see the node's NAT is refused before
-/// anything is attached (exit 2, one line starting `tracer: --nat-hook tc`): in a namespace with
-/// no veth or tunnel device (watch, diagnose, serve), without the mtu family, with `--iface`.
-/// An unknown hook is exit 2 naming it; `tracer nat` has no `--nat-hook`.
+/// anything is attached (exit 2, one line starting `tracer: error: --nat-hook tc`, the way every
+/// bad input line names its flag and value): in a namespace with no veth or tunnel device
+/// (watch, diagnose, serve), without the mtu family, with `--iface`. An unknown hook is exit 2
+/// naming it; `tracer nat` has no `--nat-hook`.
 #[test]
 fn nat_hook_tc_is_refused_where_the_classifiers_cannot_see_nat() {
     if !require_privileged("nat_hook_tc_is_refused_where_the_classifiers_cannot_see_nat") {
@@ -1233,7 +1234,11 @@ fn nat_hook_tc_is_refused_where_the_classifiers_cannot_see_nat() {
     for (ns, args) in cases {
         let args = [args, &common[..]].concat();
         let line = assert_refused_in(ns, &args, &["--nat-hook tc"]);
-        assert!(line.starts_with("tracer: --nat-hook tc"), "{args:?} in {}: the line must start `tracer: --nat-hook tc`: {line}", ns.name);
+        assert!(
+            line.starts_with("tracer: error: --nat-hook tc"),
+            "{args:?} in {}: the line must start `tracer: error: --nat-hook tc`: {line}",
+            ns.name
+        );
     }
     for command in ["watch", "diagnose", "serve"] {
         assert_refused(&[command, "--nat-hook", "bogus", "--pods-from", "none", "--duration", "3s"], &["bogus"]);
