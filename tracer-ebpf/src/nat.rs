@@ -95,14 +95,26 @@ const RECENT_SLOTS: u32 = 256;
 /// first packet went out of the same classified device as the later ones. Its replies may
 /// come back out of a classified device (a pod's veth) while its original direction left by
 /// one without a classifier (the uplink, for a pod's masqueraded traffic): a slot written by
-/// the entry's previous occupant would then pass for this connection's. So the classifiers read
-/// the entry of every reply.
+/// the entry's previous occupant would then pass for this connection's. So the classifiers
+/// trust only [`NAT_KNOWN`] for a reply, which names the connection by its flow hash too.
 ///
 /// Global, not per CPU: the first packet and the later ones may run on different CPUs. Written
 /// only when its value changes, so a settled connection's packets share the cache line without
 /// writing it.
 #[map]
 static NAT_SETTLED: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
+
+/// Flows the classifiers need not read again, direct-mapped by [`known_slot`]: the entry's
+/// address and the flow hash of a packet whose read found nothing that a later packet of the
+/// same flow and ctinfo could change ([`flow_ident`], [`read_entry`]). For the packets
+/// [`NAT_SETTLED`] cannot answer in the classifiers (replies, see there, and packets of a
+/// connection not yet answered, a one-way UDP stream's): the skb's flow hash tells this
+/// connection's packets from those of the entry's previous occupant. A socket sets it from its
+/// own random `sk_txhash` (a new connection has another; a TCP retransmission timeout draws a new
+/// one, and the packet is then read again), a forwarded packet keeps the hash it came with. A
+/// packet without one is read every time. The tracepoint does not use it.
+#[map]
+static NAT_KNOWN: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
 
 /// The marks of [`NAT_SETTLED`], in the low bits of an entry's address (entries are 8-byte
 /// aligned at least: `_nfct` keeps ctinfo there too).
@@ -164,7 +176,7 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // SAFETY: a verifier-checked load of sk_buff::_nfct (see above); a fault reads as zero.
     let nfct = unsafe { core::ptr::read_volatile(nfct_at) };
     // See NAT_SETTLED: a reply is trusted only forwarded, not sent by a local socket.
-    check(skb, nfct, |original, established| original || (established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0)));
+    check(skb, nfct, |original, established| original || (established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0)), 0);
     Ok(())
 }
 
@@ -192,7 +204,9 @@ pub(crate) fn try_tc(ctx: &TcContext) {
         let skb = ctx.skb.skb as *const u8;
         (skb, read::<u64>(skb, off).unwrap_or(0))
     };
-    check(skb, nfct, |original, _| original);
+    // SAFETY: the context is a valid __sk_buff for the program's run.
+    let hash = unsafe { (*ctx.skb.skb).hash };
+    check(skb, nfct, |original, _| original, hash);
 }
 
 /// The kernel's `struct sk_buff *` behind a tc context, typed for the verifier
@@ -219,9 +233,10 @@ fn kernel_skb(ctx: &TcContext) -> *const u8 {
 
 /// The per-packet check of a packet whose `_nfct` is `nfct`: the settled exits when `trusted`
 /// (given whether the packet is of the original direction, and of an established connection)
-/// says the settled table may answer, else [`read_entry`].
+/// says the settled table may answer, or, for any other packet, when [`NAT_KNOWN`] knows its
+/// connection by `hash` (the skb's flow hash; 0: none), else [`read_entry`].
 #[inline(always)]
-fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool) {
+fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool, hash: u32) {
     let ct = nfct & skb::NFCT_PTRMASK;
     if ct == 0 {
         return;
@@ -229,9 +244,8 @@ fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool) {
     let ctinfo = (nfct & !skb::NFCT_PTRMASK) as u32;
     let original = ctinfo == config!(ctinfo_established);
     let established = original || ctinfo == config!(ctinfo_established_reply);
-    if trusted(original, established)
-        && let Some(slot) = NAT_SETTLED.get_ptr_mut(settled_slot(ct))
-    {
+    let trust = trusted(original, established);
+    if trust && let Some(slot) = NAT_SETTLED.get_ptr_mut(settled_slot(ct)) {
         // SAFETY: an 8-byte aligned slot of a global array; one load.
         let known = unsafe { core::ptr::read_volatile(slot) };
         if known == ct | SETTLED {
@@ -244,31 +258,64 @@ fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool) {
             return;
         }
     }
-    let _ = read_entry(skb, ct, established);
+    let ident = if trust { 0 } else { flow_ident(ct, hash) };
+    if ident != 0
+        && let Some(slot) = NAT_KNOWN.get_ptr_mut(known_slot(ident))
+        // SAFETY: an 8-byte aligned slot of a global array; one load.
+        && unsafe { core::ptr::read_volatile(slot) } == ident
+    {
+        return;
+    }
+    let _ = read_entry(skb, ct, established, ident);
+}
+
+/// What [`NAT_KNOWN`] holds for a packet of the entry at `ct` with flow hash `hash`: the entry's
+/// address (its bits above the 8-byte alignment, low word) and the hash; 0 (nothing to look up)
+/// without a hash.
+#[inline(always)]
+fn flow_ident(ct: u64, hash: u32) -> u64 {
+    if hash == 0 {
+        return 0;
+    }
+    (u64::from((ct >> 3) as u32) << 32) | u64::from(hash)
+}
+
+/// The slot of [`NAT_KNOWN`] for `ident`: by the entry's address as [`settled_slot`], and the
+/// hash, so the two directions of a connection (two sockets, two hashes) take two slots.
+#[inline(always)]
+fn known_slot(ident: u64) -> u32 {
+    ((ident >> 37) ^ (ident >> 49) ^ ident) as u32 & (SETTLED_SLOTS - 1)
 }
 
 /// The part of the check that reads the entry at `ct` (the packet's `_nfct` without ctinfo):
 /// records what it found in the settled table and reports a NATed connection whose state is new
 /// to [`NAT_SEEN`]. A function of its own, so the classifier's healthy path makes no call.
+///
+/// `ident`: the packet's [`flow_ident`] (0: none), written to [`NAT_KNOWN`] when no later packet
+/// of this flow can have anything new to report but a change of ctinfo: a packet of a
+/// connection not yet answered (NEW: its answer makes the next ones ESTABLISHED, another path),
+/// or of a settled one; not one awaiting assured, whose status may still change.
 #[inline(never)]
-fn read_entry(skb: *const u8, key: u64, established: bool) -> Option<()> {
+fn read_entry(skb: *const u8, key: u64, established: bool, ident: u64) -> Option<()> {
     let ct = key as *const u8;
     let (status, nat) = connection_state(ct)?;
+    let reported = status & config!(report_mask);
+    let value = match (established, nat.is_some()) {
+        (true, false) => key | SETTLED,
+        (true, true) if reported == config!(report_mask) => key | SETTLED,
+        (true, true) if reported != 0 => key | AWAITING_ASSURED,
+        _ => key,
+    };
     if let Some(slot) = NAT_SETTLED.get_ptr_mut(settled_slot(key)) {
-        let reported = status & config!(report_mask);
-        let value = match (established, nat.is_some()) {
-            (true, false) => key | SETTLED,
-            (true, true) if reported == config!(report_mask) => key | SETTLED,
-            (true, true) if reported != 0 => key | AWAITING_ASSURED,
-            _ => key,
-        };
-        // SAFETY: an 8-byte aligned slot of a global array; one 8-byte store (atomic on 64-bit
-        // architectures), made only when the value changes.
-        unsafe {
-            if core::ptr::read_volatile(slot) != value {
-                core::ptr::write_volatile(slot, value);
-            }
-        }
+        store_changed(slot, value);
+    }
+    // Written before the event is: what NAT_SEEN holds from here on is this state, reported (or
+    // filtered out, or lost with the ring full: counted) once.
+    if ident != 0
+        && (!established || value == key | SETTLED)
+        && let Some(slot) = NAT_KNOWN.get_ptr_mut(known_slot(ident))
+    {
+        store_changed(slot, ident);
     }
     let now_seen = nat?;
     let slot = NAT_RECENT.get_ptr_mut(recent_slot(key));
@@ -336,6 +383,19 @@ fn read_entry(skb: *const u8, key: u64, established: bool) -> Option<()> {
     }
     entry.submit();
     Some(())
+}
+
+/// Stores `value` in a slot of a global array when it differs from what is there: one 8-byte
+/// store (atomic on 64-bit architectures), and none for a value already there, so the CPUs that
+/// keep reading the slot share its cache line.
+#[inline(always)]
+fn store_changed(slot: *mut u64, value: u64) {
+    // SAFETY: an 8-byte aligned slot of a global array (the callers' map lookups).
+    unsafe {
+        if core::ptr::read_volatile(slot) != value {
+            core::ptr::write_volatile(slot, value);
+        }
+    }
 }
 
 /// The slot of [`NAT_SETTLED`] for the entry at `ct`, spread as [`recent_slot`]'s.

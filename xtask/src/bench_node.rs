@@ -173,7 +173,7 @@ pub(crate) fn run(tracer: &std::path::Path, secs: u64, reps: usize) -> anyhow::R
     cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(["serve", "--metrics", METRICS, "--pods-from", "none"]);
     let mut serve = Proc::spawn(&mut cmd, false)?;
     serve.wait_for("tracer: attached", Duration::from_secs(30)).context("tracer serve in the node lab")?;
-    cost.attached = serve.stderr_text().lines().find(|l| l.starts_with("tracer: attached")).unwrap_or_default().to_string();
+    cost.attached = serve.stderr_text().split(" | ").find(|l| l.starts_with("tracer: attached")).unwrap_or_default().to_string();
     let ends: Vec<(String, String)> = NODE_DEVS.iter().map(|d| (lab.node.clone(), (*d).to_string())).collect();
     let empty = progstats::EmptyClassifier::attach(&ends)?;
     for _ in 0..reps {

@@ -318,10 +318,11 @@ pub(crate) struct AllProbesArgs {
     /// every veth and tunnel device of tracer's own network namespace (also those created later)
     #[arg(long = "iface", value_name = "[NETNS:]DEV")]
     pub ifaces: Vec<String>,
-    /// Where the NAT probe checks each packet's conntrack entry: auto (tc where the MTU probe's
-    /// classifiers cover this node: no --iface, a pod veth or tunnel in tracer's namespace; else
-    /// xmit), tc (inside those classifiers: once a packet, on the pod veths and tunnels of tracer's
-    /// namespace), or xmit (every transmit of every namespace: costs every packet)
+    /// Where the NAT probe checks each packet's conntrack entry: auto (watch and serve: tc where
+    /// the MTU probe's classifiers cover this node: no --iface, a pod veth or tunnel in tracer's
+    /// namespace, else xmit; diagnose: xmit), tc (inside those classifiers: once a packet, on the
+    /// pod veths and tunnels of tracer's namespace), or xmit (every transmit of every namespace:
+    /// costs every packet)
     #[arg(long, value_enum, value_name = "HOOK", default_value_t = crate::probes::nat::Hook::Auto)]
     pub nat_hook: crate::probes::nat::Hook,
     #[command(flatten)]

@@ -48,7 +48,16 @@ pub(crate) async fn run(config: WatchCommandConfig) -> anyhow::Result<()> {
 
     let super::SessionFacts { probes, missing_probes, mtu_mismatches, services, counted } = known;
     let counted_total = counts.iter().map(|(_, c)| c.counted).sum();
-    let info = RunInfo { reply_timeout: config.reply_timeout, lost, beyond_limit: collect.beyond_limit, missing_probes, mtu_mismatches, counted };
+    let nat_in_classifiers = probes.get("nat").is_some_and(|how| crate::probes::nat::in_classifiers(how));
+    let info = RunInfo {
+        reply_timeout: config.reply_timeout,
+        lost,
+        beyond_limit: collect.beyond_limit,
+        missing_probes,
+        mtu_mismatches,
+        counted,
+        nat_in_classifiers,
+    };
     let mut facts = MachineFacts::new(&services);
     let findings = diagnose(&collect.events, &info, &mut facts);
     let report = Report {

@@ -26,7 +26,7 @@ use crate::{
 /// `diagnose` or `serve`, with the NAT reply timeout and the MTU devices the user chose.
 async fn start_every_family(command: CommandId, config: &WatchCommandConfig) -> anyhow::Result<Session> {
     let options = FamilyOptions {
-        nat: probes::nat::Options { reply_timeout: config.reply_timeout, hook: config.nat_hook },
+        nat: probes::nat::Options { reply_timeout: config.reply_timeout, hook: config.nat_hook.for_command(command) },
         mtu: probes::mtu::Options { ifaces: config.ifaces.clone(), ..probes::mtu::Options::default() },
         drops: probes::drops::Options { max_rate: config.max_rate, ..probes::drops::Options::default() },
         ..FamilyOptions::default()

@@ -227,6 +227,10 @@ pub(crate) struct RunInfo {
     pub mtu_mismatches: Vec<(Vec<String>, String)>,
     /// Drops over the rate budget (`--max-rate`), counted in the kernel by place, not delivered.
     pub counted: Vec<CountedPlace>,
+    /// The NAT family checked packets only where they left the classified devices of the
+    /// node (`--nat-hook tc`): a DNAT whose packets left by the uplink was not seen, so the
+    /// absence of a DNAT is weaker evidence.
+    pub nat_in_classifiers: bool,
 }
 
 /// Adds the drops the rate budget counted (without their flows) to the finding of their reason,
@@ -292,7 +296,7 @@ pub(crate) fn diagnose_joined<'a>(conns: EventConns<'a>, info: &RunInfo, facts: 
     no_listener(&run, facts, &mut out);
     mtu_blackholes(&run, &mut out);
     nat_no_reply(&run, info, &mut out);
-    service_not_translated(&run, facts, &mut out);
+    service_not_translated(&run, info, facts, &mut out);
     dns_no_reply(&run, info.reply_timeout, facts, &mut out);
     socket_buffer_drops(&run, facts, &mut out);
     connects_not_sent(&run, facts, &mut out);
@@ -1277,7 +1281,7 @@ fn service_address(e: &Event, facts: &dyn Facts) -> Option<(String, String)> {
     Some((service, e.flow.dst_endpoint()?))
 }
 
-fn service_not_translated(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
+fn service_not_translated(run: &Run<'_>, info: &RunInfo, facts: &mut dyn Facts, out: &mut Vec<Finding>) {
     let events = run.events;
     if !facts.knows_services() {
         return;
@@ -1315,10 +1319,20 @@ fn service_not_translated(run: &Run<'_>, facts: &mut dyn Facts, out: &mut Vec<Fi
             "connect_fails": g.connect_fails, "drops": g.drops, "dnat_seen": 0,
         }));
         let told = told(run, &g.events, &mut evidence);
-        let summary = format!(
-            "traffic to Service {service} ({address}) was never translated to a backend ({} SYN retransmits, {} failed connects, {} drops, no DNAT seen): this node's Service rules are missing; check kube-proxy (or the CNI's service implementation) on this node",
-            g.retransmits, g.connect_fails, g.drops
-        );
+        let counts = format!("{} SYN retransmits, {} failed connects, {} drops, no DNAT seen", g.retransmits, g.connect_fails, g.drops);
+        // Where NAT was checked only as packets left the node's pod veths and tunnels, a DNAT to
+        // a backend reached by the uplink (another node, no overlay) looks the same as none: the
+        // failure is as certain, its cause is not.
+        let summary = if info.nat_in_classifiers {
+            evidence.insert("nat_hook".into(), json!("tc"));
+            format!(
+                "traffic to Service {service} ({address}) got no answer and no DNAT was seen ({counts}); NAT was checked only where packets leave this node's pod veths and tunnels (--nat-hook tc), so a translation to a backend reached by the uplink is not seen: run diagnose with --nat-hook xmit to tell missing Service rules from a silent backend"
+            )
+        } else {
+            format!(
+                "traffic to Service {service} ({address}) was never translated to a backend ({counts}): this node's Service rules are missing; check kube-proxy (or the CNI's service implementation) on this node"
+            )
+        };
         out.push(told.finding("service-not-translated", Severity::Error, summary, evidence));
     }
 }
@@ -1870,6 +1884,25 @@ mod tests {
         let mut with_nat = events.clone();
         with_nat.push(nat);
         assert!(!codes(&run(&with_nat, &mut facts)).contains(&"service-not-translated"));
+    }
+
+    /// Where NAT was checked only in the egress classifiers (`--nat-hook tc`), no DNAT seen is
+    /// no proof of missing Service rules: the translated packets may have left by the uplink.
+    /// The failure is still the finding's (an error), its cause is not claimed.
+    #[test]
+    fn no_dnat_seen_by_the_egress_classifiers_does_not_claim_missing_rules() {
+        let mut facts = FakeFacts::default();
+        facts.services.insert(("10.96.0.20".parse().unwrap(), 80, 6), "shop/web".into());
+        let to_svc = flow("10.244.1.7", 4000, "10.96.0.20", 80, 6);
+        let events = vec![tcp(to_svc.clone(), "SYN_SENT", false, 1), tcp(to_svc, "SYN_SENT", true, 2)];
+        let info = RunInfo { reply_timeout: Duration::from_secs(3), nat_in_classifiers: true, ..RunInfo::default() };
+        let f = diagnose(&events, &info, &mut facts);
+        assert_eq!(codes(&f), ["service-not-translated"], "{f:#?}");
+        assert_eq!(f[0].evidence["nat_hook"], "tc");
+        assert!(f[0].summary.contains("--nat-hook xmit") && !f[0].summary.contains("rules are missing"), "{}", f[0].summary);
+        let every_transmit = run(&events, &mut facts);
+        assert!(every_transmit[0].summary.contains("rules are missing"), "with every transmit checked it is the rules: {every_transmit:#?}");
+        assert!(every_transmit[0].evidence.get("nat_hook").is_none());
     }
 
     #[test]

@@ -42,12 +42,12 @@ pub(crate) fn addr_key(ip: IpAddr) -> PodAddrKey {
     key
 }
 
-/// What the maps should hold for `selection`: the live selected pods' addresses and (for pods
-/// with their own network namespace) namespace inodes.
-pub(crate) fn wanted<'a>(pods: impl Iterator<Item = &'a Pod>, selection: &Selection) -> (HashSet<PodAddrKey>, HashSet<u32>) {
+/// The maps' keys for `pods` (selected already): their addresses and (for pods with their own
+/// network namespace) namespace inodes.
+fn keys<'a>(pods: impl Iterator<Item = &'a Pod>) -> (HashSet<PodAddrKey>, HashSet<u32>) {
     let mut addrs = HashSet::new();
     let mut netns = HashSet::new();
-    for pod in selected(pods, selection) {
+    for pod in pods {
         addrs.extend(pod.ips.iter().copied().map(addr_key));
         if let (Some(inode), false) = (pod.netns, pod.host_network) {
             netns.insert(inode);
@@ -77,8 +77,9 @@ impl KernelPodFilter {
     /// Brings the maps to what `selection` wants of `registry`'s live pods: removals first, so a
     /// full map makes room.
     pub(crate) fn sync(&mut self, registry: &Registry, selection: &Selection) -> anyhow::Result<()> {
-        let live = registry.live();
-        let (addrs, netns) = wanted(live.iter().copied(), selection);
+        // Selected once: the maps' keys and the `+pod` lines below come from the same pods.
+        let pods: Vec<&Pod> = selected(registry.live().into_iter(), selection).collect();
+        let (addrs, netns) = keys(pods.iter().copied());
         for key in self.current_addrs.difference(&addrs) {
             // Already absent is fine: the goal is absence.
             let _ = self.addrs.remove(key);
@@ -116,7 +117,6 @@ impl KernelPodFilter {
         for inode in netns.difference(&self.current_netns) {
             log::debug!("kernel pod filter: +netns {inode}");
         }
-        let pods: Vec<&Pod> = selected(live.into_iter(), selection).collect();
         for pod in pods.iter().filter(|p| !self.current_pods.contains(&p.uid)) {
             log::debug!("kernel pod filter: +pod {}", pod.full_name());
         }
@@ -153,14 +153,14 @@ mod tests {
         };
         let pods = [pod("web", "10.0.0.1", 11, false), pod("db", "fd00::2", 12, false), pod("hn", "192.168.0.1", 1, true)];
         let all = Selection::parse(&[], Some("shop"), None).unwrap();
-        let (addrs, netns) = wanted(pods.iter(), &all);
+        let (addrs, netns) = keys(selected(pods.iter(), &all));
         assert_eq!(addrs.len(), 3);
         assert_eq!(netns, HashSet::from([11, 12]));
         let v4 = addr_key("10.0.0.1".parse().unwrap());
         assert_eq!(&v4.addr[..4], &[10, 0, 0, 1]);
         assert!(v4.addr[4..].iter().all(|b| *b == 0));
         let web = Selection::parse(&["shop/web".into()], None, None).unwrap();
-        let (addrs, netns) = wanted(pods.iter(), &web);
+        let (addrs, netns) = keys(selected(pods.iter(), &web));
         assert_eq!(addrs, HashSet::from([v4]));
         assert_eq!(netns, HashSet::from([11]));
     }

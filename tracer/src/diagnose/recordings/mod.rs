@@ -78,6 +78,7 @@ impl RunRecord {
             missing_probes: self.missing_probes.clone(),
             mtu_mismatches: self.mtu_mismatches.clone(),
             counted: self.counted.clone(),
+            nat_in_classifiers: self.probes.get("nat").is_some_and(|how| crate::probes::nat::in_classifiers(how)),
         }
     }
 }

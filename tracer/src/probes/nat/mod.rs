@@ -37,6 +37,30 @@ const TRACEPOINT: &str = "net_dev_start_xmit";
 /// The kfunc the classifiers read `_nfct` through (kernel >= 6.2).
 const CAST_TO_KERN_CTX: &str = "bpf_cast_to_kern_ctx";
 
+impl Hook {
+    /// The hook `command` runs with: `diagnose` takes the tracepoint unless told otherwise, as
+    /// its `service-not-translated` rests on the absence of a DNAT, which only a check of every
+    /// transmit can show (a DNAT to a backend reached by the uplink leaves no classified device);
+    /// a ten-second run can pay for it. `watch` and `serve` run long, on busy nodes.
+    pub(crate) fn for_command(self, command: super::CommandId) -> Hook {
+        match (self, command) {
+            (Hook::Auto, super::CommandId::Diagnose) => Hook::Xmit,
+            (hook, _) => hook,
+        }
+    }
+}
+
+/// How the family's hook reads when the check rides in the classifiers (the start of its
+/// [`Family::describe`], as `watch`'s attached line and a recording's `probes` show it).
+const IN_CLASSIFIERS: &str = "tc egress";
+
+/// Whether `described` (the NAT family's hook, as [`Family::describe`] said it, live or in a
+/// recording) is the check in the classifiers, which sees NAT only where packets leave the
+/// node's pod veths and tunnels.
+pub(crate) fn in_classifiers(described: &str) -> bool {
+    described.starts_with(IN_CLASSIFIERS)
+}
+
 /// `--nat-hook`: where each packet's conntrack entry is checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Hook {
@@ -285,7 +309,7 @@ impl Family for Nat {
 
     fn describe(&self) -> String {
         if self.in_classifiers {
-            format!("tc egress (in mtu's classifiers, _nfct {})", self.tc_read.describe())
+            format!("{IN_CLASSIFIERS} (in mtu's classifiers, _nfct {})", self.tc_read.describe())
         } else {
             format!("tp_btf/{TRACEPOINT}")
         }
@@ -396,6 +420,19 @@ impl Family for Nat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diagnose_takes_the_tracepoint_unless_told_and_the_classifiers_are_told_by_their_description() {
+        use super::super::CommandId;
+        assert_eq!(Hook::Auto.for_command(CommandId::Diagnose), Hook::Xmit);
+        assert_eq!(Hook::Tc.for_command(CommandId::Diagnose), Hook::Tc);
+        assert_eq!(Hook::Auto.for_command(CommandId::Watch), Hook::Auto);
+        assert_eq!(Hook::Auto.for_command(CommandId::Serve), Hook::Auto);
+        let mut nat = Nat::new(Options::default());
+        assert!(!in_classifiers(&nat.describe()));
+        nat.in_classifiers = true;
+        assert!(in_classifiers(&nat.describe()), "{}", nat.describe());
+    }
 
     #[test]
     fn plans_on_the_running_kernel() {
