@@ -22,6 +22,12 @@ pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a tracer may take to exit after SIGINT/SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `watch`'s (and `diagnose`'s) NAT hook for a tracer that traces the lab's namespaces from
+/// outside them: every transmit of every namespace. The lab's nodes are namespaces, and their NAT
+/// happens there; `--nat-hook auto` takes the egress classifiers where tracer's own namespace
+/// has a veth (the test VM's has one), and those see only that namespace's devices.
+pub const NAT_FROM_OUTSIDE: [&str; 2] = ["--nat-hook", "xmit"];
+
 /// The workspace root (parent of this crate).
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));

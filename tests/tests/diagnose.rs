@@ -1491,6 +1491,7 @@ fn watch_streams_every_family_in_one_timeline() {
     let (lab, cip, _file, common) = silent_service_lab();
     let mut argv = strings(&["watch", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
     argv.extend(common);
+    argv.extend(strings(&NAT_FROM_OUTSIDE));
     let t = Tracer::start(&argv_refs(&argv));
     let c = &lab.clients[0];
     let results = connect_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &cip, 80, 2.5, &[42501]);
@@ -1547,6 +1548,7 @@ fn watch_by_flow_joins_a_service_connection_across_nat() {
     let (lab, cip, _file, common) = silent_service_lab();
     let mut argv = strings(&["watch", "--by-flow", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
     argv.extend(common);
+    argv.extend(strings(&NAT_FROM_OUTSIDE));
     let t = Tracer::start(&argv_refs(&argv));
     let c = &lab.clients[0];
     let results = connect_each(|a, t| c.ns.exec_timeout(a, t), &c.ip, &cip, 80, 2.5, &[42511]);
@@ -1970,6 +1972,7 @@ fn busy_node_watch_by_flow_tells_each_connection_once() {
     let busy = BusyNode::new();
     let mut argv = strings(&["watch", "--by-flow", "-o", "json", "--reply-timeout", REPLY_TIMEOUT, "--duration", &format!("{}s", duration_s())]);
     argv.extend(busy.args.common());
+    argv.extend(strings(&NAT_FROM_OUTSIDE));
     let t = Tracer::start(&argv_refs(&argv));
     let outcome = busy.traffic(0);
     assert!(outcome.iter().all(|o| o.starts_with("ok")), "lab: all traffic must work: {outcome:?}");

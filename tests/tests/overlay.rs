@@ -439,8 +439,13 @@ fn watch_by_flow_joins_a_connection_on_both_sides_of_the_tunnel() {
         let (service, backend) = lab.service_on_a(SERVER_PORT);
         let from = format!("file:{}", d.pods.0.display());
         let block = lab.addrs.net(0).replace("/24", "/22");
-        let t =
-            Tracer::start(&["watch", "--by-flow", "-o", "json", "--duration", "6s", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block]);
+        let t = Tracer::start(
+            &[
+                &["watch", "--by-flow", "-o", "json", "--duration", "6s", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block][..],
+                &NAT_FROM_OUTSIDE,
+            ]
+            .concat(),
+        );
         let got = tcp_connect(&lab.a.pod, &lab.a.pod_ip, 41030, &service, 80, 3.0);
         assert_eq!(got, "timeout", "node B's firewall drops the tunnel packets");
         let run = t.wait_exit(Duration::from_secs(40));

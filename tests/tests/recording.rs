@@ -86,7 +86,22 @@ fn a_recording_diagnoses_like_a_live_run() {
     let nowhere = lab.addrs.host(2, 1);
     let block = lab.addrs.net(0).replace("/24", "/22");
     let duration = format!("{}s", duration_s());
-    let common = ["--duration", &duration, "-o", "json", "--ip", &block, "--pods-from", "none", "--node-name", "lab-node", "--reply-timeout", "2s"];
+    let common = [
+        "--duration",
+        &duration,
+        "-o",
+        "json",
+        "--ip",
+        &block,
+        "--pods-from",
+        "none",
+        "--node-name",
+        "lab-node",
+        "--reply-timeout",
+        "2s",
+        NAT_FROM_OUTSIDE[0],
+        NAT_FROM_OUTSIDE[1],
+    ];
     let t0 = Instant::now();
     let live = Tracer::start(&[&["diagnose"][..], &common].concat());
     let recording = Tracer::start(&[&["watch"][..], &common].concat());
@@ -187,6 +202,7 @@ fn two_nodes_recorded_name_the_cause_on_the_right_node() {
     let record = |node: &str, scope: [&Netns; 2]| {
         let mut args =
             vec!["watch", "-o", "json", "--duration", "8s", "--reply-timeout", "1s", "--pods-from", &from, "--ip", &block, "--node-name", node];
+        args.extend(NAT_FROM_OUTSIDE);
         for ns in scope {
             args.extend(["--netns", ns.name.as_str()]);
         }

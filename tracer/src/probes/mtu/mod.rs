@@ -260,7 +260,7 @@ impl Mtu {
                     eprintln!("tracer: mtu: tc on new device {} {} ({})", device.name, device.mtu, device.driver);
                 }
                 // Gone again before it could be attached to (a CNI's short-lived device): nothing to say.
-                Err(_) if !listed_again(&device) => {}
+                Err(_) if !tc::listed_again(&device) => {}
                 Err(err) => log::warn!("mtu: tc on new device {}: {err:#}", device.name),
             }
         }
@@ -417,13 +417,6 @@ impl Family for Mtu {
         }
         row
     }
-}
-
-/// Whether `device` (of tracer's namespace) still exists under its name.
-fn listed_again(device: &DeviceFacts) -> bool {
-    let Ok(name) = std::ffi::CString::new(device.name.as_str()) else { return false };
-    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
-    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 #[cfg(test)]

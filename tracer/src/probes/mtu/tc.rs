@@ -94,9 +94,26 @@ pub(crate) fn attach(ebpf: &mut Ebpf, devices: &[DeviceFacts], chosen: bool) -> 
     // Before any classifier is attached: until then the floor is 0 and everything is checked.
     set_floor(ebpf, devices.iter().map(|d| d.mtu))?;
     for device in devices {
-        out.add(ebpf, device)?;
+        match out.add(ebpf, device) {
+            Ok(_) => {}
+            // A device found by tracer itself that went away between the listing and now (a
+            // CNI's short-lived device, a pod deleted): nothing to watch there, the run goes on.
+            // One the user named is an error.
+            Err(err) if !chosen && device.netns.path.is_none() && !listed_again(device) => {
+                out.forget(device.ifindex);
+                log::warn!("mtu: device {} went away before tc was attached to it: {err:#}", device.name);
+            }
+            Err(err) => return Err(err),
+        }
     }
     Ok(out)
+}
+
+/// Whether `device` (of tracer's own namespace) still exists under its name.
+pub(crate) fn listed_again(device: &DeviceFacts) -> bool {
+    let Ok(name) = std::ffi::CString::new(device.name.as_str()) else { return false };
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 
 impl TcAttachments {
