@@ -38,6 +38,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    process::Output,
     time::Duration,
 };
 
@@ -460,6 +461,22 @@ fn tcp_lab(backends: u32, clients: u32) -> (NatLab, Vec<Announced>) {
     (lab, echo)
 }
 
+/// The events `evs` of a connection from `orig` (`what`) that was never answered: each names
+/// `backend` and the only packets the node sent for it, `orig`'s translated towards `backend`,
+/// leaving the node's namespace by `ifname` (a `no_reply` or an end repeats the first event's).
+fn assert_unanswered_towards(what: &str, evs: &[&Value], orig: &str, backend: &str, lab: &NatLab, ifname: &str) {
+    for ev in evs {
+        assert_eq!(ev["backend"], backend, "{what}: event {ev}: backend");
+        assert_eq!(ev["netns"].as_u64(), Some(lab.node.inode()), "{what}: event {ev}: netns must be the node's");
+        assert_eq!(
+            (ev["src"].as_str(), ev["dst"].as_str()),
+            (Some(orig), Some(backend)),
+            "{what}: event {ev}: src/dst must be the translated packet's"
+        );
+        assert_eq!(ev["ifname"].as_str(), Some(ifname), "{what}: event {ev}: ifname must be the device towards the backend");
+    }
+}
+
 /// Makes `host` a backend that never answers: its namespace drops `proto` to `port`.
 fn silence(host: &Host, proto: &str, port: u16) {
     host.ns.iptables("iptables-legacy", &["-A", "INPUT", "-p", proto, "--dport", &port.to_string(), "-j", "DROP"]);
@@ -662,21 +679,13 @@ fn connections_in_reused_entries(lab: &NatLab, tracing: Tracing, ns: &Netns, ip:
     let sports: Vec<u16> = (first_port..first_port + 16).collect();
     let origs: Vec<String> = sports.iter().map(|p| ep(ip, *p)).collect();
     let traffic = || {
-        for p in &sports {
-            // One CPU for every connection's packets: the slab reuses memory per CPU.
-            let run = TcpClient::new(ip, &cip, SVC_PORT, 3.0).msgs(5).run_each(
-                |a, t| {
-                    let pinned: Vec<&str> = ["taskset", "-c", "0"].iter().copied().chain(a.iter().copied()).collect();
-                    ns.exec_timeout(&pinned, t)
-                },
-                &[*p],
-            );
-            assert_eq!(run, [(*p, "ok 5".to_string())], "connection from {ip} port {p} through the Service");
-            lab.node.exec_ok(&["conntrack", "-D", "-p", "tcp", "--orig-src", ip, "--sport", &p.to_string()]);
-        }
+        flows_in_turn_each_entry_deleted(lab, "tcp", ip, &sports, |p| {
+            let run = TcpClient::new(ip, &cip, SVC_PORT, 3.0).msgs(5).run_each(|a, t| on_cpu0(ns, a, t), &[p]);
+            assert_eq!(run, [(p, "ok 5".to_string())], "connection from {ip} port {p} through the Service");
+        });
     };
     let ((), _run, events) = traced_by(lab, tracing, &[], traffic, |_, evs| all_assured(evs, &origs));
-    let mut entries = BTreeSet::new();
+    let mut entries = Vec::new();
     for orig in &origs {
         let evs = conn_events(&events, orig);
         let live: Vec<&Value> = evs.iter().copied().filter(|e| ["new", "reply", "assured"].contains(&e["state"].as_str().unwrap_or(""))).collect();
@@ -688,17 +697,126 @@ fn connections_in_reused_entries(lab: &NatLab, tracing: Tracing, ns: &Netns, ip:
             let want_if = if ev["state"] == "reply" { lab.client_ifs[0].as_str() } else { tracing.to_server_if(lab, backend) };
             assert_eq!(ev["ifname"].as_str(), Some(want_if), "{orig}: {ev}: ifname");
         }
-        let conns: BTreeSet<u64> = live.iter().filter_map(|e| e["conn"].as_u64()).collect();
-        assert_eq!(conns.len(), 1, "{orig}: one entry per connection: {conns:?}");
-        entries.extend(conns);
+        entries.push(the_entry_of(orig, &live));
     }
-    eprintln!("{} connections from {ip} in {} distinct conntrack entries", origs.len(), entries.len());
+    assert_some_entry_reused(&format!("connections from {ip}"), &entries);
+}
+
+/// Runs `argv` in `ns` on CPU 0 only, bounded by `timeout`. The slab hands a freed conntrack
+/// entry's memory out again first on the CPU that freed it, so flows made and deleted on one
+/// CPU, one after another, get each other's entries.
+fn on_cpu0(ns: &Netns, argv: &[&str], timeout: Duration) -> Output {
+    let pinned: Vec<&str> = ["taskset", "-c", "0"].iter().chain(argv).copied().collect();
+    ns.exec_timeout(&pinned, timeout)
+}
+
+/// Flows from `ip` of protocol `proto`, one per source port of `sports`, in turn: each made by
+/// `flow(port)` (its packets sent on CPU 0, see [`on_cpu0`]), then its conntrack entry deleted
+/// in the node, on CPU 0 too, instead of waiting out its timeout, so that the next flow's entry
+/// can take the freed memory. Returns what each `flow` returned, in order.
+fn flows_in_turn_each_entry_deleted<R>(lab: &NatLab, proto: &str, ip: &str, sports: &[u16], mut flow: impl FnMut(u16) -> R) -> Vec<R> {
+    sports
+        .iter()
+        .map(|&p| {
+            let made = flow(p);
+            let delete = ["conntrack", "-D", "-p", proto, "--orig-src", ip, "--sport", &p.to_string()];
+            let out = on_cpu0(&lab.node, &delete, CMD_TIMEOUT);
+            assert!(out.status.success(), "{delete:?} in the node: {}", String::from_utf8_lossy(&out.stderr));
+            made
+        })
+        .collect()
+}
+
+/// The one conntrack entry (`conn`) the events `evs` of the flow from `orig` name.
+fn the_entry_of(orig: &str, evs: &[&Value]) -> u64 {
+    let conns: Vec<u64> = evs.iter().filter_map(|e| e["conn"].as_u64()).collect::<BTreeSet<u64>>().into_iter().collect();
+    let [conn] = conns[..] else { panic!("{orig}: want one entry per flow, got {conns:?}") };
+    conn
+}
+
+/// `entries` (one per flow, the flows `what` says) must have some entry more than once: else no
+/// flow took a freed entry's memory, and the run did not test what it is for.
+fn assert_some_entry_reused(what: &str, entries: &[u64]) {
+    let distinct: BTreeSet<u64> = entries.iter().copied().collect();
+    eprintln!("{} {what} in {} distinct conntrack entries", entries.len(), distinct.len());
     assert!(
-        entries.len() < origs.len(),
-        "{} connections had {} distinct conntrack entries: no entry was reused, so this run did not test what it is for",
-        origs.len(),
-        entries.len()
+        distinct.len() < entries.len(),
+        "{} {what} had {} distinct conntrack entries: no entry was reused, so this run did not test what it is for",
+        entries.len(),
+        distinct.len()
     );
+}
+
+/// A one-way UDP flow (datagrams to a Service whose backend never answers, so conntrack's
+/// ctinfo is NEW on every packet) from an unconnected socket, whose packets carry no flow hash,
+/// with the NAT check in the node's egress classifiers (`watch --nat-hook tc`). For such a
+/// packet they skip reading the conntrack entry when they already know the flow in that entry
+/// (tracer-ebpf's `NAT_KNOWN`, keyed by the entry's address and the flow's identity: its hash,
+/// or without one its addresses, ports and ingress device). Flows one after another, each
+/// entry deleted once its flow is done ([`flows_in_turn_each_entry_deleted`]), so that flows
+/// take the entries of flows before them. Pins: each flow is reported `new` exactly once, not
+/// once per datagram, and one in an entry an earlier flow had is not taken for that one (it
+/// is reported `new` too); then `no_reply` after `--reply-timeout` and `timed_out` when its
+/// entry is deleted; all by the backend's bridge port, in one entry per flow, some entry
+/// holding several flows (else the run fails: it would not have tested the reuse).
+#[test]
+fn a_one_way_udp_flow_in_a_reused_conntrack_entry_is_reported_like_a_new_one_by_the_egress_classifiers() {
+    if !require_privileged("a_one_way_udp_flow_in_a_reused_conntrack_entry_is_reported_like_a_new_one_by_the_egress_classifiers") {
+        return;
+    }
+    let _lock = shared_lock();
+    const DNS: u16 = 53;
+    const TARGET: u16 = 5353;
+    const DATAGRAMS: u32 = 5;
+    let tracing = Tracing::Watch(Some("tc"));
+    let lab = NatLab::new(1, 1);
+    let backend = &lab.backends[0];
+    silence(backend, "udp", TARGET);
+    lab.kube_proxy_base();
+    let cip = lab.cluster_ip(54);
+    service(&lab.node, "ONEWAY", "udp", &cip, (DNS, TARGET), &[&backend.ip], false);
+    let client = &lab.clients[0];
+    let sports: Vec<u16> = (42801..42817).collect();
+    let origs = origs_of(client, &sports);
+    let (orig_dst, backend_ep) = (ep(&cip, DNS), ep(&backend.ip, TARGET));
+
+    let traffic = || {
+        flows_in_turn_each_entry_deleted(&lab, "udp", &client.ip, &sports, |p| {
+            let udp = Udp { count: DATAGRAMS, size: 32, gap: 0.1, ..Udp::new(&client.ip, p, &cip, DNS) };
+            let out = on_cpu0(&client.ns, &argv_refs(&udp.argv()), CMD_TIMEOUT);
+            let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert_eq!(sent, DATAGRAMS.to_string(), "datagrams sent from port {p}; stderr: {}", String::from_utf8_lossy(&out.stderr));
+            // The entry lives on until the flow's no_reply was marked (due 1 s after its first
+            // datagram, noticed at tracer's next 250 ms tick): tracer waits for a reply per entry
+            // address, so a flow in an entry whose earlier flow is still waiting gets no no_reply
+            // of its own. Its new event, what this test is about, does not depend on it.
+            std::thread::sleep(Duration::from_millis(1250));
+            ct_entry_of(&conntrack(&lab.node), "udp", &ep(&client.ip, p), &orig_dst)
+        })
+    };
+    let ended = |evs: &[Value]| origs.iter().all(|o| conn_events(evs, o).iter().any(|e| e["state"] == "timed_out"));
+    let (kernel, run, events) = traced_by(&lab, tracing, &["--proto", "udp"], traffic, |_, evs| ended(evs));
+
+    let to_server_if = tracing.to_server_if(&lab, &backend_ep);
+    let mut entries = Vec::new();
+    for (orig, ct) in origs.iter().zip(&kernel) {
+        let what = format!("one-way flow {orig} -> {orig_dst}");
+        assert!(ct.reply_src == backend_ep && ct.unreplied && !ct.assured, "{what}: the kernel's entry before its deletion: {ct:?}");
+        let evs = conn_events(&events, orig);
+        assert_eq!(
+            states(&evs),
+            ["new", "no_reply", "timed_out"],
+            "{what}: want new once ({DATAGRAMS} datagrams, none changes the entry's state), no_reply, then timed_out at its deletion:\n{}",
+            dump(&events)
+        );
+        assert_tuples(&evs, ct, "dnat");
+        assert_unanswered_towards(&what, &evs, orig, &backend_ep, &lab, to_server_if);
+        entries.push(the_entry_of(orig, &evs));
+    }
+    assert_some_entry_reused(&format!("one-way UDP flows from {}", client.ip), &entries);
+    assert_eq!(events.len(), 3 * origs.len(), "unexpected events:\n{}", dump(&events));
+    assert_clean_summary(&run, 2 * origs.len());
+    assert!(run.stderr.contains(&format!("{} connections ended", origs.len())), "the stop summary counts the ends:\n{}", run.stderr);
 }
 
 #[test]
@@ -769,17 +887,8 @@ fn silent_backend_marked_no_reply(tracing: Tracing) {
             dump(&events)
         );
         assert_tuples(&evs, &ct, "dnat");
-        for ev in &evs {
-            assert_eq!(ev["backend"], silent_ep.as_str(), "{what}: event {ev}: backend must be the silent one");
-            assert_eq!(ev["netns"].as_u64(), Some(lab.node.inode()), "{what}: event {ev}: netns must be the node's");
-            // Every packet of this connection that left the node was the SYN to the backend.
-            assert_eq!(
-                (ev["src"].as_str(), ev["dst"].as_str()),
-                (Some(orig.as_str()), Some(silent_ep.as_str())),
-                "{what}: event {ev}: src/dst must be the translated SYN's"
-            );
-        }
-        assert_eq!(evs[0]["ifname"].as_str(), Some(tracing.to_server_if(&lab, &silent_ep)), "{what}: {}: ifname", evs[0]);
+        // Every packet of this connection that left the node was the SYN to the backend.
+        assert_unanswered_towards(&what, &evs, orig, &silent_ep, &lab, tracing.to_server_if(&lab, &silent_ep));
         let waited = (ts(evs[1]) - ts(evs[0])) as f64 / 1e9;
         assert!(
             (REPLY_TIMEOUT_S - 0.1..=REPLY_TIMEOUT_S + 3.0).contains(&waited),
