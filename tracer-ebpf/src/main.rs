@@ -104,7 +104,7 @@ pub(crate) fn mtu_drop(ctx: BtfTracePointContext) -> i32 {
 /// looks, and the next program or the default action decides the packet's fate.
 #[classifier]
 pub(crate) fn mtu_tc_ingress(ctx: TcContext) -> i32 {
-    let _ = mtu::try_tc::<{ mtu::UNKNOWN_LINK }>(&ctx, tracer_common::mtu::hook::TC_INGRESS);
+    let _ = mtu::try_tc::<{ skb::UNKNOWN_LINK }>(&ctx, tracer_common::mtu::hook::TC_INGRESS);
     TC_ACT_UNSPEC
 }
 
@@ -113,8 +113,8 @@ pub(crate) fn mtu_tc_ingress(ctx: TcContext) -> i32 {
 /// a tracepoint for every transmit.
 #[classifier]
 pub(crate) fn mtu_tc_egress(ctx: TcContext) -> i32 {
-    nat::try_tc(&ctx);
-    let _ = mtu::try_tc::<{ mtu::UNKNOWN_LINK }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
+    nat::try_tc::<{ skb::UNKNOWN_LINK }>(&ctx);
+    let _ = mtu::try_tc::<{ skb::UNKNOWN_LINK }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
     TC_ACT_UNSPEC
 }
 
@@ -122,15 +122,15 @@ pub(crate) fn mtu_tc_egress(ctx: TcContext) -> i32 {
 /// packet is judged from the packet itself, without a helper call.
 #[classifier]
 pub(crate) fn mtu_eth_ingress(ctx: TcContext) -> i32 {
-    let _ = mtu::try_tc::<{ mtu::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_INGRESS);
+    let _ = mtu::try_tc::<{ skb::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_INGRESS);
     TC_ACT_UNSPEC
 }
 
 /// [`mtu_tc_egress`] for Ethernet devices; as [`mtu_eth_ingress`], with the NAT check.
 #[classifier]
 pub(crate) fn mtu_eth_egress(ctx: TcContext) -> i32 {
-    nat::try_tc(&ctx);
-    let _ = mtu::try_tc::<{ mtu::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
+    nat::try_tc::<{ skb::ETHERNET }>(&ctx);
+    let _ = mtu::try_tc::<{ skb::ETHERNET }>(&ctx, tracer_common::mtu::hook::TC_EGRESS);
     TC_ACT_UNSPEC
 }
 

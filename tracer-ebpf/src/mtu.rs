@@ -20,7 +20,7 @@ use tracer_common::{
 use crate::{
     drops, emit, filter,
     kernel::{Probe, Typed, offset, offsets_valid, read, tp_btf_arg},
-    skb::{self, Bytes, Device},
+    skb::{self, Bytes, Device, UNKNOWN_LINK},
 };
 
 /// Set by the loader: tracepoint layout, drop-reason values, which hook reports what.
@@ -330,7 +330,7 @@ fn check_mtu(ctx: &TcContext, l3_len: u32) -> (bool, u32) {
 /// icmp:icmp_send is missing. Both: IP packets longer than the device's MTU.
 ///
 /// `LINK_HEADER`: the length of the link-layer header in front of the IP header as the
-/// classifier sees the packet, when the loader knows it for the device ([`ETHERNET`]: the
+/// classifier sees the packet, when the loader knows it for the device ([`skb::ETHERNET`]: the
 /// healthy packet's header is then read straight from the packet, no helper call), or
 /// [`UNKNOWN_LINK`] (read through bpf_skb_load_bytes_relative, which knows where the network
 /// header is on any device).
@@ -419,8 +419,8 @@ fn may_be_icmp<B: Bytes>(b: &B, ethertype: u16) -> bool {
 /// The healthy packet's exit, taken before anything else is done (no work slot cleared, no
 /// header parsed, no tunnel taken apart): whether this packet may be an event at all, i.e. an
 /// ICMP/ICMPv6 packet (a frag-needed or packet-too-big, maybe) or an IP packet longer than the
-/// device's MTU. Decided from one 10-byte load of the IP header (its length and protocol:
-/// straight from the packet on Ethernet devices), then, for a packet longer than
+/// device's MTU. Decided from the IP header's length and protocol (one load straight from the
+/// packet on Ethernet devices, else a helper's copy of its first ten bytes), then, for a packet longer than
 /// [`MTU_FLOOR`], the GSO size and bpf_check_mtu (the device's MTU). The packet's own bytes come
 /// first because they are in the cache already; the GSO size lives in the skb's shared info,
 /// another cache line, which a small packet never needs. None: not an IP packet, or its header
@@ -430,14 +430,16 @@ fn worth_parsing<const LINK_HEADER: usize>(ctx: &TcContext, b: &TcBytes<'_>, eth
     if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
         return None;
     }
-    let hdr: [u8; 10] = match first_bytes::<LINK_HEADER>(ctx) {
-        Some(hdr) => hdr,
-        None => b.load(0)?,
-    };
-    let (len, proto) = if ethertype == ETH_P_IP {
-        (u32::from(u16::from_be_bytes([hdr[2], hdr[3]])), hdr[9])
-    } else {
-        (u32::from(u16::from_be_bytes([hdr[4], hdr[5]])) + 40, hdr[6])
+    let (len, proto) = match length_and_protocol::<LINK_HEADER>(ctx, ethertype) {
+        Some(found) => found,
+        None => {
+            let hdr: [u8; 10] = b.load(0)?;
+            if ethertype == ETH_P_IP {
+                (u32::from(u16::from_be_bytes([hdr[2], hdr[3]])), hdr[9])
+            } else {
+                (u32::from(u16::from_be_bytes([hdr[4], hdr[5]])) + 40, hdr[6])
+            }
+        }
     };
     if proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 || (ethertype == ETH_P_IPV6 && IPV6_EXT_HEADERS.contains(&proto)) {
         return Some(true);
@@ -467,26 +469,27 @@ fn ip_len<B: Bytes>(b: &B, at: usize, family: u8) -> Option<u32> {
     }
 }
 
-/// [`try_tc`]'s `LINK_HEADER` on Ethernet devices (veth, vxlan, geneve, bridges, NICs): the
-/// classifier sees the packet from its MAC header (egress after the header is built; ingress
-/// with the header pushed back), and an in-band VLAN tag shows as skb->protocol 0x8100, which
-/// is not IP and leaves before any read.
-pub(crate) const ETHERNET: usize = 14;
-/// [`try_tc`]'s `LINK_HEADER` where the loader does not know the device's header.
-pub(crate) const UNKNOWN_LINK: usize = usize::MAX;
-
-/// The IP header's first ten bytes straight from the packet (direct packet access: two context
-/// loads and a bounds check), where the link-layer header's length is known and the bytes are
-/// in the linear part; None otherwise (the caller then asks the helper).
+/// The IP packet's length and protocol (IPv6: the next header) straight from the packet (direct
+/// packet access: two context loads, a bounds check and one load of the header's words), where
+/// the link-layer header's length is known and the bytes are in the linear part; None otherwise
+/// (the caller then asks the helper).
 #[inline(always)]
-fn first_bytes<const LINK_HEADER: usize>(ctx: &TcContext) -> Option<[u8; 10]> {
+fn length_and_protocol<const LINK_HEADER: usize>(ctx: &TcContext, ethertype: u16) -> Option<(u32, u8)> {
     if LINK_HEADER == UNKNOWN_LINK {
         return None;
     }
     let (start, end) = (ctx.data(), ctx.data_end());
-    if start + LINK_HEADER + 10 > end {
+    let ip = start + LINK_HEADER;
+    if ip + 10 > end {
         return None;
     }
-    // SAFETY: within [data, data_end), checked just above (the verifier checks it too).
-    Some(unsafe { core::ptr::read_unaligned((start + LINK_HEADER) as *const [u8; 10]) })
+    if ethertype == ETH_P_IP {
+        // Bytes 2..10: total length, id, flags and fragment offset, TTL, protocol.
+        let words = u64::from_le(skb::packet_u64(ip + 2));
+        Some((u32::from(u16::from_be_bytes([words as u8, (words >> 8) as u8])), (words >> 56) as u8))
+    } else {
+        // Bytes 4..8: payload length, next header, hop limit.
+        let words = u32::from_le(skb::packet_u32(ip + 4));
+        Some((u32::from(u16::from_be_bytes([words as u8, (words >> 8) as u8])) + 40, (words >> 16) as u8))
+    }
 }

@@ -7,14 +7,14 @@
 //! of its entry.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_boot_ns},
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
     event::{EventHeader, kind},
-    flow::{FAMILY_IPV4, FAMILY_IPV6, RawFlow, RawTunnel},
+    flow::{ETH_P_IP, ETH_P_IPV6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP, RawFlow, RawTunnel},
     nat::{MAX_NAT_CONNS, NAT_SPAN, NatConfig, NatEvent, NatSeen, SETTLED_SLOTS},
 };
 
@@ -116,6 +116,17 @@ static NAT_SETTLED: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
 #[map]
 static NAT_KNOWN: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
 
+/// When the status word of an entry awaiting assured ([`AWAITING_ASSURED`]) was last read, by
+/// [`NAT_SETTLED`]'s slot: the jiffy (upper half) and the entry's address (its bits above the
+/// 8-byte alignment, low word). A packet of the same entry in the same jiffy takes that read's
+/// answer, so a connection's packets read it once a jiffy (1-10 ms), not each: a UDP stream
+/// through a Service spends its first two seconds awaiting assured (conntrack sets it only then),
+/// reading the status word for every packet. The cost: the assured state is reported by the
+/// first packet in a later jiffy than the one that set it, or, should none follow, not at all
+/// (the connection's end still is).
+#[map]
+static AWAITING_CHECKED: Array<u64> = Array::with_max_entries(SETTLED_SLOTS, 0);
+
 /// The marks of [`NAT_SETTLED`], in the low bits of an entry's address (entries are 8-byte
 /// aligned at least: `_nfct` keeps ctinfo there too).
 const SETTLED: u64 = 1;
@@ -176,7 +187,7 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // SAFETY: a verifier-checked load of sk_buff::_nfct (see above); a fault reads as zero.
     let nfct = unsafe { core::ptr::read_volatile(nfct_at) };
     // See NAT_SETTLED: a reply is trusted only forwarded, not sent by a local socket.
-    check(skb, nfct, |original, established| original || (established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0)), 0);
+    check(skb, nfct, |original, established| original || (established && Typed.get::<u64>(skb, offset!(skb_sk)).is_some_and(|sk| sk == 0)), || 0);
     Ok(())
 }
 
@@ -184,9 +195,11 @@ pub(crate) fn try_xmit(ctx: &BtfTracePointContext) -> Result<(), i64> {
 /// before the MTU family's): the packet leaving a device the classifiers are attached to, when
 /// the loader set [`NatConfig::tc_read`]. The healthy packet's path is one load of `_nfct` (the
 /// kfunc's, on kernels >= 6.2) or one helper call (before), then the settled table; only a
-/// packet of the original direction may take the settled exit (see [`NAT_SETTLED`]).
+/// packet of the original direction may take the settled exit (see [`NAT_SETTLED`]); any other
+/// asks [`NAT_KNOWN`] by the flow's identity ([`flow_hash`]). `LINK_HEADER`: as the MTU
+/// family's (skb::ETHERNET or skb::UNKNOWN_LINK).
 #[inline(always)]
-pub(crate) fn try_tc(ctx: &TcContext) {
+pub(crate) fn try_tc<const LINK_HEADER: usize>(ctx: &TcContext) {
     let how = config!(tc_read);
     if how == NatConfig::TC_OFF || config!(valid) != 1 || !crate::kernel::offsets_valid() {
         return;
@@ -204,10 +217,95 @@ pub(crate) fn try_tc(ctx: &TcContext) {
         let skb = ctx.skb.skb as *const u8;
         (skb, read::<u64>(skb, off).unwrap_or(0))
     };
+    check(skb, nfct, |original, _| original, || flow_hash::<LINK_HEADER>(ctx));
+}
+
+/// The identity of a classified packet's flow for [`NAT_KNOWN`] (0: none): the skb's flow hash
+/// when it has one (a socket's random `sk_txhash`, or the hash a forwarded packet came with);
+/// else, for a TCP or UDP packet that is no fragment, read straight from an Ethernet frame
+/// ([`packet_flow_hash`]), its addresses and ports as it leaves (after NAT) and the device it
+/// came in by: one-way UDP from an unconnected socket (a DNS client's, iperf3's) has no hash,
+/// and would otherwise read its entry for every packet.
+#[inline(always)]
+fn flow_hash<const LINK_HEADER: usize>(ctx: &TcContext) -> u32 {
     // SAFETY: the context is a valid __sk_buff for the program's run.
     let hash = unsafe { (*ctx.skb.skb).hash };
-    check(skb, nfct, |original, _| original, hash);
+    if hash != 0 || LINK_HEADER == skb::UNKNOWN_LINK {
+        return hash;
+    }
+    packet_flow_hash::<LINK_HEADER>(ctx)
 }
+
+/// [`flow_hash`] from the packet itself: its IP addresses, transport ports and protocol and the
+/// skb's ingress ifindex (0 for a packet sent by this namespace), mixed into 32 bits (never 0);
+/// 0 where the packet is not an unfragmented TCP or UDP packet in the linear part.
+///
+/// Unlike a socket's random hash, this identity is the same for a later connection with the
+/// same addresses and ports after NAT, come in by the same device: should the kernel place that
+/// connection in the freed entry of the earlier one, it is not read, and not reported, until
+/// its ctinfo changes (its first reply). NAT_SEEN would not report it either when its original
+/// tuple is the earlier one's; what is lost is a connection whose original tuple differs but
+/// whose translated one and device are the same (a masquerade mapping two of one pod's source
+/// ports to one, the first gone).
+#[inline(always)]
+fn packet_flow_hash<const LINK_HEADER: usize>(ctx: &TcContext) -> u32 {
+    const IPV4_HLEN: usize = 20;
+    const IPV6_HLEN: usize = 40;
+    const PORTS: usize = 4;
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let ip = start + LINK_HEADER;
+    // SAFETY: the context is a valid __sk_buff for the program's run.
+    let (ethertype, iif) = unsafe { (u16::from_be((*ctx.skb.skb).protocol as u16), (*ctx.skb.skb).ingress_ifindex) };
+    let transport = |proto: u8| proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+    // Each header read is one load (skb::packet_u32/u64) of words within [data, data_end),
+    // bounds-checked first (the verifier checks it too).
+    let (addrs, l4, proto) = if ethertype == ETH_P_IP {
+        if ip + IPV4_HLEN > end {
+            return 0;
+        }
+        // Bytes 6..10: flags and fragment offset, TTL, protocol.
+        let word = u32::from_le(skb::packet_u32(ip + 6));
+        let proto = (word >> 24) as u8;
+        // A fragment (more to come, or an offset) may carry no ports.
+        if !transport(proto) || word & 0xff3f != 0 {
+            return 0;
+        }
+        // SAFETY: within the checked header.
+        let ihl = usize::from(unsafe { *(ip as *const u8) } & 0xf);
+        (skb::packet_u64(ip + 12).wrapping_mul(MIX_A), ip + ihl * 4, proto)
+    } else if ethertype == ETH_P_IPV6 {
+        if ip + IPV6_HLEN + PORTS > end {
+            return 0;
+        }
+        // SAFETY: within the checked header.
+        let next = unsafe { *((ip + 6) as *const u8) };
+        // An extension header first (rare on a pod's traffic) is let through to the read.
+        if !transport(next) {
+            return 0;
+        }
+        let mut addrs = 0u64;
+        for word in [8, 16, 24, 32] {
+            addrs = (addrs ^ skb::packet_u64(ip + word)).wrapping_mul(MIX_A);
+        }
+        (addrs, ip + IPV6_HLEN, next)
+    } else {
+        return 0;
+    };
+    if l4 + PORTS > end {
+        return 0;
+    }
+    let rest = u64::from(skb::packet_u32(l4)) | (u64::from(proto) << 32) | (u64::from(iif) << 40);
+    let h = (addrs ^ rest).wrapping_mul(MIX_B);
+    match (h ^ (h >> 32)) as u32 {
+        0 => 1,
+        v => v,
+    }
+}
+
+/// Odd multipliers for [`packet_flow_hash`] (splitmix64's): each multiplication is a bijection
+/// of u64 that spreads every input bit into the upper half, which the fold keeps.
+const MIX_A: u64 = 0x9e37_79b9_7f4a_7c15;
+const MIX_B: u64 = 0xbf58_476d_1ce4_e5b9;
 
 /// The kernel's `struct sk_buff *` behind a tc context, typed for the verifier
 /// (`bpf_cast_to_kern_ctx`, kernel >= 6.2, inlined by the verifier into a register move). aya
@@ -234,9 +332,10 @@ fn kernel_skb(ctx: &TcContext) -> *const u8 {
 /// The per-packet check of a packet whose `_nfct` is `nfct`: the settled exits when `trusted`
 /// (given whether the packet is of the original direction, and of an established connection)
 /// says the settled table may answer, or, for any other packet, when [`NAT_KNOWN`] knows its
-/// connection by `hash` (the skb's flow hash; 0: none), else [`read_entry`].
+/// connection by the flow's identity `hash` gives (taken only then; 0: none), else
+/// [`read_entry`].
 #[inline(always)]
-fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool, hash: u32) {
+fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool, hash: impl FnOnce() -> u32) {
     let ct = nfct & skb::NFCT_PTRMASK;
     if ct == 0 {
         return;
@@ -251,14 +350,13 @@ fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool, ha
         if known == ct | SETTLED {
             return;
         }
-        // Reply reported, assured not yet: the status word says whether that is still so.
-        let report_mask = config!(report_mask);
-        if known == ct | AWAITING_ASSURED && read::<u32>(ct as *const u8, config!(ct_status) as usize).is_ok_and(|st| st & report_mask != report_mask)
-        {
+        // Reply reported, assured not yet: the status word says whether that is still so,
+        // read at most once a jiffy for the entry (AWAITING_CHECKED).
+        if known == ct | AWAITING_ASSURED && still_awaiting_assured(ct) {
             return;
         }
     }
-    let ident = if trust { 0 } else { flow_ident(ct, hash) };
+    let ident = if trust { 0 } else { flow_ident(ct, hash()) };
     if ident != 0
         && let Some(slot) = NAT_KNOWN.get_ptr_mut(known_slot(ident))
         // SAFETY: an 8-byte aligned slot of a global array; one load.
@@ -267,6 +365,25 @@ fn check(skb: *const u8, nfct: u64, trusted: impl FnOnce(bool, bool) -> bool, ha
         return;
     }
     let _ = read_entry(skb, ct, established, ident);
+}
+
+/// Whether the entry at `ct`, last found NATed with its reply reported and not yet assured
+/// ([`AWAITING_ASSURED`]), is still so: its status word, or without a read when it was read
+/// for this entry in this jiffy already ([`AWAITING_CHECKED`]).
+#[inline(always)]
+fn still_awaiting_assured(ct: u64) -> bool {
+    // SAFETY: a helper without preconditions (the verifier inlines it into a load of jiffies).
+    let now = unsafe { bpf_jiffies64() };
+    let stamp = (now << 32) | ((ct >> 3) & 0xffff_ffff);
+    if let Some(slot) = AWAITING_CHECKED.get_ptr_mut(settled_slot(ct)) {
+        // SAFETY: an 8-byte aligned slot of a global array; one load.
+        if unsafe { core::ptr::read_volatile(slot) } == stamp {
+            return true;
+        }
+        store_changed(slot, stamp);
+    }
+    let report_mask = config!(report_mask);
+    read::<u32>(ct as *const u8, config!(ct_status) as usize).is_ok_and(|st| st & report_mask != report_mask)
 }
 
 /// What [`NAT_KNOWN`] holds for a packet of the entry at `ct` with flow hash `hash`: the entry's

@@ -15,6 +15,53 @@ const HEADER_UNSET: u16 = 0xffff;
 /// `sk_buff._nfct` is the conntrack entry's address with ctinfo in its low three bits.
 pub(crate) const NFCT_PTRMASK: u64 = !7;
 
+/// A tc classifier's `LINK_HEADER` (the length of the link-layer header in front of the IP
+/// header, for the MTU family's check and the NAT family's packet identity) on Ethernet devices
+/// (veth, vxlan, geneve, bridges, NICs): the classifier sees the packet from its MAC header
+/// (egress after the header is built; ingress with the header pushed back), and an in-band VLAN
+/// tag shows as skb->protocol 0x8100, which is not IP and leaves before any read.
+pub(crate) const ETHERNET: usize = 14;
+/// A tc classifier's `LINK_HEADER` where the loader does not know the device's header.
+pub(crate) const UNKNOWN_LINK: usize = usize::MAX;
+
+/// One load of the `u32` at `at` in packet memory (direct packet access: the caller checked
+/// `at + 4` against data_end), whatever its alignment. Behind a 14-byte Ethernet header the IP
+/// header is only 2-byte aligned, and Rust's unaligned read is split into byte loads for BPF,
+/// each with its shifts and, under register pressure, its spill; the verifier allows the one
+/// misaligned load wherever the kernel has efficient unaligned access (x86-64, arm64), unless a
+/// program is loaded with BPF_F_STRICT_ALIGNMENT, which tracer's are not.
+#[inline(always)]
+pub(crate) fn packet_u32(at: usize) -> u32 {
+    let value: u64;
+    // SAFETY: reads 4 bytes at `at`, which the caller bounds-checked; writes nothing. Not
+    // `pure`: the load may not be hoisted above that check.
+    unsafe {
+        core::arch::asm!(
+            "{value} = *(u32 *)({at} + 0)",
+            at = in(reg) at,
+            value = lateout(reg) value,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    value as u32
+}
+
+/// [`packet_u32`] for a `u64`.
+#[inline(always)]
+pub(crate) fn packet_u64(at: usize) -> u64 {
+    let value: u64;
+    // SAFETY: as packet_u32's, for 8 bytes.
+    unsafe {
+        core::arch::asm!(
+            "{value} = *(u64 *)({at} + 0)",
+            at = in(reg) at,
+            value = lateout(reg) value,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    value
+}
+
 /// IPv6 extension headers we step over to find the transport header; bounded for the verifier.
 const MAX_IPV6_EXT_HEADERS: usize = 4;
 

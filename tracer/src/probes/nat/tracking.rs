@@ -86,11 +86,17 @@ impl Ends {
     }
 }
 
-/// Connections waiting for their first reply, by conntrack entry.
+/// Connections waiting for their first reply, by conntrack entry and original tuple: the
+/// kernel may place a new connection in the entry of one that is still waiting here (freed by
+/// its deletion or its timeout before tracer's), and each is marked on its own.
 pub(crate) struct NoReply {
     timeout_ns: i128,
-    waiting: HashMap<u64, Event>,
+    waiting: HashMap<WaitKey, Event>,
 }
+
+/// A connection waiting for its reply: its entry's address and its original source and
+/// destination.
+type WaitKey = (u64, Option<String>, Option<String>);
 
 impl NoReply {
     pub(crate) fn new(timeout_ns: i128) -> Self {
@@ -99,19 +105,20 @@ impl NoReply {
 
     pub(crate) fn saw(&mut self, event: &Event) {
         let Detail::Nat(nat) = &event.detail else { return };
+        let key = (nat.conn, nat.orig_src.clone(), nat.orig_dst.clone());
         if nat.reply_seen {
-            self.waiting.remove(&nat.conn);
+            self.waiting.remove(&key);
         } else {
-            self.waiting.entry(nat.conn).or_insert_with(|| event.clone());
+            self.waiting.entry(key).or_insert_with(|| event.clone());
         }
     }
 
     /// The connections whose reply is overdue at `now`, as `no_reply` events (once each).
     pub(crate) fn expired(&mut self, now: i128) -> Vec<Event> {
-        let overdue: Vec<u64> = self.waiting.iter().filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns).map(|(conn, _)| *conn).collect();
+        let overdue: Vec<WaitKey> = self.waiting.iter().filter(|(_, e)| now - e.ts_unix_ns >= self.timeout_ns).map(|(key, _)| key.clone()).collect();
         let mut out: Vec<Event> = overdue
             .into_iter()
-            .filter_map(|conn| self.waiting.remove(&conn))
+            .filter_map(|key| self.waiting.remove(&key))
             .map(|mut e| {
                 // Stamped when the timeout was noticed, so the stream stays in time order.
                 e.ts_unix_ns = now;
@@ -163,6 +170,36 @@ mod tests {
                 conn,
             }),
         )
+    }
+
+    /// `nat` for the connection from `src` (to one Service address).
+    fn nat_from(conn: u64, src: &str, ts: i128, reply_seen: bool) -> Event {
+        let mut e = nat(conn, ts, reply_seen);
+        if let Detail::Nat(d) = &mut e.detail {
+            d.orig_src = Some(src.into());
+            d.orig_dst = Some("10.96.0.10:53".into());
+        }
+        e
+    }
+
+    #[test]
+    fn a_new_connection_in_a_waiting_connections_entry_is_marked_no_reply_on_its_own() {
+        let mut n = NoReply::new(1000);
+        n.saw(&nat_from(7, "10.0.0.1:40001", 0, false));
+        // The kernel freed entry 7 early (a deletion) and gave it to the next connection.
+        n.saw(&nat_from(7, "10.0.0.1:40002", 600, false));
+        let first = n.expired(1000);
+        let srcs = |out: &[Event]| -> Vec<Option<String>> {
+            out.iter().map(|e| if let Detail::Nat(d) = &e.detail { d.orig_src.clone() } else { None }).collect()
+        };
+        assert_eq!(srcs(&first), [Some("10.0.0.1:40001".to_string())], "the first connection, at its own timeout");
+        let second = n.expired(1600);
+        assert_eq!(srcs(&second), [Some("10.0.0.1:40002".to_string())], "the second, at its own");
+        // A reply to the one connection leaves the other waiting.
+        n.saw(&nat_from(8, "10.0.0.2:1", 0, false));
+        n.saw(&nat_from(8, "10.0.0.2:2", 100, false));
+        n.saw(&nat_from(8, "10.0.0.2:2", 200, true));
+        assert_eq!(srcs(&n.expired(5000)), [Some("10.0.0.2:1".to_string())]);
     }
 
     #[test]
