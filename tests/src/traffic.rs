@@ -260,6 +260,42 @@ pub fn udp_queries(
     results
 }
 
+/// A two-way UDP stream from one bound socket: for `seconds`, sends a numbered datagram from
+/// `src:sport` to `dst:dport` every `gap` seconds and waits (up to `timeout`) for it to come back
+/// (the same bytes from `dst:dport`), one at a time. Prints `SENT ANSWERED`.
+pub const UDP_STREAM: &str = r#"
+import socket, sys, time
+src, sport, dst, dport, seconds, gap, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((src, sport))
+s.settimeout(timeout)
+sent = answered = 0
+end = time.time() + seconds
+while time.time() < end:
+    q = b"%08d" % sent
+    try:
+        s.sendto(q, (dst, dport))
+        sent += 1
+        while time.time() < end + timeout:
+            d, peer = s.recvfrom(2048)
+            if d == q and peer == (dst, dport):
+                answered += 1
+                break
+    except OSError:
+        pass
+    time.sleep(gap)
+print("%d %d" % (sent, answered), flush=True)
+"#;
+
+/// argv of [`UDP_STREAM`] (at most 10 s, a datagram at most every 5 ms), for
+/// `Netns::exec_timeout` or `Pod::exec_timeout`; bound it by `seconds + timeout + 15` s.
+pub fn udp_stream_argv(src: &str, sport: u16, dst: &str, dport: u16, seconds: f64, gap: f64, timeout: f64) -> Vec<String> {
+    assert!(seconds <= 10.0 && gap >= 0.005 && timeout <= 2.0, "bounded traffic only");
+    let nums = [sport.to_string(), dport.to_string(), seconds.to_string(), gap.to_string(), timeout.to_string()];
+    ["python3", "-c", UDP_STREAM, src, &nums[0], dst, &nums[1], &nums[2], &nums[3], &nums[4]].iter().map(|a| a.to_string()).collect()
+}
+
 const UDP_SENDER: &str = r#"
 import socket, sys, time
 src, sport, dst, dport, count, size, gap = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])

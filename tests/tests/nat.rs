@@ -45,7 +45,7 @@ use std::{
 use tracer_tests::{
     kube_api::{ApiRequest, FakeApi, PodFixture, Resource, ServiceFixture},
     kube_proxy::{Host, NatLab, service},
-    traffic::{TcpClient, udp_queries, udp_server},
+    traffic::{TcpClient, udp_queries, udp_server, udp_stream_argv},
     *,
 };
 
@@ -1027,6 +1027,130 @@ fn udp_service_queries_are_answered_or_marked_no_reply() {
     }
     assert_eq!(events.len(), 2 * sports.len(), "unexpected events:\n{}", dump(&events));
     assert_clean_summary(&run, lost.len());
+}
+
+/// UDP streams through a Service, longer than conntrack's 2 s: UDP conntrack sets ASSURED on a
+/// replied flow only once it is about 2 s old, by whichever packet of it comes then. The NAT
+/// check reads the status word of a connection awaiting assured at most once a jiffy per entry
+/// (tracer-ebpf's `still_awaiting_assured`, `AWAITING_CHECKED`), not on every packet, so the
+/// packet that set ASSURED may not be the one that reports it. Two streams from one source port
+/// each, a datagram every 20 ms: one answered throughout, one whose answers stop after its first
+/// second, so that only the client's datagrams are there to show ASSURED (the egress
+/// classifiers read the entry for every reply-direction packet; only the original direction
+/// takes the once-a-jiffy answer). Pins: each stream is still reported new, reply, then
+/// assured, exactly once each (the last with its reply seen, at least 2 s after new), with the
+/// kernel's tuples and backend, and nothing else; by the transmit tracepoint (`tracer nat`) and
+/// by the egress classifiers (`watch --nat-hook tc`), which share the check.
+#[test]
+fn a_udp_stream_through_a_service_is_reported_assured_once_conntrack_assures_it() {
+    if !require_privileged("a_udp_stream_through_a_service_is_reported_assured_once_conntrack_assures_it") {
+        return;
+    }
+    let _lock = shared_lock();
+    for tracing in [Tracing::Nat, Tracing::Watch(Some("tc"))] {
+        udp_streams_reported_assured(tracing);
+    }
+}
+
+/// [`a_udp_stream_through_a_service_is_reported_assured_once_conntrack_assures_it`] traced by
+/// `tracing`: the two streams one after the other, 3.5 s each, to the Service's one echoing
+/// backend.
+fn udp_streams_reported_assured(tracing: Tracing) {
+    const PORT: u16 = 7000;
+    const TARGET: u16 = 7007;
+    // Answered throughout; answered for its first second only.
+    const TWO_WAY: u16 = 42901;
+    const REPLIES_STOP: u16 = 42902;
+    const SECONDS: f64 = 3.5;
+    let lab = NatLab::new(1, 1);
+    let backend = &lab.backends[0];
+    let _echo = udp_echo(backend, TARGET);
+    lab.kube_proxy_base();
+    let cip = lab.cluster_ip(55);
+    service(&lab.node, "STREAM", "udp", &cip, (PORT, TARGET), &[&backend.ip], false);
+    let client = &lab.clients[0];
+    let (orig_dst, backend_ep) = (ep(&cip, PORT), ep(&backend.ip, TARGET));
+    let origs = origs_of(client, &[TWO_WAY, REPLIES_STOP]);
+    let what = |orig: &str| format!("{tracing:?}: UDP stream {orig} -> {orig_dst}");
+
+    // Returns (datagrams sent, answered) of a stream from `sport`.
+    let stream = |sport: u16| -> (u32, u32) {
+        let argv = udp_stream_argv(&client.ip, sport, &cip, PORT, SECONDS, 0.02, 0.1);
+        let out = client.ns.exec_timeout(&argv_refs(&argv), Duration::from_secs_f64(SECONDS + 20.0));
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let counts: Vec<u32> = text.split(' ').filter_map(|n| n.parse().ok()).collect();
+        let [sent, answered] = counts[..] else {
+            panic!("{}: the stream printed {text:?}; stderr: {}", what(&ep(&client.ip, sport)), String::from_utf8_lossy(&out.stderr))
+        };
+        (sent, answered)
+    };
+    // The streams, then the kernel's entries for them (read before the run's linger, well
+    // within the entries' timeout).
+    let traffic = || {
+        let (sent, answered) = stream(TWO_WAY);
+        assert!(sent >= 50 && answered == sent, "{}: {sent} datagrams sent, {answered} answered: want each answered", what(&origs[0]));
+        let (sent, answered) = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_secs(1));
+                let sport = REPLIES_STOP.to_string();
+                backend
+                    .ns
+                    .iptables("iptables-legacy", &["-A", "INPUT", "-p", "udp", "--sport", &sport, "--dport", &TARGET.to_string(), "-j", "DROP"]);
+            });
+            stream(REPLIES_STOP)
+        });
+        assert!(
+            answered >= 10 && sent >= answered + 10,
+            "{}: {sent} datagrams sent, {answered} answered: want the first second's answered, and 10 or more after it not",
+            what(&origs[1])
+        );
+        let table = conntrack(&lab.node);
+        origs.iter().map(|o| ct_entry_of(&table, "udp", o, &orig_dst)).collect::<Vec<CtEntry>>()
+    };
+    let all_assured_ = |evs: &[Value]| all_assured(evs, &origs);
+    let (kernel, run, events) = traced_by(&lab, tracing, &["--proto", "udp"], traffic, |_, evs| all_assured_(evs));
+
+    // Towards the backend: new (and assured, if a client's datagram showed it); towards the
+    // client: reply (and assured, if an answer showed it).
+    for (orig, ct) in origs.iter().zip(&kernel) {
+        let what = what(orig);
+        assert!(
+            !ct.unreplied && ct.assured && ct.reply_src == backend_ep,
+            "{what}: the kernel's entry must be replied and assured, from the backend: {ct:?}"
+        );
+        let evs = conn_events(&events, orig);
+        assert_eq!(states(&evs), ["new", "reply", "assured"], "{what}: want each state exactly once, in order:\n{}", dump(&events));
+        assert_tuples(&evs, ct, "dnat");
+        let last = evs[2];
+        assert!(last["assured"] == true && last["reply_seen"] == true, "{what}: the assured event: {last}");
+        let to_server = (&ct.reply_dst, &ct.reply_src, tracing.to_server_if(&lab, &backend_ep));
+        let to_client = (&ct.orig_dst, &ct.orig_src, lab.client_ifs[0].as_str());
+        for ev in &evs {
+            assert_eq!(ev["backend"], backend_ep.as_str(), "{what}: {ev}: backend");
+            assert_eq!(ev["netns"].as_u64(), Some(lab.node.inode()), "{what}: {ev}: netns must be the node's");
+            let legs: &[_] = match ev["state"].as_str() {
+                Some("new") => &[to_server],
+                Some("reply") => &[to_client],
+                // Once the answers stopped, only the client's datagrams can show it.
+                _ if *orig == origs[1] => &[to_server],
+                _ => &[to_server, to_client],
+            };
+            let seen = (ev["src"].as_str(), ev["dst"].as_str(), ev["ifname"].as_str());
+            assert!(
+                legs.iter().any(|(src, dst, ifname)| seen == (Some(src.as_str()), Some(dst.as_str()), Some(*ifname))),
+                "{what}: {ev}: src/dst/ifname must be a packet of the stream leaving the node, after NAT ({legs:?})"
+            );
+        }
+        // Conntrack assures the flow 2 s after its first packet: never reported before it did.
+        let (t_new, t_assured) = (ts(evs[0]), ts(last));
+        assert!(
+            t_assured - t_new >= 1_900_000_000,
+            "{what}: assured {} ms after new, before conntrack could set it",
+            (t_assured - t_new) / 1_000_000
+        );
+    }
+    assert_eq!(events.len(), 3 * origs.len(), "{tracing:?}: unexpected events:\n{}", dump(&events));
+    assert_clean_summary(&run, 0);
 }
 
 #[test]
