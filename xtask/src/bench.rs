@@ -85,7 +85,12 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     remove_stale_labs();
     // The node lab alone (TRACER_BENCH_ONLY=node), to iterate on the healthy path.
     if std::env::var("TRACER_BENCH_ONLY").as_deref() == Ok("node") {
-        let node = crate::bench_node::run(&opts.tracer, if opts.smoke { 1 } else { opts.secs }, if opts.smoke { 1 } else { opts.reps.min(2) })?;
+        let node = crate::bench_node::run(
+            &opts.tracer,
+            if opts.smoke { 1 } else { opts.secs },
+            if opts.smoke { 1 } else { opts.reps },
+            if opts.smoke { 1 } else { opts.reps.min(2) },
+        )?;
         println!("{}", node.markdown());
         return node.check();
     }
@@ -121,7 +126,7 @@ pub(crate) fn bench(workspace: &Path, opts: &Options) -> anyhow::Result<()> {
     eprintln!("bench: always-on overhead (iperf3), {} repetitions of {} s", sizes.reps, sizes.secs);
     report.overhead = overhead(&opts.tracer, &lab, &sizes)?;
     eprintln!("bench: the healthy packet on a node (serve in the node, pod -> Service -> pod)");
-    report.node = crate::bench_node::run(&opts.tracer, sizes.secs, sizes.reps.min(2))?;
+    report.node = crate::bench_node::run(&opts.tracer, sizes.secs, sizes.reps, sizes.reps.min(2))?;
     eprintln!("bench: drop storm, {} s per consumer", sizes.storm_secs);
     report.storm = storm(&opts.tracer, &lab, &sizes)?;
     report.load = (load_before, loadavg());

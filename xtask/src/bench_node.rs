@@ -5,8 +5,9 @@
 //! through conntrack and a Service's through NAT, and `serve` (the DaemonSet) runs in the node's
 //! namespace with the devices it finds itself. This lab is that: pod A and pod B, each behind a
 //! veth into the node, a Service address DNATed to pod B in the node (as kube-proxy's iptables
-//! mode does), `tracer serve` in the node. iperf3 from pod A to the Service, TCP and 64-byte UDP;
-//! tracer's programs measured with kernel.bpf_stats_enabled, per packet that crossed the node.
+//! mode does), `tracer serve` and then `tracer watch` in the node. iperf3 from pod A to the
+//! Service, TCP and 64-byte UDP; tracer's programs measured with kernel.bpf_stats_enabled, per
+//! packet that crossed the node.
 //! Before that, with the statistics off, throughput through the node with `tracer watch` in it
 //! (the devices it finds) against none, alternating: what a node pays, beside the main lab's
 //! worst case (`--iface` on both ends of one veth pair).
@@ -104,8 +105,10 @@ impl Drop for NodeLab {
     }
 }
 
-/// One load's figures.
+/// One load's figures under one command.
 pub(crate) struct NodeLoad {
+    /// `serve` or `watch`.
+    command: &'static str,
     load: &'static str,
     packets: u64,
     progs: progstats::Snapshot,
@@ -125,9 +128,14 @@ pub(crate) struct NodeThroughput {
 pub(crate) struct NodeCost {
     throughput: Vec<NodeThroughput>,
     loads: Vec<NodeLoad>,
-    /// `serve`'s attached line (which hook each family took).
-    attached: String,
+    /// Each command's attached line (which hook each family took).
+    attached: Vec<(&'static str, String)>,
 }
+
+/// The commands whose programs are measured on the node, and their arguments: the DaemonSet's
+/// and the one a user runs during an incident. Both find the node's devices themselves.
+const COMMANDS: [(&str, &[&str]); 2] =
+    [("serve", &["serve", "--metrics", METRICS, "--pods-from", "none"]), ("watch", &["watch", "--pods-from", "none", "-o", "json"])];
 
 /// The loads: (name, UDP, destination). To the Service (conntrack and NAT on every packet), and
 /// straight to pod B (conntrack only: pod-to-pod traffic on a node with kube-proxy's rules).
@@ -163,39 +171,44 @@ fn throughput(tracer: &std::path::Path, lab: &NodeLab, secs: u64, reps: usize) -
     Ok(out)
 }
 
-/// Runs the node lab: `serve` in the node, then TCP and 64-byte UDP from pod A to the Service
-/// and 64-byte UDP from pod A to pod B, `reps` times each for `secs` seconds.
-pub(crate) fn run(tracer: &std::path::Path, secs: u64, reps: usize) -> anyhow::Result<NodeCost> {
+/// Runs the node lab: throughput with and without `watch` (`throughput_reps` alternating
+/// repetitions), then each of [`COMMANDS`] in the node with the statistics on, TCP and 64-byte
+/// UDP from pod A to the Service and 64-byte UDP from pod A to pod B, `program_reps` times each;
+/// every run `secs` seconds.
+pub(crate) fn run(tracer: &std::path::Path, secs: u64, throughput_reps: usize, program_reps: usize) -> anyhow::Result<NodeCost> {
     let lab = NodeLab::create()?;
-    let mut cost = NodeCost { throughput: throughput(tracer, &lab, secs, reps)?, loads: Vec::new(), attached: String::new() };
+    let mut cost = NodeCost { throughput: throughput(tracer, &lab, secs, throughput_reps)?, ..NodeCost::default() };
     let _stats = progstats::StatsEnabled::on()?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(["serve", "--metrics", METRICS, "--pods-from", "none"]);
-    let mut serve = Proc::spawn(&mut cmd, false)?;
-    serve.wait_for("tracer: attached", Duration::from_secs(30)).context("tracer serve in the node lab")?;
-    cost.attached = serve.stderr_text().split(" | ").find(|l| l.starts_with("tracer: attached")).unwrap_or_default().to_string();
     let ends: Vec<(String, String)> = NODE_DEVS.iter().map(|d| (lab.node.clone(), (*d).to_string())).collect();
-    let empty = progstats::EmptyClassifier::attach(&ends)?;
-    for _ in 0..reps {
-        for (load, udp, to) in LOADS {
-            crate::bench::check_interrupted()?;
-            let (e0, p0, s0) = (empty.counters()?, progstats::veth_packets(&lab.pod_ends())?, progstats::snapshot(serve.pid())?);
-            iperf_between((&lab.pod_a, &lab.pod_b), (POD_B_IP, to), secs, udp)?;
-            let (s1, p1, e1) = (progstats::snapshot(serve.pid())?, progstats::veth_packets(&lab.pod_ends())?, empty.counters()?);
-            let progs = progstats::delta(&s0, &s1);
-            let floor = progstats::Counters { run_cnt: e1.run_cnt - e0.run_cnt, run_time_ns: e1.run_time_ns - e0.run_time_ns };
-            match cost.loads.iter_mut().find(|l| l.load == load) {
-                Some(l) => {
-                    progstats::add(&mut l.progs, &progs);
-                    progstats::add_counters(&mut l.floor, &floor);
-                    l.packets += p1 - p0;
+    for (command, args) in COMMANDS {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(args);
+        let mut tracer_proc = Proc::spawn(&mut cmd, false)?;
+        tracer_proc.wait_for("tracer: attached", Duration::from_secs(30)).with_context(|| format!("tracer {command} in the node lab"))?;
+        let attached = tracer_proc.stderr_text().split(" | ").find(|l| l.starts_with("tracer: attached")).unwrap_or_default().to_string();
+        cost.attached.push((command, attached));
+        let empty = progstats::EmptyClassifier::attach(&ends)?;
+        for _ in 0..program_reps {
+            for (load, udp, to) in LOADS {
+                crate::bench::check_interrupted()?;
+                let (e0, p0, s0) = (empty.counters()?, progstats::veth_packets(&lab.pod_ends())?, progstats::snapshot(tracer_proc.pid())?);
+                iperf_between((&lab.pod_a, &lab.pod_b), (POD_B_IP, to), secs, udp)?;
+                let (s1, p1, e1) = (progstats::snapshot(tracer_proc.pid())?, progstats::veth_packets(&lab.pod_ends())?, empty.counters()?);
+                let progs = progstats::delta(&s0, &s1);
+                let floor = progstats::Counters { run_cnt: e1.run_cnt - e0.run_cnt, run_time_ns: e1.run_time_ns - e0.run_time_ns };
+                match cost.loads.iter_mut().find(|l| l.command == command && l.load == load) {
+                    Some(l) => {
+                        progstats::add(&mut l.progs, &progs);
+                        progstats::add_counters(&mut l.floor, &floor);
+                        l.packets += p1 - p0;
+                    }
+                    None => cost.loads.push(NodeLoad { command, load, packets: p1 - p0, progs, floor }),
                 }
-                None => cost.loads.push(NodeLoad { load, packets: p1 - p0, progs, floor }),
             }
         }
+        drop(empty);
+        tracer_proc.interrupt(Duration::from_secs(30))?;
     }
-    drop(empty);
-    serve.interrupt(Duration::from_secs(30))?;
     Ok(cost)
 }
 
@@ -237,13 +250,18 @@ impl NodeCost {
         }
         // On a node (pod veths in tracer's namespace) the NAT check rides in the egress
         // classifiers: no program on every transmit.
-        anyhow::ensure!(self.attached.contains("nat: tc egress"), "node lab: serve did not put the NAT check in the classifiers: {}", self.attached);
+        for (command, _) in COMMANDS {
+            let attached = self.attached.iter().find(|(c, _)| *c == command).map(|(_, line)| line.as_str()).unwrap_or_default();
+            anyhow::ensure!(attached.contains("nat: tc egress"), "node lab: {command} did not put the NAT check in the classifiers: {attached}");
+            anyhow::ensure!(self.loads.iter().any(|l| l.command == command), "node lab: {command}'s programs not measured");
+        }
         for l in &self.loads {
-            anyhow::ensure!(l.packets > 0, "node lab, {}: no packet crossed the node", l.load);
+            let what = format!("node lab, {}, {}", l.command, l.load);
+            anyhow::ensure!(l.packets > 0, "{what}: no packet crossed the node");
             let runs = |name: &str| l.per_program().iter().find(|(n, _, _)| *n == name).map_or(0.0, |(_, runs, _)| *runs);
-            anyhow::ensure!(runs("mtu_eth_egress") >= ON_THE_PATH, "node lab, {}: the egress classifier did not run per packet", l.load);
-            anyhow::ensure!(runs("nat_xmit") == 0.0, "node lab, {}: nat_xmit ran beside the classifiers", l.load);
-            anyhow::ensure!(l.floor.run_cnt > 0, "node lab, {}: the empty classifier did not run (no statistics?)", l.load);
+            anyhow::ensure!(runs("mtu_eth_egress") >= ON_THE_PATH, "{what}: the egress classifier did not run per packet");
+            anyhow::ensure!(runs("nat_xmit") == 0.0, "{what}: nat_xmit ran beside the classifiers");
+            anyhow::ensure!(l.floor.run_cnt > 0, "{what}: the empty classifier did not run (no statistics?)");
         }
         Ok(())
     }
@@ -273,22 +291,30 @@ impl NodeCost {
                 t.traced.spread_pct() / 2.0
             );
         }
+        for (command, _) in COMMANDS {
+            self.program_table(&mut s, command);
+        }
+        s
+    }
+
+    /// The per-program table of one command's runs.
+    fn program_table(&self, s: &mut String, command: &str) {
+        let loads: Vec<&NodeLoad> = self.loads.iter().filter(|l| l.command == command).collect();
+        if loads.is_empty() {
+            return;
+        }
         let _ = writeln!(
             s,
-            "\n**Per program on a node** (`tracer serve` in the node's namespace with the devices it finds: pod A → Service ({SERVICE_IP}, DNATed by an iptables rule in the node) → pod B, and pod A → pod B straight (conntracked, not NATed), both pods behind veths into the node; kernel.bpf_stats_enabled; packets: what both pods transmitted, each crossing the node once):\n"
+            "\n**Per program on a node** (`tracer {command}` in the node's namespace with the devices it finds: pod A → Service ({SERVICE_IP}, DNATed by an iptables rule in the node) → pod B, and pod A → pod B straight (conntracked, not NATed), both pods behind veths into the node; kernel.bpf_stats_enabled; packets: what both pods transmitted, each crossing the node once):\n"
         );
-        let _ = writeln!(
-            s,
-            "| program | {} |",
-            self.loads.iter().map(|l| format!("{}: runs per packet, ns per run", l.load)).collect::<Vec<_>>().join(" | ")
-        );
-        let _ = writeln!(s, "|---|{}", "---|".repeat(self.loads.len()));
-        let mut names: Vec<&str> = self.loads.iter().flat_map(|l| l.per_program().into_iter().map(|(n, _, _)| n)).collect();
+        let _ =
+            writeln!(s, "| program | {} |", loads.iter().map(|l| format!("{}: runs per packet, ns per run", l.load)).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(loads.len()));
+        let mut names: Vec<&str> = loads.iter().flat_map(|l| l.per_program().into_iter().map(|(n, _, _)| n)).collect();
         names.sort_unstable();
         names.dedup();
         for name in names {
-            let cells: Vec<String> = self
-                .loads
+            let cells: Vec<String> = loads
                 .iter()
                 .map(|l| {
                     l.per_program()
@@ -299,8 +325,7 @@ impl NodeCost {
                 .collect();
             let _ = writeln!(s, "| `{name}` | {} |", cells.join(" | "));
         }
-        let sums: Vec<String> = self
-            .loads
+        let sums: Vec<String> = loads
             .iter()
             .map(|l| {
                 let (raw, above) = l.healthy();
@@ -308,8 +333,7 @@ impl NodeCost {
             })
             .collect();
         let _ = writeln!(s, "| healthy packet (programs run for ≥ {ON_THE_PATH} of the packets), ns per packet | {} |", sums.join(" | "));
-        let packets: Vec<String> = self.loads.iter().map(|l| l.packets.to_string()).collect();
+        let packets: Vec<String> = loads.iter().map(|l| l.packets.to_string()).collect();
         let _ = writeln!(s, "| packets | {} |", packets.join(" | "));
-        s
     }
 }
