@@ -183,8 +183,13 @@ fn drain(inner: &mut RingBuf<MapData>, out: &mut Output<'_>, pipeline: &mut dyn 
 /// The longest a record waits in the ring buffer: the kernel wakes the reader only when a record
 /// takes the unread data past an eighth of the ring (tracer-ebpf's emit.rs: no wake-up per event,
 /// which under a storm cost the dropping CPU more than the event itself); `run` reads the ring
-/// this often anyway.
-pub(crate) const POLL: Duration = Duration::from_millis(10);
+/// this often anyway. Not shorter: each wake-up of an otherwise idle reader costs a busy node
+/// more than its own few microseconds (the task it preempts loses its caches and its place);
+/// at 10 ms (100 wake-ups a second) a running `watch` cost the node lab's 64-byte UDP ~5% of its
+/// packets with no event to read, as much as any process waking that often (BENCHMARKS.md,
+/// session 17), and at 100 ms the loss is within the noise, while a person watching the stream
+/// sees no difference.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// How often `run` calls the pipeline's tick.
 pub(crate) const TICK: Duration = Duration::from_millis(250);
