@@ -134,8 +134,10 @@ pub(crate) struct NodeCost {
 
 /// The commands whose programs are measured on the node, and their arguments: the DaemonSet's
 /// and the one a user runs during an incident. Both find the node's devices themselves.
-const COMMANDS: [(&str, &[&str]); 2] =
-    [("serve", &["serve", "--metrics", METRICS, "--pods-from", "none"]), ("watch", &["watch", "--pods-from", "none", "-o", "json"])];
+const COMMANDS: [(&str, &[&str]); 2] = [("serve", &["serve", "--metrics", METRICS, "--pods-from", "none"]), ("watch", WATCH)];
+
+/// `tracer watch` as the node lab runs it, for its throughput and its programs alike.
+const WATCH: &[&str] = &["watch", "--pods-from", "none", "-o", "json"];
 
 /// The loads: (name, UDP, destination). To the Service (conntrack and NAT on every packet), and
 /// straight to pod B (conntrack only: pod-to-pod traffic on a node with kube-proxy's rules).
@@ -151,7 +153,7 @@ fn throughput(tracer: &std::path::Path, lab: &NodeLab, secs: u64, reps: usize) -
             let mut watch = None;
             if traced {
                 let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(["watch", "--pods-from", "none", "-o", "json"]);
+                cmd.args(["netns", "exec", &lab.node]).arg(tracer).args(WATCH);
                 let mut p = Proc::spawn(&mut cmd, false)?;
                 p.wait_for("tracer: attached", Duration::from_secs(30)).context("tracer watch in the node lab")?;
                 watch = Some(p);
